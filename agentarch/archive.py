@@ -1,0 +1,220 @@
+"""The persistent archive: every candidate, every evaluation, every run, in one SQLite file.
+
+sqlite-utils does the schema work; every write is one transaction (`Database.atomic`), the file is
+in WAL mode so readers (the CLI, Datasette, the web UI) never block the writer, and a schema
+version in `meta` stops an older agentarch from misreading a newer file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from agentarch.dedup import DedupLevel
+
+SCHEMA_VERSION = 1
+
+CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout")
+# A candidate whose code or function matches one of these was already evaluated (or already failed
+# deterministically), so running it again would only spend compute.
+_DEDUP_POOL = ("trained", "failed", "timeout")
+_HASH_COLUMN: dict[DedupLevel, str] = {"whitespace": "text_hash", "ast": "ast_hash", "functional": "functional_hash"}
+
+
+class ArchiveError(RuntimeError):
+    """The archive cannot be used as asked; the message says what to do."""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Archive:
+    """A handle on one archive file. Cheap to open; one per process or thread."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        try:
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            self.db.enable_wal()
+        except sqlite3.DatabaseError as err:
+            raise ArchiveError(f"{self.path} is not an agentarch archive (SQLite says: {err}); pass another --archive path") from err
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        if "meta" not in self.db.table_names():
+            return 0
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise ArchiveError(
+                f"{self.path} was written by a newer agentarch (schema {version}, this one reads up to "
+                f"{SCHEMA_VERSION}); upgrade agentarch to open it. Nothing was changed."
+            )
+        if version == SCHEMA_VERSION:
+            return
+        if version == 0 and set(self.db.table_names()) - {"meta"}:
+            raise ArchiveError(f"{self.path} holds tables but no agentarch schema version; pass another --archive path")
+        with self.db.atomic():
+            self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+            self.db["runs"].create(
+                {
+                    "id": str, "kind": str, "task": str, "proposer": str, "config": str,
+                    "status": str, "started_at": str, "ended_at": str, "summary": str,
+                },
+                pk="id",
+            )
+            self.db["candidates"].create(
+                {
+                    "id": int, "created_at": str, "run_id": str, "task": str, "name": str, "proposer": str,
+                    "parents": str, "code": str, "text_hash": str, "ast_hash": str, "functional_hash": str,
+                    "hparams": str, "status": str, "reason": str, "duplicate_of": int, "dedup_level": str,
+                    "params": int, "flops": int,
+                },
+                pk="id",
+                not_null={"created_at", "task", "proposer", "code", "status"},
+                foreign_keys=[("run_id", "runs", "id"), ("duplicate_of", "candidates", "id")],
+            )
+            self.db["evaluations"].create(
+                {
+                    "id": int, "candidate_id": int, "task": str, "fidelity": int, "seed": int, "status": str,
+                    "val_accuracy": float, "test_accuracy": float, "params": int, "flops": int,
+                    "train_seconds": float, "wall_seconds": float, "peak_memory_mb": float, "device": str,
+                    "isolation": str, "curve": str, "timings": str, "error": str, "created_at": str,
+                },
+                pk="id",
+                not_null={"candidate_id", "task", "status", "created_at"},
+                foreign_keys=[("candidate_id", "candidates", "id")],
+            )
+            for column in ("text_hash", "ast_hash", "functional_hash"):
+                self.db["candidates"].create_index(["task", column])
+            self.db["candidates"].create_index(["task", "status"])
+            self.db["evaluations"].create_index(["candidate_id"])
+            self.db["evaluations"].create_index(["task", "val_accuracy"])
+            self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
+
+    # -- writes (each one transaction) ------------------------------------------------------
+
+    def start_run(self, kind: str, task: str, proposer: str, config: dict[str, Any]) -> str:
+        run_id = f"{kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        with self.db.atomic():
+            self.db["runs"].insert(
+                {"id": run_id, "kind": kind, "task": task, "proposer": proposer, "config": json.dumps(config),
+                 "status": "running", "started_at": now()}
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
+        with self.db.atomic():
+            self.db["runs"].update(run_id, {"status": status, "ended_at": now(), "summary": json.dumps(summary)})
+
+    def record(self, candidate: dict[str, Any], evaluation: dict[str, Any] | None = None) -> int:
+        """Write a candidate and (when it ran) its evaluation in one transaction; returns the candidate id.
+
+        Nothing about a candidate is written before its outcome is known, so a crash mid-evaluation
+        leaves no half-recorded row behind. List and dict values are stored as JSON.
+        """
+        row = {"created_at": now(), **{k: _encode(v) for k, v in candidate.items()}}
+        with self.db.atomic():
+            candidate_id = int(self.db["candidates"].insert(row).last_pk)
+            if evaluation is not None:
+                self.db["evaluations"].insert(
+                    {"candidate_id": candidate_id, "task": candidate["task"], "created_at": now(),
+                     **{k: _encode(v) for k, v in evaluation.items()}}
+                )
+        return candidate_id
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def find_duplicate(self, task: str, level: DedupLevel, value: str) -> int | None:
+        """The earliest candidate for `task` already holding this hash, or None."""
+        column = _HASH_COLUMN[level]
+        marks = ", ".join("?" for _ in _DEDUP_POOL)
+        row = self.db.execute(
+            f"SELECT id FROM candidates WHERE task = ? AND {column} = ? AND status IN ({marks}) ORDER BY id LIMIT 1",
+            [task, value, *_DEDUP_POOL],
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def candidate(self, candidate_id: int) -> dict[str, Any]:
+        try:
+            row = self.db["candidates"].get(candidate_id)
+        except sqlite_utils.db.NotFoundError:
+            raise ArchiveError(f"no candidate with id {candidate_id} in {self.path}; `agentarch archive ls` lists them") from None
+        return _decode(row)
+
+    def evaluations(self, candidate_id: int) -> list[dict[str, Any]]:
+        return [_decode(r) for r in self.db["evaluations"].rows_where("candidate_id = ?", [candidate_id], order_by="id")]
+
+    def candidates(self, task: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first, each with its best evaluation's scores (None where not trained)."""
+        where, args = [], []
+        if task:
+            where.append("c.task = ?")
+            args.append(task)
+        if status:
+            where.append("c.status = ?")
+            args.append(status)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return list(self._scored(f"{clause} ORDER BY c.id DESC LIMIT ? OFFSET ?", [*args, limit, offset]))
+
+    def top(self, task: str, limit: int = 10, by: str = "val_accuracy") -> list[dict[str, Any]]:
+        """Best trained candidates for a task, ranked by the search signal (validation) unless told otherwise."""
+        if by not in ("val_accuracy", "test_accuracy"):
+            raise ArchiveError(f"cannot rank by {by!r}; use val_accuracy or test_accuracy")
+        return list(
+            self._scored(
+                f"WHERE c.task = ? AND c.status = 'trained' ORDER BY e.{by} DESC, c.id LIMIT ?", [task, limit]
+            )
+        )
+
+    def export_rows(self) -> Iterator[dict[str, Any]]:
+        yield from self._scored("ORDER BY c.id", [])
+
+    def _scored(self, tail: str, args: list[Any]) -> Iterator[dict[str, Any]]:
+        sql = f"""
+            SELECT c.id, c.created_at, c.run_id, c.task, c.name, c.proposer, c.parents, c.status, c.reason,
+                   c.duplicate_of, c.dedup_level, c.params, c.flops, e.fidelity, e.seed, e.val_accuracy,
+                   e.test_accuracy, e.train_seconds
+            FROM candidates c
+            LEFT JOIN evaluations e ON e.id = (
+                SELECT id FROM evaluations WHERE candidate_id = c.id AND status = 'trained'
+                ORDER BY val_accuracy DESC, id LIMIT 1)
+            {tail}"""
+        for row in self.db.query(sql, args):
+            yield _decode(row)
+
+
+_JSON_FIELDS = ("parents", "hparams", "curve", "timings", "config", "summary")
+
+
+def _encode(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: json.loads(v) if k in _JSON_FIELDS and isinstance(v, str) else v for k, v in row.items()}

@@ -1,0 +1,166 @@
+"""Static check of the candidate contract, before any code runs.
+
+The check is a courtesy, not the security boundary (the sandbox is): it turns the common ways a
+proposal is broken into a rejection that names the rule and the line, so that a person or the
+repair prompt can fix it without running anything.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_CODE_BYTES = 64 * 1024
+
+ALLOWED_IMPORT_ROOTS = frozenset(
+    {"torch", "math", "functools", "itertools", "typing", "dataclasses", "collections", "einops", "__future__"}
+)
+
+# Builtins that reach outside the program (files, the import system, dynamic code) have no place
+# in an architecture definition.
+FORBIDDEN_CALLS = frozenset({"eval", "exec", "compile", "__import__", "open", "input", "breakpoint", "globals", "vars"})
+
+# Training knobs a candidate may set in HPARAMS, with inclusive bounds.
+HPARAM_BOUNDS: dict[str, tuple[float, float]] = {
+    "lr": (1e-5, 0.1),
+    "weight_decay": (0.0, 0.5),
+    "batch_size": (8, 1024),
+    "epochs": (1, 200),
+    "label_smoothing": (0.0, 0.3),
+    "warmup_frac": (0.0, 0.5),
+}
+INTEGER_HPARAMS = frozenset({"batch_size", "epochs"})
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One broken rule: `rule` is a stable identifier, `line` is 1-based (None for whole-file rules)."""
+
+    rule: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"[{self.rule}] {where}{self.message}"
+
+
+@dataclass
+class CheckResult:
+    rejections: list[Rejection] = field(default_factory=list)
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejections
+
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(str(r) for r in self.rejections) or None
+
+
+def _check_imports(tree: ast.Module) -> list[Rejection]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                found.append(Rejection("import-allowlist", "relative imports are not allowed", node.lineno))
+                continue
+            modules = [node.module or ""]
+        else:
+            continue
+        for module in modules:
+            if module.split(".")[0] not in ALLOWED_IMPORT_ROOTS:
+                allowed = ", ".join(sorted(ALLOWED_IMPORT_ROOTS - {"__future__"}))
+                found.append(Rejection("import-allowlist", f"import of '{module}' is not allowed (allowed: {allowed})", node.lineno))
+    return found
+
+
+def _check_calls(tree: ast.Module) -> list[Rejection]:
+    return [
+        Rejection("forbidden-call", f"call to '{node.func.id}' is not allowed in a candidate", node.lineno)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FORBIDDEN_CALLS
+    ]
+
+
+def _methods(cls: ast.ClassDef) -> dict[str, ast.FunctionDef]:
+    return {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)}
+
+
+def _check_net(tree: ast.Module) -> list[Rejection]:
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    net = classes.get("Net")
+    if net is None:
+        return [Rejection("contract-net", "no module-level class 'Net' (expected `class Net(nn.Module)`)")]
+    if not net.bases:
+        return [Rejection("contract-net", "class Net must subclass nn.Module", net.lineno)]
+    found = []
+    # forward and __init__ may come from a base class defined in the same file.
+    lineage = [net] + [classes[b.id] for b in net.bases if isinstance(b, ast.Name) and b.id in classes]
+    methods: dict[str, ast.FunctionDef] = {}
+    for cls in reversed(lineage):
+        methods.update(_methods(cls))
+    init = methods.get("__init__")
+    if init is None:
+        found.append(Rejection("contract-init", "Net has no __init__(self, in_shape, num_classes)", net.lineno))
+    else:
+        args = [a.arg for a in init.args.posonlyargs + init.args.args]
+        required = len(args) - len(init.args.defaults)
+        if args[1:3] != ["in_shape", "num_classes"] or required > 3:
+            found.append(
+                Rejection(
+                    "contract-init",
+                    f"Net.__init__ must take (self, in_shape, num_classes); it takes ({', '.join(args)})",
+                    init.lineno,
+                )
+            )
+    forward = methods.get("forward")
+    if forward is None:
+        found.append(Rejection("contract-forward", "Net has no forward(self, x) method", net.lineno))
+    elif len(forward.args.args) - len(forward.args.defaults) != 2:
+        found.append(Rejection("contract-forward", "Net.forward must take exactly one input (self, x)", forward.lineno))
+    return found
+
+
+def _check_hparams(tree: ast.Module) -> tuple[list[Rejection], dict[str, Any]]:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "HPARAMS" for t in node.targets):
+            break
+    else:
+        return [], {}
+    try:
+        value = ast.literal_eval(node.value)
+    except ValueError:
+        return [Rejection("hparams", "HPARAMS must be a literal dict of numbers", node.lineno)], {}
+    if not isinstance(value, dict):
+        return [Rejection("hparams", "HPARAMS must be a dict", node.lineno)], {}
+    found = []
+    for key, val in value.items():
+        if key not in HPARAM_BOUNDS:
+            found.append(Rejection("hparams", f"unknown HPARAMS key {key!r} (known: {', '.join(HPARAM_BOUNDS)})", node.lineno))
+            continue
+        low, high = HPARAM_BOUNDS[key]
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or (key in INTEGER_HPARAMS and not isinstance(val, int)):
+            kind = "an integer" if key in INTEGER_HPARAMS else "a number"
+            found.append(Rejection("hparams", f"HPARAMS[{key!r}] must be {kind}, got {val!r}", node.lineno))
+        elif not low <= val <= high:
+            found.append(Rejection("hparams", f"HPARAMS[{key!r}]={val} is outside [{low}, {high}]", node.lineno))
+    return found, ({} if found else value)
+
+
+def check(code: str) -> CheckResult:
+    """Check a candidate's source against the contract; never executes it."""
+    size = len(code.encode("utf-8"))
+    if size > MAX_CODE_BYTES:
+        return CheckResult([Rejection("size", f"candidate is {size} bytes; the limit is {MAX_CODE_BYTES}")])
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as err:
+        return CheckResult([Rejection("syntax", err.msg, err.lineno)])
+    rejections = _check_imports(tree) + _check_calls(tree) + _check_net(tree)
+    hparam_rejections, hparams = _check_hparams(tree)
+    return CheckResult(rejections + hparam_rejections, hparams)

@@ -1,0 +1,305 @@
+"""The `agentarch` command line: a thin Typer layer over the library (evaluate, archive, tasks, sandbox)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from agentarch.archive import Archive, ArchiveError
+from agentarch.config import ConfigError, Settings, load_settings
+from agentarch.evaluate import EvalResult, Evaluator
+from agentarch.sandbox import FALLBACK_WARNING, SandboxError, bubblewrap_problem
+from agentarch.tasks import TASKS, TaskError
+
+app = typer.Typer(
+    help="LLM-driven neural architecture discovery: propose, sandbox, train, archive.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+archive_app = typer.Typer(help="Browse and export the archive (candidates, evaluations, runs).", no_args_is_help=True)
+app.add_typer(archive_app, name="archive")
+
+err = Console(stderr=True)
+out = Console()
+
+ArchiveOpt = Annotated[Optional[Path], typer.Option("--archive", help="SQLite archive file [default: archive/archive.db]")]
+TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help=f"task: {', '.join(TASKS)} [default: digits]")]
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a usage problem and return the exit to raise (exit code 2, like other usage errors)."""
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(2)
+
+
+def settings_or_exit(**flags: Any) -> Settings:
+    try:
+        return load_settings(**flags)
+    except ConfigError as e:
+        raise fail(str(e)) from None
+
+
+def open_archive(path: Path) -> Archive:
+    try:
+        return Archive(path)
+    except ArchiveError as e:
+        raise fail(str(e)) from None
+
+
+@app.command("eval")
+def eval_command(
+    paths: Annotated[list[Path], typer.Argument(help="candidate .py files, each defining `class Net(nn.Module)`")],
+    task: TaskOpt = None,
+    archive: ArchiveOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per file, one per line")] = False,
+    epochs: Annotated[Optional[int], typer.Option(help="training epochs (the fidelity) [default: the task's]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="training seed")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="where file-based datasets live (mnist, cifar10, ...)")] = None,
+    download: Annotated[Optional[bool], typer.Option("--download", help="fetch a missing dataset into --data-dir")] = None,
+    isolation: Annotated[Optional[str], typer.Option(help="auto, bubblewrap or process (weaker fallback)")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="wall-clock seconds per candidate")] = None,
+) -> None:
+    """Check, dedup, train and record each candidate file.
+
+    A bad candidate is a result (invalid, duplicate, failed, timeout), not an error: the exit code
+    is 0 once every file was recorded. Example:
+
+        agentarch eval archive/seeds/image/*.py --task digits --json
+    """
+    settings = settings_or_exit(task=task, archive=archive, epochs=epochs, seed=seed, data_dir=data_dir,
+                                download=download, isolation=isolation, timeout_s=timeout)
+    if settings.task not in TASKS:
+        raise fail(f"unknown task {settings.task!r}; known tasks: {', '.join(TASKS)}")
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise fail(f"no such file: {', '.join(missing)}")
+    with open_archive(settings.archive) as db:
+        try:
+            evaluator = Evaluator(db, settings)
+        except (SandboxError, TaskError) as e:
+            raise fail(str(e)) from None
+        if evaluator.isolation == "process":
+            err.print(f"[bold yellow]{FALLBACK_WARNING.format(why=bubblewrap_problem() or 'isolation=process was asked for')}[/]")
+        run_id = db.start_run("eval", settings.task, "user", {"paths": [str(p) for p in paths], "epochs": settings.epochs,
+                                                              "seed": settings.seed, "isolation": evaluator.isolation})
+        evaluator.run_id = run_id
+        results: list[EvalResult] = []
+        try:
+            for path in paths:
+                with err.status(f"evaluating {path.name} on {settings.task} ({evaluator.isolation} sandbox)"):
+                    result = _evaluate_file(evaluator, path)
+                results.append(result)
+                if as_json:
+                    print(json.dumps(result.to_json()), flush=True)
+                else:
+                    _print_result(result)
+        except TaskError as e:
+            db.finish_run(run_id, "failed", {"error": str(e)})
+            raise fail(str(e)) from None
+        except KeyboardInterrupt:
+            db.finish_run(run_id, "interrupted", _summary(results))
+            raise
+        db.finish_run(run_id, "finished", _summary(results))
+
+
+def _evaluate_file(evaluator: Evaluator, path: Path) -> EvalResult:
+    raw = path.read_bytes()
+    try:
+        code = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        code = raw.decode("utf-8", errors="replace")
+        return evaluator.reject(code, path.name, f"[encoding] not UTF-8 text (byte {e.start}); save the file as UTF-8 Python source")
+    return evaluator.evaluate(code, path.name)
+
+
+def _summary(results: list[EvalResult]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return {"evaluated": len(results), "counts": counts}
+
+
+def _fmt(value: Any, kind: str = "") -> str:
+    if value is None:
+        return "-"
+    if kind == "acc":
+        return f"{value:.4f}"
+    if kind == "int":
+        return f"{value:,}"
+    if kind == "s":
+        return f"{value:.1f}s"
+    return str(value)
+
+
+def _print_result(r: EvalResult) -> None:
+    m = r.metrics
+    color = {"trained": "green", "duplicate": "yellow"}.get(r.status, "red")
+    line = f"[bold]#{r.id}[/] {r.name}: [{color}]{r.status}[/]"
+    if r.status == "trained":
+        line += (f"  val {_fmt(m['val_accuracy'], 'acc')}  test {_fmt(m['test_accuracy'], 'acc')}  "
+                 f"params {_fmt(m['params'], 'int')}  flops {_fmt(m['flops'], 'int')}  train {_fmt(m['train_seconds'], 's')}")
+    if r.reason:
+        line += f"\n    {r.reason}"
+    out.print(line, highlight=False)
+
+
+# -- archive ----------------------------------------------------------------------------------
+
+ROW_COLUMNS = [("id", "id", ""), ("task", "task", ""), ("name", "name", ""), ("proposer", "proposer", ""),
+               ("status", "status", ""), ("val", "val_accuracy", "acc"), ("test", "test_accuracy", "acc"),
+               ("params", "params", "int"), ("train", "train_seconds", "s")]
+
+
+def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for header, _, kind in ROW_COLUMNS:
+        table.add_column(header, justify="right" if kind else "left")
+    for row in rows:
+        table.add_row(*(_fmt(row.get(key), kind) for _, key, kind in ROW_COLUMNS))
+    return table
+
+
+def _archive_path(archive: Optional[Path]) -> Path:
+    return settings_or_exit(archive=archive).archive
+
+
+@archive_app.command("ls")
+def archive_ls(
+    archive: ArchiveOpt = None,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="only this task")] = None,
+    status: Annotated[Optional[str], typer.Option(help="only this status: trained, invalid, duplicate, failed, timeout")] = None,
+    limit: Annotated[int, typer.Option(help="rows per page")] = 50,
+    page: Annotated[int, typer.Option(help="page number, from 1")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+) -> None:
+    """List candidates, newest first, with their best evaluation."""
+    with open_archive(_archive_path(archive)) as db:
+        rows = db.candidates(task=task, status=status, limit=limit, offset=(max(page, 1) - 1) * limit)
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        out.print(_rows_table(rows, f"candidates (page {page})"))
+
+
+@archive_app.command("show")
+def archive_show(
+    candidate_id: Annotated[int, typer.Argument(help="candidate id, as `archive ls` shows it")],
+    archive: ArchiveOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the full record as JSON")] = False,
+) -> None:
+    """Show one candidate: code, hashes, lineage, and every evaluation."""
+    with open_archive(_archive_path(archive)) as db:
+        try:
+            cand = db.candidate(candidate_id)
+        except ArchiveError as e:
+            raise fail(str(e)) from None
+        evals = db.evaluations(candidate_id)
+    if as_json:
+        print(json.dumps({**cand, "evaluations": evals}))
+        return
+    out.print(f"[bold]candidate {cand['id']}[/] {cand['name'] or ''}  task={cand['task']}  proposer={cand['proposer']}  "
+              f"status={cand['status']}  parents={cand['parents']}", highlight=False)
+    if cand["reason"]:
+        out.print(f"reason: {cand['reason']}", highlight=False)
+    out.print(f"hashes: whitespace={(cand['text_hash'] or '')[:12]} ast={(cand['ast_hash'] or '')[:12]} "
+              f"functional={(cand['functional_hash'] or '')[:12]}", highlight=False)
+    out.print(Syntax(cand["code"], "python", line_numbers=True))
+    for e in evals:
+        out.print(f"evaluation {e['id']}: {e['status']} fidelity={e['fidelity']} seed={e['seed']} "
+                  f"val={_fmt(e['val_accuracy'], 'acc')} test={_fmt(e['test_accuracy'], 'acc')} "
+                  f"train={_fmt(e['train_seconds'], 's')} device={e['device']} isolation={e['isolation']}", highlight=False)
+        if e["error"]:
+            out.print(e["error"], highlight=False, markup=False)
+
+
+@archive_app.command("top")
+def archive_top(
+    task: Annotated[str, typer.Option("--task", "-t", help="the task to rank")],
+    archive: ArchiveOpt = None,
+    limit: Annotated[int, typer.Option(help="how many")] = 10,
+    by: Annotated[str, typer.Option(help="val_accuracy (the search signal) or test_accuracy")] = "val_accuracy",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+) -> None:
+    """The best trained candidates of a task."""
+    with open_archive(_archive_path(archive)) as db:
+        try:
+            rows = db.top(task, limit=limit, by=by)
+        except ArchiveError as e:
+            raise fail(str(e)) from None
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        out.print(_rows_table(rows, f"top {limit} on {task} by {by}"))
+
+
+@archive_app.command("export")
+def archive_export(
+    archive: ArchiveOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="file to write [default: stdout]")] = None,
+) -> None:
+    """Export every candidate with its best evaluation, as CSV or a JSON array."""
+    if fmt not in ("csv", "json"):
+        raise fail(f"unknown format {fmt!r}; use --format csv or --format json")
+    with open_archive(_archive_path(archive)) as db:
+        rows = list(db.export_rows())
+    stream = output.open("w", newline="") if output else sys.stdout
+    try:
+        if fmt == "json":
+            json.dump(rows, stream, indent=1)
+            stream.write("\n")
+        else:
+            fields = list(rows[0]) if rows else ["id"]
+            writer = csv.DictWriter(stream, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+    finally:
+        if output:
+            stream.close()
+
+
+# -- environment --------------------------------------------------------------------------------
+
+
+@app.command("tasks")
+def tasks_command() -> None:
+    """List the tasks, with their input shapes and default budgets."""
+    table = Table(title="tasks")
+    for col in ("name", "kind", "in_shape", "classes", "metric", "epochs", "max params", "needs --data-dir"):
+        table.add_column(col)
+    for t in TASKS.values():
+        table.add_row(t.name, t.kind, str(t.in_shape), str(t.num_classes), t.metric, str(t.epochs),
+                      f"{t.max_params:,}", "yes" if t.needs_data_dir else "no")
+    out.print(table)
+
+
+@app.command("doctor")
+def doctor_command() -> None:
+    """Say how candidate code will be isolated here, and what to install for more."""
+    problem = bubblewrap_problem()
+    if problem is None:
+        out.print("[green]bubblewrap works[/]: candidates run with no network, a read-only system and a scratch dir.")
+    else:
+        out.print(f"[yellow]{FALLBACK_WARNING.format(why=problem)}[/]")
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except ImportError:
+        gpus = 0
+    out.print(f"GPUs visible: {gpus}" + ("" if gpus else " (training runs on the CPU)"))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,73 @@
+"""One settings object, one source of truth: built-in defaults < TOML file < environment < flags.
+
+The TOML file is `agentarch.toml` in the working directory, or the path in AGENTARCH_CONFIG.
+Environment variables are the field names upper-cased with an `AGENTARCH_` prefix
+(`AGENTARCH_ARCHIVE=runs/a.db`). Command-line flags are passed to `load_settings` as overrides.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agentarch"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the file or field to fix."""
+
+
+class Settings(BaseSettings):
+    """Everything a run can be told. Field docs double as the reference for agentarch.toml."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTARCH_", extra="forbid")
+
+    archive: Path = Field(Path("archive/archive.db"), description="the SQLite archive file")
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="prepared task data (inputs and labels)")
+    data_dir: Path | None = Field(None, description="where file-based datasets (mnist, cifar10, ...) live")
+    download: bool = Field(False, description="allow fetching a missing dataset into data_dir")
+    task: str = Field("digits", description="the task to evaluate on")
+    seed: int = Field(0, description="training seed")
+    split_seed: int = Field(0, description="seed of the train/val/test split; keep it fixed to compare candidates")
+    epochs: int | None = Field(None, ge=1, description="training budget override (the fidelity); default: the task's")
+    isolation: Literal["auto", "bubblewrap", "process"] = Field(
+        "auto", description="bubblewrap (full isolation), process (weaker fallback), auto (bubblewrap when it works)"
+    )
+    memory_mb: int = Field(6144, ge=256, description="address-space limit of a sandboxed evaluation")
+    timeout_s: float = Field(900.0, gt=0, description="wall-clock limit of one evaluation, smoke and training together")
+    smoke_timeout_s: float = Field(120.0, gt=0, description="wall-clock limit of the smoke stage alone")
+    max_pids: int = Field(64, ge=8, description="processes and threads a sandboxed evaluation may hold")
+    max_file_mb: int = Field(1024, ge=1, description="largest file a sandboxed evaluation may write")
+    threads: int | None = Field(None, ge=1, description="CPU threads for training; default: all cores")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("AGENTARCH_CONFIG", "agentarch.toml"))
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with the given flag values on top; None means 'flag not given'."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in err.errors())
+        source = os.environ.get("AGENTARCH_CONFIG", "agentarch.toml")
+        raise ConfigError(f"invalid settings ({problems}); check {source}, AGENTARCH_* variables and flags") from None
+    except ValueError as err:  # a TOML syntax error surfaces here
+        source = os.environ.get("AGENTARCH_CONFIG", "agentarch.toml")
+        raise ConfigError(f"cannot read {source}: {err}") from None

@@ -1,0 +1,158 @@
+"""Evaluate one candidate end to end: check, dedup, smoke, functional dedup, train, score, record.
+
+Every proposer (a person with `agentarch eval`, a baseline, the LLM loop) goes through this one
+function, so their results are comparable row for row in the archive.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentarch import dedup
+from agentarch.archive import Archive
+from agentarch.checks import check
+from agentarch.config import Settings
+from agentarch.sandbox import Limits, Outcome, SandboxError, SandboxJob, resolve_isolation
+from agentarch.tasks import PreparedTask, TaskError, get_task, prepare, score
+
+METRIC_KEYS = ("val_accuracy", "test_accuracy", "params", "flops", "train_seconds")
+
+
+@dataclass
+class EvalResult:
+    """What happened to one candidate; `to_json` is the line `agentarch eval --json` prints."""
+
+    id: int
+    name: str
+    status: str
+    reason: str | None = None
+    duplicate_of: int | None = None
+    dedup_level: str | None = None
+    metrics: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(METRIC_KEYS))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "reason": self.reason, "duplicate_of": self.duplicate_of,
+                "dedup_level": self.dedup_level, "metrics": self.metrics}
+
+
+def cpu_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class Evaluator:
+    """Evaluates candidates for one task into one archive, under one run id."""
+
+    def __init__(self, archive: Archive, settings: Settings, run_id: str | None = None) -> None:
+        self.archive = archive
+        self.settings = settings
+        self.run_id = run_id
+        self.task = get_task(settings.task)
+        self.isolation = resolve_isolation(settings.isolation)
+        self.limits = Limits(
+            memory_mb=settings.memory_mb, timeout_s=settings.timeout_s, smoke_timeout_s=settings.smoke_timeout_s,
+            max_pids=settings.max_pids, max_file_mb=settings.max_file_mb, threads=settings.threads or cpu_threads(),
+        )
+        self._prepared: PreparedTask | None = None
+
+    @property
+    def prepared(self) -> PreparedTask:
+        """The task's data, prepared on first use (so a run of only invalid files loads nothing)."""
+        if self._prepared is None:
+            self._prepared = prepare(self.task, self.settings.cache_dir, self.settings.data_dir,
+                                     self.settings.download, self.settings.split_seed)
+        return self._prepared
+
+    def train_config(self, hparams: dict[str, Any]) -> dict[str, Any]:
+        """Task defaults, then the candidate's HPARAMS; the epoch budget (fidelity) is a ceiling."""
+        budget = self.settings.epochs or self.task.epochs
+        cfg = {"epochs": budget, "batch_size": self.task.batch_size, "lr": self.task.lr,
+               "weight_decay": self.task.weight_decay, "seed": self.settings.seed,
+               "max_seconds": self.limits.timeout_s * 0.85}
+        cfg.update({k: v for k, v in hparams.items() if k != "epochs"})
+        cfg["epochs"] = min(budget, int(hparams.get("epochs", budget)))
+        return cfg
+
+    def reject(self, code: str, name: str, reason: str, proposer: str = "user") -> EvalResult:
+        """Record a candidate that cannot even be read as Python source (e.g. not UTF-8)."""
+        base = {"run_id": self.run_id, "task": self.task.name, "name": name, "proposer": proposer, "parents": [],
+                "code": code, "text_hash": dedup.whitespace_hash(code)}
+        return self._record(base, "invalid", reason=reason)
+
+    def evaluate(self, code: str, name: str, proposer: str = "user", parents: list[int] | None = None) -> EvalResult:
+        """Run the whole pipeline for one candidate and record the outcome; never raises for a bad candidate."""
+        base = {"run_id": self.run_id, "task": self.task.name, "name": name, "proposer": proposer,
+                "parents": parents or [], "code": code, "text_hash": dedup.whitespace_hash(code)}
+        checked = check(code)
+        if not checked.ok:
+            return self._record(base, "invalid", reason=checked.reason)
+        base["ast_hash"] = dedup.ast_hash(code)
+        base["hparams"] = checked.hparams
+        for level, value in (("whitespace", base["text_hash"]), ("ast", base["ast_hash"])):
+            earlier = self.archive.find_duplicate(self.task.name, level, value)  # type: ignore[arg-type]
+            if earlier is not None:
+                return self._record(base, "duplicate", reason=f"same code as candidate {earlier} ({level} level)",
+                                    duplicate_of=earlier, dedup_level=level)
+        return self._run(base, self.train_config(checked.hparams))
+
+    def _run(self, base: dict[str, Any], train_cfg: dict[str, Any]) -> EvalResult:
+        spec = {"kind": self.task.kind, "in_shape": list(self.task.in_shape), "num_classes": self.task.num_classes,
+                "train": train_cfg}
+        evaluation = {"fidelity": train_cfg["epochs"], "seed": train_cfg["seed"], "isolation": self.isolation}
+        started = time.perf_counter()
+        with SandboxJob(base["code"], spec, self.prepared.inputs_dir, self.limits, self.isolation) as job:
+            smoke = job.read_event(self.limits.smoke_timeout_s)
+            if isinstance(smoke, Outcome) or smoke.get("event") != "smoke":
+                return self._failure(base, evaluation, smoke, "smoke", job, started)
+            base.update(functional_hash=smoke["functional_hash"], params=smoke["params"], flops=smoke["flops"])
+            metrics = {"params": smoke["params"], "flops": smoke["flops"]}
+            earlier = self.archive.find_duplicate(self.task.name, "functional", smoke["functional_hash"])
+            if earlier is not None:
+                job.send("stop")
+                return self._record(base, "duplicate", reason=f"computes the same function as candidate {earlier}",
+                                    duplicate_of=earlier, dedup_level="functional", metrics=metrics)
+            if smoke["params"] > self.task.max_params:
+                job.send("stop")
+                return self._record(base, "invalid", metrics=metrics, reason=(
+                    f"[param-budget] {smoke['params']:,} parameters exceed the task's budget of {self.task.max_params:,}"))
+            job.send("train")
+            trained = job.read_event()
+            if isinstance(trained, Outcome) or trained.get("event") != "trained":
+                return self._failure(base, evaluation, trained, "train", job, started)
+            try:
+                scores = {f"{split}_accuracy": score(self.task, job.output(f"{split}_outputs.npy"), self.prepared.labels(split))
+                          for split in ("val", "test")}
+            except (SandboxError, TaskError, ValueError) as err:
+                return self._failure(base, evaluation, Outcome("failed", f"unusable outputs: {err}"), "score", job, started)
+        metrics.update(scores, train_seconds=trained["train_seconds"])
+        evaluation.update(
+            status="trained", **metrics, wall_seconds=time.perf_counter() - started, device=trained["device"],
+            peak_memory_mb=trained["peak_memory_mb"], curve=trained["curve"],
+            timings={"smoke_seconds": smoke["seconds"], "train_seconds": trained["train_seconds"],
+                     "steps": trained["steps"], "epochs_done": trained["epochs_done"],
+                     "stopped_early": trained["stopped_early"]},
+        )
+        return self._record(base, "trained", metrics=metrics, evaluation=evaluation)
+
+    def _failure(self, base: dict[str, Any], evaluation: dict[str, Any], event: dict[str, Any] | Outcome,
+                 stage: str, job: SandboxJob, started: float) -> EvalResult:
+        if isinstance(event, Outcome):
+            status, reason = event.status, f"[{stage}] {event.reason}"
+        else:
+            status, reason = "failed", f"[{event.get('stage', stage)}:{event.get('kind', '?')}] {event.get('message', event)}"
+        tail = job.log_tail()
+        evaluation.update(status=status, wall_seconds=time.perf_counter() - started,
+                          error="\n".join(filter(None, [reason, str(event.get("traceback", "")) if isinstance(event, dict) else "", tail])))
+        metrics = {k: base.get(k) for k in ("params", "flops") if base.get(k) is not None}
+        return self._record(base, status, reason=reason, metrics=metrics, evaluation=evaluation)
+
+    def _record(self, base: dict[str, Any], status: str, reason: str | None = None, duplicate_of: int | None = None,
+                dedup_level: str | None = None, metrics: dict[str, Any] | None = None,
+                evaluation: dict[str, Any] | None = None) -> EvalResult:
+        candidate = {**base, "status": status, "reason": reason, "duplicate_of": duplicate_of, "dedup_level": dedup_level}
+        candidate_id = self.archive.record(candidate, evaluation)
+        full = dict.fromkeys(METRIC_KEYS)
+        full.update(metrics or {})
+        return EvalResult(candidate_id, base["name"], status, reason, duplicate_of, dedup_level, full)

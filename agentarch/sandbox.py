@@ -1,0 +1,433 @@
+"""Host side of the sandbox: start the runner (sandbox/runner.py) isolated, talk to it, clean up.
+
+Layers, outermost first (docs/sandbox.md has the threat model):
+
+1. a pids cgroup (and a memory cgroup where one can be made), which caps process count and lets the
+   host kill every process the evaluation started, however it detached;
+2. rlimits set by `prlimit` before anything else runs: address space, CPU seconds, file size,
+   open files, core dumps;
+3. bubblewrap: new user, pid, net, ipc and uts namespaces (no network, not even the host's
+   loopback), a read-only view of only the Python installation and system libraries, one writable
+   scratch directory, the task's inputs read-only, `--clearenv`, all capabilities dropped;
+4. a seccomp filter that refuses inet, inet6, netlink and packet sockets;
+5. a wall-clock timeout after which the whole process group and cgroup are killed.
+
+Where bubblewrap is missing or cannot create namespaces, the `process` fallback keeps 1, 2, 4 and 5
+plus a scrubbed environment, and says loudly that the file system is not isolated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+IsolationMode = Literal["bubblewrap", "process"]
+
+# Inside the bubblewrap sandbox the runner package, the data and the scratch directory live here.
+BOX_PACKAGE_ROOT = "/opt/agentarch"
+BOX_DATA = "/data"
+BOX_SCRATCH = "/scratch"
+
+_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from sandbox.runner import main; sys.argv = sys.argv[1:]; main()"
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not run (not the candidate's fault); the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int = 6144
+    timeout_s: float = 900.0
+    smoke_timeout_s: float = 120.0
+    max_pids: int = 64
+    max_file_mb: int = 1024
+    max_open_files: int = 256
+    threads: int = 1
+
+    @property
+    def cpu_seconds(self) -> int:
+        """CPU-time cap: the wall-clock budget on every thread, so it only binds a runaway."""
+        return int(self.timeout_s * max(1, self.threads) + 30)
+
+
+@dataclass
+class Outcome:
+    """How the sandboxed process ended, when it ended without a clean event."""
+
+    status: Literal["failed", "timeout"]
+    reason: str
+
+
+# -- detection ----------------------------------------------------------------------------------
+
+
+@cache
+def bubblewrap_problem() -> str | None:
+    """None when bubblewrap can make an isolated sandbox here, else why not."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    probe = subprocess.run(
+        [bwrap, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL", "--clearenv",
+         "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"],
+        capture_output=True, text=True, timeout=30,
+    )
+    if probe.returncode != 0:
+        return f"bubblewrap cannot create namespaces here: {probe.stderr.strip() or probe.returncode}"
+    return None
+
+
+def resolve_isolation(requested: str) -> IsolationMode:
+    """Turn the configured isolation into the mode to use, refusing a bubblewrap that cannot work."""
+    problem = bubblewrap_problem()
+    if requested == "process":
+        return "process"
+    if problem is None:
+        return "bubblewrap"
+    if requested == "bubblewrap":
+        raise SandboxError(f"isolation=bubblewrap was asked for, but {problem}")
+    return "process"
+
+
+FALLBACK_WARNING = (
+    "WARNING: candidate code runs WITHOUT file-system isolation (the 'process' fallback): {why}. "
+    "Network sockets are refused, the environment is scrubbed and resources are capped, but the "
+    "candidate can read any file this user can. Install bubblewrap for full isolation; see docs/sandbox.md."
+)
+
+
+# -- cgroups ------------------------------------------------------------------------------------
+
+
+class Cgroup:
+    """A per-evaluation cgroup (v1 hierarchies or a delegated v2 subtree), where the host may make one."""
+
+    def __init__(self, name: str, max_pids: int, memory_bytes: int | None) -> None:
+        self.dirs: list[Path] = []
+        self.problem: str | None = None
+        try:
+            self._create(name, max_pids, memory_bytes)
+        except OSError as err:
+            self.remove()
+            self.problem = f"cannot create a cgroup ({err}); process count is not capped"
+
+    def _create(self, name: str, max_pids: int, memory_bytes: int | None) -> None:
+        root = Path("/sys/fs/cgroup")
+        if (root / "pids" / "cgroup.procs").exists():  # cgroup v1
+            self.dirs.append(self._mkdir(root / "pids" / "agentarch" / name, {"pids.max": str(max_pids)}))
+            if memory_bytes and (root / "memory" / "cgroup.procs").exists():
+                self.dirs.append(self._mkdir(root / "memory" / "agentarch" / name, {"memory.limit_in_bytes": str(memory_bytes)}))
+            return
+        own = Path("/proc/self/cgroup").read_text().strip().splitlines()[-1].split("::", 1)[-1].lstrip("/")
+        parent = root / own
+        if "pids" not in (parent / "cgroup.subtree_control").read_text():
+            raise OSError(f"the pids controller is not delegated to {parent}")
+        limits = {"pids.max": str(max_pids)}
+        if memory_bytes and "memory" in (parent / "cgroup.subtree_control").read_text():
+            limits["memory.max"] = str(memory_bytes)
+        self.dirs.append(self._mkdir(parent / f"agentarch-{name}", limits))
+
+    @staticmethod
+    def _mkdir(path: Path, limits: dict[str, str]) -> Path:
+        path.mkdir(parents=True)
+        for key, value in limits.items():
+            (path / key).write_text(value)
+        return path
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for d in self.dirs:
+            try:
+                found |= {int(p) for p in (d / "cgroup.procs").read_text().split()}
+            except OSError:
+                pass
+        return found
+
+    def kill_all(self) -> None:
+        """Kill every process in the group, repeating until none is left (a fork can race one pass)."""
+        if self.dirs and (self.dirs[0] / "cgroup.kill").exists():
+            (self.dirs[0] / "cgroup.kill").write_text("1")
+        for _ in range(200):
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+
+    def remove(self) -> None:
+        for d in reversed(self.dirs):
+            for _ in range(100):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def _runner_package_root() -> Path:
+    """The directory that holds the `sandbox` package (the runner), wherever agentarch is installed."""
+    import sandbox
+
+    return Path(sandbox.__file__).resolve().parent.parent
+
+
+def _python_roots() -> list[Path]:
+    """Directories the interpreter and its packages live in; bound read-only into the sandbox."""
+    import site
+
+    candidates = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.executable).resolve().parent.parent}
+    candidates |= {Path(p) for p in site.getsitepackages() if Path(p).exists()}
+    roots: list[Path] = []
+    for path in sorted(candidates, key=lambda p: len(p.parts)):
+        if not any(path.is_relative_to(r) for r in roots) and not Path("/usr").is_relative_to(path):
+            roots.append(path)
+    return [r for r in roots if not r.is_relative_to("/usr")]
+
+
+@cache
+def _seccomp_program() -> bytes:
+    """The compiled BPF filter that bubblewrap installs with --seccomp."""
+    import errno
+    import socket
+
+    import pyseccomp as seccomp
+
+    rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, socket.AF_PACKET):
+        rules.add_rule(seccomp.ERRNO(errno.EACCES), "socket", seccomp.Arg(0, seccomp.EQ, family))
+    with tempfile.TemporaryFile() as fh:
+        rules.export_bpf(fh)
+        fh.seek(0)
+        return fh.read()
+
+
+def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int) -> list[str]:
+    args = [
+        "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
+        "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", BOX_SCRATCH, "--setenv", "TMPDIR", "/tmp",
+        "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0",
+        "--setenv", "OMP_NUM_THREADS", str(threads), "--setenv", "MKL_NUM_THREADS", str(threads),
+        "--ro-bind", "/usr", "/usr",
+    ]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    for etc in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf", "localtime"):
+        args += ["--ro-bind-try", f"/etc/{etc}", f"/etc/{etc}"]
+    for root in _python_roots():
+        args += ["--ro-bind", str(root), str(root)]
+    for dev in sorted(Path("/dev").glob("nvidia*")):  # GPUs, where the host has them
+        args += ["--dev-bind", str(dev), str(dev)]
+    if any(Path("/dev").glob("nvidia*")):
+        args += ["--ro-bind-try", "/proc/driver/nvidia", "/proc/driver/nvidia", "--ro-bind", "/sys", "/sys"]
+    args += [
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+        "--ro-bind", str(_runner_package_root() / "sandbox"), f"{BOX_PACKAGE_ROOT}/sandbox",
+        "--ro-bind", str(inputs_dir), BOX_DATA,
+        "--bind", str(scratch), BOX_SCRATCH,
+        "--chdir", BOX_SCRATCH,
+        "--seccomp", str(seccomp_fd),
+        "--", sys.executable, "-E", "-s", "-c", _BOOT, BOX_PACKAGE_ROOT, f"{BOX_SCRATCH}/spec.json",
+    ]
+    return args
+
+
+def _prlimit_args(limits: Limits, cap_address_space: bool) -> list[str]:
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        raise SandboxError("prlimit (util-linux) is not installed; it sets the sandbox's resource limits")
+    args = [prlimit, f"--cpu={limits.cpu_seconds}", f"--fsize={limits.max_file_mb * 2**20}",
+            f"--nofile={limits.max_open_files}", "--core=0"]
+    if cap_address_space:
+        args.append(f"--as={limits.memory_mb * 2**20}")
+    return args + ["--"]
+
+
+# -- one job ------------------------------------------------------------------------------------
+
+
+class SandboxJob:
+    """One candidate's run in the sandbox: start, read events, send the host's word, clean up.
+
+    Use as a context manager; leaving it kills whatever is left and removes the scratch directory.
+    """
+
+    def __init__(self, code: str, spec: dict[str, Any], inputs_dir: Path, limits: Limits, isolation: IsolationMode) -> None:
+        self.limits = limits
+        self.isolation = isolation
+        self.scratch = Path(tempfile.mkdtemp(prefix="agentarch-job-"))
+        os.chmod(self.scratch, 0o700)
+        self.started = time.monotonic()
+        self.deadline = self.started + limits.timeout_s
+        self._buffer = b""
+        boxed = isolation == "bubblewrap"
+        (self.scratch / "candidate.py").write_text(code)
+        spec = {
+            **spec,
+            "code_path": f"{BOX_SCRATCH if boxed else self.scratch}/candidate.py",
+            "inputs_dir": BOX_DATA if boxed else str(inputs_dir),
+            "output_dir": BOX_SCRATCH if boxed else str(self.scratch),
+            "threads": limits.threads,
+            "apply_seccomp": not boxed,
+        }
+        (self.scratch / "spec.json").write_text(json.dumps(spec))
+        use_gpu = any(Path("/dev").glob("nvidia*"))
+        # CUDA reserves far more address space than it uses, so on GPU hosts memory is capped by the cgroup alone.
+        self.cgroup = Cgroup(self.scratch.name, limits.max_pids, None if not use_gpu else limits.memory_mb * 2**20)
+        shim = ["/bin/sh", "-c", 'for p in $0; do echo $$ > "$p" || exit 97; done; exec "$@"', " ".join(self.cgroup.procs_files)]
+        command = shim + _prlimit_args(limits, cap_address_space=not use_gpu)
+        pass_fds: tuple[int, ...] = ()
+        if boxed:
+            seccomp_fd = self._seccomp_fd()
+            pass_fds = (seccomp_fd,)
+            command += _bwrap_args(self.scratch, inputs_dir, seccomp_fd, limits.threads)
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        else:
+            command += [sys.executable, "-E", "-s", "-c", _BOOT, str(_runner_package_root()), str(self.scratch / "spec.json")]
+            env = {"PATH": "/usr/bin:/bin", "HOME": str(self.scratch), "TMPDIR": str(self.scratch),
+                   "OMP_NUM_THREADS": str(limits.threads), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=self.scratch, env=env, pass_fds=pass_fds, start_new_session=True,
+        )
+        for fd in pass_fds:
+            os.close(fd)
+
+    def _seccomp_fd(self) -> int:
+        path = self.scratch / "seccomp.bpf"
+        path.write_bytes(_seccomp_program())
+        fd = os.open(path, os.O_RDONLY)
+        path.unlink()
+        return fd
+
+    def __enter__(self) -> SandboxJob:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read_event(self, timeout_s: float | None = None) -> dict[str, Any] | Outcome:
+        """The next JSON event from the runner, or an Outcome when it died or ran out of time."""
+        deadline = self.deadline if timeout_s is None else min(self.deadline, time.monotonic() + timeout_s)
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                return Outcome("timeout", f"no result within {self._elapsed():.0f} s (wall-clock limit); the process group was killed")
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return self._death()
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            self.kill()
+            return Outcome("failed", f"the runner sent an unreadable event: {line[:200]!r}")
+        return event if isinstance(event, dict) else Outcome("failed", "the runner sent a non-object event")
+
+    def send(self, word: str) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(f"{word}\n".encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+
+    def output(self, name: str) -> np.ndarray:
+        """Load an array the runner wrote, refusing anything that is not a plain numeric .npy."""
+        path = self.scratch / name
+        if not path.is_file() or path.is_symlink():
+            raise SandboxError(f"the runner did not write {name}")
+        return np.load(path, allow_pickle=False)
+
+    def log_tail(self, max_bytes: int = 4000) -> str:
+        text = ""
+        assert self.proc.stderr is not None
+        if self.proc.poll() is not None:
+            text = self.proc.stderr.read(max_bytes).decode(errors="replace")
+        log = self.scratch / "candidate.log"
+        if log.is_file() and not log.is_symlink():
+            with open(log, "rb") as fh:
+                fh.seek(max(0, log.stat().st_size - max_bytes))
+                text += fh.read().decode(errors="replace")
+        return text[-max_bytes:]
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def _death(self) -> Outcome:
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.proc.wait()
+        if code == 97:
+            raise SandboxError("could not place the evaluation in its cgroup")
+        if code < 0 or code > 128:
+            signum = -code if code < 0 else code - 128
+            name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
+            hint = {"SIGKILL": "killed: memory or process limit, or out of memory", "SIGXCPU": "CPU-time limit reached",
+                    "SIGXFSZ": "file-size limit reached", "SIGSEGV": "segmentation fault"}.get(name, "killed by a signal")
+            return Outcome("failed", f"the sandboxed process died with {name} ({hint})")
+        tail = self.log_tail(1200).strip()
+        return Outcome("failed", f"the sandboxed process exited with code {code} before reporting" + (f": {tail}" if tail else ""))
+
+    def kill(self) -> None:
+        """Kill the whole evaluation: the process group, then anything left in its cgroup."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.cgroup.kill_all()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+        self.cgroup.kill_all()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        self.cgroup.remove()
+        shutil.rmtree(self.scratch, ignore_errors=True)

@@ -1,0 +1,232 @@
+"""The sandbox runner: the only place where candidate code executes.
+
+It runs in its own process under the isolation the host set up (agentarch/sandbox.py) and imports
+torch, numpy, the standard library and its sibling trainer, nothing of the orchestrator. It talks to
+the host over two pipes:
+
+- stdout carries JSON lines, one per event: `smoke`, then `trained`, or `error` at any point.
+  Before candidate code runs, stdout and stderr are pointed at a log file in the scratch
+  directory, so whatever the candidate prints cannot be mistaken for an event.
+- stdin carries the host's word after the smoke stage: `train` or `stop` (the host stops
+  functional duplicates and over-budget candidates without paying for training).
+
+Test and validation labels are not in the data directory; the runner writes logits and the host
+scores them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+import types
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from torch import nn
+
+from sandbox import trainer
+
+FUNCTIONAL_BATCH = 4
+SMOKE_BATCH = 8
+
+
+class CandidateError(Exception):
+    """The candidate broke the contract at run time; `kind` says which rule."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to kill this process if the host dies, so no evaluation outlives its orchestrator."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _apply_seccomp() -> None:
+    """Deny new inet/netlink/packet sockets (used when bubblewrap, which installs the filter itself, is absent)."""
+    import errno
+    import socket
+
+    import pyseccomp as seccomp
+
+    rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, socket.AF_PACKET):
+        rules.add_rule(seccomp.ERRNO(errno.EACCES), "socket", seccomp.Arg(0, seccomp.EQ, family))
+    rules.load()
+
+
+def _redirect_output(log_path: Path) -> TextIO:
+    """Keep the real stdout for events and send fd 1 and 2 (the candidate's prints) to the log."""
+    events = os.fdopen(os.dup(1), "w", buffering=1)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    return events
+
+
+def load_candidate(code_path: Path) -> type[nn.Module]:
+    """Execute the candidate's module code and return its Net class."""
+    module = types.ModuleType("candidate")
+    module.__file__ = str(code_path)
+    sys.modules["candidate"] = module
+    try:
+        exec(compile(code_path.read_text(), str(code_path), "exec"), module.__dict__)  # noqa: S102 - this is the sandbox
+    except Exception as err:
+        raise CandidateError("import", f"executing the module failed: {type(err).__name__}: {err}") from err
+    net = getattr(module, "Net", None)
+    if not (isinstance(net, type) and issubclass(net, nn.Module)):
+        raise CandidateError("contract-net", "Net is not an nn.Module subclass")
+    return net
+
+
+def build(net_cls: type[nn.Module], in_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    try:
+        return net_cls(in_shape, num_classes)
+    except Exception as err:
+        raise CandidateError("build", f"Net{in_shape, num_classes} raised {type(err).__name__}: {err}") from err
+
+
+def expected_shape(spec: dict[str, Any], batch: int) -> tuple[int, ...]:
+    if spec["kind"] == "token":
+        return (batch, spec["in_shape"][0], spec["num_classes"])
+    return (batch, spec["num_classes"])
+
+
+def fixed_input(spec: dict[str, Any], batch: int) -> torch.Tensor:
+    """The same input for every candidate of a task, independent of any global RNG state."""
+    gen = torch.Generator().manual_seed(1234)
+    if spec["kind"] == "token":
+        return torch.randint(0, spec["num_classes"], (batch, *spec["in_shape"]), generator=gen)
+    return torch.randn((batch, *spec["in_shape"]), generator=gen)
+
+
+def functional_hash(net_cls: type[nn.Module], spec: dict[str, Any]) -> str:
+    """Hash of what the network computes: seed-0 build, fixed input, outputs rounded, parameter shapes.
+
+    Two programs that build the same layers in the same order compute the same function whatever
+    their names and code style, and get the same hash.
+    """
+    in_shape, num_classes = tuple(spec["in_shape"]), spec["num_classes"]
+    model = build(net_cls, in_shape, num_classes, seed=0).eval()
+    with torch.no_grad():
+        out = model(fixed_input(spec, FUNCTIONAL_BATCH))
+    if not isinstance(out, torch.Tensor):
+        raise CandidateError("output-type", f"forward returned {type(out).__name__}, expected a Tensor")
+    digest = hashlib.sha256(json.dumps(spec["in_shape"]).encode())
+    for p in model.parameters():
+        digest.update(str(tuple(p.shape)).encode())
+    rounded = np.round(out.detach().double().cpu().numpy(), 4) + 0.0  # + 0.0 folds -0.0 into 0.0
+    digest.update(str(rounded.shape).encode())
+    digest.update(rounded.tobytes())
+    return digest.hexdigest()
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """Forward FLOPs for one sample, as torch's FLOP counter sees them (matmuls and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x[:1])
+    return int(counter.get_total_flops())
+
+
+def smoke(net_cls: type[nn.Module], spec: dict[str, Any], inputs: trainer.Inputs, device: torch.device) -> dict[str, Any]:
+    """Build, count, and run one forward and backward pass on real training data, checking the contract."""
+    in_shape, num_classes = tuple(spec["in_shape"]), spec["num_classes"]
+    fhash = functional_hash(net_cls, spec)
+    model = build(net_cls, in_shape, num_classes, seed=spec["train"]["seed"])
+    params = sum(p.numel() for p in model.parameters())
+    if params == 0:
+        raise CandidateError("no-parameters", "Net has no trainable parameters")
+    x, y = inputs.train_x[:SMOKE_BATCH].cpu(), inputs.train_y[:SMOKE_BATCH].cpu()
+    try:
+        flops = count_flops(model.eval(), x)
+    except Exception as err:
+        raise CandidateError("forward", f"forward raised {type(err).__name__}: {err}") from err
+    model.train().to(device)
+    try:
+        out = model(x.to(device))
+    except Exception as err:
+        raise CandidateError("forward", f"forward raised {type(err).__name__}: {err}") from err
+    if not isinstance(out, torch.Tensor):
+        raise CandidateError("output-type", f"forward returned {type(out).__name__}, expected a Tensor")
+    want = expected_shape(spec, len(x))
+    if tuple(out.shape) != want:
+        raise CandidateError("output-shape", f"forward returned shape {tuple(out.shape)}, expected {want}")
+    if not torch.isfinite(out).all():
+        raise CandidateError("non-finite", "forward produced NaN or Inf on real inputs")
+    loss = trainer.loss_fn(spec["kind"], out, y.to(device), 0.0)
+    try:
+        loss.backward()
+    except Exception as err:
+        raise CandidateError("backward", f"backward raised {type(err).__name__}: {err}") from err
+    if not torch.isfinite(loss):
+        raise CandidateError("non-finite", "the loss on one batch is NaN or Inf")
+    return {"params": params, "flops": flops, "functional_hash": fhash, "output_shape": list(out.shape)}
+
+
+def run(spec: dict[str, Any], events: TextIO) -> None:
+    """Smoke, wait for the host's word, train, write outputs."""
+
+    def emit(event: dict[str, Any]) -> None:
+        events.write(json.dumps(event) + "\n")
+
+    stage = "setup"
+    try:
+        torch.set_num_threads(spec["threads"])
+        device = trainer.pick_device()
+        inputs = trainer.load_inputs(Path(spec["inputs_dir"]), device)
+        stage = "smoke"
+        started = time.perf_counter()
+        net_cls = load_candidate(Path(spec["code_path"]))
+        report = smoke(net_cls, spec, inputs, device)
+        emit({"event": "smoke", **report, "device": str(device), "seconds": time.perf_counter() - started})
+        if sys.stdin.readline().strip() != "train":
+            return
+        stage = "train"
+        cfg = trainer.TrainConfig(**spec["train"])
+        trainer.seed_everything(cfg.seed)
+        model = build(net_cls, tuple(spec["in_shape"]), spec["num_classes"], seed=cfg.seed).to(device)
+        result = trainer.train(model, inputs, cfg, device)
+        out_dir = Path(spec["output_dir"])
+        for split, x in (("val", inputs.val_x), ("test", inputs.test_x)):
+            np.save(out_dir / f"{split}_outputs.npy", trainer.predict(model, x, cfg.batch_size, device))
+        emit({"event": "trained", "curve": result.curve, "train_seconds": result.train_seconds, "steps": result.steps,
+              "epochs_done": result.epochs_done, "stopped_early": result.stopped_early,
+              "peak_memory_mb": result.peak_memory_mb, "device": str(device)})
+    except CandidateError as err:
+        emit({"event": "error", "stage": stage, "kind": err.kind, "message": str(err)})
+    except Exception as err:
+        kind = "diverged" if type(err).__name__ == "TrainingDiverged" else "exception"
+        emit({"event": "error", "stage": stage, "kind": kind, "message": f"{type(err).__name__}: {err}",
+              "traceback": traceback.format_exc(limit=8)})
+
+
+def main() -> None:
+    _die_with_parent()
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    if spec.get("apply_seccomp"):
+        _apply_seccomp()
+    events = _redirect_output(Path(spec["output_dir"]) / "candidate.log")
+    run(spec, events)
+    events.flush()
+    os._exit(0)  # skip interpreter teardown: candidate objects may hang or crash in their finalizers
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The static check: each rule, with its name and line."""
+
+import textwrap
+
+from agentarch.checks import MAX_CODE_BYTES, check
+
+GOOD = textwrap.dedent('''
+    import math
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+
+    HPARAMS = {"lr": 0.002, "epochs": 10}
+
+    class Net(nn.Module):
+        def __init__(self, in_shape, num_classes):
+            super().__init__()
+            self.fc = nn.Linear(math.prod(in_shape), num_classes)
+
+        def forward(self, x):
+            return self.fc(F.relu(x.flatten(1)))
+''')
+
+
+def rules(code):
+    return [(r.rule, r.line) for r in check(code).rejections]
+
+
+def test_good_candidate_passes_and_reports_hparams():
+    result = check(GOOD)
+    assert result.ok, result.reason
+    assert result.hparams == {"lr": 0.002, "epochs": 10}
+
+
+def test_syntax_error_names_the_line():
+    assert rules("import torch\nclass Net(:\n") == [("syntax", 2)]
+
+
+def test_import_allowlist():
+    found = rules(GOOD.replace("import math", "import os\nfrom subprocess import run"))
+    assert ("import-allowlist", 2) in found and ("import-allowlist", 3) in found
+    assert "os" in check(GOOD.replace("import math", "import os")).reason
+
+
+def test_relative_import_rejected():
+    assert rules(GOOD.replace("import math", "from . import helpers"))[0][0] == "import-allowlist"
+
+
+def test_forbidden_calls():
+    code = GOOD.replace("return self.fc", "open('/etc/passwd')\n        return self.fc")
+    assert ("forbidden-call", 15) in rules(code)
+    assert rules(GOOD + "\neval('1')\n")[0][0] == "forbidden-call"
+
+
+def test_missing_net():
+    assert rules(GOOD.replace("class Net", "class Model")) == [("contract-net", None)]
+
+
+def test_net_without_base():
+    assert rules(GOOD.replace("class Net(nn.Module)", "class Net"))[0][0] == "contract-net"
+
+
+def test_init_signature():
+    found = rules(GOOD.replace("def __init__(self, in_shape, num_classes)", "def __init__(self, channels)"))
+    assert found == [("contract-init", 10)]
+    assert check(GOOD.replace("num_classes):", "num_classes, width=64):")).ok
+
+
+def test_forward_signature():
+    assert rules(GOOD.replace("def forward(self, x)", "def forward(self, x, y)")) == [("contract-forward", 14)]
+    assert rules(GOOD.replace("def forward(self, x)", "def run(self, x)"))[0][0] == "contract-forward"
+
+
+def test_forward_inherited_from_local_base():
+    code = textwrap.dedent('''
+        from torch import nn
+        class Base(nn.Module):
+            def forward(self, x):
+                return self.fc(x.flatten(1))
+        class Net(Base):
+            def __init__(self, in_shape, num_classes):
+                super().__init__()
+                self.fc = nn.Linear(64, num_classes)
+    ''')
+    assert check(code).ok
+
+
+def test_hparams_bounds_and_keys():
+    assert rules(GOOD.replace('"lr": 0.002', '"lr": 5.0')) == [("hparams", 7)]
+    assert "outside" in check(GOOD.replace('"lr": 0.002', '"lr": 5.0')).reason
+    assert rules(GOOD.replace('"lr": 0.002', '"optimizer": 1'))[0][0] == "hparams"
+    assert rules(GOOD.replace('"epochs": 10', '"epochs": 2.5'))[0][0] == "hparams"
+    assert rules(GOOD.replace('{"lr": 0.002, "epochs": 10}', "dict(lr=0.1)"))[0][0] == "hparams"
+
+
+def test_size_limit():
+    big = GOOD + "#" * (MAX_CODE_BYTES + 1)
+    assert rules(big) == [("size", None)]
+
+
+def test_reason_names_rule_and_line():
+    reason = check(GOOD.replace("import math", "import os")).reason
+    assert reason.startswith("[import-allowlist] line 2:")
