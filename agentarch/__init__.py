@@ -1,0 +1,1 @@
+"""agentarch: LLM-driven neural architecture discovery with a sandboxed runner and a persistent archive."""

@@ -1,0 +1,734 @@
+"""The task registry: what each task is, how its data is prepared, and how outputs are scored.
+
+A task's data is prepared once per split seed into two sibling folders (see docs/architecture.md,
+"Data contracts"):
+
+    <cache>/<task>-split<seed>/inputs/   train_x.npy train_y.npy val_x.npy test_x.npy meta.json
+    <cache>/<task>-split<seed>/labels/   val_y.npy test_y.npy
+
+Only `inputs/` is shown to the sandbox, so a candidate can train on the training labels but never
+see the validation or test labels; the host scores its outputs with `score`.
+
+This module must stay light (the orchestrator imports it on every command), so it never imports
+torch, and the heavier readers (scikit-learn, scipy) are imported inside the loaders that need them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import os
+import pickle
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+IGNORE_INDEX = -100
+"""Label value at token positions that are not scored (the PyTorch cross-entropy convention)."""
+
+INPUT_FILES = ("train_x.npy", "train_y.npy", "val_x.npy", "test_x.npy", "meta.json")
+LABEL_FILES = ("val_y.npy", "test_y.npy")
+
+
+class TaskError(ValueError):
+    """A task cannot be used as asked; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a candidate is trained on and judged by, with the default training budget."""
+
+    name: str
+    kind: Literal["image", "token"]
+    in_shape: tuple[int, ...]  # (C, H, W) for image tasks, (seq_len,) for token tasks
+    num_classes: int  # classes, or the vocabulary size for token tasks
+    metric: str  # "accuracy" or "query_accuracy"
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    max_params: int
+    needs_data_dir: bool
+    description: str  # one paragraph, shown to the proposer
+
+
+_IMAGE_INPUT = (
+    "Inputs arrive as float tensors (B, C, H, W) normalized per channel to zero mean and unit variance; "
+    "the network returns logits (B, num_classes)."
+)
+
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        Task(
+            name="digits", kind="image", in_shape=(1, 8, 8), num_classes=10, metric="accuracy",
+            epochs=30, batch_size=64, lr=3e-3, weight_decay=0.01, max_params=1_000_000, needs_data_dir=False,
+            description=(
+                "Handwritten digit classification on scikit-learn's bundled 8x8 grayscale images "
+                "(1,797 images, 10 classes, split 60/20/20 into train/validation/test). The images are tiny "
+                "and few, so small convolutional or MLP models train in seconds and overfitting is the main "
+                f"risk. {_IMAGE_INPUT}"
+            ),
+        ),
+        Task(
+            name="mqar", kind="token", in_shape=(64,), num_classes=64, metric="query_accuracy",
+            epochs=20, batch_size=64, lr=1e-3, weight_decay=0.1, max_params=1_000_000, needs_data_dir=False,
+            description=(
+                "Multi-query associative recall (Zoology, Arora et al. 2023), a probe of in-context recall. "
+                "Each sequence of 64 token ids (vocabulary 64, id 0 is padding) starts with 8 key-value "
+                "pairs k1 v1 ... k8 v8 (keys from [1, 32), values from [32, 64)); the rest is padding in which "
+                "each key appears again once, at a random position. At each such query position the model must "
+                "output the value that was paired with that key earlier in the sequence; only query positions "
+                "are scored. The network receives long ids (B, 64) and returns logits (B, 64, 64). Recall "
+                "needs content-based lookup across the sequence (attention or a comparable mechanism); "
+                "purely local mixing cannot solve it."
+            ),
+        ),
+        Task(
+            name="mnist", kind="image", in_shape=(1, 28, 28), num_classes=10, metric="accuracy",
+            epochs=10, batch_size=128, lr=1e-3, weight_decay=0.01, max_params=2_000_000, needs_data_dir=True,
+            description=(
+                "MNIST handwritten digits: 28x28 grayscale, 10 classes, 54,000 training and 6,000 validation "
+                "images (a seeded 90/10 split of the official training set) and the official 10,000 test "
+                f"images. Strong models reach above 99% accuracy. {_IMAGE_INPUT}"
+            ),
+        ),
+        Task(
+            name="fashion-mnist", kind="image", in_shape=(1, 28, 28), num_classes=10, metric="accuracy",
+            epochs=10, batch_size=128, lr=1e-3, weight_decay=0.01, max_params=2_000_000, needs_data_dir=True,
+            description=(
+                "Fashion-MNIST: 28x28 grayscale photos of clothing in 10 classes (shirt, sneaker, bag, ...), "
+                "54,000 training and 6,000 validation images (a seeded 90/10 split of the official training "
+                "set) and the official 10,000 test images. Harder than MNIST: some classes (shirt, T-shirt, "
+                f"pullover, coat) differ only in fine shape. {_IMAGE_INPUT}"
+            ),
+        ),
+        Task(
+            name="cifar10", kind="image", in_shape=(3, 32, 32), num_classes=10, metric="accuracy",
+            epochs=30, batch_size=128, lr=1e-3, weight_decay=0.05, max_params=5_000_000, needs_data_dir=True,
+            description=(
+                "CIFAR-10: 32x32 colour photos of 10 object classes (airplane, cat, ship, ...), 45,000 "
+                "training and 5,000 validation images (a seeded 90/10 split of the official training set) and "
+                "the official 10,000 test images. Natural images with varied backgrounds; convolutional "
+                f"inductive biases and normalization matter. {_IMAGE_INPUT}"
+            ),
+        ),
+        Task(
+            name="cifar100", kind="image", in_shape=(3, 32, 32), num_classes=100, metric="accuracy",
+            epochs=30, batch_size=128, lr=1e-3, weight_decay=0.05, max_params=5_000_000, needs_data_dir=True,
+            description=(
+                "CIFAR-100: the CIFAR images with 100 fine-grained classes (500 training images per class), "
+                "45,000 training and 5,000 validation images (a seeded 90/10 split of the official training "
+                "set) and the official 10,000 test images. Few examples per class, so capacity has to be "
+                f"balanced against overfitting. {_IMAGE_INPUT}"
+            ),
+        ),
+        Task(
+            name="svhn", kind="image", in_shape=(3, 32, 32), num_classes=10, metric="accuracy",
+            epochs=15, batch_size=128, lr=1e-3, weight_decay=0.05, max_params=5_000_000, needs_data_dir=True,
+            description=(
+                "SVHN: 32x32 colour crops of house numbers from Street View, labelled with the digit in the "
+                "centre (10 classes), about 66,000 training and 7,300 validation images (a seeded 90/10 split "
+                "of the official training set) and the official 26,032 test images. Neighbouring digits "
+                f"often intrude at the edges of the crop. {_IMAGE_INPUT}"
+            ),
+        ),
+    )
+}
+
+
+def get_task(name: str) -> Task:
+    """The registered task called `name`; the error lists the known ones."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+
+
+# -- prepared data ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    """Where one task's prepared data lies: inputs for the sandbox, labels for the host only."""
+
+    task: Task
+    inputs_dir: Path
+    labels_dir: Path
+
+    def labels(self, split: Literal["val", "test"]) -> np.ndarray:
+        """The held-out labels of `split` (int64; token tasks carry IGNORE_INDEX where nothing is scored)."""
+        if split not in ("val", "test"):
+            raise TaskError(f"no held-out labels for split {split!r}; use 'val' or 'test'")
+        return np.load(self.labels_dir / f"{split}_y.npy", allow_pickle=False)
+
+
+class _Splits(NamedTuple):
+    """A task's data in the stored formats, before it is written."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+def prepare(
+    task: Task, cache_dir: Path, data_dir: Path | None = None, download: bool = False, split_seed: int = 0
+) -> PreparedTask:
+    """Write the task's split for `split_seed` into the cache once, and return where it is.
+
+    A complete earlier copy is reused untouched. A new copy is written into a temporary folder
+    beside the target and renamed into place in one step, so a reader never sees half a copy and
+    two processes preparing at once both end up with the same complete copy (the second rename
+    loses, and its copy is thrown away).
+    """
+    if task.name not in _BUILDERS:
+        raise TaskError(f"no data loader for task {task.name!r}; known tasks: {', '.join(_BUILDERS)}")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or not 0 <= split_seed < 2**32:
+        raise TaskError(f"split seed must be an integer in [0, 2**32), got {split_seed!r}")
+    split_seed = int(split_seed)
+    target = Path(cache_dir) / f"{task.name}-split{split_seed}"
+    prepared = PreparedTask(task, target / "inputs", target / "labels")
+    if _is_complete(target):
+        return prepared
+    splits = _BUILDERS[task.name](task, None if data_dir is None else Path(data_dir), download, split_seed)
+    _check_splits(task, splits)
+    _write_atomically(target, task, splits)
+    return prepared
+
+
+def _is_complete(target: Path) -> bool:
+    return all((target / "inputs" / f).is_file() for f in INPUT_FILES) and all(
+        (target / "labels" / f).is_file() for f in LABEL_FILES
+    )
+
+
+def _write_atomically(target: Path, task: Task, splits: _Splits) -> None:
+    """Write into a temporary sibling folder, then rename it to `target` (atomic on one file system)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the finished folder should look like any other
+        inputs, labels = tmp / "inputs", tmp / "labels"
+        inputs.mkdir()
+        labels.mkdir()
+        for name, array in (("train_x", splits.train_x), ("train_y", splits.train_y),
+                            ("val_x", splits.val_x), ("test_x", splits.test_x)):
+            np.save(inputs / f"{name}.npy", array, allow_pickle=False)
+        for name, array in (("val_y", splits.val_y), ("test_y", splits.test_y)):
+            np.save(labels / f"{name}.npy", array, allow_pickle=False)
+        (inputs / "meta.json").write_text(json.dumps(_meta(task, splits.train_x), indent=2) + "\n")
+        _rename_into_place(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only still there if something failed or we lost a race
+
+
+def _rename_into_place(tmp: Path, target: Path) -> None:
+    """Move the finished `tmp` to `target`, unless a complete copy got there first."""
+    problem: OSError | None = None
+    for _ in range(2):
+        try:
+            os.rename(tmp, target)  # replaces an empty folder; fails on a non-empty one
+            return
+        except OSError as err:
+            problem = err
+            if _is_complete(target):
+                return  # another process finished first; its copy is as good as ours
+            if not target.exists():
+                continue
+            # An incomplete leftover (not written by prepare, which only renames whole copies):
+            # move it aside and try once more.
+            stale = target.with_name(f".{target.name}.stale-{os.getpid()}-{os.urandom(4).hex()}")
+            try:
+                os.rename(target, stale)
+            except FileNotFoundError:
+                pass
+            else:
+                shutil.rmtree(stale, ignore_errors=True)
+    if not _is_complete(target):
+        raise TaskError(f"could not put prepared data at {target} ({problem}); check that the cache folder is "
+                        "writable, or remove that folder, and try again")
+
+
+def _meta(task: Task, train_x: np.ndarray) -> dict[str, object]:
+    """What the runner needs to turn stored inputs into network inputs."""
+    if task.kind == "token":
+        return {"kind": "token", "in_shape": list(task.in_shape), "num_classes": task.num_classes}
+    scale = _IMAGE_SCALE[task.name]
+    mean, std = channel_stats(train_x, scale)
+    return {"kind": "image", "scale": scale, "mean": mean, "std": std, "in_shape": list(task.in_shape),
+            "num_classes": task.num_classes}
+
+
+def channel_stats(x: np.ndarray, scale: float, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of `x / scale` for uint8 images (N, C, H, W).
+
+    Computed in chunks (two passes, float64) so a CIFAR-sized training set never needs a float copy
+    of the whole array. A constant channel gets std 1.0, so normalizing never divides by zero.
+    """
+    axes = (0, *range(2, x.ndim))
+    count = x.shape[0] * math.prod(x.shape[2:])
+    total = np.zeros(x.shape[1])
+    for start in range(0, x.shape[0], chunk):
+        total += (x[start:start + chunk].astype(np.float64) / scale).sum(axis=axes)
+    mean = total / count
+    squares = np.zeros(x.shape[1])
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    for start in range(0, x.shape[0], chunk):
+        centred = x[start:start + chunk].astype(np.float64) / scale - mean.reshape(shape)
+        squares += (centred**2).sum(axis=axes)
+    std = np.sqrt(squares / count)
+    std[std < 1e-6] = 1.0
+    return [float(m) for m in mean], [float(s) for s in std]
+
+
+def _check_splits(task: Task, splits: _Splits) -> None:
+    """Refuse to cache data that breaks the contract (a bad file would otherwise surface as odd scores)."""
+    for split in ("train", "val", "test"):
+        x, y = getattr(splits, f"{split}_x"), getattr(splits, f"{split}_y")
+        if len(x) == 0 or len(x) != len(y):
+            raise TaskError(f"{task.name}: {split} split has {len(x)} inputs and {len(y)} labels")
+        if task.kind == "image":
+            want_dtype, want_x, want_y = np.uint8, (len(x), *task.in_shape), (len(x),)
+        else:
+            want_dtype, want_x, want_y = np.int64, (len(x), *task.in_shape), (len(x), *task.in_shape)
+        if x.dtype != want_dtype or x.shape != want_x:
+            raise TaskError(f"{task.name}: {split} inputs are {x.dtype} {x.shape}; expected "
+                            f"{np.dtype(want_dtype)} {want_x}")
+        if y.dtype != np.int64 or y.shape != want_y:
+            raise TaskError(f"{task.name}: {split} labels are {y.dtype} {y.shape}; expected int64 {want_y}")
+        scored = y[y != IGNORE_INDEX] if task.kind == "token" else y
+        if scored.size and (scored.min() < 0 or scored.max() >= task.num_classes):
+            raise TaskError(f"{task.name}: {split} labels span [{scored.min()}, {scored.max()}]; "
+                            f"expected [0, {task.num_classes})")
+
+
+def _split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of range(len(labels)), stratified by label where there are enough of each class."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    try:
+        keep, held = train_test_split(index, test_size=test_fraction, random_state=seed, stratify=labels)
+    except ValueError:  # a class too small to stratify (only in toy data): a plain shuffle split
+        keep, held = train_test_split(index, test_size=test_fraction, random_state=seed)
+    return np.asarray(keep), np.asarray(held)
+
+
+# -- digits -------------------------------------------------------------------------------------
+
+
+def _build_digits(task: Task, data_dir: Path | None, download: bool, split_seed: int) -> _Splits:
+    """scikit-learn's bundled digits, split 60/20/20 (stratified, seeded)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.images.astype(np.uint8)[:, None, :, :]  # values are whole numbers 0..16
+    y = digits.target.astype(np.int64)
+    rest, test = _split_indices(y, 0.2, split_seed)
+    train_in_rest, val_in_rest = _split_indices(y[rest], 0.25, split_seed)
+    train, val = rest[train_in_rest], rest[val_in_rest]
+    return _Splits(x[train], y[train], x[val], y[val], x[test], y[test])
+
+
+# -- mqar ---------------------------------------------------------------------------------------
+
+MQAR_SIZES = {"train": 4000, "val": 500, "test": 500}
+MQAR_NUM_PAIRS = 8
+
+
+def make_mqar(
+    n: int, seq_len: int, vocab: int, num_pairs: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generate `n` multi-query associative recall sequences (Zoology, Arora et al. 2023).
+
+    Each sequence is `k1 v1 k2 v2 ... kK vK` followed by a query region of padding (id 0) in which
+    every key appears once more, at distinct random positions in random order. Keys are distinct
+    ids from [1, vocab // 2) and values distinct ids from [vocab // 2, vocab), as in Zoology. The
+    label at a key's query position is its value; every other label is IGNORE_INDEX.
+
+    Returns (x, y), both int64 (n, seq_len).
+    """
+    half = vocab // 2
+    if num_pairs < 1 or half - 1 < num_pairs or vocab - half < num_pairs:
+        raise TaskError(f"mqar: a vocabulary of {vocab} cannot hold {num_pairs} distinct keys in [1, {half}) "
+                        f"and values in [{half}, {vocab})")
+    if seq_len < 3 * num_pairs:
+        raise TaskError(f"mqar: seq_len {seq_len} is too short for {num_pairs} pairs and their queries "
+                        f"(needs at least {3 * num_pairs})")
+    if n < 0:
+        raise TaskError(f"mqar: cannot make {n} sequences")
+    rows = np.arange(n)[:, None]
+    # Distinct draws per row: the first K of a random permutation of the candidates.
+    keys = np.argsort(rng.random((n, half - 1)), axis=1)[:, :num_pairs] + 1
+    values = np.argsort(rng.random((n, vocab - half)), axis=1)[:, :num_pairs] + half
+    query_slots = seq_len - 2 * num_pairs
+    positions = np.argsort(rng.random((n, query_slots)), axis=1)[:, :num_pairs] + 2 * num_pairs
+    x = np.zeros((n, seq_len), dtype=np.int64)
+    x[:, 0:2 * num_pairs:2] = keys
+    x[:, 1:2 * num_pairs:2] = values
+    x[rows, positions] = keys
+    y = np.full((n, seq_len), IGNORE_INDEX, dtype=np.int64)
+    y[rows, positions] = values
+    return x, y
+
+
+def _build_mqar(task: Task, data_dir: Path | None, download: bool, split_seed: int) -> _Splits:
+    """Generated from the split seed, one independent generator stream per split."""
+    streams = np.random.SeedSequence(split_seed).spawn(3)
+    made = {
+        split: make_mqar(MQAR_SIZES[split], task.in_shape[0], task.num_classes, MQAR_NUM_PAIRS,
+                         np.random.default_rng(stream))
+        for split, stream in zip(("train", "val", "test"), streams)
+    }
+    return _Splits(*made["train"], *made["val"], *made["test"])
+
+
+# -- file-based image datasets (torchvision's on-disk layout) ------------------------------------
+
+_IMAGE_SCALE: dict[str, float] = {
+    "digits": 16.0, "mnist": 255.0, "fashion-mnist": 255.0, "cifar10": 255.0, "cifar100": 255.0, "svhn": 255.0,
+}
+
+_VAL_FRACTION = 0.1
+
+_Arrays4 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train_x, train_y, test_x, test_y
+
+
+@dataclass(frozen=True)
+class _Fetch:
+    """One official file: where it lands under the data dir, where to get it, and how to unpack it."""
+
+    dest: str
+    urls: tuple[str, ...]
+    md5: str | None
+    unpack: Literal["none", "gunzip", "untar"] = "none"
+
+
+@dataclass(frozen=True)
+class _FileSource:
+    """A dataset read from files: what must exist (each entry lists acceptable alternatives), how to
+    fetch it, and how to read it."""
+
+    required: tuple[tuple[str, ...], ...]
+    fetches: tuple[_Fetch, ...]
+    read: Callable[[Path], _Arrays4]
+
+
+def _idx_source(folder: str, mirrors: tuple[str, ...], md5s: dict[str, str]) -> _FileSource:
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    return _FileSource(
+        required=tuple((f"{folder}/raw/{n}", f"{folder}/raw/{n}.gz") for n in names),
+        fetches=tuple(
+            _Fetch(f"{folder}/raw/{n}.gz", tuple(m + n + ".gz" for m in mirrors), md5s[n], "gunzip") for n in names
+        ),
+        read=lambda data_dir: _read_idx_dataset(data_dir / folder / "raw"),
+    )
+
+
+def _first_existing(data_dir: Path, alternatives: tuple[str, ...]) -> Path:
+    for alt in alternatives:
+        if (data_dir / alt).is_file():
+            return data_dir / alt
+    raise TaskError(f"none of {', '.join(str(data_dir / a) for a in alternatives)} exists")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (the MNIST format: big-endian header, then raw unsigned bytes)."""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise TaskError(f"cannot read {path}: {err}") from err
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise TaskError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise TaskError(f"{path} is truncated (header cut short)")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    payload = np.frombuffer(data, dtype=np.uint8, offset=header)
+    if payload.size != math.prod(dims):
+        raise TaskError(f"{path}: the header says {dims} ({math.prod(dims)} bytes) but it holds {payload.size} bytes")
+    return payload.reshape(dims)
+
+
+def _read_idx_dataset(raw: Path) -> _Arrays4:
+    def pair(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+        images = _read_idx(_first_existing(raw, (f"{prefix}-images-idx3-ubyte", f"{prefix}-images-idx3-ubyte.gz")))
+        labels = _read_idx(_first_existing(raw, (f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels-idx1-ubyte.gz")))
+        if images.ndim != 3 or labels.ndim != 1:
+            raise TaskError(f"{raw}: {prefix} images are {images.shape} and labels {labels.shape}; "
+                            "expected (N, H, W) and (N,)")
+        return images[:, None, :, :], labels.astype(np.int64)
+
+    return (*pair("train"), *pair("t10k"))
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: a data file cannot run code on the host."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset file")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch file: a pickled dict with b"data" (N, 3072) uint8 and a list of labels."""
+    try:
+        with open(path, "rb") as f:
+            entry = _ArrayUnpickler(f, encoding="bytes").load()
+        data, labels = entry[b"data"], entry[label_key]
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as err:
+        raise TaskError(f"cannot read CIFAR batch {path}: {type(err).__name__}: {err}") from err
+    data = np.asarray(data, dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise TaskError(f"{path}: data {data.shape} with {len(labels)} labels; expected (N, 3072) and N labels")
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+
+
+def _read_cifar(folder: Path, train_files: tuple[str, ...], test_file: str, label_key: bytes) -> _Arrays4:
+    parts = [_read_cifar_batch(folder / name, label_key) for name in train_files]
+    test_x, test_y = _read_cifar_batch(folder / test_file, label_key)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), test_x, test_y
+
+
+def _read_svhn(data_dir: Path) -> _Arrays4:
+    """SVHN .mat files: X is (32, 32, 3, N), y is (N, 1) with the digit 0 labelled 10."""
+    from scipy.io import loadmat
+
+    out: list[np.ndarray] = []
+    for split in ("train", "test"):
+        path = data_dir / f"{split}_32x32.mat"
+        try:
+            mat = loadmat(path)
+            x, y = mat["X"], mat["y"]
+        except (OSError, ValueError, KeyError) as err:
+            raise TaskError(f"cannot read {path}: {type(err).__name__}: {err}") from err
+        y = np.asarray(y).reshape(-1).astype(np.int64)
+        if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
+            raise TaskError(f"{path}: X is {x.shape} with {len(y)} labels; expected (32, 32, 3, N) and N labels")
+        y[y == 10] = 0
+        out += [np.ascontiguousarray(np.transpose(x, (3, 2, 0, 1)).astype(np.uint8)), y]
+    return out[0], out[1], out[2], out[3]
+
+
+_CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+_FILE_SOURCES: dict[str, _FileSource] = {
+    "mnist": _idx_source(
+        "MNIST",
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        {"train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+         "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+         "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+         "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c"},
+    ),
+    "fashion-mnist": _idx_source(
+        "FashionMNIST",
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        {"train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+         "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+         "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+         "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310"},
+    ),
+    "cifar10": _FileSource(
+        required=tuple((f"cifar-10-batches-py/{n}",) for n in (*_CIFAR10_TRAIN, "test_batch")),
+        fetches=(_Fetch("cifar-10-python.tar.gz", ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+                        "c58f30108f718f92721af3b95e74349a", "untar"),),
+        read=lambda d: _read_cifar(d / "cifar-10-batches-py", _CIFAR10_TRAIN, "test_batch", b"labels"),
+    ),
+    "cifar100": _FileSource(
+        required=(("cifar-100-python/train",), ("cifar-100-python/test",)),
+        fetches=(_Fetch("cifar-100-python.tar.gz", ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
+                        "eb9058c3a382ffc7106e4002c42a8d85", "untar"),),
+        read=lambda d: _read_cifar(d / "cifar-100-python", ("train",), "test", b"fine_labels"),
+    ),
+    "svhn": _FileSource(
+        required=(("train_32x32.mat",), ("test_32x32.mat",)),
+        fetches=(
+            _Fetch("train_32x32.mat", ("http://ufldl.stanford.edu/housenumbers/train_32x32.mat",),
+                   "e26dedcc434d2e4c54c9b2d4a06d8373"),
+            _Fetch("test_32x32.mat", ("http://ufldl.stanford.edu/housenumbers/test_32x32.mat",),
+                   "eb5a983be6a315427106f1b164d9cef3"),
+        ),
+        read=_read_svhn,
+    ),
+}
+
+
+def _missing(source: _FileSource, data_dir: Path) -> list[str]:
+    """The required files absent from `data_dir`, each written as its first accepted path."""
+    return [
+        str(data_dir / alts[0]) + (" (or .gz)" if len(alts) > 1 else "")
+        for alts in source.required
+        if not any((data_dir / a).is_file() for a in alts)
+    ]
+
+
+def _build_from_files(task: Task, data_dir: Path | None, download: bool, split_seed: int) -> _Splits:
+    """Read the official train and test sets, then hold out a seeded 10% of train as validation."""
+    source = _FILE_SOURCES[task.name]
+    if data_dir is None:
+        layout = ", ".join(alts[0] for alts in source.required)
+        raise TaskError(
+            f"task {task.name!r} reads its dataset from files: pass --data-dir DIR, a folder in torchvision's "
+            f"layout holding {layout}" + (" (--download fetches them into DIR)" if download else
+                                          "; add --download to fetch them into DIR")
+        )
+    missing = _missing(source, data_dir)
+    if missing and download:
+        _download(source, data_dir)
+        missing = _missing(source, data_dir)
+    if missing:
+        raise TaskError(
+            f"task {task.name!r}: dataset files not found under {data_dir}:\n  " + "\n  ".join(missing)
+            + "\npass --data-dir DIR pointing at the folder that holds them (torchvision's layout), "
+            "or add --download to fetch them there"
+        )
+    train_x, train_y, test_x, test_y = source.read(data_dir)
+    keep, val = _split_indices(train_y, _VAL_FRACTION, split_seed)
+    return _Splits(train_x[keep], train_y[keep], train_x[val], train_y[val], test_x, test_y)
+
+
+# -- downloading (the same files and checksums torchvision uses) ---------------------------------
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(urls: tuple[str, ...], dest: Path, md5: str | None) -> None:
+    """Download to a temporary name beside `dest`, check the md5, then rename; try each mirror in turn."""
+    import http.client
+    import urllib.request
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    problems = []
+    for url in urls:
+        part = dest.with_name(f"{dest.name}.part-{os.getpid()}")
+        try:
+            request = urllib.request.Request(url, headers={"User-Agent": "agentarch"})
+            digest = hashlib.md5(usedforsecurity=False)
+            with urllib.request.urlopen(request, timeout=60) as response, open(part, "wb") as out:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+            if md5 is not None and digest.hexdigest() != md5:
+                problems.append(f"{url}: md5 {digest.hexdigest()} differs from the expected {md5}")
+                continue
+            os.replace(part, dest)
+            return
+        except (OSError, http.client.HTTPException, ValueError) as err:  # URLError is an OSError
+            problems.append(f"{url}: {err}")
+        finally:
+            part.unlink(missing_ok=True)
+    raise TaskError(f"could not download {dest.name}:\n  " + "\n  ".join(problems)
+                    + f"\nfetch it by hand to {dest} and run again without --download")
+
+
+def _gunzip(src: Path, dest: Path) -> None:
+    part = dest.with_name(f"{dest.name}.part-{os.getpid()}")
+    try:
+        with gzip.open(src, "rb") as fin, open(part, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        os.replace(part, dest)
+    except (OSError, EOFError) as err:
+        raise TaskError(f"cannot unpack {src}: {err}") from err
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _untar(src: Path, into: Path) -> None:
+    """Extract a .tar.gz, refusing members that would land outside `into` or are not plain files/dirs."""
+    import tarfile
+
+    try:
+        with tarfile.open(src, "r:gz") as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(into, filter="data")
+            else:  # Python without extraction filters: check the members ourselves
+                root = into.resolve()
+                for member in tar.getmembers():
+                    where = (into / member.name).resolve()
+                    if not (member.isfile() or member.isdir()) or root not in (where, *where.parents):
+                        raise TaskError(f"{src}: refusing to extract {member.name!r}")
+                tar.extractall(into)
+    except (OSError, tarfile.TarError) as err:
+        raise TaskError(f"cannot unpack {src}: {err}") from err
+
+
+def _download(source: _FileSource, data_dir: Path) -> None:
+    """Fetch and unpack what is missing, into exactly the layout torchvision would leave."""
+    for fetch in source.fetches:
+        dest = data_dir / fetch.dest
+        if fetch.unpack == "gunzip" and (dest.is_file() or dest.with_suffix("").is_file()):
+            continue  # the reader takes the .gz or the unpacked file alike
+        if fetch.unpack == "none" and dest.is_file():
+            continue
+        if not (dest.is_file() and (fetch.md5 is None or _md5(dest) == fetch.md5)):
+            _fetch(fetch.urls, dest, fetch.md5)
+        if fetch.unpack == "gunzip":
+            _gunzip(dest, dest.with_suffix(""))
+        elif fetch.unpack == "untar":
+            _untar(dest, data_dir)
+
+
+# -- scoring ------------------------------------------------------------------------------------
+
+
+def score(task: Task, outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of the network's logits against held-out labels.
+
+    Image tasks: argmax of (N, num_classes) logits against (N,) labels. Token tasks: argmax of
+    (N, L, num_classes) logits against (N, L) labels, counted only where the label is not
+    IGNORE_INDEX. A prediction whose logits hold a NaN counts as wrong. Any shape or dtype that
+    does not fit raises TaskError: a wrong shape must never turn into a quietly wrong score.
+    """
+    outputs, labels = np.asarray(outputs), np.asarray(labels)
+    if not np.issubdtype(outputs.dtype, np.integer) and not np.issubdtype(outputs.dtype, np.floating):
+        raise TaskError(f"{task.name}: outputs must be real-valued logits, got dtype {outputs.dtype}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TaskError(f"{task.name}: labels must be integers, got dtype {labels.dtype}")
+    label_ndim = 1 if task.kind == "image" else 2
+    if labels.ndim != label_ndim:
+        raise TaskError(f"{task.name}: labels have shape {labels.shape}; expected {label_ndim} dimensions")
+    expected = (*labels.shape, task.num_classes)
+    if outputs.shape != expected:
+        layout = "(N, num_classes)" if task.kind == "image" else "(N, seq_len, num_classes)"
+        raise TaskError(f"{task.name}: outputs have shape {outputs.shape}; expected {layout} = {expected}")
+    scored = labels != IGNORE_INDEX if task.kind == "token" else np.ones(labels.shape, dtype=bool)
+    if not scored.any():
+        raise TaskError(f"{task.name}: no labelled positions to score")
+    wanted = labels[scored]
+    if wanted.min() < 0 or wanted.max() >= task.num_classes:
+        raise TaskError(f"{task.name}: labels span [{wanted.min()}, {wanted.max()}]; expected [0, {task.num_classes})")
+    correct = (outputs.argmax(axis=-1) == labels) & ~np.isnan(outputs).any(axis=-1)
+    return float(correct[scored].mean())
+
+
+_BUILDERS: dict[str, Callable[[Task, Path | None, bool, int], _Splits]] = {
+    "digits": _build_digits,
+    "mqar": _build_mqar,
+    **{name: _build_from_files for name in _FILE_SOURCES},
+}

@@ -1,0 +1,245 @@
+"""The training loop the runner uses for every candidate: plain, short and readable (nanoGPT style).
+
+It runs inside the sandbox process, so it imports only torch, numpy and the standard library, never
+the orchestrator. One loop serves every task, so that candidates are compared on their
+architecture (and the few knobs they may set in HPARAMS), not on bespoke training tricks:
+
+- the whole (small) dataset lives on the device and batches are sliced from it, no DataLoader;
+- AdamW, weight decay only on matrices and kernels, linear warmup then cosine decay to zero;
+- gradient clipping, bf16 autocast on CUDA;
+- a fixed shuffle per seed, so the same seed gives the same run (bitwise on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -100
+"""Label value at token positions that are not scored (the PyTorch cross-entropy convention)."""
+
+MAX_CURVE_POINTS = 50
+"""Loss points logged over a run (plus the final one): enough to plot, small enough to archive."""
+
+# cuBLAS reads this once, when it first runs, and needs it for deterministic matmuls on CUDA. The
+# runner's smoke stage runs the model on the device before training seeds anything, so it is set
+# here, when the runner imports this module, rather than in seed_everything.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the message says at which step."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run's knobs: the task's defaults overlaid with the candidate's HPARAMS."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int = 0
+    warmup_frac: float = 0.05  # linear warmup over this fraction of all steps, then cosine to 0
+    label_smoothing: float = 0.0
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    max_seconds: float | None = None  # wall-clock budget; past it, training stops and says so
+
+
+@dataclass
+class Inputs:
+    """A task's inputs, already on the device: normalized float images or int64 token ids."""
+
+    kind: str  # "image" or "token"
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    test_x: torch.Tensor
+
+
+@dataclass
+class TrainResult:
+    """What happened during training, reported to the host and kept in the archive."""
+
+    curve: list[dict[str, float]]  # {"step", "epoch", "loss"}; loss is the mean since the previous point
+    train_seconds: float
+    steps: int
+    epochs_done: float
+    stopped_early: bool  # the max_seconds budget ran out before the last epoch
+    peak_memory_mb: float  # CUDA: peak allocated tensors; CPU: peak resident size of the process
+
+
+def pick_device() -> torch.device:
+    """The GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator a model might draw from and ask for deterministic kernels.
+
+    Kernels without a deterministic version only warn (warn_only=True): a candidate that uses one
+    still trains, it is merely not bit-for-bit reproducible on that device.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds CUDA too
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def load_inputs(inputs_dir: Path, device: torch.device) -> Inputs:
+    """Read a task's inputs folder (see docs/architecture.md, "Data contracts") onto the device.
+
+    Images are stored as uint8 and normalized on the device, `(x / scale - mean[c]) / std[c]`, in
+    place, so the only full-size float copy is the one the model trains on.
+    """
+    inputs_dir = Path(inputs_dir)
+    meta = json.loads((inputs_dir / "meta.json").read_text())
+    kind = meta["kind"]
+    if kind not in ("image", "token"):
+        raise ValueError(f"{inputs_dir / 'meta.json'}: unknown task kind {kind!r}; expected 'image' or 'token'")
+
+    def load(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.load(inputs_dir / f"{name}.npy", allow_pickle=False)).to(device)
+
+    def image(name: str) -> torch.Tensor:
+        x = load(name).float()
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        mean = torch.tensor(meta["mean"], dtype=torch.float32, device=device).reshape(shape)
+        std = torch.tensor(meta["std"], dtype=torch.float32, device=device).reshape(shape)
+        return x.div_(meta["scale"]).sub_(mean).div_(std)
+
+    read_x = image if kind == "image" else (lambda name: load(name).long())
+    return Inputs(kind, read_x("train_x"), load("train_y").long(), read_x("val_x"), read_x("test_x"))
+
+
+def loss_fn(kind: str, logits: torch.Tensor, y: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Mean cross-entropy over the scored targets, computed in float32.
+
+    Image logits are (B, C) against (B,). Token logits are (B, L, V) against (B, L) with
+    IGNORE_INDEX at unscored positions; a batch with no scored position gives 0, not NaN, so it
+    cannot be mistaken for divergence.
+    """
+    if kind == "image":
+        return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    if kind == "token":
+        flat_y = y.reshape(-1)
+        total = F.cross_entropy(logits.float().reshape(flat_y.numel(), -1), flat_y, ignore_index=IGNORE_INDEX,
+                                label_smoothing=label_smoothing, reduction="sum")
+        return total / (flat_y != IGNORE_INDEX).sum().clamp(min=1)
+    raise ValueError(f"unknown task kind {kind!r}; expected 'image' or 'token'")
+
+
+def lr_at(step: int, total_steps: int, base_lr: float, warmup_frac: float) -> float:
+    """Learning rate for 0-based `step`: linear warmup to base_lr, then cosine decay towards 0."""
+    warmup = int(warmup_frac * total_steps)
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW that decays only weight matrices and kernels (ndim >= 2).
+
+    Decaying biases and normalization gains only pulls them towards zero for no regularizing
+    benefit, so they form a second group without decay.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
+
+
+def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.device) -> TrainResult:
+    """Train `model` in place on the training split and report the loss curve.
+
+    Every epoch sees a fresh permutation drawn from a generator seeded with cfg.seed. The last
+    partial batch of each epoch is dropped (a different remainder every epoch), so no step runs on
+    a batch of one, which batch normalization cannot train on.
+
+    Losses stay on the device and are read back once per curve point, which keeps the GPU from
+    waiting on the host every step; a non-finite loss is still reported at the exact step.
+    """
+    n = len(inputs.train_x)
+    if n == 0:
+        raise ValueError("the training split is empty")
+    steps_per_epoch = max(1, n // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    log_every = max(1, math.ceil(total_steps / MAX_CURVE_POINTS))
+    on_cuda = device.type == "cuda"
+
+    model.to(device).train()
+    optimizer = build_optimizer(model, cfg, device)
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    losses = torch.zeros(total_steps, device=device)
+    curve: list[dict[str, float]] = []
+    logged = 0  # steps already read back into the curve
+    stopped_early = False
+
+    def log(steps_done: int) -> None:
+        nonlocal logged
+        window = losses[logged:steps_done].tolist()
+        for offset, value in enumerate(window):
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"loss became {value} at step {logged + offset + 1}")
+        curve.append({"step": steps_done, "epoch": steps_done / steps_per_epoch, "loss": sum(window) / len(window)})
+        logged = steps_done
+
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    step = 0
+    while step < total_steps and not stopped_early:
+        order = torch.randperm(n, generator=shuffle).to(device)
+        for batch in range(steps_per_epoch):
+            idx = order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total_steps, cfg.lr, cfg.warmup_frac)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda):
+                loss = loss_fn(inputs.kind, model(inputs.train_x[idx]), inputs.train_y[idx], cfg.label_smoothing)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses[step] = loss.detach()
+            step += 1
+            if step % log_every == 0:
+                log(step)
+            if cfg.max_seconds is not None and time.perf_counter() - started >= cfg.max_seconds:
+                stopped_early = step < total_steps
+                break
+    if logged < step:
+        log(step)
+    if on_cuda:
+        torch.cuda.synchronize(device)
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return TrainResult(curve=curve, train_seconds=time.perf_counter() - started, steps=step,
+                       epochs_done=step / steps_per_epoch, stopped_early=stopped_early, peak_memory_mb=peak_mb)
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:
+    """Logits for `x` in eval mode, batch by batch, as a float32 array on the CPU."""
+    model.to(device).eval()
+    outputs = []
+    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for start in range(0, len(x), batch_size):
+            outputs.append(model(x[start:start + batch_size].to(device)).float().cpu().numpy())
+    return np.concatenate(outputs).astype(np.float32, copy=False)

@@ -1,0 +1,108 @@
+"""The SQLite archive: schema, transactions, dedup lookups, queries, version guard."""
+
+import sqlite3
+
+import pytest
+
+from agentarch.archive import SCHEMA_VERSION, Archive, ArchiveError
+
+
+def candidate(**extra):
+    return {"task": "digits", "name": "a.py", "proposer": "user", "code": "x = 1", "status": "trained",
+            "text_hash": "t1", "ast_hash": "a1", "functional_hash": "f1", "parents": [], **extra}
+
+
+def evaluation(val, test):
+    return {"status": "trained", "fidelity": 5, "seed": 0, "val_accuracy": val, "test_accuracy": test,
+            "curve": [{"step": 1, "loss": 2.0}]}
+
+
+def test_schema_and_wal(tmp_path):
+    path = tmp_path / "a.db"
+    with Archive(path) as db:
+        assert db.schema_version() == SCHEMA_VERSION
+        assert {"meta", "runs", "candidates", "evaluations"} <= set(db.db.table_names())
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_record_writes_candidate_and_evaluation_together(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        cid = db.record(candidate(), evaluation(0.9, 0.8))
+        row = db.candidate(cid)
+        assert row["parents"] == [] and row["status"] == "trained"
+        evals = db.evaluations(cid)
+        assert len(evals) == 1 and evals[0]["curve"] == [{"step": 1, "loss": 2.0}]
+
+
+def test_failed_transaction_leaves_nothing(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        with pytest.raises(sqlite3.Error):
+            db.record(candidate(), {"status": "trained", "no_such_column": 1})
+        assert db.db["candidates"].count == 0
+
+
+def test_find_duplicate_per_level_task_and_status(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        first = db.record(candidate())
+        db.record(candidate(status="duplicate", duplicate_of=first))
+        assert db.find_duplicate("digits", "whitespace", "t1") == first
+        assert db.find_duplicate("digits", "ast", "a1") == first
+        assert db.find_duplicate("digits", "functional", "f1") == first
+        assert db.find_duplicate("mqar", "ast", "a1") is None
+        assert db.find_duplicate("digits", "ast", "other") is None
+        invalid = db.record(candidate(task="mqar", status="invalid"))
+        assert invalid and db.find_duplicate("mqar", "whitespace", "t1") is None
+
+
+def test_top_ranks_by_validation_and_ls_pages(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        a = db.record(candidate(name="a", text_hash="x1"), evaluation(0.80, 0.95))
+        b = db.record(candidate(name="b", text_hash="x2"), evaluation(0.90, 0.85))
+        db.record(candidate(name="c", status="failed", text_hash="x3"))
+        assert [r["id"] for r in db.top("digits")] == [b, a]
+        assert [r["id"] for r in db.top("digits", by="test_accuracy")] == [a, b]
+        with pytest.raises(ArchiveError):
+            db.top("digits", by="params; DROP TABLE runs")
+        assert [r["name"] for r in db.candidates(limit=2)] == ["c", "b"]
+        assert [r["name"] for r in db.candidates(limit=2, offset=2)] == ["a"]
+        assert [r["name"] for r in db.candidates(status="failed")] == ["c"]
+        assert len(list(db.export_rows())) == 3
+
+
+def test_runs(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        run_id = db.start_run("eval", "digits", "user", {"paths": ["a.py"]})
+        db.finish_run(run_id, "finished", {"evaluated": 1})
+        row = db.db["runs"].get(run_id)
+        assert row["status"] == "finished" and row["ended_at"]
+
+
+def test_unknown_candidate_says_what_to_do(tmp_path):
+    with Archive(tmp_path / "a.db") as db, pytest.raises(ArchiveError, match="archive ls"):
+        db.candidate(42)
+
+
+def test_newer_schema_is_refused_untouched(tmp_path):
+    path = tmp_path / "a.db"
+    with Archive(path) as db:
+        db.record(candidate())
+        db.db["meta"].update("schema_version", {"value": str(SCHEMA_VERSION + 1)})
+    before = path.read_bytes()
+    with pytest.raises(ArchiveError, match="newer agentarch"):
+        Archive(path)
+    assert path.read_bytes() == before
+
+
+def test_foreign_database_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (x)")
+    conn.commit()
+    with pytest.raises(ArchiveError, match="no agentarch schema"):
+        Archive(path)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database" * 100)
+    with pytest.raises(ArchiveError, match="not an agentarch archive"):
+        Archive(garbage)

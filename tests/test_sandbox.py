@@ -1,0 +1,206 @@
+"""The real sandbox, attacked: network, secrets, file writes, fork storms, memory, endless loops.
+
+Each hostile candidate acts at import time and reports what it saw by raising; the runner turns
+that into an `error` event. Nothing here is mocked: these are real processes under the isolation
+this machine offers (bubblewrap where it works; the file-system test needs it).
+"""
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agentarch.sandbox import Cgroup, Limits, Outcome, SandboxJob, resolve_isolation
+from tests.conftest import requires_bubblewrap, sandbox_processes
+
+NET = """
+import torch
+from torch import nn
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(64, num_classes)
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+"""
+
+SPEC = {"kind": "image", "in_shape": [1, 8, 8], "num_classes": 10,
+        "train": {"epochs": 1, "batch_size": 64, "lr": 0.003, "weight_decay": 0.0, "seed": 0}}
+
+
+def run_hostile(prelude: str, inputs_dir: Path, **limits) -> dict | Outcome:
+    """Start a job whose module runs `prelude` before defining Net; return its first event."""
+    job_limits = Limits(**{"timeout_s": 60, "smoke_timeout_s": 60, "threads": 1, **limits})
+    with SandboxJob(prelude + NET, SPEC, inputs_dir, job_limits, resolve_isolation("auto")) as job:
+        event = job.read_event(job_limits.smoke_timeout_s)
+        if isinstance(event, dict) and event.get("event") == "smoke":
+            job.send("stop")
+    assert sandbox_processes() == [], "a sandboxed process outlived its job"
+    return event
+
+
+def message(event) -> str:
+    return event.reason if isinstance(event, Outcome) else str(event.get("message"))
+
+
+def test_a_clean_candidate_passes_smoke(digits):
+    event = run_hostile("", digits.inputs_dir)
+    assert event["event"] == "smoke" and event["params"] == 650
+    assert len(event["functional_hash"]) == 64
+
+
+def test_no_connection_to_a_host_listener(digits):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    accepted = []
+
+    def accept_loop():
+        deadline = time.time() + 20
+        while time.time() < deadline and not accepted:
+            try:
+                accepted.append(server.accept())
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept_loop)
+    thread.start()
+    prelude = f"""
+import socket
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=3)
+    raise SystemError("CONNECTED")
+except OSError as err:
+    raise RuntimeError(f"BLOCKED {{err!r}}")
+"""
+    try:
+        event = run_hostile(prelude, digits.inputs_dir)
+    finally:
+        accepted.append(None)
+        thread.join()
+        server.close()
+    assert "BLOCKED" in message(event), message(event)
+    assert accepted == [None], "the host listener accepted a connection from the sandbox"
+
+
+def test_dns_and_inet6_are_refused(digits):
+    prelude = """
+import socket
+results = []
+for family in (socket.AF_INET, socket.AF_INET6):
+    try:
+        socket.socket(family, socket.SOCK_DGRAM)
+        results.append("open")
+    except OSError:
+        results.append("refused")
+try:
+    socket.getaddrinfo("example.com", 80)
+    results.append("resolved")
+except OSError:
+    results.append("unresolved")
+raise RuntimeError("RESULTS " + " ".join(results))
+"""
+    assert "RESULTS refused refused unresolved" in message(run_hostile(prelude, digits.inputs_dir))
+
+
+def test_environment_secrets_are_not_visible(digits, monkeypatch):
+    secret = "sk-test-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    prelude = """
+import os
+seen = " ".join(f"{k}={v}" for k, v in os.environ.items())
+for path in ("/proc/self/environ", "/proc/1/environ"):
+    try:
+        seen += open(path, "rb").read().decode(errors="replace")
+    except OSError:
+        pass
+raise RuntimeError("ENV " + seen)
+"""
+    text = message(run_hostile(prelude, digits.inputs_dir))
+    assert text.startswith("executing the module failed: RuntimeError: ENV")
+    assert secret not in text and "OPENAI_API_KEY" not in text
+
+
+@requires_bubblewrap
+def test_writes_outside_scratch_fail_and_reads_of_home_see_nothing(digits, tmp_path):
+    host_dir = Path(__file__).resolve().parent  # exists on the host, not mounted in the sandbox
+    targets = [str(host_dir / "escape.txt"), "/usr/escape.txt", str(digits.inputs_dir / "escape.txt")]
+    prelude = f"""
+import os
+outcomes = []
+for target in {targets!r}:
+    try:
+        with open(target, "w") as fh:
+            fh.write("escaped")
+        outcomes.append("wrote")
+    except OSError:
+        outcomes.append("denied")
+with open("/scratch/inside.txt", "w") as fh:
+    fh.write("fine")
+outcomes.append("scratch-ok")
+outcomes.append("labels-visible" if os.path.exists({str(digits.labels_dir)!r}) else "labels-hidden")
+outcomes.append("home-visible" if os.path.exists({str(Path.home())!r} + "/.bashrc") else "home-hidden")
+raise RuntimeError("WRITES " + " ".join(outcomes))
+"""
+    text = message(run_hostile(prelude, digits.inputs_dir))
+    assert "WRITES denied denied denied scratch-ok labels-hidden home-hidden" in text, text
+    for target in targets:
+        assert not Path(target).exists()
+
+
+def test_fork_storm_is_capped_and_cleaned_up(digits):
+    prelude = """
+import os, time
+children = 0
+try:
+    for _ in range(10_000):
+        if os.fork() == 0:
+            time.sleep(600)
+            os._exit(0)
+        children += 1
+except OSError as err:
+    raise RuntimeError(f"FORK-CAPPED after {children}: {err}")
+raise RuntimeError(f"FORKED {children}")
+"""
+    started = time.monotonic()
+    event = run_hostile(prelude, digits.inputs_dir, max_pids=32)
+    text = message(event)
+    if Cgroup("probe", 8, None).problem is None:
+        assert "FORK-CAPPED" in text, text
+    assert time.monotonic() - started < 60
+
+
+def test_memory_hog_is_stopped(digits):
+    prelude = """
+hog = []
+while True:
+    hog.append(bytearray(256 * 2**20))
+"""
+    event = run_hostile(prelude, digits.inputs_dir, memory_mb=3072)
+    text = message(event)
+    assert "MemoryError" in text or "SIGKILL" in text, text
+
+
+def test_endless_loop_times_out_and_is_killed(digits):
+    started = time.monotonic()
+    event = run_hostile("while True:\n    pass\n", digits.inputs_dir, smoke_timeout_s=4)
+    assert isinstance(event, Outcome) and event.status == "timeout"
+    assert time.monotonic() - started < 30
+
+
+def test_sleeping_children_in_new_sessions_are_killed(digits):
+    prelude = """
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    time.sleep(600)
+    os._exit(0)
+while True:
+    time.sleep(1)
+"""
+    event = run_hostile(prelude, digits.inputs_dir, smoke_timeout_s=4)
+    assert isinstance(event, Outcome) and event.status == "timeout"
