@@ -66,7 +66,7 @@ def run_eval(*args: str) -> list[dict]:
 def test_statuses_and_dedup_levels_in_one_run(env):
     files = [
         write(env, "mlp.py", MLP),
-        write(env, "mlp_spaced.py", MLP.replace("nn.Linear(32, num_classes)", "nn.Linear( 32,  num_classes )")),
+        write(env, "mlp_spaced.py", MLP.replace("nn.Linear(32, num_classes)", "nn.Linear(32,    num_classes)   ")),
         write(env, "mlp_renamed.py", MLP.replace("fc1", "hidden").replace("fc2", "out") + "\n# a comment\n"),
         write(env, "mlp_sequential.py", MLP_REWRITTEN),
         write(env, "broken.py", "import os\n" + MLP),
