@@ -119,9 +119,12 @@ def _check_net(tree: ast.Module) -> list[Rejection]:
                 )
             )
     forward = methods.get("forward")
-    if forward is None:
+    # A torch container base (nn.Sequential, nn.ModuleList...) brings its own forward; nn.Module does not.
+    external = [b for b in net.bases if not (isinstance(b, ast.Name) and b.id in classes)]
+    inherits_forward = any((b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "")) != "Module" for b in external)
+    if forward is None and not inherits_forward:
         found.append(Rejection("contract-forward", "Net has no forward(self, x) method", net.lineno))
-    elif len(forward.args.args) - len(forward.args.defaults) != 2:
+    elif forward is not None and len(forward.args.args) - len(forward.args.defaults) != 2:
         found.append(Rejection("contract-forward", "Net.forward must take exactly one input (self, x)", forward.lineno))
     return found
 
