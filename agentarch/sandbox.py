@@ -234,6 +234,8 @@ def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int) 
         "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", BOX_SCRATCH, "--setenv", "TMPDIR", "/tmp",
         "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0",
         "--setenv", "OMP_NUM_THREADS", str(threads), "--setenv", "MKL_NUM_THREADS", str(threads),
+        # /proc, /dev and the /tmp tmpfs come first: a later tmpfs would hide a venv that lives under /tmp.
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
         "--ro-bind", "/usr", "/usr",
     ]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
@@ -250,7 +252,6 @@ def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int) 
     if any(Path("/dev").glob("nvidia*")):
         args += ["--ro-bind-try", "/proc/driver/nvidia", "/proc/driver/nvidia", "--ro-bind", "/sys", "/sys"]
     args += [
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
         "--ro-bind", str(_runner_package_root() / "sandbox"), f"{BOX_PACKAGE_ROOT}/sandbox",
         "--ro-bind", str(inputs_dir), BOX_DATA,
         "--bind", str(scratch), BOX_SCRATCH,
