@@ -1,0 +1,303 @@
+"""The sandbox training loop (sandbox/trainer.py) and the seed architectures, on tiny data in tmp_path."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agentarch.checks import check
+from agentarch.tasks import TASKS
+from sandbox import trainer
+from tests.conftest import REPO
+
+CPU = torch.device("cpu")
+DEVICES = [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+SEED_FILES = sorted((REPO / "archive" / "seeds").glob("*/*.py"))
+
+
+def write_inputs(directory: Path, meta: dict, train_x: np.ndarray, train_y: np.ndarray,
+                 val_x: np.ndarray, test_x: np.ndarray) -> Path:
+    """An inputs folder in the layout tasks.prepare writes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in (("train_x", train_x), ("train_y", train_y), ("val_x", val_x), ("test_x", test_x)):
+        np.save(directory / f"{name}.npy", array, allow_pickle=False)
+    (directory / "meta.json").write_text(json.dumps(meta))
+    return directory
+
+
+def image_inputs(directory: Path, n: int = 96, seed: int = 0) -> Path:
+    """Two-channel 4x4 uint8 images whose class is which channel is brighter (learnable in a few steps)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype(np.int64)
+    x = rng.integers(0, 8, (n, 2, 4, 4)).astype(np.uint8)
+    x[np.arange(n), y] += 8
+    meta = {"kind": "image", "scale": 16.0, "mean": [0.4, 0.6], "std": [0.2, 0.3], "in_shape": [2, 4, 4],
+            "num_classes": 2}
+    return write_inputs(directory, meta, x, y, x[:10], x[10:20])
+
+
+def token_inputs(directory: Path, n: int = 32, seq_len: int = 8, vocab: int = 5) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, vocab, (n, seq_len)).astype(np.int64)
+    y = np.full((n, seq_len), trainer.IGNORE_INDEX, dtype=np.int64)
+    y[:, -1] = x[:, 0]  # recall the first token at the last position
+    meta = {"kind": "token", "in_shape": [seq_len], "num_classes": vocab}
+    return write_inputs(directory, meta, x, y, x[:4], x[4:8])
+
+
+class TinyMLP(nn.Module):
+    def __init__(self, in_features: int = 32, num_classes: int = 2):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, 16), nn.ReLU(), nn.Dropout(0.1),
+                                 nn.Linear(16, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def run(inputs_dir: Path, seed: int, **overrides) -> tuple[nn.Module, trainer.TrainResult]:
+    """Train TinyMLP the way the runner does: seed, build, train."""
+    cfg = trainer.TrainConfig(**{"epochs": 4, "batch_size": 16, "lr": 1e-2, "weight_decay": 0.01, "seed": seed,
+                                 **overrides})
+    trainer.seed_everything(cfg.seed)
+    model = TinyMLP()
+    return model, trainer.train(model, trainer.load_inputs(inputs_dir, CPU), cfg, CPU)
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+def test_load_inputs_normalizes_images_per_channel_on_the_device(tmp_path, device):
+    inputs = trainer.load_inputs(image_inputs(tmp_path), device)
+    raw = np.load(tmp_path / "train_x.npy")
+    want = (raw / 16.0 - np.array([0.4, 0.6])[None, :, None, None]) / np.array([0.2, 0.3])[None, :, None, None]
+    assert inputs.kind == "image"
+    for tensor in (inputs.train_x, inputs.train_y, inputs.val_x, inputs.test_x):
+        assert tensor.device.type == device.type
+    assert inputs.train_x.dtype == torch.float32 and inputs.train_y.dtype == torch.int64
+    assert inputs.train_x.shape == (96, 2, 4, 4) and inputs.val_x.shape == (10, 2, 4, 4)
+    np.testing.assert_allclose(inputs.train_x.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(inputs.test_x.cpu().numpy(), want[10:20], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+def test_load_inputs_keeps_token_ids(tmp_path, device):
+    inputs = trainer.load_inputs(token_inputs(tmp_path), device)
+    assert inputs.kind == "token" and inputs.train_x.device.type == device.type
+    assert inputs.train_x.dtype == inputs.train_y.dtype == torch.int64
+    assert torch.equal(inputs.train_x.cpu(), torch.from_numpy(np.load(tmp_path / "train_x.npy")))
+    assert (inputs.train_y[:, :-1] == trainer.IGNORE_INDEX).all()
+
+
+def test_load_inputs_rejects_an_unknown_kind(tmp_path):
+    image_inputs(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"kind": "audio"}))
+    with pytest.raises(ValueError, match="unknown task kind 'audio'"):
+        trainer.load_inputs(tmp_path, CPU)
+
+
+# -- the loop -------------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_an_identical_run_and_another_seed_a_different_one(tmp_path):
+    data = image_inputs(tmp_path)
+    model_a, first = run(data, seed=0)
+    model_b, again = run(data, seed=0)
+    _, other = run(data, seed=1)
+    assert first.curve == again.curve
+    assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
+    assert first.curve != other.curve
+    assert first.curve[-1]["loss"] < first.curve[0]["loss"]
+
+
+def test_result_reports_steps_epochs_and_a_bounded_curve(tmp_path):
+    _, result = run(image_inputs(tmp_path, n=112), seed=0, epochs=20, batch_size=16)  # 7 steps an epoch
+    assert result.steps == 140 and result.epochs_done == 20 and not result.stopped_early
+    steps = [point["step"] for point in result.curve]
+    assert steps == [*range(3, 140, 3), 140]  # a point every ceil(140 / 50) steps, then the final one
+    assert result.curve[-1]["epoch"] == 20
+    assert result.train_seconds > 0 and result.peak_memory_mb > 0
+
+
+def test_partial_last_batch_is_dropped_but_a_small_set_is_one_batch(tmp_path):
+    _, result = run(image_inputs(tmp_path, n=33), seed=0, epochs=2, batch_size=16)
+    assert result.steps == 4  # 33 // 16 a epoch: no batch of one
+    _, result = run(image_inputs(tmp_path / "small", n=5), seed=0, epochs=2, batch_size=16)
+    assert result.steps == 2
+
+
+def test_schedule_warms_up_linearly_then_decays_by_cosine_to_zero():
+    total, base = 1000, 0.1
+    lrs = [trainer.lr_at(step, total, base, warmup_frac=0.05) for step in range(total)]
+    assert lrs[0] == pytest.approx(base / 50) and lrs[24] == pytest.approx(base / 2)
+    assert max(lrs) == pytest.approx(base) and lrs.index(max(lrs)) in (49, 50)
+    assert all(a < b for a, b in zip(lrs[:50], lrs[1:50]))  # warmup rises
+    assert all(a >= b for a, b in zip(lrs[50:], lrs[51:]))  # then only falls
+    assert lrs[525] == pytest.approx(base / 2, rel=1e-3)  # cosine: half way through the decay, half the rate
+    assert lrs[-1] < 1e-4 * base
+    assert trainer.lr_at(0, 10, base, warmup_frac=0.0) == pytest.approx(base)
+
+
+def test_the_optimizer_follows_the_schedule(tmp_path, monkeypatch):
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    _, result = run(image_inputs(tmp_path), seed=0, epochs=5, warmup_frac=0.2)  # 6 steps an epoch
+    assert seen == pytest.approx([trainer.lr_at(s, 30, 1e-2, 0.2) for s in range(30)])
+
+
+def test_weight_decay_only_on_matrices_and_kernels():
+    model = nn.Sequential(nn.Embedding(10, 8), nn.Conv1d(8, 8, 3), nn.BatchNorm1d(8), nn.LayerNorm(8), nn.Linear(8, 2))
+    model[3].weight.requires_grad_(False)  # frozen parameters are not optimized at all
+    cfg = trainer.TrainConfig(epochs=1, batch_size=4, lr=1e-3, weight_decay=0.1)
+    decay, no_decay = trainer.build_optimizer(model, cfg, CPU).param_groups
+    names = {id(p): name for name, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert sorted(names[id(p)] for p in decay["params"]) == ["0.weight", "1.weight", "4.weight"]
+    assert sorted(names[id(p)] for p in no_decay["params"]) == ["1.bias", "2.bias", "2.weight", "3.bias", "4.bias"]
+
+
+def test_token_loss_ignores_unscored_positions():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    y = torch.full((2, 5), trainer.IGNORE_INDEX)
+    y[0, 1], y[1, 4] = 3, 6
+    scored = F.cross_entropy(torch.stack([logits[0, 1], logits[1, 4]]), torch.tensor([3, 6]))
+    assert trainer.loss_fn("token", logits, y, 0.0) == pytest.approx(scored.item())
+    changed = logits.clone()
+    changed[0, 0] += 100.0  # an unscored position
+    assert trainer.loss_fn("token", changed, y, 0.0) == pytest.approx(scored.item())
+    nothing_scored = torch.full((2, 5), trainer.IGNORE_INDEX)
+    assert trainer.loss_fn("token", logits, nothing_scored, 0.0).item() == 0.0
+
+
+def test_image_loss_and_label_smoothing():
+    torch.manual_seed(0)
+    logits, y = torch.randn(4, 3), torch.tensor([0, 2, 1, 1])
+    assert trainer.loss_fn("image", logits, y, 0.1) == pytest.approx(F.cross_entropy(logits, y, label_smoothing=0.1).item())
+    with pytest.raises(ValueError, match="unknown task kind"):
+        trainer.loss_fn("audio", logits, y, 0.0)
+
+
+class NanAfter(nn.Module):
+    """A network whose output turns to NaN from its `bad_call`-th forward on."""
+
+    def __init__(self, bad_call: int):
+        super().__init__()
+        self.fc = nn.Linear(32, 2)
+        self.bad_call, self.calls = bad_call, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = self.fc(x.flatten(1))
+        return out * float("nan") if self.calls >= self.bad_call else out
+
+
+@pytest.mark.parametrize("bad_call", [1, 3])
+def test_nan_loss_raises_training_diverged_at_the_exact_step(tmp_path, bad_call):
+    inputs = trainer.load_inputs(image_inputs(tmp_path), CPU)
+    cfg = trainer.TrainConfig(epochs=10, batch_size=16, lr=1e-3, weight_decay=0.0)  # 60 steps, a point every 2
+    with pytest.raises(trainer.TrainingDiverged, match=f"loss became nan at step {bad_call}$"):
+        trainer.train(NanAfter(bad_call), inputs, cfg, CPU)
+
+
+def test_max_seconds_stops_early_and_says_so(tmp_path):
+    _, result = run(image_inputs(tmp_path), seed=0, epochs=50, max_seconds=0.0)
+    assert result.stopped_early and result.steps == 1
+    assert result.epochs_done == pytest.approx(1 / 6)
+    assert [point["step"] for point in result.curve] == [1]
+
+
+def test_token_training_and_predict(tmp_path):
+    inputs = trainer.load_inputs(token_inputs(tmp_path), CPU)
+    trainer.seed_everything(0)
+    model = nn.Sequential(nn.Embedding(5, 8), nn.Linear(8, 5))
+    result = trainer.train(model, inputs, trainer.TrainConfig(epochs=2, batch_size=8, lr=1e-2, weight_decay=0.0), CPU)
+    assert result.steps == 8 and all(math.isfinite(point["loss"]) for point in result.curve)
+    out = trainer.predict(model, inputs.test_x, batch_size=3, device=CPU)
+    assert out.dtype == np.float32 and out.shape == (4, 8, 5)
+
+
+def test_predict_is_in_eval_mode_and_batch_size_independent(tmp_path):
+    inputs = trainer.load_inputs(image_inputs(tmp_path), CPU)
+    torch.manual_seed(0)
+    model = TinyMLP().train()
+    first = trainer.predict(model, inputs.train_x, batch_size=7, device=CPU)
+    second = trainer.predict(model, inputs.train_x, batch_size=96, device=CPU)
+    assert first.dtype == np.float32 and first.shape == (96, 2)
+    np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)  # dropout is off
+    assert not model.training
+
+
+# -- the seed architectures -----------------------------------------------------------------------
+
+
+def load_seed(path: Path) -> type[nn.Module]:
+    spec = importlib.util.spec_from_file_location(f"seed_{path.parent.name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Net
+
+
+def test_every_expected_seed_exists():
+    names = {f"{p.parent.name}/{p.name}" for p in SEED_FILES}
+    assert {"image/mlp.py", "image/cnn.py", "image/resnet.py", "token/transformer.py", "token/gated_conv.py"} <= names
+
+
+@pytest.mark.parametrize("path", SEED_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_seed_passes_the_static_check_and_has_a_docstring(path):
+    code = path.read_text()
+    result = check(code)
+    assert result.ok, result.reason
+    assert code.startswith('"""Seed: ')
+
+
+@pytest.mark.parametrize("path", SEED_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_seed_builds_and_trains_a_step_for_every_task_of_its_kind(path):
+    net_cls = load_seed(path)
+    tasks = [task for task in TASKS.values() if task.kind == path.parent.name]
+    assert tasks, f"no task of kind {path.parent.name!r}"
+    for task in tasks:
+        torch.manual_seed(0)
+        model = net_cls(task.in_shape, task.num_classes)
+        params = sum(p.numel() for p in model.parameters())
+        assert params <= task.max_params, f"{task.name}: {params} parameters > {task.max_params}"
+        batch = 3
+        if task.kind == "image":
+            x, y = torch.randn(batch, *task.in_shape), torch.randint(0, task.num_classes, (batch,))
+            want = (batch, task.num_classes)
+        else:
+            x = torch.randint(0, task.num_classes, (batch, *task.in_shape))
+            y = torch.randint(0, task.num_classes, (batch, *task.in_shape))
+            want = (batch, *task.in_shape, task.num_classes)
+        out = model.train()(x)
+        assert out.shape == want, task.name
+        loss = trainer.loss_fn(task.kind, out, y, 0.0)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "archive" / "seeds" / "token").glob("*.py")), ids=lambda p: p.stem)
+def test_token_seed_is_causal(path):
+    torch.manual_seed(0)
+    model = load_seed(path)((16,), 10).eval()
+    x = torch.randint(0, 10, (2, 16))
+    changed = x.clone()
+    changed[:, 9:] = (changed[:, 9:] + 1) % 10
+    with torch.no_grad():
+        a, b = model(x), model(changed)
+    torch.testing.assert_close(a[:, :9], b[:, :9])
+    assert not torch.allclose(a[:, 9:], b[:, 9:])
