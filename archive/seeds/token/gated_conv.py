@@ -1,4 +1,4 @@
-"""Seed: an attention-free model in the style of Based (Arora et al., 2024): a gated short convolution, then linear attention.
+"""Seed: an attention-free model in the style of Based (Arora et al., 2024): gated convolution, then linear attention.
 
 The first block mixes each token with its few predecessors through a gated causal depthwise
 convolution, y = W_o (W_g x * conv(W_u x)), the BaseConv operator of Zoology (Arora et al., 2023)
@@ -10,8 +10,8 @@ recall without softmax attention. Each mixer is followed by a GELU MLP, all in a
 stack; there are no position embeddings (the convolution carries the local order).
 
 Linear attention is computed here in its parallel (quadratic) form, which for short sequences is
-the simplest and fastest; it equals the recurrent form with a constant-size state, phi(q_t)^T
-sum_{s<=t} phi(k_s) v_s^T, that makes the model attention-free at inference.
+the simplest and fastest; it equals the recurrent form, phi(q_t)^T sum_{s<=t} phi(k_s) v_s^T over a
+running normalizer, whose constant-size state makes the model attention-free at inference.
 """
 
 import math
