@@ -298,7 +298,7 @@ class SandboxJob:
             "inputs_dir": BOX_DATA if boxed else str(inputs_dir),
             "output_dir": BOX_SCRATCH if boxed else str(self.scratch),
             "threads": limits.threads,
-            "apply_seccomp": not boxed,
+            "seccomp_bpf": None if boxed else str(self.scratch / "seccomp.bpf"),
         }
         (self.scratch / "spec.json").write_text(json.dumps(spec))
         use_gpu = any(Path("/dev").glob("nvidia*"))
@@ -313,6 +313,7 @@ class SandboxJob:
             command += _bwrap_args(self.scratch, inputs_dir, seccomp_fd, limits.threads)
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
+            (self.scratch / "seccomp.bpf").write_bytes(_seccomp_program())
             command += [sys.executable, "-E", "-s", "-c", _BOOT, str(_runner_package_root()), str(self.scratch / "spec.json")]
             env = {"PATH": "/usr/bin:/bin", "HOME": str(self.scratch), "TMPDIR": str(self.scratch),
                    "OMP_NUM_THREADS": str(limits.threads), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}

@@ -54,17 +54,26 @@ def _die_with_parent() -> None:
         pass
 
 
-def _apply_seccomp() -> None:
-    """Deny new inet/netlink/packet sockets (used when bubblewrap, which installs the filter itself, is absent)."""
-    import errno
-    import socket
+def _load_seccomp(bpf_path: Path) -> None:
+    """Install the host's compiled socket filter (used when bubblewrap, which installs it itself, is absent).
 
-    import pyseccomp as seccomp
+    The host compiles the filter once (agentarch.sandbox._seccomp_program), so both isolation modes
+    enforce the same rules and the runner needs no seccomp library.
+    """
+    program = bpf_path.read_bytes()
+    bpf_path.unlink()
 
-    rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
-    for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, socket.AF_PACKET):
-        rules.add_rule(seccomp.ERRNO(errno.EACCES), "socket", seccomp.Arg(0, seccomp.EQ, family))
-    rules.load()
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = SockFprog(len(program) // 8, ctypes.addressof(buffer))  # struct sock_filter is 8 bytes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+    one, zero = ctypes.c_ulong(1), ctypes.c_ulong(0)
+    if libc.prctl(pr_set_no_new_privs, one, zero, zero, zero) != 0 or \
+            libc.prctl(pr_set_seccomp, ctypes.c_ulong(seccomp_mode_filter), ctypes.byref(fprog), zero, zero) != 0:
+        raise OSError(ctypes.get_errno(), "could not install the seccomp filter")
 
 
 def _redirect_output(log_path: Path) -> TextIO:
@@ -220,8 +229,8 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
 def main() -> None:
     _die_with_parent()
     spec = json.loads(Path(sys.argv[1]).read_text())
-    if spec.get("apply_seccomp"):
-        _apply_seccomp()
+    if spec.get("seccomp_bpf"):
+        _load_seccomp(Path(spec["seccomp_bpf"]))
     events = _redirect_output(Path(spec["output_dir"]) / "candidate.log")
     run(spec, events)
     events.flush()

@@ -30,10 +30,10 @@ SPEC = {"kind": "image", "in_shape": [1, 8, 8], "num_classes": 10,
         "train": {"epochs": 1, "batch_size": 64, "lr": 0.003, "weight_decay": 0.0, "seed": 0}}
 
 
-def run_hostile(prelude: str, inputs_dir: Path, **limits) -> dict | Outcome:
+def run_hostile(prelude: str, inputs_dir: Path, isolation: str = "auto", **limits) -> dict | Outcome:
     """Start a job whose module runs `prelude` before defining Net; return its first event."""
     job_limits = Limits(**{"timeout_s": 60, "smoke_timeout_s": 60, "threads": 1, **limits})
-    with SandboxJob(prelude + NET, SPEC, inputs_dir, job_limits, resolve_isolation("auto")) as job:
+    with SandboxJob(prelude + NET, SPEC, inputs_dir, job_limits, resolve_isolation(isolation)) as job:
         event = job.read_event(job_limits.smoke_timeout_s)
         if isinstance(event, dict) and event.get("event") == "smoke":
             job.send("stop")
@@ -105,6 +105,21 @@ except OSError:
 raise RuntimeError("RESULTS " + " ".join(results))
 """
     assert "RESULTS refused refused unresolved" in message(run_hostile(prelude, digits.inputs_dir))
+
+
+def test_the_process_fallback_still_refuses_sockets_and_hides_secrets(digits, monkeypatch):
+    """Without bubblewrap the runner installs the host's compiled seccomp filter itself."""
+    monkeypatch.setenv("AGENTARCH_TEST_SECRET", "sk-fallback")
+    prelude = """
+import os, socket
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    state = "open"
+except OSError:
+    state = "refused"
+raise RuntimeError(f"RESULTS {state} {os.environ.get('AGENTARCH_TEST_SECRET', 'absent')}")
+"""
+    assert "RESULTS refused absent" in message(run_hostile(prelude, digits.inputs_dir, isolation="process"))
 
 
 def test_environment_secrets_are_not_visible(digits, monkeypatch):
