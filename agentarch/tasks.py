@@ -65,6 +65,19 @@ _IMAGE_INPUT = (
     "the network returns logits (B, num_classes)."
 )
 
+def _held_out_task(name: str, in_shape: tuple[int, int, int], num_classes: int, *, epochs: int, weight_decay: float,
+                   max_params: int, train: str, val: str, test: str, what: str, note: str) -> Task:
+    """A torchvision-format image task: a seeded 90/10 split of the official training set, official test set."""
+    return Task(
+        name=name, kind="image", in_shape=in_shape, num_classes=num_classes, metric="accuracy", epochs=epochs,
+        batch_size=128, lr=1e-3, weight_decay=weight_decay, max_params=max_params, needs_data_dir=True,
+        description=(
+            f"{what}, {train} training and {val} validation images (a seeded 90/10 split of the official "
+            f"training set) and the official {test} test images. {note} {_IMAGE_INPUT}"
+        ),
+    )
+
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
@@ -92,54 +105,36 @@ TASKS: dict[str, Task] = {
                 "purely local mixing cannot solve it."
             ),
         ),
-        Task(
-            name="mnist", kind="image", in_shape=(1, 28, 28), num_classes=10, metric="accuracy",
-            epochs=10, batch_size=128, lr=1e-3, weight_decay=0.01, max_params=2_000_000, needs_data_dir=True,
-            description=(
-                "MNIST handwritten digits: 28x28 grayscale, 10 classes, 54,000 training and 6,000 validation "
-                "images (a seeded 90/10 split of the official training set) and the official 10,000 test "
-                f"images. Strong models reach above 99% accuracy. {_IMAGE_INPUT}"
-            ),
+        _held_out_task(
+            "mnist", (1, 28, 28), 10, epochs=10, weight_decay=0.01, max_params=2_000_000, train="54,000",
+            val="6,000", test="10,000",
+            what="MNIST handwritten digits: 28x28 grayscale, 10 classes",
+            note="Strong models reach above 99% accuracy.",
         ),
-        Task(
-            name="fashion-mnist", kind="image", in_shape=(1, 28, 28), num_classes=10, metric="accuracy",
-            epochs=10, batch_size=128, lr=1e-3, weight_decay=0.01, max_params=2_000_000, needs_data_dir=True,
-            description=(
-                "Fashion-MNIST: 28x28 grayscale photos of clothing in 10 classes (shirt, sneaker, bag, ...), "
-                "54,000 training and 6,000 validation images (a seeded 90/10 split of the official training "
-                "set) and the official 10,000 test images. Harder than MNIST: some classes (shirt, T-shirt, "
-                f"pullover, coat) differ only in fine shape. {_IMAGE_INPUT}"
-            ),
+        _held_out_task(
+            "fashion-mnist", (1, 28, 28), 10, epochs=10, weight_decay=0.01, max_params=2_000_000, train="54,000",
+            val="6,000", test="10,000",
+            what="Fashion-MNIST: 28x28 grayscale photos of clothing in 10 classes (shirt, sneaker, bag, ...)",
+            note="Harder than MNIST: some classes (shirt, T-shirt, pullover, coat) differ only in fine shape.",
         ),
-        Task(
-            name="cifar10", kind="image", in_shape=(3, 32, 32), num_classes=10, metric="accuracy",
-            epochs=30, batch_size=128, lr=1e-3, weight_decay=0.05, max_params=5_000_000, needs_data_dir=True,
-            description=(
-                "CIFAR-10: 32x32 colour photos of 10 object classes (airplane, cat, ship, ...), 45,000 "
-                "training and 5,000 validation images (a seeded 90/10 split of the official training set) and "
-                "the official 10,000 test images. Natural images with varied backgrounds; convolutional "
-                f"inductive biases and normalization matter. {_IMAGE_INPUT}"
-            ),
+        _held_out_task(
+            "cifar10", (3, 32, 32), 10, epochs=30, weight_decay=0.05, max_params=5_000_000, train="45,000",
+            val="5,000", test="10,000",
+            what="CIFAR-10: 32x32 colour photos of 10 object classes (airplane, cat, ship, ...)",
+            note="Natural images with varied backgrounds; convolutional inductive biases and normalization matter.",
         ),
-        Task(
-            name="cifar100", kind="image", in_shape=(3, 32, 32), num_classes=100, metric="accuracy",
-            epochs=30, batch_size=128, lr=1e-3, weight_decay=0.05, max_params=5_000_000, needs_data_dir=True,
-            description=(
-                "CIFAR-100: the CIFAR images with 100 fine-grained classes (500 training images per class), "
-                "45,000 training and 5,000 validation images (a seeded 90/10 split of the official training "
-                "set) and the official 10,000 test images. Few examples per class, so capacity has to be "
-                f"balanced against overfitting. {_IMAGE_INPUT}"
-            ),
+        _held_out_task(
+            "cifar100", (3, 32, 32), 100, epochs=30, weight_decay=0.05, max_params=5_000_000, train="45,000",
+            val="5,000", test="10,000",
+            what="CIFAR-100: the CIFAR images with 100 fine-grained classes (500 training images per class)",
+            note="Few examples per class, so capacity has to be balanced against overfitting.",
         ),
-        Task(
-            name="svhn", kind="image", in_shape=(3, 32, 32), num_classes=10, metric="accuracy",
-            epochs=15, batch_size=128, lr=1e-3, weight_decay=0.05, max_params=5_000_000, needs_data_dir=True,
-            description=(
-                "SVHN: 32x32 colour crops of house numbers from Street View, labelled with the digit in the "
-                "centre (10 classes), about 66,000 training and 7,300 validation images (a seeded 90/10 split "
-                "of the official training set) and the official 26,032 test images. Neighbouring digits "
-                f"often intrude at the edges of the crop. {_IMAGE_INPUT}"
-            ),
+        _held_out_task(
+            "svhn", (3, 32, 32), 10, epochs=15, weight_decay=0.05, max_params=5_000_000, train="about 66,000",
+            val="7,300", test="26,032",
+            what=("SVHN: 32x32 colour crops of house numbers from Street View, labelled with the digit in the "
+                  "centre (10 classes)"),
+            note="Neighbouring digits often intrude at the edges of the crop.",
         ),
     )
 }

@@ -1,0 +1,44 @@
+"""The project's promises about itself: the README's two commands, CI and the Dockerfile agree.
+
+CI runs `.ci/run`, users run the README, GPU hosts run the Docker image; if these drift apart, one of
+them silently tests or ships something else.
+"""
+
+import json
+import re
+import shlex
+
+from tests.conftest import REPO
+
+
+def setup_commands() -> list[str]:
+    """The commands in the README's "Set up" block, comments dropped."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"## Set up.*?```bash\n(.*?)```", readme, re.S)
+    assert block, "README.md lost its '## Set up' bash block"
+    return [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_readme_gives_exactly_two_setup_commands():
+    main, tests = setup_commands()
+    assert main.startswith("scripts/setup && ") and tests.startswith("scripts/setup --test && ")
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci = [line for line in (REPO / ".ci/run").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert ci[-1] == setup_commands()[1]
+
+
+def test_docker_image_installs_and_runs_what_the_readme_does():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    main_job = setup_commands()[0].removeprefix("scripts/setup && ")
+    assert re.search(r"^RUN scripts/setup$", dockerfile, re.M), "the image must install with scripts/setup"
+    cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.M)
+    assert cmd, "the Dockerfile needs an exec-form CMD"
+    docker_args = json.loads(cmd.group(1))
+    readme_args = []
+    for arg in shlex.split(main_job):
+        globbed = sorted(str(p.relative_to(REPO)) for p in REPO.glob(arg)) if "*" in arg else [arg]
+        readme_args += globbed
+    readme_args[0] = readme_args[0].removeprefix(".venv/bin/")
+    assert sorted(docker_args) == sorted(readme_args)
