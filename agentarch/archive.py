@@ -19,7 +19,7 @@ import sqlite_utils
 
 from agentarch.dedup import DedupLevel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout")
 # A candidate whose code or function matches one of these was already evaluated (or already failed
@@ -80,42 +80,55 @@ class Archive:
         if version == 0 and set(self.db.table_names()) - {"meta"}:
             raise ArchiveError(f"{self.path} holds tables but no agentarch schema version; pass another --archive path")
         with self.db.atomic():
-            self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-            self.db["runs"].create(
-                {
-                    "id": str, "kind": str, "task": str, "proposer": str, "config": str,
-                    "status": str, "started_at": str, "ended_at": str, "summary": str,
-                },
-                pk="id",
-            )
-            self.db["candidates"].create(
-                {
-                    "id": int, "created_at": str, "run_id": str, "task": str, "name": str, "proposer": str,
-                    "parents": str, "code": str, "text_hash": str, "ast_hash": str, "functional_hash": str,
-                    "hparams": str, "status": str, "reason": str, "duplicate_of": int, "dedup_level": str,
-                    "params": int, "flops": int,
-                },
-                pk="id",
-                not_null={"created_at", "task", "proposer", "code", "status"},
-                foreign_keys=[("run_id", "runs", "id"), ("duplicate_of", "candidates", "id")],
-            )
-            self.db["evaluations"].create(
-                {
-                    "id": int, "candidate_id": int, "task": str, "fidelity": int, "seed": int, "status": str,
-                    "val_accuracy": float, "test_accuracy": float, "params": int, "flops": int,
-                    "train_seconds": float, "wall_seconds": float, "peak_memory_mb": float, "device": str,
-                    "isolation": str, "curve": str, "timings": str, "error": str, "created_at": str,
-                },
-                pk="id",
-                not_null={"candidate_id", "task", "status", "created_at"},
-                foreign_keys=[("candidate_id", "candidates", "id")],
-            )
-            for column in ("text_hash", "ast_hash", "functional_hash"):
-                self.db["candidates"].create_index(["task", column])
-            self.db["candidates"].create_index(["task", "status"])
-            self.db["evaluations"].create_index(["candidate_id"])
-            self.db["evaluations"].create_index(["task", "val_accuracy"])
+            if version < 1:
+                self._create_v1()
+            if version < 2:
+                self._upgrade_to_v2()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
+
+    def _create_v1(self) -> None:
+        """The first schema: runs, candidates (code, hashes, lineage), evaluations (scores, curves, errors)."""
+        self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        self.db["runs"].create(
+            {
+                "id": str, "kind": str, "task": str, "proposer": str, "config": str,
+                "status": str, "started_at": str, "ended_at": str, "summary": str,
+            },
+            pk="id",
+        )
+        self.db["candidates"].create(
+            {
+                "id": int, "created_at": str, "run_id": str, "task": str, "name": str, "proposer": str,
+                "parents": str, "code": str, "text_hash": str, "ast_hash": str, "functional_hash": str,
+                "hparams": str, "status": str, "reason": str, "duplicate_of": int, "dedup_level": str,
+                "params": int, "flops": int,
+            },
+            pk="id",
+            not_null={"created_at", "task", "proposer", "code", "status"},
+            foreign_keys=[("run_id", "runs", "id"), ("duplicate_of", "candidates", "id")],
+        )
+        self.db["evaluations"].create(
+            {
+                "id": int, "candidate_id": int, "task": str, "fidelity": int, "seed": int, "status": str,
+                "val_accuracy": float, "test_accuracy": float, "params": int, "flops": int,
+                "train_seconds": float, "wall_seconds": float, "peak_memory_mb": float, "device": str,
+                "isolation": str, "curve": str, "timings": str, "error": str, "created_at": str,
+            },
+            pk="id",
+            not_null={"candidate_id", "task", "status", "created_at"},
+            foreign_keys=[("candidate_id", "candidates", "id")],
+        )
+        for column in ("text_hash", "ast_hash", "functional_hash"):
+            self.db["candidates"].create_index(["task", column])
+        self.db["candidates"].create_index(["task", "status"])
+        self.db["evaluations"].create_index(["candidate_id"])
+        self.db["evaluations"].create_index(["task", "val_accuracy"])
+
+    def _upgrade_to_v2(self) -> None:
+        """Schema 2: a candidate proposed from a declared search space keeps its space and architecture string."""
+        self.db["candidates"].add_column("space", str)
+        self.db["candidates"].add_column("arch", str)
+        self.db["candidates"].create_index(["task", "space", "arch"])
 
     # -- writes (each one transaction) ------------------------------------------------------
 
@@ -167,6 +180,13 @@ class Archive:
             raise ArchiveError(f"no candidate with id {candidate_id} in {self.path}; `agentarch archive ls` lists them") from None
         return _decode(row)
 
+    def scored(self, candidate_id: int) -> dict[str, Any]:
+        """One candidate's listing row: its fields with its best evaluation's scores (None where untrained)."""
+        rows = list(self._scored("WHERE c.id = ?", [candidate_id]))
+        if not rows:
+            raise ArchiveError(f"no candidate with id {candidate_id} in {self.path}; `agentarch archive ls` lists them")
+        return rows[0]
+
     def evaluations(self, candidate_id: int) -> list[dict[str, Any]]:
         return [_decode(r) for r in self.db["evaluations"].rows_where("candidate_id = ?", [candidate_id], order_by="id")]
 
@@ -182,23 +202,36 @@ class Archive:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         return list(self._scored(f"{clause} ORDER BY c.id DESC LIMIT ? OFFSET ?", [*args, limit, offset]))
 
-    def top(self, task: str, limit: int = 10, by: str = "val_accuracy") -> list[dict[str, Any]]:
-        """Best trained candidates for a task, ranked by the search signal (validation) unless told otherwise."""
+    def top(self, task: str, limit: int = 10, by: str = "val_accuracy",
+            proposers: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Best trained candidates for a task, ranked by the search signal (validation) unless told otherwise.
+
+        `proposers` narrows the ranking, e.g. to the baselines' finds when they seed a prompt.
+        """
         if by not in ("val_accuracy", "test_accuracy"):
             raise ArchiveError(f"cannot rank by {by!r}; use val_accuracy or test_accuracy")
+        only = f"AND c.proposer IN ({', '.join('?' for _ in proposers)})" if proposers else ""
         return list(
             self._scored(
-                f"WHERE c.task = ? AND c.status = 'trained' ORDER BY e.{by} DESC, c.id LIMIT ?", [task, limit]
+                f"WHERE c.task = ? AND c.status = 'trained' {only} ORDER BY e.{by} DESC, c.id LIMIT ?",
+                [task, *proposers, limit],
             )
         )
+
+    def find_arch(self, task: str, space: str, arch: str) -> dict[str, Any] | None:
+        """The earliest evaluated candidate of this search-space architecture for `task`, with its scores."""
+        marks = ", ".join("?" for _ in _DEDUP_POOL)
+        rows = list(self._scored(f"WHERE c.task = ? AND c.space = ? AND c.arch = ? AND c.status IN ({marks}) "
+                                 "ORDER BY c.id LIMIT 1", [task, space, arch, *_DEDUP_POOL]))
+        return rows[0] if rows else None
 
     def export_rows(self) -> Iterator[dict[str, Any]]:
         yield from self._scored("ORDER BY c.id", [])
 
     def _scored(self, tail: str, args: list[Any]) -> Iterator[dict[str, Any]]:
         sql = f"""
-            SELECT c.id, c.created_at, c.run_id, c.task, c.name, c.proposer, c.parents, c.status, c.reason,
-                   c.duplicate_of, c.dedup_level, c.params, c.flops, e.fidelity, e.seed, e.val_accuracy,
+            SELECT c.id, c.created_at, c.run_id, c.task, c.name, c.proposer, c.parents, c.space, c.arch, c.status,
+                   c.reason, c.duplicate_of, c.dedup_level, c.params, c.flops, e.fidelity, e.seed, e.val_accuracy,
                    e.test_accuracy, e.train_seconds
             FROM candidates c
             LEFT JOIN evaluations e ON e.id = (

@@ -10,14 +10,20 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, TimeElapsedColumn
 from rich.syntax import Syntax
 from rich.table import Table
 
 from agentarch.archive import Archive, ArchiveError
+from agentarch.baseline import (SeedResult, check_fit, parse_seeds, record_table_best, search_table, search_trained,
+                                summarize)
 from agentarch.config import ConfigError, Settings, load_settings
 from agentarch.evaluate import EvalResult, Evaluator
+from agentarch.proposers.base import Proposal
+from agentarch.proposers.baselines import ALGOS, SpaceExhausted, make_proposer
 from agentarch.sandbox import FALLBACK_WARNING, SandboxError, bubblewrap_problem
-from agentarch.tasks import TASKS, TaskError
+from agentarch.spaces import SearchSpace, SpaceError, get_space
+from agentarch.tasks import TASKS, TaskError, get_task
 
 app = typer.Typer(
     help="LLM-driven neural architecture discovery: propose, sandbox, train, archive.",
@@ -149,6 +155,127 @@ def _print_result(r: EvalResult) -> None:
     if r.reason:
         line += f"\n    {r.reason}"
     out.print(line, highlight=False)
+
+
+# -- baseline -----------------------------------------------------------------------------------
+
+
+@app.command("baseline")
+def baseline_command(
+    algo: Annotated[str, typer.Option(help=f"search algorithm: {', '.join(ALGOS)}")] = "rea",
+    space: Annotated[str, typer.Option(help="search space: nb201 (cells), macro (CNNs), mixer (token models)")] = "nb201",
+    task: TaskOpt = None,
+    budget: Annotated[int, typer.Option(min=1, help="evaluations per seed (table queries or trainings)")] = 100,
+    seeds: Annotated[str, typer.Option(help="seeds to run independently: 0-99, 7 or 1,4,9")] = "0",
+    archive: ArchiveOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines: one per evaluation (or per seed on a table), the summary last")] = False,
+    population: Annotated[Optional[int], typer.Option(help="rea: population size P [default: 10]")] = None,
+    sample_size: Annotated[Optional[int], typer.Option(help="rea: tournament sample size S [default: 3]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="training epochs per candidate [default: the task's]")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="where file-based datasets live (mnist, cifar10, ...)")] = None,
+    isolation: Annotated[Optional[str], typer.Option(help="auto, bubblewrap or process (weaker fallback)")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="wall-clock seconds per candidate")] = None,
+) -> None:
+    """Run a conventional NAS baseline through the same sandbox and archive as the LLM loop.
+
+    On a trainable task every proposal is rendered from the space, trained in the sandbox and
+    recorded with its lineage (a mutant's parent id). On a NAS-Bench-201 table task (nb201-cifar10,
+    nb201-cifar100, nb201-imagenet16) each proposal is one table query, accuracies are in percent as
+    the benchmark reports them, and each seed's best cell is recorded once. Each seed searches on
+    validation accuracy; the summary is the mean and std over seeds of the test accuracy of each
+    seed's best-by-validation candidate. Examples:
+
+        agentarch baseline --algo rea --space nb201 --task digits --budget 12
+
+        agentarch baseline --algo random --task nb201-cifar10 --budget 100 --seeds 0-499 --json
+    """
+    settings = settings_or_exit(task=task, archive=archive, epochs=epochs, data_dir=data_dir, isolation=isolation,
+                                timeout_s=timeout, population=population, sample_size=sample_size)
+    try:
+        seed_list = parse_seeds(seeds)
+        chosen = get_space(space)
+        the_task = get_task(settings.task)
+        check_fit(chosen, the_task)
+        make_proposer(algo, chosen, 0, population=settings.population, sample_size=settings.sample_size)
+    except (ValueError, SpaceError, TaskError) as e:
+        raise fail(str(e)) from None
+    options = {"population": settings.population, "sample_size": settings.sample_size} if algo == "rea" else {}
+    config = {"algo": algo, "space": space, "budget": budget, "seeds": seeds, **options, "epochs": settings.epochs}
+    with open_archive(settings.archive) as db:
+        run_id = db.start_run("baseline", the_task.name, algo, config)
+        results: list[SeedResult] = []
+        try:
+            if the_task.kind == "tabular":
+                _baseline_on_table(db, run_id, algo, chosen, the_task, budget, seed_list, options, as_json, results)
+            else:
+                try:
+                    evaluator = Evaluator(db, settings, run_id)
+                except (SandboxError, TaskError) as e:
+                    raise fail(str(e)) from None
+                if evaluator.isolation == "process":
+                    err.print(f"[bold yellow]{FALLBACK_WARNING.format(why=bubblewrap_problem() or 'isolation=process was asked for')}[/]")
+                for seed in seed_list:
+                    results.append(search_trained(algo, chosen, evaluator, budget, seed,
+                                                  on_result=_candidate_printer(seed, as_json), **options))
+        except (TaskError, SpaceExhausted) as e:
+            db.finish_run(run_id, "failed", {"error": str(e)})
+            raise fail(str(e)) from None
+        except KeyboardInterrupt:
+            db.finish_run(run_id, "interrupted", summarize(algo, the_task.name, budget, results))
+            raise
+        summary = summarize(algo, the_task.name, budget, results)
+        db.finish_run(run_id, "finished", summary)
+    if as_json:
+        print(json.dumps(summary), flush=True)
+    else:
+        _print_baseline_summary(summary, results, the_task.kind == "tabular")
+
+
+def _baseline_on_table(db: Archive, run_id: str, algo: str, space: SearchSpace, task: Any, budget: int,
+                       seeds: list[int], options: dict[str, Any], as_json: bool, results: list[SeedResult]) -> None:
+    with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err, disable=as_json) as progress:
+        bar = progress.add_task(f"{algo} on {task.name}, {budget} queries per seed", total=len(seeds))
+        for seed in seeds:
+            result = search_table(algo, space, task, budget, seed, **options)
+            results.append(result)
+            candidate_id = record_table_best(db, run_id, algo, space, task, result)
+            best = result.best()
+            if as_json and best is not None:
+                print(json.dumps({"seed": seed, "best_arch": best.arch, "best_val": best.val, "best_test": best.test,
+                                  "candidate_id": candidate_id}), flush=True)
+            progress.advance(bar)
+
+
+def _candidate_printer(seed: int, as_json: bool) -> Any:
+    def show(proposal: Proposal, result: EvalResult) -> None:
+        if as_json:
+            print(json.dumps({**result.to_json(), "seed": seed, "arch": proposal.arch, "parents": proposal.parents}),
+                  flush=True)
+        else:
+            _print_result(result)
+    return show
+
+
+def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], tabular: bool) -> None:
+    unit = "acc" if not tabular else ""
+    table = Table(title=f"{summary['algo']} on {summary['task']}: best-by-validation per seed")
+    for header in ("seed", "best architecture", "val", "test", "candidate"):
+        table.add_column(header, justify="left" if header == "best architecture" else "right")
+    for result in results[:20]:
+        best = result.best()
+        if best is None:
+            table.add_row(str(result.seed), "(nothing trained)", "-", "-", "-")
+        else:
+            val, test = (f"{best.val:.2f}", f"{best.test:.2f}") if tabular else (_fmt(best.val, unit), _fmt(best.test, unit))
+            table.add_row(str(result.seed), best.arch, val, test, _fmt(best.candidate_id))
+    out.print(table)
+    if len(results) > 20:
+        out.print(f"... and {len(results) - 20} more seeds")
+    if summary["mean_test"] is not None:
+        digits = 2 if tabular else 4
+        out.print(f"[bold]{summary['seeds']} seed(s), budget {summary['budget']}:[/] test "
+                  f"{summary['mean_test']:.{digits}f} ± {summary['std_test']:.{digits}f}, "
+                  f"val {summary['mean_val']:.{digits}f}")
 
 
 # -- archive ----------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     max_pids: int = Field(64, ge=8, description="processes and threads a sandboxed evaluation may hold")
     max_file_mb: int = Field(1024, ge=1, description="largest file a sandboxed evaluation may write")
     threads: int | None = Field(None, ge=1, description="CPU threads for training; default: all cores")
+    population: int = Field(10, ge=2, description="regularized evolution: population size P (the most recent P evaluations)")
+    sample_size: int = Field(3, ge=1, description="regularized evolution: members sampled per tournament S")
 
     @classmethod
     def settings_customise_sources(

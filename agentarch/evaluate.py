@@ -50,6 +50,9 @@ class Evaluator:
         self.settings = settings
         self.run_id = run_id
         self.task = get_task(settings.task)
+        if self.task.kind == "tabular":
+            raise TaskError(f"{self.task.name} is answered from the NAS-Bench-201 table, so there is nothing to train; "
+                            f"search it with `agentarch baseline --space nb201 --task {self.task.name}`")
         self.isolation = resolve_isolation(settings.isolation)
         self.limits = Limits(
             memory_mb=settings.memory_mb, timeout_s=settings.timeout_s, smoke_timeout_s=settings.smoke_timeout_s,
@@ -81,10 +84,15 @@ class Evaluator:
                 "code": code, "text_hash": dedup.whitespace_hash(code)}
         return self._record(base, "invalid", reason=reason)
 
-    def evaluate(self, code: str, name: str, proposer: str = "user", parents: list[int] | None = None) -> EvalResult:
-        """Run the whole pipeline for one candidate and record the outcome; never raises for a bad candidate."""
+    def evaluate(self, code: str, name: str, proposer: str = "user", parents: list[int] | None = None,
+                 space: str | None = None, arch: str | None = None) -> EvalResult:
+        """Run the whole pipeline for one candidate and record the outcome; never raises for a bad candidate.
+
+        `space` and `arch` name the search-space architecture the code was rendered from, if any.
+        """
         base = {"run_id": self.run_id, "task": self.task.name, "name": name, "proposer": proposer,
-                "parents": parents or [], "code": code, "text_hash": dedup.whitespace_hash(code)}
+                "parents": parents or [], "code": code, "text_hash": dedup.whitespace_hash(code),
+                "space": space, "arch": arch}
         checked = check(code)
         if not checked.ok:
             return self._record(base, "invalid", reason=checked.reason)

@@ -47,7 +47,7 @@ class Task:
     """What a candidate is trained on and judged by, with the default training budget."""
 
     name: str
-    kind: Literal["image", "token"]
+    kind: Literal["image", "token", "tabular"]  # tabular: answered from a benchmark table, never trained here
     in_shape: tuple[int, ...]  # (C, H, W) for image tasks, (seq_len,) for token tasks
     num_classes: int  # classes, or the vocabulary size for token tasks
     metric: str  # "accuracy" or "query_accuracy"
@@ -136,6 +136,23 @@ TASKS: dict[str, Task] = {
                   "centre (10 classes)"),
             note="Neighbouring digits often intrude at the edges of the crop.",
         ),
+        *(
+            Task(
+                name=f"nb201-{dataset}", kind="tabular", in_shape=in_shape, num_classes=classes, metric="accuracy",
+                epochs=200, batch_size=256, lr=0.1, weight_decay=5e-4, max_params=2_000_000, needs_data_dir=False,
+                description=(
+                    f"NAS-Bench-201 on {label}, answered from the published table: one query returns the cell's "
+                    "validation accuracy (the search signal); the cell a search picks is scored by its test "
+                    "accuracy after 200 epochs, averaged over the benchmark's seeds. Only cells of the nb201 "
+                    "search space can be queried."
+                ),
+            )
+            for dataset, label, in_shape, classes in (
+                ("cifar10", "CIFAR-10", (3, 32, 32), 10),
+                ("cifar100", "CIFAR-100", (3, 32, 32), 100),
+                ("imagenet16", "ImageNet16-120 (16x16 downsampled ImageNet, 120 classes)", (3, 16, 16), 120),
+            )
+        ),
     )
 }
 
@@ -187,6 +204,9 @@ def prepare(
     two processes preparing at once both end up with the same complete copy (the second rename
     loses, and its copy is thrown away).
     """
+    if task.kind == "tabular":
+        raise TaskError(f"{task.name} is answered from the NAS-Bench-201 table and has no data to train on; "
+                        f"search it with `agentarch baseline --space nb201 --task {task.name}`")
     if task.name not in _BUILDERS:
         raise TaskError(f"no data loader for task {task.name!r}; known tasks: {', '.join(_BUILDERS)}")
     if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or not 0 <= split_seed < 2**32:

@@ -33,6 +33,7 @@ from agentarch.tasks import (
 )
 
 FILE_TASKS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
+TABULAR_TASKS = ("nb201-cifar10", "nb201-cifar100", "nb201-imagenet16")
 
 
 def load_inputs(prepared: PreparedTask) -> dict[str, np.ndarray]:
@@ -43,17 +44,23 @@ def load_inputs(prepared: PreparedTask) -> dict[str, np.ndarray]:
 
 
 def test_registry_is_consistent():
-    assert set(TASKS) == {"digits", "mqar", *FILE_TASKS}
+    assert set(TASKS) == {"digits", "mqar", *FILE_TASKS, *TABULAR_TASKS}
     for name, task in TASKS.items():
         assert task.name == name and get_task(name) is task
-        assert len(task.in_shape) == (3 if task.kind == "image" else 1)
-        assert task.metric == ("accuracy" if task.kind == "image" else "query_accuracy")
+        assert len(task.in_shape) == (1 if task.kind == "token" else 3)
+        assert task.metric == ("query_accuracy" if task.kind == "token" else "accuracy")
+        assert (task.kind == "tabular") == (name in TABULAR_TASKS)
         assert task.needs_data_dir == (name in FILE_TASKS)
         assert task.description and "\n" not in task.description
         assert task.epochs > 0 and task.batch_size > 0 and task.lr > 0 and task.max_params > 0
     digits = get_task("digits")
     assert (digits.in_shape, digits.num_classes, digits.epochs, digits.batch_size, digits.lr,
             digits.weight_decay, digits.max_params) == ((1, 8, 8), 10, 30, 64, 3e-3, 0.01, 1_000_000)
+
+
+def test_a_tabular_task_has_no_data_to_prepare(tmp_path):
+    with pytest.raises(TaskError, match="agentarch baseline --space nb201 --task nb201-cifar10"):
+        prepare(get_task("nb201-cifar10"), tmp_path)
 
 
 def test_unknown_task_lists_the_known_ones():

@@ -1,0 +1,185 @@
+"""Conventional NAS baselines over a declared search space: random search, regularized evolution, TPE.
+
+They propose architecture strings of a `SearchSpace`; the orchestrator renders and trains them (or
+looks them up in a table) exactly as it does the LLM's proposals, which keeps the comparison fair.
+Each is seeded: the same seed and the same observations give the same proposals.
+
+`distinct=True` (used when proposals are trained) never proposes an architecture twice in one search,
+so a budget of N buys N trainings; the tabular protocol of NAS-Bench-201 allows repeats, so there it
+is off and every query counts, as in the paper.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from agentarch.proposers.base import Observation, Proposal, Proposer
+from agentarch.spaces import SearchSpace
+
+ALGOS = ("random", "rea", "tpe")
+MAX_REDRAWS = 1000
+"""How many times a distinct search redraws before it declares the space exhausted."""
+
+
+class SpaceExhausted(RuntimeError):
+    """No unseen architecture could be found: the budget exceeds what the space (or this search) can offer."""
+
+
+def _fitness(observation: Observation) -> float:
+    """The search signal; an untrained proposal (failed, timed out) ranks below every trained one."""
+    return observation.val_accuracy if observation.val_accuracy is not None else float("-inf")
+
+
+class _Distinct:
+    """Bookkeeping shared by the baselines: which architectures this search has proposed already."""
+
+    def __init__(self, space: SearchSpace, distinct: bool, rng: random.Random) -> None:
+        self.space = space
+        self.distinct = distinct
+        self.rng = rng
+        self.seen: set[str] = set()
+
+    def accept(self, arch: str) -> bool:
+        if self.distinct and arch in self.seen:
+            return False
+        self.seen.add(arch)
+        return True
+
+    def draw(self, make: Any) -> str:
+        """Call `make()` until it gives an architecture this search may propose."""
+        for _ in range(MAX_REDRAWS):
+            arch = make()
+            if self.accept(arch):
+                return arch
+        raise SpaceExhausted(f"no unseen architecture in {MAX_REDRAWS} draws from the {self.space.name} space; "
+                             "lower --budget or widen the space")
+
+
+class RandomSearch(Proposer):
+    """Uniform samples from the space: the baseline every NAS method must beat (Li and Talwalkar, 2019)."""
+
+    name = "random"
+
+    def __init__(self, space: SearchSpace, seed: int, distinct: bool = False) -> None:
+        self.rng = random.Random(seed)
+        self.pool = _Distinct(space, distinct, self.rng)
+
+    def propose(self, n: int) -> list[Proposal]:
+        return [Proposal(self.name, arch=self.pool.draw(lambda: self.pool.space.sample(self.rng)), note="uniform sample")
+                for _ in range(n)]
+
+    def observe(self, observations: list[Observation]) -> None:
+        """Random search learns nothing from results."""
+
+
+@dataclass
+class Member:
+    """One individual of the evolving population."""
+
+    arch: str
+    fitness: float
+    candidate_id: int | None
+
+
+class RegularizedEvolution(Proposer):
+    """Aging evolution (Real et al., AAAI 2019), as run on NAS-Bench-201.
+
+    A population of the `population` most recent evaluations; each child mutates the fittest of
+    `sample_size` members drawn at random (with replacement, as in NAS-Bench-201's implementation),
+    and each new evaluation pushes out the OLDEST member, not the worst: old luck does not live forever.
+    """
+
+    name = "rea"
+
+    def __init__(self, space: SearchSpace, seed: int, population: int = 10, sample_size: int = 3,
+                 distinct: bool = False) -> None:
+        if population < 1 or not 1 <= sample_size <= population:
+            raise ValueError(f"need population >= 1 and 1 <= sample size <= population (got P={population}, S={sample_size})")
+        self.space = space
+        self.rng = random.Random(seed)
+        self.pool = _Distinct(space, distinct, self.rng)
+        self.population_size = population
+        self.sample_size = sample_size
+        self.population: deque[Member] = deque(maxlen=population)
+        self.initial_proposed = 0
+
+    def propose(self, n: int) -> list[Proposal]:
+        return [self._one() for _ in range(n)]
+
+    def _one(self) -> Proposal:
+        if self.initial_proposed < self.population_size or not self.population:
+            self.initial_proposed += 1
+            arch = self.pool.draw(lambda: self.space.sample(self.rng))
+            return Proposal(self.name, arch=arch, note="initial population: uniform sample")
+        tournament = [self.rng.choice(self.population) for _ in range(self.sample_size)]
+        parent = max(tournament, key=lambda m: m.fitness)
+        child = self.pool.draw(lambda: self.space.mutate(parent.arch, self.rng))
+        return Proposal(self.name, arch=child, parents=[] if parent.candidate_id is None else [parent.candidate_id],
+                        parent_archs=[parent.arch],
+                        note=f"one-step mutation of the best of {self.sample_size} sampled members")
+
+    def observe(self, observations: list[Observation]) -> None:
+        for obs in observations:
+            assert obs.proposal.arch is not None, "regularized evolution observes only its own proposals"
+            self.population.append(Member(obs.proposal.arch, _fitness(obs), obs.candidate_id))  # the oldest drops out
+
+
+class TPE(Proposer):
+    """Tree-structured Parzen estimator (Bergstra et al., 2011) through Optuna's ask-and-tell interface."""
+
+    name = "tpe"
+
+    def __init__(self, space: SearchSpace, seed: int, distinct: bool = False) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.optuna = optuna
+        self.space = space
+        self.rng = random.Random(seed)
+        self.pool = _Distinct(space, distinct, self.rng)
+        self.study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        self.pending: dict[int, Any] = {}  # id(proposal) -> its trial
+        self.values: dict[str, float] = {}
+
+    def propose(self, n: int) -> list[Proposal]:
+        return [self._one() for _ in range(n)]
+
+    def _one(self) -> Proposal:
+        for _ in range(MAX_REDRAWS):
+            trial = self.study.ask()
+            arch = self.space.suggest(trial)
+            if self.pool.accept(arch):
+                proposal = Proposal(self.name, arch=arch, note="TPE suggestion")
+                self.pending[id(proposal)] = trial
+                return proposal
+            # A repeat in a distinct search: tell TPE what it already knows and ask again.
+            known = self.values.get(arch)
+            if known is None:
+                self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            else:
+                self.study.tell(trial, known)
+        raise SpaceExhausted(f"TPE kept suggesting seen architectures of the {self.space.name} space; lower --budget")
+
+    def observe(self, observations: list[Observation]) -> None:
+        for obs in observations:
+            trial = self.pending.pop(id(obs.proposal))
+            if obs.val_accuracy is None:
+                self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            else:
+                self.values[obs.proposal.arch or ""] = obs.val_accuracy
+                self.study.tell(trial, obs.val_accuracy)
+
+
+def make_proposer(algo: str, space: SearchSpace, seed: int, *, distinct: bool = False, population: int = 10,
+                  sample_size: int = 3) -> Proposer:
+    """The baseline called `algo`, seeded; the error lists the known ones."""
+    if algo == "random":
+        return RandomSearch(space, seed, distinct)
+    if algo == "rea":
+        return RegularizedEvolution(space, seed, population, sample_size, distinct)
+    if algo == "tpe":
+        return TPE(space, seed, distinct)
+    raise ValueError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")

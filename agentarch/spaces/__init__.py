@@ -1,0 +1,27 @@
+"""Declared NAS search spaces: architectures as canonical strings, rendered to candidate code.
+
+- nb201: the NAS-Bench-201 cell space (image tasks), in the benchmark's string format;
+- macro: plain CNNs chosen by depth, width, kernel, skips and pooling (image tasks);
+- mixer: pre-norm residual stacks choosing a token mixer per layer (token tasks).
+
+The search algorithms work on strings through the SearchSpace interface (sample, mutate, suggest)
+and only render code when a candidate is evaluated.
+"""
+
+from agentarch.spaces.base import SearchSpace, SpaceError
+from agentarch.spaces.macro import MacroSpace
+from agentarch.spaces.mixer import MixerSpace
+from agentarch.spaces.nb201 import NB201Space
+
+SPACES: dict[str, SearchSpace] = {space.name: space for space in (NB201Space(), MacroSpace(), MixerSpace())}
+
+
+def get_space(name: str) -> SearchSpace:
+    """The registered space called `name`; the error lists the known ones."""
+    try:
+        return SPACES[name]
+    except KeyError:
+        raise SpaceError(f"unknown search space {name!r}; known spaces: {', '.join(SPACES)}") from None
+
+
+__all__ = ["SPACES", "SearchSpace", "SpaceError", "get_space"]
