@@ -106,3 +106,28 @@ def test_foreign_database_is_refused(tmp_path):
     garbage.write_bytes(b"not a database" * 100)
     with pytest.raises(ArchiveError, match="not an agentarch archive"):
         Archive(garbage)
+
+
+def test_a_schema_1_archive_is_upgraded_in_place_keeping_its_rows(tmp_path):
+    path = tmp_path / "a.db"
+    with Archive(path) as db:
+        cid = db.record(candidate(), evaluation(0.9, 0.8))
+    conn = sqlite3.connect(path)  # turn it back into what schema 1 wrote
+    conn.execute("DROP INDEX idx_candidates_task_space_arch")
+    conn.execute("ALTER TABLE candidates DROP COLUMN space")
+    conn.execute("ALTER TABLE candidates DROP COLUMN arch")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with Archive(path) as db:
+        assert db.schema_version() == SCHEMA_VERSION
+        assert db.scored(cid)["val_accuracy"] == 0.9 and db.scored(cid)["arch"] is None
+        new = db.record(candidate(space="nb201", arch="|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"), evaluation(0.7, 0.6))
+        assert db.find_arch("digits", "nb201", "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")["id"] == new
+
+
+def test_top_can_be_narrowed_to_proposers(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        db.record(candidate(proposer="user", text_hash="u"), evaluation(0.99, 0.9))
+        rea = db.record(candidate(proposer="rea", text_hash="r"), evaluation(0.8, 0.8))
+        assert [row["id"] for row in db.top("digits", proposers=("rea", "random", "tpe"))] == [rea]

@@ -34,7 +34,10 @@ def _fitness(observation: Observation) -> float:
 
 
 class _Distinct:
-    """Bookkeeping shared by the baselines: which architectures this search has proposed already."""
+    """Bookkeeping shared by the baselines: which networks this search has proposed already.
+
+    Keys are the space's identities, so two strings that build the same network count as one.
+    """
 
     def __init__(self, space: SearchSpace, distinct: bool, rng: random.Random) -> None:
         self.space = space
@@ -43,9 +46,10 @@ class _Distinct:
         self.seen: set[str] = set()
 
     def accept(self, arch: str) -> bool:
-        if self.distinct and arch in self.seen:
+        key = self.space.identity(arch)
+        if self.distinct and key in self.seen:
             return False
-        self.seen.add(arch)
+        self.seen.add(key)
         return True
 
     def draw(self, make: Any) -> str:

@@ -140,6 +140,14 @@ class SearchSpace(abc.ABC):
     def parse_code(self, code: str) -> str:
         """The architecture string back from code rendered by this space."""
 
+    def identity(self, arch: str) -> str:
+        """A key shared by exactly the architectures that build the same network.
+
+        A search that must not train the same thing twice compares these keys; spaces in which some
+        choices can be inert (nb201) override it.
+        """
+        return self.validate(arch)
+
     @abc.abstractmethod
     def describe(self, arch: str) -> str:
         """One short human sentence about the architecture."""

@@ -131,6 +131,28 @@ class NB201Space(SearchSpace):
             raise SpaceError(f"GENOTYPE must be 3 lists of 1, 2 and 3 operation names; got {nodes!r}")
         return from_edges([op for node in nodes for op in node])
 
+    def identity(self, arch: str) -> str:
+        """The cell with its inert edges set to none: two cells with the same identity build the same network.
+
+        An edge is inert when it leaves a node that never reaches the output (every path from it
+        ends in `none`), or when it is parameter-free (skip, pool) and leaves a node that is always
+        zero (all its inputs are `none` or zero). The sandbox's functional hash would flag such
+        pairs as duplicates anyway; knowing it here lets a search spend its budget on new networks.
+        """
+        ops = dict(zip(EDGES, edges(arch)))
+        changed = True
+        while changed:
+            changed = False
+            for node in range(1, NODES - 1):
+                dead_end = all(ops[(node, k)] == "none" for k in range(node + 1, NODES))
+                zero = all(ops[(i, node)] == "none" for i in range(node))
+                inert = [e for e in EDGES if (dead_end and e[1] == node)
+                         or (zero and e[0] == node and ops[e] in ("skip_connect", "avg_pool_3x3"))]
+                for edge in inert:
+                    if ops[edge] != "none":
+                        ops[edge], changed = "none", True
+        return from_edges([ops[e] for e in EDGES])
+
     def describe(self, arch: str) -> str:
         parts = []
         for j, node in enumerate(genotype(arch), start=1):
