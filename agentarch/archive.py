@@ -19,7 +19,7 @@ import sqlite_utils
 
 from agentarch.dedup import DedupLevel
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout")
 # A candidate whose code or function matches one of these was already evaluated (or already failed
@@ -84,6 +84,8 @@ class Archive:
                 self._create_v1()
             if version < 2:
                 self._upgrade_to_v2()
+            if version < 3:
+                self._upgrade_to_v3()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -130,6 +132,26 @@ class Archive:
         self.db["candidates"].add_column("arch", str)
         self.db["candidates"].create_index(["task", "space", "arch"])
 
+    def _upgrade_to_v3(self) -> None:
+        """Schema 3: what an LLM-proposed candidate came from (prompt, answer, model, examples, analysis)
+        and a ledger of every LLM call with its tokens, cost, latency and error."""
+        for column, kind in (("model", str), ("prompt", str), ("response", str), ("examples", str),
+                             ("analysis", str), ("repairs", int), ("prompt_tokens", int),
+                             ("completion_tokens", int), ("cost_usd", float)):
+            self.db["candidates"].add_column(column, kind)
+        self.db["llm_calls"].create(
+            {
+                "id": int, "run_id": str, "candidate_id": int, "purpose": str, "model": str, "attempt": int,
+                "status": str, "error": str, "prompt_tokens": int, "completion_tokens": int, "cost_usd": float,
+                "latency_s": float, "created_at": str,
+            },
+            pk="id",
+            not_null={"purpose", "model", "status", "created_at"},
+            foreign_keys=[("candidate_id", "candidates", "id")],
+        )
+        self.db["llm_calls"].create_index(["run_id"])
+        self.db["llm_calls"].create_index(["candidate_id"])
+
     # -- writes (each one transaction) ------------------------------------------------------
 
     def start_run(self, kind: str, task: str, proposer: str, config: dict[str, Any]) -> str:
@@ -145,11 +167,13 @@ class Archive:
         with self.db.atomic():
             self.db["runs"].update(run_id, {"status": status, "ended_at": now(), "summary": json.dumps(summary)})
 
-    def record(self, candidate: dict[str, Any], evaluation: dict[str, Any] | None = None) -> int:
+    def record(self, candidate: dict[str, Any], evaluation: dict[str, Any] | None = None,
+               llm_calls: list[int] = ()) -> int:  # type: ignore[assignment]
         """Write a candidate and (when it ran) its evaluation in one transaction; returns the candidate id.
 
         Nothing about a candidate is written before its outcome is known, so a crash mid-evaluation
-        leaves no half-recorded row behind. List and dict values are stored as JSON.
+        leaves no half-recorded row behind. `llm_calls` (ledger ids) are linked to the candidate in
+        the same transaction. List and dict values are stored as JSON.
         """
         row = {"created_at": now(), **{k: _encode(v) for k, v in candidate.items()}}
         with self.db.atomic():
@@ -159,7 +183,29 @@ class Archive:
                     {"candidate_id": candidate_id, "task": candidate["task"], "created_at": now(),
                      **{k: _encode(v) for k, v in evaluation.items()}}
                 )
+            for call_id in llm_calls:
+                self.db["llm_calls"].update(call_id, {"candidate_id": candidate_id})
         return candidate_id
+
+    def record_llm_call(self, call: dict[str, Any]) -> int:
+        """Append one LLM call (or failed attempt) to the ledger; returns its id."""
+        with self.db.atomic():
+            return int(self.db["llm_calls"].insert({"created_at": now(), **call}).last_pk)
+
+    def llm_calls(self, run_id: str | None = None, candidate_id: int | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        if run_id is not None:
+            where.append("run_id = ?")
+            args.append(run_id)
+        if candidate_id is not None:
+            where.append("candidate_id = ?")
+            args.append(candidate_id)
+        return list(self.db["llm_calls"].rows_where(" AND ".join(where) or None, args, order_by="id"))
+
+    def spent_usd(self, run_id: str) -> float:
+        """What a run's LLM calls cost so far (the --max-cost budget)."""
+        row = self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_calls WHERE run_id = ?", [run_id]).fetchone()
+        return float(row[0])
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -242,7 +288,7 @@ class Archive:
             yield _decode(row)
 
 
-_JSON_FIELDS = ("parents", "hparams", "curve", "timings", "config", "summary")
+_JSON_FIELDS = ("parents", "hparams", "curve", "timings", "config", "summary", "examples", "prompt")
 
 
 def _encode(value: Any) -> Any:

@@ -3,6 +3,7 @@
 import sqlite3
 
 import pytest
+import sqlite_utils
 
 from agentarch.archive import SCHEMA_VERSION, Archive, ArchiveError
 
@@ -110,20 +111,23 @@ def test_foreign_database_is_refused(tmp_path):
 
 def test_a_schema_1_archive_is_upgraded_in_place_keeping_its_rows(tmp_path):
     path = tmp_path / "a.db"
-    with Archive(path) as db:
-        cid = db.record(candidate(), evaluation(0.9, 0.8))
-    conn = sqlite3.connect(path)  # turn it back into what schema 1 wrote
-    conn.execute("DROP INDEX idx_candidates_task_space_arch")
-    conn.execute("ALTER TABLE candidates DROP COLUMN space")
-    conn.execute("ALTER TABLE candidates DROP COLUMN arch")
-    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
+    old = Archive.__new__(Archive)  # write exactly what agentarch with schema 1 wrote
+    old.db = sqlite_utils.Database(path)
+    old._create_v1()
+    old.db["meta"].insert({"key": "schema_version", "value": "1"})
+    cid = old.db["candidates"].insert({**candidate(parents="[]"), "created_at": "2026-01-01"}).last_pk
+    old.db["evaluations"].insert({"candidate_id": cid, "task": "digits", "status": "trained", "val_accuracy": 0.9,
+                                  "created_at": "2026-01-01"})
+    old.db.close()
     with Archive(path) as db:
         assert db.schema_version() == SCHEMA_VERSION
         assert db.scored(cid)["val_accuracy"] == 0.9 and db.scored(cid)["arch"] is None
-        new = db.record(candidate(space="nb201", arch="|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"), evaluation(0.7, 0.6))
-        assert db.find_arch("digits", "nb201", "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")["id"] == new
+        arch = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+        new = db.record(candidate(space="nb201", arch=arch, text_hash="t2"), evaluation(0.7, 0.6))
+        assert db.find_arch("digits", "nb201", arch)["id"] == new
+        call = db.record_llm_call({"run_id": None, "purpose": "propose", "model": "m", "status": "ok", "cost_usd": 0.5})
+        linked = db.record(candidate(text_hash="t3", model="m", examples=[cid, new]), llm_calls=[call])
+        assert db.llm_calls(candidate_id=linked)[0]["id"] == call and db.candidate(linked)["examples"] == [cid, new]
 
 
 def test_top_can_be_narrowed_to_proposers(tmp_path):
