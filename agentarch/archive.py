@@ -135,7 +135,7 @@ class Archive:
     def _upgrade_to_v3(self) -> None:
         """Schema 3: what an LLM-proposed candidate came from (prompt, answer, model, examples, analysis)
         and a ledger of every LLM call with its tokens, cost, latency and error."""
-        for column, kind in (("model", str), ("prompt", str), ("response", str), ("examples", str),
+        for column, kind in (("proposal_key", str), ("model", str), ("prompt", str), ("response", str), ("examples", str),
                              ("analysis", str), ("repairs", int), ("prompt_tokens", int),
                              ("completion_tokens", int), ("cost_usd", float)):
             self.db["candidates"].add_column(column, kind)
@@ -149,6 +149,7 @@ class Archive:
             not_null={"purpose", "model", "status", "created_at"},
             foreign_keys=[("candidate_id", "candidates", "id")],
         )
+        self.db["candidates"].create_index(["proposal_key"], unique=True)
         self.db["llm_calls"].create_index(["run_id"])
         self.db["llm_calls"].create_index(["candidate_id"])
 
@@ -174,9 +175,18 @@ class Archive:
         Nothing about a candidate is written before its outcome is known, so a crash mid-evaluation
         leaves no half-recorded row behind. `llm_calls` (ledger ids) are linked to the candidate in
         the same transaction. List and dict values are stored as JSON.
+
+        A candidate carrying a `proposal_key` is written at most once: recording the same proposal
+        again (an agent loop resumed after a crash between its write and its checkpoint) returns
+        the id of the row already there.
         """
         row = {"created_at": now(), **{k: _encode(v) for k, v in candidate.items()}}
         with self.db.atomic():
+            key = candidate.get("proposal_key")
+            if key is not None:
+                found = self.db.execute("SELECT id FROM candidates WHERE proposal_key = ?", [key]).fetchone()
+                if found:
+                    return int(found[0])
             candidate_id = int(self.db["candidates"].insert(row).last_pk)
             if evaluation is not None:
                 self.db["evaluations"].insert(

@@ -38,6 +38,24 @@ class EvalResult:
                 "dedup_level": self.dedup_level, "metrics": self.metrics}
 
 
+@dataclass
+class Assessment:
+    """A candidate's outcome before it is recorded: the rows to write and the result to report.
+
+    Keeping assessment and recording apart lets the agent loop add what it learns in between (the
+    analyst's notes, LLM provenance) and still write everything in one transaction.
+    """
+
+    status: str  # trained, invalid, duplicate, failed, timeout; "smoked" after a smoke-only run
+    candidate: dict[str, Any]
+    evaluation: dict[str, Any] | None = None
+    reason: str | None = None
+    duplicate_of: int | None = None
+    dedup_level: str | None = None
+    metrics: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(METRIC_KEYS))
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+
 def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -80,9 +98,7 @@ class Evaluator:
 
     def reject(self, code: str, name: str, reason: str, proposer: str = "user") -> EvalResult:
         """Record a candidate that cannot even be read as Python source (e.g. not UTF-8)."""
-        base = {"run_id": self.run_id, "task": self.task.name, "name": name, "proposer": proposer, "parents": [],
-                "code": code, "text_hash": dedup.whitespace_hash(code)}
-        return self._record(base, "invalid", reason=reason)
+        return self.record(self._judged(self._base(code, name, proposer, [], None, None), "invalid", reason=reason))
 
     def evaluate(self, code: str, name: str, proposer: str = "user", parents: list[int] | None = None,
                  space: str | None = None, arch: str | None = None) -> EvalResult:
@@ -90,22 +106,37 @@ class Evaluator:
 
         `space` and `arch` name the search-space architecture the code was rendered from, if any.
         """
-        base = {"run_id": self.run_id, "task": self.task.name, "name": name, "proposer": proposer,
-                "parents": parents or [], "code": code, "text_hash": dedup.whitespace_hash(code),
-                "space": space, "arch": arch}
+        return self.record(self.assess(code, name, proposer, parents, space, arch))
+
+    def assess(self, code: str, name: str, proposer: str = "user", parents: list[int] | None = None,
+               space: str | None = None, arch: str | None = None, smoke_only: bool = False) -> Assessment:
+        """Check, dedup, smoke and (unless `smoke_only`) train one candidate, without recording it."""
+        base = self._base(code, name, proposer, parents or [], space, arch)
         checked = check(code)
         if not checked.ok:
-            return self._record(base, "invalid", reason=checked.reason)
+            return self._judged(base, "invalid", reason=checked.reason)
         base["ast_hash"] = dedup.ast_hash(code)
         base["hparams"] = checked.hparams
         for level, value in (("whitespace", base["text_hash"]), ("ast", base["ast_hash"])):
             earlier = self.archive.find_duplicate(self.task.name, level, value)  # type: ignore[arg-type]
             if earlier is not None:
-                return self._record(base, "duplicate", reason=f"same code as candidate {earlier} ({level} level)",
+                return self._judged(base, "duplicate", reason=f"same code as candidate {earlier} ({level} level)",
                                     duplicate_of=earlier, dedup_level=level)
-        return self._run(base, self.train_config(checked.hparams))
+        return self._run(base, self.train_config(checked.hparams), smoke_only)
 
-    def _run(self, base: dict[str, Any], train_cfg: dict[str, Any]) -> EvalResult:
+    def record(self, assessment: Assessment, extra: dict[str, Any] | None = None, llm_calls: list[int] = ()) -> EvalResult:  # type: ignore[assignment]
+        """Write an assessment (with any `extra` candidate columns) in one transaction."""
+        candidate = {**assessment.candidate, **(extra or {})}
+        candidate_id = self.archive.record(candidate, assessment.evaluation, llm_calls=llm_calls)
+        return EvalResult(candidate_id, candidate["name"], assessment.status, assessment.reason, assessment.duplicate_of,
+                          assessment.dedup_level, assessment.metrics)
+
+    def _base(self, code: str, name: str, proposer: str, parents: list[int], space: str | None,
+              arch: str | None) -> dict[str, Any]:
+        return {"run_id": self.run_id, "task": self.task.name, "name": name, "proposer": proposer,
+                "parents": parents, "code": code, "text_hash": dedup.whitespace_hash(code), "space": space, "arch": arch}
+
+    def _run(self, base: dict[str, Any], train_cfg: dict[str, Any], smoke_only: bool = False) -> Assessment:
         spec = {"kind": self.task.kind, "in_shape": list(self.task.in_shape), "num_classes": self.task.num_classes,
                 "train": train_cfg}
         evaluation = {"fidelity": train_cfg["epochs"], "seed": train_cfg["seed"], "isolation": self.isolation}
@@ -119,12 +150,15 @@ class Evaluator:
             earlier = self.archive.find_duplicate(self.task.name, "functional", smoke["functional_hash"])
             if earlier is not None:
                 job.send("stop")
-                return self._record(base, "duplicate", reason=f"computes the same function as candidate {earlier}",
+                return self._judged(base, "duplicate", reason=f"computes the same function as candidate {earlier}",
                                     duplicate_of=earlier, dedup_level="functional", metrics=metrics)
             if smoke["params"] > self.task.max_params:
                 job.send("stop")
-                return self._record(base, "invalid", metrics=metrics, reason=(
+                return self._judged(base, "invalid", metrics=metrics, reason=(
                     f"[param-budget] {smoke['params']:,} parameters exceed the task's budget of {self.task.max_params:,}"))
+            if smoke_only:
+                job.send("stop")
+                return self._judged(base, "smoked", metrics=metrics)
             job.send("train")
             trained = job.read_event()
             if isinstance(trained, Outcome) or trained.get("event") != "trained":
@@ -142,10 +176,10 @@ class Evaluator:
                      "steps": trained["steps"], "epochs_done": trained["epochs_done"],
                      "stopped_early": trained["stopped_early"]},
         )
-        return self._record(base, "trained", metrics=metrics, evaluation=evaluation)
+        return self._judged(base, "trained", metrics=metrics, evaluation=evaluation)
 
     def _failure(self, base: dict[str, Any], evaluation: dict[str, Any], event: dict[str, Any] | Outcome,
-                 stage: str, job: SandboxJob, started: float) -> EvalResult:
+                 stage: str, job: SandboxJob, started: float) -> Assessment:
         if isinstance(event, Outcome):
             status, reason = event.status, f"[{stage}] {event.reason}"
         else:
@@ -154,13 +188,13 @@ class Evaluator:
         evaluation.update(status=status, wall_seconds=time.perf_counter() - started,
                           error="\n".join(filter(None, [reason, str(event.get("traceback", "")) if isinstance(event, dict) else "", tail])))
         metrics = {k: base.get(k) for k in ("params", "flops") if base.get(k) is not None}
-        return self._record(base, status, reason=reason, metrics=metrics, evaluation=evaluation)
+        return self._judged(base, status, reason=reason, metrics=metrics, evaluation=evaluation)
 
-    def _record(self, base: dict[str, Any], status: str, reason: str | None = None, duplicate_of: int | None = None,
+    def _judged(self, base: dict[str, Any], status: str, reason: str | None = None, duplicate_of: int | None = None,
                 dedup_level: str | None = None, metrics: dict[str, Any] | None = None,
-                evaluation: dict[str, Any] | None = None) -> EvalResult:
+                evaluation: dict[str, Any] | None = None) -> Assessment:
         candidate = {**base, "status": status, "reason": reason, "duplicate_of": duplicate_of, "dedup_level": dedup_level}
-        candidate_id = self.archive.record(candidate, evaluation)
         full = dict.fromkeys(METRIC_KEYS)
         full.update(metrics or {})
-        return EvalResult(candidate_id, base["name"], status, reason, duplicate_of, dedup_level, full)
+        return Assessment(status, candidate, evaluation, reason, duplicate_of, dedup_level, full,
+                          dict(base.get("hparams") or {}))

@@ -135,3 +135,11 @@ def test_top_can_be_narrowed_to_proposers(tmp_path):
         db.record(candidate(proposer="user", text_hash="u"), evaluation(0.99, 0.9))
         rea = db.record(candidate(proposer="rea", text_hash="r"), evaluation(0.8, 0.8))
         assert [row["id"] for row in db.top("digits", proposers=("rea", "random", "tpe"))] == [rea]
+
+
+def test_a_proposal_is_recorded_at_most_once(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        first = db.record(candidate(proposal_key="run-1/0/0"), evaluation(0.9, 0.8))
+        again = db.record(candidate(proposal_key="run-1/0/0", text_hash="other"), evaluation(0.1, 0.1))
+        assert again == first
+        assert db.db["candidates"].count == 1 and db.db["evaluations"].count == 1

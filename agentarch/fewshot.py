@@ -1,0 +1,169 @@
+"""Choosing the parent and the few-shot examples an LLM proposal is written from.
+
+Few-shot architecture prompting (FSAP, as in NNGPT/LEMUR): the proposer sees `n` trained
+candidates from the archive (3 by default) and is asked to improve on one of them, the parent.
+How the parent is chosen decides how greedy the search is, so three strategies are offered:
+
+- `topk`: uniform among the five best by validation accuracy (ASI-Arch) -- greedy, little spread;
+- `weighted`: ShinkaEvolve's weighting, a sigmoid of the standardized validation accuracy times
+  1 / (1 + number of children) -- good candidates are preferred, but one already tried many times
+  yields to the others;
+- `niches`: MAP-Elites over (parameters, accuracy) -- a size class (half a decade of parameters)
+  is drawn uniformly and its best candidate is the parent, so small and large designs both evolve.
+
+After the parent come the best candidate overall, the best candidate a baseline search found (so
+the LLM sees what conventional NAS reached), then the elites of other size classes, best first.
+Only trained candidates of the task are eligible: a failed or duplicate proposal teaches nothing
+about accuracy. Validation accuracy is the only ranking signal; test accuracy never steers a choice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from agentarch.archive import Archive
+
+STRATEGIES = ("topk", "weighted", "niches")
+BASELINE_PROPOSERS = ("random", "rea", "tpe")
+MAX_EXAMPLES = 6
+
+TOP_K = 5
+"""`topk` draws the parent among this many best candidates (ASI-Arch's choice)."""
+
+WEIGHT_LAMBDA = 2.0
+"""Selection pressure of `weighted`: the sigmoid's slope per standard deviation of validation accuracy.
+At 2, a candidate one deviation above the median weighs 0.88 and one below 0.12 (before children)."""
+
+NICHE_DECADES = 0.5
+"""Width of a `niches` size class in decades of parameters (0.5: 10k-31k, 31k-100k, 100k-316k, ...)."""
+
+
+@dataclass
+class FewShot:
+    """The context of one proposal: the parent to improve on and the examples shown, parent first."""
+
+    parent: dict[str, Any] | None
+    examples: list[dict[str, Any]]
+    strategy: str
+
+    @property
+    def example_ids(self) -> list[int]:
+        return [row["id"] for row in self.examples]
+
+    @property
+    def parent_id(self) -> int | None:
+        return None if self.parent is None else self.parent["id"]
+
+
+def select(archive: Archive, task: str, n: int = 3, strategy: str = "topk",
+           rng: random.Random | None = None) -> FewShot:
+    """Pick a parent by `strategy` and up to `n` examples (parent first) from the task's trained candidates.
+
+    The same `rng` state gives the same choice; without one, each call draws afresh.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_EXAMPLES:
+        raise ValueError(f"the number of few-shot examples must be an integer from 0 to {MAX_EXAMPLES}, got {n!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown parent selection strategy {strategy!r}; use one of: {', '.join(STRATEGIES)}")
+    rng = rng or random.Random()
+    pool = _eligible(archive, task)
+    if n == 0 or not pool:
+        return FewShot(parent=None, examples=[], strategy=strategy)
+    if strategy == "topk":
+        parent = rng.choice(pool[:TOP_K])
+    elif strategy == "weighted":
+        parent = rng.choices(pool, weights=_weights(pool, _child_counts(archive, task)))[0]
+    else:
+        parent = rng.choice(_elites(pool))
+    return FewShot(parent=parent, examples=_examples(pool, parent, n), strategy=strategy)
+
+
+def _examples(pool: list[dict[str, Any]], parent: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The parent, the best overall, the baselines' best, elites of size classes not yet shown, then the rest by rank."""
+    chosen = [parent]
+
+    def add(row: dict[str, Any]) -> None:
+        if len(chosen) < n and all(row["id"] != c["id"] for c in chosen):
+            chosen.append(row)
+
+    add(pool[0])
+    for row in pool:
+        if row["proposer"] in BASELINE_PROPOSERS:
+            add(row)
+            break
+    for elite in _elites(pool):
+        if all(_niche(elite) != _niche(c) for c in chosen):
+            add(elite)
+    for row in pool:  # fewer size classes than examples: fill up by rank
+        add(row)
+    return chosen
+
+
+def _weights(pool: list[dict[str, Any]], children: Counter[int]) -> list[float]:
+    """ShinkaEvolve weights: sigmoid(lambda * (val - median) / scale) / (1 + children).
+
+    `scale` is the standard deviation of the pool's validation accuracies, so the pressure does not
+    depend on how close the scores are (a task where everyone is at 98-99% still discriminates).
+    """
+    vals = [row["val_accuracy"] for row in pool]
+    median = statistics.median(vals)
+    scale = statistics.pstdev(vals) or 1.0
+    return [_sigmoid(WEIGHT_LAMBDA * (row["val_accuracy"] - median) / scale) / (1 + children[row["id"]])
+            for row in pool]
+
+
+def _sigmoid(x: float) -> float:
+    return 0.5 * (1.0 + math.tanh(x / 2.0))  # the logistic function, without overflow for large |x|
+
+
+def _niche(row: dict[str, Any]) -> int | None:
+    """The size class of a candidate: its half-decade of parameters (None when its size is unknown)."""
+    params = row.get("params")
+    if not params or params <= 0:
+        return None
+    return math.floor(math.log10(params) / NICHE_DECADES)
+
+
+def _elites(pool: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The best candidate of each occupied size class, best first (`pool` is ranked, so the first seen wins)."""
+    elites: dict[int | None, dict[str, Any]] = {}
+    for row in pool:
+        elites.setdefault(_niche(row), row)
+    return list(elites.values())
+
+
+# -- archive reads --------------------------------------------------------------------------------
+
+
+def _eligible(archive: Archive, task: str) -> list[dict[str, Any]]:
+    """The task's trained candidates with a validation score, best first, each with its code and analysis.
+
+    Rows come from `Archive.top` (so they look like every other listing row) and gain the two text
+    columns the prompt needs, which the listing leaves out to stay light.
+    """
+    count = archive.db.execute("SELECT COUNT(*) FROM candidates WHERE task = ? AND status = 'trained'",
+                               [task]).fetchone()[0]
+    if not count:
+        return []
+    rows = [row for row in archive.top(task, limit=count) if row["val_accuracy"] is not None]
+    texts = {
+        row["id"]: row
+        for row in archive.db.query(
+            "SELECT id, code, analysis FROM candidates WHERE task = ? AND status = 'trained'", [task]
+        )
+    }
+    return [{**row, "code": texts[row["id"]]["code"], "analysis": texts[row["id"]]["analysis"]} for row in rows]
+
+
+def _child_counts(archive: Archive, task: str) -> Counter[int]:
+    """How many candidates of the task (whatever became of them) name each candidate as a parent."""
+    counts: Counter[int] = Counter()
+    for row in archive.db.query("SELECT parents FROM candidates WHERE task = ? AND parents IS NOT NULL", [task]):
+        counts.update(int(parent) for parent in json.loads(row["parents"]) or [])
+    return counts
