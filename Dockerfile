@@ -20,4 +20,4 @@ ENV AGENTARCH_TORCH=${AGENTARCH_TORCH}
 RUN scripts/setup
 
 ENV PATH=/home/agentarch/agentarch/.venv/bin:$PATH
-CMD ["agentarch", "eval", "archive/seeds/image/cnn.py", "archive/seeds/image/resnet.py", "archive/seeds/image/mlp.py", "--task", "digits"]
+CMD ["agentarch", "run", "--task", "digits"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -14,6 +15,8 @@ from rich.progress import Progress, TimeElapsedColumn
 from rich.syntax import Syntax
 from rich.table import Table
 
+from agentarch import fewshot, prompts
+from agentarch import run as run_lib
 from agentarch.archive import Archive, ArchiveError
 from agentarch.baseline import (SeedResult, check_fit, parse_seeds, record_table_best, search_table, search_trained,
                                 summarize)
@@ -21,7 +24,7 @@ from agentarch.config import ConfigError, Settings, load_settings
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.proposers.base import Proposal
 from agentarch.proposers.baselines import ALGOS, SpaceExhausted, make_proposer
-from agentarch.sandbox import FALLBACK_WARNING, SandboxError, bubblewrap_problem
+from agentarch.sandbox import FALLBACK_WARNING, SandboxError, bubblewrap_problem, resolve_isolation
 from agentarch.spaces import SearchSpace, SpaceError, get_space
 from agentarch.tasks import TASKS, TaskError, get_task
 
@@ -155,6 +158,116 @@ def _print_result(r: EvalResult) -> None:
     if r.reason:
         line += f"\n    {r.reason}"
     out.print(line, highlight=False)
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+
+@app.command("run")
+def run_command(
+    task: TaskOpt = None,
+    model: Annotated[Optional[str], typer.Option(help="litellm model string, e.g. openai/gpt-4o-mini, ollama/qwen2.5-coder "
+                                                 "[default: none = offline regularized evolution]")] = None,
+    api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible server (vLLM, Ollama, llama.cpp), e.g. http://127.0.0.1:8000/v1")] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", "--max-candidates", help="candidates to propose [default: 20]")] = None,
+    max_cost: Annotated[Optional[float], typer.Option(help="stop once LLM calls cost this many USD")] = None,
+    hours: Annotated[Optional[float], typer.Option(help="stop after this many hours")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="proposals per round [default: 2]")] = None,
+    examples: Annotated[Optional[int], typer.Option(help="few-shot examples per prompt, 0-6 [default: 3]")] = None,
+    parent_strategy: Annotated[Optional[str], typer.Option(help="topk, weighted or niches [default: topk]")] = None,
+    repair_tries: Annotated[Optional[int], typer.Option(help="LLM repairs per failing candidate [default: 2]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="training epochs per candidate [default: the task's]")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="continue the run with this id where it stopped")] = None,
+    archive: ArchiveOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary object at the end")] = False,
+    isolation: Annotated[Optional[str], typer.Option(help="auto, bubblewrap or process (weaker fallback)")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="wall-clock seconds per candidate")] = None,
+) -> None:
+    """Run the discovery loop: propose, check, dedup, smoke, repair, train, analyze, record, repeat.
+
+    With --model, an LLM proposes PyTorch code from few-shot examples drawn from the archive; keys
+    come from the provider's environment variable (e.g. OPENAI_API_KEY) or agentarch.toml, never
+    from flags, and never reach the sandbox. Without a model the run says so and goes on offline
+    with regularized evolution through the same graph. Every step is checkpointed: after a crash,
+    `agentarch run --resume RUN_ID` continues where it stopped. Examples:
+
+        agentarch run --task digits --budget 10
+
+        agentarch run --task digits --model openai/gpt-4o-mini --max-cost 2 --hours 8
+
+        agentarch run --task mqar --model openai/qwen2.5-coder --api-base http://127.0.0.1:8000/v1
+    """
+    flags = dict(task=task, model=model, api_base=api_base, budget=budget, max_cost=max_cost, hours=hours, batch=batch,
+                 examples=examples, parent_strategy=parent_strategy, repair_tries=repair_tries, epochs=epochs,
+                 isolation=isolation, timeout_s=timeout)
+    settings = settings_or_exit(archive=archive, **flags)
+    printer = _outcome_printer(as_json)
+    try:
+        if resume:
+            given = {k: v for k, v in flags.items() if v is not None and k in ("budget", "max_cost", "hours")}
+            err.print(f"resuming run {resume}")
+            summary = run_lib.resume(resume, settings.archive, on_outcome=printer, **given)
+        else:
+            the_task = get_task(settings.task)
+            if the_task.kind == "tabular":
+                raise fail(f"{the_task.name} is a table, not a training task; use `agentarch baseline --task {the_task.name}`")
+            Evaluator(Archive(settings.archive), settings)  # fail early on a task or sandbox that cannot work
+            if settings.model is None:
+                err.print("[bold yellow]No LLM configured[/] (--model, AGENTARCH_MODEL or agentarch.toml): running offline "
+                          "with the regularized-evolution baseline through the same loop.")
+            else:
+                err.print(f"proposing with {settings.model}" + (f" at {settings.api_base}" if settings.api_base else ""))
+            if resolve_isolation(settings.isolation) == "process":
+                err.print(f"[bold yellow]{FALLBACK_WARNING.format(why=bubblewrap_problem() or 'isolation=process was asked for')}[/]")
+            summary = run_lib.start(settings, on_outcome=printer)
+    except (run_lib.RunError, TaskError, SandboxError, SpaceError, ConfigError, ArchiveError) as e:
+        raise fail(str(e)) from None
+    if as_json:
+        print(json.dumps(summary), flush=True)
+    else:
+        best = summary["best"]
+        out.print(f"[bold]run {summary['run_id']} {summary['status']}[/] (stopped by {summary['stopped_by']}): "
+                  f"{summary['proposed']} proposed, {summary['trained']} trained, {summary['invalid']} invalid, "
+                  f"{summary['duplicate']} duplicate, {summary['failed']} failed, {summary['repaired']} repaired; "
+                  f"best #{best['id']} test {best['test_accuracy']:.4f}; cost ${summary['cost_usd']:.4f}" if best else
+                  f"[bold]run {summary['run_id']} {summary['status']}[/]: nothing trained; see `agentarch archive ls`")
+
+
+def _outcome_printer(as_json: bool) -> Any:
+    def show(outcome: dict[str, Any]) -> None:
+        if as_json:
+            return
+        color = {"trained": "green", "duplicate": "yellow"}.get(outcome["status"], "red")
+        line = f"#{outcome['id'] or '-'} [{color}]{outcome['status']}[/]"
+        if outcome["status"] == "trained":
+            line += f"  val {_fmt(outcome['val_accuracy'], 'acc')}" + ("  (repaired)" if outcome["repaired"] else "")
+        elif outcome["reason"]:
+            line += f"  {str(outcome['reason'])[:160]}"
+        err.print(line, highlight=False)
+    return show
+
+
+@app.command("prompt")
+def prompt_command(
+    task: TaskOpt = None,
+    archive: ArchiveOpt = None,
+    examples: Annotated[Optional[int], typer.Option(help="few-shot examples, 0-6 [default: 3]")] = None,
+    parent_strategy: Annotated[Optional[str], typer.Option(help="topk, weighted or niches [default: topk]")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the parent and example choice")] = 0,
+) -> None:
+    """Print exactly what the LLM would see for the next proposal on a task (system and user messages)."""
+    settings = settings_or_exit(task=task, archive=archive, examples=examples, parent_strategy=parent_strategy)
+    try:
+        the_task = get_task(settings.task)
+        with open_archive(settings.archive) as db:
+            shot = fewshot.select(db, the_task.name, n=settings.examples, strategy=settings.parent_strategy,
+                                  rng=random.Random(seed))
+        messages = prompts.propose_messages(the_task, shot)
+    except (TaskError, ValueError) as e:
+        raise fail(str(e)) from None
+    for message in messages:
+        out.rule(f"[bold]{message['role']}[/]")
+        out.print(message["content"], markup=False, highlight=False)
 
 
 # -- baseline -----------------------------------------------------------------------------------

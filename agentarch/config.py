@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 
@@ -45,6 +45,27 @@ class Settings(BaseSettings):
     max_pids: int = Field(64, ge=8, description="processes and threads a sandboxed evaluation may hold")
     max_file_mb: int = Field(1024, ge=1, description="largest file a sandboxed evaluation may write")
     threads: int | None = Field(None, ge=1, description="CPU threads for training; default: all cores")
+    # -- the agent loop (agentarch run) --
+    model: str | None = Field(None, description="litellm model string, e.g. openai/gpt-4o-mini or ollama/qwen2.5-coder; "
+                              "none: run offline with regularized evolution")
+    api_base: str | None = Field(None, description="OpenAI-compatible server for local models (vLLM, Ollama, llama.cpp)")
+    api_key: SecretStr | None = Field(None, description="LLM key (better: the provider's own variable, e.g. OPENAI_API_KEY); "
+                                      "never logged, never shown to candidates")
+    llm_timeout_s: float = Field(120.0, gt=0, description="seconds before one LLM call is abandoned and retried")
+    llm_retries: int = Field(4, ge=0, description="retries of a failed LLM call (429 and 5xx honour Retry-After)")
+    temperature: float = Field(0.8, ge=0, le=2, description="LLM sampling temperature")
+    budget: int = Field(20, ge=1, description="candidates to propose in a run (--max-candidates)")
+    max_cost: float | None = Field(None, gt=0, description="stop a run once its LLM calls cost this many USD")
+    hours: float | None = Field(None, gt=0, description="stop a run after this many hours")
+    batch: int = Field(2, ge=1, le=64, description="proposals per round; their LLM calls overlap with training")
+    slots: int = Field(1, ge=1, description="candidates trained at once (CPU: 1; one per GPU)")
+    examples: int = Field(3, ge=0, le=6, description="few-shot examples per prompt (parent, best, baseline's best, diverse)")
+    parent_strategy: Literal["topk", "weighted", "niches"] = Field(
+        "topk", description="parent selection: top-k random (ASI-Arch), score-weighted with a child penalty (ShinkaEvolve), "
+        "MAP-Elites niches over (parameters, accuracy)")
+    repair_tries: int = Field(2, ge=0, le=5, description="times the LLM may fix a candidate that fails its checks or smoke run")
+    offline_space: str = Field("nb201", description="search space of the offline evolution when no model is configured "
+                               "(image tasks; token tasks use mixer)")
     population: int = Field(10, ge=2, description="regularized evolution: population size P (the most recent P evaluations)")
     sample_size: int = Field(3, ge=1, description="regularized evolution: members sampled per tournament S")
 

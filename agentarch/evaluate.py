@@ -46,7 +46,7 @@ class Assessment:
     analyst's notes, LLM provenance) and still write everything in one transaction.
     """
 
-    status: str  # trained, invalid, duplicate, failed, timeout; "smoked" after a smoke-only run
+    status: str  # trained, invalid, duplicate, failed, timeout; on the way: "screened", then "smoked"
     candidate: dict[str, Any]
     evaluation: dict[str, Any] | None = None
     reason: str | None = None
@@ -98,7 +98,11 @@ class Evaluator:
 
     def reject(self, code: str, name: str, reason: str, proposer: str = "user") -> EvalResult:
         """Record a candidate that cannot even be read as Python source (e.g. not UTF-8)."""
-        return self.record(self._judged(self._base(code, name, proposer, [], None, None), "invalid", reason=reason))
+        return self.record(self.unreadable(code, name, reason, proposer))
+
+    def unreadable(self, text: str, name: str, reason: str, proposer: str = "user") -> Assessment:
+        """The assessment of text that never became a checkable candidate (not UTF-8, no code in an answer)."""
+        return self._judged(self._base(text, name, proposer, [], None, None), "invalid", reason=reason)
 
     def evaluate(self, code: str, name: str, proposer: str = "user", parents: list[int] | None = None,
                  space: str | None = None, arch: str | None = None) -> EvalResult:
@@ -111,6 +115,14 @@ class Evaluator:
     def assess(self, code: str, name: str, proposer: str = "user", parents: list[int] | None = None,
                space: str | None = None, arch: str | None = None, smoke_only: bool = False) -> Assessment:
         """Check, dedup, smoke and (unless `smoke_only`) train one candidate, without recording it."""
+        screened = self.screen(code, name, proposer, parents, space, arch)
+        if screened.status != "screened":
+            return screened
+        return self._run(screened.candidate, self.train_config(screened.hparams), smoke_only)
+
+    def screen(self, code: str, name: str, proposer: str = "user", parents: list[int] | None = None,
+               space: str | None = None, arch: str | None = None) -> Assessment:
+        """The static check and the text and AST dedup levels: no sandbox needed. Status "screened" = passed."""
         base = self._base(code, name, proposer, parents or [], space, arch)
         checked = check(code)
         if not checked.ok:
@@ -122,7 +134,7 @@ class Evaluator:
             if earlier is not None:
                 return self._judged(base, "duplicate", reason=f"same code as candidate {earlier} ({level} level)",
                                     duplicate_of=earlier, dedup_level=level)
-        return self._run(base, self.train_config(checked.hparams), smoke_only)
+        return self._judged(base, "screened")
 
     def record(self, assessment: Assessment, extra: dict[str, Any] | None = None, llm_calls: list[int] = ()) -> EvalResult:  # type: ignore[assignment]
         """Write an assessment (with any `extra` candidate columns) in one transaction."""

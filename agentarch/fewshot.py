@@ -14,7 +14,7 @@ How the parent is chosen decides how greedy the search is, so three strategies a
 After the parent come the best candidate overall, the best candidate a baseline search found (so
 the LLM sees what conventional NAS reached), then the elites of other size classes, best first.
 Only trained candidates of the task are eligible: a failed or duplicate proposal teaches nothing
-about accuracy. Validation accuracy is the only ranking signal; test accuracy never steers a choice.
+about accuracy. Validation accuracy is the only ranking signal; test accuracy never steers a choice here.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def select(archive: Archive, task: str, n: int = 3, strategy: str = "topk",
 
 
 def _examples(pool: list[dict[str, Any]], parent: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """The parent, the best overall, the baselines' best, elites of size classes not yet shown, then the rest by rank."""
+    """The parent, the best overall, the baselines' best, elites of size classes not yet shown, the rest by rank."""
     chosen = [parent]
 
     def add(row: dict[str, Any]) -> None:

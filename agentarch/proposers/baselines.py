@@ -78,6 +78,11 @@ class RandomSearch(Proposer):
     def observe(self, observations: list[Observation]) -> None:
         """Random search learns nothing from results."""
 
+    def replay(self, observations: list[Observation]) -> None:
+        """Rebuild the search from its earlier results (a resumed run): they count as proposed."""
+        for obs in observations:
+            self.pool.accept(obs.proposal.arch or "")
+
 
 @dataclass
 class Member:
@@ -129,6 +134,13 @@ class RegularizedEvolution(Proposer):
         for obs in observations:
             assert obs.proposal.arch is not None, "regularized evolution observes only its own proposals"
             self.population.append(Member(obs.proposal.arch, _fitness(obs), obs.candidate_id))  # the oldest drops out
+
+    def replay(self, observations: list[Observation]) -> None:
+        """Rebuild the search from its earlier results, in order (a resumed run): proposed, then observed."""
+        for obs in observations:
+            self.pool.accept(obs.proposal.arch or "")
+        self.initial_proposed = min(self.population_size, self.initial_proposed + len(observations))
+        self.observe(observations)
 
 
 class TPE(Proposer):

@@ -1,0 +1,417 @@
+"""The agent loop as a LangGraph StateGraph; read it next to the diagram in docs/architecture.md.
+
+    run:        budget_check ──stop──> END
+                     │ go
+                plan_round ──Send × batch──> candidate ──> budget_check ...
+
+    candidate:  select_context → render_prompt → propose → extract → static_check → dedup → smoke
+                     → train → analyze → record
+                (extract, static_check and smoke failures go to repair → extract, at most k times)
+
+Every step is checkpointed (SqliteSaver next to the archive, `durability="sync"`), the run id is the
+LangGraph thread id, so `agentarch run --resume RUN_ID` continues where a killed run stopped. The
+candidates of one round run as parallel branches: one candidate's LLM calls overlap another's
+training, and training itself is limited to `slots` at a time. Each proposal carries a key that the
+archive records at most once, so a step replayed after a crash never writes a second row.
+
+Without a model the same graph runs offline: the regularized-evolution baseline proposes (plan_round),
+the LLM-only steps pass through, and everything else (sandbox, dedup, archive) is unchanged.
+"""
+
+from __future__ import annotations
+
+import operator
+import random
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
+
+from agentarch import dedup, fewshot, prompts
+from agentarch.archive import Archive
+from agentarch.checks import check
+from agentarch.config import Settings
+from agentarch.evaluate import Assessment, Evaluator
+from agentarch.llm import LLMClient, LLMError
+from agentarch.proposers.base import Observation, Proposal
+from agentarch.proposers.baselines import RegularizedEvolution
+from agentarch.spaces import get_space
+from agentarch.tasks import Task, get_task
+
+OFFLINE_PROPOSER = "rea"
+
+
+class RunState(TypedDict, total=False):
+    """The run's checkpointed state: the current round's plans and every finished candidate's outcome."""
+
+    round: int
+    plans: list[dict[str, Any]]
+    outcomes: Annotated[list[dict[str, Any]], operator.add]
+    stopped_by: str | None
+
+
+class CandidateState(TypedDict, total=False):
+    """One proposal on its way from prompt to archive row."""
+
+    plan: dict[str, Any]  # key, slot, and for offline runs the space architecture and parents
+    parent_id: int | None
+    example_ids: list[int]
+    fewshot: dict[str, Any]  # the parent and example rows exactly as the prompt showed them
+    messages: list[dict[str, str]]
+    response: str | None
+    llm_error: str | None  # the LLM call failed for good
+    intent: str | None
+    code: str | None
+    error: str | None  # what the repair prompt shows: a rejection, a dedup verdict, a smoke failure
+    tries: int  # repairs so far
+    assessment: dict[str, Any] | None
+    analysis: str | None
+    call_ids: Annotated[list[int], operator.add]
+    cost_usd: Annotated[float, operator.add]
+    prompt_tokens: Annotated[int, operator.add]
+    completion_tokens: Annotated[int, operator.add]
+    outcomes: Annotated[list[dict[str, Any]], operator.add]
+
+
+@dataclass
+class RunContext:
+    """What the nodes share and must not checkpoint: settings, per-thread archive handles, the LLM, slots."""
+
+    settings: Settings
+    run_id: str
+    started_at: float
+    on_outcome: Any = None  # called with each finished candidate's outcome (progress display)
+    task: Task = field(init=False)
+    train_slots: threading.BoundedSemaphore = field(init=False)
+    _local: threading.local = field(default_factory=threading.local)
+
+    def __post_init__(self) -> None:
+        self.task = get_task(self.settings.task)
+        self.train_slots = threading.BoundedSemaphore(self.settings.slots)
+
+    @property
+    def offline(self) -> bool:
+        return self.settings.model is None
+
+    def archive(self) -> Archive:
+        """This thread's handle on the archive (SQLite connections are not shared across threads)."""
+        if not hasattr(self._local, "archive"):
+            self._local.archive = Archive(self.settings.archive)
+        return self._local.archive
+
+    def evaluator(self) -> Evaluator:
+        if not hasattr(self._local, "evaluator"):
+            self._local.evaluator = Evaluator(self.archive(), self.settings, self.run_id)
+        return self._local.evaluator
+
+    def llm(self) -> LLMClient:
+        if not hasattr(self._local, "llm"):
+            s = self.settings
+            self._local.llm = LLMClient(
+                s.model or "", api_base=s.api_base, api_key=s.api_key.get_secret_value() if s.api_key else None,
+                timeout_s=s.llm_timeout_s, max_retries=s.llm_retries, temperature=s.temperature,
+                archive=self.archive(), run_id=self.run_id,
+            )
+        return self._local.llm
+
+    def offline_space(self) -> str:
+        return "mixer" if self.task.kind == "token" else self.settings.offline_space
+
+
+class Loop:
+    """The nodes of both graphs, as methods over one RunContext."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    def budget_check(self, state: RunState) -> dict[str, Any]:
+        """Stop on the first budget that is spent; say which one, so the user knows what to raise."""
+        s, outcomes = self.ctx.settings, state.get("outcomes", [])
+        stopped_by = None
+        if len(outcomes) >= s.budget:
+            stopped_by = "max-candidates"
+        elif s.max_cost is not None and self.ctx.archive().spent_usd(self.ctx.run_id) >= s.max_cost:
+            stopped_by = "max-cost"
+        elif s.hours is not None and time.time() - self.ctx.started_at >= s.hours * 3600:
+            stopped_by = "hours"
+        return {"stopped_by": stopped_by}
+
+    @staticmethod
+    def go_on(state: RunState) -> str:
+        return END if state.get("stopped_by") else "plan_round"
+
+    def plan_round(self, state: RunState) -> dict[str, Any]:
+        """Decide this round's slots; offline, the evolution proposes their architectures here."""
+        outcomes = state.get("outcomes", [])
+        round_no = state.get("round", 0) + 1
+        size = min(self.ctx.settings.batch, self.ctx.settings.budget - len(outcomes))
+        plans = [{"key": f"{self.ctx.run_id}/{round_no}/{slot}", "slot": slot, "of": size, "round": round_no}
+                 for slot in range(size)]
+        if self.ctx.offline:
+            for plan, proposal in zip(plans, self._evolution(outcomes, round_no).propose(size)):
+                plan.update(arch=proposal.arch, parents=proposal.parents, note=proposal.note)
+        return {"round": round_no, "plans": plans}
+
+    def _evolution(self, outcomes: list[dict[str, Any]], round_no: int) -> RegularizedEvolution:
+        """The offline proposer, rebuilt from the run's own outcomes so that a resumed run goes on alike."""
+        s = self.ctx.settings
+        space = get_space(self.ctx.offline_space())
+        rea = RegularizedEvolution(space, seed=s.seed * 100_003 + round_no, population=s.population,
+                                   sample_size=min(s.sample_size, s.population), distinct=True)
+        rea.replay([Observation(Proposal(OFFLINE_PROPOSER, arch=o["arch"]), o["status"], o.get("val_accuracy"),
+                                candidate_id=o.get("id")) for o in outcomes if o.get("arch")])
+        return rea
+
+    @staticmethod
+    def fan_out(state: RunState) -> list[Send]:
+        return [Send("candidate", {"plan": plan, "tries": 0}) for plan in state["plans"]]
+
+    # -- one candidate ----------------------------------------------------------------------------
+
+    def select_context(self, state: CandidateState) -> dict[str, Any]:
+        """Choose the parent and the few-shot examples from the archive (offline: the evolution's parent)."""
+        plan = state["plan"]
+        if self.ctx.offline:
+            return {"parent_id": (plan.get("parents") or [None])[0], "example_ids": []}
+        s = self.ctx.settings
+        shot = fewshot.select(self.ctx.archive(), self.ctx.task.name, n=s.examples, strategy=s.parent_strategy,
+                              rng=random.Random(plan["key"]))
+        return {"parent_id": shot.parent_id, "example_ids": shot.example_ids,
+                "fewshot": {"parent": shot.parent, "examples": shot.examples, "strategy": shot.strategy}}
+
+    def render_prompt(self, state: CandidateState) -> dict[str, Any]:
+        if self.ctx.offline:
+            return {"messages": []}
+        plan = state["plan"]
+        note = f"This is proposal {plan['slot'] + 1} of {plan['of']} in round {plan['round']}; make it differ from its siblings."
+        return {"messages": prompts.propose_messages(self.ctx.task, fewshot.FewShot(**state["fewshot"]), batch_note=note)}
+
+    def propose(self, state: CandidateState) -> dict[str, Any]:
+        """Ask the LLM for a candidate (offline: render the evolution's architecture)."""
+        plan = state["plan"]
+        if self.ctx.offline:
+            space = get_space(self.ctx.offline_space())
+            return {"code": space.render(plan["arch"], self.ctx.task), "intent": plan.get("note"), "response": None}
+        return self._ask(state["messages"], "propose")
+
+    def _ask(self, messages: list[dict[str, str]], purpose: str) -> dict[str, Any]:
+        """One LLM call; a call that fails for good leaves `response` None and says why in `llm_error`."""
+        try:
+            done = self.ctx.llm().complete(messages, purpose)
+        except LLMError as err:
+            return {"response": None, "llm_error": f"[llm] {err}", "call_ids": list(getattr(err, "call_ids", []))}
+        return {"response": done.text, "llm_error": None, "call_ids": done.call_ids, "cost_usd": done.cost_usd,
+                "prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens}
+
+    def extract(self, state: CandidateState) -> dict[str, Any]:
+        """Pull the module out of the answer (prose, several blocks, a cut-off answer are all handled)."""
+        if self.ctx.offline:
+            return {"error": None}
+        try:
+            found = prompts.extract_code(state.get("response") or "")
+        except prompts.ExtractError as err:
+            return {"code": None, "error": f"[extract] {err}"}
+        return {"code": found.code, "intent": found.intent, "error": None}
+
+    def static_check(self, state: CandidateState) -> dict[str, Any]:
+        result = check(state["code"] or "")
+        return {"error": None if result.ok else result.reason}
+
+    def dedup(self, state: CandidateState) -> dict[str, Any]:
+        """Text and AST levels here; the functional level needs the sandbox and runs in `smoke`."""
+        screened = self.ctx.evaluator().screen(state["code"] or "", *self._identity(state))
+        return {"assessment": None if screened.status == "screened" else _dump(screened)}
+
+    def smoke(self, state: CandidateState) -> dict[str, Any]:
+        """Build, count, forward and backward one batch in the sandbox; functional dedup and the parameter budget."""
+        with self.ctx.train_slots:
+            assessment = self.ctx.evaluator().assess(state["code"] or "", *self._identity(state), smoke_only=True)
+        if assessment.status == "smoked":
+            return {"assessment": None, "error": None}
+        return {"assessment": _dump(assessment), "error": assessment.reason}
+
+    def repair(self, state: CandidateState) -> dict[str, Any]:
+        """Show the LLM its code and what went wrong; its answer goes back through extract and the checks."""
+        tries = state.get("tries", 0) + 1
+        messages = prompts.repair_messages(self.ctx.task, state.get("code") or state.get("response") or "",
+                                           state.get("error") or "", attempt=tries)
+        answer = self._ask(messages, "repair")
+        if answer["response"] is None:  # keep the failing candidate and its verdict for the record
+            return {**answer, "response": state.get("response"), "tries": tries}
+        return {**answer, "tries": tries, "assessment": None, "messages": state["messages"] + messages[-1:]}
+
+    def train(self, state: CandidateState) -> dict[str, Any]:
+        with self.ctx.train_slots:
+            return {"assessment": _dump(self.ctx.evaluator().assess(state["code"] or "", *self._identity(state)))}
+
+    def analyze(self, state: CandidateState) -> dict[str, Any]:
+        """The analyst: a short note against the parent, kept with the candidate and shown to later rounds."""
+        assessment = state["assessment"]
+        if self.ctx.offline:
+            return {}
+        archive = self.ctx.archive()
+        parent = None
+        if state.get("parent_id"):
+            parent = {**archive.scored(state["parent_id"]), "code": archive.candidate(state["parent_id"])["code"]}
+        candidate = {**assessment["candidate"], **assessment["metrics"], "status": assessment["status"],
+                     "reason": assessment["reason"]}
+        answer = self._ask(prompts.analyze_messages(self.ctx.task, candidate, parent), "analyze")
+        analysis = (answer["response"] or "").strip() or None
+        return {k: v for k, v in answer.items() if k in ("call_ids", "cost_usd", "prompt_tokens", "completion_tokens")} | {
+            "analysis": analysis}
+
+    def record(self, state: CandidateState) -> dict[str, Any]:
+        """Write the candidate, its evaluation and its LLM provenance in one transaction (once per proposal)."""
+        plan, s = state["plan"], self.ctx.settings
+        assessment = state.get("assessment")
+        if assessment is None:  # it never reached the sandbox: no code in the answer, or failed checks for good
+            assessment = _dump(self.ctx.evaluator().unreadable(
+                state.get("code") or state.get("response") or "", _name(plan), self._proposer(),
+                state.get("error") or state.get("llm_error") or "no candidate"))
+        extra: dict[str, Any] = {
+            "proposal_key": plan["key"], "parents": [state["parent_id"]] if state.get("parent_id") else [],
+            "repairs": state.get("tries", 0),
+        }
+        if self.ctx.offline:
+            extra.update(space=self.ctx.offline_space(), arch=plan["arch"])
+        else:
+            extra.update(model=s.model, prompt=state.get("messages"), response=state.get("response"),
+                         examples=state.get("example_ids") or [], analysis=state.get("analysis"),
+                         prompt_tokens=state.get("prompt_tokens", 0), completion_tokens=state.get("completion_tokens", 0),
+                         cost_usd=state.get("cost_usd", 0.0))
+        result = self.ctx.evaluator().record(_load(assessment), extra, llm_calls=state.get("call_ids", []))
+        return {"outcomes": [self._outcome(state, result.id, result.status, result.reason, result.metrics)]}
+
+    def give_up(self, state: CandidateState) -> dict[str, Any]:
+        """The LLM never answered: nothing to record as a candidate, but the run counts the attempt."""
+        return {"outcomes": [self._outcome(state, None, "failed", state.get("llm_error"), {})]}
+
+    def _outcome(self, state: CandidateState, candidate_id: int | None, status: str, reason: str | None,
+                 metrics: dict[str, Any]) -> dict[str, Any]:
+        outcome = {"key": state["plan"]["key"], "id": candidate_id, "status": status, "reason": reason,
+                   "repaired": status == "trained" and state.get("tries", 0) > 0,
+                   "val_accuracy": metrics.get("val_accuracy"), "test_accuracy": metrics.get("test_accuracy"),
+                   "arch": state["plan"].get("arch"), "cost_usd": state.get("cost_usd", 0.0)}
+        if self.ctx.on_outcome is not None:
+            self.ctx.on_outcome(outcome)
+        return outcome
+
+    # -- routing ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def after_propose(state: CandidateState) -> str:
+        return "give_up" if state.get("response") is None and state.get("code") is None else "extract"
+
+    def after_repair(self, state: CandidateState) -> str:
+        return "record" if state.get("llm_error") else "extract"
+
+    def after_extract(self, state: CandidateState) -> str:
+        return self._repair_or_record(state) if state.get("error") else "static_check"
+
+    def after_check(self, state: CandidateState) -> str:
+        return self._repair_or_record(state) if state.get("error") else "dedup"
+
+    @staticmethod
+    def after_dedup(state: CandidateState) -> str:
+        return "record" if state.get("assessment") else "smoke"
+
+    def after_smoke(self, state: CandidateState) -> str:
+        assessment = state.get("assessment")
+        if assessment is None:
+            return "train"
+        fixable = assessment["status"] in ("failed", "timeout") or "[param-budget]" in (assessment["reason"] or "")
+        return self._repair_or_record(state) if fixable else "record"
+
+    def _repair_or_record(self, state: CandidateState) -> str:
+        if self.ctx.offline or state.get("tries", 0) >= self.ctx.settings.repair_tries:
+            return "record"
+        return "repair"
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _proposer(self) -> str:
+        return OFFLINE_PROPOSER if self.ctx.offline else "llm"
+
+    def _identity(self, state: CandidateState) -> tuple[str, str, list[int]]:
+        """(name, proposer, parents) for the evaluator."""
+        return _name(state["plan"]), self._proposer(), [state["parent_id"]] if state.get("parent_id") else []
+
+
+def _name(plan: dict[str, Any]) -> str:
+    return f"round {plan['round']} slot {plan['slot']}"
+
+
+def _dump(assessment: Assessment) -> dict[str, Any]:
+    return {"status": assessment.status, "candidate": assessment.candidate, "evaluation": assessment.evaluation,
+            "reason": assessment.reason, "duplicate_of": assessment.duplicate_of, "dedup_level": assessment.dedup_level,
+            "metrics": assessment.metrics, "hparams": assessment.hparams}
+
+
+def _load(data: dict[str, Any]) -> Assessment:
+    return Assessment(**data)
+
+
+def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
+    """Compile the run graph with its candidate subgraph; nodes are named as in the module docstring."""
+    loop = Loop(ctx)
+    one = StateGraph(CandidateState)
+    for name in ("select_context", "render_prompt", "propose", "extract", "static_check", "dedup", "smoke", "repair",
+                 "train", "analyze", "record", "give_up"):
+        one.add_node(name, getattr(loop, name))
+    one.add_edge(START, "select_context")
+    one.add_edge("select_context", "render_prompt")
+    one.add_edge("render_prompt", "propose")
+    one.add_conditional_edges("propose", loop.after_propose, ["extract", "give_up"])
+    one.add_conditional_edges("extract", loop.after_extract, ["static_check", "repair", "record"])
+    one.add_conditional_edges("static_check", loop.after_check, ["dedup", "repair", "record"])
+    one.add_conditional_edges("dedup", loop.after_dedup, ["smoke", "record"])
+    one.add_conditional_edges("smoke", loop.after_smoke, ["train", "repair", "record"])
+    one.add_conditional_edges("repair", loop.after_repair, ["extract", "record"])
+    one.add_edge("train", "analyze")
+    one.add_edge("analyze", "record")
+    one.add_edge("record", END)
+    one.add_edge("give_up", END)
+
+    run = StateGraph(RunState)
+    run.add_node("budget_check", loop.budget_check)
+    run.add_node("plan_round", loop.plan_round)
+    run.add_node("candidate", one.compile())
+    run.add_edge(START, "budget_check")
+    run.add_conditional_edges("budget_check", loop.go_on, ["plan_round", END])
+    run.add_conditional_edges("plan_round", loop.fan_out, ["candidate"])
+    run.add_edge("candidate", "budget_check")
+    return run.compile(checkpointer=checkpointer)
+
+
+def checkpoint_path(archive_path: Path) -> Path:
+    """The LangGraph checkpoints live next to the archive: archive.db -> archive.checkpoints.db."""
+    return archive_path.with_name(archive_path.stem + ".checkpoints.db")
+
+
+def open_checkpointer(archive_path: Path) -> SqliteSaver:
+    conn = sqlite3.connect(str(checkpoint_path(archive_path)), check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    return SqliteSaver(conn)
+
+
+def summarize(run_id: str, status: str, outcomes: list[dict[str, Any]], stopped_by: str | None) -> dict[str, Any]:
+    """The object `agentarch run --json` prints last."""
+    counts = {k: sum(1 for o in outcomes if o["status"] == k) for k in ("trained", "invalid", "duplicate", "failed")}
+    counts["failed"] += sum(1 for o in outcomes if o["status"] == "timeout")
+    trained = [o for o in outcomes if o["status"] == "trained" and o.get("val_accuracy") is not None]
+    best = max(trained, key=lambda o: o["val_accuracy"], default=None)
+    return {
+        "run_id": run_id, "status": status, "proposed": len(outcomes), **counts,
+        "repaired": sum(1 for o in outcomes if o.get("repaired")),
+        "best": {"id": best["id"], "test_accuracy": best["test_accuracy"]} if best else None,
+        "cost_usd": round(sum(o.get("cost_usd") or 0.0 for o in outcomes), 6), "stopped_by": stopped_by,
+    }
+

@@ -1,0 +1,79 @@
+"""Start, resume and finish an agent-loop run: the library behind `agentarch run`.
+
+A run's settings (never its API key) are stored with the run, so `--resume RUN_ID` goes on with the
+same task, model and budgets after a crash, a reboot or Ctrl-C; LangGraph's checkpoints (next to the
+archive) know which step each candidate had reached.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from agentarch.archive import Archive, ArchiveError
+from agentarch.config import Settings, load_settings
+from agentarch.graph import RunContext, build, open_checkpointer, summarize
+
+RECURSION_LIMIT = 100_000
+"""LangGraph's cap on steps per invoke; a run's length is bounded by its budgets instead."""
+
+
+class RunError(RuntimeError):
+    """A run cannot start or resume as asked; the message says what to do."""
+
+
+def _stored_config(settings: Settings) -> dict[str, Any]:
+    """The settings to keep with the run: everything but the key, paths as strings."""
+    return json.loads(settings.model_dump_json(exclude={"api_key"}))
+
+
+def start(settings: Settings, on_outcome: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Open a new run in the archive and drive it to the end of its budget; returns the summary."""
+    with Archive(settings.archive) as archive:
+        kind = "llm" if settings.model else "offline"
+        run_id = archive.start_run(kind, settings.task, settings.model or "rea", _stored_config(settings))
+    return _drive(settings, run_id, time.time(), fresh=True, on_outcome=on_outcome)
+
+
+def resume(run_id: str, archive_path: Any, on_outcome: Callable[[dict[str, Any]], None] | None = None,
+           **overrides: Any) -> dict[str, Any]:
+    """Continue a stopped run from its last checkpoint, with its stored settings (and a fresh key from the env)."""
+    with Archive(archive_path) as archive:
+        try:
+            row = archive.db["runs"].get(run_id)
+        except Exception:
+            raise RunError(f"no run {run_id!r} in {archive_path}; `agentarch archive runs` lists them") from None
+    if row["status"] == "finished":
+        raise RunError(f"run {run_id} already finished ({row['summary']}); start a new one with `agentarch run`")
+    stored = json.loads(row["config"])
+    settings = load_settings(**{**stored, "archive": str(archive_path), **overrides})
+    started = datetime.fromisoformat(row["started_at"]).timestamp()
+    return _drive(settings, run_id, started, fresh=False, on_outcome=on_outcome)
+
+
+def _drive(settings: Settings, run_id: str, started_at: float, fresh: bool,
+           on_outcome: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    ctx = RunContext(settings, run_id, started_at, on_outcome)
+    config = {"configurable": {"thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
+    checkpointer = open_checkpointer(settings.archive)
+    status = "interrupted"
+    try:
+        graph = build(ctx, checkpointer)
+        final = graph.invoke({"round": 0, "outcomes": []} if fresh else None, config, durability="sync")
+        status = "finished"
+        summary = summarize(run_id, status, final.get("outcomes", []), final.get("stopped_by"))
+    except BaseException:
+        state = build(ctx, checkpointer).get_state(config).values
+        summary = summarize(run_id, status, state.get("outcomes", []), None)
+        raise
+    finally:
+        checkpointer.conn.close()
+        try:
+            with Archive(settings.archive) as archive:
+                archive.finish_run(run_id, status, summary)
+        except (ArchiveError, UnboundLocalError):
+            pass
+    return summary
