@@ -1,0 +1,179 @@
+"""The agent loop end to end: `agentarch run` against a real OpenAI-compatible server on 127.0.0.1.
+
+The server replays scripted answers (good code, code in prose, a crash fixed by repair, a duplicate,
+a 429, a timeout, garbage); candidates are really checked, sandboxed, trained and recorded. The
+crash test SIGKILLs a real `agentarch run` process mid-round and resumes it.
+"""
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from agentarch.cli import app
+from tests.conftest import REPO, requires_bubblewrap
+from tests.llm_server import Reply, ScriptedLLMServer
+
+pytestmark = [pytest.mark.slow, requires_bubblewrap]
+
+MODEL = "openai/scripted-model"
+
+
+def mlp(width: int, crash: bool = False) -> str:
+    """A small, fast MLP; the width makes each one a different function."""
+    forward = "raise RuntimeError('shape mismatch in forward')" if crash else "return self.out(torch.relu(self.hidden(x.flatten(1))))"
+    return f'''import math
+import torch
+from torch import nn
+
+HPARAMS = {{"epochs": 2}}
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.hidden = nn.Linear(math.prod(in_shape), {width})
+        self.out = nn.Linear({width}, num_classes)
+
+    def forward(self, x):
+        {forward}
+'''
+
+
+def fenced(code: str, intent: str = "Intent: try a wider hidden layer.") -> str:
+    return f"{intent}\n\n```python\n{code}```\n"
+
+
+def kind(request: dict) -> str:
+    last = request["messages"][-1]["content"]
+    if "Write a short analysis" in last:
+        return "analyze"
+    return "repair" if "The module that failed" in last else "propose"
+
+
+class Responder:
+    """Answers analyses itself; proposals and repairs take the next scripted reply."""
+
+    def __init__(self, script: list) -> None:
+        self.script = list(script)
+        self.seen: list[str] = []
+
+    def __call__(self, request: dict):
+        what = kind(request)
+        self.seen.append(what)
+        if what == "analyze":
+            return "Wider than its parent; validation accuracy rose slightly. Next: try a second hidden layer."
+        return self.script.pop(0)
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, ["run", "--json", *args])
+
+
+@pytest.fixture
+def env(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGENTARCH_CACHE_DIR", str(cache_dir))
+    monkeypatch.setenv("AGENTARCH_THREADS", "1")
+    monkeypatch.setenv("AGENTARCH_LLM_TIMEOUT_S", "3")
+    return tmp_path
+
+
+def test_a_scripted_run_counts_exactly_what_was_scripted(env):
+    responder = Responder([
+        fenced(mlp(16)),                                                         # good code
+        "Sure! Here is my design.\n" + fenced(mlp(24)) + "\nHope this helps.",    # code wrapped in prose
+        fenced(mlp(32, crash=True)),                                             # fails its smoke run ...
+        fenced(mlp(32), "Intent: fixed the forward pass."),                     # ... and is repaired
+        fenced(mlp(16)),                                                         # a duplicate of the first
+        Reply(status=429, headers={"Retry-After": "1"}), fenced(mlp(40)),        # rate limited, then fine
+        Reply(delay_s=8), fenced(mlp(48)),                                       # times out, then fine
+        "I am not sure what you mean by a network.",                             # garbage ...
+        "Still no code, sorry.",                                                 # ... twice: invalid
+    ])
+    with ScriptedLLMServer(default=responder) as server:
+        result = run_cli("--task", "digits", "--model", MODEL, "--api-base", server.url, "--budget", "7",
+                         "--batch", "1", "--repair-tries", "1", "--archive", "a.db")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert {k: summary[k] for k in ("status", "proposed", "trained", "invalid", "duplicate", "failed", "repaired",
+                                    "stopped_by")} == {
+        "status": "finished", "proposed": 7, "trained": 5, "invalid": 1, "duplicate": 1, "failed": 0, "repaired": 1,
+        "stopped_by": "max-candidates"}
+    assert responder.script == [] and summary["best"]["test_accuracy"] > 0.5
+
+    db = sqlite3.connect(env / "a.db")
+    db.row_factory = sqlite3.Row
+    rows = db.execute("SELECT * FROM candidates WHERE run_id = ? ORDER BY id", [summary["run_id"]]).fetchall()
+    assert [r["status"] for r in rows] == ["trained", "trained", "trained", "duplicate", "trained", "trained", "invalid"]
+    for row in rows:  # the provenance every LLM candidate carries
+        assert row["model"] == MODEL and row["prompt"] and row["response"] and row["proposal_key"]
+        assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0 and row["cost_usd"] == 0.0
+        assert json.loads(row["examples"]) is not None
+    trained = [r for r in rows if r["status"] == "trained"]
+    assert all(r["analysis"].startswith("Wider than its parent") for r in trained)
+    assert [r["repairs"] for r in rows] == [0, 0, 1, 0, 0, 0, 1]
+    later = [r for r in trained[1:]]
+    assert all(json.loads(r["parents"]) and json.loads(r["examples"]) for r in later)  # parents and examples once any exist
+    calls = db.execute("SELECT status, COUNT(*) FROM llm_calls GROUP BY status").fetchall()
+    assert dict(calls) == {"ok": 9 + 5, "rate_limited": 1, "timeout": 1}  # 9 proposals and repairs, 5 analyses
+    linked = db.execute("SELECT COUNT(*) FROM llm_calls WHERE candidate_id IS NULL").fetchone()[0]
+    assert linked == 0, "every LLM call is linked to the candidate it served"
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def code_for(request: dict) -> str:
+    """A deterministic answer per (round, slot), so a resumed run is asked the same things."""
+    if kind(request) == "analyze":
+        return "Analysis: fine."
+    found = re.search(r"proposal (\d+) of \d+ in round (\d+)", request["messages"][-1]["content"])
+    slot, round_no = int(found.group(1)), int(found.group(2))
+    return fenced(mlp(8 + 4 * (round_no * 3 + slot)))
+
+
+def agentarch_run(archive, url, *extra):
+    env = {**os.environ, "AGENTARCH_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "agentarch.cli", "run", "--task", "digits", "--model", MODEL,
+                             "--api-base", url, "--budget", "6", "--batch", "2", "--archive", str(archive), "--json", *extra],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_run_killed_mid_round_resumes_with_every_evaluation_kept_once(env):
+    with ScriptedLLMServer(default=code_for) as server:
+        reference = agentarch_run(env / "ref.db", server.url)
+        out, errors = reference.communicate(timeout=500)
+        assert reference.returncode == 0, errors
+        expected = json.loads(out.splitlines()[-1])
+
+        victim = agentarch_run(env / "a.db", server.url)
+        deadline = time.time() + 300
+        recorded = 0
+        while time.time() < deadline and recorded < 3:  # kill once the second round is under way
+            time.sleep(0.2)
+            if (env / "a.db").exists():
+                try:
+                    recorded = sqlite3.connect(env / "a.db").execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
+                except sqlite3.OperationalError:
+                    recorded = 0
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        db = sqlite3.connect(env / "a.db")
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        run_id = db.execute("SELECT id FROM runs").fetchone()[0]
+        resumed = agentarch_run(env / "a.db", server.url, "--resume", run_id)
+        out, errors = resumed.communicate(timeout=500)
+        assert resumed.returncode == 0, errors
+    summary = json.loads(out.splitlines()[-1])
+    same = ("proposed", "trained", "invalid", "duplicate", "failed", "repaired", "stopped_by")
+    assert {k: summary[k] for k in same} == {k: expected[k] for k in same}
+    keys = [r[0] for r in db.execute("SELECT proposal_key FROM candidates")]
+    assert len(keys) == len(set(keys)) == 6
+    assert db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] == 6
+    assert db.execute("SELECT status FROM runs").fetchone()[0] == "finished"
