@@ -11,6 +11,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,22 @@ class Archive:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction that takes SQLite's write lock at its start (BEGIN IMMEDIATE).
+
+        A deferred transaction that reads first and writes later cannot wait for a concurrent
+        writer in WAL mode (SQLite answers "database is locked" at once); taking the lock up front
+        lets the busy timeout queue writers from several threads and processes instead.
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.conn.rollback()
+            raise
+        self.db.conn.commit()
+
     # -- schema -------------------------------------------------------------------------------
 
     def schema_version(self) -> int:
@@ -79,7 +96,7 @@ class Archive:
             return
         if version == 0 and set(self.db.table_names()) - {"meta"}:
             raise ArchiveError(f"{self.path} holds tables but no agentarch schema version; pass another --archive path")
-        with self.db.atomic():
+        with self._writing():
             if version < 1:
                 self._create_v1()
             if version < 2:
@@ -157,7 +174,7 @@ class Archive:
 
     def start_run(self, kind: str, task: str, proposer: str, config: dict[str, Any]) -> str:
         run_id = f"{kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-        with self.db.atomic():
+        with self._writing():
             self.db["runs"].insert(
                 {"id": run_id, "kind": kind, "task": task, "proposer": proposer, "config": json.dumps(config),
                  "status": "running", "started_at": now()}
@@ -165,7 +182,7 @@ class Archive:
         return run_id
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
-        with self.db.atomic():
+        with self._writing():
             self.db["runs"].update(run_id, {"status": status, "ended_at": now(), "summary": json.dumps(summary)})
 
     def record(self, candidate: dict[str, Any], evaluation: dict[str, Any] | None = None,
@@ -181,7 +198,7 @@ class Archive:
         the id of the row already there.
         """
         row = {"created_at": now(), **{k: _encode(v) for k, v in candidate.items()}}
-        with self.db.atomic():
+        with self._writing():
             key = candidate.get("proposal_key")
             if key is not None:
                 found = self.db.execute("SELECT id FROM candidates WHERE proposal_key = ?", [key]).fetchone()
@@ -199,7 +216,7 @@ class Archive:
 
     def record_llm_call(self, call: dict[str, Any]) -> int:
         """Append one LLM call (or failed attempt) to the ledger; returns its id."""
-        with self.db.atomic():
+        with self._writing():
             return int(self.db["llm_calls"].insert({"created_at": now(), **call}).last_pk)
 
     def llm_calls(self, run_id: str | None = None, candidate_id: int | None = None) -> list[dict[str, Any]]:
