@@ -20,9 +20,9 @@ import sqlite_utils
 
 from agentarch.dedup import DedupLevel
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
-CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout")
+CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout", "rejected")
 # A candidate whose code or function matches one of these was already evaluated (or already failed
 # deterministically), so running it again would only spend compute.
 _DEDUP_POOL = ("trained", "failed", "timeout")
@@ -103,6 +103,8 @@ class Archive:
                 self._upgrade_to_v2()
             if version < 3:
                 self._upgrade_to_v3()
+            if version < 4:
+                self._upgrade_to_v4()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -169,6 +171,23 @@ class Archive:
         self.db["candidates"].create_index(["proposal_key"], unique=True)
         self.db["llm_calls"].create_index(["run_id"])
         self.db["llm_calls"].create_index(["candidate_id"])
+
+    def _upgrade_to_v4(self) -> None:
+        """Schema 4: human review. A paused run's candidates wait here for a person's decision; a
+        trained candidate can be flagged afterwards. Full-text search over code and analyses."""
+        self.db["reviews"].create(
+            {
+                "id": int, "run_id": str, "proposal_key": str, "interrupt_id": str, "candidate_id": int, "kind": str,
+                "code": str, "intent": str, "parent_id": int, "status": str, "decision_code": str, "reason": str,
+                "decided_by": str, "decided_at": str, "created_at": str,
+            },
+            pk="id",
+            not_null={"kind", "status", "created_at"},
+            foreign_keys=[("candidate_id", "candidates", "id"), ("run_id", "runs", "id")],
+        )
+        self.db["reviews"].create_index(["status"])
+        self.db["reviews"].create_index(["proposal_key"], unique=True)
+        self.db["candidates"].enable_fts(["name", "code", "analysis"], create_triggers=True, tokenize="porter")
 
     # -- writes (each one transaction) ------------------------------------------------------
 
@@ -297,6 +316,76 @@ class Archive:
         rows = list(self._scored(f"WHERE c.task = ? AND c.space = ? AND c.arch = ? AND c.status IN ({marks}) "
                                  "ORDER BY c.id LIMIT 1", [task, space, arch, *_DEDUP_POOL]))
         return rows[0] if rows else None
+
+    # -- review ---------------------------------------------------------------------------------
+
+    def request_review(self, review: dict[str, Any]) -> int:
+        """Queue a paused candidate for a person (once per proposal); returns the review id."""
+        with self._writing():
+            found = self.db.execute("SELECT id FROM reviews WHERE proposal_key = ?", [review["proposal_key"]]).fetchone()
+            if found:
+                return int(found[0])
+            return int(self.db["reviews"].insert({"created_at": now(), "kind": "gate", "status": "pending", **review}).last_pk)
+
+    def reviews(self, status: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if run_id:
+            where.append("run_id = ?")
+            args.append(run_id)
+        return list(self.db["reviews"].rows_where(" AND ".join(where) or None, args, order_by="id"))
+
+    def review(self, review_id: int) -> dict[str, Any]:
+        try:
+            return dict(self.db["reviews"].get(review_id))
+        except sqlite_utils.db.NotFoundError:
+            raise ArchiveError(f"no review {review_id}; `agentarch review --list` shows the queue") from None
+
+    def decide(self, review_id: int, status: str, by: str, reason: str | None = None, code: str | None = None) -> None:
+        """Record a person's decision on a pending review: approved, rejected (with a reason) or edited (with code)."""
+        if status not in ("approved", "rejected", "edited"):
+            raise ArchiveError(f"a decision is approved, rejected or edited, not {status!r}")
+        if status == "rejected" and not (reason or "").strip():
+            raise ArchiveError("say why when rejecting: the reason is kept with the candidate and shown to the LLM")
+        if status == "edited" and not (code or "").strip():
+            raise ArchiveError("an edit needs the edited code")
+        with self._writing():
+            row = self.db.execute("SELECT status FROM reviews WHERE id = ?", [review_id]).fetchone()
+            if row is None:
+                raise ArchiveError(f"no review {review_id}; `agentarch review --list` shows the queue")
+            if row[0] != "pending":
+                raise ArchiveError(f"review {review_id} was already decided ({row[0]}); nothing changed")
+            self.db["reviews"].update(review_id, {"status": status, "decided_by": by, "decided_at": now(),
+                                                  "reason": reason, "decision_code": code})
+
+    def flag(self, candidate_id: int, by: str, reason: str) -> int:
+        """A person's after-the-fact flag on a recorded candidate (e.g. a suspicious score)."""
+        self.candidate(candidate_id)
+        if not reason.strip():
+            raise ArchiveError("say why the candidate is flagged")
+        with self._writing():
+            return int(self.db["reviews"].insert({
+                "created_at": now(), "kind": "flag", "candidate_id": candidate_id, "status": "flagged",
+                "decided_by": by, "decided_at": now(), "reason": reason}).last_pk)
+
+    def link_review(self, proposal_key: str, candidate_id: int) -> None:
+        with self._writing():
+            self.db.execute("UPDATE reviews SET candidate_id = ? WHERE proposal_key = ?", [candidate_id, proposal_key])
+
+    def search(self, query: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Full-text search over candidates' names, code and analyses (SQLite FTS5 syntax)."""
+        try:
+            ids = [r["rowid"] for r in self.db.query(
+                "SELECT rowid FROM candidates_fts WHERE candidates_fts MATCH ? ORDER BY rank LIMIT ?", [query, limit])]
+        except sqlite3.OperationalError as err:
+            raise ArchiveError(f"cannot search for {query!r} ({err}); quote phrases, e.g. \"depthwise conv\"") from None
+        return [self.scored(i) for i in ids]
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run, newest first."""
+        return [_decode(r) for r in self.db["runs"].rows_where(order_by="started_at DESC")]
 
     def export_rows(self) -> Iterator[dict[str, Any]]:
         yield from self._scored("ORDER BY c.id", [])

@@ -178,6 +178,8 @@ def run_command(
     repair_tries: Annotated[Optional[int], typer.Option(help="LLM repairs per failing candidate [default: 2]")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="training epochs per candidate [default: the task's]")] = None,
     resume: Annotated[Optional[str], typer.Option(help="continue the run with this id where it stopped")] = None,
+    review: Annotated[Optional[bool], typer.Option("--review", help="pause each checked candidate for a person "
+                                                   "(agentarch review, or agentarch serve) before training")] = None,
     archive: ArchiveOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary object at the end")] = False,
     isolation: Annotated[Optional[str], typer.Option(help="auto, bubblewrap or process (weaker fallback)")] = None,
@@ -199,14 +201,14 @@ def run_command(
     """
     flags = dict(task=task, model=model, api_base=api_base, budget=budget, max_cost=max_cost, hours=hours, batch=batch,
                  examples=examples, parent_strategy=parent_strategy, repair_tries=repair_tries, epochs=epochs,
-                 isolation=isolation, timeout_s=timeout)
+                 isolation=isolation, timeout_s=timeout, review=review)
     settings = settings_or_exit(archive=archive, **flags)
     printer = _outcome_printer(as_json)
     try:
         if resume:
             given = {k: v for k, v in flags.items() if v is not None and k in ("budget", "max_cost", "hours")}
             err.print(f"resuming run {resume}")
-            summary = run_lib.resume(resume, settings.archive, on_outcome=printer, **given)
+            summary = run_lib.resume(resume, settings.archive, on_outcome=printer, on_waiting=_waiting_notice, **given)
         else:
             the_task = get_task(settings.task)
             if the_task.kind == "tabular":
@@ -219,7 +221,7 @@ def run_command(
                 err.print(f"proposing with {settings.model}" + (f" at {settings.api_base}" if settings.api_base else ""))
             if resolve_isolation(settings.isolation) == "process":
                 err.print(f"[bold yellow]{FALLBACK_WARNING.format(why=bubblewrap_problem() or 'isolation=process was asked for')}[/]")
-            summary = run_lib.start(settings, on_outcome=printer)
+            summary = run_lib.start(settings, on_outcome=printer, on_waiting=_waiting_notice)
     except (run_lib.RunError, TaskError, SandboxError, SpaceError, ConfigError, ArchiveError) as e:
         raise fail(str(e)) from None
     if as_json:
@@ -231,6 +233,12 @@ def run_command(
                   f"{summary['duplicate']} duplicate, {summary['failed']} failed, {summary['repaired']} repaired; "
                   f"best #{best['id']} test {best['test_accuracy']:.4f}; cost ${summary['cost_usd']:.4f}" if best else
                   f"[bold]run {summary['run_id']} {summary['status']}[/]: nothing trained; see `agentarch archive ls`")
+
+
+def _waiting_notice(pending: list[dict[str, Any]]) -> None:
+    err.print(f"[bold cyan]paused:[/] {len(pending)} candidate(s) wait for review "
+              f"(reviews {', '.join(str(r['id']) for r in pending)}); decide with `agentarch review` or in "
+              "`agentarch serve`, and the run goes on by itself")
 
 
 def _outcome_printer(as_json: bool) -> Any:
@@ -443,13 +451,28 @@ def archive_show(
         except ArchiveError as e:
             raise fail(str(e)) from None
         evals = db.evaluations(candidate_id)
+        calls = db.llm_calls(candidate_id=candidate_id)
     if as_json:
-        print(json.dumps({**cand, "evaluations": evals}))
+        print(json.dumps({**cand, "evaluations": evals, "llm_calls": calls}))
         return
     out.print(f"[bold]candidate {cand['id']}[/] {cand['name'] or ''}  task={cand['task']}  proposer={cand['proposer']}  "
-              f"status={cand['status']}  parents={cand['parents']}", highlight=False)
+              f"status={cand['status']}  parents={cand['parents']}  run={cand['run_id']}", highlight=False)
     if cand["reason"]:
         out.print(f"reason: {cand['reason']}", highlight=False)
+    if cand.get("arch"):
+        out.print(f"search space {cand['space']}: {cand['arch']}", highlight=False)
+    if cand.get("model"):
+        out.print(f"LLM: {cand['model']}  few-shot examples={cand['examples']}  repairs={cand['repairs']}  "
+                  f"tokens={cand['prompt_tokens']}+{cand['completion_tokens']}  cost=${cand['cost_usd'] or 0:.4f}  "
+                  f"calls={[(c['purpose'], c['status']) for c in calls]}", highlight=False)
+        if cand.get("analysis"):
+            out.print(f"analysis: {cand['analysis']}", highlight=False, markup=False)
+        if cand.get("prompt"):
+            out.rule("prompt (last message)")
+            out.print(cand["prompt"][-1]["content"], highlight=False, markup=False)
+            out.rule("response")
+            out.print(cand["response"] or "", highlight=False, markup=False)
+            out.rule("code")
     out.print(f"hashes: whitespace={(cand['text_hash'] or '')[:12]} ast={(cand['ast_hash'] or '')[:12]} "
               f"functional={(cand['functional_hash'] or '')[:12]}", highlight=False)
     out.print(Syntax(cand["code"], "python", line_numbers=True))
@@ -459,6 +482,28 @@ def archive_show(
                   f"train={_fmt(e['train_seconds'], 's')} device={e['device']} isolation={e['isolation']}", highlight=False)
         if e["error"]:
             out.print(e["error"], highlight=False, markup=False)
+
+
+@archive_app.command("runs")
+def archive_runs(
+    archive: ArchiveOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+) -> None:
+    """List runs (eval, baseline, llm, offline), newest first, with their status and summary."""
+    with open_archive(_archive_path(archive)) as db:
+        rows = db.runs()
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    table = Table(title="runs")
+    for header in ("id", "kind", "task", "proposer", "status", "started", "summary"):
+        table.add_column(header)
+    for row in rows:
+        summary = row["summary"] or {}
+        brief = ", ".join(f"{k}={summary[k]}" for k in ("proposed", "trained", "stopped_by", "mean_test") if k in summary)
+        table.add_row(row["id"], row["kind"], row["task"], row["proposer"], row["status"], row["started_at"][:19], brief)
+    out.print(table)
 
 
 @archive_app.command("top")

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     parent_strategy: Literal["topk", "weighted", "niches"] = Field(
         "topk", description="parent selection: top-k random (ASI-Arch), score-weighted with a child penalty (ShinkaEvolve), "
         "MAP-Elites niches over (parameters, accuracy)")
+    review: bool = Field(False, description="pause each candidate that passed the checks until a person approves, "
+                         "rejects or edits it (agentarch review, or the web UI); off = autonomous overnight mode")
+    review_poll_s: float = Field(1.0, gt=0, description="how often a paused run looks for review decisions")
     repair_tries: int = Field(2, ge=0, le=5, description="times the LLM may fix a candidate that fails its checks or smoke run")
     offline_space: str = Field("nb201", description="search space of the offline evolution when no model is configured "
                                "(image tasks; token tasks use mixer)")

@@ -98,11 +98,11 @@ class Evaluator:
 
     def reject(self, code: str, name: str, reason: str, proposer: str = "user") -> EvalResult:
         """Record a candidate that cannot even be read as Python source (e.g. not UTF-8)."""
-        return self.record(self.unreadable(code, name, reason, proposer))
+        return self.record(self.without_running(code, name, "invalid", reason, proposer))
 
-    def unreadable(self, text: str, name: str, reason: str, proposer: str = "user") -> Assessment:
-        """The assessment of text that never became a checkable candidate (not UTF-8, no code in an answer)."""
-        return self._judged(self._base(text, name, proposer, [], None, None), "invalid", reason=reason)
+    def without_running(self, text: str, name: str, status: str, reason: str, proposer: str = "user") -> Assessment:
+        """The verdict on text that is not run: unreadable (not UTF-8, no code in an answer) or rejected by a person."""
+        return self._judged(self._base(text, name, proposer, [], None, None), status, reason=reason)
 
     def evaluate(self, code: str, name: str, proposer: str = "user", parents: list[int] | None = None,
                  space: str | None = None, arch: str | None = None) -> EvalResult:

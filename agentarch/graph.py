@@ -4,9 +4,11 @@
                      │ go
                 plan_round ──Send × batch──> candidate ──> budget_check ...
 
-    candidate:  select_context → render_prompt → propose → extract → static_check → dedup → smoke
-                     → train → analyze → record
-                (extract, static_check and smoke failures go to repair → extract, at most k times)
+    candidate:  select_context → render_prompt → propose → extract → static_check → dedup → review_gate
+                     → smoke → train → analyze → record
+                (extract, static_check and smoke failures go to repair → extract, at most k times;
+                 review_gate pauses for a person only with --review: approve → smoke, reject → record,
+                 edit → static_check with the person's code)
 
 Every step is checkpointed (SqliteSaver next to the archive, `durability="sync"`), the run id is the
 LangGraph thread id, so `agentarch run --resume RUN_ID` continues where a killed run stopped. The
@@ -31,7 +33,7 @@ from typing import Annotated, Any, TypedDict
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Send
+from langgraph.types import Send, interrupt
 
 from agentarch import dedup, fewshot, prompts
 from agentarch.archive import Archive
@@ -72,6 +74,7 @@ class CandidateState(TypedDict, total=False):
     tries: int  # repairs so far
     assessment: dict[str, Any] | None
     analysis: str | None
+    review: dict[str, Any] | None  # a person's decision at the review gate
     call_ids: Annotated[list[int], operator.add]
     cost_usd: Annotated[float, operator.add]
     prompt_tokens: Annotated[int, operator.add]
@@ -230,6 +233,22 @@ class Loop:
         screened = self.ctx.evaluator().screen(state["code"] or "", *self._identity(state))
         return {"assessment": None if screened.status == "screened" else _dump(screened)}
 
+    def review_gate(self, state: CandidateState) -> dict[str, Any]:
+        """With --review, pause here (a LangGraph interrupt) until a person approves, rejects or edits."""
+        if not self.ctx.settings.review or state.get("review"):
+            return {}
+        plan = state["plan"]
+        decision = interrupt({"proposal_key": plan["key"], "code": state["code"], "intent": state.get("intent"),
+                              "parent_id": state.get("parent_id")})
+        if decision["status"] == "edited":
+            return {"review": decision, "code": decision["code"], "error": None}
+        if decision["status"] == "rejected":
+            rejected = self.ctx.evaluator().without_running(state["code"] or "", _name(plan), "rejected",
+                                                            f"rejected by {decision['by']}: {decision['reason']}",
+                                                            self._proposer())
+            return {"review": decision, "assessment": _dump(rejected)}
+        return {"review": decision}
+
     def smoke(self, state: CandidateState) -> dict[str, Any]:
         """Build, count, forward and backward one batch in the sandbox; functional dedup and the parameter budget."""
         with self.ctx.train_slots:
@@ -273,9 +292,9 @@ class Loop:
         plan, s = state["plan"], self.ctx.settings
         assessment = state.get("assessment")
         if assessment is None:  # it never reached the sandbox: no code in the answer, or failed checks for good
-            assessment = _dump(self.ctx.evaluator().unreadable(
-                state.get("code") or state.get("response") or "", _name(plan), self._proposer(),
-                state.get("error") or state.get("llm_error") or "no candidate"))
+            assessment = _dump(self.ctx.evaluator().without_running(
+                state.get("code") or state.get("response") or "", _name(plan), "invalid",
+                state.get("error") or state.get("llm_error") or "no candidate", self._proposer()))
         extra: dict[str, Any] = {
             "proposal_key": plan["key"], "parents": [state["parent_id"]] if state.get("parent_id") else [],
             "repairs": state.get("tries", 0),
@@ -288,6 +307,8 @@ class Loop:
                          prompt_tokens=state.get("prompt_tokens", 0), completion_tokens=state.get("completion_tokens", 0),
                          cost_usd=state.get("cost_usd", 0.0))
         result = self.ctx.evaluator().record(_load(assessment), extra, llm_calls=state.get("call_ids", []))
+        if state.get("review"):
+            self.ctx.archive().link_review(plan["key"], result.id)
         return {"outcomes": [self._outcome(state, result.id, result.status, result.reason, result.metrics)]}
 
     def give_up(self, state: CandidateState) -> dict[str, Any]:
@@ -321,7 +342,12 @@ class Loop:
 
     @staticmethod
     def after_dedup(state: CandidateState) -> str:
-        return "record" if state.get("assessment") else "smoke"
+        return "record" if state.get("assessment") else "review_gate"
+
+    @staticmethod
+    def after_review(state: CandidateState) -> str:
+        status = (state.get("review") or {}).get("status")
+        return {"rejected": "record", "edited": "static_check"}.get(status or "", "smoke")
 
     def after_smoke(self, state: CandidateState) -> str:
         assessment = state.get("assessment")
@@ -363,7 +389,7 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
     """Compile the run graph with its candidate subgraph; nodes are named as in the module docstring."""
     loop = Loop(ctx)
     one = StateGraph(CandidateState)
-    for name in ("select_context", "render_prompt", "propose", "extract", "static_check", "dedup", "smoke", "repair",
+    for name in ("select_context", "render_prompt", "propose", "extract", "static_check", "dedup", "review_gate", "smoke", "repair",
                  "train", "analyze", "record", "give_up"):
         one.add_node(name, getattr(loop, name))
     one.add_edge(START, "select_context")
@@ -372,7 +398,8 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
     one.add_conditional_edges("propose", loop.after_propose, ["extract", "give_up"])
     one.add_conditional_edges("extract", loop.after_extract, ["static_check", "repair", "record"])
     one.add_conditional_edges("static_check", loop.after_check, ["dedup", "repair", "record"])
-    one.add_conditional_edges("dedup", loop.after_dedup, ["smoke", "record"])
+    one.add_conditional_edges("dedup", loop.after_dedup, ["review_gate", "record"])
+    one.add_conditional_edges("review_gate", loop.after_review, ["smoke", "static_check", "record"])
     one.add_conditional_edges("smoke", loop.after_smoke, ["train", "repair", "record"])
     one.add_conditional_edges("repair", loop.after_repair, ["extract", "record"])
     one.add_edge("train", "analyze")
@@ -404,7 +431,8 @@ def open_checkpointer(archive_path: Path) -> SqliteSaver:
 
 def summarize(run_id: str, status: str, outcomes: list[dict[str, Any]], stopped_by: str | None) -> dict[str, Any]:
     """The object `agentarch run --json` prints last."""
-    counts = {k: sum(1 for o in outcomes if o["status"] == k) for k in ("trained", "invalid", "duplicate", "failed")}
+    counts = {k: sum(1 for o in outcomes if o["status"] == k) for k in ("trained", "invalid", "duplicate", "failed",
+                                                                         "rejected")}
     counts["failed"] += sum(1 for o in outcomes if o["status"] == "timeout")
     trained = [o for o in outcomes if o["status"] == "trained" and o.get("val_accuracy") is not None]
     best = max(trained, key=lambda o: o["val_accuracy"], default=None)

@@ -15,6 +15,8 @@ from typing import Any
 
 from agentarch.archive import Archive, ArchiveError
 from agentarch.config import Settings, load_settings
+from langgraph.types import Command
+
 from agentarch.graph import RunContext, build, open_checkpointer, summarize
 
 RECURSION_LIMIT = 100_000
@@ -30,16 +32,17 @@ def _stored_config(settings: Settings) -> dict[str, Any]:
     return json.loads(settings.model_dump_json(exclude={"api_key"}))
 
 
-def start(settings: Settings, on_outcome: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def start(settings: Settings, on_outcome: Callable[[dict[str, Any]], None] | None = None,
+          on_waiting: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
     """Open a new run in the archive and drive it to the end of its budget; returns the summary."""
     with Archive(settings.archive) as archive:
         kind = "llm" if settings.model else "offline"
         run_id = archive.start_run(kind, settings.task, settings.model or "rea", _stored_config(settings))
-    return _drive(settings, run_id, time.time(), fresh=True, on_outcome=on_outcome)
+    return _drive(settings, run_id, time.time(), fresh=True, on_outcome=on_outcome, on_waiting=on_waiting)
 
 
 def resume(run_id: str, archive_path: Any, on_outcome: Callable[[dict[str, Any]], None] | None = None,
-           **overrides: Any) -> dict[str, Any]:
+           on_waiting: Callable[[list[dict[str, Any]]], None] | None = None, **overrides: Any) -> dict[str, Any]:
     """Continue a stopped run from its last checkpoint, with its stored settings (and a fresh key from the env)."""
     with Archive(archive_path) as archive:
         try:
@@ -51,18 +54,51 @@ def resume(run_id: str, archive_path: Any, on_outcome: Callable[[dict[str, Any]]
     stored = json.loads(row["config"])
     settings = load_settings(**{**stored, "archive": str(archive_path), **overrides})
     started = datetime.fromisoformat(row["started_at"]).timestamp()
-    return _drive(settings, run_id, started, fresh=False, on_outcome=on_outcome)
+    return _drive(settings, run_id, started, fresh=False, on_outcome=on_outcome, on_waiting=on_waiting)
+
+
+def _await_review(graph: Any, config: dict[str, Any], settings: Settings, run_id: str,
+                  on_waiting: Callable[[list[dict[str, Any]]], None] | None) -> Command:
+    """Queue the paused candidates for review and wait until a person decides at least one of them.
+
+    Decisions arrive through the archive (`agentarch review`, the web UI), so the reviewer may be
+    another process or another machine; the run resumes as soon as any decision is in.
+    """
+    paused = {i.value["proposal_key"]: i for i in graph.get_state(config).interrupts}
+    with Archive(settings.archive) as archive:
+        for key, pause in paused.items():
+            archive.request_review({"run_id": run_id, "proposal_key": key, "interrupt_id": pause.id,
+                                    "code": pause.value["code"], "intent": pause.value["intent"],
+                                    "parent_id": pause.value["parent_id"]})
+        if on_waiting is not None:
+            on_waiting(archive.reviews(status="pending", run_id=run_id))
+        while True:
+            decided = {r["proposal_key"]: r for r in archive.reviews(run_id=run_id)
+                       if r["proposal_key"] in paused and r["status"] != "pending"}
+            if decided:
+                return Command(resume={paused[key].id: {"status": r["status"], "reason": r["reason"],
+                                                        "code": r["decision_code"], "by": r["decided_by"]}
+                                       for key, r in decided.items()})
+            time.sleep(settings.review_poll_s)
 
 
 def _drive(settings: Settings, run_id: str, started_at: float, fresh: bool,
-           on_outcome: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+           on_outcome: Callable[[dict[str, Any]], None] | None,
+           on_waiting: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
     ctx = RunContext(settings, run_id, started_at, on_outcome)
     config = {"configurable": {"thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
     checkpointer = open_checkpointer(settings.archive)
     status = "interrupted"
     try:
         graph = build(ctx, checkpointer)
-        final = graph.invoke({"round": 0, "outcomes": []} if fresh else None, config, durability="sync")
+        command: Any = {"round": 0, "outcomes": []} if fresh else None
+        if not fresh and graph.get_state(config).interrupts:  # it stopped while waiting for a person
+            command = _await_review(graph, config, settings, run_id, on_waiting)
+        while True:
+            final = graph.invoke(command, config, durability="sync")
+            if not graph.get_state(config).interrupts:
+                break
+            command = _await_review(graph, config, settings, run_id, on_waiting)
         status = "finished"
         summary = summarize(run_id, status, final.get("outcomes", []), final.get("stopped_by"))
     except BaseException:

@@ -127,6 +127,10 @@ def test_a_scripted_run_counts_exactly_what_was_scripted(env):
     linked = db.execute("SELECT COUNT(*) FROM llm_calls WHERE candidate_id IS NULL").fetchone()[0]
     assert linked == 0, "every LLM call is linked to the candidate it served"
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    shown = CliRunner().invoke(app, ["archive", "show", str(trained[2]["id"]), "--json", "--archive", "a.db"])
+    record = json.loads(shown.stdout)
+    assert record["repairs"] == 1 and [c["purpose"] for c in record["llm_calls"]] == ["propose", "repair", "analyze"]
+    assert record["prompt"][-1]["role"] == "user" and "shape mismatch" in record["prompt"][-1]["content"]
 
 
 def code_for(request: dict) -> str:
@@ -177,3 +181,28 @@ def test_a_run_killed_mid_round_resumes_with_every_evaluation_kept_once(env):
     assert len(keys) == len(set(keys)) == 6
     assert db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] == 6
     assert db.execute("SELECT status FROM runs").fetchone()[0] == "finished"
+
+
+def test_without_a_model_the_loop_runs_offline_evolution_and_a_finished_run_cannot_resume(env):
+    result = run_cli("--task", "digits", "--budget", "3", "--batch", "2", "--epochs", "3", "--archive", "a.db")
+    assert result.exit_code == 0, result.output
+    assert "No LLM configured" in result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["proposed"] == 3 and summary["trained"] + summary["duplicate"] == 3 and summary["cost_usd"] == 0.0
+    db = sqlite3.connect(env / "a.db")
+    assert {r for r in db.execute("SELECT proposer, space FROM candidates")} == {("rea", "nb201")}
+    again = run_cli("--resume", summary["run_id"], "--archive", "a.db")
+    assert again.exit_code == 2 and "already finished" in again.output
+    runs = CliRunner().invoke(app, ["archive", "runs", "--json", "--archive", "a.db"])
+    assert json.loads(runs.stdout.splitlines()[0])["summary"]["proposed"] == 3
+
+
+def test_the_cost_budget_stops_a_run_and_says_so(env):
+    """gpt-4o-mini is priced from litellm's bundled cost map, so the scripted server's usage costs money."""
+    width = iter(range(8, 200, 4))
+    with ScriptedLLMServer(default=lambda request: "Fine." if kind(request) == "analyze" else fenced(mlp(next(width)))) as server:
+        result = run_cli("--task", "digits", "--model", "openai/gpt-4o-mini", "--api-base", server.url, "--budget", "10",
+                         "--batch", "1", "--max-cost", "0.00001", "--archive", "a.db")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["stopped_by"] == "max-cost" and summary["proposed"] == 1 and summary["cost_usd"] > 0.00001

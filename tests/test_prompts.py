@@ -311,3 +311,15 @@ def test_a_truncated_answer_says_it_was_cut_off():
 def test_answers_without_usable_code_are_refused(answer, says):
     with pytest.raises(ExtractError, match=says):
         extract_code(answer)
+
+
+def test_the_prompt_command_prints_what_the_llm_would_see(tmp_path):
+    from typer.testing import CliRunner
+
+    from agentarch.cli import app
+
+    result = CliRunner().invoke(app, ["prompt", "--task", "digits", "--archive", str(tmp_path / "a.db")])
+    assert result.exit_code == 0, result.output
+    assert "system" in result.output and "class Net" in result.output and "(1, 8, 8)" in result.output
+    bad = CliRunner().invoke(app, ["prompt", "--task", "digits", "--examples", "9", "--archive", str(tmp_path / "a.db")])
+    assert bad.exit_code == 2 and "examples" in bad.output
