@@ -235,8 +235,10 @@ class Loop:
 
     def review_gate(self, state: CandidateState) -> dict[str, Any]:
         """With --review, pause here (a LangGraph interrupt) until a person approves, rejects or edits."""
-        if not self.ctx.settings.review or state.get("review"):
+        if not self.ctx.settings.review:
             return {}
+        if state.get("review"):  # an edit that has now passed the checks and dedup again
+            return {"review": {**state["review"], "rechecked": True}}
         plan = state["plan"]
         decision = interrupt({"proposal_key": plan["key"], "code": state["code"], "intent": state.get("intent"),
                               "parent_id": state.get("parent_id")})
@@ -346,8 +348,10 @@ class Loop:
 
     @staticmethod
     def after_review(state: CandidateState) -> str:
-        status = (state.get("review") or {}).get("status")
-        return {"rejected": "record", "edited": "static_check"}.get(status or "", "smoke")
+        review = state.get("review") or {}
+        if review.get("rechecked"):
+            return "smoke"
+        return {"rejected": "record", "edited": "static_check"}.get(review.get("status", ""), "smoke")
 
     def after_smoke(self, state: CandidateState) -> str:
         assessment = state.get("assessment")
