@@ -185,6 +185,7 @@ class Archive:
             not_null={"kind", "status", "created_at"},
             foreign_keys=[("candidate_id", "candidates", "id"), ("run_id", "runs", "id")],
         )
+        self.db["evaluations"].add_column("worker", str)
         self.db["reviews"].create_index(["status"])
         self.db["reviews"].create_index(["proposal_key"], unique=True)
         self.db["candidates"].enable_fts(["name", "code", "analysis"], create_triggers=True, tokenize="porter")
@@ -264,6 +265,14 @@ class Archive:
             [task, value, *_DEDUP_POOL],
         ).fetchone()
         return int(row[0]) if row else None
+
+    def functional_hashes(self, task: str) -> dict[str, int]:
+        """Every functional hash already evaluated for `task`, with its earliest candidate (sent to workers)."""
+        marks = ", ".join("?" for _ in _DEDUP_POOL)
+        rows = self.db.execute(
+            f"SELECT functional_hash, MIN(id) FROM candidates WHERE task = ? AND functional_hash IS NOT NULL "
+            f"AND status IN ({marks}) GROUP BY functional_hash", [task, *_DEDUP_POOL]).fetchall()
+        return {h: int(i) for h, i in rows}
 
     def candidate(self, candidate_id: int) -> dict[str, Any]:
         try:

@@ -180,6 +180,9 @@ def run_command(
     repair_tries: Annotated[Optional[int], typer.Option(help="LLM repairs per failing candidate [default: 2]")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="training epochs per candidate [default: the task's]")] = None,
     resume: Annotated[Optional[str], typer.Option(help="continue the run with this id where it stopped")] = None,
+    slots: Annotated[Optional[int], typer.Option(help="candidates trained at once on this machine [default: 1; one per GPU]")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="local or ray [default: local]")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join, e.g. auto [default: start a local one]")] = None,
     review: Annotated[Optional[bool], typer.Option("--review", help="pause each checked candidate for a person "
                                                    "(agentarch review, or agentarch serve) before training")] = None,
     archive: ArchiveOpt = None,
@@ -203,7 +206,8 @@ def run_command(
     """
     flags = dict(task=task, model=model, api_base=api_base, budget=budget, max_cost=max_cost, hours=hours, batch=batch,
                  examples=examples, parent_strategy=parent_strategy, repair_tries=repair_tries, epochs=epochs,
-                 isolation=isolation, timeout_s=timeout, review=review)
+                 isolation=isolation, timeout_s=timeout, review=review, slots=slots, executor=executor,
+                 ray_address=ray_address)
     settings = settings_or_exit(archive=archive, **flags)
     printer = _outcome_printer(as_json)
     try:

@@ -58,7 +58,11 @@ class Settings(BaseSettings):
     max_cost: float | None = Field(None, gt=0, description="stop a run once its LLM calls cost this many USD")
     hours: float | None = Field(None, gt=0, description="stop a run after this many hours")
     batch: int = Field(2, ge=1, le=64, description="proposals per round; their LLM calls overlap with training")
-    slots: int = Field(1, ge=1, description="candidates trained at once (CPU: 1; one per GPU)")
+    slots: int = Field(1, ge=1, description="candidates trained at once on this machine (CPU workers; on a GPU "
+                       "host there is one slot per visible GPU instead)")
+    executor: Literal["local", "ray"] = Field("local", description="where sandboxed evaluations run: local slots or a "
+                                              "Ray cluster (one task per evaluation, num_gpus=1 on GPU clusters)")
+    ray_address: str | None = Field(None, description="Ray cluster to join (e.g. auto); none starts a local one")
     examples: int = Field(3, ge=0, le=6, description="few-shot examples per prompt (parent, best, baseline's best, diverse)")
     parent_strategy: Literal["topk", "weighted", "niches"] = Field(
         "topk", description="parent selection: top-k random (ASI-Arch), score-weighted with a child penalty (ShinkaEvolve), "

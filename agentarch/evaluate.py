@@ -7,7 +7,6 @@ function, so their results are comparable row for row in the archive.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +14,9 @@ from agentarch import dedup
 from agentarch.archive import Archive
 from agentarch.checks import check
 from agentarch.config import Settings
-from agentarch.sandbox import Limits, Outcome, SandboxError, SandboxJob, resolve_isolation
-from agentarch.tasks import PreparedTask, TaskError, get_task, prepare, score
+from agentarch.executors import Executor, LocalExecutor, RunRequest
+from agentarch.sandbox import Limits, resolve_isolation
+from agentarch.tasks import PreparedTask, TaskError, get_task, prepare
 
 METRIC_KEYS = ("val_accuracy", "test_accuracy", "params", "flops", "train_seconds")
 
@@ -63,8 +63,10 @@ def cpu_threads() -> int:
 class Evaluator:
     """Evaluates candidates for one task into one archive, under one run id."""
 
-    def __init__(self, archive: Archive, settings: Settings, run_id: str | None = None) -> None:
+    def __init__(self, archive: Archive, settings: Settings, run_id: str | None = None,
+                 executor: Executor | None = None) -> None:
         self.archive = archive
+        self.executor: Executor = executor or LocalExecutor(settings.slots)
         self.settings = settings
         self.run_id = run_id
         self.task = get_task(settings.task)
@@ -149,58 +151,38 @@ class Evaluator:
                 "parents": parents, "code": code, "text_hash": dedup.whitespace_hash(code), "space": space, "arch": arch}
 
     def _run(self, base: dict[str, Any], train_cfg: dict[str, Any], smoke_only: bool = False) -> Assessment:
-        spec = {"kind": self.task.kind, "in_shape": list(self.task.in_shape), "num_classes": self.task.num_classes,
-                "train": train_cfg}
-        evaluation = {"fidelity": train_cfg["epochs"], "seed": train_cfg["seed"], "isolation": self.isolation}
-        started = time.perf_counter()
-        with SandboxJob(base["code"], spec, self.prepared.inputs_dir, self.limits, self.isolation) as job:
-            smoke = job.read_event(self.limits.smoke_timeout_s)
-            if isinstance(smoke, Outcome) or smoke.get("event") != "smoke":
-                return self._failure(base, evaluation, smoke, "smoke", job, started)
-            base.update(functional_hash=smoke["functional_hash"], params=smoke["params"], flops=smoke["flops"])
-            metrics = {"params": smoke["params"], "flops": smoke["flops"]}
-            earlier = self.archive.find_duplicate(self.task.name, "functional", smoke["functional_hash"])
-            if earlier is not None:
-                job.send("stop")
-                return self._judged(base, "duplicate", reason=f"computes the same function as candidate {earlier}",
-                                    duplicate_of=earlier, dedup_level="functional", metrics=metrics)
-            if smoke["params"] > self.task.max_params:
-                job.send("stop")
-                return self._judged(base, "invalid", metrics=metrics, reason=(
-                    f"[param-budget] {smoke['params']:,} parameters exceed the task's budget of {self.task.max_params:,}"))
-            if smoke_only:
-                job.send("stop")
-                return self._judged(base, "smoked", metrics=metrics)
-            job.send("train")
-            trained = job.read_event()
-            if isinstance(trained, Outcome) or trained.get("event") != "trained":
-                return self._failure(base, evaluation, trained, "train", job, started)
-            try:
-                scores = {f"{split}_accuracy": score(self.task, job.output(f"{split}_outputs.npy"), self.prepared.labels(split))
-                          for split in ("val", "test")}
-            except (SandboxError, TaskError, ValueError) as err:
-                return self._failure(base, evaluation, Outcome("failed", f"unusable outputs: {err}"), "score", job, started)
-        metrics.update(scores, train_seconds=trained["train_seconds"])
+        """Hand the sandbox part to the executor, then turn its result into the rows to record."""
+        request = RunRequest(
+            code=base["code"], task=self.task.name, train=train_cfg, limits=self.limits, isolation=self.isolation,
+            cache_dir=self.settings.cache_dir, data_dir=self.settings.data_dir, split_seed=self.settings.split_seed,
+            known_functional=self.archive.functional_hashes(self.task.name), smoke_only=smoke_only,
+        )
+        self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
+        result = self.executor.run(request)
+        if result.smoke is not None:
+            base.update(functional_hash=result.smoke["functional_hash"], params=result.smoke["params"],
+                        flops=result.smoke["flops"])
+        metrics = {k: base.get(k) for k in ("params", "flops") if base.get(k) is not None}
+        evaluation: dict[str, Any] = {"fidelity": train_cfg["epochs"], "seed": train_cfg["seed"],
+                                      "isolation": self.isolation, "status": result.status,
+                                      "wall_seconds": result.wall_seconds, "worker": result.worker}
+        if result.status == "duplicate":
+            return self._judged(base, "duplicate", reason=result.reason, duplicate_of=result.duplicate_of,
+                                dedup_level="functional", metrics=metrics)
+        if result.status in ("invalid", "smoked"):
+            return self._judged(base, result.status, reason=result.reason, metrics=metrics)
+        if result.status != "trained":
+            evaluation["error"] = result.error
+            return self._judged(base, result.status, reason=result.reason, metrics=metrics, evaluation=evaluation)
+        trained, smoke = result.trained or {}, result.smoke or {}
+        metrics.update(result.scores or {}, train_seconds=trained["train_seconds"])
         evaluation.update(
-            status="trained", **metrics, wall_seconds=time.perf_counter() - started, device=trained["device"],
-            peak_memory_mb=trained["peak_memory_mb"], curve=trained["curve"],
+            **metrics, device=trained["device"], peak_memory_mb=trained["peak_memory_mb"], curve=trained["curve"],
             timings={"smoke_seconds": smoke["seconds"], "train_seconds": trained["train_seconds"],
                      "steps": trained["steps"], "epochs_done": trained["epochs_done"],
                      "stopped_early": trained["stopped_early"]},
         )
         return self._judged(base, "trained", metrics=metrics, evaluation=evaluation)
-
-    def _failure(self, base: dict[str, Any], evaluation: dict[str, Any], event: dict[str, Any] | Outcome,
-                 stage: str, job: SandboxJob, started: float) -> Assessment:
-        if isinstance(event, Outcome):
-            status, reason = event.status, f"[{stage}] {event.reason}"
-        else:
-            status, reason = "failed", f"[{event.get('stage', stage)}:{event.get('kind', '?')}] {event.get('message', event)}"
-        tail = job.log_tail()
-        evaluation.update(status=status, wall_seconds=time.perf_counter() - started,
-                          error="\n".join(filter(None, [reason, str(event.get("traceback", "")) if isinstance(event, dict) else "", tail])))
-        metrics = {k: base.get(k) for k in ("params", "flops") if base.get(k) is not None}
-        return self._judged(base, status, reason=reason, metrics=metrics, evaluation=evaluation)
 
     def _judged(self, base: dict[str, Any], status: str, reason: str | None = None, duplicate_of: int | None = None,
                 dedup_level: str | None = None, metrics: dict[str, Any] | None = None,

@@ -13,7 +13,7 @@
 Every step is checkpointed (SqliteSaver next to the archive, `durability="sync"`), the run id is the
 LangGraph thread id, so `agentarch run --resume RUN_ID` continues where a killed run stopped. The
 candidates of one round run as parallel branches: one candidate's LLM calls overlap another's
-training, and training itself is limited to `slots` at a time. Each proposal carries a key that the
+training, and the executor (local slots or Ray) bounds how many sandboxes run at once. Each proposal carries a key that the
 archive records at most once, so a step replayed after a crash never writes a second row.
 
 Without a model the same graph runs offline: the regularized-evolution baseline proposes (plan_round),
@@ -40,6 +40,7 @@ from agentarch.archive import Archive
 from agentarch.checks import check
 from agentarch.config import Settings
 from agentarch.evaluate import Assessment, Evaluator
+from agentarch.executors import Executor, make_executor
 from agentarch.llm import LLMClient, LLMError
 from agentarch.proposers.base import Observation, Proposal
 from agentarch.proposers.baselines import RegularizedEvolution
@@ -91,12 +92,12 @@ class RunContext:
     started_at: float
     on_outcome: Any = None  # called with each finished candidate's outcome (progress display)
     task: Task = field(init=False)
-    train_slots: threading.BoundedSemaphore = field(init=False)
+    executor: Executor = field(init=False)
     _local: threading.local = field(default_factory=threading.local)
 
     def __post_init__(self) -> None:
         self.task = get_task(self.settings.task)
-        self.train_slots = threading.BoundedSemaphore(self.settings.slots)
+        self.executor = make_executor(self.settings.executor, self.settings.slots, self.settings.ray_address)
 
     @property
     def offline(self) -> bool:
@@ -110,7 +111,7 @@ class RunContext:
 
     def evaluator(self) -> Evaluator:
         if not hasattr(self._local, "evaluator"):
-            self._local.evaluator = Evaluator(self.archive(), self.settings, self.run_id)
+            self._local.evaluator = Evaluator(self.archive(), self.settings, self.run_id, self.executor)
         return self._local.evaluator
 
     def llm(self) -> LLMClient:
@@ -253,8 +254,7 @@ class Loop:
 
     def smoke(self, state: CandidateState) -> dict[str, Any]:
         """Build, count, forward and backward one batch in the sandbox; functional dedup and the parameter budget."""
-        with self.ctx.train_slots:
-            assessment = self.ctx.evaluator().assess(state["code"] or "", *self._identity(state), smoke_only=True)
+        assessment = self.ctx.evaluator().assess(state["code"] or "", *self._identity(state), smoke_only=True)
         if assessment.status == "smoked":
             return {"assessment": None, "error": None}
         return {"assessment": _dump(assessment), "error": assessment.reason}
@@ -270,8 +270,7 @@ class Loop:
         return {**answer, "tries": tries, "assessment": None, "messages": state["messages"] + messages[-1:]}
 
     def train(self, state: CandidateState) -> dict[str, Any]:
-        with self.ctx.train_slots:
-            return {"assessment": _dump(self.ctx.evaluator().assess(state["code"] or "", *self._identity(state)))}
+        return {"assessment": _dump(self.ctx.evaluator().assess(state["code"] or "", *self._identity(state)))}
 
     def analyze(self, state: CandidateState) -> dict[str, Any]:
         """The analyst: a short note against the parent, kept with the candidate and shown to later rounds."""

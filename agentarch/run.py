@@ -107,6 +107,7 @@ def _drive(settings: Settings, run_id: str, started_at: float, fresh: bool,
         raise
     finally:
         checkpointer.conn.close()
+        ctx.executor.close()
         try:
             with Archive(settings.archive) as archive:
                 archive.finish_run(run_id, status, summary)

@@ -228,13 +228,15 @@ def _seccomp_program() -> bytes:
         return fh.read()
 
 
-def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int) -> list[str]:
+def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, gpu: str | None = None) -> list[str]:
+    """The bubblewrap command line; `gpu` pins the evaluation to that GPU (one slot per GPU)."""
     args = [
         "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
         "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", BOX_SCRATCH, "--setenv", "TMPDIR", "/tmp",
         "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0",
         "--setenv", "OMP_NUM_THREADS", str(threads), "--setenv", "MKL_NUM_THREADS", str(threads),
         # /proc, /dev and the /tmp tmpfs come first: a later tmpfs would hide a venv that lives under /tmp.
+        *(["--setenv", "CUDA_VISIBLE_DEVICES", gpu] if gpu is not None else []),
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
         "--ro-bind", "/usr", "/usr",
     ]
@@ -282,7 +284,8 @@ class SandboxJob:
     Use as a context manager; leaving it kills whatever is left and removes the scratch directory.
     """
 
-    def __init__(self, code: str, spec: dict[str, Any], inputs_dir: Path, limits: Limits, isolation: IsolationMode) -> None:
+    def __init__(self, code: str, spec: dict[str, Any], inputs_dir: Path, limits: Limits, isolation: IsolationMode,
+                 gpu: str | None = None) -> None:
         self.limits = limits
         self.isolation = isolation
         self.scratch = Path(tempfile.mkdtemp(prefix="agentarch-job-"))
@@ -310,13 +313,14 @@ class SandboxJob:
         if boxed:
             seccomp_fd = self._seccomp_fd()
             pass_fds = (seccomp_fd,)
-            command += _bwrap_args(self.scratch, inputs_dir, seccomp_fd, limits.threads)
+            command += _bwrap_args(self.scratch, inputs_dir, seccomp_fd, limits.threads, gpu)
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
             (self.scratch / "seccomp.bpf").write_bytes(_seccomp_program())
             command += [sys.executable, "-E", "-s", "-c", _BOOT, str(_runner_package_root()), str(self.scratch / "spec.json")]
             env = {"PATH": "/usr/bin:/bin", "HOME": str(self.scratch), "TMPDIR": str(self.scratch),
-                   "OMP_NUM_THREADS": str(limits.threads), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+                   "OMP_NUM_THREADS": str(limits.threads), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
+                   **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})}
         self.proc = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=self.scratch, env=env, pass_fds=pass_fds, start_new_session=True,

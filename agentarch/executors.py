@@ -1,0 +1,185 @@
+"""Where sandboxed evaluations run: a local pool of slots (one per GPU, or N CPU workers) or a Ray cluster.
+
+An executor takes a `RunRequest` (plain data: code, training config, limits) and returns a
+`RunResult`; it never touches the archive. The orchestrator alone reads the archive (it passes the
+task's known functional hashes along, so a worker can stop a functional duplicate after its smoke
+run) and alone writes it, so a cluster needs no shared database.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from agentarch.sandbox import IsolationMode, Limits, Outcome, SandboxError, SandboxJob
+from agentarch.tasks import TaskError, get_task, prepare, score
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a worker needs to smoke-run and train one candidate; picklable, no handles."""
+
+    code: str
+    task: str
+    train: dict[str, Any]
+    limits: Limits
+    isolation: IsolationMode
+    cache_dir: Path
+    data_dir: Path | None
+    split_seed: int
+    known_functional: dict[str, int] = field(default_factory=dict)  # hash -> earliest candidate id
+    smoke_only: bool = False
+
+
+@dataclass
+class RunResult:
+    """What the sandbox said: status smoked | trained | duplicate | invalid | failed | timeout."""
+
+    status: str
+    reason: str | None = None
+    smoke: dict[str, Any] | None = None  # functional_hash, params, flops, seconds
+    duplicate_of: int | None = None
+    trained: dict[str, Any] | None = None  # the runner's "trained" event
+    scores: dict[str, float] | None = None  # val_accuracy, test_accuracy, scored on the host
+    error: str | None = None  # reason, traceback and log tail of a failure
+    wall_seconds: float = 0.0
+    worker: str = ""  # where it ran (host and slot), for the record
+
+
+def execute(request: RunRequest, gpu: str | None = None) -> RunResult:
+    """Smoke-run, dedup by function, check the parameter budget, train and score one candidate."""
+    task = get_task(request.task)
+    prepared = prepare(task, request.cache_dir, request.data_dir, False, request.split_seed)
+    spec = {"kind": task.kind, "in_shape": list(task.in_shape), "num_classes": task.num_classes, "train": request.train}
+    started = time.perf_counter()
+    where = f"{os.uname().nodename}" + (f" gpu {gpu}" if gpu is not None else "")
+    with SandboxJob(request.code, spec, prepared.inputs_dir, request.limits, request.isolation, gpu=gpu) as job:
+
+        def failure(event: dict[str, Any] | Outcome, stage: str, smoke: dict[str, Any] | None = None) -> RunResult:
+            if isinstance(event, Outcome):
+                status, reason = event.status, f"[{stage}] {event.reason}"
+            else:
+                status = "failed"
+                reason = f"[{event.get('stage', stage)}:{event.get('kind', '?')}] {event.get('message', event)}"
+            trace = str(event.get("traceback", "")) if isinstance(event, dict) else ""
+            return RunResult(status, reason, smoke, error="\n".join(filter(None, [reason, trace, job.log_tail()])),
+                             wall_seconds=time.perf_counter() - started, worker=where)
+
+        smoke = job.read_event(request.limits.smoke_timeout_s)
+        if isinstance(smoke, Outcome) or smoke.get("event") != "smoke":
+            return failure(smoke, "smoke")
+        earlier = request.known_functional.get(smoke["functional_hash"])
+        if earlier is not None:
+            job.send("stop")
+            return RunResult("duplicate", f"computes the same function as candidate {earlier}", smoke, earlier,
+                             worker=where)
+        if smoke["params"] > task.max_params:
+            job.send("stop")
+            return RunResult("invalid", f"[param-budget] {smoke['params']:,} parameters exceed the task's budget of "
+                             f"{task.max_params:,}", smoke, worker=where)
+        if request.smoke_only:
+            job.send("stop")
+            return RunResult("smoked", None, smoke, worker=where)
+        job.send("train")
+        trained = job.read_event()
+        if isinstance(trained, Outcome) or trained.get("event") != "trained":
+            return failure(trained, "train", smoke)
+        try:
+            scores = {f"{split}_accuracy": score(task, job.output(f"{split}_outputs.npy"), prepared.labels(split))
+                      for split in ("val", "test")}
+        except (SandboxError, TaskError, ValueError) as err:
+            return failure(Outcome("failed", f"unusable outputs: {err}"), "score", smoke)
+    return RunResult("trained", None, smoke, trained=trained, scores=scores,
+                     wall_seconds=time.perf_counter() - started, worker=where)
+
+
+class Executor(Protocol):
+    """Runs requests; `run` blocks the calling thread until its result is in (call it from many threads)."""
+
+    def run(self, request: RunRequest) -> RunResult: ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """Slots on this machine: one per GPU (each evaluation sees only its GPU) or `slots` CPU workers.
+
+    Callers are threads (the agent loop's parallel branches); a caller waits for a free slot, so at
+    most `slots` sandboxes train at once and the rest queue.
+    """
+
+    def __init__(self, slots: int = 1, gpus: list[str] | None = None) -> None:
+        self.free: queue.Queue[str | None] = queue.Queue()
+        for slot in (gpus if gpus else [None] * slots):
+            self.free.put(slot)
+
+    def run(self, request: RunRequest) -> RunResult:
+        gpu = self.free.get()
+        try:
+            return execute(request, gpu)
+        finally:
+            self.free.put(gpu)
+
+    def close(self) -> None:
+        """Nothing to release: slots are just tokens."""
+
+
+def visible_gpus() -> list[str]:
+    """GPU indices this process may use (CUDA_VISIBLE_DEVICES, else every /dev/nvidiaN)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return [g for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    return sorted((p.name.removeprefix("nvidia") for p in Path("/dev").glob("nvidia[0-9]*")), key=int)
+
+
+class RayExecutor:
+    """One Ray task per evaluation (`num_gpus=1` on GPU clusters); a lost worker is retried once.
+
+    Workers need agentarch installed and, for file-based tasks, the data at the same --data-dir.
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, gpus_per_task: float = 0.0) -> None:
+        import ray
+
+        self.ray = ray
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        options: dict[str, Any] = {"num_gpus": gpus_per_task} if gpus_per_task else {"num_cpus": 1}
+        self.remote = ray.remote(max_retries=0, **options)(_ray_execute)
+
+    def run(self, request: RunRequest) -> RunResult:
+        errors = self.ray.exceptions
+        for attempt in (1, 2):
+            try:
+                return self.ray.get(self.remote.remote(request))
+            except (errors.WorkerCrashedError, errors.NodeDiedError, errors.RaySystemError, errors.ObjectLostError) as err:
+                if attempt == 2:
+                    return RunResult("failed", f"[executor] the Ray worker was lost twice ({type(err).__name__}: {err}); "
+                                     "check the cluster's nodes and memory")
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+def _ray_execute(request: RunRequest) -> RunResult:
+    """The Ray task: the GPU Ray assigned, if any, pinned for the sandbox."""
+    import ray
+
+    gpus = [str(g) for g in ray.get_gpu_ids()]
+    return execute(request, ",".join(gpus) if gpus else None)
+
+
+def make_executor(kind: str, slots: int = 1, ray_address: str | None = None) -> Executor:
+    """The executor a run asked for: `local` (slots, or one per visible GPU) or `ray`."""
+    if kind == "local":
+        return LocalExecutor(slots, visible_gpus() or None)
+    if kind == "ray":
+        return RayExecutor(ray_address, gpus_per_task=1.0 if visible_gpus() else 0.0)
+    raise ValueError(f"unknown executor {kind!r}; use local or ray")

@@ -1,0 +1,629 @@
+"""The archive in a browser: leaderboard, candidate pages, diffs, the review queue, runs, search, export.
+
+Server-side rendered with Jinja2 (autoescape on: candidate code, prompts and analyses are untrusted
+text) on Starlette. Every request opens its own `Archive`: SQLite connections must not cross the
+worker threads the sync handlers run on, and opening one costs well under a millisecond.
+
+Every list is paginated with LIMIT/OFFSET and each page is a fixed handful of queries (rows are
+joined to their best evaluation in SQL, never fetched one by one), so pages stay fast on archives
+of tens of thousands of candidates. `create_app` adds the indexes those queries need (see
+`_INDEXES`) when they are missing.
+
+Access: on loopback no token is needed. With a token, every request must carry it (`?token=`, an
+`Authorization: Bearer` header, or the cookie set on the first visit with `?token=`), and every
+POST must carry it in its form (a hidden field) or the header: the cookie alone is not enough for
+a write, so another site cannot make a signed-in browser approve a candidate.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hmac
+import io
+import json
+import math
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+import uvicorn
+from markupsafe import Markup
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import PythonLexer
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agentarch.archive import CANDIDATE_STATUSES, Archive, ArchiveError
+from agentarch.web import plots
+
+HERE = Path(__file__).resolve().parent
+PAGE_SIZE = 50
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+TOKEN_COOKIE = "agentarch_token"
+DECISIONS = ("approved", "rejected", "edited")
+
+# Indexes the pages need that schema 4 does not create: runs' progress counts and run filters
+# (candidates by run_id) and the proposer picker (distinct proposers of a task without a table scan).
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS idx_candidates_run_id_status ON candidates (run_id, status)",
+    "CREATE INDEX IF NOT EXISTS idx_candidates_task_proposer ON candidates (task, proposer)",
+    "CREATE INDEX IF NOT EXISTS idx_candidates_task_model ON candidates (task, model)",
+    "CREATE INDEX IF NOT EXISTS idx_reviews_candidate_id ON reviews (candidate_id)",
+)
+
+# A candidate's listing row: its fields joined to its best trained evaluation (the same rule as
+# Archive.scored: highest validation accuracy, then the earliest).
+_ROW_SQL = """
+    SELECT c.id, c.task, c.name, c.proposer, c.model, c.run_id, c.status, c.parents,
+           COALESCE(c.params, e.params) AS params, e.fidelity, e.val_accuracy, e.test_accuracy, e.train_seconds
+    FROM candidates c
+    LEFT JOIN evaluations e ON e.id = (
+        SELECT id FROM evaluations WHERE candidate_id = c.id AND status = 'trained'
+        ORDER BY val_accuracy DESC, id LIMIT 1)
+"""
+ROW_COLUMNS = ("id", "task", "name", "proposer", "model", "run_id", "status", "val_accuracy", "test_accuracy",
+               "params", "fidelity", "train_seconds", "parents")
+RUN_COLUMNS = ("id", "kind", "task", "proposer", "status", "started_at", "ended_at", "proposed", "trained",
+               "best_val_accuracy", "cost_usd")
+REVIEW_COLUMNS = ("id", "kind", "status", "run_id", "candidate_id", "proposal_key", "parent_id", "intent", "reason",
+                  "decided_by", "decided_at", "created_at")
+
+
+# -- queries shared with the static report --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What narrows a list of candidates; None means no restriction. `proposer` matches the proposer or the LLM model."""
+
+    task: str | None = None
+    proposer: str | None = None
+    status: str | None = None
+    run: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses, args = [], []
+        if self.task:
+            clauses.append("c.task = ?")
+            args.append(self.task)
+        if self.proposer:
+            clauses.append("(c.proposer = ? OR c.model = ?)")
+            args += [self.proposer, self.proposer]
+        if self.status:
+            clauses.append("c.status = ?")
+            args.append(self.status)
+        if self.run:
+            clauses.append("c.run_id = ?")
+            args.append(self.run)
+        return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+
+
+def candidate_rows(db: Archive, filters: Filters, limit: int | None, offset: int = 0) -> list[dict[str, Any]]:
+    """Listing rows ranked by validation accuracy (untrained last, then newest first); limit None means all."""
+    where, args = filters.where()
+    page = "LIMIT ? OFFSET ?" if limit is not None else ""
+    sql = f"{_ROW_SQL} {where} ORDER BY e.val_accuracy IS NULL, e.val_accuracy DESC, c.id DESC {page}"
+    return [_row(r) for r in db.db.query(sql, [*args, *([limit, offset] if limit is not None else [])])]
+
+
+def count_candidates(db: Archive, filters: Filters) -> int:
+    where, args = filters.where()
+    return int(db.db.execute(f"SELECT COUNT(*) FROM candidates c {where}", args).fetchone()[0])
+
+
+def run_overview(db: Archive, run_id: str) -> dict[str, Any]:
+    """A run's row with its progress: candidates by status, LLM calls and spend, best validation accuracy."""
+    row = db.db.execute("SELECT * FROM runs WHERE id = ?", [run_id]).fetchone()
+    if row is None:
+        raise ArchiveError(f"no run {run_id!r}; `agentarch archive runs` lists them")
+    run = dict(zip(("id", "kind", "task", "proposer", "config", "status", "started_at", "ended_at", "summary"), row))
+    for key in ("config", "summary"):
+        run[key] = json.loads(run[key]) if run[key] else {}
+    statuses = dict(db.db.execute("SELECT status, COUNT(*) FROM candidates WHERE run_id = ? GROUP BY status", [run_id]).fetchall())
+    calls, cost, prompt_tokens, completion_tokens = db.db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) "
+        "FROM llm_calls WHERE run_id = ?", [run_id]).fetchone()
+    best = db.db.execute(
+        "SELECT MAX(e.val_accuracy) FROM candidates c JOIN evaluations e ON e.candidate_id = c.id AND e.status = 'trained' "
+        "WHERE c.run_id = ?", [run_id]).fetchone()[0]
+    return {**run, "statuses": statuses, "proposed": sum(statuses.values()), "trained": statuses.get("trained", 0),
+            "llm_calls": calls, "cost_usd": cost, "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens, "best_val_accuracy": best}
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    parents = row.get("parents")
+    return {**row, "parents": json.loads(parents) if isinstance(parents, str) else (parents or [])}
+
+
+# -- rendering helpers --------------------------------------------------------------------------------
+
+_FORMATTER = HtmlFormatter(cssclass="highlight", linenos="table")
+_LEXER = PythonLexer()
+
+
+def highlight_code(code: str | None) -> Markup:
+    """Candidate code as highlighted HTML; pygments escapes the text, so the result is safe to embed."""
+    return Markup(highlight(code or "", _LEXER, _FORMATTER))
+
+
+def code_diff(a: str | None, b: str | None, a_label: str, b_label: str) -> Markup:
+    """A side-by-side diff table (difflib escapes the text); only changed regions with 3 lines of context."""
+    table = difflib.HtmlDiff(tabsize=4, wrapcolumn=90).make_table(
+        (a or "").splitlines(), (b or "").splitlines(), a_label, b_label, context=True, numlines=3)
+    return Markup(table)
+
+
+def _fmt_acc(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _fmt_int(value: int | None) -> str:
+    return "–" if value is None else f"{value:,}"
+
+
+def _fmt_one_decimal(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _fmt_usd(value: float | None) -> str:
+    return "–" if value is None else f"${value:.4f}"
+
+
+def _pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def template_environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(acc=_fmt_acc, num=_fmt_int, num1=_fmt_one_decimal, usd=_fmt_usd, pretty=_pretty_json)
+    return env
+
+
+@dataclass
+class Pager:
+    page: int
+    total: int
+    size: int = PAGE_SIZE
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.size))
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.size
+
+
+def _page(request: Request) -> int:
+    raw = request.query_params.get("page", "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise HTTPException(400, f"page must be a whole number from 1, not {raw!r}")
+    return int(raw)
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name, "").strip().lstrip("#")
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise HTTPException(400, f"{name} must be a candidate id (a number), not {raw!r}")
+    return int(raw)
+
+
+def _url(request: Request, **changes: Any) -> str:
+    """This page's URL with some query parameters changed (None drops one); the token never goes into links."""
+    params = {k: v for k, v in request.query_params.items() if k != "token"}
+    for key, value in changes.items():
+        if value is None or value == "":
+            params.pop(key, None)
+        else:
+            params[key] = str(value)
+    return request.url.path + (f"?{urlencode(params)}" if params else "")
+
+
+def _export(request: Request, rows: list[dict[str, Any]], columns: tuple[str, ...], name: str) -> Response:
+    """The view's rows as CSV or JSON (`?format=`); lists and dicts become JSON text in a CSV cell."""
+    fmt = request.query_params["format"]
+    picked = [{c: row.get(c) for c in columns} for row in rows]
+    if fmt == "json":
+        return Response(json.dumps(picked, default=str), media_type="application/json",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
+    if fmt != "csv":
+        raise HTTPException(400, f"format is csv or json, not {fmt!r}")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for row in picked:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+
+def _wants_export(request: Request) -> bool:
+    return "format" in request.query_params
+
+
+def _export_all(request: Request) -> bool:
+    return request.query_params.get("all") == "1"
+
+
+# -- access -------------------------------------------------------------------------------------------
+
+
+def _matches(given: str | None, token: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _bearer(headers: Any) -> str | None:
+    value = headers.get("authorization", "")
+    return value[7:].strip() if value.lower().startswith("bearer ") else None
+
+
+class TokenGate:
+    """Refuse (401) any request without the token; remember a `?token=` visit in an HttpOnly cookie."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token
+        cookie = SimpleCookie()
+        cookie[TOKEN_COOKIE] = token
+        cookie[TOKEN_COOKIE].update({"httponly": True, "samesite": "Strict", "path": "/"})
+        self.set_cookie = cookie[TOKEN_COOKIE].OutputString()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        from_query = _matches(request.query_params.get("token"), self.token)
+        if not (from_query or _matches(_bearer(request.headers), self.token)
+                or _matches(request.cookies.get(TOKEN_COOKIE), self.token)):
+            response = PlainTextResponse(
+                "401: this agentarch server needs its token. Open the address `agentarch serve` printed "
+                "(…/?token=…), or send the header 'Authorization: Bearer <token>'.\n", status_code=401,
+                headers={"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        if not from_query:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("set-cookie", self.set_cookie)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+# -- the application ----------------------------------------------------------------------------------
+
+
+def create_app(archive_path: Path, token: str | None = None) -> Starlette:
+    """The web UI over one archive file; with `token`, every request must prove it knows it (see module docstring).
+
+    The archive is opened once here so that a bad path fails at start-up rather than on the first
+    page, and so the indexes the pages need exist before the first query.
+    """
+    archive_path = Path(archive_path)
+    with Archive(archive_path) as db:
+        for statement in _INDEXES:
+            db.db.execute(statement)
+        db.db.conn.commit()
+
+    templates = Jinja2Templates(env=template_environment(), context_processors=[
+        lambda request: {"token": token, "url": lambda **changes: _url(request, **changes)}])
+    highlight_css = _FORMATTER.get_style_defs(".highlight")
+
+    @contextmanager
+    def archive() -> Iterator[Archive]:
+        with Archive(archive_path) as db:
+            yield db
+
+    def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
+        return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+    def check_form_token(request: Request, form: FormData) -> None:
+        if token is not None and not (_matches(_text(form, "token"), token) or _matches(_bearer(request.headers), token)):
+            raise HTTPException(401, "this form was sent without the server's token; reload the page and send it again")
+
+    # -- leaderboard and search
+
+    def leaderboard(request: Request) -> Response:
+        q = request.query_params
+        with archive() as db:
+            tasks = [r[0] for r in db.db.execute("SELECT DISTINCT task FROM candidates ORDER BY task")]
+            newest = db.db.execute("SELECT task FROM candidates ORDER BY id DESC LIMIT 1").fetchone()
+            task = q.get("task") or (newest[0] if newest else None)
+            filters = Filters(task=task, proposer=q.get("proposer") or None, status=q.get("status") or None,
+                              run=q.get("run") or None)
+            pager = Pager(_page(request), count_candidates(db, filters))
+            everything = _wants_export(request) and _export_all(request)
+            rows = candidate_rows(db, filters, None if everything else pager.size, 0 if everything else pager.offset)
+            if _wants_export(request):
+                return _export(request, rows, ROW_COLUMNS, f"leaderboard-{task or 'all'}")
+            proposers = [r[0] for r in db.db.execute(
+                "SELECT proposer FROM candidates WHERE task = ? UNION SELECT model FROM candidates "
+                "WHERE task = ? AND model IS NOT NULL ORDER BY 1", [task, task])]
+            runs = [r[0] for r in db.db.execute("SELECT id FROM runs WHERE task = ? ORDER BY started_at DESC", [task])]
+        return render(request, "leaderboard.html", {
+            "rows": rows, "pager": pager, "tasks": tasks, "task": task, "filters": filters, "proposers": proposers,
+            "statuses": CANDIDATE_STATUSES, "runs": runs})
+
+    def search(request: Request) -> Response:
+        query = request.query_params.get("q", "").strip()
+        page = _page(request)
+        rows: list[dict[str, Any]] = []
+        error, total = None, 0
+        if query:
+            with archive() as db:
+                try:
+                    total, rows = _search(db, query, page, everything=_wants_export(request) and _export_all(request))
+                except ArchiveError as e:
+                    error = str(e)
+            if _wants_export(request) and error is None:
+                return _export(request, rows, ROW_COLUMNS, "search")
+        return render(request, "search.html", {"q": query, "rows": rows, "pager": Pager(page, total), "error": error},
+                      status_code=400 if error else 200)
+
+    # -- one candidate, diffs
+
+    def candidate_page(request: Request, candidate_id: int, error: str | None = None,
+                       status_code: int = 200) -> Response:
+        with archive() as db:
+            try:
+                row = db.candidate(candidate_id)
+            except ArchiveError as e:
+                raise HTTPException(404, str(e)) from None
+            scored = db.scored(candidate_id)
+            related_ids = [*(row.get("parents") or []), *(row.get("examples") or [])]
+            if row.get("duplicate_of"):
+                related_ids.append(row["duplicate_of"])
+            related = _names(db, related_ids)
+            children = [dict(zip(("id", "name", "status"), r[:3])) for r in db.db.execute(
+                "SELECT id, name, status, parents FROM candidates WHERE id > ? AND instr(parents, ?) > 0 ORDER BY id",
+                [candidate_id, str(candidate_id)]) if candidate_id in json.loads(r[3] or "[]")]
+            reviews = [dict(r) for r in db.db.query(
+                "SELECT * FROM reviews WHERE candidate_id = ? OR (proposal_key IS NOT NULL AND proposal_key = ?) "
+                "ORDER BY id", [candidate_id, row.get("proposal_key")])]
+            context = {
+                "c": row, "scored": scored, "code_html": highlight_code(row["code"]),
+                "evaluations": db.evaluations(candidate_id), "llm_calls": db.llm_calls(candidate_id=candidate_id),
+                "parents": [related[i] for i in row.get("parents") or [] if i in related],
+                "examples": [related[i] for i in row.get("examples") or [] if i in related],
+                "duplicate_of": related.get(row.get("duplicate_of")), "children": children,
+                "reviews": reviews, "error": error}
+        return render(request, "candidate.html", context, status_code)
+
+    def candidate_get(request: Request) -> Response:
+        return candidate_page(request, request.path_params["candidate_id"])
+
+    def candidate_curve(request: Request) -> Response:
+        candidate_id = request.path_params["candidate_id"]
+        with archive() as db:
+            try:
+                db.candidate(candidate_id)
+            except ArchiveError as e:
+                raise HTTPException(404, str(e)) from None
+            return Response(plots.candidate_curve_png(db, candidate_id), media_type="image/png")
+
+    async def candidate_flag(request: Request) -> Response:
+        candidate_id = request.path_params["candidate_id"]
+        form = await request.form()
+        check_form_token(request, form)
+
+        def flag() -> Response:
+            with archive() as db:
+                try:
+                    db.flag(candidate_id, by=_text(form, "by").strip() or "web", reason=_text(form, "reason"))
+                except ArchiveError as e:
+                    return candidate_page(request, candidate_id, error=str(e), status_code=400)
+            return RedirectResponse(f"/candidate/{candidate_id}#reviews", status_code=303)
+
+        return await run_in_threadpool(flag)
+
+    def diff(request: Request) -> Response:
+        a, b = _int_param(request, "a"), _int_param(request, "b")
+        context: dict[str, Any] = {"a": a, "b": b, "table": None}
+        if a is not None and b is not None:
+            with archive() as db:
+                try:
+                    left, right = db.candidate(a), db.candidate(b)
+                except ArchiveError as e:
+                    raise HTTPException(404, str(e)) from None
+            context.update(left=left, right=right, table=code_diff(
+                left["code"], right["code"], f"#{a} {left['name']}", f"#{b} {right['name']}"))
+        return render(request, "diff.html", context)
+
+    # -- reviews
+
+    def reviews_page(request: Request, error: str | None = None, status_code: int = 200) -> Response:
+        page = _page(request)
+        with archive() as db:
+            pending = db.reviews(status="pending")
+            parents = _codes(db, [r["parent_id"] for r in pending if r.get("parent_id")])
+            total = db.db.execute("SELECT COUNT(*) FROM reviews WHERE status != 'pending'").fetchone()[0]
+            pager = Pager(page, total)
+            decided = [dict(r) for r in db.db.query(
+                "SELECT * FROM reviews WHERE status != 'pending' ORDER BY id DESC LIMIT ? OFFSET ?",
+                [pager.size, pager.offset])]
+        if _wants_export(request):
+            return _export(request, pending + decided, REVIEW_COLUMNS, "reviews")
+        for review in pending:
+            review["code_html"] = highlight_code(review["code"])
+            parent = parents.get(review.get("parent_id"))
+            review["parent_diff"] = code_diff(parent["code"], review["code"], f"parent #{parent['id']} {parent['name']}",
+                                              "proposed") if parent else None
+        return render(request, "reviews.html", {"pending": pending, "decided": decided, "pager": pager,
+                                                "error": error, "decisions": DECISIONS}, status_code)
+
+    async def review_decide(request: Request) -> Response:
+        review_id = request.path_params["review_id"]
+        form = await request.form()
+        check_form_token(request, form)
+        code = _text(form, "code").replace("\r\n", "\n") or None  # browsers send textareas with CRLF
+
+        def decide() -> Response:
+            with archive() as db:
+                try:
+                    db.decide(review_id, _text(form, "decision"), by=_text(form, "by").strip() or "web",
+                              reason=_text(form, "reason").strip() or None, code=code)
+                except ArchiveError as e:
+                    return reviews_page(request, error=str(e), status_code=400)
+            return RedirectResponse("/reviews", status_code=303)
+
+        return await run_in_threadpool(decide)
+
+    # -- runs
+
+    def runs_page(request: Request) -> Response:
+        with archive() as db:
+            pager = Pager(_page(request), db.db["runs"].count)
+            everything = _wants_export(request) and _export_all(request)
+            limit, offset = (-1, 0) if everything else (pager.size, pager.offset)
+            runs = [dict(r) for r in db.db.query("SELECT * FROM runs ORDER BY started_at DESC LIMIT ? OFFSET ?",
+                                                 [limit, offset])]
+            _add_progress(db, runs)
+        if _wants_export(request):
+            return _export(request, runs, RUN_COLUMNS, "runs")
+        return render(request, "runs.html", {"runs": runs, "pager": pager})
+
+    def run_page(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        with archive() as db:
+            try:
+                run = run_overview(db, run_id)
+            except ArchiveError as e:
+                raise HTTPException(404, str(e)) from None
+            top = candidate_rows(db, Filters(run=run_id), limit=20)
+            pending = db.db.execute("SELECT COUNT(*) FROM reviews WHERE run_id = ? AND status = 'pending'",
+                                    [run_id]).fetchone()[0]
+        return render(request, "run.html", {"run": run, "rows": top, "pending": pending})
+
+    def run_plot(request: Request) -> Response:
+        run_id, kind = request.path_params["run_id"], request.path_params["kind"]
+        draw: Callable[[Archive, str], bytes] | None = {"best": plots.run_best_so_far_png,
+                                                         "pareto": plots.run_pareto_png}.get(kind)
+        if draw is None:
+            raise HTTPException(404, f"no plot {kind!r}; there are best.png and pareto.png")
+        with archive() as db:
+            if db.db.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone() is None:
+                raise HTTPException(404, f"no run {run_id!r}")
+            return Response(draw(db, run_id), media_type="image/png")
+
+    def stylesheet(request: Request) -> Response:
+        return Response(highlight_css, media_type="text/css")
+
+    def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return render(request, "error.html", {"status": exc.status_code, "message": exc.detail}, exc.status_code)
+
+    app = Starlette(
+        routes=[
+            Route("/", leaderboard),
+            Route("/search", search),
+            Route("/candidate/{candidate_id:int}", candidate_get),
+            Route("/candidate/{candidate_id:int}/curve.png", candidate_curve),
+            Route("/candidate/{candidate_id:int}/flag", candidate_flag, methods=["POST"]),
+            Route("/diff", diff),
+            Route("/reviews", reviews_page),
+            Route("/reviews/{review_id:int}", review_decide, methods=["POST"]),
+            Route("/runs", runs_page),
+            Route("/run/{run_id}", run_page),
+            Route("/run/{run_id}/{kind}.png", run_plot),
+            Route("/highlight.css", stylesheet),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ],
+        exception_handlers={HTTPException: http_error},
+    )
+    if token is not None:
+        app.add_middleware(TokenGate, token=token)
+    return app
+
+
+def _text(form: FormData, name: str) -> str:
+    """A form field as text ("" when absent, or a file where text was expected)."""
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def _search(db: Archive, query: str, page: int, everything: bool) -> tuple[int, list[dict[str, Any]]]:
+    """The FTS5 match Archive.search runs, but paginated and with the rows fetched in one query, in rank order."""
+    pager = Pager(page, 0)
+    try:
+        total = db.db.execute("SELECT COUNT(*) FROM candidates_fts WHERE candidates_fts MATCH ?", [query]).fetchone()[0]
+        ids = [r[0] for r in db.db.execute(
+            "SELECT rowid FROM candidates_fts WHERE candidates_fts MATCH ? ORDER BY rank LIMIT ? OFFSET ?",
+            [query, -1 if everything else pager.size, 0 if everything else pager.offset])]
+    except sqlite3.OperationalError as err:
+        raise ArchiveError(f"cannot search for {query!r} ({err}); quote phrases, e.g. \"depthwise conv\"") from None
+    if not ids:
+        return total, []
+    found = {r["id"]: _row(r) for r in db.db.query(f"{_ROW_SQL} WHERE c.id IN ({', '.join('?' for _ in ids)})", ids)}
+    return total, [found[i] for i in ids if i in found]
+
+
+def _names(db: Archive, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """id → {id, name, status} for the candidates that exist among `ids`, in one query."""
+    ids = [i for i in dict.fromkeys(ids) if isinstance(i, int)]
+    if not ids:
+        return {}
+    rows = db.db.execute(f"SELECT id, name, status FROM candidates WHERE id IN ({', '.join('?' for _ in ids)})", ids)
+    return {r[0]: {"id": r[0], "name": r[1], "status": r[2]} for r in rows}
+
+
+def _codes(db: Archive, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """id → {id, name, code} for the candidates among `ids`, in one query."""
+    if not ids:
+        return {}
+    rows = db.db.execute(f"SELECT id, name, code FROM candidates WHERE id IN ({', '.join('?' for _ in ids)})", ids)
+    return {r[0]: {"id": r[0], "name": r[1], "code": r[2]} for r in rows}
+
+
+def _add_progress(db: Archive, runs: list[dict[str, Any]]) -> None:
+    """Add proposed/trained counts, best validation accuracy and LLM spend to each run row, three queries in all."""
+    ids = [r["id"] for r in runs]
+    if not ids:
+        return
+    marks = ", ".join("?" for _ in ids)
+    counts = {r[0]: r[1:] for r in db.db.execute(
+        f"SELECT run_id, COUNT(*), SUM(status = 'trained') FROM candidates WHERE run_id IN ({marks}) GROUP BY run_id", ids)}
+    best = dict(db.db.execute(
+        f"SELECT c.run_id, MAX(e.val_accuracy) FROM candidates c JOIN evaluations e ON e.candidate_id = c.id "
+        f"AND e.status = 'trained' WHERE c.run_id IN ({marks}) GROUP BY c.run_id", ids).fetchall())
+    spend = dict(db.db.execute(
+        f"SELECT run_id, SUM(cost_usd) FROM llm_calls WHERE run_id IN ({marks}) GROUP BY run_id", ids).fetchall())
+    for run in runs:
+        proposed, trained = counts.get(run["id"], (0, 0))
+        run.update(proposed=proposed, trained=trained or 0, best_val_accuracy=best.get(run["id"]),
+                   cost_usd=spend.get(run["id"]))
+
+
+def serve(archive_path: Path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None) -> None:
+    """Run the web UI with uvicorn until interrupted.
+
+    Anyone who can reach a non-loopback address could approve candidates (and so get code run on
+    this machine's trainers), so binding one needs a token.
+    """
+    if host not in LOOPBACK_HOSTS and not token:
+        raise ValueError(f"refusing to serve on {host} without a token: anyone on the network could read the archive "
+                         f"and decide reviews. Pass a token (e.g. --token $(openssl rand -hex 16)) or bind 127.0.0.1.")
+    uvicorn.run(create_app(archive_path, token), host=host, port=port, log_level="info")

@@ -1,0 +1,156 @@
+"""Web UI speed on a large archive: every page timed through Starlette's TestClient (no network).
+
+Run from the repository root:  .venv/bin/python benchmarks/web.py > benchmarks/web.md
+
+Builds a 10,000-candidate archive in a temporary folder through `Archive.record` (realistic rows:
+~3 KB of code each, prompts and analyses on the LLM candidates, 40-point loss curves, lineage,
+some candidates evaluated at two fidelities, an LLM-call ledger, reviews), then times each page:
+the median of 20 requests after one warm-up request. The target is under 300 ms per page.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from agentarch.archive import Archive  # noqa: E402
+from agentarch.web import create_app  # noqa: E402
+
+CANDIDATES = 10_000
+REPEATS = 20
+TARGET_MS = 300
+# (kind, proposer stored on the run, proposer stored on its candidates, share of the candidates)
+RUNS = [("run", "openai/gpt-4o-mini", "llm", 0.4), ("baseline", "rea", "rea", 0.2),
+        ("baseline", "random", "random", 0.2), ("baseline", "tpe", "tpe", 0.15)]
+LAYERS = ["nn.Conv2d(c, c, 3, padding=1)", "nn.BatchNorm2d(c)", "nn.ReLU()", "nn.Conv2d(c, c, 1)",
+          "nn.GELU()", "nn.Conv2d(c, c, 3, padding=1, groups=c)", "nn.MaxPool2d(2)", "nn.Dropout(0.1)"]
+WORDS = ["depthwise", "residual", "attention", "bottleneck", "squeeze", "excitation", "wider", "deeper", "pooling",
+         "normalization", "skip", "dilated", "kernel", "stem", "head", "mixer"]
+
+
+def code(rng: random.Random, i: int) -> str:
+    body = "\n".join(f"            {rng.choice(LAYERS)},  # {' '.join(rng.choices(WORDS, k=4))}" for _ in range(60))
+    return (f"import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    \"\"\"Candidate {i}.\"\"\"\n\n"
+            f"    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        c = 16\n"
+            f"        self.body = nn.Sequential(\n{body}\n        )\n        self.head = nn.LazyLinear(num_classes)\n\n"
+            f"    def forward(self, x):\n        return self.head(self.body(x).flatten(1))\n")
+
+
+def evaluation(rng: random.Random, epochs: int, val: float) -> dict:
+    steps = 40
+    return {"status": "trained", "fidelity": epochs, "seed": 0, "val_accuracy": val, "test_accuracy": val - 0.01,
+            "params": rng.randint(10_000, 5_000_000), "train_seconds": rng.uniform(5, 120), "device": "cpu",
+            "curve": [{"step": s * 25, "epoch": s * epochs / steps, "loss": 2.3 / (1 + s / 5) + rng.random() * 0.05}
+                      for s in range(1, steps + 1)]}
+
+
+def build(path: Path) -> dict:
+    """Fill the archive; returns ids worth visiting."""
+    rng = random.Random(0)
+    with Archive(path) as db:
+        db.db.execute("PRAGMA synchronous = OFF")  # building only: 10,000 fsyncs would dominate the set-up
+        run_ids = [db.start_run(kind, "digits", proposer, {"budget": int(share * CANDIDATES)})
+                   for kind, proposer, _, share in RUNS]
+        by_run: dict[str, list[int]] = {r: [] for r in run_ids}
+        seeds_share = 1 - sum(share for *_, share in RUNS)  # the rest: user candidates outside any run
+        llm_candidate = None
+        for i in range(CANDIDATES):
+            slot = rng.choices([*range(len(RUNS)), None], [*(share for *_, share in RUNS), seeds_share])[0]
+            run_id = run_ids[slot] if slot is not None else None
+            proposer = RUNS[slot][2] if slot is not None else "user"
+            earlier = by_run.get(run_id, []) if run_id else []
+            parents = [rng.choice(earlier)] if len(earlier) > 5 else []
+            status = rng.choices(["trained", "failed", "invalid", "duplicate"], [80, 10, 5, 5])[0]
+            row = {"task": "digits", "name": f"cand-{i}.py", "proposer": proposer, "run_id": run_id, "code": code(rng, i),
+                   "status": status, "text_hash": f"t{i}", "ast_hash": f"a{i}", "functional_hash": f"f{i}",
+                   "parents": parents, "params": rng.randint(10_000, 5_000_000)}
+            calls = []
+            if proposer == "llm":
+                call = db.record_llm_call({"run_id": run_id, "purpose": "propose", "model": RUNS[0][1], "status": "ok",
+                                           "prompt_tokens": 3000, "completion_tokens": 800, "cost_usd": 0.002})
+                calls = [call]
+                row.update(model=RUNS[0][1], examples=earlier[-3:], proposal_key=f"{run_id}/{i}",
+                           prompt=[{"role": "system", "content": "You design networks. " * 50},
+                                   {"role": "user", "content": "\n".join(code(rng, j) for j in range(2))}],
+                           response="```python\n" + row["code"] + "\n```", analysis=" ".join(rng.choices(WORDS, k=80)))
+            evaluation_row = None
+            if status == "trained":
+                evaluation_row = evaluation(rng, 5, rng.uniform(0.5, 0.99))
+            elif status == "failed":
+                evaluation_row = {"status": "failed", "fidelity": 5, "error": "RuntimeError: shape mismatch"}
+            cid = db.record(row, evaluation_row, llm_calls=calls)
+            if status == "trained" and rng.random() < 0.1:  # a second, longer evaluation (the archive has no call for it)
+                longer = {k: v for k, v in evaluation(rng, 20, rng.uniform(0.5, 0.99)).items() if k != "curve"}
+                db.db["evaluations"].insert({"candidate_id": cid, "task": "digits", "created_at": "2026-01-01", **longer})
+            if run_id:
+                by_run[run_id].append(cid)
+            if proposer == "llm" and parents and llm_candidate is None and i > CANDIDATES // 2:
+                llm_candidate = cid
+        for k in range(220):
+            review = db.request_review({"run_id": run_ids[0], "proposal_key": f"review-{k}", "code": code(rng, k),
+                                        "intent": "try a wider stem", "parent_id": llm_candidate})
+            if k >= 20:
+                db.decide(review, "approved", by="bench")
+        db.db.conn.commit()
+        parent = db.candidate(llm_candidate)["parents"][0]
+    return {"run": run_ids[0], "candidate": llm_candidate, "parent": parent}
+
+
+def median_ms(client: TestClient, url: str) -> tuple[float, float, int]:
+    response = client.get(url)  # warm-up
+    assert response.status_code == 200, (url, response.status_code, response.text[:500])
+    samples = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        client.get(url)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1000, max(samples) * 1000, len(response.content)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "archive.db"
+        start = time.perf_counter()
+        ids = build(path)
+        built = time.perf_counter() - start
+        size_mb = path.stat().st_size / 1e6
+        pages = [
+            ("leaderboard, page 1", "/?task=digits"),
+            ("leaderboard, late page (160 of 160)", "/?task=digits&page=160"),
+            ("leaderboard, filtered (proposer + status)", "/?task=digits&proposer=rea&status=trained"),
+            ("candidate page (LLM, with lineage)", f"/candidate/{ids['candidate']}"),
+            ("candidate loss curve (PNG)", f"/candidate/{ids['candidate']}/curve.png"),
+            ("diff with the parent", f"/diff?a={ids['parent']}&b={ids['candidate']}"),
+            ("runs list", "/runs"),
+            ("run page (HTML)", f"/run/{ids['run']}"),
+            ("run best-so-far plot (PNG)", f"/run/{ids['run']}/best.png"),
+            ("run Pareto plot (PNG)", f"/run/{ids['run']}/pareto.png"),
+            ("reviews (20 pending, 200 decided)", "/reviews"),
+            ("search", "/search?q=depthwise%20residual"),
+            ("export CSV, one page", "/?task=digits&format=csv"),
+            ("export CSV, all 10,000 rows", "/?task=digits&format=csv&all=1"),
+        ]
+        with TestClient(create_app(path)) as client:
+            rows = [(name, url, *median_ms(client, url)) for name, url in pages]
+    print("# Web UI benchmark\n")
+    print(f"{CANDIDATES:,} candidates ({size_mb:.0f} MB archive, built in {built:.0f} s), "
+          f"median of {REPEATS} requests after a warm-up, Starlette TestClient in-process. "
+          f"Python {platform.python_version()}, {platform.machine()}, target < {TARGET_MS} ms per page.\n")
+    print("| page | median ms | max ms | bytes | under target |")
+    print("| --- | ---: | ---: | ---: | :---: |")
+    for name, _url, median, worst, size in rows:
+        print(f"| {name} | {median:.1f} | {worst:.1f} | {size:,} | {'yes' if median < TARGET_MS else 'NO'} |")
+
+
+if __name__ == "__main__":
+    main()

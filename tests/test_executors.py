@@ -1,0 +1,97 @@
+"""Executors: local slots (GPU pinning, one sandbox per slot) and a real local Ray cluster."""
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agentarch.archive import Archive
+from agentarch.config import load_settings
+from agentarch.evaluate import Evaluator
+from agentarch.executors import LocalExecutor, RunRequest, RunResult, execute
+from agentarch.sandbox import Limits, resolve_isolation
+from tests.conftest import REPO, requires_bubblewrap
+
+SEEDS = REPO / "archive" / "seeds" / "image"
+SHOW_GPU = '''import os
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        raise RuntimeError("GPU=" + os.environ.get("CUDA_VISIBLE_DEVICES", "none"))
+
+    def forward(self, x):
+        return x
+'''
+
+
+def request(code: str, cache_dir: Path, **extra) -> RunRequest:
+    return RunRequest(code=code, task="digits", train={"epochs": 1, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.0,
+                                                       "seed": 0, "max_seconds": 60},
+                      limits=Limits(timeout_s=90, smoke_timeout_s=60, threads=1), isolation=resolve_isolation("auto"),
+                      cache_dir=cache_dir, data_dir=None, split_seed=0, **extra)
+
+
+def test_each_slot_pins_its_own_gpu_and_every_slot_comes_back(digits, cache_dir):
+    """Four evaluations on two GPU slots: each sandbox sees exactly one GPU, each GPU serves two."""
+    pool = LocalExecutor(gpus=["0", "1"])
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(pool.run(request(SHOW_GPU, cache_dir)))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seen = sorted(r.reason.split("GPU=")[1][:1] for r in results)
+    assert seen == ["0", "0", "1", "1"], [r.reason for r in results]
+    assert pool.free.qsize() == 2  # every slot came back
+
+
+def test_a_known_function_stops_after_its_smoke_run(digits, cache_dir):
+    code = (SEEDS / "mlp.py").read_text()
+    first = execute(request(code, cache_dir, smoke_only=True))
+    again = execute(request(code, cache_dir, known_functional={first.smoke["functional_hash"]: 7}))
+    assert (again.status, again.duplicate_of, again.trained) == ("duplicate", 7, None)
+
+
+@pytest.mark.slow
+@requires_bubblewrap
+def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worker(tmp_path, cache_dir, digits):
+    ray = pytest.importorskip("ray")
+    from agentarch.executors import RayExecutor
+
+    settings = load_settings(task="digits", epochs=3, threads=1, cache_dir=cache_dir)
+    codes = [(SEEDS / name).read_text() for name in ("mlp.py", "cnn.py")]
+    results = {}
+    for kind in ("local", "ray"):
+        executor = LocalExecutor(1) if kind == "local" else RayExecutor(num_cpus=2)
+        with Archive(tmp_path / f"{kind}.db") as db:
+            evaluator = Evaluator(db, settings.model_copy(update={"archive": tmp_path / f"{kind}.db"}), executor=executor)
+            results[kind] = [(r.status, r.metrics["val_accuracy"], r.metrics["test_accuracy"], r.metrics["params"])
+                             for r in (evaluator.evaluate(code, f"seed{i}.py") for i, code in enumerate(codes))]
+    assert results["ray"] == results["local"] and all(r[0] == "trained" for r in results["ray"])
+
+    marker = tmp_path / "crashed-once"
+
+    @ray.remote(max_retries=0)
+    def crash_once(req):
+        if not marker.exists():
+            marker.touch()
+            os._exit(1)  # the worker process dies, as when a node is lost
+        return RunResult("trained", worker="second try")
+
+    @ray.remote(max_retries=0)
+    def crash_always(req):
+        os._exit(1)
+
+    executor.remote = crash_once
+    assert executor.run(request("", cache_dir)).worker == "second try"
+    executor.remote = crash_always
+    started = time.time()
+    lost = executor.run(request("", cache_dir))
+    assert lost.status == "failed" and "lost twice" in lost.reason and time.time() - started < 60
+    executor.close()
