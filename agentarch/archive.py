@@ -234,6 +234,12 @@ class Archive:
                 self.db["llm_calls"].update(call_id, {"candidate_id": candidate_id})
         return candidate_id
 
+    def add_evaluation(self, candidate_id: int, task: str, evaluation: dict[str, Any]) -> int:
+        """Another evaluation of a recorded candidate (a longer training budget: a higher fidelity)."""
+        with self._writing():
+            return int(self.db["evaluations"].insert({"candidate_id": candidate_id, "task": task, "created_at": now(),
+                                                      **{k: _encode(v) for k, v in evaluation.items()}}).last_pk)
+
     def record_llm_call(self, call: dict[str, Any]) -> int:
         """Append one LLM call (or failed attempt) to the ledger; returns its id."""
         with self._writing():
@@ -292,7 +298,7 @@ class Archive:
         return [_decode(r) for r in self.db["evaluations"].rows_where("candidate_id = ?", [candidate_id], order_by="id")]
 
     def candidates(self, task: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """Newest first, each with its best evaluation's scores (None where not trained)."""
+        """Newest first, each with the scores of its highest-fidelity evaluation (None where not trained)."""
         where, args = [], []
         if task:
             where.append("c.task = ?")
@@ -407,7 +413,7 @@ class Archive:
             FROM candidates c
             LEFT JOIN evaluations e ON e.id = (
                 SELECT id FROM evaluations WHERE candidate_id = c.id AND status = 'trained'
-                ORDER BY val_accuracy DESC, id LIMIT 1)
+                ORDER BY fidelity DESC, val_accuracy DESC, id LIMIT 1)
             {tail}"""
         for row in self.db.query(sql, args):
             yield _decode(row)

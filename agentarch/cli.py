@@ -24,6 +24,7 @@ from agentarch.baseline import (SeedResult, check_fit, parse_seeds, record_table
                                 summarize)
 from agentarch.config import ConfigError, Settings, load_settings
 from agentarch.evaluate import EvalResult, Evaluator
+from agentarch.fidelity import rung_budgets, successive_halving
 from agentarch.proposers.base import Proposal
 from agentarch.proposers.baselines import ALGOS, SpaceExhausted, make_proposer
 from agentarch.sandbox import FALLBACK_WARNING, SandboxError, bubblewrap_problem, resolve_isolation
@@ -284,6 +285,50 @@ def prompt_command(
         out.print(message["content"], markup=False, highlight=False)
 
 
+@app.command("halve")
+def halve_command(
+    paths: Annotated[list[Path], typer.Argument(help="candidate .py files")],
+    task: TaskOpt = None,
+    archive: ArchiveOpt = None,
+    min_epochs: Annotated[int, typer.Option(help="the first rung's training budget")] = 3,
+    max_epochs: Annotated[Optional[int], typer.Option(help="the full budget [default: the task's epochs]")] = None,
+    eta: Annotated[int, typer.Option(help="keep the best 1/eta at each rung; budgets grow eta-fold")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="print the rungs and the best as one JSON object")] = False,
+) -> None:
+    """Successive halving over candidate files: short budgets for all, longer ones for the best.
+
+    Each rung's scores are recorded as evaluations at that fidelity (epochs), so the leaderboard says
+    which budget a score is from. Example:
+
+        agentarch halve archive/seeds/image/*.py --task digits --min-epochs 3 --max-epochs 27
+    """
+    settings = settings_or_exit(task=task, archive=archive)
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise fail(f"no such file: {', '.join(missing)}")
+    full = max_epochs or get_task(settings.task).epochs
+    try:
+        rung_budgets(min_epochs, full, eta)
+        with open_archive(settings.archive) as db:
+            evaluator = Evaluator(db, settings.model_copy(update={"epochs": full}))
+            run_id = db.start_run("halving", settings.task, "user", {"paths": [str(p) for p in paths],
+                                                                      "min_epochs": min_epochs, "max_epochs": full, "eta": eta})
+            evaluator.run_id = run_id
+            result = successive_halving(
+                evaluator, [(p.name, p.read_text()) for p in paths], min_epochs, full, eta,
+                on_result=lambda epochs, r: None if as_json else out.print(
+                    f"{epochs:>4} epochs  #{r.id} {r.name}: {r.status}  val {_fmt(r.metrics['val_accuracy'], 'acc')}",
+                    highlight=False))
+            db.finish_run(run_id, "finished", result.summary())
+    except (ValueError, TaskError, SandboxError) as e:
+        raise fail(str(e)) from None
+    if as_json:
+        print(json.dumps(result.summary()))
+    elif result.best:
+        out.print(f"[bold]best:[/] #{result.best.id} {result.best.name} val {result.best.metrics['val_accuracy']:.4f} "
+                  f"at {full} epochs; {result.epochs_spent} epochs trained in all ({len(paths) * full} for full budgets)")
+
+
 # -- review -------------------------------------------------------------------------------------
 
 
@@ -486,7 +531,7 @@ def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], 
 
 ROW_COLUMNS = [("id", "id", ""), ("task", "task", ""), ("name", "name", ""), ("proposer", "proposer", ""),
                ("status", "status", ""), ("val", "val_accuracy", "acc"), ("test", "test_accuracy", "acc"),
-               ("params", "params", "int"), ("train", "train_seconds", "s")]
+               ("params", "params", "int"), ("epochs", "fidelity", ""), ("train", "train_seconds", "s")]
 
 
 def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:

@@ -88,9 +88,9 @@ class Evaluator:
                                      self.settings.download, self.settings.split_seed)
         return self._prepared
 
-    def train_config(self, hparams: dict[str, Any]) -> dict[str, Any]:
+    def train_config(self, hparams: dict[str, Any], epochs: int | None = None) -> dict[str, Any]:
         """Task defaults, then the candidate's HPARAMS; the epoch budget (fidelity) is a ceiling."""
-        budget = self.settings.epochs or self.task.epochs
+        budget = epochs or self.settings.epochs or self.task.epochs
         cfg = {"epochs": budget, "batch_size": self.task.batch_size, "lr": self.task.lr,
                "weight_decay": self.task.weight_decay, "seed": self.settings.seed,
                "max_seconds": self.limits.timeout_s * 0.85}
@@ -138,6 +138,17 @@ class Evaluator:
                                     duplicate_of=earlier, dedup_level=level)
         return self._judged(base, "screened")
 
+    def reevaluate(self, candidate_id: int, epochs: int) -> EvalResult:
+        """Train a recorded candidate again at another fidelity and add that evaluation to its record."""
+        row = self.archive.candidate(candidate_id)
+        base = self._base(row["code"], row["name"] or "", row["proposer"], row["parents"] or [], row.get("space"),
+                          row.get("arch"))
+        base["hparams"] = row["hparams"] or {}
+        assessment = self._run(base, self.train_config(base["hparams"], epochs), known_functional=False)
+        if assessment.evaluation is not None:
+            self.archive.add_evaluation(candidate_id, self.task.name, assessment.evaluation)
+        return EvalResult(candidate_id, base["name"], assessment.status, assessment.reason, None, None, assessment.metrics)
+
     def record(self, assessment: Assessment, extra: dict[str, Any] | None = None, llm_calls: list[int] = ()) -> EvalResult:  # type: ignore[assignment]
         """Write an assessment (with any `extra` candidate columns) in one transaction."""
         candidate = {**assessment.candidate, **(extra or {})}
@@ -150,12 +161,17 @@ class Evaluator:
         return {"run_id": self.run_id, "task": self.task.name, "name": name, "proposer": proposer,
                 "parents": parents, "code": code, "text_hash": dedup.whitespace_hash(code), "space": space, "arch": arch}
 
-    def _run(self, base: dict[str, Any], train_cfg: dict[str, Any], smoke_only: bool = False) -> Assessment:
-        """Hand the sandbox part to the executor, then turn its result into the rows to record."""
+    def _run(self, base: dict[str, Any], train_cfg: dict[str, Any], smoke_only: bool = False,
+             known_functional: bool = True) -> Assessment:
+        """Hand the sandbox part to the executor, then turn its result into the rows to record.
+
+        `known_functional=False` skips functional dedup (re-training a recorded candidate on purpose).
+        """
         request = RunRequest(
             code=base["code"], task=self.task.name, train=train_cfg, limits=self.limits, isolation=self.isolation,
             cache_dir=self.settings.cache_dir, data_dir=self.settings.data_dir, split_seed=self.settings.split_seed,
-            known_functional=self.archive.functional_hashes(self.task.name), smoke_only=smoke_only,
+            known_functional=self.archive.functional_hashes(self.task.name) if known_functional else {},
+            smoke_only=smoke_only,
         )
         self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
         result = self.executor.run(request)

@@ -23,6 +23,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -130,7 +131,13 @@ class Cgroup:
         if (root / "pids" / "cgroup.procs").exists():  # cgroup v1
             self.dirs.append(self._mkdir(root / "pids" / "agentarch" / name, {"pids.max": str(max_pids)}))
             if memory_bytes and (root / "memory" / "cgroup.procs").exists():
-                self.dirs.append(self._mkdir(root / "memory" / "agentarch" / name, {"memory.limit_in_bytes": str(memory_bytes)}))
+                try:  # best effort: without it, RLIMIT_AS still caps the address space on CPU hosts
+                    self.dirs.append(self._mkdir(root / "memory" / "agentarch" / name, {"memory.limit_in_bytes": str(memory_bytes)}))
+                except OSError:
+                    try:
+                        (root / "memory" / "agentarch" / name).rmdir()
+                    except OSError:
+                        pass
             return
         own = Path("/proc/self/cgroup").read_text().strip().splitlines()[-1].split("::", 1)[-1].lstrip("/")
         parent = root / own
@@ -220,7 +227,11 @@ def _seccomp_program() -> bytes:
     import pyseccomp as seccomp
 
     rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
-    for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, socket.AF_PACKET):
+    # AF_UNIX as well: a path socket is reachable across network namespaces, so a host socket in a
+    # directory the sandbox can see (in the process fallback: any socket on the machine, such as
+    # /var/run/docker.sock) would be a way out. socketpair() stays allowed; the runner and torch
+    # need no other Unix socket (tests/security/test_escapes.py, the unix-* cases).
+    for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, socket.AF_PACKET, socket.AF_UNIX):
         rules.add_rule(seccomp.ERRNO(errno.EACCES), "socket", seccomp.Arg(0, seccomp.EQ, family))
     with tempfile.TemporaryFile() as fh:
         rules.export_bpf(fh)
@@ -228,8 +239,13 @@ def _seccomp_program() -> bytes:
         return fh.read()
 
 
-def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, gpu: str | None = None) -> list[str]:
-    """The bubblewrap command line; `gpu` pins the evaluation to that GPU (one slot per GPU)."""
+def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, gpu: str | None = None,
+                tmpfs_mb: int = 1024) -> list[str]:
+    """The bubblewrap command line; `gpu` pins the evaluation to that GPU (one slot per GPU).
+
+    `tmpfs_mb` sizes the writable tmpfs mounts (/tmp, /dev/shm): their pages are RAM that
+    RLIMIT_AS does not count, so without a size a candidate could fill the host's memory.
+    """
     args = [
         "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
         "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", BOX_SCRATCH, "--setenv", "TMPDIR", "/tmp",
@@ -237,7 +253,8 @@ def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, 
         "--setenv", "OMP_NUM_THREADS", str(threads), "--setenv", "MKL_NUM_THREADS", str(threads),
         # /proc, /dev and the /tmp tmpfs come first: a later tmpfs would hide a venv that lives under /tmp.
         *(["--setenv", "CUDA_VISIBLE_DEVICES", gpu] if gpu is not None else []),
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+        "--proc", "/proc", "--dev", "/dev", "--size", str(tmpfs_mb * 2**20), "--tmpfs", "/dev/shm",
+        "--size", str(tmpfs_mb * 2**20), "--tmpfs", "/tmp",
         "--ro-bind", "/usr", "/usr",
     ]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
@@ -258,6 +275,9 @@ def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, 
         "--ro-bind", str(inputs_dir), BOX_DATA,
         "--bind", str(scratch), BOX_SCRATCH,
         "--chdir", BOX_SCRATCH,
+        # bwrap builds / and /dev as unsized tmpfs mounts; read-only, so the only writable places
+        # are /scratch (on disk, RLIMIT_FSIZE per file) and the sized /tmp and /dev/shm.
+        "--remount-ro", "/dev", "--remount-ro", "/",
         "--seccomp", str(seccomp_fd),
         "--", sys.executable, "-E", "-s", "-c", _BOOT, BOX_PACKAGE_ROOT, f"{BOX_SCRATCH}/spec.json",
     ]
@@ -306,14 +326,16 @@ class SandboxJob:
         (self.scratch / "spec.json").write_text(json.dumps(spec))
         use_gpu = any(Path("/dev").glob("nvidia*"))
         # CUDA reserves far more address space than it uses, so on GPU hosts memory is capped by the cgroup alone.
-        self.cgroup = Cgroup(self.scratch.name, limits.max_pids, None if not use_gpu else limits.memory_mb * 2**20)
+        # On CPU hosts the memory cgroup is made too, where it can be: RLIMIT_AS does not count tmpfs
+        # or memfd pages (RAM a candidate can fill through /tmp, /dev/shm or memfd_create), the cgroup does.
+        self.cgroup = Cgroup(self.scratch.name, limits.max_pids, limits.memory_mb * 2**20)
         shim = ["/bin/sh", "-c", 'for p in $0; do echo $$ > "$p" || exit 97; done; exec "$@"', " ".join(self.cgroup.procs_files)]
         command = shim + _prlimit_args(limits, cap_address_space=not use_gpu)
         pass_fds: tuple[int, ...] = ()
         if boxed:
             seccomp_fd = self._seccomp_fd()
             pass_fds = (seccomp_fd,)
-            command += _bwrap_args(self.scratch, inputs_dir, seccomp_fd, limits.threads, gpu)
+            command += _bwrap_args(self.scratch, inputs_dir, seccomp_fd, limits.threads, gpu, tmpfs_mb=limits.max_file_mb)
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
             (self.scratch / "seccomp.bpf").write_bytes(_seccomp_program())
@@ -376,21 +398,38 @@ class SandboxJob:
 
     def output(self, name: str) -> np.ndarray:
         """Load an array the runner wrote, refusing anything that is not a plain numeric .npy."""
-        path = self.scratch / name
-        if not path.is_file() or path.is_symlink():
+        fh = self._open_scratch_file(name)
+        if fh is None:
             raise SandboxError(f"the runner did not write {name}")
-        return np.load(path, allow_pickle=False)
+        with fh:
+            return np.load(fh, allow_pickle=False)
+
+    def _open_scratch_file(self, name: str) -> Any:
+        """Open a file the sandbox wrote, or None when it is not a regular file.
+
+        Checking the path and then opening it would leave a race: a process still alive in the
+        sandbox could swap in a symlink in between and make the host read (and score, or copy
+        into the archive) one of the host's own files. O_NOFOLLOW and fstat on the open file close it.
+        """
+        try:
+            fd = os.open(self.scratch / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return os.fdopen(fd, "rb")
 
     def log_tail(self, max_bytes: int = 4000) -> str:
         text = ""
         assert self.proc.stderr is not None
         if self.proc.poll() is not None:
             text = self.proc.stderr.read(max_bytes).decode(errors="replace")
-        log = self.scratch / "candidate.log"
-        if log.is_file() and not log.is_symlink():
-            with open(log, "rb") as fh:
-                fh.seek(max(0, log.stat().st_size - max_bytes))
-                text += fh.read().decode(errors="replace")
+        fh = self._open_scratch_file("candidate.log")
+        if fh is not None:
+            with fh:
+                fh.seek(max(0, os.fstat(fh.fileno()).st_size - max_bytes))
+                text += fh.read(max_bytes).decode(errors="replace")
         return text[-max_bytes:]
 
     def _elapsed(self) -> float:

@@ -169,7 +169,8 @@ def test_candidate_text_is_escaped(client, sample):
 
 def test_diff_shows_changed_lines(client, sample):
     page = client.get(f"/diff?a={sample.seed}&b={sample.child}").text
-    assert 'class="diff"' in page and "#&nbsp;seed.py" in page and "#&nbsp;depthwise.py" in page
+    assert '<span class="del">-# seed.py</span>' in page and '<span class="add">+# depthwise.py</span>' in page
+    assert "The code is identical" in client.get(f"/diff?a={sample.seed}&b={sample.seed}").text
     assert client.get(f"/diff?a={sample.seed}&b=9999").status_code == 404
 
 
