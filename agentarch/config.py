@@ -57,7 +57,10 @@ class Settings(BaseSettings):
     budget: int = Field(20, ge=1, description="candidates to propose in a run (--max-candidates)")
     max_cost: float | None = Field(None, gt=0, description="stop a run once its LLM calls cost this many USD")
     hours: float | None = Field(None, gt=0, description="stop a run after this many hours")
-    batch: int = Field(2, ge=1, le=64, description="proposals per round; their LLM calls overlap with training")
+    batch: int = Field(4, ge=1, le=256, description="candidates per round; the run checks its budgets between rounds, "
+                       "and a larger round keeps slots busier (no wait for the slowest candidate)")
+    queue: int = Field(2, ge=0, description="proposals kept ready ahead of the training slots; the LLM works while "
+                       "slots train, and at most slots + queue proposals are in flight")
     slots: int = Field(1, ge=1, description="candidates trained at once on this machine (CPU workers; on a GPU "
                        "host there is one slot per visible GPU instead)")
     executor: Literal["local", "ray"] = Field("local", description="where sandboxed evaluations run: local slots or a "

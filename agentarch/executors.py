@@ -113,16 +113,19 @@ class LocalExecutor:
     """
 
     def __init__(self, slots: int = 1, gpus: list[str] | None = None) -> None:
-        self.free: queue.Queue[str | None] = queue.Queue()
-        for slot in (gpus if gpus else [None] * slots):
-            self.free.put(slot)
+        self.free: queue.Queue[tuple[int, str | None]] = queue.Queue()
+        for slot, gpu in enumerate(gpus if gpus else [None] * slots):
+            self.free.put((slot, gpu))
+        self.busy: list[tuple[int, float, float]] = []  # (slot, start, end) of every run: slot utilisation
 
     def run(self, request: RunRequest) -> RunResult:
-        gpu = self.free.get()
+        slot, gpu = self.free.get()
+        start = time.monotonic()
         try:
             return execute(request, gpu)
         finally:
-            self.free.put(gpu)
+            self.busy.append((slot, start, time.monotonic()))
+            self.free.put((slot, gpu))
 
     def close(self) -> None:
         """Nothing to release: slots are just tokens."""

@@ -94,10 +94,28 @@ class RunContext:
     task: Task = field(init=False)
     executor: Executor = field(init=False)
     _local: threading.local = field(default_factory=threading.local)
+    _queue: threading.Semaphore = field(init=False)
+    _queued: set[str] = field(default_factory=set)
+    _queue_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.task = get_task(self.settings.task)
         self.executor = make_executor(self.settings.executor, self.settings.slots, self.settings.ray_address)
+        self._queue = threading.Semaphore(self.settings.slots + self.settings.queue)
+
+    def enter_queue(self, key: str) -> None:
+        """Wait for room among the proposals between the LLM and the slots (at most slots + queue)."""
+        self._queue.acquire()
+        with self._queue_lock:
+            self._queued.add(key)
+
+    def leave_queue(self, key: str) -> None:
+        """Free the proposal's place once it trains or ends (a branch resumed after a crash holds none)."""
+        with self._queue_lock:
+            if key not in self._queued:
+                return
+            self._queued.discard(key)
+        self._queue.release()
 
     @property
     def offline(self) -> bool:
@@ -181,8 +199,13 @@ class Loop:
     # -- one candidate ----------------------------------------------------------------------------
 
     def select_context(self, state: CandidateState) -> dict[str, Any]:
-        """Choose the parent and the few-shot examples from the archive (offline: the evolution's parent)."""
+        """Choose the parent and the few-shot examples from the archive (offline: the evolution's parent).
+
+        A proposal starts only when the bounded queue ahead of the training slots has room, so the
+        LLM works while slots train, without racing ahead on stale context.
+        """
         plan = state["plan"]
+        self.ctx.enter_queue(plan["key"])
         if self.ctx.offline:
             return {"parent_id": (plan.get("parents") or [None])[0], "example_ids": []}
         s = self.ctx.settings
@@ -270,6 +293,7 @@ class Loop:
         return {**answer, "tries": tries, "assessment": None, "messages": state["messages"] + messages[-1:]}
 
     def train(self, state: CandidateState) -> dict[str, Any]:
+        self.ctx.leave_queue(state["plan"]["key"])
         return {"assessment": _dump(self.ctx.evaluator().assess(state["code"] or "", *self._identity(state)))}
 
     def analyze(self, state: CandidateState) -> dict[str, Any]:
@@ -307,6 +331,7 @@ class Loop:
                          examples=state.get("example_ids") or [], analysis=state.get("analysis"),
                          prompt_tokens=state.get("prompt_tokens", 0), completion_tokens=state.get("completion_tokens", 0),
                          cost_usd=state.get("cost_usd", 0.0))
+        self.ctx.leave_queue(plan["key"])
         result = self.ctx.evaluator().record(_load(assessment), extra, llm_calls=state.get("call_ids", []))
         if state.get("review"):
             self.ctx.archive().link_review(plan["key"], result.id)
@@ -314,6 +339,7 @@ class Loop:
 
     def give_up(self, state: CandidateState) -> dict[str, Any]:
         """The LLM never answered: nothing to record as a candidate, but the run counts the attempt."""
+        self.ctx.leave_queue(state["plan"]["key"])
         return {"outcomes": [self._outcome(state, None, "failed", state.get("llm_error"), {})]}
 
     def _outcome(self, state: CandidateState, candidate_id: int | None, status: str, reason: str | None,

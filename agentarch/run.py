@@ -86,7 +86,9 @@ def _drive(settings: Settings, run_id: str, started_at: float, fresh: bool,
            on_outcome: Callable[[dict[str, Any]], None] | None,
            on_waiting: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
     ctx = RunContext(settings, run_id, started_at, on_outcome)
-    config = {"configurable": {"thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
+    config = {"configurable": {"thread_id": run_id}, "recursion_limit": RECURSION_LIMIT,
+              # room for every branch that may hold a queue place, plus those waiting for one
+              "max_concurrency": settings.slots + settings.queue + 2}
     checkpointer = open_checkpointer(settings.archive)
     status = "interrupted"
     try:

@@ -45,6 +45,36 @@ BOX_SCRATCH = "/scratch"
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from sandbox.runner import main; sys.argv = sys.argv[1:]; main()"
 
 
+# Candidate code runs in the runner's process, so it can reach the event pipe (the runner's dup of
+# its original stdout) and write events of its own. The host therefore trusts no event: a line is
+# capped in size, and the fields the host uses must be there with the right types, so a forged
+# event ends as a failure instead of a KeyError (or an integer SQLite cannot store) in the
+# orchestrator. What a well-formed forged event claims (params, flops, timings) stays advisory;
+# scores are always computed on the host (docs/sandbox.md, "Forged scores").
+MAX_EVENT_BYTES = 8 * 2**20
+_NUMBER = (int, float)
+EVENT_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "smoke": {"functional_hash": str, "params": int, "flops": int, "seconds": _NUMBER},
+    "trained": {"curve": list, "train_seconds": _NUMBER, "steps": int, "epochs_done": _NUMBER, "stopped_early": bool,
+                "peak_memory_mb": (*_NUMBER, type(None)), "device": str},
+    "error": {},
+}
+
+
+def _malformed(event: dict[str, Any]) -> str | None:
+    """Why an event cannot be used by the host, or None when its fields are there and typed right."""
+    fields = EVENT_FIELDS.get(event.get("event"))  # type: ignore[arg-type]
+    if fields is None:
+        return "unknown event type"
+    for key, kind in fields.items():
+        value = event.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"field {key!r} is missing or not {getattr(kind, '__name__', kind)}"
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < 2**62:
+            return f"field {key!r} is out of range"
+    return None
+
+
 class SandboxError(RuntimeError):
     """The sandbox itself could not run (not the candidate's fault); the message says what to fix."""
 
@@ -369,6 +399,9 @@ class SandboxJob:
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         while b"\n" not in self._buffer:
+            if len(self._buffer) > MAX_EVENT_BYTES:  # the candidate can write to the event pipe too
+                self.kill()
+                return Outcome("failed", f"the runner sent an event line over {MAX_EVENT_BYTES // 2**20} MiB; killed")
             left = deadline - time.monotonic()
             if left <= 0:
                 self.kill()
@@ -386,7 +419,14 @@ class SandboxJob:
         except json.JSONDecodeError:
             self.kill()
             return Outcome("failed", f"the runner sent an unreadable event: {line[:200]!r}")
-        return event if isinstance(event, dict) else Outcome("failed", "the runner sent a non-object event")
+        if not isinstance(event, dict):
+            self.kill()
+            return Outcome("failed", "the runner sent a non-object event")
+        problem = _malformed(event)
+        if problem:
+            self.kill()
+            return Outcome("failed", f"the runner sent a malformed {str(event.get('event'))[:40]!r} event: {problem}")
+        return event
 
     def send(self, word: str) -> None:
         assert self.proc.stdin is not None

@@ -25,6 +25,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from agentarch.archive import Archive  # noqa: E402
 from agentarch.web import create_app  # noqa: E402
+from agentarch.web.app import highlight_code  # noqa: E402
 
 CANDIDATES = 10_000
 REPEATS = 20
@@ -106,11 +107,14 @@ def build(path: Path) -> dict:
     return {"run": run_ids[0], "candidate": llm_candidate, "parent": parent}
 
 
-def median_ms(client: TestClient, url: str) -> tuple[float, float, int]:
+def median_ms(client: TestClient, url: str, cold: bool) -> tuple[float, float, int]:
+    """Median and worst of REPEATS requests after a warm-up; `cold` empties the highlighted-code cache before each."""
     response = client.get(url)  # warm-up
     assert response.status_code == 200, (url, response.status_code, response.text[:500])
     samples = []
     for _ in range(REPEATS):
+        if cold:
+            highlight_code.cache_clear()
         start = time.perf_counter()
         client.get(url)
         samples.append(time.perf_counter() - start)
@@ -125,23 +129,25 @@ def main() -> None:
         built = time.perf_counter() - start
         size_mb = path.stat().st_size / 1e6
         pages = [
-            ("leaderboard, page 1", "/?task=digits"),
-            ("leaderboard, late page (160 of 160)", "/?task=digits&page=160"),
-            ("leaderboard, filtered (proposer + status)", "/?task=digits&proposer=rea&status=trained"),
-            ("candidate page (LLM, with lineage)", f"/candidate/{ids['candidate']}"),
-            ("candidate loss curve (PNG)", f"/candidate/{ids['candidate']}/curve.png"),
-            ("diff with the parent", f"/diff?a={ids['parent']}&b={ids['candidate']}"),
-            ("runs list", "/runs"),
-            ("run page (HTML)", f"/run/{ids['run']}"),
-            ("run best-so-far plot (PNG)", f"/run/{ids['run']}/best.png"),
-            ("run Pareto plot (PNG)", f"/run/{ids['run']}/pareto.png"),
-            ("reviews (20 pending, 200 decided)", "/reviews"),
-            ("search", "/search?q=depthwise%20residual"),
-            ("export CSV, one page", "/?task=digits&format=csv"),
-            ("export CSV, all 10,000 rows", "/?task=digits&format=csv&all=1"),
+            ("leaderboard, page 1", "/?task=digits", False),
+            ("leaderboard, late page (160 of 160)", "/?task=digits&page=160", False),
+            ("leaderboard, filtered (proposer + status)", "/?task=digits&proposer=rea&status=trained", False),
+            ("candidate page (LLM, with lineage), code highlighting cached", f"/candidate/{ids['candidate']}", False),
+            ("candidate page, first visit (highlighting not cached)", f"/candidate/{ids['candidate']}", True),
+            ("candidate loss curve (PNG)", f"/candidate/{ids['candidate']}/curve.png", False),
+            ("diff with the parent", f"/diff?a={ids['parent']}&b={ids['candidate']}", False),
+            ("runs list", "/runs", False),
+            ("run page (HTML)", f"/run/{ids['run']}", False),
+            ("run best-so-far plot (PNG)", f"/run/{ids['run']}/best.png", False),
+            ("run Pareto plot (PNG)", f"/run/{ids['run']}/pareto.png", False),
+            ("reviews (20 pending, 10 shown; 200 decided), highlighting cached", "/reviews", False),
+            ("reviews, first visit (highlighting not cached)", "/reviews", True),
+            ("search", "/search?q=depthwise%20residual", False),
+            ("export CSV, one page", "/?task=digits&format=csv", False),
+            ("export CSV, all 10,000 rows", "/?task=digits&format=csv&all=1", False),
         ]
         with TestClient(create_app(path)) as client:
-            rows = [(name, url, *median_ms(client, url)) for name, url in pages]
+            rows = [(name, url, *median_ms(client, url, cold)) for name, url, cold in pages]
     print("# Web UI benchmark\n")
     print(f"{CANDIDATES:,} candidates ({size_mb:.0f} MB archive, built in {built:.0f} s), "
           f"median of {REPEATS} requests after a warm-up, Starlette TestClient in-process. "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import hmac
 import io
 import json
@@ -57,25 +58,31 @@ PAGE_SIZE = 50
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 TOKEN_COOKIE = "agentarch_token"
 DECISIONS = ("approved", "rejected", "edited")
+# Pending reviews shown at once, oldest first: each carries its code, its diff and three forms, and
+# a person decides them one by one anyway.
+REVIEWS_SHOWN = 10
 
-# Indexes the pages need that schema 4 does not create: runs' progress counts and run filters
-# (candidates by run_id) and the proposer picker (distinct proposers of a task without a table scan).
+# Indexes the pages need that schema 4 does not create. The first covers "a candidate's best trained
+# evaluation" (the ranking key of every listing) so ranking never reads evaluation rows, which carry
+# whole loss curves; the others serve runs' progress counts and run filters (candidates by run),
+# the proposer picker (distinct proposers and models of a task) and a candidate's review history.
 _INDEXES = (
+    "CREATE INDEX IF NOT EXISTS idx_evaluations_best ON evaluations (candidate_id, status, val_accuracy DESC, id)",
     "CREATE INDEX IF NOT EXISTS idx_candidates_run_id_status ON candidates (run_id, status)",
     "CREATE INDEX IF NOT EXISTS idx_candidates_task_proposer ON candidates (task, proposer)",
     "CREATE INDEX IF NOT EXISTS idx_candidates_task_model ON candidates (task, model)",
     "CREATE INDEX IF NOT EXISTS idx_reviews_candidate_id ON reviews (candidate_id)",
 )
 
-# A candidate's listing row: its fields joined to its best trained evaluation (the same rule as
-# Archive.scored: highest validation accuracy, then the earliest).
-_ROW_SQL = """
+# A candidate's best trained evaluation, by the same rule as Archive.scored: highest validation
+# accuracy, then the earliest.
+_BEST = "SELECT {} FROM evaluations WHERE candidate_id = c.id AND status = 'trained' ORDER BY val_accuracy DESC, id LIMIT 1"
+# A listing row: the candidate's fields with its best evaluation's scores (None where untrained).
+_ROW_SELECT = f"""
     SELECT c.id, c.task, c.name, c.proposer, c.model, c.run_id, c.status, c.parents,
            COALESCE(c.params, e.params) AS params, e.fidelity, e.val_accuracy, e.test_accuracy, e.train_seconds
-    FROM candidates c
-    LEFT JOIN evaluations e ON e.id = (
-        SELECT id FROM evaluations WHERE candidate_id = c.id AND status = 'trained'
-        ORDER BY val_accuracy DESC, id LIMIT 1)
+    FROM {{source}}
+    LEFT JOIN evaluations e ON e.id = ({_BEST.format("id")})
 """
 ROW_COLUMNS = ("id", "task", "name", "proposer", "model", "run_id", "status", "val_accuracy", "test_accuracy",
                "params", "fidelity", "train_seconds", "parents")
@@ -115,11 +122,20 @@ class Filters:
 
 
 def candidate_rows(db: Archive, filters: Filters, limit: int | None, offset: int = 0) -> list[dict[str, Any]]:
-    """Listing rows ranked by validation accuracy (untrained last, then newest first); limit None means all."""
+    """Listing rows ranked by validation accuracy (untrained last, then newest first); limit None means all.
+
+    The page is chosen first on (id, best accuracy) alone, out of the covering index, and only its
+    rows are then read in full: sorting whole candidate rows to skip thousands of them would read
+    every candidate's code.
+    """
     where, args = filters.where()
-    page = "LIMIT ? OFFSET ?" if limit is not None else ""
-    sql = f"{_ROW_SQL} {where} ORDER BY e.val_accuracy IS NULL, e.val_accuracy DESC, c.id DESC {page}"
-    return [_row(r) for r in db.db.query(sql, [*args, *([limit, offset] if limit is not None else [])])]
+    sql = f"""
+        WITH page AS (
+            SELECT c.id, ({_BEST.format("val_accuracy")}) AS best FROM candidates c {where}
+            ORDER BY best IS NULL, best DESC, c.id DESC LIMIT ? OFFSET ?)
+        {_ROW_SELECT.format(source="page JOIN candidates c ON c.id = page.id")}
+        ORDER BY page.best IS NULL, page.best DESC, c.id DESC"""
+    return [_row(r) for r in db.db.query(sql, [*args, -1 if limit is None else limit, offset])]
 
 
 def count_candidates(db: Archive, filters: Filters) -> int:
@@ -158,8 +174,13 @@ _FORMATTER = HtmlFormatter(cssclass="highlight", linenos="table")
 _LEXER = PythonLexer()
 
 
+@functools.lru_cache(maxsize=256)
 def highlight_code(code: str | None) -> Markup:
-    """Candidate code as highlighted HTML; pygments escapes the text, so the result is safe to embed."""
+    """Candidate code as highlighted HTML; pygments escapes the text, so the result is safe to embed.
+
+    Cached by the code text: lexing takes ~5-10 ms per candidate, and the review queue, reloaded
+    after every decision, shows one per pending candidate.
+    """
     return Markup(highlight(code or "", _LEXER, _FORMATTER))
 
 
@@ -470,7 +491,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
         page = _page(request)
         with archive() as db:
             queue = db.reviews(status="pending")
-            pending = queue[:PAGE_SIZE]  # oldest first; each shows its code and diff, so a page is enough
+            pending = queue[:REVIEWS_SHOWN]
             parents = _codes(db, [r["parent_id"] for r in pending if r.get("parent_id")])
             total = db.db.execute("SELECT COUNT(*) FROM reviews WHERE status != 'pending'").fetchone()[0]
             pager = Pager(page, total)
@@ -589,7 +610,8 @@ def _search(db: Archive, query: str, page: int, everything: bool) -> tuple[int, 
         raise ArchiveError(f"cannot search for {query!r} ({err}); quote phrases, e.g. \"depthwise conv\"") from None
     if not ids:
         return total, []
-    found = {r["id"]: _row(r) for r in db.db.query(f"{_ROW_SQL} WHERE c.id IN ({', '.join('?' for _ in ids)})", ids)}
+    marks = ", ".join("?" for _ in ids)
+    found = {r["id"]: _row(r) for r in db.db.query(f"{_ROW_SELECT.format(source='candidates c')} WHERE c.id IN ({marks})", ids)}
     return total, [found[i] for i in ids if i in found]
 
 

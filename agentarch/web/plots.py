@@ -18,6 +18,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from agentarch.archive import Archive
 
@@ -114,12 +115,14 @@ def draw_pareto(points: Sequence[tuple[float, float]]) -> bytes:
         _empty(axes, "no trained candidate with a parameter count")
         return _png(figure)
     front = pareto_front(points)
-    axes.scatter(*zip(*points), s=12, color="#9aa5b1", label="trained candidates")
+    # markers on a plain line, not scatter(): somewhat cheaper for thousands of points, and they all look alike
+    axes.plot(*zip(*points), linestyle="none", marker="o", markersize=3, color="#9aa5b1", label="trained candidates")
     axes.plot(*zip(*front), color="#c0392b", marker="o", markersize=5, drawstyle="steps-post", label="Pareto front")
     axes.set_xscale("log")
+    axes.xaxis.set_minor_locator(NullLocator())  # a log axis's minor ticks cost a third of the drawing time
     axes.set_xlabel("parameters")
     axes.set_ylabel("validation accuracy")
-    axes.grid(alpha=0.3, which="both")
+    axes.grid(alpha=0.3)
     axes.legend(fontsize="small", loc="lower right")  # a fixed place: "best" scans every point
     return _png(figure)
 
