@@ -255,6 +255,12 @@ class Archive:
             args.append(candidate_id)
         return list(self.db["llm_calls"].rows_where(" AND ".join(where) or None, args, order_by="id"))
 
+    def llm_faults(self, run_id: str) -> dict[str, int]:
+        """How many of a run's LLM attempts failed, by kind (rate_limited, server_error, timeout, ...)."""
+        rows = self.db.execute("SELECT status, COUNT(*) FROM llm_calls WHERE run_id = ? AND status != 'ok' "
+                               "GROUP BY status ORDER BY status", [run_id]).fetchall()
+        return {status: int(n) for status, n in rows}
+
     def spent_usd(self, run_id: str) -> float:
         """What a run's LLM calls cost so far (the --max-cost budget)."""
         row = self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_calls WHERE run_id = ?", [run_id]).fetchone()

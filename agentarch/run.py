@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from agentarch.archive import Archive, ArchiveError
+from agentarch.archive import Archive
 from agentarch.config import Settings, load_settings
 from langgraph.types import Command
 
@@ -90,9 +90,9 @@ def _drive(settings: Settings, run_id: str, started_at: float, fresh: bool,
               # room for every branch that may hold a queue place, plus those waiting for one
               "max_concurrency": settings.slots + settings.queue + 2}
     checkpointer = open_checkpointer(settings.archive)
-    status = "interrupted"
+    graph = build(ctx, checkpointer)
+    status, final = "interrupted", None
     try:
-        graph = build(ctx, checkpointer)
         command: Any = {"round": 0, "outcomes": []} if fresh else None
         if not fresh and graph.get_state(config).interrupts:  # it stopped while waiting for a person
             command = _await_review(graph, config, settings, run_id, on_waiting)
@@ -102,17 +102,12 @@ def _drive(settings: Settings, run_id: str, started_at: float, fresh: bool,
                 break
             command = _await_review(graph, config, settings, run_id, on_waiting)
         status = "finished"
-        summary = summarize(run_id, status, final.get("outcomes", []), final.get("stopped_by"))
-    except BaseException:
-        state = build(ctx, checkpointer).get_state(config).values
-        summary = summarize(run_id, status, state.get("outcomes", []), None)
-        raise
     finally:
+        values = final if status == "finished" else graph.get_state(config).values
+        summary = summarize(run_id, status, values.get("outcomes", []), values.get("stopped_by"))
+        with Archive(settings.archive) as archive:
+            summary["llm_faults"] = archive.llm_faults(run_id)
+            archive.finish_run(run_id, status, summary)
         checkpointer.conn.close()
         ctx.executor.close()
-        try:
-            with Archive(settings.archive) as archive:
-                archive.finish_run(run_id, status, summary)
-        except (ArchiveError, UnboundLocalError):
-            pass
     return summary

@@ -263,6 +263,10 @@ def _seccomp_program() -> bytes:
     # need no other Unix socket (tests/security/test_escapes.py, the unix-* cases).
     for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, socket.AF_PACKET, socket.AF_UNIX):
         rules.add_rule(seccomp.ERRNO(errno.EACCES), "socket", seccomp.Arg(0, seccomp.EQ, family))
+    # No debugging of other processes: in the process fallback the orchestrator (same user) would be
+    # a target; in bubblewrap the only target, bwrap's init, is as confined as the runner.
+    for call in ("ptrace", "process_vm_readv", "process_vm_writev"):
+        rules.add_rule(seccomp.ERRNO(errno.EPERM), call)
     with tempfile.TemporaryFile() as fh:
         rules.export_bpf(fh)
         fh.seek(0)

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 import shutil
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from starlette.testclient import TestClient
 from agentarch.archive import Archive
 from agentarch.report import write_report
 from agentarch.web import create_app, serve
-from agentarch.web.plots import pareto_front, running_best
+from agentarch.web.plots import mean_of_runs, pareto_front, running_best
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MODEL = "openai/gpt-4o-mini"
@@ -93,7 +94,6 @@ def client(sample):
 
 def ids_in(html: str) -> list[int]:
     """Candidate ids linked from a listing, in order."""
-    import re
     return [int(i) for i in re.findall(r'<td><a href="/candidate/(\d+)">', html)]
 
 
@@ -283,3 +283,5 @@ def test_report_writes_index_and_plots(sample, tmp_path):
 def test_plot_helpers():
     assert running_best([None, 0.5, 0.4, None, 0.7]) == [None, 0.5, 0.5, 0.5, 0.7]
     assert pareto_front([(10, 0.5), (100, 0.9), (50, 0.4), (10, 0.6), (200, 0.8)]) == [(10, 0.6), (100, 0.9)]
+    # a baseline's line: the mean over its runs, a run that stopped early held at its final best
+    assert mean_of_runs([[None, 0.5, 0.7], [0.2, 0.3]]) == [0.2, 0.4, 0.5]

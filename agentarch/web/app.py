@@ -25,8 +25,7 @@ import io
 import json
 import math
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -57,7 +56,6 @@ HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 TOKEN_COOKIE = "agentarch_token"
-DECISIONS = ("approved", "rejected", "edited")
 # Pending reviews shown at once, oldest first: each carries its code, its diff and three forms, and
 # a person decides them one by one anyway.
 REVIEWS_SHOWN = 10
@@ -76,7 +74,8 @@ _INDEXES = (
 
 # A candidate's best trained evaluation, by the same rule as Archive.scored: highest validation
 # accuracy, then the earliest.
-_BEST = "SELECT {} FROM evaluations WHERE candidate_id = c.id AND status = 'trained' ORDER BY val_accuracy DESC, id LIMIT 1"
+_BEST = ("SELECT {} FROM evaluations WHERE candidate_id = c.id AND status = 'trained' "
+         "ORDER BY val_accuracy DESC, id LIMIT 1")
 # A listing row: the candidate's fields with its best evaluation's scores (None where untrained).
 _ROW_SELECT = f"""
     SELECT c.id, c.task, c.name, c.proposer, c.model, c.run_id, c.status, c.parents,
@@ -97,7 +96,7 @@ REVIEW_COLUMNS = ("id", "kind", "status", "run_id", "candidate_id", "proposal_ke
 
 @dataclass(frozen=True)
 class Filters:
-    """What narrows a list of candidates; None means no restriction. `proposer` matches the proposer or the LLM model."""
+    """What narrows a list of candidates (None: no restriction); `proposer` matches the proposer or the LLM model."""
 
     task: str | None = None
     proposer: str | None = None
@@ -145,19 +144,20 @@ def count_candidates(db: Archive, filters: Filters) -> int:
 
 def run_overview(db: Archive, run_id: str) -> dict[str, Any]:
     """A run's row with its progress: candidates by status, LLM calls and spend, best validation accuracy."""
-    row = db.db.execute("SELECT * FROM runs WHERE id = ?", [run_id]).fetchone()
-    if row is None:
+    found = list(db.db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
+    if not found:
         raise ArchiveError(f"no run {run_id!r}; `agentarch archive runs` lists them")
-    run = dict(zip(("id", "kind", "task", "proposer", "config", "status", "started_at", "ended_at", "summary"), row))
+    run = found[0]
     for key in ("config", "summary"):
         run[key] = json.loads(run[key]) if run[key] else {}
-    statuses = dict(db.db.execute("SELECT status, COUNT(*) FROM candidates WHERE run_id = ? GROUP BY status", [run_id]).fetchall())
+    statuses = dict(db.db.execute("SELECT status, COUNT(*) FROM candidates WHERE run_id = ? GROUP BY status",
+                                  [run_id]).fetchall())
     calls, cost, prompt_tokens, completion_tokens = db.db.execute(
-        "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) "
-        "FROM llm_calls WHERE run_id = ?", [run_id]).fetchone()
+        "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0), COALESCE(SUM(prompt_tokens), 0), "
+        "COALESCE(SUM(completion_tokens), 0) FROM llm_calls WHERE run_id = ?", [run_id]).fetchone()
     best = db.db.execute(
-        "SELECT MAX(e.val_accuracy) FROM candidates c JOIN evaluations e ON e.candidate_id = c.id AND e.status = 'trained' "
-        "WHERE c.run_id = ?", [run_id]).fetchone()[0]
+        "SELECT MAX(e.val_accuracy) FROM candidates c JOIN evaluations e ON e.candidate_id = c.id "
+        "AND e.status = 'trained' WHERE c.run_id = ?", [run_id]).fetchone()[0]
     return {**run, "statuses": statuses, "proposed": sum(statuses.values()), "trained": statuses.get("trained", 0),
             "llm_calls": calls, "cost_usd": cost, "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens, "best_val_accuracy": best}
@@ -356,6 +356,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
     page, and so the indexes the pages need exist before the first query.
     """
     archive_path = Path(archive_path)
+    token = token or None  # an empty token would let anyone in with `?token=`
     with Archive(archive_path) as db:
         for statement in _INDEXES:
             db.db.execute(statement)
@@ -365,17 +366,16 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
         lambda request: {"token": token, "url": lambda **changes: _url(request, **changes)}])
     highlight_css = _FORMATTER.get_style_defs(".highlight")
 
-    @contextmanager
-    def archive() -> Iterator[Archive]:
-        with Archive(archive_path) as db:
-            yield db
+    def archive() -> Archive:
+        return Archive(archive_path)
 
     def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
         return templates.TemplateResponse(request, name, context, status_code=status_code)
 
     def check_form_token(request: Request, form: FormData) -> None:
-        if token is not None and not (_matches(_text(form, "token"), token) or _matches(_bearer(request.headers), token)):
-            raise HTTPException(401, "this form was sent without the server's token; reload the page and send it again")
+        if token is None or _matches(_text(form, "token"), token) or _matches(_bearer(request.headers), token):
+            return
+        raise HTTPException(401, "this form was sent without the server's token; reload the page and send it again")
 
     # -- leaderboard and search
 
@@ -474,16 +474,15 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
 
     def diff(request: Request) -> Response:
         a, b = _int_param(request, "a"), _int_param(request, "b")
-        context: dict[str, Any] = {"a": a, "b": b, "table": None}
+        shown = None
         if a is not None and b is not None:
             with archive() as db:
                 try:
                     left, right = db.candidate(a), db.candidate(b)
                 except ArchiveError as e:
                     raise HTTPException(404, str(e)) from None
-            context.update(left=left, right=right, table=code_diff(
-                left["code"], right["code"], f"#{a} {left['name']}", f"#{b} {right['name']}"))
-        return render(request, "diff.html", context)
+            shown = code_diff(left["code"], right["code"], f"#{a} {left['name']}", f"#{b} {right['name']}")
+        return render(request, "diff.html", {"a": a, "b": b, "diff": shown})
 
     # -- reviews
 
@@ -503,10 +502,11 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
         for review in pending:
             review["code_html"] = highlight_code(review["code"])
             parent = parents.get(review.get("parent_id"))
-            review["parent_diff"] = code_diff(parent["code"], review["code"], f"parent #{parent['id']} {parent['name']}",
-                                              "proposed") if parent else None
-        return render(request, "reviews.html", {"pending": pending, "queued": len(queue), "decided": decided, "pager": pager,
-                                                "error": error, "decisions": DECISIONS}, status_code)
+            review["parent_diff"] = code_diff(parent["code"], review["code"], f"parent #{parent['id']} "
+                                              f"{parent['name']}", "proposed") if parent else None
+        return render(request, "reviews.html", {"pending": pending, "queued": len(queue), "decided": decided,
+                                                "pager": pager,
+                                                "error": error}, status_code)
 
     async def review_decide(request: Request) -> Response:
         review_id = request.path_params["review_id"]
@@ -611,7 +611,8 @@ def _search(db: Archive, query: str, page: int, everything: bool) -> tuple[int, 
     if not ids:
         return total, []
     marks = ", ".join("?" for _ in ids)
-    found = {r["id"]: _row(r) for r in db.db.query(f"{_ROW_SELECT.format(source='candidates c')} WHERE c.id IN ({marks})", ids)}
+    sql = f"{_ROW_SELECT.format(source='candidates c')} WHERE c.id IN ({marks})"
+    found = {r["id"]: _row(r) for r in db.db.query(sql, ids)}
     return total, [found[i] for i in ids if i in found]
 
 
@@ -639,7 +640,8 @@ def _add_progress(db: Archive, runs: list[dict[str, Any]]) -> None:
         return
     marks = ", ".join("?" for _ in ids)
     counts = {r[0]: r[1:] for r in db.db.execute(
-        f"SELECT run_id, COUNT(*), SUM(status = 'trained') FROM candidates WHERE run_id IN ({marks}) GROUP BY run_id", ids)}
+        f"SELECT run_id, COUNT(*), SUM(status = 'trained') FROM candidates WHERE run_id IN ({marks}) GROUP BY run_id",
+        ids)}
     best = dict(db.db.execute(
         f"SELECT c.run_id, MAX(e.val_accuracy) FROM candidates c JOIN evaluations e ON e.candidate_id = c.id "
         f"AND e.status = 'trained' WHERE c.run_id IN ({marks}) GROUP BY c.run_id", ids).fetchall())
@@ -659,5 +661,5 @@ def serve(archive_path: Path, host: str = "127.0.0.1", port: int = 8000, token: 
     """
     if host not in LOOPBACK_HOSTS and not token:
         raise ValueError(f"refusing to serve on {host} without a token: anyone on the network could read the archive "
-                         f"and decide reviews. Pass a token (e.g. --token $(openssl rand -hex 16)) or bind 127.0.0.1.")
+                         "and decide reviews. Pass a token (e.g. --token $(openssl rand -hex 16)) or bind 127.0.0.1.")
     uvicorn.run(create_app(archive_path, token), host=host, port=port, log_level="info")

@@ -1,8 +1,8 @@
 """The archive's plots as PNG bytes: a candidate's loss curves, a run's best-so-far and its Pareto front.
 
 Shared by the web pages (served as images) and the static report (written as files), so the two
-always draw the same thing. Each `*_png(db, ...)` function reads what it needs from the archive in
-a couple of queries and hands plain lists to a drawing function.
+always draw the same thing. These functions draw plain lists; the queries that read them from the
+archive live with the other page queries in `agentarch.web.app`.
 
 Figures are built with matplotlib's object API on the Agg canvas, never pyplot: pyplot keeps global
 state that is not safe across the web server's worker threads, and Agg needs no display.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,13 +19,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from agentarch.archive import Archive
-
-BASELINE_PROPOSERS = ("random", "rea", "tpe")
-
 
 def running_best(values: Sequence[float | None]) -> list[float | None]:
-    """Best value seen so far at each index; None until the first value (an evaluation that failed counts, scores nothing)."""
+    """Best value so far at each index (None before the first); a None value, a failed evaluation, keeps the best."""
     best: float | None = None
     out: list[float | None] = []
     for value in values:
@@ -36,8 +31,21 @@ def running_best(values: Sequence[float | None]) -> list[float | None]:
     return out
 
 
+def mean_of_runs(runs: list[list[float | None]]) -> list[float | None]:
+    """Pointwise mean of best-so-far lines, each shorter one held at its last value; None where no run scored yet.
+
+    A run that stopped early keeps its final best, so the mean does not jump when a weak run ends.
+    """
+    means: list[float | None] = []
+    for i in range(max(len(r) for r in runs)):
+        scored = [r[min(i, len(r) - 1)] for r in runs]
+        scored = [v for v in scored if v is not None]
+        means.append(sum(scored) / len(scored) if scored else None)
+    return means
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The (params, accuracy) points no other point beats on both (fewer or equal params and higher accuracy), by params."""
+    """The (params, accuracy) points that no other point beats with as few params and more accuracy, by params."""
     front: list[tuple[float, float]] = []
     for params, acc in sorted(points, key=lambda p: (p[0], -p[1])):
         if not front or acc > front[-1][1]:
@@ -69,7 +77,7 @@ def _empty(axes: Any, message: str) -> None:
 
 
 def draw_loss_curves(series: Sequence[tuple[str, Sequence[dict[str, float]]]]) -> bytes:
-    """Training loss against step, one line per (label, curve); a curve is the trainer's list of {"step", "loss", ...}."""
+    """Training loss against step, one line per (label, curve); a curve is the trainer's [{"step", "loss", ...}]."""
     figure, axes = _figure()
     drawn = False
     for label, curve in series:
@@ -125,61 +133,3 @@ def draw_pareto(points: Sequence[tuple[float, float]]) -> bytes:
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small", loc="lower right")  # a fixed place: "best" scans every point
     return _png(figure)
-
-
-# -- archive to plot ----------------------------------------------------------------------------
-
-
-def candidate_curve_png(db: Archive, candidate_id: int) -> bytes:
-    """The loss curves of every evaluation of one candidate (one per fidelity and seed)."""
-    series = [(f"evaluation {e['id']} ({e['fidelity']} epochs, seed {e['seed']})", e["curve"] or [])
-              for e in db.evaluations(candidate_id)]
-    return draw_loss_curves(series)
-
-
-def run_best_so_far_png(db: Archive, run_id: str) -> bytes:
-    """This run's best-so-far line, and one per baseline proposer on the same task from other runs.
-
-    A baseline's line is the mean over its runs of each run's best-so-far, at each index that at
-    least one run reached; the label says how many runs it averages. Evaluations are counted in the
-    order they were recorded, failed ones included (they spent the budget too).
-    """
-    run = db.db["runs"].get(run_id)
-    this = [row[0] for row in db.db.execute(
-        "SELECT CASE WHEN e.status = 'trained' THEN e.val_accuracy END FROM evaluations e "
-        "JOIN candidates c ON c.id = e.candidate_id WHERE c.run_id = ? ORDER BY e.id", [run_id])]
-    lines: list[tuple[str, Sequence[float | None]]] = [(f"this run ({run['proposer']})", running_best(this))]
-    per_run: dict[str, dict[str, list[float | None]]] = defaultdict(lambda: defaultdict(list))
-    marks = ", ".join("?" for _ in BASELINE_PROPOSERS)
-    for proposer, other_run, val in db.db.execute(
-            f"SELECT c.proposer, c.run_id, CASE WHEN e.status = 'trained' THEN e.val_accuracy END "
-            f"FROM candidates c JOIN evaluations e ON e.candidate_id = c.id "
-            f"WHERE c.task = ? AND c.proposer IN ({marks}) AND c.run_id IS NOT NULL AND c.run_id != ? ORDER BY e.id",
-            [run["task"], *BASELINE_PROPOSERS, run_id]):
-        per_run[proposer][other_run].append(val)
-    for proposer in BASELINE_PROPOSERS:
-        runs = [running_best(values) for values in per_run.get(proposer, {}).values()]
-        if runs:
-            lines.append((f"{proposer} ({len(runs)} run{'s' if len(runs) > 1 else ''}, mean)", _mean_by_index(runs)))
-    return draw_best_so_far(lines)
-
-
-def _mean_by_index(runs: list[list[float | None]]) -> list[float | None]:
-    means: list[float | None] = []
-    for i in range(max(len(r) for r in runs)):
-        reached = [r[i] for r in runs if i < len(r) and r[i] is not None]
-        means.append(sum(reached) / len(reached) if reached else None)
-    return means
-
-
-def run_pareto_points(db: Archive, run_id: str) -> list[tuple[float, float]]:
-    """(params, best validation accuracy) of each trained candidate of a run."""
-    rows = db.db.execute(
-        "SELECT COALESCE(c.params, MAX(e.params)), MAX(e.val_accuracy) FROM candidates c "
-        "JOIN evaluations e ON e.candidate_id = c.id AND e.status = 'trained' "
-        "WHERE c.run_id = ? GROUP BY c.id", [run_id]).fetchall()
-    return [(float(p), float(a)) for p, a in rows if p is not None and a is not None]
-
-
-def run_pareto_png(db: Archive, run_id: str) -> bytes:
-    return draw_pareto(run_pareto_points(db, run_id))

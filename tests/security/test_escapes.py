@@ -82,10 +82,10 @@ CASES = [
         report("ENV", sorted(os.environ.items()))
     """, "module", ("failed",), r"REPORT ENV", "--clearenv (only PATH, HOME, TMPDIR and thread counts)"),
     C("proc-1-environ", """
-        report("ENV1", attempt(lambda: _open("/proc/1/environ", "rb").read()))
+        report("ENV1", _open("/proc/1/environ", "rb").read())  # readable: bwrap got PATH only
     """, "init", ("failed",), r"ENV1", "pid namespace: pid 1 is bwrap's own, cleared environment"),
     C("proc-self-environ", """
-        report("ENVS", attempt(lambda: _open("/proc/self/environ", "rb").read()))
+        report("ENVS", _open("/proc/self/environ", "rb").read())
     """, "forward", ("failed",), r"ENVS", "--clearenv"),
     C("home-secret-file", """
         report(attempt(lambda: _open(HOST["home_secret"]).read()),
@@ -244,8 +244,10 @@ CASES = [
         ctypes = _imp("ctypes")
         libc = ctypes.CDLL(None, use_errno=True)
         rc = libc.ptrace(16, os.getppid(), None, None)  # PTRACE_ATTACH
-        report(f"ptrace={rc} errno={ctypes.get_errno()}")
-    """, "forward", ("failed",), r"ptrace=-1 errno=1\b", "no CAP_SYS_PTRACE; the parent is bwrap's init, not the host"),
+        init = [l for l in _open("/proc/1/status") if l.split(":")[0] in ("Name", "CapEff", "NoNewPrivs", "Seccomp")]
+        report(f"ptrace={rc} errno={ctypes.get_errno()}", *init)
+    """, "forward", ("failed",), r"ptrace=-1 errno=1\b.*bwrap.*CapEff:\s+0+\b.*NoNewPrivs:\s+1.*Seccomp:\s+2",
+      "seccomp (ptrace); the parent is bwrap's init, as confined as the runner"),
     C("kill-parent", """
         signal = _imp("signal")
         try:
@@ -271,8 +273,8 @@ CASES = [
         libc.prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG 0: forget the death signal
         libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE 1
         report(f"no_new_privs={libc.prctl(39, 0, 0, 0, 0)} seccomp={libc.prctl(21, 0, 0, 0, 0)}",
-               attempt(lambda: libc.prctl(22, 0, 0, 0, 0)), attempt(lambda: s.socket(s.AF_INET)))
-    """, "module", ("failed",), r"no_new_privs=1 seccomp=2 .*" + SECCOMP, "seccomp filters cannot be removed; the pid ns dies with bwrap"),
+               f"seccomp-off={libc.prctl(22, 0, 0, 0, 0)}", attempt(lambda: s.socket(s.AF_INET)))
+    """, "module", ("failed",), r"no_new_privs=1 seccomp=2 \| seccomp-off=-1 \| " + SECCOMP, "seccomp filters cannot be removed; the pid ns dies with bwrap"),
     # -- forging the score -----------------------------------------------------------------------
     C("patch-cross-entropy", """
         F = _imp("torch.nn.functional", fromlist=["x"])
@@ -295,8 +297,7 @@ CASES = [
     C("forged-events-on-event-pipe", """
         json, sys = _imp("json"), _imp("sys")
         np = _imp("numpy")
-        pipes = [int(fd) for fd in os.listdir("/proc/self/fd") if int(fd) > 2 and os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")]
-        events = pipes[0]
+        events = event_pipes()[0]
         os.write(events, (json.dumps({"event": "smoke", "params": 1, "flops": 1, "functional_hash": "f" * 64, "seconds": 0.0,
                                       "val_accuracy": 1.0}) + "\\n").encode())
         word = sys.stdin.readline().strip()
@@ -310,12 +311,12 @@ CASES = [
     """, "module", ("trained",), None, "host-side scoring; events carry no scores the host would use"),
     C("malformed-event", """
         json = _imp("json")
-        events = [int(fd) for fd in os.listdir("/proc/self/fd") if int(fd) > 2 and os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")][0]
+        events = event_pipes()[0]
         os.write(events, b'{"event": "smoke", "params": 99999999999999999999999}\\n')
         _imp("time").sleep(60)
     """, "init", ("failed",), r"malformed 'smoke' event", "host validates every event (was: KeyError in the orchestrator)"),
     C("endless-event-line", """
-        events = [int(fd) for fd in os.listdir("/proc/self/fd") if int(fd) > 2 and os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")][0]
+        events = event_pipes()[0]
         for _ in range(64):
             os.write(events, b"{" + b" " * 2**20)  # 64 MiB, never a newline
         _imp("time").sleep(60)
@@ -376,7 +377,7 @@ CASES = [
         report(attempt(lambda: s.socket(s.AF_UNIX).connect(HOST["unix_hidden"])))
     """, "init", ("failed",), SECCOMP, "seccomp (unix): the fallback sees every path socket", isolation="process"),
     C("fallback-env-secrets", """
-        report("ENV", sorted(os.environ.items()), attempt(lambda: _open("/proc/self/environ", "rb").read()))
+        report("ENV", sorted(os.environ.items()), _open("/proc/self/environ", "rb").read())
     """, "module", ("failed",), r"REPORT ENV", "scrubbed environment", isolation="process"),
     C("fallback-fork-storm", """
         children = 0
