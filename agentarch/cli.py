@@ -18,6 +18,7 @@ from rich.table import Table
 
 from agentarch import fewshot, prompts
 from agentarch import review as review_lib
+from agentarch import web
 from agentarch import run as run_lib
 from agentarch.archive import Archive, ArchiveError
 from agentarch.baseline import (SeedResult, check_fit, parse_seeds, record_table_best, search_table, search_trained,
@@ -26,6 +27,7 @@ from agentarch.config import ConfigError, Settings, load_settings
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.fidelity import rung_budgets, successive_halving
 from agentarch.proposers.base import Proposal
+from agentarch.report import write_report
 from agentarch.proposers.baselines import ALGOS, SpaceExhausted, make_proposer
 from agentarch.sandbox import FALLBACK_WARNING, SandboxError, bubblewrap_problem, resolve_isolation
 from agentarch.spaces import SearchSpace, SpaceError, get_space
@@ -220,7 +222,8 @@ def run_command(
             the_task = get_task(settings.task)
             if the_task.kind == "tabular":
                 raise fail(f"{the_task.name} is a table, not a training task; use `agentarch baseline --task {the_task.name}`")
-            Evaluator(Archive(settings.archive), settings)  # fail early on a task or sandbox that cannot work
+            with open_archive(settings.archive) as db:
+                Evaluator(db, settings).prepared  # fail early on a task, its data or a sandbox that cannot work
             if settings.model is None:
                 err.print("[bold yellow]No LLM configured[/] (--model, AGENTARCH_MODEL or agentarch.toml): running offline "
                           "with the regularized-evolution baseline through the same loop.")
@@ -525,6 +528,48 @@ def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], 
         out.print(f"[bold]{summary['seeds']} seed(s), budget {summary['budget']}:[/] test "
                   f"{summary['mean_test']:.{digits}f} ± {summary['std_test']:.{digits}f}, "
                   f"val {summary['mean_val']:.{digits}f}")
+
+
+# -- browsing ----------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve_command(
+    archive: ArchiveOpt = None,
+    host: Annotated[str, typer.Option(help="address to bind; anything but 127.0.0.1/localhost needs --token")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    token: Annotated[Optional[str], typer.Option(envvar="AGENTARCH_WEB_TOKEN", help="required on every request when set "
+                                                 "(AGENTARCH_WEB_TOKEN)")] = None,
+) -> None:
+    """Browse the archive in a web browser: leaderboards, candidates, lineage, diffs, runs, the review queue.
+
+    Bound to 127.0.0.1 by default; to share it on a network give a token, and open the printed address.
+    The archive also opens in Datasette for ad-hoc SQL (see docs/archive.md). Example:
+
+        agentarch serve --archive archive/archive.db --port 8000
+    """
+    path = _archive_path(archive)
+    open_archive(path).close()
+    address = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+    err.print(f"serving {path} at {address} (Ctrl-C stops)")
+    try:
+        web.serve(path, host=host, port=port, token=token)
+    except ValueError as e:
+        raise fail(str(e)) from None
+
+
+@app.command("report")
+def report_command(
+    run_id: Annotated[str, typer.Argument(help="the run, as `agentarch archive runs` lists it")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for index.html and the plots")] = Path("report"),
+    archive: ArchiveOpt = None,
+) -> None:
+    """Write a static HTML report of one run (summary, top candidates, plots as PNG) to share."""
+    try:
+        index = write_report(_archive_path(archive), run_id, out_dir)
+    except (ArchiveError, ValueError) as e:
+        raise fail(str(e)) from None
+    out.print(f"wrote {index}")
 
 
 # -- archive ----------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ class Evaluator:
             **metrics, device=trained["device"], peak_memory_mb=trained["peak_memory_mb"], curve=trained["curve"],
             timings={"smoke_seconds": smoke["seconds"], "train_seconds": trained["train_seconds"],
                      "steps": trained["steps"], "epochs_done": trained["epochs_done"],
-                     "stopped_early": trained["stopped_early"]},
+                     "stopped_early": trained["stopped_early"], "notes": trained.get("notes", [])},
         )
         return self._judged(base, "trained", metrics=metrics, evaluation=evaluation)
 

@@ -33,6 +33,7 @@ from typing import Annotated, Any, TypedDict
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.errors import GraphBubbleUp
 from langgraph.types import Send, interrupt
 
 from agentarch import dedup, fewshot, prompts
@@ -97,6 +98,7 @@ class RunContext:
     _queue: threading.Semaphore = field(init=False)
     _queued: set[str] = field(default_factory=set)
     _queue_lock: threading.Lock = field(default_factory=threading.Lock)
+    aborted: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.task = get_task(self.settings.task)
@@ -104,8 +106,13 @@ class RunContext:
         self._queue = threading.Semaphore(self.settings.slots + self.settings.queue)
 
     def enter_queue(self, key: str) -> None:
-        """Wait for room among the proposals between the LLM and the slots (at most slots + queue)."""
-        self._queue.acquire()
+        """Wait for room among the proposals between the LLM and the slots (at most slots + queue).
+
+        A branch that failed sets `aborted`, so the others stop waiting and the error reaches the user.
+        """
+        while not self._queue.acquire(timeout=0.5):
+            if self.aborted.is_set():
+                raise RuntimeError("another candidate of this round failed; the run stops (see the error above)")
         with self._queue_lock:
             self._queued.add(key)
 
@@ -400,6 +407,23 @@ class Loop:
         return _name(state["plan"]), self._proposer(), [state["parent_id"]] if state.get("parent_id") else []
 
 
+def _guarded(ctx: RunContext, node: Any) -> Any:
+    """A candidate node that, when it raises, frees its queue place and tells waiting branches to stop."""
+
+    def run(state: CandidateState) -> dict[str, Any]:
+        try:
+            return node(state)
+        except GraphBubbleUp:  # a review pause, not a failure
+            raise
+        except BaseException:
+            ctx.aborted.set()
+            ctx.leave_queue(state["plan"]["key"])
+            raise
+
+    run.__name__ = node.__name__
+    return run
+
+
 def _name(plan: dict[str, Any]) -> str:
     return f"round {plan['round']} slot {plan['slot']}"
 
@@ -418,9 +442,9 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
     """Compile the run graph with its candidate subgraph; nodes are named as in the module docstring."""
     loop = Loop(ctx)
     one = StateGraph(CandidateState)
-    for name in ("select_context", "render_prompt", "propose", "extract", "static_check", "dedup", "review_gate", "smoke", "repair",
-                 "train", "analyze", "record", "give_up"):
-        one.add_node(name, getattr(loop, name))
+    for name in ("select_context", "render_prompt", "propose", "extract", "static_check", "dedup", "review_gate", "smoke",
+                 "repair", "train", "analyze", "record", "give_up"):
+        one.add_node(name, _guarded(ctx, getattr(loop, name)))
     one.add_edge(START, "select_context")
     one.add_edge("select_context", "render_prompt")
     one.add_edge("render_prompt", "propose")

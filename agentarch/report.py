@@ -12,7 +12,8 @@ from pathlib import Path
 
 from agentarch.archive import Archive
 from agentarch.web import plots
-from agentarch.web.app import HERE, Filters, candidate_rows, run_overview, template_environment
+from agentarch.web.app import (HERE, Filters, best_so_far_lines, candidate_rows, loss_curves, pareto_points,
+                               run_overview, template_environment)
 
 TOP = 20
 CURVES = 3
@@ -28,12 +29,12 @@ def write_report(archive_path: Path, run_id: str, out_dir: Path) -> Path:
     with Archive(archive_path) as db:
         run = run_overview(db, run_id)
         rows = candidate_rows(db, Filters(run=run_id), limit=TOP)
-        (out_dir / "best_so_far.png").write_bytes(plots.run_best_so_far_png(db, run_id))
-        (out_dir / "pareto.png").write_bytes(plots.run_pareto_png(db, run_id))
+        (out_dir / "best_so_far.png").write_bytes(plots.draw_best_so_far(best_so_far_lines(db, run)))
+        (out_dir / "pareto.png").write_bytes(plots.draw_pareto(pareto_points(db, run_id)))
         curves = []
         for row in [r for r in rows if r["status"] == "trained"][:CURVES]:
             name = f"curve-{row['id']}.png"
-            (out_dir / name).write_bytes(plots.candidate_curve_png(db, row["id"]))
+            (out_dir / name).write_bytes(plots.draw_loss_curves(loss_curves(db, row["id"])))
             curves.append({"file": name, "row": row})
     html = template_environment().get_template("report.html").render(
         run=run, rows=rows, curves=curves, css=(HERE / "static" / "style.css").read_text(),

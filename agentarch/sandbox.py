@@ -9,7 +9,7 @@ Layers, outermost first (docs/sandbox.md has the threat model):
 3. bubblewrap: new user, pid, net, ipc and uts namespaces (no network, not even the host's
    loopback), a read-only view of only the Python installation and system libraries, one writable
    scratch directory, the task's inputs read-only, `--clearenv`, all capabilities dropped;
-4. a seccomp filter that refuses inet, inet6, netlink and packet sockets;
+4. a seccomp filter that refuses inet, inet6, netlink, packet and unix sockets, and ptrace;
 5. a wall-clock timeout after which the whole process group and cgroup are killed.
 
 Where bubblewrap is missing or cannot create namespaces, the `process` fallback keeps 1, 2, 4 and 5
@@ -144,6 +144,27 @@ FALLBACK_WARNING = (
 # -- cgroups ------------------------------------------------------------------------------------
 
 
+STALE_CGROUP_S = 6 * 3600
+"""A job's cgroup older than this with no process left was orphaned by a killed orchestrator."""
+
+
+def sweep_stale(parent: Path) -> None:
+    """Remove empty per-job cgroups left by orchestrators that were killed mid-job.
+
+    rmdir only succeeds on a cgroup with no process, and the age guard keeps a concurrent
+    orchestrator's just-made cgroup (not yet joined by its process) safe.
+    """
+    try:
+        stale = [d for d in parent.iterdir() if d.is_dir() and time.time() - d.stat().st_mtime > STALE_CGROUP_S]
+    except OSError:
+        return
+    for job in stale:
+        try:
+            job.rmdir()
+        except OSError:
+            pass
+
+
 class Cgroup:
     """A per-evaluation cgroup (v1 hierarchies or a delegated v2 subtree), where the host may make one."""
 
@@ -159,6 +180,8 @@ class Cgroup:
     def _create(self, name: str, max_pids: int, memory_bytes: int | None) -> None:
         root = Path("/sys/fs/cgroup")
         if (root / "pids" / "cgroup.procs").exists():  # cgroup v1
+            for controller in ("pids", "memory"):
+                sweep_stale(root / controller / "agentarch")
             self.dirs.append(self._mkdir(root / "pids" / "agentarch" / name, {"pids.max": str(max_pids)}))
             if memory_bytes and (root / "memory" / "cgroup.procs").exists():
                 try:  # best effort: without it, RLIMIT_AS still caps the address space on CPU hosts

@@ -93,11 +93,8 @@ def build(path: Path) -> dict:
             elif status == "failed":
                 evaluation_row = {"status": "failed", "fidelity": 5, "error": "RuntimeError: shape mismatch"}
             cid = db.record(row, evaluation_row, llm_calls=calls)
-            if status == "trained" and rng.random() < 0.1:
-                # a second, longer evaluation of the same candidate (Archive.record writes only the first)
-                longer = {k: v for k, v in evaluation(rng, 20, rng.uniform(0.5, 0.99)).items() if k != "curve"}
-                db.db["evaluations"].insert({"candidate_id": cid, "task": "digits", "created_at": "2026-01-01",
-                                             **longer})
+            if status == "trained" and rng.random() < 0.1:  # a second, longer training: a higher fidelity
+                db.add_evaluation(cid, "digits", evaluation(rng, 20, rng.uniform(0.5, 0.99)))
             if run_id:
                 by_run[run_id].append(cid)
             if proposer == "llm" and parents and llm_candidate is None and i > CANDIDATES // 2:

@@ -216,7 +216,7 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
         for split, x in (("val", inputs.val_x), ("test", inputs.test_x)):
             np.save(out_dir / f"{split}_outputs.npy", trainer.predict(model, x, cfg.batch_size, device))
         emit({"event": "trained", "curve": result.curve, "train_seconds": result.train_seconds, "steps": result.steps,
-              "epochs_done": result.epochs_done, "stopped_early": result.stopped_early,
+              "epochs_done": result.epochs_done, "stopped_early": result.stopped_early, "notes": result.notes,
               "peak_memory_mb": result.peak_memory_mb, "device": str(device)})
     except CandidateError as err:
         emit({"event": "error", "stage": stage, "kind": err.kind, "message": str(err)})

@@ -5,20 +5,25 @@ the orchestrator. One loop serves every task, so that candidates are compared on
 architecture (and the few knobs they may set in HPARAMS), not on bespoke training tricks:
 
 - the whole (small) dataset lives on the device and batches are sliced from it, no DataLoader;
-- AdamW, weight decay only on matrices and kernels, linear warmup then cosine decay to zero;
-- gradient clipping, bf16 autocast on CUDA;
-- a fixed shuffle per seed, so the same seed gives the same run (bitwise on CPU).
+- AdamW (the fused kernel), weight decay only on matrices and kernels, linear warmup then cosine
+  decay to zero;
+- gradient clipping, bf16 autocast on CUDA, channels-last images on CUDA, optional torch.compile;
+- no host-device synchronization per step: losses are read back only when the curve is logged;
+- a fixed shuffle per seed, so the same seed gives the same run (bitwise on CPU, without compile).
+
+benchmarks/trainer.py measures the loop against a minimal hand-written one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +60,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     max_seconds: float | None = None  # wall-clock budget; past it, training stops and says so
+    channels_last: bool | None = None  # 4-D images and model in channels-last layout; None: on CUDA only
+    compile: bool = False  # torch.compile the model; if that fails, train eagerly and say so in notes
 
 
 @dataclass
@@ -78,6 +85,7 @@ class TrainResult:
     epochs_done: float
     stopped_early: bool  # the max_seconds budget ran out before the last epoch
     peak_memory_mb: float  # CUDA: peak allocated tensors; CPU: peak resident size of the process
+    notes: list[str] = field(default_factory=list)  # what did not go as configured, e.g. compile fell back
 
 
 def pick_device() -> torch.device:
@@ -155,14 +163,37 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     """AdamW that decays only weight matrices and kernels (ndim >= 2).
 
     Decaying biases and normalization gains only pulls them towards zero for no regularizing
-    benefit, so they form a second group without decay.
+    benefit, so they form a second group without decay. The fused kernel (one per parameter instead
+    of about ten) is used on CPU as well as CUDA: on small models the optimizer step is a large
+    share of the step time. It needs floating-point parameters, so a candidate with, say, complex
+    ones gets the plain implementation.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
+    fused = device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
+
+
+def compile_or_eager(model: nn.Module, notes: list[str]) -> nn.Module:
+    """`torch.compile(model)`, or `model` itself with a note when torch cannot compile here at all.
+
+    Compilation is lazy, so most failures surface only at the first forward or backward pass; the
+    training loop catches those and falls back to `model` the same way.
+    """
+    try:
+        return torch.compile(model)
+    except Exception as err:  # noqa: BLE001 - any failure to compile means: train eagerly
+        notes.append(compile_failure_note(err))
+        return model
+
+
+def compile_failure_note(err: Exception) -> str:
+    """One line for TrainResult.notes: compiler errors run to pages, and the first line says what broke."""
+    first_line = (str(err).strip().splitlines() or [""])[0][:300]
+    return f"torch.compile failed ({type(err).__name__}: {first_line}); trained eagerly"
 
 
 def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.device) -> TrainResult:
@@ -172,8 +203,11 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
     partial batch of each epoch is dropped (a different remainder every epoch), so no step runs on
     a batch of one, which batch normalization cannot train on.
 
-    Losses stay on the device and are read back once per curve point, which keeps the GPU from
-    waiting on the host every step; a non-finite loss is still reported at the exact step.
+    Nothing in a step waits for the device: batches are gathered on the device with an index
+    tensor copied there once per epoch (asynchronously, from pinned memory), the schedule is
+    computed on the host, and losses stay on the device until a curve point reads them back, so
+    the GPU runs ahead of the Python loop. A non-finite loss is still reported at the exact step.
+    With cfg.compile, compilation time counts towards train_seconds and max_seconds.
     """
     n = len(inputs.train_x)
     if n == 0:
@@ -182,49 +216,72 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
     total_steps = cfg.epochs * steps_per_epoch
     log_every = max(1, math.ceil(total_steps / MAX_CURVE_POINTS))
     on_cuda = device.type == "cuda"
+    channels_last = (on_cuda if cfg.channels_last is None else cfg.channels_last) and inputs.train_x.ndim == 4
 
     model.to(device).train()
+    if channels_last:  # before the optimizer is built, so its state takes the same layout
+        model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg, device)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    notes: list[str] = []
+    forward = compile_or_eager(model, notes) if cfg.compile else model
     shuffle = torch.Generator().manual_seed(cfg.seed)
-    losses = torch.zeros(total_steps, device=device)
+    window: list[torch.Tensor] = []  # losses since the last curve point, still on the device
     curve: list[dict[str, float]] = []
-    logged = 0  # steps already read back into the curve
     stopped_early = False
 
     def log(steps_done: int) -> None:
-        nonlocal logged
-        window = losses[logged:steps_done].tolist()
-        for offset, value in enumerate(window):
+        values = torch.stack(window).tolist()
+        for offset, value in enumerate(values):
             if not math.isfinite(value):
-                raise TrainingDiverged(f"loss became {value} at step {logged + offset + 1}")
-        curve.append({"step": steps_done, "epoch": steps_done / steps_per_epoch, "loss": sum(window) / len(window)})
-        logged = steps_done
+                raise TrainingDiverged(f"loss became {value} at step {steps_done - len(values) + offset + 1}")
+        curve.append({"step": steps_done, "epoch": steps_done / steps_per_epoch, "loss": sum(values) / len(values)})
+        window.clear()
+
+    def forward_backward(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        precision = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
+        with precision:
+            loss = loss_fn(inputs.kind, net(x), y, cfg.label_smoothing)
+        loss.backward()
+        return loss
 
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     step = 0
     while step < total_steps and not stopped_early:
-        order = torch.randperm(n, generator=shuffle).to(device)
+        order = torch.randperm(n, generator=shuffle)
+        if on_cuda:  # a pinned source lets the copy below overlap with the queued steps instead of draining them
+            order = order.pin_memory()
+        order = order.to(device, non_blocking=True)
         for batch in range(steps_per_epoch):
             idx = order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
+            x, y = inputs.train_x[idx], inputs.train_y[idx]
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, cfg.lr, cfg.warmup_frac)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda):
-                loss = loss_fn(inputs.kind, model(inputs.train_x[idx]), inputs.train_y[idx], cfg.label_smoothing)
-            loss.backward()
+            try:
+                loss = forward_backward(forward, x, y)
+            except Exception as err:
+                if forward is model:
+                    raise
+                notes.append(compile_failure_note(err))
+                forward = model
+                optimizer.zero_grad(set_to_none=True)
+                loss = forward_backward(model, x, y)
             if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            losses[step] = loss.detach()
+            window.append(loss.detach())
             step += 1
             if step % log_every == 0:
                 log(step)
             if cfg.max_seconds is not None and time.perf_counter() - started >= cfg.max_seconds:
                 stopped_early = step < total_steps
                 break
-    if logged < step:
+    if window:
         log(step)
     if on_cuda:
         torch.cuda.synchronize(device)
@@ -232,7 +289,8 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     return TrainResult(curve=curve, train_seconds=time.perf_counter() - started, steps=step,
-                       epochs_done=step / steps_per_epoch, stopped_early=stopped_early, peak_memory_mb=peak_mb)
+                       epochs_done=step / steps_per_epoch, stopped_early=stopped_early, peak_memory_mb=peak_mb,
+                       notes=notes)
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:

@@ -242,6 +242,128 @@ def test_predict_is_in_eval_mode_and_batch_size_independent(tmp_path):
     assert not model.training
 
 
+# -- speed features: channels-last, torch.compile, no per-step syncs --------------------------------
+
+
+class TinyCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten(), nn.Linear(4, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def train_cnn(inputs: trainer.Inputs, device: torch.device, **overrides) -> tuple[nn.Module, trainer.TrainResult]:
+    cfg = trainer.TrainConfig(**{"epochs": 3, "batch_size": 16, "lr": 1e-2, "weight_decay": 0.01, **overrides})
+    trainer.seed_everything(cfg.seed)
+    model = TinyCNN()
+    return model, trainer.train(model, inputs, cfg, device)
+
+
+class FailsWhenCompiled(nn.Module):
+    """Stands in for what torch.compile returns when compilation fails lazily, at the first call."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("backend exploded\nlong traceback follows")
+
+
+def test_channels_last_trains_deterministically_to_the_same_shapes(tmp_path):
+    inputs = trainer.load_inputs(image_inputs(tmp_path), CPU)
+    plain_model, plain = train_cnn(inputs, CPU)
+    assert plain_model.net[0].weight.is_contiguous()  # off by default on CPU
+    model, result = train_cnn(inputs, CPU, channels_last=True)
+    _, again = train_cnn(inputs, CPU, channels_last=True)
+    assert model.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert result.curve == again.curve and result.notes == []
+    assert [p["step"] for p in result.curve] == [p["step"] for p in plain.curve] == list(range(1, 19))
+    assert result.curve[-1]["loss"] < result.curve[0]["loss"]
+    out = trainer.predict(model, inputs.test_x, batch_size=4, device=CPU)
+    assert out.shape == trainer.predict(plain_model, inputs.test_x, batch_size=4, device=CPU).shape == (10, 2)
+
+
+def test_channels_last_is_ignored_for_token_inputs(tmp_path):
+    inputs = trainer.load_inputs(token_inputs(tmp_path), CPU)
+    cfg = trainer.TrainConfig(epochs=1, batch_size=8, lr=1e-2, weight_decay=0.0, channels_last=True)
+    result = trainer.train(nn.Sequential(nn.Embedding(5, 8), nn.Linear(8, 5)), inputs, cfg, CPU)
+    assert result.steps == 4
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+def test_default_flags_train_on_every_device(tmp_path, device):
+    """On CUDA this takes the bf16, channels-last and pinned-index paths the CPU tests cannot."""
+    inputs = trainer.load_inputs(image_inputs(tmp_path), device)
+    model, result = train_cnn(inputs, device)
+    assert result.steps == 18 and all(math.isfinite(p["loss"]) for p in result.curve)
+    channels_last = model.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert channels_last == (device.type == "cuda")
+    assert trainer.predict(model, inputs.test_x, batch_size=4, device=device).shape == (10, 2)
+
+
+def test_no_host_sync_except_at_curve_points(tmp_path, monkeypatch):
+    """Reading a tensor's value on the host waits for the GPU; the loop may do so only to log the curve."""
+    reads = []
+
+    def recording(name: str):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args):
+            reads.append(name)
+            return original(self, *args)
+
+        return read
+
+    for name in ("item", "tolist", "__bool__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, recording(name))
+    _, result = run(image_inputs(tmp_path, n=112), seed=0, epochs=20, batch_size=16)  # 140 steps, a point every 3
+    assert result.steps == 140 and reads == ["tolist"] * len(result.curve)
+
+
+def test_compile_failing_at_the_first_step_falls_back_to_the_eager_run(tmp_path, monkeypatch):
+    data = image_inputs(tmp_path)
+    model_eager, eager = run(data, seed=0)
+    monkeypatch.setattr(torch, "compile", FailsWhenCompiled)
+    model, fallen_back = run(data, seed=0, compile=True)
+    assert fallen_back.notes == ["torch.compile failed (RuntimeError: backend exploded); trained eagerly"]
+    assert fallen_back.curve == eager.curve and fallen_back.steps == eager.steps
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model_eager.state_dict().values()))
+
+
+def test_compile_unavailable_trains_eagerly_with_a_note(tmp_path, monkeypatch):
+    def unavailable(model):
+        raise RuntimeError("Dynamo is not supported on this Python")
+
+    monkeypatch.setattr(torch, "compile", unavailable)
+    _, result = run(image_inputs(tmp_path), seed=0, compile=True)
+    assert result.notes == [
+        "torch.compile failed (RuntimeError: Dynamo is not supported on this Python); trained eagerly"]
+    assert result.steps == 24 and len(result.curve) == 24
+
+
+def test_a_candidate_error_is_not_hidden_by_the_compile_fallback(tmp_path, monkeypatch):
+    class Broken(TinyMLP):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise ValueError("shape mismatch in the candidate")
+
+    monkeypatch.setattr(torch, "compile", FailsWhenCompiled)
+    cfg = trainer.TrainConfig(epochs=1, batch_size=16, lr=1e-3, weight_decay=0.0, compile=True)
+    with pytest.raises(ValueError, match="shape mismatch in the candidate"):
+        trainer.train(Broken(), trainer.load_inputs(image_inputs(tmp_path), CPU), cfg, CPU)
+
+
+@pytest.mark.slow
+def test_real_compile_on_cpu_trains_or_falls_back_with_a_note(tmp_path):
+    """Inductor needs a C++ compiler on CPU and takes tens of seconds here, hence slow."""
+    _, result = run(image_inputs(tmp_path), seed=0, epochs=2, compile=True)
+    assert result.steps == 12 and len(result.curve) == 12 and all(math.isfinite(p["loss"]) for p in result.curve)
+    assert result.notes == [] or (len(result.notes) == 1 and result.notes[0].startswith("torch.compile failed"))
+
+
 # -- the seed architectures -----------------------------------------------------------------------
 
 

@@ -67,6 +67,9 @@ def template(tmp_path_factory):
                                {"status": "failed", "fidelity": 5, "error": "RuntimeError: shape mismatch"})
         rea = db.record(candidate("rea-1", "r", proposer="rea", run_id=rea_run, params=800), evaluation(0.85, 0.84))
         db.record(candidate("rea-2", "r2", proposer="rea", run_id=rea_run, params=900), evaluation(0.70, 0.70))
+        # scores come from the highest fidelity, whatever a shorter training scored
+        db.add_evaluation(rea, "digits", evaluation(0.99, 0.99, epochs=1))
+        db.add_evaluation(seed, "digits", evaluation(0.83, 0.82, epochs=20))
         evil = db.record(candidate(f"{EVIL}.py", "e", code=f"# {EVIL}\nx = '</pre>{EVIL}'\n", analysis=EVIL),
                          evaluation(0.10, 0.10))
         for i in range(55):  # enough rows for a second leaderboard page
@@ -132,6 +135,8 @@ def test_unknown_things_are_404_and_bad_params_400(client):
 def test_leaderboard_ranks_filters_and_pages(client, sample):
     first = client.get("/").text
     assert ids_in(first)[:4] == [sample.child, sample.rea, sample.seed, sample.rea + 1]
+    seed_row = first[first.index(f'href="/candidate/{sample.seed}"'):].split("</tr>")[0]
+    assert "0.8300" in seed_row and '<td class="num">20</td>' in seed_row  # the fidelity the score comes from
     assert "page 1 of 2" in first and "next" in first
     second = client.get("/?page=2").text
     assert "page 2 of 2" in second and len(ids_in(first)) == 50 and len(ids_in(second)) == 61 - 50
@@ -231,7 +236,8 @@ def test_export_of_a_filtered_view(client, sample):
     page = client.get("/?proposer=rea&format=csv")
     assert page.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(page.text)))
-    assert [int(r["id"]) for r in rows] == [sample.rea, sample.rea + 1] and rows[0]["val_accuracy"] == "0.85"
+    assert [int(r["id"]) for r in rows] == [sample.rea, sample.rea + 1]
+    assert (rows[0]["val_accuracy"], rows[0]["fidelity"]) == ("0.85", "5")
     assert len(client.get("/?status=invalid&format=json").json()) == 50  # this page
     assert len(client.get("/?status=invalid&format=json&all=1").json()) == 55  # every page
     runs = client.get("/runs?format=json").json()

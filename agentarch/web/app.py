@@ -5,7 +5,7 @@ text) on Starlette. Every request opens its own `Archive`: SQLite connections mu
 worker threads the sync handlers run on, and opening one costs well under a millisecond.
 
 Every list is paginated with LIMIT/OFFSET and each page is a fixed handful of queries (rows are
-joined to their best evaluation in SQL, never fetched one by one), so pages stay fast on archives
+joined to their scoring evaluation in SQL, never fetched one by one), so pages stay fast on archives
 of tens of thousands of candidates. `create_app` adds the indexes those queries need (see
 `_INDEXES`) when they are missing.
 
@@ -25,7 +25,7 @@ import io
 import json
 import math
 import sqlite3
-from collections.abc import Callable
+from collections import defaultdict
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -59,24 +59,26 @@ TOKEN_COOKIE = "agentarch_token"
 # Pending reviews shown at once, oldest first: each carries its code, its diff and three forms, and
 # a person decides them one by one anyway.
 REVIEWS_SHOWN = 10
+BASELINE_PROPOSERS = ("random", "rea", "tpe")  # drawn beside a run in its best-so-far plot
 
-# Indexes the pages need that schema 4 does not create. The first covers "a candidate's best trained
-# evaluation" (the ranking key of every listing) so ranking never reads evaluation rows, which carry
-# whole loss curves; the others serve runs' progress counts and run filters (candidates by run),
+# Indexes the pages need that schema 4 does not create. The first covers "the evaluation a candidate's
+# scores come from" (the ranking key of every listing), so ranking never reads evaluation rows, which
+# carry whole loss curves; the others serve runs' progress counts and run filters (candidates by run),
 # the proposer picker (distinct proposers and models of a task) and a candidate's review history.
 _INDEXES = (
-    "CREATE INDEX IF NOT EXISTS idx_evaluations_best ON evaluations (candidate_id, status, val_accuracy DESC, id)",
+    "CREATE INDEX IF NOT EXISTS idx_evaluations_scored ON evaluations "
+    "(candidate_id, status, fidelity DESC, val_accuracy DESC, id)",
     "CREATE INDEX IF NOT EXISTS idx_candidates_run_id_status ON candidates (run_id, status)",
     "CREATE INDEX IF NOT EXISTS idx_candidates_task_proposer ON candidates (task, proposer)",
     "CREATE INDEX IF NOT EXISTS idx_candidates_task_model ON candidates (task, model)",
     "CREATE INDEX IF NOT EXISTS idx_reviews_candidate_id ON reviews (candidate_id)",
 )
 
-# A candidate's best trained evaluation, by the same rule as Archive.scored: highest validation
-# accuracy, then the earliest.
+# The evaluation a candidate's scores come from, by the rule of Archive.scored: among its trained
+# evaluations the highest fidelity, then the best validation accuracy, then the earliest.
 _BEST = ("SELECT {} FROM evaluations WHERE candidate_id = c.id AND status = 'trained' "
-         "ORDER BY val_accuracy DESC, id LIMIT 1")
-# A listing row: the candidate's fields with its best evaluation's scores (None where untrained).
+         "ORDER BY fidelity DESC, val_accuracy DESC, id LIMIT 1")
+# A listing row: the candidate's fields with the scores of that evaluation (None where untrained).
 _ROW_SELECT = f"""
     SELECT c.id, c.task, c.name, c.proposer, c.model, c.run_id, c.status, c.parents,
            COALESCE(c.params, e.params) AS params, e.fidelity, e.val_accuracy, e.test_accuracy, e.train_seconds
@@ -123,9 +125,9 @@ class Filters:
 def candidate_rows(db: Archive, filters: Filters, limit: int | None, offset: int = 0) -> list[dict[str, Any]]:
     """Listing rows ranked by validation accuracy (untrained last, then newest first); limit None means all.
 
-    The page is chosen first on (id, best accuracy) alone, out of the covering index, and only its
-    rows are then read in full: sorting whole candidate rows to skip thousands of them would read
-    every candidate's code.
+    The page is chosen first on (id, accuracy) alone, out of the covering index, and only its rows
+    are then read in full: sorting whole candidate rows to skip thousands of them would read every
+    candidate's code.
     """
     where, args = filters.where()
     sql = f"""
@@ -155,12 +157,52 @@ def run_overview(db: Archive, run_id: str) -> dict[str, Any]:
     calls, cost, prompt_tokens, completion_tokens = db.db.execute(
         "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0), COALESCE(SUM(prompt_tokens), 0), "
         "COALESCE(SUM(completion_tokens), 0) FROM llm_calls WHERE run_id = ?", [run_id]).fetchone()
-    best = db.db.execute(
-        "SELECT MAX(e.val_accuracy) FROM candidates c JOIN evaluations e ON e.candidate_id = c.id "
-        "AND e.status = 'trained' WHERE c.run_id = ?", [run_id]).fetchone()[0]
+    best = db.db.execute(f"SELECT MAX(({_BEST.format('val_accuracy')})) FROM candidates c WHERE c.run_id = ?",
+                         [run_id]).fetchone()[0]
     return {**run, "statuses": statuses, "proposed": sum(statuses.values()), "trained": statuses.get("trained", 0),
             "llm_calls": calls, "cost_usd": cost, "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens, "best_val_accuracy": best}
+
+
+def loss_curves(db: Archive, candidate_id: int) -> list[tuple[str, list[dict[str, float]]]]:
+    """(label, curve) of each evaluation of a candidate: one per fidelity and seed."""
+    return [(f"evaluation {e['id']} ({e['fidelity']} epochs, seed {e['seed']})", e["curve"] or [])
+            for e in db.evaluations(candidate_id)]
+
+
+def best_so_far_lines(db: Archive, run: dict[str, Any]) -> list[tuple[str, list[float | None]]]:
+    """The run's best-so-far validation accuracy by evaluation, then one line per baseline proposer on its task.
+
+    Evaluations count in the order they were recorded, failed ones included (they spent budget
+    too). A baseline's line is the mean over its other runs (plots.mean_of_runs); a multi-seed
+    baseline run counts its seeds one after another.
+    """
+    this = [r[0] for r in db.db.execute(
+        "SELECT CASE WHEN e.status = 'trained' THEN e.val_accuracy END FROM evaluations e "
+        "JOIN candidates c ON c.id = e.candidate_id WHERE c.run_id = ? ORDER BY e.id", [run["id"]])]
+    lines = [(f"this run ({run['proposer']})", plots.running_best(this))]
+    per_run: dict[str, dict[str, list[float | None]]] = defaultdict(lambda: defaultdict(list))
+    marks = ", ".join("?" for _ in BASELINE_PROPOSERS)
+    for proposer, other_run, val in db.db.execute(
+            "SELECT c.proposer, c.run_id, CASE WHEN e.status = 'trained' THEN e.val_accuracy END "
+            "FROM candidates c JOIN evaluations e ON e.candidate_id = c.id WHERE c.task = ? "
+            f"AND c.proposer IN ({marks}) AND c.run_id IS NOT NULL AND c.run_id != ? ORDER BY e.id",
+            [run["task"], *BASELINE_PROPOSERS, run["id"]]):
+        per_run[proposer][other_run].append(val)
+    for proposer in BASELINE_PROPOSERS:
+        runs = [plots.running_best(values) for values in per_run.get(proposer, {}).values()]
+        if runs:
+            label = f"{proposer} ({len(runs)} run{'s' if len(runs) > 1 else ''}, mean)"
+            lines.append((label, plots.mean_of_runs(runs)))
+    return lines
+
+
+def pareto_points(db: Archive, run_id: str) -> list[tuple[float, float]]:
+    """(params, validation accuracy) of each trained candidate of a run, scored like the listings."""
+    rows = db.db.execute(
+        "SELECT COALESCE(c.params, e.params), e.val_accuracy FROM candidates c "
+        f"JOIN evaluations e ON e.id = ({_BEST.format('id')}) WHERE c.run_id = ?", [run_id]).fetchall()
+    return [(float(p), float(a)) for p, a in rows if p is not None and a is not None]
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:
@@ -455,7 +497,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 db.candidate(candidate_id)
             except ArchiveError as e:
                 raise HTTPException(404, str(e)) from None
-            return Response(plots.candidate_curve_png(db, candidate_id), media_type="image/png")
+            return Response(plots.draw_loss_curves(loss_curves(db, candidate_id)), media_type="image/png")
 
     async def candidate_flag(request: Request) -> Response:
         candidate_id = request.path_params["candidate_id"]
@@ -553,14 +595,15 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
 
     def run_plot(request: Request) -> Response:
         run_id, kind = request.path_params["run_id"], request.path_params["kind"]
-        draw: Callable[[Archive, str], bytes] | None = {"best": plots.run_best_so_far_png,
-                                                         "pareto": plots.run_pareto_png}.get(kind)
-        if draw is None:
+        if kind not in ("best", "pareto"):
             raise HTTPException(404, f"no plot {kind!r}; there are best.png and pareto.png")
         with archive() as db:
-            if db.db.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone() is None:
-                raise HTTPException(404, f"no run {run_id!r}")
-            return Response(draw(db, run_id), media_type="image/png")
+            found = list(db.db.query("SELECT id, task, proposer FROM runs WHERE id = ?", [run_id]))
+            if not found:
+                raise HTTPException(404, f"no run {run_id!r}; `agentarch archive runs` lists them")
+            png = (plots.draw_best_so_far(best_so_far_lines(db, found[0])) if kind == "best"
+                   else plots.draw_pareto(pareto_points(db, run_id)))
+        return Response(png, media_type="image/png")
 
     def stylesheet(request: Request) -> Response:
         return Response(highlight_css, media_type="text/css")
@@ -643,8 +686,8 @@ def _add_progress(db: Archive, runs: list[dict[str, Any]]) -> None:
         f"SELECT run_id, COUNT(*), SUM(status = 'trained') FROM candidates WHERE run_id IN ({marks}) GROUP BY run_id",
         ids)}
     best = dict(db.db.execute(
-        f"SELECT c.run_id, MAX(e.val_accuracy) FROM candidates c JOIN evaluations e ON e.candidate_id = c.id "
-        f"AND e.status = 'trained' WHERE c.run_id IN ({marks}) GROUP BY c.run_id", ids).fetchall())
+        f"SELECT c.run_id, MAX(({_BEST.format('val_accuracy')})) FROM candidates c WHERE c.run_id IN ({marks}) "
+        "GROUP BY c.run_id", ids).fetchall())
     spend = dict(db.db.execute(
         f"SELECT run_id, SUM(cost_usd) FROM llm_calls WHERE run_id IN ({marks}) GROUP BY run_id", ids).fetchall())
     for run in runs:

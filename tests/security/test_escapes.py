@@ -10,6 +10,8 @@ scoring of the outputs the host loaded gives). docs/reliability.md has the table
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import secrets
 import sys
@@ -393,6 +395,13 @@ CASES = [
 ]
 
 
+@functools.cache
+def cgroups_work() -> bool:
+    probe = Cgroup(f"probe-escapes-{os.getpid()}", 8, None)
+    probe.remove()
+    return probe.problem is None
+
+
 @pytest.fixture(scope="module")
 def listeners(tmp_path_factory):
     running = Listeners(tmp_path_factory.mktemp("sockets"))
@@ -443,6 +452,10 @@ def test_escape_is_contained(case: Case, host, listeners, tmp_path, cache_dir, m
     code = candidate_code(case, values)
     run = run_case(code, tmp_path, cache_dir, monkeypatch, isolation=case.isolation, **case.limits)
     text = run.text
+    if os.environ.get("AGENTARCH_ESCAPE_REPORT"):  # figures for docs/reliability.md
+        with open(os.environ["AGENTARCH_ESCAPE_REPORT"], "a") as fh:
+            fh.write(json.dumps({"case": case.name, "status": run.result.status, "reason": run.result.reason,
+                                 "test_accuracy": run.result.metrics.get("test_accuracy"), "seconds": round(run.seconds, 2)}) + "\n")
 
     # The attack failed, in the way this case expects, and the record says so.
     assert run.result.status in case.status, f"{case.name}: {run.result.status}: {text[:1500]}"
@@ -458,7 +471,7 @@ def test_escape_is_contained(case: Case, host, listeners, tmp_path, cache_dir, m
         assert not Path(target).exists(), f"{case.name}: wrote {target} on the host"
     assert run.scratch and not any(s.exists() for s in run.scratch), "the scratch directory was left behind"
     assert job_processes([s.name for s in run.scratch]) == [], f"{case.name}: a process of the job outlived it"
-    if Cgroup("probe-escapes", 8, None).problem is None:
+    if cgroups_work():
         assert not any((Path("/sys/fs/cgroup/pids/agentarch") / s.name).exists() for s in run.scratch)
     assert run.seed_before == run.seed_after, "another candidate's row changed"
 

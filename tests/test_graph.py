@@ -1,0 +1,59 @@
+"""The run graph's plumbing that needs no sandbox: its shape, the bounded queue, summaries."""
+
+import threading
+import time
+
+import pytest
+
+from agentarch.config import load_settings
+from agentarch.graph import RunContext, build, open_checkpointer, summarize
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return RunContext(load_settings(task="digits", slots=1, queue=1, archive=tmp_path / "a.db"), "run-1", time.time())
+
+
+def test_the_graph_reads_like_the_diagram(ctx):
+    graph = build(ctx, open_checkpointer(ctx.settings.archive))
+    assert set(graph.get_graph().nodes) >= {"budget_check", "plan_round", "candidate"}
+    candidate = graph.get_graph(xray=True).nodes
+    for step in ("select_context", "render_prompt", "propose", "extract", "static_check", "dedup", "review_gate", "smoke",
+                 "repair", "train", "analyze", "record"):
+        assert f"candidate:{step}" in candidate, step
+
+
+def test_the_queue_bounds_proposals_in_flight_and_an_abort_frees_the_waiters(ctx):
+    ctx.enter_queue("a")
+    ctx.enter_queue("b")  # slots + queue = 2 places
+    waiting = threading.Thread(target=lambda: ctx.enter_queue("c"))
+    waiting.start()
+    time.sleep(0.3)
+    assert waiting.is_alive()  # no room for a third
+    ctx.leave_queue("a")
+    waiting.join(timeout=2)
+    assert not waiting.is_alive()
+    ctx.leave_queue("a")  # leaving twice (a branch resumed after a crash) frees nothing extra
+    errors = []
+
+    def blocked():
+        try:
+            ctx.enter_queue("d")
+        except RuntimeError as err:
+            errors.append(str(err))
+
+    stuck = threading.Thread(target=blocked)
+    stuck.start()
+    ctx.aborted.set()
+    stuck.join(timeout=3)
+    assert errors and "failed" in errors[0]
+
+
+def test_summary_counts_and_best():
+    outcomes = [{"id": 1, "status": "trained", "val_accuracy": 0.9, "test_accuracy": 0.88, "repaired": True, "cost_usd": 0.1},
+                {"id": 2, "status": "timeout", "val_accuracy": None, "test_accuracy": None, "repaired": False, "cost_usd": 0.2},
+                {"id": None, "status": "failed", "val_accuracy": None, "test_accuracy": None, "repaired": False},
+                {"id": 3, "status": "trained", "val_accuracy": 0.95, "test_accuracy": 0.9, "repaired": False}]
+    summary = summarize("r", "finished", outcomes, "max-candidates")
+    assert (summary["proposed"], summary["trained"], summary["failed"], summary["repaired"]) == (4, 2, 2, 1)
+    assert summary["best"] == {"id": 3, "test_accuracy": 0.9} and summary["cost_usd"] == pytest.approx(0.3)
