@@ -64,9 +64,12 @@ def main() -> None:
           f"{sh_wall:.1f} | {best.name if best else '-'} | {best.metrics['val_accuracy']:.4f} | {best.metrics['test_accuracy']:.4f} |")
     print()
     print(f"Rungs: " + ", ".join(f"{r.epochs} epochs × {len(r.results)}" for r in sh.rungs) + ".")
+    top_val = full_best.metrics["val_accuracy"]
+    tied = [r.name for r in trained if r.metrics["val_accuracy"] == top_val]
     print(f"Compute ratio (halving / full): {sh.epochs_spent / (len(trained) * MAX_EPOCHS):.2f} in epochs, "
-          f"{sh.seconds_spent / full_seconds:.2f} in training seconds. "
-          f"Same best candidate found: {'yes' if best and best.name == full_best.name else 'no'}.")
+          f"{sh.seconds_spent / full_seconds:.2f} in training seconds.")
+    print(f"Best at full budget (validation {top_val:.4f}): {', '.join(tied)}. Halving's pick "
+          f"{'is' if best and best.name in tied else 'is NOT'} among them.")
     ranked = sorted(trained, key=lambda r: -r.metrics["val_accuracy"])
     print(f"\nFull-budget ranking by validation accuracy (top 5): "
           + ", ".join(f"{r.name} {r.metrics['val_accuracy']:.4f}" for r in ranked[:5]) + ".")

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import sqlite3
 import threading
 
 import pytest
@@ -24,7 +25,12 @@ def archive(tmp_path, monkeypatch):
 
 
 def digest(path) -> str:
-    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(path.parent.glob(path.name + "*")))).hexdigest()
+    """The archive's whole content (schema and rows), independent of WAL bookkeeping."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
+    finally:
+        conn.close()
 
 
 def cli(*args: str):
@@ -59,7 +65,8 @@ def test_a_malformed_config_file_names_itself(archive, tmp_path):
     assert result.exit_code == 2 and "batch" in result.output and "agentarch.toml" in result.output
 
 
-def test_an_archive_from_a_newer_agentarch_is_refused_untouched(archive):
+def test_an_archive_from_a_newer_agentarch_is_refused_untouched(archive, tmp_path):
+    (tmp_path / "x.py").write_text("x = 1\n")
     with Archive(archive) as db:
         db.db["meta"].update("schema_version", {"value": str(SCHEMA_VERSION + 1)})
     before = digest(archive)
