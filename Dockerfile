@@ -4,6 +4,8 @@
 # (bubblewrap needs to create user namespaces inside the container; see docs/sandbox.md)
 FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
 
+# Ubuntu's security updates move package versions, so apt packages are not pinned (hadolint DL3008).
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv python3-pip bubblewrap util-linux \
     && rm -rf /var/lib/apt/lists/*
@@ -11,7 +13,7 @@ RUN apt-get update \
 RUN useradd --create-home --uid 1000 agentarch
 WORKDIR /home/agentarch/agentarch
 COPY --chown=agentarch:agentarch . .
-USER agentarch
+USER 1000
 
 # The README's first set-up command, minus the run (scripts/setup picks a CUDA torch when nvidia-smi exists;
 # AGENTARCH_TORCH pins one explicitly because nvidia-smi is only mounted at run time).

