@@ -97,6 +97,9 @@ class Archive:
         if version == 0 and set(self.db.table_names()) - {"meta"}:
             raise ArchiveError(f"{self.path} holds tables but no agentarch schema version; pass another --archive path")
         with self._writing():
+            version = self.schema_version()  # again, under the write lock: another process may have just migrated
+            if version >= SCHEMA_VERSION:
+                return
             if version < 1:
                 self._create_v1()
             if version < 2:

@@ -582,7 +582,8 @@ ROW_COLUMNS = [("id", "id", ""), ("task", "task", ""), ("name", "name", ""), ("p
 def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
     for header, _, kind in ROW_COLUMNS:
-        table.add_column(header, justify="right" if kind else "left")
+        # names and statuses fold rather than vanish into "…" on a narrow terminal
+        table.add_column(header, justify="right" if kind else "left", min_width=8 if header in ("name", "status") else None)
     for row in rows:
         table.add_row(*(_fmt(row.get(key), kind) for _, key, kind in ROW_COLUMNS))
     return table
