@@ -55,6 +55,7 @@ def test_a_run_completes_its_budget_through_a_faulty_llm_and_counts_the_faults(t
                                           server.url, "--budget", "6", "--batch", "2", "--archive", "a.db"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.splitlines()[-1])
+    print(f"calls answered {len(server.requests)}, faults injected {dict(llm.injected)}, summary {summary}")
     assert summary["status"] == "finished" and summary["proposed"] == 6 and summary["trained"] == 6
     assert sum(llm.injected.values()) >= 3, llm.injected
     assert summary["llm_faults"] == dict(sorted(llm.injected.items())), (summary["llm_faults"], llm.injected)
