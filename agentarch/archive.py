@@ -249,14 +249,8 @@ class Archive:
             return int(self.db["llm_calls"].insert({"created_at": now(), **call}).last_pk)
 
     def llm_calls(self, run_id: str | None = None, candidate_id: int | None = None) -> list[dict[str, Any]]:
-        where, args = [], []
-        if run_id is not None:
-            where.append("run_id = ?")
-            args.append(run_id)
-        if candidate_id is not None:
-            where.append("candidate_id = ?")
-            args.append(candidate_id)
-        return list(self.db["llm_calls"].rows_where(" AND ".join(where) or None, args, order_by="id"))
+        where, args = _where({"run_id": run_id, "candidate_id": candidate_id})
+        return list(self.db["llm_calls"].rows_where(where, args, order_by="id"))
 
     def llm_faults(self, run_id: str) -> dict[str, int]:
         """How many of a run's LLM attempts failed, by kind (rate_limited, server_error, timeout, ...)."""
@@ -308,14 +302,8 @@ class Archive:
 
     def candidates(self, task: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Newest first, each with the scores of its highest-fidelity evaluation (None where not trained)."""
-        where, args = [], []
-        if task:
-            where.append("c.task = ?")
-            args.append(task)
-        if status:
-            where.append("c.status = ?")
-            args.append(status)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        where, args = _where({"c.task": task, "c.status": status})
+        clause = f"WHERE {where}" if where else ""
         return list(self._scored(f"{clause} ORDER BY c.id DESC LIMIT ? OFFSET ?", [*args, limit, offset]))
 
     def top(self, task: str, limit: int = 10, by: str = "val_accuracy",
@@ -352,14 +340,8 @@ class Archive:
             return int(self.db["reviews"].insert({"created_at": now(), "kind": "gate", "status": "pending", **review}).last_pk)
 
     def reviews(self, status: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
-        where, args = [], []
-        if status:
-            where.append("status = ?")
-            args.append(status)
-        if run_id:
-            where.append("run_id = ?")
-            args.append(run_id)
-        return list(self.db["reviews"].rows_where(" AND ".join(where) or None, args, order_by="id"))
+        where, args = _where({"status": status, "run_id": run_id})
+        return list(self.db["reviews"].rows_where(where, args, order_by="id"))
 
     def review(self, review_id: int) -> dict[str, Any]:
         try:
@@ -429,6 +411,12 @@ class Archive:
 
 
 _JSON_FIELDS = ("parents", "hparams", "curve", "timings", "config", "summary", "examples", "prompt")
+
+
+def _where(conditions: dict[str, Any]) -> tuple[str | None, list[Any]]:
+    """`column = ?` for each condition that is not None, joined with AND (None when there is none)."""
+    given = {column: value for column, value in conditions.items() if value is not None}
+    return " AND ".join(f"{column} = ?" for column in given) or None, list(given.values())
 
 
 def _encode(value: Any) -> Any:

@@ -185,6 +185,7 @@ def run_command(
     resume: Annotated[Optional[str], typer.Option(help="continue the run with this id where it stopped")] = None,
     slots: Annotated[Optional[int], typer.Option(help="candidates trained at once on this machine [default: 1; one per GPU]")] = None,
     executor: Annotated[Optional[str], typer.Option(help="local or ray [default: local]")] = None,
+    per_gpu: Annotated[Optional[int], typer.Option(help="candidates packed on each GPU at once [default: 1]")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join, e.g. auto [default: start a local one]")] = None,
     review: Annotated[Optional[bool], typer.Option("--review", help="pause each checked candidate for a person "
                                                    "(agentarch review, or agentarch serve) before training")] = None,
@@ -210,7 +211,7 @@ def run_command(
     flags = dict(task=task, model=model, api_base=api_base, budget=budget, max_cost=max_cost, hours=hours, batch=batch,
                  examples=examples, parent_strategy=parent_strategy, repair_tries=repair_tries, epochs=epochs,
                  isolation=isolation, timeout_s=timeout, review=review, slots=slots, executor=executor,
-                 ray_address=ray_address)
+                 ray_address=ray_address, per_gpu=per_gpu)
     settings = settings_or_exit(archive=archive, **flags)
     printer = _outcome_printer(as_json)
     try:

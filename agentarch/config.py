@@ -65,6 +65,8 @@ class Settings(BaseSettings):
                        "host there is one slot per visible GPU instead)")
     executor: Literal["local", "ray"] = Field("local", description="where sandboxed evaluations run: local slots or a "
                                               "Ray cluster (one task per evaluation, num_gpus=1 on GPU clusters)")
+    per_gpu: int = Field(1, ge=1, le=16, description="candidates packed on each GPU at once (small models leave a GPU "
+                         "mostly idle; Ray gets a 1/per_gpu GPU share per task)")
     ray_address: str | None = Field(None, description="Ray cluster to join (e.g. auto); none starts a local one")
     examples: int = Field(3, ge=0, le=6, description="few-shot examples per prompt (parent, best, baseline's best, diverse)")
     parent_strategy: Literal["topk", "weighted", "niches"] = Field(

@@ -179,10 +179,15 @@ def _ray_execute(request: RunRequest) -> RunResult:
     return execute(request, ",".join(gpus) if gpus else None)
 
 
-def make_executor(kind: str, slots: int = 1, ray_address: str | None = None) -> Executor:
-    """The executor a run asked for: `local` (slots, or one per visible GPU) or `ray`."""
+def make_executor(kind: str, slots: int = 1, ray_address: str | None = None, per_gpu: int = 1) -> Executor:
+    """The executor a run asked for: `local` (slots, or `per_gpu` slots on each visible GPU) or `ray`.
+
+    `per_gpu` > 1 packs several small candidates on one GPU (each sandbox still sees only that GPU;
+    the memory cgroup caps each one, so size it to the GPU's share).
+    """
+    gpus = visible_gpus()
     if kind == "local":
-        return LocalExecutor(slots, visible_gpus() or None)
+        return LocalExecutor(slots, [g for g in gpus for _ in range(per_gpu)] or None)
     if kind == "ray":
-        return RayExecutor(ray_address, gpus_per_task=1.0 if visible_gpus() else 0.0)
+        return RayExecutor(ray_address, gpus_per_task=1.0 / per_gpu if gpus else 0.0)
     raise ValueError(f"unknown executor {kind!r}; use local or ray")

@@ -102,7 +102,8 @@ class RunContext:
 
     def __post_init__(self) -> None:
         self.task = get_task(self.settings.task)
-        self.executor = make_executor(self.settings.executor, self.settings.slots, self.settings.ray_address)
+        self.executor = make_executor(self.settings.executor, self.settings.slots, self.settings.ray_address,
+                                      self.settings.per_gpu)
         self._queue = threading.Semaphore(self.settings.slots + self.settings.queue)
 
     def enter_queue(self, key: str) -> None:

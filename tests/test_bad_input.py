@@ -6,10 +6,12 @@ import sqlite3
 import threading
 
 import pytest
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from agentarch.archive import SCHEMA_VERSION, Archive
 from agentarch.cli import app
+from agentarch.web import create_app
 
 
 @pytest.fixture
@@ -97,7 +99,7 @@ def test_a_non_python_file_and_a_10_mb_file_are_recorded_as_invalid_with_the_rea
 
 
 def test_a_thousand_writes_while_others_read_and_review(tmp_path):
-    """A run writing, `archive export` reading and a reviewer deciding, each on its own connection."""
+    """A run writing, `archive export` reading and a reviewer deciding in the web UI, each on its own connection."""
     path = tmp_path / "a.db"
     with Archive(path) as db:
         reviews = [db.request_review({"run_id": None, "proposal_key": f"k{i}", "interrupt_id": "i", "code": "x",
@@ -129,10 +131,12 @@ def test_a_thousand_writes_while_others_read_and_review(tmp_path):
             assert result.exit_code == 0, result.output
             exports.append(len(result.stdout.splitlines()))
 
-    def reviewer():
-        with Archive(path) as db:
-            for review_id in reviews:
-                db.decide(review_id, "approved", "reviewer")
+    def reviewer():  # through the web UI, as a person would
+        client = TestClient(create_app(path))
+        for review_id in reviews:
+            response = client.post(f"/reviews/{review_id}", data={"decision": "approved", "by": "reviewer"},
+                                   follow_redirects=False)
+            assert response.status_code == 303, response.text
 
     threads = [guarded(writer), guarded(exporter), guarded(reviewer)]
     for t in threads:

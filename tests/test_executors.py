@@ -95,3 +95,12 @@ def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worke
     lost = executor.run(request("", cache_dir))
     assert lost.status == "failed" and "lost twice" in lost.reason and time.time() - started < 60
     executor.close()
+
+
+def test_per_gpu_packs_several_slots_on_each_gpu(monkeypatch):
+    from agentarch.executors import make_executor
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    pool = make_executor("local", slots=1, per_gpu=3)
+    tokens = sorted(pool.free.get_nowait()[1] for _ in range(6))
+    assert tokens == ["0", "0", "0", "1", "1", "1"] and pool.free.empty()
