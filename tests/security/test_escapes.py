@@ -22,7 +22,7 @@ import pytest
 
 from agentarch.sandbox import Cgroup
 from tests.conftest import requires_bubblewrap
-from tests.security.harness import REPO, Case, Listeners, candidate_code, honest_accuracy, job_processes, matches, run_case
+from tests.security.harness import Case, Listeners, candidate_code, honest_accuracy, job_processes, matches, run_case
 
 pytestmark = [requires_bubblewrap, pytest.mark.slow]
 
@@ -425,7 +425,9 @@ def host(tmp_path, digits, listeners, monkeypatch):
     visible_sock = digits.inputs_dir / f"listener-{token}.sock"
     listeners.add_unix("unix_visible", visible_sock)
     site_packages = next(p for p in sys.path if p.endswith("site-packages"))
-    targets = [f"/tmp/escape-marker-{token}", str(REPO / f"escape-{token}"), str(Path.home() / f"escape-{token}"),
+    # the Python installation rather than the repository: a clone under /tmp would sit inside the
+    # sandbox's private /tmp tmpfs, where a write lands harmlessly but does not fail
+    targets = [f"/tmp/escape-marker-{token}", str(Path(sys.prefix) / f"escape-{token}"), str(Path.home() / f"escape-{token}"),
                f"/root/escape-{token}", str(digits.inputs_dir / f"escape-{token}"), f"{site_packages}/escape-{token}.pth",
                str(digits.labels_dir / f"escape-{token}")]
     values = {
