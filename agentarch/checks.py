@@ -8,6 +8,7 @@ repair prompt can fix it without running anything.
 from __future__ import annotations
 
 import ast
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,13 +156,27 @@ def _check_hparams(tree: ast.Module) -> tuple[list[Rejection], dict[str, Any]]:
     return found, ({} if found else value)
 
 
+_PARSE_LOCK = threading.Lock()
+
+
+def parse(code: str, mode: str = "exec") -> ast.AST:
+    """`ast.parse`, one thread at a time.
+
+    CPython 3.11 keeps the AST conversion's recursion depth in state that threads share, so two
+    parses at once (the agent loop's parallel branches) can fail with "SystemError: AST constructor
+    recursion depth mismatch". Every orchestrator-side parse goes through here.
+    """
+    with _PARSE_LOCK:
+        return ast.parse(code, mode=mode)
+
+
 def check(code: str) -> CheckResult:
     """Check a candidate's source against the contract; never executes it."""
     size = len(code.encode("utf-8"))
     if size > MAX_CODE_BYTES:
         return CheckResult([Rejection("size", f"candidate is {size} bytes; the limit is {MAX_CODE_BYTES}")])
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except SyntaxError as err:
         return CheckResult([Rejection("syntax", err.msg, err.lineno)])
     rejections = _check_imports(tree) + _check_calls(tree) + _check_net(tree)

@@ -18,6 +18,8 @@ import hashlib
 import re
 from typing import Literal
 
+from agentarch.checks import parse
+
 DedupLevel = Literal["whitespace", "ast", "functional"]
 
 _INNER_SPACE = re.compile(r"[ \t]+")
@@ -157,7 +159,7 @@ class _Canonicalizer(ast.NodeTransformer):
 
 def canonical_ast(code: str) -> str:
     """The canonical dump the AST hash is taken of; raises SyntaxError on code that does not parse."""
-    tree = ast.parse(code)
+    tree = parse(code)
     tree = _Canonicalizer(tree).visit(tree)
     ast.fix_missing_locations(tree)
     return ast.dump(tree, annotate_fields=False, include_attributes=False)

@@ -23,7 +23,7 @@ from typing import Any
 import jinja2
 
 import agentarch
-from agentarch.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS
+from agentarch.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS, parse
 from agentarch.fewshot import FewShot
 from agentarch.tasks import Task
 
@@ -249,7 +249,7 @@ def _find_intent(lines: list[str]) -> str | None:
 
 def _defines_net(code: str) -> bool:
     try:
-        tree = ast.parse(textwrap.dedent(code))
+        tree = parse(textwrap.dedent(code))
     except SyntaxError:
         return False
     return any(isinstance(node, ast.ClassDef) and node.name == "Net" for node in tree.body)

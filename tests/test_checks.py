@@ -3,6 +3,7 @@
 import textwrap
 
 from agentarch.checks import MAX_CODE_BYTES, check
+from tests.conftest import REPO
 
 GOOD = textwrap.dedent('''
     import math
@@ -101,3 +102,28 @@ def test_size_limit():
 def test_reason_names_rule_and_line():
     reason = check(GOOD.replace("import math", "import os")).reason
     assert reason.startswith("[import-allowlist] line 2:")
+
+
+def test_checks_and_hashes_run_from_many_threads_at_once():
+    """The agent loop checks candidates in parallel branches; CPython 3.11's AST conversion is not thread-safe."""
+    import threading
+
+    from agentarch.dedup import ast_hash
+
+    code = (REPO / "archive" / "seeds" / "image" / "resnet.py").read_text()
+    errors = []
+
+    def work():
+        try:
+            for _ in range(100):
+                assert check(code).ok
+                ast_hash(code)
+        except BaseException as err:  # noqa: BLE001 - any error fails the test
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
+from agentarch.checks import parse
+
 if TYPE_CHECKING:
     import optuna
 
@@ -77,7 +79,7 @@ def module_literals(code: str, names: list[str]) -> dict[str, Any]:
         if match is None:
             break
         try:
-            values[name] = ast.literal_eval(match.group(1))
+            values[name] = ast.literal_eval(parse(match.group(1), mode="eval"))
         except (SyntaxError, ValueError):
             break
     else:
@@ -87,7 +89,7 @@ def module_literals(code: str, names: list[str]) -> dict[str, Any]:
 
 def _module_literals_slow(code: str, names: list[str]) -> dict[str, Any]:
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except SyntaxError as err:
         raise SpaceError(f"the code does not parse (line {err.lineno}: {err.msg})") from err
     values: dict[str, Any] = {}
