@@ -21,7 +21,7 @@ from tests.conftest import REPO, requires_bubblewrap
 pytestmark = [pytest.mark.slow, requires_bubblewrap]
 
 KILLS = 20
-BUDGET = 12
+BUDGET = 20
 
 
 def start(archive, cache_dir, *extra):
@@ -39,7 +39,7 @@ def test_twenty_kills_lose_nothing_and_record_nothing_twice(tmp_path, cache_dir,
     landed = 0
     for kill in range(KILLS):
         proc = start(archive, cache_dir, *(["--resume", run_id] if run_id else []))
-        time.sleep(rng.uniform(0.5, 8.0))  # anywhere: start-up, proposing, smoke, training, recording
+        time.sleep(rng.uniform(0.5, 6.0))  # anywhere: start-up, proposing, smoke, training, recording
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             landed += 1
