@@ -36,7 +36,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.errors import GraphBubbleUp
 from langgraph.types import Send, interrupt
 
-from agentarch import dedup, fewshot, prompts
+from agentarch import fewshot, prompts
 from agentarch.archive import Archive
 from agentarch.checks import check
 from agentarch.config import Settings

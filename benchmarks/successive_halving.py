@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import platform
-import random
 import sys
 import tempfile
 import time
@@ -63,7 +62,7 @@ def main() -> None:
     print(f"| successive halving | {sum(len(r.results) for r in sh.rungs)} | {sh.epochs_spent} | {sh.seconds_spent:.1f} | "
           f"{sh_wall:.1f} | {best.name if best else '-'} | {best.metrics['val_accuracy']:.4f} | {best.metrics['test_accuracy']:.4f} |")
     print()
-    print(f"Rungs: " + ", ".join(f"{r.epochs} epochs × {len(r.results)}" for r in sh.rungs) + ".")
+    print("Rungs: " + ", ".join(f"{r.epochs} epochs × {len(r.results)}" for r in sh.rungs) + ".")
     top_val = full_best.metrics["val_accuracy"]
     tied = [r.name for r in trained if r.metrics["val_accuracy"] == top_val]
     print(f"Compute ratio (halving / full): {sh.epochs_spent / (len(trained) * MAX_EPOCHS):.2f} in epochs, "
@@ -71,7 +70,7 @@ def main() -> None:
     print(f"Best at full budget (validation {top_val:.4f}): {', '.join(tied)}. Halving's pick "
           f"{'is' if best and best.name in tied else 'is NOT'} among them.")
     ranked = sorted(trained, key=lambda r: -r.metrics["val_accuracy"])
-    print(f"\nFull-budget ranking by validation accuracy (top 5): "
+    print("\nFull-budget ranking by validation accuracy (top 5): "
           + ", ".join(f"{r.name} {r.metrics['val_accuracy']:.4f}" for r in ranked[:5]) + ".")
 
 

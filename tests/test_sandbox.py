@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from agentarch.sandbox import Cgroup, Limits, Outcome, SandboxJob, resolve_isolation
 from tests.conftest import requires_bubblewrap, sandbox_processes
