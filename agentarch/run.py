@@ -16,6 +16,7 @@ from typing import Any
 from agentarch.archive import Archive
 from agentarch.config import Settings, load_settings
 from langgraph.types import Command
+from sqlite_utils.db import NotFoundError
 
 from agentarch.graph import RunContext, build, open_checkpointer, summarize
 
@@ -47,7 +48,7 @@ def resume(run_id: str, archive_path: Any, on_outcome: Callable[[dict[str, Any]]
     with Archive(archive_path) as archive:
         try:
             row = archive.db["runs"].get(run_id)
-        except Exception:
+        except NotFoundError:
             raise RunError(f"no run {run_id!r} in {archive_path}; `agentarch archive runs` lists them") from None
     if row["status"] == "finished":
         raise RunError(f"run {run_id} already finished ({row['summary']}); start a new one with `agentarch run`")
