@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sandbox import trainer
+from sandbox import landlock, trainer
 
 FUNCTIONAL_BATCH = 4
 SMOKE_BATCH = 8
@@ -55,9 +55,9 @@ def _die_with_parent() -> None:
 
 
 def _load_seccomp(bpf_path: Path) -> None:
-    """Install the host's compiled socket filter (used when bubblewrap, which installs it itself, is absent).
+    """Install the host's compiled seccomp allowlist (used when bubblewrap, which installs it itself, is absent).
 
-    The host compiles the filter once (agentarch.sandbox._seccomp_program), so both isolation modes
+    The host compiles the filter once (agentarch.syscalls.seccomp_program), so both isolation modes
     enforce the same rules and the runner needs no seccomp library.
     """
     program = bpf_path.read_bytes()
@@ -229,6 +229,10 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
 def main() -> None:
     _die_with_parent()
     spec = json.loads(Path(sys.argv[1]).read_text())
+    os.chdir(spec["output_dir"])
+    if spec.get("landlock"):  # the process mode: no mount namespace, so the runner confines itself
+        rules = spec["landlock"]
+        landlock.restrict(rules["read"], rules["write"], rules["devices"])
     if spec.get("seccomp_bpf"):
         _load_seccomp(Path(spec["seccomp_bpf"]))
     events = _redirect_output(Path(spec["output_dir"]) / "candidate.log")

@@ -29,14 +29,19 @@ def mqar(cache_dir):
     return prepare(get_task("mqar"), cache_dir)
 
 
-def sandbox_processes() -> list[int]:
-    """Pids of any sandbox runner still alive on this machine (there should be none after a job)."""
+def job_processes(scratch_names: list[str]) -> list[int]:
+    """Pids of processes that belong to these jobs and no other: bwrap (named in its command line) and
+    everything inside (the scratch directory is in its mount table, or, in the process mode, in its
+    command line), however it detached. Counting only a test's own jobs keeps the suite hermetic
+    while a real run is active on the same machine."""
     found = []
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if b"from sandbox.runner import main" in (proc / "cmdline").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                pass
+        if not proc.name.isdigit():
+            continue
+        try:
+            seen = (proc / "cmdline").read_bytes() + (proc / "mountinfo").read_bytes()
+        except OSError:
+            continue
+        if any(name.encode() in seen for name in scratch_names):
+            found.append(int(proc.name))
     return found

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 from agentarch.sandbox import Cgroup, Limits, Outcome, SandboxJob, resolve_isolation
-from tests.conftest import requires_bubblewrap, sandbox_processes
+from tests.conftest import job_processes, requires_bubblewrap
 
 NET = """
 import torch
@@ -36,7 +36,7 @@ def run_hostile(prelude: str, inputs_dir: Path, isolation: str = "auto", **limit
         event = job.read_event(job_limits.smoke_timeout_s)
         if isinstance(event, dict) and event.get("event") == "smoke":
             job.send("stop")
-    assert sandbox_processes() == [], "a sandboxed process outlived its job"
+    assert job_processes([job.scratch.name]) == [], "a sandboxed process outlived its job"
     return event
 
 

@@ -27,6 +27,7 @@ from agentarch.archive import Archive
 from agentarch.config import load_settings
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.sandbox import SandboxJob
+from tests.conftest import job_processes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -186,22 +187,6 @@ class Run:
         return " ".join(filter(None, [self.result.reason, *(str(e.get("error") or "") for e in self.evaluations)]))
 
 
-def job_processes(scratch_names: list[str]) -> list[int]:
-    """Pids of processes that belong to these jobs: bwrap (named in its command line) and
-    everything inside (the scratch directory is in its mount table), however it detached."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            seen = (proc / "cmdline").read_bytes() + (proc / "mountinfo").read_bytes()
-        except OSError:
-            continue
-        if any(name.encode() in seen for name in scratch_names):
-            found.append(int(proc.name))
-    return found
-
-
 def dump(db: Path) -> str:
     con = sqlite3.connect(db)
     try:
@@ -222,8 +207,8 @@ def run_case(code: str, tmp_path: Path, cache_dir: Path, monkeypatch, isolation:
         real_init(self, *args, **kwargs)
         scratch.append(self.scratch)
 
-    def spy_output(self, name):
-        outputs[name] = array = real_output(self, name)
+    def spy_output(self, name, *args):
+        outputs[name] = array = real_output(self, name, *args)
         return array
 
     monkeypatch.setattr(SandboxJob, "__init__", spy_init)

@@ -1,0 +1,138 @@
+"""The minimal read-only view of the runtime a candidate gets: what torch, numpy and einops need.
+
+Mounting the whole Python environment into the sandbox put every installed package in reach,
+scikit-learn's bundled copy of the digits data set (labels included) among them, and a candidate
+that looked its inputs up there scored 1.0. So the view is built from what the runner needs, not
+from what is installed:
+
+- the system libraries (/usr, /lib, ...) and a few files of /etc the dynamic loader reads;
+- the interpreter, its shared library and the standard library;
+- the installed files of torch, numpy and einops and of everything they require, transitively
+  (importlib.metadata), and nothing else from any site-packages or dist-packages directory.
+
+Every Python package directory on the machine is a hole in the view: a system tree that contains
+one is replaced by its other children, recursively, so the view is a flat list of paths that are
+readable, with nothing hidden under an overlay. bubblewrap binds each path read-only at the same
+place; the process mode gives the runner the same list as Landlock read rules. Task data never
+enters the view: the host mounts only the task's inputs (no labels) at their own path.
+"""
+
+from __future__ import annotations
+
+import re
+import site
+import sys
+import sysconfig
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+RUNTIME_PACKAGES = ("torch", "numpy", "einops")
+"""What candidate code and the runner import beyond the standard library (the candidate contract)."""
+
+SYSTEM_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "localtime")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _requirement_names(dist: metadata.Distribution) -> list[str]:
+    """Names a distribution requires, leaving out optional extras (`extra == ...` markers)."""
+    names = []
+    for line in dist.requires or []:
+        if "extra ==" in line.replace("extra==", "extra =="):
+            continue
+        match = _NAME.match(line.strip())
+        if match:
+            names.append(match.group(0))
+    return names
+
+
+def package_closure(roots: tuple[str, ...] = RUNTIME_PACKAGES) -> list[metadata.Distribution]:
+    """The installed distributions `roots` need, transitively (missing ones, like einops, skipped)."""
+    seen: dict[str, metadata.Distribution] = {}
+    todo = list(roots)
+    while todo:
+        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+        if name in seen:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        seen[name] = dist
+        todo += _requirement_names(dist)
+    return list(seen.values())
+
+
+def _package_paths(dist: metadata.Distribution) -> set[Path]:
+    """The top-level files and directories a distribution installed into its site directory."""
+    base = Path(dist.locate_file("")).resolve()
+    found: set[Path] = set()
+    for file in dist.files or []:
+        parts = Path(file).parts
+        if not parts or parts[0] in ("..", "__pycache__") or parts[0].endswith(".pth"):
+            continue
+        found.add(base / parts[0])
+    return {p for p in found if p.exists()}
+
+
+def package_holes() -> set[Path]:
+    """Every directory on this machine that Python may import packages from, besides the stdlib."""
+    holes = {Path(p) for p in site.getsitepackages()}
+    holes |= {Path(p) for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages"))}
+    for pattern in ("/usr/lib/python3*/*-packages", "/usr/local/lib/python3*/*-packages", "/usr/lib/python3/dist-packages",
+                    "/usr/share/python3*", "/usr/share/pyshared"):
+        holes |= set(Path("/").glob(pattern.lstrip("/")))
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    holes.add(stdlib / "site-packages")
+    return {h.resolve() for h in holes if h.exists()}
+
+
+def _without_holes(path: Path, holes: set[Path]) -> list[Path]:
+    """`path` itself, or, when a hole lies under it, its other children (recursively)."""
+    if path in holes:
+        return []
+    if not path.is_dir() or path.is_symlink() or not any(h.is_relative_to(path) for h in holes):
+        return [path]
+    kept: list[Path] = []
+    for child in sorted(path.iterdir()):
+        kept += _without_holes(child, holes)
+    return kept
+
+
+def _interpreter_paths() -> set[Path]:
+    """The interpreter (the venv's link and what it points at), its shared library and pyvenv.cfg."""
+    exe = Path(sys.executable)
+    found = {exe.resolve()}
+    link = exe
+    while link.is_symlink():  # each hop of a venv's python -> python3 -> /base/bin/python3.11
+        found.add(link)
+        link = link.parent / link.readlink()
+    found.add(link)
+    found.add(Path(sys.prefix) / "pyvenv.cfg")
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir:
+        found |= set(Path(libdir).glob("libpython3*.so*"))
+    return {p for p in found if p.exists() or p.is_symlink()}
+
+
+@cache
+def runtime_view() -> tuple[Path, ...]:
+    """The paths a candidate may read (files or directories), holes cut out, sorted and unique."""
+    holes = package_holes()
+    paths: set[Path] = set()
+    stdlib = {Path(sysconfig.get_paths()[key]) for key in ("stdlib", "platstdlib")}
+    for root in [*map(Path, SYSTEM_ROOTS), *stdlib]:
+        if root.exists() and not root.is_symlink():
+            paths.update(_without_holes(root.resolve(), holes))
+    paths |= {Path("/etc") / name for name in ETC_FILES if (Path("/etc") / name).exists()}
+    paths |= _interpreter_paths()
+    for dist in package_closure():
+        paths |= _package_paths(dist)
+    return tuple(sorted(paths))
+
+
+def symlinked_roots() -> dict[str, str]:
+    """System roots that are symlinks (/lib -> usr/lib on merged-/usr systems), to recreate as links."""
+    return {root: str(Path(root).readlink()) for root in SYSTEM_ROOTS if Path(root).is_symlink()}
