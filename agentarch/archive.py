@@ -7,6 +7,7 @@ version in `meta` stops an older agentarch from misreading a newer file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import uuid
@@ -20,7 +21,7 @@ import sqlite_utils
 
 from agentarch.dedup import DedupLevel
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout", "rejected")
 # A candidate whose code or function matches one of these was already evaluated (or already failed
@@ -35,6 +36,11 @@ class ArchiveError(RuntimeError):
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def code_sha256(code: str) -> str:
+    """The exact identity of a piece of code (no normalization): what a review decision covers."""
+    return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Archive:
@@ -108,6 +114,8 @@ class Archive:
                 self._upgrade_to_v3()
             if version < 4:
                 self._upgrade_to_v4()
+            if version < 5:
+                self._upgrade_to_v5()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -192,6 +200,26 @@ class Archive:
         self.db["reviews"].create_index(["status"])
         self.db["reviews"].create_index(["proposal_key"], unique=True)
         self.db["candidates"].enable_fts(["name", "code", "analysis"], create_triggers=True, tokenize="porter")
+
+    def _upgrade_to_v5(self) -> None:
+        """Schema 5: a review decision covers exactly the code it was shown, by sha256 (and the code a person
+        wrote, when they edit), so one proposal is reviewed again whenever its code changes after a decision.
+        And a mark for every sandbox job the agent loop starts, so that a candidate the orchestrator keeps
+        dying under (killed for memory, a segfault) is recorded as failed on resume instead of replayed."""
+        self.db["reviews"].add_column("code_sha256", str)
+        self.db["reviews"].add_column("decision_code_sha256", str)
+        for review_id, code, decision_code in self.db.execute("SELECT id, code, decision_code FROM reviews").fetchall():
+            self.db["reviews"].update(review_id, {
+                "code_sha256": code_sha256(code) if code is not None else None,
+                "decision_code_sha256": code_sha256(decision_code) if decision_code is not None else None})
+        self.db.execute("DROP INDEX IF EXISTS idx_reviews_proposal_key")
+        self.db["reviews"].create_index(["proposal_key", "code_sha256"], unique=True)
+        self.db["evaluation_starts"].create(
+            {"run_id": str, "proposal_key": str, "code_sha256": str, "stage": str, "started": int, "finished": int,
+             "updated_at": str},
+            pk=("run_id", "proposal_key", "code_sha256", "stage"),
+            not_null={"started", "finished", "updated_at"},
+        )
 
     # -- writes (each one transaction) ------------------------------------------------------
 
@@ -332,12 +360,19 @@ class Archive:
     # -- review ---------------------------------------------------------------------------------
 
     def request_review(self, review: dict[str, Any]) -> int:
-        """Queue a paused candidate for a person (once per proposal); returns the review id."""
+        """Queue a paused candidate for a person, once per proposal and code; returns the review id.
+
+        The row keeps the sha256 of the code it shows, so its decision covers that code and no other:
+        the same proposal with changed code (an LLM repair) is queued again as a new review.
+        """
+        digest = code_sha256(review["code"] or "")
         with self._writing():
-            found = self.db.execute("SELECT id FROM reviews WHERE proposal_key = ?", [review["proposal_key"]]).fetchone()
+            found = self.db.execute("SELECT id FROM reviews WHERE proposal_key = ? AND code_sha256 = ?",
+                                    [review["proposal_key"], digest]).fetchone()
             if found:
                 return int(found[0])
-            return int(self.db["reviews"].insert({"created_at": now(), "kind": "gate", "status": "pending", **review}).last_pk)
+            return int(self.db["reviews"].insert({"created_at": now(), "kind": "gate", "status": "pending", **review,
+                                                  "code_sha256": digest}).last_pk)
 
     def reviews(self, status: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
         where, args = _where({"status": status, "run_id": run_id})
@@ -363,8 +398,9 @@ class Archive:
                 raise ArchiveError(f"no review {review_id}; `agentarch review --list` shows the queue")
             if row[0] != "pending":
                 raise ArchiveError(f"review {review_id} was already decided ({row[0]}); nothing changed")
-            self.db["reviews"].update(review_id, {"status": status, "decided_by": by, "decided_at": now(),
-                                                  "reason": reason, "decision_code": code})
+            self.db["reviews"].update(review_id, {
+                "status": status, "decided_by": by, "decided_at": now(), "reason": reason, "decision_code": code,
+                "decision_code_sha256": code_sha256(code) if status == "edited" and code is not None else None})
 
     def flag(self, candidate_id: int, by: str, reason: str) -> int:
         """A person's after-the-fact flag on a recorded candidate (e.g. a suspicious score)."""
@@ -375,6 +411,27 @@ class Archive:
             return int(self.db["reviews"].insert({
                 "created_at": now(), "kind": "flag", "candidate_id": candidate_id, "status": "flagged",
                 "decided_by": by, "decided_at": now(), "reason": reason}).last_pk)
+
+    def evaluation_started(self, run_id: str, proposal_key: str, code: str, stage: str) -> int:
+        """Mark, before the sandbox starts, that the agent loop starts this job; returns how many earlier starts
+        of the same job never finished (the orchestrator died while the candidate was in the sandbox)."""
+        key = [run_id, proposal_key, code_sha256(code), stage]
+        with self._writing():
+            row = self.db.execute("SELECT started, finished FROM evaluation_starts WHERE run_id = ? "
+                                  "AND proposal_key = ? AND code_sha256 = ? AND stage = ?", key).fetchone()
+            started, finished = row or (0, 0)
+            self.db["evaluation_starts"].upsert(
+                {"run_id": key[0], "proposal_key": key[1], "code_sha256": key[2], "stage": key[3],
+                 "started": started + 1, "finished": finished, "updated_at": now()},
+                pk=("run_id", "proposal_key", "code_sha256", "stage"))
+        return int(started - finished)
+
+    def evaluation_finished(self, run_id: str, proposal_key: str, code: str, stage: str) -> None:
+        """The job marked by `evaluation_started` came back (whatever its verdict): the host survived it."""
+        with self._writing():
+            self.db.execute("UPDATE evaluation_starts SET finished = finished + 1, updated_at = ? WHERE run_id = ? "
+                            "AND proposal_key = ? AND code_sha256 = ? AND stage = ?",
+                            [now(), run_id, proposal_key, code_sha256(code), stage])
 
     def link_review(self, proposal_key: str, candidate_id: int) -> None:
         with self._writing():

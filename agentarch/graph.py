@@ -8,7 +8,8 @@
                      → smoke → train → analyze → record
                 (extract, static_check and smoke failures go to repair → extract, at most k times;
                  review_gate pauses for a person only with --review: approve → smoke, reject → record,
-                 edit → static_check with the person's code)
+                 edit → static_check with the person's code; code no decision covers, by sha256, pauses again;
+                 a step that raises goes to fail, which records the candidate as failed: the run goes on)
 
 Every step is checkpointed (SqliteSaver next to the archive, `durability="sync"`), the run id is the
 LangGraph thread id, so `agentarch run --resume RUN_ID` continues where a killed run stopped. The
@@ -22,6 +23,7 @@ the LLM-only steps pass through, and everything else (sandbox, dedup, archive) i
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import random
 import sqlite3
@@ -31,17 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.errors import GraphBubbleUp
 from langgraph.types import Send, interrupt
 
 from agentarch import fewshot, prompts
-from agentarch.archive import Archive
+from agentarch.archive import Archive, code_sha256
 from agentarch.checks import check
 from agentarch.config import Settings
 from agentarch.evaluate import Assessment, Evaluator
-from agentarch.executors import Executor, make_executor
+from agentarch.executors import Executor, make_executor, visible_gpus
 from agentarch.llm import LLMClient, LLMError
 from agentarch.proposers.base import Observation, Proposal
 from agentarch.proposers.baselines import RegularizedEvolution
@@ -49,6 +52,17 @@ from agentarch.spaces import get_space
 from agentarch.tasks import Task, get_task
 
 OFFLINE_PROPOSER = "rea"
+
+HOST_STOPS_BEFORE_FAILED = 2
+"""How many starts of one sandbox job the orchestrator may die under (killed for memory, a segfault) before the
+candidate is recorded `failed` instead of run again: one ordinary kill (a reboot, Ctrl-C) still replays it."""
+
+FAULT_CHARS = 4000
+"""A fault's reason is capped to this (head and tail kept): an exception message may be megabytes of hostile text."""
+
+
+class RunAborted(RuntimeError):
+    """Another branch failed in a way that stops the run; this one stops waiting (never recorded as its fault)."""
 
 
 class RunState(TypedDict, total=False):
@@ -73,10 +87,13 @@ class CandidateState(TypedDict, total=False):
     intent: str | None
     code: str | None
     error: str | None  # what the repair prompt shows: a rejection, a dedup verdict, a smoke failure
+    fault: str | None  # a step raised, or the host died under this candidate too often: it goes to `fail`
     tries: int  # repairs so far
     assessment: dict[str, Any] | None
     analysis: str | None
-    review: dict[str, Any] | None  # a person's decision at the review gate
+    review: dict[str, Any] | None  # a person's latest decision at the review gate
+    covered: list[str]  # sha256 of every code a person's decision covers: approved as shown, or written in an edit
+    gate: str | None  # the review gate's verdict on this pass: "pass", "edited" or "rejected"
     call_ids: Annotated[list[int], operator.add]
     cost_usd: Annotated[float, operator.add]
     prompt_tokens: Annotated[int, operator.add]
@@ -98,22 +115,28 @@ class RunContext:
     _queue: threading.Semaphore = field(init=False)
     _queued: set[str] = field(default_factory=set)
     _queue_lock: threading.Lock = field(default_factory=threading.Lock)
+    sandbox_slots: threading.Semaphore | None = field(init=False)
     aborted: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.task = get_task(self.settings.task)
-        self.executor = make_executor(self.settings.executor, self.settings.slots, self.settings.ray_address,
-                                      self.settings.per_gpu)
-        self._queue = threading.Semaphore(self.settings.slots + self.settings.queue)
+        s = self.settings
+        self.task = get_task(s.task)
+        self.executor = make_executor(s.executor, s.slots, s.ray_address, s.per_gpu)
+        self._queue = threading.Semaphore(s.slots + s.queue)
+        # As many as the local executor has, so that a sandbox job is marked started (see Loop._sandboxed)
+        # only once it has a slot, not while it waits for one; Ray queues on the cluster instead.
+        gpus = visible_gpus()
+        self.sandbox_slots = threading.Semaphore(len(gpus) * s.per_gpu or s.slots) if s.executor == "local" else None
 
     def enter_queue(self, key: str) -> None:
         """Wait for room among the proposals between the LLM and the slots (at most slots + queue).
 
-        A branch that failed sets `aborted`, so the others stop waiting and the error reaches the user.
+        A branch that failed beyond containment sets `aborted`, so the others stop waiting and the error
+        reaches the user.
         """
         while not self._queue.acquire(timeout=0.5):
             if self.aborted.is_set():
-                raise RuntimeError("another candidate of this round failed; the run stops (see the error above)")
+                raise RunAborted("another candidate of this round failed; the run stops (see the error above)")
         with self._queue_lock:
             self._queued.add(key)
 
@@ -243,8 +266,8 @@ class Loop:
             done = self.ctx.llm().complete(messages, purpose)
         except LLMError as err:
             return {"response": None, "llm_error": f"[llm] {err}", "call_ids": list(getattr(err, "call_ids", []))}
-        return {"response": done.text, "llm_error": None, "call_ids": done.call_ids, "cost_usd": done.cost_usd,
-                "prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens}
+        return {"response": _printable(done.text), "llm_error": None, "call_ids": done.call_ids,
+                "cost_usd": done.cost_usd, "prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens}
 
     def extract(self, state: CandidateState) -> dict[str, Any]:
         """Pull the module out of the answer (prose, several blocks, a cut-off answer are all handled)."""
@@ -266,26 +289,36 @@ class Loop:
         return {"assessment": None if screened.status == "screened" else _dump(screened)}
 
     def review_gate(self, state: CandidateState) -> dict[str, Any]:
-        """With --review, pause here (a LangGraph interrupt) until a person approves, rejects or edits."""
-        if not self.ctx.settings.review:
-            return {}
-        if state.get("review"):  # an edit that has now passed the checks and dedup again
-            return {"review": {**state["review"], "rechecked": True}}
+        """With --review, pause here (a LangGraph interrupt) until a person approves, rejects or edits this code.
+
+        A decision covers exactly the code it was shown, by sha256 (and, for an edit, the code the person
+        wrote). Every way to the sandbox passes here, so code that changed after a decision (an LLM repair
+        after a failed smoke run, or of a person's edit that failed the checks) pauses again.
+        """
+        code = state.get("code") or ""
+        covered = state.get("covered") or []
+        if not self.ctx.settings.review or code_sha256(code) in covered:
+            return {"gate": "pass"}
         plan = state["plan"]
-        decision = interrupt({"proposal_key": plan["key"], "code": state["code"], "intent": state.get("intent"),
-                              "parent_id": state.get("parent_id")})
+        decision = interrupt({"proposal_key": plan["key"], "code": code, "code_sha256": code_sha256(code),
+                              "intent": state.get("intent"), "parent_id": state.get("parent_id")})
+        if decision.get("code_sha256") != code_sha256(code):
+            raise RuntimeError(f"the decision resuming proposal {plan['key']} was taken on other code than it shows")
         if decision["status"] == "edited":
-            return {"review": decision, "code": decision["code"], "error": None}
+            return {"gate": "edited", "review": decision, "code": decision["code"], "error": None,
+                    "covered": [*covered, code_sha256(decision["code"])]}
         if decision["status"] == "rejected":
-            rejected = self.ctx.evaluator().without_running(state["code"] or "", _name(plan), "rejected",
+            rejected = self.ctx.evaluator().without_running(code, _name(plan), "rejected",
                                                             f"rejected by {decision['by']}: {decision['reason']}",
                                                             self._proposer())
-            return {"review": decision, "assessment": _dump(rejected)}
-        return {"review": decision}
+            return {"gate": "rejected", "review": decision, "assessment": _dump(rejected)}
+        return {"gate": "pass", "review": decision, "covered": [*covered, code_sha256(code)]}
 
     def smoke(self, state: CandidateState) -> dict[str, Any]:
         """Build, count, forward and backward one batch in the sandbox; functional dedup and the parameter budget."""
-        assessment = self.ctx.evaluator().assess(state["code"] or "", *self._identity(state), smoke_only=True)
+        assessment = self._sandboxed(state, "smoke")
+        if isinstance(assessment, str):
+            return {"fault": assessment}
         if assessment.status == "smoked":
             return {"assessment": None, "error": None}
         return {"assessment": _dump(assessment), "error": assessment.reason}
@@ -302,7 +335,32 @@ class Loop:
 
     def train(self, state: CandidateState) -> dict[str, Any]:
         self.ctx.leave_queue(state["plan"]["key"])
-        return {"assessment": _dump(self.ctx.evaluator().assess(state["code"] or "", *self._identity(state)))}
+        assessment = self._sandboxed(state, "train")
+        if isinstance(assessment, str):
+            return {"fault": assessment}
+        return {"assessment": _dump(assessment)}
+
+    def _sandboxed(self, state: CandidateState, stage: str) -> Assessment | str:
+        """One sandbox job (the smoke run, or training), marked in the archive before it starts.
+
+        With local slots the mark is taken once a slot is free, so a candidate waiting for one is not
+        blamed. The mark is closed when the job comes back, whatever its verdict. A mark left open means
+        the orchestrator died while the candidate was in the sandbox; after HOST_STOPS_BEFORE_FAILED such
+        deaths the candidate is not run again, and the reason returned instead is recorded as its failure.
+        """
+        code, key = state.get("code") or "", state["plan"]["key"]
+        if self.ctx.settings.review and code_sha256(code) not in (state.get("covered") or []):
+            raise RuntimeError("code that no review decision covers reached the sandbox")  # the graph's invariant
+        archive, slot = self.ctx.archive(), self.ctx.sandbox_slots or contextlib.nullcontext()
+        with slot:
+            stops = archive.evaluation_started(self.ctx.run_id, key, code, stage)
+            if stops >= HOST_STOPS_BEFORE_FAILED:
+                return (f"[host] the orchestrator stopped {stops} times while this candidate was in its {stage} run; "
+                        "recorded as failed instead of run again")
+            try:
+                return self.ctx.evaluator().assess(code, *self._identity(state), smoke_only=stage == "smoke")
+            finally:
+                archive.evaluation_finished(self.ctx.run_id, key, code, stage)
 
     def analyze(self, state: CandidateState) -> dict[str, Any]:
         """The analyst: a short note against the parent, kept with the candidate and shown to later rounds."""
@@ -345,6 +403,20 @@ class Loop:
             self.ctx.archive().link_review(plan["key"], result.id)
         return {"outcomes": [self._outcome(state, result.id, result.status, result.reason, result.metrics)]}
 
+    def fail(self, state: CandidateState) -> dict[str, Any]:
+        """Record a candidate whose step raised (or that the host kept dying under) as `failed`, with the fault.
+
+        Only its code and provenance are kept, none of what the faulting step produced, since that may be
+        what broke the host; text is made storable first (an LLM answer may hold unpaired surrogates).
+        """
+        plan, fault = state["plan"], state["fault"] or "[host] unknown fault"
+        code = _printable(state.get("code") or state.get("response") or "")
+        failed = self.ctx.evaluator().without_running(code, _name(plan), "failed", fault, self._proposer())
+        failed.evaluation = {"status": "failed", "error": fault, "isolation": self.ctx.evaluator().isolation}
+        clean = {**state, "assessment": _dump(failed), "analysis": None, "response": _printable(state.get("response")),
+                 "messages": [{k: _printable(v) for k, v in m.items()} for m in state.get("messages") or []]}
+        return self.record(clean)  # type: ignore[arg-type]
+
     def give_up(self, state: CandidateState) -> dict[str, Any]:
         """The LLM never answered: nothing to record as a candidate, but the run counts the attempt."""
         self.ctx.leave_queue(state["plan"]["key"])
@@ -381,10 +453,7 @@ class Loop:
 
     @staticmethod
     def after_review(state: CandidateState) -> str:
-        review = state.get("review") or {}
-        if review.get("rechecked"):
-            return "smoke"
-        return {"rejected": "record", "edited": "static_check"}.get(review.get("status", ""), "smoke")
+        return {"rejected": "record", "edited": "static_check"}.get(state.get("gate") or "", "smoke")
 
     def after_smoke(self, state: CandidateState) -> str:
         assessment = state.get("assessment")
@@ -408,21 +477,59 @@ class Loop:
         return _name(state["plan"]), self._proposer(), [state["parent_id"]] if state.get("parent_id") else []
 
 
-def _guarded(ctx: RunContext, node: Any) -> Any:
-    """A candidate node that, when it raises, frees its queue place and tells waiting branches to stop."""
+def _guarded(ctx: RunContext, node: Any, serde: SerializerProtocol, contain: bool = True) -> Any:
+    """A candidate step whose unexpected exception becomes the candidate's `fault` (recorded `failed` by `fail`),
+    so that no exception from one candidate's evaluation stops a run.
+
+    A step's update is serialized here once (`serde`, the checkpointer's), because a value the checkpoint
+    cannot store (a 5,000-digit integer from a hostile runner) would otherwise fail the whole run outside
+    every step.
+
+    What cannot be contained (`fail` itself raising, i.e. the archive refusing a write; Ctrl-C) frees the
+    queue place and tells the waiting branches to stop, and the error reaches the user.
+    """
 
     def run(state: CandidateState) -> dict[str, Any]:
         try:
-            return node(state)
-        except GraphBubbleUp:  # a review pause, not a failure
+            update = node(state)
+            if contain:
+                serde.dumps_typed(update)
+            return update
+        except (GraphBubbleUp, RunAborted):  # a review pause; another branch stopping the run
             raise
-        except BaseException:
+        except BaseException as err:
+            if contain and isinstance(err, Exception):
+                return {"fault": _fault(node.__name__, err)}
             ctx.aborted.set()
             ctx.leave_queue(state["plan"]["key"])
             raise
 
     run.__name__ = node.__name__
     return run
+
+
+def _fault(step: str, err: Exception) -> str:
+    """The reason recorded for a step that raised: the step, the exception type and its message, capped."""
+    text = _printable(f"[host] {step} raised {type(err).__name__}: {err}")
+    if len(text) <= FAULT_CHARS:
+        return text
+    head, tail = text[:FAULT_CHARS * 3 // 4], text[-FAULT_CHARS // 4:]
+    return f"{head}\n[... {len(text) - len(head) - len(tail)} of {len(text)} characters cut ...]\n{tail}"
+
+
+def _printable(text: str | None) -> str | None:
+    """Text as SQLite and every later reader can take it: unpaired surrogates (valid in a Python str, not in
+    UTF-8; a JSON answer can carry them) become '?'."""
+    return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _unless_fault(route: Any) -> Any:
+    """A step's way on, except that a candidate with a fault goes to `fail`."""
+
+    def routed(state: CandidateState) -> str:
+        return "fail" if state.get("fault") else route(state)
+
+    return routed
 
 
 def _name(plan: dict[str, Any]) -> str:
@@ -445,21 +552,28 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
     one = StateGraph(CandidateState)
     for name in ("select_context", "render_prompt", "propose", "extract", "static_check", "dedup", "review_gate", "smoke",
                  "repair", "train", "analyze", "record", "give_up"):
-        one.add_node(name, _guarded(ctx, getattr(loop, name)))
+        one.add_node(name, _guarded(ctx, getattr(loop, name), checkpointer.serde))
+    one.add_node("fail", _guarded(ctx, loop.fail, checkpointer.serde, contain=False))
+
+    def then(step: str, route: Any, targets: list[str]) -> None:
+        """`step`'s way on; a step that raised goes to `fail` instead (so every edge out of a step is conditional)."""
+        one.add_conditional_edges(step, _unless_fault(route), [*targets, "fail"])
+
     one.add_edge(START, "select_context")
-    one.add_edge("select_context", "render_prompt")
-    one.add_edge("render_prompt", "propose")
-    one.add_conditional_edges("propose", loop.after_propose, ["extract", "give_up"])
-    one.add_conditional_edges("extract", loop.after_extract, ["static_check", "repair", "record"])
-    one.add_conditional_edges("static_check", loop.after_check, ["dedup", "repair", "record"])
-    one.add_conditional_edges("dedup", loop.after_dedup, ["review_gate", "record"])
-    one.add_conditional_edges("review_gate", loop.after_review, ["smoke", "static_check", "record"])
-    one.add_conditional_edges("smoke", loop.after_smoke, ["train", "repair", "record"])
-    one.add_conditional_edges("repair", loop.after_repair, ["extract", "record"])
-    one.add_edge("train", "analyze")
-    one.add_edge("analyze", "record")
-    one.add_edge("record", END)
-    one.add_edge("give_up", END)
+    then("select_context", lambda state: "render_prompt", ["render_prompt"])
+    then("render_prompt", lambda state: "propose", ["propose"])
+    then("propose", loop.after_propose, ["extract", "give_up"])
+    then("extract", loop.after_extract, ["static_check", "repair", "record"])
+    then("static_check", loop.after_check, ["dedup", "repair", "record"])
+    then("dedup", loop.after_dedup, ["review_gate", "record"])
+    then("review_gate", loop.after_review, ["smoke", "static_check", "record"])
+    then("smoke", loop.after_smoke, ["train", "repair", "record"])
+    then("repair", loop.after_repair, ["extract", "record"])
+    then("train", lambda state: "analyze", ["analyze"])
+    then("analyze", lambda state: "record", ["record"])
+    then("record", lambda state: END, [END])
+    then("give_up", lambda state: END, [END])
+    one.add_edge("fail", END)
 
     run = StateGraph(RunState)
     run.add_node("budget_check", loop.budget_check)

@@ -63,23 +63,24 @@ def _await_review(graph: Any, config: dict[str, Any], settings: Settings, run_id
     """Queue the paused candidates for review and wait until a person decides at least one of them.
 
     Decisions arrive through the archive (`agentarch review`, the web UI), so the reviewer may be
-    another process or another machine; the run resumes as soon as any decision is in.
+    another process or another machine; the run resumes as soon as any decision is in. Each pause
+    is matched to the review of its proposal and exact code (by sha256), never to an earlier decision
+    on code the candidate no longer has.
     """
-    paused = {i.value["proposal_key"]: i for i in graph.get_state(config).interrupts}
+    pauses = graph.get_state(config).interrupts
     with Archive(settings.archive) as archive:
-        for key, pause in paused.items():
-            archive.request_review({"run_id": run_id, "proposal_key": key, "interrupt_id": pause.id,
-                                    "code": pause.value["code"], "intent": pause.value["intent"],
-                                    "parent_id": pause.value["parent_id"]})
+        waiting = {archive.request_review({"run_id": run_id, "proposal_key": p.value["proposal_key"],
+                                           "interrupt_id": p.id, "code": p.value["code"],
+                                           "intent": p.value["intent"], "parent_id": p.value["parent_id"]}): p
+                   for p in pauses}
         if on_waiting is not None:
             on_waiting(archive.reviews(status="pending", run_id=run_id))
         while True:
-            decided = {r["proposal_key"]: r for r in archive.reviews(run_id=run_id)
-                       if r["proposal_key"] in paused and r["status"] != "pending"}
+            decided = [r for r in map(archive.review, waiting) if r["status"] != "pending"]
             if decided:
-                return Command(resume={paused[key].id: {"status": r["status"], "reason": r["reason"],
-                                                        "code": r["decision_code"], "by": r["decided_by"]}
-                                       for key, r in decided.items()})
+                return Command(resume={waiting[r["id"]].id: {
+                    "status": r["status"], "reason": r["reason"], "code": r["decision_code"], "by": r["decided_by"],
+                    "code_sha256": r["code_sha256"]} for r in decided})
             time.sleep(settings.review_poll_s)
 
 

@@ -3,6 +3,10 @@
 After each kill the database must pass `PRAGMA integrity_check`, and once the run is finally
 resumed to its end, every proposal is recorded exactly once and every trained candidate has exactly
 one evaluation: nothing completed is lost, nothing is recorded twice.
+
+Kills this close together land twice on some candidate's sandbox job; such a candidate is recorded
+`failed` (with one evaluation saying so) instead of replayed a third time, as a candidate that keeps
+killing the orchestrator must be. Every other candidate is replayed and recorded as usual.
 """
 
 import json
@@ -21,7 +25,7 @@ from tests.conftest import REPO, requires_bubblewrap
 pytestmark = [pytest.mark.slow, requires_bubblewrap]
 
 KILLS = 20
-BUDGET = 20
+BUDGET = 30  # kills this close together fail a candidate they land on twice (see below)
 
 
 def start(archive, cache_dir, *extra):
@@ -62,5 +66,7 @@ def test_twenty_kills_lose_nothing_and_record_nothing_twice(tmp_path, cache_dir,
     per_candidate = db.execute("SELECT c.status, COUNT(e.id) FROM candidates c LEFT JOIN evaluations e "
                                "ON e.candidate_id = c.id GROUP BY c.id").fetchall()
     assert all(n == (1 if status in ("trained", "failed", "timeout") else 0) for status, n in per_candidate)
+    reasons = [r for (r,) in db.execute("SELECT reason FROM candidates WHERE status = 'failed'")]
+    assert all(r.startswith("[host] the orchestrator stopped ") for r in reasons), reasons
     assert db.execute("SELECT status FROM runs").fetchone()[0] == "finished"
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -10,7 +10,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from agentarch.archive import Archive, ArchiveError
+from agentarch.archive import Archive, ArchiveError, code_sha256
 from agentarch.cli import app
 from tests.conftest import REPO, requires_bubblewrap
 
@@ -120,3 +120,121 @@ def test_a_paused_run_resumes_once_a_person_has_decided(tmp_path, cache_dir):
     assert rows["edited"] == "trained"
     code = db.execute("SELECT c.code FROM reviews r JOIN candidates c ON c.id = r.candidate_id WHERE r.status = 'edited'")
     assert code.fetchone()[0] == EDITED
+
+
+# -- the gate covers exactly the code a person saw (fast: the sandbox and the LLM are stand-ins) --------------
+
+BROKEN = EDITED.replace("self.fc(x.flatten(1))", "self.fc(x.flatten(1))  # fails its smoke run")
+REPAIRED = EDITED.replace("nn.Linear(64, num_classes)", "nn.Linear(8 * 8, num_classes)")
+NOT_ALLOWED = "import os\n" + EDITED
+
+
+def fenced(code: str) -> str:
+    return f"Intent: a linear probe.\n\n```python\n{code}```\n"
+
+
+@pytest.fixture
+def gated(tmp_path, monkeypatch):
+    """A one-candidate LLM run with --review whose sandbox steps and LLM are scripted stand-ins.
+
+    `smoke` fails code marked "fails its smoke run" and passes any other; `train` records what it was
+    given as trained; the LLM proposes BROKEN, repairs to REPAIRED and analyses in one line. Returns
+    (settings, the codes the sandbox steps saw).
+    """
+    from agentarch import graph
+    from agentarch.config import load_settings
+
+    sandboxed: list[tuple[str, str]] = []
+
+    def smoke(self, state):
+        sandboxed.append(("smoke", state["code"]))
+        if "fails its smoke run" in state["code"]:
+            failed = self.ctx.evaluator().without_running(state["code"], "c", "failed", "shape mismatch", "llm")
+            return {"assessment": graph._dump(failed), "error": "shape mismatch"}
+        return {"assessment": None, "error": None}
+
+    def train(self, state):
+        sandboxed.append(("train", state["code"]))
+        done = self.ctx.evaluator().without_running(state["code"], "c", "trained", None, "llm")
+        return {"assessment": graph._dump(done)}
+
+    def ask(self, messages, purpose):
+        answer = {"propose": fenced(BROKEN), "repair": fenced(REPAIRED), "analyze": "Fine."}[purpose]
+        return {"response": answer, "llm_error": None, "call_ids": []}
+
+    monkeypatch.setattr(graph.Loop, "smoke", smoke)
+    monkeypatch.setattr(graph.Loop, "train", train)
+    monkeypatch.setattr(graph.Loop, "_ask", ask)
+    settings = load_settings(task="digits", model="openai/scripted", review=True, review_poll_s=0.01, budget=1,
+                             batch=1, repair_tries=2, archive=tmp_path / "a.db")
+    return settings, sandboxed
+
+
+def run_reviewed(settings, decide) -> tuple[dict, list[dict]]:
+    """Run to the end, answering each pause with `decide(archive, review)`; returns the summary and the reviews."""
+    from agentarch import run
+
+    def on_waiting(pending):
+        with Archive(settings.archive) as db:
+            for row in pending:
+                decide(db, row)
+
+    summary = run.start(settings, on_waiting=on_waiting)
+    with Archive(settings.archive) as db:
+        return summary, db.reviews()
+
+
+def test_an_approved_candidate_repaired_after_its_smoke_run_pauses_again_with_the_repaired_code(gated):
+    settings, sandboxed = gated
+    summary, reviews = run_reviewed(settings, lambda db, r: db.decide(r["id"], "approved", "ana"))
+    assert [r["code"] for r in reviews] == [BROKEN, REPAIRED]  # the repair was shown to a person before it ran
+    assert [r["status"] for r in reviews] == ["approved", "approved"]
+    assert [r["code_sha256"] for r in reviews] == [code_sha256(BROKEN), code_sha256(REPAIRED)]
+    assert sandboxed == [("smoke", BROKEN), ("smoke", REPAIRED), ("train", REPAIRED)]
+    assert (summary["trained"], summary["repaired"]) == (1, 1)
+    with Archive(settings.archive) as db:
+        assert db.candidate(reviews[1]["candidate_id"])["code"] == REPAIRED
+
+
+def test_an_edit_that_fails_the_checks_and_is_repaired_pauses_again(gated):
+    settings, sandboxed = gated
+
+    def decide(db, row):
+        if row["code"] == BROKEN:
+            db.decide(row["id"], "edited", "ana", code=NOT_ALLOWED)
+        else:
+            db.decide(row["id"], "approved", "ana")
+
+    summary, reviews = run_reviewed(settings, decide)
+    assert [(r["code"], r["status"]) for r in reviews] == [(BROKEN, "edited"), (REPAIRED, "approved")]
+    assert reviews[0]["decision_code_sha256"] == code_sha256(NOT_ALLOWED)
+    assert sandboxed == [("smoke", REPAIRED), ("train", REPAIRED)]  # neither BROKEN nor the edit ever ran
+    assert summary["trained"] == 1
+
+
+def test_approving_unchanged_code_trains_without_a_second_pause_and_an_edit_that_passes_runs_as_written(gated):
+    settings, sandboxed = gated
+    settings.repair_tries = 0  # BROKEN's smoke failure is then recorded, not repaired
+    summary, reviews = run_reviewed(settings, lambda db, r: db.decide(r["id"], "approved", "ana"))
+    assert len(reviews) == 1 and sandboxed == [("smoke", BROKEN)] and summary["failed"] == 1
+    with Archive(settings.archive) as db:
+        assert db.candidate(reviews[0]["candidate_id"])["reason"] == "shape mismatch"
+
+    sandboxed.clear()
+    settings.archive = settings.archive.with_name("b.db")
+    summary, reviews = run_reviewed(settings, lambda db, r: db.decide(r["id"], "edited", "bo", code=EDITED))
+    assert len(reviews) == 1 and reviews[0]["status"] == "edited"
+    assert sandboxed == [("smoke", EDITED), ("train", EDITED)] and summary["trained"] == 1
+
+
+def test_the_gate_routes_on_its_verdict_and_every_review_is_keyed_by_code(tmp_path):
+    from agentarch.graph import Loop
+
+    assert Loop.after_review({"gate": "pass"}) == "smoke"
+    assert Loop.after_review({"gate": "edited"}) == "static_check"
+    assert Loop.after_review({"gate": "rejected"}) == "record"
+    with Archive(tmp_path / "a.db") as db:
+        first = db.request_review({"run_id": None, "proposal_key": "k", "interrupt_id": "i", "code": BROKEN})
+        assert db.request_review({"run_id": None, "proposal_key": "k", "interrupt_id": "j", "code": BROKEN}) == first
+        again = db.request_review({"run_id": None, "proposal_key": "k", "interrupt_id": "j", "code": REPAIRED})
+        assert again != first and db.review(again)["code_sha256"] == code_sha256(REPAIRED)
