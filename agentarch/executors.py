@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import queue
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from agentarch.protocol import MAX_REASON_BYTES, MAX_TRACEBACK_BYTES, ProtocolError, cap_text
 from agentarch.sandbox import IsolationMode, Limits, Outcome, SandboxError, SandboxJob
 from agentarch.tasks import TaskError, get_task, prepare, score
 
@@ -51,48 +53,79 @@ class RunResult:
 
 
 def execute(request: RunRequest, gpu: str | None = None) -> RunResult:
-    """Smoke-run, dedup by function, check the parameter budget, train and score one candidate."""
-    task = get_task(request.task)
-    prepared = prepare(task, request.cache_dir, request.data_dir, False, request.split_seed)
-    spec = {"kind": task.kind, "in_shape": list(task.in_shape), "num_classes": task.num_classes, "train": request.train}
+    """Smoke-run, dedup by function, check the parameter budget, train and score one candidate.
+
+    Whatever the candidate does, this returns a RunResult: everything from the sandbox is hostile
+    input, so an exception at any stage (the host tripping over what came back, or a plain bug)
+    becomes a `failed` result that names the stage and the error, and one candidate never stops a
+    run. Only SandboxError goes up: the sandbox itself cannot run here, which is the operator's to
+    fix, and every later candidate would fail the same way.
+    """
     started = time.perf_counter()
     where = f"{os.uname().nodename}" + (f" gpu {gpu}" if gpu is not None else "")
-    with SandboxJob(request.code, spec, prepared.inputs_dir, request.limits, request.isolation, gpu=gpu) as job:
+    stage, smoke = "prepare", None
+    try:
+        task = get_task(request.task)
+        prepared = prepare(task, request.cache_dir, request.data_dir, False, request.split_seed)
+        labels = {split: prepared.labels(split) for split in ("val", "test")}
+        spec = {"kind": task.kind, "in_shape": list(task.in_shape), "num_classes": task.num_classes,
+                "train": request.train}
+        stage = "start"
+        with SandboxJob(request.code, spec, prepared.inputs_dir, request.limits, request.isolation, gpu=gpu) as job:
 
-        def failure(event: dict[str, Any] | Outcome, stage: str, smoke: dict[str, Any] | None = None) -> RunResult:
-            if isinstance(event, Outcome):
-                status, reason = event.status, f"[{stage}] {event.reason}"
-            else:
-                status = "failed"
-                reason = f"[{event.get('stage', stage)}:{event.get('kind', '?')}] {event.get('message', event)}"
-            trace = str(event.get("traceback", "")) if isinstance(event, dict) else ""
-            return RunResult(status, reason, smoke, error="\n".join(filter(None, [reason, trace, job.log_tail()])),
-                             wall_seconds=time.perf_counter() - started, worker=where)
+            def failure(event: dict[str, Any] | Outcome) -> RunResult:
+                """The result of a run that ended at `stage` with this event or Outcome."""
+                trace = ""
+                if isinstance(event, Outcome):
+                    status, reason = event.status, f"[{stage}] {event.reason}"
+                elif event["event"] == "error":
+                    status, trace = "failed", event.get("traceback", "")
+                    reason = f"[{event.get('stage', stage)}:{event.get('kind', '?')}] {event['message']}"
+                else:
+                    status, reason = "failed", f"[{stage}] the runner sent a {event['event']!r} event out of turn"
+                reason = cap_text(reason, MAX_REASON_BYTES)
+                error = "\n".join(filter(None, [reason, trace, job.log_tail()]))
+                return RunResult(status, reason, smoke, error=error, wall_seconds=time.perf_counter() - started,
+                                 worker=where)
 
-        smoke = job.read_event(request.limits.smoke_timeout_s)
-        if isinstance(smoke, Outcome) or smoke.get("event") != "smoke":
-            return failure(smoke, "smoke")
-        earlier = request.known_functional.get(smoke["functional_hash"])
-        if earlier is not None:
-            job.send("stop")
-            return RunResult("duplicate", f"computes the same function as candidate {earlier}", smoke, earlier,
-                             worker=where)
-        if smoke["params"] > task.max_params:
-            job.send("stop")
-            return RunResult("invalid", f"[param-budget] {smoke['params']:,} parameters exceed the task's budget of "
-                             f"{task.max_params:,}", smoke, worker=where)
-        if request.smoke_only:
-            job.send("stop")
-            return RunResult("smoked", None, smoke, worker=where)
-        job.send("train")
-        trained = job.read_event()
-        if isinstance(trained, Outcome) or trained.get("event") != "trained":
-            return failure(trained, "train", smoke)
-        try:
-            scores = {f"{split}_accuracy": score(task, job.output(f"{split}_outputs.npy"), prepared.labels(split))
-                      for split in ("val", "test")}
-        except (SandboxError, TaskError, ValueError) as err:
-            return failure(Outcome("failed", f"unusable outputs: {err}"), "score", smoke)
+            stage = "smoke"
+            event = job.read_event(request.limits.smoke_timeout_s)
+            if isinstance(event, Outcome) or event["event"] != "smoke":
+                return failure(event)
+            smoke = event
+            earlier = request.known_functional.get(smoke["functional_hash"])
+            if earlier is not None:
+                job.send("stop")
+                return RunResult("duplicate", f"computes the same function as candidate {earlier}", smoke, earlier,
+                                 worker=where)
+            if smoke["params"] > task.max_params:
+                job.send("stop")
+                return RunResult("invalid", f"[param-budget] {smoke['params']:,} parameters exceed the task's budget "
+                                 f"of {task.max_params:,}", smoke, worker=where)
+            if request.smoke_only:
+                job.send("stop")
+                return RunResult("smoked", None, smoke, worker=where)
+            stage = "train"
+            refused = job.send("train")
+            if refused is not None:
+                return failure(refused)
+            trained = job.read_event()
+            if isinstance(trained, Outcome) or trained["event"] != "trained":
+                return failure(trained)
+            stage = "score"
+            job.kill()  # the runner is done; nothing it left behind may change the outputs while they are read
+            try:
+                outputs = {split: job.output(f"{split}_outputs.npy", (*y.shape, task.num_classes))
+                           for split, y in labels.items()}
+                scores = {f"{split}_accuracy": score(task, outputs[split], y) for split, y in labels.items()}
+            except (ProtocolError, TaskError) as err:
+                return failure(Outcome("failed", f"unusable outputs: {err}"))
+    except SandboxError:
+        raise
+    except Exception as err:  # the point: no candidate's evaluation may raise out of here
+        reason = cap_text(f"[{stage}] {type(err).__name__} on the host: {err}", MAX_REASON_BYTES)
+        error = reason + "\n" + cap_text(traceback.format_exc(), MAX_TRACEBACK_BYTES)
+        return RunResult("failed", reason, smoke, error=error, wall_seconds=time.perf_counter() - started, worker=where)
     return RunResult("trained", None, smoke, trained=trained, scores=scores,
                      wall_seconds=time.perf_counter() - started, worker=where)
 
@@ -165,6 +198,13 @@ class RayExecutor:
                 if attempt == 2:
                     return RunResult("failed", f"[executor] the Ray worker was lost twice ({type(err).__name__}: {err}); "
                                      "check the cluster's nodes and memory")
+            except errors.RayTaskError as err:  # raised in the task, outside execute's own net (or a SandboxError)
+                if isinstance(err.cause, SandboxError):
+                    raise err.cause from err
+                return RunResult("failed", cap_text(f"[executor] the Ray task raised {type(err.cause).__name__}: "
+                                                    f"{err.cause}", MAX_REASON_BYTES))
+            except errors.OutOfMemoryError as err:  # Ray's memory monitor killed the task's worker
+                return RunResult("failed", cap_text(f"[executor] {type(err).__name__}: {err}", MAX_REASON_BYTES))
         raise AssertionError("unreachable")
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ plus a scrubbed environment, and says loudly that the file system is not isolate
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import shutil
@@ -35,6 +36,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from agentarch.protocol import (MAX_EVENT_BYTES, MAX_LOG_BYTES, ProtocolError, cap_text, parse_event, read_capped,
+                                 read_outputs)
+
+log = logging.getLogger(__name__)
+
 IsolationMode = Literal["bubblewrap", "process"]
 
 # Inside the bubblewrap sandbox the runner package, the data and the scratch directory live here.
@@ -43,36 +49,6 @@ BOX_DATA = "/data"
 BOX_SCRATCH = "/scratch"
 
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from sandbox.runner import main; sys.argv = sys.argv[1:]; main()"
-
-
-# Candidate code runs in the runner's process, so it can reach the event pipe (the runner's dup of
-# its original stdout) and write events of its own. The host therefore trusts no event: a line is
-# capped in size, and the fields the host uses must be there with the right types, so a forged
-# event ends as a failure instead of a KeyError (or an integer SQLite cannot store) in the
-# orchestrator. What a well-formed forged event claims (params, flops, timings) stays advisory;
-# scores are always computed on the host (docs/sandbox.md, "Forged scores").
-MAX_EVENT_BYTES = 8 * 2**20
-_NUMBER = (int, float)
-EVENT_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "smoke": {"functional_hash": str, "params": int, "flops": int, "seconds": _NUMBER},
-    "trained": {"curve": list, "train_seconds": _NUMBER, "steps": int, "epochs_done": _NUMBER, "stopped_early": bool,
-                "peak_memory_mb": (*_NUMBER, type(None)), "device": str},
-    "error": {},
-}
-
-
-def _malformed(event: dict[str, Any]) -> str | None:
-    """Why an event cannot be used by the host, or None when its fields are there and typed right."""
-    fields = EVENT_FIELDS.get(event.get("event"))  # type: ignore[arg-type]
-    if fields is None:
-        return "unknown event type"
-    for key, kind in fields.items():
-        value = event.get(key)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            return f"field {key!r} is missing or not {getattr(kind, '__name__', kind)}"
-        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < 2**62:
-            return f"field {key!r} is out of range"
-    return None
 
 
 class SandboxError(RuntimeError):
@@ -421,12 +397,16 @@ class SandboxJob:
         self.close()
 
     def read_event(self, timeout_s: float | None = None) -> dict[str, Any] | Outcome:
-        """The next JSON event from the runner, or an Outcome when it died or ran out of time."""
+        """The next event from the runner, checked by agentarch.protocol, or an Outcome.
+
+        The Outcome says the runner died, ran out of time, or sent something the host cannot use
+        (candidate code can write to the event pipe); in the last two cases the job is killed.
+        """
         deadline = self.deadline if timeout_s is None else min(self.deadline, time.monotonic() + timeout_s)
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         while b"\n" not in self._buffer:
-            if len(self._buffer) > MAX_EVENT_BYTES:  # the candidate can write to the event pipe too
+            if len(self._buffer) > MAX_EVENT_BYTES:
                 self.kill()
                 return Outcome("failed", f"the runner sent an event line over {MAX_EVENT_BYTES // 2**20} MiB; killed")
             left = deadline - time.monotonic()
@@ -442,34 +422,50 @@ class SandboxJob:
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
+            return parse_event(line)
+        except ProtocolError as err:
             self.kill()
-            return Outcome("failed", f"the runner sent an unreadable event: {line[:200]!r}")
-        if not isinstance(event, dict):
-            self.kill()
-            return Outcome("failed", "the runner sent a non-object event")
-        problem = _malformed(event)
-        if problem:
-            self.kill()
-            return Outcome("failed", f"the runner sent a malformed {str(event.get('event'))[:40]!r} event: {problem}")
-        return event
+            return Outcome("failed", f"the runner sent {err}; killed")
 
-    def send(self, word: str) -> None:
+    def send(self, word: str, timeout_s: float = 5.0) -> Outcome | None:
+        """Write the host's word to the runner without ever blocking for longer than `timeout_s`.
+
+        The candidate can fill its own stdin pipe (through /proc/self/fd/0), and a blocking write
+        would then hang the host past every timeout. Returns None when the word went out, or when
+        the runner is gone already (the next read says how it ended); an Outcome, after killing the
+        job, when the pipe stayed full.
+        """
         assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(f"{word}\n".encode())
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            pass
+        fd = self.proc.stdin.fileno()
+        data = f"{word}\n".encode()
+        deadline = time.monotonic() + timeout_s
+        os.set_blocking(fd, False)
+        while data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                return Outcome("failed", f"the runner's input stayed full for {timeout_s:.0f} s (the candidate can "
+                                         "write to its own stdin); killed")
+            _, ready, _ = select.select([], [fd], [], left)
+            try:
+                if ready:
+                    data = data[os.write(fd, data):]
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                return None
+        return None
 
-    def output(self, name: str) -> np.ndarray:
-        """Load an array the runner wrote, refusing anything that is not a plain numeric .npy."""
+    def output(self, name: str, expected_shape: tuple[int, ...]) -> np.ndarray:
+        """Load logits the runner wrote, refusing anything but a plain float .npy of `expected_shape`."""
         fh = self._open_scratch_file(name)
         if fh is None:
-            raise SandboxError(f"the runner did not write {name}")
+            raise ProtocolError(f"the runner did not write {name} as a regular file")
         with fh:
-            return np.load(fh, allow_pickle=False)
+            try:
+                return read_outputs(fh, expected_shape)
+            except ProtocolError as err:
+                raise ProtocolError(f"{name}: {err}") from None
 
     def _open_scratch_file(self, name: str) -> Any:
         """Open a file the sandbox wrote, or None when it is not a regular file.
@@ -487,36 +483,60 @@ class SandboxJob:
             return None
         return os.fdopen(fd, "rb")
 
-    def log_tail(self, max_bytes: int = 4000) -> str:
-        text = ""
-        assert self.proc.stderr is not None
-        if self.proc.poll() is not None:
-            text = self.proc.stderr.read(max_bytes).decode(errors="replace")
+    def log_tail(self, max_bytes: int = MAX_LOG_BYTES) -> str:
+        """What the sandbox's tools said on stderr and what the candidate printed, at most `max_bytes`.
+
+        Both are capped to their head and tail (a candidate can print gigabytes, or leave a sparse
+        log), and stderr is read without blocking (a process the job left may hold it open).
+        """
+        said = self._stderr(max_bytes // 2)
+        return "\n".join(filter(None, [said, self._printed(max(200, max_bytes - len(said.encode())))]))
+
+    def _stderr(self, max_bytes: int) -> str:
+        """What is waiting on the sandbox's stderr (bubblewrap's and prlimit's errors), capped; never blocks."""
+        stream = self.proc.stderr
+        if stream is None or stream.closed:
+            return ""
+        os.set_blocking(stream.fileno(), False)
+        try:
+            return cap_text(os.read(stream.fileno(), max_bytes), max_bytes).strip()
+        except OSError:  # nothing there yet (BlockingIOError), or the pipe is gone
+            return ""
+
+    def _printed(self, max_bytes: int) -> str:
+        """The head and tail of what the candidate printed (candidate.log), capped."""
         fh = self._open_scratch_file("candidate.log")
-        if fh is not None:
-            with fh:
-                fh.seek(max(0, os.fstat(fh.fileno()).st_size - max_bytes))
-                text += fh.read(max_bytes).decode(errors="replace")
-        return text[-max_bytes:]
+        if fh is None:
+            return ""
+        with fh:
+            return read_capped(fh, max_bytes).strip()
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
 
     def _death(self) -> Outcome:
+        """How the runner ended, once its event pipe closed: its exit status in words, with the log's tail."""
         try:
-            code = self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # it closed the event pipe but runs on
             self.kill()
-            code = self.proc.wait()
-        if code == 97:
-            raise SandboxError("could not place the evaluation in its cgroup")
+            try:
+                code = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                return Outcome("failed", "the sandboxed process closed its event pipe and could not be reaped; killed")
+        said = self._stderr(MAX_LOG_BYTES // 2)
+        # Exit 97 is the cgroup shim's, but candidate code can exit with 97 too. Only the shim's failure
+        # puts the cgroup.procs path (its $0, sh's prefix for errors) on stderr, which candidate code
+        # cannot write: the runner points fd 2 at its log before any candidate code runs.
+        if code == 97 and "cgroup.procs" in said:
+            raise SandboxError(f"could not place the evaluation in its cgroup: {said}")
         if code < 0 or code > 128:
             signum = -code if code < 0 else code - 128
             name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
             hint = {"SIGKILL": "killed: memory or process limit, or out of memory", "SIGXCPU": "CPU-time limit reached",
                     "SIGXFSZ": "file-size limit reached", "SIGSEGV": "segmentation fault"}.get(name, "killed by a signal")
             return Outcome("failed", f"the sandboxed process died with {name} ({hint})")
-        tail = self.log_tail(1200).strip()
+        tail = "\n".join(filter(None, [said, self._printed(1200)]))
         return Outcome("failed", f"the sandboxed process exited with code {code} before reporting" + (f": {tail}" if tail else ""))
 
     def kill(self) -> None:
@@ -528,13 +548,18 @@ class SandboxJob:
         self.cgroup.kill_all()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.kill()
-        self.cgroup.kill_all()
+        """Kill whatever is left of the evaluation, then remove its scratch directory; never raises.
+
+        It runs on the way out of every job, often while an exception is on its way up: a failure
+        here is logged, and the cleanup that follows it still runs.
+        """
         try:
+            if self.proc.poll() is None:
+                self.kill()
+            self.cgroup.kill_all()
             self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        except (OSError, subprocess.TimeoutExpired) as err:
+            log.warning("could not end every process of the job in %s: %s", self.scratch, err)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 try:
@@ -542,4 +567,28 @@ class SandboxJob:
                 except OSError:
                     pass
         self.cgroup.remove()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        self._remove_scratch()
+
+    def _remove_scratch(self, timeout_s: float = 60.0) -> None:
+        """Remove the scratch directory and whatever the candidate left in it, or log why not.
+
+        shutil.rmtree recurses once per level (a 3,000-deep chain raises RecursionError and leaves
+        the rest behind) and stops at directories the candidate made unreadable. GNU rm walks any
+        depth without recursion, never follows a symlink and stays on one file system; when it
+        leaves something (modes the host's user cannot override), `chmod -R u+rwX`, which skips
+        symlinks, comes first. The processes of the job are dead by now, so nothing refills it.
+        """
+        path = str(self.scratch)
+        attempts = (["rm", "-rf", "--one-file-system", "--", path], ["chmod", "-R", "u+rwX", "--", path],
+                    ["rm", "-rf", "--one-file-system", "--", path])
+        said = ""
+        for command in attempts:
+            if not os.path.lexists(path):
+                return
+            try:
+                done = subprocess.run(command, capture_output=True, timeout=timeout_s, check=False)
+                said = done.stderr.decode(errors="replace")
+            except (OSError, subprocess.TimeoutExpired) as err:
+                said = str(err)
+        if os.path.lexists(path):
+            log.warning("could not remove the scratch directory %s: %s", path, cap_text(said, 500))
