@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import subprocess
 import sys
@@ -29,7 +30,8 @@ from agentarch.fidelity import rung_budgets, successive_halving
 from agentarch.proposers.base import Proposal
 from agentarch.report import write_report
 from agentarch.proposers.baselines import ALGOS, SpaceExhausted, make_proposer
-from agentarch.sandbox import FALLBACK_WARNING, SandboxError, bubblewrap_problem, resolve_isolation
+from agentarch.sandbox import (CANDIDATE_UID, FALLBACK_WARNING, SandboxError, bubblewrap_problem, process_mode_gaps,
+                               resolve_isolation)
 from agentarch.spaces import SearchSpace, SpaceError, get_space
 from agentarch.tasks import TASKS, TaskError, get_task
 
@@ -749,9 +751,15 @@ def doctor_command() -> None:
     """Say how candidate code will be isolated here, and what to install for more."""
     problem = bubblewrap_problem()
     if problem is None:
-        out.print("[green]bubblewrap works[/]: candidates run with no network, a read-only system and a scratch dir.")
+        out.print("[green]bubblewrap works[/]: candidates run with no network, a read-only view of the runtime "
+                  "(torch, numpy, einops and the standard library), a scratch dir and a seccomp allowlist"
+                  + (f", as uid {CANDIDATE_UID}" if os.geteuid() == 0 else "") + ".")
     else:
         out.print(f"[yellow]{FALLBACK_WARNING.format(why=problem)}[/]")
+        gaps = process_mode_gaps()
+        out.print("[green]The process mode holds on this kernel[/] (Landlock ABI 6 or later)." if not gaps else
+                  "[red]The process mode has gaps here[/]: " + "; ".join(gaps) + ". LLM answers and your own files "
+                  "are refused unless weak_sandbox_ok is set; search-space baselines still run.")
     try:
         import torch
 

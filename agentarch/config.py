@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     isolation: Literal["auto", "bubblewrap", "process"] = Field(
         "auto", description="bubblewrap (full isolation), process (weaker fallback), auto (bubblewrap when it works)"
     )
+    weak_sandbox_ok: bool = Field(False, description="run LLM answers and user files in the 'process' sandbox even "
+                                  "where this kernel leaves it gaps (no Landlock, or Landlock older than ABI 6); "
+                                  "`agentarch doctor` lists them")
     memory_mb: int = Field(6144, ge=256, description="address-space limit of a sandboxed evaluation")
     timeout_s: float = Field(900.0, gt=0, description="wall-clock limit of one evaluation, smoke and training together")
     smoke_timeout_s: float = Field(120.0, gt=0, description="wall-clock limit of the smoke stage alone")

@@ -15,7 +15,8 @@ from agentarch.archive import Archive
 from agentarch.checks import check
 from agentarch.config import Settings
 from agentarch.executors import Executor, LocalExecutor, RunRequest
-from agentarch.sandbox import Limits, resolve_isolation
+from agentarch.sandbox import Limits, refuse_untrusted, resolve_isolation
+from agentarch.spaces import SpaceError, get_space
 from agentarch.tasks import PreparedTask, TaskError, get_task, prepare
 
 METRIC_KEYS = ("val_accuracy", "test_accuracy", "params", "flops", "train_seconds")
@@ -167,6 +168,7 @@ class Evaluator:
 
         `known_functional=False` skips functional dedup (re-training a recorded candidate on purpose).
         """
+        refuse_untrusted(self.isolation, self._rendered(base), self.settings.weak_sandbox_ok)
         request = RunRequest(
             code=base["code"], task=self.task.name, train=train_cfg, limits=self.limits, isolation=self.isolation,
             cache_dir=self.settings.cache_dir, data_dir=self.settings.data_dir, split_seed=self.settings.split_seed,
@@ -199,6 +201,15 @@ class Evaluator:
                      "stopped_early": trained["stopped_early"], "notes": trained.get("notes", [])},
         )
         return self._judged(base, "trained", metrics=metrics, evaluation=evaluation)
+
+    def _rendered(self, base: dict[str, Any]) -> bool:
+        """Whether the code is exactly what the project's own template renders for its search-space architecture."""
+        if not (base.get("space") and base.get("arch")):
+            return False
+        try:
+            return get_space(base["space"]).render(base["arch"], self.task) == base["code"]
+        except (SpaceError, TaskError, KeyError):
+            return False
 
     def _judged(self, base: dict[str, Any], status: str, reason: str | None = None, duplicate_of: int | None = None,
                 dedup_level: str | None = None, metrics: dict[str, Any] | None = None,

@@ -48,6 +48,7 @@ from agentarch.executors import Executor, make_executor, visible_gpus
 from agentarch.llm import LLMClient, LLMError
 from agentarch.proposers.base import Observation, Proposal
 from agentarch.proposers.baselines import RegularizedEvolution
+from agentarch.sandbox import SandboxError
 from agentarch.spaces import get_space
 from agentarch.tasks import Task, get_task
 
@@ -485,7 +486,7 @@ def _guarded(ctx: RunContext, node: Any, serde: SerializerProtocol, contain: boo
     cannot store (a 5,000-digit integer from a hostile runner) would otherwise fail the whole run outside
     every step.
 
-    What cannot be contained (`fail` itself raising, i.e. the archive refusing a write; Ctrl-C) frees the
+    What cannot be contained (a SandboxError; `fail` itself raising, i.e. the archive refusing a write; Ctrl-C) frees the
     queue place and tells the waiting branches to stop, and the error reaches the user.
     """
 
@@ -498,7 +499,9 @@ def _guarded(ctx: RunContext, node: Any, serde: SerializerProtocol, contain: boo
         except (GraphBubbleUp, RunAborted):  # a review pause; another branch stopping the run
             raise
         except BaseException as err:
-            if contain and isinstance(err, Exception):
+            # A SandboxError is the machine's, not the candidate's (no sandbox can run here, or the weak
+            # one refuses untrusted code): every later candidate would fail the same way, so it stops the run.
+            if contain and isinstance(err, Exception) and not isinstance(err, SandboxError):
                 return {"fault": _fault(node.__name__, err)}
             ctx.aborted.set()
             ctx.leave_queue(state["plan"]["key"])

@@ -27,6 +27,7 @@ import signal
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,8 +37,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from agentarch.runtime_view import runtime_view, symlinked_roots
+from agentarch.syscalls import seccomp_program
 from agentarch.protocol import (MAX_EVENT_BYTES, MAX_LOG_BYTES, ProtocolError, cap_text, parse_event, read_capped,
                                  read_outputs)
+
+from sandbox import landlock
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +86,95 @@ class Outcome:
 
 # -- detection ----------------------------------------------------------------------------------
 
+CANDIDATE_UID = 2_000_000_000
+"""The host uid candidates run as when the orchestrator is root: no account, owns no file but scratch.
+
+One high uid (far above login accounts and the usual subordinate-uid ranges) for every sandbox:
+jobs are kept apart by their namespaces (bubblewrap) or Landlock domains (process mode), not by uid.
+"""
+
+CAPLESS_ROOT = ("--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all",
+                "--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked,+keep_caps_locked")
+"""setpriv options that leave uid 0 with no capability now or after any exec (the last resort)."""
+
+
+def _host_is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _namespace_args() -> list[str]:
+    """bubblewrap's namespaces and capabilities for this host.
+
+    As root, bubblewrap must not make a user namespace: its uid 0 would be host uid 0, which owns
+    /proc/sys and every root file whatever capabilities are dropped. It makes the other namespaces
+    as root, keeps only the capability to change uid, and `setpriv` (run inside, _drop_privileges)
+    becomes CANDIDATE_UID before Python starts. As an ordinary user, an unprivileged user
+    namespace maps the candidate to that user, who is not root to begin with.
+    """
+    if _host_is_root():
+        return ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+                "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    return ["--unshare-all", "--cap-drop", "ALL"]
+
+
+def _drop_privileges(to_candidate_uid: bool) -> list[str]:
+    """The `setpriv` prefix that takes a root host's process down before candidate code exists.
+
+    `to_candidate_uid=False` is the process mode on a root host whose Python installation the
+    candidate uid cannot read (a venv under /root): then uid 0 stays, but with no capability at all
+    and securebits that keep exec from giving any back; Landlock does the rest.
+    """
+    if not _host_is_root():
+        return []
+    setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+    if to_candidate_uid:
+        return [setpriv, f"--reuid={CANDIDATE_UID}", f"--regid={CANDIDATE_UID}", "--clear-groups",
+                "--inh-caps=-all", "--no-new-privs", "--"]
+    return [setpriv, *CAPLESS_ROOT, "--no-new-privs", "--"]
+
+
+def _readable_by_candidate(paths: list[Path]) -> bool:
+    """Whether CANDIDATE_UID can read every path (the process mode has no mount namespace to help)."""
+    probe = [*_drop_privileges(True), sys.executable, "-S", "-c",
+             "import os, sys; sys.exit(not all(os.access(p, os.R_OK) for p in sys.argv[1:]))", *map(str, paths)]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"}).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
 
 @cache
 def bubblewrap_problem() -> str | None:
-    """None when bubblewrap can make an isolated sandbox here, else why not."""
+    """None when bubblewrap can make an isolated sandbox here (as the jobs will use it), else why not."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    if _host_is_root() and not shutil.which("setpriv"):
+        return "setpriv (util-linux) is not installed; it drops a root host's sandbox to an unprivileged uid"
     probe = subprocess.run(
-        [bwrap, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL", "--clearenv",
-         "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"],
+        [bwrap, *_namespace_args(), "--die-with-parent", "--clearenv", "--ro-bind", "/", "/", "--proc", "/proc",
+         "--dev", "/dev", "--", *_drop_privileges(True), "/bin/true"],
         capture_output=True, text=True, timeout=30,
     )
     if probe.returncode != 0:
         return f"bubblewrap cannot create namespaces here: {probe.stderr.strip() or probe.returncode}"
     return None
+
+
+def process_mode_gaps() -> list[str]:
+    """What the process mode cannot guarantee on this kernel, compared with bubblewrap (empty: it holds).
+
+    With Landlock ABI 6 or later the runner confines itself to the runtime view, its inputs and its
+    scratch directory and can signal or trace nothing outside its domain, so files, labels, the
+    orchestrator's environment and processes are out of reach as they are under bubblewrap.
+    """
+    version = landlock.abi()
+    if version < 1:
+        return ["Landlock is not available (Linux 5.13 or later with landlock among the LSMs): a candidate "
+                "could read every file this user can, validation and test labels included"]
+    if version < 6:
+        return [f"Landlock ABI {version} cannot keep a candidate from signalling other processes (ABI 6, Linux 6.12)"]
+    return []
 
 
 def resolve_isolation(requested: str) -> IsolationMode:
@@ -110,10 +189,25 @@ def resolve_isolation(requested: str) -> IsolationMode:
     return "process"
 
 
+def refuse_untrusted(isolation: IsolationMode, trusted: bool, weak_sandbox_ok: bool) -> None:
+    """Raise when the process mode cannot contain this candidate and nobody said to run it anyway.
+
+    Code rendered from the project's own search-space templates (`trusted`) is known; an LLM answer
+    or a user's file is not, and runs in a mode with gaps only with `weak_sandbox_ok`.
+    """
+    gaps = process_mode_gaps() if isolation == "process" else []
+    if gaps and not trusted and not weak_sandbox_ok:
+        raise SandboxError(
+            "refusing to run a candidate that was not rendered from a search space in the weak 'process' sandbox: "
+            + "; ".join(gaps) + ". Install bubblewrap (apt-get install bubblewrap), or accept the gap with "
+            "weak_sandbox_ok = true in agentarch.toml (AGENTARCH_WEAK_SANDBOX_OK=1); see docs/sandbox.md")
+
+
 FALLBACK_WARNING = (
-    "WARNING: candidate code runs WITHOUT file-system isolation (the 'process' fallback): {why}. "
-    "Network sockets are refused, the environment is scrubbed and resources are capped, but the "
-    "candidate can read any file this user can. Install bubblewrap for full isolation; see docs/sandbox.md."
+    "WARNING: candidates run in the 'process' sandbox, without namespaces: {why}. They run as an unprivileged "
+    "uid (or capless root), under seccomp, rlimits and a pids cgroup, and Landlock keeps them to the runtime "
+    "view and their scratch directory; they can still see the host's process list and network interfaces. "
+    "Install bubblewrap for full isolation; see docs/sandbox.md."
 )
 
 
@@ -124,20 +218,51 @@ STALE_CGROUP_S = 6 * 3600
 """A job's cgroup older than this with no process left was orphaned by a killed orchestrator."""
 
 
-def sweep_stale(parent: Path) -> None:
-    """Remove empty per-job cgroups left by orchestrators that were killed mid-job.
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot), which tells a live pid from a reused one."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
-    rmdir only succeeds on a cgroup with no process, and the age guard keeps a concurrent
+
+def owner_tag() -> str:
+    """This orchestrator's mark in the names of its jobs' cgroups: pid and start time."""
+    return f"{os.getpid()}-{_process_start(os.getpid())}"
+
+
+def _owner_gone(name: str) -> bool:
+    """Whether the orchestrator named in a job's cgroup (`<scratch>.<pid>-<start>`) no longer runs."""
+    tag = name.rpartition(".")[2]
+    pid, _, start = tag.partition("-")
+    return pid.isdigit() and bool(start) and _process_start(int(pid)) != start
+
+
+def sweep_stale(parent: Path) -> None:
+    """Reap what orchestrators that were killed mid-job left: their jobs' processes, cgroups and scratch.
+
+    The parent-death signal ends a job with its orchestrator, except when the orchestrator dies
+    before the signal is armed; a job whose owner is gone is killed here, at the next job's start.
+    An empty cgroup past STALE_CGROUP_S is removed too; the age guard keeps a concurrent
     orchestrator's just-made cgroup (not yet joined by its process) safe.
     """
     try:
-        stale = [d for d in parent.iterdir() if d.is_dir() and time.time() - d.stat().st_mtime > STALE_CGROUP_S]
+        jobs = [d for d in parent.iterdir() if d.is_dir()]
     except OSError:
         return
-    for job in stale:
+    for job in jobs:
         try:
+            if _owner_gone(job.name):
+                Cgroup.at(job).kill_all()
+                scratch = Path(tempfile.gettempdir()) / job.name.rpartition(".")[0]
+                if scratch.name.startswith("agentarch-job-") and scratch.is_dir():
+                    _unmount_scratch(scratch)
+                    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(scratch)], capture_output=True,
+                                   timeout=60)
+            elif time.time() - job.stat().st_mtime <= STALE_CGROUP_S:
+                continue
             job.rmdir()
-        except OSError:
+        except (OSError, subprocess.TimeoutExpired):
             pass
 
 
@@ -147,6 +272,8 @@ class Cgroup:
     def __init__(self, name: str, max_pids: int, memory_bytes: int | None) -> None:
         self.dirs: list[Path] = []
         self.problem: str | None = None
+        if not max_pids:  # Cgroup.at: an existing one, to kill
+            return
         try:
             self._create(name, max_pids, memory_bytes)
         except OSError as err:
@@ -176,6 +303,13 @@ class Cgroup:
         if memory_bytes and "memory" in (parent / "cgroup.subtree_control").read_text():
             limits["memory.max"] = str(memory_bytes)
         self.dirs.append(self._mkdir(parent / f"agentarch-{name}", limits))
+
+    @classmethod
+    def at(cls, path: Path) -> Cgroup:
+        """An existing cgroup directory (another orchestrator's job), to kill what is left in it."""
+        found = cls("", 0, None)
+        found.dirs = [path]
+        return found
 
     @staticmethod
     def _mkdir(path: Path, limits: dict[str, str]) -> Path:
@@ -234,87 +368,81 @@ def _runner_package_root() -> Path:
     return Path(sandbox.__file__).resolve().parent.parent
 
 
-def _python_roots() -> list[Path]:
-    """Directories the interpreter and its packages live in; bound read-only into the sandbox."""
-    import site
-
-    candidates = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.executable).resolve().parent.parent}
-    candidates |= {Path(p) for p in site.getsitepackages() if Path(p).exists()}
-    roots: list[Path] = []
-    for path in sorted(candidates, key=lambda p: len(p.parts)):
-        if not any(path.is_relative_to(r) for r in roots) and not Path("/usr").is_relative_to(path):
-            roots.append(path)
-    return [r for r in roots if not r.is_relative_to("/usr")]
+GPU_CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 
 
-@cache
-def _seccomp_program() -> bytes:
-    """The compiled BPF filter that bubblewrap installs with --seccomp."""
-    import errno
-    import socket
+def gpu_devices(gpu: str | None, dev: Path = Path("/dev")) -> list[str]:
+    """The device nodes a slot's sandbox gets: its own GPU(s) and the control nodes CUDA needs, no other GPU.
 
-    import pyseccomp as seccomp
+    `gpu` is the slot's CUDA_VISIBLE_DEVICES (indices in PCI bus order, matching /dev/nvidiaN).
+    """
+    if gpu is None:
+        return []
+    nodes = [dev / f"nvidia{index.strip()}" for index in gpu.split(",") if index.strip().isdigit()]
+    nodes += [dev / name for name in GPU_CONTROL_NODES]
+    nodes += sorted((dev / "nvidia-caps").glob("*"))
+    return [str(node) for node in nodes if node.exists()]
 
-    rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
-    # AF_UNIX as well: a path socket is reachable across network namespaces, so a host socket in a
-    # directory the sandbox can see (in the process fallback: any socket on the machine, such as
-    # /var/run/docker.sock) would be a way out. socketpair() stays allowed; the runner and torch
-    # need no other Unix socket (tests/security/test_escapes.py, the unix-* cases).
-    for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, socket.AF_PACKET, socket.AF_UNIX):
-        rules.add_rule(seccomp.ERRNO(errno.EACCES), "socket", seccomp.Arg(0, seccomp.EQ, family))
-    # No debugging of other processes: in the process fallback the orchestrator (same user) would be
-    # a target; in bubblewrap the only target, bwrap's init, is as confined as the runner.
-    for call in ("ptrace", "process_vm_readv", "process_vm_writev"):
-        rules.add_rule(seccomp.ERRNO(errno.EPERM), call)
-    with tempfile.TemporaryFile() as fh:
-        rules.export_bpf(fh)
-        fh.seek(0)
-        return fh.read()
+
+def _sandbox_env(threads: int, home: str, tmp: str, gpu: str | None) -> dict[str, str]:
+    """The whole environment a candidate sees: no key, no proxy, nothing of the orchestrator's."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": tmp, "USER": "candidate", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if gpu is not None:
+        env |= {"CUDA_VISIBLE_DEVICES": gpu, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    return env
 
 
 def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, gpu: str | None = None,
                 tmpfs_mb: int = 1024) -> list[str]:
     """The bubblewrap command line; `gpu` pins the evaluation to that GPU (one slot per GPU).
 
-    `tmpfs_mb` sizes the writable tmpfs mounts (/tmp, /dev/shm): their pages are RAM that
-    RLIMIT_AS does not count, so without a size a candidate could fill the host's memory.
+    The root is an empty tmpfs holding only the runtime view (agentarch.runtime_view), the runner,
+    the task's inputs and scratch. `tmpfs_mb` sizes the writable tmpfs mounts (/tmp, /dev/shm):
+    their pages are RAM that RLIMIT_AS does not count, so without a size a candidate could fill
+    the host's memory.
     """
-    args = [
-        "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
-        "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", BOX_SCRATCH, "--setenv", "TMPDIR", "/tmp",
-        "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0",
-        "--setenv", "OMP_NUM_THREADS", str(threads), "--setenv", "MKL_NUM_THREADS", str(threads),
-        # /proc, /dev and the /tmp tmpfs come first: a later tmpfs would hide a venv that lives under /tmp.
-        *(["--setenv", "CUDA_VISIBLE_DEVICES", gpu] if gpu is not None else []),
-        "--proc", "/proc", "--dev", "/dev", "--size", str(tmpfs_mb * 2**20), "--tmpfs", "/dev/shm",
-        "--size", str(tmpfs_mb * 2**20), "--tmpfs", "/tmp",
-        "--ro-bind", "/usr", "/usr",
-    ]
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
-        if os.path.islink(top):
-            args += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            args += ["--ro-bind", top, top]
-    for etc in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf", "localtime"):
-        args += ["--ro-bind-try", f"/etc/{etc}", f"/etc/{etc}"]
-    for root in _python_roots():
-        args += ["--ro-bind", str(root), str(root)]
-    for dev in sorted(Path("/dev").glob("nvidia*")):  # GPUs, where the host has them
-        args += ["--dev-bind", str(dev), str(dev)]
-    if any(Path("/dev").glob("nvidia*")):
+    args = ["bwrap", *_namespace_args(), "--die-with-parent", "--new-session", "--clearenv"]
+    for key, value in _sandbox_env(threads, BOX_SCRATCH, "/tmp", gpu).items():
+        args += ["--setenv", key, value]
+    # /proc, /dev and the /tmp tmpfs come first: a later tmpfs would hide a venv that lives under /tmp.
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    for tmpfs in ("/dev/shm", "/tmp"):  # sticky and world-writable, as on a host: the candidate uid writes here
+        args += ["--perms", "1777", "--size", str(tmpfs_mb * 2**20), "--tmpfs", tmpfs]
+    for link, target in symlinked_roots().items():
+        args += ["--symlink", target, link]
+    # Directories bubblewrap makes on its own are root-only (0700), which the candidate uid could not
+    # pass through; the ones above each mount are made first, traversable and empty but for the mounts.
+    mounts = [*runtime_view(), Path(BOX_PACKAGE_ROOT) / "sandbox"]
+    for parent in sorted({p for path in mounts for p in path.parents if p != Path("/")}, key=lambda p: len(p.parts)):
+        args += ["--perms", "0755", "--dir", str(parent)]
+    for path in runtime_view():
+        args += ["--ro-bind", str(path), str(path)]
+    for node in gpu_devices(gpu):
+        args += ["--dev-bind", node, node]
+    if gpu is not None:
         args += ["--ro-bind-try", "/proc/driver/nvidia", "/proc/driver/nvidia", "--ro-bind", "/sys", "/sys"]
     args += [
         "--ro-bind", str(_runner_package_root() / "sandbox"), f"{BOX_PACKAGE_ROOT}/sandbox",
         "--ro-bind", str(inputs_dir), BOX_DATA,
         "--bind", str(scratch), BOX_SCRATCH,
-        "--chdir", BOX_SCRATCH,
+        "--chdir", "/",  # bubblewrap is still root here, and scratch belongs to the candidate uid; the runner moves in
         # bwrap builds / and /dev as unsized tmpfs mounts; read-only, so the only writable places
         # are /scratch (on disk, RLIMIT_FSIZE per file) and the sized /tmp and /dev/shm.
         "--remount-ro", "/dev", "--remount-ro", "/",
         "--seccomp", str(seccomp_fd),
-        "--", sys.executable, "-E", "-s", "-c", _BOOT, BOX_PACKAGE_ROOT, f"{BOX_SCRATCH}/spec.json",
+        "--", *_drop_privileges(True), sys.executable, "-E", "-s", "-c", _BOOT, BOX_PACKAGE_ROOT,
+        f"{BOX_SCRATCH}/spec.json",
     ]
     return args
+
+
+def _landlock_rules(scratch: Path, inputs_dir: Path, gpu: str | None) -> dict[str, list[str]]:
+    """What the process-mode runner may touch once it confines itself (sandbox/landlock.py)."""
+    read = [*map(str, runtime_view()), str(_runner_package_root() / "sandbox"), str(inputs_dir),
+            "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/sys/devices/system/cpu"]
+    return {"read": read, "write": [str(scratch)],
+            "devices": ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", *gpu_devices(gpu)]}
 
 
 def _prlimit_args(limits: Limits, cap_address_space: bool) -> list[str]:
@@ -326,6 +454,39 @@ def _prlimit_args(limits: Limits, cap_address_space: bool) -> list[str]:
     if cap_address_space:
         args.append(f"--as={limits.memory_mb * 2**20}")
     return args + ["--"]
+
+
+SCRATCH_INODES = 4096
+"""Files and directories a candidate may make in scratch: a few are all training writes."""
+
+
+def _mount_scratch(path: Path, size_mb: int) -> bool:
+    """Put a tmpfs on `path` capped in bytes and inodes, nosuid and nodev, where the host may mount.
+
+    A plain directory on the host's disk let one candidate fill the disk the archive lives on
+    (fallocate) or its inode table, and plant a setuid file in a directory other users can reach.
+    Only a root host can mount; elsewhere scratch stays a directory (RLIMIT_FSIZE caps each file).
+    """
+    if not _host_is_root() or not shutil.which("mount"):
+        return False
+    options = f"size={size_mb}m,nr_inodes={SCRATCH_INODES},mode=0700,nosuid,nodev"
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "agentarch-scratch", str(path)],
+                              capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def _unmount_scratch(path: Path) -> None:
+    """Unmount a job's scratch tmpfs (its processes are dead by now); lazily if something still holds it."""
+    for command in (["umount", str(path)], ["umount", "--lazy", str(path)]):
+        try:
+            if subprocess.run(command, capture_output=True, timeout=30).returncode == 0:
+                return
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    log.warning("could not unmount the scratch tmpfs at %s", path)
 
 
 # -- one job ------------------------------------------------------------------------------------
@@ -343,11 +504,34 @@ class SandboxJob:
         self.isolation = isolation
         self.scratch = Path(tempfile.mkdtemp(prefix="agentarch-job-"))
         os.chmod(self.scratch, 0o700)
+        self.scratch_mounted = _mount_scratch(self.scratch, 2 * limits.max_file_mb)  # the log and outputs, each capped
         self.started = time.monotonic()
         self.deadline = self.started + limits.timeout_s
         self._buffer = b""
+        self.cgroup: Cgroup | None = None  # made by _start; set once the runner is launched
+        try:
+            self._start(code, spec, inputs_dir, gpu)
+        except BaseException:  # nothing of a job that never started stays behind
+            if self.cgroup is not None:
+                self.cgroup.kill_all()
+                self.cgroup.remove()
+            if self.scratch_mounted:
+                _unmount_scratch(self.scratch)
+            self._remove_scratch()
+            raise
+
+    def _start(self, code: str, spec: dict[str, Any], inputs_dir: Path, gpu: str | None) -> None:
+        """Write the candidate and its spec into scratch, then launch the runner under this job's isolation."""
+        limits, isolation = self.limits, self.isolation
         boxed = isolation == "bubblewrap"
         (self.scratch / "candidate.py").write_text(code)
+        # The process mode drops to the candidate uid only where that uid can read what it runs;
+        # bubblewrap mounts everything as root, so its candidate uid always can.
+        to_candidate_uid = boxed or (_host_is_root() and _readable_by_candidate(
+            [Path(sys.executable).resolve(), Path(sysconfig.get_paths()["stdlib"]), _runner_package_root(), inputs_dir,
+             *(p for p in runtime_view() if p.name in ("torch", "numpy"))]))
+        if _host_is_root() and to_candidate_uid:
+            os.chown(self.scratch, CANDIDATE_UID, CANDIDATE_UID)
         spec = {
             **spec,
             "code_path": f"{BOX_SCRATCH if boxed else self.scratch}/candidate.py",
@@ -355,15 +539,15 @@ class SandboxJob:
             "output_dir": BOX_SCRATCH if boxed else str(self.scratch),
             "threads": limits.threads,
             "seccomp_bpf": None if boxed else str(self.scratch / "seccomp.bpf"),
+            "landlock": None if boxed else _landlock_rules(self.scratch, inputs_dir, gpu),
         }
         (self.scratch / "spec.json").write_text(json.dumps(spec))
-        use_gpu = any(Path("/dev").glob("nvidia*"))
-        # CUDA reserves far more address space than it uses, so on GPU hosts memory is capped by the cgroup alone.
-        # On CPU hosts the memory cgroup is made too, where it can be: RLIMIT_AS does not count tmpfs
+        # CUDA reserves far more address space than it uses, so on GPU slots memory is capped by the cgroup alone.
+        # On CPU slots the memory cgroup is made too, where it can be: RLIMIT_AS does not count tmpfs
         # or memfd pages (RAM a candidate can fill through /tmp, /dev/shm or memfd_create), the cgroup does.
-        self.cgroup = Cgroup(self.scratch.name, limits.max_pids, limits.memory_mb * 2**20)
-        shim = ["/bin/sh", "-c", 'for p in $0; do echo $$ > "$p" || exit 97; done; exec "$@"', " ".join(self.cgroup.procs_files)]
-        command = shim + _prlimit_args(limits, cap_address_space=not use_gpu)
+        cgroup = self.cgroup = Cgroup(f"{self.scratch.name}.{owner_tag()}", limits.max_pids, limits.memory_mb * 2**20)
+        shim = ["/bin/sh", "-c", 'for p in $0; do echo $$ > "$p" || exit 97; done; exec "$@"', " ".join(cgroup.procs_files)]
+        command = shim + _prlimit_args(limits, cap_address_space=gpu is None)
         pass_fds: tuple[int, ...] = ()
         if boxed:
             seccomp_fd = self._seccomp_fd()
@@ -371,11 +555,10 @@ class SandboxJob:
             command += _bwrap_args(self.scratch, inputs_dir, seccomp_fd, limits.threads, gpu, tmpfs_mb=limits.max_file_mb)
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
-            (self.scratch / "seccomp.bpf").write_bytes(_seccomp_program())
-            command += [sys.executable, "-E", "-s", "-c", _BOOT, str(_runner_package_root()), str(self.scratch / "spec.json")]
-            env = {"PATH": "/usr/bin:/bin", "HOME": str(self.scratch), "TMPDIR": str(self.scratch),
-                   "OMP_NUM_THREADS": str(limits.threads), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-                   **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})}
+            (self.scratch / "seccomp.bpf").write_bytes(seccomp_program(new_processes=False))
+            command += [*_drop_privileges(to_candidate_uid), sys.executable, "-E", "-s", "-c", _BOOT,
+                        str(_runner_package_root()), str(self.scratch / "spec.json")]
+            env = _sandbox_env(limits.threads, str(self.scratch), str(self.scratch), gpu)
         self.proc = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=self.scratch, env=env, pass_fds=pass_fds, start_new_session=True,
@@ -385,10 +568,11 @@ class SandboxJob:
 
     def _seccomp_fd(self) -> int:
         path = self.scratch / "seccomp.bpf"
-        path.write_bytes(_seccomp_program())
+        path.write_bytes(seccomp_program(new_processes=True))
         fd = os.open(path, os.O_RDONLY)
         path.unlink()
         return fd
+
 
     def __enter__(self) -> SandboxJob:
         return self
@@ -567,6 +751,8 @@ class SandboxJob:
                 except OSError:
                     pass
         self.cgroup.remove()
+        if self.scratch_mounted:
+            _unmount_scratch(self.scratch)
         self._remove_scratch()
 
     def _remove_scratch(self, timeout_s: float = 60.0) -> None:

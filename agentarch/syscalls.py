@@ -5,14 +5,15 @@ does (memory, files, threads, time, signals within the sandbox) and refuses ever
 EPERM, so io_uring, bpf, perf_event_open, ptrace, keyctl, userfaultfd, mount, unshare/setns,
 kexec, module loading, SysV IPC and every socket family stay closed, including calls a later
 kernel adds. The list was taken from strace of real smoke and training runs on image and token
-tasks (CPU and CUDA), widened by the calls glibc and the CUDA driver make on other paths.
+tasks, widened by calls glibc and the CUDA driver make on other paths (memory locking, NUMA).
 
 Argument checks compare only the low 32 bits where the kernel reads an `int` (socket families,
 clone flags): libseccomp compares all 64 bits of a register, so an unmasked `EQ AF_UNIX` would let
 `(1 << 32) | AF_INET` through on a kernel that truncates it to AF_INET.
 
-The host compiles the filter once; bubblewrap installs it (`--seccomp FD`) in the bubblewrap mode
-and the runner installs the same bytes itself in the process mode (sandbox/runner.py).
+The host compiles the filter once per mode; bubblewrap installs it (`--seccomp FD`) in the bubblewrap
+mode, and the runner installs it itself in the process mode (sandbox/runner.py), where it is
+stricter: threads but no new processes or programs.
 """
 
 from __future__ import annotations
@@ -28,23 +29,23 @@ open openat close close_range creat dup dup2 dup3 fcntl fcntl64 flock ioctl
 stat fstat lstat newfstatat fstatat64 stat64 fstat64 lstat64 statx statfs fstatfs statfs64 fstatfs64
 access faccessat faccessat2 readlink readlinkat getdents getdents64 getcwd chdir fchdir
 mkdir mkdirat rmdir unlink unlinkat rename renameat renameat2 link linkat symlink symlinkat
-chmod fchmod fchmodat fchown fchownat chown lchown umask truncate ftruncate fallocate
-fsync fdatasync sync_file_range fadvise64 fadvise64_64 readahead utime utimes utimensat futimesat
+umask truncate ftruncate fallocate
+fsync fdatasync sync_file_range fadvise64 fadvise64_64 readahead
 getxattr lgetxattr fgetxattr listxattr llistxattr flistxattr
 pipe pipe2 select _newselect pselect6 poll ppoll epoll_create epoll_create1 epoll_ctl epoll_wait
 epoll_pwait epoll_pwait2 eventfd eventfd2 signalfd signalfd4 timerfd_create timerfd_settime
 timerfd_gettime sendfile sendfile64 copy_file_range splice tee memfd_create
 brk mmap mmap2 munmap mremap mprotect madvise msync mincore mlock mlock2 munlock mlockall munlockall
 membarrier mbind get_mempolicy set_mempolicy pkey_alloc pkey_free pkey_mprotect
-fork vfork execve execveat exit exit_group wait4 waitid kill tkill tgkill
+exit exit_group wait4 waitid kill tkill tgkill
 rt_sigqueueinfo rt_tgsigqueueinfo getpid gettid getppid getpgid getpgrp setpgid getsid setsid
 getuid geteuid getgid getegid getresuid getresgid getgroups
 setuid setgid setreuid setregid setresuid setresgid setgroups setfsuid setfsgid capget capset
 prctl arch_prctl set_tid_address set_robust_list get_robust_list rseq
 futex futex_waitv futex_time64 sched_yield sched_getaffinity sched_setaffinity sched_getparam
 sched_getscheduler sched_get_priority_max sched_get_priority_min sched_getattr sched_rr_get_interval
-getpriority setpriority nanosleep clock_nanosleep clock_gettime clock_getres gettimeofday time times
-getrusage getrlimit ugetrlimit prlimit64 sysinfo uname getrandom getcpu restart_syscall
+getpriority nanosleep clock_nanosleep clock_gettime clock_getres gettimeofday time times
+getrusage getrlimit ugetrlimit sysinfo uname getrandom getcpu restart_syscall
 rt_sigaction rt_sigprocmask rt_sigreturn rt_sigpending rt_sigsuspend rt_sigtimedwait sigaltstack
 alarm pause getitimer setitimer timer_create timer_settime timer_gettime timer_getoverrun timer_delete
 ioprio_get sendmsg recvmsg sendmmsg recvmmsg sendto recvfrom shutdown getsockopt setsockopt
@@ -57,26 +58,49 @@ NAMESPACE_FLAGS = 0x7E020000
 inside the sandbox (an unprivileged user namespace above all) would give the candidate
 capabilities over fresh kernel objects, which is kernel attack surface training never needs."""
 
+CLONE_PARENT = 0x8000
+"""A child handed to the caller's parent: in the process mode that is the orchestrator, which would
+be left with zombies it never reaps."""
+
+CLONE_THREAD = 0x10000
+
 LOW_32 = 0xFFFFFFFF
 
-# Kept here as the record of what the allowlist leaves out on purpose, for docs and tests.
+NO_OWNER_CALLS = ("chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat", "utime",
+                  "utimes", "utimensat", "futimesat")
+"""Calls an owner uses on its own files, left out of the allowlist: a candidate never needs them, and
+the process mode's last resort (uid 0 without capabilities) owns every root file on the host, which
+Landlock does not guard against mode, owner or time changes (a setuid shell, a touched binary)."""
+
+PROCESS_CALLS = ("fork", "vfork", "execve", "execveat")
+"""New processes and programs: allowed under bubblewrap, whose pid namespace dies with the job; refused
+in the process mode, where a forked child would outlive a killed orchestrator (PR_SET_PDEATHSIG is
+not inherited) and training needs threads only."""
+
 DENIED_EXAMPLES = (
     "io_uring_setup", "io_uring_enter", "io_uring_register", "bpf", "perf_event_open", "ptrace",
     "process_vm_readv", "process_vm_writev", "keyctl", "add_key", "request_key", "userfaultfd", "mount",
     "umount2", "pivot_root", "chroot", "unshare", "setns", "kexec_load", "kexec_file_load", "init_module",
     "finit_module", "delete_module", "open_by_handle_at", "name_to_handle_at", "shmget", "msgget", "semget",
     "mknod", "mknodat", "setxattr", "fanotify_init", "inotify_init1", "pidfd_getfd", "kcmp", "vmsplice",
-    "personality", "landlock_create_ruleset", "seccomp", "syslog", "socket", "connect", "bind", "listen",
+    "personality", "landlock_create_ruleset", "seccomp", "syslog", "connect", "bind", "listen", *NO_OWNER_CALLS,
 )
+"""What the allowlist leaves out on purpose (a sample, for docs and tests): each is refused with EPERM."""
 
 
 @cache
-def seccomp_program() -> bytes:
-    """The compiled BPF program (native architecture; other architectures' calls are killed)."""
+def seccomp_program(new_processes: bool) -> bytes:
+    """The compiled BPF program for the native architecture; a call of another ABI kills the process.
+
+    `new_processes` is True under bubblewrap (fork and exec allowed: the pid namespace dies with the
+    job) and False in the process mode (threads only).
+    """
     import pyseccomp as seccomp
 
     rules = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
-    for name in ALLOWED:
+    # x32 and i386 entry points carry other system call numbers, which this list does not name.
+    rules.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)
+    for name in ALLOWED + (list(PROCESS_CALLS) if new_processes else []):
         try:
             rules.add_rule(seccomp.ALLOW, name)
         except (RuntimeError, ValueError, OSError):  # not a call on this architecture
@@ -85,10 +109,18 @@ def seccomp_program() -> bytes:
     # of connected Unix sockets is all the runner and torch use, and only that family is allowed.
     rules.add_rule(seccomp.ERRNO(errno.EACCES), "socket")
     rules.add_rule(seccomp.ALLOW, "socketpair", seccomp.Arg(0, seccomp.MASKED_EQ, LOW_32, socket.AF_UNIX))
-    # Threads and processes, never namespaces; glibc falls back from clone3 to clone on ENOSYS,
-    # and clone3's flags live in memory a filter cannot read.
-    rules.add_rule(seccomp.ALLOW, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, NAMESPACE_FLAGS, 0))
+    # Threads (and, under bubblewrap, processes), never namespaces; glibc falls back from clone3 to
+    # clone on ENOSYS, and clone3's flags live in memory a filter cannot read.
+    refused = NAMESPACE_FLAGS | CLONE_PARENT
+    if new_processes:
+        rules.add_rule(seccomp.ALLOW, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, refused, 0))
+    else:
+        rules.add_rule(seccomp.ALLOW, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, refused | CLONE_THREAD, CLONE_THREAD))
     rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    # Limits and priorities of this process only: pid (or `who`) 0. Another pid could be the
+    # orchestrator's (the process mode shares a uid with it, or is capless root).
+    rules.add_rule(seccomp.ALLOW, "prlimit64", seccomp.Arg(0, seccomp.MASKED_EQ, LOW_32, 0))
+    rules.add_rule(seccomp.ALLOW, "setpriority", seccomp.Arg(1, seccomp.MASKED_EQ, LOW_32, 0))
     with tempfile.TemporaryFile() as fh:
         rules.export_bpf(fh)
         fh.seek(0)

@@ -236,7 +236,7 @@ def _write_atomically(target: Path, task: Task, splits: _Splits) -> None:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the finished folder should look like any other
         inputs, labels = tmp / "inputs", tmp / "labels"
         inputs.mkdir()
-        labels.mkdir()
+        labels.mkdir(mode=0o700)  # the host's alone: no sandbox uid may read held-out labels, whatever it can reach
         for name, array in (("train_x", splits.train_x), ("train_y", splits.train_y),
                             ("val_x", splits.val_x), ("test_x", splits.test_x)):
             np.save(inputs / f"{name}.npy", array, allow_pickle=False)

@@ -219,11 +219,19 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
               "epochs_done": result.epochs_done, "stopped_early": result.stopped_early, "notes": result.notes,
               "peak_memory_mb": result.peak_memory_mb, "device": str(device)})
     except CandidateError as err:
-        emit({"event": "error", "stage": stage, "kind": err.kind, "message": str(err)})
+        emit({"event": "error", "stage": stage, "kind": err.kind, "message": _clip(str(err))})
     except Exception as err:
         kind = "diverged" if type(err).__name__ == "TrainingDiverged" else "exception"
-        emit({"event": "error", "stage": stage, "kind": kind, "message": f"{type(err).__name__}: {err}",
-              "traceback": traceback.format_exc(limit=8)})
+        emit({"event": "error", "stage": stage, "kind": kind, "message": _clip(f"{type(err).__name__}: {err}"),
+              "traceback": _clip(traceback.format_exc(limit=8))})
+
+
+def _clip(text: str, limit: int = 16_000) -> str:
+    """Head and tail of a long text: the host refuses an event line over 1 MiB, and an honest
+    candidate's huge exception message should still arrive as a (shortened) error, not as a refusal."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 2]} …[{len(text) - limit:,} characters cut]… {text[-limit // 2 :]}"
 
 
 def main() -> None:

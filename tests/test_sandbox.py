@@ -5,13 +5,19 @@ that into an `error` event. Nothing here is mocked: these are real processes und
 this machine offers (bubblewrap where it works; the file-system test needs it).
 """
 
+import shutil
+import signal
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+import pytest
 
-from agentarch.sandbox import Cgroup, Limits, Outcome, SandboxJob, resolve_isolation
+
+from agentarch.sandbox import Cgroup, Limits, Outcome, SandboxJob, owner_tag, resolve_isolation
 from tests.conftest import job_processes, requires_bubblewrap
 
 NET = """
@@ -218,3 +224,28 @@ while True:
 """
     event = run_hostile(prelude, digits.inputs_dir, smoke_timeout_s=4)
     assert isinstance(event, Outcome) and event.status == "timeout"
+
+
+def test_a_job_whose_orchestrator_died_is_reaped_at_the_next_start(tmp_path):
+    """A job left running by a dead orchestrator (killed before the parent-death signal was armed) is
+    killed, and its cgroup and scratch directory removed, by the sweep the next job's cgroup runs."""
+    if Cgroup("probe-reap", 8, None).problem is not None:
+        pytest.skip("no writable pids cgroup here")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    scratch = Path(tempfile.mkdtemp(prefix="agentarch-job-"))
+    name = f"{scratch.name}.{gone.pid}-1"  # a pid that no longer runs (or runs with another start time)
+    orphan = subprocess.Popen(["sleep", "300"])
+    cgroup = Cgroup(name, 8, None)
+    (cgroup.dirs[0] / "cgroup.procs").write_text(str(orphan.pid))
+    live = Cgroup(f"agentarch-job-live.{owner_tag()}", 8, None)  # this orchestrator's own job: left alone
+    try:
+        Cgroup("probe-next-job", 8, None).remove()  # making a job's cgroup sweeps its parent
+        assert orphan.wait(timeout=10) == -signal.SIGKILL
+        assert not cgroup.dirs[0].exists() and not scratch.exists()
+        assert live.dirs[0].exists()
+    finally:
+        orphan.kill()
+        cgroup.remove()
+        live.remove()
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -11,6 +11,9 @@ any recorded accuracy near 1 could only come from a forged score.
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import re
 import socket
 import sqlite3
@@ -22,14 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from agentarch.archive import Archive
 from agentarch.config import load_settings
 from agentarch.evaluate import EvalResult, Evaluator
-from agentarch.sandbox import SandboxJob
+from agentarch.sandbox import Cgroup, SandboxJob
 from tests.conftest import job_processes
 
 REPO = Path(__file__).resolve().parents[2]
+
+SECRET_ENV = "sk-agentarch-env-5f1c2a"
+SECRET_KEY = "sk-openai-9d8e7f6a5b4c"
+SECRET_FILE = "agentarch-home-secret-7c3b"
 
 HEADER = '''\
 HOST = {host!r}
@@ -243,3 +251,47 @@ def honest_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
 
 def matches(pattern: str | None, text: str) -> bool:
     return pattern is None or re.search(pattern, text or "", re.S) is not None
+
+
+@functools.cache
+def cgroups_work() -> bool:
+    probe = Cgroup(f"probe-escapes-{os.getpid()}", 8, None)
+    probe.remove()
+    return probe.problem is None
+
+
+def check_contained(case: Case, run: Run, host: dict[str, Any], listeners: Listeners) -> None:
+    """Assert that `case` was contained: expected outcome and reason, and the host unchanged."""
+    text = run.text
+    if os.environ.get("AGENTARCH_ESCAPE_REPORT"):  # figures for docs/reliability.md
+        with open(os.environ["AGENTARCH_ESCAPE_REPORT"], "a") as fh:
+            fh.write(json.dumps({"case": case.name, "isolation": case.isolation, "status": run.result.status,
+                                 "reason": run.result.reason, "test_accuracy": run.result.metrics.get("test_accuracy"),
+                                 "seconds": round(run.seconds, 2)}) + "\n")
+    # The attack failed, in the way this case expects, and the record says so.
+    assert run.result.status in case.status, f"{case.name}: {run.result.status}: {text[:1500]}"
+    if run.result.status != "trained":
+        assert matches(case.reason, text), f"{case.name}: reason does not name what happened: {text[:1500]}"
+    assert "ESCAPED" not in text, f"{case.name}: an attempt worked: {text[:1500]}"
+
+    # The host is unchanged.
+    assert listeners.hits == [], f"{case.name}: a host listener was reached: {listeners.hits}"
+    for secret in (SECRET_ENV, SECRET_KEY, SECRET_FILE):
+        assert secret not in run.archive_text, f"{case.name}: a secret reached the archive"
+    for target in host["targets"]:
+        assert not Path(target).exists(), f"{case.name}: wrote {target} on the host"
+    assert run.scratch and not any(s.exists() for s in run.scratch), "the scratch directory was left behind"
+    assert job_processes([s.name for s in run.scratch]) == [], f"{case.name}: a process of the job outlived it"
+    if cgroups_work():
+        assert not [cg for s in run.scratch for cg in Path("/sys/fs/cgroup/pids/agentarch").glob(f"{s.name}.*")]
+    assert run.seed_before == run.seed_after, "another candidate's row changed"
+
+    # Any recorded score is the honest score of the outputs the host loaded, and no better than a guess.
+    if run.result.status == "trained":
+        metrics = run.result.metrics
+        assert set(run.outputs) == {"val_outputs.npy", "test_outputs.npy"}
+        assert metrics["test_accuracy"] == pytest.approx(honest_accuracy(run.outputs["test_outputs.npy"], host["labels"]))
+        assert metrics["val_accuracy"] == pytest.approx(honest_accuracy(run.outputs["val_outputs.npy"], host["val_labels"]))
+        assert metrics["test_accuracy"] < 0.5 and metrics["val_accuracy"] < 0.5, metrics
+
+

@@ -10,25 +10,14 @@ scoring of the outputs the host loaded gives). docs/reliability.md has the table
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-import secrets
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-from agentarch.sandbox import Cgroup
 from tests.conftest import requires_bubblewrap
-from tests.security.harness import Case, Listeners, candidate_code, honest_accuracy, job_processes, matches, run_case
+from tests.security.harness import Case, candidate_code, check_contained, run_case
 
 pytestmark = [requires_bubblewrap, pytest.mark.slow]
 
-SECRET_ENV = "sk-agentarch-env-5f1c2a"
-SECRET_KEY = "sk-openai-9d8e7f6a5b4c"
-SECRET_FILE = "agentarch-home-secret-7c3b"
 
 SMOKE_FAIL = r"\[smoke:(import|build|exception)\]"
 SECCOMP = r"PermissionError: \[Errno 13\] Permission denied"
@@ -84,8 +73,8 @@ CASES = [
         report("ENV", sorted(os.environ.items()))
     """, "module", ("failed",), r"REPORT ENV", "--clearenv (only PATH, HOME, TMPDIR and thread counts)"),
     C("proc-1-environ", """
-        report("ENV1", _open("/proc/1/environ", "rb").read())  # readable: bwrap got PATH only
-    """, "init", ("failed",), r"ENV1", "pid namespace: pid 1 is bwrap's own, cleared environment"),
+        report("ENV1", attempt(lambda: _open("/proc/1/environ", "rb").read()))
+    """, "init", ("failed",), r"ENV1 \| PermissionError", "pid namespace: pid 1 is bwrap's own, and another uid's"),
     C("proc-self-environ", """
         report("ENVS", _open("/proc/self/environ", "rb").read())
     """, "forward", ("failed",), r"ENVS", "--clearenv"),
@@ -128,7 +117,7 @@ CASES = [
         os.chmod(path, 0o4755)
         nosuid = any(" /scratch " in line and "nosuid" in line for line in _open("/proc/self/mountinfo"))
         report(f"mode={oct(os.stat(path).st_mode)} nosuid={nosuid}", attempt(lambda: os.chmod("/usr/bin/env", 0o4755)))
-    """, "module", ("failed",), r"mode=0o104755 nosuid=True \| OSError: \[Errno 30\] Read-only file system", "nosuid scratch mount, no_new_privs; scratch deleted"),
+    """, "module", ("failed",), r"PermissionError: \[Errno 1\] Operation not permitted", "seccomp refuses chmod; scratch is a nosuid tmpfs; no_new_privs"),
     C("userns-remount", """
         ctypes = _imp("ctypes")
         libc = ctypes.CDLL(None, use_errno=True)
@@ -322,7 +311,7 @@ CASES = [
         for _ in range(64):
             os.write(events, b"{" + b" " * 2**20)  # 64 MiB, never a newline
         _imp("time").sleep(60)
-    """, "forward", ("failed",), r"event line over 8 MiB", "host caps an event line (was: unbounded host buffer)"),
+    """, "forward", ("failed",), r"event line over \d+ MiB", "host caps an event line (was: unbounded host buffer)"),
     C("fake-event-print", """
         print('{"event": "trained", "val_accuracy": 1.0, "test_accuracy": 1.0, "curve": []}', flush=True)
         _imp("sys").stderr.write('{"event": "smoke", "params": 1}\\n')
@@ -363,12 +352,12 @@ CASES = [
         np = _imp("numpy")
         real_save = np.save
         np.save = lambda path, array, *a, **k: real_save(path, np.array([{"val_accuracy": 1.0}] * len(array), dtype=object), allow_pickle=True)
-    """, "module", ("failed",), r"unusable outputs.*allow_pickle", "host loads with allow_pickle=False"),
+    """, "module", ("failed",), r"unusable outputs.*dtype object", "host reads the .npy header itself: float dtypes only, never pickle"),
     C("string-dtype-outputs", """
         np = _imp("numpy")
         real_save = np.save
         np.save = lambda path, array, *a, **k: real_save(path, np.full(array.shape, "1.0"))
-    """, "init", ("failed",), r"unusable outputs.*real-valued", "host checks the dtype"),
+    """, "init", ("failed",), r"unusable outputs.*dtype <U3", "host checks the dtype"),
     # -- the weaker process fallback (no namespaces): what it still contains ---------------------
     C("fallback-tcp-127.0.0.1", """
         s = _imp("socket")
@@ -391,58 +380,9 @@ CASES = [
                 children += 1
         except OSError as err:
             report(f"forks={children}", f"{type(err).__name__}: {err}")
-    """, "module", ("failed",), r"BlockingIOError", "pids cgroup", {"max_pids": 16}, isolation="process"),
+    """, "module", ("failed",), r"forks=0 \| PermissionError", "seccomp: no new processes in the process mode (pids cgroup behind it)",
+      {"max_pids": 16}, isolation="process"),
 ]
-
-
-@functools.cache
-def cgroups_work() -> bool:
-    probe = Cgroup(f"probe-escapes-{os.getpid()}", 8, None)
-    probe.remove()
-    return probe.problem is None
-
-
-@pytest.fixture(scope="module")
-def listeners(tmp_path_factory):
-    running = Listeners(tmp_path_factory.mktemp("sockets"))
-    yield running
-    running.close()
-
-
-@pytest.fixture
-def host(tmp_path, digits, listeners, monkeypatch):
-    """What the host holds that the sandbox must not reach, and the paths it checks afterwards."""
-    token = secrets.token_hex(6)
-    monkeypatch.setenv("AGENTARCH_TEST_SECRET", SECRET_ENV)
-    monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / ".agentarch-secret").write_text(SECRET_FILE)
-    monkeypatch.setenv("HOME", str(home))
-    labels = np.load(digits.labels_dir / "test_y.npy")
-    stolen = tmp_path / "stolen.npy"  # "another candidate's" perfect outputs, on the host
-    np.save(stolen, np.eye(10, dtype=np.float32)[labels] * 100)
-    visible_sock = digits.inputs_dir / f"listener-{token}.sock"
-    listeners.add_unix("unix_visible", visible_sock)
-    site_packages = next(p for p in sys.path if p.endswith("site-packages"))
-    # the Python installation rather than the repository: a clone under /tmp would sit inside the
-    # sandbox's private /tmp tmpfs, where a write lands harmlessly but does not fail
-    targets = [f"/tmp/escape-marker-{token}", str(Path(sys.prefix) / f"escape-{token}"), str(Path.home() / f"escape-{token}"),
-               f"/root/escape-{token}", str(digits.inputs_dir / f"escape-{token}"), f"{site_packages}/escape-{token}.pth",
-               str(digits.labels_dir / f"escape-{token}")]
-    values = {
-        "token": token, "tcp4": listeners.addresses["tcp4"], "tcp6": listeners.addresses["tcp6"],
-        "udp4": listeners.addresses["udp4"], "unix_hidden": listeners.addresses["unix_hidden"],
-        "unix_abstract": listeners.addresses["unix_abstract"], "home_secret": str(home / ".agentarch-secret"),
-        "real_home": "/root", "archive": str(tmp_path / "a.db"), "labels_dir": str(digits.labels_dir),
-        "host_pid": os.getpid(), "stolen": str(stolen), "targets": targets[1:],
-        "tmp_marker": targets[0],
-    }
-    yield {"values": values, "targets": targets, "labels": labels, "visible_sock": visible_sock,
-           "val_labels": np.load(digits.labels_dir / "val_y.npy")}
-    visible_sock.unlink(missing_ok=True)
-    for target in targets:
-        Path(target).unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -453,37 +393,8 @@ def test_escape_is_contained(case: Case, host, listeners, tmp_path, cache_dir, m
         + host["visible_sock"].name
     code = candidate_code(case, values)
     run = run_case(code, tmp_path, cache_dir, monkeypatch, isolation=case.isolation, **case.limits)
-    text = run.text
-    if os.environ.get("AGENTARCH_ESCAPE_REPORT"):  # figures for docs/reliability.md
-        with open(os.environ["AGENTARCH_ESCAPE_REPORT"], "a") as fh:
-            fh.write(json.dumps({"case": case.name, "status": run.result.status, "reason": run.result.reason,
-                                 "test_accuracy": run.result.metrics.get("test_accuracy"), "seconds": round(run.seconds, 2)}) + "\n")
 
-    # The attack failed, in the way this case expects, and the record says so.
-    assert run.result.status in case.status, f"{case.name}: {run.result.status}: {text[:1500]}"
-    if run.result.status != "trained":
-        assert matches(case.reason, text), f"{case.name}: reason does not name what happened: {text[:1500]}"
-    assert "ESCAPED" not in text, f"{case.name}: an attempt worked: {text[:1500]}"
-
-    # The host is unchanged.
-    assert listeners.hits == [], f"{case.name}: a host listener was reached: {listeners.hits}"
-    for secret in (SECRET_ENV, SECRET_KEY, SECRET_FILE):
-        assert secret not in run.archive_text, f"{case.name}: a secret reached the archive"
-    for target in host["targets"]:
-        assert not Path(target).exists(), f"{case.name}: wrote {target} on the host"
-    assert run.scratch and not any(s.exists() for s in run.scratch), "the scratch directory was left behind"
-    assert job_processes([s.name for s in run.scratch]) == [], f"{case.name}: a process of the job outlived it"
-    if cgroups_work():
-        assert not any((Path("/sys/fs/cgroup/pids/agentarch") / s.name).exists() for s in run.scratch)
-    assert run.seed_before == run.seed_after, "another candidate's row changed"
-
-    # Any recorded score is the honest score of the outputs the host loaded, and no better than a guess.
-    if run.result.status == "trained":
-        metrics = run.result.metrics
-        assert set(run.outputs) == {"val_outputs.npy", "test_outputs.npy"}
-        assert metrics["test_accuracy"] == pytest.approx(honest_accuracy(run.outputs["test_outputs.npy"], host["labels"]))
-        assert metrics["val_accuracy"] == pytest.approx(honest_accuracy(run.outputs["val_outputs.npy"], host["val_labels"]))
-        assert metrics["test_accuracy"] < 0.5 and metrics["val_accuracy"] < 0.5, metrics
+    check_contained(case, run, host, listeners)
 
 
 def test_the_corpus_is_big_enough():

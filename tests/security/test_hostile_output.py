@@ -453,6 +453,11 @@ E2E = [
     # 5. text that filled the archive
     Case("seven-mib-exception", """
         raise RuntimeError("A" * 7 * 2**20)
+    """, "module", ("failed",), r"^\[smoke:import\] .*RuntimeError: AAAA.*bytes cut\]…\nAAAA",
+         "the runner clips messages; the host caps every text it keeps"),
+    Case("event-line-over-the-cap", """
+        for fd in event_pipes():
+            os.write(fd, b'{"event": "error", "message": "' + b"A" * 2 * 2**20 + b'"}\\n')
     """, "module", ("failed",), r"^\[smoke\] the runner sent an event line over 1 MiB; killed", "protocol: line cap"),
     Case("long-exception-and-print-flood", """
         print("P" * 12_000_000, flush=True)
