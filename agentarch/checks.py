@@ -14,6 +14,10 @@ from typing import Any
 
 MAX_CODE_BYTES = 64 * 1024
 
+MAX_AST_DEPTH = 200
+"""Deeper syntax trees are refused: no network definition needs them, and the recursive passes that
+read a tree (AST dedup, the static rules) would exhaust Python's recursion limit on a hostile one."""
+
 ALLOWED_IMPORT_ROOTS = frozenset(
     {"torch", "math", "functools", "itertools", "typing", "dataclasses", "collections", "einops", "__future__"}
 )
@@ -170,6 +174,16 @@ def parse(code: str, mode: str = "exec") -> ast.AST:
         return ast.parse(code, mode=mode)
 
 
+def _depth(tree: ast.AST) -> int:
+    """How deep the syntax tree nests, found without recursion (so any depth can be measured)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def check(code: str) -> CheckResult:
     """Check a candidate's source against the contract; never executes it."""
     size = len(code.encode("utf-8"))
@@ -177,8 +191,12 @@ def check(code: str) -> CheckResult:
         return CheckResult([Rejection("size", f"candidate is {size} bytes; the limit is {MAX_CODE_BYTES}")])
     try:
         tree = parse(code)
-    except SyntaxError as err:
-        return CheckResult([Rejection("syntax", err.msg, err.lineno)])
+    except (SyntaxError, RecursionError, MemoryError) as err:  # the parser's own nesting limits
+        return CheckResult([Rejection("syntax", getattr(err, "msg", None) or "nested too deeply to parse",
+                                      getattr(err, "lineno", None))])
+    depth = _depth(tree)
+    if depth > MAX_AST_DEPTH:
+        return CheckResult([Rejection("depth", f"the code nests {depth} levels deep; the limit is {MAX_AST_DEPTH}")])
     rejections = _check_imports(tree) + _check_calls(tree) + _check_net(tree)
     hparam_rejections, hparams = _check_hparams(tree)
     return CheckResult(rejections + hparam_rejections, hparams)

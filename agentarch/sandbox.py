@@ -107,13 +107,13 @@ def _namespace_args() -> list[str]:
 
     As root, bubblewrap must not make a user namespace: its uid 0 would be host uid 0, which owns
     /proc/sys and every root file whatever capabilities are dropped. It makes the other namespaces
-    as root, keeps only the capability to change uid, and `setpriv` (run inside, _drop_privileges)
+    as root, keeps only the capabilities to change uid and drop the rest, and `setpriv` (run inside, _drop_privileges)
     becomes CANDIDATE_UID before Python starts. As an ordinary user, an unprivileged user
     namespace maps the candidate to that user, who is not root to begin with.
     """
     if _host_is_root():
         return ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-                "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+                "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
     return ["--unshare-all", "--cap-drop", "ALL"]
 
 
@@ -129,7 +129,7 @@ def _drop_privileges(to_candidate_uid: bool) -> list[str]:
     setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
     if to_candidate_uid:
         return [setpriv, f"--reuid={CANDIDATE_UID}", f"--regid={CANDIDATE_UID}", "--clear-groups",
-                "--inh-caps=-all", "--no-new-privs", "--"]
+                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
     return [setpriv, *CAPLESS_ROOT, "--no-new-privs", "--"]
 
 

@@ -15,6 +15,7 @@ torch, and the heavier readers (scikit-learn, scipy) are imported inside the loa
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -215,6 +216,8 @@ def prepare(
     target = Path(cache_dir) / f"{task.name}-split{split_seed}"
     prepared = PreparedTask(task, target / "inputs", target / "labels")
     if _is_complete(target):
+        with contextlib.suppress(OSError):  # caches made before labels were host-only get the mode too
+            os.chmod(prepared.labels_dir, 0o700)
         return prepared
     splits = _BUILDERS[task.name](task, None if data_dir is None else Path(data_dir), download, split_seed)
     _check_splits(task, splits)
@@ -236,7 +239,7 @@ def _write_atomically(target: Path, task: Task, splits: _Splits) -> None:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the finished folder should look like any other
         inputs, labels = tmp / "inputs", tmp / "labels"
         inputs.mkdir()
-        labels.mkdir(mode=0o700)  # the host's alone: no sandbox uid may read held-out labels, whatever it can reach
+        labels.mkdir(mode=0o700)  # the host's: the candidate uid cannot read them (Landlock keeps capless root out)
         for name, array in (("train_x", splits.train_x), ("train_y", splits.train_y),
                             ("val_x", splits.val_x), ("test_x", splits.test_x)):
             np.save(inputs / f"{name}.npy", array, allow_pickle=False)

@@ -1,10 +1,12 @@
 """Shared fixtures: prepared task data (cached per session) and sandbox helpers."""
 
+import functools
+import os
 from pathlib import Path
 
 import pytest
 
-from agentarch.sandbox import bubblewrap_problem
+from agentarch.sandbox import Cgroup, bubblewrap_problem
 from agentarch.tasks import get_task, prepare
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,6 +29,14 @@ def digits(cache_dir):
 @pytest.fixture(scope="session")
 def mqar(cache_dir):
     return prepare(get_task("mqar"), cache_dir)
+
+
+@functools.cache
+def cgroups_work() -> bool:
+    """Whether this host lets the sandbox make its per-job cgroups (root with cgroup v1, or a delegated v2)."""
+    probe = Cgroup(f"probe-tests-{os.getpid()}", 8, None)
+    probe.remove()
+    return probe.problem is None
 
 
 def job_processes(scratch_names: list[str]) -> list[int]:

@@ -127,3 +127,11 @@ def test_checks_and_hashes_run_from_many_threads_at_once():
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_code_nested_deeper_than_any_network_needs_is_refused_not_a_crash():
+    """900 unary minus signs parse, but the recursive AST passes after the check would raise RecursionError."""
+    deep = check(GOOD + "Z = " + "-" * 900 + "1\n")
+    assert not deep.ok and deep.rejections[0].rule == "depth" and "903 levels" in deep.reason
+    parens = check(GOOD + "Z = " + "(" * 900 + "1" + ")" * 900 + "\n")
+    assert not parens.ok and parens.rejections[0].rule == "syntax"

@@ -11,7 +11,6 @@ any recorded accuracy near 1 could only come from a forged score.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -30,8 +29,8 @@ import pytest
 from agentarch.archive import Archive
 from agentarch.config import load_settings
 from agentarch.evaluate import EvalResult, Evaluator
-from agentarch.sandbox import Cgroup, SandboxJob
-from tests.conftest import job_processes
+from agentarch.sandbox import SandboxJob
+from tests.conftest import cgroups_work, job_processes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -251,13 +250,6 @@ def honest_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
 
 def matches(pattern: str | None, text: str) -> bool:
     return pattern is None or re.search(pattern, text or "", re.S) is not None
-
-
-@functools.cache
-def cgroups_work() -> bool:
-    probe = Cgroup(f"probe-escapes-{os.getpid()}", 8, None)
-    probe.remove()
-    return probe.problem is None
 
 
 def check_contained(case: Case, run: Run, host: dict[str, Any], listeners: Listeners) -> None:

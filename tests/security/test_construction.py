@@ -79,6 +79,13 @@ CASES = [
         report(*out)
     """, "init", ("failed",), r"REPORT (\w+=-1/1(?: \| |\s)){20}",
       "seccomp allowlist: default EPERM"),
+    C("datagram-pair-to-a-host-socket", LIBC + """
+        s = _imp("socket")
+        pair = (ctypes.c_int * 2)()
+        raw = libc.syscall(ctypes.c_long(53), 1, ctypes.c_long((1 << 32) | 2), 0, pair)  # AF_UNIX, SOCK_DGRAM
+        report(attempt(lambda: s.socketpair(s.AF_UNIX, s.SOCK_DGRAM)), f"raw={raw}", f"stream-pair={len(s.socketpair())}")
+    """, "init", ("failed",), r"REPORT PermissionError.* \| raw=-1 \| stream-pair=2",
+      "seccomp: stream and seqpacket pairs only (a datagram socket can sendto any path)"),
     C("x32-abi-socket", LIBC + """
         libc.syscall(ctypes.c_long(0x40000000 | 41), 2, 1, 0)
         report("the x32 call returned")
@@ -116,6 +123,18 @@ CASES = [
         ret2 = libc.prlimit64(os.getppid(), 1, ctypes.byref(RL(0, 0)), None)
         report(f"host={ret}", f"parent={ret2}")
     """, "forward", ("failed",), r"host=-1 \| parent=-1", "seccomp: prlimit64 on pid 0 only"),
+    C("pdeathsig-cleared", LIBC + """
+        cleared = libc.prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG 0: outlive a killed orchestrator
+        high = libc.syscall(ctypes.c_long(157), ctypes.c_long((1 << 32) | 1), 0, 0, 0, 0)
+        named = libc.prctl(15, b"candidate", 0, 0, 0)  # PR_SET_NAME, which threads use
+        report(f"cleared={cleared} high={high} named={named}")
+    """, "module", ("failed",), r"cleared=-1 high=-1 named=0", "seccomp: prctl options on a list, PR_SET_PDEATHSIG not on it"),
+    C("renice-and-pin-others", LIBC + """
+        renice_all = libc.setpriority(2, 0, 19)  # PRIO_USER: every process of this uid
+        pin_init = libc.syscall(ctypes.c_long(203), 1, 8, (ctypes.c_ulong * 1)(1))  # sched_setaffinity(1, ...)
+        pin_self = libc.syscall(ctypes.c_long(203), 0, 8, (ctypes.c_ulong * 1)(1))
+        report(f"renice_all={renice_all} pin_init={pin_init} pin_self={pin_self}")
+    """, "init", ("failed",), r"renice_all=-1 pin_init=-1 pin_self=0", "seccomp: setpriority and sched_setaffinity on pid 0 only"),
     C("orchestrator-signal", """
         report(attempt(lambda: os.kill(HOST["host_pid"], 0)), attempt(lambda: os.kill(os.getppid(), 0) or "alive"))
     """, "module", ("failed",), r"REPORT (ProcessLookupError|PermissionError)", "pid namespace, Landlock signal scope"),

@@ -125,7 +125,7 @@ CASES = [
         remount = libc.mount(None, b"/usr", None, 32 | 4096, None)  # MS_REMOUNT | MS_BIND, without MS_RDONLY
         report(f"unshare={unshared} remount={remount} errno={ctypes.get_errno()}",
                attempt(lambda: _open("/usr/escape-" + HOST["token"], "w")))
-    """, "init", ("failed",), r"remount=-1 .*Read-only file system", "locked read-only mounts (caps in a nested user ns do not unlock them)"),
+    """, "init", ("failed",), r"unshare=-1 remount=-1 .*Read-only file system", "seccomp refuses unshare; behind it, locked read-only mounts"),
     # -- resources -------------------------------------------------------------------------------
     C("fork-storm", """
         children = 0
