@@ -10,11 +10,11 @@ from what is installed:
 - the installed files of torch, numpy and einops and of everything they require, transitively
   (importlib.metadata), and nothing else from any site-packages or dist-packages directory.
 
-Every Python package directory on the machine is a hole in the view: a system tree that contains
-one is replaced by its other children, recursively, so the view is a flat list of paths that are
-readable, with nothing hidden under an overlay. bubblewrap binds each path read-only at the same
-place; the process mode gives the runner the same list as Landlock read rules. Task data never
-enters the view: the host mounts only the task's inputs (no labels) at their own path.
+Every Python package directory on the machine is a hole in the view. bubblewrap binds each root
+read-only, covers each hole under it with an empty read-only tmpfs and binds the packages into it
+(a few dozen mounts); Landlock has no holes, only rules that allow, so for the process mode a
+tree that contains a hole is replaced by its other children, recursively (`RuntimeView.paths`).
+Task data never enters the view: the host mounts only the task's inputs (no labels).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import re
 import site
 import sys
 import sysconfig
+from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -117,20 +118,36 @@ def _interpreter_paths() -> set[Path]:
     return {p for p in found if p.exists() or p.is_symlink()}
 
 
+@dataclass(frozen=True)
+class RuntimeView:
+    """What a candidate may read: `roots` less the `holes` under them, plus the `packages` in the holes."""
+
+    roots: tuple[Path, ...]
+    holes: tuple[Path, ...]
+    packages: tuple[Path, ...]
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """The same view as a flat list of readable paths with no hole under any (Landlock's form)."""
+        holes = set(self.holes)
+        flat = {kept for root in self.roots for kept in _without_holes(root, holes)}
+        return tuple(sorted(flat | set(self.packages)))
+
+
 @cache
-def runtime_view() -> tuple[Path, ...]:
-    """The paths a candidate may read (files or directories), holes cut out, sorted and unique."""
+def runtime_view() -> RuntimeView:
+    """The runtime view of this interpreter's environment (computed once per process)."""
     holes = package_holes()
-    paths: set[Path] = set()
+    roots: set[Path] = set()
     stdlib = {Path(sysconfig.get_paths()[key]) for key in ("stdlib", "platstdlib")}
     for root in [*map(Path, SYSTEM_ROOTS), *stdlib]:
-        if root.exists() and not root.is_symlink():
-            paths.update(_without_holes(root.resolve(), holes))
-    paths |= {Path("/etc") / name for name in ETC_FILES if (Path("/etc") / name).exists()}
-    paths |= _interpreter_paths()
-    for dist in package_closure():
-        paths |= _package_paths(dist)
-    return tuple(sorted(paths))
+        if root.exists() and not root.is_symlink() and root.resolve() not in holes:
+            roots.add(root.resolve())
+    roots |= {Path("/etc") / name for name in ETC_FILES if (Path("/etc") / name).exists()}
+    roots |= _interpreter_paths()
+    packages = {path for dist in package_closure() for path in _package_paths(dist)}
+    covered = {hole for hole in holes if any(hole.is_relative_to(root) and hole != root for root in roots)}
+    return RuntimeView(tuple(sorted(roots)), tuple(sorted(covered)), tuple(sorted(packages)))
 
 
 def symlinked_roots() -> dict[str, str]:

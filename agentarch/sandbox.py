@@ -1,19 +1,21 @@
 """Host side of the sandbox: start the runner (sandbox/runner.py) isolated, talk to it, clean up.
 
-Layers, outermost first (docs/sandbox.md has the threat model):
+Layers, outermost first (docs/sandbox.md has the threat model and what each mode guarantees):
 
-1. a pids cgroup (and a memory cgroup where one can be made), which caps process count and lets the
-   host kill every process the evaluation started, however it detached;
-2. rlimits set by `prlimit` before anything else runs: address space, CPU seconds, file size,
-   open files, core dumps;
-3. bubblewrap: new user, pid, net, ipc and uts namespaces (no network, not even the host's
-   loopback), a read-only view of only the Python installation and system libraries, one writable
-   scratch directory, the task's inputs read-only, `--clearenv`, all capabilities dropped;
-4. a seccomp filter that refuses inet, inet6, netlink, packet and unix sockets, and ptrace;
-5. a wall-clock timeout after which the whole process group and cgroup are killed.
+1. a pids cgroup (and a memory cgroup where one can be made), joined as root before anything else,
+   which caps process count and lets the host kill every process the evaluation started;
+2. rlimits set by `prlimit`: address space, CPU seconds, file size, open files, core dumps;
+3. scratch on a tmpfs capped in bytes and inodes, nosuid and nodev (where the host can mount);
+4. bubblewrap: pid, net, ipc and uts namespaces (no network, not even the host's loopback), a
+   root holding only the runtime view (agentarch.runtime_view) read-only, the task's inputs and
+   scratch, `--clearenv`; as root without a user namespace, and `setpriv` drops to CANDIDATE_UID;
+5. a seccomp allowlist (agentarch.syscalls), default deny;
+6. a wall-clock timeout after which the whole process group and cgroup are killed.
 
-Where bubblewrap is missing or cannot create namespaces, the `process` fallback keeps 1, 2, 4 and 5
-plus a scrubbed environment, and says loudly that the file system is not isolated.
+Where bubblewrap is missing or cannot create namespaces, the `process` mode keeps 1, 2, 3, 5 (with
+no new processes) and 6, drops privileges with `setpriv`, and the runner confines its own file
+access, signals and ptrace with Landlock (sandbox/landlock.py); on a kernel where Landlock cannot do
+that, untrusted code is refused (refuse_untrusted).
 """
 
 from __future__ import annotations
@@ -413,11 +415,18 @@ def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, 
         args += ["--symlink", target, link]
     # Directories bubblewrap makes on its own are root-only (0700), which the candidate uid could not
     # pass through; the ones above each mount are made first, traversable and empty but for the mounts.
-    mounts = [*runtime_view(), Path(BOX_PACKAGE_ROOT) / "sandbox"]
+    view = runtime_view()
+    mounts = [*view.roots, *view.packages, Path(BOX_PACKAGE_ROOT) / "sandbox"]
     for parent in sorted({p for path in mounts for p in path.parents if p != Path("/")}, key=lambda p: len(p.parts)):
         args += ["--perms", "0755", "--dir", str(parent)]
-    for path in runtime_view():
+    for path in view.roots:
         args += ["--ro-bind", str(path), str(path)]
+    for hole in view.holes:  # package directories under a root: empty, but for torch and its requirements
+        args += ["--perms", "0755", "--tmpfs", str(hole)]
+    for path in view.packages:
+        args += ["--ro-bind", str(path), str(path)]
+    for hole in view.holes:
+        args += ["--remount-ro", str(hole)]
     for node in gpu_devices(gpu):
         args += ["--dev-bind", node, node]
     if gpu is not None:
@@ -439,7 +448,7 @@ def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, 
 
 def _landlock_rules(scratch: Path, inputs_dir: Path, gpu: str | None) -> dict[str, list[str]]:
     """What the process-mode runner may touch once it confines itself (sandbox/landlock.py)."""
-    read = [*map(str, runtime_view()), str(_runner_package_root() / "sandbox"), str(inputs_dir),
+    read = [*map(str, runtime_view().paths), str(_runner_package_root() / "sandbox"), str(inputs_dir),
             "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/sys/devices/system/cpu"]
     return {"read": read, "write": [str(scratch)],
             "devices": ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", *gpu_devices(gpu)]}
@@ -529,7 +538,7 @@ class SandboxJob:
         # bubblewrap mounts everything as root, so its candidate uid always can.
         to_candidate_uid = boxed or (_host_is_root() and _readable_by_candidate(
             [Path(sys.executable).resolve(), Path(sysconfig.get_paths()["stdlib"]), _runner_package_root(), inputs_dir,
-             *(p for p in runtime_view() if p.name in ("torch", "numpy"))]))
+             *(p for p in runtime_view().packages if p.name in ("torch", "numpy"))]))
         if _host_is_root() and to_candidate_uid:
             os.chown(self.scratch, CANDIDATE_UID, CANDIDATE_UID)
         spec = {
