@@ -11,6 +11,22 @@ from agentarch.tasks import get_task, prepare
 
 REPO = Path(__file__).resolve().parent.parent
 
+NET = """
+import torch
+from torch import nn
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(64, num_classes)
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+"""
+"""A tiny digits candidate that passes its smoke run; sandbox tests prepend their attack to it."""
+
+SPEC = {"kind": "image", "in_shape": [1, 8, 8], "num_classes": 10,
+        "train": {"epochs": 1, "batch_size": 64, "lr": 0.003, "weight_decay": 0.0, "seed": 0}}
+"""The runner spec of the digits task for that candidate."""
+
 requires_bubblewrap = pytest.mark.skipif(
     bubblewrap_problem() is not None, reason=f"needs bubblewrap: {bubblewrap_problem()}"
 )

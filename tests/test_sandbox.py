@@ -18,21 +18,9 @@ import pytest
 
 
 from agentarch.sandbox import Cgroup, Limits, Outcome, SandboxJob, owner_tag, resolve_isolation
-from tests.conftest import cgroups_work, job_processes, requires_bubblewrap
+from tests.conftest import NET, SPEC, cgroups_work, job_processes, requires_bubblewrap
 
-NET = """
-import torch
-from torch import nn
-class Net(nn.Module):
-    def __init__(self, in_shape, num_classes):
-        super().__init__()
-        self.fc = nn.Linear(64, num_classes)
-    def forward(self, x):
-        return self.fc(x.flatten(1))
-"""
 
-SPEC = {"kind": "image", "in_shape": [1, 8, 8], "num_classes": 10,
-        "train": {"epochs": 1, "batch_size": 64, "lr": 0.003, "weight_decay": 0.0, "seed": 0}}
 
 
 def run_hostile(prelude: str, inputs_dir: Path, isolation: str = "auto", **limits) -> dict | Outcome:
@@ -249,3 +237,17 @@ def test_a_job_whose_orchestrator_died_is_reaped_at_the_next_start(tmp_path):
         cgroup.remove()
         live.remove()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_an_ordinary_user_gets_a_user_namespace_and_root_never_does(monkeypatch):
+    """As root, bubblewrap must not make a user namespace (its uid 0 would be host uid 0) and setpriv drops
+    to the candidate uid before Python; as an ordinary user the user namespace is the isolation and no drop is needed."""
+    import agentarch.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "_host_is_root", lambda: True)
+    assert "--unshare-all" not in sandbox._namespace_args() and "--unshare-user" not in sandbox._namespace_args()
+    drop = sandbox._drop_privileges(True)
+    assert f"--reuid={sandbox.CANDIDATE_UID}" in drop and "--bounding-set=-all" in drop and drop[-1] == "--"
+    assert "--reuid" not in " ".join(sandbox._drop_privileges(False)) and "+noroot" in " ".join(sandbox._drop_privileges(False))
+    monkeypatch.setattr(sandbox, "_host_is_root", lambda: False)
+    assert "--unshare-all" in sandbox._namespace_args() and sandbox._drop_privileges(True) == []

@@ -35,21 +35,9 @@ from agentarch.executors import RunRequest, RunResult, execute
 from agentarch.protocol import (MAX_CURVE_POINTS, MAX_EVENT_BYTES, MAX_REASON_BYTES, ProtocolError, cap_text,
                                 parse_event, read_capped, read_outputs)
 from agentarch.sandbox import Limits, SandboxError, SandboxJob, bubblewrap_problem
-from tests.conftest import job_processes
+from tests.conftest import NET, SPEC, job_processes
 from tests.security.harness import Case, candidate_code
 
-NET = """
-import torch
-from torch import nn
-class Net(nn.Module):
-    def __init__(self, in_shape, num_classes):
-        super().__init__()
-        self.fc = nn.Linear(64, num_classes)
-    def forward(self, x):
-        return self.fc(x.flatten(1))
-"""
-SPEC = {"kind": "image", "in_shape": [1, 8, 8], "num_classes": 10,
-        "train": {"epochs": 1, "batch_size": 64, "lr": 0.003, "weight_decay": 0.0, "seed": 0}}
 SHAPE = (180, 10)  # digits' validation split: (samples, classes)
 
 SMOKE = {"event": "smoke", "functional_hash": "ab" * 32, "params": 650, "flops": 1280, "seconds": 0.5, "device": "cpu",
