@@ -22,12 +22,13 @@ from typing import Any
 
 import jinja2
 
-import agentarch
+import agentarch.prompt_templates
 from agentarch.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS, parse
 from agentarch.fewshot import FewShot
 from agentarch.tasks import Task
 
-PROMPTS_DIR = Path(agentarch.__file__).resolve().parent.parent / "prompts"
+PROMPTS_DIR = Path(agentarch.prompt_templates.__file__).resolve().parent
+"""The shipped templates: prompts/ in a checkout, agentarch/prompt_templates/ in a wheel."""
 MAX_ERROR_CHARS = 3000
 """How much of an error the repair prompt shows: the tail, where a traceback names the failing line."""
 

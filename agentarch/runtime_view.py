@@ -125,6 +125,7 @@ class RuntimeView:
     roots: tuple[Path, ...]
     holes: tuple[Path, ...]
     packages: tuple[Path, ...]
+    import_paths: tuple[Path, ...]  # the site directories the packages live in, put on the runner's sys.path
 
     @property
     def paths(self) -> tuple[Path, ...]:
@@ -145,9 +146,14 @@ def runtime_view() -> RuntimeView:
             roots.add(root.resolve())
     roots |= {Path("/etc") / name for name in ETC_FILES if (Path("/etc") / name).exists()}
     roots |= _interpreter_paths()
-    packages = {path for dist in package_closure() for path in _package_paths(dist)}
+    closure = package_closure()
+    packages = {path for dist in closure for path in _package_paths(dist)}
     covered = {hole for hole in holes if any(hole.is_relative_to(root) and hole != root for root in roots)}
-    return RuntimeView(tuple(sorted(roots)), tuple(sorted(covered)), tuple(sorted(packages)))
+    # In order of sys.path, so the runner imports the same copies the host would.
+    sites = {Path(dist.locate_file("")).resolve() for dist in closure}
+    ordered = [Path(p).resolve() for p in sys.path if p and Path(p).resolve() in sites]
+    imports = list(dict.fromkeys(ordered)) + sorted(sites - set(ordered))
+    return RuntimeView(tuple(sorted(roots)), tuple(sorted(covered)), tuple(sorted(packages)), tuple(imports))
 
 
 def symlinked_roots() -> dict[str, str]:

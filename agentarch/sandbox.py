@@ -44,7 +44,7 @@ from agentarch.syscalls import seccomp_program
 from agentarch.protocol import (MAX_EVENT_BYTES, MAX_LOG_BYTES, ProtocolError, cap_text, parse_event, read_capped,
                                  read_outputs)
 
-from sandbox import landlock
+from agentarch.runner import landlock
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ BOX_PACKAGE_ROOT = "/opt/agentarch"
 BOX_DATA = "/data"
 BOX_SCRATCH = "/scratch"
 
-_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from sandbox.runner import main; sys.argv = sys.argv[1:]; main()"
+_BOOT = ("import importlib, sys; root, package, spec, *paths = sys.argv[1:]; sys.path[:0] = [root]; sys.path += paths; "
+         "sys.argv = [package, spec]; importlib.import_module(package + '.runner').main()")
+"""The runner's start: its package from `root` under its folder's name, the runtime's import paths, the spec."""
 
 
 class SandboxError(RuntimeError):
@@ -363,11 +365,17 @@ class Cgroup:
 # -- the command line ---------------------------------------------------------------------------
 
 
-def _runner_package_root() -> Path:
-    """The directory that holds the `sandbox` package (the runner), wherever agentarch is installed."""
-    import sandbox
+def _runner_dir() -> Path:
+    """The runner package's folder: `sandbox/` in a checkout or editable install, `agentarch/runner/` in a wheel."""
+    import agentarch.runner
 
-    return Path(sandbox.__file__).resolve().parent.parent
+    return Path(agentarch.runner.__file__).resolve().parent
+
+
+def _boot(root: str, spec: str) -> list[str]:
+    """The interpreter's command line that starts the runner (see _BOOT)."""
+    paths = [str(p) for p in runtime_view().import_paths]
+    return [sys.executable, "-E", "-s", "-c", _BOOT, root, _runner_dir().name, spec, *paths]
 
 
 GPU_CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
@@ -416,7 +424,8 @@ def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, 
     # Directories bubblewrap makes on its own are root-only (0700), which the candidate uid could not
     # pass through; the ones above each mount are made first, traversable and empty but for the mounts.
     view = runtime_view()
-    mounts = [*view.roots, *view.packages, Path(BOX_PACKAGE_ROOT) / "sandbox"]
+    runner = Path(BOX_PACKAGE_ROOT) / _runner_dir().name
+    mounts = [*view.roots, *view.packages, runner]
     for parent in sorted({p for path in mounts for p in path.parents if p != Path("/")}, key=lambda p: len(p.parts)):
         args += ["--perms", "0755", "--dir", str(parent)]
     for path in view.roots:
@@ -432,7 +441,7 @@ def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, 
     if gpu is not None:
         args += ["--ro-bind-try", "/proc/driver/nvidia", "/proc/driver/nvidia", "--ro-bind", "/sys", "/sys"]
     args += [
-        "--ro-bind", str(_runner_package_root() / "sandbox"), f"{BOX_PACKAGE_ROOT}/sandbox",
+        "--ro-bind", str(_runner_dir()), str(runner),
         "--ro-bind", str(inputs_dir), BOX_DATA,
         "--bind", str(scratch), BOX_SCRATCH,
         "--chdir", "/",  # bubblewrap is still root here, and scratch belongs to the candidate uid; the runner moves in
@@ -440,15 +449,14 @@ def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, 
         # are /scratch (on disk, RLIMIT_FSIZE per file) and the sized /tmp and /dev/shm.
         "--remount-ro", "/dev", "--remount-ro", "/",
         "--seccomp", str(seccomp_fd),
-        "--", *_drop_privileges(True), sys.executable, "-E", "-s", "-c", _BOOT, BOX_PACKAGE_ROOT,
-        f"{BOX_SCRATCH}/spec.json",
+        "--", *_drop_privileges(True), *_boot(BOX_PACKAGE_ROOT, f"{BOX_SCRATCH}/spec.json"),
     ]
     return args
 
 
 def _landlock_rules(scratch: Path, inputs_dir: Path, gpu: str | None) -> dict[str, list[str]]:
     """What the process-mode runner may touch once it confines itself (sandbox/landlock.py)."""
-    read = [*map(str, runtime_view().paths), str(_runner_package_root() / "sandbox"), str(inputs_dir),
+    read = [*map(str, runtime_view().paths), str(_runner_dir()), str(inputs_dir),
             "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/sys/devices/system/cpu"]
     return {"read": read, "write": [str(scratch)],
             "devices": ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", *gpu_devices(gpu)]}
@@ -537,7 +545,7 @@ class SandboxJob:
         # The process mode drops to the candidate uid only where that uid can read what it runs;
         # bubblewrap mounts everything as root, so its candidate uid always can.
         to_candidate_uid = boxed or (_host_is_root() and _readable_by_candidate(
-            [Path(sys.executable).resolve(), Path(sysconfig.get_paths()["stdlib"]), _runner_package_root(), inputs_dir,
+            [Path(sys.executable).resolve(), Path(sysconfig.get_paths()["stdlib"]), _runner_dir(), inputs_dir,
              *(p for p in runtime_view().packages if p.name in ("torch", "numpy"))]))
         if _host_is_root() and to_candidate_uid:
             os.chown(self.scratch, CANDIDATE_UID, CANDIDATE_UID)
@@ -565,8 +573,7 @@ class SandboxJob:
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
             (self.scratch / "seccomp.bpf").write_bytes(seccomp_program(new_processes=False))
-            command += [*_drop_privileges(to_candidate_uid), sys.executable, "-E", "-s", "-c", _BOOT,
-                        str(_runner_package_root()), str(self.scratch / "spec.json")]
+            command += [*_drop_privileges(to_candidate_uid), *_boot(str(_runner_dir().parent), str(self.scratch / "spec.json"))]
             env = _sandbox_env(limits.threads, str(self.scratch), str(self.scratch), gpu)
         self.proc = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

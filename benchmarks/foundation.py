@@ -63,7 +63,7 @@ def bare_start(code: str, inputs_dir: Path) -> float:
                 "output_dir": str(scratch), "threads": 1, "seccomp_bpf": None}
         (scratch / "spec.json").write_text(json.dumps(spec))
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", _BOOT, str(REPO), str(scratch / "spec.json")],
+        proc = subprocess.Popen([sys.executable, "-c", _BOOT, str(REPO), "sandbox", str(scratch / "spec.json")],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=scratch)
         assert proc.stdout is not None and proc.stdin is not None
         event = json.loads(proc.stdout.readline())

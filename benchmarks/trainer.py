@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agentarch.tasks import get_task, prepare  # noqa: E402
-from sandbox import trainer  # noqa: E402
+from agentarch.runner import trainer  # noqa: E402
 
 SEEDS = REPO / "archive" / "seeds"
 

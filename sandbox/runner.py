@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sandbox import landlock, trainer
+from . import landlock, trainer
 
 FUNCTIONAL_BATCH = 4
 SMOKE_BATCH = 8

@@ -13,7 +13,7 @@ from torch import nn
 
 from agentarch.checks import check
 from agentarch.tasks import TASKS
-from sandbox import trainer
+from agentarch.runner import trainer
 from tests.conftest import REPO
 
 CPU = torch.device("cpu")
