@@ -55,7 +55,9 @@ class Archive:
             self.db.execute("PRAGMA busy_timeout = 30000")
             self.db.enable_wal()
         except sqlite3.DatabaseError as err:
-            raise ArchiveError(f"{self.path} is not an agentarch archive (SQLite says: {err}); pass another --archive path") from err
+            raise ArchiveError(
+                f"{self.path} is not an agentarch archive (SQLite says: {err}); pass another --archive path"
+            ) from err
         self._migrate()
 
     def close(self) -> None:
@@ -123,17 +125,38 @@ class Archive:
         self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
         self.db["runs"].create(
             {
-                "id": str, "kind": str, "task": str, "proposer": str, "config": str,
-                "status": str, "started_at": str, "ended_at": str, "summary": str,
+                "id": str,
+                "kind": str,
+                "task": str,
+                "proposer": str,
+                "config": str,
+                "status": str,
+                "started_at": str,
+                "ended_at": str,
+                "summary": str,
             },
             pk="id",
         )
         self.db["candidates"].create(
             {
-                "id": int, "created_at": str, "run_id": str, "task": str, "name": str, "proposer": str,
-                "parents": str, "code": str, "text_hash": str, "ast_hash": str, "functional_hash": str,
-                "hparams": str, "status": str, "reason": str, "duplicate_of": int, "dedup_level": str,
-                "params": int, "flops": int,
+                "id": int,
+                "created_at": str,
+                "run_id": str,
+                "task": str,
+                "name": str,
+                "proposer": str,
+                "parents": str,
+                "code": str,
+                "text_hash": str,
+                "ast_hash": str,
+                "functional_hash": str,
+                "hparams": str,
+                "status": str,
+                "reason": str,
+                "duplicate_of": int,
+                "dedup_level": str,
+                "params": int,
+                "flops": int,
             },
             pk="id",
             not_null={"created_at", "task", "proposer", "code", "status"},
@@ -141,10 +164,25 @@ class Archive:
         )
         self.db["evaluations"].create(
             {
-                "id": int, "candidate_id": int, "task": str, "fidelity": int, "seed": int, "status": str,
-                "val_accuracy": float, "test_accuracy": float, "params": int, "flops": int,
-                "train_seconds": float, "wall_seconds": float, "peak_memory_mb": float, "device": str,
-                "isolation": str, "curve": str, "timings": str, "error": str, "created_at": str,
+                "id": int,
+                "candidate_id": int,
+                "task": str,
+                "fidelity": int,
+                "seed": int,
+                "status": str,
+                "val_accuracy": float,
+                "test_accuracy": float,
+                "params": int,
+                "flops": int,
+                "train_seconds": float,
+                "wall_seconds": float,
+                "peak_memory_mb": float,
+                "device": str,
+                "isolation": str,
+                "curve": str,
+                "timings": str,
+                "error": str,
+                "created_at": str,
             },
             pk="id",
             not_null={"candidate_id", "task", "status", "created_at"},
@@ -165,15 +203,34 @@ class Archive:
     def _upgrade_to_v3(self) -> None:
         """Schema 3: what an LLM-proposed candidate came from (prompt, answer, model, examples, analysis)
         and a ledger of every LLM call with its tokens, cost, latency and error."""
-        for column, kind in (("proposal_key", str), ("model", str), ("prompt", str), ("response", str), ("examples", str),
-                             ("analysis", str), ("repairs", int), ("prompt_tokens", int),
-                             ("completion_tokens", int), ("cost_usd", float)):
+        for column, kind in (
+            ("proposal_key", str),
+            ("model", str),
+            ("prompt", str),
+            ("response", str),
+            ("examples", str),
+            ("analysis", str),
+            ("repairs", int),
+            ("prompt_tokens", int),
+            ("completion_tokens", int),
+            ("cost_usd", float),
+        ):
             self.db["candidates"].add_column(column, kind)
         self.db["llm_calls"].create(
             {
-                "id": int, "run_id": str, "candidate_id": int, "purpose": str, "model": str, "attempt": int,
-                "status": str, "error": str, "prompt_tokens": int, "completion_tokens": int, "cost_usd": float,
-                "latency_s": float, "created_at": str,
+                "id": int,
+                "run_id": str,
+                "candidate_id": int,
+                "purpose": str,
+                "model": str,
+                "attempt": int,
+                "status": str,
+                "error": str,
+                "prompt_tokens": int,
+                "completion_tokens": int,
+                "cost_usd": float,
+                "latency_s": float,
+                "created_at": str,
             },
             pk="id",
             not_null={"purpose", "model", "status", "created_at"},
@@ -188,9 +245,21 @@ class Archive:
         trained candidate can be flagged afterwards. Full-text search over code and analyses."""
         self.db["reviews"].create(
             {
-                "id": int, "run_id": str, "proposal_key": str, "interrupt_id": str, "candidate_id": int, "kind": str,
-                "code": str, "intent": str, "parent_id": int, "status": str, "decision_code": str, "reason": str,
-                "decided_by": str, "decided_at": str, "created_at": str,
+                "id": int,
+                "run_id": str,
+                "proposal_key": str,
+                "interrupt_id": str,
+                "candidate_id": int,
+                "kind": str,
+                "code": str,
+                "intent": str,
+                "parent_id": int,
+                "status": str,
+                "decision_code": str,
+                "reason": str,
+                "decided_by": str,
+                "decided_at": str,
+                "created_at": str,
             },
             pk="id",
             not_null={"kind", "status", "created_at"},
@@ -209,14 +278,25 @@ class Archive:
         self.db["reviews"].add_column("code_sha256", str)
         self.db["reviews"].add_column("decision_code_sha256", str)
         for review_id, code, decision_code in self.db.execute("SELECT id, code, decision_code FROM reviews").fetchall():
-            self.db["reviews"].update(review_id, {
-                "code_sha256": code_sha256(code) if code is not None else None,
-                "decision_code_sha256": code_sha256(decision_code) if decision_code is not None else None})
+            self.db["reviews"].update(
+                review_id,
+                {
+                    "code_sha256": code_sha256(code) if code is not None else None,
+                    "decision_code_sha256": code_sha256(decision_code) if decision_code is not None else None,
+                },
+            )
         self.db.execute("DROP INDEX IF EXISTS idx_reviews_proposal_key")
         self.db["reviews"].create_index(["proposal_key", "code_sha256"], unique=True)
         self.db["evaluation_starts"].create(
-            {"run_id": str, "proposal_key": str, "code_sha256": str, "stage": str, "started": int, "finished": int,
-             "updated_at": str},
+            {
+                "run_id": str,
+                "proposal_key": str,
+                "code_sha256": str,
+                "stage": str,
+                "started": int,
+                "finished": int,
+                "updated_at": str,
+            },
             pk=("run_id", "proposal_key", "code_sha256", "stage"),
             not_null={"started", "finished", "updated_at"},
         )
@@ -227,8 +307,15 @@ class Archive:
         run_id = f"{kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         with self._writing():
             self.db["runs"].insert(
-                {"id": run_id, "kind": kind, "task": task, "proposer": proposer, "config": json.dumps(config),
-                 "status": "running", "started_at": now()}
+                {
+                    "id": run_id,
+                    "kind": kind,
+                    "task": task,
+                    "proposer": proposer,
+                    "config": json.dumps(config),
+                    "status": "running",
+                    "started_at": now(),
+                }
             )
         return run_id
 
@@ -236,8 +323,9 @@ class Archive:
         with self._writing():
             self.db["runs"].update(run_id, {"status": status, "ended_at": now(), "summary": json.dumps(summary)})
 
-    def record(self, candidate: dict[str, Any], evaluation: dict[str, Any] | None = None,
-               llm_calls: list[int] = ()) -> int:  # type: ignore[assignment]
+    def record(
+        self, candidate: dict[str, Any], evaluation: dict[str, Any] | None = None, llm_calls: list[int] = ()
+    ) -> int:  # type: ignore[assignment]
         """Write a candidate and (when it ran) its evaluation in one transaction; returns the candidate id.
 
         Nothing about a candidate is written before its outcome is known, so a crash mid-evaluation
@@ -258,8 +346,12 @@ class Archive:
             candidate_id = int(self.db["candidates"].insert(row).last_pk)
             if evaluation is not None:
                 self.db["evaluations"].insert(
-                    {"candidate_id": candidate_id, "task": candidate["task"], "created_at": now(),
-                     **{k: _encode(v) for k, v in evaluation.items()}}
+                    {
+                        "candidate_id": candidate_id,
+                        "task": candidate["task"],
+                        "created_at": now(),
+                        **{k: _encode(v) for k, v in evaluation.items()},
+                    }
                 )
             for call_id in llm_calls:
                 self.db["llm_calls"].update(call_id, {"candidate_id": candidate_id})
@@ -268,8 +360,18 @@ class Archive:
     def add_evaluation(self, candidate_id: int, task: str, evaluation: dict[str, Any]) -> int:
         """Another evaluation of a recorded candidate (a longer training budget: a higher fidelity)."""
         with self._writing():
-            return int(self.db["evaluations"].insert({"candidate_id": candidate_id, "task": task, "created_at": now(),
-                                                      **{k: _encode(v) for k, v in evaluation.items()}}).last_pk)
+            return int(
+                self.db["evaluations"]
+                .insert(
+                    {
+                        "candidate_id": candidate_id,
+                        "task": task,
+                        "created_at": now(),
+                        **{k: _encode(v) for k, v in evaluation.items()},
+                    }
+                )
+                .last_pk
+            )
 
     def record_llm_call(self, call: dict[str, Any]) -> int:
         """Append one LLM call (or failed attempt) to the ledger; returns its id."""
@@ -282,8 +384,11 @@ class Archive:
 
     def llm_faults(self, run_id: str) -> dict[str, int]:
         """How many of a run's LLM attempts failed, by kind (rate_limited, server_error, timeout, ...)."""
-        rows = self.db.execute("SELECT status, COUNT(*) FROM llm_calls WHERE run_id = ? AND status != 'ok' "
-                               "GROUP BY status ORDER BY status", [run_id]).fetchall()
+        rows = self.db.execute(
+            "SELECT status, COUNT(*) FROM llm_calls WHERE run_id = ? AND status != 'ok' "
+            "GROUP BY status ORDER BY status",
+            [run_id],
+        ).fetchall()
         return {status: int(n) for status, n in rows}
 
     def spent_usd(self, run_id: str) -> float:
@@ -308,14 +413,18 @@ class Archive:
         marks = ", ".join("?" for _ in _DEDUP_POOL)
         rows = self.db.execute(
             f"SELECT functional_hash, MIN(id) FROM candidates WHERE task = ? AND functional_hash IS NOT NULL "
-            f"AND status IN ({marks}) GROUP BY functional_hash", [task, *_DEDUP_POOL]).fetchall()
+            f"AND status IN ({marks}) GROUP BY functional_hash",
+            [task, *_DEDUP_POOL],
+        ).fetchall()
         return {h: int(i) for h, i in rows}
 
     def candidate(self, candidate_id: int) -> dict[str, Any]:
         try:
             row = self.db["candidates"].get(candidate_id)
         except sqlite_utils.db.NotFoundError:
-            raise ArchiveError(f"no candidate with id {candidate_id} in {self.path}; `agentarch archive ls` lists them") from None
+            raise ArchiveError(
+                f"no candidate with id {candidate_id} in {self.path}; `agentarch archive ls` lists them"
+            ) from None
         return _decode(row)
 
     def scored(self, candidate_id: int) -> dict[str, Any]:
@@ -326,16 +435,21 @@ class Archive:
         return rows[0]
 
     def evaluations(self, candidate_id: int) -> list[dict[str, Any]]:
-        return [_decode(r) for r in self.db["evaluations"].rows_where("candidate_id = ?", [candidate_id], order_by="id")]
+        return [
+            _decode(r) for r in self.db["evaluations"].rows_where("candidate_id = ?", [candidate_id], order_by="id")
+        ]
 
-    def candidates(self, task: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    def candidates(
+        self, task: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[dict[str, Any]]:
         """Newest first, each with the scores of its highest-fidelity evaluation (None where not trained)."""
         where, args = _where({"c.task": task, "c.status": status})
         clause = f"WHERE {where}" if where else ""
         return list(self._scored(f"{clause} ORDER BY c.id DESC LIMIT ? OFFSET ?", [*args, limit, offset]))
 
-    def top(self, task: str, limit: int = 10, by: str = "val_accuracy",
-            proposers: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    def top(
+        self, task: str, limit: int = 10, by: str = "val_accuracy", proposers: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
         """Best trained candidates for a task, ranked by the search signal (validation) unless told otherwise.
 
         `proposers` narrows the ranking, e.g. to the baselines' finds when they seed a prompt.
@@ -353,8 +467,12 @@ class Archive:
     def find_arch(self, task: str, space: str, arch: str) -> dict[str, Any] | None:
         """The earliest evaluated candidate of this search-space architecture for `task`, with its scores."""
         marks = ", ".join("?" for _ in _DEDUP_POOL)
-        rows = list(self._scored(f"WHERE c.task = ? AND c.space = ? AND c.arch = ? AND c.status IN ({marks}) "
-                                 "ORDER BY c.id LIMIT 1", [task, space, arch, *_DEDUP_POOL]))
+        rows = list(
+            self._scored(
+                f"WHERE c.task = ? AND c.space = ? AND c.arch = ? AND c.status IN ({marks}) ORDER BY c.id LIMIT 1",
+                [task, space, arch, *_DEDUP_POOL],
+            )
+        )
         return rows[0] if rows else None
 
     # -- review ---------------------------------------------------------------------------------
@@ -367,12 +485,16 @@ class Archive:
         """
         digest = code_sha256(review["code"] or "")
         with self._writing():
-            found = self.db.execute("SELECT id FROM reviews WHERE proposal_key = ? AND code_sha256 = ?",
-                                    [review["proposal_key"], digest]).fetchone()
+            found = self.db.execute(
+                "SELECT id FROM reviews WHERE proposal_key = ? AND code_sha256 = ?", [review["proposal_key"], digest]
+            ).fetchone()
             if found:
                 return int(found[0])
-            return int(self.db["reviews"].insert({"created_at": now(), "kind": "gate", "status": "pending", **review,
-                                                  "code_sha256": digest}).last_pk)
+            return int(
+                self.db["reviews"]
+                .insert({"created_at": now(), "kind": "gate", "status": "pending", **review, "code_sha256": digest})
+                .last_pk
+            )
 
     def reviews(self, status: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
         where, args = _where({"status": status, "run_id": run_id})
@@ -398,9 +520,17 @@ class Archive:
                 raise ArchiveError(f"no review {review_id}; `agentarch review --list` shows the queue")
             if row[0] != "pending":
                 raise ArchiveError(f"review {review_id} was already decided ({row[0]}); nothing changed")
-            self.db["reviews"].update(review_id, {
-                "status": status, "decided_by": by, "decided_at": now(), "reason": reason, "decision_code": code,
-                "decision_code_sha256": code_sha256(code) if status == "edited" and code is not None else None})
+            self.db["reviews"].update(
+                review_id,
+                {
+                    "status": status,
+                    "decided_by": by,
+                    "decided_at": now(),
+                    "reason": reason,
+                    "decision_code": code,
+                    "decision_code_sha256": code_sha256(code) if status == "edited" and code is not None else None,
+                },
+            )
 
     def flag(self, candidate_id: int, by: str, reason: str) -> int:
         """A person's after-the-fact flag on a recorded candidate (e.g. a suspicious score)."""
@@ -408,30 +538,55 @@ class Archive:
         if not reason.strip():
             raise ArchiveError("say why the candidate is flagged")
         with self._writing():
-            return int(self.db["reviews"].insert({
-                "created_at": now(), "kind": "flag", "candidate_id": candidate_id, "status": "flagged",
-                "decided_by": by, "decided_at": now(), "reason": reason}).last_pk)
+            return int(
+                self.db["reviews"]
+                .insert(
+                    {
+                        "created_at": now(),
+                        "kind": "flag",
+                        "candidate_id": candidate_id,
+                        "status": "flagged",
+                        "decided_by": by,
+                        "decided_at": now(),
+                        "reason": reason,
+                    }
+                )
+                .last_pk
+            )
 
     def evaluation_started(self, run_id: str, proposal_key: str, code: str, stage: str) -> int:
         """Mark, before the sandbox starts, that the agent loop starts this job; returns how many earlier starts
         of the same job never finished (the orchestrator died while the candidate was in the sandbox)."""
         key = [run_id, proposal_key, code_sha256(code), stage]
         with self._writing():
-            row = self.db.execute("SELECT started, finished FROM evaluation_starts WHERE run_id = ? "
-                                  "AND proposal_key = ? AND code_sha256 = ? AND stage = ?", key).fetchone()
+            row = self.db.execute(
+                "SELECT started, finished FROM evaluation_starts WHERE run_id = ? "
+                "AND proposal_key = ? AND code_sha256 = ? AND stage = ?",
+                key,
+            ).fetchone()
             started, finished = row or (0, 0)
             self.db["evaluation_starts"].upsert(
-                {"run_id": key[0], "proposal_key": key[1], "code_sha256": key[2], "stage": key[3],
-                 "started": started + 1, "finished": finished, "updated_at": now()},
-                pk=("run_id", "proposal_key", "code_sha256", "stage"))
+                {
+                    "run_id": key[0],
+                    "proposal_key": key[1],
+                    "code_sha256": key[2],
+                    "stage": key[3],
+                    "started": started + 1,
+                    "finished": finished,
+                    "updated_at": now(),
+                },
+                pk=("run_id", "proposal_key", "code_sha256", "stage"),
+            )
         return int(started - finished)
 
     def evaluation_finished(self, run_id: str, proposal_key: str, code: str, stage: str) -> None:
         """The job marked by `evaluation_started` came back (whatever its verdict): the host survived it."""
         with self._writing():
-            self.db.execute("UPDATE evaluation_starts SET finished = finished + 1, updated_at = ? WHERE run_id = ? "
-                            "AND proposal_key = ? AND code_sha256 = ? AND stage = ?",
-                            [now(), run_id, proposal_key, code_sha256(code), stage])
+            self.db.execute(
+                "UPDATE evaluation_starts SET finished = finished + 1, updated_at = ? WHERE run_id = ? "
+                "AND proposal_key = ? AND code_sha256 = ? AND stage = ?",
+                [now(), run_id, proposal_key, code_sha256(code), stage],
+            )
 
     def link_review(self, proposal_key: str, candidate_id: int) -> None:
         with self._writing():
@@ -440,10 +595,15 @@ class Archive:
     def search(self, query: str, limit: int = 50) -> list[dict[str, Any]]:
         """Full-text search over candidates' names, code and analyses (SQLite FTS5 syntax)."""
         try:
-            ids = [r["rowid"] for r in self.db.query(
-                "SELECT rowid FROM candidates_fts WHERE candidates_fts MATCH ? ORDER BY rank LIMIT ?", [query, limit])]
+            ids = [
+                r["rowid"]
+                for r in self.db.query(
+                    "SELECT rowid FROM candidates_fts WHERE candidates_fts MATCH ? ORDER BY rank LIMIT ?",
+                    [query, limit],
+                )
+            ]
         except sqlite3.OperationalError as err:
-            raise ArchiveError(f"cannot search for {query!r} ({err}); quote phrases, e.g. \"depthwise conv\"") from None
+            raise ArchiveError(f'cannot search for {query!r} ({err}); quote phrases, e.g. "depthwise conv"') from None
         return [self.scored(i) for i in ids]
 
     def runs(self) -> list[dict[str, Any]]:

@@ -59,7 +59,10 @@ def summarize(algo: str, task: str, budget: int, results: list[SeedResult]) -> d
     bests = [b for b in (r.best(budget) for r in results) if b is not None]
     tests = [b.test for b in bests]
     return {
-        "algo": algo, "task": task, "budget": budget, "seeds": len(results),
+        "algo": algo,
+        "task": task,
+        "budget": budget,
+        "seeds": len(results),
         "mean_test": statistics.fmean(tests) if tests else None,
         "std_test": statistics.pstdev(tests) if len(tests) > 1 else 0.0 if tests else None,
         "mean_val": statistics.fmean(b.val for b in bests) if bests else None,
@@ -74,8 +77,10 @@ def check_fit(space: SearchSpace, task: Task) -> None:
         from agentarch.spaces import SPACES
 
         fitting = [s.name for s in SPACES.values() if task.kind in s.kinds]
-        raise TaskError(f"the {space.name} space builds {'/'.join(space.kinds)} models, but {task.name} is a "
-                        f"{task.kind} task; use --space {' or '.join(fitting)}")
+        raise TaskError(
+            f"the {space.name} space builds {'/'.join(space.kinds)} models, but {task.name} is a "
+            f"{task.kind} task; use --space {' or '.join(fitting)}"
+        )
 
 
 def search_table(algo: str, space: SearchSpace, task: Task, budget: int, seed: int, **options: Any) -> SeedResult:
@@ -93,9 +98,15 @@ def search_table(algo: str, space: SearchSpace, task: Task, budget: int, seed: i
     return result
 
 
-def search_trained(algo: str, space: SearchSpace, evaluator: Evaluator, budget: int, seed: int,
-                   on_result: Callable[[Proposal, EvalResult], None] = lambda p, r: None,
-                   **options: Any) -> SeedResult:
+def search_trained(
+    algo: str,
+    space: SearchSpace,
+    evaluator: Evaluator,
+    budget: int,
+    seed: int,
+    on_result: Callable[[Proposal, EvalResult], None] = lambda p, r: None,
+    **options: Any,
+) -> SeedResult:
     """One seed of a search whose proposals are trained in the sandbox and recorded with lineage.
 
     An architecture the archive already evaluated (an earlier run) is not trained again: the
@@ -109,8 +120,9 @@ def search_trained(algo: str, space: SearchSpace, evaluator: Evaluator, budget: 
         assert proposal.arch is not None
         code = space.render(proposal.arch, task)
         name = f"{space.name}:{proposal.arch}"
-        outcome = evaluator.evaluate(code, name, proposer=algo, parents=proposal.parents,
-                                     space=space.name, arch=proposal.arch)
+        outcome = evaluator.evaluate(
+            code, name, proposer=algo, parents=proposal.parents, space=space.name, arch=proposal.arch
+        )
         holder = outcome.id
         val, test = outcome.metrics["val_accuracy"], outcome.metrics["test_accuracy"]
         if outcome.status == "duplicate" and outcome.duplicate_of is not None:
@@ -123,8 +135,9 @@ def search_trained(algo: str, space: SearchSpace, evaluator: Evaluator, budget: 
     return result
 
 
-def record_table_best(archive: Archive, run_id: str, algo: str, space: SearchSpace, task: Task,
-                      result: SeedResult) -> int | None:
+def record_table_best(
+    archive: Archive, run_id: str, algo: str, space: SearchSpace, task: Task, result: SeedResult
+) -> int | None:
     """Record a tabular seed's best cell as a candidate (once per cell), so prompts can cite the baseline's find.
 
     The code is the cell inside the paper's network for the task's images; the evaluation is the
@@ -139,13 +152,29 @@ def record_table_best(archive: Archive, run_id: str, algo: str, space: SearchSpa
         result.history[index] = replace(best, candidate_id=int(earlier["id"]))
         return int(earlier["id"])
     code = space.render(best.arch, task)
-    candidate = {"run_id": run_id, "task": task.name, "name": f"{space.name}:{best.arch}", "proposer": algo,
-                 "parents": [], "code": code, "text_hash": dedup.whitespace_hash(code), "ast_hash": dedup.ast_hash(code),
-                 "space": space.name, "arch": best.arch, "status": "trained",
-                 "reason": f"best of {len(result.history)} table queries by {algo} (seed {result.seed})"}
-    evaluation = {"fidelity": task.epochs, "seed": result.seed, "status": "trained",
-                  "val_accuracy": best.val / 100, "test_accuracy": best.test / 100,
-                  "isolation": "table", "device": "nas-bench-201"}
+    candidate = {
+        "run_id": run_id,
+        "task": task.name,
+        "name": f"{space.name}:{best.arch}",
+        "proposer": algo,
+        "parents": [],
+        "code": code,
+        "text_hash": dedup.whitespace_hash(code),
+        "ast_hash": dedup.ast_hash(code),
+        "space": space.name,
+        "arch": best.arch,
+        "status": "trained",
+        "reason": f"best of {len(result.history)} table queries by {algo} (seed {result.seed})",
+    }
+    evaluation = {
+        "fidelity": task.epochs,
+        "seed": result.seed,
+        "status": "trained",
+        "val_accuracy": best.val / 100,
+        "test_accuracy": best.test / 100,
+        "isolation": "table",
+        "device": "nas-bench-201",
+    }
     candidate_id = archive.record(candidate, evaluation)
     result.history[index] = replace(best, candidate_id=candidate_id)
     return candidate_id

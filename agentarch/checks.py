@@ -80,7 +80,11 @@ def _check_imports(tree: ast.Module) -> list[Rejection]:
         for module in modules:
             if module.split(".")[0] not in ALLOWED_IMPORT_ROOTS:
                 allowed = ", ".join(sorted(ALLOWED_IMPORT_ROOTS - {"__future__"}))
-                found.append(Rejection("import-allowlist", f"import of '{module}' is not allowed (allowed: {allowed})", node.lineno))
+                found.append(
+                    Rejection(
+                        "import-allowlist", f"import of '{module}' is not allowed (allowed: {allowed})", node.lineno
+                    )
+                )
     return found
 
 
@@ -126,7 +130,9 @@ def _check_net(tree: ast.Module) -> list[Rejection]:
     forward = methods.get("forward")
     # A torch container base (nn.Sequential, nn.ModuleList...) brings its own forward; nn.Module does not.
     external = [b for b in net.bases if not (isinstance(b, ast.Name) and b.id in classes)]
-    inherits_forward = any((b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "")) != "Module" for b in external)
+    inherits_forward = any(
+        (b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "")) != "Module" for b in external
+    )
     if forward is None and not inherits_forward:
         found.append(Rejection("contract-forward", "Net has no forward(self, x) method", net.lineno))
     elif forward is not None and len(forward.args.args) - len(forward.args.defaults) != 2:
@@ -149,10 +155,16 @@ def _check_hparams(tree: ast.Module) -> tuple[list[Rejection], dict[str, Any]]:
     found = []
     for key, val in value.items():
         if key not in HPARAM_BOUNDS:
-            found.append(Rejection("hparams", f"unknown HPARAMS key {key!r} (known: {', '.join(HPARAM_BOUNDS)})", node.lineno))
+            found.append(
+                Rejection("hparams", f"unknown HPARAMS key {key!r} (known: {', '.join(HPARAM_BOUNDS)})", node.lineno)
+            )
             continue
         low, high = HPARAM_BOUNDS[key]
-        if isinstance(val, bool) or not isinstance(val, (int, float)) or (key in INTEGER_HPARAMS and not isinstance(val, int)):
+        if (
+            isinstance(val, bool)
+            or not isinstance(val, (int, float))
+            or (key in INTEGER_HPARAMS and not isinstance(val, int))
+        ):
             kind = "an integer" if key in INTEGER_HPARAMS else "a number"
             found.append(Rejection("hparams", f"HPARAMS[{key!r}] must be {kind}, got {val!r}", node.lineno))
         elif not low <= val <= high:
@@ -192,8 +204,13 @@ def check(code: str) -> CheckResult:
     try:
         tree = parse(code)
     except (SyntaxError, RecursionError, MemoryError) as err:  # the parser's own nesting limits
-        return CheckResult([Rejection("syntax", getattr(err, "msg", None) or "nested too deeply to parse",
-                                      getattr(err, "lineno", None))])
+        return CheckResult(
+            [
+                Rejection(
+                    "syntax", getattr(err, "msg", None) or "nested too deeply to parse", getattr(err, "lineno", None)
+                )
+            ]
+        )
     depth = _depth(tree)
     if depth > MAX_AST_DEPTH:
         return CheckResult([Rejection("depth", f"the code nests {depth} levels deep; the limit is {MAX_AST_DEPTH}")])

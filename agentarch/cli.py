@@ -17,21 +17,33 @@ from rich.progress import Progress, TimeElapsedColumn
 from rich.syntax import Syntax
 from rich.table import Table
 
-from agentarch import fewshot, prompts
+from agentarch import fewshot, prompts, web
 from agentarch import review as review_lib
-from agentarch import web
 from agentarch import run as run_lib
 from agentarch.archive import Archive, ArchiveError
-from agentarch.baseline import (SeedResult, check_fit, parse_seeds, record_table_best, search_table, search_trained,
-                                summarize)
+from agentarch.baseline import (
+    SeedResult,
+    check_fit,
+    parse_seeds,
+    record_table_best,
+    search_table,
+    search_trained,
+    summarize,
+)
 from agentarch.config import ConfigError, Settings, load_settings
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.fidelity import rung_budgets, successive_halving
 from agentarch.proposers.base import Proposal
-from agentarch.report import write_report
 from agentarch.proposers.baselines import ALGOS, SpaceExhausted, make_proposer
-from agentarch.sandbox import (CANDIDATE_UID, FALLBACK_WARNING, SandboxError, bubblewrap_problem, process_mode_gaps,
-                               resolve_isolation)
+from agentarch.report import write_report
+from agentarch.sandbox import (
+    CANDIDATE_UID,
+    FALLBACK_WARNING,
+    SandboxError,
+    bubblewrap_problem,
+    process_mode_gaps,
+    resolve_isolation,
+)
 from agentarch.spaces import SearchSpace, SpaceError, get_space
 from agentarch.tasks import TASKS, TaskError, get_task
 
@@ -46,7 +58,9 @@ app.add_typer(archive_app, name="archive")
 err = Console(stderr=True)
 out = Console()
 
-ArchiveOpt = Annotated[Optional[Path], typer.Option("--archive", help="SQLite archive file [default: archive/archive.db]")]
+ArchiveOpt = Annotated[
+    Optional[Path], typer.Option("--archive", help="SQLite archive file [default: archive/archive.db]")
+]
 TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help=f"task: {', '.join(TASKS)} [default: digits]")]
 
 
@@ -78,8 +92,12 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per file, one per line")] = False,
     epochs: Annotated[Optional[int], typer.Option(help="training epochs (the fidelity) [default: the task's]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="training seed")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="where file-based datasets live (mnist, cifar10, ...)")] = None,
-    download: Annotated[Optional[bool], typer.Option("--download", help="fetch a missing dataset into --data-dir")] = None,
+    data_dir: Annotated[
+        Optional[Path], typer.Option(help="where file-based datasets live (mnist, cifar10, ...)")
+    ] = None,
+    download: Annotated[
+        Optional[bool], typer.Option("--download", help="fetch a missing dataset into --data-dir")
+    ] = None,
     isolation: Annotated[Optional[str], typer.Option(help="auto, bubblewrap or process (weaker fallback)")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="wall-clock seconds per candidate")] = None,
 ) -> None:
@@ -90,8 +108,16 @@ def eval_command(
 
         agentarch eval archive/seeds/image/*.py --task digits --json
     """
-    settings = settings_or_exit(task=task, archive=archive, epochs=epochs, seed=seed, data_dir=data_dir,
-                                download=download, isolation=isolation, timeout_s=timeout)
+    settings = settings_or_exit(
+        task=task,
+        archive=archive,
+        epochs=epochs,
+        seed=seed,
+        data_dir=data_dir,
+        download=download,
+        isolation=isolation,
+        timeout_s=timeout,
+    )
     if settings.task not in TASKS:
         raise fail(f"unknown task {settings.task!r}; known tasks: {', '.join(TASKS)}")
     missing = [str(p) for p in paths if not p.is_file()]
@@ -103,9 +129,20 @@ def eval_command(
         except (SandboxError, TaskError) as e:
             raise fail(str(e)) from None
         if evaluator.isolation == "process":
-            err.print(f"[bold yellow]{FALLBACK_WARNING.format(why=bubblewrap_problem() or 'isolation=process was asked for')}[/]")
-        run_id = db.start_run("eval", settings.task, "user", {"paths": [str(p) for p in paths], "epochs": settings.epochs,
-                                                              "seed": settings.seed, "isolation": evaluator.isolation})
+            err.print(
+                f"[bold yellow]{FALLBACK_WARNING.format(why=bubblewrap_problem() or 'isolation=process was asked for')}[/]"
+            )
+        run_id = db.start_run(
+            "eval",
+            settings.task,
+            "user",
+            {
+                "paths": [str(p) for p in paths],
+                "epochs": settings.epochs,
+                "seed": settings.seed,
+                "isolation": evaluator.isolation,
+            },
+        )
         evaluator.run_id = run_id
         results: list[EvalResult] = []
         try:
@@ -132,7 +169,9 @@ def _evaluate_file(evaluator: Evaluator, path: Path) -> EvalResult:
         code = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         code = raw.decode("utf-8", errors="replace")
-        return evaluator.reject(code, path.name, f"[encoding] not UTF-8 text (byte {e.start}); save the file as UTF-8 Python source")
+        return evaluator.reject(
+            code, path.name, f"[encoding] not UTF-8 text (byte {e.start}); save the file as UTF-8 Python source"
+        )
     return evaluator.evaluate(code, path.name)
 
 
@@ -160,8 +199,10 @@ def _print_result(r: EvalResult) -> None:
     color = {"trained": "green", "duplicate": "yellow"}.get(r.status, "red")
     line = f"[bold]#{r.id}[/] {r.name}: [{color}]{r.status}[/]"
     if r.status == "trained":
-        line += (f"  val {_fmt(m['val_accuracy'], 'acc')}  test {_fmt(m['test_accuracy'], 'acc')}  "
-                 f"params {_fmt(m['params'], 'int')}  flops {_fmt(m['flops'], 'int')}  train {_fmt(m['train_seconds'], 's')}")
+        line += (
+            f"  val {_fmt(m['val_accuracy'], 'acc')}  test {_fmt(m['test_accuracy'], 'acc')}  "
+            f"params {_fmt(m['params'], 'int')}  flops {_fmt(m['flops'], 'int')}  train {_fmt(m['train_seconds'], 's')}"
+        )
     if r.reason:
         line += f"\n    {r.reason}"
     out.print(line, highlight=False)
@@ -173,10 +214,20 @@ def _print_result(r: EvalResult) -> None:
 @app.command("run")
 def run_command(
     task: TaskOpt = None,
-    model: Annotated[Optional[str], typer.Option(help="litellm model string, e.g. openai/gpt-4o-mini, ollama/qwen2.5-coder "
-                                                 "[default: none = offline regularized evolution]")] = None,
-    api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible server (vLLM, Ollama, llama.cpp), e.g. http://127.0.0.1:8000/v1")] = None,
-    budget: Annotated[Optional[int], typer.Option("--budget", "--max-candidates", help="candidates to propose [default: 20]")] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            help="litellm model string, e.g. openai/gpt-4o-mini, ollama/qwen2.5-coder "
+            "[default: none = offline regularized evolution]"
+        ),
+    ] = None,
+    api_base: Annotated[
+        Optional[str],
+        typer.Option(help="OpenAI-compatible server (vLLM, Ollama, llama.cpp), e.g. http://127.0.0.1:8000/v1"),
+    ] = None,
+    budget: Annotated[
+        Optional[int], typer.Option("--budget", "--max-candidates", help="candidates to propose [default: 20]")
+    ] = None,
     max_cost: Annotated[Optional[float], typer.Option(help="stop once LLM calls cost this many USD")] = None,
     hours: Annotated[Optional[float], typer.Option(help="stop after this many hours")] = None,
     batch: Annotated[Optional[int], typer.Option(help="proposals per round [default: 2]")] = None,
@@ -185,12 +236,21 @@ def run_command(
     repair_tries: Annotated[Optional[int], typer.Option(help="LLM repairs per failing candidate [default: 2]")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="training epochs per candidate [default: the task's]")] = None,
     resume: Annotated[Optional[str], typer.Option(help="continue the run with this id where it stopped")] = None,
-    slots: Annotated[Optional[int], typer.Option(help="candidates trained at once on this machine [default: 1; one per GPU]")] = None,
+    slots: Annotated[
+        Optional[int], typer.Option(help="candidates trained at once on this machine [default: 1; one per GPU]")
+    ] = None,
     executor: Annotated[Optional[str], typer.Option(help="local or ray [default: local]")] = None,
     per_gpu: Annotated[Optional[int], typer.Option(help="candidates packed on each GPU at once [default: 1]")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join, e.g. auto [default: start a local one]")] = None,
-    review: Annotated[Optional[bool], typer.Option("--review", help="pause each checked candidate for a person "
-                                                   "(agentarch review, or agentarch serve) before training")] = None,
+    ray_address: Annotated[
+        Optional[str], typer.Option(help="Ray cluster to join, e.g. auto [default: start a local one]")
+    ] = None,
+    review: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--review",
+            help="pause each checked candidate for a person (agentarch review, or agentarch serve) before training",
+        ),
+    ] = None,
     archive: ArchiveOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary object at the end")] = False,
     isolation: Annotated[Optional[str], typer.Option(help="auto, bubblewrap or process (weaker fallback)")] = None,
@@ -210,10 +270,26 @@ def run_command(
 
         agentarch run --task mqar --model openai/qwen2.5-coder --api-base http://127.0.0.1:8000/v1
     """
-    flags = dict(task=task, model=model, api_base=api_base, budget=budget, max_cost=max_cost, hours=hours, batch=batch,
-                 examples=examples, parent_strategy=parent_strategy, repair_tries=repair_tries, epochs=epochs,
-                 isolation=isolation, timeout_s=timeout, review=review, slots=slots, executor=executor,
-                 ray_address=ray_address, per_gpu=per_gpu)
+    flags = dict(
+        task=task,
+        model=model,
+        api_base=api_base,
+        budget=budget,
+        max_cost=max_cost,
+        hours=hours,
+        batch=batch,
+        examples=examples,
+        parent_strategy=parent_strategy,
+        repair_tries=repair_tries,
+        epochs=epochs,
+        isolation=isolation,
+        timeout_s=timeout,
+        review=review,
+        slots=slots,
+        executor=executor,
+        ray_address=ray_address,
+        per_gpu=per_gpu,
+    )
     settings = settings_or_exit(archive=archive, **flags)
     printer = _outcome_printer(as_json)
     try:
@@ -224,16 +300,24 @@ def run_command(
         else:
             the_task = get_task(settings.task)
             if the_task.kind == "tabular":
-                raise fail(f"{the_task.name} is a table, not a training task; use `agentarch baseline --task {the_task.name}`")
+                raise fail(
+                    f"{the_task.name} is a table, not a training task; use `agentarch baseline --task {the_task.name}`"
+                )
             with open_archive(settings.archive) as db:
                 Evaluator(db, settings).prepared  # fail early on a task, its data or a sandbox that cannot work
             if settings.model is None:
-                err.print("[bold yellow]No LLM configured[/] (--model, AGENTARCH_MODEL or agentarch.toml): running offline "
-                          "with the regularized-evolution baseline through the same loop.")
+                err.print(
+                    "[bold yellow]No LLM configured[/] (--model, AGENTARCH_MODEL or agentarch.toml): running offline "
+                    "with the regularized-evolution baseline through the same loop."
+                )
             else:
-                err.print(f"proposing with {settings.model}" + (f" at {settings.api_base}" if settings.api_base else ""))
+                err.print(
+                    f"proposing with {settings.model}" + (f" at {settings.api_base}" if settings.api_base else "")
+                )
             if resolve_isolation(settings.isolation) == "process":
-                err.print(f"[bold yellow]{FALLBACK_WARNING.format(why=bubblewrap_problem() or 'isolation=process was asked for')}[/]")
+                err.print(
+                    f"[bold yellow]{FALLBACK_WARNING.format(why=bubblewrap_problem() or 'isolation=process was asked for')}[/]"
+                )
             summary = run_lib.start(settings, on_outcome=printer, on_waiting=_waiting_notice)
     except (run_lib.RunError, TaskError, SandboxError, SpaceError, ConfigError, ArchiveError) as e:
         raise fail(str(e)) from None
@@ -241,17 +325,22 @@ def run_command(
         print(json.dumps(summary), flush=True)
     else:
         best = summary["best"]
-        out.print(f"[bold]run {summary['run_id']} {summary['status']}[/] (stopped by {summary['stopped_by']}): "
-                  f"{summary['proposed']} proposed, {summary['trained']} trained, {summary['invalid']} invalid, "
-                  f"{summary['duplicate']} duplicate, {summary['failed']} failed, {summary['repaired']} repaired; "
-                  f"best #{best['id']} test {best['test_accuracy']:.4f}; cost ${summary['cost_usd']:.4f}" if best else
-                  f"[bold]run {summary['run_id']} {summary['status']}[/]: nothing trained; see `agentarch archive ls`")
+        out.print(
+            f"[bold]run {summary['run_id']} {summary['status']}[/] (stopped by {summary['stopped_by']}): "
+            f"{summary['proposed']} proposed, {summary['trained']} trained, {summary['invalid']} invalid, "
+            f"{summary['duplicate']} duplicate, {summary['failed']} failed, {summary['repaired']} repaired; "
+            f"best #{best['id']} test {best['test_accuracy']:.4f}; cost ${summary['cost_usd']:.4f}"
+            if best
+            else f"[bold]run {summary['run_id']} {summary['status']}[/]: nothing trained; see `agentarch archive ls`"
+        )
 
 
 def _waiting_notice(pending: list[dict[str, Any]]) -> None:
-    err.print(f"[bold cyan]paused:[/] {len(pending)} candidate(s) wait for review "
-              f"(reviews {', '.join(str(r['id']) for r in pending)}); decide with `agentarch review` or in "
-              "`agentarch serve`, and the run goes on by itself")
+    err.print(
+        f"[bold cyan]paused:[/] {len(pending)} candidate(s) wait for review "
+        f"(reviews {', '.join(str(r['id']) for r in pending)}); decide with `agentarch review` or in "
+        "`agentarch serve`, and the run goes on by itself"
+    )
 
 
 def _outcome_printer(as_json: bool) -> Any:
@@ -265,6 +354,7 @@ def _outcome_printer(as_json: bool) -> Any:
         elif outcome["reason"]:
             line += f"  {str(outcome['reason'])[:160]}"
         err.print(line, highlight=False)
+
     return show
 
 
@@ -281,8 +371,9 @@ def prompt_command(
     try:
         the_task = get_task(settings.task)
         with open_archive(settings.archive) as db:
-            shot = fewshot.select(db, the_task.name, n=settings.examples, strategy=settings.parent_strategy,
-                                  rng=random.Random(seed))
+            shot = fewshot.select(
+                db, the_task.name, n=settings.examples, strategy=settings.parent_strategy, rng=random.Random(seed)
+            )
         messages = prompts.propose_messages(the_task, shot)
     except (TaskError, ValueError) as e:
         raise fail(str(e)) from None
@@ -317,22 +408,38 @@ def halve_command(
         rung_budgets(min_epochs, full, eta)
         with open_archive(settings.archive) as db:
             evaluator = Evaluator(db, settings.model_copy(update={"epochs": full}))
-            run_id = db.start_run("halving", settings.task, "user", {"paths": [str(p) for p in paths],
-                                                                      "min_epochs": min_epochs, "max_epochs": full, "eta": eta})
+            run_id = db.start_run(
+                "halving",
+                settings.task,
+                "user",
+                {"paths": [str(p) for p in paths], "min_epochs": min_epochs, "max_epochs": full, "eta": eta},
+            )
             evaluator.run_id = run_id
             result = successive_halving(
-                evaluator, [(p.name, p.read_text()) for p in paths], min_epochs, full, eta,
-                on_result=lambda epochs, r: None if as_json else out.print(
-                    f"{epochs:>4} epochs  #{r.id} {r.name}: {r.status}  val {_fmt(r.metrics['val_accuracy'], 'acc')}",
-                    highlight=False))
+                evaluator,
+                [(p.name, p.read_text()) for p in paths],
+                min_epochs,
+                full,
+                eta,
+                on_result=lambda epochs, r: (
+                    None
+                    if as_json
+                    else out.print(
+                        f"{epochs:>4} epochs  #{r.id} {r.name}: {r.status}  val {_fmt(r.metrics['val_accuracy'], 'acc')}",
+                        highlight=False,
+                    )
+                ),
+            )
             db.finish_run(run_id, "finished", result.summary())
     except (ValueError, TaskError, SandboxError) as e:
         raise fail(str(e)) from None
     if as_json:
         print(json.dumps(result.summary()))
     elif result.best:
-        out.print(f"[bold]best:[/] #{result.best.id} {result.best.name} val {result.best.metrics['val_accuracy']:.4f} "
-                  f"at {full} epochs; {result.epochs_spent} epochs trained in all ({len(paths) * full} for full budgets)")
+        out.print(
+            f"[bold]best:[/] #{result.best.id} {result.best.name} val {result.best.metrics['val_accuracy']:.4f} "
+            f"at {full} epochs; {result.epochs_spent} epochs trained in all ({len(paths) * full} for full budgets)"
+        )
 
 
 # -- review -------------------------------------------------------------------------------------
@@ -345,7 +452,9 @@ def review_command(
     approve: Annotated[Optional[int], typer.Option(help="approve this review id")] = None,
     reject: Annotated[Optional[int], typer.Option(help="reject this review id (needs --reason)")] = None,
     edit: Annotated[Optional[int], typer.Option(help="replace this review's code with --file (or $EDITOR)")] = None,
-    flag: Annotated[Optional[int], typer.Option(help="flag this recorded candidate id after the fact (needs --reason)")] = None,
+    flag: Annotated[
+        Optional[int], typer.Option(help="flag this recorded candidate id after the fact (needs --reason)")
+    ] = None,
     reason: Annotated[Optional[str], typer.Option(help="why (required to reject or flag)")] = None,
     file: Annotated[Optional[Path], typer.Option(help="edited code for --edit")] = None,
 ) -> None:
@@ -418,16 +527,22 @@ def _review_queue(db: Archive, who: str, list_only: bool) -> None:
 @app.command("baseline")
 def baseline_command(
     algo: Annotated[str, typer.Option(help=f"search algorithm: {', '.join(ALGOS)}")] = "rea",
-    space: Annotated[str, typer.Option(help="search space: nb201 (cells), macro (CNNs), mixer (token models)")] = "nb201",
+    space: Annotated[
+        str, typer.Option(help="search space: nb201 (cells), macro (CNNs), mixer (token models)")
+    ] = "nb201",
     task: TaskOpt = None,
     budget: Annotated[int, typer.Option(min=1, help="evaluations per seed (table queries or trainings)")] = 100,
     seeds: Annotated[str, typer.Option(help="seeds to run independently: 0-99, 7 or 1,4,9")] = "0",
     archive: ArchiveOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines: one per evaluation (or per seed on a table), the summary last")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON lines: one per evaluation (or per seed on a table), the summary last")
+    ] = False,
     population: Annotated[Optional[int], typer.Option(help="rea: population size P [default: 10]")] = None,
     sample_size: Annotated[Optional[int], typer.Option(help="rea: tournament sample size S [default: 3]")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="training epochs per candidate [default: the task's]")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="where file-based datasets live (mnist, cifar10, ...)")] = None,
+    data_dir: Annotated[
+        Optional[Path], typer.Option(help="where file-based datasets live (mnist, cifar10, ...)")
+    ] = None,
     isolation: Annotated[Optional[str], typer.Option(help="auto, bubblewrap or process (weaker fallback)")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="wall-clock seconds per candidate")] = None,
 ) -> None:
@@ -444,8 +559,16 @@ def baseline_command(
 
         agentarch baseline --algo random --task nb201-cifar10 --budget 100 --seeds 0-499 --json
     """
-    settings = settings_or_exit(task=task, archive=archive, epochs=epochs, data_dir=data_dir, isolation=isolation,
-                                timeout_s=timeout, population=population, sample_size=sample_size)
+    settings = settings_or_exit(
+        task=task,
+        archive=archive,
+        epochs=epochs,
+        data_dir=data_dir,
+        isolation=isolation,
+        timeout_s=timeout,
+        population=population,
+        sample_size=sample_size,
+    )
     try:
         seed_list = parse_seeds(seeds)
         chosen = get_space(space)
@@ -468,10 +591,21 @@ def baseline_command(
                 except (SandboxError, TaskError) as e:
                     raise fail(str(e)) from None
                 if evaluator.isolation == "process":
-                    err.print(f"[bold yellow]{FALLBACK_WARNING.format(why=bubblewrap_problem() or 'isolation=process was asked for')}[/]")
+                    err.print(
+                        f"[bold yellow]{FALLBACK_WARNING.format(why=bubblewrap_problem() or 'isolation=process was asked for')}[/]"
+                    )
                 for seed in seed_list:
-                    results.append(search_trained(algo, chosen, evaluator, budget, seed,
-                                                  on_result=_candidate_printer(seed, as_json), **options))
+                    results.append(
+                        search_trained(
+                            algo,
+                            chosen,
+                            evaluator,
+                            budget,
+                            seed,
+                            on_result=_candidate_printer(seed, as_json),
+                            **options,
+                        )
+                    )
         except (TaskError, SpaceExhausted) as e:
             db.finish_run(run_id, "failed", {"error": str(e)})
             raise fail(str(e)) from None
@@ -486,8 +620,18 @@ def baseline_command(
         _print_baseline_summary(summary, results, the_task.kind == "tabular")
 
 
-def _baseline_on_table(db: Archive, run_id: str, algo: str, space: SearchSpace, task: Any, budget: int,
-                       seeds: list[int], options: dict[str, Any], as_json: bool, results: list[SeedResult]) -> None:
+def _baseline_on_table(
+    db: Archive,
+    run_id: str,
+    algo: str,
+    space: SearchSpace,
+    task: Any,
+    budget: int,
+    seeds: list[int],
+    options: dict[str, Any],
+    as_json: bool,
+    results: list[SeedResult],
+) -> None:
     with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err, disable=as_json) as progress:
         bar = progress.add_task(f"{algo} on {task.name}, {budget} queries per seed", total=len(seeds))
         for seed in seeds:
@@ -496,18 +640,31 @@ def _baseline_on_table(db: Archive, run_id: str, algo: str, space: SearchSpace, 
             candidate_id = record_table_best(db, run_id, algo, space, task, result)
             best = result.best()
             if as_json and best is not None:
-                print(json.dumps({"seed": seed, "best_arch": best.arch, "best_val": best.val, "best_test": best.test,
-                                  "candidate_id": candidate_id}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "seed": seed,
+                            "best_arch": best.arch,
+                            "best_val": best.val,
+                            "best_test": best.test,
+                            "candidate_id": candidate_id,
+                        }
+                    ),
+                    flush=True,
+                )
             progress.advance(bar)
 
 
 def _candidate_printer(seed: int, as_json: bool) -> Any:
     def show(proposal: Proposal, result: EvalResult) -> None:
         if as_json:
-            print(json.dumps({**result.to_json(), "seed": seed, "arch": proposal.arch, "parents": proposal.parents}),
-                  flush=True)
+            print(
+                json.dumps({**result.to_json(), "seed": seed, "arch": proposal.arch, "parents": proposal.parents}),
+                flush=True,
+            )
         else:
             _print_result(result)
+
     return show
 
 
@@ -521,16 +678,20 @@ def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], 
         if best is None:
             table.add_row(str(result.seed), "(nothing trained)", "-", "-", "-")
         else:
-            val, test = (f"{best.val:.2f}", f"{best.test:.2f}") if tabular else (_fmt(best.val, unit), _fmt(best.test, unit))
+            val, test = (
+                (f"{best.val:.2f}", f"{best.test:.2f}") if tabular else (_fmt(best.val, unit), _fmt(best.test, unit))
+            )
             table.add_row(str(result.seed), best.arch, val, test, _fmt(best.candidate_id))
     out.print(table)
     if len(results) > 20:
         out.print(f"... and {len(results) - 20} more seeds")
     if summary["mean_test"] is not None:
         digits = 2 if tabular else 4
-        out.print(f"[bold]{summary['seeds']} seed(s), budget {summary['budget']}:[/] test "
-                  f"{summary['mean_test']:.{digits}f} ± {summary['std_test']:.{digits}f}, "
-                  f"val {summary['mean_val']:.{digits}f}")
+        out.print(
+            f"[bold]{summary['seeds']} seed(s), budget {summary['budget']}:[/] test "
+            f"{summary['mean_test']:.{digits}f} ± {summary['std_test']:.{digits}f}, "
+            f"val {summary['mean_val']:.{digits}f}"
+        )
 
 
 # -- browsing ----------------------------------------------------------------------------------
@@ -539,10 +700,14 @@ def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], 
 @app.command("serve")
 def serve_command(
     archive: ArchiveOpt = None,
-    host: Annotated[str, typer.Option(help="address to bind; anything but 127.0.0.1/localhost needs --token")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="address to bind; anything but 127.0.0.1/localhost needs --token")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
-    token: Annotated[Optional[str], typer.Option(envvar="AGENTARCH_WEB_TOKEN", help="required on every request when set "
-                                                 "(AGENTARCH_WEB_TOKEN)")] = None,
+    token: Annotated[
+        Optional[str],
+        typer.Option(envvar="AGENTARCH_WEB_TOKEN", help="required on every request when set (AGENTARCH_WEB_TOKEN)"),
+    ] = None,
 ) -> None:
     """Browse the archive in a web browser: leaderboards, candidates, lineage, diffs, runs, the review queue.
 
@@ -577,16 +742,27 @@ def report_command(
 
 # -- archive ----------------------------------------------------------------------------------
 
-ROW_COLUMNS = [("id", "id", ""), ("task", "task", ""), ("name", "name", ""), ("proposer", "proposer", ""),
-               ("status", "status", ""), ("val", "val_accuracy", "acc"), ("test", "test_accuracy", "acc"),
-               ("params", "params", "int"), ("epochs", "fidelity", ""), ("train", "train_seconds", "s")]
+ROW_COLUMNS = [
+    ("id", "id", ""),
+    ("task", "task", ""),
+    ("name", "name", ""),
+    ("proposer", "proposer", ""),
+    ("status", "status", ""),
+    ("val", "val_accuracy", "acc"),
+    ("test", "test_accuracy", "acc"),
+    ("params", "params", "int"),
+    ("epochs", "fidelity", ""),
+    ("train", "train_seconds", "s"),
+]
 
 
 def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
     for header, _, kind in ROW_COLUMNS:
         # names and statuses fold rather than vanish into "…" on a narrow terminal
-        table.add_column(header, justify="right" if kind else "left", min_width=8 if header in ("name", "status") else None)
+        table.add_column(
+            header, justify="right" if kind else "left", min_width=8 if header in ("name", "status") else None
+        )
     for row in rows:
         table.add_row(*(_fmt(row.get(key), kind) for _, key, kind in ROW_COLUMNS))
     return table
@@ -600,7 +776,9 @@ def _archive_path(archive: Optional[Path]) -> Path:
 def archive_ls(
     archive: ArchiveOpt = None,
     task: Annotated[Optional[str], typer.Option("--task", "-t", help="only this task")] = None,
-    status: Annotated[Optional[str], typer.Option(help="only this status: trained, invalid, duplicate, failed, timeout")] = None,
+    status: Annotated[
+        Optional[str], typer.Option(help="only this status: trained, invalid, duplicate, failed, timeout")
+    ] = None,
     limit: Annotated[int, typer.Option(help="rows per page")] = 50,
     page: Annotated[int, typer.Option(help="page number, from 1")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
@@ -632,16 +810,22 @@ def archive_show(
     if as_json:
         print(json.dumps({**cand, "evaluations": evals, "llm_calls": calls}))
         return
-    out.print(f"[bold]candidate {cand['id']}[/] {cand['name'] or ''}  task={cand['task']}  proposer={cand['proposer']}  "
-              f"status={cand['status']}  parents={cand['parents']}  run={cand['run_id']}", highlight=False)
+    out.print(
+        f"[bold]candidate {cand['id']}[/] {cand['name'] or ''}  task={cand['task']}  proposer={cand['proposer']}  "
+        f"status={cand['status']}  parents={cand['parents']}  run={cand['run_id']}",
+        highlight=False,
+    )
     if cand["reason"]:
         out.print(f"reason: {cand['reason']}", highlight=False)
     if cand.get("arch"):
         out.print(f"search space {cand['space']}: {cand['arch']}", highlight=False)
     if cand.get("model"):
-        out.print(f"LLM: {cand['model']}  few-shot examples={cand['examples']}  repairs={cand['repairs']}  "
-                  f"tokens={cand['prompt_tokens']}+{cand['completion_tokens']}  cost=${cand['cost_usd'] or 0:.4f}  "
-                  f"calls={[(c['purpose'], c['status']) for c in calls]}", highlight=False)
+        out.print(
+            f"LLM: {cand['model']}  few-shot examples={cand['examples']}  repairs={cand['repairs']}  "
+            f"tokens={cand['prompt_tokens']}+{cand['completion_tokens']}  cost=${cand['cost_usd'] or 0:.4f}  "
+            f"calls={[(c['purpose'], c['status']) for c in calls]}",
+            highlight=False,
+        )
         if cand.get("analysis"):
             out.print(f"analysis: {cand['analysis']}", highlight=False, markup=False)
         if cand.get("prompt"):
@@ -650,13 +834,19 @@ def archive_show(
             out.rule("response")
             out.print(cand["response"] or "", highlight=False, markup=False)
             out.rule("code")
-    out.print(f"hashes: whitespace={(cand['text_hash'] or '')[:12]} ast={(cand['ast_hash'] or '')[:12]} "
-              f"functional={(cand['functional_hash'] or '')[:12]}", highlight=False)
+    out.print(
+        f"hashes: whitespace={(cand['text_hash'] or '')[:12]} ast={(cand['ast_hash'] or '')[:12]} "
+        f"functional={(cand['functional_hash'] or '')[:12]}",
+        highlight=False,
+    )
     out.print(Syntax(cand["code"], "python", line_numbers=True))
     for e in evals:
-        out.print(f"evaluation {e['id']}: {e['status']} fidelity={e['fidelity']} seed={e['seed']} "
-                  f"val={_fmt(e['val_accuracy'], 'acc')} test={_fmt(e['test_accuracy'], 'acc')} "
-                  f"train={_fmt(e['train_seconds'], 's')} device={e['device']} isolation={e['isolation']}", highlight=False)
+        out.print(
+            f"evaluation {e['id']}: {e['status']} fidelity={e['fidelity']} seed={e['seed']} "
+            f"val={_fmt(e['val_accuracy'], 'acc')} test={_fmt(e['test_accuracy'], 'acc')} "
+            f"train={_fmt(e['train_seconds'], 's')} device={e['device']} isolation={e['isolation']}",
+            highlight=False,
+        )
         if e["error"]:
             out.print(e["error"], highlight=False, markup=False)
 
@@ -678,8 +868,12 @@ def archive_runs(
         table.add_column(header)
     for row in rows:
         summary = row["summary"] or {}
-        brief = ", ".join(f"{k}={summary[k]}" for k in ("proposed", "trained", "stopped_by", "mean_test") if k in summary)
-        table.add_row(row["id"], row["kind"], row["task"], row["proposer"], row["status"], row["started_at"][:19], brief)
+        brief = ", ".join(
+            f"{k}={summary[k]}" for k in ("proposed", "trained", "stopped_by", "mean_test") if k in summary
+        )
+        table.add_row(
+            row["id"], row["kind"], row["task"], row["proposer"], row["status"], row["started_at"][:19], brief
+        )
     out.print(table)
 
 
@@ -741,8 +935,16 @@ def tasks_command() -> None:
     for col in ("name", "kind", "in_shape", "classes", "metric", "epochs", "max params", "needs --data-dir"):
         table.add_column(col)
     for t in TASKS.values():
-        table.add_row(t.name, t.kind, str(t.in_shape), str(t.num_classes), t.metric, str(t.epochs),
-                      f"{t.max_params:,}", "yes" if t.needs_data_dir else "no")
+        table.add_row(
+            t.name,
+            t.kind,
+            str(t.in_shape),
+            str(t.num_classes),
+            t.metric,
+            str(t.epochs),
+            f"{t.max_params:,}",
+            "yes" if t.needs_data_dir else "no",
+        )
     out.print(table)
 
 
@@ -751,15 +953,21 @@ def doctor_command() -> None:
     """Say how candidate code will be isolated here, and what to install for more."""
     problem = bubblewrap_problem()
     if problem is None:
-        out.print("[green]bubblewrap works[/]: candidates run with no network, a read-only view of the runtime "
-                  "(torch, numpy, einops and the standard library), a scratch dir and a seccomp allowlist"
-                  + (f", as uid {CANDIDATE_UID}" if os.geteuid() == 0 else "") + ".")
+        out.print(
+            "[green]bubblewrap works[/]: candidates run with no network, a read-only view of the runtime "
+            "(torch, numpy, einops and the standard library), a scratch dir and a seccomp allowlist"
+            + (f", as uid {CANDIDATE_UID}" if os.geteuid() == 0 else "")
+            + "."
+        )
     else:
         out.print(f"[yellow]{FALLBACK_WARNING.format(why=problem)}[/]")
         gaps = process_mode_gaps()
-        out.print("[green]The process mode holds on this kernel[/] (Landlock ABI 6 or later)." if not gaps else
-                  "[red]The process mode has gaps here[/]: " + "; ".join(gaps) + ". LLM answers and your own files "
-                  "are refused unless weak_sandbox_ok is set; search-space baselines still run.")
+        out.print(
+            "[green]The process mode holds on this kernel[/] (Landlock ABI 6 or later)."
+            if not gaps
+            else "[red]The process mode has gaps here[/]: " + "; ".join(gaps) + ". LLM answers and your own files "
+            "are refused unless weak_sandbox_ok is set; search-space baselines still run."
+        )
     try:
         import torch
 

@@ -39,9 +39,12 @@ class Settings(BaseSettings):
     isolation: Literal["auto", "bubblewrap", "process"] = Field(
         "auto", description="bubblewrap (full isolation), process (weaker fallback), auto (bubblewrap when it works)"
     )
-    weak_sandbox_ok: bool = Field(False, description="run LLM answers and user files in the 'process' sandbox even "
-                                  "where this kernel leaves it gaps (no Landlock, or Landlock older than ABI 6); "
-                                  "`agentarch doctor` lists them")
+    weak_sandbox_ok: bool = Field(
+        False,
+        description="run LLM answers and user files in the 'process' sandbox even "
+        "where this kernel leaves it gaps (no Landlock, or Landlock older than ABI 6); "
+        "`agentarch doctor` lists them",
+    )
     memory_mb: int = Field(6144, ge=256, description="address-space limit of a sandboxed evaluation")
     timeout_s: float = Field(900.0, gt=0, description="wall-clock limit of one evaluation, smoke and training together")
     smoke_timeout_s: float = Field(120.0, gt=0, description="wall-clock limit of the smoke stage alone")
@@ -49,39 +52,82 @@ class Settings(BaseSettings):
     max_file_mb: int = Field(1024, ge=1, description="largest file a sandboxed evaluation may write")
     threads: int | None = Field(None, ge=1, description="CPU threads for training; default: all cores")
     # -- the agent loop (agentarch run) --
-    model: str | None = Field(None, description="litellm model string, e.g. openai/gpt-4o-mini or ollama/qwen2.5-coder; "
-                              "none: run offline with regularized evolution")
-    api_base: str | None = Field(None, description="OpenAI-compatible server for local models (vLLM, Ollama, llama.cpp)")
-    api_key: SecretStr | None = Field(None, description="LLM key (better: the provider's own variable, e.g. OPENAI_API_KEY); "
-                                      "never logged, never shown to candidates")
+    model: str | None = Field(
+        None,
+        description="litellm model string, e.g. openai/gpt-4o-mini or ollama/qwen2.5-coder; "
+        "none: run offline with regularized evolution",
+    )
+    api_base: str | None = Field(
+        None, description="OpenAI-compatible server for local models (vLLM, Ollama, llama.cpp)"
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="LLM key (better: the provider's own variable, e.g. OPENAI_API_KEY); "
+        "never logged, never shown to candidates",
+    )
     llm_timeout_s: float = Field(120.0, gt=0, description="seconds before one LLM call is abandoned and retried")
     llm_retries: int = Field(4, ge=0, description="retries of a failed LLM call (429 and 5xx honour Retry-After)")
     temperature: float = Field(0.8, ge=0, le=2, description="LLM sampling temperature")
     budget: int = Field(20, ge=1, description="candidates to propose in a run (--max-candidates)")
     max_cost: float | None = Field(None, gt=0, description="stop a run once its LLM calls cost this many USD")
     hours: float | None = Field(None, gt=0, description="stop a run after this many hours")
-    batch: int = Field(4, ge=1, le=256, description="candidates per round; the run checks its budgets between rounds, "
-                       "and a larger round keeps slots busier (no wait for the slowest candidate)")
-    queue: int = Field(2, ge=0, description="proposals kept ready ahead of the training slots; the LLM works while "
-                       "slots train, and at most slots + queue proposals are in flight")
-    slots: int = Field(1, ge=1, description="candidates trained at once on this machine (CPU workers; on a GPU "
-                       "host there is one slot per visible GPU instead)")
-    executor: Literal["local", "ray"] = Field("local", description="where sandboxed evaluations run: local slots or a "
-                                              "Ray cluster (one task per evaluation, num_gpus=1 on GPU clusters)")
-    per_gpu: int = Field(1, ge=1, le=16, description="candidates packed on each GPU at once (small models leave a GPU "
-                         "mostly idle; Ray gets a 1/per_gpu GPU share per task)")
+    batch: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="candidates per round; the run checks its budgets between rounds, "
+        "and a larger round keeps slots busier (no wait for the slowest candidate)",
+    )
+    queue: int = Field(
+        2,
+        ge=0,
+        description="proposals kept ready ahead of the training slots; the LLM works while "
+        "slots train, and at most slots + queue proposals are in flight",
+    )
+    slots: int = Field(
+        1,
+        ge=1,
+        description="candidates trained at once on this machine (CPU workers; on a GPU "
+        "host there is one slot per visible GPU instead)",
+    )
+    executor: Literal["local", "ray"] = Field(
+        "local",
+        description="where sandboxed evaluations run: local slots or a "
+        "Ray cluster (one task per evaluation, num_gpus=1 on GPU clusters)",
+    )
+    per_gpu: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="candidates packed on each GPU at once (small models leave a GPU "
+        "mostly idle; Ray gets a 1/per_gpu GPU share per task)",
+    )
     ray_address: str | None = Field(None, description="Ray cluster to join (e.g. auto); none starts a local one")
-    examples: int = Field(3, ge=0, le=6, description="few-shot examples per prompt (parent, best, baseline's best, diverse)")
+    examples: int = Field(
+        3, ge=0, le=6, description="few-shot examples per prompt (parent, best, baseline's best, diverse)"
+    )
     parent_strategy: Literal["topk", "weighted", "niches"] = Field(
-        "topk", description="parent selection: top-k random (ASI-Arch), score-weighted with a child penalty (ShinkaEvolve), "
-        "MAP-Elites niches over (parameters, accuracy)")
-    review: bool = Field(False, description="pause each candidate that passed the checks until a person approves, "
-                         "rejects or edits it (agentarch review, or the web UI); off = autonomous overnight mode")
+        "topk",
+        description="parent selection: top-k random (ASI-Arch), score-weighted with a child penalty (ShinkaEvolve), "
+        "MAP-Elites niches over (parameters, accuracy)",
+    )
+    review: bool = Field(
+        False,
+        description="pause each candidate that passed the checks until a person approves, "
+        "rejects or edits it (agentarch review, or the web UI); off = autonomous overnight mode",
+    )
     review_poll_s: float = Field(1.0, gt=0, description="how often a paused run looks for review decisions")
-    repair_tries: int = Field(2, ge=0, le=5, description="times the LLM may fix a candidate that fails its checks or smoke run")
-    offline_space: str = Field("nb201", description="search space of the offline evolution when no model is configured "
-                               "(image tasks; token tasks use mixer)")
-    population: int = Field(10, ge=2, description="regularized evolution: population size P (the most recent P evaluations)")
+    repair_tries: int = Field(
+        2, ge=0, le=5, description="times the LLM may fix a candidate that fails its checks or smoke run"
+    )
+    offline_space: str = Field(
+        "nb201",
+        description="search space of the offline evolution when no model is configured "
+        "(image tasks; token tasks use mixer)",
+    )
+    population: int = Field(
+        10, ge=2, description="regularized evolution: population size P (the most recent P evaluations)"
+    )
     sample_size: int = Field(3, ge=1, description="regularized evolution: members sampled per tournament S")
 
     @classmethod

@@ -26,9 +26,7 @@ _INNER_SPACE = re.compile(r"[ \t]+")
 
 # Names whose meaning comes from outside the candidate (the contract or torch's nn.Module API):
 # renaming them would change what the program does, so they are kept verbatim.
-_CONTRACT_NAMES = frozenset(
-    {"Net", "HPARAMS", "forward", "extra_repr", "reset_parameters", "training"}
-)
+_CONTRACT_NAMES = frozenset({"Net", "HPARAMS", "forward", "extra_repr", "reset_parameters", "training"})
 
 
 def _sha256(text: str) -> str:
@@ -101,7 +99,12 @@ class _Canonicalizer(ast.NodeTransformer):
         return self.numbering[name]
 
     def _strip_docstring(self, body: list[ast.stmt]) -> list[ast.stmt]:
-        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        if (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             body = body[1:] or [ast.Pass()]
         return body
 

@@ -35,8 +35,14 @@ class EvalResult:
     metrics: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(METRIC_KEYS))
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "status": self.status, "reason": self.reason, "duplicate_of": self.duplicate_of,
-                "dedup_level": self.dedup_level, "metrics": self.metrics}
+        return {
+            "id": self.id,
+            "status": self.status,
+            "reason": self.reason,
+            "duplicate_of": self.duplicate_of,
+            "dedup_level": self.dedup_level,
+            "metrics": self.metrics,
+        }
 
 
 @dataclass
@@ -64,20 +70,27 @@ def cpu_threads() -> int:
 class Evaluator:
     """Evaluates candidates for one task into one archive, under one run id."""
 
-    def __init__(self, archive: Archive, settings: Settings, run_id: str | None = None,
-                 executor: Executor | None = None) -> None:
+    def __init__(
+        self, archive: Archive, settings: Settings, run_id: str | None = None, executor: Executor | None = None
+    ) -> None:
         self.archive = archive
         self.executor: Executor = executor or LocalExecutor(settings.slots)
         self.settings = settings
         self.run_id = run_id
         self.task = get_task(settings.task)
         if self.task.kind == "tabular":
-            raise TaskError(f"{self.task.name} is answered from the NAS-Bench-201 table, so there is nothing to train; "
-                            f"search it with `agentarch baseline --space nb201 --task {self.task.name}`")
+            raise TaskError(
+                f"{self.task.name} is answered from the NAS-Bench-201 table, so there is nothing to train; "
+                f"search it with `agentarch baseline --space nb201 --task {self.task.name}`"
+            )
         self.isolation = resolve_isolation(settings.isolation)
         self.limits = Limits(
-            memory_mb=settings.memory_mb, timeout_s=settings.timeout_s, smoke_timeout_s=settings.smoke_timeout_s,
-            max_pids=settings.max_pids, max_file_mb=settings.max_file_mb, threads=settings.threads or cpu_threads(),
+            memory_mb=settings.memory_mb,
+            timeout_s=settings.timeout_s,
+            smoke_timeout_s=settings.smoke_timeout_s,
+            max_pids=settings.max_pids,
+            max_file_mb=settings.max_file_mb,
+            threads=settings.threads or cpu_threads(),
         )
         self._prepared: PreparedTask | None = None
 
@@ -85,16 +98,26 @@ class Evaluator:
     def prepared(self) -> PreparedTask:
         """The task's data, prepared on first use (so a run of only invalid files loads nothing)."""
         if self._prepared is None:
-            self._prepared = prepare(self.task, self.settings.cache_dir, self.settings.data_dir,
-                                     self.settings.download, self.settings.split_seed)
+            self._prepared = prepare(
+                self.task,
+                self.settings.cache_dir,
+                self.settings.data_dir,
+                self.settings.download,
+                self.settings.split_seed,
+            )
         return self._prepared
 
     def train_config(self, hparams: dict[str, Any], epochs: int | None = None) -> dict[str, Any]:
         """Task defaults, then the candidate's HPARAMS; the epoch budget (fidelity) is a ceiling."""
         budget = epochs or self.settings.epochs or self.task.epochs
-        cfg = {"epochs": budget, "batch_size": self.task.batch_size, "lr": self.task.lr,
-               "weight_decay": self.task.weight_decay, "seed": self.settings.seed,
-               "max_seconds": self.limits.timeout_s * 0.85}
+        cfg = {
+            "epochs": budget,
+            "batch_size": self.task.batch_size,
+            "lr": self.task.lr,
+            "weight_decay": self.task.weight_decay,
+            "seed": self.settings.seed,
+            "max_seconds": self.limits.timeout_s * 0.85,
+        }
         cfg.update({k: v for k, v in hparams.items() if k != "epochs"})
         cfg["epochs"] = min(budget, int(hparams.get("epochs", budget)))
         return cfg
@@ -107,24 +130,46 @@ class Evaluator:
         """The verdict on text that is not run: unreadable (not UTF-8, no code in an answer) or rejected by a person."""
         return self._judged(self._base(text, name, proposer, [], None, None), status, reason=reason)
 
-    def evaluate(self, code: str, name: str, proposer: str = "user", parents: list[int] | None = None,
-                 space: str | None = None, arch: str | None = None) -> EvalResult:
+    def evaluate(
+        self,
+        code: str,
+        name: str,
+        proposer: str = "user",
+        parents: list[int] | None = None,
+        space: str | None = None,
+        arch: str | None = None,
+    ) -> EvalResult:
         """Run the whole pipeline for one candidate and record the outcome; never raises for a bad candidate.
 
         `space` and `arch` name the search-space architecture the code was rendered from, if any.
         """
         return self.record(self.assess(code, name, proposer, parents, space, arch))
 
-    def assess(self, code: str, name: str, proposer: str = "user", parents: list[int] | None = None,
-               space: str | None = None, arch: str | None = None, smoke_only: bool = False) -> Assessment:
+    def assess(
+        self,
+        code: str,
+        name: str,
+        proposer: str = "user",
+        parents: list[int] | None = None,
+        space: str | None = None,
+        arch: str | None = None,
+        smoke_only: bool = False,
+    ) -> Assessment:
         """Check, dedup, smoke and (unless `smoke_only`) train one candidate, without recording it."""
         screened = self.screen(code, name, proposer, parents, space, arch)
         if screened.status != "screened":
             return screened
         return self._run(screened.candidate, self.train_config(screened.hparams), smoke_only)
 
-    def screen(self, code: str, name: str, proposer: str = "user", parents: list[int] | None = None,
-               space: str | None = None, arch: str | None = None) -> Assessment:
+    def screen(
+        self,
+        code: str,
+        name: str,
+        proposer: str = "user",
+        parents: list[int] | None = None,
+        space: str | None = None,
+        arch: str | None = None,
+    ) -> Assessment:
         """The static check and the text and AST dedup levels: no sandbox needed. Status "screened" = passed."""
         base = self._base(code, name, proposer, parents or [], space, arch)
         checked = check(code)
@@ -135,58 +180,106 @@ class Evaluator:
         for level, value in (("whitespace", base["text_hash"]), ("ast", base["ast_hash"])):
             earlier = self.archive.find_duplicate(self.task.name, level, value)  # type: ignore[arg-type]
             if earlier is not None:
-                return self._judged(base, "duplicate", reason=f"same code as candidate {earlier} ({level} level)",
-                                    duplicate_of=earlier, dedup_level=level)
+                return self._judged(
+                    base,
+                    "duplicate",
+                    reason=f"same code as candidate {earlier} ({level} level)",
+                    duplicate_of=earlier,
+                    dedup_level=level,
+                )
         return self._judged(base, "screened")
 
     def reevaluate(self, candidate_id: int, epochs: int) -> EvalResult:
         """Train a recorded candidate again at another fidelity and add that evaluation to its record."""
         row = self.archive.candidate(candidate_id)
-        base = self._base(row["code"], row["name"] or "", row["proposer"], row["parents"] or [], row.get("space"),
-                          row.get("arch"))
+        base = self._base(
+            row["code"], row["name"] or "", row["proposer"], row["parents"] or [], row.get("space"), row.get("arch")
+        )
         base["hparams"] = row["hparams"] or {}
         assessment = self._run(base, self.train_config(base["hparams"], epochs), known_functional=False)
         if assessment.evaluation is not None:
             self.archive.add_evaluation(candidate_id, self.task.name, assessment.evaluation)
-        return EvalResult(candidate_id, base["name"], assessment.status, assessment.reason, None, None, assessment.metrics)
+        return EvalResult(
+            candidate_id, base["name"], assessment.status, assessment.reason, None, None, assessment.metrics
+        )
 
-    def record(self, assessment: Assessment, extra: dict[str, Any] | None = None, llm_calls: list[int] = ()) -> EvalResult:  # type: ignore[assignment]
+    def record(
+        self, assessment: Assessment, extra: dict[str, Any] | None = None, llm_calls: list[int] = ()
+    ) -> EvalResult:  # type: ignore[assignment]
         """Write an assessment (with any `extra` candidate columns) in one transaction."""
         candidate = {**assessment.candidate, **(extra or {})}
         candidate_id = self.archive.record(candidate, assessment.evaluation, llm_calls=llm_calls)
-        return EvalResult(candidate_id, candidate["name"], assessment.status, assessment.reason, assessment.duplicate_of,
-                          assessment.dedup_level, assessment.metrics)
+        return EvalResult(
+            candidate_id,
+            candidate["name"],
+            assessment.status,
+            assessment.reason,
+            assessment.duplicate_of,
+            assessment.dedup_level,
+            assessment.metrics,
+        )
 
-    def _base(self, code: str, name: str, proposer: str, parents: list[int], space: str | None,
-              arch: str | None) -> dict[str, Any]:
-        return {"run_id": self.run_id, "task": self.task.name, "name": name, "proposer": proposer,
-                "parents": parents, "code": code, "text_hash": dedup.whitespace_hash(code), "space": space, "arch": arch}
+    def _base(
+        self, code: str, name: str, proposer: str, parents: list[int], space: str | None, arch: str | None
+    ) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "task": self.task.name,
+            "name": name,
+            "proposer": proposer,
+            "parents": parents,
+            "code": code,
+            "text_hash": dedup.whitespace_hash(code),
+            "space": space,
+            "arch": arch,
+        }
 
-    def _run(self, base: dict[str, Any], train_cfg: dict[str, Any], smoke_only: bool = False,
-             known_functional: bool = True) -> Assessment:
+    def _run(
+        self, base: dict[str, Any], train_cfg: dict[str, Any], smoke_only: bool = False, known_functional: bool = True
+    ) -> Assessment:
         """Hand the sandbox part to the executor, then turn its result into the rows to record.
 
         `known_functional=False` skips functional dedup (re-training a recorded candidate on purpose).
         """
         refuse_untrusted(self.isolation, self._rendered(base), self.settings.weak_sandbox_ok)
         request = RunRequest(
-            code=base["code"], task=self.task.name, train=train_cfg, limits=self.limits, isolation=self.isolation,
-            cache_dir=self.settings.cache_dir, data_dir=self.settings.data_dir, split_seed=self.settings.split_seed,
+            code=base["code"],
+            task=self.task.name,
+            train=train_cfg,
+            limits=self.limits,
+            isolation=self.isolation,
+            cache_dir=self.settings.cache_dir,
+            data_dir=self.settings.data_dir,
+            split_seed=self.settings.split_seed,
             known_functional=self.archive.functional_hashes(self.task.name) if known_functional else {},
             smoke_only=smoke_only,
         )
         self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
         result = self.executor.run(request)
         if result.smoke is not None:
-            base.update(functional_hash=result.smoke["functional_hash"], params=result.smoke["params"],
-                        flops=result.smoke["flops"])
+            base.update(
+                functional_hash=result.smoke["functional_hash"],
+                params=result.smoke["params"],
+                flops=result.smoke["flops"],
+            )
         metrics = {k: base.get(k) for k in ("params", "flops") if base.get(k) is not None}
-        evaluation: dict[str, Any] = {"fidelity": train_cfg["epochs"], "seed": train_cfg["seed"],
-                                      "isolation": self.isolation, "status": result.status,
-                                      "wall_seconds": result.wall_seconds, "worker": result.worker}
+        evaluation: dict[str, Any] = {
+            "fidelity": train_cfg["epochs"],
+            "seed": train_cfg["seed"],
+            "isolation": self.isolation,
+            "status": result.status,
+            "wall_seconds": result.wall_seconds,
+            "worker": result.worker,
+        }
         if result.status == "duplicate":
-            return self._judged(base, "duplicate", reason=result.reason, duplicate_of=result.duplicate_of,
-                                dedup_level="functional", metrics=metrics)
+            return self._judged(
+                base,
+                "duplicate",
+                reason=result.reason,
+                duplicate_of=result.duplicate_of,
+                dedup_level="functional",
+                metrics=metrics,
+            )
         if result.status in ("invalid", "smoked"):
             return self._judged(base, result.status, reason=result.reason, metrics=metrics)
         if result.status != "trained":
@@ -195,10 +288,18 @@ class Evaluator:
         trained, smoke = result.trained or {}, result.smoke or {}
         metrics.update(result.scores or {}, train_seconds=trained["train_seconds"])
         evaluation.update(
-            **metrics, device=trained["device"], peak_memory_mb=trained["peak_memory_mb"], curve=trained["curve"],
-            timings={"smoke_seconds": smoke["seconds"], "train_seconds": trained["train_seconds"],
-                     "steps": trained["steps"], "epochs_done": trained["epochs_done"],
-                     "stopped_early": trained["stopped_early"], "notes": trained.get("notes", [])},
+            **metrics,
+            device=trained["device"],
+            peak_memory_mb=trained["peak_memory_mb"],
+            curve=trained["curve"],
+            timings={
+                "smoke_seconds": smoke["seconds"],
+                "train_seconds": trained["train_seconds"],
+                "steps": trained["steps"],
+                "epochs_done": trained["epochs_done"],
+                "stopped_early": trained["stopped_early"],
+                "notes": trained.get("notes", []),
+            },
         )
         return self._judged(base, "trained", metrics=metrics, evaluation=evaluation)
 
@@ -211,11 +312,25 @@ class Evaluator:
         except (SpaceError, TaskError, KeyError):
             return False
 
-    def _judged(self, base: dict[str, Any], status: str, reason: str | None = None, duplicate_of: int | None = None,
-                dedup_level: str | None = None, metrics: dict[str, Any] | None = None,
-                evaluation: dict[str, Any] | None = None) -> Assessment:
-        candidate = {**base, "status": status, "reason": reason, "duplicate_of": duplicate_of, "dedup_level": dedup_level}
+    def _judged(
+        self,
+        base: dict[str, Any],
+        status: str,
+        reason: str | None = None,
+        duplicate_of: int | None = None,
+        dedup_level: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        evaluation: dict[str, Any] | None = None,
+    ) -> Assessment:
+        candidate = {
+            **base,
+            "status": status,
+            "reason": reason,
+            "duplicate_of": duplicate_of,
+            "dedup_level": dedup_level,
+        }
         full = dict.fromkeys(METRIC_KEYS)
         full.update(metrics or {})
-        return Assessment(status, candidate, evaluation, reason, duplicate_of, dedup_level, full,
-                          dict(base.get("hparams") or {}))
+        return Assessment(
+            status, candidate, evaluation, reason, duplicate_of, dedup_level, full, dict(base.get("hparams") or {})
+        )

@@ -68,8 +68,12 @@ def execute(request: RunRequest, gpu: str | None = None) -> RunResult:
         task = get_task(request.task)
         prepared = prepare(task, request.cache_dir, request.data_dir, False, request.split_seed)
         labels = {split: prepared.labels(split) for split in ("val", "test")}
-        spec = {"kind": task.kind, "in_shape": list(task.in_shape), "num_classes": task.num_classes,
-                "train": request.train}
+        spec = {
+            "kind": task.kind,
+            "in_shape": list(task.in_shape),
+            "num_classes": task.num_classes,
+            "train": request.train,
+        }
         stage = "start"
         with SandboxJob(request.code, spec, prepared.inputs_dir, request.limits, request.isolation, gpu=gpu) as job:
 
@@ -85,8 +89,9 @@ def execute(request: RunRequest, gpu: str | None = None) -> RunResult:
                     status, reason = "failed", f"[{stage}] the runner sent a {event['event']!r} event out of turn"
                 reason = cap_text(reason, MAX_REASON_BYTES)
                 error = "\n".join(filter(None, [reason, trace, job.log_tail()]))
-                return RunResult(status, reason, smoke, error=error, wall_seconds=time.perf_counter() - started,
-                                 worker=where)
+                return RunResult(
+                    status, reason, smoke, error=error, wall_seconds=time.perf_counter() - started, worker=where
+                )
 
             stage = "smoke"
             event = job.read_event(request.limits.smoke_timeout_s)
@@ -96,12 +101,17 @@ def execute(request: RunRequest, gpu: str | None = None) -> RunResult:
             earlier = request.known_functional.get(smoke["functional_hash"])
             if earlier is not None:
                 job.send("stop")
-                return RunResult("duplicate", f"computes the same function as candidate {earlier}", smoke, earlier,
-                                 worker=where)
+                return RunResult(
+                    "duplicate", f"computes the same function as candidate {earlier}", smoke, earlier, worker=where
+                )
             if smoke["params"] > task.max_params:
                 job.send("stop")
-                return RunResult("invalid", f"[param-budget] {smoke['params']:,} parameters exceed the task's budget "
-                                 f"of {task.max_params:,}", smoke, worker=where)
+                return RunResult(
+                    "invalid",
+                    f"[param-budget] {smoke['params']:,} parameters exceed the task's budget of {task.max_params:,}",
+                    smoke,
+                    worker=where,
+                )
             if request.smoke_only:
                 job.send("stop")
                 return RunResult("smoked", None, smoke, worker=where)
@@ -115,8 +125,10 @@ def execute(request: RunRequest, gpu: str | None = None) -> RunResult:
             stage = "score"
             job.kill()  # the runner is done; nothing it left behind may change the outputs while they are read
             try:
-                outputs = {split: job.output(f"{split}_outputs.npy", (*y.shape, task.num_classes))
-                           for split, y in labels.items()}
+                outputs = {
+                    split: job.output(f"{split}_outputs.npy", (*y.shape, task.num_classes))
+                    for split, y in labels.items()
+                }
                 scores = {f"{split}_accuracy": score(task, outputs[split], y) for split, y in labels.items()}
             except (ProtocolError, TaskError) as err:
                 return failure(Outcome("failed", f"unusable outputs: {err}"))
@@ -126,8 +138,9 @@ def execute(request: RunRequest, gpu: str | None = None) -> RunResult:
         reason = cap_text(f"[{stage}] {type(err).__name__} on the host: {err}", MAX_REASON_BYTES)
         error = reason + "\n" + cap_text(traceback.format_exc(), MAX_TRACEBACK_BYTES)
         return RunResult("failed", reason, smoke, error=error, wall_seconds=time.perf_counter() - started, worker=where)
-    return RunResult("trained", None, smoke, trained=trained, scores=scores,
-                     wall_seconds=time.perf_counter() - started, worker=where)
+    return RunResult(
+        "trained", None, smoke, trained=trained, scores=scores, wall_seconds=time.perf_counter() - started, worker=where
+    )
 
 
 class Executor(Protocol):
@@ -194,15 +207,27 @@ class RayExecutor:
         for attempt in (1, 2):
             try:
                 return self.ray.get(self.remote.remote(request))
-            except (errors.WorkerCrashedError, errors.NodeDiedError, errors.RaySystemError, errors.ObjectLostError) as err:
+            except (
+                errors.WorkerCrashedError,
+                errors.NodeDiedError,
+                errors.RaySystemError,
+                errors.ObjectLostError,
+            ) as err:
                 if attempt == 2:
-                    return RunResult("failed", f"[executor] the Ray worker was lost twice ({type(err).__name__}: {err}); "
-                                     "check the cluster's nodes and memory")
+                    return RunResult(
+                        "failed",
+                        f"[executor] the Ray worker was lost twice ({type(err).__name__}: {err}); "
+                        "check the cluster's nodes and memory",
+                    )
             except errors.RayTaskError as err:  # raised in the task, outside execute's own net (or a SandboxError)
                 if isinstance(err.cause, SandboxError):
                     raise err.cause from err
-                return RunResult("failed", cap_text(f"[executor] the Ray task raised {type(err.cause).__name__}: "
-                                                    f"{err.cause}", MAX_REASON_BYTES))
+                return RunResult(
+                    "failed",
+                    cap_text(
+                        f"[executor] the Ray task raised {type(err.cause).__name__}: {err.cause}", MAX_REASON_BYTES
+                    ),
+                )
             except errors.OutOfMemoryError as err:  # Ray's memory monitor killed the task's worker
                 return RunResult("failed", cap_text(f"[executor] {type(err).__name__}: {err}", MAX_REASON_BYTES))
         raise AssertionError("unreachable")

@@ -61,8 +61,9 @@ class FewShot:
         return None if self.parent is None else self.parent["id"]
 
 
-def select(archive: Archive, task: str, n: int = 3, strategy: str = "topk",
-           rng: random.Random | None = None) -> FewShot:
+def select(
+    archive: Archive, task: str, n: int = 3, strategy: str = "topk", rng: random.Random | None = None
+) -> FewShot:
     """Pick a parent by `strategy` and up to `n` examples (parent first) from the task's trained candidates.
 
     The same `rng` state gives the same choice; without one, each call draws afresh.
@@ -114,8 +115,9 @@ def _weights(pool: list[dict[str, Any]], children: Counter[int]) -> list[float]:
     vals = [row["val_accuracy"] for row in pool]
     median = statistics.median(vals)
     scale = statistics.pstdev(vals) or 1.0
-    return [_sigmoid(WEIGHT_LAMBDA * (row["val_accuracy"] - median) / scale) / (1 + children[row["id"]])
-            for row in pool]
+    return [
+        _sigmoid(WEIGHT_LAMBDA * (row["val_accuracy"] - median) / scale) / (1 + children[row["id"]]) for row in pool
+    ]
 
 
 def _sigmoid(x: float) -> float:
@@ -147,8 +149,9 @@ def _eligible(archive: Archive, task: str) -> list[dict[str, Any]]:
     Rows come from `Archive.top` (so they look like every other listing row) and gain the two text
     columns the prompt needs, which the listing leaves out to stay light.
     """
-    count = archive.db.execute("SELECT COUNT(*) FROM candidates WHERE task = ? AND status = 'trained'",
-                               [task]).fetchone()[0]
+    count = archive.db.execute(
+        "SELECT COUNT(*) FROM candidates WHERE task = ? AND status = 'trained'", [task]
+    ).fetchone()[0]
     if not count:
         return []
     rows = [row for row in archive.top(task, limit=count) if row["val_accuracy"] is not None]

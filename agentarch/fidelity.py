@@ -36,9 +36,14 @@ class HalvingResult:
     seconds_spent: float  # the same in measured training seconds
 
     def summary(self) -> dict[str, Any]:
-        return {"rungs": [{"epochs": r.epochs, "trained": len(r.trained), "ids": [x.id for x in r.results]} for r in self.rungs],
-                "best": None if self.best is None else {"id": self.best.id, **self.best.metrics},
-                "epochs_spent": self.epochs_spent, "seconds_spent": round(self.seconds_spent, 1)}
+        return {
+            "rungs": [
+                {"epochs": r.epochs, "trained": len(r.trained), "ids": [x.id for x in r.results]} for r in self.rungs
+            ],
+            "best": None if self.best is None else {"id": self.best.id, **self.best.metrics},
+            "epochs_spent": self.epochs_spent,
+            "seconds_spent": round(self.seconds_spent, 1),
+        }
 
 
 def rung_budgets(min_epochs: int, max_epochs: int, eta: int) -> list[int]:
@@ -53,9 +58,15 @@ def rung_budgets(min_epochs: int, max_epochs: int, eta: int) -> list[int]:
     return budgets
 
 
-def successive_halving(evaluator: Evaluator, candidates: list[tuple[str, str]], min_epochs: int, max_epochs: int,
-                       eta: int = 3, proposer: str = "user",
-                       on_result: Callable[[int, EvalResult], None] = lambda epochs, result: None) -> HalvingResult:
+def successive_halving(
+    evaluator: Evaluator,
+    candidates: list[tuple[str, str]],
+    min_epochs: int,
+    max_epochs: int,
+    eta: int = 3,
+    proposer: str = "user",
+    on_result: Callable[[int, EvalResult], None] = lambda epochs, result: None,
+) -> HalvingResult:
     """Evaluate (name, code) candidates by successive halving; the best is judged at the full budget only."""
     budgets = rung_budgets(min_epochs, max_epochs, eta)
     rungs = [Rung(budgets[0])]

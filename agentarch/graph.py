@@ -35,8 +35,8 @@ from typing import Annotated, Any, TypedDict
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
-from langgraph.graph import END, START, StateGraph
 from langgraph.errors import GraphBubbleUp
+from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send, interrupt
 
 from agentarch import fewshot, prompts
@@ -168,9 +168,14 @@ class RunContext:
         if not hasattr(self._local, "llm"):
             s = self.settings
             self._local.llm = LLMClient(
-                s.model or "", api_base=s.api_base, api_key=s.api_key.get_secret_value() if s.api_key else None,
-                timeout_s=s.llm_timeout_s, max_retries=s.llm_retries, temperature=s.temperature,
-                archive=self.archive(), run_id=self.run_id,
+                s.model or "",
+                api_base=s.api_base,
+                api_key=s.api_key.get_secret_value() if s.api_key else None,
+                timeout_s=s.llm_timeout_s,
+                max_retries=s.llm_retries,
+                temperature=s.temperature,
+                archive=self.archive(),
+                run_id=self.run_id,
             )
         return self._local.llm
 
@@ -207,8 +212,10 @@ class Loop:
         outcomes = state.get("outcomes", [])
         round_no = state.get("round", 0) + 1
         size = min(self.ctx.settings.batch, self.ctx.settings.budget - len(outcomes))
-        plans = [{"key": f"{self.ctx.run_id}/{round_no}/{slot}", "slot": slot, "of": size, "round": round_no}
-                 for slot in range(size)]
+        plans = [
+            {"key": f"{self.ctx.run_id}/{round_no}/{slot}", "slot": slot, "of": size, "round": round_no}
+            for slot in range(size)
+        ]
         if self.ctx.offline:
             for plan, proposal in zip(plans, self._evolution(outcomes, round_no).propose(size)):
                 plan.update(arch=proposal.arch, parents=proposal.parents, note=proposal.note)
@@ -218,10 +225,25 @@ class Loop:
         """The offline proposer, rebuilt from the run's own outcomes so that a resumed run goes on alike."""
         s = self.ctx.settings
         space = get_space(self.ctx.offline_space())
-        rea = RegularizedEvolution(space, seed=s.seed * 100_003 + round_no, population=s.population,
-                                   sample_size=min(s.sample_size, s.population), distinct=True)
-        rea.replay([Observation(Proposal(OFFLINE_PROPOSER, arch=o["arch"]), o["status"], o.get("val_accuracy"),
-                                candidate_id=o.get("id")) for o in outcomes if o.get("arch")])
+        rea = RegularizedEvolution(
+            space,
+            seed=s.seed * 100_003 + round_no,
+            population=s.population,
+            sample_size=min(s.sample_size, s.population),
+            distinct=True,
+        )
+        rea.replay(
+            [
+                Observation(
+                    Proposal(OFFLINE_PROPOSER, arch=o["arch"]),
+                    o["status"],
+                    o.get("val_accuracy"),
+                    candidate_id=o.get("id"),
+                )
+                for o in outcomes
+                if o.get("arch")
+            ]
+        )
         return rea
 
     @staticmethod
@@ -241,17 +263,27 @@ class Loop:
         if self.ctx.offline:
             return {"parent_id": (plan.get("parents") or [None])[0], "example_ids": []}
         s = self.ctx.settings
-        shot = fewshot.select(self.ctx.archive(), self.ctx.task.name, n=s.examples, strategy=s.parent_strategy,
-                              rng=random.Random(plan["key"]))
-        return {"parent_id": shot.parent_id, "example_ids": shot.example_ids,
-                "fewshot": {"parent": shot.parent, "examples": shot.examples, "strategy": shot.strategy}}
+        shot = fewshot.select(
+            self.ctx.archive(),
+            self.ctx.task.name,
+            n=s.examples,
+            strategy=s.parent_strategy,
+            rng=random.Random(plan["key"]),
+        )
+        return {
+            "parent_id": shot.parent_id,
+            "example_ids": shot.example_ids,
+            "fewshot": {"parent": shot.parent, "examples": shot.examples, "strategy": shot.strategy},
+        }
 
     def render_prompt(self, state: CandidateState) -> dict[str, Any]:
         if self.ctx.offline:
             return {"messages": []}
         plan = state["plan"]
         note = f"This is proposal {plan['slot'] + 1} of {plan['of']} in round {plan['round']}; make it differ from its siblings."
-        return {"messages": prompts.propose_messages(self.ctx.task, fewshot.FewShot(**state["fewshot"]), batch_note=note)}
+        return {
+            "messages": prompts.propose_messages(self.ctx.task, fewshot.FewShot(**state["fewshot"]), batch_note=note)
+        }
 
     def propose(self, state: CandidateState) -> dict[str, Any]:
         """Ask the LLM for a candidate (offline: render the evolution's architecture)."""
@@ -267,8 +299,14 @@ class Loop:
             done = self.ctx.llm().complete(messages, purpose)
         except LLMError as err:
             return {"response": None, "llm_error": f"[llm] {err}", "call_ids": list(getattr(err, "call_ids", []))}
-        return {"response": _printable(done.text), "llm_error": None, "call_ids": done.call_ids,
-                "cost_usd": done.cost_usd, "prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens}
+        return {
+            "response": _printable(done.text),
+            "llm_error": None,
+            "call_ids": done.call_ids,
+            "cost_usd": done.cost_usd,
+            "prompt_tokens": done.prompt_tokens,
+            "completion_tokens": done.completion_tokens,
+        }
 
     def extract(self, state: CandidateState) -> dict[str, Any]:
         """Pull the module out of the answer (prose, several blocks, a cut-off answer are all handled)."""
@@ -301,17 +339,29 @@ class Loop:
         if not self.ctx.settings.review or code_sha256(code) in covered:
             return {"gate": "pass"}
         plan = state["plan"]
-        decision = interrupt({"proposal_key": plan["key"], "code": code, "code_sha256": code_sha256(code),
-                              "intent": state.get("intent"), "parent_id": state.get("parent_id")})
+        decision = interrupt(
+            {
+                "proposal_key": plan["key"],
+                "code": code,
+                "code_sha256": code_sha256(code),
+                "intent": state.get("intent"),
+                "parent_id": state.get("parent_id"),
+            }
+        )
         if decision.get("code_sha256") != code_sha256(code):
             raise RuntimeError(f"the decision resuming proposal {plan['key']} was taken on other code than it shows")
         if decision["status"] == "edited":
-            return {"gate": "edited", "review": decision, "code": decision["code"], "error": None,
-                    "covered": [*covered, code_sha256(decision["code"])]}
+            return {
+                "gate": "edited",
+                "review": decision,
+                "code": decision["code"],
+                "error": None,
+                "covered": [*covered, code_sha256(decision["code"])],
+            }
         if decision["status"] == "rejected":
-            rejected = self.ctx.evaluator().without_running(code, _name(plan), "rejected",
-                                                            f"rejected by {decision['by']}: {decision['reason']}",
-                                                            self._proposer())
+            rejected = self.ctx.evaluator().without_running(
+                code, _name(plan), "rejected", f"rejected by {decision['by']}: {decision['reason']}", self._proposer()
+            )
             return {"gate": "rejected", "review": decision, "assessment": _dump(rejected)}
         return {"gate": "pass", "review": decision, "covered": [*covered, code_sha256(code)]}
 
@@ -327,8 +377,9 @@ class Loop:
     def repair(self, state: CandidateState) -> dict[str, Any]:
         """Show the LLM its code and what went wrong; its answer goes back through extract and the checks."""
         tries = state.get("tries", 0) + 1
-        messages = prompts.repair_messages(self.ctx.task, state.get("code") or state.get("response") or "",
-                                           state.get("error") or "", attempt=tries)
+        messages = prompts.repair_messages(
+            self.ctx.task, state.get("code") or state.get("response") or "", state.get("error") or "", attempt=tries
+        )
         answer = self._ask(messages, "repair")
         if answer["response"] is None:  # keep the failing candidate and its verdict for the record
             return {**answer, "response": state.get("response"), "tries": tries}
@@ -356,8 +407,10 @@ class Loop:
         with slot:
             stops = archive.evaluation_started(self.ctx.run_id, key, code, stage)
             if stops >= HOST_STOPS_BEFORE_FAILED:
-                return (f"[host] the orchestrator stopped {stops} times while this candidate was in its {stage} run; "
-                        "recorded as failed instead of run again")
+                return (
+                    f"[host] the orchestrator stopped {stops} times while this candidate was in its {stage} run; "
+                    "recorded as failed instead of run again"
+                )
             try:
                 return self.ctx.evaluator().assess(code, *self._identity(state), smoke_only=stage == "smoke")
             finally:
@@ -372,32 +425,50 @@ class Loop:
         parent = None
         if state.get("parent_id"):
             parent = {**archive.scored(state["parent_id"]), "code": archive.candidate(state["parent_id"])["code"]}
-        candidate = {**assessment["candidate"], **assessment["metrics"], "status": assessment["status"],
-                     "reason": assessment["reason"]}
+        candidate = {
+            **assessment["candidate"],
+            **assessment["metrics"],
+            "status": assessment["status"],
+            "reason": assessment["reason"],
+        }
         answer = self._ask(prompts.analyze_messages(self.ctx.task, candidate, parent), "analyze")
         analysis = (answer["response"] or "").strip() or None
-        return {k: v for k, v in answer.items() if k in ("call_ids", "cost_usd", "prompt_tokens", "completion_tokens")} | {
-            "analysis": analysis}
+        return {
+            k: v for k, v in answer.items() if k in ("call_ids", "cost_usd", "prompt_tokens", "completion_tokens")
+        } | {"analysis": analysis}
 
     def record(self, state: CandidateState) -> dict[str, Any]:
         """Write the candidate, its evaluation and its LLM provenance in one transaction (once per proposal)."""
         plan, s = state["plan"], self.ctx.settings
         assessment = state.get("assessment")
         if assessment is None:  # it never reached the sandbox: no code in the answer, or failed checks for good
-            assessment = _dump(self.ctx.evaluator().without_running(
-                state.get("code") or state.get("response") or "", _name(plan), "invalid",
-                state.get("error") or state.get("llm_error") or "no candidate", self._proposer()))
+            assessment = _dump(
+                self.ctx.evaluator().without_running(
+                    state.get("code") or state.get("response") or "",
+                    _name(plan),
+                    "invalid",
+                    state.get("error") or state.get("llm_error") or "no candidate",
+                    self._proposer(),
+                )
+            )
         extra: dict[str, Any] = {
-            "proposal_key": plan["key"], "parents": [state["parent_id"]] if state.get("parent_id") else [],
+            "proposal_key": plan["key"],
+            "parents": [state["parent_id"]] if state.get("parent_id") else [],
             "repairs": state.get("tries", 0),
         }
         if self.ctx.offline:
             extra.update(space=self.ctx.offline_space(), arch=plan["arch"])
         else:
-            extra.update(model=s.model, prompt=state.get("messages"), response=state.get("response"),
-                         examples=state.get("example_ids") or [], analysis=state.get("analysis"),
-                         prompt_tokens=state.get("prompt_tokens", 0), completion_tokens=state.get("completion_tokens", 0),
-                         cost_usd=state.get("cost_usd", 0.0))
+            extra.update(
+                model=s.model,
+                prompt=state.get("messages"),
+                response=state.get("response"),
+                examples=state.get("example_ids") or [],
+                analysis=state.get("analysis"),
+                prompt_tokens=state.get("prompt_tokens", 0),
+                completion_tokens=state.get("completion_tokens", 0),
+                cost_usd=state.get("cost_usd", 0.0),
+            )
         self.ctx.leave_queue(plan["key"])
         result = self.ctx.evaluator().record(_load(assessment), extra, llm_calls=state.get("call_ids", []))
         if state.get("review"):
@@ -414,8 +485,13 @@ class Loop:
         code = _printable(state.get("code") or state.get("response") or "")
         failed = self.ctx.evaluator().without_running(code, _name(plan), "failed", fault, self._proposer())
         failed.evaluation = {"status": "failed", "error": fault, "isolation": self.ctx.evaluator().isolation}
-        clean = {**state, "assessment": _dump(failed), "analysis": None, "response": _printable(state.get("response")),
-                 "messages": [{k: _printable(v) for k, v in m.items()} for m in state.get("messages") or []]}
+        clean = {
+            **state,
+            "assessment": _dump(failed),
+            "analysis": None,
+            "response": _printable(state.get("response")),
+            "messages": [{k: _printable(v) for k, v in m.items()} for m in state.get("messages") or []],
+        }
         return self.record(clean)  # type: ignore[arg-type]
 
     def give_up(self, state: CandidateState) -> dict[str, Any]:
@@ -423,12 +499,20 @@ class Loop:
         self.ctx.leave_queue(state["plan"]["key"])
         return {"outcomes": [self._outcome(state, None, "failed", state.get("llm_error"), {})]}
 
-    def _outcome(self, state: CandidateState, candidate_id: int | None, status: str, reason: str | None,
-                 metrics: dict[str, Any]) -> dict[str, Any]:
-        outcome = {"key": state["plan"]["key"], "id": candidate_id, "status": status, "reason": reason,
-                   "repaired": status == "trained" and state.get("tries", 0) > 0,
-                   "val_accuracy": metrics.get("val_accuracy"), "test_accuracy": metrics.get("test_accuracy"),
-                   "arch": state["plan"].get("arch"), "cost_usd": state.get("cost_usd", 0.0)}
+    def _outcome(
+        self, state: CandidateState, candidate_id: int | None, status: str, reason: str | None, metrics: dict[str, Any]
+    ) -> dict[str, Any]:
+        outcome = {
+            "key": state["plan"]["key"],
+            "id": candidate_id,
+            "status": status,
+            "reason": reason,
+            "repaired": status == "trained" and state.get("tries", 0) > 0,
+            "val_accuracy": metrics.get("val_accuracy"),
+            "test_accuracy": metrics.get("test_accuracy"),
+            "arch": state["plan"].get("arch"),
+            "cost_usd": state.get("cost_usd", 0.0),
+        }
         if self.ctx.on_outcome is not None:
             self.ctx.on_outcome(outcome)
         return outcome
@@ -516,7 +600,7 @@ def _fault(step: str, err: Exception) -> str:
     text = _printable(f"[host] {step} raised {type(err).__name__}: {err}")
     if len(text) <= FAULT_CHARS:
         return text
-    head, tail = text[:FAULT_CHARS * 3 // 4], text[-FAULT_CHARS // 4:]
+    head, tail = text[: FAULT_CHARS * 3 // 4], text[-FAULT_CHARS // 4 :]
     return f"{head}\n[... {len(text) - len(head) - len(tail)} of {len(text)} characters cut ...]\n{tail}"
 
 
@@ -540,9 +624,16 @@ def _name(plan: dict[str, Any]) -> str:
 
 
 def _dump(assessment: Assessment) -> dict[str, Any]:
-    return {"status": assessment.status, "candidate": assessment.candidate, "evaluation": assessment.evaluation,
-            "reason": assessment.reason, "duplicate_of": assessment.duplicate_of, "dedup_level": assessment.dedup_level,
-            "metrics": assessment.metrics, "hparams": assessment.hparams}
+    return {
+        "status": assessment.status,
+        "candidate": assessment.candidate,
+        "evaluation": assessment.evaluation,
+        "reason": assessment.reason,
+        "duplicate_of": assessment.duplicate_of,
+        "dedup_level": assessment.dedup_level,
+        "metrics": assessment.metrics,
+        "hparams": assessment.hparams,
+    }
 
 
 def _load(data: dict[str, Any]) -> Assessment:
@@ -553,8 +644,21 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
     """Compile the run graph with its candidate subgraph; nodes are named as in the module docstring."""
     loop = Loop(ctx)
     one = StateGraph(CandidateState)
-    for name in ("select_context", "render_prompt", "propose", "extract", "static_check", "dedup", "review_gate", "smoke",
-                 "repair", "train", "analyze", "record", "give_up"):
+    for name in (
+        "select_context",
+        "render_prompt",
+        "propose",
+        "extract",
+        "static_check",
+        "dedup",
+        "review_gate",
+        "smoke",
+        "repair",
+        "train",
+        "analyze",
+        "record",
+        "give_up",
+    ):
         one.add_node(name, _guarded(ctx, getattr(loop, name), checkpointer.serde))
     one.add_node("fail", _guarded(ctx, loop.fail, checkpointer.serde, contain=False))
 
@@ -602,15 +706,20 @@ def open_checkpointer(archive_path: Path) -> SqliteSaver:
 
 def summarize(run_id: str, status: str, outcomes: list[dict[str, Any]], stopped_by: str | None) -> dict[str, Any]:
     """The object `agentarch run --json` prints last."""
-    counts = {k: sum(1 for o in outcomes if o["status"] == k) for k in ("trained", "invalid", "duplicate", "failed",
-                                                                         "rejected")}
+    counts = {
+        k: sum(1 for o in outcomes if o["status"] == k)
+        for k in ("trained", "invalid", "duplicate", "failed", "rejected")
+    }
     counts["failed"] += sum(1 for o in outcomes if o["status"] == "timeout")
     trained = [o for o in outcomes if o["status"] == "trained" and o.get("val_accuracy") is not None]
     best = max(trained, key=lambda o: o["val_accuracy"], default=None)
     return {
-        "run_id": run_id, "status": status, "proposed": len(outcomes), **counts,
+        "run_id": run_id,
+        "status": status,
+        "proposed": len(outcomes),
+        **counts,
         "repaired": sum(1 for o in outcomes if o.get("repaired")),
         "best": {"id": best["id"], "test_accuracy": best["test_accuracy"]} if best else None,
-        "cost_usd": round(sum(o.get("cost_usd") or 0.0 for o in outcomes), 6), "stopped_by": stopped_by,
+        "cost_usd": round(sum(o.get("cost_usd") or 0.0 for o in outcomes), 6),
+        "stopped_by": stopped_by,
     }
-

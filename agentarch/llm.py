@@ -87,10 +87,21 @@ def _litellm() -> ModuleType:
 class LLMClient:
     """Calls one model, retrying rate limits, server errors, timeouts, dropped connections and unusable answers."""
 
-    def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None,
-                 timeout_s: float = 120.0, max_retries: int = 4, backoff_s: float = 1.0,
-                 max_backoff_s: float = 60.0, temperature: float = 0.8, max_tokens: int = 4096,
-                 archive: Archive | None = None, run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        temperature: float = 0.8,
+        max_tokens: int = 4096,
+        archive: Archive | None = None,
+        run_id: str | None = None,
+    ) -> None:
         self.model = model
         self.api_base = api_base
         self._api_key = api_key
@@ -125,20 +136,34 @@ class LLMClient:
         for attempt in range(1, self.max_retries + 2):
             if failure is not None:
                 delay = self._delay(attempt - 1, failure)
-                log.warning("%s: attempt %d %s (%s); retrying in %.1fs", self.model, attempt - 1,
-                            failure.status, failure.message, delay)
+                log.warning(
+                    "%s: attempt %d %s (%s); retrying in %.1fs",
+                    self.model,
+                    attempt - 1,
+                    failure.status,
+                    failure.message,
+                    delay,
+                )
                 time.sleep(delay)
             started = time.monotonic()
             try:
                 response = litellm.completion(
-                    model=self.model, messages=messages, api_base=self.api_base, api_key=key,
-                    timeout=self.timeout_s, temperature=self.temperature, max_tokens=self.max_tokens,
-                    num_retries=0, max_retries=0, drop_params=True,
+                    model=self.model,
+                    messages=messages,
+                    api_base=self.api_base,
+                    api_key=key,
+                    timeout=self.timeout_s,
+                    temperature=self.temperature,
+                    max_tokens=self.max_tokens,
+                    num_retries=0,
+                    max_retries=0,
+                    drop_params=True,
                 )
             except Exception as err:  # litellm raises many kinds; _classify sorts them
                 failure = self._classify(err)
-                self._record(call_ids, purpose, attempt, failure.status, failure.message,
-                             latency_s=time.monotonic() - started)
+                self._record(
+                    call_ids, purpose, attempt, failure.status, failure.message, latency_s=time.monotonic() - started
+                )
                 if failure.status == "error":
                     raise LLMError(self._fatal_message(failure), call_ids) from None
                 continue
@@ -150,13 +175,31 @@ class LLMClient:
             text = choice.message.content if choice is not None else None
             if not text or not text.strip():
                 failure = _Failure("bad_response", "the answer was empty")
-                self._record(call_ids, purpose, attempt, failure.status, failure.message, prompt_tokens,
-                             completion_tokens, attempt_cost, latency)
+                self._record(
+                    call_ids,
+                    purpose,
+                    attempt,
+                    failure.status,
+                    failure.message,
+                    prompt_tokens,
+                    completion_tokens,
+                    attempt_cost,
+                    latency,
+                )
                 continue
-            self._record(call_ids, purpose, attempt, "ok", None, prompt_tokens, completion_tokens, attempt_cost, latency)
-            return Completion(text=text, model=self.model, finish_reason=choice.finish_reason,
-                              prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost,
-                              latency_s=latency, call_ids=call_ids)
+            self._record(
+                call_ids, purpose, attempt, "ok", None, prompt_tokens, completion_tokens, attempt_cost, latency
+            )
+            return Completion(
+                text=text,
+                model=self.model,
+                finish_reason=choice.finish_reason,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost_usd=cost,
+                latency_s=latency,
+                call_ids=call_ids,
+            )
         assert failure is not None  # the loop only falls through after a failed attempt
         raise LLMError(self._exhausted_message(failure), call_ids)
 
@@ -226,11 +269,15 @@ class LLMClient:
     def _fatal_message(self, failure: _Failure) -> str:
         """What failed for good, and what to do about it."""
         if failure.http_status in (401, 403):
-            return (f"{self._where()} refused the credentials (HTTP {failure.http_status}): {self._key_hint()}. "
-                    f"({failure.message})")
+            return (
+                f"{self._where()} refused the credentials (HTTP {failure.http_status}): {self._key_hint()}. "
+                f"({failure.message})"
+            )
         if failure.http_status == 404:
-            return (f"{self._where()} does not know model {self.model!r} (HTTP 404): check the model name "
-                    f"(litellm form provider/model) and api_base. ({failure.message})")
+            return (
+                f"{self._where()} does not know model {self.model!r} (HTTP 404): check the model name "
+                f"(litellm form provider/model) and api_base. ({failure.message})"
+            )
         return f"cannot call {self.model!r}: {failure.message}"
 
     def _key_hint(self) -> str:
@@ -238,13 +285,19 @@ class LLMClient:
         if self._api_key:
             return "check the key given as api_key (agentarch.toml or AGENTARCH_API_KEY)"
         missing = _litellm().validate_environment(self.model).get("missing_keys") or []
-        return f"set {' or '.join(missing)} or give api_key" if missing else "set the provider's key variable or give api_key"
+        return (
+            f"set {' or '.join(missing)} or give api_key"
+            if missing
+            else "set the provider's key variable or give api_key"
+        )
 
     def _exhausted_message(self, failure: _Failure) -> str:
         """Why the call gave up after all retries, in terms of the fault that kept happening."""
         tried = f"{self.max_retries + 1} attempts"
         if failure.status == "connection":
-            return f"{self._where()} is not answering ({tried}): is it running, and is api_base right? ({failure.message})"
+            return (
+                f"{self._where()} is not answering ({tried}): is it running, and is api_base right? ({failure.message})"
+            )
         if failure.status == "timeout":
             return f"{self._where()} gave no answer within {self.timeout_s:g}s ({tried}): raise llm_timeout_s or use a faster model"
         if failure.status == "rate_limited":
@@ -253,9 +306,18 @@ class LLMClient:
             return f"{self._where()} kept giving unusable answers ({tried}): {failure.message}"
         return f"{self._where()} kept failing ({tried}): {failure.message}"
 
-    def _record(self, call_ids: list[int], purpose: str, attempt: int, status: str, error: str | None,
-                prompt_tokens: int = 0, completion_tokens: int = 0, cost_usd: float = 0.0,
-                latency_s: float = 0.0) -> None:
+    def _record(
+        self,
+        call_ids: list[int],
+        purpose: str,
+        attempt: int,
+        status: str,
+        error: str | None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost_usd: float = 0.0,
+        latency_s: float = 0.0,
+    ) -> None:
         """Count one attempt, and write its ledger row (when there is an archive), adding the id to `call_ids`."""
         with self._lock:
             self.attempts += 1
@@ -263,11 +325,23 @@ class LLMClient:
             if status != "ok":
                 self.faults[status] += 1
             if self.archive is not None:
-                call_ids.append(self.archive.record_llm_call({
-                    "run_id": self.run_id, "candidate_id": None, "purpose": purpose, "model": self.model,
-                    "attempt": attempt, "status": status, "error": error, "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens, "cost_usd": cost_usd, "latency_s": round(latency_s, 4),
-                }))
+                call_ids.append(
+                    self.archive.record_llm_call(
+                        {
+                            "run_id": self.run_id,
+                            "candidate_id": None,
+                            "purpose": purpose,
+                            "model": self.model,
+                            "attempt": attempt,
+                            "status": status,
+                            "error": error,
+                            "prompt_tokens": prompt_tokens,
+                            "completion_tokens": completion_tokens,
+                            "cost_usd": cost_usd,
+                            "latency_s": round(latency_s, 4),
+                        }
+                    )
+                )
 
 
 def _chain(err: BaseException) -> list[BaseException]:

@@ -60,8 +60,10 @@ def render(name: str, prompts_dir: Path | str | None = None, **context: Any) -> 
     try:
         return _environment(folder.resolve()).get_template(name).render(**context)
     except jinja2.TemplateNotFound as err:
-        raise PromptError(f"prompt template {folder / (err.name or name)} is missing; copy it from {PROMPTS_DIR} "
-                          "or pass the folder that holds it") from None
+        raise PromptError(
+            f"prompt template {folder / (err.name or name)} is missing; copy it from {PROMPTS_DIR} "
+            "or pass the folder that holds it"
+        ) from None
 
 
 @functools.cache
@@ -92,45 +94,65 @@ def _seconds(value: float | None) -> str:
 
 def _system(task: Task, purpose: str, prompts_dir: Path | str | None) -> dict[str, str]:
     allowed = ["torch (and its submodules)", *sorted(ALLOWED_IMPORT_ROOTS - {"torch", "__future__"})]
-    content = render("system.j2", prompts_dir, task=task, purpose=purpose, allowed_imports=allowed,
-                     forbidden_calls=sorted(FORBIDDEN_CALLS), hparam_bounds=HPARAM_BOUNDS,
-                     integer_hparams=INTEGER_HPARAMS)
+    content = render(
+        "system.j2",
+        prompts_dir,
+        task=task,
+        purpose=purpose,
+        allowed_imports=allowed,
+        forbidden_calls=sorted(FORBIDDEN_CALLS),
+        hparam_bounds=HPARAM_BOUNDS,
+        integer_hparams=INTEGER_HPARAMS,
+    )
     return {"role": "system", "content": content}
 
 
 def _require_trainable(task: Task) -> None:
     if task.kind not in ("image", "token"):
-        raise ValueError(f"task {task.name} is {task.kind}: it is answered from a table, so there is no code to "
-                         "propose for it; use an image or token task")
+        raise ValueError(
+            f"task {task.name} is {task.kind}: it is answered from a table, so there is no code to "
+            "propose for it; use an image or token task"
+        )
 
 
-def propose_messages(task: Task, fewshot: FewShot, batch_note: str = "",
-                     prompts_dir: Path | str | None = None) -> Messages:
+def propose_messages(
+    task: Task, fewshot: FewShot, batch_note: str = "", prompts_dir: Path | str | None = None
+) -> Messages:
     """System and user messages asking for a new candidate, built on the few-shot examples.
 
     `batch_note` is appended to the user prompt, e.g. to steer proposals drawn from the same
     examples in one batch apart from each other.
     """
     _require_trainable(task)
-    user = render("propose.j2", prompts_dir, task=task, examples=fewshot.examples, parent=fewshot.parent,
-                  batch_note=batch_note)
+    user = render(
+        "propose.j2", prompts_dir, task=task, examples=fewshot.examples, parent=fewshot.parent, batch_note=batch_note
+    )
     return [_system(task, "propose", prompts_dir), {"role": "user", "content": user}]
 
 
-def repair_messages(task: Task, code: str, error: str, attempt: int,
-                    prompts_dir: Path | str | None = None) -> Messages:
+def repair_messages(task: Task, code: str, error: str, attempt: int, prompts_dir: Path | str | None = None) -> Messages:
     """System and user messages asking to fix `code`, which failed with `error` (trimmed to its tail)."""
     _require_trainable(task)
     user = render("repair.j2", prompts_dir, task=task, code=code, error=_tail(error), attempt=attempt)
     return [_system(task, "repair", prompts_dir), {"role": "user", "content": user}]
 
 
-_ANALYSIS_FIELDS = ("id", "code", "status", "reason", "val_accuracy", "test_accuracy", "params", "flops",
-                    "train_seconds")
+_ANALYSIS_FIELDS = (
+    "id",
+    "code",
+    "status",
+    "reason",
+    "val_accuracy",
+    "test_accuracy",
+    "params",
+    "flops",
+    "train_seconds",
+)
 
 
-def analyze_messages(task: Task, candidate: dict[str, Any], parent: dict[str, Any] | None,
-                     prompts_dir: Path | str | None = None) -> Messages:
+def analyze_messages(
+    task: Task, candidate: dict[str, Any], parent: dict[str, Any] | None, prompts_dir: Path | str | None = None
+) -> Messages:
     """System and user messages asking for a short analysis of an evaluated candidate against its parent.
 
     `candidate` and `parent` are archive rows with their code; fields a row lacks (an untrained
@@ -143,8 +165,9 @@ def analyze_messages(task: Task, candidate: dict[str, Any], parent: dict[str, An
         shown["reason"] = _tail(shown["reason"] or row.get("error") or "") or None
         return shown
 
-    user = render("analyze.j2", prompts_dir, task=task, candidate=view(candidate),
-                  parent=None if parent is None else view(parent))
+    user = render(
+        "analyze.j2", prompts_dir, task=task, candidate=view(candidate), parent=None if parent is None else view(parent)
+    )
     return [_system(task, "analyze", prompts_dir), {"role": "user", "content": user}]
 
 
@@ -183,14 +206,17 @@ def extract_code(answer: str) -> Extracted:
         intent, rest = _leading_intent(answer)
         if _defines_net(rest):
             return Extracted(code=_tidy(rest), intent=intent)
-        raise ExtractError("the answer holds no code: give the full module, defining `class Net(nn.Module)`, "
-                           "in one ```python block")
+        raise ExtractError(
+            "the answer holds no code: give the full module, defining `class Net(nn.Module)`, in one ```python block"
+        )
     with_net = [block for block in blocks if _NET.search(textwrap.dedent(block.text))]
     if not with_net:
         if not blocks[-1].closed:
             raise _cut_off()
-        raise ExtractError(f"none of the answer's {len(blocks)} code block(s) defines `class Net`; give the full "
-                           "module, defining `class Net(nn.Module)`, in one ```python block")
+        raise ExtractError(
+            f"none of the answer's {len(blocks)} code block(s) defines `class Net`; give the full "
+            "module, defining `class Net(nn.Module)`, in one ```python block"
+        )
     chosen = with_net[-1]
     if not chosen.closed:
         raise _cut_off()
@@ -198,8 +224,10 @@ def extract_code(answer: str) -> Extracted:
 
 
 def _cut_off() -> ExtractError:
-    return ExtractError("the answer was cut off: a ``` code block was opened but never closed, probably at the "
-                        "output length limit; answer with a shorter complete module in one ```python block")
+    return ExtractError(
+        "the answer was cut off: a ``` code block was opened but never closed, probably at the "
+        "output length limit; answer with a shorter complete module in one ```python block"
+    )
 
 
 def _split(answer: str) -> tuple[list[_Block], list[str]]:
@@ -239,7 +267,7 @@ def _find_intent(lines: list[str]) -> str | None:
     for start, line in enumerate(lines):
         if _INTENT.match(line):
             paragraph = [_INTENT.sub("", line)]
-            for following in lines[start + 1:]:
+            for following in lines[start + 1 :]:
                 if not following.strip():
                     break
                 paragraph.append(following.strip())

@@ -173,8 +173,13 @@ def _curve(value: Any, name: str) -> list[dict[str, float]]:
     for point in value:
         if not isinstance(point, dict) or point.keys() != {"step", "epoch", "loss"}:
             raise ProtocolError(f"a point of {name!r} is not exactly {{step, epoch, loss}}")
-        points.append({"step": _count(point["step"], "step"), "epoch": _epochs(point["epoch"], "epoch"),
-                       "loss": _loss(point["loss"], "loss")})
+        points.append(
+            {
+                "step": _count(point["step"], "step"),
+                "epoch": _epochs(point["epoch"], "epoch"),
+                "loss": _loss(point["loss"], "loss"),
+            }
+        )
     return points
 
 
@@ -188,10 +193,22 @@ def _notes(value: Any, name: str) -> list[str]:
 # dropped, so nothing unchecked reaches the archive.
 EVENT_FIELDS: dict[str, dict[str, Check]] = {
     "smoke": {"functional_hash": _hash, "params": _count, "flops": _count, "seconds": _seconds, "device": _name},
-    "trained": {"curve": _curve, "train_seconds": _seconds, "steps": _count, "epochs_done": _epochs,
-                "stopped_early": _flag, "peak_memory_mb": _memory, "device": _name, "notes": _notes},
-    "error": {"stage": _name, "kind": _name, "message": _text(MAX_REASON_BYTES),
-              "traceback": _text(MAX_TRACEBACK_BYTES)},
+    "trained": {
+        "curve": _curve,
+        "train_seconds": _seconds,
+        "steps": _count,
+        "epochs_done": _epochs,
+        "stopped_early": _flag,
+        "peak_memory_mb": _memory,
+        "device": _name,
+        "notes": _notes,
+    },
+    "error": {
+        "stage": _name,
+        "kind": _name,
+        "message": _text(MAX_REASON_BYTES),
+        "traceback": _text(MAX_TRACEBACK_BYTES),
+    },
 }
 OPTIONAL = {"smoke": {"device"}, "trained": {"notes"}, "error": {"stage", "kind", "traceback"}}
 
@@ -205,8 +222,9 @@ def parse_event(line: bytes) -> dict[str, Any]:
     if len(line) > MAX_EVENT_BYTES:
         raise ProtocolError(f"an event line of {len(line):,} bytes (at most {MAX_EVENT_BYTES:,})")
     try:
-        event = json.loads(line.decode("utf-8"), parse_int=_bounded_int, parse_float=_bounded_float,
-                           parse_constant=_no_constant)
+        event = json.loads(
+            line.decode("utf-8"), parse_int=_bounded_int, parse_float=_bounded_float, parse_constant=_no_constant
+        )
     except ProtocolError as err:
         raise ProtocolError(f"unreadable event: {err}") from None
     except (ValueError, RecursionError, MemoryError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors

@@ -12,8 +12,16 @@ from pathlib import Path
 
 from agentarch.archive import Archive
 from agentarch.web import plots
-from agentarch.web.app import (HERE, Filters, best_so_far_lines, candidate_rows, loss_curves, pareto_points,
-                               run_overview, template_environment)
+from agentarch.web.app import (
+    HERE,
+    Filters,
+    best_so_far_lines,
+    candidate_rows,
+    loss_curves,
+    pareto_points,
+    run_overview,
+    template_environment,
+)
 
 TOP = 20
 CURVES = 3
@@ -36,9 +44,18 @@ def write_report(archive_path: Path, run_id: str, out_dir: Path) -> Path:
             name = f"curve-{row['id']}.png"
             (out_dir / name).write_bytes(plots.draw_loss_curves(loss_curves(db, row["id"])))
             curves.append({"file": name, "row": row})
-    html = template_environment().get_template("report.html").render(
-        run=run, rows=rows, curves=curves, css=(HERE / "static" / "style.css").read_text(),
-        archive=str(archive_path), written_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    html = (
+        template_environment()
+        .get_template("report.html")
+        .render(
+            run=run,
+            rows=rows,
+            curves=curves,
+            css=(HERE / "static" / "style.css").read_text(),
+            archive=str(archive_path),
+            written_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+    )
     index = out_dir / "index.html"
     index.write_text(html, encoding="utf-8")
     return index

@@ -35,10 +35,17 @@ def view(archive: Archive, review: dict) -> ReviewView:
     diff = ""
     if review.get("parent_id"):
         parent = archive.candidate(review["parent_id"])["code"]
-        diff = "".join(difflib.unified_diff(parent.splitlines(keepends=True), (review["code"] or "").splitlines(keepends=True),
-                                            f"candidate {review['parent_id']} (parent)", "proposal"))
-    return ReviewView(review["id"], review.get("run_id"), review.get("intent"), review["code"] or "",
-                      review.get("parent_id"), diff)
+        diff = "".join(
+            difflib.unified_diff(
+                parent.splitlines(keepends=True),
+                (review["code"] or "").splitlines(keepends=True),
+                f"candidate {review['parent_id']} (parent)",
+                "proposal",
+            )
+        )
+    return ReviewView(
+        review["id"], review.get("run_id"), review.get("intent"), review["code"] or "", review.get("parent_id"), diff
+    )
 
 
 def reviewer() -> str:

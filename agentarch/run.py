@@ -13,11 +13,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from agentarch.archive import Archive
-from agentarch.config import Settings, load_settings
 from langgraph.types import Command
 from sqlite_utils.db import NotFoundError
 
+from agentarch.archive import Archive
+from agentarch.config import Settings, load_settings
 from agentarch.graph import RunContext, build, open_checkpointer, summarize
 
 RECURSION_LIMIT = 100_000
@@ -33,8 +33,11 @@ def _stored_config(settings: Settings) -> dict[str, Any]:
     return json.loads(settings.model_dump_json(exclude={"api_key"}))
 
 
-def start(settings: Settings, on_outcome: Callable[[dict[str, Any]], None] | None = None,
-          on_waiting: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+def start(
+    settings: Settings,
+    on_outcome: Callable[[dict[str, Any]], None] | None = None,
+    on_waiting: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> dict[str, Any]:
     """Open a new run in the archive and drive it to the end of its budget; returns the summary."""
     with Archive(settings.archive) as archive:
         kind = "llm" if settings.model else "offline"
@@ -42,8 +45,13 @@ def start(settings: Settings, on_outcome: Callable[[dict[str, Any]], None] | Non
     return _drive(settings, run_id, time.time(), fresh=True, on_outcome=on_outcome, on_waiting=on_waiting)
 
 
-def resume(run_id: str, archive_path: Any, on_outcome: Callable[[dict[str, Any]], None] | None = None,
-           on_waiting: Callable[[list[dict[str, Any]]], None] | None = None, **overrides: Any) -> dict[str, Any]:
+def resume(
+    run_id: str,
+    archive_path: Any,
+    on_outcome: Callable[[dict[str, Any]], None] | None = None,
+    on_waiting: Callable[[list[dict[str, Any]]], None] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Continue a stopped run from its last checkpoint, with its stored settings (and a fresh key from the env)."""
     with Archive(archive_path) as archive:
         try:
@@ -58,8 +66,13 @@ def resume(run_id: str, archive_path: Any, on_outcome: Callable[[dict[str, Any]]
     return _drive(settings, run_id, started, fresh=False, on_outcome=on_outcome, on_waiting=on_waiting)
 
 
-def _await_review(graph: Any, config: dict[str, Any], settings: Settings, run_id: str,
-                  on_waiting: Callable[[list[dict[str, Any]]], None] | None) -> Command:
+def _await_review(
+    graph: Any,
+    config: dict[str, Any],
+    settings: Settings,
+    run_id: str,
+    on_waiting: Callable[[list[dict[str, Any]]], None] | None,
+) -> Command:
     """Queue the paused candidates for review and wait until a person decides at least one of them.
 
     Decisions arrive through the archive (`agentarch review`, the web UI), so the reviewer may be
@@ -69,28 +82,54 @@ def _await_review(graph: Any, config: dict[str, Any], settings: Settings, run_id
     """
     pauses = graph.get_state(config).interrupts
     with Archive(settings.archive) as archive:
-        waiting = {archive.request_review({"run_id": run_id, "proposal_key": p.value["proposal_key"],
-                                           "interrupt_id": p.id, "code": p.value["code"],
-                                           "intent": p.value["intent"], "parent_id": p.value["parent_id"]}): p
-                   for p in pauses}
+        waiting = {
+            archive.request_review(
+                {
+                    "run_id": run_id,
+                    "proposal_key": p.value["proposal_key"],
+                    "interrupt_id": p.id,
+                    "code": p.value["code"],
+                    "intent": p.value["intent"],
+                    "parent_id": p.value["parent_id"],
+                }
+            ): p
+            for p in pauses
+        }
         if on_waiting is not None:
             on_waiting(archive.reviews(status="pending", run_id=run_id))
         while True:
             decided = [r for r in map(archive.review, waiting) if r["status"] != "pending"]
             if decided:
-                return Command(resume={waiting[r["id"]].id: {
-                    "status": r["status"], "reason": r["reason"], "code": r["decision_code"], "by": r["decided_by"],
-                    "code_sha256": r["code_sha256"]} for r in decided})
+                return Command(
+                    resume={
+                        waiting[r["id"]].id: {
+                            "status": r["status"],
+                            "reason": r["reason"],
+                            "code": r["decision_code"],
+                            "by": r["decided_by"],
+                            "code_sha256": r["code_sha256"],
+                        }
+                        for r in decided
+                    }
+                )
             time.sleep(settings.review_poll_s)
 
 
-def _drive(settings: Settings, run_id: str, started_at: float, fresh: bool,
-           on_outcome: Callable[[dict[str, Any]], None] | None,
-           on_waiting: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+def _drive(
+    settings: Settings,
+    run_id: str,
+    started_at: float,
+    fresh: bool,
+    on_outcome: Callable[[dict[str, Any]], None] | None,
+    on_waiting: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> dict[str, Any]:
     ctx = RunContext(settings, run_id, started_at, on_outcome)
-    config = {"configurable": {"thread_id": run_id}, "recursion_limit": RECURSION_LIMIT,
-              # room for every branch that may hold a queue place, plus those waiting for one
-              "max_concurrency": settings.slots + settings.queue + 2}
+    config = {
+        "configurable": {"thread_id": run_id},
+        "recursion_limit": RECURSION_LIMIT,
+        # room for every branch that may hold a queue place, plus those waiting for one
+        "max_concurrency": settings.slots + settings.queue + 2,
+    }
     checkpointer = open_checkpointer(settings.archive)
     graph = build(ctx, checkpointer)
     status, final = "interrupted", None

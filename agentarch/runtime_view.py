@@ -82,8 +82,13 @@ def package_holes() -> set[Path]:
     """Every directory on this machine that Python may import packages from, besides the stdlib."""
     holes = {Path(p) for p in site.getsitepackages()}
     holes |= {Path(p) for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages"))}
-    for pattern in ("/usr/lib/python3*/*-packages", "/usr/local/lib/python3*/*-packages", "/usr/lib/python3/dist-packages",
-                    "/usr/share/python3*", "/usr/share/pyshared"):
+    for pattern in (
+        "/usr/lib/python3*/*-packages",
+        "/usr/local/lib/python3*/*-packages",
+        "/usr/lib/python3/dist-packages",
+        "/usr/share/python3*",
+        "/usr/share/pyshared",
+    ):
         holes |= set(Path("/").glob(pattern.lstrip("/")))
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     holes.add(stdlib / "site-packages")

@@ -39,12 +39,18 @@ from typing import Any, Literal
 
 import numpy as np
 
+from agentarch.protocol import (
+    MAX_EVENT_BYTES,
+    MAX_LOG_BYTES,
+    ProtocolError,
+    cap_text,
+    parse_event,
+    read_capped,
+    read_outputs,
+)
+from agentarch.runner import landlock
 from agentarch.runtime_view import runtime_view, symlinked_roots
 from agentarch.syscalls import seccomp_program
-from agentarch.protocol import (MAX_EVENT_BYTES, MAX_LOG_BYTES, ProtocolError, cap_text, parse_event, read_capped,
-                                 read_outputs)
-
-from agentarch.runner import landlock
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +61,10 @@ BOX_PACKAGE_ROOT = "/opt/agentarch"
 BOX_DATA = "/data"
 BOX_SCRATCH = "/scratch"
 
-_BOOT = ("import importlib, sys; root, package, spec, *paths = sys.argv[1:]; sys.path[:0] = [root]; sys.path += paths; "
-         "sys.argv = [package, spec]; importlib.import_module(package + '.runner').main()")
+_BOOT = (
+    "import importlib, sys; root, package, spec, *paths = sys.argv[1:]; sys.path[:0] = [root]; sys.path += paths; "
+    "sys.argv = [package, spec]; importlib.import_module(package + '.runner').main()"
+)
 """The runner's start: its package from `root` under its folder's name, the runtime's import paths, the spec."""
 
 
@@ -97,8 +105,12 @@ One high uid (far above login accounts and the usual subordinate-uid ranges) for
 jobs are kept apart by their namespaces (bubblewrap) or Landlock domains (process mode), not by uid.
 """
 
-CAPLESS_ROOT = ("--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all",
-                "--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked,+keep_caps_locked")
+CAPLESS_ROOT = (
+    "--inh-caps=-all",
+    "--ambient-caps=-all",
+    "--bounding-set=-all",
+    "--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked,+keep_caps_locked",
+)
 """setpriv options that leave uid 0 with no capability now or after any exec (the last resort)."""
 
 
@@ -116,8 +128,21 @@ def _namespace_args() -> list[str]:
     namespace maps the candidate to that user, who is not root to begin with.
     """
     if _host_is_root():
-        return ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-                "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+        return [
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "CAP_SETUID",
+            "--cap-add",
+            "CAP_SETGID",
+            "--cap-add",
+            "CAP_SETPCAP",
+        ]
     return ["--unshare-all", "--cap-drop", "ALL"]
 
 
@@ -132,15 +157,29 @@ def _drop_privileges(to_candidate_uid: bool) -> list[str]:
         return []
     setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
     if to_candidate_uid:
-        return [setpriv, f"--reuid={CANDIDATE_UID}", f"--regid={CANDIDATE_UID}", "--clear-groups",
-                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        return [
+            setpriv,
+            f"--reuid={CANDIDATE_UID}",
+            f"--regid={CANDIDATE_UID}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ]
     return [setpriv, *CAPLESS_ROOT, "--no-new-privs", "--"]
 
 
 def _readable_by_candidate(paths: list[Path]) -> bool:
     """Whether CANDIDATE_UID can read every path (the process mode has no mount namespace to help)."""
-    probe = [*_drop_privileges(True), sys.executable, "-S", "-c",
-             "import os, sys; sys.exit(not all(os.access(p, os.R_OK) for p in sys.argv[1:]))", *map(str, paths)]
+    probe = [
+        *_drop_privileges(True),
+        sys.executable,
+        "-S",
+        "-c",
+        "import os, sys; sys.exit(not all(os.access(p, os.R_OK) for p in sys.argv[1:]))",
+        *map(str, paths),
+    ]
     try:
         return subprocess.run(probe, capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"}).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
@@ -156,9 +195,25 @@ def bubblewrap_problem() -> str | None:
     if _host_is_root() and not shutil.which("setpriv"):
         return "setpriv (util-linux) is not installed; it drops a root host's sandbox to an unprivileged uid"
     probe = subprocess.run(
-        [bwrap, *_namespace_args(), "--die-with-parent", "--clearenv", "--ro-bind", "/", "/", "--proc", "/proc",
-         "--dev", "/dev", "--", *_drop_privileges(True), "/bin/true"],
-        capture_output=True, text=True, timeout=30,
+        [
+            bwrap,
+            *_namespace_args(),
+            "--die-with-parent",
+            "--clearenv",
+            "--ro-bind",
+            "/",
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--",
+            *_drop_privileges(True),
+            "/bin/true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     if probe.returncode != 0:
         return f"bubblewrap cannot create namespaces here: {probe.stderr.strip() or probe.returncode}"
@@ -174,8 +229,10 @@ def process_mode_gaps() -> list[str]:
     """
     version = landlock.abi()
     if version < 1:
-        return ["Landlock is not available (Linux 5.13 or later with landlock among the LSMs): a candidate "
-                "could read every file this user can, validation and test labels included"]
+        return [
+            "Landlock is not available (Linux 5.13 or later with landlock among the LSMs): a candidate "
+            "could read every file this user can, validation and test labels included"
+        ]
     if version < 6:
         return [f"Landlock ABI {version} cannot keep a candidate from signalling other processes (ABI 6, Linux 6.12)"]
     return []
@@ -203,8 +260,10 @@ def refuse_untrusted(isolation: IsolationMode, trusted: bool, weak_sandbox_ok: b
     if gaps and not trusted and not weak_sandbox_ok:
         raise SandboxError(
             "refusing to run a candidate that was not rendered from a search space in the weak 'process' sandbox: "
-            + "; ".join(gaps) + ". Install bubblewrap (apt-get install bubblewrap), or accept the gap with "
-            "weak_sandbox_ok = true in agentarch.toml (AGENTARCH_WEAK_SANDBOX_OK=1); see docs/sandbox.md")
+            + "; ".join(gaps)
+            + ". Install bubblewrap (apt-get install bubblewrap), or accept the gap with "
+            "weak_sandbox_ok = true in agentarch.toml (AGENTARCH_WEAK_SANDBOX_OK=1); see docs/sandbox.md"
+        )
 
 
 FALLBACK_WARNING = (
@@ -261,8 +320,9 @@ def sweep_stale(parent: Path) -> None:
                 scratch = Path(tempfile.gettempdir()) / job.name.rpartition(".")[0]
                 if scratch.name.startswith("agentarch-job-") and scratch.is_dir():
                     _unmount_scratch(scratch)
-                    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(scratch)], capture_output=True,
-                                   timeout=60)
+                    subprocess.run(
+                        ["rm", "-rf", "--one-file-system", "--", str(scratch)], capture_output=True, timeout=60
+                    )
             elif time.time() - job.stat().st_mtime <= STALE_CGROUP_S:
                 continue
             job.rmdir()
@@ -292,7 +352,9 @@ class Cgroup:
             self.dirs.append(self._mkdir(root / "pids" / "agentarch" / name, {"pids.max": str(max_pids)}))
             if memory_bytes and (root / "memory" / "cgroup.procs").exists():
                 try:  # best effort: without it, RLIMIT_AS still caps the address space on CPU hosts
-                    self.dirs.append(self._mkdir(root / "memory" / "agentarch" / name, {"memory.limit_in_bytes": str(memory_bytes)}))
+                    self.dirs.append(
+                        self._mkdir(root / "memory" / "agentarch" / name, {"memory.limit_in_bytes": str(memory_bytes)})
+                    )
                 except OSError:
                     try:
                         (root / "memory" / "agentarch" / name).rmdir()
@@ -396,15 +458,24 @@ def gpu_devices(gpu: str | None, dev: Path = Path("/dev")) -> list[str]:
 
 def _sandbox_env(threads: int, home: str, tmp: str, gpu: str | None) -> dict[str, str]:
     """The whole environment a candidate sees: no key, no proxy, nothing of the orchestrator's."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": tmp, "USER": "candidate", "PYTHONDONTWRITEBYTECODE": "1",
-           "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": home,
+        "TMPDIR": tmp,
+        "USER": "candidate",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
     if gpu is not None:
         env |= {"CUDA_VISIBLE_DEVICES": gpu, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     return env
 
 
-def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, gpu: str | None = None,
-                tmpfs_mb: int = 1024) -> list[str]:
+def _bwrap_args(
+    scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, gpu: str | None = None, tmpfs_mb: int = 1024
+) -> list[str]:
     """The bubblewrap command line; `gpu` pins the evaluation to that GPU (one slot per GPU).
 
     The root is an empty tmpfs holding only the runtime view (agentarch.runtime_view), the runner,
@@ -441,33 +512,61 @@ def _bwrap_args(scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, 
     if gpu is not None:
         args += ["--ro-bind-try", "/proc/driver/nvidia", "/proc/driver/nvidia", "--ro-bind", "/sys", "/sys"]
     args += [
-        "--ro-bind", str(_runner_dir()), str(runner),
-        "--ro-bind", str(inputs_dir), BOX_DATA,
-        "--bind", str(scratch), BOX_SCRATCH,
-        "--chdir", "/",  # bubblewrap is still root here, and scratch belongs to the candidate uid; the runner moves in
+        "--ro-bind",
+        str(_runner_dir()),
+        str(runner),
+        "--ro-bind",
+        str(inputs_dir),
+        BOX_DATA,
+        "--bind",
+        str(scratch),
+        BOX_SCRATCH,
+        "--chdir",
+        "/",  # bubblewrap is still root here, and scratch belongs to the candidate uid; the runner moves in
         # bwrap builds / and /dev as unsized tmpfs mounts; read-only, so the only writable places
         # are /scratch (on disk, RLIMIT_FSIZE per file) and the sized /tmp and /dev/shm.
-        "--remount-ro", "/dev", "--remount-ro", "/",
-        "--seccomp", str(seccomp_fd),
-        "--", *_drop_privileges(True), *_boot(BOX_PACKAGE_ROOT, f"{BOX_SCRATCH}/spec.json"),
+        "--remount-ro",
+        "/dev",
+        "--remount-ro",
+        "/",
+        "--seccomp",
+        str(seccomp_fd),
+        "--",
+        *_drop_privileges(True),
+        *_boot(BOX_PACKAGE_ROOT, f"{BOX_SCRATCH}/spec.json"),
     ]
     return args
 
 
 def _landlock_rules(scratch: Path, inputs_dir: Path, gpu: str | None) -> dict[str, list[str]]:
     """What the process-mode runner may touch once it confines itself (sandbox/landlock.py)."""
-    read = [*map(str, runtime_view().paths), str(_runner_dir()), str(inputs_dir),
-            "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/sys/devices/system/cpu"]
-    return {"read": read, "write": [str(scratch)],
-            "devices": ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", *gpu_devices(gpu)]}
+    read = [
+        *map(str, runtime_view().paths),
+        str(_runner_dir()),
+        str(inputs_dir),
+        "/proc/self",
+        "/proc/cpuinfo",
+        "/proc/meminfo",
+        "/sys/devices/system/cpu",
+    ]
+    return {
+        "read": read,
+        "write": [str(scratch)],
+        "devices": ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", *gpu_devices(gpu)],
+    }
 
 
 def _prlimit_args(limits: Limits, cap_address_space: bool) -> list[str]:
     prlimit = shutil.which("prlimit")
     if prlimit is None:
         raise SandboxError("prlimit (util-linux) is not installed; it sets the sandbox's resource limits")
-    args = [prlimit, f"--cpu={limits.cpu_seconds}", f"--fsize={limits.max_file_mb * 2**20}",
-            f"--nofile={limits.max_open_files}", "--core=0"]
+    args = [
+        prlimit,
+        f"--cpu={limits.cpu_seconds}",
+        f"--fsize={limits.max_file_mb * 2**20}",
+        f"--nofile={limits.max_open_files}",
+        "--core=0",
+    ]
     if cap_address_space:
         args.append(f"--as={limits.memory_mb * 2**20}")
     return args + ["--"]
@@ -488,8 +587,9 @@ def _mount_scratch(path: Path, size_mb: int) -> bool:
         return False
     options = f"size={size_mb}m,nr_inodes={SCRATCH_INODES},mode=0700,nosuid,nodev"
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "agentarch-scratch", str(path)],
-                              capture_output=True, timeout=30)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "agentarch-scratch", str(path)], capture_output=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
@@ -515,8 +615,15 @@ class SandboxJob:
     Use as a context manager; leaving it kills whatever is left and removes the scratch directory.
     """
 
-    def __init__(self, code: str, spec: dict[str, Any], inputs_dir: Path, limits: Limits, isolation: IsolationMode,
-                 gpu: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        spec: dict[str, Any],
+        inputs_dir: Path,
+        limits: Limits,
+        isolation: IsolationMode,
+        gpu: str | None = None,
+    ) -> None:
         self.limits = limits
         self.isolation = isolation
         self.scratch = Path(tempfile.mkdtemp(prefix="agentarch-job-"))
@@ -544,9 +651,18 @@ class SandboxJob:
         (self.scratch / "candidate.py").write_text(code)
         # The process mode drops to the candidate uid only where that uid can read what it runs;
         # bubblewrap mounts everything as root, so its candidate uid always can.
-        to_candidate_uid = boxed or (_host_is_root() and _readable_by_candidate(
-            [Path(sys.executable).resolve(), Path(sysconfig.get_paths()["stdlib"]), _runner_dir(), inputs_dir,
-             *(p for p in runtime_view().packages if p.name in ("torch", "numpy"))]))
+        to_candidate_uid = boxed or (
+            _host_is_root()
+            and _readable_by_candidate(
+                [
+                    Path(sys.executable).resolve(),
+                    Path(sysconfig.get_paths()["stdlib"]),
+                    _runner_dir(),
+                    inputs_dir,
+                    *(p for p in runtime_view().packages if p.name in ("torch", "numpy")),
+                ]
+            )
+        )
         if _host_is_root() and to_candidate_uid:
             os.chown(self.scratch, CANDIDATE_UID, CANDIDATE_UID)
         spec = {
@@ -563,21 +679,37 @@ class SandboxJob:
         # On CPU slots the memory cgroup is made too, where it can be: RLIMIT_AS does not count tmpfs
         # or memfd pages (RAM a candidate can fill through /tmp, /dev/shm or memfd_create), the cgroup does.
         cgroup = self.cgroup = Cgroup(f"{self.scratch.name}.{owner_tag()}", limits.max_pids, limits.memory_mb * 2**20)
-        shim = ["/bin/sh", "-c", 'for p in $0; do echo $$ > "$p" || exit 97; done; exec "$@"', " ".join(cgroup.procs_files)]
+        shim = [
+            "/bin/sh",
+            "-c",
+            'for p in $0; do echo $$ > "$p" || exit 97; done; exec "$@"',
+            " ".join(cgroup.procs_files),
+        ]
         command = shim + _prlimit_args(limits, cap_address_space=gpu is None)
         pass_fds: tuple[int, ...] = ()
         if boxed:
             seccomp_fd = self._seccomp_fd()
             pass_fds = (seccomp_fd,)
-            command += _bwrap_args(self.scratch, inputs_dir, seccomp_fd, limits.threads, gpu, tmpfs_mb=limits.max_file_mb)
+            command += _bwrap_args(
+                self.scratch, inputs_dir, seccomp_fd, limits.threads, gpu, tmpfs_mb=limits.max_file_mb
+            )
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
             (self.scratch / "seccomp.bpf").write_bytes(seccomp_program(new_processes=False))
-            command += [*_drop_privileges(to_candidate_uid), *_boot(str(_runner_dir().parent), str(self.scratch / "spec.json"))]
+            command += [
+                *_drop_privileges(to_candidate_uid),
+                *_boot(str(_runner_dir().parent), str(self.scratch / "spec.json")),
+            ]
             env = _sandbox_env(limits.threads, str(self.scratch), str(self.scratch), gpu)
         self.proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=self.scratch, env=env, pass_fds=pass_fds, start_new_session=True,
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self.scratch,
+            env=env,
+            pass_fds=pass_fds,
+            start_new_session=True,
         )
         for fd in pass_fds:
             os.close(fd)
@@ -588,7 +720,6 @@ class SandboxJob:
         fd = os.open(path, os.O_RDONLY)
         path.unlink()
         return fd
-
 
     def __enter__(self) -> SandboxJob:
         return self
@@ -612,7 +743,10 @@ class SandboxJob:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.kill()
-                return Outcome("timeout", f"no result within {self._elapsed():.0f} s (wall-clock limit); the process group was killed")
+                return Outcome(
+                    "timeout",
+                    f"no result within {self._elapsed():.0f} s (wall-clock limit); the process group was killed",
+                )
             ready, _, _ = select.select([fd], [], [], left)
             if not ready:
                 continue
@@ -644,12 +778,15 @@ class SandboxJob:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.kill()
-                return Outcome("failed", f"the runner's input stayed full for {timeout_s:.0f} s (the candidate can "
-                                         "write to its own stdin); killed")
+                return Outcome(
+                    "failed",
+                    f"the runner's input stayed full for {timeout_s:.0f} s (the candidate can "
+                    "write to its own stdin); killed",
+                )
             _, ready, _ = select.select([], [fd], [], left)
             try:
                 if ready:
-                    data = data[os.write(fd, data):]
+                    data = data[os.write(fd, data) :]
             except BlockingIOError:
                 continue
             except BrokenPipeError:
@@ -733,11 +870,17 @@ class SandboxJob:
         if code < 0 or code > 128:
             signum = -code if code < 0 else code - 128
             name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
-            hint = {"SIGKILL": "killed: memory or process limit, or out of memory", "SIGXCPU": "CPU-time limit reached",
-                    "SIGXFSZ": "file-size limit reached", "SIGSEGV": "segmentation fault"}.get(name, "killed by a signal")
+            hint = {
+                "SIGKILL": "killed: memory or process limit, or out of memory",
+                "SIGXCPU": "CPU-time limit reached",
+                "SIGXFSZ": "file-size limit reached",
+                "SIGSEGV": "segmentation fault",
+            }.get(name, "killed by a signal")
             return Outcome("failed", f"the sandboxed process died with {name} ({hint})")
         tail = "\n".join(filter(None, [said, self._printed(1200)]))
-        return Outcome("failed", f"the sandboxed process exited with code {code} before reporting" + (f": {tail}" if tail else ""))
+        return Outcome(
+            "failed", f"the sandboxed process exited with code {code} before reporting" + (f": {tail}" if tail else "")
+        )
 
     def kill(self) -> None:
         """Kill the whole evaluation: the process group, then anything left in its cgroup."""
@@ -781,8 +924,11 @@ class SandboxJob:
         symlinks, comes first. The processes of the job are dead by now, so nothing refills it.
         """
         path = str(self.scratch)
-        attempts = (["rm", "-rf", "--one-file-system", "--", path], ["chmod", "-R", "u+rwX", "--", path],
-                    ["rm", "-rf", "--one-file-system", "--", path])
+        attempts = (
+            ["rm", "-rf", "--one-file-system", "--", path],
+            ["chmod", "-R", "u+rwX", "--", path],
+            ["rm", "-rf", "--one-file-system", "--", path],
+        )
         said = ""
         for command in attempts:
             if not os.path.lexists(path):

@@ -68,8 +68,20 @@ LOW_32 = 0xFFFFFFFF
 SOCKET_TYPE = 0xF
 """The type bits of socket()'s second argument; the rest are SOCK_CLOEXEC and SOCK_NONBLOCK."""
 
-NO_OWNER_CALLS = ("chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat", "utime",
-                  "utimes", "utimensat", "futimesat")
+NO_OWNER_CALLS = (
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "chown",
+    "fchown",
+    "lchown",
+    "fchownat",
+    "utime",
+    "utimes",
+    "utimensat",
+    "futimesat",
+)
 """Calls an owner uses on its own files, left out of the allowlist: a candidate never needs them, and
 the process mode's last resort (uid 0 without capabilities) owns every root file on the host, which
 Landlock does not guard against mode, owner or time changes (a setuid shell, a touched binary)."""
@@ -80,11 +92,28 @@ in the process mode, where a forked child would outlive a killed orchestrator (P
 not inherited) and training needs threads only."""
 
 PRCTL_OPTIONS = {
-    "PR_GET_PDEATHSIG": 2, "PR_GET_DUMPABLE": 3, "PR_SET_DUMPABLE": 4, "PR_GET_KEEPCAPS": 7, "PR_SET_KEEPCAPS": 8,
-    "PR_SET_NAME": 15, "PR_GET_NAME": 16, "PR_GET_SECCOMP": 21, "PR_SET_SECCOMP": 22, "PR_CAPBSET_READ": 23,
-    "PR_CAPBSET_DROP": 24, "PR_GET_SECUREBITS": 27, "PR_SET_SECUREBITS": 28, "PR_SET_TIMERSLACK": 29,
-    "PR_GET_TIMERSLACK": 30, "PR_SET_NO_NEW_PRIVS": 38, "PR_GET_NO_NEW_PRIVS": 39, "PR_GET_TID_ADDRESS": 40,
-    "PR_SET_THP_DISABLE": 41, "PR_GET_THP_DISABLE": 42, "PR_CAP_AMBIENT": 47, "PR_GET_SPECULATION_CTRL": 52,
+    "PR_GET_PDEATHSIG": 2,
+    "PR_GET_DUMPABLE": 3,
+    "PR_SET_DUMPABLE": 4,
+    "PR_GET_KEEPCAPS": 7,
+    "PR_SET_KEEPCAPS": 8,
+    "PR_SET_NAME": 15,
+    "PR_GET_NAME": 16,
+    "PR_GET_SECCOMP": 21,
+    "PR_SET_SECCOMP": 22,
+    "PR_CAPBSET_READ": 23,
+    "PR_CAPBSET_DROP": 24,
+    "PR_GET_SECUREBITS": 27,
+    "PR_SET_SECUREBITS": 28,
+    "PR_SET_TIMERSLACK": 29,
+    "PR_GET_TIMERSLACK": 30,
+    "PR_SET_NO_NEW_PRIVS": 38,
+    "PR_GET_NO_NEW_PRIVS": 39,
+    "PR_GET_TID_ADDRESS": 40,
+    "PR_SET_THP_DISABLE": 41,
+    "PR_GET_THP_DISABLE": 42,
+    "PR_CAP_AMBIENT": 47,
+    "PR_GET_SPECULATION_CTRL": 52,
     "PR_SET_VMA": 0x53564D41,
 }
 """prctl options glibc, Python, torch and setpriv use. PR_SET_PDEATHSIG (1) above all is not among them:
@@ -92,13 +121,54 @@ the runner arms it before the filter exists, and a candidate that cleared it wou
 orchestrator in the process mode."""
 
 DENIED_EXAMPLES = (
-    "io_uring_setup", "io_uring_enter", "io_uring_register", "bpf", "perf_event_open", "ptrace",
-    "process_vm_readv", "process_vm_writev", "keyctl", "add_key", "request_key", "userfaultfd", "mount",
-    "umount2", "pivot_root", "chroot", "unshare", "setns", "kexec_load", "kexec_file_load", "init_module",
-    "finit_module", "delete_module", "open_by_handle_at", "name_to_handle_at", "shmget", "msgget", "semget",
-    "mknod", "mknodat", "setxattr", "fanotify_init", "inotify_init1", "pidfd_getfd", "kcmp", "vmsplice",
-    "personality", "landlock_create_ruleset", "seccomp", "syslog", "connect", "bind", "listen", "prctl",
-    "sched_setaffinity", "setpriority", "prlimit64", *NO_OWNER_CALLS,
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "bpf",
+    "perf_event_open",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "userfaultfd",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "shmget",
+    "msgget",
+    "semget",
+    "mknod",
+    "mknodat",
+    "setxattr",
+    "fanotify_init",
+    "inotify_init1",
+    "pidfd_getfd",
+    "kcmp",
+    "vmsplice",
+    "personality",
+    "landlock_create_ruleset",
+    "seccomp",
+    "syslog",
+    "connect",
+    "bind",
+    "listen",
+    "prctl",
+    "sched_setaffinity",
+    "setpriority",
+    "prlimit64",
+    *NO_OWNER_CALLS,
 )
 """What the allowlist leaves out on purpose (a sample, for docs and tests): each is refused with EPERM
 (the last few are allowed only with the arguments checked below)."""
@@ -126,8 +196,12 @@ def seccomp_program(new_processes: bool) -> bytes:
     rules.add_rule(seccomp.ERRNO(errno.EACCES), "socket")
     # Stream and seqpacket pairs only: a datagram socket can still `sendto` any path on the host.
     for kind in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
-        rules.add_rule(seccomp.ALLOW, "socketpair", seccomp.Arg(0, seccomp.MASKED_EQ, LOW_32, socket.AF_UNIX),
-                       seccomp.Arg(1, seccomp.MASKED_EQ, SOCKET_TYPE, kind))
+        rules.add_rule(
+            seccomp.ALLOW,
+            "socketpair",
+            seccomp.Arg(0, seccomp.MASKED_EQ, LOW_32, socket.AF_UNIX),
+            seccomp.Arg(1, seccomp.MASKED_EQ, SOCKET_TYPE, kind),
+        )
     # Threads (and, under bubblewrap, processes), never namespaces; glibc falls back from clone3 to
     # clone on ENOSYS, and clone3's flags live in memory a filter cannot read.
     refused = NAMESPACE_FLAGS | CLONE_PARENT
@@ -141,8 +215,12 @@ def seccomp_program(new_processes: bool) -> bytes:
     # them, or is capless root, and neither call is Landlock's to refuse).
     rules.add_rule(seccomp.ALLOW, "prlimit64", seccomp.Arg(0, seccomp.MASKED_EQ, LOW_32, 0))
     rules.add_rule(seccomp.ALLOW, "sched_setaffinity", seccomp.Arg(0, seccomp.MASKED_EQ, LOW_32, 0))
-    rules.add_rule(seccomp.ALLOW, "setpriority", seccomp.Arg(0, seccomp.MASKED_EQ, LOW_32, 0),
-                   seccomp.Arg(1, seccomp.MASKED_EQ, LOW_32, 0))
+    rules.add_rule(
+        seccomp.ALLOW,
+        "setpriority",
+        seccomp.Arg(0, seccomp.MASKED_EQ, LOW_32, 0),
+        seccomp.Arg(1, seccomp.MASKED_EQ, LOW_32, 0),
+    )
     for option in PRCTL_OPTIONS.values():
         rules.add_rule(seccomp.ALLOW, "prctl", seccomp.Arg(0, seccomp.MASKED_EQ, LOW_32, option))
     with tempfile.TemporaryFile() as fh:

@@ -66,12 +66,34 @@ _IMAGE_INPUT = (
     "the network returns logits (B, num_classes)."
 )
 
-def _held_out_task(name: str, in_shape: tuple[int, int, int], num_classes: int, *, epochs: int, weight_decay: float,
-                   max_params: int, train: str, val: str, test: str, what: str, note: str) -> Task:
+
+def _held_out_task(
+    name: str,
+    in_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    epochs: int,
+    weight_decay: float,
+    max_params: int,
+    train: str,
+    val: str,
+    test: str,
+    what: str,
+    note: str,
+) -> Task:
     """A torchvision-format image task: a seeded 90/10 split of the official training set, official test set."""
     return Task(
-        name=name, kind="image", in_shape=in_shape, num_classes=num_classes, metric="accuracy", epochs=epochs,
-        batch_size=128, lr=1e-3, weight_decay=weight_decay, max_params=max_params, needs_data_dir=True,
+        name=name,
+        kind="image",
+        in_shape=in_shape,
+        num_classes=num_classes,
+        metric="accuracy",
+        epochs=epochs,
+        batch_size=128,
+        lr=1e-3,
+        weight_decay=weight_decay,
+        max_params=max_params,
+        needs_data_dir=True,
         description=(
             f"{what}, {train} training and {val} validation images (a seeded 90/10 split of the official "
             f"training set) and the official {test} test images. {note} {_IMAGE_INPUT}"
@@ -83,8 +105,17 @@ TASKS: dict[str, Task] = {
     task.name: task
     for task in (
         Task(
-            name="digits", kind="image", in_shape=(1, 8, 8), num_classes=10, metric="accuracy",
-            epochs=30, batch_size=64, lr=3e-3, weight_decay=0.01, max_params=1_000_000, needs_data_dir=False,
+            name="digits",
+            kind="image",
+            in_shape=(1, 8, 8),
+            num_classes=10,
+            metric="accuracy",
+            epochs=30,
+            batch_size=64,
+            lr=3e-3,
+            weight_decay=0.01,
+            max_params=1_000_000,
+            needs_data_dir=False,
             description=(
                 "Handwritten digit classification on scikit-learn's bundled 8x8 grayscale images "
                 "(1,797 images, 10 classes, split 60/20/20 into train/validation/test). The images are tiny "
@@ -93,8 +124,17 @@ TASKS: dict[str, Task] = {
             ),
         ),
         Task(
-            name="mqar", kind="token", in_shape=(64,), num_classes=64, metric="query_accuracy",
-            epochs=20, batch_size=64, lr=1e-3, weight_decay=0.1, max_params=1_000_000, needs_data_dir=False,
+            name="mqar",
+            kind="token",
+            in_shape=(64,),
+            num_classes=64,
+            metric="query_accuracy",
+            epochs=20,
+            batch_size=64,
+            lr=1e-3,
+            weight_decay=0.1,
+            max_params=1_000_000,
+            needs_data_dir=False,
             description=(
                 "Multi-query associative recall (Zoology, Arora et al. 2023), a probe of in-context recall. "
                 "Each sequence of 64 token ids (vocabulary 64, id 0 is padding) starts with 8 key-value "
@@ -107,40 +147,86 @@ TASKS: dict[str, Task] = {
             ),
         ),
         _held_out_task(
-            "mnist", (1, 28, 28), 10, epochs=10, weight_decay=0.01, max_params=2_000_000, train="54,000",
-            val="6,000", test="10,000",
+            "mnist",
+            (1, 28, 28),
+            10,
+            epochs=10,
+            weight_decay=0.01,
+            max_params=2_000_000,
+            train="54,000",
+            val="6,000",
+            test="10,000",
             what="MNIST handwritten digits: 28x28 grayscale, 10 classes",
             note="Strong models reach above 99% accuracy.",
         ),
         _held_out_task(
-            "fashion-mnist", (1, 28, 28), 10, epochs=10, weight_decay=0.01, max_params=2_000_000, train="54,000",
-            val="6,000", test="10,000",
+            "fashion-mnist",
+            (1, 28, 28),
+            10,
+            epochs=10,
+            weight_decay=0.01,
+            max_params=2_000_000,
+            train="54,000",
+            val="6,000",
+            test="10,000",
             what="Fashion-MNIST: 28x28 grayscale photos of clothing in 10 classes (shirt, sneaker, bag, ...)",
             note="Harder than MNIST: some classes (shirt, T-shirt, pullover, coat) differ only in fine shape.",
         ),
         _held_out_task(
-            "cifar10", (3, 32, 32), 10, epochs=30, weight_decay=0.05, max_params=5_000_000, train="45,000",
-            val="5,000", test="10,000",
+            "cifar10",
+            (3, 32, 32),
+            10,
+            epochs=30,
+            weight_decay=0.05,
+            max_params=5_000_000,
+            train="45,000",
+            val="5,000",
+            test="10,000",
             what="CIFAR-10: 32x32 colour photos of 10 object classes (airplane, cat, ship, ...)",
             note="Natural images with varied backgrounds; convolutional inductive biases and normalization matter.",
         ),
         _held_out_task(
-            "cifar100", (3, 32, 32), 100, epochs=30, weight_decay=0.05, max_params=5_000_000, train="45,000",
-            val="5,000", test="10,000",
+            "cifar100",
+            (3, 32, 32),
+            100,
+            epochs=30,
+            weight_decay=0.05,
+            max_params=5_000_000,
+            train="45,000",
+            val="5,000",
+            test="10,000",
             what="CIFAR-100: the CIFAR images with 100 fine-grained classes (500 training images per class)",
             note="Few examples per class, so capacity has to be balanced against overfitting.",
         ),
         _held_out_task(
-            "svhn", (3, 32, 32), 10, epochs=15, weight_decay=0.05, max_params=5_000_000, train="about 66,000",
-            val="7,300", test="26,032",
-            what=("SVHN: 32x32 colour crops of house numbers from Street View, labelled with the digit in the "
-                  "centre (10 classes)"),
+            "svhn",
+            (3, 32, 32),
+            10,
+            epochs=15,
+            weight_decay=0.05,
+            max_params=5_000_000,
+            train="about 66,000",
+            val="7,300",
+            test="26,032",
+            what=(
+                "SVHN: 32x32 colour crops of house numbers from Street View, labelled with the digit in the "
+                "centre (10 classes)"
+            ),
             note="Neighbouring digits often intrude at the edges of the crop.",
         ),
         *(
             Task(
-                name=f"nb201-{dataset}", kind="tabular", in_shape=in_shape, num_classes=classes, metric="accuracy",
-                epochs=200, batch_size=256, lr=0.1, weight_decay=5e-4, max_params=2_000_000, needs_data_dir=False,
+                name=f"nb201-{dataset}",
+                kind="tabular",
+                in_shape=in_shape,
+                num_classes=classes,
+                metric="accuracy",
+                epochs=200,
+                batch_size=256,
+                lr=0.1,
+                weight_decay=5e-4,
+                max_params=2_000_000,
+                needs_data_dir=False,
                 description=(
                     f"NAS-Bench-201 on {label}, answered from the published table: one query returns the cell's "
                     "validation accuracy (the search signal); the cell a search picks is scored by its test "
@@ -206,8 +292,10 @@ def prepare(
     loses, and its copy is thrown away).
     """
     if task.kind == "tabular":
-        raise TaskError(f"{task.name} is answered from the NAS-Bench-201 table and has no data to train on; "
-                        f"search it with `agentarch baseline --space nb201 --task {task.name}`")
+        raise TaskError(
+            f"{task.name} is answered from the NAS-Bench-201 table and has no data to train on; "
+            f"search it with `agentarch baseline --space nb201 --task {task.name}`"
+        )
     if task.name not in _BUILDERS:
         raise TaskError(f"no data loader for task {task.name!r}; known tasks: {', '.join(_BUILDERS)}")
     if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or not 0 <= split_seed < 2**32:
@@ -240,8 +328,12 @@ def _write_atomically(target: Path, task: Task, splits: _Splits) -> None:
         inputs, labels = tmp / "inputs", tmp / "labels"
         inputs.mkdir()
         labels.mkdir(mode=0o700)  # the host's: the candidate uid cannot read them (Landlock keeps capless root out)
-        for name, array in (("train_x", splits.train_x), ("train_y", splits.train_y),
-                            ("val_x", splits.val_x), ("test_x", splits.test_x)):
+        for name, array in (
+            ("train_x", splits.train_x),
+            ("train_y", splits.train_y),
+            ("val_x", splits.val_x),
+            ("test_x", splits.test_x),
+        ):
             np.save(inputs / f"{name}.npy", array, allow_pickle=False)
         for name, array in (("val_y", splits.val_y), ("test_y", splits.test_y)):
             np.save(labels / f"{name}.npy", array, allow_pickle=False)
@@ -274,8 +366,10 @@ def _rename_into_place(tmp: Path, target: Path) -> None:
             else:
                 shutil.rmtree(stale, ignore_errors=True)
     if not _is_complete(target):
-        raise TaskError(f"could not put prepared data at {target} ({problem}); check that the cache folder is "
-                        "writable, or remove that folder, and try again")
+        raise TaskError(
+            f"could not put prepared data at {target} ({problem}); check that the cache folder is "
+            "writable, or remove that folder, and try again"
+        )
 
 
 def _meta(task: Task, train_x: np.ndarray) -> dict[str, object]:
@@ -284,8 +378,14 @@ def _meta(task: Task, train_x: np.ndarray) -> dict[str, object]:
         return {"kind": "token", "in_shape": list(task.in_shape), "num_classes": task.num_classes}
     scale = _IMAGE_SCALE[task.name]
     mean, std = channel_stats(train_x, scale)
-    return {"kind": "image", "scale": scale, "mean": mean, "std": std, "in_shape": list(task.in_shape),
-            "num_classes": task.num_classes}
+    return {
+        "kind": "image",
+        "scale": scale,
+        "mean": mean,
+        "std": std,
+        "in_shape": list(task.in_shape),
+        "num_classes": task.num_classes,
+    }
 
 
 def channel_stats(x: np.ndarray, scale: float, chunk: int = 4096) -> tuple[list[float], list[float]]:
@@ -298,12 +398,12 @@ def channel_stats(x: np.ndarray, scale: float, chunk: int = 4096) -> tuple[list[
     count = x.shape[0] * math.prod(x.shape[2:])
     total = np.zeros(x.shape[1])
     for start in range(0, x.shape[0], chunk):
-        total += (x[start:start + chunk].astype(np.float64) / scale).sum(axis=axes)
+        total += (x[start : start + chunk].astype(np.float64) / scale).sum(axis=axes)
     mean = total / count
     squares = np.zeros(x.shape[1])
     shape = (1, -1) + (1,) * (x.ndim - 2)
     for start in range(0, x.shape[0], chunk):
-        centred = x[start:start + chunk].astype(np.float64) / scale - mean.reshape(shape)
+        centred = x[start : start + chunk].astype(np.float64) / scale - mean.reshape(shape)
         squares += (centred**2).sum(axis=axes)
     std = np.sqrt(squares / count)
     std[std < 1e-6] = 1.0
@@ -321,14 +421,16 @@ def _check_splits(task: Task, splits: _Splits) -> None:
         else:
             want_dtype, want_x, want_y = np.int64, (len(x), *task.in_shape), (len(x), *task.in_shape)
         if x.dtype != want_dtype or x.shape != want_x:
-            raise TaskError(f"{task.name}: {split} inputs are {x.dtype} {x.shape}; expected "
-                            f"{np.dtype(want_dtype)} {want_x}")
+            raise TaskError(
+                f"{task.name}: {split} inputs are {x.dtype} {x.shape}; expected {np.dtype(want_dtype)} {want_x}"
+            )
         if y.dtype != np.int64 or y.shape != want_y:
             raise TaskError(f"{task.name}: {split} labels are {y.dtype} {y.shape}; expected int64 {want_y}")
         scored = y[y != IGNORE_INDEX] if task.kind == "token" else y
         if scored.size and (scored.min() < 0 or scored.max() >= task.num_classes):
-            raise TaskError(f"{task.name}: {split} labels span [{scored.min()}, {scored.max()}]; "
-                            f"expected [0, {task.num_classes})")
+            raise TaskError(
+                f"{task.name}: {split} labels span [{scored.min()}, {scored.max()}]; expected [0, {task.num_classes})"
+            )
 
 
 def _split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -379,11 +481,15 @@ def make_mqar(
     """
     half = vocab // 2
     if num_pairs < 1 or half - 1 < num_pairs or vocab - half < num_pairs:
-        raise TaskError(f"mqar: a vocabulary of {vocab} cannot hold {num_pairs} distinct keys in [1, {half}) "
-                        f"and values in [{half}, {vocab})")
+        raise TaskError(
+            f"mqar: a vocabulary of {vocab} cannot hold {num_pairs} distinct keys in [1, {half}) "
+            f"and values in [{half}, {vocab})"
+        )
     if seq_len < 3 * num_pairs:
-        raise TaskError(f"mqar: seq_len {seq_len} is too short for {num_pairs} pairs and their queries "
-                        f"(needs at least {3 * num_pairs})")
+        raise TaskError(
+            f"mqar: seq_len {seq_len} is too short for {num_pairs} pairs and their queries "
+            f"(needs at least {3 * num_pairs})"
+        )
     if n < 0:
         raise TaskError(f"mqar: cannot make {n} sequences")
     rows = np.arange(n)[:, None]
@@ -393,8 +499,8 @@ def make_mqar(
     query_slots = seq_len - 2 * num_pairs
     positions = np.argsort(rng.random((n, query_slots)), axis=1)[:, :num_pairs] + 2 * num_pairs
     x = np.zeros((n, seq_len), dtype=np.int64)
-    x[:, 0:2 * num_pairs:2] = keys
-    x[:, 1:2 * num_pairs:2] = values
+    x[:, 0 : 2 * num_pairs : 2] = keys
+    x[:, 1 : 2 * num_pairs : 2] = values
     x[rows, positions] = keys
     y = np.full((n, seq_len), IGNORE_INDEX, dtype=np.int64)
     y[rows, positions] = values
@@ -405,8 +511,9 @@ def _build_mqar(task: Task, data_dir: Path | None, download: bool, split_seed: i
     """Generated from the split seed, one independent generator stream per split."""
     streams = np.random.SeedSequence(split_seed).spawn(3)
     made = {
-        split: make_mqar(MQAR_SIZES[split], task.in_shape[0], task.num_classes, MQAR_NUM_PAIRS,
-                         np.random.default_rng(stream))
+        split: make_mqar(
+            MQAR_SIZES[split], task.in_shape[0], task.num_classes, MQAR_NUM_PAIRS, np.random.default_rng(stream)
+        )
         for split, stream in zip(("train", "val", "test"), streams)
     }
     return _Splits(*made["train"], *made["val"], *made["test"])
@@ -415,7 +522,12 @@ def _build_mqar(task: Task, data_dir: Path | None, download: bool, split_seed: i
 # -- file-based image datasets (torchvision's on-disk layout) ------------------------------------
 
 _IMAGE_SCALE: dict[str, float] = {
-    "digits": 16.0, "mnist": 255.0, "fashion-mnist": 255.0, "cifar10": 255.0, "cifar100": 255.0, "svhn": 255.0,
+    "digits": 16.0,
+    "mnist": 255.0,
+    "fashion-mnist": 255.0,
+    "cifar10": 255.0,
+    "cifar100": 255.0,
+    "svhn": 255.0,
 }
 
 _VAL_FRACTION = 0.1
@@ -464,7 +576,7 @@ def _first_existing(data_dir: Path, alternatives: tuple[str, ...]) -> Path:
 def _read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (the MNIST format: big-endian header, then raw unsigned bytes)."""
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as err:
         raise TaskError(f"cannot read {path}: {err}") from err
@@ -486,8 +598,9 @@ def _read_idx_dataset(raw: Path) -> _Arrays4:
         images = _read_idx(_first_existing(raw, (f"{prefix}-images-idx3-ubyte", f"{prefix}-images-idx3-ubyte.gz")))
         labels = _read_idx(_first_existing(raw, (f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels-idx1-ubyte.gz")))
         if images.ndim != 3 or labels.ndim != 1:
-            raise TaskError(f"{raw}: {prefix} images are {images.shape} and labels {labels.shape}; "
-                            "expected (N, H, W) and (N,)")
+            raise TaskError(
+                f"{raw}: {prefix} images are {images.shape} and labels {labels.shape}; expected (N, H, W) and (N,)"
+            )
         return images[:, None, :, :], labels.astype(np.int64)
 
     return (*pair("train"), *pair("t10k"))
@@ -497,9 +610,13 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays only: a data file cannot run code on the host."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> object:
@@ -554,38 +671,60 @@ _FILE_SOURCES: dict[str, _FileSource] = {
     "mnist": _idx_source(
         "MNIST",
         ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-        {"train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-         "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
-         "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
-         "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c"},
+        {
+            "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
     ),
     "fashion-mnist": _idx_source(
         "FashionMNIST",
         ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        {"train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-         "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
-         "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
-         "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310"},
+        {
+            "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
     ),
     "cifar10": _FileSource(
         required=tuple((f"cifar-10-batches-py/{n}",) for n in (*_CIFAR10_TRAIN, "test_batch")),
-        fetches=(_Fetch("cifar-10-python.tar.gz", ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
-                        "c58f30108f718f92721af3b95e74349a", "untar"),),
+        fetches=(
+            _Fetch(
+                "cifar-10-python.tar.gz",
+                ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+                "c58f30108f718f92721af3b95e74349a",
+                "untar",
+            ),
+        ),
         read=lambda d: _read_cifar(d / "cifar-10-batches-py", _CIFAR10_TRAIN, "test_batch", b"labels"),
     ),
     "cifar100": _FileSource(
         required=(("cifar-100-python/train",), ("cifar-100-python/test",)),
-        fetches=(_Fetch("cifar-100-python.tar.gz", ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
-                        "eb9058c3a382ffc7106e4002c42a8d85", "untar"),),
+        fetches=(
+            _Fetch(
+                "cifar-100-python.tar.gz",
+                ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
+                "eb9058c3a382ffc7106e4002c42a8d85",
+                "untar",
+            ),
+        ),
         read=lambda d: _read_cifar(d / "cifar-100-python", ("train",), "test", b"fine_labels"),
     ),
     "svhn": _FileSource(
         required=(("train_32x32.mat",), ("test_32x32.mat",)),
         fetches=(
-            _Fetch("train_32x32.mat", ("http://ufldl.stanford.edu/housenumbers/train_32x32.mat",),
-                   "e26dedcc434d2e4c54c9b2d4a06d8373"),
-            _Fetch("test_32x32.mat", ("http://ufldl.stanford.edu/housenumbers/test_32x32.mat",),
-                   "eb5a983be6a315427106f1b164d9cef3"),
+            _Fetch(
+                "train_32x32.mat",
+                ("http://ufldl.stanford.edu/housenumbers/train_32x32.mat",),
+                "e26dedcc434d2e4c54c9b2d4a06d8373",
+            ),
+            _Fetch(
+                "test_32x32.mat",
+                ("http://ufldl.stanford.edu/housenumbers/test_32x32.mat",),
+                "eb5a983be6a315427106f1b164d9cef3",
+            ),
         ),
         read=_read_svhn,
     ),
@@ -608,8 +747,8 @@ def _build_from_files(task: Task, data_dir: Path | None, download: bool, split_s
         layout = ", ".join(alts[0] for alts in source.required)
         raise TaskError(
             f"task {task.name!r} reads its dataset from files: pass --data-dir DIR, a folder in torchvision's "
-            f"layout holding {layout}" + (" (--download fetches them into DIR)" if download else
-                                          "; add --download to fetch them into DIR")
+            f"layout holding {layout}"
+            + (" (--download fetches them into DIR)" if download else "; add --download to fetch them into DIR")
         )
     missing = _missing(source, data_dir)
     if missing and download:
@@ -617,7 +756,8 @@ def _build_from_files(task: Task, data_dir: Path | None, download: bool, split_s
         missing = _missing(source, data_dir)
     if missing:
         raise TaskError(
-            f"task {task.name!r}: dataset files not found under {data_dir}:\n  " + "\n  ".join(missing)
+            f"task {task.name!r}: dataset files not found under {data_dir}:\n  "
+            + "\n  ".join(missing)
             + "\npass --data-dir DIR pointing at the folder that holds them (torchvision's layout), "
             "or add --download to fetch them there"
         )
@@ -641,6 +781,7 @@ def _fetch(urls: tuple[str, ...], dest: Path, md5: str | None) -> None:
     """Download to a temporary name beside `dest`, check the md5, then rename; try each mirror in turn."""
     import http.client
     import urllib.request
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     problems = []
     for url in urls:
@@ -661,8 +802,11 @@ def _fetch(urls: tuple[str, ...], dest: Path, md5: str | None) -> None:
             problems.append(f"{url}: {err}")
         finally:
             part.unlink(missing_ok=True)
-    raise TaskError(f"could not download {dest.name}:\n  " + "\n  ".join(problems)
-                    + f"\nfetch it by hand to {dest} and run again without --download")
+    raise TaskError(
+        f"could not download {dest.name}:\n  "
+        + "\n  ".join(problems)
+        + f"\nfetch it by hand to {dest} and run again without --download"
+    )
 
 
 def _gunzip(src: Path, dest: Path) -> None:

@@ -29,8 +29,12 @@ from agentarch.sandbox import _BOOT, Limits, SandboxJob, bubblewrap_problem, res
 from agentarch.tasks import get_task, prepare  # noqa: E402
 
 SEEDS = REPO / "archive" / "seeds" / "image"
-SPEC = {"kind": "image", "in_shape": [1, 8, 8], "num_classes": 10,
-        "train": {"epochs": 1, "batch_size": 64, "lr": 0.003, "weight_decay": 0.0, "seed": 0}}
+SPEC = {
+    "kind": "image",
+    "in_shape": [1, 8, 8],
+    "num_classes": 10,
+    "train": {"epochs": 1, "batch_size": 64, "lr": 0.003, "weight_decay": 0.0, "seed": 0},
+}
 
 
 def median_us(fn, text: str, repeats: int) -> float:
@@ -46,9 +50,15 @@ def bench_dedup() -> list[str]:
     """A candidate of at least 5 KB: the ResNet seed followed by commented copies of the MLP seed."""
     code = (SEEDS / "resnet.py").read_text()
     while len(code.encode()) < 5 * 1024:
-        code += "\n# a reviewer's note on the block above, as LLM answers often carry\n" + (SEEDS / "mlp.py").read_text()
-    rows = [f"candidate size: {len(code.encode()):,} bytes, median of 2,000 calls", "",
-            "| hash | median per candidate |", "| --- | --- |"]
+        code += (
+            "\n# a reviewer's note on the block above, as LLM answers often carry\n" + (SEEDS / "mlp.py").read_text()
+        )
+    rows = [
+        f"candidate size: {len(code.encode()):,} bytes, median of 2,000 calls",
+        "",
+        "| hash | median per candidate |",
+        "| --- | --- |",
+    ]
     for name, fn in (("whitespace", dedup.whitespace_hash), ("ast", dedup.ast_hash)):
         rows.append(f"| {name} | {median_us(fn, code, 2000):.0f} µs |")
     return rows
@@ -59,12 +69,22 @@ def bare_start(code: str, inputs_dir: Path) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         (scratch / "candidate.py").write_text(code)
-        spec = {**SPEC, "code_path": str(scratch / "candidate.py"), "inputs_dir": str(inputs_dir),
-                "output_dir": str(scratch), "threads": 1, "seccomp_bpf": None}
+        spec = {
+            **SPEC,
+            "code_path": str(scratch / "candidate.py"),
+            "inputs_dir": str(inputs_dir),
+            "output_dir": str(scratch),
+            "threads": 1,
+            "seccomp_bpf": None,
+        }
         (scratch / "spec.json").write_text(json.dumps(spec))
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", _BOOT, str(REPO), "sandbox", str(scratch / "spec.json")],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=scratch)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _BOOT, str(REPO), "sandbox", str(scratch / "spec.json")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=scratch,
+        )
         assert proc.stdout is not None and proc.stdin is not None
         event = json.loads(proc.stdout.readline())
         elapsed = time.perf_counter() - start
@@ -96,8 +116,12 @@ def bench_sandbox_start(inputs_dir: Path, repeats: int = 10) -> list[str]:
         if "bubblewrap" in times:
             times["bubblewrap"].append(sandboxed_start(code, inputs_dir, "bubblewrap"))
     base = statistics.median(times["bare subprocess"])
-    rows = [f"start to smoke event (import torch, build, forward+backward), median of {repeats}, interleaved", "",
-            "| mode | median | ratio to bare |", "| --- | --- | --- |"]
+    rows = [
+        f"start to smoke event (import torch, build, forward+backward), median of {repeats}, interleaved",
+        "",
+        "| mode | median | ratio to bare |",
+        "| --- | --- | --- |",
+    ]
     for mode, samples in times.items():
         med = statistics.median(samples)
         rows.append(f"| {mode} | {med:.2f} s | {med / base:.2f} |")
@@ -114,8 +138,10 @@ def bench_full_eval(cache: Path) -> list[str]:
             result = evaluator.evaluate((SEEDS / f"{seed}.py").read_text(), f"{seed}.py")
             wall = time.perf_counter() - start
             m = result.metrics
-            rows.append(f"| {seed} | {evaluator.isolation} | {m['val_accuracy']:.3f} | {m['test_accuracy']:.3f} "
-                        f"| {m['train_seconds']:.1f} | {wall:.1f} |")
+            rows.append(
+                f"| {seed} | {evaluator.isolation} | {m['val_accuracy']:.3f} | {m['test_accuracy']:.3f} "
+                f"| {m['train_seconds']:.1f} | {wall:.1f} |"
+            )
     return rows
 
 
@@ -123,9 +149,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         prepared = prepare(get_task("digits"), Path(cache))
         print("# Foundation benchmarks\n")
-        print(f"`.venv/bin/python benchmarks/foundation.py` on {platform.machine()}, "
-              f"{len(__import__('os').sched_getaffinity(0))} CPU cores, Python {platform.python_version()}, "
-              f"{time.strftime('%Y-%m-%d')}.\n")
+        print(
+            f"`.venv/bin/python benchmarks/foundation.py` on {platform.machine()}, "
+            f"{len(__import__('os').sched_getaffinity(0))} CPU cores, Python {platform.python_version()}, "
+            f"{time.strftime('%Y-%m-%d')}.\n"
+        )
         print("## Dedup hashes (target: whitespace under 1 ms)\n")
         print("\n".join(bench_dedup()))
         print("\n## Sandbox start-up overhead\n")

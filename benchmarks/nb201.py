@@ -55,11 +55,13 @@ def timings() -> list[str]:
 def main() -> None:
     workers = len(os.sched_getaffinity(0))
     print("# Baselines on NAS-Bench-201\n")
-    print(f"`.venv/bin/python benchmarks/nb201.py` on {platform.machine()}, {workers} CPU cores "
-          f"(one process each), Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}. "
-          f"{SEEDS} seeds per algorithm and dataset; REA with P=10, S=3; TPE is Optuna's TPESampler "
-          "with its defaults. Test accuracy (%) of each seed's best-by-validation cell, mean ± std over seeds; "
-          "in brackets the mean validation accuracy the search saw.\n")
+    print(
+        f"`.venv/bin/python benchmarks/nb201.py` on {platform.machine()}, {workers} CPU cores "
+        f"(one process each), Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}. "
+        f"{SEEDS} seeds per algorithm and dataset; REA with P=10, S=3; TPE is Optuna's TPESampler "
+        "with its defaults. Test accuracy (%) of each seed's best-by-validation cell, mean ± std over seeds; "
+        "in brackets the mean validation accuracy the search saw.\n"
+    )
     table = nb201_table()
     started = time.perf_counter()
     with Pool(workers) as pool:

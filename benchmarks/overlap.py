@@ -47,8 +47,17 @@ def main() -> None:
     make = graph.make_executor
     graph.make_executor = lambda *args: made.append(make(*args)) or made[-1]
     with tempfile.TemporaryDirectory() as tmp, ScriptedLLMServer(default=answer) as server:
-        settings = load_settings(task="digits", model="openai/bench-model", api_base=server.url, budget=CANDIDATES,
-                                 batch=CANDIDATES, slots=SLOTS, queue=QUEUE, threads=1, archive=Path(tmp) / "a.db")
+        settings = load_settings(
+            task="digits",
+            model="openai/bench-model",
+            api_base=server.url,
+            budget=CANDIDATES,
+            batch=CANDIDATES,
+            slots=SLOTS,
+            queue=QUEUE,
+            threads=1,
+            archive=Path(tmp) / "a.db",
+        )
         started = time.monotonic()
         summary = run_lib.start(settings)
         wall = time.monotonic() - started
@@ -57,9 +66,11 @@ def main() -> None:
     used = sum(end - start for _, start, end in busy)
     utilisation = used / (SLOTS * (last - first))
     print("# Overlap of proposing and training\n")
-    print(f"`.venv/bin/python benchmarks/overlap.py` on {platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores, "
-          f"{time.strftime('%Y-%m-%d')}. LLM latency {LATENCY_S:.0f} s per call (proposals and analyses), "
-          f"{CANDIDATES} candidates (CNN seed variants on digits), {SLOTS} slots, queue {QUEUE}.\n")
+    print(
+        f"`.venv/bin/python benchmarks/overlap.py` on {platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores, "
+        f"{time.strftime('%Y-%m-%d')}. LLM latency {LATENCY_S:.0f} s per call (proposals and analyses), "
+        f"{CANDIDATES} candidates (CNN seed variants on digits), {SLOTS} slots, queue {QUEUE}.\n"
+    )
     print("| candidates trained | sandbox runs | run wall s | window s | slot-busy s | utilisation |")
     print("| --- | --- | --- | --- | --- | --- |")
     print(f"| {summary['trained']} | {len(busy)} | {wall:.1f} | {last - first:.1f} | {used:.1f} | {utilisation:.1%} |")

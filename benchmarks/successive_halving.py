@@ -50,28 +50,41 @@ def main() -> None:
         sh_wall = time.perf_counter() - started
 
     print("# Successive halving vs full budget\n")
-    print(f"`.venv/bin/python benchmarks/successive_halving.py` on {platform.machine()}, "
-          f"{len(os.sched_getaffinity(0))} CPU cores, {time.strftime('%Y-%m-%d')}. Pool: {POOL} macro-space CNNs "
-          f"(seed 0) on digits; full budget {MAX_EPOCHS} epochs each; halving {MIN_EPOCHS} → {MAX_EPOCHS} epochs, "
-          f"eta {ETA}.\n")
+    print(
+        f"`.venv/bin/python benchmarks/successive_halving.py` on {platform.machine()}, "
+        f"{len(os.sched_getaffinity(0))} CPU cores, {time.strftime('%Y-%m-%d')}. Pool: {POOL} macro-space CNNs "
+        f"(seed 0) on digits; full budget {MAX_EPOCHS} epochs each; halving {MIN_EPOCHS} → {MAX_EPOCHS} epochs, "
+        f"eta {ETA}.\n"
+    )
     print("| method | trainings | epochs trained | train seconds | wall seconds | best (by val) | its val | its test |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| full budget | {len(trained)} | {len(trained) * MAX_EPOCHS} | {full_seconds:.1f} | {full_wall:.1f} | "
-          f"{full_best.name} | {full_best.metrics['val_accuracy']:.4f} | {full_best.metrics['test_accuracy']:.4f} |")
+    print(
+        f"| full budget | {len(trained)} | {len(trained) * MAX_EPOCHS} | {full_seconds:.1f} | {full_wall:.1f} | "
+        f"{full_best.name} | {full_best.metrics['val_accuracy']:.4f} | {full_best.metrics['test_accuracy']:.4f} |"
+    )
     best = sh.best
-    print(f"| successive halving | {sum(len(r.results) for r in sh.rungs)} | {sh.epochs_spent} | {sh.seconds_spent:.1f} | "
-          f"{sh_wall:.1f} | {best.name if best else '-'} | {best.metrics['val_accuracy']:.4f} | {best.metrics['test_accuracy']:.4f} |")
+    print(
+        f"| successive halving | {sum(len(r.results) for r in sh.rungs)} | {sh.epochs_spent} | {sh.seconds_spent:.1f} | "
+        f"{sh_wall:.1f} | {best.name if best else '-'} | {best.metrics['val_accuracy']:.4f} | {best.metrics['test_accuracy']:.4f} |"
+    )
     print()
     print("Rungs: " + ", ".join(f"{r.epochs} epochs × {len(r.results)}" for r in sh.rungs) + ".")
     top_val = full_best.metrics["val_accuracy"]
     tied = [r.name for r in trained if r.metrics["val_accuracy"] == top_val]
-    print(f"Compute ratio (halving / full): {sh.epochs_spent / (len(trained) * MAX_EPOCHS):.2f} in epochs, "
-          f"{sh.seconds_spent / full_seconds:.2f} in training seconds.")
-    print(f"Best at full budget (validation {top_val:.4f}): {', '.join(tied)}. Halving's pick "
-          f"{'is' if best and best.name in tied else 'is NOT'} among them.")
+    print(
+        f"Compute ratio (halving / full): {sh.epochs_spent / (len(trained) * MAX_EPOCHS):.2f} in epochs, "
+        f"{sh.seconds_spent / full_seconds:.2f} in training seconds."
+    )
+    print(
+        f"Best at full budget (validation {top_val:.4f}): {', '.join(tied)}. Halving's pick "
+        f"{'is' if best and best.name in tied else 'is NOT'} among them."
+    )
     ranked = sorted(trained, key=lambda r: -r.metrics["val_accuracy"])
-    print("\nFull-budget ranking by validation accuracy (top 5): "
-          + ", ".join(f"{r.name} {r.metrics['val_accuracy']:.4f}" for r in ranked[:5]) + ".")
+    print(
+        "\nFull-budget ranking by validation accuracy (top 5): "
+        + ", ".join(f"{r.name} {r.metrics['val_accuracy']:.4f}" for r in ranked[:5])
+        + "."
+    )
 
 
 if __name__ == "__main__":

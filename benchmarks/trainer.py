@@ -42,8 +42,9 @@ from torch import nn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agentarch.tasks import get_task, prepare  # noqa: E402
 from agentarch.runner import trainer  # noqa: E402
+
+from agentarch.tasks import get_task, prepare  # noqa: E402
 
 SEEDS = REPO / "archive" / "seeds"
 
@@ -74,8 +75,9 @@ def load_net(seed_file: str) -> type[nn.Module]:
     return module.Net
 
 
-def hand_written(model: nn.Module, inputs: trainer.Inputs, cfg: trainer.TrainConfig, device: torch.device,
-                 fused: bool | None = None) -> int:
+def hand_written(
+    model: nn.Module, inputs: trainer.Inputs, cfg: trainer.TrainConfig, device: torch.device, fused: bool | None = None
+) -> int:
     """The reference: the plainest correct loop, returning the number of steps it took."""
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
@@ -84,7 +86,7 @@ def hand_written(model: nn.Module, inputs: trainer.Inputs, cfg: trainer.TrainCon
     for _ in range(cfg.epochs):
         order = torch.randperm(n, device=device)
         for batch in range(steps_per_epoch):
-            idx = order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
+            idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
             x, y = inputs.train_x[idx], inputs.train_y[idx]
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = model(x)
@@ -95,8 +97,7 @@ def hand_written(model: nn.Module, inputs: trainer.Inputs, cfg: trainer.TrainCon
     return cfg.epochs * steps_per_epoch
 
 
-def hand_written_fused(model: nn.Module, inputs: trainer.Inputs, cfg: trainer.TrainConfig,
-                       device: torch.device) -> int:
+def hand_written_fused(model: nn.Module, inputs: trainer.Inputs, cfg: trainer.TrainConfig, device: torch.device) -> int:
     return hand_written(model, inputs, cfg, device, fused=True)
 
 
@@ -104,8 +105,15 @@ def agentarch_trainer(model: nn.Module, inputs: trainer.Inputs, cfg: trainer.Tra
     return trainer.train(model, inputs, cfg, device).steps
 
 
-def timed(loop: Callable[..., int], net_cls: type[nn.Module], in_shape: tuple[int, ...], num_classes: int,
-          inputs: trainer.Inputs, cfg: trainer.TrainConfig, device: torch.device) -> float:
+def timed(
+    loop: Callable[..., int],
+    net_cls: type[nn.Module],
+    in_shape: tuple[int, ...],
+    num_classes: int,
+    inputs: trainer.Inputs,
+    cfg: trainer.TrainConfig,
+    device: torch.device,
+) -> float:
     """Samples per second of one run of `loop` on a freshly built model (built outside the clock)."""
     trainer.seed_everything(cfg.seed)
     model = net_cls(in_shape, num_classes).to(device)
@@ -122,22 +130,25 @@ def bench_case(case: Case, cache: Path, device: torch.device, repeats: int) -> s
     task = get_task(case.task)
     inputs = trainer.load_inputs(prepare(task, cache).inputs_dir, device)
     if case.max_train is not None:
-        inputs = replace(inputs, train_x=inputs.train_x[:case.max_train], train_y=inputs.train_y[:case.max_train])
-    cfg = trainer.TrainConfig(epochs=case.epochs, batch_size=task.batch_size, lr=task.lr,
-                              weight_decay=task.weight_decay)
+        inputs = replace(inputs, train_x=inputs.train_x[: case.max_train], train_y=inputs.train_y[: case.max_train])
+    cfg = trainer.TrainConfig(
+        epochs=case.epochs, batch_size=task.batch_size, lr=task.lr, weight_decay=task.weight_decay
+    )
     net_cls = load_net(case.seed_file)
     loops = {"trainer": agentarch_trainer, "hand": hand_written, "fused": hand_written_fused}
     samples: dict[str, list[float]] = {name: [] for name in loops}
     for name, loop in loops.items():  # warm-up: thread pools, allocator, compilation caches
         timed(loop, net_cls, task.in_shape, task.num_classes, inputs, cfg, device)
     for repeat in range(repeats):
-        order = list(loops)[repeat % len(loops):] + list(loops)[:repeat % len(loops)]  # rotate who goes first
+        order = list(loops)[repeat % len(loops) :] + list(loops)[: repeat % len(loops)]  # rotate who goes first
         for name in order:
             samples[name].append(timed(loops[name], net_cls, task.in_shape, task.num_classes, inputs, cfg, device))
     trained, hand, fused = (statistics.median(samples[name]) for name in loops)
     steps = case.epochs * max(1, len(inputs.train_x) // cfg.batch_size)
-    return (f"| {case.name} | {steps} | {cfg.batch_size} | {trained:,.0f} | {hand:,.0f} | {fused:,.0f} "
-            f"| **{trained / hand:.3f}** | {trained / fused:.3f} |")
+    return (
+        f"| {case.name} | {steps} | {cfg.batch_size} | {trained:,.0f} | {hand:,.0f} | {fused:,.0f} "
+        f"| **{trained / hand:.3f}** | {trained / fused:.3f} |"
+    )
 
 
 def main() -> None:
@@ -150,15 +161,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     print("# Sandbox trainer throughput\n")
-    print(f"`.venv/bin/python benchmarks/trainer.py{' --device cuda' if device.type == 'cuda' else ''}"
-          f"` on {platform.machine()}, {device.type}{gpu}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-          f"{args.threads} thread{'s' if args.threads != 1 else ''}, Python {platform.python_version()}, "
-          f"{date.today()}.\n")
-    print(f"Samples per second, median of {args.repeats} interleaved repeats after one warm-up run each. "
-          "Ratio = trainer / hand-written with plain AdamW (target: at least 0.95); the last column "
-          "compares with the hand-written loop given the same fused AdamW as the trainer.\n")
-    print("| case | steps | batch | trainer | hand-written | hand-written, fused AdamW | ratio "
-          "| ratio to fused |")
+    print(
+        f"`.venv/bin/python benchmarks/trainer.py{' --device cuda' if device.type == 'cuda' else ''}"
+        f"` on {platform.machine()}, {device.type}{gpu}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{args.threads} thread{'s' if args.threads != 1 else ''}, Python {platform.python_version()}, "
+        f"{date.today()}.\n"
+    )
+    print(
+        f"Samples per second, median of {args.repeats} interleaved repeats after one warm-up run each. "
+        "Ratio = trainer / hand-written with plain AdamW (target: at least 0.95); the last column "
+        "compares with the hand-written loop given the same fused AdamW as the trainer.\n"
+    )
+    print("| case | steps | batch | trainer | hand-written | hand-written, fused AdamW | ratio | ratio to fused |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as cache:
         for case in CASES:

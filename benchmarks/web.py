@@ -34,28 +34,68 @@ CANDIDATES = 10_000
 REPEATS = 20
 TARGET_MS = 300
 # (kind, proposer stored on the run, proposer stored on its candidates, share of the candidates)
-RUNS = [("run", "openai/gpt-4o-mini", "llm", 0.4), ("baseline", "rea", "rea", 0.2),
-        ("baseline", "random", "random", 0.2), ("baseline", "tpe", "tpe", 0.15)]
-LAYERS = ["nn.Conv2d(c, c, 3, padding=1)", "nn.BatchNorm2d(c)", "nn.ReLU()", "nn.Conv2d(c, c, 1)",
-          "nn.GELU()", "nn.Conv2d(c, c, 3, padding=1, groups=c)", "nn.MaxPool2d(2)", "nn.Dropout(0.1)"]
-WORDS = ["depthwise", "residual", "attention", "bottleneck", "squeeze", "excitation", "wider", "deeper", "pooling",
-         "normalization", "skip", "dilated", "kernel", "stem", "head", "mixer"]
+RUNS = [
+    ("run", "openai/gpt-4o-mini", "llm", 0.4),
+    ("baseline", "rea", "rea", 0.2),
+    ("baseline", "random", "random", 0.2),
+    ("baseline", "tpe", "tpe", 0.15),
+]
+LAYERS = [
+    "nn.Conv2d(c, c, 3, padding=1)",
+    "nn.BatchNorm2d(c)",
+    "nn.ReLU()",
+    "nn.Conv2d(c, c, 1)",
+    "nn.GELU()",
+    "nn.Conv2d(c, c, 3, padding=1, groups=c)",
+    "nn.MaxPool2d(2)",
+    "nn.Dropout(0.1)",
+]
+WORDS = [
+    "depthwise",
+    "residual",
+    "attention",
+    "bottleneck",
+    "squeeze",
+    "excitation",
+    "wider",
+    "deeper",
+    "pooling",
+    "normalization",
+    "skip",
+    "dilated",
+    "kernel",
+    "stem",
+    "head",
+    "mixer",
+]
 
 
 def code(rng: random.Random, i: int) -> str:
     body = "\n".join(f"            {rng.choice(LAYERS)},  # {' '.join(rng.choices(WORDS, k=4))}" for _ in range(60))
-    return (f"import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    \"\"\"Candidate {i}.\"\"\"\n\n"
-            f"    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        c = 16\n"
-            f"        self.body = nn.Sequential(\n{body}\n        )\n        self.head = nn.LazyLinear(num_classes)\n\n"
-            f"    def forward(self, x):\n        return self.head(self.body(x).flatten(1))\n")
+    return (
+        f'import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    """Candidate {i}."""\n\n'
+        f"    def __init__(self, in_shape, num_classes):\n        super().__init__()\n        c = 16\n"
+        f"        self.body = nn.Sequential(\n{body}\n        )\n        self.head = nn.LazyLinear(num_classes)\n\n"
+        f"    def forward(self, x):\n        return self.head(self.body(x).flatten(1))\n"
+    )
 
 
 def evaluation(rng: random.Random, epochs: int, val: float) -> dict:
     steps = 40
-    return {"status": "trained", "fidelity": epochs, "seed": 0, "val_accuracy": val, "test_accuracy": val - 0.01,
-            "params": rng.randint(10_000, 5_000_000), "train_seconds": rng.uniform(5, 120), "device": "cpu",
-            "curve": [{"step": s * 25, "epoch": s * epochs / steps, "loss": 2.3 / (1 + s / 5) + rng.random() * 0.05}
-                      for s in range(1, steps + 1)]}
+    return {
+        "status": "trained",
+        "fidelity": epochs,
+        "seed": 0,
+        "val_accuracy": val,
+        "test_accuracy": val - 0.01,
+        "params": rng.randint(10_000, 5_000_000),
+        "train_seconds": rng.uniform(5, 120),
+        "device": "cpu",
+        "curve": [
+            {"step": s * 25, "epoch": s * epochs / steps, "loss": 2.3 / (1 + s / 5) + rng.random() * 0.05}
+            for s in range(1, steps + 1)
+        ],
+    }
 
 
 def build(path: Path) -> dict:
@@ -63,8 +103,10 @@ def build(path: Path) -> dict:
     rng = random.Random(0)
     with Archive(path) as db:
         db.db.execute("PRAGMA synchronous = OFF")  # building only: 10,000 fsyncs would dominate the set-up
-        run_ids = [db.start_run(kind, "digits", proposer, {"budget": int(share * CANDIDATES)})
-                   for kind, proposer, _, share in RUNS]
+        run_ids = [
+            db.start_run(kind, "digits", proposer, {"budget": int(share * CANDIDATES)})
+            for kind, proposer, _, share in RUNS
+        ]
         by_run: dict[str, list[int]] = {r: [] for r in run_ids}
         seeds_share = 1 - sum(share for *_, share in RUNS)  # the rest: user candidates outside any run
         llm_candidate = None
@@ -75,18 +117,44 @@ def build(path: Path) -> dict:
             earlier = by_run.get(run_id, []) if run_id else []
             parents = [rng.choice(earlier)] if len(earlier) > 5 else []
             status = rng.choices(["trained", "failed", "invalid", "duplicate"], [80, 10, 5, 5])[0]
-            row = {"task": "digits", "name": f"cand-{i}.py", "proposer": proposer, "run_id": run_id,
-                   "code": code(rng, i), "status": status, "text_hash": f"t{i}", "ast_hash": f"a{i}",
-                   "functional_hash": f"f{i}", "parents": parents, "params": rng.randint(10_000, 5_000_000)}
+            row = {
+                "task": "digits",
+                "name": f"cand-{i}.py",
+                "proposer": proposer,
+                "run_id": run_id,
+                "code": code(rng, i),
+                "status": status,
+                "text_hash": f"t{i}",
+                "ast_hash": f"a{i}",
+                "functional_hash": f"f{i}",
+                "parents": parents,
+                "params": rng.randint(10_000, 5_000_000),
+            }
             calls = []
             if proposer == "llm":
-                call = db.record_llm_call({"run_id": run_id, "purpose": "propose", "model": RUNS[0][1], "status": "ok",
-                                           "prompt_tokens": 3000, "completion_tokens": 800, "cost_usd": 0.002})
+                call = db.record_llm_call(
+                    {
+                        "run_id": run_id,
+                        "purpose": "propose",
+                        "model": RUNS[0][1],
+                        "status": "ok",
+                        "prompt_tokens": 3000,
+                        "completion_tokens": 800,
+                        "cost_usd": 0.002,
+                    }
+                )
                 calls = [call]
-                row.update(model=RUNS[0][1], examples=earlier[-3:], proposal_key=f"{run_id}/{i}",
-                           prompt=[{"role": "system", "content": "You design networks. " * 50},
-                                   {"role": "user", "content": "\n".join(code(rng, j) for j in range(2))}],
-                           response="```python\n" + row["code"] + "\n```", analysis=" ".join(rng.choices(WORDS, k=80)))
+                row.update(
+                    model=RUNS[0][1],
+                    examples=earlier[-3:],
+                    proposal_key=f"{run_id}/{i}",
+                    prompt=[
+                        {"role": "system", "content": "You design networks. " * 50},
+                        {"role": "user", "content": "\n".join(code(rng, j) for j in range(2))},
+                    ],
+                    response="```python\n" + row["code"] + "\n```",
+                    analysis=" ".join(rng.choices(WORDS, k=80)),
+                )
             evaluation_row = None
             if status == "trained":
                 evaluation_row = evaluation(rng, 5, rng.uniform(0.5, 0.99))
@@ -100,8 +168,15 @@ def build(path: Path) -> dict:
             if proposer == "llm" and parents and llm_candidate is None and i > CANDIDATES // 2:
                 llm_candidate = cid
         for k in range(220):
-            review = db.request_review({"run_id": run_ids[0], "proposal_key": f"review-{k}", "code": code(rng, k),
-                                        "intent": "try a wider stem", "parent_id": llm_candidate})
+            review = db.request_review(
+                {
+                    "run_id": run_ids[0],
+                    "proposal_key": f"review-{k}",
+                    "code": code(rng, k),
+                    "intent": "try a wider stem",
+                    "parent_id": llm_candidate,
+                }
+            )
             if k >= 20:
                 db.decide(review, "approved", by="bench")
         parent = db.candidate(llm_candidate)["parents"][0]
@@ -158,13 +233,17 @@ def main() -> None:
         with TestClient(create_app(path)) as client:
             rows = [(probe, *median_ms(client, probe.url, probe.cold)) for probe in probes]
     print("# Web UI benchmark\n")
-    print(f"`.venv/bin/python benchmarks/web.py` on {platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"Python {platform.python_version()}, {date.today()}; load average {os.getloadavg()[0]:.1f} at the end "
-          f"(other jobs share the machine, so absolute times carry their noise).\n")
-    print(f"{CANDIDATES:,} candidates ({size_mb:.0f} MB archive, built through Archive.record in {built:.0f} s), "
-          f"median and worst of {REPEATS} requests after a warm-up, Starlette TestClient in-process (no network). "
-          f"Target: under {TARGET_MS} ms per page. \"Highlighting not cached\" empties the highlighted-code cache "
-          "before every request, as on a first visit.\n")
+    print(
+        f"`.venv/bin/python benchmarks/web.py` on {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"Python {platform.python_version()}, {date.today()}; load average {os.getloadavg()[0]:.1f} at the end "
+        f"(other jobs share the machine, so absolute times carry their noise).\n"
+    )
+    print(
+        f"{CANDIDATES:,} candidates ({size_mb:.0f} MB archive, built through Archive.record in {built:.0f} s), "
+        f"median and worst of {REPEATS} requests after a warm-up, Starlette TestClient in-process (no network). "
+        f'Target: under {TARGET_MS} ms per page. "Highlighting not cached" empties the highlighted-code cache '
+        "before every request, as on a first visit.\n"
+    )
     print("| page | median ms | max ms | bytes | under target |")
     print("| --- | ---: | ---: | ---: | :---: |")
     for probe, median, worst, size in rows:

@@ -71,8 +71,10 @@ def _load_seccomp(bpf_path: Path) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
     one, zero = ctypes.c_ulong(1), ctypes.c_ulong(0)
-    if libc.prctl(pr_set_no_new_privs, one, zero, zero, zero) != 0 or \
-            libc.prctl(pr_set_seccomp, ctypes.c_ulong(seccomp_mode_filter), ctypes.byref(fprog), zero, zero) != 0:
+    if (
+        libc.prctl(pr_set_no_new_privs, one, zero, zero, zero) != 0
+        or libc.prctl(pr_set_seccomp, ctypes.c_ulong(seccomp_mode_filter), ctypes.byref(fprog), zero, zero) != 0
+    ):
         raise OSError(ctypes.get_errno(), "could not install the seccomp filter")
 
 
@@ -154,7 +156,9 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def smoke(net_cls: type[nn.Module], spec: dict[str, Any], inputs: trainer.Inputs, device: torch.device) -> dict[str, Any]:
+def smoke(
+    net_cls: type[nn.Module], spec: dict[str, Any], inputs: trainer.Inputs, device: torch.device
+) -> dict[str, Any]:
     """Build, count, and run one forward and backward pass on real training data, checking the contract."""
     in_shape, num_classes = tuple(spec["in_shape"]), spec["num_classes"]
     fhash = functional_hash(net_cls, spec)
@@ -215,15 +219,32 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
         out_dir = Path(spec["output_dir"])
         for split, x in (("val", inputs.val_x), ("test", inputs.test_x)):
             np.save(out_dir / f"{split}_outputs.npy", trainer.predict(model, x, cfg.batch_size, device))
-        emit({"event": "trained", "curve": result.curve, "train_seconds": result.train_seconds, "steps": result.steps,
-              "epochs_done": result.epochs_done, "stopped_early": result.stopped_early, "notes": result.notes,
-              "peak_memory_mb": result.peak_memory_mb, "device": str(device)})
+        emit(
+            {
+                "event": "trained",
+                "curve": result.curve,
+                "train_seconds": result.train_seconds,
+                "steps": result.steps,
+                "epochs_done": result.epochs_done,
+                "stopped_early": result.stopped_early,
+                "notes": result.notes,
+                "peak_memory_mb": result.peak_memory_mb,
+                "device": str(device),
+            }
+        )
     except CandidateError as err:
         emit({"event": "error", "stage": stage, "kind": err.kind, "message": _clip(str(err))})
     except Exception as err:
         kind = "diverged" if type(err).__name__ == "TrainingDiverged" else "exception"
-        emit({"event": "error", "stage": stage, "kind": kind, "message": _clip(f"{type(err).__name__}: {err}"),
-              "traceback": _clip(traceback.format_exc(limit=8))})
+        emit(
+            {
+                "event": "error",
+                "stage": stage,
+                "kind": kind,
+                "message": _clip(f"{type(err).__name__}: {err}"),
+                "traceback": _clip(traceback.format_exc(limit=8)),
+            }
+        )
 
 
 def _clip(text: str, limit: int = 16_000) -> str:

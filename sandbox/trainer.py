@@ -144,8 +144,13 @@ def loss_fn(kind: str, logits: torch.Tensor, y: torch.Tensor, label_smoothing: f
         return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     if kind == "token":
         flat_y = y.reshape(-1)
-        total = F.cross_entropy(logits.float().reshape(flat_y.numel(), -1), flat_y, ignore_index=IGNORE_INDEX,
-                                label_smoothing=label_smoothing, reduction="sum")
+        total = F.cross_entropy(
+            logits.float().reshape(flat_y.numel(), -1),
+            flat_y,
+            ignore_index=IGNORE_INDEX,
+            label_smoothing=label_smoothing,
+            reduction="sum",
+        )
         return total / (flat_y != IGNORE_INDEX).sum().clamp(min=1)
     raise ValueError(f"unknown task kind {kind!r}; expected 'image' or 'token'")
 
@@ -255,7 +260,7 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
             order = order.pin_memory()
         order = order.to(device, non_blocking=True)
         for batch in range(steps_per_epoch):
-            idx = order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
+            idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
             x, y = inputs.train_x[idx], inputs.train_y[idx]
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -288,9 +293,15 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    return TrainResult(curve=curve, train_seconds=time.perf_counter() - started, steps=step,
-                       epochs_done=step / steps_per_epoch, stopped_early=stopped_early, peak_memory_mb=peak_mb,
-                       notes=notes)
+    return TrainResult(
+        curve=curve,
+        train_seconds=time.perf_counter() - started,
+        steps=step,
+        epochs_done=step / steps_per_epoch,
+        stopped_early=stopped_early,
+        peak_memory_mb=peak_mb,
+        notes=notes,
+    )
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:
@@ -299,5 +310,5 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
     outputs = []
     with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for start in range(0, len(x), batch_size):
-            outputs.append(model(x[start:start + batch_size].to(device)).float().cpu().numpy())
+            outputs.append(model(x[start : start + batch_size].to(device)).float().cpu().numpy())
     return np.concatenate(outputs).astype(np.float32, copy=False)

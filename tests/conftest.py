@@ -23,8 +23,12 @@ class Net(nn.Module):
 """
 """A tiny digits candidate that passes its smoke run; sandbox tests prepend their attack to it."""
 
-SPEC = {"kind": "image", "in_shape": [1, 8, 8], "num_classes": 10,
-        "train": {"epochs": 1, "batch_size": 64, "lr": 0.003, "weight_decay": 0.0, "seed": 0}}
+SPEC = {
+    "kind": "image",
+    "in_shape": [1, 8, 8],
+    "num_classes": 10,
+    "train": {"epochs": 1, "batch_size": 64, "lr": 0.003, "weight_decay": 0.0, "seed": 0},
+}
 """The runner spec of the digits task for that candidate."""
 
 requires_bubblewrap = pytest.mark.skipif(

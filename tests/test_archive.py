@@ -9,13 +9,29 @@ from agentarch.archive import SCHEMA_VERSION, Archive, ArchiveError
 
 
 def candidate(**extra):
-    return {"task": "digits", "name": "a.py", "proposer": "user", "code": "x = 1", "status": "trained",
-            "text_hash": "t1", "ast_hash": "a1", "functional_hash": "f1", "parents": [], **extra}
+    return {
+        "task": "digits",
+        "name": "a.py",
+        "proposer": "user",
+        "code": "x = 1",
+        "status": "trained",
+        "text_hash": "t1",
+        "ast_hash": "a1",
+        "functional_hash": "f1",
+        "parents": [],
+        **extra,
+    }
 
 
 def evaluation(val, test):
-    return {"status": "trained", "fidelity": 5, "seed": 0, "val_accuracy": val, "test_accuracy": test,
-            "curve": [{"step": 1, "loss": 2.0}]}
+    return {
+        "status": "trained",
+        "fidelity": 5,
+        "seed": 0,
+        "val_accuracy": val,
+        "test_accuracy": test,
+        "curve": [{"step": 1, "loss": 2.0}],
+    }
 
 
 def test_schema_and_wal(tmp_path):
@@ -116,8 +132,9 @@ def test_a_schema_1_archive_is_upgraded_in_place_keeping_its_rows(tmp_path):
     old._create_v1()
     old.db["meta"].insert({"key": "schema_version", "value": "1"})
     cid = old.db["candidates"].insert({**candidate(parents="[]"), "created_at": "2026-01-01"}).last_pk
-    old.db["evaluations"].insert({"candidate_id": cid, "task": "digits", "status": "trained", "val_accuracy": 0.9,
-                                  "created_at": "2026-01-01"})
+    old.db["evaluations"].insert(
+        {"candidate_id": cid, "task": "digits", "status": "trained", "val_accuracy": 0.9, "created_at": "2026-01-01"}
+    )
     old.db.close()
     with Archive(path) as db:
         assert db.schema_version() == SCHEMA_VERSION

@@ -20,9 +20,18 @@ def archive(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "a.db"
     with Archive(path) as db:
-        db.record({"task": "digits", "name": "kept.py", "proposer": "user", "code": "x = 1", "status": "trained",
-                   "text_hash": "kept", "parents": []},
-                  {"status": "trained", "val_accuracy": 0.9, "test_accuracy": 0.9, "fidelity": 1, "seed": 0})
+        db.record(
+            {
+                "task": "digits",
+                "name": "kept.py",
+                "proposer": "user",
+                "code": "x = 1",
+                "status": "trained",
+                "text_hash": "kept",
+                "parents": [],
+            },
+            {"status": "trained", "val_accuracy": 0.9, "test_accuracy": 0.9, "fidelity": 1, "seed": 0},
+        )
     return path
 
 
@@ -39,17 +48,20 @@ def cli(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
-@pytest.mark.parametrize("args, says", [
-    (["eval", "x.py", "--task", "imagenet"], "unknown task 'imagenet'; known tasks: digits"),
-    (["run", "--task", "imagenet"], "unknown task 'imagenet'"),
-    (["baseline", "--task", "imagenet"], "unknown task 'imagenet'"),
-    (["run", "--task", "mnist"], "--data-dir"),
-    (["eval", "missing.py", "--task", "digits"], "no such file: missing.py"),
-    (["run", "--task", "nb201-cifar10"], "use `agentarch baseline --task nb201-cifar10`"),
-    (["run", "--resume", "no-such-run"], "no run 'no-such-run'"),
-    (["run", "--batch", "0"], "batch"),
-    (["archive", "show", "99"], "no candidate with id 99"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["eval", "x.py", "--task", "imagenet"], "unknown task 'imagenet'; known tasks: digits"),
+        (["run", "--task", "imagenet"], "unknown task 'imagenet'"),
+        (["baseline", "--task", "imagenet"], "unknown task 'imagenet'"),
+        (["run", "--task", "mnist"], "--data-dir"),
+        (["eval", "missing.py", "--task", "digits"], "no such file: missing.py"),
+        (["run", "--task", "nb201-cifar10"], "use `agentarch baseline --task nb201-cifar10`"),
+        (["run", "--resume", "no-such-run"], "no run 'no-such-run'"),
+        (["run", "--batch", "0"], "batch"),
+        (["archive", "show", "99"], "no candidate with id 99"),
+    ],
+)
 def test_usage_errors_say_what_to_fix_and_touch_nothing(archive, args, says):
     before = digest(archive)
     result = cli(*args, "--archive", str(archive))
@@ -78,8 +90,9 @@ def test_an_archive_from_a_newer_agentarch_is_refused_untouched(archive, tmp_pat
     assert digest(archive) == before
 
 
-def test_a_non_python_file_and_a_10_mb_file_are_recorded_as_invalid_with_the_reason(archive, tmp_path, cache_dir,
-                                                                                     monkeypatch):
+def test_a_non_python_file_and_a_10_mb_file_are_recorded_as_invalid_with_the_reason(
+    archive, tmp_path, cache_dir, monkeypatch
+):
     monkeypatch.setenv("AGENTARCH_CACHE_DIR", str(cache_dir))
     png = tmp_path / "figure.py"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40)
@@ -102,8 +115,19 @@ def test_a_thousand_writes_while_others_read_and_review(tmp_path):
     """A run writing, `archive export` reading and a reviewer deciding in the web UI, each on its own connection."""
     path = tmp_path / "a.db"
     with Archive(path) as db:
-        reviews = [db.request_review({"run_id": None, "proposal_key": f"k{i}", "interrupt_id": "i", "code": "x",
-                                      "intent": None, "parent_id": None}) for i in range(50)]
+        reviews = [
+            db.request_review(
+                {
+                    "run_id": None,
+                    "proposal_key": f"k{i}",
+                    "interrupt_id": "i",
+                    "code": "x",
+                    "intent": None,
+                    "parent_id": None,
+                }
+            )
+            for i in range(50)
+        ]
     errors: list[BaseException] = []
     done = threading.Event()
 
@@ -113,14 +137,25 @@ def test_a_thousand_writes_while_others_read_and_review(tmp_path):
                 work()
             except BaseException as err:  # noqa: BLE001 - any error at all fails the test
                 errors.append(err)
+
         return threading.Thread(target=run)
 
     def writer():
         with Archive(path) as db:
             for i in range(1000):
-                db.record({"task": "digits", "name": f"c{i}", "proposer": "llm", "code": f"x = {i}", "status": "trained",
-                           "text_hash": f"h{i}", "parents": [], "proposal_key": f"run/{i}"},
-                          {"status": "trained", "val_accuracy": i / 1000, "fidelity": 1, "seed": 0})
+                db.record(
+                    {
+                        "task": "digits",
+                        "name": f"c{i}",
+                        "proposer": "llm",
+                        "code": f"x = {i}",
+                        "status": "trained",
+                        "text_hash": f"h{i}",
+                        "parents": [],
+                        "proposal_key": f"run/{i}",
+                    },
+                    {"status": "trained", "val_accuracy": i / 1000, "fidelity": 1, "seed": 0},
+                )
         done.set()
 
     exports = []
@@ -134,8 +169,9 @@ def test_a_thousand_writes_while_others_read_and_review(tmp_path):
     def reviewer():  # through the web UI, as a person would
         client = TestClient(create_app(path))
         for review_id in reviews:
-            response = client.post(f"/reviews/{review_id}", data={"decision": "approved", "by": "reviewer"},
-                                   follow_redirects=False)
+            response = client.post(
+                f"/reviews/{review_id}", data={"decision": "approved", "by": "reviewer"}, follow_redirects=False
+            )
             assert response.status_code == 303, response.text
 
     threads = [guarded(writer), guarded(exporter), guarded(reviewer)]

@@ -35,7 +35,11 @@ def differing_edges(a: str, b: str) -> int:
 def test_table_holds_every_cell_and_the_papers_optimum():
     table = nb201_table()
     assert len(table.archs) == len(set(table.archs)) == 15_625
-    assert [round(table.optimum(d).test_accuracy, 2) for d in ("cifar10", "cifar100", "imagenet16")] == [94.37, 73.51, 47.31]
+    assert [round(table.optimum(d).test_accuracy, 2) for d in ("cifar10", "cifar100", "imagenet16")] == [
+        94.37,
+        73.51,
+        47.31,
+    ]
     score = table.query("cifar10", table.archs[1])
     assert (score.val_accuracy, round(score.test_accuracy, 2)) == (90.39, 93.66)
 
@@ -54,7 +58,9 @@ def test_regularized_evolution_mutates_the_tournament_winner_and_ages_out_the_ol
     rea = RegularizedEvolution(NB201, seed=0, population=3, sample_size=3)
     initial = rea.propose(3)
     assert all(p.note.startswith("initial population") and not p.parent_archs for p in initial)
-    rea.observe([Observation(p, "trained", val, candidate_id=i) for i, (p, val) in enumerate(zip(initial, (90.0, 50.0, 60.0)))])
+    rea.observe(
+        [Observation(p, "trained", val, candidate_id=i) for i, (p, val) in enumerate(zip(initial, (90.0, 50.0, 60.0)))]
+    )
     # Tournaments of 3 drawn with replacement: the best member is drawn (and wins) with p = 1 - (2/3)^3 = 0.70,
     # the worst wins only when drawn three times, p = 1/27.
     children = [rea.propose(1)[0] for _ in range(300)]
@@ -132,19 +138,32 @@ def test_tpe_learns_from_results_and_survives_failures():
 def test_random_search_and_evolution_land_on_the_papers_table():
     """NAS-Bench-201 (Dong & Yang 2020), CIFAR-10 test: RS 93.70±0.36, REA 93.92±0.30; 500 seeds, budget 100."""
     rs = summarize("random", CIFAR10.name, 100, [search_table("random", NB201, CIFAR10, 100, s) for s in range(500)])
-    rea = summarize("rea", CIFAR10.name, 100, [search_table("rea", NB201, CIFAR10, 100, s, population=10, sample_size=3)
-                                               for s in range(500)])
+    rea = summarize(
+        "rea",
+        CIFAR10.name,
+        100,
+        [search_table("rea", NB201, CIFAR10, 100, s, population=10, sample_size=3) for s in range(500)],
+    )
     assert abs(rs["mean_test"] - 93.70) < 0.15 and abs(rs["std_test"] - 0.36) < 0.12
     assert abs(rea["mean_test"] - 93.92) < 0.15 and abs(rea["std_test"] - 0.30) < 0.12
     assert rea["mean_test"] > rs["mean_test"] and rea["mean_val"] > rs["mean_val"]
 
 
 def test_summary_scores_each_seeds_best_by_validation_not_by_test():
-    results = [SeedResult(0, [Trial("a", 90.0, 93.0), Trial("b", 91.0, 92.0), Trial("c", 91.0, 99.0)]),
-               SeedResult(1, [Trial("d", None, None), Trial("e", 80.0, 94.0)])]
+    results = [
+        SeedResult(0, [Trial("a", 90.0, 93.0), Trial("b", 91.0, 92.0), Trial("c", 91.0, 99.0)]),
+        SeedResult(1, [Trial("d", None, None), Trial("e", 80.0, 94.0)]),
+    ]
     summary = summarize("random", "nb201-cifar10", 3, results)
-    assert summary == {"algo": "random", "task": "nb201-cifar10", "budget": 3, "seeds": 2,
-                       "mean_test": 93.0, "std_test": 1.0, "mean_val": 85.5}
+    assert summary == {
+        "algo": "random",
+        "task": "nb201-cifar10",
+        "budget": 3,
+        "seeds": 2,
+        "mean_test": 93.0,
+        "std_test": 1.0,
+        "mean_val": 85.5,
+    }
     assert summarize("random", "nb201-cifar10", 1, results)["mean_test"] == 93.0  # a prefix of each search
 
 
@@ -163,8 +182,19 @@ def baseline(*args: str):
 
 
 def test_baseline_on_a_table_prints_seeds_then_the_summary_and_records_each_best_once(tmp_path):
-    args = ["--algo", "rea", "--task", "nb201-cifar10", "--budget", "50", "--seeds", "0-9", "--json",
-            "--archive", str(tmp_path / "a.db")]
+    args = [
+        "--algo",
+        "rea",
+        "--task",
+        "nb201-cifar10",
+        "--budget",
+        "50",
+        "--seeds",
+        "0-9",
+        "--json",
+        "--archive",
+        str(tmp_path / "a.db"),
+    ]
     first = baseline(*args)
     assert first.exit_code == 0, first.output
     lines = [json.loads(line) for line in first.stdout.splitlines()]
@@ -182,15 +212,18 @@ def test_baseline_on_a_table_prints_seeds_then_the_summary_and_records_each_best
     assert NB201.parse_code(code) == lines[0]["best_arch"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--space", "macro", "--task", "nb201-cifar10"], "answers only nb201 cells"),
-    (["--space", "mixer", "--task", "digits"], "use --space nb201 or macro"),
-    (["--space", "nb201", "--task", "mqar"], "use --space mixer"),
-    (["--algo", "bohb", "--task", "nb201-cifar10"], "choose one of random, rea, tpe"),
-    (["--space", "darts", "--task", "digits"], "known spaces: nb201, macro, mixer"),
-    (["--seeds", "9-1", "--task", "nb201-cifar10"], "seed range"),
-    (["--population", "3", "--sample-size", "5", "--task", "nb201-cifar10"], "sample size <= population"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--space", "macro", "--task", "nb201-cifar10"], "answers only nb201 cells"),
+        (["--space", "mixer", "--task", "digits"], "use --space nb201 or macro"),
+        (["--space", "nb201", "--task", "mqar"], "use --space mixer"),
+        (["--algo", "bohb", "--task", "nb201-cifar10"], "choose one of random, rea, tpe"),
+        (["--space", "darts", "--task", "digits"], "known spaces: nb201, macro, mixer"),
+        (["--seeds", "9-1", "--task", "nb201-cifar10"], "seed range"),
+        (["--population", "3", "--sample-size", "5", "--task", "nb201-cifar10"], "sample size <= population"),
+    ],
+)
 def test_baseline_usage_errors_say_what_to_fix(tmp_path, args, message):
     result = baseline(*args, "--archive", str(tmp_path / "a.db"))
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
@@ -201,14 +234,33 @@ def test_baseline_usage_errors_say_what_to_fix(tmp_path, args, message):
 def test_evolution_on_digits_trains_distinct_candidates_with_lineage(tmp_path, cache_dir, monkeypatch):
     monkeypatch.setenv("AGENTARCH_CACHE_DIR", str(cache_dir))
     db = tmp_path / "a.db"
-    result = baseline("--algo", "rea", "--space", "nb201", "--task", "digits", "--budget", "4", "--population", "2",
-                      "--sample-size", "2", "--epochs", "5", "--json", "--archive", str(db))
+    result = baseline(
+        "--algo",
+        "rea",
+        "--space",
+        "nb201",
+        "--task",
+        "digits",
+        "--budget",
+        "4",
+        "--population",
+        "2",
+        "--sample-size",
+        "2",
+        "--epochs",
+        "5",
+        "--json",
+        "--archive",
+        str(db),
+    )
     assert result.exit_code == 0, result.output
     *candidates, summary = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [c["status"] for c in candidates] == ["trained"] * 4
     assert summary["seeds"] == 1 and summary["mean_test"] > 0.8
     conn = sqlite3.connect(db)
-    rows = conn.execute("SELECT id, proposer, space, arch, parents, functional_hash FROM candidates ORDER BY id").fetchall()
+    rows = conn.execute(
+        "SELECT id, proposer, space, arch, parents, functional_hash FROM candidates ORDER BY id"
+    ).fetchall()
     assert len({row[5] for row in rows}) == 4 and {row[1] for row in rows} == {"rea"}
     archs = {row[0]: row[3] for row in rows}
     for cid, _, space, arch, parents, _ in rows[2:]:  # the mutants: each has its parent's id and differs by one edge

@@ -92,8 +92,14 @@ def _pending_reviews(archive: Path) -> list[int]:
 def _chrome() -> "webdriver.Chrome":
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1000", "--hide-scrollbars"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1000",
+        "--hide-scrollbars",
+    ):
         options.add_argument(arg)
     # The driver path is given, so Selenium Manager never tries to download one (SE_OFFLINE makes sure).
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -144,8 +150,12 @@ def test_a_person_decides_a_paused_run_in_a_real_browser(tmp_path, cache_dir, mo
     for old in SCREENSHOTS.glob("*.png"):
         old.unlink()
     archive = tmp_path / "a.db"
-    env = {**os.environ, "AGENTARCH_CACHE_DIR": str(cache_dir), "AGENTARCH_THREADS": "1",
-           "AGENTARCH_REVIEW_POLL_S": "0.2"}
+    env = {
+        **os.environ,
+        "AGENTARCH_CACHE_DIR": str(cache_dir),
+        "AGENTARCH_THREADS": "1",
+        "AGENTARCH_REVIEW_POLL_S": "0.2",
+    }
     env.pop("AGENTARCH_WEB_TOKEN", None)  # loopback needs none; a token from the environment would gate every page
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -155,9 +165,30 @@ def test_a_person_decides_a_paused_run_in_a_real_browser(tmp_path, cache_dir, mo
     try:
         with open(run_out, "w") as out, open(run_err, "w") as err:
             run = subprocess.Popen(
-                [sys.executable, "-m", "agentarch.cli", "run", "--task", "digits", "--review", "--budget", "2",
-                 "--batch", "2", "--epochs", "2", "--archive", str(archive), "--json"],
-                cwd=REPO, env=env, stdout=out, stderr=err, text=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "agentarch.cli",
+                    "run",
+                    "--task",
+                    "digits",
+                    "--review",
+                    "--budget",
+                    "2",
+                    "--batch",
+                    "2",
+                    "--epochs",
+                    "2",
+                    "--archive",
+                    str(archive),
+                    "--json",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=err,
+                text=True,
+            )
         deadline, pending = time.time() + 120, []
         while time.time() < deadline and len(pending) < 2 and run.poll() is None:
             time.sleep(0.3)
@@ -168,8 +199,24 @@ def test_a_person_decides_a_paused_run_in_a_real_browser(tmp_path, cache_dir, mo
         # Started once the run has made the archive, so the two never create its schema at the same time.
         with open(serve_log, "w") as log:
             server = subprocess.Popen(
-                [sys.executable, "-m", "agentarch.cli", "serve", "--archive", str(archive), "--host", "127.0.0.1",
-                 "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "agentarch.cli",
+                    "serve",
+                    "--archive",
+                    str(archive),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         _wait_until_served(base + "/", server, serve_log)
 
         driver = _chrome()
@@ -182,7 +229,9 @@ def test_a_person_decides_a_paused_run_in_a_real_browser(tmp_path, cache_dir, mo
         _check_page(driver, "Reviews")
         assert driver.find_element(By.TAG_NAME, "h1").text == "Review queue (2 pending)"
         assert {e.get_attribute("id") for e in driver.find_elements(By.CSS_SELECTOR, "section.review")} == {
-            f"review-{approve_id}", f"review-{reject_id}"}
+            f"review-{approve_id}",
+            f"review-{reject_id}",
+        }
         written.append(_screenshot(driver, "02-review-queue.png"))
 
         _decide(driver, approve_id, "approved")
@@ -212,8 +261,13 @@ def test_a_person_decides_a_paused_run_in_a_real_browser(tmp_path, cache_dir, mo
         assert approved["decided_at"] and rejected["decided_at"]
         db = sqlite3.connect(archive)
         try:
-            statuses = dict(db.execute("SELECT r.id, c.status FROM reviews r JOIN candidates c "
-                                       "ON c.id = r.candidate_id WHERE c.run_id = ?", [run_id]))
+            statuses = dict(
+                db.execute(
+                    "SELECT r.id, c.status FROM reviews r JOIN candidates c "
+                    "ON c.id = r.candidate_id WHERE c.run_id = ?",
+                    [run_id],
+                )
+            )
             linked = dict(db.execute("SELECT r.id, r.candidate_id FROM reviews r WHERE r.run_id = ?", [run_id]))
         finally:
             db.close()

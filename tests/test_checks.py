@@ -5,7 +5,7 @@ import textwrap
 from agentarch.checks import MAX_CODE_BYTES, check
 from tests.conftest import REPO
 
-GOOD = textwrap.dedent('''
+GOOD = textwrap.dedent("""
     import math
     import torch
     from torch import nn
@@ -20,7 +20,7 @@ GOOD = textwrap.dedent('''
 
         def forward(self, x):
             return self.fc(F.relu(x.flatten(1)))
-''')
+""")
 
 
 def rules(code):
@@ -73,7 +73,7 @@ def test_forward_signature():
 
 
 def test_forward_inherited_from_local_base():
-    code = textwrap.dedent('''
+    code = textwrap.dedent("""
         from torch import nn
         class Base(nn.Module):
             def forward(self, x):
@@ -82,7 +82,7 @@ def test_forward_inherited_from_local_base():
             def __init__(self, in_shape, num_classes):
                 super().__init__()
                 self.fc = nn.Linear(64, num_classes)
-    ''')
+    """)
     assert check(code).ok
 
 

@@ -64,8 +64,15 @@ def _passed(request: RunRequest) -> RunResult:
     smoke = {"functional_hash": code_sha256(request.code), "params": 1000, "flops": 1000, "seconds": 0.01}
     if request.smoke_only:
         return RunResult("smoked", smoke=smoke)
-    trained = {"train_seconds": 0.1, "device": "cpu", "peak_memory_mb": 1.0, "curve": [], "steps": 1,
-               "epochs_done": 1, "stopped_early": False}
+    trained = {
+        "train_seconds": 0.1,
+        "device": "cpu",
+        "peak_memory_mb": 1.0,
+        "curve": [],
+        "steps": 1,
+        "epochs_done": 1,
+        "stopped_early": False,
+    }
     return RunResult("trained", smoke=smoke, trained=trained, scores={"val_accuracy": 0.5, "test_accuracy": 0.5})
 
 
@@ -74,11 +81,11 @@ def marked(width: int, mark: str) -> str:
 
 
 HOSTILE = [
-    marked(16, "TypeError"),      # the smoke step raises
-    marked(20, "huge params"),    # recording raises (OverflowError)
-    marked(22, "giant params"),   # training's result cannot be checkpointed
-    marked(24, "huge message"),   # training raises with 7 MiB of message
-    marked(28, "MemoryError"),    # the smoke step runs out of memory
+    marked(16, "TypeError"),  # the smoke step raises
+    marked(20, "huge params"),  # recording raises (OverflowError)
+    marked(22, "giant params"),  # training's result cannot be checkpointed
+    marked(24, "huge message"),  # training raises with 7 MiB of message
+    marked(28, "MemoryError"),  # the smoke step runs out of memory
     fenced(mlp(32), "Intent: an unpaired surrogate \ud800 in the answer."),  # not storable as UTF-8 as it is
     fenced(mlp(36)),
 ]
@@ -98,15 +105,30 @@ def hostile(monkeypatch):
 
 def test_every_host_side_exception_becomes_that_candidates_failure_and_the_run_finishes(tmp_path, cache_dir, hostile):
     with ScriptedLLMServer(default=scripted(HOSTILE)) as server:
-        settings = load_settings(task="digits", model=MODEL, api_base=server.url, budget=7, batch=2, repair_tries=0,
-                                 archive=tmp_path / "a.db", cache_dir=cache_dir)
+        settings = load_settings(
+            task="digits",
+            model=MODEL,
+            api_base=server.url,
+            budget=7,
+            batch=2,
+            repair_tries=0,
+            archive=tmp_path / "a.db",
+            cache_dir=cache_dir,
+        )
         summary = run.start(settings)
     assert {k: summary[k] for k in ("status", "proposed", "failed", "trained", "stopped_by")} == {
-        "status": "finished", "proposed": 7, "failed": 5, "trained": 2, "stopped_by": "max-candidates"}
+        "status": "finished",
+        "proposed": 7,
+        "failed": 5,
+        "trained": 2,
+        "stopped_by": "max-candidates",
+    }
     db = sqlite3.connect(tmp_path / "a.db")
     rows = dict(db.execute("SELECT substr(code, -30), reason FROM candidates WHERE status = 'failed'").fetchall())
-    reasons = {mark: next(r for tail, r in rows.items() if mark in tail)
-               for mark in ("TypeError", "huge params", "giant params", "huge message", "MemoryError")}
+    reasons = {
+        mark: next(r for tail, r in rows.items() if mark in tail)
+        for mark in ("TypeError", "huge params", "giant params", "huge message", "MemoryError")
+    }
     assert reasons["TypeError"] == "[host] smoke raised TypeError: string indices must be integers, not 'str'"
     assert reasons["huge params"].startswith("[host] record raised OverflowError")
     assert reasons["giant params"] == "[host] train raised TypeError: Integer exceeds 64-bit range"
@@ -114,8 +136,10 @@ def test_every_host_side_exception_becomes_that_candidates_failure_and_the_run_f
     assert reasons["huge message"].startswith("[host] train raised RuntimeError: xxx")
     said = len("[host] train raised RuntimeError: ") + len(HUGE_MESSAGE)
     assert len(reasons["huge message"]) < 4100 and f"of {said} characters cut" in reasons["huge message"]
-    per_failed = db.execute("SELECT COUNT(e.id), MAX(e.error) = MAX(c.reason) FROM candidates c JOIN evaluations e "
-                            "ON e.candidate_id = c.id WHERE c.status = 'failed' GROUP BY c.id").fetchall()
+    per_failed = db.execute(
+        "SELECT COUNT(e.id), MAX(e.error) = MAX(c.reason) FROM candidates c JOIN evaluations e "
+        "ON e.candidate_id = c.id WHERE c.status = 'failed' GROUP BY c.id"
+    ).fetchall()
     assert per_failed == [(1, 1)] * 5  # each failure keeps one evaluation saying why
     surrogate = db.execute("SELECT response FROM candidates WHERE response LIKE '%unpaired surrogate%'").fetchone()[0]
     assert "surrogate ? in" in surrogate
@@ -168,51 +192,95 @@ def test_an_abort_from_another_branch_is_not_contained(tmp_path):
     with pytest.raises(graph.RunAborted):
         graph._guarded(ctx, waiting, serde)({"plan": {"key": "k"}})
     assert graph._guarded(ctx, lambda state: 1 / 0, serde)({"plan": {"key": "k"}}) == {
-        "fault": "[host] <lambda> raised ZeroDivisionError: division by zero"}
+        "fault": "[host] <lambda> raised ZeroDivisionError: division by zero"
+    }
     assert graph._guarded(ctx, lambda state: {"params": 10**5000}, serde)({"plan": {"key": "k"}})["fault"].startswith(
-        "[host] <lambda> raised TypeError: Integer exceeds 64-bit range")  # what the checkpoint cannot store
+        "[host] <lambda> raised TypeError: Integer exceeds 64-bit range"
+    )  # what the checkpoint cannot store
     assert not ctx.aborted.is_set()
 
 
 # -- end to end, with the real sandbox --------------------------------------------------------------------
 
+
 def hangs() -> str:
     """A candidate that never finishes its forward pass: the orchestrator is killed while it is in the sandbox."""
-    return mlp(12).replace("return self.out(torch.relu(self.hidden(x.flatten(1))))",
-                           "while True:\n            x = x * 1.0")
+    return mlp(12).replace(
+        "return self.out(torch.relu(self.hidden(x.flatten(1))))", "while True:\n            x = x * 1.0"
+    )
 
 
 @pytest.mark.slow
 @requires_bubblewrap
-def test_a_hostile_scripted_run_with_the_real_sandbox_records_every_candidate_and_finishes(tmp_path, cache_dir,
-                                                                                         monkeypatch):
+def test_a_hostile_scripted_run_with_the_real_sandbox_records_every_candidate_and_finishes(
+    tmp_path, cache_dir, monkeypatch
+):
     real = graph.make_executor
     monkeypatch.setattr(graph, "make_executor", lambda *args: HostileExecutor(real(*args)))
     monkeypatch.setenv("AGENTARCH_THREADS", "1")
     script = [
-        marked(16, "TypeError"),                                  # the host raises on its smoke result
-        marked(20, "huge params"),                                # really trained, then the archive write raises
-        fenced(mlp(24, crash=True)),                              # raises in its forward pass: failed
-        fenced("import os\n" + mlp(28)),                          # rejected by the static check: invalid
-        "No code today.",                                         # invalid
+        marked(16, "TypeError"),  # the host raises on its smoke result
+        marked(20, "huge params"),  # really trained, then the archive write raises
+        fenced(mlp(24, crash=True)),  # raises in its forward pass: failed
+        fenced("import os\n" + mlp(28)),  # rejected by the static check: invalid
+        "No code today.",  # invalid
         fenced(mlp(32), "Intent: an unpaired surrogate \ud800."),  # stored with '?': trained
     ]
     with ScriptedLLMServer(default=scripted(script)) as server:
-        settings = load_settings(task="digits", model=MODEL, api_base=server.url, budget=6, batch=2, repair_tries=0,
-                                 epochs=1, archive=tmp_path / "a.db", cache_dir=cache_dir)
+        settings = load_settings(
+            task="digits",
+            model=MODEL,
+            api_base=server.url,
+            budget=6,
+            batch=2,
+            repair_tries=0,
+            epochs=1,
+            archive=tmp_path / "a.db",
+            cache_dir=cache_dir,
+        )
         summary = run.start(settings)
     assert {k: summary[k] for k in ("status", "proposed", "failed", "invalid", "trained", "stopped_by")} == {
-        "status": "finished", "proposed": 6, "failed": 3, "invalid": 2, "trained": 1, "stopped_by": "max-candidates"}
+        "status": "finished",
+        "proposed": 6,
+        "failed": 3,
+        "invalid": 2,
+        "trained": 1,
+        "stopped_by": "max-candidates",
+    }
     db = sqlite3.connect(tmp_path / "a.db")
     reasons = [r for (r,) in db.execute("SELECT reason FROM candidates WHERE status = 'failed' ORDER BY id")]
     assert sum(r.startswith("[host] ") for r in reasons) == 2 and len(reasons) == 3
 
 
 def agentarch_run(archive, cache_dir, url, *extra):
-    env = {**os.environ, "AGENTARCH_THREADS": "1", "AGENTARCH_SMOKE_TIMEOUT_S": "300",
-           "AGENTARCH_CACHE_DIR": str(cache_dir)}
-    command = [sys.executable, "-m", "agentarch.cli", "run", "--task", "digits", "--model", MODEL, "--api-base", url,
-               "--budget", "3", "--batch", "1", "--epochs", "1", "--archive", str(archive), "--json", *extra]
+    env = {
+        **os.environ,
+        "AGENTARCH_THREADS": "1",
+        "AGENTARCH_SMOKE_TIMEOUT_S": "300",
+        "AGENTARCH_CACHE_DIR": str(cache_dir),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "agentarch.cli",
+        "run",
+        "--task",
+        "digits",
+        "--model",
+        MODEL,
+        "--api-base",
+        url,
+        "--budget",
+        "3",
+        "--batch",
+        "1",
+        "--epochs",
+        "1",
+        "--archive",
+        str(archive),
+        "--json",
+        *extra,
+    ]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -222,8 +290,14 @@ def kill_once_in_the_sandbox(proc, archive, starts: int) -> None:
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
         try:
-            row = sqlite3.connect(archive).execute("SELECT started FROM evaluation_starts WHERE code_sha256 = ? "
-                                                   "AND stage = 'smoke'", [code_sha256(hangs())]).fetchone()
+            row = (
+                sqlite3.connect(archive)
+                .execute(
+                    "SELECT started FROM evaluation_starts WHERE code_sha256 = ? AND stage = 'smoke'",
+                    [code_sha256(hangs())],
+                )
+                .fetchone()
+            )
         except sqlite3.OperationalError:  # not created yet
             continue
         if row and row[0] == starts:
@@ -255,11 +329,17 @@ def test_a_candidate_the_orchestrator_is_killed_under_twice_is_recorded_failed_o
     assert third.returncode == 0, errors
     summary = json.loads(out.splitlines()[-1])
     assert {k: summary[k] for k in ("status", "proposed", "failed", "trained")} == {
-        "status": "finished", "proposed": 3, "failed": 1, "trained": 2}
+        "status": "finished",
+        "proposed": 3,
+        "failed": 1,
+        "trained": 2,
+    }
     db = sqlite3.connect(archive)
     code, reason = db.execute("SELECT code, reason FROM candidates WHERE status = 'failed'").fetchone()
     assert code == hangs()
-    assert reason == ("[host] the orchestrator stopped 2 times while this candidate was in its smoke run; "
-                      "recorded as failed instead of run again")
+    assert reason == (
+        "[host] the orchestrator stopped 2 times while this candidate was in its smoke run; "
+        "recorded as failed instead of run again"
+    )
     keys = [k for (k,) in db.execute("SELECT proposal_key FROM candidates")]
     assert len(keys) == len(set(keys)) == 3

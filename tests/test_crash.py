@@ -30,9 +30,31 @@ BUDGET = 30  # kills this close together fail a candidate they land on twice (se
 
 def start(archive, cache_dir, *extra):
     env = {**os.environ, "AGENTARCH_CACHE_DIR": str(cache_dir), "AGENTARCH_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "agentarch.cli", "run", "--task", "digits", "--budget", str(BUDGET),
-                             "--batch", "2", "--epochs", "3", "--archive", str(archive), "--json", *extra],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentarch.cli",
+            "run",
+            "--task",
+            "digits",
+            "--budget",
+            str(BUDGET),
+            "--batch",
+            "2",
+            "--epochs",
+            "3",
+            "--archive",
+            str(archive),
+            "--json",
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_twenty_kills_lose_nothing_and_record_nothing_twice(tmp_path, cache_dir, digits):
@@ -63,8 +85,9 @@ def test_twenty_kills_lose_nothing_and_record_nothing_twice(tmp_path, cache_dir,
     db = sqlite3.connect(archive)
     keys = [r[0] for r in db.execute("SELECT proposal_key FROM candidates")]
     assert len(keys) == len(set(keys)) == BUDGET == finished["proposed"]
-    per_candidate = db.execute("SELECT c.status, COUNT(e.id) FROM candidates c LEFT JOIN evaluations e "
-                               "ON e.candidate_id = c.id GROUP BY c.id").fetchall()
+    per_candidate = db.execute(
+        "SELECT c.status, COUNT(e.id) FROM candidates c LEFT JOIN evaluations e ON e.candidate_id = c.id GROUP BY c.id"
+    ).fetchall()
     assert all(n == (1 if status in ("trained", "failed", "timeout") else 0) for status, n in per_candidate)
     reasons = [r for (r,) in db.execute("SELECT reason FROM candidates WHERE status = 'failed'")]
     assert all(r.startswith("[host] the orchestrator stopped ") for r in reasons), reasons

@@ -79,7 +79,11 @@ def test_statuses_and_dedup_levels_in_one_run(env):
     assert 0.5 < first["metrics"]["test_accuracy"] <= 1.0
     assert first["metrics"]["params"] == 64 * 32 + 32 + 32 * 10 + 10
     assert first["metrics"]["flops"] > 0 and first["metrics"]["train_seconds"] > 0
-    for name, level in (("mlp_spaced.py", "whitespace"), ("mlp_renamed.py", "ast"), ("mlp_sequential.py", "functional")):
+    for name, level in (
+        ("mlp_spaced.py", "whitespace"),
+        ("mlp_renamed.py", "ast"),
+        ("mlp_sequential.py", "functional"),
+    ):
         assert by_name[name]["status"] == "duplicate", (name, by_name[name])
         assert by_name[name]["dedup_level"] == level and by_name[name]["duplicate_of"] == first["id"]
     assert by_name["broken.py"]["status"] == "invalid"
@@ -94,7 +98,9 @@ def test_statuses_and_dedup_levels_in_one_run(env):
 
 
 def test_timeout_is_recorded_and_the_next_candidate_still_runs(env):
-    spin = write(env, "spin.py", MLP.replace("return self.fc2", "while True:\n            pass\n        return self.fc2"))
+    spin = write(
+        env, "spin.py", MLP.replace("return self.fc2", "while True:\n            pass\n        return self.fc2")
+    )
     good = write(env, "good.py", MLP.replace("32", "16"))
     results = run_eval("--task", "digits", "--timeout", "8", str(spin), str(good))
     assert results[0]["status"] == "timeout" and "wall-clock" in results[0]["reason"]
@@ -125,7 +131,10 @@ def test_usage_errors_exit_nonzero_and_record_nothing(env):
     assert unknown.exit_code == 2 and "known tasks" in unknown.output
     missing = runner.invoke(app, ["eval", "--archive", "a.db", str(env / "missing.py")])
     assert missing.exit_code == 2 and "no such file" in missing.output
-    assert not (env / "a.db").exists() or sqlite3.connect(env / "a.db").execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == 0
+    assert (
+        not (env / "a.db").exists()
+        or sqlite3.connect(env / "a.db").execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == 0
+    )
 
 
 @pytest.mark.slow

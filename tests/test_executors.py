@@ -15,7 +15,7 @@ from agentarch.sandbox import Limits, resolve_isolation
 from tests.conftest import REPO, requires_bubblewrap
 
 SEEDS = REPO / "archive" / "seeds" / "image"
-SHOW_GPU = '''import os
+SHOW_GPU = """import os
 import torch
 from torch import nn
 
@@ -27,21 +27,30 @@ class Net(nn.Module):
 
     def forward(self, x):
         return x
-'''
+"""
 
 
 def request(code: str, cache_dir: Path, **extra) -> RunRequest:
-    return RunRequest(code=code, task="digits", train={"epochs": 1, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.0,
-                                                       "seed": 0, "max_seconds": 60},
-                      limits=Limits(timeout_s=90, smoke_timeout_s=60, threads=1), isolation=resolve_isolation("auto"),
-                      cache_dir=cache_dir, data_dir=None, split_seed=0, **extra)
+    return RunRequest(
+        code=code,
+        task="digits",
+        train={"epochs": 1, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.0, "seed": 0, "max_seconds": 60},
+        limits=Limits(timeout_s=90, smoke_timeout_s=60, threads=1),
+        isolation=resolve_isolation("auto"),
+        cache_dir=cache_dir,
+        data_dir=None,
+        split_seed=0,
+        **extra,
+    )
 
 
 def test_each_slot_pins_its_own_gpu_and_every_slot_comes_back(digits, cache_dir):
     """Four evaluations on two GPU slots: each sandbox sees exactly one GPU, each GPU serves two."""
     pool = LocalExecutor(gpus=["0", "1"])
     results = []
-    threads = [threading.Thread(target=lambda: results.append(pool.run(request(SHOW_GPU, cache_dir)))) for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: results.append(pool.run(request(SHOW_GPU, cache_dir)))) for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -70,9 +79,13 @@ def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worke
     for kind in ("local", "ray"):
         executor = LocalExecutor(1) if kind == "local" else RayExecutor(num_cpus=2)
         with Archive(tmp_path / f"{kind}.db") as db:
-            evaluator = Evaluator(db, settings.model_copy(update={"archive": tmp_path / f"{kind}.db"}), executor=executor)
-            results[kind] = [(r.status, r.metrics["val_accuracy"], r.metrics["test_accuracy"], r.metrics["params"])
-                             for r in (evaluator.evaluate(code, f"seed{i}.py") for i, code in enumerate(codes))]
+            evaluator = Evaluator(
+                db, settings.model_copy(update={"archive": tmp_path / f"{kind}.db"}), executor=executor
+            )
+            results[kind] = [
+                (r.status, r.metrics["val_accuracy"], r.metrics["test_accuracy"], r.metrics["params"])
+                for r in (evaluator.evaluate(code, f"seed{i}.py") for i, code in enumerate(codes))
+            ]
     assert results["ray"] == results["local"] and all(r[0] == "trained" for r in results["ray"])
 
     marker = tmp_path / "crashed-once"

@@ -51,8 +51,25 @@ def test_a_run_completes_its_budget_through_a_faulty_llm_and_counts_the_faults(t
     monkeypatch.setenv("AGENTARCH_LLM_RETRIES", "8")
     llm = FaultyLLM(seed=7)
     with ScriptedLLMServer(default=llm) as server:
-        result = CliRunner().invoke(app, ["run", "--json", "--task", "digits", "--model", "openai/faulty", "--api-base",
-                                          server.url, "--budget", "6", "--batch", "2", "--archive", "a.db"])
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                "--json",
+                "--task",
+                "digits",
+                "--model",
+                "openai/faulty",
+                "--api-base",
+                server.url,
+                "--budget",
+                "6",
+                "--batch",
+                "2",
+                "--archive",
+                "a.db",
+            ],
+        )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.splitlines()[-1])
     print(f"calls answered {len(server.requests)}, faults injected {dict(llm.injected)}, summary {summary}")

@@ -10,7 +10,7 @@ from tests.conftest import requires_bubblewrap
 
 
 def mlp(width: int) -> str:
-    return f'''import torch
+    return f"""import torch
 from torch import nn
 
 
@@ -21,7 +21,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.body(x)
-'''
+"""
 
 
 def test_rung_budgets():
@@ -43,8 +43,11 @@ def test_halving_promotes_the_best_third_and_records_each_fidelity(tmp_path, cac
         assert [len(r.results) for r in result.rungs] == [3, 1, 1]
         assert result.epochs_spent == 3 * 1 + 3 + 4
         best = result.best
-        assert best.id == result.rungs[1].results[0].id == max(result.rungs[0].trained,
-                                                              key=lambda r: r.metrics["val_accuracy"]).id
+        assert (
+            best.id
+            == result.rungs[1].results[0].id
+            == max(result.rungs[0].trained, key=lambda r: r.metrics["val_accuracy"]).id
+        )
         fidelities = [e["fidelity"] for e in db.evaluations(best.id)]
         assert fidelities == [1, 3, 4]
         assert db.scored(best.id)["fidelity"] == 4  # the leaderboard shows the highest fidelity's score

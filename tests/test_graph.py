@@ -18,8 +18,20 @@ def test_the_graph_reads_like_the_diagram(ctx):
     graph = build(ctx, open_checkpointer(ctx.settings.archive))
     assert set(graph.get_graph().nodes) >= {"budget_check", "plan_round", "candidate"}
     candidate = graph.get_graph(xray=True).nodes
-    for step in ("select_context", "render_prompt", "propose", "extract", "static_check", "dedup", "review_gate", "smoke",
-                 "repair", "train", "analyze", "record"):
+    for step in (
+        "select_context",
+        "render_prompt",
+        "propose",
+        "extract",
+        "static_check",
+        "dedup",
+        "review_gate",
+        "smoke",
+        "repair",
+        "train",
+        "analyze",
+        "record",
+    ):
         assert f"candidate:{step}" in candidate, step
 
 
@@ -50,10 +62,12 @@ def test_the_queue_bounds_proposals_in_flight_and_an_abort_frees_the_waiters(ctx
 
 
 def test_summary_counts_and_best():
-    outcomes = [{"id": 1, "status": "trained", "val_accuracy": 0.9, "test_accuracy": 0.88, "repaired": True, "cost_usd": 0.1},
-                {"id": 2, "status": "timeout", "val_accuracy": None, "test_accuracy": None, "repaired": False, "cost_usd": 0.2},
-                {"id": None, "status": "failed", "val_accuracy": None, "test_accuracy": None, "repaired": False},
-                {"id": 3, "status": "trained", "val_accuracy": 0.95, "test_accuracy": 0.9, "repaired": False}]
+    outcomes = [
+        {"id": 1, "status": "trained", "val_accuracy": 0.9, "test_accuracy": 0.88, "repaired": True, "cost_usd": 0.1},
+        {"id": 2, "status": "timeout", "val_accuracy": None, "test_accuracy": None, "repaired": False, "cost_usd": 0.2},
+        {"id": None, "status": "failed", "val_accuracy": None, "test_accuracy": None, "repaired": False},
+        {"id": 3, "status": "trained", "val_accuracy": 0.95, "test_accuracy": 0.9, "repaired": False},
+    ]
     summary = summarize("r", "finished", outcomes, "max-candidates")
     assert (summary["proposed"], summary["trained"], summary["failed"], summary["repaired"]) == (4, 2, 2, 1)
     assert summary["best"] == {"id": 3, "test_accuracy": 0.9} and summary["cost_usd"] == pytest.approx(0.3)

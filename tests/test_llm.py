@@ -21,8 +21,10 @@ from agentarch.llm import Completion, LLMClient, LLMError
 from tests.llm_server import Reply, ScriptedLLMServer
 
 KEY = "sk-test-SECRET-123"
-MESSAGES = [{"role": "system", "content": "You design networks."},
-            {"role": "user", "content": "Propose a Net with ünïcode and\nnewlines."}]
+MESSAGES = [
+    {"role": "system", "content": "You design networks."},
+    {"role": "user", "content": "Propose a Net with ünïcode and\nnewlines."},
+]
 
 
 @pytest.fixture
@@ -37,8 +39,16 @@ def run_id(archive: Archive) -> str:
 
 
 def client(server: ScriptedLLMServer, archive: Archive | None, run_id: str | None, **overrides) -> LLMClient:
-    options = dict(api_base=server.url, api_key=KEY, timeout_s=2.0, max_retries=3, backoff_s=0.01,
-                   max_backoff_s=0.05, archive=archive, run_id=run_id)
+    options = dict(
+        api_base=server.url,
+        api_key=KEY,
+        timeout_s=2.0,
+        max_retries=3,
+        backoff_s=0.01,
+        max_backoff_s=0.05,
+        archive=archive,
+        run_id=run_id,
+    )
     return LLMClient("openai/test-model", **{**options, **overrides})
 
 
@@ -139,8 +149,15 @@ def test_persistent_server_errors_give_up_after_max_retries(archive, run_id):
     assert [row["status"] for row in rows] == ["server_error"] * 3
 
 
-@pytest.mark.parametrize(("status", "hint"), [(401, "refused the credentials"), (403, "refused the credentials"),
-                                              (404, "does not know model"), (400, "cannot call")])
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        (401, "refused the credentials"),
+        (403, "refused the credentials"),
+        (404, "does not know model"),
+        (400, "cannot call"),
+    ],
+)
 def test_client_errors_fail_at_once_with_a_hint(archive, run_id, status, hint):
     with ScriptedLLMServer([Reply(status=status, content=f"scripted {status}")], default="never asked") as server:
         with pytest.raises(LLMError, match=hint) as caught:
@@ -176,8 +193,10 @@ def test_a_server_that_is_not_running_is_reported_as_such():
 
 def test_the_key_is_never_stored_shown_or_raised(tmp_path, caplog):
     echoed = f"Incorrect API key provided: {KEY}"
-    with Archive(tmp_path / "a.db") as archive, ScriptedLLMServer([Reply(status=500, content=echoed), "ok",
-                                                                   Reply(status=401, content=echoed)]) as server:
+    with (
+        Archive(tmp_path / "a.db") as archive,
+        ScriptedLLMServer([Reply(status=500, content=echoed), "ok", Reply(status=401, content=echoed)]) as server,
+    ):
         run_id = archive.start_run("llm-test", "digits", "llm", {})
         llm = client(server, archive, run_id)
         llm.complete(MESSAGES, "propose")
@@ -206,8 +225,9 @@ def test_cost_of_a_known_model_is_priced_offline_and_summed(archive, run_id):
     expected = 1000 * price["input_cost_per_token"] + 200 * price["output_cost_per_token"]
     reply = Reply(content="priced", prompt_tokens=1000, completion_tokens=200)
     with ScriptedLLMServer([reply, Reply(content=None, prompt_tokens=1000, completion_tokens=200), reply]) as server:
-        llm = LLMClient("openai/gpt-4o-mini", api_base=server.url, api_key=KEY, backoff_s=0.01,
-                        archive=archive, run_id=run_id)
+        llm = LLMClient(
+            "openai/gpt-4o-mini", api_base=server.url, api_key=KEY, backoff_s=0.01, archive=archive, run_id=run_id
+        )
         first = llm.complete(MESSAGES, "propose")
         second = llm.complete(MESSAGES, "propose")  # an empty answer is billed, then retried
     assert expected > 0
@@ -218,8 +238,9 @@ def test_cost_of_a_known_model_is_priced_offline_and_summed(archive, run_id):
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{url}/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read())

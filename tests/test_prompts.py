@@ -28,20 +28,43 @@ from agentarch.tasks import TASKS, get_task
 from tests.conftest import REPO
 
 TRAINABLE = [name for name, task in TASKS.items() if task.kind in ("image", "token")]
-SEEDS = {"image": (REPO / "archive/seeds/image/cnn.py").read_text(),
-         "token": (REPO / "archive/seeds/token/transformer.py").read_text()}
+SEEDS = {
+    "image": (REPO / "archive/seeds/image/cnn.py").read_text(),
+    "token": (REPO / "archive/seeds/token/transformer.py").read_text(),
+}
 _hashes = itertools.count()
 
 
-def add(archive: Archive, val: float | None, *, task: str = "digits", proposer: str = "llm", params: int = 10_000,
-        parents: tuple[int, ...] = (), status: str = "trained", analysis: str | None = None) -> int:
+def add(
+    archive: Archive,
+    val: float | None,
+    *,
+    task: str = "digits",
+    proposer: str = "llm",
+    params: int = 10_000,
+    parents: tuple[int, ...] = (),
+    status: str = "trained",
+    analysis: str | None = None,
+) -> int:
     """Record one candidate; a trained one (val given) gets an evaluation with test = val - 0.01."""
     n = next(_hashes)
     code = f"{SEEDS[get_task(task).kind]}\n# variant {n}\n"
-    row = {"task": task, "name": f"c{n}.py", "proposer": proposer, "code": code, "status": status,
-           "text_hash": f"t{n}", "parents": list(parents), "params": params, "analysis": analysis}
-    evaluation = None if val is None else {"status": "trained", "val_accuracy": val, "test_accuracy": val - 0.01,
-                                           "fidelity": 5, "seed": 0}
+    row = {
+        "task": task,
+        "name": f"c{n}.py",
+        "proposer": proposer,
+        "code": code,
+        "status": status,
+        "text_hash": f"t{n}",
+        "parents": list(parents),
+        "params": params,
+        "analysis": analysis,
+    }
+    evaluation = (
+        None
+        if val is None
+        else {"status": "trained", "val_accuracy": val, "test_accuracy": val - 0.01, "fidelity": 5, "seed": 0}
+    )
     return archive.record(row, evaluation)
 
 
@@ -100,11 +123,13 @@ def test_the_same_seed_gives_the_same_choice(archive):
     for i in range(12):
         add(archive, 0.5 + i / 30, params=10 ** (2 + i % 5), proposer=("llm", "rea")[i % 2])
     for strategy in fewshot.STRATEGIES:
-        runs = [[select(archive, "digits", 4, strategy, random.Random(7)).example_ids for _ in range(3)]
-                for _ in range(2)]
+        runs = [
+            [select(archive, "digits", 4, strategy, random.Random(7)).example_ids for _ in range(3)] for _ in range(2)
+        ]
         assert runs[0] == runs[1], strategy
-        assert len({tuple(select(archive, "digits", 4, strategy, random.Random(s)).example_ids)
-                    for s in range(20)}) > 1, strategy
+        assert (
+            len({tuple(select(archive, "digits", 4, strategy, random.Random(s)).example_ids) for s in range(20)}) > 1
+        ), strategy
 
 
 # -- examples ---------------------------------------------------------------------------------------
@@ -188,8 +213,10 @@ def test_every_template_renders_for_every_trainable_task(tmp_path, name, n):
         shot = select(db, name, n, "topk", random.Random(0))
         system, user = propose_messages(task, shot, batch_note="Proposal 2 of 4: try something different.")
         failed = {**db.scored(ids[1]), "code": "class Net: pass\n", "status": "failed", "reason": "boom"}
-        analyses = [analyze_messages(task, {**db.scored(ids[0]), "code": "x = 1\n"}, None),
-                    analyze_messages(task, failed, {**db.scored(ids[0]), "code": "parent code\n"})]
+        analyses = [
+            analyze_messages(task, {**db.scored(ids[0]), "code": "x = 1\n"}, None),
+            analyze_messages(task, failed, {**db.scored(ids[0]), "code": "parent code\n"}),
+        ]
     assert system["role"] == "system" and user["role"] == "user"
     assert task.description in user["content"] and f"{task.max_params:,}" in system["content"]
     assert f"`in_shape = {task.in_shape}`" in system["content"] and "Intent:" in system["content"]
@@ -268,8 +295,10 @@ def test_a_good_answer():
 
 
 def test_code_wrapped_in_prose():
-    answer = (f"Sure! Here is my proposal.\n\n**Intent:** replace the max-pool with a strided conv,\nwhich keeps "
-              f"more information.\n{fenced(CODE)}\n\nThis should train quickly because it is small.")
+    answer = (
+        f"Sure! Here is my proposal.\n\n**Intent:** replace the max-pool with a strided conv,\nwhich keeps "
+        f"more information.\n{fenced(CODE)}\n\nThis should train quickly because it is small."
+    )
     got = extract_code(answer)
     assert got.code == CODE
     assert got.intent == "replace the max-pool with a strided conv, which keeps more information."
@@ -277,8 +306,10 @@ def test_code_wrapped_in_prose():
 
 def test_two_blocks_pick_the_one_defining_net():
     helper = "def act(x):\n    return x.relu()\n"
-    got = extract_code(f"First a helper:\n{fenced(helper)}\nThen the module:\n{fenced(CODE)}\nUsage:\n"
-                       f"{fenced('net = Net((1, 8, 8), 10)', 'python')}")
+    got = extract_code(
+        f"First a helper:\n{fenced(helper)}\nThen the module:\n{fenced(CODE)}\nUsage:\n"
+        f"{fenced('net = Net((1, 8, 8), 10)', 'python')}"
+    )
     assert got.code == CODE and got.intent is None
     revised = CODE.replace("width: int = 32", "width: int = 48")
     assert extract_code(f"{fenced(CODE)}\nOn reflection, wider:\n{fenced(revised)}").code == revised
@@ -321,5 +352,7 @@ def test_the_prompt_command_prints_what_the_llm_would_see(tmp_path):
     result = CliRunner().invoke(app, ["prompt", "--task", "digits", "--archive", str(tmp_path / "a.db")])
     assert result.exit_code == 0, result.output
     assert "system" in result.output and "class Net" in result.output and "(1, 8, 8)" in result.output
-    bad = CliRunner().invoke(app, ["prompt", "--task", "digits", "--examples", "9", "--archive", str(tmp_path / "a.db")])
+    bad = CliRunner().invoke(
+        app, ["prompt", "--task", "digits", "--examples", "9", "--archive", str(tmp_path / "a.db")]
+    )
     assert bad.exit_code == 2 and "examples" in bad.output

@@ -14,7 +14,7 @@ from agentarch.archive import Archive, ArchiveError, code_sha256
 from agentarch.cli import app
 from tests.conftest import REPO, requires_bubblewrap
 
-EDITED = '''import torch
+EDITED = """import torch
 from torch import nn
 
 
@@ -25,12 +25,20 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.fc(x.flatten(1))
-'''
+"""
 
 
 def queue(archive: Archive, key: str = "run/1/0", parent_id=None) -> int:
-    return archive.request_review({"run_id": None, "proposal_key": key, "interrupt_id": "i", "code": EDITED,
-                                   "intent": "Intent: a linear probe.", "parent_id": parent_id})
+    return archive.request_review(
+        {
+            "run_id": None,
+            "proposal_key": key,
+            "interrupt_id": "i",
+            "code": EDITED,
+            "intent": "Intent: a linear probe.",
+            "parent_id": parent_id,
+        }
+    )
 
 
 def review(*args: str, input: str | None = None):
@@ -55,8 +63,17 @@ def test_terminal_review_walks_the_queue(tmp_path, monkeypatch):
     monkeypatch.setenv("AGENTARCH_REVIEWER", "tester")
     path = tmp_path / "a.db"
     with Archive(path) as db:
-        parent = db.record({"task": "digits", "name": "p", "proposer": "user", "code": EDITED.replace("64", "8 * 8"),
-                            "status": "trained", "text_hash": "p", "parents": []})
+        parent = db.record(
+            {
+                "task": "digits",
+                "name": "p",
+                "proposer": "user",
+                "code": EDITED.replace("64", "8 * 8"),
+                "status": "trained",
+                "text_hash": "p",
+                "parents": [],
+            }
+        )
         approve, reject = queue(db, "k1", parent), queue(db, "k2")
     listed = review("--list", "--archive", str(path))
     assert listed.exit_code == 0 and "a linear probe" in listed.output
@@ -72,8 +89,17 @@ def test_terminal_review_walks_the_queue(tmp_path, monkeypatch):
 def test_flagging_a_recorded_candidate_and_bad_input(tmp_path):
     path = tmp_path / "a.db"
     with Archive(path) as db:
-        cid = db.record({"task": "digits", "name": "c", "proposer": "llm", "code": EDITED, "status": "trained",
-                         "text_hash": "c", "parents": []})
+        cid = db.record(
+            {
+                "task": "digits",
+                "name": "c",
+                "proposer": "llm",
+                "code": EDITED,
+                "status": "trained",
+                "text_hash": "c",
+                "parents": [],
+            }
+        )
     assert review("--flag", str(cid), "--reason", "val and test disagree", "--archive", str(path)).exit_code == 0
     assert review("--flag", str(cid), "--archive", str(path)).exit_code == 2  # no reason
     assert review("--approve", "99", "--archive", str(path)).exit_code == 2
@@ -85,11 +111,38 @@ def test_flagging_a_recorded_candidate_and_bad_input(tmp_path):
 @requires_bubblewrap
 def test_a_paused_run_resumes_once_a_person_has_decided(tmp_path, cache_dir):
     path = tmp_path / "a.db"
-    env = {**os.environ, "AGENTARCH_CACHE_DIR": str(cache_dir), "AGENTARCH_THREADS": "1",
-           "AGENTARCH_REVIEW_POLL_S": "0.2", "AGENTARCH_REVIEWER": "tester"}
-    run = subprocess.Popen([sys.executable, "-m", "agentarch.cli", "run", "--task", "digits", "--review", "--budget", "3",
-                            "--batch", "3", "--epochs", "2", "--archive", str(path), "--json"],
-                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "AGENTARCH_CACHE_DIR": str(cache_dir),
+        "AGENTARCH_THREADS": "1",
+        "AGENTARCH_REVIEW_POLL_S": "0.2",
+        "AGENTARCH_REVIEWER": "tester",
+    }
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentarch.cli",
+            "run",
+            "--task",
+            "digits",
+            "--review",
+            "--budget",
+            "3",
+            "--batch",
+            "3",
+            "--epochs",
+            "2",
+            "--archive",
+            str(path),
+            "--json",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         pending = []
@@ -118,7 +171,9 @@ def test_a_paused_run_resumes_once_a_person_has_decided(tmp_path, cache_dir):
     rows = dict(db.execute("SELECT r.status, c.status FROM reviews r JOIN candidates c ON c.id = r.candidate_id"))
     assert rows["rejected"] == "rejected" and rows["approved"] in ("trained", "duplicate")
     assert rows["edited"] == "trained"
-    code = db.execute("SELECT c.code FROM reviews r JOIN candidates c ON c.id = r.candidate_id WHERE r.status = 'edited'")
+    code = db.execute(
+        "SELECT c.code FROM reviews r JOIN candidates c ON c.id = r.candidate_id WHERE r.status = 'edited'"
+    )
     assert code.fetchone()[0] == EDITED
 
 
@@ -165,8 +220,16 @@ def gated(tmp_path, monkeypatch):
     monkeypatch.setattr(graph.Loop, "smoke", smoke)
     monkeypatch.setattr(graph.Loop, "train", train)
     monkeypatch.setattr(graph.Loop, "_ask", ask)
-    settings = load_settings(task="digits", model="openai/scripted", review=True, review_poll_s=0.01, budget=1,
-                             batch=1, repair_tries=2, archive=tmp_path / "a.db")
+    settings = load_settings(
+        task="digits",
+        model="openai/scripted",
+        review=True,
+        review_poll_s=0.01,
+        budget=1,
+        batch=1,
+        repair_tries=2,
+        archive=tmp_path / "a.db",
+    )
     return settings, sandboxed
 
 

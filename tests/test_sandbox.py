@@ -16,11 +16,8 @@ from pathlib import Path
 
 import pytest
 
-
 from agentarch.sandbox import Cgroup, Limits, Outcome, SandboxJob, owner_tag, resolve_isolation
 from tests.conftest import NET, SPEC, cgroups_work, job_processes, requires_bubblewrap
-
-
 
 
 def run_hostile(prelude: str, inputs_dir: Path, isolation: str = "auto", **limits) -> dict | Outcome:

@@ -93,14 +93,17 @@ def test_nb201_mutate_changes_exactly_one_edge_to_another_op_and_reaches_them_al
     assert seen == set(itertools.product(range(6), nb201.OPS))
 
 
-@pytest.mark.parametrize("arch, message", [
-    ("", "1 node(s)"),
-    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|", "2 node(s)"),
-    ("|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|", "unknown operation 'conv'"),
-    ("|none~1|+|none~0|none~1|+|none~0|none~1|none~2|", "must end in ~0"),
-    ("|none~0|+|none~0|+|none~0|none~1|none~2|", "node 2"),
-    ("none~0+|none~0|none~1|+|none~0|none~1|none~2|", "node 1"),
-])
+@pytest.mark.parametrize(
+    "arch, message",
+    [
+        ("", "1 node(s)"),
+        ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|", "2 node(s)"),
+        ("|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|", "unknown operation 'conv'"),
+        ("|none~1|+|none~0|none~1|+|none~0|none~1|none~2|", "must end in ~0"),
+        ("|none~0|+|none~0|+|none~0|none~1|none~2|", "node 2"),
+        ("none~0+|none~0|none~1|+|none~0|none~1|none~2|", "node 1"),
+    ],
+)
 def test_nb201_validate_says_what_is_wrong(arch, message):
     with pytest.raises(SpaceError, match=message.replace("(", r"\(").replace(")", r"\)")):
         get_space("nb201").validate(arch)
@@ -159,15 +162,18 @@ def test_macro_mutate_changes_exactly_one_setting():
     assert seen == set(macro.FIELDS)
 
 
-@pytest.mark.parametrize("arch, message", [
-    ("d4-w16-k3-skip1", "4 part"),
-    ("d9-w16-k3-skip1-max", "depth 'd9'.*d2, d3, d4, d5, d6"),
-    ("d4-w17-k3-skip1-max", "width 'w17'"),
-    ("d4-w16-k4-skip1-max", "kernel 'k4'"),
-    ("d4-w16-k3-skip2-max", "skip 'skip2'.*skip0, skip1"),
-    ("d4-w16-k3-skip1-min", "pool 'min'.*max, avg"),
-    ("4-w16-k3-skip1-max", "depth '4'"),
-])
+@pytest.mark.parametrize(
+    "arch, message",
+    [
+        ("d4-w16-k3-skip1", "4 part"),
+        ("d9-w16-k3-skip1-max", "depth 'd9'.*d2, d3, d4, d5, d6"),
+        ("d4-w17-k3-skip1-max", "width 'w17'"),
+        ("d4-w16-k4-skip1-max", "kernel 'k4'"),
+        ("d4-w16-k3-skip2-max", "skip 'skip2'.*skip0, skip1"),
+        ("d4-w16-k3-skip1-min", "pool 'min'.*max, avg"),
+        ("4-w16-k3-skip1-max", "depth '4'"),
+    ],
+)
 def test_macro_validate_says_what_is_wrong(arch, message):
     with pytest.raises(SpaceError, match=message):
         get_space("macro").validate(arch)
@@ -193,7 +199,7 @@ def one_layer_edit(a: list[str], b: list[str]) -> bool:
     if len(a) == len(b):
         return sum(x != y for x, y in zip(a, b)) == 1
     short, long = sorted((a, b), key=len)
-    return len(long) == len(short) + 1 and any(long[:i] + long[i + 1:] == short for i in range(len(long)))
+    return len(long) == len(short) + 1 and any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
 def test_mixer_mutate_makes_exactly_one_move_within_bounds():
@@ -211,13 +217,16 @@ def test_mixer_mutate_makes_exactly_one_move_within_bounds():
     assert moves == {"width", "mixer", "insert", "remove"}
 
 
-@pytest.mark.parametrize("arch, message", [
-    ("attention|attention", "must start with the model width"),
-    ("d96|attention|attention", "must start with the model width, one of d64, d128"),
-    ("d64|attention", "1 layer"),
-    ("d64|attention|attention|attention|attention|attention", "5 layer"),
-    ("d64|attention|mamba", "layer 1 is 'mamba'"),
-])
+@pytest.mark.parametrize(
+    "arch, message",
+    [
+        ("attention|attention", "must start with the model width"),
+        ("d96|attention|attention", "must start with the model width, one of d64, d128"),
+        ("d64|attention", "1 layer"),
+        ("d64|attention|attention|attention|attention|attention", "5 layer"),
+        ("d64|attention|mamba", "layer 1 is 'mamba'"),
+    ],
+)
 def test_mixer_validate_says_what_is_wrong(arch, message):
     with pytest.raises(SpaceError, match=message):
         get_space("mixer").validate(arch)
@@ -357,12 +366,17 @@ def test_an_nb201_cell_trains_on_digits_through_the_cli(tmp_path, cache_dir):
     agentarch = Path(sys.executable).parent / "agentarch"
     run = subprocess.run(
         [str(agentarch), "eval", str(path), "--task", "digits", "--json", "--archive", str(tmp_path / "a.db")],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
         env={**os.environ, "AGENTARCH_CACHE_DIR": str(cache_dir)},
     )
     assert run.returncode == 0, run.stderr
     (result,) = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert result["status"] == "trained", result
     assert result["metrics"]["test_accuracy"] > 0.8, result
-    print(f"nb201 {EXAMPLE} on digits: test accuracy {result['metrics']['test_accuracy']:.3f}, "
-          f"train {result['metrics']['train_seconds']:.1f} s, {result['metrics']['params']} parameters")
+    print(
+        f"nb201 {EXAMPLE} on digits: test accuracy {result['metrics']['test_accuracy']:.3f}, "
+        f"train {result['metrics']['train_seconds']:.1f} s, {result['metrics']['params']} parameters"
+    )

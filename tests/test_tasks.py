@@ -54,8 +54,15 @@ def test_registry_is_consistent():
         assert task.description and "\n" not in task.description
         assert task.epochs > 0 and task.batch_size > 0 and task.lr > 0 and task.max_params > 0
     digits = get_task("digits")
-    assert (digits.in_shape, digits.num_classes, digits.epochs, digits.batch_size, digits.lr,
-            digits.weight_decay, digits.max_params) == ((1, 8, 8), 10, 30, 64, 3e-3, 0.01, 1_000_000)
+    assert (
+        digits.in_shape,
+        digits.num_classes,
+        digits.epochs,
+        digits.batch_size,
+        digits.lr,
+        digits.weight_decay,
+        digits.max_params,
+    ) == ((1, 8, 8), 10, 30, 64, 3e-3, 0.01, 1_000_000)
 
 
 def test_a_tabular_task_has_no_data_to_prepare(tmp_path):
@@ -151,21 +158,21 @@ def test_make_mqar_invariants():
     n, seq_len, vocab, pairs = 300, 64, 64, 8
     x, y = make_mqar(n, seq_len, vocab, pairs, np.random.default_rng(0))
     assert x.shape == y.shape == (n, seq_len) and x.dtype == y.dtype == np.int64
-    keys, values = x[:, 0:2 * pairs:2], x[:, 1:2 * pairs:2]
+    keys, values = x[:, 0 : 2 * pairs : 2], x[:, 1 : 2 * pairs : 2]
     assert ((keys >= 1) & (keys < vocab // 2)).all()
     assert ((values >= vocab // 2) & (values < vocab)).all()
     query_starts = set()
     for row in range(n):
         assert len(set(keys[row])) == pairs  # keys unique within a sequence
         binding = dict(zip(keys[row], values[row]))
-        region_x, region_y = x[row, 2 * pairs:], y[row, 2 * pairs:]
+        region_x, region_y = x[row, 2 * pairs :], y[row, 2 * pairs :]
         queried = np.flatnonzero(region_x)
         assert sorted(region_x[queried]) == sorted(keys[row])  # each key queried exactly once
         assert (region_x[region_x != 0] < vocab // 2).all()
         # labels exactly at the query positions, each the value bound to that key; -100 elsewhere
         assert np.array_equal(np.flatnonzero(region_y != IGNORE_INDEX), queried)
         assert all(region_y[p] == binding[region_x[p]] for p in queried)
-        assert (y[row, :2 * pairs] == IGNORE_INDEX).all()
+        assert (y[row, : 2 * pairs] == IGNORE_INDEX).all()
         query_starts.add(tuple(region_x[queried]))
     assert len(query_starts) > n // 2  # query order is random, not the order of the pairs
 
@@ -227,8 +234,12 @@ def write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
 
 
 def cifar_pickle(x: np.ndarray, labels: np.ndarray, label_key: bytes, py2_module_names: bool) -> bytes:
-    entry = {b"batch_label": b"fake", label_key: [int(v) for v in labels], b"data": x.reshape(len(x), -1),
-             b"filenames": [b"f%d.png" % i for i in range(len(x))]}
+    entry = {
+        b"batch_label": b"fake",
+        label_key: [int(v) for v in labels],
+        b"data": x.reshape(len(x), -1),
+        b"filenames": [b"f%d.png" % i for i in range(len(x))],
+    }
     raw = pickle.dumps(entry, protocol=2)
     # Files pickled by old numpy name numpy.core.multiarray; the reader must accept both spellings.
     return raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray") if py2_module_names else raw
@@ -267,8 +278,17 @@ def write_fake_dataset(name: str, root: Path, gz: bool = False) -> tuple[np.ndar
     return train_x, train_y, test_x, test_y
 
 
-@pytest.mark.parametrize("name,gz", [("mnist", False), ("mnist", True), ("fashion-mnist", True),
-                                     ("cifar10", False), ("cifar100", False), ("svhn", False)])
+@pytest.mark.parametrize(
+    "name,gz",
+    [
+        ("mnist", False),
+        ("mnist", True),
+        ("fashion-mnist", True),
+        ("cifar10", False),
+        ("cifar100", False),
+        ("svhn", False),
+    ],
+)
 def test_file_dataset_is_read_from_its_real_format(tmp_path, name, gz):
     task = get_task(name)
     train_x, train_y, test_x, test_y = write_fake_dataset(name, tmp_path / "data", gz)
@@ -304,9 +324,13 @@ def test_missing_dataset_files_name_the_paths_and_the_flags(tmp_path, name):
         prepare(get_task(name), tmp_path / "cache", data_dir=tmp_path / "empty")
     message = str(err.value)
     assert "--download" in message and str(tmp_path / "empty") in message
-    assert {"mnist": "MNIST/raw/train-images-idx3-ubyte", "fashion-mnist": "FashionMNIST/raw/t10k-labels-idx1-ubyte",
-            "cifar10": "cifar-10-batches-py/data_batch_5", "cifar100": "cifar-100-python/test",
-            "svhn": "train_32x32.mat"}[name] in message
+    assert {
+        "mnist": "MNIST/raw/train-images-idx3-ubyte",
+        "fashion-mnist": "FashionMNIST/raw/t10k-labels-idx1-ubyte",
+        "cifar10": "cifar-10-batches-py/data_batch_5",
+        "cifar100": "cifar-100-python/test",
+        "svhn": "train_32x32.mat",
+    }[name] in message
     with pytest.raises(TaskError, match="pass --data-dir DIR"):
         prepare(get_task(name), tmp_path / "cache")
     assert not (tmp_path / "cache" / f"{name}-split0").exists()
@@ -366,10 +390,16 @@ def test_download_unpacks_into_torchvision_layout(tmp_path, monkeypatch):
     fake = FakeURLs(files)
     monkeypatch.setattr("urllib.request.urlopen", fake)
     sources = dict(tasks._FILE_SOURCES)
-    sources["cifar10"] = dataclasses.replace(sources["cifar10"], fetches=(
-        dataclasses.replace(sources["cifar10"].fetches[0], md5=hashlib.md5(tarball).hexdigest()),))
-    sources["mnist"] = dataclasses.replace(sources["mnist"], fetches=tuple(
-        dataclasses.replace(f, md5=hashlib.md5(files[f.urls[1]]).hexdigest()) for f in sources["mnist"].fetches))
+    sources["cifar10"] = dataclasses.replace(
+        sources["cifar10"],
+        fetches=(dataclasses.replace(sources["cifar10"].fetches[0], md5=hashlib.md5(tarball).hexdigest()),),
+    )
+    sources["mnist"] = dataclasses.replace(
+        sources["mnist"],
+        fetches=tuple(
+            dataclasses.replace(f, md5=hashlib.md5(files[f.urls[1]]).hexdigest()) for f in sources["mnist"].fetches
+        ),
+    )
     monkeypatch.setattr(tasks, "_FILE_SOURCES", sources)
 
     data = tmp_path / "data"
@@ -386,8 +416,10 @@ def test_download_unpacks_into_torchvision_layout(tmp_path, monkeypatch):
 
 
 def test_download_with_wrong_checksum_keeps_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr("urllib.request.urlopen", FakeURLs({
-        "http://ufldl.stanford.edu/housenumbers/train_32x32.mat": b"not the real file"}))
+    monkeypatch.setattr(
+        "urllib.request.urlopen",
+        FakeURLs({"http://ufldl.stanford.edu/housenumbers/train_32x32.mat": b"not the real file"}),
+    )
     with pytest.raises(TaskError, match="md5") as err:
         prepare(get_task("svhn"), tmp_path / "cache", data_dir=tmp_path / "data", download=True)
     assert "train_32x32.mat" in str(err.value)
@@ -419,15 +451,18 @@ def test_score_token_counts_only_labelled_positions():
     assert score(task, logits, labels) == pytest.approx(1 / 3)
 
 
-@pytest.mark.parametrize("task_name,outputs_shape,labels_shape", [
-    ("digits", (4, 9), (4,)),            # wrong number of classes
-    ("digits", (5, 10), (4,)),           # wrong number of rows
-    ("digits", (4, 1, 10), (4,)),        # token-shaped logits on an image task
-    ("digits", (4, 10), (4, 1)),         # labels with an extra axis
-    ("mqar", (2, 64), (2, 64)),          # per-position ids instead of logits
-    ("mqar", (2, 63, 64), (2, 64)),      # wrong sequence length
-    ("mqar", (64, 64), (64,)),           # image-shaped
-])
+@pytest.mark.parametrize(
+    "task_name,outputs_shape,labels_shape",
+    [
+        ("digits", (4, 9), (4,)),  # wrong number of classes
+        ("digits", (5, 10), (4,)),  # wrong number of rows
+        ("digits", (4, 1, 10), (4,)),  # token-shaped logits on an image task
+        ("digits", (4, 10), (4, 1)),  # labels with an extra axis
+        ("mqar", (2, 64), (2, 64)),  # per-position ids instead of logits
+        ("mqar", (2, 63, 64), (2, 64)),  # wrong sequence length
+        ("mqar", (64, 64), (64,)),  # image-shaped
+    ],
+)
 def test_score_shape_mismatch_is_an_error(task_name, outputs_shape, labels_shape):
     task = get_task(task_name)
     labels = np.zeros(labels_shape, dtype=np.int64)

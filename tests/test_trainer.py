@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from agentarch.runner import trainer
 from torch import nn
 
 from agentarch.checks import check
 from agentarch.tasks import TASKS
-from agentarch.runner import trainer
 from tests.conftest import REPO
 
 CPU = torch.device("cpu")
@@ -21,8 +21,9 @@ DEVICES = [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 SEED_FILES = sorted((REPO / "archive" / "seeds").glob("*/*.py"))
 
 
-def write_inputs(directory: Path, meta: dict, train_x: np.ndarray, train_y: np.ndarray,
-                 val_x: np.ndarray, test_x: np.ndarray) -> Path:
+def write_inputs(
+    directory: Path, meta: dict, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, test_x: np.ndarray
+) -> Path:
     """An inputs folder in the layout tasks.prepare writes."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, array in (("train_x", train_x), ("train_y", train_y), ("val_x", val_x), ("test_x", test_x)):
@@ -37,8 +38,14 @@ def image_inputs(directory: Path, n: int = 96, seed: int = 0) -> Path:
     y = rng.integers(0, 2, n).astype(np.int64)
     x = rng.integers(0, 8, (n, 2, 4, 4)).astype(np.uint8)
     x[np.arange(n), y] += 8
-    meta = {"kind": "image", "scale": 16.0, "mean": [0.4, 0.6], "std": [0.2, 0.3], "in_shape": [2, 4, 4],
-            "num_classes": 2}
+    meta = {
+        "kind": "image",
+        "scale": 16.0,
+        "mean": [0.4, 0.6],
+        "std": [0.2, 0.3],
+        "in_shape": [2, 4, 4],
+        "num_classes": 2,
+    }
     return write_inputs(directory, meta, x, y, x[:10], x[10:20])
 
 
@@ -54,8 +61,9 @@ def token_inputs(directory: Path, n: int = 32, seq_len: int = 8, vocab: int = 5)
 class TinyMLP(nn.Module):
     def __init__(self, in_features: int = 32, num_classes: int = 2):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, 16), nn.ReLU(), nn.Dropout(0.1),
-                                 nn.Linear(16, num_classes))
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_features, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -63,8 +71,9 @@ class TinyMLP(nn.Module):
 
 def run(inputs_dir: Path, seed: int, **overrides) -> tuple[nn.Module, trainer.TrainResult]:
     """Train TinyMLP the way the runner does: seed, build, train."""
-    cfg = trainer.TrainConfig(**{"epochs": 4, "batch_size": 16, "lr": 1e-2, "weight_decay": 0.01, "seed": seed,
-                                 **overrides})
+    cfg = trainer.TrainConfig(
+        **{"epochs": 4, "batch_size": 16, "lr": 1e-2, "weight_decay": 0.01, "seed": seed, **overrides}
+    )
     trainer.seed_everything(cfg.seed)
     model = TinyMLP()
     return model, trainer.train(model, trainer.load_inputs(inputs_dir, CPU), cfg, CPU)
@@ -248,8 +257,14 @@ def test_predict_is_in_eval_mode_and_batch_size_independent(tmp_path):
 class TinyCNN(nn.Module):
     def __init__(self):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                                 nn.Flatten(), nn.Linear(4, 2))
+        self.net = nn.Sequential(
+            nn.Conv2d(2, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4, 2),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -341,7 +356,8 @@ def test_compile_unavailable_trains_eagerly_with_a_note(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", unavailable)
     _, result = run(image_inputs(tmp_path), seed=0, compile=True)
     assert result.notes == [
-        "torch.compile failed (RuntimeError: Dynamo is not supported on this Python); trained eagerly"]
+        "torch.compile failed (RuntimeError: Dynamo is not supported on this Python); trained eagerly"
+    ]
     assert result.steps == 24 and len(result.curve) == 24
 
 

@@ -17,20 +17,39 @@ from agentarch.web.plots import mean_of_runs, pareto_front, running_best
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MODEL = "openai/gpt-4o-mini"
-PROMPT = [{"role": "system", "content": "You design PyTorch networks."},
-          {"role": "user", "content": "Propose a better Net than example #1."}]
+PROMPT = [
+    {"role": "system", "content": "You design PyTorch networks."},
+    {"role": "user", "content": "Propose a better Net than example #1."},
+]
 EVIL = "<script>alert('x')</script>"
 
 
 def candidate(name, text_hash, **extra):
-    return {"task": "digits", "name": name, "proposer": "user", "code": f"# {name}\nx = 1\n", "status": "trained",
-            "text_hash": text_hash, "ast_hash": text_hash, "functional_hash": text_hash, "parents": [], **extra}
+    return {
+        "task": "digits",
+        "name": name,
+        "proposer": "user",
+        "code": f"# {name}\nx = 1\n",
+        "status": "trained",
+        "text_hash": text_hash,
+        "ast_hash": text_hash,
+        "functional_hash": text_hash,
+        "parents": [],
+        **extra,
+    }
 
 
 def evaluation(val, test, epochs=5):
-    return {"status": "trained", "fidelity": epochs, "seed": 0, "val_accuracy": val, "test_accuracy": test,
-            "params": 1000, "train_seconds": 2.5,
-            "curve": [{"step": s, "epoch": s / 10, "loss": 2.0 / s} for s in range(1, 21)]}
+    return {
+        "status": "trained",
+        "fidelity": epochs,
+        "seed": 0,
+        "val_accuracy": val,
+        "test_accuracy": test,
+        "params": 1000,
+        "train_seconds": 2.5,
+        "curve": [{"step": s, "epoch": s / 10, "loss": 2.0 / s} for s in range(1, 21)],
+    }
 
 
 @dataclass
@@ -55,28 +74,69 @@ def template(tmp_path_factory):
         llm_run = db.start_run("run", "digits", MODEL, {"budget": 4, "examples": 3})
         rea_run = db.start_run("baseline", "digits", "rea", {"algo": "rea", "budget": 3})
         seed = db.record(candidate("seed.py", "s", params=5000), evaluation(0.80, 0.79))
-        call = db.record_llm_call({"run_id": llm_run, "purpose": "propose", "model": MODEL, "status": "ok",
-                                   "prompt_tokens": 1200, "completion_tokens": 300, "cost_usd": 0.0123})
-        child = db.record(candidate("depthwise.py", "c", proposer="llm", model=MODEL, run_id=llm_run, parents=[seed],
-                                    examples=[seed], prompt=PROMPT, response="```python\nclass Net: ...\n```",
-                                    analysis="Depthwise separable convolutions cut parameters by 4x.",
-                                    proposal_key=f"{llm_run}/0/0", params=2000, cost_usd=0.0123),
-                          evaluation(0.90, 0.88), llm_calls=[call])
-        grandchild = db.record(candidate("broken.py", "g", proposer="llm", model=MODEL, run_id=llm_run,
-                                         parents=[child], status="failed", reason="RuntimeError: shape mismatch"),
-                               {"status": "failed", "fidelity": 5, "error": "RuntimeError: shape mismatch"})
+        call = db.record_llm_call(
+            {
+                "run_id": llm_run,
+                "purpose": "propose",
+                "model": MODEL,
+                "status": "ok",
+                "prompt_tokens": 1200,
+                "completion_tokens": 300,
+                "cost_usd": 0.0123,
+            }
+        )
+        child = db.record(
+            candidate(
+                "depthwise.py",
+                "c",
+                proposer="llm",
+                model=MODEL,
+                run_id=llm_run,
+                parents=[seed],
+                examples=[seed],
+                prompt=PROMPT,
+                response="```python\nclass Net: ...\n```",
+                analysis="Depthwise separable convolutions cut parameters by 4x.",
+                proposal_key=f"{llm_run}/0/0",
+                params=2000,
+                cost_usd=0.0123,
+            ),
+            evaluation(0.90, 0.88),
+            llm_calls=[call],
+        )
+        grandchild = db.record(
+            candidate(
+                "broken.py",
+                "g",
+                proposer="llm",
+                model=MODEL,
+                run_id=llm_run,
+                parents=[child],
+                status="failed",
+                reason="RuntimeError: shape mismatch",
+            ),
+            {"status": "failed", "fidelity": 5, "error": "RuntimeError: shape mismatch"},
+        )
         rea = db.record(candidate("rea-1", "r", proposer="rea", run_id=rea_run, params=800), evaluation(0.85, 0.84))
         db.record(candidate("rea-2", "r2", proposer="rea", run_id=rea_run, params=900), evaluation(0.70, 0.70))
         # scores come from the highest fidelity, whatever a shorter training scored
         db.add_evaluation(rea, "digits", evaluation(0.99, 0.99, epochs=1))
         db.add_evaluation(seed, "digits", evaluation(0.83, 0.82, epochs=20))
-        evil = db.record(candidate(f"{EVIL}.py", "e", code=f"# {EVIL}\nx = '</pre>{EVIL}'\n", analysis=EVIL),
-                         evaluation(0.10, 0.10))
+        evil = db.record(
+            candidate(f"{EVIL}.py", "e", code=f"# {EVIL}\nx = '</pre>{EVIL}'\n", analysis=EVIL), evaluation(0.10, 0.10)
+        )
         for i in range(55):  # enough rows for a second leaderboard page
             db.record(candidate(f"filler-{i}", f"f{i}", status="invalid", reason="[imports] os"))
         key = f"{llm_run}/1/0"
-        pending = db.request_review({"run_id": llm_run, "proposal_key": key, "code": "class Net:\n    pass\n",
-                                     "intent": "try a wider stem", "parent_id": child})
+        pending = db.request_review(
+            {
+                "run_id": llm_run,
+                "proposal_key": key,
+                "code": "class Net:\n    pass\n",
+                "intent": "try a wider stem",
+                "parent_id": child,
+            }
+        )
         db.request_review({"run_id": llm_run, "proposal_key": f"{llm_run}/1/1", "code": "y = 2\n", "intent": "other"})
         db.finish_run(rea_run, "finished", {"best": {"id": rea}})
     return Sample(path, llm_run, rea_run, seed, child, grandchild, rea, evil, pending, key)
@@ -114,8 +174,12 @@ def test_every_page_renders(client, sample):
         response = client.get(url)
         assert response.status_code == 200, url
         assert expected in response.text, url
-    for url in (f"/run/{sample.llm_run}/best.png", f"/run/{sample.llm_run}/pareto.png",
-                f"/candidate/{sample.child}/curve.png", f"/candidate/{sample.grandchild}/curve.png"):
+    for url in (
+        f"/run/{sample.llm_run}/best.png",
+        f"/run/{sample.llm_run}/pareto.png",
+        f"/candidate/{sample.child}/curve.png",
+        f"/candidate/{sample.grandchild}/curve.png",
+    ):
         response = client.get(url)
         assert response.status_code == 200 and response.headers["content-type"] == "image/png", url
         assert response.content.startswith(PNG), url
@@ -135,7 +199,7 @@ def test_unknown_things_are_404_and_bad_params_400(client):
 def test_leaderboard_ranks_filters_and_pages(client, sample):
     first = client.get("/").text
     assert ids_in(first)[:4] == [sample.child, sample.rea, sample.seed, sample.rea + 1]
-    seed_row = first[first.index(f'href="/candidate/{sample.seed}"'):].split("</tr>")[0]
+    seed_row = first[first.index(f'href="/candidate/{sample.seed}"') :].split("</tr>")[0]
     assert "0.8300" in seed_row and '<td class="num">20</td>' in seed_row  # the fidelity the score comes from
     assert "page 1 of 2" in first and "next" in first
     second = client.get("/?page=2").text
@@ -146,7 +210,7 @@ def test_leaderboard_ranks_filters_and_pages(client, sample):
     assert ids_in(client.get("/?status=failed").text) == [sample.grandchild]
     assert ids_in(client.get(f"/?run={sample.llm_run}&status=trained").text) == [sample.child]
     page = client.get(f"/?run={sample.llm_run}").text
-    assert f'<option selected>{sample.llm_run}</option>' in page and "page 1 of 1" in page
+    assert f"<option selected>{sample.llm_run}</option>" in page and "page 1 of 1" in page
 
 
 def test_candidate_page_shows_lineage_both_ways_and_provenance(client, sample):

@@ -58,8 +58,10 @@ class _Distinct:
             arch = make()
             if self.accept(arch):
                 return arch
-        raise SpaceExhausted(f"no unseen architecture in {MAX_REDRAWS} draws from the {self.space.name} space; "
-                             "lower --budget or widen the space")
+        raise SpaceExhausted(
+            f"no unseen architecture in {MAX_REDRAWS} draws from the {self.space.name} space; "
+            "lower --budget or widen the space"
+        )
 
 
 class RandomSearch(Proposer):
@@ -72,8 +74,10 @@ class RandomSearch(Proposer):
         self.pool = _Distinct(space, distinct, self.rng)
 
     def propose(self, n: int) -> list[Proposal]:
-        return [Proposal(self.name, arch=self.pool.draw(lambda: self.pool.space.sample(self.rng)), note="uniform sample")
-                for _ in range(n)]
+        return [
+            Proposal(self.name, arch=self.pool.draw(lambda: self.pool.space.sample(self.rng)), note="uniform sample")
+            for _ in range(n)
+        ]
 
     def observe(self, observations: list[Observation]) -> None:
         """Random search learns nothing from results."""
@@ -103,10 +107,13 @@ class RegularizedEvolution(Proposer):
 
     name = "rea"
 
-    def __init__(self, space: SearchSpace, seed: int, population: int = 10, sample_size: int = 3,
-                 distinct: bool = False) -> None:
+    def __init__(
+        self, space: SearchSpace, seed: int, population: int = 10, sample_size: int = 3, distinct: bool = False
+    ) -> None:
         if population < 1 or not 1 <= sample_size <= population:
-            raise ValueError(f"need population >= 1 and 1 <= sample size <= population (got P={population}, S={sample_size})")
+            raise ValueError(
+                f"need population >= 1 and 1 <= sample size <= population (got P={population}, S={sample_size})"
+            )
         self.space = space
         self.rng = random.Random(seed)
         self.pool = _Distinct(space, distinct, self.rng)
@@ -126,9 +133,13 @@ class RegularizedEvolution(Proposer):
         tournament = [self.rng.choice(self.population) for _ in range(self.sample_size)]
         parent = max(tournament, key=lambda m: m.fitness)
         child = self.pool.draw(lambda: self.space.mutate(parent.arch, self.rng))
-        return Proposal(self.name, arch=child, parents=[] if parent.candidate_id is None else [parent.candidate_id],
-                        parent_archs=[parent.arch],
-                        note=f"one-step mutation of the best of {self.sample_size} sampled members")
+        return Proposal(
+            self.name,
+            arch=child,
+            parents=[] if parent.candidate_id is None else [parent.candidate_id],
+            parent_archs=[parent.arch],
+            note=f"one-step mutation of the best of {self.sample_size} sampled members",
+        )
 
     def observe(self, observations: list[Observation]) -> None:
         for obs in observations:
@@ -189,8 +200,9 @@ class TPE(Proposer):
                 self.study.tell(trial, obs.val_accuracy)
 
 
-def make_proposer(algo: str, space: SearchSpace, seed: int, *, distinct: bool = False, population: int = 10,
-                  sample_size: int = 3) -> Proposer:
+def make_proposer(
+    algo: str, space: SearchSpace, seed: int, *, distinct: bool = False, population: int = 10, sample_size: int = 3
+) -> Proposer:
     """The baseline called `algo`, seeded; the error lists the known ones."""
     if algo == "random":
         return RandomSearch(space, seed, distinct)

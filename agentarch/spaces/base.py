@@ -108,8 +108,9 @@ def _module_literals_slow(code: str, names: list[str]) -> dict[str, Any]:
                     raise SpaceError(f"{target.id} (line {node.lineno}) must be a literal value") from None
     missing = [name for name in names if name not in values]
     if missing:
-        raise SpaceError(f"the code has no module-level {', '.join(missing)} assignment; "
-                         "it was not rendered from this search space")
+        raise SpaceError(
+            f"the code has no module-level {', '.join(missing)} assignment; it was not rendered from this search space"
+        )
     return values
 
 

@@ -45,7 +45,7 @@ def parse(arch: str) -> dict[str, Any]:
         raise SpaceError(f"macro architecture {text!r} has {len(parts)} part(s); it needs {len(FIELDS)}: {FORMAT}")
     settings = {}
     for part, (field, (prefix, choices)) in zip(parts, FIELDS.items()):
-        value: Any = part[len(prefix):] if part.startswith(prefix) else None
+        value: Any = part[len(prefix) :] if part.startswith(prefix) else None
         if value is not None and isinstance(choices[0], int):
             value = int(value) if value.isdecimal() else None
         if value not in choices:
@@ -77,8 +77,11 @@ class MacroSpace(SearchSpace):
         return format_arch(settings)
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> str:
-        settings = {field: trial.suggest_categorical(field, list(choices)) for field, (_, choices) in FIELDS.items()
-                    if field != "depth"}
+        settings = {
+            field: trial.suggest_categorical(field, list(choices))
+            for field, (_, choices) in FIELDS.items()
+            if field != "depth"
+        }
         # Depth is ordered, so TPE may model it as a number rather than as unrelated categories.
         settings["depth"] = trial.suggest_int("depth", DEPTHS[0], DEPTHS[-1])
         return format_arch(settings)
@@ -90,16 +93,19 @@ class MacroSpace(SearchSpace):
         values = module_literals(code, ["DEPTH", "WIDTH", "KERNEL", "SKIP", "POOL"])
         if not isinstance(values["SKIP"], bool):
             raise SpaceError(f"SKIP must be True or False; got {values['SKIP']!r}")
-        return self.validate(f"d{values['DEPTH']}-w{values['WIDTH']}-k{values['KERNEL']}"
-                             f"-skip{int(values['SKIP'])}-{values['POOL']}")
+        return self.validate(
+            f"d{values['DEPTH']}-w{values['WIDTH']}-k{values['KERNEL']}-skip{int(values['SKIP'])}-{values['POOL']}"
+        )
 
     def describe(self, arch: str) -> str:
         s = parse(arch)
         stages = (s["depth"] + 1) // 2
         widths = "->".join(str(s["width"] * 2**i) for i in range(stages))
         skip = "with residual connections" if s["skip"] else "without residual connections"
-        return (f"A {s['depth']}-block CNN of {s['kernel']}x{s['kernel']} convolutions, {widths} channels, "
-                f"{skip}, {s['pool']} pooling after every second block.")
+        return (
+            f"A {s['depth']}-block CNN of {s['kernel']}x{s['kernel']} convolutions, {widths} channels, "
+            f"{skip}, {s['pool']} pooling after every second block."
+        )
 
     def _context(self, arch: str, task: Task) -> dict[str, Any]:
         return {**parse(arch), "description": self.describe(arch)}

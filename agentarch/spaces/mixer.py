@@ -31,11 +31,15 @@ def parse(arch: str) -> tuple[int, list[str]]:
     head, *layers = text.split("|")
     widths = ", ".join(f"d{d}" for d in D_MODELS)
     if not (head.startswith("d") and head[1:].isdecimal() and int(head[1:]) in D_MODELS):
-        raise SpaceError(f"mixer architecture {text!r} must start with the model width, one of {widths}, "
-                         f"then '|' and a mixer per layer, as in {EXAMPLE}")
+        raise SpaceError(
+            f"mixer architecture {text!r} must start with the model width, one of {widths}, "
+            f"then '|' and a mixer per layer, as in {EXAMPLE}"
+        )
     if not MIN_LAYERS <= len(layers) <= MAX_LAYERS:
-        raise SpaceError(f"mixer architecture {text!r} has {len(layers)} layer(s); it needs {MIN_LAYERS} to "
-                         f"{MAX_LAYERS}, as in {EXAMPLE}")
+        raise SpaceError(
+            f"mixer architecture {text!r} has {len(layers)} layer(s); it needs {MIN_LAYERS} to "
+            f"{MAX_LAYERS}, as in {EXAMPLE}"
+        )
     for i, mixer in enumerate(layers):
         if mixer not in MIXERS:
             raise SpaceError(f"mixer layer {i} is {mixer!r}; choose one of {', '.join(MIXERS)}")
@@ -83,7 +87,9 @@ class MixerSpace(SearchSpace):
     def suggest(self, trial: optuna.trial.BaseTrial) -> str:
         d_model = int(trial.suggest_categorical("d_model", list(D_MODELS)))
         n_layers = trial.suggest_int("layers", MIN_LAYERS, MAX_LAYERS)
-        return format_arch(d_model, [str(trial.suggest_categorical(f"mixer_{i}", list(MIXERS))) for i in range(n_layers)])
+        return format_arch(
+            d_model, [str(trial.suggest_categorical(f"mixer_{i}", list(MIXERS))) for i in range(n_layers)]
+        )
 
     def validate(self, arch: str) -> str:
         return format_arch(*parse(arch))

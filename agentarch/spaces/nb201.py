@@ -62,23 +62,30 @@ def edges(arch: str) -> list[str]:
     text = require_str("nb201", arch)
     nodes = text.split("+")
     if len(nodes) != NODES - 1:
-        raise SpaceError(f"nb201 architecture {text!r} has {len(nodes)} node(s) separated by '+'; it needs "
-                         f"{NODES - 1}, as in {EXAMPLE}")
+        raise SpaceError(
+            f"nb201 architecture {text!r} has {len(nodes)} node(s) separated by '+'; it needs "
+            f"{NODES - 1}, as in {EXAMPLE}"
+        )
     ops = []
     for j, node in enumerate(nodes, start=1):
         entries = node[1:-1].split("|")
         if len(node) < 2 or node[0] != "|" or node[-1] != "|" or len(entries) != j:
             wanted = "|".join(f"op~{i}" for i in range(j))
-            raise SpaceError(f"nb201 node {j} is {node!r}; it must be |{wanted}| (one operation for each "
-                             f"earlier node), as in {EXAMPLE}")
+            raise SpaceError(
+                f"nb201 node {j} is {node!r}; it must be |{wanted}| (one operation for each "
+                f"earlier node), as in {EXAMPLE}"
+            )
         for i, entry in enumerate(entries):
             op, _, source = entry.partition("~")
             if source != str(i):
-                raise SpaceError(f"nb201 node {j}, entry {i} is {entry!r}; it must end in ~{i} "
-                                 f"(node {j}'s inputs come from nodes 0..{j - 1} in order)")
+                raise SpaceError(
+                    f"nb201 node {j}, entry {i} is {entry!r}; it must end in ~{i} "
+                    f"(node {j}'s inputs come from nodes 0..{j - 1} in order)"
+                )
             if op not in OPS:
-                raise SpaceError(f"nb201 edge {i}->{j} has unknown operation {op!r}; the operations are "
-                                 f"{', '.join(OPS)}")
+                raise SpaceError(
+                    f"nb201 edge {i}->{j} has unknown operation {op!r}; the operations are {', '.join(OPS)}"
+                )
             ops.append(op)
     return ops
 
@@ -126,8 +133,12 @@ class NB201Space(SearchSpace):
 
     def parse_code(self, code: str) -> str:
         nodes = module_literals(code, ["GENOTYPE"])["GENOTYPE"]
-        if not (isinstance(nodes, list) and len(nodes) == NODES - 1 and all(isinstance(n, list) for n in nodes)
-                and [len(n) for n in nodes] == list(range(1, NODES))):
+        if not (
+            isinstance(nodes, list)
+            and len(nodes) == NODES - 1
+            and all(isinstance(n, list) for n in nodes)
+            and [len(n) for n in nodes] == list(range(1, NODES))
+        ):
             raise SpaceError(f"GENOTYPE must be 3 lists of 1, 2 and 3 operation names; got {nodes!r}")
         return from_edges([op for node in nodes for op in node])
 
@@ -146,8 +157,12 @@ class NB201Space(SearchSpace):
             for node in range(1, NODES - 1):
                 dead_end = all(ops[(node, k)] == "none" for k in range(node + 1, NODES))
                 zero = all(ops[(i, node)] == "none" for i in range(node))
-                inert = [e for e in EDGES if (dead_end and e[1] == node)
-                         or (zero and e[0] == node and ops[e] in ("skip_connect", "avg_pool_3x3"))]
+                inert = [
+                    e
+                    for e in EDGES
+                    if (dead_end and e[1] == node)
+                    or (zero and e[0] == node and ops[e] in ("skip_connect", "avg_pool_3x3"))
+                ]
                 for edge in inert:
                     if ops[edge] != "none":
                         ops[edge], changed = "none", True
@@ -162,5 +177,10 @@ class NB201Space(SearchSpace):
 
     def _context(self, arch: str, task: Task) -> dict[str, Any]:
         cells, width = skeleton(task)
-        return {"genotype": genotype(arch), "cells": cells, "width": width, "task": task.name,
-                "description": self.describe(arch)}
+        return {
+            "genotype": genotype(arch),
+            "cells": cells,
+            "width": width,
+            "task": task.name,
+            "description": self.describe(arch),
+        }

@@ -76,8 +76,10 @@ _INDEXES = (
 
 # The evaluation a candidate's scores come from, by the rule of Archive.scored: among its trained
 # evaluations the highest fidelity, then the best validation accuracy, then the earliest.
-_BEST = ("SELECT {} FROM evaluations WHERE candidate_id = c.id AND status = 'trained' "
-         "ORDER BY fidelity DESC, val_accuracy DESC, id LIMIT 1")
+_BEST = (
+    "SELECT {} FROM evaluations WHERE candidate_id = c.id AND status = 'trained' "
+    "ORDER BY fidelity DESC, val_accuracy DESC, id LIMIT 1"
+)
 # A listing row: the candidate's fields with the scores of that evaluation (None where untrained).
 _ROW_SELECT = f"""
     SELECT c.id, c.task, c.name, c.proposer, c.model, c.run_id, c.status, c.parents,
@@ -85,12 +87,48 @@ _ROW_SELECT = f"""
     FROM {{source}}
     LEFT JOIN evaluations e ON e.id = ({_BEST.format("id")})
 """
-ROW_COLUMNS = ("id", "task", "name", "proposer", "model", "run_id", "status", "val_accuracy", "test_accuracy",
-               "params", "fidelity", "train_seconds", "parents")
-RUN_COLUMNS = ("id", "kind", "task", "proposer", "status", "started_at", "ended_at", "proposed", "trained",
-               "best_val_accuracy", "cost_usd")
-REVIEW_COLUMNS = ("id", "kind", "status", "run_id", "candidate_id", "proposal_key", "parent_id", "intent", "reason",
-                  "decided_by", "decided_at", "created_at")
+ROW_COLUMNS = (
+    "id",
+    "task",
+    "name",
+    "proposer",
+    "model",
+    "run_id",
+    "status",
+    "val_accuracy",
+    "test_accuracy",
+    "params",
+    "fidelity",
+    "train_seconds",
+    "parents",
+)
+RUN_COLUMNS = (
+    "id",
+    "kind",
+    "task",
+    "proposer",
+    "status",
+    "started_at",
+    "ended_at",
+    "proposed",
+    "trained",
+    "best_val_accuracy",
+    "cost_usd",
+)
+REVIEW_COLUMNS = (
+    "id",
+    "kind",
+    "status",
+    "run_id",
+    "candidate_id",
+    "proposal_key",
+    "parent_id",
+    "intent",
+    "reason",
+    "decided_by",
+    "decided_at",
+    "created_at",
+)
 
 
 # -- queries shared with the static report --------------------------------------------------------
@@ -152,22 +190,36 @@ def run_overview(db: Archive, run_id: str) -> dict[str, Any]:
     run = found[0]
     for key in ("config", "summary"):
         run[key] = json.loads(run[key]) if run[key] else {}
-    statuses = dict(db.db.execute("SELECT status, COUNT(*) FROM candidates WHERE run_id = ? GROUP BY status",
-                                  [run_id]).fetchall())
+    statuses = dict(
+        db.db.execute("SELECT status, COUNT(*) FROM candidates WHERE run_id = ? GROUP BY status", [run_id]).fetchall()
+    )
     calls, cost, prompt_tokens, completion_tokens = db.db.execute(
         "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0), COALESCE(SUM(prompt_tokens), 0), "
-        "COALESCE(SUM(completion_tokens), 0) FROM llm_calls WHERE run_id = ?", [run_id]).fetchone()
-    best = db.db.execute(f"SELECT MAX(({_BEST.format('val_accuracy')})) FROM candidates c WHERE c.run_id = ?",
-                         [run_id]).fetchone()[0]
-    return {**run, "statuses": statuses, "proposed": sum(statuses.values()), "trained": statuses.get("trained", 0),
-            "llm_calls": calls, "cost_usd": cost, "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens, "best_val_accuracy": best}
+        "COALESCE(SUM(completion_tokens), 0) FROM llm_calls WHERE run_id = ?",
+        [run_id],
+    ).fetchone()
+    best = db.db.execute(
+        f"SELECT MAX(({_BEST.format('val_accuracy')})) FROM candidates c WHERE c.run_id = ?", [run_id]
+    ).fetchone()[0]
+    return {
+        **run,
+        "statuses": statuses,
+        "proposed": sum(statuses.values()),
+        "trained": statuses.get("trained", 0),
+        "llm_calls": calls,
+        "cost_usd": cost,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "best_val_accuracy": best,
+    }
 
 
 def loss_curves(db: Archive, candidate_id: int) -> list[tuple[str, list[dict[str, float]]]]:
     """(label, curve) of each evaluation of a candidate: one per fidelity and seed."""
-    return [(f"evaluation {e['id']} ({e['fidelity']} epochs, seed {e['seed']})", e["curve"] or [])
-            for e in db.evaluations(candidate_id)]
+    return [
+        (f"evaluation {e['id']} ({e['fidelity']} epochs, seed {e['seed']})", e["curve"] or [])
+        for e in db.evaluations(candidate_id)
+    ]
 
 
 def best_so_far_lines(db: Archive, run: dict[str, Any]) -> list[tuple[str, list[float | None]]]:
@@ -177,17 +229,23 @@ def best_so_far_lines(db: Archive, run: dict[str, Any]) -> list[tuple[str, list[
     too). A baseline's line is the mean over its other runs (plots.mean_of_runs); a multi-seed
     baseline run counts its seeds one after another.
     """
-    this = [r[0] for r in db.db.execute(
-        "SELECT CASE WHEN e.status = 'trained' THEN e.val_accuracy END FROM evaluations e "
-        "JOIN candidates c ON c.id = e.candidate_id WHERE c.run_id = ? ORDER BY e.id", [run["id"]])]
+    this = [
+        r[0]
+        for r in db.db.execute(
+            "SELECT CASE WHEN e.status = 'trained' THEN e.val_accuracy END FROM evaluations e "
+            "JOIN candidates c ON c.id = e.candidate_id WHERE c.run_id = ? ORDER BY e.id",
+            [run["id"]],
+        )
+    ]
     lines = [(f"this run ({run['proposer']})", plots.running_best(this))]
     per_run: dict[str, dict[str, list[float | None]]] = defaultdict(lambda: defaultdict(list))
     marks = ", ".join("?" for _ in BASELINE_PROPOSERS)
     for proposer, other_run, val in db.db.execute(
-            "SELECT c.proposer, c.run_id, CASE WHEN e.status = 'trained' THEN e.val_accuracy END "
-            "FROM candidates c JOIN evaluations e ON e.candidate_id = c.id WHERE c.task = ? "
-            f"AND c.proposer IN ({marks}) AND c.run_id IS NOT NULL AND c.run_id != ? ORDER BY e.id",
-            [run["task"], *BASELINE_PROPOSERS, run["id"]]):
+        "SELECT c.proposer, c.run_id, CASE WHEN e.status = 'trained' THEN e.val_accuracy END "
+        "FROM candidates c JOIN evaluations e ON e.candidate_id = c.id WHERE c.task = ? "
+        f"AND c.proposer IN ({marks}) AND c.run_id IS NOT NULL AND c.run_id != ? ORDER BY e.id",
+        [run["task"], *BASELINE_PROPOSERS, run["id"]],
+    ):
         per_run[proposer][other_run].append(val)
     for proposer in BASELINE_PROPOSERS:
         runs = [plots.running_best(values) for values in per_run.get(proposer, {}).values()]
@@ -201,7 +259,9 @@ def pareto_points(db: Archive, run_id: str) -> list[tuple[float, float]]:
     """(params, validation accuracy) of each trained candidate of a run, scored like the listings."""
     rows = db.db.execute(
         "SELECT COALESCE(c.params, e.params), e.val_accuracy FROM candidates c "
-        f"JOIN evaluations e ON e.id = ({_BEST.format('id')}) WHERE c.run_id = ?", [run_id]).fetchall()
+        f"JOIN evaluations e ON e.id = ({_BEST.format('id')}) WHERE c.run_id = ?",
+        [run_id],
+    ).fetchall()
     return [(float(p), float(a)) for p, a in rows if p is not None and a is not None]
 
 
@@ -236,11 +296,20 @@ def code_diff(a: str | None, b: str | None, a_label: str, b_label: str) -> Marku
     lines = difflib.unified_diff((a or "").splitlines(), (b or "").splitlines(), a_label, b_label, lineterm="")
     spans = []
     for i, line in enumerate(lines):
-        kind = ("head" if i < 2 else "hunk" if line.startswith("@@") else "add" if line.startswith("+")
-                else "del" if line.startswith("-") else "ctx")
+        kind = (
+            "head"
+            if i < 2
+            else "hunk"
+            if line.startswith("@@")
+            else "add"
+            if line.startswith("+")
+            else "del"
+            if line.startswith("-")
+            else "ctx"
+        )
         spans.append(f'<span class="{kind}">{escape(line)}</span>')
     if not spans:
-        return Markup('<p>The code is identical.</p>')
+        return Markup("<p>The code is identical.</p>")
     return Markup(f'<pre class="udiff">{"".join(spans)}</pre>')
 
 
@@ -265,8 +334,9 @@ def _pretty_json(value: Any) -> str:
 
 
 def template_environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
+    )
     env.filters.update(acc=_fmt_acc, num=_fmt_int, num1=_fmt_one_decimal, usd=_fmt_usd, pretty=_pretty_json)
     return env
 
@@ -318,8 +388,11 @@ def _export(request: Request, rows: list[dict[str, Any]], columns: tuple[str, ..
     fmt = request.query_params["format"]
     picked = [{c: row.get(c) for c in columns} for row in rows]
     if fmt == "json":
-        return Response(json.dumps(picked, default=str), media_type="application/json",
-                        headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
+        return Response(
+            json.dumps(picked, default=str),
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="{name}.json"'},
+        )
     if fmt != "csv":
         raise HTTPException(400, f"format is csv or json, not {fmt!r}")
     buffer = io.StringIO()
@@ -327,8 +400,11 @@ def _export(request: Request, rows: list[dict[str, Any]], columns: tuple[str, ..
     writer.writeheader()
     for row in picked:
         writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
-    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    return Response(
+        buffer.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
 
 
 def _wants_export(request: Request) -> bool:
@@ -368,12 +444,17 @@ class TokenGate:
             return
         request = Request(scope)
         from_query = _matches(request.query_params.get("token"), self.token)
-        if not (from_query or _matches(_bearer(request.headers), self.token)
-                or _matches(request.cookies.get(TOKEN_COOKIE), self.token)):
+        if not (
+            from_query
+            or _matches(_bearer(request.headers), self.token)
+            or _matches(request.cookies.get(TOKEN_COOKIE), self.token)
+        ):
             response = PlainTextResponse(
                 "401: this agentarch server needs its token. Open the address `agentarch serve` printed "
-                "(…/?token=…), or send the header 'Authorization: Bearer <token>'.\n", status_code=401,
-                headers={"WWW-Authenticate": "Bearer"})
+                "(…/?token=…), or send the header 'Authorization: Bearer <token>'.\n",
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
             await response(scope, receive, send)
             return
         if not from_query:
@@ -404,8 +485,10 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             db.db.execute(statement)
         db.db.conn.commit()
 
-    templates = Jinja2Templates(env=template_environment(), context_processors=[
-        lambda request: {"token": token, "url": lambda **changes: _url(request, **changes)}])
+    templates = Jinja2Templates(
+        env=template_environment(),
+        context_processors=[lambda request: {"token": token, "url": lambda **changes: _url(request, **changes)}],
+    )
     highlight_css = _FORMATTER.get_style_defs(".highlight")
 
     def archive() -> Archive:
@@ -427,20 +510,37 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             tasks = [r[0] for r in db.db.execute("SELECT DISTINCT task FROM candidates ORDER BY task")]
             newest = db.db.execute("SELECT task FROM candidates ORDER BY id DESC LIMIT 1").fetchone()
             task = q.get("task") or (newest[0] if newest else None)
-            filters = Filters(task=task, proposer=q.get("proposer") or None, status=q.get("status") or None,
-                              run=q.get("run") or None)
+            filters = Filters(
+                task=task, proposer=q.get("proposer") or None, status=q.get("status") or None, run=q.get("run") or None
+            )
             pager = Pager(_page(request), count_candidates(db, filters))
             everything = _wants_export(request) and _export_all(request)
             rows = candidate_rows(db, filters, None if everything else pager.size, 0 if everything else pager.offset)
             if _wants_export(request):
                 return _export(request, rows, ROW_COLUMNS, f"leaderboard-{task or 'all'}")
-            proposers = [r[0] for r in db.db.execute(
-                "SELECT proposer FROM candidates WHERE task = ? UNION SELECT model FROM candidates "
-                "WHERE task = ? AND model IS NOT NULL ORDER BY 1", [task, task])]
+            proposers = [
+                r[0]
+                for r in db.db.execute(
+                    "SELECT proposer FROM candidates WHERE task = ? UNION SELECT model FROM candidates "
+                    "WHERE task = ? AND model IS NOT NULL ORDER BY 1",
+                    [task, task],
+                )
+            ]
             runs = [r[0] for r in db.db.execute("SELECT id FROM runs WHERE task = ? ORDER BY started_at DESC", [task])]
-        return render(request, "leaderboard.html", {
-            "rows": rows, "pager": pager, "tasks": tasks, "task": task, "filters": filters, "proposers": proposers,
-            "statuses": CANDIDATE_STATUSES, "runs": runs})
+        return render(
+            request,
+            "leaderboard.html",
+            {
+                "rows": rows,
+                "pager": pager,
+                "tasks": tasks,
+                "task": task,
+                "filters": filters,
+                "proposers": proposers,
+                "statuses": CANDIDATE_STATUSES,
+                "runs": runs,
+            },
+        )
 
     def search(request: Request) -> Response:
         query = request.query_params.get("q", "").strip()
@@ -455,13 +555,18 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                     error = str(e)
             if _wants_export(request) and error is None:
                 return _export(request, rows, ROW_COLUMNS, "search")
-        return render(request, "search.html", {"q": query, "rows": rows, "pager": Pager(page, total), "error": error},
-                      status_code=400 if error else 200)
+        return render(
+            request,
+            "search.html",
+            {"q": query, "rows": rows, "pager": Pager(page, total), "error": error},
+            status_code=400 if error else 200,
+        )
 
     # -- one candidate, diffs
 
-    def candidate_page(request: Request, candidate_id: int, error: str | None = None,
-                       status_code: int = 200) -> Response:
+    def candidate_page(
+        request: Request, candidate_id: int, error: str | None = None, status_code: int = 200
+    ) -> Response:
         with archive() as db:
             try:
                 row = db.candidate(candidate_id)
@@ -472,19 +577,35 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             if row.get("duplicate_of"):
                 related_ids.append(row["duplicate_of"])
             related = _names(db, related_ids)
-            children = [dict(zip(("id", "name", "status"), r[:3])) for r in db.db.execute(
-                "SELECT id, name, status, parents FROM candidates WHERE id > ? AND instr(parents, ?) > 0 ORDER BY id",
-                [candidate_id, str(candidate_id)]) if candidate_id in json.loads(r[3] or "[]")]
-            reviews = [dict(r) for r in db.db.query(
-                "SELECT * FROM reviews WHERE candidate_id = ? OR (proposal_key IS NOT NULL AND proposal_key = ?) "
-                "ORDER BY id", [candidate_id, row.get("proposal_key")])]
+            children = [
+                dict(zip(("id", "name", "status"), r[:3]))
+                for r in db.db.execute(
+                    "SELECT id, name, status, parents FROM candidates WHERE id > ? AND instr(parents, ?) > 0 ORDER BY id",
+                    [candidate_id, str(candidate_id)],
+                )
+                if candidate_id in json.loads(r[3] or "[]")
+            ]
+            reviews = [
+                dict(r)
+                for r in db.db.query(
+                    "SELECT * FROM reviews WHERE candidate_id = ? OR (proposal_key IS NOT NULL AND proposal_key = ?) "
+                    "ORDER BY id",
+                    [candidate_id, row.get("proposal_key")],
+                )
+            ]
             context = {
-                "c": row, "scored": scored, "code_html": highlight_code(row["code"]),
-                "evaluations": db.evaluations(candidate_id), "llm_calls": db.llm_calls(candidate_id=candidate_id),
+                "c": row,
+                "scored": scored,
+                "code_html": highlight_code(row["code"]),
+                "evaluations": db.evaluations(candidate_id),
+                "llm_calls": db.llm_calls(candidate_id=candidate_id),
                 "parents": [related[i] for i in row.get("parents") or [] if i in related],
                 "examples": [related[i] for i in row.get("examples") or [] if i in related],
-                "duplicate_of": related.get(row.get("duplicate_of")), "children": children,
-                "reviews": reviews, "error": error}
+                "duplicate_of": related.get(row.get("duplicate_of")),
+                "children": children,
+                "reviews": reviews,
+                "error": error,
+            }
         return render(request, "candidate.html", context, status_code)
 
     def candidate_get(request: Request) -> Response:
@@ -536,19 +657,29 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             parents = _codes(db, [r["parent_id"] for r in pending if r.get("parent_id")])
             total = db.db.execute("SELECT COUNT(*) FROM reviews WHERE status != 'pending'").fetchone()[0]
             pager = Pager(page, total)
-            decided = [dict(r) for r in db.db.query(
-                "SELECT * FROM reviews WHERE status != 'pending' ORDER BY id DESC LIMIT ? OFFSET ?",
-                [pager.size, pager.offset])]
+            decided = [
+                dict(r)
+                for r in db.db.query(
+                    "SELECT * FROM reviews WHERE status != 'pending' ORDER BY id DESC LIMIT ? OFFSET ?",
+                    [pager.size, pager.offset],
+                )
+            ]
         if _wants_export(request):
             return _export(request, pending + decided, REVIEW_COLUMNS, "reviews")
         for review in pending:
             review["code_html"] = highlight_code(review["code"])
             parent = parents.get(review.get("parent_id"))
-            review["parent_diff"] = code_diff(parent["code"], review["code"], f"parent #{parent['id']} "
-                                              f"{parent['name']}", "proposed") if parent else None
-        return render(request, "reviews.html", {"pending": pending, "queued": len(queue), "decided": decided,
-                                                "pager": pager,
-                                                "error": error}, status_code)
+            review["parent_diff"] = (
+                code_diff(parent["code"], review["code"], f"parent #{parent['id']} {parent['name']}", "proposed")
+                if parent
+                else None
+            )
+        return render(
+            request,
+            "reviews.html",
+            {"pending": pending, "queued": len(queue), "decided": decided, "pager": pager, "error": error},
+            status_code,
+        )
 
     async def review_decide(request: Request) -> Response:
         review_id = request.path_params["review_id"]
@@ -559,8 +690,13 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
         def decide() -> Response:
             with archive() as db:
                 try:
-                    db.decide(review_id, _text(form, "decision"), by=_text(form, "by").strip() or "web",
-                              reason=_text(form, "reason").strip() or None, code=code)
+                    db.decide(
+                        review_id,
+                        _text(form, "decision"),
+                        by=_text(form, "by").strip() or "web",
+                        reason=_text(form, "reason").strip() or None,
+                        code=code,
+                    )
                 except ArchiveError as e:
                     return reviews_page(request, error=str(e), status_code=400)
             return RedirectResponse("/reviews", status_code=303)
@@ -574,8 +710,10 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             pager = Pager(_page(request), db.db["runs"].count)
             everything = _wants_export(request) and _export_all(request)
             limit, offset = (-1, 0) if everything else (pager.size, pager.offset)
-            runs = [dict(r) for r in db.db.query("SELECT * FROM runs ORDER BY started_at DESC LIMIT ? OFFSET ?",
-                                                 [limit, offset])]
+            runs = [
+                dict(r)
+                for r in db.db.query("SELECT * FROM runs ORDER BY started_at DESC LIMIT ? OFFSET ?", [limit, offset])
+            ]
             _add_progress(db, runs)
         if _wants_export(request):
             return _export(request, runs, RUN_COLUMNS, "runs")
@@ -589,8 +727,9 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             except ArchiveError as e:
                 raise HTTPException(404, str(e)) from None
             top = candidate_rows(db, Filters(run=run_id), limit=20)
-            pending = db.db.execute("SELECT COUNT(*) FROM reviews WHERE run_id = ? AND status = 'pending'",
-                                    [run_id]).fetchone()[0]
+            pending = db.db.execute(
+                "SELECT COUNT(*) FROM reviews WHERE run_id = ? AND status = 'pending'", [run_id]
+            ).fetchone()[0]
         return render(request, "run.html", {"run": run, "rows": top, "pending": pending})
 
     def run_plot(request: Request) -> Response:
@@ -601,8 +740,11 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             found = list(db.db.query("SELECT id, task, proposer FROM runs WHERE id = ?", [run_id]))
             if not found:
                 raise HTTPException(404, f"no run {run_id!r}; `agentarch archive runs` lists them")
-            png = (plots.draw_best_so_far(best_so_far_lines(db, found[0])) if kind == "best"
-                   else plots.draw_pareto(pareto_points(db, run_id)))
+            png = (
+                plots.draw_best_so_far(best_so_far_lines(db, found[0]))
+                if kind == "best"
+                else plots.draw_pareto(pareto_points(db, run_id))
+            )
         return Response(png, media_type="image/png")
 
     def stylesheet(request: Request) -> Response:
@@ -646,11 +788,15 @@ def _search(db: Archive, query: str, page: int, everything: bool) -> tuple[int, 
     pager = Pager(page, 0)
     try:
         total = db.db.execute("SELECT COUNT(*) FROM candidates_fts WHERE candidates_fts MATCH ?", [query]).fetchone()[0]
-        ids = [r[0] for r in db.db.execute(
-            "SELECT rowid FROM candidates_fts WHERE candidates_fts MATCH ? ORDER BY rank LIMIT ? OFFSET ?",
-            [query, -1 if everything else pager.size, 0 if everything else pager.offset])]
+        ids = [
+            r[0]
+            for r in db.db.execute(
+                "SELECT rowid FROM candidates_fts WHERE candidates_fts MATCH ? ORDER BY rank LIMIT ? OFFSET ?",
+                [query, -1 if everything else pager.size, 0 if everything else pager.offset],
+            )
+        ]
     except sqlite3.OperationalError as err:
-        raise ArchiveError(f"cannot search for {query!r} ({err}); quote phrases, e.g. \"depthwise conv\"") from None
+        raise ArchiveError(f'cannot search for {query!r} ({err}); quote phrases, e.g. "depthwise conv"') from None
     if not ids:
         return total, []
     marks = ", ".join("?" for _ in ids)
@@ -682,18 +828,33 @@ def _add_progress(db: Archive, runs: list[dict[str, Any]]) -> None:
     if not ids:
         return
     marks = ", ".join("?" for _ in ids)
-    counts = {r[0]: r[1:] for r in db.db.execute(
-        f"SELECT run_id, COUNT(*), SUM(status = 'trained') FROM candidates WHERE run_id IN ({marks}) GROUP BY run_id",
-        ids)}
-    best = dict(db.db.execute(
-        f"SELECT c.run_id, MAX(({_BEST.format('val_accuracy')})) FROM candidates c WHERE c.run_id IN ({marks}) "
-        "GROUP BY c.run_id", ids).fetchall())
-    spend = dict(db.db.execute(
-        f"SELECT run_id, SUM(cost_usd) FROM llm_calls WHERE run_id IN ({marks}) GROUP BY run_id", ids).fetchall())
+    counts = {
+        r[0]: r[1:]
+        for r in db.db.execute(
+            f"SELECT run_id, COUNT(*), SUM(status = 'trained') FROM candidates WHERE run_id IN ({marks}) GROUP BY run_id",
+            ids,
+        )
+    }
+    best = dict(
+        db.db.execute(
+            f"SELECT c.run_id, MAX(({_BEST.format('val_accuracy')})) FROM candidates c WHERE c.run_id IN ({marks}) "
+            "GROUP BY c.run_id",
+            ids,
+        ).fetchall()
+    )
+    spend = dict(
+        db.db.execute(
+            f"SELECT run_id, SUM(cost_usd) FROM llm_calls WHERE run_id IN ({marks}) GROUP BY run_id", ids
+        ).fetchall()
+    )
     for run in runs:
         proposed, trained = counts.get(run["id"], (0, 0))
-        run.update(proposed=proposed, trained=trained or 0, best_val_accuracy=best.get(run["id"]),
-                   cost_usd=spend.get(run["id"]))
+        run.update(
+            proposed=proposed,
+            trained=trained or 0,
+            best_val_accuracy=best.get(run["id"]),
+            cost_usd=spend.get(run["id"]),
+        )
 
 
 def serve(archive_path: Path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None) -> None:
@@ -703,6 +864,8 @@ def serve(archive_path: Path, host: str = "127.0.0.1", port: int = 8000, token: 
     this machine's trainers), so binding one needs a token.
     """
     if host not in LOOPBACK_HOSTS and not token:
-        raise ValueError(f"refusing to serve on {host} without a token: anyone on the network could read the archive "
-                         "and decide reviews. Pass a token (e.g. --token $(openssl rand -hex 16)) or bind 127.0.0.1.")
+        raise ValueError(
+            f"refusing to serve on {host} without a token: anyone on the network could read the archive "
+            "and decide reviews. Pass a token (e.g. --token $(openssl rand -hex 16)) or bind 127.0.0.1."
+        )
     uvicorn.run(create_app(archive_path, token), host=host, port=port, log_level="info")

@@ -102,8 +102,14 @@ def draw_best_so_far(lines: Sequence[tuple[str, Sequence[float | None]]]) -> byt
     for i, (label, values) in enumerate(lines):
         points = [(x, y) for x, y in enumerate(values, start=1) if y is not None]
         if points:
-            axes.step(*zip(*points), where="post", label=label, linewidth=2.2 if i == 0 else 1.2,
-                      alpha=1.0 if i == 0 else 0.8, marker="o" if len(points) == 1 else None)  # one point is no line
+            axes.step(
+                *zip(*points),
+                where="post",
+                label=label,
+                linewidth=2.2 if i == 0 else 1.2,
+                alpha=1.0 if i == 0 else 0.8,
+                marker="o" if len(points) == 1 else None,
+            )  # one point is no line
             drawn = True
     if drawn:
         axes.set_xlabel("evaluation")

@@ -38,22 +38,42 @@ def host(tmp_path, digits, listeners, monkeypatch):
     site_packages = next(p for p in sys.path if p.endswith("site-packages"))
     # the Python installation rather than the repository: a clone under /tmp would sit inside the
     # sandbox's private /tmp tmpfs, where a write lands harmlessly but does not fail
-    targets = [f"/tmp/escape-marker-{token}", str(Path(sys.prefix) / f"escape-{token}"), str(Path.home() / f"escape-{token}"),
-               f"/root/escape-{token}", str(digits.inputs_dir / f"escape-{token}"), f"{site_packages}/escape-{token}.pth",
-               str(digits.labels_dir / f"escape-{token}")]
+    targets = [
+        f"/tmp/escape-marker-{token}",
+        str(Path(sys.prefix) / f"escape-{token}"),
+        str(Path.home() / f"escape-{token}"),
+        f"/root/escape-{token}",
+        str(digits.inputs_dir / f"escape-{token}"),
+        f"{site_packages}/escape-{token}.pth",
+        str(digits.labels_dir / f"escape-{token}"),
+    ]
     import sklearn.datasets
 
     values = {
-        "token": token, "tcp4": listeners.addresses["tcp4"], "tcp6": listeners.addresses["tcp6"],
-        "udp4": listeners.addresses["udp4"], "unix_hidden": listeners.addresses["unix_hidden"],
-        "unix_abstract": listeners.addresses["unix_abstract"], "home_secret": str(home / ".agentarch-secret"),
-        "real_home": "/root", "archive": str(tmp_path / "a.db"), "labels_dir": str(digits.labels_dir),
-        "host_pid": os.getpid(), "stolen": str(stolen), "targets": targets[1:],
-        "tmp_marker": targets[0], "cache_dir": str(digits.labels_dir.parent.parent),
+        "token": token,
+        "tcp4": listeners.addresses["tcp4"],
+        "tcp6": listeners.addresses["tcp6"],
+        "udp4": listeners.addresses["udp4"],
+        "unix_hidden": listeners.addresses["unix_hidden"],
+        "unix_abstract": listeners.addresses["unix_abstract"],
+        "home_secret": str(home / ".agentarch-secret"),
+        "real_home": "/root",
+        "archive": str(tmp_path / "a.db"),
+        "labels_dir": str(digits.labels_dir),
+        "host_pid": os.getpid(),
+        "stolen": str(stolen),
+        "targets": targets[1:],
+        "tmp_marker": targets[0],
+        "cache_dir": str(digits.labels_dir.parent.parent),
         "sklearn_digits": str(Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"),
     }
-    yield {"values": values, "targets": targets, "labels": labels, "visible_sock": visible_sock,
-           "val_labels": np.load(digits.labels_dir / "val_y.npy")}
+    yield {
+        "values": values,
+        "targets": targets,
+        "labels": labels,
+        "visible_sock": visible_sock,
+        "val_labels": np.load(digits.labels_dir / "val_y.npy"),
+    }
     visible_sock.unlink(missing_ok=True)
     for target in targets:
         Path(target).unlink(missing_ok=True)

@@ -74,7 +74,7 @@ def attack():
 
 '''
 
-NET = '''
+NET = """
 class Net(nn.Module):
     def __init__(self, in_shape, num_classes):
         super().__init__()
@@ -84,7 +84,7 @@ class Net(nn.Module):
     def forward(self, x):
         {forward_call}
         return self.fc(x.flatten(1) * 0.0)
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,16 @@ class Case:
 
 def candidate_code(case: Case, host: dict[str, Any]) -> str:
     calls = {"module": "", "init": "", "forward": ""}
-    calls[case.where] = "if not _done:\n            _done.append(1)\n            attack()" if case.where == "forward" else "attack()"
+    calls[case.where] = (
+        "if not _done:\n            _done.append(1)\n            attack()" if case.where == "forward" else "attack()"
+    )
     body = textwrap.indent(textwrap.dedent(case.attack).strip("\n"), "    ")
     code = HEADER.replace("{host!r}", repr(host)).replace("{attack}", body)
     if case.where == "module":
         code += "attack()\n"
-    return code + NET.replace("{init_call}", calls["init"] or "pass").replace("{forward_call}", calls["forward"] or "pass")
+    return code + NET.replace("{init_call}", calls["init"] or "pass").replace(
+        "{forward_call}", calls["forward"] or "pass"
+    )
 
 
 # -- the host's side: listeners that must never hear from the sandbox ---------------------------
@@ -132,7 +136,9 @@ class Listeners:
         # A path the sandbox cannot see (the host's /tmp), and an abstract socket (per network namespace).
         self._listen("unix_hidden", socket.AF_UNIX, socket.SOCK_STREAM, str(sock_dir / "host.sock"))
         self._listen("unix_abstract", socket.AF_UNIX, socket.SOCK_STREAM, f"\0agentarch-escape-{id(self)}")
-        self.threads = [threading.Thread(target=self._serve, args=(s, n), daemon=True) for n, s in zip(self.addresses, self.sockets)]
+        self.threads = [
+            threading.Thread(target=self._serve, args=(s, n), daemon=True) for n, s in zip(self.addresses, self.sockets)
+        ]
         for thread in self.threads:
             thread.start()
 
@@ -202,8 +208,15 @@ def dump(db: Path) -> str:
         con.close()
 
 
-def run_case(code: str, tmp_path: Path, cache_dir: Path, monkeypatch, isolation: str = "bubblewrap",
-             seed_row: bool = True, **limits: Any) -> Run:
+def run_case(
+    code: str,
+    tmp_path: Path,
+    cache_dir: Path,
+    monkeypatch,
+    isolation: str = "bubblewrap",
+    seed_row: bool = True,
+    **limits: Any,
+) -> Run:
     """Evaluate `code` through a real Evaluator into a fresh archive, spying on the sandbox job."""
     archive = Archive(tmp_path / "a.db")
     scratch: list[Path] = []
@@ -221,17 +234,36 @@ def run_case(code: str, tmp_path: Path, cache_dir: Path, monkeypatch, isolation:
     monkeypatch.setattr(SandboxJob, "__init__", spy_init)
     monkeypatch.setattr(SandboxJob, "output", spy_output)
     settings = load_settings(
-        task="digits", epochs=1, archive=tmp_path / "a.db", cache_dir=cache_dir, isolation=isolation, threads=1,
+        task="digits",
+        epochs=1,
+        archive=tmp_path / "a.db",
+        cache_dir=cache_dir,
+        isolation=isolation,
+        threads=1,
         **{"timeout_s": 40, "smoke_timeout_s": 30, "memory_mb": 3072, "max_pids": 32, "max_file_mb": 16, **limits},
     )
     evaluator = Evaluator(archive, settings)
     seed_id = None
     if seed_row:  # another candidate's row, which no attack may change
         seed_id = evaluator.archive.record(
-            {"run_id": None, "task": "digits", "name": "honest", "proposer": "user", "parents": [], "code": "pass",
-             "text_hash": "h0", "ast_hash": "a0", "functional_hash": "f0", "status": "trained", "params": 650,
-             "flops": 1280, "space": None, "arch": None},
-            {"status": "trained", "fidelity": 1, "seed": 0, "val_accuracy": 0.5, "test_accuracy": 0.5})
+            {
+                "run_id": None,
+                "task": "digits",
+                "name": "honest",
+                "proposer": "user",
+                "parents": [],
+                "code": "pass",
+                "text_hash": "h0",
+                "ast_hash": "a0",
+                "functional_hash": "f0",
+                "status": "trained",
+                "params": 650,
+                "flops": 1280,
+                "space": None,
+                "arch": None,
+            },
+            {"status": "trained", "fidelity": 1, "seed": 0, "val_accuracy": 0.5, "test_accuracy": 0.5},
+        )
     seed_before = (archive.candidate(seed_id), archive.evaluations(seed_id)) if seed_id else None
     started = time.monotonic()
     result = evaluator.evaluate(code, "hostile")
@@ -257,9 +289,19 @@ def check_contained(case: Case, run: Run, host: dict[str, Any], listeners: Liste
     text = run.text
     if os.environ.get("AGENTARCH_ESCAPE_REPORT"):  # figures for docs/reliability.md
         with open(os.environ["AGENTARCH_ESCAPE_REPORT"], "a") as fh:
-            fh.write(json.dumps({"case": case.name, "isolation": case.isolation, "status": run.result.status,
-                                 "reason": run.result.reason, "test_accuracy": run.result.metrics.get("test_accuracy"),
-                                 "seconds": round(run.seconds, 2)}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "case": case.name,
+                        "isolation": case.isolation,
+                        "status": run.result.status,
+                        "reason": run.result.reason,
+                        "test_accuracy": run.result.metrics.get("test_accuracy"),
+                        "seconds": round(run.seconds, 2),
+                    }
+                )
+                + "\n"
+            )
     # The attack failed, in the way this case expects, and the record says so.
     assert run.result.status in case.status, f"{case.name}: {run.result.status}: {text[:1500]}"
     if run.result.status != "trained":
@@ -282,8 +324,10 @@ def check_contained(case: Case, run: Run, host: dict[str, Any], listeners: Liste
     if run.result.status == "trained":
         metrics = run.result.metrics
         assert set(run.outputs) == {"val_outputs.npy", "test_outputs.npy"}
-        assert metrics["test_accuracy"] == pytest.approx(honest_accuracy(run.outputs["test_outputs.npy"], host["labels"]))
-        assert metrics["val_accuracy"] == pytest.approx(honest_accuracy(run.outputs["val_outputs.npy"], host["val_labels"]))
+        assert metrics["test_accuracy"] == pytest.approx(
+            honest_accuracy(run.outputs["test_outputs.npy"], host["labels"])
+        )
+        assert metrics["val_accuracy"] == pytest.approx(
+            honest_accuracy(run.outputs["val_outputs.npy"], host["val_labels"])
+        )
         assert metrics["test_accuracy"] < 0.5 and metrics["val_accuracy"] < 0.5, metrics
-
-

@@ -32,22 +32,49 @@ from agentarch.archive import Archive
 from agentarch.config import load_settings
 from agentarch.evaluate import Evaluator
 from agentarch.executors import RunRequest, RunResult, execute
-from agentarch.protocol import (MAX_CURVE_POINTS, MAX_EVENT_BYTES, MAX_REASON_BYTES, ProtocolError, cap_text,
-                                parse_event, read_capped, read_outputs)
+from agentarch.protocol import (
+    MAX_CURVE_POINTS,
+    MAX_EVENT_BYTES,
+    MAX_REASON_BYTES,
+    ProtocolError,
+    cap_text,
+    parse_event,
+    read_capped,
+    read_outputs,
+)
 from agentarch.sandbox import Limits, SandboxError, SandboxJob, bubblewrap_problem
 from tests.conftest import NET, SPEC, job_processes
 from tests.security.harness import Case, candidate_code
 
 SHAPE = (180, 10)  # digits' validation split: (samples, classes)
 
-SMOKE = {"event": "smoke", "functional_hash": "ab" * 32, "params": 650, "flops": 1280, "seconds": 0.5, "device": "cpu",
-         "output_shape": [8, 10]}
-TRAINED = {"event": "trained",
-           "curve": [{"step": 10, "epoch": 0.5, "loss": 2.1}, {"step": 20, "epoch": 1.0, "loss": 1.9}],
-           "train_seconds": 1.5, "steps": 20, "epochs_done": 1.0, "stopped_early": False, "notes": [],
-           "peak_memory_mb": 312.5, "device": "cpu"}
-ERROR = {"event": "error", "stage": "smoke", "kind": "forward", "message": "forward raised ValueError: no",
-         "traceback": "Traceback (most recent call last):\n  ..."}
+SMOKE = {
+    "event": "smoke",
+    "functional_hash": "ab" * 32,
+    "params": 650,
+    "flops": 1280,
+    "seconds": 0.5,
+    "device": "cpu",
+    "output_shape": [8, 10],
+}
+TRAINED = {
+    "event": "trained",
+    "curve": [{"step": 10, "epoch": 0.5, "loss": 2.1}, {"step": 20, "epoch": 1.0, "loss": 1.9}],
+    "train_seconds": 1.5,
+    "steps": 20,
+    "epochs_done": 1.0,
+    "stopped_early": False,
+    "notes": [],
+    "peak_memory_mb": 312.5,
+    "device": "cpu",
+}
+ERROR = {
+    "event": "error",
+    "stage": "smoke",
+    "kind": "forward",
+    "message": "forward raised ValueError: no",
+    "traceback": "Traceback (most recent call last):\n  ...",
+}
 
 
 def line(event: Any) -> bytes:
@@ -69,39 +96,45 @@ def test_honest_events_come_back_with_only_the_fields_the_host_uses():
     assert parse_event(line({**TRAINED, "peak_memory_mb": None, "val_accuracy": 1.0}))["peak_memory_mb"] is None
 
 
-@pytest.mark.parametrize("data, pattern", [
-    (b"[" * 200_000 + b"]" * 200_000, r"unreadable event \(RecursionError\)"),
-    (b'{"event": "smoke", "params": ' + b"9" * 5000 + b"}", r"an integer of 5,000 digits"),
-    (b'{"event": ["smoke"]}', r"unknown event type \['smoke'\]"),
-    (b'{"event": {"a": 1}}', r"unknown event type"),
-    (b'{"event": "shell"}', r"unknown event type 'shell'"),
-    (b"[1, 2]", r"JSON list, not an object"),
-    (b'"smoke"', r"JSON str, not an object"),
-    (b'{"event": "smoke", "seconds": NaN}', r"constant NaN"),
-    (b'{"event": "smoke", "seconds": -Infinity}', r"constant -Infinity"),
-    (b'{"event": "smoke", "seconds": 1' + b"0" * 100 + b'.5}', r"number literal of 103 characters"),
-    (b"\xff\xfe{}", r"UnicodeDecodeError"),
-    (json.dumps({"event": "error", "message": "x"}).encode("utf-16"), r"UnicodeDecodeError"),
-    (b"", r"JSONDecodeError"),
-    (b"{" + b" " * (MAX_EVENT_BYTES + 1), r"event line of 1,048,578 bytes"),
-])
+@pytest.mark.parametrize(
+    "data, pattern",
+    [
+        (b"[" * 200_000 + b"]" * 200_000, r"unreadable event \(RecursionError\)"),
+        (b'{"event": "smoke", "params": ' + b"9" * 5000 + b"}", r"an integer of 5,000 digits"),
+        (b'{"event": ["smoke"]}', r"unknown event type \['smoke'\]"),
+        (b'{"event": {"a": 1}}', r"unknown event type"),
+        (b'{"event": "shell"}', r"unknown event type 'shell'"),
+        (b"[1, 2]", r"JSON list, not an object"),
+        (b'"smoke"', r"JSON str, not an object"),
+        (b'{"event": "smoke", "seconds": NaN}', r"constant NaN"),
+        (b'{"event": "smoke", "seconds": -Infinity}', r"constant -Infinity"),
+        (b'{"event": "smoke", "seconds": 1' + b"0" * 100 + b".5}", r"number literal of 103 characters"),
+        (b"\xff\xfe{}", r"UnicodeDecodeError"),
+        (json.dumps({"event": "error", "message": "x"}).encode("utf-16"), r"UnicodeDecodeError"),
+        (b"", r"JSONDecodeError"),
+        (b"{" + b" " * (MAX_EVENT_BYTES + 1), r"event line of 1,048,578 bytes"),
+    ],
+)
 def test_unreadable_lines_are_refused(data, pattern):
     refused(data, pattern)
 
 
-@pytest.mark.parametrize("change, pattern", [
-    ({"params": True}, r"'params' is not an integer"),
-    ({"params": -1}, r"'params' is not an integer"),
-    ({"flops": 2**62}, r"'flops' is not an integer"),
-    ({"params": 1.0}, r"'params' is not an integer"),
-    ({"seconds": "1"}, r"'seconds' is not a finite number"),
-    ({"seconds": -0.5}, r"'seconds' is not a finite number"),
-    ({"functional_hash": "f" * 63}, r"'functional_hash' is not 64 lowercase hex"),
-    ({"functional_hash": "F" * 64}, r"'functional_hash' is not 64 lowercase hex"),
-    ({"functional_hash": None}, r"'functional_hash' is not 64"),
-    ({"device": "c" * 65}, r"'device' is not a string of 1 to 64"),
-    ({"device": ["cpu"]}, r"'device' is not a string"),
-])
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        ({"params": True}, r"'params' is not an integer"),
+        ({"params": -1}, r"'params' is not an integer"),
+        ({"flops": 2**62}, r"'flops' is not an integer"),
+        ({"params": 1.0}, r"'params' is not an integer"),
+        ({"seconds": "1"}, r"'seconds' is not a finite number"),
+        ({"seconds": -0.5}, r"'seconds' is not a finite number"),
+        ({"functional_hash": "f" * 63}, r"'functional_hash' is not 64 lowercase hex"),
+        ({"functional_hash": "F" * 64}, r"'functional_hash' is not 64 lowercase hex"),
+        ({"functional_hash": None}, r"'functional_hash' is not 64"),
+        ({"device": "c" * 65}, r"'device' is not a string of 1 to 64"),
+        ({"device": ["cpu"]}, r"'device' is not a string"),
+    ],
+)
 def test_smoke_fields_are_type_and_range_checked(change, pattern):
     refused(line({**SMOKE, **change}), r"malformed 'smoke' event: .*" + pattern)
 
@@ -119,39 +152,53 @@ def test_a_missing_field_is_named():
 POINT = {"step": 1, "epoch": 0.1, "loss": 2.0}
 
 
-@pytest.mark.parametrize("curve, pattern", [
-    ([POINT] * (MAX_CURVE_POINTS + 1), r"'curve' is not a list of at most 64 points"),
-    ({"step": 1}, r"'curve' is not a list"),
-    ("[]", r"'curve' is not a list"),
-    ([[1, 0.1, 2.0]], r"not exactly \{step, epoch, loss\}"),
-    ([{**POINT, "html": "<script>"}], r"not exactly \{step, epoch, loss\}"),
-    ([{"step": 1, "loss": 2.0}], r"not exactly \{step, epoch, loss\}"),
-    ([{**POINT, "loss": "nan"}], r"'loss' is not a finite number"),
-    ([{**POINT, "loss": None}], r"'loss' is not a finite number"),
-    ([{**POINT, "step": 1.5}], r"'step' is not an integer"),
-    ([{**POINT, "epoch": -1}], r"'epoch' is not a finite number"),
-])
+@pytest.mark.parametrize(
+    "curve, pattern",
+    [
+        ([POINT] * (MAX_CURVE_POINTS + 1), r"'curve' is not a list of at most 64 points"),
+        ({"step": 1}, r"'curve' is not a list"),
+        ("[]", r"'curve' is not a list"),
+        ([[1, 0.1, 2.0]], r"not exactly \{step, epoch, loss\}"),
+        ([{**POINT, "html": "<script>"}], r"not exactly \{step, epoch, loss\}"),
+        ([{"step": 1, "loss": 2.0}], r"not exactly \{step, epoch, loss\}"),
+        ([{**POINT, "loss": "nan"}], r"'loss' is not a finite number"),
+        ([{**POINT, "loss": None}], r"'loss' is not a finite number"),
+        ([{**POINT, "step": 1.5}], r"'step' is not an integer"),
+        ([{**POINT, "epoch": -1}], r"'epoch' is not a finite number"),
+    ],
+)
 def test_a_forged_curve_is_refused(curve, pattern):
     refused(line({**TRAINED, "curve": curve}), r"malformed 'trained' event: .*" + pattern)
 
 
-@pytest.mark.parametrize("change, pattern", [
-    ({"stopped_early": 0}, r"'stopped_early' is not true or false"),
-    ({"peak_memory_mb": -1}, r"'peak_memory_mb' is not a finite number"),
-    ({"steps": "20"}, r"'steps' is not an integer"),
-    ({"epochs_done": 1e300}, r"'epochs_done' is not a finite number"),
-    ({"notes": ["x"] * 17}, r"'notes' is not a list of at most 16 strings"),
-    ({"notes": [{"x": 1}]}, r"'notes' is not a list"),
-    ({"notes": "compile failed"}, r"'notes' is not a list"),
-])
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        ({"stopped_early": 0}, r"'stopped_early' is not true or false"),
+        ({"peak_memory_mb": -1}, r"'peak_memory_mb' is not a finite number"),
+        ({"steps": "20"}, r"'steps' is not an integer"),
+        ({"epochs_done": 1e300}, r"'epochs_done' is not a finite number"),
+        ({"notes": ["x"] * 17}, r"'notes' is not a list of at most 16 strings"),
+        ({"notes": [{"x": 1}]}, r"'notes' is not a list"),
+        ({"notes": "compile failed"}, r"'notes' is not a list"),
+    ],
+)
 def test_trained_fields_are_type_and_range_checked(change, pattern):
     refused(line({**TRAINED, **change}), r"malformed 'trained' event: .*" + pattern)
 
 
 def test_text_fields_are_capped_and_safe_to_store():
     long_note = "n" * 100_000
-    event = parse_event(line({**ERROR, "message": "\x1b[2J" + "m" * 900_000 + "\ud800 end",
-                              "traceback": "t" * 100_000, "stage": "smoke\u0007"}))
+    event = parse_event(
+        line(
+            {
+                **ERROR,
+                "message": "\x1b[2J" + "m" * 900_000 + "\ud800 end",
+                "traceback": "t" * 100_000,
+                "stage": "smoke\u0007",
+            }
+        )
+    )
     assert len(event["message"].encode()) < MAX_REASON_BYTES + 100 and "bytes cut]" in event["message"]
     assert event["message"].startswith("\ufffd[2J") and event["message"].endswith("? end")
     assert len(event["traceback"].encode()) < 8100 and event["stage"] == "smoke\ufffd"
@@ -226,28 +273,31 @@ def zip_bomb() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("data, pattern", [
-    (header((2**40, 10)) + b"\0" * 4096, r"shape \(1099511627776, 10\); expected \(180, 10\)"),
-    (header((2**40, 10), version=(2, 0)) + b"\0" * 4096, r"shape \(1099511627776, 10\)"),
-    (zip_bomb(), r"not a plain \.npy file \(ValueError"),
-    (b"PK\x03\x04" + b"\0" * 100, r"not a plain \.npy file"),
-    (b"\x80\x04\x95" + b"\0" * 100, r"not a plain \.npy file"),  # a pickle
-    (header(SHAPE, "|O") + b"\0" * (180 * 10 * 8), r"dtype object"),
-    (header(SHAPE, "<i8") + b"\0" * (180 * 10 * 8), r"dtype int64 \(logits must be float16"),
-    (header(SHAPE, "<U3") + b"\0" * (180 * 10 * 12), r"dtype <U3"),
-    (header(SHAPE, "<c8") + b"\0" * (180 * 10 * 8), r"dtype complex64"),
-    (header(SHAPE, "[('a', '<f4')]") + b"\0" * (180 * 10 * 4), r"not a plain \.npy file|dtype"),
-    (header((180, 11)) + b"\0" * (180 * 11 * 4), r"shape \(180, 11\); expected \(180, 10\)"),
-    (header((1800,)) + b"\0" * (1800 * 4), r"shape \(1800,\)"),
-    (header(SHAPE) + b"\0" * (180 * 10 * 4 - 1), r"its header says"),
-    (header(SHAPE) + b"\0" * (180 * 10 * 4 + 1), r"its header says"),
-    (header(SHAPE) + b"\0" * (2**21), r"more than logits of shape \(180, 10\) need"),
-    (b"\x93NUMPY\x03\x00" + b"\0" * 200, r"npy format version \(3, 0\)"),
-    (b"\x93NUMPY\x01\x00\xff\xff" + b"{'descr': " + b"[" * 5000 + b"]" * 5000, r"not a plain \.npy file"),
-    (b"\x93NUMPY\x02\x00\xff\xff\xff\x7f", r"not a plain \.npy file"),
-    (b"\x93NUM", r"not a plain \.npy file"),
-    (b"", r"not a plain \.npy file"),
-])
+@pytest.mark.parametrize(
+    "data, pattern",
+    [
+        (header((2**40, 10)) + b"\0" * 4096, r"shape \(1099511627776, 10\); expected \(180, 10\)"),
+        (header((2**40, 10), version=(2, 0)) + b"\0" * 4096, r"shape \(1099511627776, 10\)"),
+        (zip_bomb(), r"not a plain \.npy file \(ValueError"),
+        (b"PK\x03\x04" + b"\0" * 100, r"not a plain \.npy file"),
+        (b"\x80\x04\x95" + b"\0" * 100, r"not a plain \.npy file"),  # a pickle
+        (header(SHAPE, "|O") + b"\0" * (180 * 10 * 8), r"dtype object"),
+        (header(SHAPE, "<i8") + b"\0" * (180 * 10 * 8), r"dtype int64 \(logits must be float16"),
+        (header(SHAPE, "<U3") + b"\0" * (180 * 10 * 12), r"dtype <U3"),
+        (header(SHAPE, "<c8") + b"\0" * (180 * 10 * 8), r"dtype complex64"),
+        (header(SHAPE, "[('a', '<f4')]") + b"\0" * (180 * 10 * 4), r"not a plain \.npy file|dtype"),
+        (header((180, 11)) + b"\0" * (180 * 11 * 4), r"shape \(180, 11\); expected \(180, 10\)"),
+        (header((1800,)) + b"\0" * (1800 * 4), r"shape \(1800,\)"),
+        (header(SHAPE) + b"\0" * (180 * 10 * 4 - 1), r"its header says"),
+        (header(SHAPE) + b"\0" * (180 * 10 * 4 + 1), r"its header says"),
+        (header(SHAPE) + b"\0" * (2**21), r"more than logits of shape \(180, 10\) need"),
+        (b"\x93NUMPY\x03\x00" + b"\0" * 200, r"npy format version \(3, 0\)"),
+        (b"\x93NUMPY\x01\x00\xff\xff" + b"{'descr': " + b"[" * 5000 + b"]" * 5000, r"not a plain \.npy file"),
+        (b"\x93NUMPY\x02\x00\xff\xff\xff\x7f", r"not a plain \.npy file"),
+        (b"\x93NUM", r"not a plain \.npy file"),
+        (b"", r"not a plain \.npy file"),
+    ],
+)
 def test_hostile_output_files_are_refused_before_any_allocation(tmp_path, data, pattern):
     with as_file(data, tmp_path) as fh, pytest.raises(ProtocolError, match=pattern):
         read_outputs(fh, SHAPE)
@@ -262,8 +312,16 @@ def test_the_byte_cap_holds_even_for_the_expected_shape(tmp_path):
 
 
 def request(cache_dir: Path) -> RunRequest:
-    return RunRequest(code="", task="digits", train=SPEC["train"], limits=Limits(timeout_s=30, smoke_timeout_s=30),
-                      isolation="process", cache_dir=cache_dir, data_dir=None, split_seed=0)
+    return RunRequest(
+        code="",
+        task="digits",
+        train=SPEC["train"],
+        limits=Limits(timeout_s=30, smoke_timeout_s=30),
+        isolation="process",
+        cache_dir=cache_dir,
+        data_dir=None,
+        split_seed=0,
+    )
 
 
 def test_any_exception_in_execute_is_a_failed_result_naming_the_stage(cache_dir, monkeypatch):
@@ -334,6 +392,7 @@ def test_a_task_that_raises_in_ray_is_a_failed_result():
 
     executor = RayExecutor(num_cpus=1)
     try:
+
         @ray.remote(max_retries=0)
         def raises(req: RunRequest) -> RunResult:
             raise RecursionError("deep")
@@ -352,12 +411,13 @@ def test_a_task_that_raises_in_ray_is_a_failed_result():
         executor.close()
 
 
-
 # -- end to end: real candidates through the real sandbox --------------------------------------------
 
 ISOLATIONS = [
-    pytest.param("bubblewrap", marks=pytest.mark.skipif(bubblewrap_problem() is not None,
-                                                        reason=f"needs bubblewrap: {bubblewrap_problem()}")),
+    pytest.param(
+        "bubblewrap",
+        marks=pytest.mark.skipif(bubblewrap_problem() is not None, reason=f"needs bubblewrap: {bubblewrap_problem()}"),
+    ),
     "process",
 ]
 
@@ -384,28 +444,59 @@ SAVE_INSTEAD = """
 
 E2E = [
     # 1. event lines the host's JSON parser crashed on
-    Case("deep-json-array", """
+    Case(
+        "deep-json-array",
+        """
         os.write(event_pipes()[0], b"[" * 200000 + b"]" * 200000 + b"\\n")
         _imp("time").sleep(60)
-    """, "module", ("failed",), r"^\[smoke\] the runner sent unreadable event \(RecursionError\)", "protocol"),
-    Case("event-name-a-list", """
+    """,
+        "module",
+        ("failed",),
+        r"^\[smoke\] the runner sent unreadable event \(RecursionError\)",
+        "protocol",
+    ),
+    Case(
+        "event-name-a-list",
+        """
         os.write(event_pipes()[0], b'{"event": ["smoke"], "params": ' + b"9" * 5000 + b'}\\n')
         _imp("time").sleep(60)
-    """, "init", ("failed",), r"^\[smoke\] the runner sent unreadable event: an integer of 5,000 digits", "protocol"),
+    """,
+        "init",
+        ("failed",),
+        r"^\[smoke\] the runner sent unreadable event: an integer of 5,000 digits",
+        "protocol",
+    ),
     # 2. output files np.load would have opened
-    Case("npy-header-2-to-the-40-rows", SAVE_INSTEAD % """
+    Case(
+        "npy-header-2-to-the-40-rows",
+        SAVE_INSTEAD
+        % """
                 np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (2**40, 10)})
                 fh.write(b"\\0" * 4096)
-    """, "module", ("failed",), r"^\[score\] unusable outputs: val_outputs\.npy: shape \(1099511627776, 10\)",
-         "protocol"),
-    Case("zip-central-directory-bomb", SAVE_INSTEAD % """
+    """,
+        "module",
+        ("failed",),
+        r"^\[score\] unusable outputs: val_outputs\.npy: shape \(1099511627776, 10\)",
+        "protocol",
+    ),
+    Case(
+        "zip-central-directory-bomb",
+        SAVE_INSTEAD
+        % """
                 zipfile = _imp("zipfile")
                 with zipfile.ZipFile(fh, "w") as z:
                     for i in range(200):
                         z.writestr(f"{i}.npy", b"")
-    """, "module", ("failed",), r"^\[score\] unusable outputs: val_outputs\.npy: not a plain \.npy file", "protocol"),
+    """,
+        "module",
+        ("failed",),
+        r"^\[score\] unusable outputs: val_outputs\.npy: not a plain \.npy file",
+        "protocol",
+    ),
     # 3. scratch the host could not remove: deep, locked, and still being written
-    Case("deep-locked-scratch-with-a-writer", """
+    Case(
+        "deep-locked-scratch-with-a-writer",
+        """
         home = os.getcwd()
         for _ in range(3000):
             os.mkdir("d" * 10)
@@ -422,9 +513,16 @@ E2E = [
                         os.pwrite(fd, b"x" * 65536, 0)
             return "forked"
         report("left a 3000-deep tree", locked, attempt(writer))  # ... or fork may be refused
-    """, "module", ("failed",), r"^\[smoke:import\] .*REPORT left a 3000-deep tree", "close: rm -rf, cgroup kill"),
+    """,
+        "module",
+        ("failed",),
+        r"^\[smoke:import\] .*REPORT left a 3000-deep tree",
+        "close: rm -rf, cgroup kill",
+    ),
     # 4. the host's word to the runner, blocked by a pipe the candidate filled
-    Case("stdin-filled-through-proc", """
+    Case(
+        "stdin-filled-through-proc",
+        """
         fd = os.open("/proc/self/fd/0", os.O_WRONLY | os.O_NONBLOCK)
         try:
             while True:
@@ -435,41 +533,79 @@ E2E = [
             def readline(self):
                 _imp("time").sleep(600)
         _imp("sys").stdin = Stuck()
-    """, "module", ("failed",),
-         r"^\[train\] the runner's input stayed full for 5 s|^\[smoke:import\] .*Permission denied: '/proc/self/fd/0'",
-         "send: non-blocking, deadline (or the uid drop refuses the open)"),
+    """,
+        "module",
+        ("failed",),
+        r"^\[train\] the runner's input stayed full for 5 s|^\[smoke:import\] .*Permission denied: '/proc/self/fd/0'",
+        "send: non-blocking, deadline (or the uid drop refuses the open)",
+    ),
     # 5. text that filled the archive
-    Case("seven-mib-exception", """
+    Case(
+        "seven-mib-exception",
+        """
         raise RuntimeError("A" * 7 * 2**20)
-    """, "module", ("failed",), r"^\[smoke:import\] .*RuntimeError: AAAA.*bytes cut\]…\nAAAA",
-         "the runner clips messages; the host caps every text it keeps"),
-    Case("event-line-over-the-cap", """
+    """,
+        "module",
+        ("failed",),
+        r"^\[smoke:import\] .*RuntimeError: AAAA.*bytes cut\]…\nAAAA",
+        "the runner clips messages; the host caps every text it keeps",
+    ),
+    Case(
+        "event-line-over-the-cap",
+        """
         for fd in event_pipes():
             os.write(fd, b'{"event": "error", "message": "' + b"A" * 2 * 2**20 + b'"}\\n')
-    """, "module", ("failed",), r"^\[smoke\] the runner sent an event line over 1 MiB; killed", "protocol: line cap"),
-    Case("long-exception-and-print-flood", """
+    """,
+        "module",
+        ("failed",),
+        r"^\[smoke\] the runner sent an event line over 1 MiB; killed",
+        "protocol: line cap",
+    ),
+    Case(
+        "long-exception-and-print-flood",
+        """
         print("P" * 12_000_000, flush=True)
         raise RuntimeError("B" * 600_000)
-    """, "init", ("failed",), r"^\[smoke:build\] .*RuntimeError: BBBB.*bytes cut\]…\nBBBB", "protocol: cap_text"),
+    """,
+        "init",
+        ("failed",),
+        r"^\[smoke:build\] .*RuntimeError: BBBB.*bytes cut\]…\nBBBB",
+        "protocol: cap_text",
+    ),
     # 6. a forged curve (and fields) in the trained event
-    Case("forged-curve", FORGE % '{"curve": [{"step": "<script>", "loss": 1e308}] * 5000}',
-         "module", ("failed",), r"^\[train\] the runner sent malformed 'trained' event: field 'curve'", "protocol"),
+    Case(
+        "forged-curve",
+        FORGE % '{"curve": [{"step": "<script>", "loss": 1e308}] * 5000}',
+        "module",
+        ("failed",),
+        r"^\[train\] the runner sent malformed 'trained' event: field 'curve'",
+        "protocol",
+    ),
     # 7. an exit status that made the host blame the sandbox and stop the run
-    Case("exit-97-like-the-cgroup-shim", """
+    Case(
+        "exit-97-like-the-cgroup-shim",
+        """
         os.unlink("candidate.log")
         os._exit(97)
-    """, "module", ("failed",), r"^\[smoke\] the sandboxed process exited with code 97",
-         "_death: shim failure needs stderr"),
+    """,
+        "module",
+        ("failed",),
+        r"^\[smoke\] the sandboxed process exited with code 97",
+        "_death: shim failure needs stderr",
+    ),
 ]
 
 
-STUCK = """
+STUCK = (
+    """
 import sys, time
 class Stuck:
     def readline(self):
         time.sleep(600)
 sys.stdin = Stuck()
-""" + NET
+"""
+    + NET
+)
 
 
 @pytest.mark.slow
@@ -504,9 +640,19 @@ def evaluate_hostile(code: str, tmp_path: Path, cache_dir: Path, isolation: str,
 
     monkeypatch.setattr(SandboxJob, "__init__", spy_init)
     monkeypatch.setenv("AGENTARCH_WEAK_SANDBOX_OK", "1")  # what is tested is the host's reading, in both modes
-    settings = load_settings(task="digits", epochs=1, archive=tmp_path / "a.db", cache_dir=cache_dir,
-                             isolation=isolation, threads=1, timeout_s=40, smoke_timeout_s=30, memory_mb=3072,
-                             max_pids=32, max_file_mb=16)
+    settings = load_settings(
+        task="digits",
+        epochs=1,
+        archive=tmp_path / "a.db",
+        cache_dir=cache_dir,
+        isolation=isolation,
+        threads=1,
+        timeout_s=40,
+        smoke_timeout_s=30,
+        memory_mb=3072,
+        max_pids=32,
+        max_file_mb=16,
+    )
     with Archive(tmp_path / "a.db") as archive:
         started = time.monotonic()
         result = Evaluator(archive, settings).evaluate(code, "hostile")
@@ -530,4 +676,3 @@ def test_hostile_output_is_a_failed_result(case, isolation, tmp_path, cache_dir,
     assert run["seconds"] < 45, "the job outlasted its time bound"
     assert run["scratch"] and not any(path.exists() for path in run["scratch"]), "scratch left behind"
     assert job_processes([path.name for path in run["scratch"]]) == [], "a process of the job outlived it"
-

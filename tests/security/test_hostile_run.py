@@ -25,34 +25,68 @@ from tests.security.harness import SECRET_ENV, SECRET_FILE, SECRET_KEY, candidat
 from tests.test_loop import MODEL, Responder, fenced
 
 PICKED = [
-    (test_construction.CASES, ("core-pattern", "socket-high-bits", "x32-abi-socket", "sklearn-digits-labels",
-                              "orchestrator-limits", "datagram-pair-to-a-host-socket", "pdeathsig-cleared")),
+    (
+        test_construction.CASES,
+        (
+            "core-pattern",
+            "socket-high-bits",
+            "x32-abi-socket",
+            "sklearn-digits-labels",
+            "orchestrator-limits",
+            "datagram-pair-to-a-host-socket",
+            "pdeathsig-cleared",
+        ),
+    ),
     (test_escapes.CASES, ("labels", "env-secrets", "forged-events-on-event-pipe")),
-    (test_hostile_output.E2E, ("deep-json-array", "npy-header-2-to-the-40-rows", "zip-central-directory-bomb",
-                               "stdin-filled-through-proc", "seven-mib-exception", "forged-curve")),
+    (
+        test_hostile_output.E2E,
+        (
+            "deep-json-array",
+            "npy-header-2-to-the-40-rows",
+            "zip-central-directory-bomb",
+            "stdin-filled-through-proc",
+            "seven-mib-exception",
+            "forged-curve",
+        ),
+    ),
 ]
 
 
 @pytest.mark.slow
 @requires_bubblewrap
-def test_a_run_whose_llm_answers_with_attacks_records_each_and_finishes(host, listeners, tmp_path, cache_dir,
-                                                                         monkeypatch):
+def test_a_run_whose_llm_answers_with_attacks_records_each_and_finishes(
+    host, listeners, tmp_path, cache_dir, monkeypatch
+):
     cases = [case for cases, names in PICKED for case in cases if case.name in names]
     assert len(cases) == sum(len(names) for _, names in PICKED)
     core_pattern = Path("/proc/sys/kernel/core_pattern").read_text()
     answers = [fenced(candidate_code(case, dict(host["values"])), f"Intent: {case.name}.") for case in cases]
     monkeypatch.setenv("AGENTARCH_THREADS", "1")
     with ScriptedLLMServer(default=Responder(answers)) as server:
-        settings = load_settings(task="digits", model=MODEL, api_base=server.url, budget=len(cases), batch=3,
-                                 repair_tries=0, epochs=1, archive=tmp_path / "a.db", cache_dir=cache_dir,
-                                 timeout_s=60, smoke_timeout_s=30, max_file_mb=16, memory_mb=3072)
+        settings = load_settings(
+            task="digits",
+            model=MODEL,
+            api_base=server.url,
+            budget=len(cases),
+            batch=3,
+            repair_tries=0,
+            epochs=1,
+            archive=tmp_path / "a.db",
+            cache_dir=cache_dir,
+            timeout_s=60,
+            smoke_timeout_s=30,
+            max_file_mb=16,
+            memory_mb=3072,
+        )
         summary = run.start(settings)
 
     assert summary["status"] == "finished" and summary["stopped_by"] == "max-candidates", summary
     assert summary["proposed"] == len(cases)
     db = sqlite3.connect(tmp_path / "a.db")
-    rows = db.execute("SELECT c.name, c.status, c.reason, e.test_accuracy FROM candidates c "
-                      "LEFT JOIN evaluations e ON e.candidate_id = c.id ORDER BY c.id").fetchall()
+    rows = db.execute(
+        "SELECT c.name, c.status, c.reason, e.test_accuracy FROM candidates c "
+        "LEFT JOIN evaluations e ON e.candidate_id = c.id ORDER BY c.id"
+    ).fetchall()
     assert len(rows) == len(cases)
     for name, status, reason, accuracy in rows:
         # the corpus's Nets compute the same function, so a later one that reaches training is a duplicate
