@@ -403,8 +403,8 @@ def halve_command(
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise fail(f"no such file: {', '.join(missing)}")
-    full = max_epochs or get_task(settings.task).epochs
     try:
+        full = max_epochs or get_task(settings.task).epochs
         rung_budgets(min_epochs, full, eta)
         with open_archive(settings.archive) as db:
             evaluator = Evaluator(db, settings.model_copy(update={"epochs": full}))

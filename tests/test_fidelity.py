@@ -1,8 +1,10 @@
 """Multi-fidelity: rung budgets, and successive halving recording one evaluation per fidelity."""
 
 import pytest
+from typer.testing import CliRunner
 
 from agentarch.archive import Archive
+from agentarch.cli import app
 from agentarch.config import load_settings
 from agentarch.evaluate import Evaluator
 from agentarch.fidelity import rung_budgets, successive_halving
@@ -52,3 +54,11 @@ def test_halving_promotes_the_best_third_and_records_each_fidelity(tmp_path, cac
         assert fidelities == [1, 3, 4]
         assert db.scored(best.id)["fidelity"] == 4  # the leaderboard shows the highest fidelity's score
         assert db.db["candidates"].count == 3
+
+
+def test_halve_with_an_unknown_task_is_a_usage_error_not_a_traceback(tmp_path):
+    seed = tmp_path / "net.py"
+    seed.write_text("x = 1\n")
+    result = CliRunner().invoke(app, ["halve", str(seed), "--task", "nope", "--archive", str(tmp_path / "a.db")])
+    assert result.exit_code == 2 and "unknown task 'nope'" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
