@@ -1,4 +1,4 @@
-"""The run graph's plumbing that needs no sandbox: its shape, the bounded queue, summaries."""
+"""The run graph's plumbing that needs no sandbox: its shape, every router, the bounded queue, summaries."""
 
 import threading
 import time
@@ -6,7 +6,7 @@ import time
 import pytest
 
 from agentarch.config import load_settings
-from agentarch.graph import RunContext, build, open_checkpointer, summarize
+from agentarch.graph import Loop, RunContext, _unless_fault, build, open_checkpointer, summarize
 
 
 @pytest.fixture
@@ -71,3 +71,51 @@ def test_summary_counts_and_best():
     summary = summarize("r", "finished", outcomes, "max-candidates")
     assert (summary["proposed"], summary["trained"], summary["failed"], summary["repaired"]) == (4, 2, 2, 1)
     assert summary["best"] == {"id": 3, "test_accuracy": 0.9} and summary["cost_usd"] == pytest.approx(0.3)
+
+
+LLM = {"model": "openai/m", "repair_tries": 2}
+OFFLINE = {"repair_tries": 2}
+FAILED = {"status": "failed", "reason": "[smoke:forward] shape mismatch"}
+ROUTES = [
+    # (router, state, settings, where the candidate goes next)
+    ("go_on", {"stopped_by": None}, LLM, "plan_round"),
+    ("go_on", {"stopped_by": "max-candidates"}, LLM, "__end__"),
+    ("after_propose", {"response": None, "code": None}, LLM, "give_up"),
+    ("after_propose", {"response": "text"}, LLM, "extract"),
+    ("after_repair", {"llm_error": "timeout"}, LLM, "record"),
+    ("after_repair", {}, LLM, "extract"),
+    ("after_extract", {"error": "no code", "tries": 0}, LLM, "repair"),
+    ("after_extract", {"error": "no code", "tries": 2}, LLM, "record"),
+    ("after_extract", {"error": "no code", "tries": 0}, OFFLINE, "record"),
+    ("after_extract", {}, LLM, "static_check"),
+    ("after_check", {"error": "[import-allowlist] os", "tries": 1}, LLM, "repair"),
+    ("after_check", {}, LLM, "dedup"),
+    ("after_dedup", {"assessment": {"status": "duplicate"}}, LLM, "record"),
+    ("after_dedup", {}, LLM, "review_gate"),
+    ("after_review", {"gate": "pass"}, LLM, "smoke"),
+    ("after_review", {"gate": "rejected"}, LLM, "record"),
+    ("after_review", {"gate": "edited"}, LLM, "static_check"),
+    ("after_smoke", {}, LLM, "train"),
+    ("after_smoke", {"assessment": FAILED, "tries": 0}, LLM, "repair"),
+    ("after_smoke", {"assessment": {"status": "timeout", "reason": "no result"}, "tries": 0}, LLM, "repair"),
+    (
+        "after_smoke",
+        {"assessment": {"status": "invalid", "reason": "[param-budget] too big"}, "tries": 1},
+        LLM,
+        "repair",
+    ),
+    ("after_smoke", {"assessment": {"status": "duplicate", "reason": "same function"}, "tries": 0}, LLM, "record"),
+    ("after_smoke", {"assessment": FAILED, "tries": 2}, LLM, "record"),
+    ("after_smoke", {"assessment": FAILED, "tries": 0}, OFFLINE, "record"),
+]
+
+
+@pytest.mark.parametrize(("router", "state", "settings", "expected"), ROUTES)
+def test_every_router_sends_each_state_where_the_diagram_says(router, state, settings, expected, tmp_path):
+    loop = Loop(RunContext(load_settings(task="digits", archive=tmp_path / "a.db", **settings), "run-1", time.time()))
+    assert getattr(loop, router)(state) == expected
+
+
+def test_a_fault_goes_to_fail_from_any_step():
+    assert _unless_fault(lambda state: "train")({"fault": "[host] smoke raised TypeError"}) == "fail"
+    assert _unless_fault(lambda state: "train")({}) == "train"
