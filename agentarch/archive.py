@@ -20,6 +20,7 @@ from typing import Any
 import sqlite_utils
 
 from agentarch.dedup import DedupLevel
+from agentarch.errors import AgentarchError
 
 SCHEMA_VERSION = 5
 
@@ -30,7 +31,7 @@ _DEDUP_POOL = ("trained", "failed", "timeout")
 _HASH_COLUMN: dict[DedupLevel, str] = {"whitespace": "text_hash", "ast": "ast_hash", "functional": "functional_hash"}
 
 
-class ArchiveError(RuntimeError):
+class ArchiveError(AgentarchError, RuntimeError):
     """The archive cannot be used as asked; the message says what to do."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from agentarch import dedup
 from agentarch.archive import Archive
+from agentarch.errors import UsageError
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.proposers.base import Observation, Proposal
 from agentarch.proposers.baselines import make_proposer
@@ -188,8 +189,8 @@ def parse_seeds(text: str) -> list[int]:
         try:
             low, high = int(first), int(last if sep else first)
         except ValueError:
-            raise ValueError(f"cannot read seeds {text!r}; write e.g. 0-99, 7 or 1,4,9") from None
+            raise UsageError(f"cannot read seeds {text!r}; write e.g. 0-99, 7 or 1,4,9") from None
         if low < 0 or high < low:
-            raise ValueError(f"seed range {part.strip()!r} is empty or negative; write e.g. 0-99")
+            raise UsageError(f"seed range {part.strip()!r} is empty or negative; write e.g. 0-99")
         seeds.update(range(low, high + 1))
     return sorted(seeds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import random
@@ -31,6 +32,7 @@ from agentarch.baseline import (
     summarize,
 )
 from agentarch.config import ConfigError, Settings, load_settings
+from agentarch.errors import AgentarchError, UsageError
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.fidelity import rung_budgets, successive_halving
 from agentarch.proposers.base import Proposal
@@ -47,12 +49,37 @@ from agentarch.sandbox import (
 from agentarch.spaces import SearchSpace, SpaceError, get_space
 from agentarch.tasks import TASKS, TaskError, get_task
 
-app = typer.Typer(
+
+class App(typer.Typer):
+    """A Typer app whose every command turns an AgentarchError into its message and exit code 2.
+
+    One handler for every command: a problem the user can fix is a usage error that says what to do,
+    and anything else (a bug) stays a traceback instead of posing as one.
+    """
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        register = super().command(*args, **kwargs)
+
+        def decorator(function: Any) -> Any:
+            @functools.wraps(function)
+            def handled(*call_args: Any, **call_kwargs: Any) -> Any:
+                try:
+                    return function(*call_args, **call_kwargs)
+                except AgentarchError as e:
+                    raise fail(str(e)) from None
+
+            register(handled)
+            return function
+
+        return decorator
+
+
+app = App(
     help="LLM-driven neural architecture discovery: propose, sandbox, train, archive.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-archive_app = typer.Typer(help="Browse and export the archive (candidates, evaluations, runs).", no_args_is_help=True)
+archive_app = App(help="Browse and export the archive (candidates, evaluations, runs).", no_args_is_help=True)
 app.add_typer(archive_app, name="archive")
 
 err = Console(stderr=True)
@@ -375,7 +402,7 @@ def prompt_command(
                 db, the_task.name, n=settings.examples, strategy=settings.parent_strategy, rng=random.Random(seed)
             )
         messages = prompts.propose_messages(the_task, shot)
-    except (TaskError, ValueError) as e:
+    except (TaskError, UsageError) as e:
         raise fail(str(e)) from None
     for message in messages:
         out.rule(f"[bold]{message['role']}[/]")
@@ -431,7 +458,7 @@ def halve_command(
                 ),
             )
             db.finish_run(run_id, "finished", result.summary())
-    except (ValueError, TaskError, SandboxError) as e:
+    except (UsageError, TaskError, SandboxError) as e:
         raise fail(str(e)) from None
     if as_json:
         print(json.dumps(result.summary()))
@@ -575,7 +602,7 @@ def baseline_command(
         the_task = get_task(settings.task)
         check_fit(chosen, the_task)
         make_proposer(algo, chosen, 0, population=settings.population, sample_size=settings.sample_size)
-    except (ValueError, SpaceError, TaskError) as e:
+    except (UsageError, SpaceError, TaskError) as e:
         raise fail(str(e)) from None
     options = {"population": settings.population, "sample_size": settings.sample_size} if algo == "rea" else {}
     config = {"algo": algo, "space": space, "budget": budget, "seeds": seeds, **options, "epochs": settings.epochs}
@@ -722,7 +749,7 @@ def serve_command(
     err.print(f"serving {path} at {address} (Ctrl-C stops)")
     try:
         web.serve(path, host=host, port=port, token=token)
-    except ValueError as e:
+    except UsageError as e:
         raise fail(str(e)) from None
 
 
@@ -735,7 +762,7 @@ def report_command(
     """Write a static HTML report of one run (summary, top candidates, plots as PNG) to share."""
     try:
         index = write_report(_archive_path(archive), run_id, out_dir)
-    except (ArchiveError, ValueError) as e:
+    except (ArchiveError, UsageError) as e:
         raise fail(str(e)) from None
     out.print(f"wrote {index}")
 

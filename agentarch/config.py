@@ -14,12 +14,14 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from agentarch.errors import AgentarchError
+
 
 def _default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agentarch"
 
 
-class ConfigError(ValueError):
+class ConfigError(AgentarchError, ValueError):
     """The configuration cannot be used; the message names the file or field to fix."""
 
 

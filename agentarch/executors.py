@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from agentarch.errors import UsageError
 from agentarch.protocol import MAX_REASON_BYTES, MAX_TRACEBACK_BYTES, ProtocolError, cap_text
 from agentarch.sandbox import IsolationMode, Limits, Outcome, SandboxError, SandboxJob
 from agentarch.tasks import TaskError, get_task, prepare, score
@@ -255,4 +256,4 @@ def make_executor(kind: str, slots: int = 1, ray_address: str | None = None, per
         return LocalExecutor(slots, [g for g in gpus for _ in range(per_gpu)] or None)
     if kind == "ray":
         return RayExecutor(ray_address, gpus_per_task=1.0 / per_gpu if gpus else 0.0)
-    raise ValueError(f"unknown executor {kind!r}; use local or ray")
+    raise UsageError(f"unknown executor {kind!r}; use local or ray")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentarch.archive import Archive
+from agentarch.errors import UsageError
 
 STRATEGIES = ("topk", "weighted", "niches")
 BASELINE_PROPOSERS = ("random", "rea", "tpe")
@@ -69,9 +70,9 @@ def select(
     The same `rng` state gives the same choice; without one, each call draws afresh.
     """
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_EXAMPLES:
-        raise ValueError(f"the number of few-shot examples must be an integer from 0 to {MAX_EXAMPLES}, got {n!r}")
+        raise UsageError(f"the number of few-shot examples must be an integer from 0 to {MAX_EXAMPLES}, got {n!r}")
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown parent selection strategy {strategy!r}; use one of: {', '.join(STRATEGIES)}")
+        raise UsageError(f"unknown parent selection strategy {strategy!r}; use one of: {', '.join(STRATEGIES)}")
     rng = rng or random.Random()
     pool = _eligible(archive, task)
     if n == 0 or not pool:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentarch.errors import UsageError
 from agentarch.evaluate import EvalResult, Evaluator
 
 
@@ -49,7 +50,7 @@ class HalvingResult:
 def rung_budgets(min_epochs: int, max_epochs: int, eta: int) -> list[int]:
     """min, min*eta, min*eta^2, ... capped at max (the last rung is always the full budget)."""
     if eta < 2 or min_epochs < 1 or max_epochs < min_epochs:
-        raise ValueError(f"need eta >= 2 and 1 <= min_epochs <= max_epochs (got eta={eta}, {min_epochs}..{max_epochs})")
+        raise UsageError(f"need eta >= 2 and 1 <= min_epochs <= max_epochs (got eta={eta}, {min_epochs}..{max_epochs})")
     budgets = [min_epochs]
     while budgets[-1] * eta < max_epochs:
         budgets.append(budgets[-1] * eta)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from agentarch.errors import AgentarchError
+
 # litellm fetches its model price map from GitHub at import time unless told to use the bundled copy;
 # runs must start (and tests must pass) without network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -42,7 +44,7 @@ _PLACEHOLDER_KEY = "no-key-needed"
 _LITELLM_PREAMBLE = re.compile(r"^litellm\.\w+:\s*(\w+Error:\s*)?(\w+Exception\s*-\s*)?")
 
 
-class LLMError(RuntimeError):
+class LLMError(AgentarchError, RuntimeError):
     """The call failed for good; the message says what to do. `call_ids` are the ledger rows of its attempts."""
 
     def __init__(self, message: str, call_ids: list[int] | None = None) -> None:

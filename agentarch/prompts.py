@@ -24,6 +24,7 @@ import jinja2
 
 import agentarch.prompt_templates
 from agentarch.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS, parse
+from agentarch.errors import AgentarchError, UsageError
 from agentarch.fewshot import FewShot
 from agentarch.tasks import Task
 
@@ -35,11 +36,11 @@ MAX_ERROR_CHARS = 3000
 Messages = list[dict[str, str]]
 
 
-class PromptError(FileNotFoundError):
+class PromptError(AgentarchError, FileNotFoundError):
     """A prompt template is missing; the message names the file."""
 
 
-class ExtractError(ValueError):
+class ExtractError(AgentarchError, ValueError):
     """No usable code in an answer; the message says why, in words meant for the LLM's repair."""
 
 
@@ -109,7 +110,7 @@ def _system(task: Task, purpose: str, prompts_dir: Path | str | None) -> dict[st
 
 def _require_trainable(task: Task) -> None:
     if task.kind not in ("image", "token"):
-        raise ValueError(
+        raise UsageError(
             f"task {task.name} is {task.kind}: it is answered from a table, so there is no code to "
             "propose for it; use an image or token task"
         )

@@ -22,6 +22,8 @@ from typing import Any, BinaryIO
 import numpy as np
 from numpy.lib import format as npy_format
 
+from agentarch.errors import AgentarchError
+
 # An honest event is a few KB (a trained event with a 51-point curve is about 5 KB); 1 MiB leaves
 # room for a long honest error message and keeps a forged line from costing the host memory.
 MAX_EVENT_BYTES = 2**20
@@ -53,7 +55,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(AgentarchError, ValueError):
     """What the sandbox sent cannot be used; the message says why (and is safe to record)."""
 
 

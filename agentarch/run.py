@@ -18,13 +18,14 @@ from sqlite_utils.db import NotFoundError
 
 from agentarch.archive import Archive
 from agentarch.config import Settings, load_settings
+from agentarch.errors import AgentarchError
 from agentarch.graph import RunContext, build, open_checkpointer, summarize
 
 RECURSION_LIMIT = 100_000
 """LangGraph's cap on steps per invoke; a run's length is bounded by its budgets instead."""
 
 
-class RunError(RuntimeError):
+class RunError(AgentarchError, RuntimeError):
     """A run cannot start or resume as asked; the message says what to do."""
 
 

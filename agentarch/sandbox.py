@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from agentarch.errors import AgentarchError
 from agentarch.protocol import (
     MAX_EVENT_BYTES,
     MAX_LOG_BYTES,
@@ -68,7 +69,7 @@ _BOOT = (
 """The runner's start: its package from `root` under its folder's name, the runtime's import paths, the spec."""
 
 
-class SandboxError(RuntimeError):
+class SandboxError(AgentarchError, RuntimeError):
     """The sandbox itself could not run (not the candidate's fault); the message says what to fix."""
 
 

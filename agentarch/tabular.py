@@ -18,6 +18,8 @@ from importlib import resources
 
 import numpy as np
 
+from agentarch.errors import AgentarchError
+
 TABLE_FILE = "nb201.csv.gz"
 TABLE_SHA256 = "976a55fd0a597e117fe86a8fbf9147dba55437d78ac762be2c0b7049d44e5e1f"
 """sha256 of the decompressed CSV, as published with the shared data."""
@@ -25,7 +27,7 @@ TABLE_SHA256 = "976a55fd0a597e117fe86a8fbf9147dba55437d78ac762be2c0b7049d44e5e1f
 DATASETS = ("cifar10", "cifar100", "imagenet16")
 
 
-class TableError(ValueError):
+class TableError(AgentarchError, ValueError):
     """A query the table cannot answer; the message says what to fix."""
 
 

@@ -32,6 +32,8 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from agentarch.errors import AgentarchError
+
 IGNORE_INDEX = -100
 """Label value at token positions that are not scored (the PyTorch cross-entropy convention)."""
 
@@ -39,7 +41,7 @@ INPUT_FILES = ("train_x.npy", "train_y.npy", "val_x.npy", "test_x.npy", "meta.js
 LABEL_FILES = ("val_y.npy", "test_y.npy")
 
 
-class TaskError(ValueError):
+class TaskError(AgentarchError, ValueError):
     """A task cannot be used as asked; the message says what to fix."""
 
 

@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from agentarch.errors import UsageError
 from agentarch.proposers.base import Observation, Proposal, Proposer
 from agentarch.spaces import SearchSpace
 
@@ -111,7 +112,7 @@ class RegularizedEvolution(Proposer):
         self, space: SearchSpace, seed: int, population: int = 10, sample_size: int = 3, distinct: bool = False
     ) -> None:
         if population < 1 or not 1 <= sample_size <= population:
-            raise ValueError(
+            raise UsageError(
                 f"need population >= 1 and 1 <= sample size <= population (got P={population}, S={sample_size})"
             )
         self.space = space
@@ -210,4 +211,4 @@ def make_proposer(
         return RegularizedEvolution(space, seed, population, sample_size, distinct)
     if algo == "tpe":
         return TPE(space, seed, distinct)
-    raise ValueError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
+    raise UsageError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from agentarch.checks import parse
+from agentarch.errors import AgentarchError
 
 if TYPE_CHECKING:
     import optuna
@@ -55,7 +56,7 @@ _ENV = jinja2.Environment(
 _ENV.filters["reflow"] = reflow
 
 
-class SpaceError(ValueError):
+class SpaceError(AgentarchError, ValueError):
     """A bad architecture string or code for a space; the message says what to fix."""
 
 

@@ -50,6 +50,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentarch.archive import CANDIDATE_STATUSES, Archive, ArchiveError
+from agentarch.errors import UsageError
 from agentarch.web import plots
 
 HERE = Path(__file__).resolve().parent
@@ -864,7 +865,7 @@ def serve(archive_path: Path, host: str = "127.0.0.1", port: int = 8000, token: 
     this machine's trainers), so binding one needs a token.
     """
     if host not in LOOPBACK_HOSTS and not token:
-        raise ValueError(
+        raise UsageError(
             f"refusing to serve on {host} without a token: anyone on the network could read the archive "
             "and decide reviews. Pass a token (e.g. --token $(openssl rand -hex 16)) or bind 127.0.0.1."
         )

@@ -1,0 +1,56 @@
+"""One base for every error a user can fix, one CLI handler for it, and bugs left as bugs."""
+
+import pytest
+from typer.testing import CliRunner
+
+from agentarch import cli
+from agentarch.archive import ArchiveError
+from agentarch.config import ConfigError
+from agentarch.errors import AgentarchError, UsageError
+from agentarch.llm import LLMError
+from agentarch.prompts import ExtractError, PromptError
+from agentarch.protocol import ProtocolError
+from agentarch.run import RunError
+from agentarch.sandbox import SandboxError
+from agentarch.spaces import SpaceError
+from agentarch.tabular import TableError
+from agentarch.tasks import TaskError
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ArchiveError,
+        ConfigError,
+        LLMError,
+        ExtractError,
+        PromptError,
+        ProtocolError,
+        RunError,
+        SandboxError,
+        SpaceError,
+        TableError,
+        TaskError,
+        UsageError,
+    ],
+)
+def test_every_project_error_is_an_agentarch_error(error):
+    assert issubclass(error, AgentarchError)
+
+
+def test_a_users_problem_from_deep_inside_a_command_is_exit_2_with_its_message(monkeypatch, tmp_path):
+    def deep(name):
+        raise TaskError(f"unknown task {name!r}; known tasks: digits")
+
+    monkeypatch.setattr(cli, "get_task", deep)
+    result = CliRunner().invoke(cli.app, ["prompt", "--task", "nope", "--archive", str(tmp_path / "a.db")])
+    assert result.exit_code == 2 and "unknown task 'nope'" in result.output
+
+
+def test_a_bug_stays_a_traceback_not_a_usage_error(monkeypatch, tmp_path):
+    def buggy(name):
+        raise ValueError("a programming error")
+
+    monkeypatch.setattr(cli, "get_task", buggy)
+    result = CliRunner().invoke(cli.app, ["prompt", "--task", "digits", "--archive", str(tmp_path / "a.db")])
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)
