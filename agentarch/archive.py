@@ -11,7 +11,7 @@ import hashlib
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -319,6 +319,26 @@ class Archive:
                 }
             )
         return run_id
+
+    @contextmanager
+    def run(
+        self, kind: str, task: str, proposer: str, config: dict[str, Any], summary: Callable[[], dict[str, Any]]
+    ) -> Iterator[str]:
+        """Start a run, yield its id, and finish it however the block ends, with `summary()` as it stands.
+
+        `finished` when the block completes, `interrupted` on Ctrl-C, `failed` (with the error's
+        message) on any other exception, which then goes on up: no run is left `running` by a command.
+        """
+        run_id = self.start_run(kind, task, proposer, config)
+        try:
+            yield run_id
+        except KeyboardInterrupt:
+            self.finish_run(run_id, "interrupted", summary())
+            raise
+        except BaseException as err:
+            self.finish_run(run_id, "failed", {**summary(), "error": str(err)[:2000]})
+            raise
+        self.finish_run(run_id, "finished", summary())
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
         with self._writing():

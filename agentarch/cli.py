@@ -36,7 +36,7 @@ from agentarch.errors import AgentarchError, UsageError
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.fidelity import rung_budgets, successive_halving
 from agentarch.proposers.base import Proposal
-from agentarch.proposers.baselines import ALGOS, SpaceExhausted, make_proposer
+from agentarch.proposers.baselines import ALGOS, make_proposer
 from agentarch.report import write_report
 from agentarch.sandbox import (
     CANDIDATE_UID,
@@ -97,6 +97,13 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _warn_if_weak(isolation: str) -> None:
+    """Say, on every command that runs candidates without bubblewrap, what the process mode does and lacks."""
+    if isolation == "process":
+        why = bubblewrap_problem() or "isolation=process was asked for"
+        err.print(f"[bold yellow]{FALLBACK_WARNING.format(why=why)}[/]")
+
+
 def settings_or_exit(**flags: Any) -> Settings:
     try:
         return load_settings(**flags)
@@ -155,24 +162,13 @@ def eval_command(
             evaluator = Evaluator(db, settings)
         except (SandboxError, TaskError) as e:
             raise fail(str(e)) from None
-        if evaluator.isolation == "process":
-            err.print(
-                f"[bold yellow]{FALLBACK_WARNING.format(why=bubblewrap_problem() or 'isolation=process was asked for')}[/]"
-            )
-        run_id = db.start_run(
-            "eval",
-            settings.task,
-            "user",
-            {
-                "paths": [str(p) for p in paths],
-                "epochs": settings.epochs,
-                "seed": settings.seed,
-                "isolation": evaluator.isolation,
-            },
-        )
-        evaluator.run_id = run_id
+        _warn_if_weak(evaluator.isolation)
+        config = {"paths": [str(p) for p in paths], "epochs": settings.epochs, "seed": settings.seed}
         results: list[EvalResult] = []
-        try:
+        with db.run(
+            "eval", settings.task, "user", {**config, "isolation": evaluator.isolation}, lambda: _summary(results)
+        ) as run_id:
+            evaluator.run_id = run_id
             for path in paths:
                 with err.status(f"evaluating {path.name} on {settings.task} ({evaluator.isolation} sandbox)"):
                     result = _evaluate_file(evaluator, path)
@@ -181,13 +177,6 @@ def eval_command(
                     print(json.dumps(result.to_json()), flush=True)
                 else:
                     _print_result(result)
-        except TaskError as e:
-            db.finish_run(run_id, "failed", {"error": str(e)})
-            raise fail(str(e)) from None
-        except KeyboardInterrupt:
-            db.finish_run(run_id, "interrupted", _summary(results))
-            raise
-        db.finish_run(run_id, "finished", _summary(results))
 
 
 def _evaluate_file(evaluator: Evaluator, path: Path) -> EvalResult:
@@ -341,10 +330,7 @@ def run_command(
                 err.print(
                     f"proposing with {settings.model}" + (f" at {settings.api_base}" if settings.api_base else "")
                 )
-            if resolve_isolation(settings.isolation) == "process":
-                err.print(
-                    f"[bold yellow]{FALLBACK_WARNING.format(why=bubblewrap_problem() or 'isolation=process was asked for')}[/]"
-                )
+            _warn_if_weak(resolve_isolation(settings.isolation))
             summary = run_lib.start(settings, on_outcome=printer, on_waiting=_waiting_notice)
     except (run_lib.RunError, TaskError, SandboxError, SpaceError, ConfigError, ArchiveError) as e:
         raise fail(str(e)) from None
@@ -435,29 +421,28 @@ def halve_command(
         rung_budgets(min_epochs, full, eta)
         with open_archive(settings.archive) as db:
             evaluator = Evaluator(db, settings.model_copy(update={"epochs": full}))
-            run_id = db.start_run(
-                "halving",
-                settings.task,
-                "user",
-                {"paths": [str(p) for p in paths], "min_epochs": min_epochs, "max_epochs": full, "eta": eta},
-            )
-            evaluator.run_id = run_id
-            result = successive_halving(
-                evaluator,
-                [(p.name, p.read_text()) for p in paths],
-                min_epochs,
-                full,
-                eta,
-                on_result=lambda epochs, r: (
-                    None
-                    if as_json
-                    else out.print(
-                        f"{epochs:>4} epochs  #{r.id} {r.name}: {r.status}  val {_fmt(r.metrics['val_accuracy'], 'acc')}",
-                        highlight=False,
+            config = {"paths": [str(p) for p in paths], "min_epochs": min_epochs, "max_epochs": full, "eta": eta}
+            done: list[Any] = []  # the search's result, for the run's summary
+            with db.run("halving", settings.task, "user", config, lambda: done[0].summary() if done else {}) as run_id:
+                evaluator.run_id = run_id
+                done.append(
+                    successive_halving(
+                        evaluator,
+                        [(p.name, p.read_text()) for p in paths],
+                        min_epochs,
+                        full,
+                        eta,
+                        on_result=lambda epochs, r: (
+                            None
+                            if as_json
+                            else out.print(
+                                f"{epochs:>4} epochs  #{r.id} {r.name}: {r.status}  val {_fmt(r.metrics['val_accuracy'], 'acc')}",
+                                highlight=False,
+                            )
+                        ),
                     )
-                ),
-            )
-            db.finish_run(run_id, "finished", result.summary())
+                )
+        result = done[0]
     except (UsageError, TaskError, SandboxError) as e:
         raise fail(str(e)) from None
     if as_json:
@@ -606,41 +591,25 @@ def baseline_command(
         raise fail(str(e)) from None
     options = {"population": settings.population, "sample_size": settings.sample_size} if algo == "rea" else {}
     config = {"algo": algo, "space": space, "budget": budget, "seeds": seeds, **options, "epochs": settings.epochs}
-    with open_archive(settings.archive) as db:
-        run_id = db.start_run("baseline", the_task.name, algo, config)
-        results: list[SeedResult] = []
-        try:
-            if the_task.kind == "tabular":
-                _baseline_on_table(db, run_id, algo, chosen, the_task, budget, seed_list, options, as_json, results)
-            else:
-                try:
-                    evaluator = Evaluator(db, settings, run_id)
-                except (SandboxError, TaskError) as e:
-                    raise fail(str(e)) from None
-                if evaluator.isolation == "process":
-                    err.print(
-                        f"[bold yellow]{FALLBACK_WARNING.format(why=bubblewrap_problem() or 'isolation=process was asked for')}[/]"
+    results: list[SeedResult] = []
+    with (
+        open_archive(settings.archive) as db,
+        db.run(
+            "baseline", the_task.name, algo, config, lambda: summarize(algo, the_task.name, budget, results)
+        ) as run_id,
+    ):
+        if the_task.kind == "tabular":
+            _baseline_on_table(db, run_id, algo, chosen, the_task, budget, seed_list, options, as_json, results)
+        else:
+            evaluator = Evaluator(db, settings, run_id)
+            _warn_if_weak(evaluator.isolation)
+            for seed in seed_list:
+                results.append(
+                    search_trained(
+                        algo, chosen, evaluator, budget, seed, on_result=_candidate_printer(seed, as_json), **options
                     )
-                for seed in seed_list:
-                    results.append(
-                        search_trained(
-                            algo,
-                            chosen,
-                            evaluator,
-                            budget,
-                            seed,
-                            on_result=_candidate_printer(seed, as_json),
-                            **options,
-                        )
-                    )
-        except (TaskError, SpaceExhausted) as e:
-            db.finish_run(run_id, "failed", {"error": str(e)})
-            raise fail(str(e)) from None
-        except KeyboardInterrupt:
-            db.finish_run(run_id, "interrupted", summarize(algo, the_task.name, budget, results))
-            raise
-        summary = summarize(algo, the_task.name, budget, results)
-        db.finish_run(run_id, "finished", summary)
+                )
+    summary = summarize(algo, the_task.name, budget, results)
     if as_json:
         print(json.dumps(summary), flush=True)
     else:

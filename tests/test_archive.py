@@ -1,5 +1,6 @@
 """The SQLite archive: schema, transactions, dedup lookups, queries, version guard."""
 
+import json
 import sqlite3
 
 import pytest
@@ -160,3 +161,23 @@ def test_a_proposal_is_recorded_at_most_once(tmp_path):
         again = db.record(candidate(proposal_key="run-1/0/0", text_hash="other"), evaluation(0.1, 0.1))
         assert again == first
         assert db.db["candidates"].count == 1 and db.db["evaluations"].count == 1
+
+
+def test_a_run_block_finishes_its_run_however_the_block_ends(tmp_path):
+    """`with archive.run(...)`: finished, interrupted on Ctrl-C, failed with the error; never left running."""
+    with Archive(tmp_path / "a.db") as db:
+        done: list[int] = []
+        with db.run("eval", "digits", "user", {"paths": []}, lambda: {"evaluated": len(done)}) as finished:
+            done.append(1)
+        with (
+            pytest.raises(KeyboardInterrupt),
+            db.run("eval", "digits", "user", {}, lambda: {"evaluated": 0}) as stopped,
+        ):
+            raise KeyboardInterrupt
+        with pytest.raises(RuntimeError), db.run("eval", "digits", "user", {}, lambda: {"evaluated": 0}) as broken:
+            raise RuntimeError("the sandbox is gone")
+        runs = {row["id"]: row for row in db.db["runs"].rows}
+    assert runs[finished]["status"] == "finished" and json.loads(runs[finished]["summary"]) == {"evaluated": 1}
+    assert runs[stopped]["status"] == "interrupted"
+    assert runs[broken]["status"] == "failed" and "the sandbox is gone" in runs[broken]["summary"]
+    assert all(row["ended_at"] for row in runs.values())

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from agentarch.errors import UsageError
+from agentarch.errors import AgentarchError, UsageError
 from agentarch.proposers.base import Observation, Proposal, Proposer
 from agentarch.spaces import SearchSpace
 
@@ -25,7 +25,7 @@ MAX_REDRAWS = 1000
 """How many times a distinct search redraws before it declares the space exhausted."""
 
 
-class SpaceExhausted(RuntimeError):
+class SpaceExhausted(AgentarchError, RuntimeError):
     """No unseen architecture could be found: the budget exceeds what the space (or this search) can offer."""
 
 
