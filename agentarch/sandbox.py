@@ -633,7 +633,7 @@ class SandboxJob:
         self.started = time.monotonic()
         self.deadline = self.started + limits.timeout_s
         self._buffer = b""
-        self.cgroup: Cgroup | None = None  # made by _start; set once the runner is launched
+        self.cgroup: Cgroup | None = None  # made by _start, before the runner is launched
         try:
             self._start(code, spec, inputs_dir, gpu)
         except BaseException:  # nothing of a job that never started stays behind
