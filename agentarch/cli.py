@@ -32,7 +32,7 @@ from agentarch.baseline import (
     summarize,
 )
 from agentarch.config import ConfigError, Settings, load_settings
-from agentarch.errors import AgentarchError, UsageError
+from agentarch.errors import AgentarchError
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.fidelity import rung_budgets, successive_halving
 from agentarch.proposers.base import Proposal
@@ -41,13 +41,12 @@ from agentarch.report import write_report
 from agentarch.sandbox import (
     CANDIDATE_UID,
     FALLBACK_WARNING,
-    SandboxError,
     bubblewrap_problem,
     process_mode_gaps,
     resolve_isolation,
 )
-from agentarch.spaces import SearchSpace, SpaceError, get_space
-from agentarch.tasks import TASKS, TaskError, get_task
+from agentarch.spaces import SearchSpace, get_space
+from agentarch.tasks import TASKS, get_task
 
 
 class App(typer.Typer):
@@ -158,10 +157,7 @@ def eval_command(
     if missing:
         raise fail(f"no such file: {', '.join(missing)}")
     with open_archive(settings.archive) as db:
-        try:
-            evaluator = Evaluator(db, settings)
-        except (SandboxError, TaskError) as e:
-            raise fail(str(e)) from None
+        evaluator = Evaluator(db, settings)
         _warn_if_weak(evaluator.isolation)
         config = {"paths": [str(p) for p in paths], "epochs": settings.epochs, "seed": settings.seed}
         results: list[EvalResult] = []
@@ -308,32 +304,27 @@ def run_command(
     )
     settings = settings_or_exit(archive=archive, **flags)
     printer = _outcome_printer(as_json)
-    try:
-        if resume:
-            given = {k: v for k, v in flags.items() if v is not None and k in ("budget", "max_cost", "hours")}
-            err.print(f"resuming run {resume}")
-            summary = run_lib.resume(resume, settings.archive, on_outcome=printer, on_waiting=_waiting_notice, **given)
+    if resume:
+        given = {k: v for k, v in flags.items() if v is not None and k in ("budget", "max_cost", "hours")}
+        err.print(f"resuming run {resume}")
+        summary = run_lib.resume(resume, settings.archive, on_outcome=printer, on_waiting=_waiting_notice, **given)
+    else:
+        the_task = get_task(settings.task)
+        if the_task.kind == "tabular":
+            raise fail(
+                f"{the_task.name} is a table, not a training task; use `agentarch baseline --task {the_task.name}`"
+            )
+        with open_archive(settings.archive) as db:
+            Evaluator(db, settings).prepared  # fail early on a task, its data or a sandbox that cannot work
+        if settings.model is None:
+            err.print(
+                "[bold yellow]No LLM configured[/] (--model, AGENTARCH_MODEL or agentarch.toml): running offline "
+                "with the regularized-evolution baseline through the same loop."
+            )
         else:
-            the_task = get_task(settings.task)
-            if the_task.kind == "tabular":
-                raise fail(
-                    f"{the_task.name} is a table, not a training task; use `agentarch baseline --task {the_task.name}`"
-                )
-            with open_archive(settings.archive) as db:
-                Evaluator(db, settings).prepared  # fail early on a task, its data or a sandbox that cannot work
-            if settings.model is None:
-                err.print(
-                    "[bold yellow]No LLM configured[/] (--model, AGENTARCH_MODEL or agentarch.toml): running offline "
-                    "with the regularized-evolution baseline through the same loop."
-                )
-            else:
-                err.print(
-                    f"proposing with {settings.model}" + (f" at {settings.api_base}" if settings.api_base else "")
-                )
-            _warn_if_weak(resolve_isolation(settings.isolation))
-            summary = run_lib.start(settings, on_outcome=printer, on_waiting=_waiting_notice)
-    except (run_lib.RunError, TaskError, SandboxError, SpaceError, ConfigError, ArchiveError) as e:
-        raise fail(str(e)) from None
+            err.print(f"proposing with {settings.model}" + (f" at {settings.api_base}" if settings.api_base else ""))
+        _warn_if_weak(resolve_isolation(settings.isolation))
+        summary = run_lib.start(settings, on_outcome=printer, on_waiting=_waiting_notice)
     if as_json:
         print(json.dumps(summary), flush=True)
     else:
@@ -381,15 +372,12 @@ def prompt_command(
 ) -> None:
     """Print exactly what the LLM would see for the next proposal on a task (system and user messages)."""
     settings = settings_or_exit(task=task, archive=archive, examples=examples, parent_strategy=parent_strategy)
-    try:
-        the_task = get_task(settings.task)
-        with open_archive(settings.archive) as db:
-            shot = fewshot.select(
-                db, the_task.name, n=settings.examples, strategy=settings.parent_strategy, rng=random.Random(seed)
-            )
-        messages = prompts.propose_messages(the_task, shot)
-    except (TaskError, UsageError) as e:
-        raise fail(str(e)) from None
+    the_task = get_task(settings.task)
+    with open_archive(settings.archive) as db:
+        shot = fewshot.select(
+            db, the_task.name, n=settings.examples, strategy=settings.parent_strategy, rng=random.Random(seed)
+        )
+    messages = prompts.propose_messages(the_task, shot)
     for message in messages:
         out.rule(f"[bold]{message['role']}[/]")
         out.print(message["content"], markup=False, highlight=False)
@@ -416,35 +404,32 @@ def halve_command(
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise fail(f"no such file: {', '.join(missing)}")
-    try:
-        full = max_epochs or get_task(settings.task).epochs
-        rung_budgets(min_epochs, full, eta)
-        with open_archive(settings.archive) as db:
-            evaluator = Evaluator(db, settings.model_copy(update={"epochs": full}))
-            config = {"paths": [str(p) for p in paths], "min_epochs": min_epochs, "max_epochs": full, "eta": eta}
-            done: list[Any] = []  # the search's result, for the run's summary
-            with db.run("halving", settings.task, "user", config, lambda: done[0].summary() if done else {}) as run_id:
-                evaluator.run_id = run_id
-                done.append(
-                    successive_halving(
-                        evaluator,
-                        [(p.name, p.read_text()) for p in paths],
-                        min_epochs,
-                        full,
-                        eta,
-                        on_result=lambda epochs, r: (
-                            None
-                            if as_json
-                            else out.print(
-                                f"{epochs:>4} epochs  #{r.id} {r.name}: {r.status}  val {_fmt(r.metrics['val_accuracy'], 'acc')}",
-                                highlight=False,
-                            )
-                        ),
-                    )
+    full = max_epochs or get_task(settings.task).epochs
+    rung_budgets(min_epochs, full, eta)
+    with open_archive(settings.archive) as db:
+        evaluator = Evaluator(db, settings.model_copy(update={"epochs": full}))
+        config = {"paths": [str(p) for p in paths], "min_epochs": min_epochs, "max_epochs": full, "eta": eta}
+        done: list[Any] = []  # the search's result, for the run's summary
+        with db.run("halving", settings.task, "user", config, lambda: done[0].summary() if done else {}) as run_id:
+            evaluator.run_id = run_id
+            done.append(
+                successive_halving(
+                    evaluator,
+                    [(p.name, p.read_text()) for p in paths],
+                    min_epochs,
+                    full,
+                    eta,
+                    on_result=lambda epochs, r: (
+                        None
+                        if as_json
+                        else out.print(
+                            f"{epochs:>4} epochs  #{r.id} {r.name}: {r.status}  val {_fmt(r.metrics['val_accuracy'], 'acc')}",
+                            highlight=False,
+                        )
+                    ),
                 )
-        result = done[0]
-    except (UsageError, TaskError, SandboxError) as e:
-        raise fail(str(e)) from None
+            )
+    result = done[0]
     if as_json:
         print(json.dumps(result.summary()))
     elif result.best:
@@ -581,14 +566,11 @@ def baseline_command(
         population=population,
         sample_size=sample_size,
     )
-    try:
-        seed_list = parse_seeds(seeds)
-        chosen = get_space(space)
-        the_task = get_task(settings.task)
-        check_fit(chosen, the_task)
-        make_proposer(algo, chosen, 0, population=settings.population, sample_size=settings.sample_size)
-    except (UsageError, SpaceError, TaskError) as e:
-        raise fail(str(e)) from None
+    seed_list = parse_seeds(seeds)
+    chosen = get_space(space)
+    the_task = get_task(settings.task)
+    check_fit(chosen, the_task)
+    make_proposer(algo, chosen, 0, population=settings.population, sample_size=settings.sample_size)
     options = {"population": settings.population, "sample_size": settings.sample_size} if algo == "rea" else {}
     config = {"algo": algo, "space": space, "budget": budget, "seeds": seeds, **options, "epochs": settings.epochs}
     results: list[SeedResult] = []
@@ -716,10 +698,7 @@ def serve_command(
     open_archive(path).close()
     address = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
     err.print(f"serving {path} at {address} (Ctrl-C stops)")
-    try:
-        web.serve(path, host=host, port=port, token=token)
-    except UsageError as e:
-        raise fail(str(e)) from None
+    web.serve(path, host=host, port=port, token=token)
 
 
 @app.command("report")
@@ -729,10 +708,7 @@ def report_command(
     archive: ArchiveOpt = None,
 ) -> None:
     """Write a static HTML report of one run (summary, top candidates, plots as PNG) to share."""
-    try:
-        index = write_report(_archive_path(archive), run_id, out_dir)
-    except (ArchiveError, UsageError) as e:
-        raise fail(str(e)) from None
+    index = write_report(_archive_path(archive), run_id, out_dir)
     out.print(f"wrote {index}")
 
 
@@ -797,10 +773,7 @@ def archive_show(
 ) -> None:
     """Show one candidate: code, hashes, lineage, and every evaluation."""
     with open_archive(_archive_path(archive)) as db:
-        try:
-            cand = db.candidate(candidate_id)
-        except ArchiveError as e:
-            raise fail(str(e)) from None
+        cand = db.candidate(candidate_id)
         evals = db.evaluations(candidate_id)
         calls = db.llm_calls(candidate_id=candidate_id)
     if as_json:
@@ -883,10 +856,7 @@ def archive_top(
 ) -> None:
     """The best trained candidates of a task."""
     with open_archive(_archive_path(archive)) as db:
-        try:
-            rows = db.top(task, limit=limit, by=by)
-        except ArchiveError as e:
-            raise fail(str(e)) from None
+        rows = db.top(task, limit=limit, by=by)
     if as_json:
         for row in rows:
             print(json.dumps(row))
