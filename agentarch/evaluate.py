@@ -241,7 +241,7 @@ class Evaluator:
 
         `known_functional=False` skips functional dedup (re-training a recorded candidate on purpose).
         """
-        refuse_untrusted(self.isolation, self._rendered(base), self.settings.weak_sandbox_ok)
+        refuse_untrusted(self.isolation, lambda: self._rendered(base), self.settings.weak_sandbox_ok)
         request = RunRequest(
             code=base["code"],
             task=self.task.name,

@@ -24,7 +24,7 @@ import site
 import sys
 import sysconfig
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import metadata
 from pathlib import Path
 
@@ -132,9 +132,12 @@ class RuntimeView:
     packages: tuple[Path, ...]
     import_paths: tuple[Path, ...]  # the site directories the packages live in, put on the runner's sys.path
 
-    @property
+    @cached_property
     def paths(self) -> tuple[Path, ...]:
-        """The same view as a flat list of readable paths with no hole under any (Landlock's form)."""
+        """The same view as a flat list of readable paths with no hole under any (Landlock's form).
+
+        Walking the system trees around the holes reads hundreds of directories: once per process.
+        """
         holes = set(self.holes)
         flat = {kept for root in self.roots for kept in _without_holes(root, holes)}
         return tuple(sorted(flat | set(self.packages)))

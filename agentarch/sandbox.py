@@ -32,6 +32,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -171,8 +172,13 @@ def _drop_privileges(to_candidate_uid: bool) -> list[str]:
     return [setpriv, *CAPLESS_ROOT, "--no-new-privs", "--"]
 
 
-def _readable_by_candidate(paths: list[Path]) -> bool:
-    """Whether CANDIDATE_UID can read every path (the process mode has no mount namespace to help)."""
+@cache
+def _readable_by_candidate(paths: tuple[Path, ...]) -> bool:
+    """Whether CANDIDATE_UID can read every path (the process mode has no mount namespace to help).
+
+    Asked once per set of paths in a process: the answer is a probe process, and a task's paths and
+    the runtime's do not change between its jobs.
+    """
     probe = [
         *_drop_privileges(True),
         sys.executable,
@@ -251,14 +257,15 @@ def resolve_isolation(requested: str) -> IsolationMode:
     return "process"
 
 
-def refuse_untrusted(isolation: IsolationMode, trusted: bool, weak_sandbox_ok: bool) -> None:
+def refuse_untrusted(isolation: IsolationMode, trusted: Callable[[], bool], weak_sandbox_ok: bool) -> None:
     """Raise when the process mode cannot contain this candidate and nobody said to run it anyway.
 
-    Code rendered from the project's own search-space templates (`trusted`) is known; an LLM answer
-    or a user's file is not, and runs in a mode with gaps only with `weak_sandbox_ok`.
+    Code rendered from the project's own search-space templates (`trusted()`) is known; an LLM answer
+    or a user's file is not, and runs in a mode with gaps only with `weak_sandbox_ok`. `trusted` is
+    asked only where there are gaps, so the common case renders no template.
     """
     gaps = process_mode_gaps() if isolation == "process" else []
-    if gaps and not trusted and not weak_sandbox_ok:
+    if gaps and not weak_sandbox_ok and not trusted():
         raise SandboxError(
             "refusing to run a candidate that was not rendered from a search space in the weak 'process' sandbox: "
             + "; ".join(gaps)
@@ -337,8 +344,6 @@ class Cgroup:
     def __init__(self, name: str, max_pids: int, memory_bytes: int | None) -> None:
         self.dirs: list[Path] = []
         self.problem: str | None = None
-        if not max_pids:  # Cgroup.at: an existing one, to kill
-            return
         try:
             self._create(name, max_pids, memory_bytes)
         except OSError as err:
@@ -374,8 +379,8 @@ class Cgroup:
     @classmethod
     def at(cls, path: Path) -> Cgroup:
         """An existing cgroup directory (another orchestrator's job), to kill what is left in it."""
-        found = cls("", 0, None)
-        found.dirs = [path]
+        found = cls.__new__(cls)  # adopted, not made: nothing of __init__'s creation applies
+        found.dirs, found.problem = [path], None
         return found
 
     @staticmethod
@@ -655,13 +660,13 @@ class SandboxJob:
         to_candidate_uid = boxed or (
             _host_is_root()
             and _readable_by_candidate(
-                [
+                (
                     Path(sys.executable).resolve(),
                     Path(sysconfig.get_paths()["stdlib"]),
                     _runner_dir(),
-                    inputs_dir,
+                    Path(inputs_dir),
                     *(p for p in runtime_view().packages if p.name in ("torch", "numpy")),
-                ]
+                )
             )
         )
         if _host_is_root() and to_candidate_uid:

@@ -390,7 +390,7 @@ def test_a_slot_sees_only_its_own_gpu(tmp_path):
 def test_process_mode_with_gaps_refuses_untrusted_code(monkeypatch):
     monkeypatch.setattr("agentarch.sandbox.process_mode_gaps", lambda: ["Landlock is not available"])
     with pytest.raises(SandboxError, match="apt-get install bubblewrap.*weak_sandbox_ok"):
-        refuse_untrusted("process", trusted=False, weak_sandbox_ok=False)
-    refuse_untrusted("process", trusted=True, weak_sandbox_ok=False)  # the project's own templates still run
-    refuse_untrusted("process", trusted=False, weak_sandbox_ok=True)  # the user accepted the gap
-    refuse_untrusted("bubblewrap", trusted=False, weak_sandbox_ok=False)
+        refuse_untrusted("process", trusted=lambda: False, weak_sandbox_ok=False)
+    refuse_untrusted("process", trusted=lambda: True, weak_sandbox_ok=False)  # the project's own templates still run
+    refuse_untrusted("process", trusted=lambda: False, weak_sandbox_ok=True)  # the user accepted the gap
+    refuse_untrusted("bubblewrap", trusted=lambda: False, weak_sandbox_ok=False)
