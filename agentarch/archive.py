@@ -11,24 +11,42 @@ import hashlib
 import json
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from sqlite_utils.db import DescIndex
 
 from agentarch.dedup import DedupLevel
 from agentarch.errors import AgentarchError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout", "rejected")
 # A candidate whose code or function matches one of these was already evaluated (or already failed
 # deterministically), so running it again would only spend compute.
 _DEDUP_POOL = ("trained", "failed", "timeout")
 _HASH_COLUMN: dict[DedupLevel, str] = {"whitespace": "text_hash", "ast": "ast_hash", "functional": "functional_hash"}
+
+SCORING_EVALUATION = (
+    "SELECT {column} FROM evaluations WHERE candidate_id = c.id AND status = 'trained' "
+    "ORDER BY fidelity DESC, val_accuracy DESC, id LIMIT 1"
+)
+"""The evaluation a candidate's scores come from, as SQL over a candidate aliased `c`: among its trained
+evaluations the highest fidelity (the longest training), then the best validation accuracy, then the earliest.
+`{column}` is what it returns (`id` to join it, `val_accuracy` to rank by it). Schema 6's index
+idx_evaluations_scored answers it without reading evaluation rows, which carry whole loss curves."""
+
+_LISTING = f"""
+    SELECT c.id, c.created_at, c.run_id, c.task, c.name, c.proposer, c.model, c.parents, c.space, c.arch, c.status,
+           c.reason, c.duplicate_of, c.dedup_level, COALESCE(c.params, e.params) AS params,
+           COALESCE(c.flops, e.flops) AS flops, e.fidelity, e.seed, e.val_accuracy, e.test_accuracy, e.train_seconds
+    FROM {{source}}
+    LEFT JOIN evaluations e ON e.id = ({SCORING_EVALUATION.format(column="id")})
+    {{tail}}"""
 
 
 class ArchiveError(AgentarchError, RuntimeError):
@@ -119,6 +137,8 @@ class Archive:
                 self._upgrade_to_v4()
             if version < 5:
                 self._upgrade_to_v5()
+            if version < 6:
+                self._upgrade_to_v6()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -302,6 +322,21 @@ class Archive:
             not_null={"started", "finished", "updated_at"},
         )
 
+    def _upgrade_to_v6(self) -> None:
+        """Schema 6: indexes for the browsing queries (agentarch.queries). The first answers SCORING_EVALUATION,
+        the ranking key of every listing; the others serve runs' progress and run filters, the proposer picker
+        (a task's proposers and models) and a candidate's review history. Before schema 6 `agentarch serve`
+        created them when it started, under the same names, so an archive it served keeps the ones it has."""
+        self.db["evaluations"].create_index(
+            ["candidate_id", "status", DescIndex("fidelity"), DescIndex("val_accuracy"), "id"],
+            index_name="idx_evaluations_scored",
+            if_not_exists=True,
+        )
+        self.db["candidates"].create_index(["run_id", "status"], if_not_exists=True)
+        self.db["candidates"].create_index(["task", "proposer"], if_not_exists=True)
+        self.db["candidates"].create_index(["task", "model"], if_not_exists=True)
+        self.db["reviews"].create_index(["candidate_id"], if_not_exists=True)
+
     # -- writes (each one transaction) ------------------------------------------------------
 
     def start_run(self, kind: str, task: str, proposer: str, config: dict[str, Any]) -> str:
@@ -450,7 +485,7 @@ class Archive:
 
     def scored(self, candidate_id: int) -> dict[str, Any]:
         """One candidate's listing row: its fields with its best evaluation's scores (None where untrained)."""
-        rows = list(self._scored("WHERE c.id = ?", [candidate_id]))
+        rows = list(self.listing("WHERE c.id = ?", [candidate_id]))
         if not rows:
             raise ArchiveError(f"no candidate with id {candidate_id} in {self.path}; `agentarch archive ls` lists them")
         return rows[0]
@@ -466,12 +501,13 @@ class Archive:
         """Newest first, each with the scores of its highest-fidelity evaluation (None where not trained)."""
         where, args = _where({"c.task": task, "c.status": status})
         clause = f"WHERE {where}" if where else ""
-        return list(self._scored(f"{clause} ORDER BY c.id DESC LIMIT ? OFFSET ?", [*args, limit, offset]))
+        return list(self.listing(f"{clause} ORDER BY c.id DESC LIMIT ? OFFSET ?", [*args, limit, offset]))
 
     def top(
-        self, task: str, limit: int = 10, by: str = "val_accuracy", proposers: tuple[str, ...] = ()
+        self, task: str, limit: int | None = 10, by: str = "val_accuracy", proposers: tuple[str, ...] = ()
     ) -> list[dict[str, Any]]:
-        """Best trained candidates for a task, ranked by the search signal (validation) unless told otherwise.
+        """Best trained candidates for a task, ranked by the search signal (validation) unless told otherwise;
+        equal scores rank the earlier candidate first. `limit` None ranks them all.
 
         `proposers` narrows the ranking, e.g. to the baselines' finds when they seed a prompt.
         """
@@ -479,9 +515,9 @@ class Archive:
             raise ArchiveError(f"cannot rank by {by!r}; use val_accuracy or test_accuracy")
         only = f"AND c.proposer IN ({', '.join('?' for _ in proposers)})" if proposers else ""
         return list(
-            self._scored(
+            self.listing(
                 f"WHERE c.task = ? AND c.status = 'trained' {only} ORDER BY e.{by} DESC, c.id LIMIT ?",
-                [task, *proposers, limit],
+                [task, *proposers, -1 if limit is None else limit],
             )
         )
 
@@ -489,7 +525,7 @@ class Archive:
         """The earliest evaluated candidate of this search-space architecture for `task`, with its scores."""
         marks = ", ".join("?" for _ in _DEDUP_POOL)
         rows = list(
-            self._scored(
+            self.listing(
                 f"WHERE c.task = ? AND c.space = ? AND c.arch = ? AND c.status IN ({marks}) ORDER BY c.id LIMIT 1",
                 [task, space, arch, *_DEDUP_POOL],
             )
@@ -613,39 +649,34 @@ class Archive:
         with self._writing():
             self.db.execute("UPDATE reviews SET candidate_id = ? WHERE proposal_key = ?", [candidate_id, proposal_key])
 
-    def search(self, query: str, limit: int = 50) -> list[dict[str, Any]]:
-        """Full-text search over candidates' names, code and analyses (SQLite FTS5 syntax)."""
-        try:
-            ids = [
-                r["rowid"]
-                for r in self.db.query(
-                    "SELECT rowid FROM candidates_fts WHERE candidates_fts MATCH ? ORDER BY rank LIMIT ?",
-                    [query, limit],
-                )
-            ]
-        except sqlite3.OperationalError as err:
-            raise ArchiveError(f'cannot search for {query!r} ({err}); quote phrases, e.g. "depthwise conv"') from None
-        return [self.scored(i) for i in ids]
+    def runs(self, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """Runs, newest first (all of them unless `limit`)."""
+        return [_decode(r) for r in self.db["runs"].rows_where(order_by="started_at DESC", limit=limit, offset=offset)]
 
-    def runs(self) -> list[dict[str, Any]]:
-        """Every run, newest first."""
-        return [_decode(r) for r in self.db["runs"].rows_where(order_by="started_at DESC")]
+    def find_run(self, run_id: str) -> dict[str, Any] | None:
+        """One run's row (config and summary decoded), or None when the archive has no such run."""
+        try:
+            return _decode(self.db["runs"].get(run_id))
+        except sqlite_utils.db.NotFoundError:
+            return None
 
     def export_rows(self) -> Iterator[dict[str, Any]]:
-        yield from self._scored("ORDER BY c.id", [])
+        yield from self.listing("ORDER BY c.id")
 
-    def _scored(self, tail: str, args: list[Any]) -> Iterator[dict[str, Any]]:
-        sql = f"""
-            SELECT c.id, c.created_at, c.run_id, c.task, c.name, c.proposer, c.parents, c.space, c.arch, c.status,
-                   c.reason, c.duplicate_of, c.dedup_level, c.params, c.flops, e.fidelity, e.seed, e.val_accuracy,
-                   e.test_accuracy, e.train_seconds
-            FROM candidates c
-            LEFT JOIN evaluations e ON e.id = (
-                SELECT id FROM evaluations WHERE candidate_id = c.id AND status = 'trained'
-                ORDER BY fidelity DESC, val_accuracy DESC, id LIMIT 1)
-            {tail}"""
-        for row in self.db.query(sql, args):
-            yield _decode(row)
+    def listing(
+        self, tail: str = "", args: Sequence[Any] = (), source: str = "candidates c"
+    ) -> Iterator[dict[str, Any]]:
+        """Listing rows: each candidate's fields (not its code) with its scoring evaluation's scores, None where it
+        has none. Its size (params, FLOPs) is its own, from the smoke run, else that evaluation's.
+
+        The one place a listing row is built, for the reads here and in agentarch.queries: `source` is the
+        FROM clause (a candidate aliased `c`), `tail` follows the join (WHERE, ORDER BY, LIMIT; the evaluation
+        is `e`), and `args` fill their placeholders in that order.
+        """
+        for row in self.db.query(_LISTING.format(source=source, tail=tail), args):
+            decoded = _decode(row)
+            decoded["parents"] = decoded["parents"] or []
+            yield decoded
 
 
 _JSON_FIELDS = ("parents", "hparams", "curve", "timings", "config", "summary", "examples", "prompt")

@@ -19,7 +19,6 @@ about accuracy. Validation accuracy is the only ranking signal; test accuracy ne
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import statistics
@@ -27,11 +26,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from agentarch import queries
 from agentarch.archive import Archive
 from agentarch.errors import UsageError
+from agentarch.proposers.baselines import ALGOS
 
 STRATEGIES = ("topk", "weighted", "niches")
-BASELINE_PROPOSERS = ("random", "rea", "tpe")
 MAX_EXAMPLES = 6
 
 TOP_K = 5
@@ -74,13 +74,13 @@ def select(
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown parent selection strategy {strategy!r}; use one of: {', '.join(STRATEGIES)}")
     rng = rng or random.Random()
-    pool = _eligible(archive, task)
+    pool = queries.ranked_with_code(archive, task)
     if n == 0 or not pool:
         return FewShot(parent=None, examples=[], strategy=strategy)
     if strategy == "topk":
         parent = rng.choice(pool[:TOP_K])
     elif strategy == "weighted":
-        parent = rng.choices(pool, weights=_weights(pool, _child_counts(archive, task)))[0]
+        parent = rng.choices(pool, weights=_weights(pool, queries.child_counts(archive, task)))[0]
     else:
         parent = rng.choice(_elites(pool))
     return FewShot(parent=parent, examples=_examples(pool, parent, n), strategy=strategy)
@@ -96,7 +96,7 @@ def _examples(pool: list[dict[str, Any]], parent: dict[str, Any], n: int) -> lis
 
     add(pool[0])
     for row in pool:
-        if row["proposer"] in BASELINE_PROPOSERS:
+        if row["proposer"] in ALGOS:
             add(row)
             break
     for elite in _elites(pool):
@@ -139,35 +139,3 @@ def _elites(pool: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in pool:
         elites.setdefault(_niche(row), row)
     return list(elites.values())
-
-
-# -- archive reads --------------------------------------------------------------------------------
-
-
-def _eligible(archive: Archive, task: str) -> list[dict[str, Any]]:
-    """The task's trained candidates with a validation score, best first, each with its code and analysis.
-
-    Rows come from `Archive.top` (so they look like every other listing row) and gain the two text
-    columns the prompt needs, which the listing leaves out to stay light.
-    """
-    count = archive.db.execute(
-        "SELECT COUNT(*) FROM candidates WHERE task = ? AND status = 'trained'", [task]
-    ).fetchone()[0]
-    if not count:
-        return []
-    rows = [row for row in archive.top(task, limit=count) if row["val_accuracy"] is not None]
-    texts = {
-        row["id"]: row
-        for row in archive.db.query(
-            "SELECT id, code, analysis FROM candidates WHERE task = ? AND status = 'trained'", [task]
-        )
-    }
-    return [{**row, "code": texts[row["id"]]["code"], "analysis": texts[row["id"]]["analysis"]} for row in rows]
-
-
-def _child_counts(archive: Archive, task: str) -> Counter[int]:
-    """How many candidates of the task (whatever became of them) name each candidate as a parent."""
-    counts: Counter[int] = Counter()
-    for row in archive.db.query("SELECT parents FROM candidates WHERE task = ? AND parents IS NOT NULL", [task]):
-        counts.update(int(parent) for parent in json.loads(row["parents"]) or [])
-    return counts

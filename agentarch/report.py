@@ -10,18 +10,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+from agentarch import queries
 from agentarch.archive import Archive
 from agentarch.web import plots
-from agentarch.web.app import (
-    HERE,
-    Filters,
-    best_so_far_lines,
-    candidate_rows,
-    loss_curves,
-    pareto_points,
-    run_overview,
-    template_environment,
-)
+from agentarch.web.app import HERE, template_environment
 
 TOP = 20
 CURVES = 3
@@ -35,14 +27,14 @@ def write_report(archive_path: Path, run_id: str, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with Archive(archive_path) as db:
-        run = run_overview(db, run_id)
-        rows = candidate_rows(db, Filters(run=run_id), limit=TOP)
-        (out_dir / "best_so_far.png").write_bytes(plots.draw_best_so_far(best_so_far_lines(db, run)))
-        (out_dir / "pareto.png").write_bytes(plots.draw_pareto(pareto_points(db, run_id)))
+        run = queries.run_overview(db, run_id)
+        rows = queries.leaderboard(db, queries.Filters(run=run_id), limit=TOP)
+        (out_dir / "best_so_far.png").write_bytes(plots.draw_best_so_far(queries.run_history(db, run)))
+        (out_dir / "pareto.png").write_bytes(plots.draw_pareto(queries.pareto_points(db, run_id)))
         curves = []
         for row in [r for r in rows if r["status"] == "trained"][:CURVES]:
             name = f"curve-{row['id']}.png"
-            (out_dir / name).write_bytes(plots.draw_loss_curves(loss_curves(db, row["id"])))
+            (out_dir / name).write_bytes(plots.draw_loss_curves(queries.loss_curves(db, row["id"])))
             curves.append({"file": name, "row": row})
     html = (
         template_environment()

@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 from langgraph.types import Command
-from sqlite_utils.db import NotFoundError
 
 from agentarch.archive import Archive
 from agentarch.config import Settings, load_settings
@@ -55,13 +54,14 @@ def resume(
 ) -> dict[str, Any]:
     """Continue a stopped run from its last checkpoint, with its stored settings (and a fresh key from the env)."""
     with Archive(archive_path) as archive:
-        try:
-            row = archive.db["runs"].get(run_id)
-        except NotFoundError:
-            raise RunError(f"no run {run_id!r} in {archive_path}; `agentarch archive runs` lists them") from None
+        row = archive.find_run(run_id)
+    if row is None:
+        raise RunError(f"no run {run_id!r} in {archive_path}; `agentarch archive runs` lists them")
     if row["status"] == "finished":
-        raise RunError(f"run {run_id} already finished ({row['summary']}); start a new one with `agentarch run`")
-    stored = json.loads(row["config"])
+        raise RunError(
+            f"run {run_id} already finished ({json.dumps(row['summary'])}); start a new one with `agentarch run`"
+        )
+    stored = row["config"]
     settings = load_settings(**{**stored, "archive": str(archive_path), **overrides})
     started = datetime.fromisoformat(row["started_at"]).timestamp()
     return _drive(settings, run_id, started, fresh=False, on_outcome=on_outcome, on_waiting=on_waiting)

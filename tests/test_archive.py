@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 import sqlite_utils
 
-from agentarch.archive import SCHEMA_VERSION, Archive, ArchiveError
+from agentarch.archive import SCHEMA_VERSION, SCORING_EVALUATION, Archive, ArchiveError
 
 
 def candidate(**extra):
@@ -181,3 +181,72 @@ def test_a_run_block_finishes_its_run_however_the_block_ends(tmp_path):
     assert runs[stopped]["status"] == "interrupted"
     assert runs[broken]["status"] == "failed" and "the sandbox is gone" in runs[broken]["summary"]
     assert all(row["ended_at"] for row in runs.values())
+
+
+BROWSING_INDEXES = {
+    "idx_evaluations_scored",
+    "idx_candidates_run_id_status",
+    "idx_candidates_task_proposer",
+    "idx_candidates_task_model",
+    "idx_reviews_candidate_id",
+}
+
+
+def index_names(database: sqlite_utils.Database) -> set[str]:
+    return {index.name for table in ("candidates", "evaluations", "reviews") for index in database[table].indexes}
+
+
+def test_a_schema_5_archive_gains_the_browsing_indexes_when_opened(tmp_path):
+    """Schema 6 moved the indexes `agentarch serve` used to create at start-up into a migration."""
+    path = tmp_path / "a.db"
+    old = Archive.__new__(Archive)  # write exactly what agentarch with schema 5 wrote
+    old.db = sqlite_utils.Database(path)
+    for step in (old._create_v1, old._upgrade_to_v2, old._upgrade_to_v3, old._upgrade_to_v4, old._upgrade_to_v5):
+        step()
+    old.db["meta"].insert({"key": "schema_version", "value": "5"})
+    # an archive the web UI served before schema 6 already holds the index it made at start-up
+    old.db.execute(
+        "CREATE INDEX idx_evaluations_scored ON evaluations (candidate_id, status, fidelity DESC, val_accuracy DESC, id)"
+    )
+    cid = old.db["candidates"].insert({**candidate(parents="[]"), "created_at": "2026-01-01"}).last_pk
+    old.db["evaluations"].insert(
+        {"candidate_id": cid, "task": "digits", "status": "trained", "val_accuracy": 0.9, "created_at": "2026-01-01"}
+    )
+    assert index_names(old.db) & BROWSING_INDEXES == {"idx_evaluations_scored"}
+    old.db.close()
+    with Archive(path) as db:
+        assert db.schema_version() == SCHEMA_VERSION == 6
+        assert BROWSING_INDEXES <= index_names(db.db)
+        scoring = SCORING_EVALUATION.format(column="id")
+        plan = " ".join(row[3] for row in db.db.execute(f"EXPLAIN QUERY PLAN SELECT ({scoring}) FROM candidates c"))
+        assert "COVERING INDEX idx_evaluations_scored" in plan  # a listing's score never reads evaluation rows
+        assert db.scored(cid)["val_accuracy"] == 0.9
+
+
+def test_a_new_archive_has_the_browsing_indexes(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        assert BROWSING_INDEXES <= index_names(db.db)
+
+
+def test_find_run_runs_pages_and_top_of_everything(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        first = db.start_run("eval", "digits", "user", {"paths": ["a.py"]})
+        second = db.start_run("eval", "digits", "user", {})
+        assert db.find_run(first)["config"] == {"paths": ["a.py"]} and db.find_run("nope") is None
+        assert [r["id"] for r in db.runs()] == [second, first]
+        assert [r["id"] for r in db.runs(limit=1, offset=1)] == [first]
+        for i in range(12):
+            db.record(candidate(name=f"c{i}", text_hash=f"t{i}"), evaluation(0.5 + i / 100, 0.5))
+        assert len(db.top("digits", limit=None)) == 12 and len(db.top("digits")) == 10
+        assert db.top("digits", limit=None)[0]["name"] == "c11"
+
+
+def test_a_listing_row_takes_its_size_from_the_evaluation_when_the_candidate_has_none(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        sized = db.record(candidate(params=10, flops=20, text_hash="s"), {**evaluation(0.9, 0.9), "params": 99})
+        unsized = db.record(
+            candidate(text_hash="u", parents=None), {**evaluation(0.8, 0.8), "params": 1000, "flops": 2000}
+        )
+        assert (db.scored(sized)["params"], db.scored(sized)["flops"]) == (10, 20)
+        assert (db.scored(unsized)["params"], db.scored(unsized)["flops"]) == (1000, 2000)
+        assert db.scored(unsized)["parents"] == []  # always a list in a listing row

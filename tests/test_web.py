@@ -11,9 +11,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from agentarch.archive import Archive
+from agentarch.queries import RunHistory
 from agentarch.report import write_report
 from agentarch.web import create_app, serve
-from agentarch.web.plots import mean_of_runs, pareto_front, running_best
+from agentarch.web.plots import best_so_far_lines, mean_of_runs, pareto_front, running_best
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MODEL = "openai/gpt-4o-mini"
@@ -355,3 +356,9 @@ def test_plot_helpers():
     assert pareto_front([(10, 0.5), (100, 0.9), (50, 0.4), (10, 0.6), (200, 0.8)]) == [(10, 0.6), (100, 0.9)]
     # a baseline's line: the mean over its runs, a run that stopped early held at its final best
     assert mean_of_runs([[None, 0.5, 0.7], [0.2, 0.3]]) == [0.2, 0.4, 0.5]
+    history = RunHistory("llm", [0.5, None, 0.6], {"rea": [[0.4]], "tpe": [[None, 0.5, 0.7], [0.2, 0.3]]})
+    assert best_so_far_lines(history) == [
+        ("this run (llm)", [0.5, 0.5, 0.6]),
+        ("rea (1 run, mean)", [0.4]),
+        ("tpe (2 runs, mean)", [0.2, 0.4, 0.5]),
+    ]

@@ -4,10 +4,9 @@ Server-side rendered with Jinja2 (autoescape on: candidate code, prompts and ana
 text) on Starlette. Every request opens its own `Archive`: SQLite connections must not cross the
 worker threads the sync handlers run on, and opening one costs well under a millisecond.
 
-Every list is paginated with LIMIT/OFFSET and each page is a fixed handful of queries (rows are
-joined to their scoring evaluation in SQL, never fetched one by one), so pages stay fast on archives
-of tens of thousands of candidates. `create_app` adds the indexes those queries need (see
-`_INDEXES`) when they are missing.
+Every list is paginated and each page is a fixed handful of queries, all asked of the query layer
+(`agentarch.queries`, `Archive`): this module writes no SQL, so a listing here ranks and scores exactly
+as the CLI, the report and few-shot selection do.
 
 Access: on loopback no token is needed. With a token, every request must carry it (`?token=`, an
 `Authorization: Bearer` header, or the cookie set on the first visit with `?token=`), and every
@@ -24,8 +23,6 @@ import hmac
 import io
 import json
 import math
-import sqlite3
-from collections import defaultdict
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -49,6 +46,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentarch import queries
 from agentarch.archive import CANDIDATE_STATUSES, Archive, ArchiveError
 from agentarch.errors import UsageError
 from agentarch.web import plots
@@ -60,34 +58,7 @@ TOKEN_COOKIE = "agentarch_token"
 # Pending reviews shown at once, oldest first: each carries its code, its diff and three forms, and
 # a person decides them one by one anyway.
 REVIEWS_SHOWN = 10
-BASELINE_PROPOSERS = ("random", "rea", "tpe")  # drawn beside a run in its best-so-far plot
 
-# Indexes the pages need that schema 4 does not create. The first covers "the evaluation a candidate's
-# scores come from" (the ranking key of every listing), so ranking never reads evaluation rows, which
-# carry whole loss curves; the others serve runs' progress counts and run filters (candidates by run),
-# the proposer picker (distinct proposers and models of a task) and a candidate's review history.
-_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS idx_evaluations_scored ON evaluations "
-    "(candidate_id, status, fidelity DESC, val_accuracy DESC, id)",
-    "CREATE INDEX IF NOT EXISTS idx_candidates_run_id_status ON candidates (run_id, status)",
-    "CREATE INDEX IF NOT EXISTS idx_candidates_task_proposer ON candidates (task, proposer)",
-    "CREATE INDEX IF NOT EXISTS idx_candidates_task_model ON candidates (task, model)",
-    "CREATE INDEX IF NOT EXISTS idx_reviews_candidate_id ON reviews (candidate_id)",
-)
-
-# The evaluation a candidate's scores come from, by the rule of Archive.scored: among its trained
-# evaluations the highest fidelity, then the best validation accuracy, then the earliest.
-_BEST = (
-    "SELECT {} FROM evaluations WHERE candidate_id = c.id AND status = 'trained' "
-    "ORDER BY fidelity DESC, val_accuracy DESC, id LIMIT 1"
-)
-# A listing row: the candidate's fields with the scores of that evaluation (None where untrained).
-_ROW_SELECT = f"""
-    SELECT c.id, c.task, c.name, c.proposer, c.model, c.run_id, c.status, c.parents,
-           COALESCE(c.params, e.params) AS params, e.fidelity, e.val_accuracy, e.test_accuracy, e.train_seconds
-    FROM {{source}}
-    LEFT JOIN evaluations e ON e.id = ({_BEST.format("id")})
-"""
 ROW_COLUMNS = (
     "id",
     "task",
@@ -130,145 +101,6 @@ REVIEW_COLUMNS = (
     "decided_at",
     "created_at",
 )
-
-
-# -- queries shared with the static report --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Filters:
-    """What narrows a list of candidates (None: no restriction); `proposer` matches the proposer or the LLM model."""
-
-    task: str | None = None
-    proposer: str | None = None
-    status: str | None = None
-    run: str | None = None
-
-    def where(self) -> tuple[str, list[Any]]:
-        clauses, args = [], []
-        if self.task:
-            clauses.append("c.task = ?")
-            args.append(self.task)
-        if self.proposer:
-            clauses.append("(c.proposer = ? OR c.model = ?)")
-            args += [self.proposer, self.proposer]
-        if self.status:
-            clauses.append("c.status = ?")
-            args.append(self.status)
-        if self.run:
-            clauses.append("c.run_id = ?")
-            args.append(self.run)
-        return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
-
-
-def candidate_rows(db: Archive, filters: Filters, limit: int | None, offset: int = 0) -> list[dict[str, Any]]:
-    """Listing rows ranked by validation accuracy (untrained last, then newest first); limit None means all.
-
-    The page is chosen first on (id, accuracy) alone, out of the covering index, and only its rows
-    are then read in full: sorting whole candidate rows to skip thousands of them would read every
-    candidate's code.
-    """
-    where, args = filters.where()
-    sql = f"""
-        WITH page AS (
-            SELECT c.id, ({_BEST.format("val_accuracy")}) AS best FROM candidates c {where}
-            ORDER BY best IS NULL, best DESC, c.id DESC LIMIT ? OFFSET ?)
-        {_ROW_SELECT.format(source="page JOIN candidates c ON c.id = page.id")}
-        ORDER BY page.best IS NULL, page.best DESC, c.id DESC"""
-    return [_row(r) for r in db.db.query(sql, [*args, -1 if limit is None else limit, offset])]
-
-
-def count_candidates(db: Archive, filters: Filters) -> int:
-    where, args = filters.where()
-    return int(db.db.execute(f"SELECT COUNT(*) FROM candidates c {where}", args).fetchone()[0])
-
-
-def run_overview(db: Archive, run_id: str) -> dict[str, Any]:
-    """A run's row with its progress: candidates by status, LLM calls and spend, best validation accuracy."""
-    found = list(db.db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
-    if not found:
-        raise ArchiveError(f"no run {run_id!r}; `agentarch archive runs` lists them")
-    run = found[0]
-    for key in ("config", "summary"):
-        run[key] = json.loads(run[key]) if run[key] else {}
-    statuses = dict(
-        db.db.execute("SELECT status, COUNT(*) FROM candidates WHERE run_id = ? GROUP BY status", [run_id]).fetchall()
-    )
-    calls, cost, prompt_tokens, completion_tokens = db.db.execute(
-        "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0), COALESCE(SUM(prompt_tokens), 0), "
-        "COALESCE(SUM(completion_tokens), 0) FROM llm_calls WHERE run_id = ?",
-        [run_id],
-    ).fetchone()
-    best = db.db.execute(
-        f"SELECT MAX(({_BEST.format('val_accuracy')})) FROM candidates c WHERE c.run_id = ?", [run_id]
-    ).fetchone()[0]
-    return {
-        **run,
-        "statuses": statuses,
-        "proposed": sum(statuses.values()),
-        "trained": statuses.get("trained", 0),
-        "llm_calls": calls,
-        "cost_usd": cost,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "best_val_accuracy": best,
-    }
-
-
-def loss_curves(db: Archive, candidate_id: int) -> list[tuple[str, list[dict[str, float]]]]:
-    """(label, curve) of each evaluation of a candidate: one per fidelity and seed."""
-    return [
-        (f"evaluation {e['id']} ({e['fidelity']} epochs, seed {e['seed']})", e["curve"] or [])
-        for e in db.evaluations(candidate_id)
-    ]
-
-
-def best_so_far_lines(db: Archive, run: dict[str, Any]) -> list[tuple[str, list[float | None]]]:
-    """The run's best-so-far validation accuracy by evaluation, then one line per baseline proposer on its task.
-
-    Evaluations count in the order they were recorded, failed ones included (they spent budget
-    too). A baseline's line is the mean over its other runs (plots.mean_of_runs); a multi-seed
-    baseline run counts its seeds one after another.
-    """
-    this = [
-        r[0]
-        for r in db.db.execute(
-            "SELECT CASE WHEN e.status = 'trained' THEN e.val_accuracy END FROM evaluations e "
-            "JOIN candidates c ON c.id = e.candidate_id WHERE c.run_id = ? ORDER BY e.id",
-            [run["id"]],
-        )
-    ]
-    lines = [(f"this run ({run['proposer']})", plots.running_best(this))]
-    per_run: dict[str, dict[str, list[float | None]]] = defaultdict(lambda: defaultdict(list))
-    marks = ", ".join("?" for _ in BASELINE_PROPOSERS)
-    for proposer, other_run, val in db.db.execute(
-        "SELECT c.proposer, c.run_id, CASE WHEN e.status = 'trained' THEN e.val_accuracy END "
-        "FROM candidates c JOIN evaluations e ON e.candidate_id = c.id WHERE c.task = ? "
-        f"AND c.proposer IN ({marks}) AND c.run_id IS NOT NULL AND c.run_id != ? ORDER BY e.id",
-        [run["task"], *BASELINE_PROPOSERS, run["id"]],
-    ):
-        per_run[proposer][other_run].append(val)
-    for proposer in BASELINE_PROPOSERS:
-        runs = [plots.running_best(values) for values in per_run.get(proposer, {}).values()]
-        if runs:
-            label = f"{proposer} ({len(runs)} run{'s' if len(runs) > 1 else ''}, mean)"
-            lines.append((label, plots.mean_of_runs(runs)))
-    return lines
-
-
-def pareto_points(db: Archive, run_id: str) -> list[tuple[float, float]]:
-    """(params, validation accuracy) of each trained candidate of a run, scored like the listings."""
-    rows = db.db.execute(
-        "SELECT COALESCE(c.params, e.params), e.val_accuracy FROM candidates c "
-        f"JOIN evaluations e ON e.id = ({_BEST.format('id')}) WHERE c.run_id = ?",
-        [run_id],
-    ).fetchall()
-    return [(float(p), float(a)) for p, a in rows if p is not None and a is not None]
-
-
-def _row(row: dict[str, Any]) -> dict[str, Any]:
-    parents = row.get("parents")
-    return {**row, "parents": json.loads(parents) if isinstance(parents, str) else (parents or [])}
 
 
 # -- rendering helpers --------------------------------------------------------------------------------
@@ -412,8 +244,11 @@ def _wants_export(request: Request) -> bool:
     return "format" in request.query_params
 
 
-def _export_all(request: Request) -> bool:
-    return request.query_params.get("all") == "1"
+def _window(request: Request, page: int) -> tuple[int | None, int]:
+    """(limit, offset) of the rows a request asks for: one page, or every row for an export with `all=1`."""
+    if _wants_export(request) and request.query_params.get("all") == "1":
+        return None, 0
+    return PAGE_SIZE, (page - 1) * PAGE_SIZE
 
 
 # -- access -------------------------------------------------------------------------------------------
@@ -477,14 +312,11 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
     """The web UI over one archive file; with `token`, every request must prove it knows it (see module docstring).
 
     The archive is opened once here so that a bad path fails at start-up rather than on the first
-    page, and so the indexes the pages need exist before the first query.
+    page, and an older archive is migrated (its indexes made) before the first query.
     """
     archive_path = Path(archive_path)
     token = token or None  # an empty token would let anyone in with `?token=`
-    with Archive(archive_path) as db:
-        for statement in _INDEXES:
-            db.db.execute(statement)
-        db.db.conn.commit()
+    Archive(archive_path).close()
 
     templates = Jinja2Templates(
         env=template_environment(),
@@ -508,26 +340,17 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
     def leaderboard(request: Request) -> Response:
         q = request.query_params
         with archive() as db:
-            tasks = [r[0] for r in db.db.execute("SELECT DISTINCT task FROM candidates ORDER BY task")]
-            newest = db.db.execute("SELECT task FROM candidates ORDER BY id DESC LIMIT 1").fetchone()
-            task = q.get("task") or (newest[0] if newest else None)
-            filters = Filters(
+            tasks = queries.tasks(db)
+            task = q.get("task") or queries.newest_task(db)
+            filters = queries.Filters(
                 task=task, proposer=q.get("proposer") or None, status=q.get("status") or None, run=q.get("run") or None
             )
-            pager = Pager(_page(request), count_candidates(db, filters))
-            everything = _wants_export(request) and _export_all(request)
-            rows = candidate_rows(db, filters, None if everything else pager.size, 0 if everything else pager.offset)
+            pager = Pager(_page(request), queries.count_candidates(db, filters))
+            rows = queries.leaderboard(db, filters, *_window(request, pager.page))
             if _wants_export(request):
                 return _export(request, rows, ROW_COLUMNS, f"leaderboard-{task or 'all'}")
-            proposers = [
-                r[0]
-                for r in db.db.execute(
-                    "SELECT proposer FROM candidates WHERE task = ? UNION SELECT model FROM candidates "
-                    "WHERE task = ? AND model IS NOT NULL ORDER BY 1",
-                    [task, task],
-                )
-            ]
-            runs = [r[0] for r in db.db.execute("SELECT id FROM runs WHERE task = ? ORDER BY started_at DESC", [task])]
+            proposers = queries.proposers(db, task)
+            runs = queries.run_ids(db, task)
         return render(
             request,
             "leaderboard.html",
@@ -551,7 +374,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
         if query:
             with archive() as db:
                 try:
-                    total, rows = _search(db, query, page, everything=_wants_export(request) and _export_all(request))
+                    total, rows = queries.search(db, query, *_window(request, page))
                 except ArchiveError as e:
                     error = str(e)
             if _wants_export(request) and error is None:
@@ -577,23 +400,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             related_ids = [*(row.get("parents") or []), *(row.get("examples") or [])]
             if row.get("duplicate_of"):
                 related_ids.append(row["duplicate_of"])
-            related = _names(db, related_ids)
-            children = [
-                dict(zip(("id", "name", "status"), r[:3]))
-                for r in db.db.execute(
-                    "SELECT id, name, status, parents FROM candidates WHERE id > ? AND instr(parents, ?) > 0 ORDER BY id",
-                    [candidate_id, str(candidate_id)],
-                )
-                if candidate_id in json.loads(r[3] or "[]")
-            ]
-            reviews = [
-                dict(r)
-                for r in db.db.query(
-                    "SELECT * FROM reviews WHERE candidate_id = ? OR (proposal_key IS NOT NULL AND proposal_key = ?) "
-                    "ORDER BY id",
-                    [candidate_id, row.get("proposal_key")],
-                )
-            ]
+            related = queries.candidate_fields(db, related_ids, ("name", "status"))
             context = {
                 "c": row,
                 "scored": scored,
@@ -603,8 +410,8 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 "parents": [related[i] for i in row.get("parents") or [] if i in related],
                 "examples": [related[i] for i in row.get("examples") or [] if i in related],
                 "duplicate_of": related.get(row.get("duplicate_of")),
-                "children": children,
-                "reviews": reviews,
+                "children": queries.children(db, candidate_id),
+                "reviews": queries.candidate_reviews(db, candidate_id, row.get("proposal_key")),
                 "error": error,
             }
         return render(request, "candidate.html", context, status_code)
@@ -619,7 +426,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 db.candidate(candidate_id)
             except ArchiveError as e:
                 raise HTTPException(404, str(e)) from None
-            return Response(plots.draw_loss_curves(loss_curves(db, candidate_id)), media_type="image/png")
+            return Response(plots.draw_loss_curves(queries.loss_curves(db, candidate_id)), media_type="image/png")
 
     async def candidate_flag(request: Request) -> Response:
         candidate_id = request.path_params["candidate_id"]
@@ -655,16 +462,9 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
         with archive() as db:
             queue = db.reviews(status="pending")
             pending = queue[:REVIEWS_SHOWN]
-            parents = _codes(db, [r["parent_id"] for r in pending if r.get("parent_id")])
-            total = db.db.execute("SELECT COUNT(*) FROM reviews WHERE status != 'pending'").fetchone()[0]
-            pager = Pager(page, total)
-            decided = [
-                dict(r)
-                for r in db.db.query(
-                    "SELECT * FROM reviews WHERE status != 'pending' ORDER BY id DESC LIMIT ? OFFSET ?",
-                    [pager.size, pager.offset],
-                )
-            ]
+            parents = queries.candidate_fields(db, [r["parent_id"] for r in pending], ("name", "code"))
+            pager = Pager(page, queries.count_decided_reviews(db))
+            decided = queries.decided_reviews(db, pager.size, pager.offset)
         if _wants_export(request):
             return _export(request, pending + decided, REVIEW_COLUMNS, "reviews")
         for review in pending:
@@ -708,14 +508,8 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
 
     def runs_page(request: Request) -> Response:
         with archive() as db:
-            pager = Pager(_page(request), db.db["runs"].count)
-            everything = _wants_export(request) and _export_all(request)
-            limit, offset = (-1, 0) if everything else (pager.size, pager.offset)
-            runs = [
-                dict(r)
-                for r in db.db.query("SELECT * FROM runs ORDER BY started_at DESC LIMIT ? OFFSET ?", [limit, offset])
-            ]
-            _add_progress(db, runs)
+            pager = Pager(_page(request), queries.count_runs(db))
+            runs = queries.runs_with_progress(db, *_window(request, pager.page))
         if _wants_export(request):
             return _export(request, runs, RUN_COLUMNS, "runs")
         return render(request, "runs.html", {"runs": runs, "pager": pager})
@@ -724,13 +518,11 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
         run_id = request.path_params["run_id"]
         with archive() as db:
             try:
-                run = run_overview(db, run_id)
+                run = queries.run_overview(db, run_id)
             except ArchiveError as e:
                 raise HTTPException(404, str(e)) from None
-            top = candidate_rows(db, Filters(run=run_id), limit=20)
-            pending = db.db.execute(
-                "SELECT COUNT(*) FROM reviews WHERE run_id = ? AND status = 'pending'", [run_id]
-            ).fetchone()[0]
+            top = queries.leaderboard(db, queries.Filters(run=run_id), limit=20)
+            pending = queries.count_pending_reviews(db, run_id)
         return render(request, "run.html", {"run": run, "rows": top, "pending": pending})
 
     def run_plot(request: Request) -> Response:
@@ -738,13 +530,13 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
         if kind not in ("best", "pareto"):
             raise HTTPException(404, f"no plot {kind!r}; there are best.png and pareto.png")
         with archive() as db:
-            found = list(db.db.query("SELECT id, task, proposer FROM runs WHERE id = ?", [run_id]))
-            if not found:
+            run = db.find_run(run_id)
+            if run is None:
                 raise HTTPException(404, f"no run {run_id!r}; `agentarch archive runs` lists them")
             png = (
-                plots.draw_best_so_far(best_so_far_lines(db, found[0]))
+                plots.draw_best_so_far(queries.run_history(db, run))
                 if kind == "best"
-                else plots.draw_pareto(pareto_points(db, run_id))
+                else plots.draw_pareto(queries.pareto_points(db, run_id))
             )
         return Response(png, media_type="image/png")
 
@@ -782,80 +574,6 @@ def _text(form: FormData, name: str) -> str:
     """A form field as text ("" when absent, or a file where text was expected)."""
     value = form.get(name)
     return value if isinstance(value, str) else ""
-
-
-def _search(db: Archive, query: str, page: int, everything: bool) -> tuple[int, list[dict[str, Any]]]:
-    """The FTS5 match Archive.search runs, but paginated and with the rows fetched in one query, in rank order."""
-    pager = Pager(page, 0)
-    try:
-        total = db.db.execute("SELECT COUNT(*) FROM candidates_fts WHERE candidates_fts MATCH ?", [query]).fetchone()[0]
-        ids = [
-            r[0]
-            for r in db.db.execute(
-                "SELECT rowid FROM candidates_fts WHERE candidates_fts MATCH ? ORDER BY rank LIMIT ? OFFSET ?",
-                [query, -1 if everything else pager.size, 0 if everything else pager.offset],
-            )
-        ]
-    except sqlite3.OperationalError as err:
-        raise ArchiveError(f'cannot search for {query!r} ({err}); quote phrases, e.g. "depthwise conv"') from None
-    if not ids:
-        return total, []
-    marks = ", ".join("?" for _ in ids)
-    sql = f"{_ROW_SELECT.format(source='candidates c')} WHERE c.id IN ({marks})"
-    found = {r["id"]: _row(r) for r in db.db.query(sql, ids)}
-    return total, [found[i] for i in ids if i in found]
-
-
-def _names(db: Archive, ids: list[int]) -> dict[int, dict[str, Any]]:
-    """id → {id, name, status} for the candidates that exist among `ids`, in one query."""
-    ids = [i for i in dict.fromkeys(ids) if isinstance(i, int)]
-    if not ids:
-        return {}
-    rows = db.db.execute(f"SELECT id, name, status FROM candidates WHERE id IN ({', '.join('?' for _ in ids)})", ids)
-    return {r[0]: {"id": r[0], "name": r[1], "status": r[2]} for r in rows}
-
-
-def _codes(db: Archive, ids: list[int]) -> dict[int, dict[str, Any]]:
-    """id → {id, name, code} for the candidates among `ids`, in one query."""
-    if not ids:
-        return {}
-    rows = db.db.execute(f"SELECT id, name, code FROM candidates WHERE id IN ({', '.join('?' for _ in ids)})", ids)
-    return {r[0]: {"id": r[0], "name": r[1], "code": r[2]} for r in rows}
-
-
-def _add_progress(db: Archive, runs: list[dict[str, Any]]) -> None:
-    """Add proposed/trained counts, best validation accuracy and LLM spend to each run row, three queries in all."""
-    ids = [r["id"] for r in runs]
-    if not ids:
-        return
-    marks = ", ".join("?" for _ in ids)
-    counts = {
-        r[0]: r[1:]
-        for r in db.db.execute(
-            f"SELECT run_id, COUNT(*), SUM(status = 'trained') FROM candidates WHERE run_id IN ({marks}) GROUP BY run_id",
-            ids,
-        )
-    }
-    best = dict(
-        db.db.execute(
-            f"SELECT c.run_id, MAX(({_BEST.format('val_accuracy')})) FROM candidates c WHERE c.run_id IN ({marks}) "
-            "GROUP BY c.run_id",
-            ids,
-        ).fetchall()
-    )
-    spend = dict(
-        db.db.execute(
-            f"SELECT run_id, SUM(cost_usd) FROM llm_calls WHERE run_id IN ({marks}) GROUP BY run_id", ids
-        ).fetchall()
-    )
-    for run in runs:
-        proposed, trained = counts.get(run["id"], (0, 0))
-        run.update(
-            proposed=proposed,
-            trained=trained or 0,
-            best_val_accuracy=best.get(run["id"]),
-            cost_usd=spend.get(run["id"]),
-        )
 
 
 def serve(archive_path: Path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None) -> None:

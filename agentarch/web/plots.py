@@ -1,8 +1,7 @@
 """The archive's plots as PNG bytes: a candidate's loss curves, a run's best-so-far and its Pareto front.
 
 Shared by the web pages (served as images) and the static report (written as files), so the two
-always draw the same thing. These functions draw plain lists; the queries that read them from the
-archive live with the other page queries in `agentarch.web.app`.
+always draw the same thing. These functions draw what `agentarch.queries` reads from the archive.
 
 Figures are built with matplotlib's object API on the Agg canvas, never pyplot: pyplot keeps global
 state that is not safe across the web server's worker threads, and Agg needs no display.
@@ -18,6 +17,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
+
+from agentarch.queries import RunHistory
 
 
 def running_best(values: Sequence[float | None]) -> list[float | None]:
@@ -42,6 +43,16 @@ def mean_of_runs(runs: list[list[float | None]]) -> list[float | None]:
         scored = [v for v in scored if v is not None]
         means.append(sum(scored) / len(scored) if scored else None)
     return means
+
+
+def best_so_far_lines(history: RunHistory) -> list[tuple[str, list[float | None]]]:
+    """The run's best-so-far validation accuracy by evaluation, then one line per baseline proposer on its task:
+    the mean over that proposer's runs."""
+    lines = [(f"this run ({history.proposer})", running_best(history.values))]
+    for proposer, runs in history.baselines.items():
+        label = f"{proposer} ({len(runs)} run{'s' if len(runs) > 1 else ''}, mean)"
+        lines.append((label, mean_of_runs([running_best(values) for values in runs])))
+    return lines
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -95,11 +106,11 @@ def draw_loss_curves(series: Sequence[tuple[str, Sequence[dict[str, float]]]]) -
     return _png(figure)
 
 
-def draw_best_so_far(lines: Sequence[tuple[str, Sequence[float | None]]]) -> bytes:
-    """Best validation accuracy against evaluation index (1-based), one step line per (label, best-so-far values)."""
+def draw_best_so_far(history: RunHistory) -> bytes:
+    """Best validation accuracy against evaluation index (1-based): the run's step line, and its baselines'."""
     figure, axes = _figure()
     drawn = False
-    for i, (label, values) in enumerate(lines):
+    for i, (label, values) in enumerate(best_so_far_lines(history)):
         points = [(x, y) for x, y in enumerate(values, start=1) if y is not None]
         if points:
             axes.step(

@@ -1,0 +1,247 @@
+"""The query layer (agentarch.queries) on a real archive file: ranking, search, lineage, reviews, runs' progress."""
+
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from agentarch import queries
+from agentarch.archive import Archive, ArchiveError
+from agentarch.queries import Filters
+
+MODEL = "openai/gpt-4o-mini"
+
+
+def candidate(name, **extra):
+    return {
+        "task": "digits",
+        "name": name,
+        "proposer": "user",
+        "code": f"# {name}\nx = 1\n",
+        "status": "trained",
+        "text_hash": name,
+        "ast_hash": name,
+        "functional_hash": name,
+        "parents": [],
+        **extra,
+    }
+
+
+def trained(val, epochs=5, params=1000):
+    return {
+        "status": "trained",
+        "fidelity": epochs,
+        "seed": 0,
+        "val_accuracy": val,
+        "test_accuracy": val - 0.01,
+        "params": params,
+        "curve": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}],
+    }
+
+
+FAILED = {"status": "failed", "fidelity": 5, "error": "RuntimeError: shape mismatch"}
+
+
+@dataclass
+class Sample:
+    db: Archive
+    llm_run: str
+    rea_run: str
+    old_rea_run: str
+    seed: int  # user seed: 0.80 at 5 epochs, 0.70 at 20 (its score: the 20-epoch one)
+    child: int  # LLM, child of seed, 0.90, analysis mentions depthwise
+    failed: int  # LLM, child of child, failed
+    rea: int  # rea run, 0.85
+    tie: int  # rea run, 0.85 as well, recorded later
+    invalid: int  # no evaluation
+    other_task: int  # mqar, child of seed
+
+
+@pytest.fixture
+def sample(tmp_path):
+    with Archive(tmp_path / "archive.db") as db:
+        runs = []
+        for kind, proposer, config in (("baseline", "rea", {}), ("run", MODEL, {"budget": 3}), ("baseline", "rea", {})):
+            time.sleep(0.002)  # runs are listed by start time, which is kept to the millisecond
+            runs.append(db.start_run(kind, "digits", proposer, config))
+        old_rea_run, llm_run, rea_run = runs
+        seed = db.record(candidate("seed"), trained(0.80))
+        db.add_evaluation(seed, "digits", trained(0.70, epochs=20, params=5000))
+        call = db.record_llm_call(
+            {
+                "run_id": llm_run,
+                "purpose": "propose",
+                "model": MODEL,
+                "status": "ok",
+                "prompt_tokens": 100,
+                "completion_tokens": 20,
+                "cost_usd": 0.01,
+            }
+        )
+        child = db.record(
+            candidate(
+                "child",
+                proposer="llm",
+                model=MODEL,
+                run_id=llm_run,
+                parents=[seed],
+                analysis="depthwise convolutions",
+                proposal_key=f"{llm_run}/0/0",
+            ),
+            trained(0.90, params=2000),
+            llm_calls=[call],
+        )
+        failed = db.record(
+            candidate("failed", proposer="llm", model=MODEL, run_id=llm_run, parents=[child], status="failed"), FAILED
+        )
+        rea = db.record(candidate("rea", proposer="rea", run_id=rea_run), trained(0.85))
+        tie = db.record(candidate("tie", proposer="rea", run_id=rea_run), trained(0.85))
+        db.record(candidate("old-rea", proposer="rea", run_id=old_rea_run), trained(0.60))
+        invalid = db.record(candidate("invalid", status="invalid", reason="[imports] os"))
+        other_task = db.record(candidate("other", task="mqar", parents=[seed]), trained(0.99))
+        yield Sample(db, llm_run, rea_run, old_rea_run, seed, child, failed, rea, tie, invalid, other_task)
+
+
+def ids(rows):
+    return [row["id"] for row in rows]
+
+
+def test_the_leaderboard_ranks_by_the_scoring_evaluation_untrained_last_ties_newest_first(sample):
+    rows = queries.leaderboard(sample.db, Filters(task="digits"), limit=None)
+    assert ids(rows)[:5] == [sample.child, sample.tie, sample.rea, sample.seed, sample.rea + 2]
+    assert ids(rows)[5:] == [sample.invalid, sample.failed]  # untrained, newest first
+    seed_row = rows[3]
+    assert (seed_row["val_accuracy"], seed_row["fidelity"], seed_row["params"]) == (0.70, 20, 5000)
+    assert "code" not in seed_row and rows[0]["parents"] == [sample.seed] and rows[0]["model"] == MODEL
+    assert ids(queries.leaderboard(sample.db, Filters(task="digits"), limit=2, offset=1)) == [sample.tie, sample.rea]
+    assert queries.count_candidates(sample.db, Filters(task="digits")) == 7
+    assert queries.count_candidates(sample.db, Filters()) == 8
+
+
+def test_filters_narrow_by_task_proposer_or_model_status_and_run(sample):
+    def ranked(**given):
+        return ids(queries.leaderboard(sample.db, Filters(**given), limit=None))
+
+    assert ranked(proposer=MODEL) == ranked(proposer="llm") == [sample.child, sample.failed]
+    assert ranked(status="failed") == [sample.failed]
+    assert ranked(run=sample.rea_run) == [sample.tie, sample.rea]
+    assert ranked(task="mqar") == [sample.other_task]
+    assert ranked(task="digits", proposer="rea", status="trained", run=sample.old_rea_run) == [sample.rea + 2]
+
+
+def test_the_pickers_tasks_proposers_and_runs(sample):
+    assert queries.tasks(sample.db) == ["digits", "mqar"]
+    assert queries.newest_task(sample.db) == "mqar"
+    assert queries.proposers(sample.db, "digits") == ["llm", MODEL, "rea", "user"]
+    assert queries.run_ids(sample.db, "digits") == [sample.rea_run, sample.llm_run, sample.old_rea_run]
+    assert queries.run_ids(sample.db, "mqar") == []
+
+
+def test_a_new_archive_has_no_newest_task(tmp_path):
+    with Archive(tmp_path / "empty.db") as db:
+        assert queries.newest_task(db) is None and queries.tasks(db) == []
+
+
+def test_search_counts_every_match_and_returns_one_page_of_listing_rows(sample):
+    total, rows = queries.search(sample.db, "depthwise", limit=10)
+    assert total == 1 and ids(rows) == [sample.child] and rows[0]["val_accuracy"] == 0.90
+    total, rows = queries.search(sample.db, "x", limit=2, offset=1)  # every candidate's code holds `x = 1`
+    assert total == 8 and len(rows) == 2
+    assert len(queries.search(sample.db, "x", limit=None)[1]) == 8
+    with pytest.raises(ArchiveError, match="quote phrases"):
+        queries.search(sample.db, '"unclosed', limit=10)
+
+
+def test_candidate_fields_fetches_texts_for_any_number_of_ids(sample):
+    found = queries.candidate_fields(sample.db, [sample.child, sample.seed, sample.child, 999, None], ("name", "code"))
+    assert found == {
+        sample.child: {"id": sample.child, "name": "child", "code": "# child\nx = 1\n"},
+        sample.seed: {"id": sample.seed, "name": "seed", "code": "# seed\nx = 1\n"},
+    }
+    many = [*range(100_000, 140_000), sample.rea]  # beyond SQLite's cap on placeholders: one JSON argument
+    assert list(queries.candidate_fields(sample.db, many, ("status",))) == [sample.rea]
+    assert queries.candidate_fields(sample.db, [], ("name",)) == {}
+    with pytest.raises(ValueError, match="no column"):
+        queries.candidate_fields(sample.db, [sample.seed], ("name; DROP TABLE runs",))
+
+
+def test_ranked_with_code_is_the_trained_pool_best_first_with_code_and_analysis(sample):
+    pool = queries.ranked_with_code(sample.db, "digits")
+    assert ids(pool) == ids(sample.db.top("digits", limit=None))
+    assert ids(pool)[:3] == [sample.child, sample.rea, sample.tie]  # equal scores: the earlier first, as top ranks
+    assert pool[0]["code"] == "# child\nx = 1\n" and pool[0]["analysis"] == "depthwise convolutions"
+    assert sample.failed not in ids(pool) and sample.other_task not in ids(pool)
+
+
+def test_children_and_child_counts_read_the_parents_lists_exactly(sample):
+    assert queries.children(sample.db, sample.seed) == [
+        {"id": sample.child, "name": "child", "status": "trained"},
+        {"id": sample.other_task, "name": "other", "status": "trained"},
+    ]
+    assert queries.children(sample.db, sample.child) == [{"id": sample.failed, "name": "failed", "status": "failed"}]
+    assert queries.children(sample.db, sample.failed) == []
+    assert queries.child_counts(sample.db, "digits") == {sample.seed: 1, sample.child: 1}
+    assert queries.child_counts(sample.db, "mqar") == {sample.seed: 1}
+
+
+def test_children_are_not_matched_by_a_substring_of_another_id(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        first = db.record(candidate("first"))
+        db.record(candidate("second", parents=[first * 10 + first]))  # e.g. 11: contains "1", is not 1
+        assert queries.children(db, first) == []
+
+
+def test_reviews_of_a_candidate_decided_and_pending(sample):
+    gate = sample.db.request_review(
+        {"run_id": sample.llm_run, "proposal_key": f"{sample.llm_run}/0/0", "code": "x = 1\n", "intent": "wider"}
+    )
+    waiting = sample.db.request_review(
+        {"run_id": sample.llm_run, "proposal_key": f"{sample.llm_run}/1/0", "code": "y = 2\n", "intent": "deeper"}
+    )
+    sample.db.decide(gate, "approved", by="ada")
+    flag = sample.db.flag(sample.child, by="bob", reason="suspicious")
+    assert ids(queries.candidate_reviews(sample.db, sample.child, f"{sample.llm_run}/0/0")) == [gate, flag]
+    assert ids(queries.candidate_reviews(sample.db, sample.child, None)) == [flag]
+    assert ids(queries.decided_reviews(sample.db, limit=None)) == [flag, gate]
+    assert ids(queries.decided_reviews(sample.db, limit=1, offset=1)) == [gate]
+    assert queries.count_decided_reviews(sample.db) == 2
+    assert queries.count_pending_reviews(sample.db, sample.llm_run) == 1
+    assert queries.count_pending_reviews(sample.db, sample.rea_run) == 0
+    assert waiting not in ids(queries.decided_reviews(sample.db, limit=None))
+
+
+def test_runs_with_progress_and_a_runs_overview(sample):
+    runs = {run["id"]: run for run in queries.runs_with_progress(sample.db, limit=None)}
+    assert list(runs) == [sample.rea_run, sample.llm_run, sample.old_rea_run]
+    llm, rea = runs[sample.llm_run], runs[sample.rea_run]
+    assert (llm["proposed"], llm["trained"], llm["best_val_accuracy"], llm["cost_usd"]) == (2, 1, 0.90, 0.01)
+    assert (rea["proposed"], rea["trained"], rea["best_val_accuracy"], rea["cost_usd"]) == (2, 2, 0.85, None)
+    assert ids(queries.runs_with_progress(sample.db, limit=1, offset=1)) == [sample.llm_run]
+    assert queries.count_runs(sample.db) == 3
+    overview = queries.run_overview(sample.db, sample.llm_run)
+    assert overview["statuses"] == {"trained": 1, "failed": 1} and overview["config"] == {"budget": 3}
+    assert (overview["llm_calls"], overview["prompt_tokens"], overview["completion_tokens"]) == (1, 100, 20)
+    assert overview["summary"] == {}  # not finished yet
+    assert queries.run_overview(sample.db, sample.rea_run)["cost_usd"] == 0.0
+    with pytest.raises(ArchiveError, match="archive runs"):
+        queries.run_overview(sample.db, "nope")
+
+
+def test_run_history_keeps_failed_evaluations_and_groups_other_baseline_runs(sample):
+    llm = queries.run_history(sample.db, sample.db.find_run(sample.llm_run))
+    assert (llm.proposer, llm.values) == (MODEL, [0.90, None])
+    assert llm.baselines == {"rea": [[0.85, 0.85], [0.60]]}
+    rea = queries.run_history(sample.db, sample.db.find_run(sample.rea_run))
+    assert rea.values == [0.85, 0.85] and rea.baselines == {"rea": [[0.60]]}  # never itself
+
+
+def test_pareto_points_and_loss_curves(sample):
+    assert queries.pareto_points(sample.db, sample.llm_run) == [(2000.0, 0.90)]  # the failed child has no point
+    assert sorted(queries.pareto_points(sample.db, sample.rea_run)) == [(1000.0, 0.85), (1000.0, 0.85)]
+    curves = queries.loss_curves(sample.db, sample.seed)
+    assert [label for label, _ in curves] == [
+        f"evaluation {i} ({epochs} epochs, seed 0)"
+        for i, epochs in zip([e["id"] for e in sample.db.evaluations(sample.seed)], (5, 20))
+    ]
+    assert curves[0][1] == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]
+    assert queries.loss_curves(sample.db, sample.invalid) == []
