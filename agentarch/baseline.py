@@ -20,13 +20,15 @@ from typing import Any
 
 from agentarch import dedup
 from agentarch.archive import Archive
+from agentarch.candidate import candidate_row
 from agentarch.errors import UsageError
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.proposers.base import Observation, Proposal
 from agentarch.proposers.baselines import make_proposer
 from agentarch.spaces import SearchSpace
+from agentarch.summaries import best_by_validation
 from agentarch.tabular import nb201_table
-from agentarch.tasks import Task, TaskError
+from agentarch.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,8 @@ class SeedResult:
     history: list[Trial] = field(default_factory=list)
 
     def best(self, budget: int | None = None) -> Trial | None:
-        """The best-by-validation trial among the first `budget` evaluations (the earliest wins ties)."""
-        best = None
-        for trial in self.history[:budget]:
-            if trial.val is not None and trial.test is not None and (best is None or trial.val > best.val):
-                best = trial
-        return best
+        """The best-by-validation trial among the first `budget` evaluations that have both scores."""
+        return best_by_validation(self.history[:budget], lambda trial: None if trial.test is None else trial.val)
 
 
 def summarize(algo: str, task: str, budget: int, results: list[SeedResult]) -> dict[str, Any]:
@@ -68,20 +66,6 @@ def summarize(algo: str, task: str, budget: int, results: list[SeedResult]) -> d
         "std_test": statistics.pstdev(tests) if len(tests) > 1 else 0.0 if tests else None,
         "mean_val": statistics.fmean(b.val for b in bests) if bests else None,
     }
-
-
-def check_fit(space: SearchSpace, task: Task) -> None:
-    """Refuse a space that cannot express candidates for the task, saying which would."""
-    if task.kind == "tabular" and space.name != "nb201":
-        raise TaskError(f"{task.name} is a NAS-Bench-201 table and answers only nb201 cells; use --space nb201")
-    if task.kind not in space.kinds:
-        from agentarch.spaces import SPACES
-
-        fitting = [s.name for s in SPACES.values() if task.kind in s.kinds]
-        raise TaskError(
-            f"the {space.name} space builds {'/'.join(space.kinds)} models, but {task.name} is a "
-            f"{task.kind} task; use --space {' or '.join(fitting)}"
-        )
 
 
 def search_table(algo: str, space: SearchSpace, task: Task, budget: int, seed: int, **options: Any) -> SeedResult:
@@ -154,16 +138,16 @@ def record_table_best(
         return int(earlier["id"])
     code = space.render(best.arch, task)
     candidate = {
-        "run_id": run_id,
-        "task": task.name,
-        "name": f"{space.name}:{best.arch}",
-        "proposer": algo,
-        "parents": [],
-        "code": code,
-        "text_hash": dedup.whitespace_hash(code),
+        **candidate_row(
+            run_id=run_id,
+            task=task.name,
+            name=f"{space.name}:{best.arch}",
+            proposer=algo,
+            code=code,
+            space=space.name,
+            arch=best.arch,
+        ),
         "ast_hash": dedup.ast_hash(code),
-        "space": space.name,
-        "arch": best.arch,
         "status": "trained",
         "reason": f"best of {len(result.history)} table queries by {algo} (seed {result.seed})",
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import os
@@ -14,24 +13,24 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, TimeElapsedColumn
 from rich.syntax import Syntax
 from rich.table import Table
 
-from agentarch import fewshot, prompts, web
+from agentarch import fewshot, formats, prompts, web
 from agentarch import review as review_lib
 from agentarch import run as run_lib
 from agentarch.archive import Archive, ArchiveError
 from agentarch.baseline import (
     SeedResult,
-    check_fit,
     parse_seeds,
     record_table_best,
     search_table,
     search_trained,
     summarize,
 )
-from agentarch.config import ConfigError, Settings, load_settings
+from agentarch.config import ConfigError, Settings, field_doc, load_settings
 from agentarch.errors import AgentarchError
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.fidelity import rung_budgets, successive_halving
@@ -45,7 +44,8 @@ from agentarch.sandbox import (
     process_mode_gaps,
     resolve_isolation,
 )
-from agentarch.spaces import SearchSpace, get_space
+from agentarch.spaces import SPACES, SearchSpace, get_space
+from agentarch.summaries import eval_summary
 from agentarch.tasks import TASKS, get_task
 
 
@@ -74,7 +74,9 @@ class App(typer.Typer):
 
 
 app = App(
-    help="LLM-driven neural architecture discovery: propose, sandbox, train, archive.",
+    help="LLM-driven neural architecture discovery: propose, sandbox, train, archive.\n\n"
+    "Every option that shows a setting's default can also be set in agentarch.toml (or the file in "
+    "AGENTARCH_CONFIG) or as an AGENTARCH_<NAME> variable; the variable beats the file, the flag beats both.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -84,10 +86,31 @@ app.add_typer(archive_app, name="archive")
 err = Console(stderr=True)
 out = Console()
 
-ArchiveOpt = Annotated[
-    Optional[Path], typer.Option("--archive", help="SQLite archive file [default: archive/archive.db]")
-]
-TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help=f"task: {', '.join(TASKS)} [default: digits]")]
+
+def setting(name: str, *flags: str, note: str = "") -> Any:
+    """The Typer option for the Settings field `name`: its help, shown default, bounds and choices come from the field.
+
+    The command's parameter is named like the field and defaults to None, so a flag that is not given
+    falls through to agentarch.toml, AGENTARCH_* and the field's default (`load_settings` drops Nones).
+    `note` adds what only a command line needs (the known tasks). The text is escaped because Typer
+    reads help as Rich markup, which would swallow "[default: ...]" as a tag.
+    """
+    doc = field_doc(name)
+    extras = "; ".join(part for part in (f"default: {doc.default}", doc.bounds) if part)
+    return typer.Option(
+        *flags,
+        help=escape(f"{doc.description}{note} [{extras}]"),
+        metavar=f"[{'|'.join(doc.choices)}]" if doc.choices else None,
+        show_default=False,
+    )
+
+
+ArchiveOpt = Annotated[Optional[Path], setting("archive", "--archive")]
+TaskOpt = Annotated[Optional[str], setting("task", "--task", "-t", note=f": {', '.join(TASKS)}")]
+EpochsOpt = Annotated[Optional[int], setting("epochs", "--epochs")]
+DataDirOpt = Annotated[Optional[Path], setting("data_dir", "--data-dir")]
+IsolationOpt = Annotated[Optional[str], setting("isolation", "--isolation")]
+TimeoutOpt = Annotated[Optional[float], setting("timeout_s", "--timeout")]
 
 
 def fail(message: str) -> typer.Exit:
@@ -123,16 +146,12 @@ def eval_command(
     task: TaskOpt = None,
     archive: ArchiveOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per file, one per line")] = False,
-    epochs: Annotated[Optional[int], typer.Option(help="training epochs (the fidelity) [default: the task's]")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="training seed")] = None,
-    data_dir: Annotated[
-        Optional[Path], typer.Option(help="where file-based datasets live (mnist, cifar10, ...)")
-    ] = None,
-    download: Annotated[
-        Optional[bool], typer.Option("--download", help="fetch a missing dataset into --data-dir")
-    ] = None,
-    isolation: Annotated[Optional[str], typer.Option(help="auto, bubblewrap or process (weaker fallback)")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="wall-clock seconds per candidate")] = None,
+    epochs: EpochsOpt = None,
+    seed: Annotated[Optional[int], setting("seed", "--seed")] = None,
+    data_dir: DataDirOpt = None,
+    download: Annotated[Optional[bool], setting("download", "--download")] = None,
+    isolation: IsolationOpt = None,
+    timeout_s: TimeoutOpt = None,
 ) -> None:
     """Check, dedup, train and record each candidate file.
 
@@ -149,7 +168,7 @@ def eval_command(
         data_dir=data_dir,
         download=download,
         isolation=isolation,
-        timeout_s=timeout,
+        timeout_s=timeout_s,
     )
     if settings.task not in TASKS:
         raise fail(f"unknown task {settings.task!r}; known tasks: {', '.join(TASKS)}")
@@ -162,7 +181,7 @@ def eval_command(
         config = {"paths": [str(p) for p in paths], "epochs": settings.epochs, "seed": settings.seed}
         results: list[EvalResult] = []
         with db.run(
-            "eval", settings.task, "user", {**config, "isolation": evaluator.isolation}, lambda: _summary(results)
+            "eval", settings.task, "user", {**config, "isolation": evaluator.isolation}, lambda: eval_summary(results)
         ) as run_id:
             evaluator.run_id = run_id
             for path in paths:
@@ -187,33 +206,15 @@ def _evaluate_file(evaluator: Evaluator, path: Path) -> EvalResult:
     return evaluator.evaluate(code, path.name)
 
 
-def _summary(results: list[EvalResult]) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    return {"evaluated": len(results), "counts": counts}
-
-
-def _fmt(value: Any, kind: str = "") -> str:
-    if value is None:
-        return "-"
-    if kind == "acc":
-        return f"{value:.4f}"
-    if kind == "int":
-        return f"{value:,}"
-    if kind == "s":
-        return f"{value:.1f}s"
-    return str(value)
-
-
 def _print_result(r: EvalResult) -> None:
     m = r.metrics
     color = {"trained": "green", "duplicate": "yellow"}.get(r.status, "red")
     line = f"[bold]#{r.id}[/] {r.name}: [{color}]{r.status}[/]"
     if r.status == "trained":
         line += (
-            f"  val {_fmt(m['val_accuracy'], 'acc')}  test {_fmt(m['test_accuracy'], 'acc')}  "
-            f"params {_fmt(m['params'], 'int')}  flops {_fmt(m['flops'], 'int')}  train {_fmt(m['train_seconds'], 's')}"
+            f"  val {formats.accuracy(m['val_accuracy'])}  test {formats.accuracy(m['test_accuracy'])}  "
+            f"params {formats.count(m['params'])}  flops {formats.count(m['flops'])}  "
+            f"train {formats.seconds(m['train_seconds'])}"
         )
     if r.reason:
         line += f"\n    {r.reason}"
@@ -226,47 +227,26 @@ def _print_result(r: EvalResult) -> None:
 @app.command("run")
 def run_command(
     task: TaskOpt = None,
-    model: Annotated[
-        Optional[str],
-        typer.Option(
-            help="litellm model string, e.g. openai/gpt-4o-mini, ollama/qwen2.5-coder "
-            "[default: none = offline regularized evolution]"
-        ),
-    ] = None,
-    api_base: Annotated[
-        Optional[str],
-        typer.Option(help="OpenAI-compatible server (vLLM, Ollama, llama.cpp), e.g. http://127.0.0.1:8000/v1"),
-    ] = None,
-    budget: Annotated[
-        Optional[int], typer.Option("--budget", "--max-candidates", help="candidates to propose [default: 20]")
-    ] = None,
-    max_cost: Annotated[Optional[float], typer.Option(help="stop once LLM calls cost this many USD")] = None,
-    hours: Annotated[Optional[float], typer.Option(help="stop after this many hours")] = None,
-    batch: Annotated[Optional[int], typer.Option(help="proposals per round [default: 2]")] = None,
-    examples: Annotated[Optional[int], typer.Option(help="few-shot examples per prompt, 0-6 [default: 3]")] = None,
-    parent_strategy: Annotated[Optional[str], typer.Option(help="topk, weighted or niches [default: topk]")] = None,
-    repair_tries: Annotated[Optional[int], typer.Option(help="LLM repairs per failing candidate [default: 2]")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="training epochs per candidate [default: the task's]")] = None,
+    model: Annotated[Optional[str], setting("model", "--model")] = None,
+    api_base: Annotated[Optional[str], setting("api_base", "--api-base")] = None,
+    budget: Annotated[Optional[int], setting("budget", "--budget", "--max-candidates")] = None,
+    max_cost: Annotated[Optional[float], setting("max_cost", "--max-cost")] = None,
+    hours: Annotated[Optional[float], setting("hours", "--hours")] = None,
+    batch: Annotated[Optional[int], setting("batch", "--batch")] = None,
+    examples: Annotated[Optional[int], setting("examples", "--examples")] = None,
+    parent_strategy: Annotated[Optional[str], setting("parent_strategy", "--parent-strategy")] = None,
+    repair_tries: Annotated[Optional[int], setting("repair_tries", "--repair-tries")] = None,
+    epochs: EpochsOpt = None,
     resume: Annotated[Optional[str], typer.Option(help="continue the run with this id where it stopped")] = None,
-    slots: Annotated[
-        Optional[int], typer.Option(help="candidates trained at once on this machine [default: 1; one per GPU]")
-    ] = None,
-    executor: Annotated[Optional[str], typer.Option(help="local or ray [default: local]")] = None,
-    per_gpu: Annotated[Optional[int], typer.Option(help="candidates packed on each GPU at once [default: 1]")] = None,
-    ray_address: Annotated[
-        Optional[str], typer.Option(help="Ray cluster to join, e.g. auto [default: start a local one]")
-    ] = None,
-    review: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--review",
-            help="pause each checked candidate for a person (agentarch review, or agentarch serve) before training",
-        ),
-    ] = None,
+    slots: Annotated[Optional[int], setting("slots", "--slots")] = None,
+    executor: Annotated[Optional[str], setting("executor", "--executor")] = None,
+    per_gpu: Annotated[Optional[int], setting("per_gpu", "--per-gpu")] = None,
+    ray_address: Annotated[Optional[str], setting("ray_address", "--ray-address")] = None,
+    review: Annotated[Optional[bool], setting("review", "--review")] = None,
     archive: ArchiveOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary object at the end")] = False,
-    isolation: Annotated[Optional[str], typer.Option(help="auto, bubblewrap or process (weaker fallback)")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="wall-clock seconds per candidate")] = None,
+    isolation: IsolationOpt = None,
+    timeout_s: TimeoutOpt = None,
 ) -> None:
     """Run the discovery loop: propose, check, dedup, smoke, repair, train, analyze, record, repeat.
 
@@ -295,7 +275,7 @@ def run_command(
         repair_tries=repair_tries,
         epochs=epochs,
         isolation=isolation,
-        timeout_s=timeout,
+        timeout_s=timeout_s,
         review=review,
         slots=slots,
         executor=executor,
@@ -333,7 +313,7 @@ def run_command(
             f"[bold]run {summary['run_id']} {summary['status']}[/] (stopped by {summary['stopped_by']}): "
             f"{summary['proposed']} proposed, {summary['trained']} trained, {summary['invalid']} invalid, "
             f"{summary['duplicate']} duplicate, {summary['failed']} failed, {summary['repaired']} repaired; "
-            f"best #{best['id']} test {best['test_accuracy']:.4f}; cost ${summary['cost_usd']:.4f}"
+            f"best #{best['id']} test {formats.accuracy(best['test_accuracy'])}; cost {formats.usd(summary['cost_usd'])}"
             if best
             else f"[bold]run {summary['run_id']} {summary['status']}[/]: nothing trained; see `agentarch archive ls`"
         )
@@ -354,7 +334,9 @@ def _outcome_printer(as_json: bool) -> Any:
         color = {"trained": "green", "duplicate": "yellow"}.get(outcome["status"], "red")
         line = f"#{outcome['id'] or '-'} [{color}]{outcome['status']}[/]"
         if outcome["status"] == "trained":
-            line += f"  val {_fmt(outcome['val_accuracy'], 'acc')}" + ("  (repaired)" if outcome["repaired"] else "")
+            line += f"  val {formats.accuracy(outcome['val_accuracy'])}" + (
+                "  (repaired)" if outcome["repaired"] else ""
+            )
         elif outcome["reason"]:
             line += f"  {str(outcome['reason'])[:160]}"
         err.print(line, highlight=False)
@@ -366,16 +348,16 @@ def _outcome_printer(as_json: bool) -> Any:
 def prompt_command(
     task: TaskOpt = None,
     archive: ArchiveOpt = None,
-    examples: Annotated[Optional[int], typer.Option(help="few-shot examples, 0-6 [default: 3]")] = None,
-    parent_strategy: Annotated[Optional[str], typer.Option(help="topk, weighted or niches [default: topk]")] = None,
-    seed: Annotated[int, typer.Option(help="seed of the parent and example choice")] = 0,
+    examples: Annotated[Optional[int], setting("examples", "--examples")] = None,
+    parent_strategy: Annotated[Optional[str], setting("parent_strategy", "--parent-strategy")] = None,
+    choice_seed: Annotated[int, typer.Option("--seed", help="seed of the parent and example choice")] = 0,
 ) -> None:
     """Print exactly what the LLM would see for the next proposal on a task (system and user messages)."""
     settings = settings_or_exit(task=task, archive=archive, examples=examples, parent_strategy=parent_strategy)
     the_task = get_task(settings.task)
     with open_archive(settings.archive) as db:
         shot = fewshot.select(
-            db, the_task.name, n=settings.examples, strategy=settings.parent_strategy, rng=random.Random(seed)
+            db, the_task.name, n=settings.examples, strategy=settings.parent_strategy, rng=random.Random(choice_seed)
         )
     messages = prompts.propose_messages(the_task, shot)
     for message in messages:
@@ -389,7 +371,9 @@ def halve_command(
     task: TaskOpt = None,
     archive: ArchiveOpt = None,
     min_epochs: Annotated[int, typer.Option(help="the first rung's training budget")] = 3,
-    max_epochs: Annotated[Optional[int], typer.Option(help="the full budget [default: the task's epochs]")] = None,
+    max_epochs: Annotated[
+        Optional[int], typer.Option(help=escape("the full budget [default: the task's epochs]"))
+    ] = None,
     eta: Annotated[int, typer.Option(help="keep the best 1/eta at each rung; budgets grow eta-fold")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print the rungs and the best as one JSON object")] = False,
 ) -> None:
@@ -423,7 +407,7 @@ def halve_command(
                         None
                         if as_json
                         else out.print(
-                            f"{epochs:>4} epochs  #{r.id} {r.name}: {r.status}  val {_fmt(r.metrics['val_accuracy'], 'acc')}",
+                            f"{epochs:>4} epochs  #{r.id} {r.name}: {r.status}  val {formats.accuracy(r.metrics['val_accuracy'])}",
                             highlight=False,
                         )
                     ),
@@ -434,7 +418,7 @@ def halve_command(
         print(json.dumps(result.summary()))
     elif result.best:
         out.print(
-            f"[bold]best:[/] #{result.best.id} {result.best.name} val {result.best.metrics['val_accuracy']:.4f} "
+            f"[bold]best:[/] #{result.best.id} {result.best.name} val {formats.accuracy(result.best.metrics['val_accuracy'])} "
             f"at {full} epochs; {result.epochs_spent} epochs trained in all ({len(paths) * full} for full budgets)"
         )
 
@@ -497,7 +481,7 @@ def _review_queue(db: Archive, who: str, list_only: bool) -> None:
         for header in ("review", "run", "parent", "intent"):
             table.add_column(header)
         for r in pending:
-            table.add_row(str(r["id"]), r["run_id"] or "-", _fmt(r["parent_id"]), (r["intent"] or "")[:80])
+            table.add_row(str(r["id"]), r["run_id"] or "-", formats.text(r["parent_id"]), (r["intent"] or "")[:80])
         out.print(table)
         return
     for row in pending:
@@ -525,23 +509,26 @@ def _review_queue(db: Archive, who: str, list_only: bool) -> None:
 def baseline_command(
     algo: Annotated[str, typer.Option(help=f"search algorithm: {', '.join(ALGOS)}")] = "rea",
     space: Annotated[
-        str, typer.Option(help="search space: nb201 (cells), macro (CNNs), mixer (token models)")
+        str,
+        typer.Option(
+            help="search space: " + ", ".join(f"{s.name} ({'/'.join(s.kinds)} tasks)" for s in SPACES.values())
+        ),
     ] = "nb201",
     task: TaskOpt = None,
-    budget: Annotated[int, typer.Option(min=1, help="evaluations per seed (table queries or trainings)")] = 100,
+    evaluations: Annotated[
+        int, typer.Option("--budget", min=1, help="evaluations per seed (table queries or trainings)")
+    ] = 100,
     seeds: Annotated[str, typer.Option(help="seeds to run independently: 0-99, 7 or 1,4,9")] = "0",
     archive: ArchiveOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="JSON lines: one per evaluation (or per seed on a table), the summary last")
     ] = False,
-    population: Annotated[Optional[int], typer.Option(help="rea: population size P [default: 10]")] = None,
-    sample_size: Annotated[Optional[int], typer.Option(help="rea: tournament sample size S [default: 3]")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="training epochs per candidate [default: the task's]")] = None,
-    data_dir: Annotated[
-        Optional[Path], typer.Option(help="where file-based datasets live (mnist, cifar10, ...)")
-    ] = None,
-    isolation: Annotated[Optional[str], typer.Option(help="auto, bubblewrap or process (weaker fallback)")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="wall-clock seconds per candidate")] = None,
+    population: Annotated[Optional[int], setting("population", "--population")] = None,
+    sample_size: Annotated[Optional[int], setting("sample_size", "--sample-size")] = None,
+    epochs: EpochsOpt = None,
+    data_dir: DataDirOpt = None,
+    isolation: IsolationOpt = None,
+    timeout_s: TimeoutOpt = None,
 ) -> None:
     """Run a conventional NAS baseline through the same sandbox and archive as the LLM loop.
 
@@ -562,36 +549,42 @@ def baseline_command(
         epochs=epochs,
         data_dir=data_dir,
         isolation=isolation,
-        timeout_s=timeout,
+        timeout_s=timeout_s,
         population=population,
         sample_size=sample_size,
     )
     seed_list = parse_seeds(seeds)
     chosen = get_space(space)
     the_task = get_task(settings.task)
-    check_fit(chosen, the_task)
+    chosen.check_fit(the_task)
     make_proposer(algo, chosen, 0, population=settings.population, sample_size=settings.sample_size)
     options = {"population": settings.population, "sample_size": settings.sample_size} if algo == "rea" else {}
-    config = {"algo": algo, "space": space, "budget": budget, "seeds": seeds, **options, "epochs": settings.epochs}
+    config = {"algo": algo, "space": space, "budget": evaluations, "seeds": seeds, **options, "epochs": settings.epochs}
     results: list[SeedResult] = []
     with (
         open_archive(settings.archive) as db,
         db.run(
-            "baseline", the_task.name, algo, config, lambda: summarize(algo, the_task.name, budget, results)
+            "baseline", the_task.name, algo, config, lambda: summarize(algo, the_task.name, evaluations, results)
         ) as run_id,
     ):
         if the_task.kind == "tabular":
-            _baseline_on_table(db, run_id, algo, chosen, the_task, budget, seed_list, options, as_json, results)
+            _baseline_on_table(db, run_id, algo, chosen, the_task, evaluations, seed_list, options, as_json, results)
         else:
             evaluator = Evaluator(db, settings, run_id)
             _warn_if_weak(evaluator.isolation)
             for seed in seed_list:
                 results.append(
                     search_trained(
-                        algo, chosen, evaluator, budget, seed, on_result=_candidate_printer(seed, as_json), **options
+                        algo,
+                        chosen,
+                        evaluator,
+                        evaluations,
+                        seed,
+                        on_result=_candidate_printer(seed, as_json),
+                        **options,
                     )
                 )
-    summary = summarize(algo, the_task.name, budget, results)
+    summary = summarize(algo, the_task.name, evaluations, results)
     if as_json:
         print(json.dumps(summary), flush=True)
     else:
@@ -647,7 +640,6 @@ def _candidate_printer(seed: int, as_json: bool) -> Any:
 
 
 def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], tabular: bool) -> None:
-    unit = "acc" if not tabular else ""
     table = Table(title=f"{summary['algo']} on {summary['task']}: best-by-validation per seed")
     for header in ("seed", "best architecture", "val", "test", "candidate"):
         table.add_column(header, justify="left" if header == "best architecture" else "right")
@@ -656,19 +648,22 @@ def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], 
         if best is None:
             table.add_row(str(result.seed), "(nothing trained)", "-", "-", "-")
         else:
-            val, test = (
-                (f"{best.val:.2f}", f"{best.test:.2f}") if tabular else (_fmt(best.val, unit), _fmt(best.test, unit))
+            table.add_row(
+                str(result.seed),
+                best.arch,
+                formats.accuracy(best.val, in_percent=tabular),
+                formats.accuracy(best.test, in_percent=tabular),
+                formats.text(best.candidate_id),
             )
-            table.add_row(str(result.seed), best.arch, val, test, _fmt(best.candidate_id))
     out.print(table)
     if len(results) > 20:
         out.print(f"... and {len(results) - 20} more seeds")
     if summary["mean_test"] is not None:
-        digits = 2 if tabular else 4
         out.print(
             f"[bold]{summary['seeds']} seed(s), budget {summary['budget']}:[/] test "
-            f"{summary['mean_test']:.{digits}f} ± {summary['std_test']:.{digits}f}, "
-            f"val {summary['mean_val']:.{digits}f}"
+            f"{formats.accuracy(summary['mean_test'], in_percent=tabular)} ± "
+            f"{formats.accuracy(summary['std_test'], in_percent=tabular)}, "
+            f"val {formats.accuracy(summary['mean_val'], in_percent=tabular)}"
         )
 
 
@@ -715,28 +710,31 @@ def report_command(
 # -- archive ----------------------------------------------------------------------------------
 
 ROW_COLUMNS = [
-    ("id", "id", ""),
-    ("task", "task", ""),
-    ("name", "name", ""),
-    ("proposer", "proposer", ""),
-    ("status", "status", ""),
-    ("val", "val_accuracy", "acc"),
-    ("test", "test_accuracy", "acc"),
-    ("params", "params", "int"),
-    ("epochs", "fidelity", ""),
-    ("train", "train_seconds", "s"),
+    ("id", "id", formats.text),
+    ("task", "task", formats.text),
+    ("name", "name", formats.text),
+    ("proposer", "proposer", formats.text),
+    ("status", "status", formats.text),
+    ("val", "val_accuracy", formats.accuracy),
+    ("test", "test_accuracy", formats.accuracy),
+    ("params", "params", formats.count),
+    ("epochs", "fidelity", formats.text),
+    ("train", "train_seconds", formats.seconds),
 ]
+"""The columns of a candidate listing: header, row key, and how the value is written (measures right-aligned)."""
 
 
 def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
-    for header, _, kind in ROW_COLUMNS:
+    for header, _, write in ROW_COLUMNS:
         # names and statuses fold rather than vanish into "…" on a narrow terminal
         table.add_column(
-            header, justify="right" if kind else "left", min_width=8 if header in ("name", "status") else None
+            header,
+            justify="left" if write is formats.text else "right",
+            min_width=8 if header in ("name", "status") else None,
         )
     for row in rows:
-        table.add_row(*(_fmt(row.get(key), kind) for _, key, kind in ROW_COLUMNS))
+        table.add_row(*(write(row.get(key)) for _, key, write in ROW_COLUMNS))
     return table
 
 
@@ -747,7 +745,7 @@ def _archive_path(archive: Optional[Path]) -> Path:
 @archive_app.command("ls")
 def archive_ls(
     archive: ArchiveOpt = None,
-    task: Annotated[Optional[str], typer.Option("--task", "-t", help="only this task")] = None,
+    only_task: Annotated[Optional[str], typer.Option("--task", "-t", help="only this task")] = None,
     status: Annotated[
         Optional[str], typer.Option(help="only this status: trained, invalid, duplicate, failed, timeout")
     ] = None,
@@ -757,7 +755,7 @@ def archive_ls(
 ) -> None:
     """List candidates, newest first, with their best evaluation."""
     with open_archive(_archive_path(archive)) as db:
-        rows = db.candidates(task=task, status=status, limit=limit, offset=(max(page, 1) - 1) * limit)
+        rows = db.candidates(task=only_task, status=status, limit=limit, offset=(max(page, 1) - 1) * limit)
     if as_json:
         for row in rows:
             print(json.dumps(row))
@@ -791,7 +789,7 @@ def archive_show(
     if cand.get("model"):
         out.print(
             f"LLM: {cand['model']}  few-shot examples={cand['examples']}  repairs={cand['repairs']}  "
-            f"tokens={cand['prompt_tokens']}+{cand['completion_tokens']}  cost=${cand['cost_usd'] or 0:.4f}  "
+            f"tokens={cand['prompt_tokens']}+{cand['completion_tokens']}  cost={formats.usd(cand['cost_usd'] or 0)}  "
             f"calls={[(c['purpose'], c['status']) for c in calls]}",
             highlight=False,
         )
@@ -812,8 +810,8 @@ def archive_show(
     for e in evals:
         out.print(
             f"evaluation {e['id']}: {e['status']} fidelity={e['fidelity']} seed={e['seed']} "
-            f"val={_fmt(e['val_accuracy'], 'acc')} test={_fmt(e['test_accuracy'], 'acc')} "
-            f"train={_fmt(e['train_seconds'], 's')} device={e['device']} isolation={e['isolation']}",
+            f"val={formats.accuracy(e['val_accuracy'])} test={formats.accuracy(e['test_accuracy'])} "
+            f"train={formats.seconds(e['train_seconds'])} device={e['device']} isolation={e['isolation']}",
             highlight=False,
         )
         if e["error"]:
@@ -848,7 +846,7 @@ def archive_runs(
 
 @archive_app.command("top")
 def archive_top(
-    task: Annotated[str, typer.Option("--task", "-t", help="the task to rank")],
+    ranked_task: Annotated[str, typer.Option("--task", "-t", help="the task to rank")],
     archive: ArchiveOpt = None,
     limit: Annotated[int, typer.Option(help="how many")] = 10,
     by: Annotated[str, typer.Option(help="val_accuracy (the search signal) or test_accuracy")] = "val_accuracy",
@@ -856,19 +854,21 @@ def archive_top(
 ) -> None:
     """The best trained candidates of a task."""
     with open_archive(_archive_path(archive)) as db:
-        rows = db.top(task, limit=limit, by=by)
+        rows = db.top(ranked_task, limit=limit, by=by)
     if as_json:
         for row in rows:
             print(json.dumps(row))
     else:
-        out.print(_rows_table(rows, f"top {limit} on {task} by {by}"))
+        out.print(_rows_table(rows, f"top {limit} on {ranked_task} by {by}"))
 
 
 @archive_app.command("export")
 def archive_export(
     archive: ArchiveOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
-    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="file to write [default: stdout]")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help=escape("file to write [default: stdout]"))
+    ] = None,
 ) -> None:
     """Export every candidate with its best evaluation, as CSV or a JSON array."""
     if fmt not in ("csv", "json"):
@@ -881,11 +881,7 @@ def archive_export(
             json.dump(rows, stream, indent=1)
             stream.write("\n")
         else:
-            fields = list(rows[0]) if rows else ["id"]
-            writer = csv.DictWriter(stream, fieldnames=fields)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+            formats.write_csv(stream, rows, list(rows[0]) if rows else ["id"])
     finally:
         if output:
             stream.close()
@@ -908,7 +904,7 @@ def tasks_command() -> None:
             str(t.num_classes),
             t.metric,
             str(t.epochs),
-            f"{t.max_params:,}",
+            formats.count(t.max_params),
             "yes" if t.needs_data_dir else "no",
         )
     out.print(table)

@@ -3,14 +3,19 @@
 The TOML file is `agentarch.toml` in the working directory, or the path in AGENTARCH_CONFIG.
 Environment variables are the field names upper-cased with an `AGENTARCH_` prefix
 (`AGENTARCH_ARCHIVE=runs/a.db`). Command-line flags are passed to `load_settings` as overrides.
+
+A field's description, default and bounds are written once, here: `field_doc` reads them off the
+field for the `--help` of every flag that sets it, so the help cannot drift from what is used.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
+from annotated_types import Ge, Gt, Le, Lt
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
@@ -25,6 +30,15 @@ class ConfigError(AgentarchError, ValueError):
     """The configuration cannot be used; the message names the file or field to fix."""
 
 
+def unset(meaning: str) -> dict[str, str]:
+    """The schema extra of a field whose default is None: what None means, said the way a person reads it.
+
+    A None default alone reads as "nothing" in `--help` and in the agentarch.toml reference, when it
+    really means the task's epochs, all cores or an offline run.
+    """
+    return {"unset": meaning}
+
+
 class Settings(BaseSettings):
     """Everything a run can be told. Field docs double as the reference for agentarch.toml."""
 
@@ -32,12 +46,16 @@ class Settings(BaseSettings):
 
     archive: Path = Field(Path("archive/archive.db"), description="the SQLite archive file")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="prepared task data (inputs and labels)")
-    data_dir: Path | None = Field(None, description="where file-based datasets (mnist, cifar10, ...) live")
+    data_dir: Path | None = Field(
+        None, description="where file-based datasets (mnist, cifar10, ...) live", json_schema_extra=unset("none")
+    )
     download: bool = Field(False, description="allow fetching a missing dataset into data_dir")
-    task: str = Field("digits", description="the task to evaluate on")
+    task: str = Field("digits", description="the task candidates are trained and scored on")
     seed: int = Field(0, description="training seed")
     split_seed: int = Field(0, description="seed of the train/val/test split; keep it fixed to compare candidates")
-    epochs: int | None = Field(None, ge=1, description="training budget override (the fidelity); default: the task's")
+    epochs: int | None = Field(
+        None, ge=1, description="training epochs per candidate (the fidelity)", json_schema_extra=unset("the task's")
+    )
     isolation: Literal["auto", "bubblewrap", "process"] = Field(
         "auto", description="bubblewrap (full isolation), process (weaker fallback), auto (bubblewrap when it works)"
     )
@@ -52,27 +70,36 @@ class Settings(BaseSettings):
     smoke_timeout_s: float = Field(120.0, gt=0, description="wall-clock limit of the smoke stage alone")
     max_pids: int = Field(64, ge=8, description="processes and threads a sandboxed evaluation may hold")
     max_file_mb: int = Field(1024, ge=1, description="largest file a sandboxed evaluation may write")
-    threads: int | None = Field(None, ge=1, description="CPU threads for training; default: all cores")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for training", json_schema_extra=unset("all cores")
+    )
     # -- the agent loop (agentarch run) --
     model: str | None = Field(
         None,
-        description="litellm model string, e.g. openai/gpt-4o-mini or ollama/qwen2.5-coder; "
-        "none: run offline with regularized evolution",
+        description="litellm model string, e.g. openai/gpt-4o-mini or ollama/qwen2.5-coder",
+        json_schema_extra=unset("none: run offline with regularized evolution"),
     )
     api_base: str | None = Field(
-        None, description="OpenAI-compatible server for local models (vLLM, Ollama, llama.cpp)"
+        None,
+        description="OpenAI-compatible server for local models (vLLM, Ollama, llama.cpp), e.g. http://127.0.0.1:8000/v1",
+        json_schema_extra=unset("the provider's own"),
     )
     api_key: SecretStr | None = Field(
         None,
         description="LLM key (better: the provider's own variable, e.g. OPENAI_API_KEY); "
         "never logged, never shown to candidates",
+        json_schema_extra=unset("none"),
     )
     llm_timeout_s: float = Field(120.0, gt=0, description="seconds before one LLM call is abandoned and retried")
     llm_retries: int = Field(4, ge=0, description="retries of a failed LLM call (429 and 5xx honour Retry-After)")
     temperature: float = Field(0.8, ge=0, le=2, description="LLM sampling temperature")
     budget: int = Field(20, ge=1, description="candidates to propose in a run (--max-candidates)")
-    max_cost: float | None = Field(None, gt=0, description="stop a run once its LLM calls cost this many USD")
-    hours: float | None = Field(None, gt=0, description="stop a run after this many hours")
+    max_cost: float | None = Field(
+        None, gt=0, description="stop a run once its LLM calls cost this many USD", json_schema_extra=unset("no cap")
+    )
+    hours: float | None = Field(
+        None, gt=0, description="stop a run after this many hours", json_schema_extra=unset("no limit")
+    )
     batch: int = Field(
         4,
         ge=1,
@@ -104,7 +131,9 @@ class Settings(BaseSettings):
         description="candidates packed on each GPU at once (small models leave a GPU "
         "mostly idle; Ray gets a 1/per_gpu GPU share per task)",
     )
-    ray_address: str | None = Field(None, description="Ray cluster to join (e.g. auto); none starts a local one")
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join, e.g. auto", json_schema_extra=unset("start a local one")
+    )
     examples: int = Field(
         3, ge=0, le=6, description="few-shot examples per prompt (parent, best, baseline's best, diverse)"
     )
@@ -143,6 +172,60 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = Path(os.environ.get("AGENTARCH_CONFIG", "agentarch.toml"))
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """One setting as a person reads it: in `--help` of every command that takes it, and as a TOML key."""
+
+    name: str
+    description: str
+    default: str
+    bounds: str | None  # "1<=x<=256", "x>0": the constraints the value is validated against
+    choices: tuple[str, ...]  # the allowed values of a field that is a fixed choice, else empty
+
+
+def field_doc(name: str) -> FieldDoc:
+    """The description, shown default, bounds and choices of the Settings field `name`, all read off the field."""
+    field = Settings.model_fields[name]
+    assert field.description is not None, f"Settings.{name} needs a description: --help shows it"
+    default = field.get_default(call_default_factory=True)
+    return FieldDoc(
+        name,
+        field.description,
+        _shown(default, field.json_schema_extra),
+        _bounds(field.metadata),
+        _choices(field.annotation),
+    )
+
+
+def _shown(default: Any, extra: Any) -> str:
+    """The default as a person reads it: None as what it means, a flag as off or on, 900.0 as 900."""
+    if default is None:
+        return extra["unset"] if isinstance(extra, dict) and "unset" in extra else "none"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default)
+
+
+def _bounds(metadata: list[Any]) -> str | None:
+    """The field's constraints in click's notation for a range: x>=1, x>0, 1<=x<=256."""
+    low = next(((m.ge, "<=") for m in metadata if isinstance(m, Ge)), None) or next(
+        ((m.gt, "<") for m in metadata if isinstance(m, Gt)), None
+    )
+    high = next(((m.le, "<=") for m in metadata if isinstance(m, Le)), None) or next(
+        ((m.lt, "<") for m in metadata if isinstance(m, Lt)), None
+    )
+    if high is None:
+        return None if low is None else f"x{low[1].replace('<', '>')}{low[0]}"
+    return f"{'' if low is None else f'{low[0]}{low[1]}'}x{high[1]}{high[0]}"
+
+
+def _choices(annotation: Any) -> tuple[str, ...]:
+    """The values of a Literal field, so the help lists what the validation accepts."""
+    return tuple(str(a) for a in get_args(annotation)) if get_origin(annotation) is Literal else ()
 
 
 def load_settings(**overrides: Any) -> Settings:

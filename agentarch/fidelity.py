@@ -15,6 +15,7 @@ from typing import Any
 
 from agentarch.errors import UsageError
 from agentarch.evaluate import EvalResult, Evaluator
+from agentarch.summaries import best_by_validation
 
 
 @dataclass
@@ -89,8 +90,7 @@ def successive_halving(
             spent_epochs, spent_seconds = _spend(result, epochs, spent_epochs, spent_seconds)
             on_result(epochs, result)
         rungs.append(rung)
-    final = rungs[-1].trained
-    best = max(final, key=lambda r: r.metrics["val_accuracy"]) if final else None
+    best = best_by_validation(rungs[-1].trained, lambda r: r.metrics["val_accuracy"])
     return HalvingResult(rungs, best, spent_epochs, spent_seconds)
 
 

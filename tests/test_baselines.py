@@ -215,9 +215,9 @@ def test_baseline_on_a_table_prints_seeds_then_the_summary_and_records_each_best
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--space", "macro", "--task", "nb201-cifar10"], "answers only nb201 cells"),
-        (["--space", "mixer", "--task", "digits"], "use --space nb201 or macro"),
-        (["--space", "nb201", "--task", "mqar"], "use --space mixer"),
+        (["--space", "macro", "--task", "nb201-cifar10"], "tabular task; spaces for tabular tasks: nb201"),
+        (["--space", "mixer", "--task", "digits"], "image task; spaces for image tasks: nb201, macro"),
+        (["--space", "nb201", "--task", "mqar"], "token task; spaces for token tasks: mixer"),
         (["--algo", "bohb", "--task", "nb201-cifar10"], "choose one of random, rea, tpe"),
         (["--space", "darts", "--task", "digits"], "known spaces: nb201, macro, mixer"),
         (["--seeds", "9-1", "--task", "nb201-cifar10"], "seed range"),

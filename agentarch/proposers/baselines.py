@@ -20,7 +20,6 @@ from agentarch.errors import AgentarchError, UsageError
 from agentarch.proposers.base import Observation, Proposal, Proposer
 from agentarch.spaces import SearchSpace
 
-ALGOS = ("random", "rea", "tpe")
 MAX_REDRAWS = 1000
 """How many times a distinct search redraws before it declares the space exhausted."""
 
@@ -201,14 +200,21 @@ class TPE(Proposer):
                 self.study.tell(trial, obs.val_accuracy)
 
 
+ALGOS = (RandomSearch.name, RegularizedEvolution.name, TPE.name)
+"""The baseline proposers' names, as the archive's `proposer` column holds them: the one list of them.
+
+`agentarch baseline --algo` accepts them, few-shot selection cites the baselines' best, and a run's
+best-so-far plot draws them beside it."""
+
+
 def make_proposer(
     algo: str, space: SearchSpace, seed: int, *, distinct: bool = False, population: int = 10, sample_size: int = 3
 ) -> Proposer:
     """The baseline called `algo`, seeded; the error lists the known ones."""
-    if algo == "random":
+    if algo == RandomSearch.name:
         return RandomSearch(space, seed, distinct)
-    if algo == "rea":
+    if algo == RegularizedEvolution.name:
         return RegularizedEvolution(space, seed, population, sample_size, distinct)
-    if algo == "tpe":
+    if algo == TPE.name:
         return TPE(space, seed, distinct)
     raise UsageError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")

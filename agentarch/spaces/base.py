@@ -160,17 +160,26 @@ class SearchSpace(abc.ABC):
     def _context(self, arch: str, task: Task) -> dict[str, Any]:
         """The template variables for the canonical `arch` sized for `task`."""
 
+    def check_fit(self, task: Task) -> None:
+        """Refuse a task this space cannot express candidates for, naming the spaces that can.
+
+        The one fit rule: a space serves the task kinds it declares (nb201 also answers the
+        NAS-Bench-201 tables), so a search is refused before it starts and a render never guesses.
+        """
+        if task.kind in self.kinds:
+            return
+        # Imported here because the registry imports every space module, this one included.
+        from agentarch.spaces import SPACES
+
+        fitting = [space.name for space in SPACES.values() if task.kind in space.kinds]
+        raise SpaceError(
+            f"space {self.name!r} builds {'/'.join(self.kinds)} networks but task {task.name!r} is a "
+            f"{task.kind} task; spaces for {task.kind} tasks: {', '.join(fitting) or 'none'}"
+        )
+
     def render(self, arch: str, task: Task) -> str:
         """Candidate Python source for `arch` on `task`, from the space's template."""
-        if task.kind not in self.kinds:
-            # Imported here because the registry imports every space module, this one included.
-            from agentarch.spaces import SPACES
-
-            fitting = [space.name for space in SPACES.values() if task.kind in space.kinds]
-            raise SpaceError(
-                f"space {self.name!r} builds {'/'.join(self.kinds)} networks but task {task.name!r} is a "
-                f"{task.kind} task; spaces for {task.kind} tasks: {', '.join(fitting) or 'none'}"
-            )
+        self.check_fit(task)
         canonical = self.validate(arch)
         return template(f"{self.name}.py.j2").render(arch=canonical, **self._context(canonical, task))
 
