@@ -1,20 +1,24 @@
 """Evaluate one candidate end to end: check, dedup, smoke, functional dedup, train, score, record.
 
-Every proposer (a person with `agentarch eval`, a baseline, the LLM loop) goes through this one
-function, so their results are comparable row for row in the archive.
+Every proposer (a person with `agentarch eval`, a baseline, the LLM loop) goes through these steps,
+so their results are comparable row for row in the archive. `Evaluator.evaluate` runs them in one
+go; the agent loop runs the same steps as its graph's nodes (check, dedup, then `start`, whose one
+sandbox job gives the smoke verdict and later the result).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentarch import dedup
 from agentarch.archive import Archive
+from agentarch.candidate import candidate_row
 from agentarch.checks import check
 from agentarch.config import Settings
-from agentarch.executors import Executor, LocalExecutor, RunRequest
+from agentarch.executors import Executor, LocalExecutor, Pending, RunRequest, RunResult
 from agentarch.sandbox import Limits, refuse_untrusted, resolve_isolation
 from agentarch.spaces import SpaceError, get_space
 from agentarch.tasks import PreparedTask, TaskError, get_task, prepare
@@ -47,13 +51,15 @@ class EvalResult:
 
 @dataclass
 class Assessment:
-    """A candidate's outcome before it is recorded: the rows to write and the result to report.
+    """A candidate's verdict before it is recorded: the rows to write and the result to report.
 
-    Keeping assessment and recording apart lets the agent loop add what it learns in between (the
-    analyst's notes, LLM provenance) and still write everything in one transaction.
+    `status` is always a verdict (trained, invalid, duplicate, failed, timeout, rejected): a candidate
+    still on its way has no Assessment. Keeping assessment and recording apart lets the agent loop add
+    what it learns in between (the analyst's notes, LLM provenance) and still write everything in one
+    transaction.
     """
 
-    status: str  # trained, invalid, duplicate, failed, timeout; on the way: "screened", then "smoked"
+    status: str
     candidate: dict[str, Any]
     evaluation: dict[str, Any] | None = None
     reason: str | None = None
@@ -61,6 +67,27 @@ class Assessment:
     dedup_level: str | None = None
     metrics: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(METRIC_KEYS))
     hparams: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SandboxRun:
+    """A candidate's one sandbox job under way: its smoke verdict first, then its result.
+
+    `smoke()` is None while the candidate passed its smoke run and trains on; otherwise it is the
+    final verdict (a failure, a functional duplicate, over the parameter budget).
+    """
+
+    evaluator: Evaluator
+    row: dict[str, Any]
+    train_cfg: dict[str, Any]
+    pending: Pending
+
+    def smoke(self) -> Assessment | None:
+        result = self.pending.smoke()
+        return None if result.status == "smoked" else self.evaluator.judge(self.row, self.train_cfg, result)
+
+    def result(self) -> Assessment:
+        return self.evaluator.judge(self.row, self.train_cfg, self.pending.result())
 
 
 def cpu_threads() -> int:
@@ -122,13 +149,35 @@ class Evaluator:
         cfg["epochs"] = min(budget, int(hparams.get("epochs", budget)))
         return cfg
 
+    def row(
+        self,
+        code: str,
+        name: str,
+        proposer: str = "user",
+        parents: list[int] | None = None,
+        space: str | None = None,
+        arch: str | None = None,
+    ) -> dict[str, Any]:
+        """The candidate row of this evaluator's run and task (`space` and `arch` name the search-space
+        architecture the code was rendered from, if any)."""
+        return candidate_row(
+            run_id=self.run_id,
+            task=self.task.name,
+            name=name,
+            proposer=proposer,
+            code=code,
+            parents=parents or [],
+            space=space,
+            arch=arch,
+        )
+
     def reject(self, code: str, name: str, reason: str, proposer: str = "user") -> EvalResult:
         """Record a candidate that cannot even be read as Python source (e.g. not UTF-8)."""
         return self.record(self.without_running(code, name, "invalid", reason, proposer))
 
     def without_running(self, text: str, name: str, status: str, reason: str, proposer: str = "user") -> Assessment:
         """The verdict on text that is not run: unreadable (not UTF-8, no code in an answer) or rejected by a person."""
-        return self._judged(self._base(text, name, proposer, [], None, None), status, reason=reason)
+        return self._judged(self.row(text, name, proposer), status, reason=reason)
 
     def evaluate(
         self,
@@ -139,68 +188,86 @@ class Evaluator:
         space: str | None = None,
         arch: str | None = None,
     ) -> EvalResult:
-        """Run the whole pipeline for one candidate and record the outcome; never raises for a bad candidate.
+        """Run the whole pipeline for one candidate and record the outcome; never raises for a bad candidate."""
+        row = self.row(code, name, proposer, parents, space, arch)
+        verdict = self.screen(row) or self.start(row).result()
+        return self.record(verdict)
 
-        `space` and `arch` name the search-space architecture the code was rendered from, if any.
-        """
-        return self.record(self.assess(code, name, proposer, parents, space, arch))
+    def screen(self, row: dict[str, Any]) -> Assessment | None:
+        """The steps that need no sandbox (the static check, then text and AST dedup); None = passed."""
+        return self.check(row) or self.dedup(row)
 
-    def assess(
-        self,
-        code: str,
-        name: str,
-        proposer: str = "user",
-        parents: list[int] | None = None,
-        space: str | None = None,
-        arch: str | None = None,
-        smoke_only: bool = False,
-    ) -> Assessment:
-        """Check, dedup, smoke and (unless `smoke_only`) train one candidate, without recording it."""
-        screened = self.screen(code, name, proposer, parents, space, arch)
-        if screened.status != "screened":
-            return screened
-        return self._run(screened.candidate, self.train_config(screened.hparams), smoke_only)
-
-    def screen(
-        self,
-        code: str,
-        name: str,
-        proposer: str = "user",
-        parents: list[int] | None = None,
-        space: str | None = None,
-        arch: str | None = None,
-    ) -> Assessment:
-        """The static check and the text and AST dedup levels: no sandbox needed. Status "screened" = passed."""
-        base = self._base(code, name, proposer, parents or [], space, arch)
-        checked = check(code)
+    def check(self, row: dict[str, Any]) -> Assessment | None:
+        """The static check of the candidate contract; None = passed, and the row carries the code's HPARAMS."""
+        checked = check(row["code"])
         if not checked.ok:
-            return self._judged(base, "invalid", reason=checked.reason)
-        base["ast_hash"] = dedup.ast_hash(code)
-        base["hparams"] = checked.hparams
-        for level, value in (("whitespace", base["text_hash"]), ("ast", base["ast_hash"])):
+            return self._judged(row, "invalid", reason=checked.reason)
+        row["hparams"] = checked.hparams
+        return None
+
+    def dedup(self, row: dict[str, Any]) -> Assessment | None:
+        """The text and AST dedup levels against the task's archive; None = new code (the functional level needs
+        the sandbox and is the smoke run's)."""
+        row["ast_hash"] = dedup.ast_hash(row["code"])
+        for level, value in (("whitespace", row["text_hash"]), ("ast", row["ast_hash"])):
             earlier = self.archive.find_duplicate(self.task.name, level, value)  # type: ignore[arg-type]
             if earlier is not None:
                 return self._judged(
-                    base,
+                    row,
                     "duplicate",
                     reason=f"same code as candidate {earlier} ({level} level)",
                     duplicate_of=earlier,
                     dedup_level=level,
                 )
-        return self._judged(base, "screened")
+        return None
+
+    def start(
+        self,
+        row: dict[str, Any],
+        epochs: int | None = None,
+        known_functional: bool = True,
+        ready: Callable[[], None] | None = None,
+    ) -> SandboxRun:
+        """Start the candidate's sandbox job (smoke, functional dedup, train, score); blocks until it has a slot.
+
+        The row must have passed `check` (its HPARAMS set the training). `known_functional=False` skips
+        functional dedup (re-training a recorded candidate on purpose). `ready` is called once the job
+        has its slot, just before the sandbox starts; if it raises, nothing starts.
+        """
+        refuse_untrusted(self.isolation, lambda: self._rendered(row), self.settings.weak_sandbox_ok)
+        row.setdefault("ast_hash", dedup.ast_hash(row["code"]))
+        train_cfg = self.train_config(row.get("hparams") or {}, epochs)
+        request = RunRequest(
+            code=row["code"],
+            task=self.task.name,
+            train=train_cfg,
+            limits=self.limits,
+            isolation=self.isolation,
+            cache_dir=self.settings.cache_dir,
+            data_dir=self.settings.data_dir,
+            split_seed=self.settings.split_seed,
+            known_functional=self.archive.functional_hashes(self.task.name) if known_functional else {},
+        )
+        self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
+        return SandboxRun(self, row, train_cfg, self.executor.start(request, ready))
 
     def reevaluate(self, candidate_id: int, epochs: int) -> EvalResult:
         """Train a recorded candidate again at another fidelity and add that evaluation to its record."""
-        row = self.archive.candidate(candidate_id)
-        base = self._base(
-            row["code"], row["name"] or "", row["proposer"], row["parents"] or [], row.get("space"), row.get("arch")
+        recorded = self.archive.candidate(candidate_id)
+        row = self.row(
+            recorded["code"],
+            recorded["name"] or "",
+            recorded["proposer"],
+            recorded["parents"],
+            recorded.get("space"),
+            recorded.get("arch"),
         )
-        base["hparams"] = row["hparams"] or {}
-        assessment = self._run(base, self.train_config(base["hparams"], epochs), known_functional=False)
+        row["hparams"] = recorded["hparams"] or {}
+        assessment = self.start(row, epochs, known_functional=False).result()
         if assessment.evaluation is not None:
             self.archive.add_evaluation(candidate_id, self.task.name, assessment.evaluation)
         return EvalResult(
-            candidate_id, base["name"], assessment.status, assessment.reason, None, None, assessment.metrics
+            candidate_id, row["name"], assessment.status, assessment.reason, None, None, assessment.metrics
         )
 
     def record(
@@ -219,43 +286,9 @@ class Evaluator:
             assessment.metrics,
         )
 
-    def _base(
-        self, code: str, name: str, proposer: str, parents: list[int], space: str | None, arch: str | None
-    ) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "task": self.task.name,
-            "name": name,
-            "proposer": proposer,
-            "parents": parents,
-            "code": code,
-            "text_hash": dedup.whitespace_hash(code),
-            "space": space,
-            "arch": arch,
-        }
-
-    def _run(
-        self, base: dict[str, Any], train_cfg: dict[str, Any], smoke_only: bool = False, known_functional: bool = True
-    ) -> Assessment:
-        """Hand the sandbox part to the executor, then turn its result into the rows to record.
-
-        `known_functional=False` skips functional dedup (re-training a recorded candidate on purpose).
-        """
-        refuse_untrusted(self.isolation, lambda: self._rendered(base), self.settings.weak_sandbox_ok)
-        request = RunRequest(
-            code=base["code"],
-            task=self.task.name,
-            train=train_cfg,
-            limits=self.limits,
-            isolation=self.isolation,
-            cache_dir=self.settings.cache_dir,
-            data_dir=self.settings.data_dir,
-            split_seed=self.settings.split_seed,
-            known_functional=self.archive.functional_hashes(self.task.name) if known_functional else {},
-            smoke_only=smoke_only,
-        )
-        self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
-        result = self.executor.run(request)
+    def judge(self, row: dict[str, Any], train_cfg: dict[str, Any], result: RunResult) -> Assessment:
+        """Turn what the sandbox said into the verdict and the rows to record."""
+        base = dict(row)
         if result.smoke is not None:
             base.update(
                 functional_hash=result.smoke["functional_hash"],
@@ -280,7 +313,7 @@ class Evaluator:
                 dedup_level="functional",
                 metrics=metrics,
             )
-        if result.status in ("invalid", "smoked"):
+        if result.status == "invalid":
             return self._judged(base, result.status, reason=result.reason, metrics=metrics)
         if result.status != "trained":
             evaluation["error"] = result.error

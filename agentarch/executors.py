@@ -1,7 +1,9 @@
 """Where sandboxed evaluations run: a local pool of slots (one per GPU, or N CPU workers) or a Ray cluster.
 
-An executor takes a `RunRequest` (plain data: code, training config, limits) and returns a
-`RunResult`; it never touches the archive. The orchestrator alone reads the archive (it passes the
+An executor takes a `RunRequest` (plain data: code, training config, limits) and starts one sandbox
+job for it: a `Pending` that gives the smoke verdict first and the final `RunResult` later, so the
+agent loop's `smoke` and `train` steps are two looks at one job (one sandbox start per candidate).
+It never touches the archive. The orchestrator alone reads the archive (it passes the
 task's known functional hashes along, so a worker can stop a functional duplicate after its smoke
 run) and alone writes it, so a cluster needs no shared database.
 """
@@ -10,8 +12,10 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 import time
 import traceback
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,12 +39,12 @@ class RunRequest:
     data_dir: Path | None
     split_seed: int
     known_functional: dict[str, int] = field(default_factory=dict)  # hash -> earliest candidate id
-    smoke_only: bool = False
 
 
 @dataclass
 class RunResult:
-    """What the sandbox said: status smoked | trained | duplicate | invalid | failed | timeout."""
+    """What the sandbox said: status trained | duplicate | invalid | failed | timeout, or `smoked` for the
+    smoke verdict of a job whose training goes on."""
 
     status: str
     reason: str | None = None
@@ -53,10 +57,14 @@ class RunResult:
     worker: str = ""  # where it ran (host and slot), for the record
 
 
-def execute(request: RunRequest, gpu: str | None = None) -> RunResult:
-    """Smoke-run, dedup by function, check the parameter budget, train and score one candidate.
+def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, None, None]:
+    """Smoke-run, dedup by function, check the parameter budget, train and score one candidate, in one sandbox.
 
-    Whatever the candidate does, this returns a RunResult: everything from the sandbox is hostile
+    Yields the smoke verdict first: `smoked` when the candidate passed and training goes on (then the
+    final result follows), or the final result of a job that ended there (a failure, a functional
+    duplicate, over the parameter budget).
+
+    Whatever the candidate does, this yields RunResults: everything from the sandbox is hostile
     input, so an exception at any stage (the host tripping over what came back, or a plain bug)
     becomes a `failed` result that names the stage and the error, and one candidate never stops a
     run. Only SandboxError goes up: the sandbox itself cannot run here, which is the operator's to
@@ -97,32 +105,35 @@ def execute(request: RunRequest, gpu: str | None = None) -> RunResult:
             stage = "smoke"
             event = job.read_event(request.limits.smoke_timeout_s)
             if isinstance(event, Outcome) or event["event"] != "smoke":
-                return failure(event)
+                yield failure(event)
+                return
             smoke = event
             earlier = request.known_functional.get(smoke["functional_hash"])
             if earlier is not None:
                 job.send("stop")
-                return RunResult(
+                yield RunResult(
                     "duplicate", f"computes the same function as candidate {earlier}", smoke, earlier, worker=where
                 )
+                return
             if smoke["params"] > task.max_params:
                 job.send("stop")
-                return RunResult(
+                yield RunResult(
                     "invalid",
                     f"[param-budget] {smoke['params']:,} parameters exceed the task's budget of {task.max_params:,}",
                     smoke,
                     worker=where,
                 )
-            if request.smoke_only:
-                job.send("stop")
-                return RunResult("smoked", None, smoke, worker=where)
+                return
             stage = "train"
             refused = job.send("train")
             if refused is not None:
-                return failure(refused)
+                yield failure(refused)
+                return
+            yield RunResult("smoked", None, smoke, wall_seconds=time.perf_counter() - started, worker=where)
             trained = job.read_event()
             if isinstance(trained, Outcome) or trained["event"] != "trained":
-                return failure(trained)
+                yield failure(trained)
+                return
             stage = "score"
             job.kill()  # the runner is done; nothing it left behind may change the outputs while they are read
             try:
@@ -132,31 +143,98 @@ def execute(request: RunRequest, gpu: str | None = None) -> RunResult:
                 }
                 scores = {f"{split}_accuracy": score(task, outputs[split], y) for split, y in labels.items()}
             except (ProtocolError, TaskError) as err:
-                return failure(Outcome("failed", f"unusable outputs: {err}"))
+                yield failure(Outcome("failed", f"unusable outputs: {err}"))
+                return
     except SandboxError:
         raise
     except Exception as err:  # the point: no candidate's evaluation may raise out of here
         reason = cap_text(f"[{stage}] {type(err).__name__} on the host: {err}", MAX_REASON_BYTES)
         error = reason + "\n" + cap_text(traceback.format_exc(), MAX_TRACEBACK_BYTES)
-        return RunResult("failed", reason, smoke, error=error, wall_seconds=time.perf_counter() - started, worker=where)
-    return RunResult(
+        yield RunResult("failed", reason, smoke, error=error, wall_seconds=time.perf_counter() - started, worker=where)
+        return
+    yield RunResult(
         "trained", None, smoke, trained=trained, scores=scores, wall_seconds=time.perf_counter() - started, worker=where
     )
 
 
+def execute(request: RunRequest, gpu: str | None = None) -> RunResult:
+    """The final result of one candidate's sandbox job (`stages` without the look at the smoke verdict)."""
+    *_, final = stages(request, gpu)
+    return final
+
+
+class Pending(Protocol):
+    """One started sandbox job: `smoke()` waits for its smoke verdict, `result()` for its final result.
+
+    The smoke verdict is `smoked` when training goes on; otherwise it is already the final result,
+    and `result()` returns it again. Either may raise SandboxError (no sandbox can run here).
+    """
+
+    def smoke(self) -> RunResult: ...
+
+    def result(self) -> RunResult: ...
+
+
 class Executor(Protocol):
-    """Runs requests; `run` blocks the calling thread until its result is in (call it from many threads)."""
+    """Starts sandbox jobs; `start` blocks the calling thread until the job has a place to run (call it from
+    many threads), `run` until its result is in."""
+
+    def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> Pending:
+        """Start the job once it has a place to run, calling `ready` just before (if it raises, nothing starts)."""
+        ...
 
     def run(self, request: RunRequest) -> RunResult: ...
 
     def close(self) -> None: ...
 
 
+class LocalJob:
+    """A sandbox job driven by a thread of its own, so that training goes on while the caller does other work
+    between the smoke verdict and the result (the agent loop checkpoints its `smoke` step in between)."""
+
+    def __init__(self, results: Generator[RunResult, None, None], done: Callable[[], None]) -> None:
+        self._results: queue.Queue[RunResult | BaseException] = queue.Queue()
+        self._seen: list[RunResult] = []
+        threading.Thread(target=self._drive, args=(results, done), name="sandbox-job", daemon=True).start()
+
+    def _drive(self, results: Generator[RunResult, None, None], done: Callable[[], None]) -> None:
+        """Hand on each result; the sandbox is cleaned up and the slot given back before the final one is."""
+        try:
+            for result in results:
+                if result.status != "smoked":
+                    results.close()
+                    break
+                self._results.put(result)
+        except BaseException as err:  # a SandboxError (or a bug) reaches the caller, not a dead thread
+            done()
+            self._results.put(err)
+            return
+        done()
+        self._results.put(result)
+
+    def _next(self) -> RunResult:
+        item = self._results.get()
+        if isinstance(item, BaseException):
+            raise item
+        self._seen.append(item)
+        return item
+
+    def smoke(self) -> RunResult:
+        return self._seen[0] if self._seen else self._next()
+
+    def result(self) -> RunResult:
+        first = self.smoke()
+        if first.status != "smoked":
+            return first
+        return self._seen[1] if len(self._seen) > 1 else self._next()
+
+
 class LocalExecutor:
     """Slots on this machine: one per GPU (each evaluation sees only its GPU) or `slots` CPU workers.
 
     Callers are threads (the agent loop's parallel branches); a caller waits for a free slot, so at
-    most `slots` sandboxes train at once and the rest queue.
+    most `slots` sandboxes run at once and the rest queue. A slot is held from the sandbox's start to
+    its final result.
     """
 
     def __init__(self, slots: int = 1, gpus: list[str] | None = None) -> None:
@@ -165,14 +243,24 @@ class LocalExecutor:
             self.free.put((slot, gpu))
         self.busy: list[tuple[int, float, float]] = []  # (slot, start, end) of every run: slot utilisation
 
-    def run(self, request: RunRequest) -> RunResult:
+    def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> LocalJob:
         slot, gpu = self.free.get()
-        start = time.monotonic()
         try:
-            return execute(request, gpu)
-        finally:
-            self.busy.append((slot, start, time.monotonic()))
+            if ready is not None:
+                ready()
+        except BaseException:
             self.free.put((slot, gpu))
+            raise
+        began = time.monotonic()
+
+        def done() -> None:
+            self.busy.append((slot, began, time.monotonic()))
+            self.free.put((slot, gpu))
+
+        return LocalJob(stages(request, gpu), done)
+
+    def run(self, request: RunRequest) -> RunResult:
+        return self.start(request).result()
 
     def close(self) -> None:
         """Nothing to release: slots are just tokens."""
@@ -185,8 +273,60 @@ def visible_gpus() -> list[str]:
     return sorted((p.name.removeprefix("nvidia") for p in Path("/dev").glob("nvidia[0-9]*")), key=int)
 
 
+class RayJob:
+    """A sandbox job as a Ray streaming-generator task: the smoke verdict, then the result, as object refs.
+
+    A worker lost before the smoke verdict is retried once (the job starts again on another worker);
+    lost later, the candidate is `failed` with what Ray said.
+    """
+
+    def __init__(self, executor: RayExecutor, request: RunRequest) -> None:
+        self.executor, self.request = executor, request
+        self.refs = executor.remote.remote(request)
+        self._seen: list[RunResult] = []
+
+    def _next(self, retry: bool) -> RunResult:
+        ray = self.executor.ray
+        errors = ray.exceptions
+        try:
+            item: RunResult = ray.get(next(self.refs))
+        except (
+            errors.WorkerCrashedError,
+            errors.NodeDiedError,
+            errors.RaySystemError,
+            errors.ObjectLostError,
+        ) as err:
+            if retry:
+                self.refs = self.executor.remote.remote(self.request)
+                return self._next(retry=False)
+            item = RunResult(
+                "failed",
+                f"[executor] the Ray worker was lost ({type(err).__name__}: {err}); check the cluster's nodes and memory",
+            )
+        except errors.RayTaskError as err:  # raised in the task, outside its own net (or a SandboxError)
+            if isinstance(err.cause, SandboxError):
+                raise err.cause from err
+            item = RunResult(
+                "failed",
+                cap_text(f"[executor] the Ray task raised {type(err.cause).__name__}: {err.cause}", MAX_REASON_BYTES),
+            )
+        except errors.OutOfMemoryError as err:  # Ray's memory monitor killed the task's worker
+            item = RunResult("failed", cap_text(f"[executor] {type(err).__name__}: {err}", MAX_REASON_BYTES))
+        self._seen.append(item)
+        return item
+
+    def smoke(self) -> RunResult:
+        return self._seen[0] if self._seen else self._next(retry=True)
+
+    def result(self) -> RunResult:
+        first = self.smoke()
+        if first.status != "smoked":
+            return first
+        return self._seen[1] if len(self._seen) > 1 else self._next(retry=False)
+
+
 class RayExecutor:
-    """One Ray task per evaluation (`num_gpus=1` on GPU clusters); a lost worker is retried once.
+    """One Ray task per evaluation (`num_gpus=1` on GPU clusters), streaming its smoke verdict and result.
 
     Workers need agentarch installed and, for file-based tasks, the data at the same --data-dir.
     """
@@ -201,48 +341,26 @@ class RayExecutor:
             else:
                 ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         options: dict[str, Any] = {"num_gpus": gpus_per_task} if gpus_per_task else {"num_cpus": 1}
-        self.remote = ray.remote(max_retries=0, **options)(_ray_execute)
+        self.remote = ray.remote(max_retries=0, num_returns="streaming", **options)(_ray_stages)
+
+    def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> RayJob:
+        if ready is not None:
+            ready()
+        return RayJob(self, request)
 
     def run(self, request: RunRequest) -> RunResult:
-        errors = self.ray.exceptions
-        for attempt in (1, 2):
-            try:
-                return self.ray.get(self.remote.remote(request))
-            except (
-                errors.WorkerCrashedError,
-                errors.NodeDiedError,
-                errors.RaySystemError,
-                errors.ObjectLostError,
-            ) as err:
-                if attempt == 2:
-                    return RunResult(
-                        "failed",
-                        f"[executor] the Ray worker was lost twice ({type(err).__name__}: {err}); "
-                        "check the cluster's nodes and memory",
-                    )
-            except errors.RayTaskError as err:  # raised in the task, outside execute's own net (or a SandboxError)
-                if isinstance(err.cause, SandboxError):
-                    raise err.cause from err
-                return RunResult(
-                    "failed",
-                    cap_text(
-                        f"[executor] the Ray task raised {type(err.cause).__name__}: {err.cause}", MAX_REASON_BYTES
-                    ),
-                )
-            except errors.OutOfMemoryError as err:  # Ray's memory monitor killed the task's worker
-                return RunResult("failed", cap_text(f"[executor] {type(err).__name__}: {err}", MAX_REASON_BYTES))
-        raise AssertionError("unreachable")
+        return self.start(request).result()
 
     def close(self) -> None:
         self.ray.shutdown()
 
 
-def _ray_execute(request: RunRequest) -> RunResult:
+def _ray_stages(request: RunRequest) -> Iterator[RunResult]:
     """The Ray task: the GPU Ray assigned, if any, pinned for the sandbox."""
     import ray
 
     gpus = [str(g) for g in ray.get_gpu_ids()]
-    return execute(request, ",".join(gpus) if gpus else None)
+    yield from stages(request, ",".join(gpus) if gpus else None)
 
 
 def make_executor(kind: str, slots: int = 1, ray_address: str | None = None, per_gpu: int = 1) -> Executor:

@@ -23,7 +23,7 @@ the LLM-only steps pass through, and everything else (sandbox, dedup, archive) i
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import operator
 import random
 import sqlite3
@@ -41,18 +41,18 @@ from langgraph.types import Send, interrupt
 
 from agentarch import fewshot, prompts
 from agentarch.archive import Archive, code_sha256
-from agentarch.checks import check
 from agentarch.config import Settings
-from agentarch.evaluate import Assessment, Evaluator
-from agentarch.executors import Executor, make_executor, visible_gpus
+from agentarch.evaluate import Assessment, Evaluator, SandboxRun
+from agentarch.executors import Executor, make_executor
 from agentarch.llm import LLMClient, LLMError
 from agentarch.proposers.base import Observation, Proposal
 from agentarch.proposers.baselines import RegularizedEvolution
 from agentarch.sandbox import SandboxError
 from agentarch.spaces import get_space
+from agentarch.summaries import best_by_validation, status_counts
 from agentarch.tasks import Task, get_task
 
-OFFLINE_PROPOSER = "rea"
+OFFLINE_PROPOSER = RegularizedEvolution.name
 
 HOST_STOPS_BEFORE_FAILED = 2
 """How many starts of one sandbox job the orchestrator may die under (killed for memory, a segfault) before the
@@ -60,6 +60,14 @@ candidate is recorded `failed` instead of run again: one ordinary kill (a reboot
 
 FAULT_CHARS = 4000
 """A fault's reason is capped to this (head and tail kept): an exception message may be megabytes of hostile text."""
+
+
+SANDBOX_STAGE = "sandbox"
+"""The stage name of a candidate's sandbox job in `evaluation_starts` (one job: smoke, then training)."""
+
+
+class _HostStopped(Exception):
+    """The orchestrator died under this candidate's sandbox job too often: it is not started again."""
 
 
 class RunAborted(RuntimeError):
@@ -87,10 +95,12 @@ class CandidateState(TypedDict, total=False):
     llm_error: str | None  # the LLM call failed for good
     intent: str | None
     code: str | None
+    hparams: dict[str, Any]  # the code's HPARAMS, read by the static check
     error: str | None  # what the repair prompt shows: a rejection, a dedup verdict, a smoke failure
     fault: str | None  # a step raised, or the host died under this candidate too often: it goes to `fail`
     tries: int  # repairs so far
-    assessment: dict[str, Any] | None
+    verdict: str | None  # the candidate's outcome once decided (invalid, duplicate, rejected, failed, trained...)
+    assessment: dict[str, Any] | None  # the rows that verdict records
     analysis: str | None
     review: dict[str, Any] | None  # a person's latest decision at the review gate
     covered: list[str]  # sha256 of every code a person's decision covers: approved as shown, or written in an edit
@@ -116,18 +126,15 @@ class RunContext:
     _queue: threading.Semaphore = field(init=False)
     _queued: set[str] = field(default_factory=set)
     _queue_lock: threading.Lock = field(default_factory=threading.Lock)
-    sandbox_slots: threading.Semaphore | None = field(init=False)
     aborted: threading.Event = field(default_factory=threading.Event)
+    _jobs: dict[str, SandboxRun] = field(default_factory=dict)
+    _jobs_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.task = get_task(s.task)
         self.executor = make_executor(s.executor, s.slots, s.ray_address, s.per_gpu)
         self._queue = threading.Semaphore(s.slots + s.queue)
-        # As many as the local executor has, so that a sandbox job is marked started (see Loop._sandboxed)
-        # only once it has a slot, not while it waits for one; Ray queues on the cluster instead.
-        gpus = visible_gpus()
-        self.sandbox_slots = threading.Semaphore(len(gpus) * s.per_gpu or s.slots) if s.executor == "local" else None
 
     def enter_queue(self, key: str) -> None:
         """Wait for room among the proposals between the LLM and the slots (at most slots + queue).
@@ -148,6 +155,16 @@ class RunContext:
                 return
             self._queued.discard(key)
         self._queue.release()
+
+    def keep_job(self, key: str, job: SandboxRun) -> None:
+        """Hold a proposal's sandbox job between its `smoke` and `train` steps (not checkpointable: a live job)."""
+        with self._jobs_lock:
+            self._jobs[key] = job
+
+    def take_job(self, key: str) -> SandboxRun | None:
+        """The proposal's job started by `smoke`, or None after a resume (the job died with the old process)."""
+        with self._jobs_lock:
+            return self._jobs.pop(key, None)
 
     @property
     def offline(self) -> bool:
@@ -319,13 +336,17 @@ class Loop:
         return {"code": found.code, "intent": found.intent, "error": None}
 
     def static_check(self, state: CandidateState) -> dict[str, Any]:
-        result = check(state["code"] or "")
-        return {"error": None if result.ok else result.reason}
+        """The candidate contract, read without running the code; a rejection goes to repair with its rule and line."""
+        row = self._row(state)
+        rejected = self.ctx.evaluator().check(row)
+        if rejected:
+            return {**_verdict(rejected), "error": rejected.reason}
+        return {"hparams": row["hparams"], "error": None}
 
     def dedup(self, state: CandidateState) -> dict[str, Any]:
         """Text and AST levels here; the functional level needs the sandbox and runs in `smoke`."""
-        screened = self.ctx.evaluator().screen(state["code"] or "", *self._identity(state))
-        return {"assessment": None if screened.status == "screened" else _dump(screened)}
+        duplicate = self.ctx.evaluator().dedup(self._row(state))
+        return _verdict(duplicate) if duplicate else {}
 
     def review_gate(self, state: CandidateState) -> dict[str, Any]:
         """With --review, pause here (a LangGraph interrupt) until a person approves, rejects or edits this code.
@@ -362,17 +383,26 @@ class Loop:
             rejected = self.ctx.evaluator().without_running(
                 code, _name(plan), "rejected", f"rejected by {decision['by']}: {decision['reason']}", self._proposer()
             )
-            return {"gate": "rejected", "review": decision, "assessment": _dump(rejected)}
+            return {"gate": "rejected", "review": decision, **_verdict(rejected)}
         return {"gate": "pass", "review": decision, "covered": [*covered, code_sha256(code)]}
 
     def smoke(self, state: CandidateState) -> dict[str, Any]:
-        """Build, count, forward and backward one batch in the sandbox; functional dedup and the parameter budget."""
-        assessment = self._sandboxed(state, "smoke")
-        if isinstance(assessment, str):
-            return {"fault": assessment}
-        if assessment.status == "smoked":
-            return {"assessment": None, "error": None}
-        return {"assessment": _dump(assessment), "error": assessment.reason}
+        """Start the candidate's sandbox job and wait for its smoke verdict (build, count, forward and backward one
+        batch, functional dedup, the parameter budget); a candidate that passed trains on in the same job."""
+        job = self._start(state)
+        if isinstance(job, str):
+            return {"fault": job}
+        key = state["plan"]["key"]
+        try:
+            verdict = job.smoke()
+        except BaseException:
+            self._finished(state)
+            raise
+        if verdict is None:
+            self.ctx.keep_job(key, job)
+            return {"error": None}
+        self._finished(state)
+        return {**_verdict(verdict), "error": verdict.reason}
 
     def repair(self, state: CandidateState) -> dict[str, Any]:
         """Show the LLM its code and what went wrong; its answer goes back through extract and the checks."""
@@ -383,38 +413,57 @@ class Loop:
         answer = self._ask(messages, "repair")
         if answer["response"] is None:  # keep the failing candidate and its verdict for the record
             return {**answer, "response": state.get("response"), "tries": tries}
-        return {**answer, "tries": tries, "assessment": None, "messages": state["messages"] + messages[-1:]}
+        return {
+            **answer,
+            "tries": tries,
+            "verdict": None,
+            "assessment": None,
+            "messages": state["messages"] + messages[-1:],
+        }
 
     def train(self, state: CandidateState) -> dict[str, Any]:
-        self.ctx.leave_queue(state["plan"]["key"])
-        assessment = self._sandboxed(state, "train")
-        if isinstance(assessment, str):
-            return {"fault": assessment}
-        return {"assessment": _dump(assessment)}
+        """Wait for the training the smoke step's job went on with (after a resume, run a new job: smoke and train)."""
+        key = state["plan"]["key"]
+        self.ctx.leave_queue(key)
+        job = self.ctx.take_job(key) or self._start(state)
+        if isinstance(job, str):
+            return {"fault": job}
+        try:
+            return _verdict(job.result())
+        finally:
+            self._finished(state)
 
-    def _sandboxed(self, state: CandidateState, stage: str) -> Assessment | str:
-        """One sandbox job (the smoke run, or training), marked in the archive before it starts.
+    def _start(self, state: CandidateState) -> SandboxRun | str:
+        """Start the candidate's sandbox job, marked started in the archive once it has its slot.
 
-        With local slots the mark is taken once a slot is free, so a candidate waiting for one is not
-        blamed. The mark is closed when the job comes back, whatever its verdict. A mark left open means
-        the orchestrator died while the candidate was in the sandbox; after HOST_STOPS_BEFORE_FAILED such
-        deaths the candidate is not run again, and the reason returned instead is recorded as its failure.
+        The mark is closed (`_finished`) when the job's verdict is in. A mark left open means the
+        orchestrator died while the candidate was in the sandbox; after HOST_STOPS_BEFORE_FAILED such deaths
+        the candidate is not run again, and the reason returned instead is recorded as its failure. With
+        local slots the mark is taken once the job has its slot, so a candidate waiting for one is not blamed;
+        with Ray, a job queued on the cluster is.
         """
         code, key = state.get("code") or "", state["plan"]["key"]
         if self.ctx.settings.review and code_sha256(code) not in (state.get("covered") or []):
             raise RuntimeError("code that no review decision covers reached the sandbox")  # the graph's invariant
-        archive, slot = self.ctx.archive(), self.ctx.sandbox_slots or contextlib.nullcontext()
-        with slot:
-            stops = archive.evaluation_started(self.ctx.run_id, key, code, stage)
+        archive = self.ctx.archive()
+
+        def mark() -> None:
+            stops = archive.evaluation_started(self.ctx.run_id, key, code, SANDBOX_STAGE)
             if stops >= HOST_STOPS_BEFORE_FAILED:
-                return (
-                    f"[host] the orchestrator stopped {stops} times while this candidate was in its {stage} run; "
+                raise _HostStopped(
+                    f"[host] the orchestrator stopped {stops} times while this candidate was in the sandbox; "
                     "recorded as failed instead of run again"
                 )
-            try:
-                return self.ctx.evaluator().assess(code, *self._identity(state), smoke_only=stage == "smoke")
-            finally:
-                archive.evaluation_finished(self.ctx.run_id, key, code, stage)
+
+        try:
+            return self.ctx.evaluator().start(self._row(state), ready=mark)
+        except _HostStopped as stopped:
+            return str(stopped)
+
+    def _finished(self, state: CandidateState) -> None:
+        self.ctx.archive().evaluation_finished(
+            self.ctx.run_id, state["plan"]["key"], state.get("code") or "", SANDBOX_STAGE
+        )
 
     def analyze(self, state: CandidateState) -> dict[str, Any]:
         """The analyst: a short note against the parent, kept with the candidate and shown to later rounds."""
@@ -440,8 +489,8 @@ class Loop:
     def record(self, state: CandidateState) -> dict[str, Any]:
         """Write the candidate, its evaluation and its LLM provenance in one transaction (once per proposal)."""
         plan, s = state["plan"], self.ctx.settings
-        assessment = state.get("assessment")
-        if assessment is None:  # it never reached the sandbox: no code in the answer, or failed checks for good
+        assessment = state.get("assessment") if state.get("verdict") else None
+        if assessment is None:  # no verdict: no code in the answer, or no LLM answer to a repair
             assessment = _dump(
                 self.ctx.evaluator().without_running(
                     state.get("code") or state.get("response") or "",
@@ -487,7 +536,7 @@ class Loop:
         failed.evaluation = {"status": "failed", "error": fault, "isolation": self.ctx.evaluator().isolation}
         clean = {
             **state,
-            "assessment": _dump(failed),
+            **_verdict(failed),
             "analysis": None,
             "response": _printable(state.get("response")),
             "messages": [{k: _printable(v) for k, v in m.items()} for m in state.get("messages") or []],
@@ -530,21 +579,21 @@ class Loop:
         return self._repair_or_record(state) if state.get("error") else "static_check"
 
     def after_check(self, state: CandidateState) -> str:
-        return self._repair_or_record(state) if state.get("error") else "dedup"
+        return self._repair_or_record(state) if state.get("verdict") else "dedup"
 
     @staticmethod
     def after_dedup(state: CandidateState) -> str:
-        return "record" if state.get("assessment") else "review_gate"
+        return "record" if state.get("verdict") else "review_gate"
 
     @staticmethod
     def after_review(state: CandidateState) -> str:
         return {"rejected": "record", "edited": "static_check"}.get(state.get("gate") or "", "smoke")
 
     def after_smoke(self, state: CandidateState) -> str:
-        assessment = state.get("assessment")
-        if assessment is None:
+        verdict = state.get("verdict")
+        if verdict is None:
             return "train"
-        fixable = assessment["status"] in ("failed", "timeout") or "[param-budget]" in (assessment["reason"] or "")
+        fixable = verdict in ("failed", "timeout") or "[param-budget]" in (state.get("error") or "")
         return self._repair_or_record(state) if fixable else "record"
 
     def _repair_or_record(self, state: CandidateState) -> str:
@@ -557,9 +606,12 @@ class Loop:
     def _proposer(self) -> str:
         return OFFLINE_PROPOSER if self.ctx.offline else "llm"
 
-    def _identity(self, state: CandidateState) -> tuple[str, str, list[int]]:
-        """(name, proposer, parents) for the evaluator."""
-        return _name(state["plan"]), self._proposer(), [state["parent_id"]] if state.get("parent_id") else []
+    def _row(self, state: CandidateState) -> dict[str, Any]:
+        """The candidate row the evaluator's steps work on, with the HPARAMS the static check read."""
+        parents = [state["parent_id"]] if state.get("parent_id") else []
+        row = self.ctx.evaluator().row(state.get("code") or "", _name(state["plan"]), self._proposer(), parents)
+        row["hparams"] = state.get("hparams") or {}
+        return row
 
 
 def _guarded(ctx: RunContext, node: Any, serde: SerializerProtocol, contain: bool = True) -> Any:
@@ -624,16 +676,13 @@ def _name(plan: dict[str, Any]) -> str:
 
 
 def _dump(assessment: Assessment) -> dict[str, Any]:
-    return {
-        "status": assessment.status,
-        "candidate": assessment.candidate,
-        "evaluation": assessment.evaluation,
-        "reason": assessment.reason,
-        "duplicate_of": assessment.duplicate_of,
-        "dedup_level": assessment.dedup_level,
-        "metrics": assessment.metrics,
-        "hparams": assessment.hparams,
-    }
+    """An assessment as the checkpoint stores it (plain data)."""
+    return dataclasses.asdict(assessment)
+
+
+def _verdict(assessment: Assessment) -> dict[str, Any]:
+    """The state update that decides a candidate's outcome: its verdict and the rows to record."""
+    return {"verdict": assessment.status, "assessment": _dump(assessment)}
 
 
 def _load(data: dict[str, Any]) -> Assessment:
@@ -706,13 +755,10 @@ def open_checkpointer(archive_path: Path) -> SqliteSaver:
 
 def summarize(run_id: str, status: str, outcomes: list[dict[str, Any]], stopped_by: str | None) -> dict[str, Any]:
     """The object `agentarch run --json` prints last."""
-    counts = {
-        k: sum(1 for o in outcomes if o["status"] == k)
-        for k in ("trained", "invalid", "duplicate", "failed", "rejected")
-    }
-    counts["failed"] += sum(1 for o in outcomes if o["status"] == "timeout")
-    trained = [o for o in outcomes if o["status"] == "trained" and o.get("val_accuracy") is not None]
-    best = max(trained, key=lambda o: o["val_accuracy"], default=None)
+    found = status_counts(o["status"] for o in outcomes)
+    counts = {k: found.get(k, 0) for k in ("trained", "invalid", "duplicate", "failed", "rejected")}
+    counts["failed"] += found.get("timeout", 0)
+    best = best_by_validation(outcomes, lambda o: o.get("val_accuracy") if o["status"] == "trained" else None)
     return {
         "run_id": run_id,
         "status": status,

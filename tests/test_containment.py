@@ -20,7 +20,7 @@ import pytest
 from agentarch import graph, run
 from agentarch.archive import Archive, code_sha256
 from agentarch.config import load_settings
-from agentarch.executors import RunRequest, RunResult
+from agentarch.executors import LocalExecutor, RunRequest, RunResult
 from tests.conftest import REPO, requires_bubblewrap
 from tests.llm_server import ScriptedLLMServer
 from tests.test_loop import MODEL, fenced, kind, mlp
@@ -32,38 +32,62 @@ class HostileExecutor:
     """Where the sandbox would be: results for marked code that a host-side parser bug would let through.
 
     Wrapping a real executor (`inner`), unmarked code really runs; without one, it passes with fixed
-    scores. `requests` counts the jobs it was given.
+    scores. `requests` counts the sandbox jobs it started.
     """
 
     def __init__(self, inner=None) -> None:
         self.inner = inner
         self.requests: list[RunRequest] = []
 
-    def run(self, request: RunRequest) -> RunResult:
+    def start(self, request: RunRequest, ready=None):
+        if self.inner:
+            return HostileJob(request, self.inner.start(request, ready))
+        if ready is not None:
+            ready()
         self.requests.append(request)
-        code = request.code
-        if "# host: TypeError" in code:
-            raise TypeError("string indices must be integers, not 'str'")  # {"event": ["smoke"]} read as a dict
-        if "# host: MemoryError" in code and request.smoke_only:
-            raise MemoryError()  # a .npy header declaring 2**40 rows
-        if "# host: huge message" in code and not request.smoke_only:
-            raise RuntimeError(HUGE_MESSAGE)
-        result = self.inner.run(request) if self.inner else _passed(request)
-        if "# host: huge params" in code and result.smoke:
-            result.smoke["params"] = 2**64 - 1  # the checkpoint stores it, SQLite cannot: the archive write raises
-        if "# host: giant params" in code and result.smoke:
-            result.smoke["params"] = 10**5000  # not even the checkpoint can store it
-        return result
+        return HostileJob(request, None)
+
+    def run(self, request: RunRequest) -> RunResult:
+        return self.start(request).result()
 
     def close(self) -> None:
         if self.inner:
             self.inner.close()
 
 
+class HostileJob:
+    """One job's smoke verdict and result, as a buggy host-side parse would hand them on."""
+
+    def __init__(self, request: RunRequest, inner) -> None:
+        self.request, self.inner = request, inner
+
+    def smoke(self) -> RunResult:
+        code = self.request.code
+        if "# host: TypeError" in code:
+            raise TypeError("string indices must be integers, not 'str'")  # {"event": ["smoke"]} read as a dict
+        if "# host: MemoryError" in code:
+            raise MemoryError()  # a .npy header declaring 2**40 rows
+        return self._hostile(self.inner.smoke() if self.inner else RunResult("smoked", smoke=_smoke(self.request)))
+
+    def result(self) -> RunResult:
+        if "# host: huge message" in self.request.code:
+            raise RuntimeError(HUGE_MESSAGE)
+        return self._hostile(self.inner.result() if self.inner else _passed(self.request))
+
+    def _hostile(self, result: RunResult) -> RunResult:
+        code = self.request.code
+        if "# host: huge params" in code and result.smoke:
+            result.smoke["params"] = 2**64 - 1  # the checkpoint stores it, SQLite cannot: the archive write raises
+        if "# host: giant params" in code and result.smoke and result.status != "smoked":
+            result.smoke["params"] = 10**5000  # not even the checkpoint can store it
+        return result
+
+
+def _smoke(request: RunRequest) -> dict:
+    return {"functional_hash": code_sha256(request.code), "params": 1000, "flops": 1000, "seconds": 0.01}
+
+
 def _passed(request: RunRequest) -> RunResult:
-    smoke = {"functional_hash": code_sha256(request.code), "params": 1000, "flops": 1000, "seconds": 0.01}
-    if request.smoke_only:
-        return RunResult("smoked", smoke=smoke)
     trained = {
         "train_seconds": 0.1,
         "device": "cpu",
@@ -73,7 +97,9 @@ def _passed(request: RunRequest) -> RunResult:
         "epochs_done": 1,
         "stopped_early": False,
     }
-    return RunResult("trained", smoke=smoke, trained=trained, scores={"val_accuracy": 0.5, "test_accuracy": 0.5})
+    return RunResult(
+        "trained", smoke=_smoke(request), trained=trained, scores={"val_accuracy": 0.5, "test_accuracy": 0.5}
+    )
 
 
 def marked(width: int, mark: str) -> str:
@@ -153,33 +179,40 @@ def test_a_candidate_the_orchestrator_died_under_twice_is_recorded_failed_not_ru
     code = mlp(16)
     state = {"plan": {"key": "run-1/1/0", "round": 1, "slot": 0, "arch": "a"}, "code": code, "tries": 0}
     with Archive(settings.archive) as db:
-        db.evaluation_started("run-1", "run-1/1/0", code, "smoke")  # the orchestrator died in this smoke run
-    assert loop.smoke(state) == {"assessment": None, "error": None} and len(hostile.requests) == 1  # one kill: replayed
+        db.evaluation_started("run-1", "run-1/1/0", code, graph.SANDBOX_STAGE)  # the orchestrator died in this job
+    assert loop.smoke(state) == {"error": None} and len(hostile.requests) == 1  # one kill: replayed
+    assert loop.train(state)["verdict"] == "trained" and len(hostile.requests) == 1  # training went on in that job
     with Archive(settings.archive) as db:
-        db.evaluation_started("run-1", "run-1/1/0", code, "smoke")  # ... and, another time, once more
-    fault = loop.smoke(state)["fault"]
-    assert fault.startswith("[host] the orchestrator stopped 2 times while this candidate was in its smoke run")
+        db.evaluation_started("run-1", "run-1/1/0", code, graph.SANDBOX_STAGE)  # ... and, another time, once more
+    fault = loop.train(state)["fault"]  # resumed at train: no job of this process to go on with
+    assert fault.startswith("[host] the orchestrator stopped 2 times while this candidate was in the sandbox")
     assert len(hostile.requests) == 1  # not run again
-    assert "fault" not in loop.train(state) and len(hostile.requests) == 2  # each sandbox job counts its own deaths
     recorded = loop.fail({**state, "fault": fault})["outcomes"][0]
     assert (recorded["status"], recorded["reason"]) == ("failed", fault)
 
 
-def test_a_candidate_waiting_for_a_slot_is_not_marked_as_in_the_sandbox(tmp_path, cache_dir, hostile):
-    settings = load_settings(task="digits", archive=tmp_path / "a.db", cache_dir=cache_dir, slots=1)
+def test_a_candidate_waiting_for_a_slot_is_not_marked_as_in_the_sandbox(tmp_path, cache_dir, monkeypatch):
+    settings = load_settings(
+        task="digits", archive=tmp_path / "a.db", cache_dir=cache_dir, slots=1, epochs=1, threads=1
+    )
+    pool = LocalExecutor(1)
+    monkeypatch.setattr(graph, "make_executor", lambda *args: HostileExecutor(pool))
     loop = graph.Loop(graph.RunContext(settings, "run-1", time.time()))
     state = {"plan": {"key": "run-1/1/1", "round": 1, "slot": 1, "arch": "a"}, "code": mlp(16), "tries": 0}
 
     def marks():
         return sqlite3.connect(settings.archive).execute("SELECT started, finished FROM evaluation_starts").fetchall()
 
-    with loop.ctx.sandbox_slots:  # another candidate holds the one slot
-        waiting = threading.Thread(target=loop.smoke, args=(state,))
-        waiting.start()
-        time.sleep(0.5)
-        assert marks() == [] and waiting.is_alive()  # a death now would not be this candidate's
-    waiting.join(timeout=30)
-    assert marks() == [(1, 1)] and len(hostile.requests) == 1
+    held = pool.free.get()  # another candidate holds the one slot
+    waiting = threading.Thread(target=loop.smoke, args=(state,))
+    waiting.start()
+    time.sleep(0.5)
+    assert marks() == [] and waiting.is_alive()  # a death now would not be this candidate's
+    pool.free.put(held)
+    waiting.join(timeout=60)
+    assert marks() == [(1, 0)]  # in the sandbox: its job trains on after the smoke verdict
+    assert loop.train(state)["verdict"] == "trained"
+    assert marks() == [(1, 1)]
 
 
 def test_an_abort_from_another_branch_is_not_contained(tmp_path):
@@ -293,7 +326,7 @@ def kill_once_in_the_sandbox(proc, archive, starts: int) -> None:
             row = (
                 sqlite3.connect(archive)
                 .execute(
-                    "SELECT started FROM evaluation_starts WHERE code_sha256 = ? AND stage = 'smoke'",
+                    "SELECT started FROM evaluation_starts WHERE code_sha256 = ? AND stage = 'sandbox'",
                     [code_sha256(hangs())],
                 )
                 .fetchone()
@@ -338,7 +371,7 @@ def test_a_candidate_the_orchestrator_is_killed_under_twice_is_recorded_failed_o
     code, reason = db.execute("SELECT code, reason FROM candidates WHERE status = 'failed'").fetchone()
     assert code == hangs()
     assert reason == (
-        "[host] the orchestrator stopped 2 times while this candidate was in its smoke run; "
+        "[host] the orchestrator stopped 2 times while this candidate was in the sandbox; "
         "recorded as failed instead of run again"
     )
     keys = [k for (k,) in db.execute("SELECT proposal_key FROM candidates")]

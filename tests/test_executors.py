@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from agentarch import executors
 from agentarch.archive import Archive
 from agentarch.config import load_settings
 from agentarch.evaluate import Evaluator
-from agentarch.executors import LocalExecutor, RunRequest, RunResult, execute
+from agentarch.executors import LocalExecutor, RunRequest, RunResult, execute, stages
 from agentarch.sandbox import Limits, resolve_isolation
 from tests.conftest import REPO, requires_bubblewrap
 
@@ -62,9 +63,49 @@ def test_each_slot_pins_its_own_gpu_and_every_slot_comes_back(digits, cache_dir)
 
 def test_a_known_function_stops_after_its_smoke_run(digits, cache_dir):
     code = (SEEDS / "mlp.py").read_text()
-    first = execute(request(code, cache_dir, smoke_only=True))
+    runs = stages(request(code, cache_dir))
+    first = next(runs)
+    runs.close()  # the job is killed: its smoke verdict was all this test wanted
+    assert first.status == "smoked" and first.trained is None
     again = execute(request(code, cache_dir, known_functional={first.smoke["functional_hash"]: 7}))
     assert (again.status, again.duplicate_of, again.trained) == ("duplicate", 7, None)
+
+
+def test_one_sandbox_gives_the_smoke_verdict_then_trains_on(digits, cache_dir, monkeypatch):
+    started = []
+
+    class Counted(executors.SandboxJob):
+        def __init__(self, *args, **kwargs):
+            started.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(executors, "SandboxJob", Counted)
+    pool = LocalExecutor(1)
+    job = pool.start(request((SEEDS / "mlp.py").read_text(), cache_dir))
+    smoked = job.smoke()
+    assert smoked.status == "smoked" and smoked.trained is None and smoked.smoke["params"] > 0
+    done = job.result()
+    assert done.status == "trained" and done.smoke == smoked.smoke and done.scores["val_accuracy"] > 0.1
+    assert job.smoke() is smoked and job.result() is done  # asking again waits for nothing
+    assert len(started) == 1 and pool.free.qsize() == 1  # one sandbox, and its slot came back
+
+
+def test_a_job_that_ends_at_its_smoke_run_gives_that_verdict_as_its_result(digits, cache_dir):
+    pool = LocalExecutor(1)
+    job = pool.start(request(SHOW_GPU, cache_dir))
+    assert job.smoke().status == "failed" and job.result() is job.smoke()
+    assert "GPU=none" in job.result().reason
+
+
+def test_a_start_refused_by_its_caller_starts_nothing_and_frees_the_slot(cache_dir):
+    pool = LocalExecutor(1)
+
+    def refuse():
+        raise RuntimeError("not again")
+
+    with pytest.raises(RuntimeError, match="not again"):
+        pool.start(request(SHOW_GPU, cache_dir), ready=refuse)
+    assert pool.free.qsize() == 1 and pool.busy == []
 
 
 @pytest.mark.slow
@@ -90,23 +131,24 @@ def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worke
 
     marker = tmp_path / "crashed-once"
 
-    @ray.remote(max_retries=0)
+    @ray.remote(max_retries=0, num_returns="streaming")
     def crash_once(req):
         if not marker.exists():
             marker.touch()
             os._exit(1)  # the worker process dies, as when a node is lost
-        return RunResult("trained", worker="second try")
+        yield RunResult("trained", worker="second try")
 
-    @ray.remote(max_retries=0)
+    @ray.remote(max_retries=0, num_returns="streaming")
     def crash_always(req):
         os._exit(1)
+        yield
 
     executor.remote = crash_once
     assert executor.run(request("", cache_dir)).worker == "second try"
     executor.remote = crash_always
     started = time.time()
     lost = executor.run(request("", cache_dir))
-    assert lost.status == "failed" and "lost twice" in lost.reason and time.time() - started < 60
+    assert lost.status == "failed" and "was lost" in lost.reason and time.time() - started < 60
     executor.close()
 
 

@@ -75,7 +75,7 @@ def test_summary_counts_and_best():
 
 LLM = {"model": "openai/m", "repair_tries": 2}
 OFFLINE = {"repair_tries": 2}
-FAILED = {"status": "failed", "reason": "[smoke:forward] shape mismatch"}
+FAILED = {"verdict": "failed", "error": "[smoke:forward] shape mismatch"}
 ROUTES = [
     # (router, state, settings, where the candidate goes next)
     ("go_on", {"stopped_by": None}, LLM, "plan_round"),
@@ -88,25 +88,21 @@ ROUTES = [
     ("after_extract", {"error": "no code", "tries": 2}, LLM, "record"),
     ("after_extract", {"error": "no code", "tries": 0}, OFFLINE, "record"),
     ("after_extract", {}, LLM, "static_check"),
-    ("after_check", {"error": "[import-allowlist] os", "tries": 1}, LLM, "repair"),
-    ("after_check", {}, LLM, "dedup"),
-    ("after_dedup", {"assessment": {"status": "duplicate"}}, LLM, "record"),
-    ("after_dedup", {}, LLM, "review_gate"),
+    ("after_check", {"verdict": "invalid", "error": "[import-allowlist] os", "tries": 1}, LLM, "repair"),
+    ("after_check", {"verdict": "invalid", "error": "[import-allowlist] os", "tries": 2}, LLM, "record"),
+    ("after_check", {"error": None}, LLM, "dedup"),
+    ("after_dedup", {"verdict": "duplicate"}, LLM, "record"),
+    ("after_dedup", {"verdict": None}, LLM, "review_gate"),
     ("after_review", {"gate": "pass"}, LLM, "smoke"),
-    ("after_review", {"gate": "rejected"}, LLM, "record"),
+    ("after_review", {"gate": "rejected", "verdict": "rejected"}, LLM, "record"),
     ("after_review", {"gate": "edited"}, LLM, "static_check"),
-    ("after_smoke", {}, LLM, "train"),
-    ("after_smoke", {"assessment": FAILED, "tries": 0}, LLM, "repair"),
-    ("after_smoke", {"assessment": {"status": "timeout", "reason": "no result"}, "tries": 0}, LLM, "repair"),
-    (
-        "after_smoke",
-        {"assessment": {"status": "invalid", "reason": "[param-budget] too big"}, "tries": 1},
-        LLM,
-        "repair",
-    ),
-    ("after_smoke", {"assessment": {"status": "duplicate", "reason": "same function"}, "tries": 0}, LLM, "record"),
-    ("after_smoke", {"assessment": FAILED, "tries": 2}, LLM, "record"),
-    ("after_smoke", {"assessment": FAILED, "tries": 0}, OFFLINE, "record"),
+    ("after_smoke", {"verdict": None}, LLM, "train"),
+    ("after_smoke", {**FAILED, "tries": 0}, LLM, "repair"),
+    ("after_smoke", {"verdict": "timeout", "error": "no result", "tries": 0}, LLM, "repair"),
+    ("after_smoke", {"verdict": "invalid", "error": "[param-budget] too big", "tries": 1}, LLM, "repair"),
+    ("after_smoke", {"verdict": "duplicate", "error": "same function", "tries": 0}, LLM, "record"),
+    ("after_smoke", {**FAILED, "tries": 2}, LLM, "record"),
+    ("after_smoke", {**FAILED, "tries": 0}, OFFLINE, "record"),
 ]
 
 

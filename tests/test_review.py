@@ -205,13 +205,13 @@ def gated(tmp_path, monkeypatch):
         sandboxed.append(("smoke", state["code"]))
         if "fails its smoke run" in state["code"]:
             failed = self.ctx.evaluator().without_running(state["code"], "c", "failed", "shape mismatch", "llm")
-            return {"assessment": graph._dump(failed), "error": "shape mismatch"}
-        return {"assessment": None, "error": None}
+            return {**graph._verdict(failed), "error": "shape mismatch"}
+        return {"error": None}
 
     def train(self, state):
         sandboxed.append(("train", state["code"]))
         done = self.ctx.evaluator().without_running(state["code"], "c", "trained", None, "llm")
-        return {"assessment": graph._dump(done)}
+        return graph._verdict(done)
 
     def ask(self, messages, purpose):
         answer = {"propose": fenced(BROKEN), "repair": fenced(REPAIRED), "analyze": "Fine."}[purpose]
