@@ -674,9 +674,8 @@ class Archive:
         is `e`), and `args` fill their placeholders in that order.
         """
         for row in self.db.query(_LISTING.format(source=source, tail=tail), args):
-            decoded = _decode(row)
-            decoded["parents"] = decoded["parents"] or []
-            yield decoded
+            row["parents"] = json.loads(row["parents"]) if row["parents"] else []  # its one JSON column
+            yield row
 
 
 _JSON_FIELDS = ("parents", "hparams", "curve", "timings", "config", "summary", "examples", "prompt")

@@ -2,6 +2,7 @@
 
 import json
 import sqlite3
+import time
 
 import pytest
 import sqlite_utils
@@ -231,6 +232,7 @@ def test_a_new_archive_has_the_browsing_indexes(tmp_path):
 def test_find_run_runs_pages_and_top_of_everything(tmp_path):
     with Archive(tmp_path / "a.db") as db:
         first = db.start_run("eval", "digits", "user", {"paths": ["a.py"]})
+        time.sleep(0.002)  # runs are listed by start time, which is kept to the millisecond
         second = db.start_run("eval", "digits", "user", {})
         assert db.find_run(first)["config"] == {"paths": ["a.py"]} and db.find_run("nope") is None
         assert [r["id"] for r in db.runs()] == [second, first]
