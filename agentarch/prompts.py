@@ -23,6 +23,7 @@ from typing import Any
 import jinja2
 
 import agentarch.prompt_templates
+from agentarch import formats
 from agentarch.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS, parse
 from agentarch.errors import AgentarchError, UsageError
 from agentarch.fewshot import FewShot
@@ -77,20 +78,12 @@ def _environment(folder: Path) -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,  # the output is Markdown and Python for a model, not HTML
     )
-    env.filters.update(count=_count, pct=_pct, seconds=_seconds)
+    env.filters.update(
+        count=functools.partial(formats.count, missing="unknown"),
+        pct=functools.partial(formats.percent, missing="n/a"),
+        seconds=functools.partial(formats.seconds, missing="n/a"),
+    )
     return env
-
-
-def _count(value: int | None) -> str:
-    return "unknown" if value is None else f"{value:,}"
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
-
-
-def _seconds(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f} s"
 
 
 def _system(task: Task, purpose: str, prompts_dir: Path | str | None) -> dict[str, str]:

@@ -7,11 +7,8 @@ LLM is the real scripted server. The slow tests run the real sandbox and SIGKILL
 """
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 
@@ -21,9 +18,9 @@ from agentarch import graph, run
 from agentarch.archive import Archive, code_sha256
 from agentarch.config import load_settings
 from agentarch.executors import LocalExecutor, RunRequest, RunResult
-from tests.conftest import REPO, requires_bubblewrap
+from tests.conftest import requires_bubblewrap
 from tests.llm_server import ScriptedLLMServer
-from tests.test_loop import MODEL, fenced, kind, mlp
+from tests.scripted import MODEL, fenced, kind, mlp, start_run
 
 HUGE_MESSAGE = "x" * (7 << 20)
 
@@ -286,35 +283,12 @@ def test_a_hostile_scripted_run_with_the_real_sandbox_records_every_candidate_an
 
 
 def agentarch_run(archive, cache_dir, url, *extra):
-    env = {
-        **os.environ,
-        "AGENTARCH_THREADS": "1",
-        "AGENTARCH_SMOKE_TIMEOUT_S": "300",
-        "AGENTARCH_CACHE_DIR": str(cache_dir),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "agentarch.cli",
-        "run",
-        "--task",
-        "digits",
-        "--model",
-        MODEL,
-        "--api-base",
-        url,
-        "--budget",
-        "3",
-        "--batch",
-        "1",
-        "--epochs",
-        "1",
-        "--archive",
-        str(archive),
-        "--json",
-        *extra,
-    ]
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_run(
+        archive,
+        *("--model", MODEL, "--api-base", url, "--budget", "3", "--batch", "1", "--epochs", "1", *extra),
+        cache_dir=cache_dir,
+        AGENTARCH_SMOKE_TIMEOUT_S="300",
+    )
 
 
 def kill_once_in_the_sandbox(proc, archive, starts: int) -> None:

@@ -10,17 +10,15 @@ killing the orchestrator must be. Every other candidate is replayed and recorded
 """
 
 import json
-import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.conftest import REPO, requires_bubblewrap
+from tests.conftest import requires_bubblewrap
+from tests.scripted import start_run
 
 pytestmark = [pytest.mark.slow, requires_bubblewrap]
 
@@ -29,32 +27,7 @@ BUDGET = 30  # kills this close together fail a candidate they land on twice (se
 
 
 def start(archive, cache_dir, *extra):
-    env = {**os.environ, "AGENTARCH_CACHE_DIR": str(cache_dir), "AGENTARCH_THREADS": "1"}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agentarch.cli",
-            "run",
-            "--task",
-            "digits",
-            "--budget",
-            str(BUDGET),
-            "--batch",
-            "2",
-            "--epochs",
-            "3",
-            "--archive",
-            str(archive),
-            "--json",
-            *extra,
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_run(archive, "--budget", str(BUDGET), "--batch", "2", "--epochs", "3", *extra, cache_dir=cache_dir)
 
 
 def test_twenty_kills_lose_nothing_and_record_nothing_twice(tmp_path, cache_dir, digits):

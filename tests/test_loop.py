@@ -6,60 +6,20 @@ crash test SIGKILLs a real `agentarch run` process mid-round and resumes it.
 """
 
 import json
-import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 
 import pytest
 from typer.testing import CliRunner
 
 from agentarch.cli import app
-from tests.conftest import REPO, requires_bubblewrap
+from tests.conftest import requires_bubblewrap
 from tests.llm_server import Reply, ScriptedLLMServer
+from tests.scripted import MODEL, fenced, kind, mlp, start_run
 
 pytestmark = [pytest.mark.slow, requires_bubblewrap]
-
-MODEL = "openai/scripted-model"
-
-
-def mlp(width: int, crash: bool = False) -> str:
-    """A small, fast MLP; the width makes each one a different function."""
-    forward = (
-        "raise RuntimeError('shape mismatch in forward')"
-        if crash
-        else "return self.out(torch.relu(self.hidden(x.flatten(1))))"
-    )
-    return f"""import math
-import torch
-from torch import nn
-
-HPARAMS = {{"epochs": 2}}
-
-
-class Net(nn.Module):
-    def __init__(self, in_shape, num_classes):
-        super().__init__()
-        self.hidden = nn.Linear(math.prod(in_shape), {width})
-        self.out = nn.Linear({width}, num_classes)
-
-    def forward(self, x):
-        {forward}
-"""
-
-
-def fenced(code: str, intent: str = "Intent: try a wider hidden layer.") -> str:
-    return f"{intent}\n\n```python\n{code}```\n"
-
-
-def kind(request: dict) -> str:
-    last = request["messages"][-1]["content"]
-    if "Write a short analysis" in last:
-        return "analyze"
-    return "repair" if "The module that failed" in last else "propose"
 
 
 class Responder:
@@ -184,34 +144,7 @@ def code_for(request: dict) -> str:
 
 
 def agentarch_run(archive, url, *extra):
-    env = {**os.environ, "AGENTARCH_THREADS": "1"}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agentarch.cli",
-            "run",
-            "--task",
-            "digits",
-            "--model",
-            MODEL,
-            "--api-base",
-            url,
-            "--budget",
-            "6",
-            "--batch",
-            "2",
-            "--archive",
-            str(archive),
-            "--json",
-            *extra,
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_run(archive, "--model", MODEL, "--api-base", url, "--budget", "6", "--batch", "2", *extra)
 
 
 def test_a_run_killed_mid_round_resumes_with_every_evaluation_kept_once(env):

@@ -440,3 +440,22 @@ def test_token_seed_is_causal(path):
         a, b = model(x), model(changed)
     torch.testing.assert_close(a[:, :9], b[:, :9])
     assert not torch.allclose(a[:, 9:], b[:, 9:])
+
+
+@pytest.mark.parametrize("path", SEED_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_the_smoke_runs_flop_count_equals_torchs_flop_counter(path):
+    """The runner counts with torch's own per-operator formulas, without the counter that imports Dynamo."""
+    from agentarch.runner.runner import count_flops
+    from torch.utils.flop_counter import FlopCounterMode
+
+    task = next(task for task in TASKS.values() if task.kind == path.parent.name)
+    torch.manual_seed(0)
+    model = load_seed(path)(task.in_shape, task.num_classes).eval()
+    if task.kind == "image":
+        x = torch.randn(2, *task.in_shape)
+    else:
+        x = torch.randint(0, task.num_classes, (2, *task.in_shape))
+    reference = FlopCounterMode(display=False)
+    with torch.no_grad(), reference:
+        model(x[:1])
+    assert count_flops(model, x) == reference.get_total_flops() > 0

@@ -1,0 +1,95 @@
+"""The README's main job (`agentarch run --task digits`: 20 candidates, offline, on its defaults), before and after.
+
+Run from the repository root:  .venv/bin/python benchmarks/main_job.py --before REV > benchmarks/main_job.md
+
+Both versions are installed side by side from source (REV from git, "after" from the working tree)
+into their own folders and run alternately, each time on a fresh archive with the same prepared
+data and the same seeds, so both see the same machine load. Per run it records the wall time of the
+whole command, the candidates trained, how many sandbox jobs were started (`evaluation_starts`),
+and the best validation accuracy (the same search should find the same networks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def install(source: Path, target: Path) -> None:
+    """Install agentarch (its code only; the dependencies are this interpreter's) from `source` into `target`."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", target, source],
+        check=True,
+    )
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The tree of `rev`, exported from git (no worktree left behind)."""
+    into.mkdir()
+    archive = subprocess.run(["git", "archive", rev], cwd=REPO, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
+    return into
+
+
+def main_job(site: Path, archive: Path, cache: Path) -> dict[str, float]:
+    """One run of the README's main job with the agentarch installed in `site`."""
+    env = {**os.environ, "PYTHONPATH": str(site), "AGENTARCH_CACHE_DIR": str(cache)}
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "agentarch.cli", "run", "--task", "digits", "--archive", str(archive)],
+        cwd=archive.parent,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    wall = time.perf_counter() - started
+    db = sqlite3.connect(archive)
+    trained = db.execute("SELECT COUNT(*) FROM candidates WHERE status = 'trained'").fetchone()[0]
+    jobs = db.execute("SELECT COALESCE(SUM(started), 0) FROM evaluation_starts").fetchone()[0]
+    best = db.execute("SELECT MAX(val_accuracy) FROM evaluations").fetchone()[0]
+    return {"wall_s": wall, "trained": trained, "sandbox_jobs": jobs, "best_val": best}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, help="git revision to compare against")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each version, alternating")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        sites = {"before": root / "before-site", "after": root / "after-site"}
+        install(checkout(args.before, root / "before-src"), sites["before"])
+        install(REPO, sites["after"])
+        cache = root / "cache"
+        main_job(sites["after"], root / "warm-up.db", cache)  # prepares the digits split both versions then read
+        runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+        for repeat in range(args.repeats):
+            for version in ("before", "after"):
+                runs[version].append(main_job(sites[version], root / f"{version}-{repeat}.db", cache))
+    before, after = (statistics.mean(r["wall_s"] for r in runs[v]) for v in ("before", "after"))
+    print("# The README's main job, before and after\n")
+    print(f"`agentarch run --task digits` (20 candidates, offline REA, slots 1) on {platform.node()}: ")
+    print(f"{os.cpu_count()} CPUs, {platform.python_version()}, before = `{args.before}`, after = the working tree;")
+    print(f"{args.repeats} runs of each, alternating, on fresh archives.\n")
+    print("| version | run | wall (s) | trained | sandbox jobs | best val |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for version in ("before", "after"):
+        for i, r in enumerate(runs[version]):
+            print(
+                f"| {version} | {i + 1} | {r['wall_s']:.1f} | {r['trained']} | {r['sandbox_jobs']} | {r['best_val']:.4f} |"
+            )
+    print(f"\nMean wall time: before {before:.1f} s, after {after:.1f} s: {1 - after / before:.0%} less time.")
+
+
+if __name__ == "__main__":
+    main()
