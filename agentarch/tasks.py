@@ -45,15 +45,51 @@ class TaskError(AgentarchError, ValueError):
     """A task cannot be used as asked; the message says what to fix."""
 
 
+Kind = Literal["image", "token", "sequence", "table", "lm", "tabular"]
+"""What goes into a candidate and what comes out (B = batch, L = sequence length):
+
+- image: float (B, C, H, W) -> logits (B, num_classes)
+- token: ids (B, L) -> logits (B, L, num_classes), one label per position (IGNORE_INDEX = not scored)
+- sequence: ids (B, L) (with `vocab_size`) or floats (B, L, F) -> logits (B, num_classes), one label per sequence
+- table: floats (B, F) -> logits (B, num_classes), or (B, num_classes) values for a regression metric
+- lm: ids (B, L) -> logits (B, L, vocab = num_classes) predicting the next id; the trainer shifts, not the candidate
+- tabular: answered from a benchmark table (NAS-Bench-201), never trained here
+"""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a task's outputs are scored on held-out labels, and which way is better."""
+
+    name: str
+    direction: Literal["max", "min"]
+    regression: bool = False  # scored on predicted values, not on argmax classes
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("accuracy", "max"),
+        Metric("query_accuracy", "max"),
+        Metric("balanced_accuracy", "max"),
+        Metric("macro_f1", "max"),
+        Metric("mse", "min", regression=True),
+        Metric("mae", "min", regression=True),
+        Metric("r2", "max", regression=True),
+        Metric("bits_per_byte", "min"),
+    )
+}
+
+
 @dataclass(frozen=True)
 class Task:
     """What a candidate is trained on and judged by, with the default training budget."""
 
     name: str
-    kind: Literal["image", "token", "tabular"]  # tabular: answered from a benchmark table, never trained here
-    in_shape: tuple[int, ...]  # (C, H, W) for image tasks, (seq_len,) for token tasks
-    num_classes: int  # classes, or the vocabulary size for token tasks
-    metric: str  # "accuracy" or "query_accuracy"
+    kind: Kind
+    in_shape: tuple[int, ...]  # (C, H, W) image; (L,) token, lm and id sequences; (L, F) float sequences; (F,) table
+    num_classes: int  # classes; the vocabulary for token and lm tasks; the number of targets for a regression
+    metric: str  # a key of METRICS
     epochs: int
     batch_size: int
     lr: float
@@ -61,6 +97,14 @@ class Task:
     max_params: int
     needs_data_dir: bool
     description: str  # one paragraph, shown to the proposer
+    vocab_size: int | None = None  # id sequences of a sequence task: ids are in [0, vocab_size)
+    build: Callable[[Task, Path | None, bool, int], _Splits] | None = None  # a task file's or entry point's loader
+    fingerprint: str = ""  # what the prepared cache depends on besides the split seed (a task file's data)
+
+    @property
+    def direction(self) -> Literal["max", "min"]:
+        """Which way the task's metric is better: every ranking (leaderboards, parents, REA, TPE, halving) asks."""
+        return METRICS[self.metric].direction
 
 
 _IMAGE_INPUT = (
@@ -298,18 +342,19 @@ def prepare(
             f"{task.name} is answered from the NAS-Bench-201 table and has no data to train on; "
             f"search it with `agentarch baseline --space nb201 --task {task.name}`"
         )
-    if task.name not in _BUILDERS:
+    builder = task.build or _BUILDERS.get(task.name)
+    if builder is None:
         raise TaskError(f"no data loader for task {task.name!r}; known tasks: {', '.join(_BUILDERS)}")
     if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or not 0 <= split_seed < 2**32:
         raise TaskError(f"split seed must be an integer in [0, 2**32), got {split_seed!r}")
     split_seed = int(split_seed)
-    target = Path(cache_dir) / f"{task.name}-split{split_seed}"
+    target = Path(cache_dir) / f"{task.name}{'-' + task.fingerprint if task.fingerprint else ''}-split{split_seed}"
     prepared = PreparedTask(task, target / "inputs", target / "labels")
     if _is_complete(target):
         with contextlib.suppress(OSError):  # caches made before labels were host-only get the mode too
             os.chmod(prepared.labels_dir, 0o700)
         return prepared
-    splits = _BUILDERS[task.name](task, None if data_dir is None else Path(data_dir), download, split_seed)
+    splits = builder(task, None if data_dir is None else Path(data_dir), download, split_seed)
     _check_splits(task, splits)
     _write_atomically(target, task, splits)
     return prepared
