@@ -20,6 +20,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.db import DescIndex
 
+from agentarch import formats
 from agentarch.dedup import DedupLevel
 from agentarch.errors import AgentarchError
 
@@ -392,7 +393,7 @@ class Archive:
         again (an agent loop resumed after a crash between its write and its checkpoint) returns
         the id of the row already there.
         """
-        row = {"created_at": now(), **{k: _encode(v) for k, v in candidate.items()}}
+        row = {"created_at": now(), **{k: formats.cell(v) for k, v in candidate.items()}}
         with self._writing():
             key = candidate.get("proposal_key")
             if key is not None:
@@ -406,7 +407,7 @@ class Archive:
                         "candidate_id": candidate_id,
                         "task": candidate["task"],
                         "created_at": now(),
-                        **{k: _encode(v) for k, v in evaluation.items()},
+                        **{k: formats.cell(v) for k, v in evaluation.items()},
                     }
                 )
             for call_id in llm_calls:
@@ -423,7 +424,7 @@ class Archive:
                         "candidate_id": candidate_id,
                         "task": task,
                         "created_at": now(),
-                        **{k: _encode(v) for k, v in evaluation.items()},
+                        **{k: formats.cell(v) for k, v in evaluation.items()},
                     }
                 )
                 .last_pk
@@ -685,10 +686,6 @@ def _where(conditions: dict[str, Any]) -> tuple[str | None, list[Any]]:
     """`column = ?` for each condition that is not None, joined with AND (None when there is none)."""
     given = {column: value for column, value in conditions.items() if value is not None}
     return " AND ".join(f"{column} = ?" for column in given) or None, list(given.values())
-
-
-def _encode(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:

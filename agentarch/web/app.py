@@ -16,7 +16,6 @@ a write, so another site cannot make a signed-in browser approve a candidate.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import functools
 import hmac
@@ -46,7 +45,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentarch import queries
+from agentarch import formats, queries
 from agentarch.archive import CANDIDATE_STATUSES, Archive, ArchiveError
 from agentarch.errors import UsageError
 from agentarch.web import plots
@@ -58,6 +57,8 @@ TOKEN_COOKIE = "agentarch_token"
 # Pending reviews shown at once, oldest first: each carries its code, its diff and three forms, and
 # a person decides them one by one anyway.
 REVIEWS_SHOWN = 10
+NONE = "–"
+"""What a page shows for a value that is not there (no score yet, no cost)."""
 
 ROW_COLUMNS = (
     "id",
@@ -146,22 +147,6 @@ def code_diff(a: str | None, b: str | None, a_label: str, b_label: str) -> Marku
     return Markup(f'<pre class="udiff">{"".join(spans)}</pre>')
 
 
-def _fmt_acc(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
-def _fmt_int(value: int | None) -> str:
-    return "–" if value is None else f"{value:,}"
-
-
-def _fmt_one_decimal(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
-
-
-def _fmt_usd(value: float | None) -> str:
-    return "–" if value is None else f"${value:.4f}"
-
-
 def _pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
@@ -170,7 +155,13 @@ def template_environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
     )
-    env.filters.update(acc=_fmt_acc, num=_fmt_int, num1=_fmt_one_decimal, usd=_fmt_usd, pretty=_pretty_json)
+    env.filters.update(
+        acc=functools.partial(formats.accuracy, missing=NONE),
+        num=functools.partial(formats.count, missing=NONE),
+        num1=functools.partial(formats.tenths, missing=NONE),
+        usd=functools.partial(formats.usd, missing=NONE),
+        pretty=_pretty_json,
+    )
     return env
 
 
@@ -229,10 +220,7 @@ def _export(request: Request, rows: list[dict[str, Any]], columns: tuple[str, ..
     if fmt != "csv":
         raise HTTPException(400, f"format is csv or json, not {fmt!r}")
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    for row in picked:
-        writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+    formats.write_csv(buffer, picked, columns)
     return Response(
         buffer.getvalue(),
         media_type="text/csv; charset=utf-8",
