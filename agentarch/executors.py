@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from agentarch.errors import UsageError
 from agentarch.protocol import MAX_REASON_BYTES, MAX_TRACEBACK_BYTES, ProtocolError, cap_text
 from agentarch.sandbox import IsolationMode, Limits, Outcome, SandboxError, SandboxJob
-from agentarch.tasks import TaskError, get_task, prepare, score
+from agentarch.tasks import TaskError, get_task, output_shape, prepare, score
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,7 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
             job.kill()  # the runner is done; nothing it left behind may change the outputs while they are read
             try:
                 outputs = {
-                    split: job.output(f"{split}_outputs.npy", (*y.shape, task.num_classes))
-                    for split, y in labels.items()
+                    split: job.output(f"{split}_outputs.npy", output_shape(task, y)) for split, y in labels.items()
                 }
                 scores = {f"{split}_accuracy": score(task, outputs[split], y) for split, y in labels.items()}
             except (ProtocolError, TaskError) as err:

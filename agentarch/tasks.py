@@ -24,6 +24,7 @@ import os
 import pickle
 import shutil
 import struct
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -192,6 +193,31 @@ TASKS: dict[str, Task] = {
                 "purely local mixing cannot solve it."
             ),
         ),
+        Task(
+            name="stdlib-bytes",
+            kind="lm",
+            in_shape=(128,),
+            num_classes=256,
+            metric="bits_per_byte",
+            epochs=1,
+            batch_size=32,
+            lr=3e-3,
+            weight_decay=0.1,
+            max_params=1_000_000,
+            needs_data_dir=False,
+            fingerprint="py{}.{}.{}".format(*sys.version_info[:3]),  # patch releases may edit a file
+            description=(
+                "Byte-level language modelling on Python source code: the standard library's own source files "
+                "of the running Python, cut into sequences of 128 bytes (UTF-8 bytes, vocabulary 256). Whole "
+                "files are held out: about 400 KB of training text from 15 modules, validation and test "
+                "text from other modules, so the data is the same on every machine with the same Python "
+                "version and needs no download. The network receives long ids (B, 128) and returns logits "
+                "(B, 128, 256), where position t predicts byte t + 1 from bytes 0..t only: it must be causal "
+                "(the trainer shifts the targets, and a network that looks ahead is refused). Scored by bits "
+                "per byte on the validation files (lower is better); a uniform guess is 8, and Python source "
+                "rewards models that capture indentation, keywords and identifiers repeated within a file."
+            ),
+        ),
         _held_out_task(
             "mnist",
             (1, 28, 28),
@@ -291,11 +317,19 @@ TASKS: dict[str, Task] = {
 
 
 def get_task(name: str) -> Task:
-    """The registered task called `name`; the error lists the known ones."""
-    try:
+    """The built-in task called `name`, a task file (a path ending in .toml), or a task an installed
+    package publishes under the `agentarch.tasks` entry points; the error lists the known ones."""
+    if name in TASKS:
         return TASKS[name]
-    except KeyError:
-        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+    from agentarch import taskfiles  # it imports this module, and only task files need it
+
+    found = taskfiles.resolve(name)
+    if found is None:
+        raise TaskError(
+            f"unknown task {name!r}; known tasks: {', '.join([*TASKS, *taskfiles.entry_point_names()])}, "
+            "or the path of a task file (.toml)"
+        )
+    return found
 
 
 # -- prepared data ------------------------------------------------------------------------------
@@ -384,7 +418,7 @@ def _write_atomically(target: Path, task: Task, splits: _Splits) -> None:
             np.save(inputs / f"{name}.npy", array, allow_pickle=False)
         for name, array in (("val_y", splits.val_y), ("test_y", splits.test_y)):
             np.save(labels / f"{name}.npy", array, allow_pickle=False)
-        (inputs / "meta.json").write_text(json.dumps(_meta(task, splits.train_x), indent=2) + "\n")
+        (inputs / "meta.json").write_text(json.dumps(_meta(task, splits), indent=2) + "\n")
         _rename_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only still there if something failed or we lost a race
@@ -419,20 +453,40 @@ def _rename_into_place(tmp: Path, target: Path) -> None:
         )
 
 
-def _meta(task: Task, train_x: np.ndarray) -> dict[str, object]:
-    """What the runner needs to turn stored inputs into network inputs."""
-    if task.kind == "token":
-        return {"kind": "token", "in_shape": list(task.in_shape), "num_classes": task.num_classes}
-    scale = _IMAGE_SCALE[task.name]
-    mean, std = channel_stats(train_x, scale)
-    return {
-        "kind": "image",
-        "scale": scale,
-        "mean": mean,
-        "std": std,
-        "in_shape": list(task.in_shape),
-        "num_classes": task.num_classes,
-    }
+def _meta(task: Task, splits: _Splits) -> dict[str, object]:
+    """What the runner needs to turn stored inputs into network inputs, computed here on the host.
+
+    Images get per-channel statistics; float sequences and tables get per-feature mean and std over
+    the training split (so the runner normalizes every split with training statistics only); id
+    sequences name their vocabulary; a regression carries the training targets' mean and std, by
+    which the trainer standardizes its targets and un-standardizes its predictions.
+    """
+    meta: dict[str, object] = {"kind": task.kind, "in_shape": list(task.in_shape), "num_classes": task.num_classes}
+    if task.kind == "image":
+        scale = _IMAGE_SCALE.get(task.name, 255.0)
+        mean, std = channel_stats(splits.train_x, scale)
+        meta.update(scale=scale, mean=mean, std=std)
+    elif _float_inputs(task):
+        meta.update(zip(("mean", "std"), _feature_stats(splits.train_x)))
+    elif task.kind == "sequence":
+        meta["vocab_size"] = task.vocab_size
+    if METRICS[task.metric].regression:
+        meta["regression"] = True
+        meta.update(zip(("target_mean", "target_std"), _feature_stats(splits.train_y)))
+    return meta
+
+
+def _float_inputs(task: Task) -> bool:
+    """Whether the task's inputs are float features (tables, float series) rather than images or ids."""
+    return task.kind == "table" or (task.kind == "sequence" and task.vocab_size is None)
+
+
+def _feature_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
+    """Mean and std of each feature (the last axis) over every other axis, in float64; a constant feature gets std 1."""
+    flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    mean, std = flat.mean(axis=0), flat.std(axis=0)
+    std[std < 1e-12] = 1.0
+    return [float(m) for m in mean], [float(s) for s in std]
 
 
 def channel_stats(x: np.ndarray, scale: float, chunk: int = 4096) -> tuple[list[float], list[float]]:
@@ -458,26 +512,61 @@ def channel_stats(x: np.ndarray, scale: float, chunk: int = 4096) -> tuple[list[
 
 
 def _check_splits(task: Task, splits: _Splits) -> None:
-    """Refuse to cache data that breaks the contract (a bad file would otherwise surface as odd scores)."""
+    """Refuse to cache data that breaks the contract (a bad file would otherwise surface as odd scores).
+
+    Stored formats per kind: images uint8 (N, C, H, W); token, lm and id-sequence inputs int64 ids;
+    float sequences and tables float32 features, all finite. Class labels are int64, (N, L) per
+    position for token tasks (IGNORE_INDEX where not scored) and (N,) otherwise; regression targets
+    are finite float32 (N, num_classes); an lm task's labels are its inputs (the next-id targets).
+    """
+    check_metric(task)
+    if task.kind == "sequence" and (task.vocab_size is None) != (len(task.in_shape) == 2):
+        raise TaskError(
+            f"{task.name}: a sequence task has in_shape (L,) with a vocab_size (ids) or (L, F) without one "
+            f"(float series); got in_shape {task.in_shape} and vocab_size {task.vocab_size}"
+        )
+    regression = METRICS[task.metric].regression
     for split in ("train", "val", "test"):
         x, y = getattr(splits, f"{split}_x"), getattr(splits, f"{split}_y")
         if len(x) == 0 or len(x) != len(y):
             raise TaskError(f"{task.name}: {split} split has {len(x)} inputs and {len(y)} labels")
-        if task.kind == "image":
-            want_dtype, want_x, want_y = np.uint8, (len(x), *task.in_shape), (len(x),)
-        else:
-            want_dtype, want_x, want_y = np.int64, (len(x), *task.in_shape), (len(x), *task.in_shape)
+        n = len(x)
+        want_x = (n, *task.in_shape)
+        want_dtype = np.uint8 if task.kind == "image" else np.float32 if _float_inputs(task) else np.int64
         if x.dtype != want_dtype or x.shape != want_x:
             raise TaskError(
                 f"{task.name}: {split} inputs are {x.dtype} {x.shape}; expected {np.dtype(want_dtype)} {want_x}"
             )
-        if y.dtype != np.int64 or y.shape != want_y:
-            raise TaskError(f"{task.name}: {split} labels are {y.dtype} {y.shape}; expected int64 {want_y}")
+        if want_dtype == np.float32 and not np.isfinite(x).all():
+            raise TaskError(f"{task.name}: {split} inputs hold NaN or Inf (first at index {_first_bad(x)})")
+        if want_dtype == np.int64:
+            vocab = task.vocab_size if task.kind == "sequence" else task.num_classes
+            if x.min() < 0 or x.max() >= vocab:
+                raise TaskError(f"{task.name}: {split} ids span [{x.min()}, {x.max()}]; expected [0, {vocab})")
+        if regression:
+            want_y, y_dtype = (n, task.num_classes), np.float32
+        else:
+            want_y, y_dtype = ((n, *task.in_shape) if task.kind in ("token", "lm") else (n,)), np.int64
+        if y.dtype != y_dtype or y.shape != want_y:
+            raise TaskError(
+                f"{task.name}: {split} labels are {y.dtype} {y.shape}; expected {np.dtype(y_dtype)} {want_y}"
+            )
+        if regression:
+            if not np.isfinite(y).all():
+                raise TaskError(f"{task.name}: {split} targets hold NaN or Inf (first at index {_first_bad(y)})")
+            continue
+        if task.kind == "lm" and not np.array_equal(x, y):
+            raise TaskError(f"{task.name}: {split} labels of a language-modelling task must equal its inputs")
         scored = y[y != IGNORE_INDEX] if task.kind == "token" else y
         if scored.size and (scored.min() < 0 or scored.max() >= task.num_classes):
             raise TaskError(
                 f"{task.name}: {split} labels span [{scored.min()}, {scored.max()}]; expected [0, {task.num_classes})"
             )
+
+
+def _first_bad(a: np.ndarray) -> tuple[int, ...]:
+    """The index of the first non-finite value, for an error message that points at the row."""
+    return tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
 
 
 def _split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -564,6 +653,58 @@ def _build_mqar(task: Task, data_dir: Path | None, download: bool, split_seed: i
         for split, stream in zip(("train", "val", "test"), streams)
     }
     return _Splits(*made["train"], *made["val"], *made["test"])
+
+
+# -- stdlib-bytes -------------------------------------------------------------------------------
+
+STDLIB_FILES: dict[str, tuple[str, ...]] = {
+    "train": (
+        "argparse.py",
+        "calendar.py",
+        "contextlib.py",
+        "copy.py",
+        "csv.py",
+        "fractions.py",
+        "functools.py",
+        "graphlib.py",
+        "heapq.py",
+        "queue.py",
+        "random.py",
+        "shlex.py",
+        "string.py",
+        "tempfile.py",
+        "textwrap.py",
+    ),
+    "val": ("gettext.py", "pprint.py"),
+    "test": ("bisect.py", "colorsys.py", "numbers.py", "weakref.py"),
+}
+"""The standard-library modules of each split: a fixed, sorted list, so the split never depends on what
+else an installation carries (a file a Python lacks is skipped, the rest keep their split)."""
+
+
+def stdlib_corpus(split: str, stdlib: Path | None = None) -> bytes:
+    """The bytes of `split`'s standard-library files, concatenated in the listed order."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"]) if stdlib is None else stdlib
+    return b"".join((root / name).read_bytes() for name in STDLIB_FILES[split] if (root / name).is_file())
+
+
+def _build_stdlib_bytes(task: Task, data_dir: Path | None, download: bool, split_seed: int) -> _Splits:
+    """Non-overlapping windows of each split's bytes (the remainder is dropped); the split seed plays no
+    part, because the held-out files are fixed."""
+    seq_len = task.in_shape[0]
+    arrays = []
+    for split in ("train", "val", "test"):
+        data = np.frombuffer(stdlib_corpus(split), dtype=np.uint8)
+        if len(data) < seq_len:
+            raise TaskError(
+                f"{task.name}: this Python has {len(data)} bytes of the {split} files "
+                f"({', '.join(STDLIB_FILES[split])}) in its standard library; at least {seq_len} are needed"
+            )
+        ids = data[: len(data) // seq_len * seq_len].reshape(-1, seq_len).astype(np.int64)
+        arrays += [ids, ids.copy()]  # the labels of a language model are its inputs; the trainer shifts
+    return _Splits(*arrays)
 
 
 # -- file-based image datasets (torchvision's on-disk layout) ------------------------------------
@@ -906,38 +1047,137 @@ def _download(source: _FileSource, data_dir: Path) -> None:
 # -- scoring ------------------------------------------------------------------------------------
 
 
-def score(task: Task, outputs: np.ndarray, labels: np.ndarray) -> float:
-    """Accuracy of the network's logits against held-out labels.
+_METRIC_KINDS: dict[str, tuple[str, ...]] = {
+    "accuracy": ("image", "token", "sequence", "table", "tabular"),
+    "query_accuracy": ("token",),
+    "balanced_accuracy": ("image", "token", "sequence", "table"),
+    "macro_f1": ("image", "token", "sequence", "table"),
+    "mse": ("sequence", "table"),
+    "mae": ("sequence", "table"),
+    "r2": ("sequence", "table"),
+    "bits_per_byte": ("lm",),
+}
+"""Which kinds each metric can score: class metrics need classes, regression metrics one value per target."""
 
-    Image tasks: argmax of (N, num_classes) logits against (N,) labels. Token tasks: argmax of
-    (N, L, num_classes) logits against (N, L) labels, counted only where the label is not
-    IGNORE_INDEX. A prediction whose logits hold a NaN counts as wrong. Any shape or dtype that
-    does not fit raises TaskError: a wrong shape must never turn into a quietly wrong score.
+
+def check_metric(task: Task) -> None:
+    """Refuse a metric the task's kind cannot be scored by (an lm task by accuracy, an image task by MSE)."""
+    if task.metric not in METRICS:
+        raise TaskError(f"{task.name}: unknown metric {task.metric!r}; known metrics: {', '.join(METRICS)}")
+    if task.kind not in _METRIC_KINDS[task.metric]:
+        fitting = [name for name, kinds in _METRIC_KINDS.items() if task.kind in kinds]
+        raise TaskError(
+            f"{task.name}: a {task.kind} task cannot be scored by {task.metric}; use one of {', '.join(fitting)}"
+        )
+    if task.kind == "lm" and task.num_classes != 256:
+        raise TaskError(
+            f"{task.name}: bits per byte needs byte ids (num_classes 256), got a vocabulary of {task.num_classes}"
+        )
+
+
+def output_shape(task: Task, labels: np.ndarray) -> tuple[int, ...]:
+    """The shape of the outputs the runner writes for held-out `labels` of this task (what the host reads).
+
+    Logits (N, num_classes) for a class per example and (N, L, num_classes) for a class per
+    position; predicted values (N, num_classes) for a regression; for a language-modelling task the
+    runner writes one number per sequence, its summed negative log-likelihood in nats, (N,):
+    its logits (N, L, 256) would be 1 KiB per byte of held-out text.
     """
+    n = labels.shape[0] if labels.ndim else 0
+    if task.kind == "lm":
+        return (n,)
+    if task.kind == "token":
+        return (*labels.shape, task.num_classes)
+    return (n, task.num_classes)
+
+
+def score(task: Task, outputs: np.ndarray, labels: np.ndarray) -> float:
+    """The task's metric of the runner's outputs against held-out labels (see `output_shape`).
+
+    Class metrics (accuracy, query accuracy, balanced accuracy, macro-F1) take the argmax of the
+    logits and count only positions whose label is not IGNORE_INDEX; a prediction whose logits hold
+    a NaN counts as wrong. Balanced accuracy and macro-F1 follow scikit-learn: the mean recall over
+    the classes in the labels, and the mean F1 over the classes in the labels or predictions.
+    Regression metrics (mse, mae, r2) compare values in the targets' own units, averaged over
+    targets (r2 as scikit-learn's uniform average). Bits per byte is the summed negative
+    log-likelihood over every predicted byte (positions 1..L-1 of each sequence) divided by their
+    count and ln 2. Any shape or dtype that does not fit, or a NaN where a value is needed, raises
+    TaskError: a wrong shape must never turn into a quietly wrong score.
+    """
+    check_metric(task)
     outputs, labels = np.asarray(outputs), np.asarray(labels)
-    if not np.issubdtype(outputs.dtype, np.integer) and not np.issubdtype(outputs.dtype, np.floating):
-        raise TaskError(f"{task.name}: outputs must be real-valued logits, got dtype {outputs.dtype}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TaskError(f"{task.name}: labels must be integers, got dtype {labels.dtype}")
-    label_ndim = 1 if task.kind == "image" else 2
+    metric = METRICS[task.metric]
+    if not np.issubdtype(outputs.dtype, np.floating) and not np.issubdtype(outputs.dtype, np.integer):
+        raise TaskError(f"{task.name}: outputs must be real numbers, got dtype {outputs.dtype}")
+    label_ndim = 2 if task.kind in ("token", "lm") or metric.regression else 1
     if labels.ndim != label_ndim:
         raise TaskError(f"{task.name}: labels have shape {labels.shape}; expected {label_ndim} dimensions")
-    expected = (*labels.shape, task.num_classes)
+    if metric.regression != np.issubdtype(labels.dtype, np.floating) or not (
+        metric.regression or np.issubdtype(labels.dtype, np.integer)
+    ):
+        want = "floats" if metric.regression else "integers"
+        raise TaskError(f"{task.name}: labels of a {task.metric} task must be {want}, got dtype {labels.dtype}")
+    expected = output_shape(task, labels)
     if outputs.shape != expected:
-        layout = "(N, num_classes)" if task.kind == "image" else "(N, seq_len, num_classes)"
-        raise TaskError(f"{task.name}: outputs have shape {outputs.shape}; expected {layout} = {expected}")
+        raise TaskError(f"{task.name}: outputs have shape {outputs.shape}; expected {expected}")
+    if len(labels) == 0:
+        raise TaskError(f"{task.name}: no labelled examples to score")
+    if task.kind == "lm":
+        return _bits_per_byte(task, outputs, labels)
+    if metric.regression:
+        return _regression_score(task, outputs.astype(np.float64), labels.astype(np.float64))
     scored = labels != IGNORE_INDEX if task.kind == "token" else np.ones(labels.shape, dtype=bool)
     if not scored.any():
         raise TaskError(f"{task.name}: no labelled positions to score")
     wanted = labels[scored]
     if wanted.min() < 0 or wanted.max() >= task.num_classes:
         raise TaskError(f"{task.name}: labels span [{wanted.min()}, {wanted.max()}]; expected [0, {task.num_classes})")
-    correct = (outputs.argmax(axis=-1) == labels) & ~np.isnan(outputs).any(axis=-1)
-    return float(correct[scored].mean())
+    predicted = np.where(np.isnan(outputs).any(axis=-1), -1, outputs.argmax(axis=-1))[scored]  # -1: no class
+    if task.metric in ("accuracy", "query_accuracy"):
+        return float((predicted == wanted).mean())
+    classes = np.unique(wanted)
+    recall = np.array([(predicted[wanted == c] == c).mean() for c in classes])
+    if task.metric == "balanced_accuracy":
+        return float(recall.mean())
+    classes = np.union1d(classes, predicted[predicted >= 0])
+    f1 = []
+    for c in classes:
+        true_pos = np.sum((predicted == c) & (wanted == c))
+        denominator = np.sum(predicted == c) + np.sum(wanted == c)
+        f1.append(2 * true_pos / denominator)
+    return float(np.mean(f1))
+
+
+def _regression_score(task: Task, outputs: np.ndarray, labels: np.ndarray) -> float:
+    if not np.isfinite(outputs).all():
+        raise TaskError(f"{task.name}: predictions hold NaN or Inf (first at index {_first_bad(outputs)})")
+    if not np.isfinite(labels).all():
+        raise TaskError(f"{task.name}: targets hold NaN or Inf (first at index {_first_bad(labels)})")
+    error = outputs - labels
+    if task.metric == "mse":
+        return float(np.mean(error**2))
+    if task.metric == "mae":
+        return float(np.mean(np.abs(error)))
+    total = ((labels - labels.mean(axis=0)) ** 2).sum(axis=0)
+    if (total == 0).any():
+        raise TaskError(f"{task.name}: r2 is undefined for a target that is constant over the held-out split")
+    return float(np.mean(1.0 - (error**2).sum(axis=0) / total))
+
+
+def _bits_per_byte(task: Task, outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Summed NLL in nats per sequence (N,) against (N, L) byte ids: L - 1 predicted bytes per sequence."""
+    if labels.shape[1] < 2:
+        raise TaskError(f"{task.name}: sequences of {labels.shape[1]} byte(s) have nothing to predict")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= task.num_classes:
+        raise TaskError(f"{task.name}: labels must be byte ids in [0, {task.num_classes})")
+    if not np.isfinite(outputs).all() or (outputs < 0).any():
+        raise TaskError(f"{task.name}: per-sequence negative log-likelihoods must be finite and non-negative")
+    return float(outputs.astype(np.float64).sum() / (labels.shape[0] * (labels.shape[1] - 1)) / math.log(2))
 
 
 _BUILDERS: dict[str, Callable[[Task, Path | None, bool, int], _Splits]] = {
     "digits": _build_digits,
     "mqar": _build_mqar,
+    "stdlib-bytes": _build_stdlib_bytes,
     **{name: _build_from_files for name in _FILE_SOURCES},
 }

@@ -105,26 +105,56 @@ def load_candidate(code_path: Path) -> type[nn.Module]:
     return net
 
 
-def build(net_cls: type[nn.Module], in_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
+def build(
+    net_cls: type[nn.Module], in_shape: tuple[int, ...], num_classes: int, seed: int, vocab_size: int | None = None
+) -> nn.Module:
+    """`Net(in_shape, num_classes)`, seeded; a sequence task over ids also passes `vocab_size=` (the contract)."""
     torch.manual_seed(seed)
+    extra = {} if vocab_size is None else {"vocab_size": vocab_size}
     try:
-        return net_cls(in_shape, num_classes)
+        return net_cls(in_shape, num_classes, **extra)
     except Exception as err:
-        raise CandidateError("build", f"Net{in_shape, num_classes} raised {type(err).__name__}: {err}") from err
+        call = f"Net({tuple(in_shape)}, {num_classes}{f', vocab_size={vocab_size}' if extra else ''})"
+        raise CandidateError("build", f"{call} raised {type(err).__name__}: {err}") from err
 
 
 def expected_shape(spec: dict[str, Any], batch: int) -> tuple[int, ...]:
-    if spec["kind"] == "token":
+    """What forward must return: an output per position for token and lm tasks, else one per example."""
+    if spec["kind"] in ("token", "lm"):
         return (batch, spec["in_shape"][0], spec["num_classes"])
     return (batch, spec["num_classes"])
 
 
 def fixed_input(spec: dict[str, Any], batch: int) -> torch.Tensor:
-    """The same input for every candidate of a task, independent of any global RNG state."""
+    """The same input for every candidate of a task, independent of any global RNG state.
+
+    Ids in the task's vocabulary for token, lm and id-sequence tasks, standard normal floats (what
+    normalized inputs look like) for the rest.
+    """
     gen = torch.Generator().manual_seed(1234)
-    if spec["kind"] == "token":
-        return torch.randint(0, spec["num_classes"], (batch, *spec["in_shape"]), generator=gen)
+    vocab = spec["num_classes"] if spec["kind"] in ("token", "lm") else spec.get("vocab_size")
+    if vocab is not None:
+        return torch.randint(0, vocab, (batch, *spec["in_shape"]), generator=gen)
     return torch.randn((batch, *spec["in_shape"]), generator=gen)
+
+
+def check_causal(model: nn.Module, spec: dict[str, Any]) -> None:
+    """Refuse an lm candidate whose output at a position depends on later ids.
+
+    Its held-out inputs are the very bytes it is scored on, so a network that looks ahead would
+    score near 0 bits per byte without learning anything. The check changes the second half of
+    the fixed input and requires the first half's outputs to stay put (in eval mode, as predicted).
+    """
+    x = fixed_input(spec, 2)
+    half = x.shape[1] // 2
+    changed = x.clone()
+    changed[:, half:] = (changed[:, half:] + 1) % spec["num_classes"]
+    with torch.no_grad():
+        a, b = model(x), model(changed)
+    if not torch.allclose(a[:, :half], b[:, :half], rtol=1e-4, atol=1e-5):
+        raise CandidateError(
+            "not-causal", f"changing ids from position {half} on changed the outputs before it: the network looks ahead"
+        )
 
 
 def functional_hash(net_cls: type[nn.Module], spec: dict[str, Any]) -> str:
@@ -134,7 +164,7 @@ def functional_hash(net_cls: type[nn.Module], spec: dict[str, Any]) -> str:
     their names and code style, and get the same hash.
     """
     in_shape, num_classes = tuple(spec["in_shape"]), spec["num_classes"]
-    model = build(net_cls, in_shape, num_classes, seed=0).eval()
+    model = build(net_cls, in_shape, num_classes, seed=0, vocab_size=spec.get("vocab_size")).eval()
     with torch.no_grad():
         out = model(fixed_input(spec, FUNCTIONAL_BATCH))
     if not isinstance(out, torch.Tensor):
@@ -214,7 +244,7 @@ def smoke(
     """Build, count, and run one forward and backward pass on real training data, checking the contract."""
     in_shape, num_classes = tuple(spec["in_shape"]), spec["num_classes"]
     fhash = functional_hash(net_cls, spec)
-    model = build(net_cls, in_shape, num_classes, seed=spec["train"]["seed"])
+    model = build(net_cls, in_shape, num_classes, seed=spec["train"]["seed"], vocab_size=inputs.vocab_size)
     params = sum(p.numel() for p in model.parameters())
     if params == 0:
         raise CandidateError("no-parameters", "Net has no trainable parameters")
@@ -235,13 +265,20 @@ def smoke(
         raise CandidateError("output-shape", f"forward returned shape {tuple(out.shape)}, expected {want}")
     if not torch.isfinite(out).all():
         raise CandidateError("non-finite", "forward produced NaN or Inf on real inputs")
-    loss = trainer.loss_fn(spec["kind"], out, y.to(device), 0.0)
+    loss = trainer.loss_fn(spec["kind"], out, y.to(device), 0.0, inputs.regression)
     try:
         loss.backward()
     except Exception as err:
         raise CandidateError("backward", f"backward raised {type(err).__name__}: {err}") from err
     if not torch.isfinite(loss):
         raise CandidateError("non-finite", "the loss on one batch is NaN or Inf")
+    if spec["kind"] == "lm":
+        try:
+            check_causal(model.eval().cpu(), spec)
+        except CandidateError:
+            raise
+        except Exception as err:
+            raise CandidateError("forward", f"forward raised {type(err).__name__}: {err}") from err
     return {"params": params, "flops": flops, "functional_hash": fhash, "output_shape": list(out.shape)}
 
 
@@ -256,6 +293,7 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
         torch.set_num_threads(spec["threads"])
         device = trainer.pick_device()
         inputs = trainer.load_inputs(Path(spec["inputs_dir"]), device)
+        spec = {**spec, "vocab_size": inputs.vocab_size}
         stage = "smoke"
         started = time.perf_counter()
         net_cls = load_candidate(Path(spec["code_path"]))
@@ -266,11 +304,11 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
         stage = "train"
         cfg = trainer.TrainConfig(**spec["train"])
         trainer.seed_everything(cfg.seed)
-        model = build(net_cls, tuple(spec["in_shape"]), spec["num_classes"], seed=cfg.seed).to(device)
+        model = build(net_cls, tuple(spec["in_shape"]), spec["num_classes"], cfg.seed, inputs.vocab_size).to(device)
         result = trainer.train(model, inputs, cfg, device)
         out_dir = Path(spec["output_dir"])
         for split, x in (("val", inputs.val_x), ("test", inputs.test_x)):
-            np.save(out_dir / f"{split}_outputs.npy", trainer.predict(model, x, cfg.batch_size, device))
+            np.save(out_dir / f"{split}_outputs.npy", trainer.predict(model, x, cfg.batch_size, device, inputs))
         emit(
             {
                 "event": "trained",

@@ -64,15 +64,31 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model; if that fails, train eagerly and say so in notes
 
 
+KINDS = ("image", "token", "sequence", "table", "lm")
+
+
 @dataclass
 class Inputs:
-    """A task's inputs, already on the device: normalized float images or int64 token ids."""
+    """A task's inputs, already on the device and ready for the network.
 
-    kind: str  # "image" or "token"
+    Images and float features are normalized; ids stay int64. A regression's training targets are
+    standardized, `(y - target_mean) / target_std` per target, so one learning rate suits targets
+    of any scale; predictions are mapped back to the targets' units before the host sees them.
+    """
+
+    kind: str  # one of KINDS
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
     test_x: torch.Tensor
+    vocab_size: int | None = None  # id sequences of a sequence task
+    target_mean: torch.Tensor | None = None  # a regression's training targets, per target
+    target_std: torch.Tensor | None = None
+
+    @property
+    def regression(self) -> bool:
+        """Whether the network predicts values (scored by MSE, MAE or R²) rather than classes."""
+        return self.target_mean is not None
 
 
 @dataclass
@@ -111,48 +127,77 @@ def load_inputs(inputs_dir: Path, device: torch.device) -> Inputs:
     """Read a task's inputs folder (see docs/architecture.md, "Data contracts") onto the device.
 
     Images are stored as uint8 and normalized on the device, `(x / scale - mean[c]) / std[c]`, in
-    place, so the only full-size float copy is the one the model trains on.
+    place, so the only full-size float copy is the one the model trains on. Float sequences and
+    tables are normalized per feature (the last axis) with the training statistics in meta.json,
+    which the host computed. Token, lm and id-sequence inputs are int64 ids.
     """
     inputs_dir = Path(inputs_dir)
     meta = json.loads((inputs_dir / "meta.json").read_text())
     kind = meta["kind"]
-    if kind not in ("image", "token"):
-        raise ValueError(f"{inputs_dir / 'meta.json'}: unknown task kind {kind!r}; expected 'image' or 'token'")
+    if kind not in KINDS:
+        raise ValueError(f"{inputs_dir / 'meta.json'}: unknown task kind {kind!r}; expected one of {', '.join(KINDS)}")
 
     def load(name: str) -> torch.Tensor:
         return torch.from_numpy(np.load(inputs_dir / f"{name}.npy", allow_pickle=False)).to(device)
 
-    def image(name: str) -> torch.Tensor:
-        x = load(name).float()
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        mean = torch.tensor(meta["mean"], dtype=torch.float32, device=device).reshape(shape)
-        std = torch.tensor(meta["std"], dtype=torch.float32, device=device).reshape(shape)
-        return x.div_(meta["scale"]).sub_(mean).div_(std)
+    def stats(key: str, ndim: int) -> torch.Tensor:
+        """meta[key] shaped to broadcast against the channel axis of images or the last axis of features."""
+        shape = (1, -1) + (1,) * (ndim - 2) if kind == "image" else (-1,)
+        return torch.tensor(meta[key], dtype=torch.float32, device=device).reshape(shape)
 
-    read_x = image if kind == "image" else (lambda name: load(name).long())
-    return Inputs(kind, read_x("train_x"), load("train_y").long(), read_x("val_x"), read_x("test_x"))
+    def read_x(name: str) -> torch.Tensor:
+        x = load(name)
+        if not x.is_floating_point() and kind != "image":
+            return x.long()
+        x = x.float()
+        if kind == "image":
+            x.div_(meta["scale"])
+        return x.sub_(stats("mean", x.ndim)).div_(stats("std", x.ndim))
+
+    train_y = load("train_y")
+    mean = std = None
+    if meta.get("regression"):
+        mean, std = stats("target_mean", 2), stats("target_std", 2)
+        train_y = (train_y.float() - mean) / std
+    else:
+        train_y = train_y.long()
+    return Inputs(
+        kind, read_x("train_x"), train_y, read_x("val_x"), read_x("test_x"), meta.get("vocab_size"), mean, std
+    )
 
 
-def loss_fn(kind: str, logits: torch.Tensor, y: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """Mean cross-entropy over the scored targets, computed in float32.
+def loss_fn(
+    kind: str, out: torch.Tensor, y: torch.Tensor, label_smoothing: float, regression: bool = False
+) -> torch.Tensor:
+    """The training loss for a batch of network outputs, computed in float32.
 
-    Image logits are (B, C) against (B,). Token logits are (B, L, V) against (B, L) with
-    IGNORE_INDEX at unscored positions; a batch with no scored position gives 0, not NaN, so it
-    cannot be mistaken for divergence.
+    - classes (image, sequence, table): cross-entropy of (B, C) logits against (B,) labels;
+    - token: cross-entropy of (B, L, V) logits against (B, L) labels with IGNORE_INDEX at unscored
+      positions; a batch with no scored position gives 0, not NaN, so it cannot pass for divergence;
+    - lm: the shift is done here, not by the candidate: logits at positions 0..L-2 against the ids at
+      1..L-1 (`y` is the batch of ids itself);
+    - regression (sequence, table): mean squared error of (B, T) outputs against standardized targets.
+
+    Label smoothing applies to class labels only: it would bias a regression, and an lm is scored
+    by the likelihood it assigns, which smoothing caps.
     """
-    if kind == "image":
-        return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    if kind not in KINDS:
+        raise ValueError(f"unknown task kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if regression:
+        return F.mse_loss(out.float(), y.float())
+    if kind == "lm":
+        return F.cross_entropy(out[:, :-1].float().reshape(-1, out.shape[-1]), y[:, 1:].reshape(-1))
     if kind == "token":
         flat_y = y.reshape(-1)
         total = F.cross_entropy(
-            logits.float().reshape(flat_y.numel(), -1),
+            out.float().reshape(flat_y.numel(), -1),
             flat_y,
             ignore_index=IGNORE_INDEX,
             label_smoothing=label_smoothing,
             reduction="sum",
         )
         return total / (flat_y != IGNORE_INDEX).sum().clamp(min=1)
-    raise ValueError(f"unknown task kind {kind!r}; expected 'image' or 'token'")
+    return F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
 
 
 def lr_at(step: int, total_steps: int, base_lr: float, warmup_frac: float) -> float:
@@ -246,7 +291,7 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
     def forward_backward(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         precision = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
         with precision:
-            loss = loss_fn(inputs.kind, net(x), y, cfg.label_smoothing)
+            loss = loss_fn(inputs.kind, net(x), y, cfg.label_smoothing, inputs.regression)
         loss.backward()
         return loss
 
@@ -304,11 +349,28 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
     )
 
 
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:
-    """Logits for `x` in eval mode, batch by batch, as a float32 array on the CPU."""
+def predict(
+    model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device, inputs: Inputs | None = None
+) -> np.ndarray:
+    """What the host scores for `x`, in eval mode, batch by batch, as a float array on the CPU.
+
+    Without `inputs` (or for class tasks), the network's float32 outputs as they are. With the
+    task's `inputs`: a regression's predictions mapped back to the targets' units, and for an lm
+    task one float64 per sequence, the summed negative log-likelihood in nats of bytes 1..L-1 under
+    the logits at positions 0..L-2. The runner computes it rather than the candidate's code, and
+    sends (N,) instead of (N, L, vocab) logits, which would be 1 KiB per held-out byte.
+    """
     model.to(device).eval()
     outputs = []
     with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for start in range(0, len(x), batch_size):
-            outputs.append(model(x[start : start + batch_size].to(device)).float().cpu().numpy())
-    return np.concatenate(outputs).astype(np.float32, copy=False)
+            batch = x[start : start + batch_size].to(device)
+            out = model(batch).float()
+            if inputs is not None and inputs.kind == "lm":
+                nll = F.cross_entropy(out[:, :-1].transpose(1, 2), batch[:, 1:], reduction="none")
+                outputs.append(nll.double().sum(dim=1).cpu().numpy())
+                continue
+            if inputs is not None and inputs.regression:
+                out = out * inputs.target_std + inputs.target_mean
+            outputs.append(out.cpu().numpy().astype(np.float32, copy=False))
+    return np.concatenate(outputs)

@@ -44,11 +44,11 @@ def load_inputs(prepared: PreparedTask) -> dict[str, np.ndarray]:
 
 
 def test_registry_is_consistent():
-    assert set(TASKS) == {"digits", "mqar", *FILE_TASKS, *TABULAR_TASKS}
+    assert set(TASKS) == {"digits", "mqar", "stdlib-bytes", *FILE_TASKS, *TABULAR_TASKS}
     for name, task in TASKS.items():
         assert task.name == name and get_task(name) is task
-        assert len(task.in_shape) == (1 if task.kind == "token" else 3)
-        assert task.metric == ("query_accuracy" if task.kind == "token" else "accuracy")
+        assert len(task.in_shape) == (1 if task.kind in ("token", "lm") else 3)
+        assert task.metric == {"token": "query_accuracy", "lm": "bits_per_byte"}.get(task.kind, "accuracy")
         assert (task.kind == "tabular") == (name in TABULAR_TASKS)
         assert task.needs_data_dir == (name in FILE_TASKS)
         assert task.description and "\n" not in task.description
@@ -71,7 +71,7 @@ def test_a_tabular_task_has_no_data_to_prepare(tmp_path):
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(TaskError, match="known tasks: digits, mqar, mnist"):
+    with pytest.raises(TaskError, match="known tasks: digits, mqar, stdlib-bytes, mnist"):
         get_task("imagenet")
 
 
@@ -480,7 +480,7 @@ def test_score_rejects_bad_dtypes_out_of_range_labels_and_nothing_to_score():
         score(digits, np.zeros((2, 10)), np.array([0, 10]))
     with pytest.raises(TaskError, match="no labelled positions"):
         score(mqar, np.zeros((1, 64, 64)), np.full((1, 64), IGNORE_INDEX))
-    with pytest.raises(TaskError, match="no labelled positions"):
+    with pytest.raises(TaskError, match="no labelled examples"):
         score(digits, np.zeros((0, 10)), np.zeros(0, dtype=np.int64))
 
 

@@ -13,12 +13,52 @@ from agentarch.runner import trainer
 from torch import nn
 
 from agentarch.checks import check
-from agentarch.tasks import TASKS
+from agentarch.tasks import TASKS, Task
 from tests.conftest import REPO
 
 CPU = torch.device("cpu")
 DEVICES = [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 SEED_FILES = sorted((REPO / "archive" / "seeds").glob("*/*.py"))
+
+
+def example_task(name: str, kind: str, in_shape: tuple[int, ...], num_classes: int, metric: str, **extra) -> Task:
+    """A task of a kind no built-in task has (sequence, table), sized like a user's task file."""
+    return Task(name, kind, in_shape, num_classes, metric, 1, 16, 1e-3, 0.0, 1_000_000, False, "example", **extra)
+
+
+EXAMPLE_TASKS = [
+    example_task("ids-sequence", "sequence", (40,), 3, "accuracy", vocab_size=50),
+    example_task("float-series", "sequence", (30, 4), 5, "macro_f1"),
+    example_task("series-regression", "sequence", (30, 4), 2, "mse"),
+    example_task("table-classes", "table", (12,), 4, "balanced_accuracy"),
+    example_task("table-regression", "table", (7,), 1, "r2"),
+]
+"""Every input form of every kind: the built-in tasks plus these."""
+
+
+def tasks_of(kind: str) -> list[Task]:
+    return [task for task in [*TASKS.values(), *EXAMPLE_TASKS] if task.kind == kind]
+
+
+def example_batch(task: Task, batch: int) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """(x, y, expected output shape) for a batch of `task`, as the runner hands it to a candidate."""
+    regression = task.metric in ("mse", "mae", "r2")
+    if task.kind in ("token", "lm"):
+        x = torch.randint(0, task.num_classes, (batch, *task.in_shape))
+        y = x if task.kind == "lm" else torch.randint(0, task.num_classes, (batch, *task.in_shape))
+        return x, y, (batch, *task.in_shape, task.num_classes)
+    if task.vocab_size is not None:
+        x = torch.randint(0, task.vocab_size, (batch, *task.in_shape))
+    else:
+        x = torch.randn(batch, *task.in_shape)
+    y = torch.randn(batch, task.num_classes) if regression else torch.randint(0, task.num_classes, (batch,))
+    return x, y, (batch, task.num_classes)
+
+
+def build_seed(net_cls: type[nn.Module], task: Task) -> nn.Module:
+    """Build a seed as the runner does: a sequence task over ids also passes vocab_size."""
+    extra = {} if task.vocab_size is None else {"vocab_size": task.vocab_size}
+    return net_cls(task.in_shape, task.num_classes, **extra)
 
 
 def write_inputs(
@@ -393,6 +433,7 @@ def load_seed(path: Path) -> type[nn.Module]:
 def test_every_expected_seed_exists():
     names = {f"{p.parent.name}/{p.name}" for p in SEED_FILES}
     assert {"image/mlp.py", "image/cnn.py", "image/resnet.py", "token/transformer.py", "token/gated_conv.py"} <= names
+    assert {"lm/gpt.py", "lm/conv.py", "sequence/conv.py", "sequence/transformer.py", "table/mlp.py"} <= names
 
 
 @pytest.mark.parametrize("path", SEED_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -406,31 +447,26 @@ def test_seed_passes_the_static_check_and_has_a_docstring(path):
 @pytest.mark.parametrize("path", SEED_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_seed_builds_and_trains_a_step_for_every_task_of_its_kind(path):
     net_cls = load_seed(path)
-    tasks = [task for task in TASKS.values() if task.kind == path.parent.name]
+    tasks = tasks_of(path.parent.name)
     assert tasks, f"no task of kind {path.parent.name!r}"
     for task in tasks:
         torch.manual_seed(0)
-        model = net_cls(task.in_shape, task.num_classes)
+        model = build_seed(net_cls, task)
         params = sum(p.numel() for p in model.parameters())
         assert params <= task.max_params, f"{task.name}: {params} parameters > {task.max_params}"
-        batch = 3
-        if task.kind == "image":
-            x, y = torch.randn(batch, *task.in_shape), torch.randint(0, task.num_classes, (batch,))
-            want = (batch, task.num_classes)
-        else:
-            x = torch.randint(0, task.num_classes, (batch, *task.in_shape))
-            y = torch.randint(0, task.num_classes, (batch, *task.in_shape))
-            want = (batch, *task.in_shape, task.num_classes)
+        x, y, want = example_batch(task, 3)
         out = model.train()(x)
         assert out.shape == want, task.name
-        loss = trainer.loss_fn(task.kind, out, y, 0.0)
+        loss = trainer.loss_fn(task.kind, out, y, 0.0, regression=task.metric in ("mse", "mae", "r2"))
         loss.backward()
         assert torch.isfinite(loss)
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "archive" / "seeds" / "token").glob("*.py")), ids=lambda p: p.stem)
-def test_token_seed_is_causal(path):
+@pytest.mark.parametrize(
+    "path", [p for p in SEED_FILES if p.parent.name in ("token", "lm")], ids=lambda p: f"{p.parent.name}/{p.stem}"
+)
+def test_token_and_lm_seeds_are_causal(path):
     torch.manual_seed(0)
     model = load_seed(path)((16,), 10).eval()
     x = torch.randint(0, 10, (2, 16))
@@ -448,13 +484,10 @@ def test_the_smoke_runs_flop_count_equals_torchs_flop_counter(path):
     from agentarch.runner.runner import count_flops
     from torch.utils.flop_counter import FlopCounterMode
 
-    task = next(task for task in TASKS.values() if task.kind == path.parent.name)
+    task = tasks_of(path.parent.name)[0]
     torch.manual_seed(0)
-    model = load_seed(path)(task.in_shape, task.num_classes).eval()
-    if task.kind == "image":
-        x = torch.randn(2, *task.in_shape)
-    else:
-        x = torch.randint(0, task.num_classes, (2, *task.in_shape))
+    model = build_seed(load_seed(path), task).eval()
+    x, _, _ = example_batch(task, 2)
     reference = FlopCounterMode(display=False)
     with torch.no_grad(), reference:
         model(x[:1])
