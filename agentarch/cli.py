@@ -18,7 +18,7 @@ from rich.progress import Progress, TimeElapsedColumn
 from rich.syntax import Syntax
 from rich.table import Table
 
-from agentarch import fewshot, formats, prompts, web
+from agentarch import fewshot, formats, prompts, taskfiles, web
 from agentarch import review as review_lib
 from agentarch import run as run_lib
 from agentarch.archive import Archive, ArchiveError
@@ -46,7 +46,7 @@ from agentarch.sandbox import (
 )
 from agentarch.spaces import SPACES, SearchSpace, get_space
 from agentarch.summaries import eval_summary
-from agentarch.tasks import TASKS, get_task
+from agentarch.tasks import TASKS, Task, get_task
 
 
 class App(typer.Typer):
@@ -106,7 +106,9 @@ def setting(name: str, *flags: str, note: str = "") -> Any:
 
 
 ArchiveOpt = Annotated[Optional[Path], setting("archive", "--archive")]
-TaskOpt = Annotated[Optional[str], setting("task", "--task", "-t", note=f": {', '.join(TASKS)}")]
+TaskOpt = Annotated[
+    Optional[str], setting("task", "--task", "-t", note=f": {', '.join(TASKS)}, or a task file (path/to/task.toml)")
+]
 EpochsOpt = Annotated[Optional[int], setting("epochs", "--epochs")]
 DataDirOpt = Annotated[Optional[Path], setting("data_dir", "--data-dir")]
 IsolationOpt = Annotated[Optional[str], setting("isolation", "--isolation")]
@@ -170,8 +172,7 @@ def eval_command(
         isolation=isolation,
         timeout_s=timeout_s,
     )
-    if settings.task not in TASKS:
-        raise fail(f"unknown task {settings.task!r}; known tasks: {', '.join(TASKS)}")
+    get_task(settings.task)  # an unknown task or a bad task file stops here, before the archive is opened
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise fail(f"no such file: {', '.join(missing)}")
@@ -890,15 +891,27 @@ def archive_export(
 # -- environment --------------------------------------------------------------------------------
 
 
-@app.command("tasks")
-def tasks_command() -> None:
-    """List the tasks, with their input shapes and default budgets."""
+tasks_app = App(help="The tasks: built-in ones, task files in ./tasks/, and tasks installed packages publish.")
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.callback(invoke_without_command=True)
+def tasks_command(ctx: typer.Context) -> None:
+    """List the tasks, with their input shapes and default budgets (`agentarch tasks check FILE` checks a task file)."""
+    if ctx.invoked_subcommand is not None:
+        return
     table = Table(title="tasks")
     for col in ("name", "kind", "in_shape", "classes", "metric", "epochs", "max params", "needs --data-dir"):
         table.add_column(col)
-    for t in TASKS.values():
+    found: list[Task | str] = [*TASKS.values(), *taskfiles.entry_point_names(), *map(str, taskfiles.listed_files())]
+    for entry in found:
+        try:
+            t = entry if isinstance(entry, Task) else get_task(entry)
+        except AgentarchError as e:  # one broken file must not hide the others
+            table.add_row(escape(str(entry)), "[red]error[/]", escape(str(e).splitlines()[0]))
+            continue
         table.add_row(
-            t.name,
+            t.name if isinstance(entry, Task) else f"{t.name} ({escape(str(entry))})",
             t.kind,
             str(t.in_shape),
             str(t.num_classes),
@@ -908,6 +921,23 @@ def tasks_command() -> None:
             "yes" if t.needs_data_dir else "no",
         )
     out.print(table)
+
+
+@tasks_app.command("check")
+def tasks_check_command(
+    path: Annotated[Path, typer.Argument(help="the task file (TOML)", show_default=False)],
+    cache_dir: Annotated[Optional[Path], setting("cache_dir", "--cache-dir")] = None,
+    split_seed: Annotated[Optional[int], setting("split_seed", "--split-seed")] = None,
+) -> None:
+    """Validate a task file, prepare its data, and say what a candidate will get; trains nothing.
+
+    agentarch tasks check examples/shapes/task.toml
+    """
+    settings = settings_or_exit(cache_dir=cache_dir, split_seed=split_seed)
+    if not path.is_file():
+        raise fail(f"no such file: {path}")
+    for key, value in taskfiles.check(path, settings.cache_dir, settings.split_seed):
+        out.print(f"[bold]{key}[/]: {escape(value)}", soft_wrap=True)
 
 
 @app.command("doctor")
