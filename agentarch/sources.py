@@ -142,7 +142,9 @@ def read_npz(path: Path, kind: str, regression: bool) -> Dataset:
     x = _stored_inputs(x, kind, f"{path} ({'/'.join(names)})")
     where = str(path)
     if kind == "lm":
-        return Dataset(x, x.copy(), given, None, where, vocab_size=int(x.max()) + 1)
+        if x.max() >= BYTE_VOCAB:
+            raise TaskError(f"{path}: language modelling here is on bytes; ids must be below 256, found {x.max()}")
+        return Dataset(x, x.copy(), given, None, where, vocab_size=BYTE_VOCAB)
     if kind == "token":
         if y.shape != x.shape or not np.issubdtype(y.dtype, np.integer):
             raise TaskError(f"{path}: token labels must be integers shaped like the inputs {x.shape}, got {y.shape}")

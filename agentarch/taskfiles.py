@@ -404,7 +404,7 @@ def load(path: Path | str) -> Task:
     version = fingerprint(path, spec)
     data = dataset(path, spec, version)
     if spec.kind == "lm":
-        outputs = data.vocab_size or sources.BYTE_VOCAB
+        outputs = sources.BYTE_VOCAB  # bits per byte scores byte ids
     elif data.classes is not None:
         outputs = len(data.classes)
     elif spec.kind == "token":

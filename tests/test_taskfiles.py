@@ -96,6 +96,35 @@ def test_image_example_check_prints_what_a_candidate_gets(tmp_path):
     assert "accuracy (higher is better)" in result.output
 
 
+@pytest.mark.parametrize(
+    "example, says",
+    [
+        ("houses", ["float32 (B, 6)", "values (B, 1): price", "train 144, val 48, test 48", "mse (lower is better)"]),
+        ("tiny-text", ["int64 ids (B, 64) in [0, 256)", "logits (B, 64, 256)", "bits_per_byte (lower is better)"]),
+    ],
+)
+def test_table_and_text_examples_check(tmp_path, example, says):
+    result = runner.invoke(app, ["tasks", "check", str(EXAMPLES / example / "task.toml"), "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for text in says:
+        assert text in result.output
+
+
+def test_labels_stay_host_only_for_tables_texts_and_arrays(tmp_path):
+    write_csv(tmp_path / "r.csv", ["review", "stars"], [[f"text {i}", i % 2] for i in range(20)])
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "t.npz", x=rng.normal(size=(20, 3)), y=np.arange(20) % 2)
+    bodies = [
+        'kind = "sequence"\n[data]\nsource = "csv"\npath = "r.csv"\ntarget = "stars"\ntext = "review"\n[input]\nseq_len = 8\n',
+        'kind = "table"\n[data]\nsource = "npz"\npath = "t.npz"\n',
+    ]
+    for i, body in enumerate(bodies):
+        task = get_task(str(write_task(tmp_path, f'name = "t{i}"\ndescription = "d"\n{body}', f"{i}.toml")))
+        prepared = prepare(task, tmp_path / "cache")
+        assert sorted(p.name for p in prepared.inputs_dir.iterdir()) == sorted(INPUT_FILES)
+        assert sorted(p.name for p in prepared.labels_dir.iterdir()) == sorted(LABEL_FILES)
+
+
 def test_csv_regression_example_loads_as_a_table(tmp_path):
     task = get_task(str(EXAMPLES / "houses" / "task.toml"))
     assert (task.name, task.kind, task.metric, task.direction) == ("houses", "table", "mse", "min")
