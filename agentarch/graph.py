@@ -48,7 +48,7 @@ from agentarch.llm import LLMClient, LLMError
 from agentarch.proposers.base import Observation, Proposal
 from agentarch.proposers.baselines import RegularizedEvolution
 from agentarch.sandbox import SandboxError
-from agentarch.spaces import get_space
+from agentarch.spaces import get_space, space_for
 from agentarch.summaries import best_by_validation, status_counts
 from agentarch.tasks import Task, get_task
 
@@ -197,7 +197,8 @@ class RunContext:
         return self._local.llm
 
     def offline_space(self) -> str:
-        return "mixer" if self.task.kind == "token" else self.settings.offline_space
+        """The configured space when it builds this task's kind, else the first registered space that does."""
+        return space_for(self.task.kind, self.settings.offline_space)
 
 
 class Loop:

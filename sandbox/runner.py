@@ -158,7 +158,8 @@ def check_causal(model: nn.Module, spec: dict[str, Any]) -> None:
 
 
 def functional_hash(net_cls: type[nn.Module], spec: dict[str, Any]) -> str:
-    """Hash of what the network computes: seed-0 build, fixed input, outputs rounded, parameter shapes.
+    """Hash of what the network computes: seed-0 build, fixed input, outputs rounded, parameter shapes,
+    dropout rates.
 
     Two programs that build the same layers in the same order compute the same function whatever
     their names and code style, and get the same hash.
@@ -172,6 +173,8 @@ def functional_hash(net_cls: type[nn.Module], spec: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(spec["in_shape"]).encode())
     for p in model.parameters():
         digest.update(str(tuple(p.shape)).encode())
+    # Dropout is the identity in eval mode, yet networks that differ only in their rates train differently.
+    digest.update(str([m.p for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]).encode())
     rounded = np.round(out.detach().double().cpu().numpy(), 4) + 0.0  # + 0.0 folds -0.0 into 0.0
     digest.update(str(rounded.shape).encode())
     digest.update(rounded.tobytes())

@@ -1,6 +1,7 @@
 """Search spaces: string formats, validation, mutation, TPE suggestion, and rendered code that
 passes the static check, builds, runs, stays in budget, and reads back to the same string."""
 
+import dataclasses
 import itertools
 import json
 import os
@@ -13,16 +14,31 @@ import pytest
 import torch
 
 from agentarch.checks import check
-from agentarch.spaces import SPACES, SearchSpace, SpaceError, get_space, macro, mixer, nb201
+from agentarch.spaces import SPACES, SearchSpace, SpaceError, get_space, macro, mixer, mlp, nb201, space_for
 from agentarch.tasks import TASKS, Task, get_task
 from tests.conftest import requires_bubblewrap
 
-DIGITS, MQAR = get_task("digits"), get_task("mqar")
+DIGITS, MQAR, BYTES = get_task("digits"), get_task("mqar"), get_task("stdlib-bytes")
+TABLE = Task("table", "table", (9,), 3, "macro_f1", 1, 16, 1e-3, 0.0, 1_000_000, False, "example")
+REGRESSION = dataclasses.replace(TABLE, name="table-regression", num_classes=2, metric="mse")
+ID_SEQUENCES = Task("ids", "sequence", (24,), 4, "accuracy", 1, 16, 1e-3, 0.0, 1_000_000, False, "ex", vocab_size=30)
+FLOAT_SEQUENCES = dataclasses.replace(ID_SEQUENCES, name="floats", in_shape=(24, 3), vocab_size=None)
+EXAMPLE_TASKS = (TABLE, REGRESSION, ID_SEQUENCES, FLOAT_SEQUENCES)
+"""Kinds without a built-in task (a user's task file brings them)."""
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
 
 def small_task(space: SearchSpace) -> Task:
-    return DIGITS if "image" in space.kinds else MQAR
+    return DIGITS if "image" in space.kinds else TABLE if "table" in space.kinds else MQAR
+
+
+def tasks_of(space: SearchSpace) -> list[Task]:
+    """Every built-in and example task this space builds for, each input form of each kind."""
+    return [task for task in (*TASKS.values(), *EXAMPLE_TASKS) if task.kind in space.kinds and task.kind != "tabular"]
+
+
+def expected_shape(task: Task, batch: int) -> tuple[int, ...]:
+    return (batch, *task.in_shape, task.num_classes) if task.kind in ("token", "lm") else (batch, task.num_classes)
 
 
 def build(code: str, task: Task) -> torch.nn.Module:
@@ -30,13 +46,16 @@ def build(code: str, task: Task) -> torch.nn.Module:
     namespace: dict = {"__name__": "candidate"}
     exec(compile(code, "<rendered>", "exec"), namespace)
     torch.manual_seed(0)
-    return namespace["Net"](task.in_shape, task.num_classes)
+    extra = {} if task.vocab_size is None else {"vocab_size": task.vocab_size}
+    return namespace["Net"](task.in_shape, task.num_classes, **extra)
 
 
 def fixed_input(task: Task, batch: int = 4) -> torch.Tensor:
     gen = torch.Generator().manual_seed(1234)
-    if task.kind == "token":
+    if task.kind in ("token", "lm"):
         return torch.randint(0, task.num_classes, (batch, *task.in_shape), generator=gen)
+    if task.vocab_size is not None:
+        return torch.randint(0, task.vocab_size, (batch, *task.in_shape), generator=gen)
     return torch.randn((batch, *task.in_shape), generator=gen)
 
 
@@ -249,17 +268,20 @@ def test_mixer_is_causal_for_every_mixer():
 
 
 def test_registry_and_unknown_name():
-    assert set(SPACES) == {"nb201", "macro", "mixer"}
+    assert set(SPACES) == {"nb201", "macro", "mixer", "mlp"}
     assert get_space("nb201").kinds == ("image", "tabular")  # the NAS-Bench-201 tables answer its cells
     assert get_space("macro").kinds == ("image",)
-    assert get_space("mixer").kinds == ("token",)
-    with pytest.raises(SpaceError, match="known spaces: nb201, macro, mixer"):
+    assert get_space("mixer").kinds == ("token", "lm", "sequence")
+    assert get_space("mlp").kinds == ("table",)
+    with pytest.raises(SpaceError, match="known spaces: nb201, macro, mixer, mlp"):
         get_space("darts")
 
 
 def test_render_for_the_wrong_kind_of_task_names_the_spaces_that_fit():
     with pytest.raises(SpaceError, match="token task; spaces for token tasks: mixer"):
         get_space("nb201").render(EXAMPLE, MQAR)
+    with pytest.raises(SpaceError, match="table task; spaces for table tasks: mlp"):
+        get_space("mixer").render("d64|attention|attention", TABLE)
     with pytest.raises(SpaceError, match="image task; spaces for image tasks: nb201, macro"):
         get_space("mixer").render("d64|attention|attention", DIGITS)
 
@@ -282,9 +304,10 @@ def test_rendered_nets_run_and_different_architectures_compute_different_things(
         model = build(space.render(arch, task), task).eval()
         with torch.no_grad():
             out = model(fixed_input(task))
-        want = (4, task.num_classes) if task.kind == "image" else (4, *task.in_shape, task.num_classes)
+        want = expected_shape(task, 4)
         assert out.shape == want and torch.isfinite(out).all(), arch
-        signatures.add((n_params(model), tuple(out.flatten()[:32].round(decimals=4).tolist())))
+        dropout = tuple(m.p for m in model.modules() if isinstance(m, torch.nn.Dropout))  # the runner hashes it too
+        signatures.add((n_params(model), dropout, tuple(out.flatten()[:32].round(decimals=4).tolist())))
     assert len(signatures) == len(archs)
 
 
@@ -293,12 +316,12 @@ def test_rendered_nets_build_for_every_task_of_their_kind(name):
     """Every resolution works (odd ones such as 7x7 after pooling included), and trains a step."""
     space = get_space(name)
     arch = space.sample(random.Random(1))
-    for task in TASKS.values():
-        if task.kind not in space.kinds:
-            continue
-        model = build(space.render(arch, task), task).train()
+    for task in tasks_of(space):
+        code = space.render(arch, task)
+        assert check(code).ok, check(code).reason
+        model = build(code, task).train()
         out = model(fixed_input(task, 2))
-        assert out.shape[0] == 2 and out.shape[-1] == task.num_classes, task.name
+        assert out.shape == expected_shape(task, 2), task.name
         out.float().pow(2).mean().backward()
         assert n_params(model) <= task.max_params, task.name
 
@@ -307,7 +330,8 @@ def test_largest_architectures_fit_the_smallest_budgets():
     largest = [
         (get_space("nb201"), nb201.from_edges(["nor_conv_3x3"] * 6), DIGITS),
         *[(get_space("macro"), arch, DIGITS) for arch in all_macro_archs() if arch.startswith("d6-w32-k5")],
-        *[(get_space("mixer"), "|".join(["d128", *[m] * 4]), MQAR) for m in mixer.MIXERS],
+        *[(get_space("mixer"), "|".join(["d128", *[m] * 4]), task) for m in mixer.MIXERS for task in (MQAR, BYTES)],
+        (get_space("mlp"), "d4-w256-gelu-p0.0-layer", TABLE),
     ]
     for space, arch, task in largest:
         params = n_params(build(space.render(arch, task), task))
@@ -380,3 +404,42 @@ def test_an_nb201_cell_trains_on_digits_through_the_cli(tmp_path, cache_dir):
         f"nb201 {EXAMPLE} on digits: test accuracy {result['metrics']['test_accuracy']:.3f}, "
         f"train {result['metrics']['train_seconds']:.1f} s, {result['metrics']['params']} parameters"
     )
+
+
+# -- mlp and the offline space per kind ----------------------------------------------------------
+
+
+def test_mlp_round_trip_mutate_and_validate():
+    space, rng = get_space("mlp"), random.Random(0)
+    for arch in distinct_samples(space, 30):
+        assert space.parse_code(space.render(arch, TABLE)) == arch
+        mutated = space.mutate(arch, rng)
+        assert (
+            mutated != arch and sum(a != b for a, b in zip(mlp.parse(arch).values(), mlp.parse(mutated).values())) == 1
+        )
+    with pytest.raises(SpaceError, match="choose one of w64, w128, w256"):
+        space.validate("d2-w100-relu-p0.1-batch")
+    with pytest.raises(SpaceError, match="it needs 5"):
+        space.validate("d2-w128-relu")
+
+
+def test_mixer_is_causal_for_lm_and_pools_for_sequences():
+    space = get_space("mixer")
+    model = build(space.render("d64|attention|short_conv", BYTES), BYTES).eval()
+    x = fixed_input(BYTES, 2)
+    changed = x.clone()
+    changed[:, 64:] = (changed[:, 64:] + 1) % 256
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[:, :64], model(changed)[:, :64])
+    for task in (ID_SEQUENCES, FLOAT_SEQUENCES):
+        code = space.render("d64|attention|short_conv", task)
+        assert ("vocab_size" in code) == (task is ID_SEQUENCES)
+        assert build(code, task)(fixed_input(task, 3)).shape == (3, task.num_classes)
+
+
+def test_the_offline_space_is_the_configured_one_when_it_fits_else_the_first_that_does():
+    assert space_for("image", "macro") == "macro" and space_for("image", "nb201") == "nb201"
+    assert space_for("token", "nb201") == space_for("lm", "nb201") == space_for("sequence", "macro") == "mixer"
+    assert space_for("table", "nb201") == "mlp"
+    with pytest.raises(SpaceError, match="no search space builds networks for audio tasks"):
+        space_for("audio")

@@ -2,7 +2,8 @@
 
 - nb201: the NAS-Bench-201 cell space (image tasks), in the benchmark's string format;
 - macro: plain CNNs chosen by depth, width, kernel, skips and pooling (image tasks);
-- mixer: pre-norm residual stacks choosing a token mixer per layer (token tasks).
+- mixer: pre-norm residual stacks choosing a token mixer per layer (token, lm and sequence tasks);
+- mlp: MLPs by depth, width, activation, dropout and normalization (table tasks).
 
 The search algorithms work on strings through the SearchSpace interface (sample, mutate, suggest)
 and only render code when a candidate is evaluated.
@@ -11,9 +12,10 @@ and only render code when a candidate is evaluated.
 from agentarch.spaces.base import SearchSpace, SpaceError
 from agentarch.spaces.macro import MacroSpace
 from agentarch.spaces.mixer import MixerSpace
+from agentarch.spaces.mlp import MLPSpace
 from agentarch.spaces.nb201 import NB201Space
 
-SPACES: dict[str, SearchSpace] = {space.name: space for space in (NB201Space(), MacroSpace(), MixerSpace())}
+SPACES: dict[str, SearchSpace] = {space.name: space for space in (NB201Space(), MacroSpace(), MixerSpace(), MLPSpace())}
 
 
 def get_space(name: str) -> SearchSpace:
@@ -24,4 +26,16 @@ def get_space(name: str) -> SearchSpace:
         raise SpaceError(f"unknown search space {name!r}; known spaces: {', '.join(SPACES)}") from None
 
 
-__all__ = ["SPACES", "SearchSpace", "SpaceError", "get_space"]
+def space_for(kind: str, preferred: str | None = None) -> str:
+    """The space an offline run uses for a task of `kind`: `preferred` when it builds that kind, else
+    the first registered space that does (so every trainable kind has one, and a new space joins by
+    declaring its kinds)."""
+    if preferred is not None and kind in get_space(preferred).kinds:
+        return preferred
+    for space in SPACES.values():
+        if kind in space.kinds:
+            return space.name
+    raise SpaceError(f"no search space builds networks for {kind} tasks; known spaces: {', '.join(SPACES)}")
+
+
+__all__ = ["SPACES", "SearchSpace", "SpaceError", "get_space", "space_for"]

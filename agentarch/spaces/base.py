@@ -122,7 +122,7 @@ class SearchSpace(abc.ABC):
     name: str
     """"nb201", "macro" or "mixer": the key in SPACES and the template's stem."""
     kinds: tuple[str, ...]
-    """The task kinds ("image", "token") whose networks this space builds."""
+    """The task kinds (see agentarch.tasks.Kind) whose networks this space builds."""
 
     @abc.abstractmethod
     def sample(self, rng: random.Random) -> str:

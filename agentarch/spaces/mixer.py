@@ -1,10 +1,14 @@
-"""A token-mixer space for sequence tasks: which mixer each layer of a pre-norm residual stack uses.
+"""A token-mixer space for sequence-shaped tasks: which mixer each layer of a pre-norm residual stack uses.
 
 The string is the model width followed by each layer's mixer, bottom to top, separated by '|':
 `d64|attention|short_conv|gated_mlp`. The mixers span the families the Zoology study (Arora et
 al., 2023) compares on associative recall: softmax attention, linear attention, a short causal
 convolution, and a channel-only GLU that mixes no tokens at all (a control). Every layer also has
 an MLP, so the stacks differ only in how tokens exchange information.
+
+One space serves three kinds: token tasks (logits at every position), language modelling (the
+same, and every mixer is causal, as an lm must be) and sequence classification or regression
+(ids or float features in, the mean over positions to one output per sequence).
 """
 
 from __future__ import annotations
@@ -52,10 +56,10 @@ def format_arch(d_model: int, layers: list[str]) -> str:
 
 
 class MixerSpace(SearchSpace):
-    """Pre-norm residual stacks of 2 to 4 layers, each with its own token mixer (token tasks)."""
+    """Pre-norm residual stacks of 2 to 4 layers, each with its own token mixer (token, lm and sequence tasks)."""
 
     name = "mixer"
-    kinds = ("token",)
+    kinds = ("token", "lm", "sequence")
 
     def sample(self, rng: random.Random) -> str:
         """Uniform over all architectures, so a depth is drawn in proportion to how many stacks it has."""
@@ -107,4 +111,17 @@ class MixerSpace(SearchSpace):
     def _context(self, arch: str, task: Task) -> dict[str, Any]:
         d_model, layers = parse(arch)
         used = [m for m in MIXERS if m in layers]
-        return {"d_model": d_model, "layers": layers, "used": used, "description": self.describe(arch)}
+        heads = {
+            "token": "logits over the vocabulary at every position",
+            "lm": "next-byte (next-token) logits at every position",
+            "sequence": "one output per sequence from the mean over positions",
+        }
+        return {
+            "d_model": d_model,
+            "layers": layers,
+            "used": used,
+            "description": self.describe(arch),
+            "kind": task.kind,
+            "ids": task.vocab_size is not None,
+            "head": heads[task.kind],
+        }
