@@ -27,7 +27,7 @@ from agentarch import formats
 from agentarch.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS, parse
 from agentarch.errors import AgentarchError, UsageError
 from agentarch.fewshot import FewShot
-from agentarch.tasks import Task
+from agentarch.tasks import METRICS, Task
 
 PROMPTS_DIR = Path(agentarch.prompt_templates.__file__).resolve().parent
 """The shipped templates: prompts/ in a checkout, agentarch/prompt_templates/ in a wheel."""
@@ -83,6 +83,7 @@ def _environment(folder: Path) -> jinja2.Environment:
         pct=functools.partial(formats.percent, missing="n/a"),
         seconds=functools.partial(formats.seconds, missing="n/a"),
     )
+    env.globals["METRICS"] = METRICS  # what a task's metric means (direction, regression) in every template
     return env
 
 
@@ -102,10 +103,10 @@ def _system(task: Task, purpose: str, prompts_dir: Path | str | None) -> dict[st
 
 
 def _require_trainable(task: Task) -> None:
-    if task.kind not in ("image", "token"):
+    if task.kind == "tabular":
         raise UsageError(
             f"task {task.name} is {task.kind}: it is answered from a table, so there is no code to "
-            "propose for it; use an image or token task"
+            "propose for it; use a task that trains candidates (image, token, sequence, table or lm)"
         )
 
 

@@ -261,8 +261,11 @@ def test_a_users_prompts_folder_is_used_and_a_missing_template_is_named(tmp_path
     task = get_task("digits")
     system, _ = propose_messages(task, FewShot(None, [], "topk"), prompts_dir=mine)
     assert system["content"] == "Be brief about digits.\n"
-    (mine / "tasks" / "digits.j2").unlink()
-    with pytest.raises(PromptError, match=str(mine / "tasks" / "digits.j2")):
+    (mine / "tasks" / "digits.j2").unlink()  # a task without its own card (a task file's) gets the generic one
+    _, user = propose_messages(task, FewShot(None, [], "topk"), prompts_dir=mine)
+    assert "## Task: digits" in user["content"] and "Notes:" not in user["content"]
+    (mine / "propose.j2").unlink()
+    with pytest.raises(PromptError, match=str(mine / "propose.j2")):
         propose_messages(task, FewShot(None, [], "topk"), prompts_dir=mine)
 
 
@@ -356,3 +359,21 @@ def test_the_prompt_command_prints_what_the_llm_would_see(tmp_path):
         app, ["prompt", "--task", "digits", "--examples", "9", "--archive", str(tmp_path / "a.db")]
     )
     assert bad.exit_code == 2 and "examples" in bad.output
+
+
+def test_the_contract_states_every_kind_and_this_tasks_shapes():
+    from agentarch.prompts import _system
+    from agentarch.tasks import Task
+
+    lm = _system(get_task("stdlib-bytes"), "propose", None)["content"]
+    for kind in ("Image tasks", "Token tasks", "Sequence tasks", "Table tasks", "Language-modelling (lm) tasks"):
+        assert kind in lm
+    assert "must be\n  causal" in lm and "stdlib-bytes, is a language-modelling (lm) task" in lm
+    assert "bits per byte (lower is better)" in lm
+    ids = Task("ids", "sequence", (20,), 2, "macro_f1", 1, 16, 1e-3, 0.0, 10**6, False, "Example.", vocab_size=9)
+    assert "`vocab_size = 9`" in _system(ids, "propose", None)["content"]
+    table = Task("tab", "table", (7,), 2, "mse", 1, 16, 1e-3, 0.0, 10**6, False, "Example table.")
+    content = _system(table, "propose", None)["content"]
+    assert "tab, is a table task scored by mse (a regression)" in content and "(lower is better)" in content
+    card = render("propose.j2", task=table, examples=[], parent=None, batch_note="")
+    assert "2 regression target(s)" in card and "lower is better" in card
