@@ -23,8 +23,10 @@ from sqlite_utils.db import DescIndex
 from agentarch import formats
 from agentarch.dedup import DedupLevel
 from agentarch.errors import AgentarchError
+from agentarch.ranking import Direction, sql_key, sql_order, sql_sign
+from agentarch.tasks import TASKS, Task
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout", "rejected")
 # A candidate whose code or function matches one of these was already evaluated (or already failed
@@ -32,21 +34,37 @@ CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout", "r
 _DEDUP_POOL = ("trained", "failed", "timeout")
 _HASH_COLUMN: dict[DedupLevel, str] = {"whitespace": "text_hash", "ast": "ast_hash", "functional": "functional_hash"}
 
+_SCORING_IN = (
+    "(SELECT {{column}} FROM evaluations WHERE candidate_id = c.id AND status = 'trained' "
+    "ORDER BY fidelity DESC, {order}, id LIMIT 1)"
+)
 SCORING_EVALUATION = (
-    "SELECT {column} FROM evaluations WHERE candidate_id = c.id AND status = 'trained' "
-    "ORDER BY fidelity DESC, val_accuracy DESC, id LIMIT 1"
+    f"CASE {sql_sign('(SELECT direction FROM tasks WHERE name = c.task)')} "
+    f"WHEN 1 THEN {_SCORING_IN.format(order=sql_order('val_accuracy', 'max'))} "
+    f"ELSE {_SCORING_IN.format(order=sql_order('val_accuracy', 'min'))} END"
 )
 """The evaluation a candidate's scores come from, as SQL over a candidate aliased `c`: among its trained
-evaluations the highest fidelity (the longest training), then the best validation accuracy, then the earliest.
-`{column}` is what it returns (`id` to join it, `val_accuracy` to rank by it). Schema 6's index
-idx_evaluations_scored answers it without reading evaluation rows, which carry whole loss curves."""
+evaluations the highest fidelity (the longest training), then the best validation score by the task's direction
+(`agentarch.ranking`), then the earliest. `{column}` is what it returns (`id` to join it, `val_accuracy` to rank
+by it). It is a CASE over the two directions, each written with its direction known, because SQLite lets no
+ORDER BY term of a subquery read the outer row, and so that schema 6's index idx_evaluations_scored delivers the
+order and holds every column read: evaluation rows, which carry whole loss curves, are never read."""
+
+TASK_JOIN = "LEFT JOIN tasks task_row ON task_row.name = c.task"
+"""The `tasks` row of candidate `c` as `task_row` (all NULL for a task the archive has no row for): where a
+listing's metric and direction come from, and what `sql_key(..., "task_row.direction")` ranks by."""
+
+DEFAULT_METRIC = "accuracy"
+"""The metric of a task the archive has no `tasks` row for: every score was an accuracy before schema 7."""
 
 _LISTING = f"""
     SELECT c.id, c.created_at, c.run_id, c.task, c.name, c.proposer, c.model, c.parents, c.space, c.arch, c.status,
            c.reason, c.duplicate_of, c.dedup_level, COALESCE(c.params, e.params) AS params,
-           COALESCE(c.flops, e.flops) AS flops, e.fidelity, e.seed, e.val_accuracy, e.test_accuracy, e.train_seconds
+           COALESCE(c.flops, e.flops) AS flops, e.fidelity, e.seed, e.val_accuracy, e.test_accuracy, e.train_seconds,
+           COALESCE(task_row.metric, '{DEFAULT_METRIC}') AS metric, COALESCE(task_row.direction, 'max') AS direction
     FROM {{source}}
     LEFT JOIN evaluations e ON e.id = ({SCORING_EVALUATION.format(column="id")})
+    {TASK_JOIN}
     {{tail}}"""
 
 
@@ -140,6 +158,8 @@ class Archive:
                 self._upgrade_to_v5()
             if version < 6:
                 self._upgrade_to_v6()
+            if version < 7:
+                self._upgrade_to_v7()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -338,7 +358,55 @@ class Archive:
         self.db["candidates"].create_index(["task", "model"], if_not_exists=True)
         self.db["reviews"].create_index(["candidate_id"], if_not_exists=True)
 
+    def _upgrade_to_v7(self) -> None:
+        """Schema 7: what each task's scores are. `val_accuracy` and `test_accuracy` hold the task's metric, whatever
+        it is (an MSE, bits per byte), and a task from a task file may not be resolvable by name where the archive
+        is read, so the archive keeps each task's metric and direction itself. An older archive's built-in tasks
+        get their rows from the registry; a task it does not know keeps ranking as before (accuracy, higher is
+        better)."""
+        self.db["tasks"].create(
+            {"name": str, "metric": str, "direction": str, "kind": str, "description": str, "created_at": str},
+            pk="name",
+            not_null={"metric", "direction", "created_at"},
+        )
+        known = self.db.execute("SELECT task FROM candidates UNION SELECT task FROM runs").fetchall()
+        for (name,) in known:
+            if name in TASKS:
+                self._insert_task(TASKS[name])
+
+    def _insert_task(self, task: Task) -> None:
+        self.db["tasks"].insert(
+            {
+                "name": task.name,
+                "metric": task.metric,
+                "direction": task.direction,
+                "kind": task.kind,
+                "description": task.description,
+                "created_at": now(),
+            }
+        )
+
     # -- writes (each one transaction) ------------------------------------------------------
+
+    def register_task(self, task: Task) -> None:
+        """Keep what `task`'s scores are (its metric and direction, kind and description) before any is recorded:
+        every ranking reads the direction from here, and the archive stays readable without the task's file.
+
+        Called once per evaluator (every trained candidate goes through one) and for a table search's record. A
+        task already kept is left as it is; the same name with another metric is refused, since its scores so far
+        would be ranked by the wrong rule.
+        """
+        kept = self._task_row(task.name)
+        if kept is None:
+            with self._writing():
+                if self._task_row(task.name) is None:  # again, under the write lock
+                    self._insert_task(task)
+            return
+        if kept["metric"] != task.metric:
+            raise ArchiveError(
+                f"{self.path} holds task {task.name!r} scored by {kept['metric']}, not {task.metric}; "
+                "give a task with another metric another name (or use another --archive)"
+            )
 
     def start_run(self, kind: str, task: str, proposer: str, config: dict[str, Any]) -> str:
         run_id = f"{kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -507,8 +575,9 @@ class Archive:
     def top(
         self, task: str, limit: int | None = 10, by: str = "val_accuracy", proposers: tuple[str, ...] = ()
     ) -> list[dict[str, Any]]:
-        """Best trained candidates for a task, ranked by the search signal (validation) unless told otherwise;
-        equal scores rank the earlier candidate first. `limit` None ranks them all.
+        """Best trained candidates for a task, ranked by the search signal (validation) unless told otherwise, in
+        the task's direction (lowest first for an MSE); equal scores rank the earlier candidate first. `limit`
+        None ranks them all.
 
         `proposers` narrows the ranking, e.g. to the baselines' finds when they seed a prompt.
         """
@@ -517,10 +586,29 @@ class Archive:
         only = f"AND c.proposer IN ({', '.join('?' for _ in proposers)})" if proposers else ""
         return list(
             self.listing(
-                f"WHERE c.task = ? AND c.status = 'trained' {only} ORDER BY e.{by} DESC, c.id LIMIT ?",
+                f"WHERE c.task = ? AND c.status = 'trained' {only} ORDER BY {sql_key('e.' + by, 'task_row.direction')} DESC, c.id LIMIT ?",
                 [task, *proposers, -1 if limit is None else limit],
             )
         )
+
+    def _task_row(self, name: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM tasks WHERE name = ?", [name]))
+        return rows[0] if rows else None
+
+    def task_info(self, name: str) -> dict[str, Any]:
+        """What the archive keeps of a task: name, metric, direction, kind, description. A task it has no row for
+        (nothing of it recorded through an evaluator) is what every task was before schema 7: accuracy, max."""
+        return self._task_row(name) or {
+            "name": name,
+            "metric": DEFAULT_METRIC,
+            "direction": "max",
+            "kind": None,
+            "description": None,
+        }
+
+    def direction(self, task: str) -> Direction:
+        """Which way `task`'s scores are better, as every ranking in the archive applies it."""
+        return self.task_info(task)["direction"]  # type: ignore[no-any-return]
 
     def find_arch(self, task: str, space: str, arch: str) -> dict[str, Any] | None:
         """The earliest evaluated candidate of this search-space architecture for `task`, with its scores."""

@@ -1,8 +1,8 @@
 """Run a baseline search: a proposer over a search space, evaluated by the table or by the sandbox.
 
-Two evaluation paths, one protocol: the search sees validation accuracy only; each seed's result
-is the test accuracy of its best-by-validation candidate; a multi-seed summary is the mean and
-standard deviation of those over seeds (the NAS-Bench-201 protocol).
+Two evaluation paths, one protocol: the search sees the validation score only; each seed's result
+is the test score of its best-by-validation candidate (best in the task's direction: the lowest MSE); a
+multi-seed summary is the mean and standard deviation of those over seeds (the NAS-Bench-201 protocol).
 
 - tabular tasks (nb201-*): every proposal is a table query, nothing is trained or recorded per
   query; each seed's best cell is recorded once in the archive (rendered as the paper's network,
@@ -25,6 +25,7 @@ from agentarch.errors import UsageError
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.proposers.base import Observation, Proposal
 from agentarch.proposers.baselines import make_proposer
+from agentarch.ranking import Direction
 from agentarch.spaces import SearchSpace
 from agentarch.summaries import best_by_validation
 from agentarch.tabular import nb201_table
@@ -43,14 +44,17 @@ class Trial:
 
 @dataclass
 class SeedResult:
-    """One seed's search: every evaluation in order."""
+    """One seed's search: every evaluation in order, and which way its task's scores are better."""
 
     seed: int
     history: list[Trial] = field(default_factory=list)
+    direction: Direction = "max"
 
     def best(self, budget: int | None = None) -> Trial | None:
         """The best-by-validation trial among the first `budget` evaluations that have both scores."""
-        return best_by_validation(self.history[:budget], lambda trial: None if trial.test is None else trial.val)
+        return best_by_validation(
+            self.history[:budget], lambda trial: None if trial.test is None else trial.val, self.direction
+        )
 
 
 def summarize(algo: str, task: str, budget: int, results: list[SeedResult]) -> dict[str, Any]:
@@ -72,8 +76,8 @@ def search_table(algo: str, space: SearchSpace, task: Task, budget: int, seed: i
     """One seed of a search on a NAS-Bench-201 table: `budget` queries, repeats allowed (as in the paper)."""
     table = nb201_table()
     dataset = task.name.removeprefix("nb201-")
-    proposer = make_proposer(algo, space, seed, **options)
-    result = SeedResult(seed)
+    proposer = make_proposer(algo, space, seed, direction=task.direction, **options)
+    result = SeedResult(seed, direction=task.direction)
     while len(result.history) < budget:
         (proposal,) = proposer.propose(1)
         assert proposal.arch is not None
@@ -97,9 +101,9 @@ def search_trained(
     An architecture the archive already evaluated (an earlier run) is not trained again: the
     evaluator reports it as a duplicate and the search observes the earlier scores.
     """
-    proposer = make_proposer(algo, space, seed, distinct=True, **options)
     task = evaluator.task
-    result = SeedResult(seed)
+    proposer = make_proposer(algo, space, seed, distinct=True, direction=task.direction, **options)
+    result = SeedResult(seed, direction=task.direction)
     while len(result.history) < budget:
         (proposal,) = proposer.propose(1)
         assert proposal.arch is not None
@@ -131,6 +135,7 @@ def record_table_best(
     best = result.best()
     if best is None:
         return None
+    archive.register_task(task)
     index = next(i for i, trial in enumerate(result.history) if trial is best)
     earlier = archive.find_arch(task.name, space.name, best.arch)
     if earlier is not None:

@@ -110,6 +110,7 @@ class Evaluator:
                 f"{self.task.name} is answered from the NAS-Bench-201 table, so there is nothing to train; "
                 f"search it with `agentarch baseline --space nb201 --task {self.task.name}`"
             )
+        archive.register_task(self.task)  # before any score: the archive ranks them by the task's direction
         self.isolation = resolve_isolation(settings.isolation)
         self.limits = Limits(
             memory_mb=settings.memory_mb,

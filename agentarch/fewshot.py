@@ -4,17 +4,18 @@ Few-shot architecture prompting (FSAP, as in NNGPT/LEMUR): the proposer sees `n`
 candidates from the archive (3 by default) and is asked to improve on one of them, the parent.
 How the parent is chosen decides how greedy the search is, so three strategies are offered:
 
-- `topk`: uniform among the five best by validation accuracy (ASI-Arch) -- greedy, little spread;
-- `weighted`: ShinkaEvolve's weighting, a sigmoid of the standardized validation accuracy times
+- `topk`: uniform among the five best by validation score (ASI-Arch) -- greedy, little spread;
+- `weighted`: ShinkaEvolve's weighting, a sigmoid of the standardized validation score times
   1 / (1 + number of children) -- good candidates are preferred, but one already tried many times
   yields to the others;
-- `niches`: MAP-Elites over (parameters, accuracy) -- a size class (half a decade of parameters)
+- `niches`: MAP-Elites over (parameters, score) -- a size class (half a decade of parameters)
   is drawn uniformly and its best candidate is the parent, so small and large designs both evolve.
 
 After the parent come the best candidate overall, the best candidate a baseline search found (so
 the LLM sees what conventional NAS reached), then the elites of other size classes, best first.
 Only trained candidates of the task are eligible: a failed or duplicate proposal teaches nothing
-about accuracy. Validation accuracy is the only ranking signal; test accuracy never steers a choice here.
+about the score. The validation score is the only ranking signal (test scores never steer a choice here), and
+"best" is in the task's direction as the archive keeps it (`agentarch.ranking`): the lowest MSE is the best.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from agentarch import queries
 from agentarch.archive import Archive
 from agentarch.errors import UsageError
 from agentarch.proposers.baselines import ALGOS
+from agentarch.ranking import Direction, sign
 
 STRATEGIES = ("topk", "weighted", "niches")
 MAX_EXAMPLES = 6
@@ -38,7 +40,7 @@ TOP_K = 5
 """`topk` draws the parent among this many best candidates (ASI-Arch's choice)."""
 
 WEIGHT_LAMBDA = 2.0
-"""Selection pressure of `weighted`: the sigmoid's slope per standard deviation of validation accuracy.
+"""Selection pressure of `weighted`: the sigmoid's slope per standard deviation of the validation score.
 At 2, a candidate one deviation above the median weighs 0.88 and one below 0.12 (before children)."""
 
 NICHE_DECADES = 0.5
@@ -80,7 +82,8 @@ def select(
     if strategy == "topk":
         parent = rng.choice(pool[:TOP_K])
     elif strategy == "weighted":
-        parent = rng.choices(pool, weights=_weights(pool, queries.child_counts(archive, task)))[0]
+        children = queries.child_counts(archive, task)
+        parent = rng.choices(pool, weights=_weights(pool, children, archive.direction(task)))[0]
     else:
         parent = rng.choice(_elites(pool))
     return FewShot(parent=parent, examples=_examples(pool, parent, n), strategy=strategy)
@@ -107,18 +110,18 @@ def _examples(pool: list[dict[str, Any]], parent: dict[str, Any], n: int) -> lis
     return chosen
 
 
-def _weights(pool: list[dict[str, Any]], children: Counter[int]) -> list[float]:
-    """ShinkaEvolve weights: sigmoid(lambda * (val - median) / scale) / (1 + children).
+def _weights(pool: list[dict[str, Any]], children: Counter[int], direction: Direction) -> list[float]:
+    """ShinkaEvolve weights: sigmoid(lambda * s * (val - median) / scale) / (1 + children), s = +1 where higher is
+    better and -1 where lower is, so a score better than the median weighs more either way.
 
-    `scale` is the standard deviation of the pool's validation accuracies, so the pressure does not
+    `scale` is the standard deviation of the pool's validation scores, so the pressure does not
     depend on how close the scores are (a task where everyone is at 98-99% still discriminates).
     """
     vals = [row["val_accuracy"] for row in pool]
     median = statistics.median(vals)
     scale = statistics.pstdev(vals) or 1.0
-    return [
-        _sigmoid(WEIGHT_LAMBDA * (row["val_accuracy"] - median) / scale) / (1 + children[row["id"]]) for row in pool
-    ]
+    pressure = WEIGHT_LAMBDA * sign(direction) / scale
+    return [_sigmoid(pressure * (row["val_accuracy"] - median)) / (1 + children[row["id"]]) for row in pool]
 
 
 def _sigmoid(x: float) -> float:

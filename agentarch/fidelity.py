@@ -1,6 +1,7 @@
 """Multi-fidelity evaluation: successive halving (Jamieson and Talwalkar 2016; Hyperband's inner loop).
 
-Every candidate gets a short training budget; the best 1/eta by validation accuracy are promoted to
+Every candidate gets a short training budget; the best 1/eta by validation score (in the task's direction:
+the lowest 1/eta for an MSE) are promoted to
 an eta-times longer budget, and so on up to the full budget. It is ASI-Arch's explore-then-verify
 made systematic: most compute goes to the few candidates that earned it. Every rung is recorded
 as an evaluation keyed by its fidelity (epochs), so the archive says which budget a score is from.
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentarch import ranking
 from agentarch.errors import UsageError
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.summaries import best_by_validation
@@ -60,6 +62,13 @@ def rung_budgets(min_epochs: int, max_epochs: int, eta: int) -> list[int]:
     return budgets
 
 
+def survivors(trained: list[EvalResult], eta: int, direction: ranking.Direction) -> list[EvalResult]:
+    """The best 1/eta (at least one) of a rung's trained candidates by validation score in the task's direction,
+    best first; equal scores keep the order they were trained in."""
+    ranked = ranking.ranked(trained, lambda r: r.metrics["val_accuracy"], direction)
+    return ranked[: max(1, math.ceil(len(ranked) / eta))]
+
+
 def successive_halving(
     evaluator: Evaluator,
     candidates: list[tuple[str, str]],
@@ -71,6 +80,7 @@ def successive_halving(
 ) -> HalvingResult:
     """Evaluate (name, code) candidates by successive halving; the best is judged at the full budget only."""
     budgets = rung_budgets(min_epochs, max_epochs, eta)
+    direction = evaluator.task.direction
     rungs = [Rung(budgets[0])]
     spent_epochs, spent_seconds = 0, 0.0
     first = evaluator.settings.model_copy(update={"epochs": budgets[0]})
@@ -81,16 +91,14 @@ def successive_halving(
         spent_epochs, spent_seconds = _spend(result, budgets[0], spent_epochs, spent_seconds)
         on_result(budgets[0], result)
     for epochs in budgets[1:]:
-        previous = sorted(rungs[-1].trained, key=lambda r: -r.metrics["val_accuracy"])
-        promoted = previous[: max(1, math.ceil(len(previous) / eta))]
         rung = Rung(epochs)
-        for survivor in promoted:
+        for survivor in survivors(rungs[-1].trained, eta, direction):
             result = evaluator.reevaluate(survivor.id, epochs)
             rung.results.append(result)
             spent_epochs, spent_seconds = _spend(result, epochs, spent_epochs, spent_seconds)
             on_result(epochs, result)
         rungs.append(rung)
-    best = best_by_validation(rungs[-1].trained, lambda r: r.metrics["val_accuracy"])
+    best = best_by_validation(rungs[-1].trained, lambda r: r.metrics["val_accuracy"], direction)
     return HalvingResult(rungs, best, spent_epochs, spent_seconds)
 
 

@@ -47,6 +47,7 @@ from agentarch.executors import Executor, make_executor
 from agentarch.llm import LLMClient, LLMError
 from agentarch.proposers.base import Observation, Proposal
 from agentarch.proposers.baselines import RegularizedEvolution
+from agentarch.ranking import Direction
 from agentarch.sandbox import SandboxError
 from agentarch.spaces import get_space, space_for
 from agentarch.summaries import best_by_validation, status_counts
@@ -754,12 +755,17 @@ def open_checkpointer(archive_path: Path) -> SqliteSaver:
     return SqliteSaver(conn)
 
 
-def summarize(run_id: str, status: str, outcomes: list[dict[str, Any]], stopped_by: str | None) -> dict[str, Any]:
-    """The object `agentarch run --json` prints last."""
+def summarize(
+    run_id: str, status: str, outcomes: list[dict[str, Any]], stopped_by: str | None, direction: Direction = "max"
+) -> dict[str, Any]:
+    """The object `agentarch run --json` prints last; `best` is the best by validation in the task's `direction`
+    (`agentarch.run` passes it; "max", higher is better, is what every task was before lower-is-better metrics)."""
     found = status_counts(o["status"] for o in outcomes)
     counts = {k: found.get(k, 0) for k in ("trained", "invalid", "duplicate", "failed", "rejected")}
     counts["failed"] += found.get("timeout", 0)
-    best = best_by_validation(outcomes, lambda o: o.get("val_accuracy") if o["status"] == "trained" else None)
+    best = best_by_validation(
+        outcomes, lambda o: o.get("val_accuracy") if o["status"] == "trained" else None, direction
+    )
     return {
         "run_id": run_id,
         "status": status,

@@ -1,8 +1,10 @@
 """Read-only views over an archive for browsing and reporting: leaderboard, search, lineage, runs' progress.
 
 The web UI, the static report and few-shot selection ask these functions and write no SQL of their own.
-Two rules they all build on live in `agentarch.archive`: which evaluation a candidate's scores come from
-(`SCORING_EVALUATION`) and what a listing row holds (`Archive.listing`). The indexes these queries need
+Three rules they all build on live elsewhere: which score is better for a task (`agentarch.ranking`: every
+ORDER BY and MAX over scores here goes through its `sql_key`, so a lower-is-better metric ranks lowest first),
+which evaluation a candidate's scores come from (`archive.SCORING_EVALUATION`) and what a listing row holds
+(`Archive.listing`, with the task's `metric` and `direction`). The indexes these queries need
 are created by the archive's schema migrations (schema 6).
 
 Each function is a fixed handful of queries whatever the archive's size, and every list pages with
@@ -20,8 +22,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentarch.archive import SCORING_EVALUATION, Archive, ArchiveError
+from agentarch.archive import DEFAULT_METRIC, SCORING_EVALUATION, TASK_JOIN, Archive, ArchiveError
 from agentarch.proposers.baselines import ALGOS
+from agentarch.ranking import Direction, sql_key, sql_sign
 
 _BEST_VAL = SCORING_EVALUATION.format(column="val_accuracy")
 _IDS = "SELECT value FROM json_each(?)"  # `IN (_IDS)` with json.dumps(ids) as its one argument
@@ -67,14 +70,15 @@ class Filters:
 
 
 def leaderboard(archive: Archive, filters: Filters, limit: int | None, offset: int = 0) -> list[dict[str, Any]]:
-    """Listing rows ranked by validation accuracy, best first; untrained candidates last; ties newest first.
+    """Listing rows ranked by validation score in each task's direction, best first; untrained candidates last;
+    ties newest first. (Unfiltered by task, the tasks interleave by their signed scores: compare within a task.)
 
     The page is chosen first on (id, accuracy) alone, out of the covering index, and only its rows are
     then read in full: sorting whole candidate rows to skip thousands of them would read every candidate.
     """
     where, args = filters.where()
     page = (
-        f"(SELECT c.id, ({_BEST_VAL}) AS best FROM candidates c {where} "
+        f"(SELECT c.id, {sql_key(_BEST_VAL, 'task_row.direction')} AS best FROM candidates c {TASK_JOIN} {where} "
         "ORDER BY best IS NULL, best DESC, c.id DESC LIMIT ? OFFSET ?) AS page JOIN candidates c ON c.id = page.id"
     )
     tail = "ORDER BY page.best IS NULL, page.best DESC, c.id DESC"
@@ -141,8 +145,8 @@ def candidate_fields(archive: Archive, ids: Iterable[Any], columns: Sequence[str
 
 
 def ranked_with_code(archive: Archive, task: str) -> list[dict[str, Any]]:
-    """The task's trained candidates with a validation score, ranked as `Archive.top` ranks them, each with its
-    code and analysis: what few-shot examples are chosen from."""
+    """The task's trained candidates with a validation score, ranked as `Archive.top` ranks them (best first in the
+    task's direction), each with its code and analysis: what few-shot examples are chosen from."""
     rows = [row for row in archive.top(task, limit=None) if row["val_accuracy"] is not None]
     texts = candidate_fields(archive, [row["id"] for row in rows], ("code", "analysis"))
     return [{**row, **texts[row["id"]]} for row in rows]
@@ -208,8 +212,8 @@ def run_ids(archive: Archive, task: str | None) -> list[str]:
 
 
 def runs_with_progress(archive: Archive, limit: int | None, offset: int = 0) -> list[dict[str, Any]]:
-    """Runs, newest first, each with its progress: proposed and trained counts, best validation accuracy, and
-    LLM spend (None when it made no paid call)."""
+    """Runs, newest first, each with its progress: proposed and trained counts, best validation score (by its
+    task's direction; `metric` names it), and LLM spend (None when it made no paid call)."""
     runs = archive.runs(limit, offset)
     progress = _progress(archive, [run["id"] for run in runs])
     for run in runs:
@@ -218,13 +222,16 @@ def runs_with_progress(archive: Archive, limit: int | None, offset: int = 0) -> 
             proposed=sum(found["statuses"].values()),
             trained=found["statuses"].get("trained", 0),
             best_val_accuracy=found["best_val_accuracy"],
+            metric=found["metric"],
+            direction=found["direction"],
             cost_usd=found["cost_usd"],
         )
     return runs
 
 
 def run_overview(archive: Archive, run_id: str) -> dict[str, Any]:
-    """A run's row with its progress: candidates by status, LLM calls, tokens and spend, best validation accuracy."""
+    """A run's row with its progress: candidates by status, LLM calls, tokens and spend, best validation score, and
+    its task's `metric` and `direction`."""
     run = archive.find_run(run_id)
     if run is None:
         raise ArchiveError(f"no run {run_id!r}; `agentarch archive runs` lists them")
@@ -241,12 +248,15 @@ def run_overview(archive: Archive, run_id: str) -> dict[str, Any]:
 
 
 def _progress(archive: Archive, run_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Per run: candidates by status, best validation accuracy, and LLM calls, tokens and spend; three queries."""
+    """Per run: candidates by status, best validation score, its task's metric and direction, and LLM calls, tokens
+    and spend; four queries."""
     ids = [json.dumps(run_ids)]
     progress: dict[str, dict[str, Any]] = {
         run_id: {
             "statuses": {},
             "best_val_accuracy": None,
+            "metric": DEFAULT_METRIC,
+            "direction": "max",
             "llm_calls": 0,
             "cost_usd": None,
             "prompt_tokens": 0,
@@ -258,8 +268,16 @@ def _progress(archive: Archive, run_ids: list[str]) -> dict[str, dict[str, Any]]
         f"SELECT run_id, status, COUNT(*) FROM candidates WHERE run_id IN ({_IDS}) GROUP BY run_id, status", ids
     ):
         progress[run_id]["statuses"][status] = n
-    for run_id, best in archive.db.execute(
-        f"SELECT c.run_id, MAX(({_BEST_VAL})) FROM candidates c WHERE c.run_id IN ({_IDS}) GROUP BY c.run_id", ids
+    for run_id, metric, direction in archive.db.execute(
+        f"SELECT r.id, t.metric, t.direction FROM runs r JOIN tasks t ON t.name = r.task WHERE r.id IN ({_IDS})", ids
+    ):
+        progress[run_id].update(metric=metric, direction=direction)
+    # SQLite's bare column with MAX(): `best` comes from the row whose signed key is largest, the run's best
+    for run_id, best, _ in archive.db.execute(
+        f"SELECT run_id, best, MAX(best * sign) FROM (SELECT c.run_id, ({_BEST_VAL}) AS best, "
+        f"{sql_sign('task_row.direction')} AS sign FROM candidates c {TASK_JOIN} WHERE c.run_id IN ({_IDS})) "
+        "WHERE best IS NOT NULL GROUP BY run_id",
+        ids,
     ):
         progress[run_id]["best_val_accuracy"] = best
     for run_id, calls, cost, prompt_tokens, completion_tokens in archive.db.execute(
@@ -275,13 +293,16 @@ def _progress(archive: Archive, run_ids: list[str]) -> dict[str, dict[str, Any]]
 
 @dataclass(frozen=True)
 class RunHistory:
-    """Validation accuracy at each evaluation of a run, in the order they were recorded, and the same for each
+    """Validation score at each evaluation of a run, in the order they were recorded, and the same for each
     other baseline run on its task, by proposer. An evaluation that did not train is None: it spent budget too,
-    and a multi-seed baseline run counts its seeds one after another."""
+    and a multi-seed baseline run counts its seeds one after another. `metric` names the score and `direction`
+    says which way a best-so-far line moves."""
 
     proposer: str
     values: list[float | None]
     baselines: dict[str, list[list[float | None]]]
+    metric: str = DEFAULT_METRIC
+    direction: Direction = "max"
 
 
 def run_history(archive: Archive, run: dict[str, Any]) -> RunHistory:
@@ -303,11 +324,12 @@ def run_history(archive: Archive, run: dict[str, Any]) -> RunHistory:
     ):
         per_run[proposer][other_run].append(value)
     baselines = {p: list(per_run[p].values()) for p in ALGOS if p in per_run}
-    return RunHistory(proposer=run["proposer"], values=values, baselines=baselines)
+    task = archive.task_info(run["task"])
+    return RunHistory(run["proposer"], values, baselines, metric=task["metric"], direction=task["direction"])
 
 
 def pareto_points(archive: Archive, run_id: str) -> list[tuple[float, float]]:
-    """(params, validation accuracy) of each trained candidate of a run, scored like every listing row."""
+    """(params, validation score) of each trained candidate of a run, scored like every listing row."""
     rows = archive.listing("WHERE c.run_id = ? AND e.val_accuracy IS NOT NULL", [run_id])
     return [(float(row["params"]), float(row["val_accuracy"])) for row in rows if row["params"] is not None]
 

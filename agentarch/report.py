@@ -2,7 +2,8 @@
 
 It shows what the run page of the web UI shows (progress, spend, top candidates, best-so-far and
 Pareto plots) plus the loss curves of the top three candidates, drawn by the same plots module, with
-the stylesheet inlined so the folder is self-contained.
+the stylesheet inlined so the folder is self-contained. Scores are named by the task's metric and ranked
+by its direction, as the archive keeps them, so a report of an MSE task says "val mse" and puts the lowest first.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def write_report(archive_path: Path, run_id: str, out_dir: Path) -> Path:
         run = queries.run_overview(db, run_id)
         rows = queries.leaderboard(db, queries.Filters(run=run_id), limit=TOP)
         (out_dir / "best_so_far.png").write_bytes(plots.draw_best_so_far(queries.run_history(db, run)))
-        (out_dir / "pareto.png").write_bytes(plots.draw_pareto(queries.pareto_points(db, run_id)))
+        points = queries.pareto_points(db, run_id)
+        (out_dir / "pareto.png").write_bytes(plots.draw_pareto(points, run["metric"], run["direction"]))
         curves = []
         for row in [r for r in rows if r["status"] == "trained"][:CURVES]:
             name = f"curve-{row['id']}.png"

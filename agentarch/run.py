@@ -146,7 +146,9 @@ def _drive(
         status = "finished"
     finally:
         values = final if status == "finished" else graph.get_state(config).values
-        summary = summarize(run_id, status, values.get("outcomes", []), values.get("stopped_by"))
+        summary = summarize(
+            run_id, status, values.get("outcomes", []), values.get("stopped_by"), direction=ctx.task.direction
+        )
         with Archive(settings.archive) as archive:
             summary["llm_faults"] = archive.llm_faults(run_id)
             archive.finish_run(run_id, status, summary)

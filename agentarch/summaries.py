@@ -5,8 +5,8 @@ its files by status (`eval_summary`, here); the agent loop adds proposals, repai
 what stopped it (`agentarch.graph.summarize`); a baseline reports the NAS-Bench-201 protocol over
 seeds (`agentarch.baseline.summarize`); successive halving reports its rungs
 (`agentarch.fidelity.HalvingResult.summary`). What they share is defined once, here: outcomes
-counted by status, and the best candidate chosen by validation accuracy (the search signal; a test
-score never chooses), the earliest winning a tie.
+counted by status, and the best candidate chosen by validation score in the task's direction (the search
+signal; a test score never chooses; `agentarch.ranking` says which way is better), the earliest winning a tie.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from agentarch import ranking
 
 if TYPE_CHECKING:
     from agentarch.evaluate import EvalResult
@@ -26,17 +28,12 @@ def status_counts(statuses: Iterable[str]) -> dict[str, int]:
     return dict(Counter(statuses))
 
 
-def best_by_validation(items: Iterable[T], val: Callable[[T], float | None]) -> T | None:
-    """The item with the highest validation accuracy (`val` gives None for one that was not scored).
+def best_by_validation(items: Iterable[T], val: Callable[[T], float | None], direction: ranking.Direction) -> T | None:
+    """The item with the best validation score in the task's `direction` (`val` gives None for one not scored).
 
     The earliest wins a tie, so a search that finds the same score again keeps its first find.
     """
-    best, best_val = None, None
-    for item in items:
-        score = val(item)
-        if score is not None and (best_val is None or score > best_val):
-            best, best_val = item, score
-    return best
+    return ranking.best(items, val, direction)
 
 
 def eval_summary(results: Sequence[EvalResult]) -> dict[str, Any]:

@@ -30,9 +30,10 @@ def test_structured_values_are_one_json_cell():
 
 
 def test_the_best_is_chosen_by_validation_and_the_earliest_wins_a_tie():
-    rows = [("a", None), ("b", 0.7), ("c", 0.9), ("d", 0.9), ("e", 0.1)]
-    assert best_by_validation(rows, lambda row: row[1]) == ("c", 0.9)
-    assert best_by_validation([("a", None)], lambda row: row[1]) is None
+    rows = [("a", None), ("b", 0.7), ("c", 0.9), ("d", 0.9), ("e", 0.1), ("f", 0.1)]
+    assert best_by_validation(rows, lambda row: row[1], "max") == ("c", 0.9)
+    assert best_by_validation(rows, lambda row: row[1], "min") == ("e", 0.1)  # an MSE: the lowest, the first of two
+    assert best_by_validation([("a", None)], lambda row: row[1], "min") is None
     assert status_counts(["trained", "invalid", "trained"]) == {"trained": 2, "invalid": 1}
 
 

@@ -12,9 +12,10 @@ from starlette.testclient import TestClient
 
 from agentarch.archive import Archive
 from agentarch.queries import RunHistory
+from agentarch.ranking import running_best
 from agentarch.report import write_report
 from agentarch.web import create_app, serve
-from agentarch.web.plots import best_so_far_lines, mean_of_runs, pareto_front, running_best
+from agentarch.web.plots import best_so_far_lines, mean_of_runs, pareto_front
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MODEL = "openai/gpt-4o-mini"
@@ -352,8 +353,11 @@ def test_report_writes_index_and_plots(sample, tmp_path):
 
 
 def test_plot_helpers():
-    assert running_best([None, 0.5, 0.4, None, 0.7]) == [None, 0.5, 0.5, 0.5, 0.7]
-    assert pareto_front([(10, 0.5), (100, 0.9), (50, 0.4), (10, 0.6), (200, 0.8)]) == [(10, 0.6), (100, 0.9)]
+    assert running_best([None, 0.5, 0.4, None, 0.7], "max") == [None, 0.5, 0.5, 0.5, 0.7]
+    assert running_best([None, 0.5, 0.4, None, 0.7], "min") == [None, 0.5, 0.4, 0.4, 0.4]  # an MSE goes down
+    points = [(10, 0.5), (100, 0.9), (50, 0.4), (10, 0.6), (200, 0.8)]
+    assert pareto_front(points, "max") == [(10, 0.6), (100, 0.9)]
+    assert pareto_front(points, "min") == [(10, 0.5), (50, 0.4)]
     # a baseline's line: the mean over its runs, a run that stopped early held at its final best
     assert mean_of_runs([[None, 0.5, 0.7], [0.2, 0.3]]) == [0.2, 0.4, 0.5]
     history = RunHistory("llm", [0.5, None, 0.6], {"rea": [[0.4]], "tpe": [[None, 0.5, 0.7], [0.2, 0.3]]})
@@ -362,3 +366,5 @@ def test_plot_helpers():
         ("rea (1 run, mean)", [0.4]),
         ("tpe (2 runs, mean)", [0.2, 0.4, 0.5]),
     ]
+    lower = RunHistory("llm", [0.5, None, 0.6, 0.3], {"tpe": [[0.4, 0.2]]}, metric="mse", direction="min")
+    assert best_so_far_lines(lower) == [("this run (llm)", [0.5, 0.5, 0.5, 0.3]), ("tpe (1 run, mean)", [0.4, 0.2])]

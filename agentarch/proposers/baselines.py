@@ -7,6 +7,9 @@ Each is seeded: the same seed and the same observations give the same proposals.
 `distinct=True` (used when proposals are trained) never proposes an architecture twice in one search,
 so a budget of N buys N trainings; the tabular protocol of NAS-Bench-201 allows repeats, so there it
 is off and every query counts, as in the paper.
+
+The search signal is the task's validation score, better in the task's `direction` (`agentarch.ranking`):
+REA's tournament keeps the lowest MSE, and TPE's study minimizes it.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from agentarch import ranking
 from agentarch.errors import AgentarchError, UsageError
 from agentarch.proposers.base import Observation, Proposal, Proposer
+from agentarch.ranking import Direction
 from agentarch.spaces import SearchSpace
 
 MAX_REDRAWS = 1000
@@ -28,9 +33,10 @@ class SpaceExhausted(AgentarchError, RuntimeError):
     """No unseen architecture could be found: the budget exceeds what the space (or this search) can offer."""
 
 
-def _fitness(observation: Observation) -> float:
-    """The search signal; an untrained proposal (failed, timed out) ranks below every trained one."""
-    return observation.val_accuracy if observation.val_accuracy is not None else float("-inf")
+def _fitness(observation: Observation, direction: Direction) -> float:
+    """The search signal as a key that is larger the better (`ranking.key`); an untrained proposal (failed, timed
+    out) ranks below every trained one."""
+    return ranking.key(observation.val_accuracy, direction)
 
 
 class _Distinct:
@@ -93,7 +99,7 @@ class Member:
     """One individual of the evolving population."""
 
     arch: str
-    fitness: float
+    fitness: float  # the validation score as `ranking.key`: larger is better whatever the task's direction
     candidate_id: int | None
 
 
@@ -108,7 +114,13 @@ class RegularizedEvolution(Proposer):
     name = "rea"
 
     def __init__(
-        self, space: SearchSpace, seed: int, population: int = 10, sample_size: int = 3, distinct: bool = False
+        self,
+        space: SearchSpace,
+        seed: int,
+        population: int = 10,
+        sample_size: int = 3,
+        distinct: bool = False,
+        direction: Direction = "max",
     ) -> None:
         if population < 1 or not 1 <= sample_size <= population:
             raise UsageError(
@@ -119,6 +131,7 @@ class RegularizedEvolution(Proposer):
         self.pool = _Distinct(space, distinct, self.rng)
         self.population_size = population
         self.sample_size = sample_size
+        self.direction = direction
         self.population: deque[Member] = deque(maxlen=population)
         self.initial_proposed = 0
 
@@ -144,7 +157,9 @@ class RegularizedEvolution(Proposer):
     def observe(self, observations: list[Observation]) -> None:
         for obs in observations:
             assert obs.proposal.arch is not None, "regularized evolution observes only its own proposals"
-            self.population.append(Member(obs.proposal.arch, _fitness(obs), obs.candidate_id))  # the oldest drops out
+            self.population.append(
+                Member(obs.proposal.arch, _fitness(obs, self.direction), obs.candidate_id)
+            )  # the oldest drops out
 
     def replay(self, observations: list[Observation]) -> None:
         """Rebuild the search from its earlier results, in order (a resumed run): proposed, then observed."""
@@ -159,7 +174,7 @@ class TPE(Proposer):
 
     name = "tpe"
 
-    def __init__(self, space: SearchSpace, seed: int, distinct: bool = False) -> None:
+    def __init__(self, space: SearchSpace, seed: int, distinct: bool = False, direction: Direction = "max") -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -167,7 +182,9 @@ class TPE(Proposer):
         self.space = space
         self.rng = random.Random(seed)
         self.pool = _Distinct(space, distinct, self.rng)
-        self.study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        self.study = optuna.create_study(
+            direction=ranking.optuna_direction(direction), sampler=optuna.samplers.TPESampler(seed=seed)
+        )
         self.pending: dict[int, Any] = {}  # id(proposal) -> its trial
         self.values: dict[str, float] = {}
 
@@ -208,13 +225,21 @@ best-so-far plot draws them beside it."""
 
 
 def make_proposer(
-    algo: str, space: SearchSpace, seed: int, *, distinct: bool = False, population: int = 10, sample_size: int = 3
+    algo: str,
+    space: SearchSpace,
+    seed: int,
+    *,
+    distinct: bool = False,
+    population: int = 10,
+    sample_size: int = 3,
+    direction: Direction = "max",
 ) -> Proposer:
-    """The baseline called `algo`, seeded; the error lists the known ones."""
+    """The baseline called `algo`, seeded, searching for the best score in the task's `direction`; the error lists
+    the known ones."""
     if algo == RandomSearch.name:
         return RandomSearch(space, seed, distinct)
     if algo == RegularizedEvolution.name:
-        return RegularizedEvolution(space, seed, population, sample_size, distinct)
+        return RegularizedEvolution(space, seed, population, sample_size, distinct, direction)
     if algo == TPE.name:
-        return TPE(space, seed, distinct)
+        return TPE(space, seed, distinct, direction)
     raise UsageError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")

@@ -68,6 +68,7 @@ ROW_COLUMNS = (
     "model",
     "run_id",
     "status",
+    "metric",
     "val_accuracy",
     "test_accuracy",
     "params",
@@ -85,6 +86,7 @@ RUN_COLUMNS = (
     "ended_at",
     "proposed",
     "trained",
+    "metric",
     "best_val_accuracy",
     "cost_usd",
 )
@@ -339,6 +341,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 return _export(request, rows, ROW_COLUMNS, f"leaderboard-{task or 'all'}")
             proposers = queries.proposers(db, task)
             runs = queries.run_ids(db, task)
+            scored_by = db.task_info(task) if task else None
         return render(
             request,
             "leaderboard.html",
@@ -351,6 +354,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 "proposers": proposers,
                 "statuses": CANDIDATE_STATUSES,
                 "runs": runs,
+                "scored_by": scored_by,
             },
         )
 
@@ -521,10 +525,11 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             run = db.find_run(run_id)
             if run is None:
                 raise HTTPException(404, f"no run {run_id!r}; `agentarch archive runs` lists them")
+            scored_by = db.task_info(run["task"])
             png = (
                 plots.draw_best_so_far(queries.run_history(db, run))
                 if kind == "best"
-                else plots.draw_pareto(queries.pareto_points(db, run_id))
+                else plots.draw_pareto(queries.pareto_points(db, run_id), scored_by["metric"], scored_by["direction"])
             )
         return Response(png, media_type="image/png")
 

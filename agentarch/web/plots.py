@@ -1,7 +1,9 @@
 """The archive's plots as PNG bytes: a candidate's loss curves, a run's best-so-far and its Pareto front.
 
 Shared by the web pages (served as images) and the static report (written as files), so the two
-always draw the same thing. These functions draw what `agentarch.queries` reads from the archive.
+always draw the same thing. These functions draw what `agentarch.queries` reads from the archive. The scores
+are the task's metric, so "best" follows its direction (`agentarch.ranking`): a best-so-far line of an MSE
+goes down, and its Pareto front keeps the lowest MSE for the size.
 
 Figures are built with matplotlib's object API on the Agg canvas, never pyplot: pyplot keeps global
 state that is not safe across the web server's worker threads, and Agg needs no display.
@@ -19,17 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from agentarch.queries import RunHistory
-
-
-def running_best(values: Sequence[float | None]) -> list[float | None]:
-    """Best value so far at each index (None before the first); a None value, a failed evaluation, keeps the best."""
-    best: float | None = None
-    out: list[float | None] = []
-    for value in values:
-        if value is not None and (best is None or value > best):
-            best = value
-        out.append(best)
-    return out
+from agentarch.ranking import Direction, better, key, running_best
 
 
 def mean_of_runs(runs: list[list[float | None]]) -> list[float | None]:
@@ -46,21 +38,21 @@ def mean_of_runs(runs: list[list[float | None]]) -> list[float | None]:
 
 
 def best_so_far_lines(history: RunHistory) -> list[tuple[str, list[float | None]]]:
-    """The run's best-so-far validation accuracy by evaluation, then one line per baseline proposer on its task:
+    """The run's best-so-far validation score by evaluation, then one line per baseline proposer on its task:
     the mean over that proposer's runs."""
-    lines = [(f"this run ({history.proposer})", running_best(history.values))]
+    lines = [(f"this run ({history.proposer})", running_best(history.values, history.direction))]
     for proposer, runs in history.baselines.items():
         label = f"{proposer} ({len(runs)} run{'s' if len(runs) > 1 else ''}, mean)"
-        lines.append((label, mean_of_runs([running_best(values) for values in runs])))
+        lines.append((label, mean_of_runs([running_best(values, history.direction) for values in runs])))
     return lines
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The (params, accuracy) points that no other point beats with as few params and more accuracy, by params."""
+def pareto_front(points: Sequence[tuple[float, float]], direction: Direction) -> list[tuple[float, float]]:
+    """The (params, score) points that no other point beats with as few params and a better score, by params."""
     front: list[tuple[float, float]] = []
-    for params, acc in sorted(points, key=lambda p: (p[0], -p[1])):
-        if not front or acc > front[-1][1]:
-            front.append((params, acc))
+    for params, score in sorted(points, key=lambda p: (p[0], -key(p[1], direction))):
+        if not front or better(score, front[-1][1], direction):
+            front.append((params, score))
     return front
 
 
@@ -107,7 +99,8 @@ def draw_loss_curves(series: Sequence[tuple[str, Sequence[dict[str, float]]]]) -
 
 
 def draw_best_so_far(history: RunHistory) -> bytes:
-    """Best validation accuracy against evaluation index (1-based): the run's step line, and its baselines'."""
+    """Best validation score against evaluation index (1-based): the run's step line, and its baselines'. For a
+    lower-is-better metric the lines go down and the legend moves up, out of their way."""
     figure, axes = _figure()
     drawn = False
     for i, (label, values) in enumerate(best_so_far_lines(history)):
@@ -124,29 +117,34 @@ def draw_best_so_far(history: RunHistory) -> bytes:
             drawn = True
     if drawn:
         axes.set_xlabel("evaluation")
-        axes.set_ylabel("best validation accuracy")
+        axes.set_ylabel(f"best validation {history.metric}")
         axes.grid(alpha=0.3)
-        axes.legend(fontsize="small", loc="lower right")
+        axes.legend(fontsize="small", loc=_legend_place(history.direction))
     else:
         _empty(axes, "nothing trained yet")
     return _png(figure)
 
 
-def draw_pareto(points: Sequence[tuple[float, float]]) -> bytes:
-    """Validation accuracy against parameter count (log scale), the Pareto front highlighted."""
+def _legend_place(direction: Direction) -> str:
+    """A fixed corner away from where the best scores gather ("best" would scan every point)."""
+    return "lower right" if direction == "max" else "upper right"
+
+
+def draw_pareto(points: Sequence[tuple[float, float]], metric: str, direction: Direction) -> bytes:
+    """Validation score against parameter count (log scale), the Pareto front highlighted."""
     figure, axes = _figure()
     points = [(p, a) for p, a in points if p and p > 0 and a is not None]
     if not points:
         _empty(axes, "no trained candidate with a parameter count")
         return _png(figure)
-    front = pareto_front(points)
+    front = pareto_front(points, direction)
     # markers on a plain line, not scatter(): somewhat cheaper for thousands of points, and they all look alike
     axes.plot(*zip(*points), linestyle="none", marker="o", markersize=3, color="#9aa5b1", label="trained candidates")
     axes.plot(*zip(*front), color="#c0392b", marker="o", markersize=5, drawstyle="steps-post", label="Pareto front")
     axes.set_xscale("log")
     axes.xaxis.set_minor_locator(NullLocator())  # a log axis's minor ticks cost a third of the drawing time
     axes.set_xlabel("parameters")
-    axes.set_ylabel("validation accuracy")
+    axes.set_ylabel(f"validation {metric}")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", loc="lower right")  # a fixed place: "best" scans every point
+    axes.legend(fontsize="small", loc=_legend_place(direction))
     return _png(figure)
