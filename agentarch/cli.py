@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -182,7 +183,11 @@ def eval_command(
         config = {"paths": [str(p) for p in paths], "epochs": settings.epochs, "seed": settings.seed}
         results: list[EvalResult] = []
         with db.run(
-            "eval", settings.task, "user", {**config, "isolation": evaluator.isolation}, lambda: eval_summary(results)
+            "eval",
+            evaluator.task.name,
+            "user",
+            {**config, "isolation": evaluator.isolation},
+            lambda: eval_summary(results),
         ) as run_id:
             evaluator.run_id = run_id
             for path in paths:
@@ -192,7 +197,7 @@ def eval_command(
                 if as_json:
                     print(json.dumps(result.to_json()), flush=True)
                 else:
-                    _print_result(result)
+                    _print_result(result, evaluator.task.metric)
 
 
 def _evaluate_file(evaluator: Evaluator, path: Path) -> EvalResult:
@@ -207,13 +212,13 @@ def _evaluate_file(evaluator: Evaluator, path: Path) -> EvalResult:
     return evaluator.evaluate(code, path.name)
 
 
-def _print_result(r: EvalResult) -> None:
+def _print_result(r: EvalResult, metric: str) -> None:
     m = r.metrics
     color = {"trained": "green", "duplicate": "yellow"}.get(r.status, "red")
     line = f"[bold]#{r.id}[/] {r.name}: [{color}]{r.status}[/]"
     if r.status == "trained":
         line += (
-            f"  val {formats.accuracy(m['val_accuracy'])}  test {formats.accuracy(m['test_accuracy'])}  "
+            f"  {formats.scored('val', m['val_accuracy'], metric)}  {formats.scored('test', m['test_accuracy'], metric)}  "
             f"params {formats.count(m['params'])}  flops {formats.count(m['flops'])}  "
             f"train {formats.seconds(m['train_seconds'])}"
         )
@@ -314,7 +319,8 @@ def run_command(
             f"[bold]run {summary['run_id']} {summary['status']}[/] (stopped by {summary['stopped_by']}): "
             f"{summary['proposed']} proposed, {summary['trained']} trained, {summary['invalid']} invalid, "
             f"{summary['duplicate']} duplicate, {summary['failed']} failed, {summary['repaired']} repaired; "
-            f"best #{best['id']} test {formats.accuracy(best['test_accuracy'])}; cost {formats.usd(summary['cost_usd'])}"
+            f"best #{best['id']} {formats.scored('test', best['test_accuracy'], summary['metric'])}; "
+            f"cost {formats.usd(summary['cost_usd'])}"
             if best
             else f"[bold]run {summary['run_id']} {summary['status']}[/]: nothing trained; see `agentarch archive ls`"
         )
@@ -335,7 +341,7 @@ def _outcome_printer(as_json: bool) -> Any:
         color = {"trained": "green", "duplicate": "yellow"}.get(outcome["status"], "red")
         line = f"#{outcome['id'] or '-'} [{color}]{outcome['status']}[/]"
         if outcome["status"] == "trained":
-            line += f"  val {formats.accuracy(outcome['val_accuracy'])}" + (
+            line += f"  {formats.scored('val', outcome['val_accuracy'], outcome.get('metric', 'accuracy'))}" + (
                 "  (repaired)" if outcome["repaired"] else ""
             )
         elif outcome["reason"]:
@@ -395,7 +401,9 @@ def halve_command(
         evaluator = Evaluator(db, settings.model_copy(update={"epochs": full}))
         config = {"paths": [str(p) for p in paths], "min_epochs": min_epochs, "max_epochs": full, "eta": eta}
         done: list[Any] = []  # the search's result, for the run's summary
-        with db.run("halving", settings.task, "user", config, lambda: done[0].summary() if done else {}) as run_id:
+        with db.run(
+            "halving", evaluator.task.name, "user", config, lambda: done[0].summary() if done else {}
+        ) as run_id:
             evaluator.run_id = run_id
             done.append(
                 successive_halving(
@@ -408,7 +416,8 @@ def halve_command(
                         None
                         if as_json
                         else out.print(
-                            f"{epochs:>4} epochs  #{r.id} {r.name}: {r.status}  val {formats.accuracy(r.metrics['val_accuracy'])}",
+                            f"{epochs:>4} epochs  #{r.id} {r.name}: {r.status}  "
+                            f"{formats.scored('val', r.metrics['val_accuracy'], evaluator.task.metric)}",
                             highlight=False,
                         )
                     ),
@@ -419,7 +428,8 @@ def halve_command(
         print(json.dumps(result.summary()))
     elif result.best:
         out.print(
-            f"[bold]best:[/] #{result.best.id} {result.best.name} val {formats.accuracy(result.best.metrics['val_accuracy'])} "
+            f"[bold]best:[/] #{result.best.id} {result.best.name} "
+            f"{formats.scored('val', result.best.metrics['val_accuracy'], evaluator.task.metric)} "
             f"at {full} epochs; {result.epochs_spent} epochs trained in all ({len(paths) * full} for full budgets)"
         )
 
@@ -581,7 +591,7 @@ def baseline_command(
                         evaluator,
                         evaluations,
                         seed,
-                        on_result=_candidate_printer(seed, as_json),
+                        on_result=_candidate_printer(seed, as_json, the_task.metric),
                         **options,
                     )
                 )
@@ -627,7 +637,7 @@ def _baseline_on_table(
             progress.advance(bar)
 
 
-def _candidate_printer(seed: int, as_json: bool) -> Any:
+def _candidate_printer(seed: int, as_json: bool, metric: str) -> Any:
     def show(proposal: Proposal, result: EvalResult) -> None:
         if as_json:
             print(
@@ -635,7 +645,7 @@ def _candidate_printer(seed: int, as_json: bool) -> Any:
                 flush=True,
             )
         else:
-            _print_result(result)
+            _print_result(result, metric)
 
     return show
 
@@ -716,8 +726,8 @@ ROW_COLUMNS = [
     ("name", "name", formats.text),
     ("proposer", "proposer", formats.text),
     ("status", "status", formats.text),
-    ("val", "val_accuracy", formats.accuracy),
-    ("test", "test_accuracy", formats.accuracy),
+    ("val", "val_accuracy", formats.score),
+    ("test", "test_accuracy", formats.score),
     ("params", "params", formats.count),
     ("epochs", "fidelity", formats.text),
     ("train", "train_seconds", formats.seconds),
@@ -735,8 +745,15 @@ def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:
             min_width=8 if header in ("name", "status") else None,
         )
     for row in rows:
-        table.add_row(*(write(row.get(key)) for _, key, write in ROW_COLUMNS))
+        table.add_row(*(_cell(row, key, write) for _, key, write in ROW_COLUMNS))
     return table
+
+
+def _cell(row: dict[str, Any], key: str, write: Callable[..., str]) -> str:
+    """One listing cell; a score is written as its task's metric reads (the row says which)."""
+    if write is formats.score:
+        return formats.score(row.get(key), row.get("metric") or "accuracy")
+    return write(row.get(key))
 
 
 def _archive_path(archive: Optional[Path]) -> Path:
@@ -775,6 +792,7 @@ def archive_show(
         cand = db.candidate(candidate_id)
         evals = db.evaluations(candidate_id)
         calls = db.llm_calls(candidate_id=candidate_id)
+        metric = db.task_info(cand["task"])["metric"]
     if as_json:
         print(json.dumps({**cand, "evaluations": evals, "llm_calls": calls}))
         return
@@ -811,7 +829,7 @@ def archive_show(
     for e in evals:
         out.print(
             f"evaluation {e['id']}: {e['status']} fidelity={e['fidelity']} seed={e['seed']} "
-            f"val={formats.accuracy(e['val_accuracy'])} test={formats.accuracy(e['test_accuracy'])} "
+            f"{formats.scored('val', e['val_accuracy'], metric)} {formats.scored('test', e['test_accuracy'], metric)} "
             f"train={formats.seconds(e['train_seconds'])} device={e['device']} isolation={e['isolation']}",
             highlight=False,
         )

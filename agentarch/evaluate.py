@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentarch import dedup
+from agentarch import dedup, taskfiles
 from agentarch.archive import Archive
 from agentarch.candidate import candidate_row
 from agentarch.checks import check
@@ -240,7 +240,7 @@ class Evaluator:
         train_cfg = self.train_config(row.get("hparams") or {}, epochs)
         request = RunRequest(
             code=row["code"],
-            task=self.task.name,
+            task=taskfiles.reference(self.task),
             train=train_cfg,
             limits=self.limits,
             isolation=self.isolation,

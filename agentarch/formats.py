@@ -45,6 +45,22 @@ def accuracy(value: float | None, missing: str = "-", *, in_percent: bool = Fals
     return f"{value:.2f}" if in_percent else f"{value:.4f}"
 
 
+def score(value: float | None, metric: str = "accuracy", missing: str = "-") -> str:
+    """A task's score as its metric reads: fractions (accuracy, F1, R²) to four places, errors (MSE, MAE) to four
+    significant digits (their scale is the target's), bits per byte to three places."""
+    if value is None:
+        return missing
+    if metric in ("mse", "mae"):
+        return f"{value:.4g}"
+    return f"{value:.3f}" if metric == "bits_per_byte" else f"{value:.4f}"
+
+
+def scored(split: str, value: float | None, metric: str = "accuracy") -> str:
+    """'val 0.9917' for an accuracy, 'val mse 0.0123' for any other metric: a reader never takes one for the other."""
+    label = split if metric == "accuracy" else f"{split} {metric}"
+    return f"{label} {score(value, metric)}"
+
+
 def percent(value: float | None, missing: str = "-") -> str:
     """A fraction shown as a percentage (0.9123 as 91.23%), for prose such as a prompt."""
     return missing if value is None else f"{100 * value:.2f}%"

@@ -250,6 +250,7 @@ class Loop:
             population=s.population,
             sample_size=min(s.sample_size, s.population),
             distinct=True,
+            direction=self.ctx.task.direction,
         )
         rea.replay(
             [
@@ -561,6 +562,7 @@ class Loop:
             "repaired": status == "trained" and state.get("tries", 0) > 0,
             "val_accuracy": metrics.get("val_accuracy"),
             "test_accuracy": metrics.get("test_accuracy"),
+            "metric": self.ctx.task.metric,  # what the two scores are
             "arch": state["plan"].get("arch"),
             "cost_usd": state.get("cost_usd", 0.0),
         }
@@ -756,10 +758,15 @@ def open_checkpointer(archive_path: Path) -> SqliteSaver:
 
 
 def summarize(
-    run_id: str, status: str, outcomes: list[dict[str, Any]], stopped_by: str | None, direction: Direction = "max"
+    run_id: str,
+    status: str,
+    outcomes: list[dict[str, Any]],
+    stopped_by: str | None,
+    direction: Direction = "max",
+    metric: str = "accuracy",
 ) -> dict[str, Any]:
     """The object `agentarch run --json` prints last; `best` is the best by validation in the task's `direction`
-    (`agentarch.run` passes it; "max", higher is better, is what every task was before lower-is-better metrics)."""
+    (`agentarch.run` passes it and the task's `metric`, which the scores in `best` are)."""
     found = status_counts(o["status"] for o in outcomes)
     counts = {k: found.get(k, 0) for k in ("trained", "invalid", "duplicate", "failed", "rejected")}
     counts["failed"] += found.get("timeout", 0)
@@ -773,6 +780,7 @@ def summarize(
         **counts,
         "repaired": sum(1 for o in outcomes if o.get("repaired")),
         "best": {"id": best["id"], "test_accuracy": best["test_accuracy"]} if best else None,
+        "metric": metric,
         "cost_usd": round(sum(o.get("cost_usd") or 0.0 for o in outcomes), 6),
         "stopped_by": stopped_by,
     }

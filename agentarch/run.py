@@ -19,6 +19,7 @@ from agentarch.archive import Archive
 from agentarch.config import Settings, load_settings
 from agentarch.errors import AgentarchError
 from agentarch.graph import RunContext, build, open_checkpointer, summarize
+from agentarch.tasks import get_task
 
 RECURSION_LIMIT = 100_000
 """LangGraph's cap on steps per invoke; a run's length is bounded by its budgets instead."""
@@ -41,7 +42,8 @@ def start(
     """Open a new run in the archive and drive it to the end of its budget; returns the summary."""
     with Archive(settings.archive) as archive:
         kind = "llm" if settings.model else "offline"
-        run_id = archive.start_run(kind, settings.task, settings.model or "rea", _stored_config(settings))
+        task = get_task(settings.task).name  # a task file's name, not its path: the archive's rows say names
+        run_id = archive.start_run(kind, task, settings.model or "rea", _stored_config(settings))
     return _drive(settings, run_id, time.time(), fresh=True, on_outcome=on_outcome, on_waiting=on_waiting)
 
 
@@ -147,7 +149,12 @@ def _drive(
     finally:
         values = final if status == "finished" else graph.get_state(config).values
         summary = summarize(
-            run_id, status, values.get("outcomes", []), values.get("stopped_by"), direction=ctx.task.direction
+            run_id,
+            status,
+            values.get("outcomes", []),
+            values.get("stopped_by"),
+            direction=ctx.task.direction,
+            metric=ctx.task.metric,
         )
         with Archive(settings.archive) as archive:
             summary["llm_faults"] = archive.llm_faults(run_id)

@@ -488,6 +488,13 @@ def resolve(name: str) -> Task | None:
     return from_entry_point(name)
 
 
+def reference(task: Task) -> str:
+    """How another process (a Ray worker) finds `task` again: its task file's absolute path if this process
+    loaded it from one, else its name (a built-in task or an entry point's)."""
+    path = _LOADED.get(task.name)
+    return str(path) if path is not None else task.name
+
+
 def listed_files(folder: Path = TASKS_DIR) -> list[Path]:
     """The task files in `folder` (./tasks/ by default), in name order."""
     return sorted(folder.glob("*.toml")) if folder.is_dir() else []

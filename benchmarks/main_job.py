@@ -2,7 +2,8 @@
 
 Run from the repository root:  .venv/bin/python benchmarks/main_job.py --before REV > benchmarks/main_job.md
 
-Both versions are installed side by side from source (REV from git, "after" from the working tree)
+Both versions are installed side by side from source (REV from git; "after" from `--after REV`, or the
+working tree)
 into their own folders and run alternately, each time on a fresh archive with the same prepared
 data and the same seeds, so both see the same machine load. Per run it records the wall time of the
 whole command, the candidates trained, how many sandbox jobs were started (`evaluation_starts`),
@@ -63,13 +64,14 @@ def main_job(site: Path, archive: Path, cache: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", required=True, help="git revision to compare against")
+    parser.add_argument("--after", help="git revision to measure (default: the working tree)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each version, alternating")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         sites = {"before": root / "before-site", "after": root / "after-site"}
         install(checkout(args.before, root / "before-src"), sites["before"])
-        install(REPO, sites["after"])
+        install(checkout(args.after, root / "after-src") if args.after else REPO, sites["after"])
         cache = root / "cache"
         main_job(sites["after"], root / "warm-up.db", cache)  # prepares the digits split both versions then read
         runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
@@ -79,7 +81,8 @@ def main() -> None:
     before, after = (statistics.mean(r["wall_s"] for r in runs[v]) for v in ("before", "after"))
     print("# The README's main job, before and after\n")
     print(f"`agentarch run --task digits` (20 candidates, offline REA, slots 1) on {platform.node()}: ")
-    print(f"{os.cpu_count()} CPUs, {platform.python_version()}, before = `{args.before}`, after = the working tree;")
+    after_name = f"`{args.after}`" if args.after else "the working tree"
+    print(f"{os.cpu_count()} CPUs, Python {platform.python_version()}, before = `{args.before}`, after = {after_name};")
     print(f"{args.repeats} runs of each, alternating, on fresh archives.\n")
     print("| version | run | wall (s) | trained | sandbox jobs | best val |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -51,3 +51,11 @@ def test_a_candidate_row_carries_its_identity_and_text_hash():
         "space": None,
         "arch": None,
     }
+
+
+def test_a_score_reads_as_its_metric_and_says_which_it_is():
+    assert formats.scored("val", 0.99166, "accuracy") == "val 0.9917"
+    assert formats.scored("test", 1234.5678, "mse") == "test mse 1235"
+    assert formats.scored("val", 0.012345, "mae") == "val mae 0.01235"
+    assert formats.scored("val", 2.71828, "bits_per_byte") == "val bits_per_byte 2.718"
+    assert formats.score(None, "mse") == "-" and formats.score(0.5, "r2") == "0.5000"
