@@ -344,7 +344,8 @@ class PreparedTask:
     labels_dir: Path
 
     def labels(self, split: Literal["val", "test"]) -> np.ndarray:
-        """The held-out labels of `split` (int64; token tasks carry IGNORE_INDEX where nothing is scored)."""
+        """The held-out labels of `split`: int64 classes (token tasks carry IGNORE_INDEX where nothing is
+        scored), float32 regression targets, or an lm task's ids (its inputs, which the host scores against)."""
         if split not in ("val", "test"):
             raise TaskError(f"no held-out labels for split {split!r}; use 'val' or 'test'")
         return np.load(self.labels_dir / f"{split}_y.npy", allow_pickle=False)
