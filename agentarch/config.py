@@ -153,8 +153,8 @@ class Settings(BaseSettings):
     )
     offline_space: str = Field(
         "nb201",
-        description="search space of the offline evolution when no model is configured "
-        "(image tasks; token tasks use mixer)",
+        description="search space of the offline evolution when no model is configured; a task whose kind it "
+        "cannot build uses the first space that can (mixer for token, sequence and lm; mlp for tables)",
     )
     population: int = Field(
         10, ge=2, description="regularized evolution: population size P (the most recent P evaluations)"
