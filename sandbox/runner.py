@@ -306,7 +306,7 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
             return
         stage = "train"
         cfg = trainer.TrainConfig(**spec["train"])
-        trainer.seed_everything(cfg.seed)
+        trainer.seed_everything(cfg.seed, compiled=cfg.compile)
         model = build(net_cls, tuple(spec["in_shape"]), spec["num_classes"], cfg.seed, inputs.vocab_size).to(device)
         result = trainer.train(model, inputs, cfg, device)
         out_dir = Path(spec["output_dir"])

@@ -3,6 +3,8 @@
 import importlib.util
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -196,15 +198,63 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine_to_zero():
 
 def test_the_optimizer_follows_the_schedule(tmp_path, monkeypatch):
     seen = []
-    step = torch.optim.AdamW.step
+    step = trainer.AdamW.step
 
     def recording_step(self, *args, **kwargs):
         seen.append(self.param_groups[0]["lr"])
         return step(self, *args, **kwargs)
 
-    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    monkeypatch.setattr(trainer.AdamW, "step", recording_step)
     _, result = run(image_inputs(tmp_path), seed=0, epochs=5, warmup_frac=0.2)  # 6 steps an epoch
     assert seen == pytest.approx([trainer.lr_at(s, 30, 1e-2, 0.2) for s in range(30)])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_optimizer_takes_torchs_adamw_steps_bit_for_bit(fused):
+    def trained(make_optimizer):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv1d(3, 8, 3), nn.GELU(), nn.Flatten(), nn.Linear(8 * 6, 2))
+        params = list(model.parameters())
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.1},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        optimizer = make_optimizer(groups)
+        x = torch.randn(16, 3, 8)
+        for step in range(6):
+            for group in optimizer.param_groups:
+                group["lr"] = 1e-2 / (step + 1)
+            model(x).pow(2).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return [p.detach() for p in params]
+
+    ours = trained(lambda groups: trainer.AdamW(groups, lr=1e-2, fused=fused))
+    theirs = trained(lambda groups: torch.optim.AdamW(groups, lr=1e-2, fused=fused))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_training_never_imports_dynamo(tmp_path):
+    """Seeding and the optimizer: torch.use_deterministic_algorithms and torch.optim.AdamW's step would import
+    the compiler, about 1 s in every fresh sandbox, and nothing is compiled."""
+    code = (
+        "import sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import torch\n"
+        "from torch import nn\n"
+        "from agentarch.runner import trainer\n"
+        "model = nn.Linear(4, 2)\n"
+        "trainer.seed_everything(0)\n"
+        "assert torch.are_deterministic_algorithms_enabled()\n"
+        "assert torch.is_deterministic_algorithms_warn_only_enabled()\n"
+        "optimizer = trainer.build_optimizer(model, trainer.TrainConfig(1, 4, 1e-3, 0.1), torch.device('cpu'))\n"
+        "model(torch.randn(3, 4)).sum().backward()\n"
+        "optimizer.step()\n"
+        "optimizer.zero_grad()\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_weight_decay_only_on_matrices_and_kernels():
