@@ -392,9 +392,9 @@ class Archive:
         """Keep what `task`'s scores are (its metric and direction, kind and description) before any is recorded:
         every ranking reads the direction from here, and the archive stays readable without the task's file.
 
-        Called once per evaluator (every trained candidate goes through one) and for a table search's record. A
-        task already kept is left as it is; the same name with another metric is refused, since its scores so far
-        would be ranked by the wrong rule.
+        Called by the evaluator once its task's data is prepared and before each record, and for a table search's
+        record. A task already kept is left as it is; the same name with another metric is refused, since its
+        scores so far would be ranked by the wrong rule.
         """
         kept = self._task_row(task.name)
         if kept is None:

@@ -110,7 +110,6 @@ class Evaluator:
                 f"{self.task.name} is answered from the NAS-Bench-201 table, so there is nothing to train; "
                 f"search it with `agentarch baseline --space nb201 --task {self.task.name}`"
             )
-        archive.register_task(self.task)  # before any score: the archive ranks them by the task's direction
         self.isolation = resolve_isolation(settings.isolation)
         self.limits = Limits(
             memory_mb=settings.memory_mb,
@@ -124,7 +123,11 @@ class Evaluator:
 
     @property
     def prepared(self) -> PreparedTask:
-        """The task's data, prepared on first use (so a run of only invalid files loads nothing)."""
+        """The task's data, prepared on first use (so a run of only invalid files loads nothing).
+
+        Once the data is there, the archive keeps the task's metric and direction (every ranking reads them),
+        before anything is trained: a task that cannot be prepared leaves the archive untouched.
+        """
         if self._prepared is None:
             self._prepared = prepare(
                 self.task,
@@ -133,6 +136,7 @@ class Evaluator:
                 self.settings.download,
                 self.settings.split_seed,
             )
+            self.archive.register_task(self.task)
         return self._prepared
 
     def train_config(self, hparams: dict[str, Any], epochs: int | None = None) -> dict[str, Any]:
@@ -274,7 +278,9 @@ class Evaluator:
     def record(
         self, assessment: Assessment, extra: dict[str, Any] | None = None, llm_calls: list[int] = ()
     ) -> EvalResult:  # type: ignore[assignment]
-        """Write an assessment (with any `extra` candidate columns) in one transaction."""
+        """Write an assessment (with any `extra` candidate columns) in one transaction (with the task kept first, for
+        a candidate recorded without its data being prepared: a file that failed the static check)."""
+        self.archive.register_task(self.task)
         candidate = {**assessment.candidate, **(extra or {})}
         candidate_id = self.archive.record(candidate, assessment.evaluation, llm_calls=llm_calls)
         return EvalResult(
