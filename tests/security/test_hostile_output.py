@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -393,13 +394,15 @@ def test_a_task_that_raises_in_ray_is_a_failed_result():
     executor = RayExecutor(num_cpus=1)
     try:
 
-        @ray.remote(max_retries=0)
-        def raises(req: RunRequest) -> RunResult:
+        @ray.remote(max_retries=0, num_returns="streaming")
+        def raises(req: RunRequest) -> Iterator[RunResult]:
             raise RecursionError("deep")
+            yield
 
-        @ray.remote(max_retries=0)
-        def cannot_run(req: RunRequest) -> RunResult:
+        @ray.remote(max_retries=0, num_returns="streaming")
+        def cannot_run(req: RunRequest) -> Iterator[RunResult]:
             raise SandboxError("bubblewrap cannot create namespaces here")
+            yield
 
         executor.remote = raises
         result = executor.run(request(Path("/nonexistent")))
