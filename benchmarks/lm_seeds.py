@@ -52,7 +52,7 @@ def main() -> None:
         f"Recorded by `benchmarks/lm_seeds.py` on {platform.node()} ({os.cpu_count()} CPU cores, no GPU), "
         f"Python {platform.python_version()}, with the task's defaults ({task.epochs} epoch, batch "
         f"{task.batch_size}, lr {task.lr}); bits per byte, lower is better (a uniform guess is 8).",
-        "Other sessions shared the machine's cores during the run, so the times are upper bounds.",
+        "Times are for one candidate alone on the machine (the candidate wall includes the sandbox's start).",
         "",
         "| seed | parameters | val bits/byte | test bits/byte | train s | candidate wall s |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
