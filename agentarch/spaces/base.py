@@ -189,3 +189,53 @@ def require_str(space: str, arch: object) -> str:
     if not isinstance(arch, str):
         raise SpaceError(f"a {space} architecture is a string, got {type(arch).__name__} {arch!r}")
     return arch.strip()
+
+
+class SettingsString:
+    """An architecture written as whole-network settings in a fixed order: `<prefix><value>` parts joined by '-'.
+
+    The macro and MLP spaces are both such strings (`d4-w16-k3-skip1-max`, `d2-w128-relu-p0.1-batch`);
+    this is their one parser, printer, sampler and one-setting mutation.
+    """
+
+    def __init__(self, space: str, fields: dict[str, tuple[str, tuple[Any, ...]]], example: str) -> None:
+        self.space = space
+        self.fields = fields  # setting -> (its prefix in the string, its allowed values), in string order
+        self.example = example  # the format, said for a person, with an example
+
+    def parse(self, arch: str) -> dict[str, Any]:
+        """The settings of `arch` by field name, or SpaceError naming the first bad one."""
+        text = require_str(self.space, arch)
+        parts = text.split("-")
+        if len(parts) != len(self.fields):
+            raise SpaceError(
+                f"{self.space} architecture {text!r} has {len(parts)} part(s); "
+                f"it needs {len(self.fields)}: {self.example}"
+            )
+        settings = {}
+        for part, (field, (prefix, choices)) in zip(parts, self.fields.items()):
+            value: Any = part[len(prefix) :] if part.startswith(prefix) else None
+            if value is not None and isinstance(choices[0], int):
+                value = int(value) if value.isdecimal() else None
+            if value not in choices:
+                allowed = ", ".join(f"{prefix}{c}" for c in choices)
+                raise SpaceError(
+                    f"{self.space} {field} {part!r} is not allowed; choose one of {allowed} (format {self.example})"
+                )
+            settings[field] = value
+        return settings
+
+    def format(self, settings: dict[str, Any]) -> str:
+        """The canonical string of a full set of settings."""
+        return "-".join(f"{prefix}{settings[field]}" for field, (prefix, _) in self.fields.items())
+
+    def sample(self, rng: random.Random) -> str:
+        """Every setting drawn uniformly from its allowed values."""
+        return self.format({field: rng.choice(choices) for field, (_, choices) in self.fields.items()})
+
+    def mutate(self, arch: str, rng: random.Random) -> str:
+        """Change one uniformly chosen setting to a different allowed value."""
+        settings = self.parse(arch)
+        field = rng.choice(list(self.fields))
+        settings[field] = rng.choice([c for c in self.fields[field][1] if c != settings[field]])
+        return self.format(settings)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-from agentarch.spaces.base import SearchSpace, SpaceError, module_literals, require_str
+from agentarch.spaces.base import SearchSpace, SettingsString, SpaceError, module_literals
 
 if TYPE_CHECKING:
     import optuna
@@ -37,27 +37,9 @@ FIELDS: dict[str, tuple[str, tuple[Any, ...]]] = {
 FORMAT = "d<depth>-w<width>-k<kernel>-skip<0|1>-<max|avg>, e.g. d4-w16-k3-skip1-max"
 
 
-def parse(arch: str) -> dict[str, Any]:
-    """The settings of `arch` by field name, or SpaceError naming the first bad one."""
-    text = require_str("macro", arch)
-    parts = text.split("-")
-    if len(parts) != len(FIELDS):
-        raise SpaceError(f"macro architecture {text!r} has {len(parts)} part(s); it needs {len(FIELDS)}: {FORMAT}")
-    settings = {}
-    for part, (field, (prefix, choices)) in zip(parts, FIELDS.items()):
-        value: Any = part[len(prefix) :] if part.startswith(prefix) else None
-        if value is not None and isinstance(choices[0], int):
-            value = int(value) if value.isdecimal() else None
-        if value not in choices:
-            allowed = ", ".join(f"{prefix}{c}" for c in choices)
-            raise SpaceError(f"macro {field} {part!r} is not allowed; choose one of {allowed} (format {FORMAT})")
-        settings[field] = value
-    return settings
-
-
-def format_arch(settings: dict[str, Any]) -> str:
-    """The canonical string of a full set of settings."""
-    return "-".join(f"{prefix}{settings[field]}" for field, (prefix, _) in FIELDS.items())
+ARCH = SettingsString("macro", FIELDS, FORMAT)
+parse = ARCH.parse
+format_arch = ARCH.format
 
 
 class MacroSpace(SearchSpace):
@@ -67,14 +49,10 @@ class MacroSpace(SearchSpace):
     kinds = ("image",)
 
     def sample(self, rng: random.Random) -> str:
-        return format_arch({field: rng.choice(choices) for field, (_, choices) in FIELDS.items()})
+        return ARCH.sample(rng)
 
     def mutate(self, arch: str, rng: random.Random) -> str:
-        """Change one uniformly chosen setting to a different allowed value."""
-        settings = parse(arch)
-        field = rng.choice(list(FIELDS))
-        settings[field] = rng.choice([c for c in FIELDS[field][1] if c != settings[field]])
-        return format_arch(settings)
+        return ARCH.mutate(arch, rng)
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> str:
         settings = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-from agentarch.spaces.base import SearchSpace, SpaceError, module_literals, require_str
+from agentarch.spaces.base import SearchSpace, SettingsString, SpaceError, module_literals
 
 if TYPE_CHECKING:
     import optuna
@@ -36,27 +36,9 @@ FIELDS: dict[str, tuple[str, tuple[Any, ...]]] = {
 FORMAT = "d<depth>-w<width>-<relu|gelu|silu>-p<dropout>-<none|batch|layer>, e.g. d2-w128-relu-p0.1-batch"
 
 
-def parse(arch: str) -> dict[str, Any]:
-    """The settings of `arch` by field name, or SpaceError naming the first bad one."""
-    text = require_str("mlp", arch)
-    parts = text.split("-")
-    if len(parts) != len(FIELDS):
-        raise SpaceError(f"mlp architecture {text!r} has {len(parts)} part(s); it needs {len(FIELDS)}: {FORMAT}")
-    settings = {}
-    for part, (field, (prefix, choices)) in zip(parts, FIELDS.items()):
-        value: Any = part[len(prefix) :] if part.startswith(prefix) else None
-        if value is not None and isinstance(choices[0], int):
-            value = int(value) if value.isdecimal() else None
-        if value not in choices:
-            allowed = ", ".join(f"{prefix}{c}" for c in choices)
-            raise SpaceError(f"mlp {field} {part!r} is not allowed; choose one of {allowed} (format {FORMAT})")
-        settings[field] = value
-    return settings
-
-
-def format_arch(settings: dict[str, Any]) -> str:
-    """The canonical string of a full set of settings."""
-    return "-".join(f"{prefix}{settings[field]}" for field, (prefix, _) in FIELDS.items())
+ARCH = SettingsString("mlp", FIELDS, FORMAT)
+parse = ARCH.parse
+format_arch = ARCH.format
 
 
 class MLPSpace(SearchSpace):
@@ -66,14 +48,10 @@ class MLPSpace(SearchSpace):
     kinds = ("table",)
 
     def sample(self, rng: random.Random) -> str:
-        return format_arch({field: rng.choice(choices) for field, (_, choices) in FIELDS.items()})
+        return ARCH.sample(rng)
 
     def mutate(self, arch: str, rng: random.Random) -> str:
-        """Change one setting, chosen uniformly, to another of its values."""
-        settings = parse(arch)
-        field = rng.choice(list(FIELDS))
-        settings[field] = rng.choice([c for c in FIELDS[field][1] if c != settings[field]])
-        return format_arch(settings)
+        return ARCH.mutate(arch, rng)
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> str:
         return format_arch(
