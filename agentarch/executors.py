@@ -140,7 +140,10 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
                 outputs = {
                     split: job.output(f"{split}_outputs.npy", output_shape(task, y)) for split, y in labels.items()
                 }
-                scores = {f"{split}_accuracy": score(task, outputs[split], y) for split, y in labels.items()}
+                scores = {
+                    f"{split}_accuracy": score(task, outputs[split], y, prepared.byte_counts(split))
+                    for split, y in labels.items()
+                }
             except (ProtocolError, TaskError) as err:
                 yield failure(Outcome("failed", f"unusable outputs: {err}"))
                 return

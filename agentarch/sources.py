@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from agentarch.tasks import TaskError, _split_indices, _Splits
+from agentarch.tasks import BYTE_VOCAB, TaskError, _split_indices, _Splits
 
 MIN_SPLIT = 2
 """Fewest examples a split may hold: one example cannot be scored meaningfully, none cannot be scored at all."""
@@ -31,7 +31,6 @@ MIN_SPLIT = 2
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 SPLIT_NAMES = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-BYTE_VOCAB = 256
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,7 @@ class Dataset:
     classes: tuple[str, ...] | None  # class names in label order; None for regression and lm
     where: str  # the file or folder read, for messages
     vocab_size: int | None = None  # id inputs: ids are in [0, vocab_size)
+    byte_counts: np.ndarray | None = None  # lm over a tokenizer's ids: the bytes each id stands for, shaped like x
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -88,7 +88,10 @@ def split(
             raise TaskError(
                 f"{name}: class {', '.join(repr(c) for c in empty)} of {data.where} has no examples in the train split"
             )
-    return _Splits(*(a for index in parts for a in (data.x[index], data.y[index])))
+    arrays = [a for index in parts for a in (data.x[index], data.y[index])]
+    if data.byte_counts is None:
+        return _Splits(*arrays)
+    return _Splits(*arrays, val_bytes=data.byte_counts[parts[1]], test_bytes=data.byte_counts[parts[2]])
 
 
 def class_ids(values: Sequence[object], where: str) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -142,9 +145,9 @@ def read_npz(path: Path, kind: str, regression: bool) -> Dataset:
     x = _stored_inputs(x, kind, f"{path} ({'/'.join(names)})")
     where = str(path)
     if kind == "lm":
-        if x.max() >= BYTE_VOCAB:
-            raise TaskError(f"{path}: language modelling here is on bytes; ids must be below 256, found {x.max()}")
-        return Dataset(x, x.copy(), given, None, where, vocab_size=BYTE_VOCAB)
+        return _lm_dataset(
+            path, arrays, x, given, keys=["bytes"] if names == ["x"] else [f"{s}_bytes" for s in SPLIT_NAMES]
+        )
     if kind == "token":
         if y.shape != x.shape or not np.issubdtype(y.dtype, np.integer):
             raise TaskError(f"{path}: token labels must be integers shaped like the inputs {x.shape}, got {y.shape}")
@@ -156,6 +159,31 @@ def read_npz(path: Path, kind: str, regression: bool) -> Dataset:
     labels, classes = class_ids(y.tolist(), where)
     ids = kind == "sequence" and np.issubdtype(x.dtype, np.integer)
     return Dataset(x, labels, given, classes, where, vocab_size=int(x.max()) + 1 if ids else None)
+
+
+def _lm_dataset(
+    path: Path, arrays: dict[str, np.ndarray], x: np.ndarray, given: np.ndarray | None, keys: list[str]
+) -> Dataset:
+    """Language modelling on byte ids, or on a tokenizer's ids with the bytes each id stands for (`keys`)."""
+    if not any(key in arrays for key in keys):
+        if x.max() >= BYTE_VOCAB:
+            raise TaskError(
+                f"{path}: ids reach {x.max()}, beyond bytes (256); for a tokenizer's ids add {', '.join(keys)}: "
+                "the bytes of text each id stands for, shaped like the ids, so the score is bits per byte"
+            )
+        return Dataset(x, x.copy(), given, None, str(path), vocab_size=BYTE_VOCAB)
+    missing = [key for key in keys if key not in arrays]
+    if missing:
+        raise TaskError(f"{path}: has {', '.join(k for k in keys if k in arrays)} but not {', '.join(missing)}")
+    counts = np.concatenate([arrays[key] for key in keys])
+    if counts.shape != x.shape or not np.issubdtype(counts.dtype, np.integer) or counts.min() < 0:
+        raise TaskError(
+            f"{path}: {', '.join(keys)} must be integers >= 0 shaped like the ids {x.shape}, got {counts.dtype} "
+            f"{counts.shape}"
+        )
+    return Dataset(
+        x, x.copy(), given, None, str(path), vocab_size=int(x.max()) + 1, byte_counts=counts.astype(np.int64)
+    )
 
 
 def _stored_inputs(x: np.ndarray, kind: str, where: str) -> np.ndarray:

@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agentarch import sources
 from agentarch.sources import Dataset
-from agentarch.tasks import METRICS, TASKS, Task, TaskError, _Splits
+from agentarch.tasks import BYTE_VOCAB, METRICS, TASKS, Task, TaskError, _Splits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -404,7 +404,7 @@ def load(path: Path | str) -> Task:
     version = fingerprint(path, spec)
     data = dataset(path, spec, version)
     if spec.kind == "lm":
-        outputs = sources.BYTE_VOCAB  # bits per byte scores byte ids
+        outputs = data.vocab_size or BYTE_VOCAB  # bytes, or a tokenizer's ids
     elif data.classes is not None:
         outputs = len(data.classes)
     elif spec.kind == "token":

@@ -38,6 +38,9 @@ from agentarch.errors import AgentarchError
 IGNORE_INDEX = -100
 """Label value at token positions that are not scored (the PyTorch cross-entropy convention)."""
 
+BYTE_VOCAB = 256
+"""The vocabulary of byte-level language modelling: an id is one byte."""
+
 INPUT_FILES = ("train_x.npy", "train_y.npy", "val_x.npy", "test_x.npy", "meta.json")
 LABEL_FILES = ("val_y.npy", "test_y.npy")
 
@@ -53,7 +56,8 @@ Kind = Literal["image", "token", "sequence", "table", "lm", "tabular"]
 - token: ids (B, L) -> logits (B, L, num_classes), one label per position (IGNORE_INDEX = not scored)
 - sequence: ids (B, L) (with `vocab_size`) or floats (B, L, F) -> logits (B, num_classes), one label per sequence
 - table: floats (B, F) -> logits (B, num_classes), or (B, num_classes) values for a regression metric
-- lm: ids (B, L) -> logits (B, L, vocab = num_classes) predicting the next id; the trainer shifts, not the candidate
+- lm: ids (B, L) (bytes, or a tokenizer's ids) -> logits (B, L, vocab = num_classes) predicting the next id; the
+  trainer shifts, not the candidate
 - tabular: answered from a benchmark table (NAS-Bench-201), never trained here
 """
 
@@ -350,9 +354,19 @@ class PreparedTask:
             raise TaskError(f"no held-out labels for split {split!r}; use 'val' or 'test'")
         return np.load(self.labels_dir / f"{split}_y.npy", allow_pickle=False)
 
+    def byte_counts(self, split: Literal["val", "test"]) -> np.ndarray | None:
+        """How many bytes of text each held-out id of an lm task over a tokenizer's ids stands for (N, L), host
+        only; None for byte-level tasks, whose ids are bytes."""
+        path = self.labels_dir / f"{split}_bytes.npy"
+        return np.load(path, allow_pickle=False) if path.is_file() else None
+
 
 class _Splits(NamedTuple):
-    """A task's data in the stored formats, before it is written."""
+    """A task's data in the stored formats, before it is written.
+
+    `val_bytes` and `test_bytes` are for language modelling over a tokenizer's ids: the bytes of text
+    each id stands for, (N, L) int64, which turn the likelihood into bits per byte (host only).
+    """
 
     train_x: np.ndarray
     train_y: np.ndarray
@@ -360,6 +374,8 @@ class _Splits(NamedTuple):
     val_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
+    val_bytes: np.ndarray | None = None
+    test_bytes: np.ndarray | None = None
 
 
 def prepare(
@@ -419,6 +435,9 @@ def _write_atomically(target: Path, task: Task, splits: _Splits) -> None:
             np.save(inputs / f"{name}.npy", array, allow_pickle=False)
         for name, array in (("val_y", splits.val_y), ("test_y", splits.test_y)):
             np.save(labels / f"{name}.npy", array, allow_pickle=False)
+        for name, array in (("val_bytes", splits.val_bytes), ("test_bytes", splits.test_bytes)):
+            if array is not None:
+                np.save(labels / f"{name}.npy", array, allow_pickle=False)
         (inputs / "meta.json").write_text(json.dumps(_meta(task, splits), indent=2) + "\n")
         _rename_into_place(tmp, target)
     finally:
@@ -518,7 +537,8 @@ def _check_splits(task: Task, splits: _Splits) -> None:
     Stored formats per kind: images uint8 (N, C, H, W); token, lm and id-sequence inputs int64 ids;
     float sequences and tables float32 features, all finite. Class labels are int64, (N, L) per
     position for token tasks (IGNORE_INDEX where not scored) and (N,) otherwise; regression targets
-    are finite float32 (N, num_classes); an lm task's labels are its inputs (the next-id targets).
+    are finite float32 (N, num_classes); an lm task's labels are its inputs (the next-id targets), and
+    over a tokenizer's ids its held-out splits carry the bytes each id stands for.
     """
     check_metric(task)
     if task.kind == "sequence" and (task.vocab_size is None) != (len(task.in_shape) == 2):
@@ -562,6 +582,24 @@ def _check_splits(task: Task, splits: _Splits) -> None:
         if scored.size and (scored.min() < 0 or scored.max() >= task.num_classes):
             raise TaskError(
                 f"{task.name}: {split} labels span [{scored.min()}, {scored.max()}]; expected [0, {task.num_classes})"
+            )
+    if task.kind == "lm":
+        _check_byte_counts(task, splits)
+
+
+def _check_byte_counts(task: Task, splits: _Splits) -> None:
+    """An lm task over a tokenizer's ids needs, per held-out id, the bytes it stands for (bits per byte)."""
+    for split, counts, x in (("val", splits.val_bytes, splits.val_x), ("test", splits.test_bytes, splits.test_x)):
+        if counts is None:
+            if task.num_classes != BYTE_VOCAB:
+                raise TaskError(
+                    f"{task.name}: a vocabulary of {task.num_classes} ids needs the bytes each {split} id stands for "
+                    "(bits per byte); without them, ids must be bytes (256)"
+                )
+        elif counts.dtype != np.int64 or counts.shape != x.shape or counts.min() < 0 or counts[:, 1:].sum() <= 0:
+            raise TaskError(
+                f"{task.name}: {split} byte counts must be int64 >= 0 shaped like the ids {x.shape} and cover at "
+                f"least one predicted byte; got {counts.dtype} {counts.shape}"
             )
 
 
@@ -1070,10 +1108,6 @@ def check_metric(task: Task) -> None:
         raise TaskError(
             f"{task.name}: a {task.kind} task cannot be scored by {task.metric}; use one of {', '.join(fitting)}"
         )
-    if task.kind == "lm" and task.num_classes != 256:
-        raise TaskError(
-            f"{task.name}: bits per byte needs byte ids (num_classes 256), got a vocabulary of {task.num_classes}"
-        )
 
 
 def output_shape(task: Task, labels: np.ndarray) -> tuple[int, ...]:
@@ -1092,7 +1126,7 @@ def output_shape(task: Task, labels: np.ndarray) -> tuple[int, ...]:
     return (n, task.num_classes)
 
 
-def score(task: Task, outputs: np.ndarray, labels: np.ndarray) -> float:
+def score(task: Task, outputs: np.ndarray, labels: np.ndarray, byte_counts: np.ndarray | None = None) -> float:
     """The task's metric of the runner's outputs against held-out labels (see `output_shape`).
 
     Class metrics (accuracy, query accuracy, balanced accuracy, macro-F1) take the argmax of the
@@ -1101,8 +1135,8 @@ def score(task: Task, outputs: np.ndarray, labels: np.ndarray) -> float:
     the classes in the labels, and the mean F1 over the classes in the labels or predictions.
     Regression metrics (mse, mae, r2) compare values in the targets' own units, averaged over
     targets (r2 as scikit-learn's uniform average). Bits per byte is the summed negative
-    log-likelihood over every predicted byte (positions 1..L-1 of each sequence) divided by their
-    count and ln 2. Any shape or dtype that does not fit, or a NaN where a value is needed, raises
+    log-likelihood over every predicted id (positions 1..L-1 of each sequence) divided by ln 2 and
+    by the bytes those ids stand for: one each for byte ids, `byte_counts` (N, L) for a tokenizer's. Any shape or dtype that does not fit, or a NaN where a value is needed, raises
     TaskError: a wrong shape must never turn into a quietly wrong score.
     """
     check_metric(task)
@@ -1124,7 +1158,7 @@ def score(task: Task, outputs: np.ndarray, labels: np.ndarray) -> float:
     if len(labels) == 0:
         raise TaskError(f"{task.name}: no labelled examples to score")
     if task.kind == "lm":
-        return _bits_per_byte(task, outputs, labels)
+        return _bits_per_byte(task, outputs, labels, byte_counts)
     if metric.regression:
         return _regression_score(task, outputs.astype(np.float64), labels.astype(np.float64))
     scored = labels != IGNORE_INDEX if task.kind == "token" else np.ones(labels.shape, dtype=bool)
@@ -1165,15 +1199,34 @@ def _regression_score(task: Task, outputs: np.ndarray, labels: np.ndarray) -> fl
     return float(np.mean(1.0 - (error**2).sum(axis=0) / total))
 
 
-def _bits_per_byte(task: Task, outputs: np.ndarray, labels: np.ndarray) -> float:
-    """Summed NLL in nats per sequence (N,) against (N, L) byte ids: L - 1 predicted bytes per sequence."""
+def _bits_per_byte(task: Task, outputs: np.ndarray, labels: np.ndarray, byte_counts: np.ndarray | None = None) -> float:
+    """Summed NLL in nats per sequence (N,) against (N, L) ids: bits per byte of the L - 1 predicted ids.
+
+    Byte ids (a vocabulary of 256, no `byte_counts`) stand for one byte each; a tokenizer's ids for
+    the bytes `byte_counts` gives per position.
+    """
     if labels.shape[1] < 2:
-        raise TaskError(f"{task.name}: sequences of {labels.shape[1]} byte(s) have nothing to predict")
+        raise TaskError(f"{task.name}: sequences of {labels.shape[1]} id(s) have nothing to predict")
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= task.num_classes:
-        raise TaskError(f"{task.name}: labels must be byte ids in [0, {task.num_classes})")
+        raise TaskError(f"{task.name}: labels must be ids in [0, {task.num_classes})")
     if not np.isfinite(outputs).all() or (outputs < 0).any():
         raise TaskError(f"{task.name}: per-sequence negative log-likelihoods must be finite and non-negative")
-    return float(outputs.astype(np.float64).sum() / (labels.shape[0] * (labels.shape[1] - 1)) / math.log(2))
+    if byte_counts is None:
+        if task.num_classes != BYTE_VOCAB:
+            raise TaskError(
+                f"{task.name}: bits per byte over a vocabulary of {task.num_classes} ids needs the bytes each id "
+                "stands for (val_bytes and test_bytes in the data); without them, ids must be bytes (256)"
+            )
+        predicted = labels.shape[0] * (labels.shape[1] - 1)
+    else:
+        if byte_counts.shape != labels.shape or not np.issubdtype(byte_counts.dtype, np.integer):
+            raise TaskError(
+                f"{task.name}: byte counts are {byte_counts.dtype} {byte_counts.shape}; expected {labels.shape}"
+            )
+        predicted = int(byte_counts[:, 1:].sum())
+        if byte_counts.min() < 0 or predicted <= 0:
+            raise TaskError(f"{task.name}: byte counts must be >= 0 and cover at least one predicted byte")
+    return float(outputs.astype(np.float64).sum() / predicted / math.log(2))
 
 
 _BUILDERS: dict[str, Callable[[Task, Path | None, bool, int], _Splits]] = {
