@@ -599,7 +599,7 @@ def baseline_command(
     if as_json:
         print(json.dumps(summary), flush=True)
     else:
-        _print_baseline_summary(summary, results, the_task.kind == "tabular")
+        _print_baseline_summary(summary, results, the_task)
 
 
 def _baseline_on_table(
@@ -650,9 +650,17 @@ def _candidate_printer(seed: int, as_json: bool, metric: str) -> Any:
     return show
 
 
-def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], tabular: bool) -> None:
+def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], task: Task) -> None:
+    """Each seed's best by validation, then the mean over seeds; scores as the task's metric reads them (NAS-Bench-201
+    answers in the paper's percent)."""
+    tabular = task.kind == "tabular"
+
+    def number(value: float | None) -> str:
+        return formats.accuracy(value, in_percent=True) if tabular else formats.score(value, task.metric)
+
+    val, test = (split if task.metric == "accuracy" else f"{split} {task.metric}" for split in ("val", "test"))
     table = Table(title=f"{summary['algo']} on {summary['task']}: best-by-validation per seed")
-    for header in ("seed", "best architecture", "val", "test", "candidate"):
+    for header in ("seed", "best architecture", val, test, "candidate"):
         table.add_column(header, justify="left" if header == "best architecture" else "right")
     for result in results[:20]:
         best = result.best()
@@ -662,8 +670,8 @@ def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], 
             table.add_row(
                 str(result.seed),
                 best.arch,
-                formats.accuracy(best.val, in_percent=tabular),
-                formats.accuracy(best.test, in_percent=tabular),
+                number(best.val),
+                number(best.test),
                 formats.text(best.candidate_id),
             )
     out.print(table)
@@ -671,10 +679,8 @@ def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], 
         out.print(f"... and {len(results) - 20} more seeds")
     if summary["mean_test"] is not None:
         out.print(
-            f"[bold]{summary['seeds']} seed(s), budget {summary['budget']}:[/] test "
-            f"{formats.accuracy(summary['mean_test'], in_percent=tabular)} ± "
-            f"{formats.accuracy(summary['std_test'], in_percent=tabular)}, "
-            f"val {formats.accuracy(summary['mean_val'], in_percent=tabular)}"
+            f"[bold]{summary['seeds']} seed(s), budget {summary['budget']}:[/] {test} "
+            f"{number(summary['mean_test'])} ± {number(summary['std_test'])}, {val} {number(summary['mean_val'])}"
         )
 
 
