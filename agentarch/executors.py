@@ -190,7 +190,31 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-class LocalJob:
+class _StreamedJob:
+    """A job's results as they come (`_next`: the smoke verdict, then, if smoked, the final result), each taken
+    once and kept, so `smoke()` and `result()` may be asked in any order and again."""
+
+    _seen: list[RunResult]
+
+    def _next(self) -> RunResult:
+        raise NotImplementedError
+
+    def _take(self) -> RunResult:
+        item = self._next()
+        self._seen.append(item)
+        return item
+
+    def smoke(self) -> RunResult:
+        return self._seen[0] if self._seen else self._take()
+
+    def result(self) -> RunResult:
+        first = self.smoke()
+        if first.status != "smoked":
+            return first
+        return self._seen[1] if len(self._seen) > 1 else self._take()
+
+
+class LocalJob(_StreamedJob):
     """A sandbox job driven by a thread of its own, so that training goes on while the caller does other work
     between the smoke verdict and the result (the agent loop checkpoints its `smoke` step in between)."""
 
@@ -218,17 +242,7 @@ class LocalJob:
         item = self._results.get()
         if isinstance(item, BaseException):
             raise item
-        self._seen.append(item)
         return item
-
-    def smoke(self) -> RunResult:
-        return self._seen[0] if self._seen else self._next()
-
-    def result(self) -> RunResult:
-        first = self.smoke()
-        if first.status != "smoked":
-            return first
-        return self._seen[1] if len(self._seen) > 1 else self._next()
 
 
 class LocalExecutor:
@@ -275,7 +289,7 @@ def visible_gpus() -> list[str]:
     return sorted((p.name.removeprefix("nvidia") for p in Path("/dev").glob("nvidia[0-9]*")), key=int)
 
 
-class RayJob:
+class RayJob(_StreamedJob):
     """A sandbox job as a Ray streaming-generator task: the smoke verdict, then the result, as object refs.
 
     A worker lost before the smoke verdict is retried once (the job starts again on another worker);
@@ -287,7 +301,10 @@ class RayJob:
         self.refs = executor.remote.remote(request)
         self._seen: list[RunResult] = []
 
-    def _next(self, retry: bool) -> RunResult:
+    def _next(self) -> RunResult:
+        return self._receive(retry=not self._seen)
+
+    def _receive(self, retry: bool) -> RunResult:
         ray = self.executor.ray
         errors = ray.exceptions
         try:
@@ -300,7 +317,7 @@ class RayJob:
         ) as err:
             if retry:
                 self.refs = self.executor.remote.remote(self.request)
-                return self._next(retry=False)
+                return self._receive(retry=False)
             item = RunResult(
                 "failed",
                 f"[executor] the Ray worker was lost ({type(err).__name__}: {err}); check the cluster's nodes and memory",
@@ -314,17 +331,7 @@ class RayJob:
             )
         except errors.OutOfMemoryError as err:  # Ray's memory monitor killed the task's worker
             item = RunResult("failed", cap_text(f"[executor] {type(err).__name__}: {err}", MAX_REASON_BYTES))
-        self._seen.append(item)
         return item
-
-    def smoke(self) -> RunResult:
-        return self._seen[0] if self._seen else self._next(retry=True)
-
-    def result(self) -> RunResult:
-        first = self.smoke()
-        if first.status != "smoked":
-            return first
-        return self._seen[1] if len(self._seen) > 1 else self._next(retry=False)
 
 
 class RayExecutor:
