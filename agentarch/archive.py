@@ -26,9 +26,9 @@ from agentarch.errors import AgentarchError
 from agentarch.ranking import Direction, sql_key, sql_order, sql_sign
 from agentarch.tasks import TASKS, Task
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
-CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout", "rejected")
+CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout", "rejected", "screened")
 # A candidate whose code or function matches one of these was already evaluated (or already failed
 # deterministically), so running it again would only spend compute.
 _DEDUP_POOL = ("trained", "failed", "timeout")
@@ -160,6 +160,8 @@ class Archive:
                 self._upgrade_to_v6()
             if version < 7:
                 self._upgrade_to_v7()
+            if version < 8:
+                self._upgrade_to_v8()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -373,6 +375,35 @@ class Archive:
         for (name,) in known:
             if name in TASKS:
                 self._insert_task(TASKS[name])
+
+    def _upgrade_to_v8(self) -> None:
+        """Schema 8: search past one number and past rounds. An evaluation keeps what the smoke stage measured beyond
+        parameters and FLOPs (latency in ms per batch on the training device, zero-cost proxy scores as JSON) and its
+        stage (`explore`, or `verify` for a retraining of a run's best at a higher fidelity); a candidate keeps its
+        island and, when a predictor screened it, the predicted validation score. `proposals` is a run's own
+        ledger of what it started, one row per proposal key: the steady-state scheduler writes the plan before the
+        proposal starts and its outcome when it ends, so a resumed run knows exactly what is in flight."""
+        self.db["evaluations"].add_column("latency_ms", float)
+        self.db["evaluations"].add_column("proxies", str)
+        self.db["evaluations"].add_column("stage", str)
+        self.db["candidates"].add_column("island", int)
+        self.db["candidates"].add_column("prediction", float)
+        self.db["proposals"].create(
+            {
+                "key": str,
+                "run_id": str,
+                "seq": int,
+                "island": int,
+                "plan": str,
+                "outcome": str,
+                "started_at": str,
+                "ended_at": str,
+            },
+            pk="key",
+            not_null={"run_id", "seq", "plan", "started_at"},
+            foreign_keys=[("run_id", "runs", "id")],
+        )
+        self.db["proposals"].create_index(["run_id", "seq"], unique=True)
 
     def _insert_task(self, task: Task) -> None:
         self.db["tasks"].insert(

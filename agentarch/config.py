@@ -100,12 +100,17 @@ class Settings(BaseSettings):
     hours: float | None = Field(
         None, gt=0, description="stop a run after this many hours", json_schema_extra=unset("no limit")
     )
+    schedule: Literal["steady", "rounds"] = Field(
+        "steady",
+        description="steady: a proposal starts whenever a slot or a queue place frees (budgets checked per "
+        "candidate); rounds: batch proposals at a time, each round waiting for its slowest candidate",
+    )
     batch: int = Field(
         4,
         ge=1,
         le=256,
-        description="candidates per round; the run checks its budgets between rounds, "
-        "and a larger round keeps slots busier (no wait for the slowest candidate)",
+        description="candidates per round with --schedule rounds (steady state keeps slots + queue in flight "
+        "and ignores it)",
     )
     queue: int = Field(
         2,
@@ -156,6 +161,41 @@ class Settings(BaseSettings):
         description="search space of the offline evolution when no model is configured; a task whose kind it "
         "cannot build uses the first space that can (mixer for token, sequence and lm; mlp for tables)",
     )
+    objectives: list[str] = Field(
+        default_factory=list,
+        description="what the run optimises, as METRIC:max or METRIC:min, one per --objective; with two or more, "
+        "parents are chosen by Pareto front and crowding (NSGA-II). Metrics: val (the task's metric), params, "
+        "flops, latency_ms, peak_memory_mb",
+        json_schema_extra=unset("the task's metric alone"),
+    )
+    constraints: list[str] = Field(
+        default_factory=list,
+        description="hard limits a candidate must meet to count as a parent or on the front, "
+        "e.g. params<=200000 or latency_ms<5, one per --constraint",
+        json_schema_extra=unset("none"),
+    )
+    islands: int = Field(
+        1, ge=1, le=64, description="separate parent pools; each proposal belongs to one island (round robin)"
+    )
+    migrate_every: int = Field(
+        10, ge=1, description="with islands: every this many recorded candidates, each island's best joins the next"
+    )
+    verify_top: int = Field(
+        0, ge=0, description="retrain the run's best K candidates at the verify fidelity as slots free (0: off)"
+    )
+    verify_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="epochs of a verify retraining (the higher fidelity)",
+        json_schema_extra=unset("3x the explore epochs"),
+    )
+    screen: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="proposals per training: the cheap stages (checks, dedup, smoke with proxies) run on all, "
+        "and only the best by the archive's predictor trains; the rest are recorded as screened",
+    )
     population: int = Field(
         10, ge=2, description="regularized evolution: population size P (the most recent P evaluations)"
     )
@@ -201,7 +241,7 @@ def field_doc(name: str) -> FieldDoc:
 
 def _shown(default: Any, extra: Any) -> str:
     """The default as a person reads it: None as what it means, a flag as off or on, 900.0 as 900."""
-    if default is None:
+    if default is None or default == []:
         return extra["unset"] if isinstance(extra, dict) and "unset" in extra else "none"
     if isinstance(default, bool):
         return "on" if default else "off"
