@@ -88,7 +88,7 @@ err = Console(stderr=True)
 out = Console()
 
 
-def setting(name: str, *flags: str, note: str = "") -> Any:
+def setting(name: str, *flags: str, note: str = "", metavar: str | None = None) -> Any:
     """The Typer option for the Settings field `name`: its help, shown default, bounds and choices come from the field.
 
     The command's parameter is named like the field and defaults to None, so a flag that is not given
@@ -101,7 +101,7 @@ def setting(name: str, *flags: str, note: str = "") -> Any:
     return typer.Option(
         *flags,
         help=escape(f"{doc.description}{note} [{extras}]"),
-        metavar=f"[{'|'.join(doc.choices)}]" if doc.choices else None,
+        metavar=f"[{'|'.join(doc.choices)}]" if doc.choices else metavar,
         show_default=False,
     )
 
@@ -238,7 +238,15 @@ def run_command(
     budget: Annotated[Optional[int], setting("budget", "--budget", "--max-candidates")] = None,
     max_cost: Annotated[Optional[float], setting("max_cost", "--max-cost")] = None,
     hours: Annotated[Optional[float], setting("hours", "--hours")] = None,
+    schedule: Annotated[Optional[str], setting("schedule", "--schedule")] = None,
     batch: Annotated[Optional[int], setting("batch", "--batch")] = None,
+    objectives: Annotated[Optional[list[str]], setting("objectives", "--objective", metavar="METRIC:max|min")] = None,
+    constraints: Annotated[Optional[list[str]], setting("constraints", "--constraint", metavar="METRIC<=VALUE")] = None,
+    islands: Annotated[Optional[int], setting("islands", "--islands")] = None,
+    migrate_every: Annotated[Optional[int], setting("migrate_every", "--migrate-every")] = None,
+    verify_top: Annotated[Optional[int], setting("verify_top", "--verify-top")] = None,
+    verify_epochs: Annotated[Optional[int], setting("verify_epochs", "--verify-epochs")] = None,
+    screen: Annotated[Optional[int], setting("screen", "--screen")] = None,
     examples: Annotated[Optional[int], setting("examples", "--examples")] = None,
     parent_strategy: Annotated[Optional[str], setting("parent_strategy", "--parent-strategy")] = None,
     repair_tries: Annotated[Optional[int], setting("repair_tries", "--repair-tries")] = None,
@@ -275,7 +283,15 @@ def run_command(
         budget=budget,
         max_cost=max_cost,
         hours=hours,
+        schedule=schedule,
         batch=batch,
+        objectives=objectives or None,
+        constraints=constraints or None,
+        islands=islands,
+        migrate_every=migrate_every,
+        verify_top=verify_top,
+        verify_epochs=verify_epochs,
+        screen=screen,
         examples=examples,
         parent_strategy=parent_strategy,
         repair_tries=repair_tries,
