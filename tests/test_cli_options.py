@@ -84,6 +84,8 @@ def value_for(name: str) -> tuple[list[str], Any]:
     if get_origin(annotation) is Literal:
         choice = get_args(annotation)[-1]
         return [choice], choice
+    if get_origin(annotation) is list:  # a flag given once per item
+        return ["probe"], ["probe"]
     return {
         int: (["7"], 7),
         float: (["0.5"], 0.5),
