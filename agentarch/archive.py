@@ -61,6 +61,7 @@ _LISTING = f"""
     SELECT c.id, c.created_at, c.run_id, c.task, c.name, c.proposer, c.model, c.parents, c.space, c.arch, c.status,
            c.reason, c.duplicate_of, c.dedup_level, COALESCE(c.params, e.params) AS params,
            COALESCE(c.flops, e.flops) AS flops, e.fidelity, e.seed, e.val_accuracy, e.test_accuracy, e.train_seconds,
+           e.latency_ms, e.peak_memory_mb, e.stage, c.island,
            COALESCE(task_row.metric, '{DEFAULT_METRIC}') AS metric, COALESCE(task_row.direction, 'max') AS direction
     FROM {{source}}
     LEFT JOIN evaluations e ON e.id = ({SCORING_EVALUATION.format(column="id")})
@@ -764,6 +765,60 @@ class Archive:
                 "AND proposal_key = ? AND code_sha256 = ? AND stage = ?",
                 [now(), run_id, proposal_key, code_sha256(code), stage],
             )
+
+    def open_proposal(self, run_id: str, key: str, seq: int, island: int, plan: dict[str, Any]) -> None:
+        """Enter a proposal in its run's ledger before it starts (the scheduler's first write about it)."""
+        with self._writing():
+            self.db["proposals"].insert(
+                {
+                    "key": key,
+                    "run_id": run_id,
+                    "seq": seq,
+                    "island": island,
+                    "plan": json.dumps(plan),
+                    "started_at": now(),
+                },
+                ignore=True,
+            )
+
+    def close_proposal(self, key: str, outcome: dict[str, Any]) -> None:
+        """A proposal ended: keep its outcome (the first one, should a resumed run close it again)."""
+        with self._writing():
+            self.db.execute(
+                "UPDATE proposals SET outcome = ?, ended_at = ? WHERE key = ? AND outcome IS NULL",
+                [json.dumps(outcome), now(), key],
+            )
+
+    def proposals(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's ledger, in the order its proposals ended (those still open last, by start): plan and outcome
+        decoded, the outcome None while the proposal is open."""
+        rows = self.db.execute(
+            "SELECT key, seq, island, plan, outcome FROM proposals WHERE run_id = ? "
+            "ORDER BY ended_at IS NULL, ended_at, seq",
+            [run_id],
+        ).fetchall()
+        return [
+            {
+                "key": key,
+                "seq": seq,
+                "island": island,
+                "plan": json.loads(plan),
+                "outcome": outcome and json.loads(outcome),
+            }
+            for key, seq, island, plan, outcome in rows
+        ]
+
+    def verified(self, run_id: str) -> dict[int, dict[str, Any]]:
+        """The run's candidates that have a verify-stage evaluation, each with that evaluation's scores."""
+        rows = self.db.execute(
+            "SELECT e.candidate_id, e.status, e.fidelity, e.val_accuracy, e.test_accuracy FROM evaluations e "
+            "JOIN candidates c ON c.id = e.candidate_id WHERE c.run_id = ? AND e.stage = 'verify' ORDER BY e.id",
+            [run_id],
+        ).fetchall()
+        return {
+            cid: {"id": cid, "status": status, "epochs": fidelity, "val_accuracy": val, "test_accuracy": test}
+            for cid, status, fidelity, val, test in rows
+        }
 
     def link_review(self, proposal_key: str, candidate_id: int) -> None:
         with self._writing():

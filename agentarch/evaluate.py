@@ -256,8 +256,9 @@ class Evaluator:
         self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
         return SandboxRun(self, row, train_cfg, self.executor.start(request, ready))
 
-    def reevaluate(self, candidate_id: int, epochs: int) -> EvalResult:
-        """Train a recorded candidate again at another fidelity and add that evaluation to its record."""
+    def reevaluate(self, candidate_id: int, epochs: int, stage: str | None = None) -> EvalResult:
+        """Train a recorded candidate again at another fidelity and add that evaluation to its record (marked with
+        `stage`: `verify` for a run's explore-then-verify retraining)."""
         recorded = self.archive.candidate(candidate_id)
         row = self.row(
             recorded["code"],
@@ -270,7 +271,7 @@ class Evaluator:
         row["hparams"] = recorded["hparams"] or {}
         assessment = self.start(row, epochs, known_functional=False).result()
         if assessment.evaluation is not None:
-            self.archive.add_evaluation(candidate_id, self.task.name, assessment.evaluation)
+            self.archive.add_evaluation(candidate_id, self.task.name, {**assessment.evaluation, "stage": stage})
         return EvalResult(
             candidate_id, row["name"], assessment.status, assessment.reason, None, None, assessment.metrics
         )
