@@ -31,13 +31,22 @@ class Proposal:
 
 @dataclass
 class Observation:
-    """What came of a proposal. `val_accuracy` is the search signal; None when it was not trained."""
+    """What came of a proposal. `val_accuracy` is the search signal; None when it was not trained.
+
+    `measures` holds what else was measured, by archive column name (`params`, `flops`, `latency_ms`,
+    `peak_memory_mb`; None where unknown): a search with several objectives ranks by them, the others ignore them.
+    """
 
     proposal: Proposal
     status: str
     val_accuracy: float | None
     test_accuracy: float | None = None
     candidate_id: int | None = None
+    measures: dict[str, float | None] = field(default_factory=dict)
+
+    def row(self) -> dict[str, float | None]:
+        """The outcome as the archive row `agentarch.objectives.Goals` ranks: the validation score and measures."""
+        return {**self.measures, "val_accuracy": self.val_accuracy}
 
 
 class Proposer(abc.ABC):

@@ -9,18 +9,23 @@ so a budget of N buys N trainings; the tabular protocol of NAS-Bench-201 allows 
 is off and every query counts, as in the paper.
 
 The search signal is the task's validation score, better in the task's `direction` (`agentarch.ranking`):
-REA's tournament keeps the lowest MSE, and TPE's study minimizes it.
+REA's tournament keeps the lowest MSE, and TPE's study minimizes it. Given `Goals` with more than that (several
+objectives, constraints, or another measure), REA's tournament picks by Pareto front and crowding over the
+population (NSGA-II's crowded comparison, `Goals.standing`) and TPE runs Optuna's multi-objective TPE; random
+search needs no choice and ignores them.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agentarch import ranking
 from agentarch.errors import AgentarchError, UsageError
+from agentarch.objectives import MEASURES, Constraint, Goals
 from agentarch.proposers.base import Observation, Proposal, Proposer
 from agentarch.ranking import Direction
 from agentarch.spaces import SearchSpace
@@ -37,6 +42,14 @@ def _fitness(observation: Observation, direction: Direction) -> float:
     """The search signal as a key that is larger the better (`ranking.key`); an untrained proposal (failed, timed
     out) ranks below every trained one."""
     return ranking.key(observation.val_accuracy, direction)
+
+
+def _beyond_the_metric(goals: Goals | None) -> Goals | None:
+    """`goals` when they ask for more than the task's metric in one direction (which the plain search signal
+    already is), else None: one rule for when a baseline ranks by `Goals` instead of by `_fitness`."""
+    if goals is None or (not goals.multi and not goals.constraints and goals.objectives[0].measure == "val"):
+        return None
+    return goals
 
 
 class _Distinct:
@@ -101,6 +114,7 @@ class Member:
     arch: str
     fitness: float  # the validation score as `ranking.key`: larger is better whatever the task's direction
     candidate_id: int | None
+    row: dict[str, float | None] = field(default_factory=dict)  # validation score and measures, for `Goals`
 
 
 class RegularizedEvolution(Proposer):
@@ -109,6 +123,11 @@ class RegularizedEvolution(Proposer):
     A population of the `population` most recent evaluations; each child mutates the fittest of
     `sample_size` members drawn at random (with replacement, as in NAS-Bench-201's implementation),
     and each new evaluation pushes out the OLDEST member, not the worst: old luck does not live forever.
+
+    With `goals` beyond the task's metric, "fittest" is NSGA-II's crowded comparison: the sampled member on the
+    best Pareto front of the whole population wins, the one in the less crowded stretch of that front breaks a
+    tie, and a member that cannot be ranked (untrained, missing a measure, breaking a constraint) loses to any
+    that can. Everything else (sampling, aging, mutation) is the same search.
     """
 
     name = "rea"
@@ -121,6 +140,7 @@ class RegularizedEvolution(Proposer):
         sample_size: int = 3,
         distinct: bool = False,
         direction: Direction = "max",
+        goals: Goals | None = None,
     ) -> None:
         if population < 1 or not 1 <= sample_size <= population:
             raise UsageError(
@@ -131,7 +151,8 @@ class RegularizedEvolution(Proposer):
         self.pool = _Distinct(space, distinct, self.rng)
         self.population_size = population
         self.sample_size = sample_size
-        self.direction = direction
+        self.direction = goals.objectives[0].direction if goals is not None and not goals.multi else direction
+        self.goals = _beyond_the_metric(goals)
         self.population: deque[Member] = deque(maxlen=population)
         self.initial_proposed = 0
 
@@ -144,21 +165,31 @@ class RegularizedEvolution(Proposer):
             arch = self.pool.draw(lambda: self.space.sample(self.rng))
             return Proposal(self.name, arch=arch, note="initial population: uniform sample")
         tournament = [self.rng.choice(self.population) for _ in range(self.sample_size)]
-        parent = max(tournament, key=lambda m: m.fitness)
+        parent = self._winner(tournament)
         child = self.pool.draw(lambda: self.space.mutate(parent.arch, self.rng))
+        rule = "" if self.goals is None else " by Pareto front, then crowding"
         return Proposal(
             self.name,
             arch=child,
             parents=[] if parent.candidate_id is None else [parent.candidate_id],
             parent_archs=[parent.arch],
-            note=f"one-step mutation of the best of {self.sample_size} sampled members",
+            note=f"one-step mutation of the best of {self.sample_size} sampled members{rule}",
         )
+
+    def _winner(self, tournament: list[Member]) -> Member:
+        """The tournament's best: by the search signal, or with goals by (front, -crowding) over the population;
+        the first drawn of equals."""
+        if self.goals is None:
+            return max(tournament, key=lambda m: m.fitness)
+        standing = self.goals.standing([m.row for m in self.population])
+        order = {id(m): (float("inf"), 0.0) if p is None else (p[0], -p[1]) for m, p in zip(self.population, standing)}
+        return min(tournament, key=lambda m: order[id(m)])
 
     def observe(self, observations: list[Observation]) -> None:
         for obs in observations:
             assert obs.proposal.arch is not None, "regularized evolution observes only its own proposals"
             self.population.append(
-                Member(obs.proposal.arch, _fitness(obs, self.direction), obs.candidate_id)
+                Member(obs.proposal.arch, _fitness(obs, self.direction), obs.candidate_id, obs.row())
             )  # the oldest drops out
 
     def replay(self, observations: list[Observation]) -> None:
@@ -169,12 +200,41 @@ class RegularizedEvolution(Proposer):
         self.observe(observations)
 
 
+VIOLATIONS = "constraint_violations"
+"""The trial attribute that holds how far a TPE trial breaks each constraint (Optuna's `constraints_func` reads it)."""
+
+
+def _violations(trial: Any) -> list[float]:
+    return trial.user_attrs[VIOLATIONS]
+
+
+def _violation(constraint: Constraint, row: dict[str, float | None]) -> float:
+    """How far `row` breaks `constraint`, as Optuna reads it (<= 0 is feasible): the distance to the bound (at
+    least a hair, so a strict bound met with equality still breaks), 1 for a missing measure."""
+    if constraint.holds(row):
+        return 0.0
+    value = row.get(MEASURES[constraint.measure])
+    return 1.0 if value is None else max(abs(float(value) - constraint.bound), 1e-9)
+
+
 class TPE(Proposer):
-    """Tree-structured Parzen estimator (Bergstra et al., 2011) through Optuna's ask-and-tell interface."""
+    """Tree-structured Parzen estimator (Bergstra et al., 2011) through Optuna's ask-and-tell interface.
+
+    With `goals` beyond the task's metric the study has one direction per objective, which makes Optuna's
+    TPESampler the multi-objective TPE (Ozaki et al., 2020), and each constraint's violation is handed to the
+    sampler's `constraints_func`. A proposal without every objective's measure counts as failed.
+    """
 
     name = "tpe"
 
-    def __init__(self, space: SearchSpace, seed: int, distinct: bool = False, direction: Direction = "max") -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int,
+        distinct: bool = False,
+        direction: Direction = "max",
+        goals: Goals | None = None,
+    ) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -182,11 +242,20 @@ class TPE(Proposer):
         self.space = space
         self.rng = random.Random(seed)
         self.pool = _Distinct(space, distinct, self.rng)
-        self.study = optuna.create_study(
-            direction=ranking.optuna_direction(direction), sampler=optuna.samplers.TPESampler(seed=seed)
-        )
+        self.goals = _beyond_the_metric(goals)
+        if self.goals is None:
+            plain = goals.objectives[0].direction if goals is not None else direction
+            self.study = optuna.create_study(
+                direction=ranking.optuna_direction(plain), sampler=optuna.samplers.TPESampler(seed=seed)
+            )
+        else:
+            constrained = _violations if self.goals.constraints else None
+            self.study = optuna.create_study(
+                directions=[ranking.optuna_direction(o.direction) for o in self.goals.objectives],
+                sampler=optuna.samplers.TPESampler(seed=seed, constraints_func=constrained),
+            )
         self.pending: dict[int, Any] = {}  # id(proposal) -> its trial
-        self.values: dict[str, float] = {}
+        self.values: dict[str, tuple[Any, list[float]]] = {}  # arch -> what TPE was told: values, violations
 
     def propose(self, n: int) -> list[Proposal]:
         return [self._one() for _ in range(n)]
@@ -200,21 +269,35 @@ class TPE(Proposer):
                 self.pending[id(proposal)] = trial
                 return proposal
             # A repeat in a distinct search: tell TPE what it already knows and ask again.
-            known = self.values.get(arch)
-            if known is None:
-                self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
-            else:
-                self.study.tell(trial, known)
+            self._tell(trial, self.values.get(arch))
         raise SpaceExhausted(f"TPE kept suggesting seen architectures of the {self.space.name} space; lower --budget")
 
     def observe(self, observations: list[Observation]) -> None:
         for obs in observations:
-            trial = self.pending.pop(id(obs.proposal))
-            if obs.val_accuracy is None:
-                self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
-            else:
-                self.values[obs.proposal.arch or ""] = obs.val_accuracy
-                self.study.tell(trial, obs.val_accuracy)
+            told = self._told(obs)
+            if told is not None:
+                self.values[obs.proposal.arch or ""] = told
+            self._tell(self.pending.pop(id(obs.proposal)), told)
+
+    def _told(self, obs: Observation) -> tuple[Any, list[float]] | None:
+        """What TPE is told of an outcome (the value, or one per objective, and the constraint violations); None
+        for a failure."""
+        if self.goals is None:
+            return None if obs.val_accuracy is None else (obs.val_accuracy, [])
+        row = obs.row()
+        values = [row.get(o.column) for o in self.goals.objectives]
+        if any(v is None or not math.isfinite(float(v)) for v in values):
+            return None
+        return [float(v) for v in values], [_violation(c, row) for c in self.goals.constraints]
+
+    def _tell(self, trial: Any, told: tuple[Any, list[float]] | None) -> None:
+        if told is None:
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            return
+        values, violations = told
+        if self.goals is not None and self.goals.constraints:
+            trial.set_user_attr(VIOLATIONS, violations)
+        self.study.tell(trial, values)
 
 
 ALGOS = (RandomSearch.name, RegularizedEvolution.name, TPE.name)
@@ -233,13 +316,14 @@ def make_proposer(
     population: int = 10,
     sample_size: int = 3,
     direction: Direction = "max",
+    goals: Goals | None = None,
 ) -> Proposer:
-    """The baseline called `algo`, seeded, searching for the best score in the task's `direction`; the error lists
-    the known ones."""
+    """The baseline called `algo`, seeded, searching for the best score in the task's `direction` (or by `goals`,
+    see the module's docstring); the error lists the known ones."""
     if algo == RandomSearch.name:
         return RandomSearch(space, seed, distinct)
     if algo == RegularizedEvolution.name:
-        return RegularizedEvolution(space, seed, population, sample_size, distinct, direction)
+        return RegularizedEvolution(space, seed, population, sample_size, distinct, direction, goals)
     if algo == TPE.name:
-        return TPE(space, seed, distinct, direction)
+        return TPE(space, seed, distinct, direction, goals)
     raise UsageError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
