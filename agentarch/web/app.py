@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import jinja2
 import uvicorn
@@ -39,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -48,12 +48,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentarch import formats, queries
 from agentarch.archive import CANDIDATE_STATUSES, Archive, ArchiveError
 from agentarch.errors import UsageError
-from agentarch.web import plots
+from agentarch.objectives import GoalError, Goals
+from agentarch.web import charts, listing, plots
 
 HERE = Path(__file__).resolve().parent
-PAGE_SIZE = 50
+PAGE_SIZE = listing.DEFAULT_PAGE_SIZE
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 TOKEN_COOKIE = "agentarch_token"
+REVIEWER_COOKIE = "agentarch_reviewer"
+"""Remembers who decides, so the review queue asks a person's name once, not on every card."""
+COMPARE_MAX = 6
+LIVE_REFRESH_S = 5
+"""How often a running run's page refreshes itself."""
 # Pending reviews shown at once, oldest first: each carries its code, its diff and three forms, and
 # a person decides them one by one anyway.
 REVIEWS_SHOWN = 10
@@ -234,11 +240,35 @@ def _wants_export(request: Request) -> bool:
     return "format" in request.query_params
 
 
-def _window(request: Request, page: int) -> tuple[int | None, int]:
+def _window(request: Request, page: int, size: int = PAGE_SIZE) -> tuple[int | None, int]:
     """(limit, offset) of the rows a request asks for: one page, or every row for an export with `all=1`."""
     if _wants_export(request) and request.query_params.get("all") == "1":
         return None, 0
-    return PAGE_SIZE, (page - 1) * PAGE_SIZE
+    return size, (page - 1) * size
+
+
+def _ids(request: Request) -> list[int]:
+    """Candidate ids from `?ids=` (repeated, or separated by commas or spaces, `#` allowed), each once, in order."""
+    raw = " ".join(request.query_params.getlist("ids")).replace(",", " ").split()
+    ids = []
+    for item in raw:
+        text = item.lstrip("#")
+        if not text.isdigit():
+            raise HTTPException(400, f"ids are candidate ids (numbers such as 12 or #12), not {item!r}")
+        ids.append(int(text))
+    return list(dict.fromkeys(ids))
+
+
+def _goals(run: dict[str, Any], task: dict[str, Any]) -> Goals:
+    """A run's objectives and constraints from its config; the task's metric alone for a run that stored none (or
+    stored what this version cannot read)."""
+    config = run.get("config") or {}
+    try:
+        return Goals.parse(
+            config.get("objectives") or [], config.get("constraints") or [], task["direction"], task["metric"]
+        )
+    except GoalError:
+        return Goals.parse((), (), task["direction"], task["metric"])
 
 
 # -- access -------------------------------------------------------------------------------------------
@@ -331,16 +361,22 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
         q = request.query_params
         with archive() as db:
             tasks = queries.tasks(db)
-            task = q.get("task") or queries.newest_task(db)
-            filters = queries.Filters(
-                task=task, proposer=q.get("proposer") or None, status=q.get("status") or None, run=q.get("run") or None
-            )
-            pager = Pager(_page(request), queries.count_candidates(db, filters))
-            rows = queries.leaderboard(db, filters, *_window(request, pager.page))
+            task = listing.task_of(q, queries.newest_task(db))
+            if task and task not in tasks:  # a task with nothing recorded yet: still the one shown and picked
+                tasks = sorted([*tasks, task])
+            try:
+                filters, order = listing.filters(q, task), listing.sort(q)
+            except ArchiveError as e:
+                raise HTTPException(400, str(e)) from None
+            size = listing.page_size(q)
+            total = queries.count_candidates(db, filters)
+            pager = Pager(min(_page(request), max(1, math.ceil(total / size))), total, size)
+            rows = queries.leaderboard(db, filters, *_window(request, pager.page, size), sort=order)
             if _wants_export(request):
                 return _export(request, rows, ROW_COLUMNS, f"leaderboard-{task or 'all'}")
-            proposers = queries.proposers(db, task)
-            runs = queries.run_ids(db, task)
+            queries.annotate(db, rows)
+            proposers = queries.proposers(db, task) if task else []
+            runs = queries.run_ids(db, task) if task else []
             scored_by = db.task_info(task) if task else None
         return render(
             request,
@@ -351,10 +387,16 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 "tasks": tasks,
                 "task": task,
                 "filters": filters,
+                "sort": order,
                 "proposers": proposers,
                 "statuses": CANDIDATE_STATUSES,
+                "stages": queries.STAGES,
+                "marks": queries.REVIEW_MARKS,
                 "runs": runs,
                 "scored_by": scored_by,
+                "typed": listing.range_fields(q),
+                "page_sizes": listing.PAGE_SIZES,
+                "measures": queries.MEASURES,
             },
         )
 
@@ -362,23 +404,24 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
         query = request.query_params.get("q", "").strip()
         page = _page(request)
         rows: list[dict[str, Any]] = []
-        error, total = None, 0
+        total = 0
         if query:
             with archive() as db:
-                try:
-                    total, rows = queries.search(db, query, *_window(request, page))
-                except ArchiveError as e:
-                    error = str(e)
-            if _wants_export(request) and error is None:
-                return _export(request, rows, ROW_COLUMNS, "search")
+                target = None if _wants_export(request) else queries.exact_target(db, query)
+                if target is not None:
+                    kind, found = target
+                    return RedirectResponse(f"/{kind}/{quote(str(found))}", status_code=303)
+                total, rows = queries.search(db, query, *_window(request, page))
+                if _wants_export(request):
+                    return _export(request, rows, ROW_COLUMNS, "search")
+                queries.annotate(db, rows)
         return render(
             request,
             "search.html",
-            {"q": query, "rows": rows, "pager": Pager(page, total), "error": error},
-            status_code=400 if error else 200,
+            {"q": query, "rows": rows, "pager": Pager(page, total), "searched": queries.fts_query(query)},
         )
 
-    # -- one candidate, diffs
+    # -- one candidate, its lineage, diffs and comparisons
 
     def candidate_page(
         request: Request, candidate_id: int, error: str | None = None, status_code: int = 200
@@ -388,7 +431,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 row = db.candidate(candidate_id)
             except ArchiveError as e:
                 raise HTTPException(404, str(e)) from None
-            scored = db.scored(candidate_id)
+            scored = queries.annotate(db, [db.scored(candidate_id)])[0]
             related_ids = [*(row.get("parents") or []), *(row.get("examples") or [])]
             if row.get("duplicate_of"):
                 related_ids.append(row["duplicate_of"])
@@ -404,6 +447,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 "duplicate_of": related.get(row.get("duplicate_of")),
                 "children": queries.children(db, candidate_id),
                 "reviews": queries.candidate_reviews(db, candidate_id, row.get("proposal_key")),
+                "reviewer": _reviewer(request),
                 "error": error,
             }
         return render(request, "candidate.html", context, status_code)
@@ -420,18 +464,28 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 raise HTTPException(404, str(e)) from None
             return Response(plots.draw_loss_curves(queries.loss_curves(db, candidate_id)), media_type="image/png")
 
+    def lineage_page(request: Request) -> Response:
+        candidate_id = request.path_params["candidate_id"]
+        with archive() as db:
+            try:
+                tree = queries.lineage(db, candidate_id)
+            except ArchiveError as e:
+                raise HTTPException(404, str(e)) from None
+        return render(request, "lineage.html", {"tree": tree, "c": tree.ancestry.row})
+
     async def candidate_flag(request: Request) -> Response:
         candidate_id = request.path_params["candidate_id"]
         form = await request.form()
         check_form_token(request, form)
+        by = _text(form, "by").strip() or "web"
 
         def flag() -> Response:
             with archive() as db:
                 try:
-                    db.flag(candidate_id, by=_text(form, "by").strip() or "web", reason=_text(form, "reason"))
+                    db.flag(candidate_id, by=by, reason=_text(form, "reason"))
                 except ArchiveError as e:
                     return candidate_page(request, candidate_id, error=str(e), status_code=400)
-            return RedirectResponse(f"/candidate/{candidate_id}#reviews", status_code=303)
+            return _remember_reviewer(RedirectResponse(f"/candidate/{candidate_id}#reviews", status_code=303), by)
 
         return await run_in_threadpool(flag)
 
@@ -447,6 +501,29 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             shown = code_diff(left["code"], right["code"], f"#{a} {left['name']}", f"#{b} {right['name']}")
         return render(request, "diff.html", {"a": a, "b": b, "diff": shown})
 
+    def compare(request: Request) -> Response:
+        ids = _ids(request)
+        if not ids:
+            return render(request, "compare.html", {"rows": [], "ids": ""})
+        if not 2 <= len(ids) <= COMPARE_MAX:
+            raise HTTPException(400, f"compare takes 2 to {COMPARE_MAX} candidates, not {len(ids)}")
+        with archive() as db:
+            rows = queries.rows_by_id(db, ids)
+            missing = sorted(set(ids) - {row["id"] for row in rows})
+            if missing:
+                raise HTTPException(404, f"no candidate {', '.join(f'#{i}' for i in missing)} in this archive")
+            codes = queries.candidate_fields(db, ids, ("code",))
+        first = rows[0]
+        diffs = [
+            (row, code_diff(codes[first["id"]]["code"], codes[row["id"]]["code"], f"#{first['id']}", f"#{row['id']}"))
+            for row in rows[1:]
+        ]
+        return render(
+            request,
+            "compare.html",
+            {"rows": rows, "ids": ",".join(map(str, ids)), "diffs": diffs, "metrics": _metrics(rows)},
+        )
+
     # -- reviews
 
     def reviews_page(request: Request, error: str | None = None, status_code: int = 200) -> Response:
@@ -457,46 +534,80 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             parents = queries.candidate_fields(db, [r["parent_id"] for r in pending], ("name", "code"))
             pager = Pager(page, queries.count_decided_reviews(db))
             decided = queries.decided_reviews(db, pager.size, pager.offset)
+            just_decided = _decided(db, _int_param(request, "done"))
+            statuses = queries.run_statuses(
+                db, [r["run_id"] for r in [*pending, *([just_decided] if just_decided else [])]]
+            )
         if _wants_export(request):
             return _export(request, pending + decided, REVIEW_COLUMNS, "reviews")
         for review in pending:
             review["code_html"] = highlight_code(review["code"])
+            review["run_status"] = statuses.get(review.get("run_id"))
             parent = parents.get(review.get("parent_id"))
             review["parent_diff"] = (
                 code_diff(parent["code"], review["code"], f"parent #{parent['id']} {parent['name']}", "proposed")
                 if parent
                 else None
             )
+        if just_decided:
+            just_decided["run_status"] = statuses.get(just_decided.get("run_id"))
         return render(
             request,
             "reviews.html",
-            {"pending": pending, "queued": len(queue), "decided": decided, "pager": pager, "error": error},
+            {
+                "pending": pending,
+                "queued": len(queue),
+                "decided": decided,
+                "pager": pager,
+                "error": error,
+                "reviewer": _reviewer(request),
+                "just_decided": just_decided,
+                "stopped": sorted({r["run_id"] for r in pending if r["run_status"] not in (None, "running")}),
+            },
             status_code,
+        )
+
+    def review_page(request: Request) -> Response:
+        review_id = request.path_params["review_id"]
+        with archive() as db:
+            try:
+                review = db.review(review_id)
+            except ArchiveError as e:
+                raise HTTPException(404, str(e)) from None
+            run_status = queries.run_statuses(db, [review.get("run_id")]).get(review.get("run_id"))
+        edit = (
+            code_diff(review["code"], review["decision_code"], "proposed", "as the person edited it")
+            if review.get("decision_code")
+            else None
+        )
+        return render(
+            request,
+            "review.html",
+            {"r": review, "code_html": highlight_code(review["code"]), "edit": edit, "run_status": run_status},
         )
 
     async def review_decide(request: Request) -> Response:
         review_id = request.path_params["review_id"]
         form = await request.form()
         check_form_token(request, form)
-        code = _text(form, "code").replace("\r\n", "\n") or None  # browsers send textareas with CRLF
+        decision = _text(form, "decision")
+        # browsers send textareas with CRLF; the code only counts for an edit (the one form carries it always)
+        code = _text(form, "code").replace("\r\n", "\n") if decision == "edited" else ""
+        by = _text(form, "by").strip() or "web"
 
         def decide() -> Response:
             with archive() as db:
                 try:
                     db.decide(
-                        review_id,
-                        _text(form, "decision"),
-                        by=_text(form, "by").strip() or "web",
-                        reason=_text(form, "reason").strip() or None,
-                        code=code,
+                        review_id, decision, by=by, reason=_text(form, "reason").strip() or None, code=code or None
                     )
                 except ArchiveError as e:
                     return reviews_page(request, error=str(e), status_code=400)
-            return RedirectResponse("/reviews", status_code=303)
+            return _remember_reviewer(RedirectResponse(f"/reviews?done={review_id}", status_code=303), by)
 
         return await run_in_threadpool(decide)
 
-    # -- runs
+    # -- runs and charts
 
     def runs_page(request: Request) -> Response:
         with archive() as db:
@@ -513,9 +624,23 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 run = queries.run_overview(db, run_id)
             except ArchiveError as e:
                 raise HTTPException(404, str(e)) from None
-            top = queries.leaderboard(db, queries.Filters(run=run_id), limit=20)
+            top = queries.annotate(db, queries.leaderboard(db, queries.Filters(run=run_id), limit=20))
             pending = queries.count_pending_reviews(db, run_id)
-        return render(request, "run.html", {"run": run, "rows": top, "pending": pending})
+            goals = _goals(run, db.task_info(run["task"]))
+        axes = [o.measure for o in goals.objectives] if goals.multi else ["params", "val"]
+        return render(
+            request,
+            "run.html",
+            {
+                "run": run,
+                "rows": top,
+                "pending": pending,
+                "goals": goals.describe(),
+                "x": axes[0],
+                "y": axes[1],
+                "refresh": LIVE_REFRESH_S if run["status"] == "running" else None,
+            },
+        )
 
     def run_plot(request: Request) -> Response:
         run_id, kind = request.path_params["run_id"], request.path_params["kind"]
@@ -533,11 +658,74 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             )
         return Response(png, media_type="image/png")
 
+    def pareto_page(request: Request) -> Response:
+        q = request.query_params
+        with archive() as db:
+            tasks = queries.tasks(db)
+            task = listing.task_of(q, queries.newest_task(db)) or (tasks[0] if tasks else None)
+            runs = queries.run_ids(db, task) if task else []
+            scored_by = db.task_info(task) if task else None
+        x, y = _axis(q, "x", "params"), _axis(q, "y", "val")
+        run = q.get("run", "").strip() or None
+        return render(
+            request,
+            "pareto.html",
+            {
+                "tasks": tasks,
+                "task": task,
+                "runs": runs,
+                "run": run,
+                "x": x,
+                "y": y,
+                "axes": queries.PLOT_MEASURES,
+                "measures": queries.MEASURES,
+                "scored_by": scored_by,
+            },
+        )
+
+    def best_json(request: Request) -> Response:
+        with archive() as db:
+            run = db.find_run(request.path_params["run_id"])
+            if run is None:
+                raise HTTPException(404, f"no run {request.path_params['run_id']!r}")
+            return JSONResponse(charts.best_so_far(queries.run_history(db, run)))
+
+    def pareto_json(request: Request) -> Response:
+        q = request.query_params
+        x, y = _axis(q, "x", "params"), _axis(q, "y", "val")
+        run_id = q.get("run", "").strip() or None
+        with archive() as db:
+            run = db.find_run(run_id) if run_id else None
+            if run_id and run is None:
+                raise HTTPException(404, f"no run {run_id!r}")
+            task = run["task"] if run else q.get("task", "").strip() or queries.newest_task(db)
+            if not task:
+                return JSONResponse(charts.front_chart([], x, y, "score", "max", Goals.parse()))
+            info = db.task_info(task)
+            goals = _goals(run, info) if run else Goals.parse((), (), info["direction"], info["metric"])
+            measures = [x, y, *(c.measure for c in goals.constraints)]
+            rows = queries.measure_points(db, task, measures, run=run_id)
+        return JSONResponse(charts.front_chart(rows, x, y, info["metric"], info["direction"], goals))
+
+    def curves_json(request: Request) -> Response:
+        ids = _ids(request)[:COMPARE_MAX]
+        with archive() as db:
+            names = queries.readable_names(db, queries.rows_by_id(db, ids))
+            series = [
+                (f"#{cid} {names[cid]}: {label}" if len(ids) > 1 else label, cid, curve)
+                for cid in ids
+                if cid in names
+                for label, curve in queries.loss_curves(db, cid)
+            ]
+        return JSONResponse(charts.loss_curves(series))
+
     def stylesheet(request: Request) -> Response:
         return Response(highlight_css, media_type="text/css")
 
     def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": exc.detail}, exc.status_code)
         return render(request, "error.html", {"status": exc.status_code, "message": exc.detail}, exc.status_code)
 
     app = Starlette(
@@ -545,14 +733,21 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             Route("/", leaderboard),
             Route("/search", search),
             Route("/candidate/{candidate_id:int}", candidate_get),
+            Route("/candidate/{candidate_id:int}/lineage", lineage_page),
             Route("/candidate/{candidate_id:int}/curve.png", candidate_curve),
             Route("/candidate/{candidate_id:int}/flag", candidate_flag, methods=["POST"]),
             Route("/diff", diff),
+            Route("/compare", compare),
             Route("/reviews", reviews_page),
+            Route("/reviews/{review_id:int}", review_page, methods=["GET"]),
             Route("/reviews/{review_id:int}", review_decide, methods=["POST"]),
             Route("/runs", runs_page),
             Route("/run/{run_id}", run_page),
             Route("/run/{run_id}/{kind}.png", run_plot),
+            Route("/pareto", pareto_page),
+            Route("/api/run/{run_id}/best.json", best_json),
+            Route("/api/pareto.json", pareto_json),
+            Route("/api/curves.json", curves_json),
             Route("/highlight.css", stylesheet),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
@@ -561,6 +756,49 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
     if token is not None:
         app.add_middleware(TokenGate, token=token)
     return app
+
+
+def _axis(q: Any, name: str, default: str) -> str:
+    value = q.get(name, "").strip() or default
+    if value not in queries.PLOT_MEASURES:
+        raise HTTPException(400, f"{name} is one of {', '.join(queries.PLOT_MEASURES)}, not {value!r}")
+    return value
+
+
+COMPARED = ("val_accuracy", "test_accuracy", "params", "flops", "latency_ms", "peak_memory_mb", "train_seconds")
+
+
+def _metrics(rows: list[dict[str, Any]]) -> dict[str, int | None]:
+    """For each compared measure, the id of the candidate that does best on it (None when fewer than two have it):
+    scores by their task's direction, every cost by the smallest."""
+    best: dict[str, int | None] = {}
+    for column in COMPARED:
+        have = [r for r in rows if r.get(column) is not None]
+        if len(have) < 2 or len({r[column] for r in have}) < 2:
+            best[column] = None
+            continue
+        score = column in ("val_accuracy", "test_accuracy")
+        sign = (1 if have[0]["direction"] == "max" else -1) if score else -1
+        best[column] = max(have, key=lambda r: sign * r[column])["id"]
+    return best
+
+
+def _decided(db: Archive, review_id: int | None) -> dict[str, Any] | None:
+    """The review a decision was just taken on (`?done=`), to confirm it; None when there is none."""
+    try:
+        return db.review(review_id) if review_id is not None else None
+    except ArchiveError:
+        return None
+
+
+def _reviewer(request: Request) -> str:
+    """The name this browser decided under last time (empty on a first visit)."""
+    return unquote(request.cookies.get(REVIEWER_COOKIE, ""))[:100]
+
+
+def _remember_reviewer(response: Response, by: str) -> Response:
+    response.set_cookie(REVIEWER_COOKIE, quote(by), max_age=365 * 86400, samesite="strict")
+    return response
 
 
 def _text(form: FormData, name: str) -> str:
