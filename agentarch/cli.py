@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import Progress, TimeElapsedColumn
 from rich.syntax import Syntax
 from rich.table import Table
@@ -86,6 +87,16 @@ app.add_typer(archive_app, name="archive")
 
 err = Console(stderr=True)
 out = Console()
+
+
+def print_table(table: Table) -> None:
+    """A table on stdout: within the terminal's width on a terminal (cells fold), as wide as its contents when piped,
+    so a file, grep or less gets each row on one line instead of rows folded at Rich's default 80 columns."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    width = Measurement.get(out, out.options.update(width=100_000), table).maximum
+    Console(width=max(width, out.width)).print(table)
 
 
 def setting(name: str, *flags: str, note: str = "", metavar: str | None = None) -> Any:
@@ -330,19 +341,29 @@ def run_command(
     if as_json:
         print(json.dumps(summary), flush=True)
     else:
-        best = summary["best"]
-        out.print(
-            f"[bold]run {summary['run_id']} {summary['status']}[/] (stopped by {summary['stopped_by']}): "
-            f"{summary['proposed']} proposed, {summary['trained']} trained, {summary['invalid']} invalid, "
-            f"{summary['duplicate']} duplicate, {summary['failed']} failed, {summary['repaired']} repaired; "
-            f"best #{best['id']} {formats.scored('test', best['test_accuracy'], summary['metric'])}; "
-            f"cost {formats.usd(summary['cost_usd'])}"
-            if best
-            else f"[bold]run {summary['run_id']} {summary['status']}[/]: nothing trained; see `agentarch archive ls`"
-        )
+        out.print(run_summary_line(summary))
+
+
+def run_summary_line(summary: dict[str, Any]) -> str:
+    """The last line of `agentarch run`: every outcome counted (rejections by a reviewer too), then the best."""
+    counts = ", ".join(
+        f"{summary[k]} {k}" for k in ("proposed", "trained", "invalid", "duplicate", "failed", "rejected", "repaired")
+    )
+    best = summary["best"]
+    outcome = (
+        f"best #{best['id']} {formats.scored('test', best['test_accuracy'], summary['metric'])}"
+        if best
+        else "nothing trained; see `agentarch archive ls`"
+    )
+    return (
+        f"[bold]run {summary['run_id']} {summary['status']}[/] (stopped by {summary['stopped_by']}): {counts}; "
+        f"{outcome}; cost {formats.usd(summary['cost_usd'])}"
+    )
 
 
 def _waiting_notice(pending: list[dict[str, Any]]) -> None:
+    if not pending:  # the run looked again after a decision and nothing else waits: nothing to say
+        return
     err.print(
         f"[bold cyan]paused:[/] {len(pending)} candidate(s) wait for review "
         f"(reviews {', '.join(str(r['id']) for r in pending)}); decide with `agentarch review` or in "
@@ -465,18 +486,22 @@ def review_command(
     ] = None,
     reason: Annotated[Optional[str], typer.Option(help="why (required to reject or flag)")] = None,
     file: Annotated[Optional[Path], typer.Option(help="edited code for --edit")] = None,
+    by: Annotated[
+        Optional[str],
+        typer.Option(help=escape("who decides, kept with the decision [default: AGENTARCH_REVIEWER, else your login]")),
+    ] = None,
 ) -> None:
     """Review paused candidates of `agentarch run --review`: approve, reject with a reason, or edit.
 
     With no option it walks the queue interactively: each candidate's intent, its diff against its
-    parent and its code, then [a]pprove, [r]eject, [e]dit in $EDITOR, [s]kip or [q]uit. Edited code
+    parent and its code, then \\[a]pprove, \\[r]eject, \\[e]dit in $EDITOR, \\[s]kip or \\[q]uit. Edited code
     goes back through the checks and dedup. The paused run picks decisions up by itself. Examples:
 
         agentarch review
 
         agentarch review --reject 3 --reason "copies the parent with a renamed layer"
     """
-    who = review_lib.reviewer()
+    who = by or review_lib.reviewer()
     with open_archive(_archive_path(archive)) as db:
         try:
             if flag is not None:
@@ -509,7 +534,7 @@ def _review_queue(db: Archive, who: str, list_only: bool) -> None:
             table.add_column(header)
         for r in pending:
             table.add_row(str(r["id"]), r["run_id"] or "-", formats.text(r["parent_id"]), (r["intent"] or "")[:80])
-        out.print(table)
+        print_table(table)
         return
     for row in pending:
         shown = review_lib.view(db, row)
@@ -690,7 +715,7 @@ def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], 
                 number(best.test),
                 formats.text(best.candidate_id),
             )
-    out.print(table)
+    print_table(table)
     if len(results) > 20:
         out.print(f"... and {len(results) - 20} more seeds")
     if summary["mean_test"] is not None:
@@ -723,6 +748,8 @@ def serve_command(
         agentarch serve --archive archive/archive.db --port 8000
     """
     path = _archive_path(archive)
+    if not path.is_file():  # opening it would create an empty archive and serve that, hiding a mistyped path
+        raise fail(f"no archive at {path}; pass an existing one with --archive (a run, eval or baseline makes one)")
     open_archive(path).close()
     address = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
     err.print(f"serving {path} at {address} (Ctrl-C stops)")
@@ -800,7 +827,7 @@ def archive_ls(
         for row in rows:
             print(json.dumps(row))
     else:
-        out.print(_rows_table(rows, f"candidates (page {page})"))
+        print_table(_rows_table(rows, f"candidates (page {page})"))
 
 
 @archive_app.command("show")
@@ -882,7 +909,7 @@ def archive_runs(
         table.add_row(
             row["id"], row["kind"], row["task"], row["proposer"], row["status"], row["started_at"][:19], brief
         )
-    out.print(table)
+    print_table(table)
 
 
 @archive_app.command("top")
@@ -900,7 +927,7 @@ def archive_top(
         for row in rows:
             print(json.dumps(row))
     else:
-        out.print(_rows_table(rows, f"top {limit} on {ranked_task} by {by}"))
+        print_table(_rows_table(rows, f"top {limit} on {ranked_task} by {by}"))
 
 
 @archive_app.command("export")
@@ -942,7 +969,7 @@ def tasks_command(ctx: typer.Context) -> None:
         return
     table = Table(title="tasks")
     for col in ("name", "kind", "in_shape", "classes", "metric", "epochs", "max params", "needs --data-dir"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a narrow terminal folds a cell; it never cuts one to "…"
     found: list[Task | str] = [*TASKS.values(), *taskfiles.entry_point_names(), *map(str, taskfiles.listed_files())]
     for entry in found:
         try:
@@ -960,7 +987,7 @@ def tasks_command(ctx: typer.Context) -> None:
             formats.count(t.max_params),
             "yes" if t.needs_data_dir else "no",
         )
-    out.print(table)
+    print_table(table)
 
 
 @tasks_app.command("check")
