@@ -90,6 +90,14 @@ class SandboxRun:
         return self.evaluator.judge(self.row, self.train_cfg, self.pending.result())
 
 
+def smoke_measures(smoke: dict[str, Any] | None) -> dict[str, Any]:
+    """The evaluation columns the smoke stage measured beyond size: latency (ms per batch), peak memory (MB; training's
+    own figure replaces it where training reports one) and the zero-cost proxies (stored as JSON), each only where
+    the runner sent it (protocol.py checked every value)."""
+    smoke = smoke or {}
+    return {key: smoke[key] for key in ("latency_ms", "peak_memory_mb", "proxies") if smoke.get(key) is not None}
+
+
 def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -311,6 +319,7 @@ class Evaluator:
             "status": result.status,
             "wall_seconds": result.wall_seconds,
             "worker": result.worker,
+            **smoke_measures(result.smoke),
         }
         if result.status == "duplicate":
             return self._judged(
@@ -331,10 +340,10 @@ class Evaluator:
         evaluation.update(
             **metrics,
             device=trained["device"],
-            peak_memory_mb=trained["peak_memory_mb"],
             curve=trained["curve"],
             timings={
                 "smoke_seconds": smoke["seconds"],
+                "proxy_seconds": smoke.get("proxy_seconds"),
                 "train_seconds": trained["train_seconds"],
                 "steps": trained["steps"],
                 "epochs_done": trained["epochs_done"],
@@ -342,6 +351,8 @@ class Evaluator:
                 "notes": trained.get("notes", []),
             },
         )
+        if trained["peak_memory_mb"] is not None:
+            evaluation["peak_memory_mb"] = trained["peak_memory_mb"]
         return self._judged(base, "trained", metrics=metrics, evaluation=evaluation)
 
     def _rendered(self, base: dict[str, Any]) -> bool:

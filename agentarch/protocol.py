@@ -45,6 +45,12 @@ MAX_SECONDS = 10**7  # about 116 days
 MAX_MEMORY_MB = 10**9
 MAX_EPOCHS = 10**7
 MAX_NUMBER_CHARS = 40  # a JSON number literal longer than this is no honest count or timing
+MAX_LATENCY_MS = MAX_SECONDS * 1000
+
+# Zero-cost proxies (sandbox/proxies.py): these names only, each a finite number of at most this magnitude. The
+# runner leaves out any value it could not send within these bounds, so an honest candidate is never refused.
+PROXY_NAMES = ("synflow", "grad_norm", "naswot")
+MAX_PROXY_VALUE = 1e30
 
 # Output arrays: the header is a few hundred bytes; the data size is set by the task's shape.
 MAX_NPY_HEADER_BYTES = 2**16
@@ -167,6 +173,19 @@ def _memory(value: Any, name: str) -> float | None:
     return None if value is None else _number(0, MAX_MEMORY_MB)(value, name)
 
 
+_proxy_value = _number(-MAX_PROXY_VALUE, MAX_PROXY_VALUE)
+
+
+def _proxies(value: Any, name: str) -> dict[str, float]:
+    """Zero-cost proxy scores: an object of at most len(PROXY_NAMES) known names, each a finite bounded number."""
+    if not isinstance(value, dict) or len(value) > len(PROXY_NAMES):
+        raise ProtocolError(f"field {name!r} is not an object of at most {len(PROXY_NAMES)} proxies")
+    unknown = [key for key in value if key not in PROXY_NAMES]
+    if unknown:
+        raise ProtocolError(f"field {name!r} names unknown proxies {cap_text(repr(unknown), 200)}")
+    return {key: _proxy_value(value[key], f"{name}.{key}") for key in PROXY_NAMES if key in value}
+
+
 def _curve(value: Any, name: str) -> list[dict[str, float]]:
     """The loss curve: at most MAX_CURVE_POINTS points, each exactly {step, epoch, loss}, all finite."""
     if not isinstance(value, list) or len(value) > MAX_CURVE_POINTS:
@@ -194,7 +213,17 @@ def _notes(value: Any, name: str) -> list[str]:
 # Each event's fields and their checks. A field not in OPTIONAL must be there; a field not listed is
 # dropped, so nothing unchecked reaches the archive.
 EVENT_FIELDS: dict[str, dict[str, Check]] = {
-    "smoke": {"functional_hash": _hash, "params": _count, "flops": _count, "seconds": _seconds, "device": _name},
+    "smoke": {
+        "functional_hash": _hash,
+        "params": _count,
+        "flops": _count,
+        "seconds": _seconds,
+        "device": _name,
+        "latency_ms": _number(0, MAX_LATENCY_MS),
+        "peak_memory_mb": _memory,
+        "proxies": _proxies,
+        "proxy_seconds": _seconds,
+    },
     "trained": {
         "curve": _curve,
         "train_seconds": _seconds,
@@ -212,7 +241,11 @@ EVENT_FIELDS: dict[str, dict[str, Check]] = {
         "traceback": _text(MAX_TRACEBACK_BYTES),
     },
 }
-OPTIONAL = {"smoke": {"device"}, "trained": {"notes"}, "error": {"stage", "kind", "traceback"}}
+OPTIONAL = {
+    "smoke": {"device", "latency_ms", "peak_memory_mb", "proxies", "proxy_seconds"},
+    "trained": {"notes"},
+    "error": {"stage", "kind", "traceback"},
+}
 
 
 def parse_event(line: bytes) -> dict[str, Any]:

@@ -677,6 +677,7 @@ class SandboxJob:
             "inputs_dir": BOX_DATA if boxed else str(inputs_dir),
             "output_dir": BOX_SCRATCH if boxed else str(self.scratch),
             "threads": limits.threads,
+            "smoke_timeout_s": limits.smoke_timeout_s,
             "seccomp_bpf": None if boxed else str(self.scratch / "seccomp.bpf"),
             "landlock": None if boxed else _landlock_rules(self.scratch, inputs_dir, gpu),
         }

@@ -20,7 +20,9 @@ import ctypes
 import hashlib
 import json
 import os
+import resource
 import signal
+import statistics
 import sys
 import time
 import traceback
@@ -34,10 +36,18 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from . import landlock, trainer
+from . import landlock, proxies, trainer
 
 FUNCTIONAL_BATCH = 4
 SMOKE_BATCH = 8
+PROXY_BATCH = 32
+"""Training examples the zero-cost proxies see: naswot's kernel is one row per example, and 8 say little."""
+
+LATENCY_WARMUP = 2
+LATENCY_REPS = 5
+LATENCY_SHARE = 0.05
+PROXY_SHARE = 0.2
+"""Shares of the smoke stage's time left (after the forward and backward pass) that latency and proxies may take."""
 
 
 class CandidateError(Exception):
@@ -241,13 +251,56 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     return int(counter.total)
 
 
+def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, budget_s: float) -> float:
+    """Milliseconds per forward pass of the batch `x` on `device`, in eval mode without gradients.
+
+    The median of up to LATENCY_REPS timed passes after LATENCY_WARMUP untimed ones (first calls pay
+    for allocations and kernel selection), the device synchronised around each; once `budget_s` is
+    spent no further pass starts, but at least one is timed.
+    """
+    model.eval()
+    times: list[float] = []
+    started = time.perf_counter()
+    with torch.no_grad():
+        for call in range(LATENCY_WARMUP + LATENCY_REPS):
+            began = time.perf_counter()
+            model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if call >= LATENCY_WARMUP or time.perf_counter() - started >= budget_s:
+                times.append(time.perf_counter() - began)
+            if times and time.perf_counter() - started >= budget_s:
+                break
+    return statistics.median(times) * 1000
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """The most memory the process has held: on CUDA the tensors allocated on `device` since the last reset
+    of its peak statistics; on CPU the process's peak resident set (ru_maxrss), which includes the
+    interpreter, torch and the task's data, as the trainer's figure does."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def smoke(
-    net_cls: type[nn.Module], spec: dict[str, Any], inputs: trainer.Inputs, device: torch.device
+    net_cls: type[nn.Module], spec: dict[str, Any], inputs: trainer.Inputs, device: torch.device, deadline: float
 ) -> dict[str, Any]:
-    """Build, count, and run one forward and backward pass on real training data, checking the contract."""
-    in_shape, num_classes = tuple(spec["in_shape"]), spec["num_classes"]
+    """Build, count, and run one forward and backward pass on real training data, checking the contract; then
+    measure the network: latency and peak memory, and the zero-cost proxies (sandbox/proxies.py).
+
+    Latency is timed on the smoke batch (SMOKE_BATCH training examples, whatever batch size the
+    candidate trains with, so every candidate of a task is timed alike and the cost stays small).
+    Peak memory covers the smoke stage up to the proxies, which run on their own copy of the network.
+    `deadline` (time.monotonic) is when the host stops waiting for the smoke event; the measurements
+    take shares of the time left before it.
+    """
+    in_shape, num_classes, seed = tuple(spec["in_shape"]), spec["num_classes"], spec["train"]["seed"]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     fhash = functional_hash(net_cls, spec)
-    model = build(net_cls, in_shape, num_classes, seed=spec["train"]["seed"], vocab_size=inputs.vocab_size)
+    model = build(net_cls, in_shape, num_classes, seed=seed, vocab_size=inputs.vocab_size)
     params = sum(p.numel() for p in model.parameters())
     if params == 0:
         raise CandidateError("no-parameters", "Net has no trainable parameters")
@@ -275,6 +328,11 @@ def smoke(
         raise CandidateError("backward", f"backward raised {type(err).__name__}: {err}") from err
     if not torch.isfinite(loss):
         raise CandidateError("non-finite", "the loss on one batch is NaN or Inf")
+    try:
+        latency = latency_ms(model, x.to(device), device, LATENCY_SHARE * (deadline - time.monotonic()))
+    except Exception as err:
+        raise CandidateError("forward", f"forward in eval mode raised {type(err).__name__}: {err}") from err
+    memory = peak_memory_mb(device)
     if spec["kind"] == "lm":
         try:
             check_causal(model.eval().cpu(), spec)
@@ -282,7 +340,25 @@ def smoke(
             raise
         except Exception as err:
             raise CandidateError("forward", f"forward raised {type(err).__name__}: {err}") from err
-    return {"params": params, "flops": flops, "functional_hash": fhash, "output_shape": list(out.shape)}
+    del model
+    scores, proxy_seconds = proxies.compute(
+        lambda: build(net_cls, in_shape, num_classes, seed=seed, vocab_size=inputs.vocab_size),
+        inputs.train_x[:PROXY_BATCH],
+        inputs.train_y[:PROXY_BATCH],
+        lambda output, target: trainer.loss_fn(spec["kind"], output, target, 0.0, inputs.regression),
+        PROXY_SHARE * (deadline - time.monotonic()),
+        seed,
+    )
+    return {
+        "params": params,
+        "flops": flops,
+        "functional_hash": fhash,
+        "output_shape": list(out.shape),
+        "latency_ms": latency,
+        "peak_memory_mb": memory,
+        "proxies": scores,
+        "proxy_seconds": proxy_seconds,
+    }
 
 
 def run(spec: dict[str, Any], events: TextIO) -> None:
@@ -292,6 +368,7 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
         events.write(json.dumps(event) + "\n")
 
     stage = "setup"
+    deadline = time.monotonic() + spec["smoke_timeout_s"]
     try:
         torch.set_num_threads(spec["threads"])
         device = trainer.pick_device()
@@ -300,7 +377,7 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
         stage = "smoke"
         started = time.perf_counter()
         net_cls = load_candidate(Path(spec["code_path"]))
-        report = smoke(net_cls, spec, inputs, device)
+        report = smoke(net_cls, spec, inputs, device, deadline)
         emit({"event": "smoke", **report, "device": str(device), "seconds": time.perf_counter() - started})
         if sys.stdin.readline().strip() != "train":
             return
