@@ -9,6 +9,12 @@ multi-seed summary is the mean and standard deviation of those over seeds (the N
   marked with its proposer), so later LLM prompts can cite it;
 - trainable tasks: every proposal is rendered to code and goes through `Evaluator.evaluate`, like
   any other candidate, with its parent's archive id as lineage.
+
+With several objectives (`Goals`, e.g. val:max and params:min) the searches rank by them (see
+`agentarch.proposers.baselines`), and on a table each seed also reports its front: the cells on the Pareto front
+by validation (what the search saw), and the hypervolume of those cells reported on test accuracy, so that, as
+with the single best, the test score never chooses. The hypervolume is normalised so that every search and seed
+is measured against one fixed box (`TableScales`).
 """
 
 from __future__ import annotations
@@ -23,45 +29,110 @@ from agentarch.archive import Archive
 from agentarch.candidate import candidate_row
 from agentarch.errors import UsageError
 from agentarch.evaluate import EvalResult, Evaluator
+from agentarch.objectives import MEASURES, Goals
 from agentarch.proposers.base import Observation, Proposal
 from agentarch.proposers.baselines import make_proposer
 from agentarch.ranking import Direction
 from agentarch.spaces import SearchSpace
 from agentarch.summaries import best_by_validation
-from agentarch.tabular import nb201_table
+from agentarch.tabular import NB201Table, nb201_table
 from agentarch.tasks import Task
+
+COST_COLUMNS = tuple(column for column in MEASURES.values() if column != "val_accuracy")
+"""The measures besides the score that an objective may name (params, flops, latency_ms, peak_memory_mb)."""
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One evaluation of a search: None scores when it was not trained (invalid, failed, timeout)."""
+    """One evaluation of a search: None scores when it was not trained (invalid, failed, timeout); `measures` are
+    its other columns (params, flops, ...) by archive name."""
 
     arch: str
     val: float | None
     test: float | None
     candidate_id: int | None = None  # the archive row that holds the scores (trainable tasks)
+    measures: dict[str, float | None] = field(default_factory=dict)
+
+    def row(self, score: str = "val") -> dict[str, float | None]:
+        """The trial as the row `Goals` ranks, its `val_accuracy` being the validation or (score="test") the test
+        score."""
+        return {**self.measures, "val_accuracy": self.val if score == "val" else self.test}
+
+
+@dataclass(frozen=True)
+class TableScales:
+    """What each measure is divided by before a table hypervolume, so each coordinate lies in [0, 1]: accuracy
+    (percent) by 100, parameters and FLOPs by the largest cell's in the space. The reference point is the worst
+    corner of that box: 0 accuracy and the largest cell's size (a point must beat it to add volume)."""
+
+    divisors: dict[str, float]
+
+    @classmethod
+    def of(cls, table: NB201Table, dataset: str) -> TableScales:
+        return cls(
+            {
+                "val_accuracy": 100.0,
+                "params": float(table.params[dataset].max()),
+                "flops": float(table.flops[dataset].max()),
+            }
+        )
+
+    def normalise(self, row: dict[str, float | None]) -> dict[str, float | None]:
+        return {k: None if v is None else v / self.divisors.get(k, 1.0) for k, v in row.items()}
+
+    @staticmethod
+    def reference(goals: Goals) -> tuple[float, ...]:
+        """The worst corner in `Goals.keys` space: 0 for an objective maximised, -1 for one minimised."""
+        return tuple(0.0 if o.direction == "max" else -1.0 for o in goals.objectives)
 
 
 @dataclass
 class SeedResult:
-    """One seed's search: every evaluation in order, and which way its task's scores are better."""
+    """One seed's search: every evaluation in order, which way its task's scores are better, and the goals it
+    searched by (None: the task's metric alone); `scales` are set on a table, where hypervolumes are reported."""
 
     seed: int
     history: list[Trial] = field(default_factory=list)
     direction: Direction = "max"
+    goals: Goals | None = None
+    scales: TableScales | None = None
 
     def best(self, budget: int | None = None) -> Trial | None:
-        """The best-by-validation trial among the first `budget` evaluations that have both scores."""
-        return best_by_validation(
-            self.history[:budget], lambda trial: None if trial.test is None else trial.val, self.direction
+        """The best-by-validation trial among the first `budget` evaluations that have both scores (and meet the
+        goals' constraints)."""
+        feasible = (
+            self.history[:budget]
+            if self.goals is None
+            else [t for t in self.history[:budget] if self.goals.feasible(t.row())]
         )
+        return best_by_validation(feasible, lambda trial: None if trial.test is None else trial.val, self.direction)
+
+    def front(self, budget: int | None = None) -> list[Trial]:
+        """The trials on the Pareto front by validation among the first `budget` (with test scores), in order."""
+        assert self.goals is not None, "a front needs goals"
+        trials = [t for t in self.history[:budget] if t.test is not None]
+        rows = [t.row() for t in trials]
+        on_front = {id(row) for row in self.goals.front(rows)}
+        return [t for t, row in zip(trials, rows) if id(row) in on_front]
+
+    def hypervolume(self, budget: int | None = None) -> float:
+        """The normalised hypervolume of the validation front's cells, scored on test (see `TableScales`)."""
+        assert self.goals is not None and self.scales is not None, "a hypervolume needs goals and table scales"
+        rows = [self.scales.normalise(t.row("test")) for t in self.front(budget)]
+        return self.goals.hypervolume(rows, self.scales.reference(self.goals))
+
+    def front_report(self, budget: int | None = None) -> dict[str, Any]:
+        """The front and its hypervolume, as one seed's JSON line shows them."""
+        front = [{"arch": t.arch, "val": t.val, "test": t.test, **t.measures} for t in self.front(budget)]
+        return {"front": front, "hypervolume": self.hypervolume(budget)}
 
 
 def summarize(algo: str, task: str, budget: int, results: list[SeedResult]) -> dict[str, Any]:
-    """The summary line `agentarch baseline --json` prints last."""
+    """The summary line `agentarch baseline --json` prints last; with several objectives on a table it adds the
+    objectives and the mean and std over seeds of the hypervolume and the front's size."""
     bests = [b for b in (r.best(budget) for r in results) if b is not None]
     tests = [b.test for b in bests]
-    return {
+    summary = {
         "algo": algo,
         "task": task,
         "budget": budget,
@@ -70,20 +141,34 @@ def summarize(algo: str, task: str, budget: int, results: list[SeedResult]) -> d
         "std_test": statistics.pstdev(tests) if len(tests) > 1 else 0.0 if tests else None,
         "mean_val": statistics.fmean(b.val for b in bests) if bests else None,
     }
+    multi = [r for r in results if r.goals is not None and r.goals.multi and r.scales is not None]
+    if multi:
+        volumes = [r.hypervolume(budget) for r in multi]
+        summary.update(
+            objectives=multi[0].goals.describe()["objectives"],  # type: ignore[union-attr]
+            mean_hypervolume=statistics.fmean(volumes),
+            std_hypervolume=statistics.pstdev(volumes),
+            mean_front=statistics.fmean(len(r.front(budget)) for r in multi),
+        )
+    return summary
 
 
-def search_table(algo: str, space: SearchSpace, task: Task, budget: int, seed: int, **options: Any) -> SeedResult:
-    """One seed of a search on a NAS-Bench-201 table: `budget` queries, repeats allowed (as in the paper)."""
+def search_table(
+    algo: str, space: SearchSpace, task: Task, budget: int, seed: int, goals: Goals | None = None, **options: Any
+) -> SeedResult:
+    """One seed of a search on a NAS-Bench-201 table: `budget` queries, repeats allowed (as in the paper). The
+    table's parameter and FLOP counts are each query's measures, for goals that name them."""
     table = nb201_table()
     dataset = task.name.removeprefix("nb201-")
-    proposer = make_proposer(algo, space, seed, direction=task.direction, **options)
-    result = SeedResult(seed, direction=task.direction)
+    proposer = make_proposer(algo, space, seed, direction=task.direction, goals=goals, **options)
+    result = SeedResult(seed, direction=task.direction, goals=goals, scales=TableScales.of(table, dataset))
     while len(result.history) < budget:
         (proposal,) = proposer.propose(1)
         assert proposal.arch is not None
         score = table.query(dataset, proposal.arch)
-        result.history.append(Trial(proposal.arch, score.val_accuracy, score.test_accuracy))
-        proposer.observe([Observation(proposal, "trained", score.val_accuracy, score.test_accuracy)])
+        measures = score.measures()
+        result.history.append(Trial(proposal.arch, score.val_accuracy, score.test_accuracy, measures=measures))
+        proposer.observe([Observation(proposal, "trained", score.val_accuracy, score.test_accuracy, measures=measures)])
     return result
 
 
@@ -94,16 +179,18 @@ def search_trained(
     budget: int,
     seed: int,
     on_result: Callable[[Proposal, EvalResult], None] = lambda p, r: None,
+    goals: Goals | None = None,
     **options: Any,
 ) -> SeedResult:
     """One seed of a search whose proposals are trained in the sandbox and recorded with lineage.
 
     An architecture the archive already evaluated (an earlier run) is not trained again: the
-    evaluator reports it as a duplicate and the search observes the earlier scores.
+    evaluator reports it as a duplicate and the search observes the earlier scores. What the smoke run
+    measured (params, flops, latency, memory) goes with each observation, for goals that name it.
     """
     task = evaluator.task
-    proposer = make_proposer(algo, space, seed, distinct=True, direction=task.direction, **options)
-    result = SeedResult(seed, direction=task.direction)
+    proposer = make_proposer(algo, space, seed, distinct=True, direction=task.direction, goals=goals, **options)
+    result = SeedResult(seed, direction=task.direction, goals=goals)
     while len(result.history) < budget:
         (proposal,) = proposer.propose(1)
         assert proposal.arch is not None
@@ -112,14 +199,14 @@ def search_trained(
         outcome = evaluator.evaluate(
             code, name, proposer=algo, parents=proposal.parents, space=space.name, arch=proposal.arch
         )
-        holder = outcome.id
-        val, test = outcome.metrics["val_accuracy"], outcome.metrics["test_accuracy"]
+        holder, source = outcome.id, outcome.metrics
         if outcome.status == "duplicate" and outcome.duplicate_of is not None:
             holder = outcome.duplicate_of
-            earlier = evaluator.archive.scored(holder)
-            val, test = earlier["val_accuracy"], earlier["test_accuracy"]
-        result.history.append(Trial(proposal.arch, val, test, holder))
-        proposer.observe([Observation(proposal, outcome.status, val, test, candidate_id=holder)])
+            source = evaluator.archive.scored(holder)
+        val, test = source["val_accuracy"], source["test_accuracy"]
+        measures = {column: source.get(column) for column in COST_COLUMNS}
+        result.history.append(Trial(proposal.arch, val, test, holder, measures))
+        proposer.observe([Observation(proposal, outcome.status, val, test, candidate_id=holder, measures=measures)])
         on_result(proposal, outcome)
     return result
 

@@ -11,10 +11,20 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
+from agentarch import pareto
 from agentarch.baseline import SeedResult, Trial, parse_seeds, search_table, summarize
 from agentarch.cli import app
-from agentarch.proposers.base import Observation
-from agentarch.proposers.baselines import TPE, RandomSearch, RegularizedEvolution, SpaceExhausted, make_proposer
+from agentarch.objectives import Goals
+from agentarch.proposers.base import Observation, Proposal
+from agentarch.proposers.baselines import (
+    TPE,
+    VIOLATIONS,
+    Member,
+    RandomSearch,
+    RegularizedEvolution,
+    SpaceExhausted,
+    make_proposer,
+)
 from agentarch.spaces import get_space
 from agentarch.spaces.nb201 import edges
 from agentarch.tabular import TableError, nb201_table
@@ -23,6 +33,7 @@ from tests.conftest import requires_bubblewrap
 
 NB201 = get_space("nb201")
 CIFAR10 = get_task("nb201-cifar10")
+ACCURACY_AND_SIZE = Goals.parse(["val:max", "params:min"])
 
 
 def differing_edges(a: str, b: str) -> int:
@@ -130,6 +141,88 @@ def test_tpe_learns_from_results_and_survives_failures():
     late = [table.query("cifar10", p.arch).val_accuracy for p in tpe.propose(10)]
     early = [table.query("cifar10", NB201.sample(random.Random(s))).val_accuracy for s in range(10)]
     assert sum(late) > sum(early)
+
+
+def member(name: str, val: float | None, params: int) -> Member:
+    return Member(name, float("-inf") if val is None else val, None, {"val_accuracy": val, "params": params})
+
+
+def test_with_two_objectives_the_tournament_picks_by_front_then_crowding():
+    a, b, c, d = (
+        member("a", 95, 1_500_000),
+        member("b", 93, 800_000),
+        member("c", 92, 700_000),
+        member("d", 90, 100_000),
+    )
+    dominated, untrained = member("e", 91, 900_000), member("f", None, 50_000)
+    multi = RegularizedEvolution(NB201, seed=0, population=6, sample_size=2, goals=ACCURACY_AND_SIZE)
+    single = RegularizedEvolution(NB201, seed=0, population=6, sample_size=2)
+    for rea in (multi, single):
+        rea.population.extend([a, b, c, d, dominated, untrained])
+    # Front 0 is a, b, c, d; crowding: the ends a and d infinite, b 3/5 + 0.8/1.4 = 1.17 above c's 3/5 + 0.7/1.4 = 1.1.
+    assert multi.winner([c, b]) is b and multi.winner([b, c]) is b
+    assert multi.winner([c, d]) is d and single.winner([c, d]) is c  # the small network's trade-off wins
+    assert multi.winner([dominated, c]) is c and single.winner([dominated, d]) is dominated
+    assert multi.winner([untrained, dominated]) is dominated  # what cannot be ranked loses
+    assert multi.winner([a, d]) is a  # equals: the first drawn
+
+
+def test_replay_with_goals_rebuilds_the_same_search_from_the_measures():
+    table = nb201_table()
+    observations = [
+        Observation(Proposal("rea", arch=arch), "trained", score.val_accuracy, measures=score.measures())
+        for arch in table.archs[:12]
+        for score in [table.query("cifar10", arch)]
+    ]
+    twins = [RegularizedEvolution(NB201, seed=5, population=10, sample_size=3, goals=ACCURACY_AND_SIZE) for _ in "ab"]
+    for rea in twins:
+        rea.replay(observations)
+    first, second = (rea.propose(8) for rea in twins)
+    assert first == second and all("Pareto front" in p.note for p in first)
+    assert [m.row for m in twins[0].population] == [o.row() for o in observations[2:]]
+
+
+def test_multi_objective_tpe_tells_each_objective_and_the_constraint_violations():
+    goals = Goals.parse(["val", "params"], ["params<=400000"])
+    tpe = make_proposer("tpe", NB201, 0, goals=goals)
+    table, sizes = nb201_table(), []
+    for _ in range(12):
+        (proposal,) = tpe.propose(1)
+        score = table.query("cifar10", proposal.arch)
+        sizes.append(score.params)
+        tpe.observe([Observation(proposal, "trained", score.val_accuracy, measures=score.measures())])
+    (missing,) = tpe.propose(1)
+    tpe.observe([Observation(missing, "trained", 90.0)])  # no params: a failure to TPE
+    trials = tpe.study.trials
+    assert [d.name for d in tpe.study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert [t.values[1] for t in trials[:12]] == sizes
+    assert [t.user_attrs[VIOLATIONS][0] > 0 for t in trials[:12]] == [size > 400_000 for size in sizes]
+    assert trials[-1].state.name == "FAIL"
+
+
+def test_a_table_search_with_two_objectives_reports_its_front_and_hypervolume():
+    results = [search_table("rea", NB201, CIFAR10, 60, seed, ACCURACY_AND_SIZE, population=10) for seed in range(3)]
+    for result in results:
+        keys = [ACCURACY_AND_SIZE.keys(t.row()) for t in result.history]
+        front = [ACCURACY_AND_SIZE.keys(t.row()) for t in result.front()]
+        assert front and not any(pareto.dominates(k, f) for k in keys for f in front)
+        assert all(any(pareto.dominates(f, k) or f == k for f in front) for k in keys)
+        report = result.front_report()
+        assert report["front"][0].keys() == {"arch", "val", "test", "params", "flops"}
+        assert 0.5 < report["hypervolume"] < 0.891  # below the whole table's front (benchmarks/nb201_moo.md)
+    summary = summarize("rea", CIFAR10.name, 60, results)
+    assert summary["objectives"] == ["val:max", "params:min"]
+    volumes = [r.hypervolume(60) for r in results]
+    assert summary["mean_hypervolume"] == pytest.approx(sum(volumes) / 3) and summary["std_hypervolume"] > 0
+    assert summary["mean_front"] == sum(len(r.front()) for r in results) / 3
+    assert summarize("rea", CIFAR10.name, 20, results)["mean_hypervolume"] <= summary["mean_hypervolume"]
+
+
+def test_a_constraint_keeps_the_best_cell_within_it():
+    goals = Goals.parse([], ["params<=300000"])
+    result = search_table("rea", NB201, CIFAR10, 100, 0, goals, population=10)
+    assert result.best().measures["params"] <= 300_000
+    assert search_table("rea", NB201, CIFAR10, 100, 0, population=10).best().measures["params"] > 300_000
 
 
 # -- the published NAS-Bench-201 numbers ----------------------------------------------------------

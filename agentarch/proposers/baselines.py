@@ -165,7 +165,7 @@ class RegularizedEvolution(Proposer):
             arch = self.pool.draw(lambda: self.space.sample(self.rng))
             return Proposal(self.name, arch=arch, note="initial population: uniform sample")
         tournament = [self.rng.choice(self.population) for _ in range(self.sample_size)]
-        parent = self._winner(tournament)
+        parent = self.winner(tournament)
         child = self.pool.draw(lambda: self.space.mutate(parent.arch, self.rng))
         rule = "" if self.goals is None else " by Pareto front, then crowding"
         return Proposal(
@@ -176,7 +176,7 @@ class RegularizedEvolution(Proposer):
             note=f"one-step mutation of the best of {self.sample_size} sampled members{rule}",
         )
 
-    def _winner(self, tournament: list[Member]) -> Member:
+    def winner(self, tournament: list[Member]) -> Member:
         """The tournament's best: by the search signal, or with goals by (front, -crowding) over the population;
         the first drawn of equals."""
         if self.goals is None:
@@ -201,7 +201,8 @@ class RegularizedEvolution(Proposer):
 
 
 VIOLATIONS = "constraint_violations"
-"""The trial attribute that holds how far a TPE trial breaks each constraint (Optuna's `constraints_func` reads it)."""
+"""The trial attribute that holds how far a TPE trial breaks each constraint. Optuna 5 reads a trial's own
+constraints (`Trial.set_constraint`); older versions read them through the sampler's `constraints_func`."""
 
 
 def _violations(trial: Any) -> list[float]:
@@ -249,7 +250,8 @@ class TPE(Proposer):
                 direction=ranking.optuna_direction(plain), sampler=optuna.samplers.TPESampler(seed=seed)
             )
         else:
-            constrained = _violations if self.goals.constraints else None
+            self.per_trial = hasattr(optuna.trial.Trial, "set_constraint")
+            constrained = _violations if self.goals.constraints and not self.per_trial else None
             self.study = optuna.create_study(
                 directions=[ranking.optuna_direction(o.direction) for o in self.goals.objectives],
                 sampler=optuna.samplers.TPESampler(seed=seed, constraints_func=constrained),
@@ -297,6 +299,9 @@ class TPE(Proposer):
         values, violations = told
         if self.goals is not None and self.goals.constraints:
             trial.set_user_attr(VIOLATIONS, violations)
+            if self.per_trial:
+                for constraint, violation in zip(self.goals.constraints, violations):
+                    trial.set_constraint(str(constraint), violation)
         self.study.tell(trial, values)
 
 
