@@ -43,10 +43,12 @@ def candidate_row(
     }
 
 
-NAME_WORDS = 6
-"""How many of the intent's words a name keeps: enough to tell designs apart on a leaderboard, short enough for a
-table cell."""
+NAME_WORDS = 8
+"""How many of the intent's words a name keeps (at most NAME_CHARS characters): enough to tell designs apart on a
+leaderboard, short enough for a table cell."""
 NAME_CHARS = 48
+_TRAILING = frozenset({"a", "an", "the", "and", "or", "of", "to", "with", "for", "in", "on", "by", "from", "into"})
+"""Words a name does not end on: "Widen the stem and add a" reads as cut off."""
 
 LEGACY_NAME = re.compile(r"^round (\d+) slot (\d+)$")
 """The names the agent loop gave before `candidate_name`: the same few in every run, saying nothing of the design."""
@@ -72,9 +74,11 @@ def describe(intent: str | None, arch: str | None) -> str | None:
     if arch and arch.strip():
         return arch.strip()
     words = (intent or "").replace("Intent:", " ").split()[:NAME_WORDS]
-    text = " ".join(words).strip(_EDGES)
-    if len(text) > NAME_CHARS:
-        text = text[:NAME_CHARS].rsplit(" ", 1)[0].strip(_EDGES) or text[:NAME_CHARS]
+    while len(" ".join(words)) > NAME_CHARS and len(words) > 1:
+        words.pop()
+    while len(words) > 1 and words[-1].strip(_EDGES).lower() in _TRAILING:
+        words.pop()
+    text = " ".join(words).strip(_EDGES)[:NAME_CHARS].strip(_EDGES)
     return text or None
 
 

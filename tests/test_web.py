@@ -6,16 +6,20 @@ import json
 import re
 import shutil
 from dataclasses import dataclass
+from datetime import date
 
 import pytest
 from starlette.testclient import TestClient
+from typer.testing import CliRunner
 
 from agentarch.archive import Archive
+from agentarch.cli import app as cli_app
+from agentarch.errors import UsageError
 from agentarch.queries import RunHistory
 from agentarch.ranking import running_best
-from agentarch.report import write_report
+from agentarch.report import shareable, write_report
 from agentarch.web import create_app, serve
-from agentarch.web.plots import best_so_far_lines, mean_of_runs, pareto_front
+from agentarch.web.plots import best_so_far_figure, best_so_far_lines, mean_of_runs, pareto_figure, pareto_front
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MODEL = "openai/gpt-4o-mini"
@@ -251,10 +255,13 @@ def review_row(sample, review_id):
 
 
 def test_approve_through_the_form_then_a_second_decision_is_400(client, sample):
-    response = client.post(f"/reviews/{sample.pending}", data={"decision": "approved", "by": "ada"})
+    response = client.post(f"/reviews/{sample.pending}", data={"decision": "approved", "by": "ada", "code": "x"})
     assert response.status_code == 200 and "Review queue (1 pending)" in response.text  # redirected to the queue
+    assert f"Review {sample.pending} approved by ada." in response.text  # confirmed
+    assert 'id="reviewer" value="ada"' in response.text  # and the name is remembered for the next card
     row = review_row(sample, sample.pending)
     assert row["status"] == "approved" and row["decided_by"] == "ada"
+    assert row["decision_code"] is None  # the form's code field counts for an edit only
     again = client.post(f"/reviews/{sample.pending}", data={"decision": "rejected", "reason": "no"})
     assert again.status_code == 400 and "already decided" in again.text
     assert review_row(sample, sample.pending)["status"] == "approved"
@@ -280,6 +287,8 @@ def test_reviews_page_diffs_against_the_parent(client, sample):
     page = client.get("/reviews").text
     assert "Diff against the parent" in page and f"parent #{sample.child}" in page
     assert page.count('name="decision"') == 6  # approve, reject, edit for each pending review
+    assert page.count('<form method="post" action="/reviews/') == 2  # one form per card
+    assert page.count('id="reviewer"') == 1  # the name is asked once for the page
 
 
 def test_flag(client, sample):
@@ -294,8 +303,21 @@ def test_flag(client, sample):
 def test_search(client, sample):
     assert ids_in(client.get("/search?q=depthwise").text) == [sample.child]
     assert ids_in(client.get("/search?q=filler").text)[:1] and "page 1 of 2" in client.get("/search?q=filler").text
-    bad = client.get('/search?q="unclosed')
-    assert bad.status_code == 400 and "quote phrases" in bad.text
+    unclosed = client.get('/search?q="unclosed')  # FTS5 syntax is never passed through: no 400 for a typo
+    assert unclosed.status_code == 200 and "No candidates match" in unclosed.text
+
+
+def test_search_takes_what_the_pages_show(client, sample):
+    for pasted in ("depthwise.py", "Depthwise separable", "cut parameters by 4x.", "depthwise OR nothing", "depth*"):
+        response = client.get("/search", params={"q": pasted})
+        assert response.status_code == 200 and ids_in(response.text) == [sample.child], pasted
+    for pasted in ("filler-1", "x = 1", "[imports] os", "(", "#", "= :"):
+        assert client.get("/search", params={"q": pasted}).status_code == 200, pasted
+    assert "holds no letters or digits" in client.get("/search", params={"q": "= :"}).text
+    jump = client.get("/search", params={"q": f"#{sample.rea}"}, follow_redirects=False)
+    assert (jump.status_code, jump.headers["location"]) == (303, f"/candidate/{sample.rea}")
+    jump = client.get("/search", params={"q": sample.rea_run}, follow_redirects=False)
+    assert jump.headers["location"] == f"/run/{sample.rea_run}"
 
 
 def test_export_of_a_filtered_view(client, sample):
@@ -352,6 +374,22 @@ def test_report_writes_index_and_plots(sample, tmp_path):
     assert "<link" not in html  # self-contained: the stylesheet is inlined
 
 
+def test_plots_fit_their_labels_and_label_log_axes_within_a_decade():
+    history = RunHistory("llm", [12345.678, 9876.5, 15000.25], {}, metric="mse", direction="min")
+    figure = best_so_far_figure(history)
+    figure.tight_layout(pad=0.6)  # what saving does
+    renderer = figure.canvas.get_renderer()
+    axes = figure.axes[0]
+    assert axes.yaxis.label.get_window_extent(renderer).x0 >= 0  # the label is inside the image
+    assert min(t.get_window_extent(renderer).x0 for t in axes.get_yticklabels() if t.get_text()) >= 0
+    figure = pareto_figure([(30_000, 0.5), (45_000, 0.7), (80_000, 0.8)], "accuracy", "max")
+    axes = figure.axes[0]
+    low, high = axes.get_xlim()
+    shown = [t for t in axes.get_xticks() if low <= t <= high]
+    assert len(shown) >= 3, shown  # 30k..80k: every ten thousand labelled, not one tick or none
+    assert axes.xaxis.get_major_formatter()(50_000, 0) == "50k"
+
+
 def test_plot_helpers():
     assert running_best([None, 0.5, 0.4, None, 0.7], "max") == [None, 0.5, 0.5, 0.5, 0.7]
     assert running_best([None, 0.5, 0.4, None, 0.7], "min") == [None, 0.5, 0.4, 0.4, 0.4]  # an MSE goes down
@@ -360,11 +398,249 @@ def test_plot_helpers():
     assert pareto_front(points, "min") == [(10, 0.5), (50, 0.4)]
     # a baseline's line: the mean over its runs, a run that stopped early held at its final best
     assert mean_of_runs([[None, 0.5, 0.7], [0.2, 0.3]]) == [0.2, 0.4, 0.5]
-    history = RunHistory("llm", [0.5, None, 0.6], {"rea": [[0.4]], "tpe": [[None, 0.5, 0.7], [0.2, 0.3]]})
+    history = RunHistory("llm", [0.5, None, 0.6], {("rea", 5): [[0.4]], ("tpe", 5): [[None, 0.5, 0.7], [0.2, 0.3]]})
     assert best_so_far_lines(history) == [
         ("this run (llm)", [0.5, 0.5, 0.6]),
         ("rea (1 run, mean)", [0.4]),
         ("tpe (2 runs, mean)", [0.2, 0.4, 0.5]),
     ]
-    lower = RunHistory("llm", [0.5, None, 0.6, 0.3], {"tpe": [[0.4, 0.2]]}, metric="mse", direction="min")
+    lower = RunHistory("llm", [0.5, None, 0.6, 0.3], {("tpe", 5): [[0.4, 0.2]]}, metric="mse", direction="min")
     assert best_so_far_lines(lower) == [("this run (llm)", [0.5, 0.5, 0.5, 0.3]), ("tpe (1 run, mean)", [0.4, 0.2])]
+
+
+# -- browsing thousands: sort, filter, compare, lineage, charts, names ------------------------------------------
+
+LEGACY_ANSWER = "Intent: Widen the stem and add a residual skip to every block.\n\n```python\nclass Net: ...\n```"
+MACRO_CODE = '"""Macro CNN search space, architecture d4-w16-k5-skip0-avg\n"""\nimport torch\nSKIP = True\n'
+
+
+@dataclass
+class Rich:
+    path: object
+    run: str  # running, objectives val:max and params:min, constraint params<=50000
+    stopped: str  # interrupted, with a pending review
+    ids: dict  # name -> candidate id
+    pending: int
+    decided: int  # approved, its candidate not recorded yet
+
+
+@pytest.fixture(scope="module")
+def rich_template(tmp_path_factory):
+    """An archive with what browsing needs: legacy names, sizes over decades, a verify retraining, latencies, a flag,
+    an edit, a lineage graph (a -> b -> c, b -> d, c and d -> e), a running and an interrupted run."""
+    path = tmp_path_factory.mktemp("rich") / "archive.db"
+    goals = {"objectives": ["val:max", "params:min"], "constraints": ["params<=50000"], "archive": "/home/ada/a.db"}
+    with Archive(path) as db:
+        run = db.start_run("run", "digits", MODEL, goals)
+        stopped = db.start_run("run", "digits", MODEL, {})
+        db.finish_run(stopped, "interrupted", {})
+        ids = {}
+
+        def add(name, val, params, parents=(), **extra):
+            row = candidate(name, f"h-{name}", run_id=run, parents=[ids[p] for p in parents], params=params, **extra)
+            scores = {**evaluation(val, val - 0.01), "params": params, "latency_ms": params / 1000} if val else None
+            ids[name] = db.record(row, scores)
+
+        add("a", 0.70, 1_000, code="x = nn.Conv2d(1, 8, 3)\n")
+        add("round 1 slot 0", 0.80, 20_000, ["a"], proposer="llm", response=LEGACY_ANSWER, proposal_key=f"{run}/1/0")
+        ids["b"] = ids.pop("round 1 slot 0")
+        add("round 1 slot 1", 0.85, 60_000, ["b"], proposer="rea", code=MACRO_CODE)
+        ids["c"] = ids.pop("round 1 slot 1")
+        add("macro:d4-w16-k5-skip0-avg", 0.60, 300_000, ["b"], space="macro", arch="d4-w16-k5-skip0-avg")
+        ids["d"] = ids.pop("macro:d4-w16-k5-skip0-avg")
+        add("e", 0.90, 40_000, ["c", "d"], proposal_key=f"{run}/9/9")
+        add("untrained", None, None, status="invalid")
+        db.add_evaluation(ids["a"], "digits", {**evaluation(0.95, 0.94, epochs=15), "stage": "verify"})
+        db.flag(ids["d"], by="bob", reason="suspicious")
+        edit = db.request_review({"run_id": run, "proposal_key": f"{run}/9/9", "code": "x = 1\n", "intent": "e"})
+        db.decide(edit, "edited", "ana", code="x = 2\n")
+        db.link_review(f"{run}/9/9", ids["e"])
+        decided = db.request_review({"run_id": run, "proposal_key": f"{run}/5/0", "code": "y = 5\n", "intent": "z"})
+        db.decide(decided, "approved", "ana")
+        pending = db.request_review({"run_id": stopped, "proposal_key": f"{stopped}/1/0", "code": "z = 1\n"})
+    return Rich(path, run, stopped, ids, pending, decided)
+
+
+@pytest.fixture
+def rich(rich_template, tmp_path):
+    path = tmp_path / "rich.db"
+    shutil.copy(rich_template.path, path)
+    with TestClient(create_app(path)) as c:
+        yield Rich(**{**rich_template.__dict__, "path": path}), c
+
+
+def listed(client, url):
+    response = client.get(url)
+    assert response.status_code == 200, (url, response.text[:500])
+    return ids_in(response.text)
+
+
+def test_the_leaderboard_sorts_by_any_column_both_ways(rich):
+    r, client = rich
+    i = r.ids
+    assert listed(client, "/") == [i["a"], i["e"], i["c"], i["b"], i["d"], i["untrained"]]  # a: 0.95, verified
+    assert listed(client, "/?sort=params&order=asc") == [i["a"], i["b"], i["e"], i["c"], i["d"], i["untrained"]]
+    assert listed(client, "/?sort=params") == [i["d"], i["c"], i["e"], i["b"], i["a"], i["untrained"]]
+    assert listed(client, "/?sort=best&order=asc")[:2] == [i["d"], i["b"]]  # worst first, untrained still last
+    assert listed(client, "/?sort=latency_ms&order=asc")[0] == i["b"]  # a's scores come from its verify training
+    page = client.get("/?sort=params").text
+    assert 'href="/?sort=params&amp;order=asc"' in page and "params ▼" in page  # the header flips the order
+    assert client.get("/?sort=code").status_code == 400
+
+
+def test_the_leaderboard_filters_ranges_dates_marks_stage_and_any(rich):
+    r, client = rich
+    i = r.ids
+    assert listed(client, "/?params_max=50k") == [i["a"], i["e"], i["b"]]
+    assert listed(client, "/?params_min=20,000&params_max=1.5e5&val_min=0.85") == [i["e"], i["c"]]
+    assert listed(client, "/?flops_min=1") == []  # nothing counted FLOPs
+    assert client.get("/?params_max=lots").status_code == 400 and "200k" in client.get("/?params_max=lots").text
+    today = date.today().isoformat()
+    assert len(listed(client, f"/?since={today}&until={today}")) == 6
+    assert listed(client, "/?until=2000-01-01") == []
+    assert client.get("/?since=yesterday").status_code == 400
+    assert listed(client, "/?flagged=1") == [i["d"]] and listed(client, "/?edited=1") == [i["e"]]
+    assert listed(client, "/?stage=verify") == [i["a"]] and i["a"] not in listed(client, "/?stage=explore")
+    assert "verified</span>" in client.get("/?stage=verify").text
+    assert len(listed(client, "/?status=any&proposer=any&run=any")) == 6
+    page = client.get("/?task=mqar").text  # a task with no candidates: shown, and picked in the dropdown
+    assert "Leaderboard: mqar" in page and "<option selected>mqar</option>" in page and "No candidates match" in page
+    assert len(listed(client, "/?task=all")) == 6 and '<option value="all" selected>' in client.get("/?task=all").text
+
+
+def test_the_leaderboard_jumps_to_a_page_and_takes_a_page_size(client):
+    assert "page 1 of 3" in client.get("/?size=25").text and len(ids_in(client.get("/?size=25").text)) == 25
+    last = client.get("/?size=25&page=999").text  # past the end: the last page
+    assert "page 3 of 3" in last and len(ids_in(last)) == 61 - 50
+    assert 'name="page" type="number"' in last and "<option selected>25</option>" in last
+    assert client.get("/?size=7").status_code == 400
+
+
+def test_names_say_what_a_candidate_is_for_old_rows_too(rich):
+    r, client = rich
+    tag = r.run.rsplit("-", 1)[1]
+    board = client.get("/").text
+    assert f"Widen the stem and add a residual skip ({tag}/r1.0)" in board  # the LLM's intent
+    assert f"d4-w16-k5-skip0-avg ({tag}/r1.1)" in board  # the architecture its code's docstring names
+    assert "round 1 slot" not in board
+    page = client.get(f"/candidate/{r.ids['b']}").text
+    assert "Widen the stem" in page and "Recorded as “round 1 slot 0”" in page
+
+
+def test_search_finds_pasted_names_code_and_identifiers(rich):
+    r, client = rich
+    for pasted, wanted in (
+        ("macro:d4-w16-k5-skip0-avg", {r.ids["d"]}),  # d's name
+        ("d4-w16-k5-skip0-avg", {r.ids["d"], r.ids["c"]}),  # and c's docstring
+        ("d4-w16", {r.ids["d"], r.ids["c"]}),
+        ("nn.Conv2d", {r.ids["a"]}),
+        ("SKIP = True", {r.ids["c"]}),
+    ):
+        response = client.get("/search", params={"q": pasted})
+        assert response.status_code == 200 and set(ids_in(response.text)) == wanted, pasted
+
+
+def test_compare_sets_candidates_side_by_side(rich):
+    r, client = rich
+    a, b, e = r.ids["a"], r.ids["b"], r.ids["e"]
+    page = client.get(f"/compare?ids={a},%23{b}&ids={e}").text
+    assert f'Compare: <a href="/candidate/{a}">#{a}</a>' in page
+    assert page.count('class="udiff"') + page.count("The code is identical") == 2  # each against the first
+    assert f"/api/curves.json?ids={a},{b},{e}" in page
+    assert '<td class="num best">0.9500</td>' in page  # a's verified score is the best of the row
+    curves = client.get(f"/api/curves.json?ids={a},{b}").json()
+    assert [s["label"].split(":")[0] for s in curves["series"]] == [f"#{a} a"] * 2 + [
+        f"#{b} Widen the stem and add a residual skip ({r.run.rsplit('-', 1)[1]}/r1.0)"
+    ]
+    assert {p[2] for s in curves["series"] for p in s["points"]} == {a, b}  # a click opens the candidate
+    assert "Tick rows on the" in client.get("/compare").text
+    assert client.get(f"/compare?ids={a}").status_code == 400
+    assert client.get(f"/compare?ids={a},999").status_code == 404
+    assert client.get("/compare?ids=a,b").status_code == 400
+    hint = client.get("/diff").text
+    assert "Give two candidate ids" in hint and 'href="/compare"' in hint
+
+
+def test_the_lineage_tree_shows_ancestors_and_descendants_with_scores(rich):
+    r, client = rich
+    i = r.ids
+    page = client.get(f"/candidate/{i['b']}/lineage").text
+    ancestry = page[page.index('id="ancestry"') : page.index('id="descent"')]
+    descent = page[page.index('id="descent"') :]
+    assert f'href="/candidate/{i["a"]}"' in ancestry and f'href="/candidate/{i["e"]}"' not in ancestry
+    for name in ("c", "d", "e"):
+        assert f'href="/candidate/{i[name]}"' in descent, name
+    assert descent.count(f'href="/candidate/{i["e"]}"') == 2 and "(shown above)" in descent  # e has two parents
+    assert "val accuracy 0.8500" in descent  # c's score on its node
+    assert "1 ancestor(s) and 3 descendant(s)" in page
+    assert f"/candidate/{i['b']}/lineage" in client.get(f"/candidate/{i['b']}").text
+    assert client.get("/candidate/999/lineage").status_code == 404
+
+
+def test_the_charts_data_best_so_far_by_fidelity_and_clickable_fronts(rich):
+    r, client = rich
+    i = r.ids
+    best = client.get(f"/api/run/{r.run}/best.json").json()
+    assert [s["label"] for s in best["series"]] == [
+        "this run (openai/gpt-4o-mini), 5 epochs",
+        "this run (openai/gpt-4o-mini), 15 epochs",
+    ]
+    assert best["series"][0]["points"][-1] == [6, 0.9, i["e"]]  # the corner at the last evaluation, held by e
+    assert best["series"][1]["points"] == [[6, 0.95, i["a"]]]
+    front = client.get(f"/api/pareto.json?run={r.run}").json()  # params <= 50000: c and d break it
+    assert front["x"] == {"label": "parameters", "log": True} and front["y"]["label"] == "validation accuracy"
+    feasible, broken, line = front["series"]
+    assert {p[2] for p in broken["points"]} == {i["c"], i["d"]}
+    assert [p[2] for p in line["points"]] == [i["a"]]  # 1k params at 0.95 (verified): it beats every other
+    task_wide = client.get("/api/pareto.json?task=digits&x=latency_ms&y=val").json()
+    assert len(task_wide["series"]) == 2 and task_wide["x"]["label"] == "latency (ms per batch)"
+    assert [p[2] for p in task_wide["series"][1]["points"]] == [i["b"], i["e"]]  # a: its verify training has no latency
+    bad = client.get("/api/pareto.json?x=code")
+    assert bad.status_code == 400 and "x is one of" in bad.json()["error"]
+    assert client.get("/api/run/nope/best.json").status_code == 404
+
+
+def test_the_run_page_is_live_while_the_run_writes_and_charts_follow_its_objectives(rich):
+    r, client = rich
+    page = client.get(f"/run/{r.run}").text
+    assert 'id="live" data-refresh="5"' in page and "● live" in page
+    assert f"/api/run/{r.run}/best.json" in page and "x=val&amp;y=params" in page  # its objectives' axes
+    assert "objectives</dt><dd>val:max, params:min; constraints params&lt;=50000" in page
+    assert "data-refresh" not in client.get(f"/run/{r.stopped}").text
+    pareto = client.get(f"/pareto?task=digits&run={r.run}&x=flops&y=val").text
+    assert "/api/pareto.json?task=digits&amp;run=" in pareto and '<option value="flops" selected>' in pareto
+    assert client.get("/pareto?x=weight").status_code == 400
+
+
+def test_reviews_say_when_a_run_is_not_running_and_show_decided_code(rich):
+    r, client = rich
+    page = client.get("/reviews").text
+    assert f'Not running now: <a href="/run/{r.stopped}">' in page and "goes on by itself" not in page
+    assert f'<a href="/reviews/{r.decided}">not recorded yet: its code</a>' in page
+    review = client.get(f"/reviews/{r.decided}").text
+    assert '<span class="n">y</span>' in review and "the run picks the decision up" in review
+    done = client.post(f"/reviews/{r.pending}", data={"decision": "approved", "by": "cy"}).text
+    assert f"Run {r.stopped} is interrupted: the decision is kept" in done and f"--resume {r.stopped}" in done
+    edited = client.get(f"/candidate/{r.ids['e']}").text
+    assert "edited" in edited
+
+
+def test_a_missing_archive_is_refused_not_created(tmp_path):
+    missing = tmp_path / "typo.db"
+    with pytest.raises(UsageError, match="no archive at"):
+        create_app(missing)
+    result = CliRunner().invoke(cli_app, ["serve", "--archive", str(missing)])
+    assert result.exit_code == 2 and "no archive at" in result.output
+    assert not missing.exists()
+
+
+def test_the_report_reads_cleanly_and_keeps_no_local_paths(rich, tmp_path):
+    r, _ = rich
+    html = write_report(r.path, r.run, tmp_path / "report").read_text()
+    assert " ," not in html and "trained, 1 invalid" in html
+    assert "/home/ada" not in html and str(tmp_path) not in html and "&#34;a.db&#34;" in html
+    assert shareable({"paths": ["/x/y/net.py"], "task": "/t/task.toml", "model": "openai/gpt"}) == {
+        "paths": ["net.py"],
+        "task": "task.toml",
+        "model": "openai/gpt",
+    }

@@ -332,10 +332,13 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
     """The web UI over one archive file; with `token`, every request must prove it knows it (see module docstring).
 
     The archive is opened once here so that a bad path fails at start-up rather than on the first
-    page, and an older archive is migrated (its indexes made) before the first query.
+    page (a missing file is refused, not created), and an older archive is migrated (its indexes made) before
+    the first query.
     """
     archive_path = Path(archive_path)
     token = token or None  # an empty token would let anyone in with `?token=`
+    if not archive_path.is_file():  # opening it would create an empty archive and serve that
+        raise UsageError(f"no archive at {archive_path}; pass an existing one (a run, eval or baseline makes one)")
     Archive(archive_path).close()
 
     templates = Jinja2Templates(
