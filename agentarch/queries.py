@@ -225,7 +225,7 @@ def annotate(archive: Archive, rows: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 _INTENT = re.compile(r"Intent:\s*(.+)", re.IGNORECASE)
-_ARCH_DOC = re.compile(r"architecture\s+(\S+)")
+_ARCH_DOC = re.compile(r"architecture\s+([^\s\"']+)")
 
 
 def readable_names(archive: Archive, rows: Iterable[dict[str, Any]]) -> dict[int, str]:

@@ -7,7 +7,8 @@ import pytest
 
 from agentarch import queries
 from agentarch.archive import Archive, ArchiveError
-from agentarch.queries import Filters
+from agentarch.candidate import candidate_name, describe, run_tag
+from agentarch.queries import Filters, Sort
 
 MODEL = "openai/gpt-4o-mini"
 
@@ -148,8 +149,23 @@ def test_search_counts_every_match_and_returns_one_page_of_listing_rows(sample):
     total, rows = queries.search(sample.db, "x", limit=2, offset=1)  # every candidate's code holds `x = 1`
     assert total == 8 and len(rows) == 2
     assert len(queries.search(sample.db, "x", limit=None)[1]) == 8
-    with pytest.raises(ArchiveError, match="quote phrases"):
-        queries.search(sample.db, '"unclosed', limit=10)
+    assert queries.search(sample.db, '"unclosed', limit=10) == (0, [])  # typed text, never FTS5 syntax
+    assert queries.search(sample.db, "= :", limit=10) == (0, [])
+
+
+def test_fts_query_quotes_every_piece_and_keeps_or_and_prefixes():
+    assert queries.fts_query("macro:d4-w16-k5-skip0-avg") == '"macro d4 w16 k5 skip0 avg"'
+    assert queries.fts_query("nn.Conv2d") == '"nn Conv2d"'
+    assert queries.fts_query("SKIP = True") == '"SKIP" AND "True"'
+    assert queries.fts_query('"depthwise conv" OR attn* NOT') == '("depthwise conv" OR "attn"*) AND "NOT"'
+    assert queries.fts_query('col:x AND "a""b"') == '"col x" AND "AND" AND "a" AND "b"'
+    assert queries.fts_query("= : OR") is None
+
+
+def test_exact_target_opens_a_pasted_candidate_or_run_id(sample):
+    assert queries.exact_target(sample.db, f" #{sample.child} ") == ("candidate", sample.child)
+    assert queries.exact_target(sample.db, sample.llm_run) == ("run", sample.llm_run)
+    assert queries.exact_target(sample.db, "#999") is None and queries.exact_target(sample.db, "child") is None
 
 
 def test_candidate_fields_fetches_texts_for_any_number_of_ids(sample):
@@ -230,9 +246,10 @@ def test_runs_with_progress_and_a_runs_overview(sample):
 def test_run_history_keeps_failed_evaluations_and_groups_other_baseline_runs(sample):
     llm = queries.run_history(sample.db, sample.db.find_run(sample.llm_run))
     assert (llm.proposer, llm.values) == (MODEL, [0.90, None])
-    assert llm.baselines == {"rea": [[0.85, 0.85], [0.60]]}
+    assert llm.baselines == {("rea", 5): [[0.85, 0.85], [0.60]]}  # by proposer and fidelity
+    assert (llm.fidelities, llm.candidates) == ([5, 5], [sample.child, sample.failed])
     rea = queries.run_history(sample.db, sample.db.find_run(sample.rea_run))
-    assert rea.values == [0.85, 0.85] and rea.baselines == {"rea": [[0.60]]}  # never itself
+    assert rea.values == [0.85, 0.85] and rea.baselines == {("rea", 5): [[0.60]]}  # never itself
 
 
 def test_pareto_points_and_loss_curves(sample):
@@ -245,3 +262,115 @@ def test_pareto_points_and_loss_curves(sample):
     ]
     assert curves[0][1] == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]
     assert queries.loss_curves(sample.db, sample.invalid) == []
+
+
+def test_sorts_and_ranges_over_the_scoring_evaluation(sample):
+    def ranked(sort=Sort(), **given):
+        return ids(queries.leaderboard(sample.db, Filters(task="digits", **given), limit=None, sort=sort))
+
+    assert ranked(Sort("params", descending=False))[:2] == [sample.rea + 2, sample.tie]  # 1000 each, newest first
+    assert ranked(Sort("params"))[0] == sample.seed  # 5000 params at its 20-epoch training
+    assert ranked(Sort("best", descending=False))[:2] == [sample.rea + 2, sample.seed]  # worst first
+    assert ranked(Sort("best", descending=False))[-2:] == [sample.invalid, sample.failed]  # unscored still last
+    assert ranked(ranges=(("val", 0.8, 0.86),)) == [sample.tie, sample.rea]
+    assert ranked(ranges=(("params", 2000, None),)) == [sample.child, sample.seed]
+    assert ranked(ranges=(("fidelity", 20, 20),)) == [sample.seed]
+    assert ranked(until="2000-01-01") == [] and len(ranked(since="2000-01-01")) == 7
+    with pytest.raises(ArchiveError, match="cannot sort by"):
+        Sort("code")
+    with pytest.raises(ArchiveError, match="cannot filter by"):
+        Filters(ranges=(("code", 1, 2),))
+
+
+def test_marks_and_stages_filter_and_annotate_rows(sample):
+    db = sample.db
+    db.add_evaluation(sample.rea, "digits", {**trained(0.95, epochs=15), "stage": "verify", "latency_ms": 2.5})
+    db.flag(sample.tie, by="bo", reason="odd")
+    edit = db.request_review({"run_id": sample.llm_run, "proposal_key": f"{sample.llm_run}/0/0", "code": "x = 1\n"})
+    db.decide(edit, "edited", "ana", code="x = 2\n")
+
+    def ranked(**given):
+        return ids(queries.leaderboard(db, Filters(task="digits", **given), limit=None))
+
+    assert ranked(stage="verify") == [sample.rea] and sample.rea not in ranked(stage="explore")
+    assert ranked(marks=("flagged",)) == [sample.tie] and ranked(marks=("edited",)) == [sample.child]
+    assert ranked(marks=("reviewed",)) == [sample.child] and ranked(marks=("flagged", "edited")) == []
+    rows = queries.annotate(db, queries.leaderboard(db, Filters(task="digits"), limit=3))
+    by_id = {row["id"]: row for row in rows}
+    assert (by_id[sample.rea]["stage"], by_id[sample.rea]["latency_ms"]) == ("verify", 2.5)
+    assert (by_id[sample.child]["stage"], by_id[sample.child]["edited"], by_id[sample.tie]["flagged"]) == (
+        "explore",
+        True,
+        True,
+    )
+    assert [r["id"] for r in queries.rows_by_id(db, [sample.tie, 999, sample.seed])] == [sample.tie, sample.seed]
+
+
+def test_candidate_names_say_what_a_candidate_is_and_where_it_comes_from():
+    run = "run-20261129-101112-3f9a1c"
+    assert run_tag(run) == "3f9a1c" and run_tag("my-run") == "my-run" and run_tag(None) == "no run"
+    assert candidate_name(run, 12, "Intent: Depthwise separable stem, then a wider head.", None) == (
+        "Depthwise separable stem, then a wider head (3f9a1c/12)"
+    )
+    assert candidate_name(run, 4, "anything", "macro:d4-w16-k5-skip0-avg") == "macro:d4-w16-k5-skip0-avg (3f9a1c/4)"
+    assert candidate_name(run, 1, None, None) == candidate_name(run, 1, "  ", "") == "proposal (3f9a1c/1)"
+    long = describe("Replace every convolution of the stem with a depthwise separable one and widen the head", None)
+    assert long == "Replace every convolution of the stem" and len(long) <= 48  # whole words, not ending on "with"
+
+
+def test_readable_names_for_rows_named_by_round_and_slot(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        run = db.start_run("run", "digits", MODEL, {})
+        tag = run_tag(run)
+        llm = db.record(candidate("round 2 slot 1", run_id=run, response="Intent: Add squeeze-excitation.\n\ncode"))
+        offline = db.record(
+            candidate("round 1 slot 0", run_id=run, code='"""MLP search space, architecture h64-relu"""')
+        )
+        analysed = db.record(candidate("round 3 slot 0", run_id=run, analysis="Pooling earlier halves the cost."))
+        spaced = db.record(candidate("round 1 slot 1", run_id=run, space="nb201", arch="|conv_3x3~0|"))
+        bare = db.record(candidate("round 4 slot 0", run_id=run))
+        kept = db.record(candidate("mine.py"))
+        names = queries.readable_names(db, db.candidates(limit=10))
+    assert names == {
+        llm: f"Add squeeze-excitation ({tag}/r2.1)",
+        offline: f"h64-relu ({tag}/r1.0)",
+        analysed: f"Pooling earlier halves the cost ({tag}/r3.0)",
+        spaced: f"nb201:|conv_3x3~0| ({tag}/r1.1)",
+        bare: "round 4 slot 0",  # nothing says what it is: its name stays
+        kept: "mine.py",
+    }
+
+
+def test_lineage_walks_ancestors_and_descendants_once_each(tmp_path):
+    with Archive(tmp_path / "a.db") as db:
+        a = db.record(candidate("a"), trained(0.5))
+        b = db.record(candidate("b", parents=[a]), trained(0.6))
+        c = db.record(candidate("c", parents=[b]), trained(0.7))
+        d = db.record(candidate("d", parents=[b]))
+        e = db.record(candidate("e", parents=[c, d]), trained(0.9))
+        tree = queries.lineage(db, b)
+        assert (tree.ancestors, tree.descendants, tree.cut) == (1, 3, 0)
+        assert tree.ancestry.row["id"] == b and [n.row["id"] for n in tree.ancestry.below] == [a]
+        assert [n.row["id"] for n in tree.descent.below] == [c, d]
+        via_c, via_d = tree.descent.below
+        assert [n.row["id"] for n in via_c.below] == [e] and via_c.below[0].row["val_accuracy"] == 0.9
+        assert [(n.row["id"], n.repeat) for n in via_d.below] == [(e, True)]  # e has two parents: shown once in full
+        top = queries.lineage(db, e)
+        assert top.ancestors == 4 and top.descendants == 0
+        assert queries.lineage(db, a, limit=2).cut == 2  # b and c fit; the links to d and e are left out, counted
+        with pytest.raises(ArchiveError):
+            queries.lineage(db, 999)
+
+
+def test_measure_points_and_run_statuses(sample):
+    points = queries.measure_points(sample.db, "digits", ["params", "val", "latency_ms"], run=sample.rea_run)
+    assert [(p["id"], p["params"], p["val_accuracy"], p["latency_ms"]) for p in points] == [
+        (sample.rea, 1000, 0.85, None),
+        (sample.tie, 1000, 0.85, None),
+    ]
+    assert len(queries.measure_points(sample.db, "digits", ["val"])) == 5  # trained only
+    sample.db.finish_run(sample.rea_run, "interrupted", {})
+    assert queries.run_statuses(sample.db, [sample.rea_run, sample.llm_run, None, "nope"]) == {
+        sample.rea_run: "interrupted",
+        sample.llm_run: "running",
+    }
