@@ -301,3 +301,47 @@ def test_the_gate_routes_on_its_verdict_and_every_review_is_keyed_by_code(tmp_pa
         assert db.request_review({"run_id": None, "proposal_key": "k", "interrupt_id": "j", "code": BROKEN}) == first
         again = db.request_review({"run_id": None, "proposal_key": "k", "interrupt_id": "j", "code": REPAIRED})
         assert again != first and db.review(again)["code_sha256"] == code_sha256(REPAIRED)
+
+
+# -- the terminal side: who decides, what the help and the run say ----------------------------------------------
+
+
+def test_review_by_names_the_reviewer_and_the_help_keeps_its_key_markers(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGENTARCH_REVIEWER", "from-env")
+    path = tmp_path / "a.db"
+    with Archive(path) as db:
+        first, second = queue(db, "k1"), queue(db, "k2")
+    assert review("--approve", str(first), "--by", "ada", "--archive", str(path)).exit_code == 0
+    assert review("--approve", str(second), "--archive", str(path)).exit_code == 0
+    with Archive(path) as db:
+        assert (db.review(first)["decided_by"], db.review(second)["decided_by"]) == ("ada", "from-env")
+    shown = CliRunner().invoke(app, ["review", "--help"], env={"COLUMNS": "200"}).output
+    assert "[a]pprove, [r]eject, [e]dit in $EDITOR, [s]kip or [q]uit" in shown and "--by" in shown
+
+
+def test_the_run_says_nothing_when_nothing_waits_and_counts_rejections(capsys):
+    from agentarch import cli
+
+    cli._waiting_notice([])
+    assert capsys.readouterr().err == ""
+    cli._waiting_notice([{"id": 3}])
+    assert "paused: 1 candidate(s) wait for review (reviews 3)" in capsys.readouterr().err
+    summary = {
+        "run_id": "r",
+        "status": "finished",
+        "stopped_by": "budget",
+        "proposed": 3,
+        "trained": 1,
+        "invalid": 0,
+        "duplicate": 0,
+        "failed": 0,
+        "rejected": 2,
+        "repaired": 0,
+        "best": None,
+        "metric": "accuracy",
+        "cost_usd": 0.0,
+    }
+    line = cli.run_summary_line(summary)
+    assert "3 proposed, 1 trained, 0 invalid, 0 duplicate, 0 failed, 2 rejected, 0 repaired" in line
+    assert "nothing trained" in line
+    assert "best #7 test 0.9000" in cli.run_summary_line({**summary, "best": {"id": 7, "test_accuracy": 0.9}})
