@@ -29,17 +29,14 @@ from agentarch.archive import Archive
 from agentarch.candidate import candidate_row
 from agentarch.errors import UsageError
 from agentarch.evaluate import EvalResult, Evaluator
-from agentarch.objectives import MEASURES, Goals
-from agentarch.proposers.base import Observation, Proposal
+from agentarch.objectives import Goals
+from agentarch.proposers.base import MEASURE_COLUMNS, Observation, Proposal
 from agentarch.proposers.baselines import make_proposer
 from agentarch.ranking import Direction
 from agentarch.spaces import SearchSpace
 from agentarch.summaries import best_by_validation
 from agentarch.tabular import NB201Table, nb201_table
 from agentarch.tasks import Task
-
-COST_COLUMNS = tuple(column for column in MEASURES.values() if column != "val_accuracy")
-"""The measures besides the score that an objective may name (params, flops, latency_ms, peak_memory_mb)."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +201,7 @@ def search_trained(
             holder = outcome.duplicate_of
             source = evaluator.archive.scored(holder)
         val, test = source["val_accuracy"], source["test_accuracy"]
-        measures = {column: source.get(column) for column in COST_COLUMNS}
+        measures = {column: source.get(column) for column in MEASURE_COLUMNS}
         result.history.append(Trial(proposal.arch, val, test, holder, measures))
         proposer.observe([Observation(proposal, outcome.status, val, test, candidate_id=holder, measures=measures)])
         on_result(proposal, outcome)

@@ -169,17 +169,25 @@ def test_with_two_objectives_the_tournament_picks_by_front_then_crowding():
 
 def test_replay_with_goals_rebuilds_the_same_search_from_the_measures():
     table = nb201_table()
-    observations = [
-        Observation(Proposal("rea", arch=arch), "trained", score.val_accuracy, measures=score.measures())
-        for arch in table.archs[:12]
+    outcomes = [  # as the agent loop holds a run's outcomes
+        {"id": i, "status": "trained", "val_accuracy": score.val_accuracy, "params": score.params, "flops": score.flops}
+        for i, arch in enumerate(table.archs[:12])
         for score in [table.query("cifar10", arch)]
     ]
+    observations = [Observation.from_row(Proposal("rea", arch=a), o) for a, o in zip(table.archs, outcomes)]
+    assert observations[0].measures == {
+        "params": outcomes[0]["params"],
+        "flops": outcomes[0]["flops"],
+        "latency_ms": None,
+        "peak_memory_mb": None,
+    }
     twins = [RegularizedEvolution(NB201, seed=5, population=10, sample_size=3, goals=ACCURACY_AND_SIZE) for _ in "ab"]
     for rea in twins:
         rea.replay(observations)
     first, second = (rea.propose(8) for rea in twins)
     assert first == second and all("Pareto front" in p.note for p in first)
     assert [m.row for m in twins[0].population] == [o.row() for o in observations[2:]]
+    assert {p.parents[0] for p in first} <= {o["id"] for o in outcomes[2:]}
 
 
 def test_multi_objective_tpe_tells_each_objective_and_the_constraint_violations():

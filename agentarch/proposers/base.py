@@ -8,7 +8,14 @@ search space; the LLM proposer (later) proposes free-form code. Both carry their
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from agentarch.objectives import MEASURES
+
+MEASURE_COLUMNS = tuple(column for column in MEASURES.values() if column != "val_accuracy")
+"""The measures besides the score that an objective may name: params, flops, latency_ms, peak_memory_mb."""
 
 
 @dataclass
@@ -43,6 +50,12 @@ class Observation:
     test_accuracy: float | None = None
     candidate_id: int | None = None
     measures: dict[str, float | None] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, proposal: Proposal, row: Mapping[str, Any]) -> Observation:
+        """The outcome an archive row (or a run's outcome) holds: its status, scores, id and measures."""
+        measures = {column: row.get(column) for column in MEASURE_COLUMNS}
+        return cls(proposal, row["status"], row.get("val_accuracy"), row.get("test_accuracy"), row.get("id"), measures)
 
     def row(self) -> dict[str, float | None]:
         """The outcome as the archive row `agentarch.objectives.Goals` ranks: the validation score and measures."""

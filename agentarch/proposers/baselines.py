@@ -151,8 +151,8 @@ class RegularizedEvolution(Proposer):
         self.pool = _Distinct(space, distinct, self.rng)
         self.population_size = population
         self.sample_size = sample_size
-        self.direction = goals.objectives[0].direction if goals is not None and not goals.multi else direction
         self.goals = _beyond_the_metric(goals)
+        self.direction = goals.objectives[0].direction if goals is not None and self.goals is None else direction
         self.population: deque[Member] = deque(maxlen=population)
         self.initial_proposed = 0
 
@@ -223,7 +223,7 @@ class TPE(Proposer):
 
     With `goals` beyond the task's metric the study has one direction per objective, which makes Optuna's
     TPESampler the multi-objective TPE (Ozaki et al., 2020), and each constraint's violation is handed to the
-    sampler's `constraints_func`. A proposal without every objective's measure counts as failed.
+    sampler with the trial (see `VIOLATIONS`). A proposal without every objective's measure counts as failed.
     """
 
     name = "tpe"
