@@ -2,7 +2,11 @@
 
 A paused `agentarch run --review` waits on two candidates; a person approves one and rejects the other
 by filling the review queue's forms and clicking its buttons in `agentarch serve`, and the run goes on
-by itself. Screenshots of every page land in test-artifacts/screenshots/ (CI keeps them).
+by itself. Then, with a family of candidates added to the same archive as a longer run would leave them,
+the person browses as one does in thousands: sorts by a column, filters by a size, pastes a name into search,
+compares two candidates, follows the lineage tree, clicks a point of the Pareto front, and reads the
+leaderboard in a 400-pixel window. One browser session for all of it. Screenshots of every page land in
+test-artifacts/screenshots/ (CI keeps them).
 """
 
 import json
@@ -124,21 +128,73 @@ def _check_page(driver, title: str) -> None:
 
 
 def _decide(driver, review_id: int, decision: str, reason: str | None = None) -> None:
-    """Fill and send the `decision` form of one pending review, then wait for the queue to come back without it."""
+    """Take one decision on a pending review with its card's button (the name is the page's one field), then wait
+    for the queue to come back without it, confirming the decision."""
+    name = driver.find_element(By.ID, "reviewer")
+    if name.get_attribute("value") != REVIEWER:
+        name.clear()
+        name.send_keys(REVIEWER)
     section = driver.find_element(By.ID, f"review-{review_id}")
-    form = section.find_element(By.XPATH, f".//form[input[@name='decision' and @value='{decision}']]")
-    by = form.find_element(By.NAME, "by")
-    by.clear()
-    by.send_keys(REVIEWER)
     if reason is not None:
-        form.find_element(By.NAME, "reason").send_keys(reason)
-    button = form.find_element(By.TAG_NAME, "button")
+        section.find_element(By.NAME, "reason").send_keys(reason)
+    button = section.find_element(By.CSS_SELECTOR, f"button[name='decision'][value='{decision}']")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
     button.click()
     WebDriverWait(driver, 20).until(EC.staleness_of(section))  # the POST redirected back to a fresh /reviews
-    WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith("/reviews"))
+    WebDriverWait(driver, 20).until(lambda d: f"/reviews?done={review_id}" in d.current_url)
     _check_page(driver, "Reviews")
     assert not driver.find_elements(By.ID, f"review-{review_id}")
+    notice = driver.find_element(By.ID, "decided").text
+    assert f"Review {review_id} {decision} by {REVIEWER}." in notice, notice
+
+
+def _add_family(archive: Path, run_id: str, root: int) -> dict[str, int]:
+    """Candidates as a longer run leaves them: a lineage under `root` (root -> wide -> deep, wide -> tiny), sizes
+    over three decades, search-space names, loss curves. Returns their ids by short name."""
+    curve = [{"step": s, "loss": 2.0 / s} for s in range(1, 11)]
+    made: dict[str, int] = {}
+    with Archive(archive) as db:
+        for short, name, parent, params, val in (
+            ("wide", "macro:d4-w16-k5-skip0-avg", root, 400_000, 0.93),
+            ("deep", "macro:d8-w16-k3-skip1-max", "wide", 900_000, 0.95),
+            ("tiny", "macro:d2-w4-k3-skip0-avg", "wide", 1_500, 0.97),
+            ("mid", "macro:d4-w8-k3-skip1-avg", None, 50_000, 0.80),
+        ):
+            parent_id = made.get(parent, parent) if parent is not None else None
+            made[short] = db.record(
+                {
+                    "task": "digits",
+                    "name": name,
+                    "proposer": "rea",
+                    "run_id": run_id,
+                    "code": f"# {name}\nimport torch\n",
+                    "status": "trained",
+                    "text_hash": f"family-{short}",
+                    "parents": [parent_id] if parent_id else [],
+                    "space": "macro",
+                    "arch": name.removeprefix("macro:"),
+                    "params": params,
+                },
+                {"status": "trained", "fidelity": 2, "seed": 0, "val_accuracy": val, "test_accuracy": val - 0.01,
+                 "params": params, "curve": curve},
+            )  # fmt: skip
+    return made
+
+
+def _cells(driver, column: int) -> list[str]:
+    """The text of one column (1-based, counting the compare box) of the leaderboard's rows."""
+    return [td.text for td in driver.find_elements(By.CSS_SELECTOR, f"table.rows tbody tr td:nth-child({column})")]
+
+
+def _number(text: str) -> int:
+    return int(text.replace(",", "")) if text.replace(",", "").isdigit() else -1
+
+
+def _drawn(driver, selector: str) -> None:
+    """Wait until the chart under `selector` has drawn its points from the server's JSON."""
+    WebDriverWait(driver, 20).until(
+        lambda d: int(d.find_element(By.CSS_SELECTOR, selector).get_attribute("data-points") or 0) > 0
+    )
 
 
 @pytest.mark.slow
@@ -236,6 +292,7 @@ def test_a_person_decides_a_paused_run_in_a_real_browser(tmp_path, cache_dir, mo
 
         _decide(driver, approve_id, "approved")
         assert driver.find_element(By.TAG_NAME, "h1").text == "Review queue (1 pending)"
+        assert driver.find_element(By.ID, "reviewer").get_attribute("value") == REVIEWER  # asked once, remembered
         written.append(_screenshot(driver, "03-review-approved.png"))
 
         _decide(driver, reject_id, "rejected", reason=REASON)
@@ -313,6 +370,99 @@ def test_a_person_decides_a_paused_run_in_a_real_browser(tmp_path, cache_dir, mo
         assert f"#{trained_id}" in driver.find_element(By.TAG_NAME, "h1").text
         assert driver.find_elements(By.CSS_SELECTOR, "pre.udiff") or "identical" in driver.page_source
         written.append(_screenshot(driver, "09-diff.png"))
+
+        # -- browsing: the archive grows by a family of candidates, as a longer run would leave it
+        family = _add_family(archive, run_id, trained_id)
+
+        # sort by a column: click its heading, then again for the other way
+        driver.get(base + "/?task=digits")
+        driver.find_element(By.PARTIAL_LINK_TEXT, "params").click()
+        WebDriverWait(driver, 20).until(lambda d: "sort=params" in d.current_url)
+        _check_page(driver, "Leaderboard")
+        sizes = [n for n in map(_number, _cells(driver, 8)) if n >= 0]  # rows without a size come last
+        assert 900_000 in sizes and sizes == sorted(sizes, reverse=True), sizes
+        driver.find_element(By.PARTIAL_LINK_TEXT, "params").click()
+        WebDriverWait(driver, 20).until(lambda d: "order=asc" in d.current_url)
+        sizes = [n for n in map(_number, _cells(driver, 8)) if n >= 0]
+        assert 1_500 in sizes and sizes == sorted(sizes), sizes
+        written.append(_screenshot(driver, "10-leaderboard-sorted.png"))
+
+        # a numeric filter, typed as the page shows sizes
+        form = driver.find_element(By.ID, "filters")
+        form.find_element(By.NAME, "params_max").send_keys("100k")
+        form.find_element(By.XPATH, ".//button[text()='Filter']").click()
+        WebDriverWait(driver, 20).until(lambda d: "params_max=100k" in d.current_url)
+        _check_page(driver, "Leaderboard")
+        sizes = [_number(t) for t in _cells(driver, 8)]
+        assert all(0 <= n <= 100_000 for n in sizes) and {1_500, 50_000} <= set(sizes), sizes
+        written.append(_screenshot(driver, "11-leaderboard-filtered.png"))
+
+        # search with a name pasted from the leaderboard (its punctuation once meant FTS5 syntax)
+        driver.get(base + "/?task=digits&sort=params")
+        pasted = next(t for t in _cells(driver, 3) if t.startswith("macro:d4-w16"))
+        box = driver.find_element(By.CSS_SELECTOR, "nav input[name='q']")
+        box.send_keys(pasted)
+        box.submit()
+        WebDriverWait(driver, 20).until(lambda d: "/search" in d.current_url)
+        _check_page(driver, "Search")
+        found = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "table.rows tbody td:first-child a")]
+        assert found == [f"#{family['wide']}"], found
+        written.append(_screenshot(driver, "12-search-pasted-name.png"))
+
+        # compare: tick two rows, press Compare; their loss curves are drawn on one chart
+        driver.get(base + "/?task=digits&sort=params")
+        for cid in (family["deep"], family["tiny"]):
+            driver.find_element(By.CSS_SELECTOR, f"input[name='ids'][value='{cid}']").click()
+        driver.find_element(By.XPATH, "//form[@id='compare-form']/button").click()
+        WebDriverWait(driver, 20).until(lambda d: "/compare" in d.current_url)
+        _check_page(driver, "Compare")
+        heading = driver.find_element(By.TAG_NAME, "h1").text
+        assert f"#{family['deep']}" in heading and f"#{family['tiny']}" in heading
+        _drawn(driver, "#curves")
+        assert driver.find_elements(By.CSS_SELECTOR, "pre.udiff")
+        written.append(_screenshot(driver, "13-compare.png"))
+
+        # the lineage tree, from the candidate's page
+        driver.get(f"{base}/candidate/{family['wide']}")
+        driver.find_element(By.LINK_TEXT, "Lineage tree").click()
+        WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith("/lineage"))
+        _check_page(driver, "Lineage")
+        ancestry = driver.find_element(By.ID, "ancestry").text
+        descent = driver.find_element(By.ID, "descent").text
+        assert f"#{trained_id}" in ancestry and f"#{family['deep']}" in descent and f"#{family['tiny']}" in descent
+        written.append(_screenshot(driver, "14-lineage.png"))
+        driver.find_element(By.CSS_SELECTOR, f"#descent a[href='/candidate/{family['deep']}']").click()
+        WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith(f"/candidate/{family['deep']}"))
+
+        # the task's Pareto front: hover a point for its candidate, click it to open it
+        driver.find_element(By.LINK_TEXT, "Pareto").click()
+        WebDriverWait(driver, 20).until(lambda d: "/pareto" in d.current_url)
+        _check_page(driver, "Pareto")
+        _drawn(driver, "#pareto")
+        point = driver.find_element(By.CSS_SELECTOR, f"#pareto g.front circle[data-id='{family['tiny']}']")
+        webdriver.ActionChains(driver).move_to_element(point).perform()
+        tip = driver.find_element(By.CSS_SELECTOR, "#pareto .tip")
+        WebDriverWait(driver, 5).until(lambda d: tip.is_displayed())
+        assert tip.text.startswith(f"#{family['tiny']} macro:d2-w4"), tip.text
+        written.append(_screenshot(driver, "15-pareto.png"))
+        point.click()
+        WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith(f"/candidate/{family['tiny']}"))
+        _check_page(driver, f"#{family['tiny']} ")
+
+        # charts grow with the window, and a 400-pixel window does not overflow
+        driver.get(f"{base}/run/{run_id}")
+        _drawn(driver, "#best")
+        wide = int(driver.find_element(By.CSS_SELECTOR, "#best").get_attribute("data-width"))
+        driver.set_window_size(400, 900)
+        WebDriverWait(driver, 10).until(
+            lambda d: int(d.find_element(By.CSS_SELECTOR, "#best").get_attribute("data-width")) < wide
+        )
+        driver.get(base + "/?task=digits")
+        _check_page(driver, "Leaderboard")
+        width = driver.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 400, f"the leaderboard is {width} px wide in a 400 px window"
+        driver.save_screenshot(str(SCREENSHOTS / "16-narrow-leaderboard.png"))
+        written.append(SCREENSHOTS / "16-narrow-leaderboard.png")
     finally:
         if driver is not None:
             driver.quit()
