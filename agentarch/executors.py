@@ -179,7 +179,11 @@ class Pending(Protocol):
 
 class Executor(Protocol):
     """Starts sandbox jobs; `start` blocks the calling thread until the job has a place to run (call it from
-    many threads), `run` until its result is in."""
+    many threads), `run` until its result is in. `capacity` is how many jobs run at once: local slots (GPUs x
+    per_gpu on a GPU host), or what the Ray cluster holds when it starts; the run keeps that many proposals
+    in flight, plus its queue."""
+
+    capacity: int
 
     def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> Pending:
         """Start the job once it has a place to run, calling `ready` just before (if it raises, nothing starts)."""
@@ -257,6 +261,7 @@ class LocalExecutor:
         self.free: queue.Queue[tuple[int, str | None]] = queue.Queue()
         for slot, gpu in enumerate(gpus if gpus else [None] * slots):
             self.free.put((slot, gpu))
+        self.capacity = self.free.qsize()
         self.busy: list[tuple[int, float, float]] = []  # (slot, start, end) of every run: slot utilisation
 
     def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> LocalJob:
@@ -351,6 +356,9 @@ class RayExecutor:
                 ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         options: dict[str, Any] = {"num_gpus": gpus_per_task} if gpus_per_task else {"num_cpus": 1}
         self.remote = ray.remote(max_retries=0, num_returns="streaming", **options)(_ray_stages)
+        resources = ray.cluster_resources()
+        per_task = gpus_per_task or 1.0
+        self.capacity = max(1, int(resources.get("GPU" if gpus_per_task else "CPU", 1) / per_task))
 
     def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> RayJob:
         if ready is not None:

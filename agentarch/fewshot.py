@@ -30,6 +30,7 @@ from typing import Any
 from agentarch import queries
 from agentarch.archive import Archive
 from agentarch.errors import UsageError
+from agentarch.objectives import Goals
 from agentarch.proposers.baselines import ALGOS
 from agentarch.ranking import Direction, sign
 
@@ -65,11 +66,20 @@ class FewShot:
 
 
 def select(
-    archive: Archive, task: str, n: int = 3, strategy: str = "topk", rng: random.Random | None = None
+    archive: Archive,
+    task: str,
+    n: int = 3,
+    strategy: str = "topk",
+    rng: random.Random | None = None,
+    goals: Goals | None = None,
+    members: list[int] | None = None,
 ) -> FewShot:
     """Pick a parent by `strategy` and up to `n` examples (parent first) from the task's trained candidates.
 
-    The same `rng` state gives the same choice; without one, each call draws afresh.
+    The same `rng` state gives the same choice; without one, each call draws afresh. With several objectives
+    (`goals.multi`) the pool is ranked by Pareto front and crowding instead of the validation score, candidates
+    that break a constraint are left out, and the parent carries its `standing` (front number, the front's
+    size) for the prompt. `members` limits the pool to an island's candidates (ignored while none is trained).
     """
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_EXAMPLES:
         raise UsageError(f"the number of few-shot examples must be an integer from 0 to {MAX_EXAMPLES}, got {n!r}")
@@ -77,6 +87,11 @@ def select(
         raise UsageError(f"unknown parent selection strategy {strategy!r}; use one of: {', '.join(STRATEGIES)}")
     rng = rng or random.Random()
     pool = queries.ranked_with_code(archive, task)
+    if members is not None:
+        wanted = set(members)
+        pool = [row for row in pool if row["id"] in wanted] or pool
+    if goals is not None and goals.multi:
+        pool = _by_front(pool, goals)
     if n == 0 or not pool:
         return FewShot(parent=None, examples=[], strategy=strategy)
     if strategy == "topk":
@@ -87,6 +102,21 @@ def select(
     else:
         parent = rng.choice(_elites(pool))
     return FewShot(parent=parent, examples=_examples(pool, parent, n), strategy=strategy)
+
+
+def _by_front(pool: list[dict[str, Any]], goals: Goals) -> list[dict[str, Any]]:
+    """The pool ranked by front and crowding (NSGA-II), each row with its `standing`: the front it is on (1 is the
+    Pareto front) and that front's size, which the prompt shows next to the trade-off to improve."""
+    places = goals.standing(pool)
+    sizes = Counter(place[0] for place in places if place is not None)
+    ranked = sorted(
+        (i for i, place in enumerate(places) if place is not None),
+        key=lambda i: (places[i][0], -places[i][1]),  # type: ignore[index]
+    )
+    return [
+        {**pool[i], "standing": {"front": places[i][0] + 1, "of": sizes[places[i][0]]}}  # type: ignore[index]
+        for i in ranked
+    ]
 
 
 def _examples(pool: list[dict[str, Any]], parent: dict[str, Any], n: int) -> list[dict[str, Any]]:

@@ -1,24 +1,20 @@
-"""The agent loop as a LangGraph StateGraph; read it next to the diagram in docs/architecture.md.
+"""One proposal's way from prompt to archive row, as a LangGraph StateGraph; read it next to docs/architecture.md.
 
-    run:        budget_check ──stop──> END
-                     │ go
-                plan_round ──Send × batch──> candidate ──> budget_check ...
+    select_context → render_prompt → propose → extract → static_check → dedup → review_gate
+        → smoke → train → analyze → record
+    (extract, static_check and smoke failures go to repair → extract, at most k times;
+     review_gate pauses for a person only with --review: approve → smoke, reject → record,
+     edit → static_check with the person's code; code no decision covers, by sha256, pauses again;
+     a step that raises goes to fail, which records the candidate as failed: the run goes on)
 
-    candidate:  select_context → render_prompt → propose → extract → static_check → dedup → review_gate
-                     → smoke → train → analyze → record
-                (extract, static_check and smoke failures go to repair → extract, at most k times;
-                 review_gate pauses for a person only with --review: approve → smoke, reject → record,
-                 edit → static_check with the person's code; code no decision covers, by sha256, pauses again;
-                 a step that raises goes to fail, which records the candidate as failed: the run goes on)
+Each proposal is a LangGraph thread of its own (thread id = its key, `RUN/SEQ`), started by the run's
+scheduler (agentarch/scheduler.py) whenever a place frees; every step is checkpointed (SqliteSaver next to
+the archive, `durability="sync"`), so `agentarch run --resume RUN_ID` continues each proposal where a killed
+run left it. The archive records each proposal key at most once, so a step replayed after a crash never writes
+a second row.
 
-Every step is checkpointed (SqliteSaver next to the archive, `durability="sync"`), the run id is the
-LangGraph thread id, so `agentarch run --resume RUN_ID` continues where a killed run stopped. The
-candidates of one round run as parallel branches: one candidate's LLM calls overlap another's
-training, and the executor (local slots or Ray) bounds how many sandboxes run at once. Each proposal carries a key that the
-archive records at most once, so a step replayed after a crash never writes a second row.
-
-Without a model the same graph runs offline: the regularized-evolution baseline proposes (plan_round),
-the LLM-only steps pass through, and everything else (sandbox, dedup, archive) is unchanged.
+Without a model the same graph runs offline: the scheduler's regularized evolution proposes the architecture
+(in the plan), the LLM-only steps pass through, and everything else (sandbox, dedup, archive) is unchanged.
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ import operator
 import random
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -37,15 +32,15 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Send, interrupt
+from langgraph.types import interrupt
 
-from agentarch import fewshot, prompts
+from agentarch import fewshot, prompts, ranking
 from agentarch.archive import Archive, code_sha256
 from agentarch.config import Settings
 from agentarch.evaluate import Assessment, Evaluator, SandboxRun
 from agentarch.executors import Executor, make_executor
 from agentarch.llm import LLMClient, LLMError
-from agentarch.proposers.base import Observation, Proposal
+from agentarch.objectives import Goals
 from agentarch.proposers.baselines import RegularizedEvolution
 from agentarch.ranking import Direction
 from agentarch.sandbox import SandboxError
@@ -75,19 +70,10 @@ class RunAborted(RuntimeError):
     """Another branch failed in a way that stops the run; this one stops waiting (never recorded as its fault)."""
 
 
-class RunState(TypedDict, total=False):
-    """The run's checkpointed state: the current round's plans and every finished candidate's outcome."""
-
-    round: int
-    plans: list[dict[str, Any]]
-    outcomes: Annotated[list[dict[str, Any]], operator.add]
-    stopped_by: str | None
-
-
 class CandidateState(TypedDict, total=False):
     """One proposal on its way from prompt to archive row."""
 
-    plan: dict[str, Any]  # key, slot, and for offline runs the space architecture and parents
+    plan: dict[str, Any]  # key, seq, island, and offline the space architecture and parents (scheduler._plan)
     parent_id: int | None
     example_ids: list[int]
     fewshot: dict[str, Any]  # the parent and example rows exactly as the prompt showed them
@@ -131,11 +117,19 @@ class RunContext:
     _jobs: dict[str, SandboxRun] = field(default_factory=dict)
     _jobs_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    goals: Goals = field(init=False)
+
     def __post_init__(self) -> None:
         s = self.settings
         self.task = get_task(s.task)
+        self.goals = Goals.parse(s.objectives, s.constraints, self.task.direction, self.task.metric)
         self.executor = make_executor(s.executor, s.slots, s.ray_address, s.per_gpu)
-        self._queue = threading.Semaphore(s.slots + s.queue)
+        self._queue = threading.Semaphore(self.executor.capacity + s.queue)
+
+    @property
+    def verify_epochs(self) -> int:
+        """The verify fidelity: --verify-epochs, else three times the explore epochs."""
+        return self.settings.verify_epochs or 3 * (self.settings.epochs or self.task.epochs)
 
     def enter_queue(self, key: str) -> None:
         """Wait for room among the proposals between the LLM and the slots (at most slots + queue).
@@ -145,7 +139,7 @@ class RunContext:
         """
         while not self._queue.acquire(timeout=0.5):
             if self.aborted.is_set():
-                raise RunAborted("another candidate of this round failed; the run stops (see the error above)")
+                raise RunAborted("another candidate failed beyond containment; the run stops (see the error above)")
         with self._queue_lock:
             self._queued.add(key)
 
@@ -208,78 +202,16 @@ class Loop:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
 
-    # -- the run ----------------------------------------------------------------------------------
-
-    def budget_check(self, state: RunState) -> dict[str, Any]:
-        """Stop on the first budget that is spent; say which one, so the user knows what to raise."""
-        s, outcomes = self.ctx.settings, state.get("outcomes", [])
-        stopped_by = None
-        if len(outcomes) >= s.budget:
-            stopped_by = "max-candidates"
-        elif s.max_cost is not None and self.ctx.archive().spent_usd(self.ctx.run_id) >= s.max_cost:
-            stopped_by = "max-cost"
-        elif s.hours is not None and time.time() - self.ctx.started_at >= s.hours * 3600:
-            stopped_by = "hours"
-        return {"stopped_by": stopped_by}
-
-    @staticmethod
-    def go_on(state: RunState) -> str:
-        return END if state.get("stopped_by") else "plan_round"
-
-    def plan_round(self, state: RunState) -> dict[str, Any]:
-        """Decide this round's slots; offline, the evolution proposes their architectures here."""
-        outcomes = state.get("outcomes", [])
-        round_no = state.get("round", 0) + 1
-        size = min(self.ctx.settings.batch, self.ctx.settings.budget - len(outcomes))
-        plans = [
-            {"key": f"{self.ctx.run_id}/{round_no}/{slot}", "slot": slot, "of": size, "round": round_no}
-            for slot in range(size)
-        ]
-        if self.ctx.offline:
-            for plan, proposal in zip(plans, self._evolution(outcomes, round_no).propose(size)):
-                plan.update(arch=proposal.arch, parents=proposal.parents, note=proposal.note)
-        return {"round": round_no, "plans": plans}
-
-    def _evolution(self, outcomes: list[dict[str, Any]], round_no: int) -> RegularizedEvolution:
-        """The offline proposer, rebuilt from the run's own outcomes so that a resumed run goes on alike."""
-        s = self.ctx.settings
-        space = get_space(self.ctx.offline_space())
-        rea = RegularizedEvolution(
-            space,
-            seed=s.seed * 100_003 + round_no,
-            population=s.population,
-            sample_size=min(s.sample_size, s.population),
-            distinct=True,
-            direction=self.ctx.task.direction,
-        )
-        rea.replay(
-            [
-                Observation(
-                    Proposal(OFFLINE_PROPOSER, arch=o["arch"]),
-                    o["status"],
-                    o.get("val_accuracy"),
-                    candidate_id=o.get("id"),
-                )
-                for o in outcomes
-                if o.get("arch")
-            ]
-        )
-        return rea
-
-    @staticmethod
-    def fan_out(state: RunState) -> list[Send]:
-        return [Send("candidate", {"plan": plan, "tries": 0}) for plan in state["plans"]]
-
     # -- one candidate ----------------------------------------------------------------------------
 
     def select_context(self, state: CandidateState) -> dict[str, Any]:
         """Choose the parent and the few-shot examples from the archive (offline: the evolution's parent).
 
-        A proposal starts only when the bounded queue ahead of the training slots has room, so the
-        LLM works while slots train, without racing ahead on stale context.
+        The scheduler started this proposal when a place among the slots and the queue freed, so the
+        context is read now, with every result that ended before it. With several objectives the parent
+        is chosen by Pareto front and crowding; with islands, from the island's pool (`plan["pool"]`).
         """
         plan = state["plan"]
-        self.ctx.enter_queue(plan["key"])
         if self.ctx.offline:
             return {"parent_id": (plan.get("parents") or [None])[0], "example_ids": []}
         s = self.ctx.settings
@@ -289,6 +221,8 @@ class Loop:
             n=s.examples,
             strategy=s.parent_strategy,
             rng=random.Random(plan["key"]),
+            goals=self.ctx.goals,
+            members=plan.get("pool"),
         )
         return {
             "parent_id": shot.parent_id,
@@ -300,9 +234,16 @@ class Loop:
         if self.ctx.offline:
             return {"messages": []}
         plan = state["plan"]
-        note = f"This is proposal {plan['slot'] + 1} of {plan['of']} in round {plan['round']}; make it differ from its siblings."
+        if "round" in plan:
+            note = f"This is proposal {plan['slot'] + 1} of {plan['of']} in round {plan['round']}; make it differ from its siblings."
+        elif plan.get("in_flight"):
+            note = f"This is proposal {plan['seq'] + 1} of the run; {plan['in_flight']} others are being written or trained now, so make it differ from what you would propose by default."
+        else:
+            note = f"This is proposal {plan['seq'] + 1} of the run."
         return {
-            "messages": prompts.propose_messages(self.ctx.task, fewshot.FewShot(**state["fewshot"]), batch_note=note)
+            "messages": prompts.propose_messages(
+                self.ctx.task, fewshot.FewShot(**state["fewshot"]), batch_note=note, goals=self.ctx.goals
+            )
         }
 
     def propose(self, state: CandidateState) -> dict[str, Any]:
@@ -507,6 +448,7 @@ class Loop:
             "proposal_key": plan["key"],
             "parents": [state["parent_id"]] if state.get("parent_id") else [],
             "repairs": state.get("tries", 0),
+            "island": plan.get("island"),
         }
         if self.ctx.offline:
             extra.update(space=self.ctx.offline_space(), arch=plan["arch"])
@@ -554,6 +496,10 @@ class Loop:
     def _outcome(
         self, state: CandidateState, candidate_id: int | None, status: str, reason: str | None, metrics: dict[str, Any]
     ) -> dict[str, Any]:
+        """What the scheduler and the run summary keep of a finished proposal: its scores and the measures that
+        objectives and constraints may name."""
+        evaluation = (state.get("assessment") or {}).get("evaluation") or {}
+        measured = {**evaluation, **metrics}
         outcome = {
             "key": state["plan"]["key"],
             "id": candidate_id,
@@ -562,6 +508,7 @@ class Loop:
             "repaired": status == "trained" and state.get("tries", 0) > 0,
             "val_accuracy": metrics.get("val_accuracy"),
             "test_accuracy": metrics.get("test_accuracy"),
+            **{m: measured.get(m) for m in ("params", "flops", "latency_ms", "peak_memory_mb")},
             "metric": self.ctx.task.metric,  # what the two scores are
             "arch": state["plan"].get("arch"),
             "cost_usd": state.get("cost_usd", 0.0),
@@ -676,7 +623,7 @@ def _unless_fault(route: Any) -> Any:
 
 
 def _name(plan: dict[str, Any]) -> str:
-    return f"round {plan['round']} slot {plan['slot']}"
+    return f"proposal {plan['seq']}"
 
 
 def _dump(assessment: Assessment) -> dict[str, Any]:
@@ -694,7 +641,7 @@ def _load(data: dict[str, Any]) -> Assessment:
 
 
 def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
-    """Compile the run graph with its candidate subgraph; nodes are named as in the module docstring."""
+    """Compile the candidate graph, checkpointed; nodes are named as in the module docstring."""
     loop = Loop(ctx)
     one = StateGraph(CandidateState)
     for name in (
@@ -735,15 +682,7 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
     then("give_up", lambda state: END, [END])
     one.add_edge("fail", END)
 
-    run = StateGraph(RunState)
-    run.add_node("budget_check", loop.budget_check)
-    run.add_node("plan_round", loop.plan_round)
-    run.add_node("candidate", one.compile())
-    run.add_edge(START, "budget_check")
-    run.add_conditional_edges("budget_check", loop.go_on, ["plan_round", END])
-    run.add_conditional_edges("plan_round", loop.fan_out, ["candidate"])
-    run.add_edge("candidate", "budget_check")
-    return run.compile(checkpointer=checkpointer)
+    return one.compile(checkpointer=checkpointer)
 
 
 def checkpoint_path(archive_path: Path) -> Path:
@@ -764,16 +703,23 @@ def summarize(
     stopped_by: str | None,
     direction: Direction = "max",
     metric: str = "accuracy",
+    goals: Goals | None = None,
+    verified: dict[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The object `agentarch run --json` prints last; `best` is the best by validation in the task's `direction`
-    (`agentarch.run` passes it and the task's `metric`, which the scores in `best` are)."""
+    (`agentarch.run` passes it and the task's `metric`, which the scores in `best` are).
+
+    With several objectives it adds the run's Pareto front (trained candidates that meet the constraints and
+    that no other dominates) and its hypervolume against a reference point it states; with --verify-top the
+    verify-stage results, best first, apart from the explore results.
+    """
     found = status_counts(o["status"] for o in outcomes)
     counts = {k: found.get(k, 0) for k in ("trained", "invalid", "duplicate", "failed", "rejected")}
     counts["failed"] += found.get("timeout", 0)
     best = best_by_validation(
         outcomes, lambda o: o.get("val_accuracy") if o["status"] == "trained" else None, direction
     )
-    return {
+    summary: dict[str, Any] = {
         "run_id": run_id,
         "status": status,
         "proposed": len(outcomes),
@@ -784,3 +730,19 @@ def summarize(
         "cost_usd": round(sum(o.get("cost_usd") or 0.0 for o in outcomes), 6),
         "stopped_by": stopped_by,
     }
+    if goals is not None and goals.multi:
+        trained = [o for o in outcomes if o["status"] == "trained" and o.get("id")]
+        reference = goals.reference(trained)
+        summary["objectives"] = goals.describe()
+        summary["front"] = [
+            {"id": o["id"], **{obj.column: o.get(obj.column) for obj in goals.objectives}} for o in goals.front(trained)
+        ]
+        summary["hypervolume"] = goals.hypervolume(trained, reference)
+        summary["reference"] = (
+            None if reference is None else [obj.key(r) for obj, r in zip(goals.objectives, reference)]
+        )
+    if verified:
+        summary["verified"] = ranking.ranked(
+            [v for v in verified.values() if v["status"] == "trained"], lambda v: v["val_accuracy"], direction
+        )
+    return summary

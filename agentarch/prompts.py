@@ -27,6 +27,7 @@ from agentarch import formats
 from agentarch.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS, parse
 from agentarch.errors import AgentarchError, UsageError
 from agentarch.fewshot import FewShot
+from agentarch.objectives import Goals
 from agentarch.tasks import METRICS, Task
 
 PROMPTS_DIR = Path(agentarch.prompt_templates.__file__).resolve().parent
@@ -111,16 +112,28 @@ def _require_trainable(task: Task) -> None:
 
 
 def propose_messages(
-    task: Task, fewshot: FewShot, batch_note: str = "", prompts_dir: Path | str | None = None
+    task: Task,
+    fewshot: FewShot,
+    batch_note: str = "",
+    prompts_dir: Path | str | None = None,
+    goals: Goals | None = None,
 ) -> Messages:
     """System and user messages asking for a new candidate, built on the few-shot examples.
 
     `batch_note` is appended to the user prompt, e.g. to steer proposals drawn from the same
-    examples in one batch apart from each other.
+    examples in one batch apart from each other. With several objectives (`goals.multi`) the prompt names
+    them and the constraints, shows each example's measures and Pareto standing, and asks for a better
+    trade-off than the parent's instead of a higher score.
     """
     _require_trainable(task)
     user = render(
-        "propose.j2", prompts_dir, task=task, examples=fewshot.examples, parent=fewshot.parent, batch_note=batch_note
+        "propose.j2",
+        prompts_dir,
+        task=task,
+        examples=fewshot.examples,
+        parent=fewshot.parent,
+        batch_note=batch_note,
+        goals=goals if goals is not None and goals.multi else None,
     )
     return [_system(task, "propose", prompts_dir), {"role": "user", "content": user}]
 

@@ -7,6 +7,7 @@ LLM is the real scripted server. The slow tests run the real sandbox and SIGKILL
 """
 
 import json
+import re
 import signal
 import sqlite3
 import threading
@@ -34,6 +35,7 @@ class HostileExecutor:
 
     def __init__(self, inner=None) -> None:
         self.inner = inner
+        self.capacity = inner.capacity if inner else 1
         self.requests: list[RunRequest] = []
 
     def start(self, request: RunRequest, ready=None):
@@ -174,13 +176,13 @@ def test_a_candidate_the_orchestrator_died_under_twice_is_recorded_failed_not_ru
     ctx = graph.RunContext(settings, "run-1", time.time())
     loop = graph.Loop(ctx)
     code = mlp(16)
-    state = {"plan": {"key": "run-1/1/0", "round": 1, "slot": 0, "arch": "a"}, "code": code, "tries": 0}
+    state = {"plan": {"key": "run-1/0", "seq": 0, "island": 0, "arch": "a"}, "code": code, "tries": 0}
     with Archive(settings.archive) as db:
-        db.evaluation_started("run-1", "run-1/1/0", code, graph.SANDBOX_STAGE)  # the orchestrator died in this job
+        db.evaluation_started("run-1", "run-1/0", code, graph.SANDBOX_STAGE)  # the orchestrator died in this job
     assert loop.smoke(state) == {"error": None} and len(hostile.requests) == 1  # one kill: replayed
     assert loop.train(state)["verdict"] == "trained" and len(hostile.requests) == 1  # training went on in that job
     with Archive(settings.archive) as db:
-        db.evaluation_started("run-1", "run-1/1/0", code, graph.SANDBOX_STAGE)  # ... and, another time, once more
+        db.evaluation_started("run-1", "run-1/0", code, graph.SANDBOX_STAGE)  # ... and, another time, once more
     fault = loop.train(state)["fault"]  # resumed at train: no job of this process to go on with
     assert fault.startswith("[host] the orchestrator stopped 2 times while this candidate was in the sandbox")
     assert len(hostile.requests) == 1  # not run again
@@ -195,7 +197,7 @@ def test_a_candidate_waiting_for_a_slot_is_not_marked_as_in_the_sandbox(tmp_path
     pool = LocalExecutor(1)
     monkeypatch.setattr(graph, "make_executor", lambda *args: HostileExecutor(pool))
     loop = graph.Loop(graph.RunContext(settings, "run-1", time.time()))
-    state = {"plan": {"key": "run-1/1/1", "round": 1, "slot": 1, "arch": "a"}, "code": mlp(16), "tries": 0}
+    state = {"plan": {"key": "run-1/1", "seq": 1, "island": 0, "arch": "a"}, "code": mlp(16), "tries": 0}
 
     def marks():
         return sqlite3.connect(settings.archive).execute("SELECT started, finished FROM evaluation_starts").fetchall()
@@ -217,7 +219,7 @@ def test_an_abort_from_another_branch_is_not_contained(tmp_path):
     serde = graph.open_checkpointer(ctx.settings.archive).serde
 
     def waiting(state):
-        raise graph.RunAborted("another candidate of this round failed")
+        raise graph.RunAborted("another candidate failed beyond containment")
 
     with pytest.raises(graph.RunAborted):
         graph._guarded(ctx, waiting, serde)({"plan": {"key": "k"}})
@@ -321,8 +323,8 @@ def test_a_candidate_the_orchestrator_is_killed_under_twice_is_recorded_failed_o
     def answer(request):
         if kind(request) == "analyze":
             return "Fine."
-        round_no = int(request["messages"][-1]["content"].split(" in round ")[1].split(";")[0])
-        return fenced(hangs() if round_no == 1 else mlp(8 + 4 * round_no))
+        seq = int(re.search(r"This is proposal (\d+) of the run", request["messages"][-1]["content"]).group(1))
+        return fenced(hangs() if seq == 1 else mlp(8 + 4 * seq))
 
     archive = tmp_path / "a.db"
     with ScriptedLLMServer(default=answer) as server:

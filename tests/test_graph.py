@@ -1,4 +1,4 @@
-"""The run graph's plumbing that needs no sandbox: its shape, every router, the bounded queue, summaries."""
+"""The candidate graph's plumbing that needs no sandbox: its shape, every router, the bounded queue, summaries."""
 
 import threading
 import time
@@ -15,9 +15,7 @@ def ctx(tmp_path):
 
 
 def test_the_graph_reads_like_the_diagram(ctx):
-    graph = build(ctx, open_checkpointer(ctx.settings.archive))
-    assert set(graph.get_graph().nodes) >= {"budget_check", "plan_round", "candidate"}
-    candidate = graph.get_graph(xray=True).nodes
+    candidate = build(ctx, open_checkpointer(ctx.settings.archive)).get_graph().nodes
     for step in (
         "select_context",
         "render_prompt",
@@ -32,7 +30,7 @@ def test_the_graph_reads_like_the_diagram(ctx):
         "analyze",
         "record",
     ):
-        assert f"candidate:{step}" in candidate, step
+        assert step in candidate, step
 
 
 def test_the_queue_bounds_proposals_in_flight_and_an_abort_frees_the_waiters(ctx):
@@ -78,8 +76,6 @@ OFFLINE = {"repair_tries": 2}
 FAILED = {"verdict": "failed", "error": "[smoke:forward] shape mismatch"}
 ROUTES = [
     # (router, state, settings, where the candidate goes next)
-    ("go_on", {"stopped_by": None}, LLM, "plan_round"),
-    ("go_on", {"stopped_by": "max-candidates"}, LLM, "__end__"),
     ("after_propose", {"response": None, "code": None}, LLM, "give_up"),
     ("after_propose", {"response": "text"}, LLM, "extract"),
     ("after_repair", {"llm_error": "timeout"}, LLM, "record"),
