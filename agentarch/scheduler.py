@@ -160,19 +160,9 @@ class Scheduler:
             sample_size=min(s.sample_size, s.population),
             distinct=True,
             direction=self.ctx.task.direction,
+            goals=self.ctx.goals,
         )
-        rea.replay(
-            [
-                Observation(
-                    Proposal(OFFLINE_PROPOSER, arch=o["arch"]),
-                    o["status"],
-                    o.get("val_accuracy"),
-                    candidate_id=o.get("id"),
-                )
-                for o in pool
-                if o.get("arch")
-            ]
-        )
+        rea.replay([Observation.from_row(Proposal(OFFLINE_PROPOSER, arch=o["arch"]), o) for o in pool if o.get("arch")])
         proposals = rea.propose(1 + len(flying))
         return next((p for p in proposals if p.arch not in flying), proposals[0])
 
