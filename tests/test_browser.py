@@ -449,6 +449,21 @@ def test_a_person_decides_a_paused_run_in_a_real_browser(tmp_path, cache_dir, mo
         WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith(f"/candidate/{family['tiny']}"))
         _check_page(driver, f"#{family['tiny']} ")
 
+        # a running run's page refreshes itself while the run writes, and settles once it ends
+        with Archive(archive) as db:
+            live_run = db.start_run("run", "digits", "rea", {})
+        driver.get(f"{base}/run/{live_run}")
+        _check_page(driver, "Run")
+        assert "0 proposed" in driver.find_element(By.ID, "live").text
+        _add_family(archive, live_run, trained_id)  # the run records four candidates
+        WebDriverWait(driver, 20).until(lambda d: "4 proposed, 4 trained" in d.find_element(By.ID, "live").text)
+        _drawn(driver, "#best")
+        with Archive(archive) as db:
+            db.finish_run(live_run, "finished", {"proposed": 4})
+        WebDriverWait(driver, 20).until(lambda d: "finished" in d.find_element(By.TAG_NAME, "h1").text)
+        assert not driver.find_elements(By.CSS_SELECTOR, "#live[data-refresh]")
+        written.append(_screenshot(driver, "16-live-run.png"))
+
         # charts grow with the window, and a 400-pixel window does not overflow
         driver.get(f"{base}/run/{run_id}")
         _drawn(driver, "#best")
@@ -461,8 +476,8 @@ def test_a_person_decides_a_paused_run_in_a_real_browser(tmp_path, cache_dir, mo
         _check_page(driver, "Leaderboard")
         width = driver.execute_script("return document.documentElement.scrollWidth")
         assert width <= 400, f"the leaderboard is {width} px wide in a 400 px window"
-        driver.save_screenshot(str(SCREENSHOTS / "16-narrow-leaderboard.png"))
-        written.append(SCREENSHOTS / "16-narrow-leaderboard.png")
+        driver.save_screenshot(str(SCREENSHOTS / "17-narrow-leaderboard.png"))
+        written.append(SCREENSHOTS / "17-narrow-leaderboard.png")
     finally:
         if driver is not None:
             driver.quit()
