@@ -149,6 +149,7 @@ def loss_curves_figure(series: Sequence[tuple[str, Sequence[dict[str, float]]]])
 
 
 def draw_loss_curves(series: Sequence[tuple[str, Sequence[dict[str, float]]]]) -> bytes:
+    """`loss_curves_figure` as PNG (the report; the candidate page's PNG link)."""
     return _png(loss_curves_figure(series))
 
 
@@ -181,6 +182,7 @@ def best_so_far_figure(history: RunHistory) -> Figure:
 
 
 def draw_best_so_far(history: RunHistory) -> bytes:
+    """`best_so_far_figure` as PNG (the report; the run page's PNG link)."""
     return _png(best_so_far_figure(history))
 
 
@@ -215,4 +217,5 @@ def pareto_figure(points: Sequence[tuple[float, float]], metric: str, direction:
 
 
 def draw_pareto(points: Sequence[tuple[float, float]], metric: str, direction: Direction) -> bytes:
+    """`pareto_figure` as PNG (the report; the run page's PNG link)."""
     return _png(pareto_figure(points, metric, direction))
