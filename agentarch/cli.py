@@ -21,6 +21,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from agentarch import fewshot, formats, prompts, taskfiles, web
+from agentarch import predictor as predictor_lib
 from agentarch import review as review_lib
 from agentarch import run as run_lib
 from agentarch.archive import Archive, ArchiveError
@@ -36,6 +37,7 @@ from agentarch.config import ConfigError, Settings, field_doc, load_settings
 from agentarch.errors import AgentarchError
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.fidelity import rung_budgets, successive_halving
+from agentarch.graph import BEST_OF_N
 from agentarch.proposers.base import Proposal
 from agentarch.proposers.baselines import ALGOS, make_proposer
 from agentarch.report import write_report
@@ -559,7 +561,15 @@ def _review_queue(db: Archive, who: str, list_only: bool) -> None:
 
 @app.command("baseline")
 def baseline_command(
-    algo: Annotated[str, typer.Option(help=f"search algorithm: {', '.join(ALGOS)}")] = "rea",
+    algo: Annotated[
+        str,
+        typer.Option(
+            help=f"search algorithm: {', '.join(ALGOS)}, or {BEST_OF_N} (the LLM sampled from the seeds with no "
+            "archive feedback, the control for `agentarch run`; needs --model)"
+        ),
+    ] = "rea",
+    model: Annotated[Optional[str], setting("model", "--model", note="; for --algo best-of-n")] = None,
+    api_base: Annotated[Optional[str], setting("api_base", "--api-base")] = None,
     space: Annotated[
         str,
         typer.Option(
@@ -604,8 +614,18 @@ def baseline_command(
         timeout_s=timeout_s,
         population=population,
         sample_size=sample_size,
+        model=model,
+        api_base=api_base,
     )
     seed_list = parse_seeds(seeds)
+    if algo == BEST_OF_N:
+        _warn_if_weak(resolve_isolation(settings.isolation))
+        summary, results = run_lib.best_of_n(settings, evaluations, seed_list, on_outcome=_outcome_printer(as_json))
+        if as_json:
+            print(json.dumps(summary), flush=True)
+        else:
+            _print_baseline_summary(summary, results, get_task(settings.task))
+        return
     chosen = get_space(space)
     the_task = get_task(settings.task)
     chosen.check_fit(the_task)
@@ -953,6 +973,53 @@ def archive_export(
     finally:
         if output:
             stream.close()
+
+
+@app.command("predict")
+def predict_command(
+    predicted_task: Annotated[str, typer.Option("--task", "-t", help="the task whose predictor to assess")],
+    archive: ArchiveOpt = None,
+    folds: Annotated[int, typer.Option(min=2, help="cross-validation folds")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object instead of tables")] = False,
+) -> None:
+    """How well the archive's predictor ranks a task's candidates before they train: the Spearman and Kendall rank
+    correlations of its held-out predictions (k-fold) with the true validation scores, how many trained candidates
+    it learns from, and its features; or why it cannot be fitted yet. Example:
+
+        agentarch predict --task digits
+    """
+    with open_archive(_archive_path(archive)) as db:
+        found = predictor_lib.examples(db, predicted_task)
+        reason = predictor_lib.shortfall(found, predicted_task)
+        scores = (
+            None if reason else predictor_lib.cross_validate(found, predicted_task, db.direction(predicted_task), folds)
+        )
+    if as_json:
+        print(
+            json.dumps(
+                {"fitted": False, "task": predicted_task, "n": len(found), "reason": reason}
+                if scores is None
+                else {"fitted": True, **scores}
+            )
+        )
+        return
+    if scores is None:
+        out.print(f"no predictor for {predicted_task} yet: {reason}", highlight=False)
+        return
+    held_out = Table(title=f"predictor for {predicted_task}: held-out rank correlation ({scores['folds']}-fold)")
+    for header in ("trained candidates", "Spearman", "Kendall"):
+        held_out.add_column(header, justify="right")
+    held_out.add_row(
+        str(scores["n"]),
+        *(formats.text(None if v is None else f"{v:.3f}") for v in (scores["spearman"], scores["kendall"])),
+    )
+    out.print(held_out)
+    features = Table(title="features (missing where a candidate lacks one)")
+    features.add_column("feature")
+    features.add_column("candidates with it", justify="right")
+    for name in scores["features"]:
+        features.add_row(name, f"{sum(name in e.features for e in found)}/{len(found)}")
+    out.print(features)
 
 
 # -- environment --------------------------------------------------------------------------------

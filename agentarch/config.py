@@ -147,6 +147,12 @@ class Settings(BaseSettings):
         description="parent selection: top-k random (ASI-Arch), score-weighted with a child penalty (ShinkaEvolve), "
         "MAP-Elites niches over (parameters, accuracy)",
     )
+    feedback: bool = Field(
+        True,
+        description="build each prompt from the archive (parent, best examples, analyses) as results come in; "
+        "off: from the shipped seed architectures only, every proposal independent (the best-of-N control, "
+        "agentarch baseline --algo best-of-n)",
+    )
     review: bool = Field(
         False,
         description="pause each candidate that passed the checks until a person approves, "

@@ -25,6 +25,7 @@ import random
 import statistics
 from collections import Counter
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from agentarch import queries
@@ -117,6 +118,27 @@ def _by_front(pool: list[dict[str, Any]], goals: Goals) -> list[dict[str, Any]]:
         {**pool[i], "standing": {"front": places[i][0] + 1, "of": sizes[places[i][0]]}}  # type: ignore[index]
         for i in ranked
     ]
+
+
+def from_seeds(kind: str, n: int) -> FewShot:
+    """The best-of-N control's context: up to `n` of the shipped seed architectures for the task's kind, no parent,
+    nothing from the archive, so every proposal is drawn independently from the same prompt."""
+    folder = resources.files("agentarch.seeds") / kind
+    files = (
+        sorted((f for f in folder.iterdir() if f.name.endswith(".py")), key=lambda f: f.name) if folder.is_dir() else []
+    )
+    examples = [
+        {
+            "id": f"seed {kind}/{f.name}",
+            "proposer": "seed",
+            "val_accuracy": None,
+            "params": None,
+            "analysis": None,
+            "code": f.read_text(),
+        }
+        for f in files[:n]
+    ]
+    return FewShot(parent=None, examples=examples, strategy="seeds")
 
 
 def _examples(pool: list[dict[str, Any]], parent: dict[str, Any], n: int) -> list[dict[str, Any]]:

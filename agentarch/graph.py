@@ -49,6 +49,8 @@ from agentarch.summaries import best_by_validation, status_counts
 from agentarch.tasks import Task, get_task
 
 OFFLINE_PROPOSER = RegularizedEvolution.name
+BEST_OF_N = "best-of-n"
+"""The proposer name of the control without feedback: the LLM prompted from the seeds alone (`feedback` off)."""
 
 HOST_STOPS_BEFORE_FAILED = 2
 """How many starts of one sandbox job the orchestrator may die under (killed for memory, a segfault) before the
@@ -215,6 +217,9 @@ class Loop:
         if self.ctx.offline:
             return {"parent_id": (plan.get("parents") or [None])[0], "example_ids": []}
         s = self.ctx.settings
+        if not s.feedback:
+            shot = fewshot.from_seeds(self.ctx.task.kind, s.examples)
+            return {"parent_id": None, "example_ids": [], "fewshot": dataclasses.asdict(shot)}
         shot = fewshot.select(
             self.ctx.archive(),
             self.ctx.task.name,
@@ -555,7 +560,9 @@ class Loop:
     # -- helpers ----------------------------------------------------------------------------------
 
     def _proposer(self) -> str:
-        return OFFLINE_PROPOSER if self.ctx.offline else "llm"
+        if self.ctx.offline:
+            return OFFLINE_PROPOSER
+        return "llm" if self.ctx.settings.feedback else BEST_OF_N
 
     def _row(self, state: CandidateState) -> dict[str, Any]:
         """The candidate row the evaluator's steps work on, with the HPARAMS the static check read."""

@@ -14,9 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from agentarch.archive import Archive
+from agentarch.baseline import SeedResult, Trial
+from agentarch.baseline import summarize as summarize_baseline
 from agentarch.config import Settings, load_settings
 from agentarch.errors import AgentarchError
-from agentarch.graph import RunContext, build, open_checkpointer, summarize
+from agentarch.graph import BEST_OF_N, RunContext, build, open_checkpointer, summarize
 from agentarch.scheduler import Scheduler
 from agentarch.tasks import get_task
 
@@ -37,10 +39,39 @@ def start(
 ) -> dict[str, Any]:
     """Open a new run in the archive and drive it to the end of its budget; returns the summary."""
     with Archive(settings.archive) as archive:
-        kind = "llm" if settings.model else "offline"
+        kind = "offline" if not settings.model else "llm" if settings.feedback else "baseline"
         task = get_task(settings.task).name  # a task file's name, not its path: the archive's rows say names
-        run_id = archive.start_run(kind, task, settings.model or "rea", _stored_config(settings))
+        proposer = settings.model or "rea" if settings.feedback else BEST_OF_N
+        run_id = archive.start_run(kind, task, proposer, _stored_config(settings))
     return _drive(settings, run_id, time.time(), fresh=True, on_outcome=on_outcome, on_waiting=on_waiting)
+
+
+def best_of_n(
+    settings: Settings,
+    evaluations: int,
+    seeds: list[int],
+    on_outcome: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[dict[str, Any], list[SeedResult]]:
+    """The control that answers "does the loop help?": per seed, one run of `evaluations` proposals the LLM writes
+    from the seed architectures alone (no parent, no archive feedback), through the same sandbox and archive.
+
+    Returns the baseline summary over seeds (each seed's best-by-validation candidate, its test score) and the
+    per-seed results, as `agentarch baseline` reports for every algorithm."""
+    if not settings.model:
+        raise RunError("best-of-n samples an LLM: give --model (and --api-base for a local server)")
+    task = get_task(settings.task)
+    results = []
+    for seed in seeds:
+        summary = start(
+            settings.model_copy(update={"feedback": False, "budget": evaluations, "seed": seed}), on_outcome
+        )
+        with Archive(settings.archive) as archive:
+            ended = sorted(
+                (p["outcome"] for p in archive.proposals(summary["run_id"]) if p["outcome"]), key=lambda o: o["seq"]
+            )
+        history = [Trial("", o.get("val_accuracy"), o.get("test_accuracy"), o.get("id")) for o in ended]
+        results.append(SeedResult(seed, history, direction=task.direction))
+    return summarize_baseline(BEST_OF_N, task.name, evaluations, results), results
 
 
 def resume(
