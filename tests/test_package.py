@@ -22,7 +22,7 @@ from tests.conftest import REPO
 @pytest.mark.slow
 def test_a_wheel_installs_and_runs_prompt_and_eval(tmp_path, cache_dir, digits):
     source, wheels = tmp_path / "source", tmp_path / "wheels"  # a copy: the build writes build/ beside the sources
-    for folder in ("agentarch", "sandbox", "prompts"):
+    for folder in ("agentarch", "sandbox", "prompts", "archive/seeds"):
         shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for file in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / file, source / file)
@@ -46,6 +46,7 @@ def test_a_wheel_installs_and_runs_prompt_and_eval(tmp_path, cache_dir, digits):
     names = zipfile.ZipFile(wheel).namelist()
     assert "agentarch/runner/runner.py" in names and "agentarch/runner/landlock.py" in names
     assert "agentarch/prompt_templates/system.j2" in names and "agentarch/prompt_templates/tasks/digits.j2" in names
+    assert "agentarch/seeds/image/cnn.py" in names and "agentarch/seeds/lm/gpt.py" in names  # best-of-n's examples
     assert not any(name.startswith(("sandbox/", "prompts/")) for name in names), "generic top-level names installed"
 
     venv = tmp_path / "venv"
