@@ -19,7 +19,14 @@ from agentarch.queries import RunHistory
 from agentarch.ranking import running_best
 from agentarch.report import shareable, write_report
 from agentarch.web import create_app, serve
-from agentarch.web.plots import best_so_far_figure, best_so_far_lines, mean_of_runs, pareto_figure, pareto_front
+from agentarch.web.plots import (
+    best_so_far_figure,
+    best_so_far_lines,
+    fit_margins,
+    mean_of_runs,
+    pareto_figure,
+    pareto_front,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MODEL = "openai/gpt-4o-mini"
@@ -377,7 +384,8 @@ def test_report_writes_index_and_plots(sample, tmp_path):
 def test_plots_fit_their_labels_and_label_log_axes_within_a_decade():
     history = RunHistory("llm", [12345.678, 9876.5, 15000.25], {}, metric="mse", direction="min")
     figure = best_so_far_figure(history)
-    figure.tight_layout(pad=0.6)  # what saving does
+    fit_margins(figure)  # what saving does
+    figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     axes = figure.axes[0]
     assert axes.yaxis.label.get_window_extent(renderer).x0 >= 0  # the label is inside the image

@@ -90,15 +90,26 @@ def pareto_front(points: Sequence[tuple[float, float]], direction: Direction) ->
 
 
 def _figure() -> tuple[Figure, Any]:
-    """A blank figure; its margins are fitted to the labels when saved (`_png`)."""
+    """A blank figure; its margins are fitted to the labels when saved (`fit_margins`)."""
     figure = Figure(figsize=(6.4, 3.6), dpi=100)
     FigureCanvasAgg(figure)
     return figure, figure.add_subplot()
 
 
+def fit_margins(figure: Figure) -> None:
+    """Margins that fit the y tick labels: as wide as the longest label (an MSE's "12000" is wider than an
+    accuracy's "0.9"), read from the axis's own locator and formatter without drawing; matplotlib's tight layout
+    measures by drawing, which costs half a plot again."""
+    axes = figure.axes[0]
+    labels = axes.yaxis.get_major_formatter().format_ticks(axes.yaxis.get_major_locator()())
+    chars = max((len(label) for label in labels), default=1)
+    left_inches = 0.45 + 0.085 * chars  # the rotated axis label and the ticks, then the digits at 10 pt
+    figure.subplots_adjust(left=left_inches / figure.get_figwidth(), right=0.97, top=0.96, bottom=0.14)
+
+
 def _png(figure: Figure) -> bytes:
-    """The figure as PNG, its margins fitted to what it shows: fixed margins clip long tick labels."""
-    figure.tight_layout(pad=0.6)
+    """The figure as PNG, its margins fitted to its labels (`fit_margins`): fixed margins clip long tick labels."""
+    fit_margins(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
