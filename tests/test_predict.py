@@ -1,0 +1,154 @@
+"""The predictor learned from the archive, and `agentarch predict`: real SQLite archives of synthetic candidates."""
+
+import json
+import math
+import random
+
+import pytest
+from typer.testing import CliRunner
+
+from agentarch.archive import Archive
+from agentarch.cli import app
+from agentarch.predictor import (
+    MIN_TRAINED,
+    Example,
+    Predictor,
+    PredictorError,
+    features_of,
+    held_out,
+    shortfall,
+    space_features,
+)
+from agentarch.spaces import get_space
+from agentarch.tasks import get_task
+
+
+def record(db: Archive, task: str, n: int, seed: int = 0, status: str = "trained") -> None:
+    """`n` nb201 candidates whose validation score follows their synflow and their first edge, plus a little noise."""
+    rng = random.Random(seed)
+    space = get_space("nb201")
+    for i in range(n):
+        arch = space.sample(rng)
+        synflow = rng.uniform(10, 60)
+        conv_first = arch.startswith("|nor_conv_3x3~0|")
+        score = 0.5 + synflow / 200 + (0.1 if conv_first else 0.0) + rng.gauss(0, 0.01)
+        db.record(
+            {
+                "task": task,
+                "name": f"c{seed}-{i}",
+                "proposer": "rea",
+                "code": f"# {seed}-{i}",
+                "status": status,
+                "space": "nb201",
+                "arch": arch,
+                "params": rng.randint(10_000, 1_000_000),
+            },
+            {
+                "status": status,
+                "fidelity": 1,
+                "seed": 0,
+                "flops": rng.randint(10**6, 10**8),
+                "val_accuracy": score if status == "trained" else None,
+                "latency_ms": rng.uniform(0.1, 5.0),
+                "proxies": {"synflow": synflow, "grad_norm": rng.uniform(0.1, 3.0), "naswot": rng.uniform(100, 300)},
+            },
+        )
+
+
+@pytest.fixture
+def db(tmp_path):
+    archive = Archive(tmp_path / "a.db")
+    archive.register_task(get_task("digits"))
+    yield archive
+    archive.close()
+
+
+def test_features_from_an_evaluation_row_and_from_a_smoke_result_agree():
+    smoke = {"params": 1000, "flops": 99, "latency_ms": 0.1, "proxies": {"synflow": 8.5, "grad_norm": 0.01}}
+    row = {**smoke, "proxies": json.dumps(smoke["proxies"])}
+    candidate = {"space": "nb201", "arch": get_space("nb201").sample(random.Random(3))}
+    features = features_of(smoke, candidate)
+    assert features == features_of(row, candidate)
+    assert features["log_params"] == 3 and features["log_flops"] == 2 and features["log_latency_ms"] == -1
+    assert features["synflow"] == 8.5 and features["log_grad_norm"] == -2 and "naswot" not in features
+    one_hot = {k: v for k, v in features.items() if k.startswith("nb201.")}
+    assert len(one_hot) == 6 * 5 and sum(one_hot.values()) == 6
+    assert features_of({"proxies": "not json", "params": None}, {"params": 10}) == {"log_params": 1.0}
+
+
+def test_search_space_encodings():
+    assert space_features("macro", "d4-w16-k3-skip1-max") == {
+        "macro.depth": 4.0,
+        "macro.width": 16.0,
+        "macro.kernel": 3.0,
+        "macro.skip": 1.0,
+        "macro.pool.max": 1.0,
+        "macro.pool.avg": 0.0,
+    }
+    mlp = space_features("mlp", "d2-w128-gelu-p0.1-batch")
+    assert mlp["mlp.depth"] == 2 and mlp["mlp.activation.gelu"] == 1 and mlp["mlp.norm.layer"] == 0
+    mixer = space_features("mixer", "d64|attention|short_conv")
+    assert mixer["mixer.layers"] == 2 and mixer["mixer.1.short_conv"] == 1 and mixer["mixer.3.attention"] == 0
+    assert space_features("nb201", "not a cell") == {} and space_features(None, None) == {}
+
+
+def test_too_few_trained_candidates_give_a_reason(db):
+    record(db, "digits", MIN_TRAINED - 1)
+    record(db, "digits", 5, seed=1, status="failed")  # failed candidates have no score to learn from
+    assert Predictor.fit(db, "digits") is None
+    with pytest.raises(PredictorError, match=f"digits has {MIN_TRAINED - 1} trained candidate"):
+        held_out(db, "digits")
+    assert "every trained candidate" in shortfall([Example(i, {}, 0.5) for i in range(MIN_TRAINED)], "digits")
+
+
+def test_the_predictor_ranks_held_out_candidates(db):
+    record(db, "digits", 60)
+    scores = held_out(db, "digits")
+    assert scores["n"] == 60 and scores["folds"] == 5
+    assert scores["spearman"] > 0.7 and scores["kendall"] > 0.5, scores
+    assert scores["features"][:6] == ["log_params", "log_flops", "log_latency_ms", "synflow", "log_grad_norm", "naswot"]
+    predictor = Predictor.fit(db, "digits")
+    assert predictor is not None and predictor.n == 60
+    low, high = ({"synflow": s, "log_params": 5.0} for s in (12.0, 58.0))
+    assert predictor.predict(high) > predictor.predict(low) and predictor.key(high) > predictor.key(low)
+    assert math.isfinite(predictor.predict({}))  # nothing known: still a number
+
+
+def test_a_lower_is_better_task_ranks_low_predictions_first(db):
+    db.register_task(get_task("stdlib-bytes"))
+    record(db, "stdlib-bytes", 30)
+    predictor = Predictor.fit(db, "stdlib-bytes")
+    low, high = ({"synflow": s} for s in (12.0, 58.0))
+    assert predictor.predict(high) > predictor.predict(low) and predictor.key(low) > predictor.key(high)
+
+
+def test_refit_only_when_trained_candidates_came(db):
+    record(db, "digits", 20)
+    predictor = Predictor.fit(db, "digits")
+    assert predictor.refit(db) is predictor
+    record(db, "digits", 1, seed=2, status="failed")
+    assert predictor.refit(db) is predictor
+    record(db, "digits", 1, seed=3)
+    refitted = predictor.refit(db)
+    assert refitted is not predictor and refitted.n == 21
+
+
+def test_predict_command(db, tmp_path):
+    runner = CliRunner()
+    path = str(tmp_path / "a.db")
+    record(db, "digits", 3)
+    early = runner.invoke(app, ["predict", "--task", "digits", "--archive", path])
+    assert early.exit_code == 0 and "no predictor for digits yet" in early.stdout
+    assert json.loads(runner.invoke(app, ["predict", "-t", "digits", "--archive", path, "--json"]).stdout) == {
+        "fitted": False,
+        "task": "digits",
+        "n": 3,
+        "reason": f"digits has 3 trained candidate(s) in the archive; the predictor needs at least {MIN_TRAINED}",
+    }
+    record(db, "digits", 37, seed=1)
+    table = runner.invoke(app, ["predict", "--task", "digits", "--archive", path])
+    assert table.exit_code == 0, table.output
+    assert "Spearman" in table.stdout and "Kendall" in table.stdout and "synflow" in table.stdout
+    assert "40/40" in table.stdout  # every candidate has each measured feature
+    result = json.loads(runner.invoke(app, ["predict", "-t", "digits", "--archive", path, "--json"]).stdout)
+    assert result["fitted"] and result["n"] == 40 and result["spearman"] > 0.5
