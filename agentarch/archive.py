@@ -852,6 +852,52 @@ class Archive:
             row["parents"] = json.loads(row["parents"]) if row["parents"] else []  # its one JSON column
             yield row
 
+    def model_outcomes(self, task: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Every LLM proposal for `task` (of one run, or of all runs) with what the model bandit
+        (agentarch.bandit) scores it by, so that its state is rebuilt from the archive on every resume.
+
+        First one row per candidate with a model, by id: `candidate_id`, `model`, `status`, `val_accuracy` (its
+        first trained evaluation: the one the loop recorded, which a later verify does not change), `reference` (the
+        score it set out to beat at that evaluation's fidelity: its first parent's earliest evaluation there, else
+        the parent's scoring one; without a parent, the best score of the task's earlier candidates there),
+        `cost_usd` and `llm_seconds` (over its linked LLM calls). Then one row per propose attempt left without a
+        candidate (the LLM never answered), by ledger id: `candidate_id` None, `model`, `status` (the ledger's),
+        `attempt`, `cost_usd`, `llm_seconds`.
+        """
+        first = "(SELECT id FROM evaluations WHERE candidate_id = o.id AND status = 'trained' ORDER BY id LIMIT 1)"
+        parent = "json_extract(o.parents, '$[0]')"
+        signed = sql_sign("(SELECT direction FROM tasks WHERE name = o.task)")
+        only_run = "AND o.run_id = ?" if run_id is not None else ""
+        rows = self.db.execute(
+            f"""SELECT o.id, o.model, o.status, e.val_accuracy,
+                CASE WHEN {parent} IS NOT NULL THEN COALESCE(
+                    (SELECT val_accuracy FROM evaluations WHERE candidate_id = {parent} AND status = 'trained'
+                     AND fidelity IS e.fidelity ORDER BY id LIMIT 1),
+                    (SELECT {SCORING_EVALUATION.format(column="val_accuracy")} FROM candidates c WHERE c.id = {parent}))
+                ELSE (SELECT MAX(b.val_accuracy * {signed}) * {signed} FROM evaluations b
+                      JOIN candidates p ON p.id = b.candidate_id
+                      WHERE p.task = o.task AND p.id < o.id AND b.status = 'trained' AND b.fidelity IS e.fidelity)
+                END,
+                COALESCE((SELECT SUM(cost_usd) FROM llm_calls WHERE candidate_id = o.id), o.cost_usd, 0),
+                COALESCE((SELECT SUM(latency_s) FROM llm_calls WHERE candidate_id = o.id), 0)
+            FROM candidates o LEFT JOIN evaluations e ON e.id = {first}
+            WHERE o.task = ? AND o.model IS NOT NULL {only_run} ORDER BY o.id""",
+            [task] if run_id is None else [task, run_id],
+        ).fetchall()
+        outcomes: list[dict[str, Any]] = [
+            dict(zip(("candidate_id", "model", "status", "val_accuracy", "reference", "cost_usd", "llm_seconds"), row))
+            for row in rows
+        ]
+        only_run = "AND l.run_id = ?" if run_id is not None else ""
+        calls = self.db.execute(
+            f"""SELECT l.model, l.status, l.attempt, COALESCE(l.cost_usd, 0), COALESCE(l.latency_s, 0)
+            FROM llm_calls l JOIN runs r ON r.id = l.run_id
+            WHERE l.candidate_id IS NULL AND l.purpose = 'propose' AND r.task = ? {only_run} ORDER BY l.id""",
+            [task] if run_id is None else [task, run_id],
+        ).fetchall()
+        keys = ("model", "status", "attempt", "cost_usd", "llm_seconds")
+        return outcomes + [{"candidate_id": None, **dict(zip(keys, call))} for call in calls]
+
 
 _JSON_FIELDS = ("parents", "hparams", "curve", "timings", "config", "summary", "examples", "prompt")
 
