@@ -26,7 +26,7 @@ from agentarch.errors import AgentarchError
 from agentarch.ranking import Direction, sql_key, sql_order, sql_sign
 from agentarch.tasks import TASKS, Task
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout", "rejected", "screened")
 # A candidate whose code or function matches one of these was already evaluated (or already failed
@@ -163,6 +163,8 @@ class Archive:
                 self._upgrade_to_v7()
             if version < 8:
                 self._upgrade_to_v8()
+            if version < 9:
+                self._upgrade_to_v9()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -405,6 +407,17 @@ class Archive:
             foreign_keys=[("run_id", "runs", "id")],
         )
         self.db["proposals"].create_index(["run_id", "seq"], unique=True)
+
+    def _upgrade_to_v9(self) -> None:
+        """Schema 9: a run's notebook. Every k recorded candidates the analyst's notes are condensed into one short
+        note (what worked, what failed, citing candidate ids) that later prompts of the run include."""
+        self.db["notes"].create(
+            {"id": int, "run_id": str, "task": str, "after": int, "text": str, "cites": str, "created_at": str},
+            pk="id",
+            not_null={"run_id", "after", "text", "created_at"},
+            foreign_keys=[("run_id", "runs", "id")],
+        )
+        self.db["notes"].create_index(["run_id", "after"], unique=True)
 
     def _insert_task(self, task: Task) -> None:
         self.db["tasks"].insert(
@@ -819,6 +832,29 @@ class Archive:
             cid: {"id": cid, "status": status, "epochs": fidelity, "val_accuracy": val, "test_accuracy": test}
             for cid, status, fidelity, val, test in rows
         }
+
+    def add_note(self, run_id: str, task: str, after: int, text: str, cites: list[int]) -> None:
+        """Keep the run's notebook entry written after its `after`-th recorded candidate (once: a resumed run that
+        writes it again keeps the first)."""
+        with self._writing():
+            self.db["notes"].insert(
+                {
+                    "run_id": run_id,
+                    "task": task,
+                    "after": after,
+                    "text": text,
+                    "cites": json.dumps(cites),
+                    "created_at": now(),
+                },
+                ignore=True,
+            )
+
+    def notes(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's notebook, oldest first, `cites` decoded."""
+        rows = self.db.execute(
+            "SELECT after, text, cites, created_at FROM notes WHERE run_id = ? ORDER BY after", [run_id]
+        ).fetchall()
+        return [{"after": a, "text": t, "cites": json.loads(c or "[]"), "created_at": w} for a, t, c, w in rows]
 
     def link_review(self, proposal_key: str, candidate_id: int) -> None:
         with self._writing():

@@ -153,6 +153,12 @@ class Settings(BaseSettings):
         "off: from the shipped seed architectures only, every proposal independent (the best-of-N control, "
         "agentarch baseline --algo best-of-n)",
     )
+    notebook_every: int = Field(
+        10,
+        ge=0,
+        description="every this many recorded candidates, the LLM condenses the analyses into the run's notebook, "
+        "which later prompts include (0: no notebook)",
+    )
     review: bool = Field(
         False,
         description="pause each candidate that passed the checks until a person approves, "

@@ -245,9 +245,14 @@ class Loop:
             note = f"This is proposal {plan['seq'] + 1} of the run; {plan['in_flight']} others are being written or trained now, so make it differ from what you would propose by default."
         else:
             note = f"This is proposal {plan['seq'] + 1} of the run."
+        notes = self.ctx.archive().notes(self.ctx.run_id) if self.ctx.settings.feedback else []
         return {
             "messages": prompts.propose_messages(
-                self.ctx.task, fewshot.FewShot(**state["fewshot"]), batch_note=note, goals=self.ctx.goals
+                self.ctx.task,
+                fewshot.FewShot(**state["fewshot"]),
+                batch_note=note,
+                goals=self.ctx.goals,
+                notebook=notes[-1] if notes else None,
             )
         }
 

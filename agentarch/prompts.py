@@ -117,8 +117,10 @@ def propose_messages(
     batch_note: str = "",
     prompts_dir: Path | str | None = None,
     goals: Goals | None = None,
+    notebook: dict[str, Any] | None = None,
 ) -> Messages:
-    """System and user messages asking for a new candidate, built on the few-shot examples.
+    """System and user messages asking for a new candidate, built on the few-shot examples (and the run's
+    notebook entry, `notebook`, when it has one).
 
     `batch_note` is appended to the user prompt, e.g. to steer proposals drawn from the same
     examples in one batch apart from each other. With several objectives (`goals.multi`) the prompt names
@@ -134,6 +136,7 @@ def propose_messages(
         parent=fewshot.parent,
         batch_note=batch_note,
         goals=goals if goals is not None and goals.multi else None,
+        notebook=notebook,
     )
     return [_system(task, "propose", prompts_dir), {"role": "user", "content": user}]
 
@@ -177,6 +180,32 @@ def analyze_messages(
         "analyze.j2", prompts_dir, task=task, candidate=view(candidate), parent=None if parent is None else view(parent)
     )
     return [_system(task, "analyze", prompts_dir), {"role": "user", "content": user}]
+
+
+def notebook_messages(
+    task: Task,
+    candidates: list[dict[str, Any]],
+    previous: dict[str, Any] | None,
+    prompts_dir: Path | str | None = None,
+) -> Messages:
+    """System and user messages asking to condense the latest candidates' results and analyses (with the notebook's
+    last entry, `previous`) into a new short entry that cites candidate ids."""
+    _require_trainable(task)
+    rows = [{field: row.get(field) for field in (*_ANALYSIS_FIELDS, "analysis")} for row in candidates]
+    for row in rows:
+        row["reason"] = _tail(row["reason"] or "") or None
+    user = render("notebook.j2", prompts_dir, task=task, candidates=rows, previous=previous)
+    return [_system(task, "notebook", prompts_dir), {"role": "user", "content": user}]
+
+
+def cited(note: str, known: set[int]) -> list[int]:
+    """The candidate ids a notebook entry cites as #ID, in order, only those it was shown (`known`)."""
+    found: list[int] = []
+    for match in re.finditer(r"#(\d+)", note):
+        number = int(match.group(1))
+        if number in known and number not in found:
+            found.append(number)
+    return found
 
 
 def _tail(text: str) -> str:

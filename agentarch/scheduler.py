@@ -19,6 +19,7 @@ started, `max-cost` the run's LLM spend, `hours` the time since the run started.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,11 +27,14 @@ from typing import Any
 
 from langgraph.types import Command
 
-from agentarch import islands
+from agentarch import islands, prompts
 from agentarch.graph import OFFLINE_PROPOSER, RunAborted, RunContext
+from agentarch.llm import LLMError
 from agentarch.proposers.base import Observation, Proposal
 from agentarch.proposers.baselines import RegularizedEvolution
 from agentarch.spaces import get_space
+
+log = logging.getLogger(__name__)
 
 RECURSION_LIMIT = 1_000
 """LangGraph's cap on steps in one proposal's thread (a candidate takes about 12, repairs included)."""
@@ -201,6 +205,11 @@ class Scheduler:
                 command = self._await_review(snapshot.interrupts)
             outcome = {**snapshot.values["outcomes"][-1], "island": plan["island"], "seq": plan["seq"]}
             self.ctx.archive().close_proposal(key, outcome)
+            with self._changed:
+                self.outcomes.append(outcome)
+                due = self._notebook_due()
+            if due:
+                self._write_note(*due)
         except RunAborted:
             pass
         except BaseException as err:  # beyond containment (the graph's `fail` could not record): the run stops
@@ -210,8 +219,6 @@ class Scheduler:
             self.ctx.leave_queue(key)
         finally:
             with self._changed:
-                if outcome is not None:
-                    self.outcomes.append(outcome)
                 self._flights.pop(key, None)
                 self._changed.notify_all()
 
@@ -253,6 +260,41 @@ class Scheduler:
                 )
             if self.ctx.aborted.wait(self.settings.review_poll_s):
                 raise RunAborted("the run stopped while this candidate waited for review")
+
+    # -- the run's notebook -----------------------------------------------------------------------
+
+    def _notebook_due(self) -> tuple[int, list[dict[str, Any]]] | None:
+        """(how many ended, the latest k outcomes) when the outcome just added completes k more (LLM runs with
+        feedback only); called under the lock, so each multiple of k is due exactly once."""
+        every, ended = self.settings.notebook_every, len(self.outcomes)
+        if self.ctx.offline or not self.settings.feedback or not every or ended % every:
+            return None
+        return ended, self.outcomes[-every:]
+
+    def _write_note(self, after: int, recent: list[dict[str, Any]]) -> None:
+        """Condense the latest outcomes and their analyses (with the notebook's last entry) into a new entry.
+
+        The notebook helps the search and is not needed by it: an LLM failure leaves this entry out (the
+        call stays in the ledger) and the run goes on. A resumed run does not write an entry twice."""
+        archive = self.ctx.archive()
+        notes = archive.notes(self.ctx.run_id)
+        if any(note["after"] == after for note in notes):
+            return
+        rows = [
+            {**archive.candidate(o["id"]), **archive.scored(o["id"])}
+            if o.get("id")
+            else {"id": None, "status": o["status"], "reason": o.get("reason")}
+            for o in recent
+        ]
+        messages = prompts.notebook_messages(self.ctx.task, rows, notes[-1] if notes else None)
+        try:
+            text = self.ctx.llm().complete(messages, "notebook").text.strip()
+        except LLMError as err:
+            log.warning("notebook entry after %d candidates left out: %s", after, err)
+            return
+        if text:
+            known = {row["id"] for row in rows if row["id"] is not None}
+            archive.add_note(self.ctx.run_id, self.ctx.task.name, after, text, prompts.cited(text, known))
 
     # -- explore, then verify ---------------------------------------------------------------------
 

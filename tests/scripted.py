@@ -47,10 +47,12 @@ def fenced(code: str, intent: str = "Intent: try a wider hidden layer.") -> str:
 
 
 def kind(request: dict) -> str:
-    """Which of the loop's prompts a request to the scripted server is: propose, repair or analyze."""
+    """Which of the loop's prompts a request to the scripted server is: propose, repair, analyze or notebook."""
     last = request["messages"][-1]["content"]
     if "Write a short analysis" in last:
         return "analyze"
+    if "Write the notebook's new entry" in last:
+        return "notebook"
     return "repair" if "The module that failed" in last else "propose"
 
 

@@ -375,5 +375,5 @@ def test_the_contract_states_every_kind_and_this_tasks_shapes():
     table = Task("tab", "table", (7,), 2, "mse", 1, 16, 1e-3, 0.0, 10**6, False, "Example table.")
     content = _system(table, "propose", None)["content"]
     assert "tab, is a table task scored by mse (a regression)" in content and "(lower is better)" in content
-    card = render("propose.j2", task=table, examples=[], parent=None, batch_note="")
+    card = render("propose.j2", task=table, examples=[], parent=None, batch_note="", goals=None, notebook=None)
     assert "2 regression target(s)" in card and "lower is better" in card
