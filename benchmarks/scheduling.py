@@ -36,7 +36,7 @@ from agentarch.config import load_settings  # noqa: E402
 from tests.llm_server import Reply, ScriptedLLMServer  # noqa: E402
 
 LATENCY_S = 1.0
-EPOCHS = (10, 1, 1, 3, 1, 6, 1, 2)
+EPOCHS = (40, 1, 1, 6, 1, 16, 1, 3)
 """Training epochs of the k-th proposal (cycled): with the job's fixed cost, about a 10x spread in time."""
 
 CANDIDATES = 16
