@@ -38,6 +38,7 @@ from agentarch.errors import AgentarchError
 from agentarch.evaluate import EvalResult, Evaluator
 from agentarch.fidelity import rung_budgets, successive_halving
 from agentarch.graph import BEST_OF_N
+from agentarch.objectives import Goals
 from agentarch.proposers.base import Proposal
 from agentarch.proposers.baselines import ALGOS, make_proposer
 from agentarch.report import write_report
@@ -587,6 +588,8 @@ def baseline_command(
     ] = False,
     population: Annotated[Optional[int], setting("population", "--population")] = None,
     sample_size: Annotated[Optional[int], setting("sample_size", "--sample-size")] = None,
+    objectives: Annotated[Optional[list[str]], setting("objectives", "--objective", metavar="METRIC:max|min")] = None,
+    constraints: Annotated[Optional[list[str]], setting("constraints", "--constraint", metavar="METRIC<=VALUE")] = None,
     epochs: EpochsOpt = None,
     data_dir: DataDirOpt = None,
     isolation: IsolationOpt = None,
@@ -616,6 +619,8 @@ def baseline_command(
         sample_size=sample_size,
         model=model,
         api_base=api_base,
+        objectives=objectives or None,
+        constraints=constraints or None,
     )
     seed_list = parse_seeds(seeds)
     if algo == BEST_OF_N:
@@ -629,9 +634,15 @@ def baseline_command(
     chosen = get_space(space)
     the_task = get_task(settings.task)
     chosen.check_fit(the_task)
-    make_proposer(algo, chosen, 0, population=settings.population, sample_size=settings.sample_size)
-    options = {"population": settings.population, "sample_size": settings.sample_size} if algo == "rea" else {}
+    goals = Goals.parse(settings.objectives, settings.constraints, the_task.direction, the_task.metric)
+    make_proposer(algo, chosen, 0, population=settings.population, sample_size=settings.sample_size, goals=goals)
+    options: dict[str, Any] = (
+        {"population": settings.population, "sample_size": settings.sample_size} if algo == "rea" else {}
+    )
     config = {"algo": algo, "space": space, "budget": evaluations, "seeds": seeds, **options, "epochs": settings.epochs}
+    if settings.objectives or settings.constraints:
+        config.update(goals.describe())
+    options["goals"] = goals
     results: list[SeedResult] = []
     with (
         open_archive(settings.archive) as db,
@@ -691,6 +702,7 @@ def _baseline_on_table(
                             "best_val": best.val,
                             "best_test": best.test,
                             "candidate_id": candidate_id,
+                            **(result.front_report() if result.goals is not None and result.goals.multi else {}),
                         }
                     ),
                     flush=True,
@@ -742,6 +754,11 @@ def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], 
         out.print(
             f"[bold]{summary['seeds']} seed(s), budget {summary['budget']}:[/] {test} "
             f"{number(summary['mean_test'])} ± {number(summary['std_test'])}, {val} {number(summary['mean_val'])}"
+        )
+    if "mean_hypervolume" in summary:
+        out.print(
+            f"hypervolume ({', '.join(summary['objectives'])}; validation front scored on test, normalised): "
+            f"{summary['mean_hypervolume']:.4f} ± {summary['std_hypervolume']:.4f}, {summary['mean_front']:.1f} cells on a front"
         )
 
 

@@ -367,3 +367,24 @@ def test_evolution_on_digits_trains_distinct_candidates_with_lineage(tmp_path, c
     for cid, _, space, arch, parents, _ in rows[2:]:  # the mutants: each has its parent's id and differs by one edge
         (parent,) = json.loads(parents)
         assert space == "nb201" and parent in archs and differing_edges(archs[parent], arch) == 1
+
+
+def test_baseline_on_a_table_with_two_objectives_reports_fronts_and_hypervolume(tmp_path):
+    args = ["baseline", "--task", "nb201-cifar10", "--budget", "20", "--seeds", "0-2", "--json"]
+    goals = ["--objective", "val:max", "--objective", "params:min"]
+    result = CliRunner().invoke(app, [*args, *goals, "--archive", str(tmp_path / "a.db")])
+    assert result.exit_code == 0, result.output
+    *seeds, summary = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [s["seed"] for s in seeds] == [0, 1, 2] and all(s["front"] and 0 < s["hypervolume"] < 1 for s in seeds)
+    assert summary["objectives"] == ["val:max", "params:min"]
+    assert summary["mean_hypervolume"] == pytest.approx(sum(s["hypervolume"] for s in seeds) / 3)
+    single = CliRunner().invoke(app, [*args, "--archive", str(tmp_path / "b.db")])
+    assert set(json.loads(single.stdout.splitlines()[-1])) == {
+        "algo",
+        "task",
+        "budget",
+        "seeds",
+        "mean_test",
+        "std_test",
+        "mean_val",
+    }
