@@ -3,9 +3,9 @@
 Run from the repository root:  .venv/bin/python benchmarks/web.py > benchmarks/web.md
 
 Builds a 10,000-candidate archive in a temporary folder through `Archive.record` (realistic rows:
-~3 KB of code each, prompts and analyses on the LLM candidates, 40-point loss curves, lineage,
-some candidates evaluated at two fidelities, an LLM-call ledger, reviews), then times each page:
-the median of 20 requests after one warm-up request. The target is under 300 ms per page.
+~3 KB of code each, prompts and analyses on the LLM candidates, 40-point loss curves and latencies, lineage,
+some candidates retrained at a verify fidelity, an LLM-call ledger, reviews and flags), then times each page
+and each chart's JSON: the median of 20 requests after one warm-up request. The target is under 300 ms per page.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ def evaluation(rng: random.Random, epochs: int, val: float) -> dict:
         "test_accuracy": val - 0.01,
         "params": rng.randint(10_000, 5_000_000),
         "train_seconds": rng.uniform(5, 120),
+        "latency_ms": rng.uniform(0.5, 50),
         "device": "cpu",
         "curve": [
             {"step": s * 25, "epoch": s * epochs / steps, "loss": 2.3 / (1 + s / 5) + rng.random() * 0.05}
@@ -161,8 +162,10 @@ def build(path: Path) -> dict:
             elif status == "failed":
                 evaluation_row = {"status": "failed", "fidelity": 5, "error": "RuntimeError: shape mismatch"}
             cid = db.record(row, evaluation_row, llm_calls=calls)
-            if status == "trained" and rng.random() < 0.1:  # a second, longer training: a higher fidelity
-                db.add_evaluation(cid, "digits", evaluation(rng, 20, rng.uniform(0.5, 0.99)))
+            if status == "trained" and rng.random() < 0.1:  # a verify retraining: a higher fidelity
+                db.add_evaluation(cid, "digits", {**evaluation(rng, 20, rng.uniform(0.5, 0.99)), "stage": "verify"})
+            if rng.random() < 0.01:
+                db.flag(cid, by="bench", reason="suspicious")
             if run_id:
                 by_run[run_id].append(cid)
             if proposer == "llm" and parents and llm_candidate is None and i > CANDIDATES // 2:
@@ -180,7 +183,8 @@ def build(path: Path) -> dict:
             if k >= 20:
                 db.decide(review, "approved", by="bench")
         parent = db.candidate(llm_candidate)["parents"][0]
-    return {"run": run_ids[0], "candidate": llm_candidate, "parent": parent}
+        trained = [row["id"] for row in db.top("digits", limit=3)]
+    return {"run": run_ids[0], "candidate": llm_candidate, "parent": parent, "compare": ",".join(map(str, trained))}
 
 
 @dataclass(frozen=True)
@@ -216,17 +220,34 @@ def main() -> None:
             Probe("leaderboard, page 1", "/?task=digits"),
             Probe("leaderboard, late page (160 of 160)", "/?task=digits&page=160"),
             Probe("leaderboard, filtered (proposer + status)", "/?task=digits&proposer=rea&status=trained"),
+            Probe("leaderboard, sorted by parameters", "/?task=digits&sort=params"),
+            Probe("leaderboard, sorted by latency, late page", "/?task=digits&sort=latency_ms&order=asc&page=150"),
+            Probe(
+                "leaderboard, ranges (params <= 1M, val >= 0.8) + 200 rows",
+                "/?task=digits&params_max=1M&val_min=0.8&size=200",
+            ),
+            Probe("leaderboard, flagged", "/?task=digits&flagged=1"),
+            Probe("leaderboard, verified stage", "/?task=digits&stage=verify"),
             Probe("candidate page (LLM, with lineage), highlighting cached", f"/candidate/{ids['candidate']}"),
             Probe("candidate page, first visit (highlighting not cached)", f"/candidate/{ids['candidate']}", cold=True),
             Probe("candidate loss curve (PNG)", f"/candidate/{ids['candidate']}/curve.png"),
             Probe("diff with the parent", f"/diff?a={ids['parent']}&b={ids['candidate']}"),
+            Probe("compare 3 candidates", f"/compare?ids={ids['compare']}"),
+            Probe("compare: loss curves (JSON)", f"/api/curves.json?ids={ids['compare']}"),
+            Probe("lineage tree (its run's descendants, up to 300 a side)", f"/candidate/{ids['parent']}/lineage"),
             Probe("runs list", "/runs"),
             Probe("run page (HTML)", f"/run/{ids['run']}"),
             Probe("run best-so-far plot (PNG)", f"/run/{ids['run']}/best.png"),
             Probe("run Pareto plot (PNG, ~3,200 points)", f"/run/{ids['run']}/pareto.png"),
+            Probe("run best-so-far (JSON)", f"/api/run/{ids['run']}/best.json"),
+            Probe("run Pareto front (JSON, ~3,200 points)", f"/api/pareto.json?run={ids['run']}"),
+            Probe("task Pareto page (HTML)", "/pareto?task=digits"),
+            Probe("task Pareto front (JSON, ~8,000 points)", "/api/pareto.json?task=digits"),
+            Probe("task Pareto front, latency x val (JSON)", "/api/pareto.json?task=digits&x=latency_ms&y=val"),
             Probe("reviews (20 pending, 10 shown; 200 decided), highlighting cached", "/reviews"),
             Probe("reviews, first visit (highlighting not cached)", "/reviews", cold=True),
             Probe("search", "/search?q=depthwise%20residual"),
+            Probe("search, a pasted name", "/search?q=nn.Conv2d(c,%20c,%203,%20padding=1)"),
             Probe("export CSV, one page", "/?task=digits&format=csv"),
             Probe("export CSV, all 10,000 rows (a download, not a page)", "/?task=digits&format=csv&all=1", page=False),
         ]
