@@ -196,27 +196,24 @@ def leaderboard(
 
 
 def annotate(archive: Archive, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add to listing rows what a page shows beyond the listing: the scoring evaluation's stage, latency and peak
-    memory, the review marks (flagged, edited) and `label`, the name a person reads (`readable_names`). Two
-    queries for the page, whatever its length."""
+    """Add to listing rows what a page shows beyond the listing: the review marks (flagged, edited), the stage of a
+    scored row spelled out (`explore` where the evaluation names none), and `label`, the name a person reads
+    (`readable_names`). Two queries for the page, whatever its length."""
     ids = json.dumps([row["id"] for row in rows])
-    extra = {
+    marks = {
         row["id"]: row
         for row in archive.db.query(
-            f"SELECT c.id, {_scored('stage')} AS stage, {MEASURES['latency_ms'].sql} AS latency_ms, "
-            f"{MEASURES['peak_memory_mb'].sql} AS peak_memory_mb, {_REVIEW_SQL['flagged']} AS flagged, "
-            f"{_REVIEW_SQL['edited']} AS edited FROM candidates c WHERE c.id IN ({_IDS})",
+            f"SELECT c.id, {_REVIEW_SQL['flagged']} AS flagged, {_REVIEW_SQL['edited']} AS edited "
+            f"FROM candidates c WHERE c.id IN ({_IDS})",
             [ids],
         )
     }
     labels = readable_names(archive, rows)
     for row in rows:
-        found = extra.get(row["id"], {})
-        stage = found.get("stage") or ("explore" if row.get("val_accuracy") is not None else None)
+        found = marks.get(row["id"], {})
+        scored = row.get("val_accuracy") is not None
         row.update(
-            stage=stage,
-            latency_ms=found.get("latency_ms"),
-            peak_memory_mb=found.get("peak_memory_mb"),
+            stage=row.get("stage") or ("explore" if scored else None),
             flagged=bool(found.get("flagged")),
             edited=bool(found.get("edited")),
             label=labels[row["id"]],
