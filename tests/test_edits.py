@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from agentarch.edits import Applied, EditError, apply, looks_like_edit, parse
+from agentarch.objectives import Goals
+from agentarch.prompts import render
+from agentarch.tasks import get_task
 
 PARENT = """import torch
 from torch import nn
@@ -188,3 +191,60 @@ def test_parse_keeps_the_blocks_texts_and_lines():
     blocks = parse("prose\n" + WIDER + FC)
     assert [b.line for b in blocks] == [2, 7]
     assert blocks[0].search == "        self.conv = nn.Conv2d(in_shape[0], 16, 3, padding=1)\n"
+
+
+# -- the prompts ------------------------------------------------------------------------------------
+
+
+def row(id: int, val: float, code: str = PARENT, analysis: str | None = None) -> dict:
+    """A few-shot row as agentarch.fewshot hands it to the templates."""
+    return {"id": id, "code": code, "val_accuracy": val, "params": 12_345, "proposer": "llm", "analysis": analysis}
+
+
+def test_the_edit_prompt_shows_the_parent_the_others_in_brief_and_a_format_that_applies():
+    parent = row(7, 0.9123, analysis="Wider helped; try GELU.")
+    examples = [parent, row(3, 0.95, code="# the best one's code\n", analysis="Deep and narrow.")]
+    text = render(
+        "edit.j2",
+        None,
+        task=get_task("digits"),
+        examples=examples,
+        parent=parent,
+        batch_note="Try attention.",
+        goals=None,
+        notebook={"after": 10, "text": "Dropout helps (#3)."},
+    )
+    assert text.startswith("## Task: digits")
+    assert "## The parent: candidate 7" in text and "Validation accuracy: 91.23%" in text and "12,345" in text
+    assert "- Analysis: Wider helped; try GELU." in text and f"```python\n{PARENT.strip()}\n```" in text
+    assert "- Candidate 3 (llm): validation 95.00%, 12,345 parameters. Deep and narrow." in text
+    assert "the best one's code" not in text and "Dropout helps (#3)." in text
+    assert "reaches a higher validation accuracy" in text and text.rstrip().endswith("Try attention.")
+    example = text[text.index("<<<<<<< SEARCH") : text.index(">>>>>>> REPLACE") + len(">>>>>>> REPLACE")]
+    assert "nn.GELU()" in apply(PARENT, example).code  # the format shown is the format applied
+
+
+def test_the_edit_prompt_with_several_objectives_and_another_metric():
+    goals = Goals.parse(["val:min", "latency:min"], ["params<=200000"])
+    parent = row(4, 1.23456) | {"latency_ms": 2.5, "standing": {"front": 1, "of": 2}}
+    text = render(
+        "edit.j2",
+        None,
+        task=get_task("stdlib-bytes"),
+        examples=[parent],
+        parent=parent,
+        batch_note="",
+        goals=goals,
+        notebook=None,
+    )
+    assert "Validation bits per byte: 1.235" in text and "- latency_ms: 2.5" in text and "front 1 (2 candidates" in text
+    assert "Hard limits (a design that breaks one never counts): params<=200000" in text
+    assert "Other trained candidates" not in text and "improves on its trade-off" in text
+
+
+def test_the_retry_prompt_shows_the_reason_and_the_parent_again():
+    with pytest.raises(EditError) as err:
+        apply(PARENT, block("        self.act = nn.Relu()", "        self.act = nn.GELU()"))
+    text = render("edit_retry.j2", None, task=get_task("digits"), parent=row(7, 0.9), reason=str(err.value))
+    assert "candidate 7 for digits could not be applied" in text
+    assert f"```text\n{err.value}\n```" in text and f"```python\n{PARENT.strip()}\n```" in text
