@@ -36,6 +36,7 @@ from langgraph.types import interrupt
 
 from agentarch import fewshot, prompts, ranking
 from agentarch.archive import Archive, code_sha256
+from agentarch.candidate import candidate_name
 from agentarch.config import Settings
 from agentarch.evaluate import Assessment, Evaluator, SandboxRun
 from agentarch.executors import Executor, make_executor
@@ -335,7 +336,11 @@ class Loop:
             }
         if decision["status"] == "rejected":
             rejected = self.ctx.evaluator().without_running(
-                code, _name(plan), "rejected", f"rejected by {decision['by']}: {decision['reason']}", self._proposer()
+                code,
+                self._name(state),
+                "rejected",
+                f"rejected by {decision['by']}: {decision['reason']}",
+                self._proposer(),
             )
             return {"gate": "rejected", "review": decision, **_verdict(rejected)}
         return {"gate": "pass", "review": decision, "covered": [*covered, code_sha256(code)]}
@@ -448,7 +453,7 @@ class Loop:
             assessment = _dump(
                 self.ctx.evaluator().without_running(
                     state.get("code") or state.get("response") or "",
-                    _name(plan),
+                    self._name(state),
                     "invalid",
                     state.get("error") or state.get("llm_error") or "no candidate",
                     self._proposer(),
@@ -485,9 +490,9 @@ class Loop:
         Only its code and provenance are kept, none of what the faulting step produced, since that may be
         what broke the host; text is made storable first (an LLM answer may hold unpaired surrogates).
         """
-        plan, fault = state["plan"], state["fault"] or "[host] unknown fault"
+        fault = state["fault"] or "[host] unknown fault"
         code = _printable(state.get("code") or state.get("response") or "")
-        failed = self.ctx.evaluator().without_running(code, _name(plan), "failed", fault, self._proposer())
+        failed = self.ctx.evaluator().without_running(code, self._name(state), "failed", fault, self._proposer())
         failed.evaluation = {"status": "failed", "error": fault, "isolation": self.ctx.evaluator().isolation}
         clean = {
             **state,
@@ -569,10 +574,17 @@ class Loop:
             return OFFLINE_PROPOSER
         return "llm" if self.ctx.settings.feedback else BEST_OF_N
 
+    def _name(self, state: CandidateState) -> str:
+        """What the candidate is (the space's architecture, else the intent's first words) and the run's tag and
+        proposal number, so each name is unique and a name pasted into search finds its one candidate."""
+        plan = state["plan"]
+        arch = f"{self.ctx.offline_space()}:{plan['arch']}" if plan.get("arch") else None
+        return candidate_name(self.ctx.run_id, plan["seq"], state.get("intent"), arch)
+
     def _row(self, state: CandidateState) -> dict[str, Any]:
         """The candidate row the evaluator's steps work on, with the HPARAMS the static check read."""
         parents = [state["parent_id"]] if state.get("parent_id") else []
-        row = self.ctx.evaluator().row(state.get("code") or "", _name(state["plan"]), self._proposer(), parents)
+        row = self.ctx.evaluator().row(state.get("code") or "", self._name(state), self._proposer(), parents)
         row["hparams"] = state.get("hparams") or {}
         return row
 
@@ -632,10 +644,6 @@ def _unless_fault(route: Any) -> Any:
         return "fail" if state.get("fault") else route(state)
 
     return routed
-
-
-def _name(plan: dict[str, Any]) -> str:
-    return f"proposal {plan['seq']}"
 
 
 def _dump(assessment: Assessment) -> dict[str, Any]:
