@@ -24,9 +24,10 @@ and were silently dropped):
   ignoring trailing whitespace (models often drop or add it); such a match is still required to be the only
   one and is reported in `Applied.fuzz`. Nothing looser: indentation is Python's syntax, so a SEARCH text
   that matches only with other indentation is refused (the reason says so).
-- Every failure raises `EditError`, whose message names the block and what was wrong (not found, with the
-  parent's closest region; found more than once, with where; an empty or blank SEARCH; malformed or nested markers;
-  no blocks; a result identical to the parent), in words meant for the LLM's retry.
+- Every failure raises `EditError`, whose message names the block and what was wrong, in words meant for the
+  LLM's retry: not found (changed by an earlier block, lines left out with `...`, other indentation, or else
+  the parent's closest region by difflib's ratio and the first line that differs); found more than once, with
+  where; an empty or blank SEARCH; malformed or nested markers; no blocks; a result identical to the parent.
 
 A line of 5-9 `=` inside a block is always a divider, so code holding such a line cannot be edited in this
 format (it is not valid Python outside a string).
@@ -45,6 +46,7 @@ _SEARCH = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$", re.I)
 _DIVIDER = re.compile(r"^\s*={5,9}\s*$")
 _REPLACE = re.compile(r"^\s*>{5,9}\s*REPLACE\s*$", re.I)
 _FENCE = re.compile(r"^\s*`{3,}[\w+.-]*\s*$")
+_ELISIONS = ("...", "…", "# ...", "# …", "# ... rest unchanged ...", "# rest unchanged")
 
 SHOWN_LINES = 12
 """The most lines of the parent's closest region a not-found reason shows (the start of it, then a count)."""
@@ -247,13 +249,19 @@ def _span(i: int, k: int) -> str:
 
 
 def _not_found(code: list[str], search: list[str], original: list[str], n: int) -> str:
-    """Why block `n`'s SEARCH text is not in `code`: changed by an earlier block, other indentation, or a typo
-    (with the closest region of the code and the first line that differs)."""
+    """Why block `n`'s SEARCH text is not in `code`: changed by an earlier block, lines left out with `...`, other
+    indentation, or a typo (with the closest region of the code and the first line that differs)."""
     head = f"block {n}'s SEARCH text ({_count(len(search), 'line')}) is not in the parent{_after(n)}"
     if n > 1 and len(_find(original, search, str.rstrip)) == 1:
         return (
             f"{head}: it is in the original parent, but an earlier block changed those lines; blocks apply in "
             "order, each to the result of the ones before, so merge the two blocks into one"
+        )
+    elided = next((i for i, line in enumerate(search) if line.strip() in _ELISIONS), None)
+    if elided is not None:
+        return (
+            f"{head}: its line {elided + 1} is `{search[elided].strip()}`, which leaves lines out; SEARCH must quote "
+            "every line of the region it replaces (use a smaller region, or several blocks)"
         )
     indented = _find(code, search, str.strip)
     if indented:

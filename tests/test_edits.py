@@ -248,3 +248,8 @@ def test_the_retry_prompt_shows_the_reason_and_the_parent_again():
     text = render("edit_retry.j2", None, task=get_task("digits"), parent=row(7, 0.9), reason=str(err.value))
     assert "candidate 7 for digits could not be applied" in text
     assert f"```text\n{err.value}\n```" in text and f"```python\n{PARENT.strip()}\n```" in text
+
+
+def test_a_search_text_that_leaves_lines_out():
+    answer = block("    def forward(self, x):\n        ...\n        return self.fc(x.flatten(1))", "pass")
+    assert "its line 2 is `...`, which leaves lines out" in reason(answer)
