@@ -158,10 +158,12 @@ class _ActivationCodes(TorchDispatchMode):
         return func(*args, **kwargs)
 
     def _add(self, codes: torch.Tensor) -> None:
+        """K[i, j] += units on in both + units off in both = n - on_i - on_j + 2 (on_i . on_j), one product."""
         for start in range(0, codes.shape[1], _CHUNK):
             on = codes[:, start : start + _CHUNK].float()
-            off = 1.0 - on
-            self.kernel += (on @ on.T + off @ off.T).double()
+            both = (on @ on.T).double()
+            count = on.sum(dim=1, dtype=torch.float64)
+            self.kernel += on.shape[1] - count[:, None] - count[None, :] + 2 * both
         self.units += codes.shape[1]
 
 
