@@ -26,7 +26,7 @@ from agentarch.errors import AgentarchError
 from agentarch.ranking import Direction, sql_key, sql_order, sql_sign
 from agentarch.tasks import TASKS, Task
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout", "rejected", "screened")
 # A candidate whose code or function matches one of these was already evaluated (or already failed
@@ -165,6 +165,8 @@ class Archive:
                 self._upgrade_to_v8()
             if version < 9:
                 self._upgrade_to_v9()
+            if version < 10:
+                self._upgrade_to_v10()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -418,6 +420,17 @@ class Archive:
             foreign_keys=[("run_id", "runs", "id")],
         )
         self.db["notes"].create_index(["run_id", "after"], unique=True)
+
+    def _upgrade_to_v10(self) -> None:
+        """Schema 10: screening decisions (`--screen K`). Each group of K proposals of a run trains one member; the
+        decision (the winner, every member's predicted score, how the winner was chosen) is kept once, before
+        anyone acts on it, so members resumed after a crash follow it and the choice can be audited."""
+        self.db["screenings"].create(
+            {"run_id": str, "grp": int, "winner": str, "how": str, "predictions": str, "created_at": str},
+            pk=("run_id", "grp"),
+            not_null={"winner", "how", "predictions", "created_at"},
+            foreign_keys=[("run_id", "runs", "id")],
+        )
 
     def _insert_task(self, task: Task) -> None:
         self.db["tasks"].insert(
@@ -855,6 +868,28 @@ class Archive:
             "SELECT after, text, cites, created_at FROM notes WHERE run_id = ? ORDER BY after", [run_id]
         ).fetchall()
         return [{"after": a, "text": t, "cites": json.loads(c or "[]"), "created_at": w} for a, t, c, w in rows]
+
+    def decide_screening(self, run_id: str, group: int, decision: dict[str, Any]) -> None:
+        """Keep a screening group's decision; the first one kept stands (a second decider's is ignored)."""
+        with self._writing():
+            self.db["screenings"].insert(
+                {
+                    "run_id": run_id,
+                    "grp": group,
+                    "winner": decision["winner"],
+                    "how": decision["how"],
+                    "predictions": json.dumps(decision["predictions"]),
+                    "created_at": now(),
+                },
+                ignore=True,
+            )
+
+    def screening(self, run_id: str, group: int) -> dict[str, Any] | None:
+        """A screening group's decision (winner, how, predictions by proposal key), or None before it is taken."""
+        row = self.db.execute(
+            "SELECT winner, how, predictions FROM screenings WHERE run_id = ? AND grp = ?", [run_id, group]
+        ).fetchone()
+        return None if row is None else {"winner": row[0], "how": row[1], "predictions": json.loads(row[2])}
 
     def link_review(self, proposal_key: str, candidate_id: int) -> None:
         with self._writing():

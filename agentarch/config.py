@@ -208,6 +208,13 @@ class Settings(BaseSettings):
         description="proposals per training: the cheap stages (checks, dedup, smoke with proxies) run on all, "
         "and only the best by the archive's predictor trains; the rest are recorded as screened",
     )
+    screen_explore: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="with --screen: the share of groups whose trained member is drawn at random instead of by the "
+        "predictor (exploration, so the predictor keeps seeing what it would rank low)",
+    )
     population: int = Field(
         10, ge=2, description="regularized evolution: population size P (the most recent P evaluations)"
     )

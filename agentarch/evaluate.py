@@ -240,12 +240,14 @@ class Evaluator:
         epochs: int | None = None,
         known_functional: bool = True,
         ready: Callable[[], None] | None = None,
+        smoke_only: bool = False,
     ) -> SandboxRun:
         """Start the candidate's sandbox job (smoke, functional dedup, train, score); blocks until it has a slot.
 
         The row must have passed `check` (its HPARAMS set the training). `known_functional=False` skips
         functional dedup (re-training a recorded candidate on purpose). `ready` is called once the job
-        has its slot, just before the sandbox starts; if it raises, nothing starts.
+        has its slot, just before the sandbox starts; if it raises, nothing starts. `smoke_only` ends the job
+        after a passed smoke run (screening by a predictor): its smoke verdict is then all it gives.
         """
         refuse_untrusted(self.isolation, lambda: self._rendered(row), self.settings.weak_sandbox_ok)
         row.setdefault("ast_hash", dedup.ast_hash(row["code"]))
@@ -260,6 +262,7 @@ class Evaluator:
             data_dir=self.settings.data_dir,
             split_seed=self.settings.split_seed,
             known_functional=self.archive.functional_hashes(self.task.name) if known_functional else {},
+            smoke_only=smoke_only,
         )
         self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
         return SandboxRun(self, row, train_cfg, self.executor.start(request, ready))

@@ -39,6 +39,7 @@ class RunRequest:
     data_dir: Path | None
     split_seed: int
     known_functional: dict[str, int] = field(default_factory=dict)  # hash -> earliest candidate id
+    smoke_only: bool = False  # stop after a passed smoke run (screening): the final result is `smoked`
 
 
 @dataclass
@@ -123,6 +124,10 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
                     smoke,
                     worker=where,
                 )
+                return
+            if request.smoke_only:
+                job.send("stop")
+                yield RunResult("smoked", None, smoke, wall_seconds=time.perf_counter() - started, worker=where)
                 return
             stage = "train"
             refused = job.send("train")

@@ -38,6 +38,7 @@ from agentarch import fewshot, prompts, ranking
 from agentarch.archive import Archive, code_sha256
 from agentarch.candidate import candidate_name
 from agentarch.config import Settings
+from agentarch.errors import UsageError
 from agentarch.evaluate import Assessment, Evaluator, SandboxRun
 from agentarch.executors import Executor, make_executor
 from agentarch.llm import LLMClient, LLMError
@@ -45,6 +46,7 @@ from agentarch.objectives import Goals
 from agentarch.proposers.baselines import RegularizedEvolution
 from agentarch.ranking import Direction
 from agentarch.sandbox import SandboxError
+from agentarch.screening import Screening
 from agentarch.spaces import get_space, space_for
 from agentarch.summaries import best_by_validation, status_counts
 from agentarch.tasks import Task, get_task
@@ -60,6 +62,9 @@ candidate is recorded `failed` instead of run again: one ordinary kill (a reboot
 FAULT_CHARS = 4000
 """A fault's reason is capped to this (head and tail kept): an exception message may be megabytes of hostile text."""
 
+
+SMOKE_MEASURES = ("params", "flops", "latency_ms", "peak_memory_mb", "proxies")
+"""What a screened candidate's smoke run measured that the predictor reads (protocol.py bounded each value)."""
 
 SANDBOX_STAGE = "sandbox"
 """The stage name of a candidate's sandbox job in `evaluation_starts` (one job: smoke, then training)."""
@@ -90,6 +95,8 @@ class CandidateState(TypedDict, total=False):
     fault: str | None  # a step raised, or the host died under this candidate too often: it goes to `fail`
     tries: int  # repairs so far
     verdict: str | None  # the candidate's outcome once decided (invalid, duplicate, rejected, failed, trained...)
+    smoke: dict[str, Any] | None  # with --screen: what the smoke-only job measured (size, latency, proxies)
+    prediction: float | None  # with --screen: the predictor's validation score for this candidate
     assessment: dict[str, Any] | None  # the rows that verdict records
     analysis: str | None
     review: dict[str, Any] | None  # a person's latest decision at the review gate
@@ -121,11 +128,20 @@ class RunContext:
     _jobs_lock: threading.Lock = field(default_factory=threading.Lock)
 
     goals: Goals = field(init=False)
+    screening: Screening | None = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.task = get_task(s.task)
         self.goals = Goals.parse(s.objectives, s.constraints, self.task.direction, self.task.metric)
+        if s.screen > 1 and s.review:
+            raise UsageError(
+                "--screen waits for every member of a group, and --review may keep one waiting for a person; "
+                "use one or the other"
+            )
+        self.screening = (
+            Screening(self.run_id, self.task.name, s.screen, s.screen_explore, s.seed) if s.screen > 1 else None
+        )
         self.executor = make_executor(s.executor, s.slots, s.ray_address, s.per_gpu)
         self._queue = threading.Semaphore(self.executor.capacity + s.queue)
 
@@ -347,8 +363,11 @@ class Loop:
 
     def smoke(self, state: CandidateState) -> dict[str, Any]:
         """Start the candidate's sandbox job and wait for its smoke verdict (build, count, forward and backward one
-        batch, functional dedup, the parameter budget); a candidate that passed trains on in the same job."""
-        job = self._start(state)
+        batch, functional dedup, the parameter budget); a candidate that passed trains on in the same job.
+
+        With --screen the job ends after the smoke run, and what it measured goes to `screen`."""
+        screening = self.ctx.screening is not None
+        job = self._start(state, smoke_only=screening)
         if isinstance(job, str):
             return {"fault": job}
         key = state["plan"]["key"]
@@ -357,11 +376,31 @@ class Loop:
         except BaseException:
             self._finished(state)
             raise
+        if verdict is None and screening:
+            self._finished(state)
+            measured = job.pending.smoke().smoke or {}
+            return {"error": None, "smoke": {k: measured.get(k) for k in SMOKE_MEASURES}}
         if verdict is None:
             self.ctx.keep_job(key, job)
             return {"error": None}
         self._finished(state)
         return {**_verdict(verdict), "error": verdict.reason}
+
+    def screen(self, state: CandidateState) -> dict[str, Any]:
+        """Report the smoke-tested candidate to its screening group and wait for the group's decision: train it, or
+        record it `screened` with its prediction. Its queue place is given back first: it proposes no more."""
+        plan = state["plan"]
+        self.ctx.leave_queue(plan["key"])
+        row = self._row(state)
+        decision = self.ctx.screening.report(self.ctx.archive(), plan, state.get("smoke") or {}, {**plan, **row})  # type: ignore[union-attr]
+        if decision.train:
+            return {"prediction": decision.prediction}
+        screened = self.ctx.evaluator().without_running(
+            state.get("code") or "", self._name(state), "screened", decision.reason, self._proposer()
+        )
+        measured = state.get("smoke") or {}
+        screened.candidate.update(params=measured.get("params"), flops=measured.get("flops"))
+        return {**_verdict(screened), "prediction": decision.prediction}
 
     def repair(self, state: CandidateState) -> dict[str, Any]:
         """Show the LLM its code and what went wrong; its answer goes back through extract and the checks."""
@@ -392,7 +431,7 @@ class Loop:
         finally:
             self._finished(state)
 
-    def _start(self, state: CandidateState) -> SandboxRun | str:
+    def _start(self, state: CandidateState, smoke_only: bool = False) -> SandboxRun | str:
         """Start the candidate's sandbox job, marked started in the archive once it has its slot.
 
         The mark is closed (`_finished`) when the job's verdict is in. A mark left open means the
@@ -415,7 +454,7 @@ class Loop:
                 )
 
         try:
-            return self.ctx.evaluator().start(self._row(state), ready=mark)
+            return self.ctx.evaluator().start(self._row(state), ready=mark, smoke_only=smoke_only)
         except _HostStopped as stopped:
             return str(stopped)
 
@@ -464,6 +503,7 @@ class Loop:
             "parents": [state["parent_id"]] if state.get("parent_id") else [],
             "repairs": state.get("tries", 0),
             "island": plan.get("island"),
+            "prediction": state.get("prediction"),
         }
         if self.ctx.offline:
             extra.update(space=self.ctx.offline_space(), arch=plan["arch"])
@@ -558,7 +598,7 @@ class Loop:
     def after_smoke(self, state: CandidateState) -> str:
         verdict = state.get("verdict")
         if verdict is None:
-            return "train"
+            return "train" if self.ctx.screening is None else "screen"
         fixable = verdict in ("failed", "timeout") or "[param-budget]" in (state.get("error") or "")
         return self._repair_or_record(state) if fixable else "record"
 
@@ -673,6 +713,7 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
         "dedup",
         "review_gate",
         "smoke",
+        "screen",
         "repair",
         "train",
         "analyze",
@@ -694,7 +735,8 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
     then("static_check", loop.after_check, ["dedup", "repair", "record"])
     then("dedup", loop.after_dedup, ["review_gate", "record"])
     then("review_gate", loop.after_review, ["smoke", "static_check", "record"])
-    then("smoke", loop.after_smoke, ["train", "repair", "record"])
+    then("smoke", loop.after_smoke, ["train", "screen", "repair", "record"])
+    then("screen", lambda state: "record" if state.get("verdict") else "train", ["train", "record"])
     then("repair", loop.after_repair, ["extract", "record"])
     then("train", lambda state: "analyze", ["analyze"])
     then("analyze", lambda state: "record", ["record"])
@@ -734,7 +776,7 @@ def summarize(
     verify-stage results, best first, apart from the explore results.
     """
     found = status_counts(o["status"] for o in outcomes)
-    counts = {k: found.get(k, 0) for k in ("trained", "invalid", "duplicate", "failed", "rejected")}
+    counts = {k: found.get(k, 0) for k in ("trained", "invalid", "duplicate", "failed", "rejected", "screened")}
     counts["failed"] += found.get("timeout", 0)
     best = best_by_validation(
         outcomes, lambda o: o.get("val_accuracy") if o["status"] == "trained" else None, direction

@@ -70,6 +70,8 @@ class Scheduler:
         for entry in ledger:
             if entry["outcome"] is None:
                 self._launch(entry["plan"], fresh=False)
+            elif self.ctx.screening is not None:
+                self.ctx.screening.ended(entry["plan"])
         try:
             if self.settings.schedule == "rounds":
                 self._rounds()
@@ -146,6 +148,8 @@ class Scheduler:
             flying = [p.get("arch") for p in self._flights.values()]
         pool = islands.pools(ended, s.islands, s.migrate_every, self.ctx.goals)[island] if s.islands > 1 else ended
         plan: dict[str, Any] = {"key": key, "seq": seq, "island": island, "in_flight": len(flying)}
+        if s.screen > 1:  # the last group of a run may be smaller than K: the budget ends inside it
+            plan["group_size"] = min(s.screen, s.budget - seq // s.screen * s.screen)
         if self.ctx.offline:
             proposal = self._evolve(pool, seq, [a for a in flying if a])
             plan.update(arch=proposal.arch, parents=proposal.parents, note=proposal.note)
@@ -218,6 +222,8 @@ class Scheduler:
             self.ctx.aborted.set()
             self.ctx.leave_queue(key)
         finally:
+            if self.ctx.screening is not None:
+                self.ctx.screening.ended(plan)
             with self._changed:
                 self._flights.pop(key, None)
                 self._changed.notify_all()
