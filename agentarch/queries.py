@@ -93,6 +93,10 @@ SORTS: dict[str, str] = {
 """Sort keys: `best` is the validation score as a key where bigger is better (each task's direction), the
 default; every other key sorts its raw value."""
 
+FRONT = "front"
+"""The sort by Pareto standing (front, then crowding) over a task's or run's objectives. It is ranked in Python
+(`agentarch.web.standing`, from `measure_rows`), not in SQL, so `leaderboard` does not take it."""
+
 REVIEW_MARKS = ("flagged", "edited", "reviewed")
 _REVIEW_SQL = {
     "flagged": "EXISTS (SELECT 1 FROM reviews r WHERE r.candidate_id = c.id AND r.kind = 'flag')",
@@ -111,8 +115,8 @@ class Sort:
     descending: bool = True
 
     def __post_init__(self) -> None:
-        if self.key not in SORTS:
-            raise ArchiveError(f"cannot sort by {self.key!r}; use one of {', '.join(SORTS)}")
+        if self.key not in SORTS and self.key != FRONT:
+            raise ArchiveError(f"cannot sort by {self.key!r}; use one of {', '.join([*SORTS, FRONT])}")
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,8 @@ def leaderboard(
     only its rows are then read in full: sorting whole candidate rows to skip thousands of them would read every
     candidate.
     """
+    if sort.key == FRONT:
+        raise ArchiveError("the front sort is ranked outside SQL: order `measure_rows` with agentarch.web.standing")
     where, args = filters.where()
     order = "DESC" if sort.descending else "ASC"
     page = (
@@ -667,14 +673,25 @@ def measure_points(
     """Each trained candidate of a task (or of one run of it) with the `MEASURES` named (keyed as the measures'
     archive columns, `agentarch.objectives.MEASURES`: val_accuracy, params, ...), its id, name and run: what the
     Pareto views plot. One query, reading only the measures asked for."""
-    columns = {"val": "val_accuracy", "test": "test_accuracy"}
-    picked = ", ".join(f"{MEASURES[m].sql} AS {columns.get(m, m)}" for m in dict.fromkeys(measures))
     only_run = "AND c.run_id = ?" if run else ""
     sql = (
-        f"SELECT c.id, c.name, c.run_id, {picked} FROM candidates c "
+        f"SELECT c.id, c.name, c.run_id, {_picked(measures)} FROM candidates c "
         f"WHERE c.task = ? {only_run} AND c.status = 'trained' ORDER BY c.id"
     )
     return list(archive.db.query(sql, [task, run] if run else [task]))
+
+
+def measure_rows(archive: Archive, filters: Filters, measures: Sequence[str]) -> list[dict[str, Any]]:
+    """Each candidate the filters let through, whatever its status, with its id and the `MEASURES` named (keyed as in
+    `measure_points`): what the leaderboard's front sort ranks. One query, reading only those measures."""
+    where, args = filters.where()
+    return list(archive.db.query(f"SELECT c.id, {_picked(measures)} FROM candidates c {where}", args))
+
+
+def _picked(measures: Sequence[str]) -> str:
+    """The SELECT list of these `MEASURES`, each named as its archive column (`agentarch.objectives.MEASURES`)."""
+    columns = {"val": "val_accuracy", "test": "test_accuracy"}
+    return ", ".join(f"{MEASURES[m].sql} AS {columns.get(m, m)}" for m in dict.fromkeys(measures))
 
 
 def pareto_points(archive: Archive, run_id: str) -> list[tuple[float, float]]:

@@ -374,3 +374,17 @@ def test_measure_points_and_run_statuses(sample):
         sample.rea_run: "interrupted",
         sample.llm_run: "running",
     }
+
+
+def test_measure_rows_carry_every_filtered_candidate_for_the_front_sort(sample):
+    rows = queries.measure_rows(sample.db, Filters(task="digits", run=sample.llm_run), ["val", "params", "params"])
+    assert sorted((r["id"], r["val_accuracy"], r["params"]) for r in rows) == [
+        (sample.child, 0.90, 2000),
+        (sample.failed, None, None),  # untrained rows come too: the front sort puts them last
+    ]
+    assert len(queries.measure_rows(sample.db, Filters(task="digits"), ["val"])) == 7
+    assert Sort(queries.FRONT).key == "front"  # a sort a page may ask for, ranked outside SQL
+    with pytest.raises(ArchiveError, match="front sort"):
+        queries.leaderboard(sample.db, Filters(task="digits"), limit=10, sort=Sort(queries.FRONT))
+    with pytest.raises(ArchiveError, match="cannot sort by"):
+        Sort("code")

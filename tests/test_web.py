@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import random
 import re
 import shutil
 from dataclasses import dataclass
@@ -15,10 +16,11 @@ from typer.testing import CliRunner
 from agentarch.archive import Archive
 from agentarch.cli import app as cli_app
 from agentarch.errors import UsageError
+from agentarch.objectives import Goals
 from agentarch.queries import RunHistory
 from agentarch.ranking import running_best
 from agentarch.report import shareable, write_report
-from agentarch.web import create_app, serve
+from agentarch.web import create_app, runview, serve, standing
 from agentarch.web.plots import (
     best_so_far_figure,
     best_so_far_lines,
@@ -652,3 +654,215 @@ def test_the_report_reads_cleanly_and_keeps_no_local_paths(rich, tmp_path):
         "task": "task.toml",
         "model": "openai/gpt",
     }
+
+
+# -- what schemas 8 and 9 added: the notebook, several models, smoke measurements, screening, fronts ------------
+
+PROXIES = {"synflow": 12.3, "grad_norm": 0.4, "naswot": 220.1}
+
+
+@dataclass
+class Modern:
+    path: object
+    run: str  # two configured models, openai/a and ollama/b; openai/old proposed too, before it was dropped
+    ids: dict  # name -> candidate id
+
+
+@pytest.fixture(scope="module")
+def modern_template(tmp_path_factory):
+    """An LLM run with several models (one since dropped, one whose server never answered once), a notebook, smoke
+    measurements with proxies, a verify retraining, a screened candidate, and ten trained candidates for a
+    predictor."""
+    path = tmp_path_factory.mktemp("modern") / "archive.db"
+    config = {"models": ["openai/a", "ollama/b@http://127.0.0.1:11434#B_KEY"], "notebook_every": 2}
+    with Archive(path) as db:
+        run = db.start_run("run", "digits", "openai/a", config)
+        ids = {}
+
+        def add(name, val, params, model=None, cost=0.0, seconds=1.0, status="trained", **extra):
+            calls = []
+            if model:
+                call = {"run_id": run, "purpose": "propose", "model": model, "status": "ok", "attempt": 1}
+                calls = [db.record_llm_call({**call, "cost_usd": cost, "latency_s": seconds})]
+            row = candidate(name, f"m-{name}", run_id=run, params=params, model=model, **extra)
+            if model:
+                row.update(proposer="llm", parents=[ids["seed"]])
+            smoke = {
+                "latency_ms": params / 500,
+                "peak_memory_mb": 40.0,
+                "proxies": {**PROXIES, "synflow": params / 100},
+            }
+            scores = {**evaluation(val, val - 0.02), "params": params, **smoke} if status == "trained" else None
+            ids[name] = db.record({**row, "status": status}, scores, llm_calls=calls)
+
+        add("seed", 0.50, 1_000)
+        add("a-better", 0.60, 2_000, model="openai/a", cost=0.01, seconds=2.0)
+        add("a-worse", 0.40, 3_000, model="openai/a", cost=0.01, seconds=3.0)
+        add("b-invalid", None, 4_000, model="ollama/b", seconds=10.0, status="invalid", reason="[imports] os")
+        add("old-better", 0.70, 5_000, model="openai/old", cost=0.02, seconds=4.0)
+        for i in range(6):
+            add(f"more-{i}", 0.45 + 0.05 * i, 6_000 + 1_000 * i)
+        db.record_llm_call(  # ollama/b's server timed out: no candidate, still a failed proposal of it
+            {
+                "run_id": run,
+                "purpose": "propose",
+                "model": "ollama/b",
+                "status": "timeout",
+                "attempt": 1,
+                "latency_s": 30,
+            }
+        )
+        verify = {**evaluation(0.65, 0.64, epochs=15), "stage": "verify", "latency_ms": 4.2, "peak_memory_mb": 41.0}
+        db.add_evaluation(ids["a-better"], "digits", {**verify, "proxies": PROXIES, "timings": {"proxy_seconds": 0.05}})
+        ids["screened"] = db.record(
+            candidate("screened", "m-screened", run_id=run, status="screened", params=9_000, island=2, prediction=0.42)
+        )
+        db.add_note(
+            run, "digits", 2, f"#{ids['a-better']} beat its parent; <b>wider</b> helps, not #999.", [ids["a-better"]]
+        )
+        db.add_note(
+            run, "digits", 4, f"Since #{ids['a-worse']}: depth hurts (#{ids['a-worse']} again).", [ids["a-worse"]]
+        )
+    return Modern(path, run, ids)
+
+
+@pytest.fixture
+def modern(modern_template, tmp_path):
+    path = tmp_path / "modern.db"
+    shutil.copy(modern_template.path, path)
+    app = create_app(path)
+    with TestClient(app) as c:
+        yield Modern(**{**modern_template.__dict__, "path": path}), c, app
+
+
+def test_the_run_page_shows_its_notebook_newest_first_citations_linked(modern):
+    m, client, _ = modern
+    page = client.get(f"/run/{m.run}").text
+    notebook = page[page.index('id="notebook"') :]
+    assert notebook.index("After 4 candidates") < notebook.index("After 2 candidates")  # newest first
+    better, worse = m.ids["a-better"], m.ids["a-worse"]
+    assert f'<a href="/candidate/{better}">#{better}</a> beat its parent' in notebook
+    assert notebook.count(f'<a href="/candidate/{worse}">#{worse}</a>') == 2
+    assert "not #999." in notebook and 'href="/candidate/999"' not in notebook  # cited ids only
+    assert "&lt;b&gt;wider&lt;/b&gt;" in notebook  # the LLM's text is escaped
+
+
+def test_a_run_without_notes_or_models_says_so_and_shows_no_model_table(client, sample):
+    page = client.get(f"/run/{sample.rea_run}").text
+    assert "No entries yet" in page and 'id="model-table"' not in page
+
+
+def test_the_run_page_has_a_table_per_model_from_the_bandits_own_summary(modern):
+    m, client, _ = modern
+    page = client.get(f"/run/{m.run}").text
+    table = page[page.index('id="model-table"') : page.index("</table>", page.index('id="model-table"'))]
+    rows = [re.sub(r"<[^>]+>", "|", row) for row in table.split("<tr>")[2:]]
+    cells = [[c.strip() for c in row.split("|") if c.strip()] for row in rows]
+    # configured models first, in order; then openai/old, no longer configured
+    assert [c[0] for c in cells] == ["openai/a", "ollama/b", "openai/old"]
+    assert cells[0][1:] == ["2", "2", "100%", "1", "$0.0200", "5.0", "5"]  # 0.1 gained over $0.02
+    assert cells[1][1:] == ["2", "0", "0%", "0", "$0.0000", "40.0", "0"]  # the invalid one and the timeout
+    assert cells[2][1] == "(no longer one of the run's models)" and cells[2][-1] == "10"
+
+
+def test_the_models_a_run_was_configured_with_old_and_new_configs():
+    assert [a.name for a in runview.configured_arms({"model": "openai/gpt-4o-mini"})] == ["openai/gpt-4o-mini"]
+    both = runview.configured_arms({"model": "x", "models": ["openai/a", "ollama/b@http://h:1#K", "openai/a"]})
+    assert [(a.name, a.api_base) for a in both] == [("openai/a", None), ("ollama/b", "http://h:1")]
+    assert runview.configured_arms({"model": None}) == [] and runview.configured_arms({}) == []
+    assert [a.name for a in runview.configured_arms({"models": ["has space"]})] == ["has space"]  # kept as written
+
+
+def test_the_candidate_page_explains_its_smoke_measurements_and_marks_a_verify_evaluation(modern):
+    m, client, _ = modern
+    page = client.get(f"/candidate/{m.ids['a-better']}").text
+    smoke_part = page[page.index('id="smoke"') : page.index('id="analysis"')]
+    for name in ("synflow", "grad_norm", "naswot", "proxy seconds", "latency", "peak memory"):
+        assert f"<dt>{name}</dt>" in smoke_part, name
+    assert "needs no data" in smoke_part and "real training data" in smoke_part and "ReLU-like" in smoke_part
+    table = smoke_part[smoke_part.index('id="smoke-table"') :]
+    assert '<td>explore</td><td class="num">4.0</td>' in table and '<td class="num">20</td>' in table  # synflow
+    assert '<td>verify</td><td class="num">4.2</td>' in table and "0.050" in table and "220.1" in table
+    evaluations = page[page.index('id="evaluations"') : page.index('id="smoke"')]
+    assert 'verify <span class="badge verify"' in evaluations and "<td>explore</td>" in evaluations
+    assert "ms per batch on the training device" in page and "<dt>peak memory</dt><dd>41.0 MB" in page
+    bare = client.get(f"/candidate/{m.ids['b-invalid']}").text
+    assert "No smoke measurements recorded" in bare
+
+
+def test_a_screened_candidate_says_why_it_did_not_train_with_its_island_and_prediction(modern):
+    m, client, _ = modern
+    page = client.get(f"/candidate/{m.ids['screened']}").text
+    assert 'id="screened"' in page and "recorded without training" in page
+    assert "ranked it below the other proposals" in page and "0.4200" in page
+    assert "<dt>island</dt><dd>2 " in page and "<dt>predicted validation accuracy</dt><dd>0.4200" in page
+    assert 'id="screened"' not in client.get(f"/candidate/{m.ids['seed']}").text
+    assert "screened" in client.get("/?status=screened").text and m.ids["screened"] in ids_in(
+        client.get("/?status=screened").text
+    )
+
+
+def test_the_predictor_page_says_when_there_are_too_few_candidates(client, sample):
+    page = client.get("/predictor?task=digits")
+    assert page.status_code == 200
+    assert "Too few candidates for a predictor" in page.text and "needs at least 8" in page.text
+    assert "Spearman" not in page.text.split('id="quality"')[1].split("</p>")[0]
+    assert 'href="/predictor?task=digits"' in client.get("/").text
+
+
+def test_the_predictor_page_gives_held_out_correlations_once_per_trained_count(modern):
+    m, client, app = modern
+    board = client.get("/").text
+    assert "How well the task&#39;s predictor ranks" in board  # nothing computed by a leaderboard
+    page = client.get("/predictor?task=digits").text
+    summary = re.search(r"predictor: Spearman (-?\d\.\d\d), Kendall (-?\d\.\d\d) on 10 held-out candidates", page)
+    assert summary, page[page.index('id="quality"') :][:300]
+    assert "log_params" in page and "synflow" in page  # the features it learnt from
+    assert summary.group(0) in client.get("/").text and summary.group(0) in client.get(f"/run/{m.run}").text
+    with Archive(m.path) as db:
+        assert app.state.qualities.kept(db, "digits") is not None
+        db.record(candidate("late", "m-late", params=123), evaluation(0.61, 0.6))
+        assert app.state.qualities.kept(db, "digits") is None  # a new trained candidate: worked out again on request
+    assert "on 11 held-out candidates" in client.get("/predictor?task=digits").text
+
+
+def fronts_in(html):
+    """The front column of a leaderboard sorted by front, in order."""
+    return re.findall(r'<td class="status-\w+">\w+</td>\s*<td class="num">([^<]*)</td>', html)
+
+
+def test_the_leaderboard_sorts_by_pareto_front_over_the_task_or_the_runs_objectives(rich):
+    r, client = rich
+    i = r.ids
+    page = client.get("/?sort=front").text  # score against size: a beats all; then b and e; then c; then d
+    assert ids_in(page) == [i["a"], i["e"], i["b"], i["c"], i["d"], i["untrained"]]
+    assert fronts_in(page) == ["1", "2", "2", "3", "4", "–"]
+    assert "Pareto standing over val:max, params:min (score against size)" in page and "front ▼" in page
+    worst = client.get("/?sort=front&order=asc").text
+    assert ids_in(worst) == [i["d"], i["c"], i["e"], i["b"], i["a"], i["untrained"]]  # unranked last either way
+    run = client.get(f"/?run={r.run}&sort=front").text  # the run's own: params<=50000 rules c and d out
+    assert ids_in(run) == [i["a"], i["e"], i["b"], i["untrained"], i["d"], i["c"]]
+    assert fronts_in(run) == ["1", "2", "2", "–", "–", "–"]
+    assert f"run {r.run}&#39;s objectives; constraints params&lt;=50000" in run
+    assert ids_in(client.get("/?sort=front&params_max=30k").text) == [i["a"], i["b"]]  # filters still apply
+    exported = client.get("/?sort=front&format=json").json()
+    assert [(row["id"], row["front"]) for row in exported][:2] == [(i["a"], 1), (i["e"], 2)]
+    assert client.get("/?task=all&sort=front").status_code == 400
+    assert 'href="/?sort=front&amp;order=desc">Sort by Pareto front</a>' in client.get("/").text
+
+
+def test_the_fast_standing_is_the_rule_of_goals_standing():
+    rng = random.Random(7)
+    for objectives in (["val"], ["val:max", "params:min"], ["val:max", "params:min", "latency_ms:min"]):
+        goals = Goals.parse(objectives, ["params<=90"] if len(objectives) == 2 else [])
+        for _ in range(40):
+            rows = [
+                {
+                    "id": k,
+                    "val_accuracy": rng.choice([None, 0.5, 0.6, rng.random()]),
+                    "params": rng.choice([10, 20, 30, rng.randint(1, 100)]),
+                    "latency_ms": rng.choice([1.0, 2.0, rng.random()]),
+                }
+                for k in range(rng.randint(0, 120))
+            ]
+            assert standing.standing(goals, rows) == goals.standing(rows), objectives

@@ -49,7 +49,8 @@ from agentarch import formats, queries
 from agentarch.archive import CANDIDATE_STATUSES, Archive, ArchiveError
 from agentarch.errors import UsageError
 from agentarch.objectives import GoalError, Goals
-from agentarch.web import charts, listing, plots
+from agentarch.web import charts, listing, plots, runview, smoke, standing
+from agentarch.web.predictor_quality import Qualities
 
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = listing.DEFAULT_PAGE_SIZE
@@ -65,6 +66,9 @@ LIVE_REFRESH_S = 5
 REVIEWS_SHOWN = 10
 NONE = "–"
 """What a page shows for a value that is not there (no score yet, no cost)."""
+FRONT_OBJECTIVES = ("val", "params:min")
+"""What the front sort ranks by when no run with objectives of its own is picked: the task's score in its direction
+against the size."""
 
 ROW_COLUMNS = (
     "id",
@@ -259,6 +263,14 @@ def _ids(request: Request) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
+def _front_goals(run: dict[str, Any] | None, task: dict[str, Any]) -> tuple[Goals, str]:
+    """The objectives and constraints a front sort ranks by, and whose they are: the picked run's when it stored
+    objectives, else `FRONT_OBJECTIVES`."""
+    if run is not None and (run.get("config") or {}).get("objectives"):
+        return _goals(run, task), f"run {run['id']}'s objectives"
+    return Goals.parse(FRONT_OBJECTIVES, (), task["direction"], task["metric"]), "score against size"
+
+
 def _goals(run: dict[str, Any], task: dict[str, Any]) -> Goals:
     """A run's objectives and constraints from its config; the task's metric alone for a run that stored none (or
     stored what this version cannot read)."""
@@ -346,6 +358,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
         context_processors=[lambda request: {"token": token, "url": lambda **changes: _url(request, **changes)}],
     )
     highlight_css = _FORMATTER.get_style_defs(".highlight")
+    qualities = Qualities()
 
     def archive() -> Archive:
         return Archive(archive_path)
@@ -372,15 +385,30 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             except ArchiveError as e:
                 raise HTTPException(400, str(e)) from None
             size = listing.page_size(q)
-            total = queries.count_candidates(db, filters)
+            scored_by = db.task_info(task) if task else None
+            front_goals, front_source = (
+                _front_goals(db.find_run(filters.run) if filters.run else None, scored_by) if scored_by else (None, "")
+            )
+            by_front = order.key == queries.FRONT
+            if by_front and front_goals is None:
+                raise HTTPException(400, "the front sort compares the candidates of one task; pick a task")
+            ranked = _ranked_by_front(db, filters, front_goals, order.descending) if front_goals and by_front else []
+            total = len(ranked) if by_front else queries.count_candidates(db, filters)
             pager = Pager(min(_page(request), max(1, math.ceil(total / size))), total, size)
-            rows = queries.leaderboard(db, filters, *_window(request, pager.page, size), sort=order)
+            limit, offset = _window(request, pager.page, size)
+            rows = (
+                _front_rows(db, ranked, limit, offset)
+                if by_front
+                else queries.leaderboard(db, filters, limit, offset, sort=order)
+            )
             if _wants_export(request):
-                return _export(request, rows, ROW_COLUMNS, f"leaderboard-{task or 'all'}")
-            queries.annotate(db, rows)
+                columns = (*ROW_COLUMNS, "front") if by_front else ROW_COLUMNS
+                return _export(request, rows, columns, f"leaderboard-{task or 'all'}")
+            if not by_front:  # the front sort's rows come annotated
+                queries.annotate(db, rows)
             proposers = queries.proposers(db, task) if task else []
             runs = queries.run_ids(db, task) if task else []
-            scored_by = db.task_info(task) if task else None
+            quality = qualities.kept(db, task) if task else None
         return render(
             request,
             "leaderboard.html",
@@ -400,6 +428,9 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 "typed": listing.range_fields(q),
                 "page_sizes": listing.PAGE_SIZES,
                 "measures": queries.MEASURES,
+                "front_goals": front_goals.describe() if front_goals else None,
+                "front_source": front_source,
+                "quality": quality,
             },
         )
 
@@ -439,11 +470,16 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             if row.get("duplicate_of"):
                 related_ids.append(row["duplicate_of"])
             related = queries.candidate_fields(db, related_ids, ("name", "status"))
+            evaluations = db.evaluations(candidate_id)
+            measured = smoke.measured(evaluations)
             context = {
                 "c": row,
                 "scored": scored,
                 "code_html": highlight_code(row["code"]),
-                "evaluations": db.evaluations(candidate_id),
+                "evaluations": evaluations,
+                "smoke": measured,
+                "proxies": smoke.columns(measured),
+                "proxy_seconds": smoke.SECONDS,
                 "llm_calls": db.llm_calls(candidate_id=candidate_id),
                 "parents": [related[i] for i in row.get("parents") or [] if i in related],
                 "examples": [related[i] for i in row.get("examples") or [] if i in related],
@@ -630,6 +666,9 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             top = queries.annotate(db, queries.leaderboard(db, queries.Filters(run=run_id), limit=20))
             pending = queries.count_pending_reviews(db, run_id)
             goals = _goals(run, db.task_info(run["task"]))
+            notebook = runview.notebook(db, run_id)
+            models = runview.models(db, run)
+            quality = qualities.kept(db, run["task"])
         axes = [o.measure for o in goals.objectives] if goals.multi else ["params", "val"]
         return render(
             request,
@@ -639,6 +678,9 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 "rows": top,
                 "pending": pending,
                 "goals": goals.describe(),
+                "notebook": notebook,
+                "models": models,
+                "quality": quality,
                 "x": axes[0],
                 "y": axes[1],
                 "refresh": LIVE_REFRESH_S if run["status"] == "running" else None,
@@ -685,6 +727,15 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 "scored_by": scored_by,
             },
         )
+
+    def predictor_page(request: Request) -> Response:
+        with archive() as db:
+            task = listing.task_of(request.query_params, queries.newest_task(db))
+            if not task:
+                raise HTTPException(400, "which task's predictor? add ?task=NAME")
+            quality = qualities.of(db, task)
+            scored_by = db.task_info(task)
+        return render(request, "predictor.html", {"task": task, "q": quality, "scored_by": scored_by})
 
     def best_json(request: Request) -> Response:
         with archive() as db:
@@ -748,6 +799,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             Route("/run/{run_id}", run_page),
             Route("/run/{run_id}/{kind}.png", run_plot),
             Route("/pareto", pareto_page),
+            Route("/predictor", predictor_page),
             Route("/api/run/{run_id}/best.json", best_json),
             Route("/api/pareto.json", pareto_json),
             Route("/api/curves.json", curves_json),
@@ -756,9 +808,30 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
         ],
         exception_handlers={HTTPException: http_error},
     )
+    app.state.qualities = qualities  # a benchmark empties it to time a first visit
     if token is not None:
         app.add_middleware(TokenGate, token=token)
     return app
+
+
+def _ranked_by_front(
+    db: Archive, filters: queries.Filters, goals: Goals, best_first: bool
+) -> list[tuple[int, int | None]]:
+    """(id, front from 0 or None) of every candidate the filters let through, in the front sort's order."""
+    measures = [*(o.measure for o in goals.objectives), *(c.measure for c in goals.constraints)]
+    return standing.order(goals, queries.measure_rows(db, filters, measures), best_first)
+
+
+def _front_rows(
+    db: Archive, ranked: list[tuple[int, int | None]], limit: int | None, offset: int
+) -> list[dict[str, Any]]:
+    """One page of the front sort as annotated listing rows, each with its `front` counted from 1 (None: unranked)."""
+    window = dict(ranked[offset : None if limit is None else offset + limit])
+    rows = queries.rows_by_id(db, list(window))
+    for row in rows:
+        front = window[row["id"]]
+        row["front"] = None if front is None else front + 1
+    return rows
 
 
 def _axis(q: Any, name: str, default: str) -> str:

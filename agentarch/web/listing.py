@@ -15,7 +15,7 @@ from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 
 from agentarch.archive import CANDIDATE_STATUSES
-from agentarch.queries import MEASURES, REVIEW_MARKS, SORTS, STAGES, Filters, Sort
+from agentarch.queries import FRONT, MEASURES, REVIEW_MARKS, SORTS, STAGES, Filters, Sort
 
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
@@ -90,8 +90,8 @@ def filters(q: QueryParams, task: str | None) -> Filters:
 
 def sort(q: QueryParams) -> Sort:
     key = q.get("sort", "best").strip() or "best"
-    if key not in SORTS:
-        raise HTTPException(400, f"sort is one of {', '.join(SORTS)}, not {key!r}")
+    if key not in SORTS and key != FRONT:
+        raise HTTPException(400, f"sort is one of {', '.join([*SORTS, FRONT])}, not {key!r}")
     return Sort(key, q.get("order", "desc") != "asc")
 
 
