@@ -247,7 +247,15 @@ def _print_result(r: EvalResult, metric: str) -> None:
 @app.command("run")
 def run_command(
     task: TaskOpt = None,
-    model: Annotated[Optional[str], setting("model", "--model")] = None,
+    model: Annotated[
+        Optional[list[str]],
+        setting(
+            "model",
+            "--model",
+            note="; give it more than once for several models, each MODEL[@API_BASE][#KEY_VARIABLE], chosen per "
+            "proposal by a cost-aware bandit",
+        ),
+    ] = None,
     api_base: Annotated[Optional[str], setting("api_base", "--api-base")] = None,
     budget: Annotated[Optional[int], setting("budget", "--budget", "--max-candidates")] = None,
     max_cost: Annotated[Optional[float], setting("max_cost", "--max-cost")] = None,
@@ -292,7 +300,8 @@ def run_command(
     """
     flags = dict(
         task=task,
-        model=model,
+        model=model[0] if model and len(model) == 1 else None,
+        models=model if model and len(model) > 1 else None,
         api_base=api_base,
         budget=budget,
         max_cost=max_cost,
@@ -321,7 +330,7 @@ def run_command(
     settings = settings_or_exit(archive=archive, **flags)
     printer = _outcome_printer(as_json)
     if resume:
-        given = {k: v for k, v in flags.items() if v is not None and k in ("budget", "max_cost", "hours")}
+        given = {k: v for k, v in flags.items() if v is not None and k in ("budget", "max_cost", "hours", "models")}
         err.print(f"resuming run {resume}")
         summary = run_lib.resume(resume, settings.archive, on_outcome=printer, on_waiting=_waiting_notice, **given)
     else:
@@ -338,7 +347,8 @@ def run_command(
                 "with the regularized-evolution baseline through the same loop."
             )
         else:
-            err.print(f"proposing with {settings.model}" + (f" at {settings.api_base}" if settings.api_base else ""))
+            models = ", ".join(settings.models) if settings.models else settings.model
+            err.print(f"proposing with {models}" + (f" at {settings.api_base}" if settings.api_base else ""))
         _warn_if_weak(resolve_isolation(settings.isolation))
         summary = run_lib.start(settings, on_outcome=printer, on_waiting=_waiting_notice)
     if as_json:

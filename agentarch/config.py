@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from agentarch.errors import AgentarchError
@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         None,
         description="litellm model string, e.g. openai/gpt-4o-mini or ollama/qwen2.5-coder",
         json_schema_extra=unset("none: run offline with regularized evolution"),
+    )
+    models: list[str] = Field(
+        default_factory=list,
+        description="several models for one run, one --model each, as MODEL[@API_BASE][#KEY_VARIABLE]; each "
+        "proposal's model is chosen by a cost-aware UCB bandit (improvement over the parent per USD, local "
+        "models' seconds priced), rebuilt from the archive on resume",
+        json_schema_extra=unset("--model alone"),
     )
     api_base: str | None = Field(
         None,
@@ -219,6 +226,15 @@ class Settings(BaseSettings):
         10, ge=2, description="regularized evolution: population size P (the most recent P evaluations)"
     )
     sample_size: int = Field(3, ge=1, description="regularized evolution: members sampled per tournament S")
+
+    @model_validator(mode="after")
+    def _first_model(self) -> Settings:
+        """With several models, `model` is the first one's name: what makes the run an LLM run (not offline)."""
+        from agentarch.bandit import parse_arms  # here: the bandit module reads the archive, which reads settings
+
+        if self.models:
+            self.model = self.model or parse_arms(self.models)[0].name
+        return self
 
     @classmethod
     def settings_customise_sources(

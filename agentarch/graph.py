@@ -36,6 +36,7 @@ from langgraph.types import interrupt
 
 from agentarch import fewshot, prompts, ranking
 from agentarch.archive import Archive, code_sha256
+from agentarch.bandit import ModelArm, parse_arms
 from agentarch.candidate import candidate_name
 from agentarch.config import Settings
 from agentarch.errors import UsageError
@@ -195,20 +196,32 @@ class RunContext:
             self._local.evaluator = Evaluator(self.archive(), self.settings, self.run_id, self.executor)
         return self._local.evaluator
 
-    def llm(self) -> LLMClient:
-        if not hasattr(self._local, "llm"):
+    @property
+    def arms(self) -> list[ModelArm]:
+        """The models of the run: the `--model` specs, or the one model (none offline)."""
+        s = self.settings
+        if s.models:
+            return parse_arms(s.models)
+        return [ModelArm(s.model)] if s.model else []
+
+    def llm(self, spec: str | None = None) -> LLMClient:
+        """This thread's client for the model `spec` names (default: the run's first), with the run's settings; an
+        arm's own server and key variable win over the run's `api_base` and `api_key`."""
+        clients = self._local.__dict__.setdefault("llms", {})
+        arm = ModelArm.parse(spec) if spec else self.arms[0]
+        if arm.spec not in clients:
             s = self.settings
-            self._local.llm = LLMClient(
-                s.model or "",
-                api_base=s.api_base,
-                api_key=s.api_key.get_secret_value() if s.api_key else None,
+            clients[arm.spec] = LLMClient(
+                arm.name,
+                api_base=arm.api_base or s.api_base,
+                api_key=arm.api_key() or (s.api_key.get_secret_value() if s.api_key else None),
                 timeout_s=s.llm_timeout_s,
                 max_retries=s.llm_retries,
                 temperature=s.temperature,
                 archive=self.archive(),
                 run_id=self.run_id,
             )
-        return self._local.llm
+        return clients[arm.spec]
 
     def offline_space(self) -> str:
         """The configured space when it builds this task's kind, else the first registered space that does."""
@@ -279,12 +292,13 @@ class Loop:
         if self.ctx.offline:
             space = get_space(self.ctx.offline_space())
             return {"code": space.render(plan["arch"], self.ctx.task), "intent": plan.get("note"), "response": None}
-        return self._ask(state["messages"], "propose")
+        return self._ask(state, state["messages"], "propose")
 
-    def _ask(self, messages: list[dict[str, str]], purpose: str) -> dict[str, Any]:
-        """One LLM call; a call that fails for good leaves `response` None and says why in `llm_error`."""
+    def _ask(self, state: CandidateState, messages: list[dict[str, str]], purpose: str) -> dict[str, Any]:
+        """One LLM call to the proposal's model; a call that fails for good leaves `response` None and says why in
+        `llm_error`."""
         try:
-            done = self.ctx.llm().complete(messages, purpose)
+            done = self.ctx.llm(state["plan"].get("model")).complete(messages, purpose)
         except LLMError as err:
             return {"response": None, "llm_error": f"[llm] {err}", "call_ids": list(getattr(err, "call_ids", []))}
         return {
@@ -408,7 +422,7 @@ class Loop:
         messages = prompts.repair_messages(
             self.ctx.task, state.get("code") or state.get("response") or "", state.get("error") or "", attempt=tries
         )
-        answer = self._ask(messages, "repair")
+        answer = self._ask(state, messages, "repair")
         if answer["response"] is None:  # keep the failing candidate and its verdict for the record
             return {**answer, "response": state.get("response"), "tries": tries}
         return {
@@ -478,7 +492,7 @@ class Loop:
             "status": assessment["status"],
             "reason": assessment["reason"],
         }
-        answer = self._ask(prompts.analyze_messages(self.ctx.task, candidate, parent), "analyze")
+        answer = self._ask(state, prompts.analyze_messages(self.ctx.task, candidate, parent), "analyze")
         analysis = (answer["response"] or "").strip() or None
         return {
             k: v for k, v in answer.items() if k in ("call_ids", "cost_usd", "prompt_tokens", "completion_tokens")
@@ -509,7 +523,7 @@ class Loop:
             extra.update(space=self.ctx.offline_space(), arch=plan["arch"])
         else:
             extra.update(
-                model=s.model,
+                model=ModelArm.parse(plan["model"]).name if plan.get("model") else s.model,
                 prompt=state.get("messages"),
                 response=state.get("response"),
                 examples=state.get("example_ids") or [],

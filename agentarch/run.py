@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from agentarch import bandit
 from agentarch.archive import Archive
 from agentarch.baseline import SeedResult, Trial
 from agentarch.baseline import summarize as summarize_baseline
@@ -126,6 +127,9 @@ def _drive(
                 verified=archive.verified(run_id),
             )
             summary["llm_faults"] = archive.llm_faults(run_id)
+            if len(ctx.arms) > 1:
+                history = bandit.history_from_archive(archive, run_id, ctx.task.name)
+                summary["models"] = bandit.summary(ctx.arms, history)
             archive.finish_run(run_id, status, summary)
         checkpointer.conn.close()
         ctx.executor.close()

@@ -20,14 +20,17 @@ started, `max-cost` the run's LLM spend, `hours` the time since the run started.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from langgraph.types import Command
 
-from agentarch import islands, prompts
+from agentarch import bandit, islands, prompts
+from agentarch.bandit import ModelArm
 from agentarch.graph import OFFLINE_PROPOSER, RunAborted, RunContext
 from agentarch.llm import LLMError
 from agentarch.proposers.base import Observation, Proposal
@@ -153,9 +156,21 @@ class Scheduler:
         if self.ctx.offline:
             proposal = self._evolve(pool, seq, [a for a in flying if a])
             plan.update(arch=proposal.arch, parents=proposal.parents, note=proposal.note)
-        elif s.islands > 1 and any(o.get("id") for o in pool):
-            plan["pool"] = [o["id"] for o in pool if o.get("id") and o.get("status") == "trained"]
+        else:
+            if s.islands > 1 and any(o.get("id") for o in pool):
+                plan["pool"] = [o["id"] for o in pool if o.get("id") and o.get("status") == "trained"]
+            if len(self.ctx.arms) > 1:
+                plan["model"] = self._choose_model(seq).spec
         return plan
+
+    def _choose_model(self, seq: int) -> ModelArm:
+        """The model of proposal `seq`: the bandit over the run's history as the archive holds it (so a resumed run,
+        or one given another list of models, picks from the same state), counting the proposals in flight."""
+        arms = self.ctx.arms
+        history = bandit.history_from_archive(self.ctx.archive(), self.ctx.run_id, self.ctx.task.name)
+        with self._changed:
+            pending = Counter(ModelArm.parse(p["model"]).name for p in self._flights.values() if p.get("model"))
+        return bandit.choose(arms, history, random.Random(f"{self.ctx.run_id}/{seq}"), pending=pending)
 
     def _evolve(self, pool: list[dict[str, Any]], seq: int, flying: list[str]) -> Proposal:
         """Regularized evolution rebuilt from `pool` (so a resumed run goes on alike), proposing an architecture
