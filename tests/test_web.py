@@ -745,6 +745,17 @@ def test_the_run_page_shows_its_notebook_newest_first_citations_linked(modern):
     assert notebook.count(f'<a href="/candidate/{worse}">#{worse}</a>') == 2
     assert "not #999." in notebook and 'href="/candidate/999"' not in notebook  # cited ids only
     assert "&lt;b&gt;wider&lt;/b&gt;" in notebook  # the LLM's text is escaped
+    assert "show every entry" not in notebook
+
+
+def test_a_long_notebook_shows_its_newest_entries_and_links_to_all(modern, monkeypatch):
+    m, client, _ = modern
+    monkeypatch.setattr("agentarch.web.app.NOTES_SHOWN", 1)
+    page = client.get(f"/run/{m.run}").text
+    assert "After 4 candidates" in page and "After 2 candidates" not in page
+    assert "The newest 1 of 2 entries" in page and f'href="/run/{m.run}?notes=all#notebook"' in page
+    every = client.get(f"/run/{m.run}?notes=all").text
+    assert "After 4 candidates" in every and "After 2 candidates" in every and "show every entry" not in every
 
 
 def test_a_run_without_notes_or_models_says_so_and_shows_no_model_table(client, sample):

@@ -61,6 +61,9 @@ REVIEWER_COOKIE = "agentarch_reviewer"
 COMPARE_MAX = 6
 LIVE_REFRESH_S = 5
 """How often a running run's page refreshes itself."""
+NOTES_SHOWN = 10
+"""A run page's newest notebook entries; `?notes=all` shows every one (a long run writes hundreds, and a running
+run's page reloads itself every few seconds)."""
 # Pending reviews shown at once, oldest first: each carries its code, its diff and three forms, and
 # a person decides them one by one anyway.
 REVIEWS_SHOWN = 10
@@ -666,7 +669,9 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             top = queries.annotate(db, queries.leaderboard(db, queries.Filters(run=run_id), limit=20))
             pending = queries.count_pending_reviews(db, run_id)
             goals = _goals(run, db.task_info(run["task"]))
-            notebook = runview.notebook(db, run_id)
+            notebook, notes = runview.notebook(
+                db, run_id, None if request.query_params.get("notes") == "all" else NOTES_SHOWN
+            )
             models = runview.models(db, run)
             quality = qualities.kept(db, run["task"])
         axes = [o.measure for o in goals.objectives] if goals.multi else ["params", "val"]
@@ -679,6 +684,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 "pending": pending,
                 "goals": goals.describe(),
                 "notebook": notebook,
+                "notes": notes,
                 "models": models,
                 "quality": quality,
                 "x": axes[0],

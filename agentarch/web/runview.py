@@ -39,14 +39,15 @@ def linked(text: str, cites: Iterable[int]) -> Markup:
     return Markup("").join(parts)
 
 
-def notebook(archive: Archive, run_id: str) -> list[dict[str, Any]]:
-    """The run's notebook entries, newest first, each with `after` (how many candidates the run had recorded when
-    it was written), `written` and `html` (its text with the cited candidates linked)."""
+def notebook(archive: Archive, run_id: str, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The run's newest `limit` notebook entries (all for None), newest first, and how many it holds. Each entry has
+    `after` (how many candidates the run had recorded when it was written), `written` and `html` (its text with the
+    cited candidates linked)."""
     entries = archive.notes(run_id)
+    shown = entries[::-1][:limit]
     return [
-        {"after": e["after"], "written": e["created_at"], "html": linked(e["text"], e["cites"])}
-        for e in reversed(entries)
-    ]
+        {"after": e["after"], "written": e["created_at"], "html": linked(e["text"], e["cites"])} for e in shown
+    ], len(entries)
 
 
 def configured_arms(config: Mapping[str, Any]) -> list[bandit.ModelArm]:
