@@ -26,7 +26,7 @@ from agentarch.errors import AgentarchError
 from agentarch.ranking import Direction, sql_key, sql_order, sql_sign
 from agentarch.tasks import TASKS, Task
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout", "rejected", "screened")
 # A candidate whose code or function matches one of these was already evaluated (or already failed
@@ -167,6 +167,8 @@ class Archive:
                 self._upgrade_to_v9()
             if version < 10:
                 self._upgrade_to_v10()
+            if version < 11:
+                self._upgrade_to_v11()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -431,6 +433,11 @@ class Archive:
             not_null={"winner", "how", "predictions", "created_at"},
             foreign_keys=[("run_id", "runs", "id")],
         )
+
+    def _upgrade_to_v11(self) -> None:
+        """Schema 11: how an LLM proposal got its code (`edit`): full, diff, diff-repaired, diff-fallback or
+        diff-unanswered, so a run in diff or mixed edit mode accounts for every proposal."""
+        self.db["candidates"].add_column("edit", str)
 
     def _insert_task(self, task: Task) -> None:
         self.db["tasks"].insert(

@@ -160,6 +160,15 @@ class Settings(BaseSettings):
         "off: from the shipped seed architectures only, every proposal independent (the best-of-N control, "
         "agentarch baseline --algo best-of-n)",
     )
+    edit_mode: Literal["full", "diff", "mixed"] = Field(
+        "full",
+        description="what the LLM is asked for: full (a whole module), diff (SEARCH/REPLACE edits of the parent, "
+        "applied strictly; one retry with the reason, then a full module), mixed (diff for --edit-rate of the "
+        "proposals)",
+    )
+    edit_rate: float = Field(
+        0.5, ge=0, le=1, description="with --edit-mode mixed: the share of proposals asked for a diff"
+    )
     notebook_every: int = Field(
         10,
         ge=0,

@@ -24,6 +24,7 @@ import operator
 import random
 import sqlite3
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -34,7 +35,7 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
-from agentarch import fewshot, prompts, ranking
+from agentarch import edits, fewshot, prompts, ranking
 from agentarch.archive import Archive, code_sha256
 from agentarch.bandit import ModelArm, parse_arms
 from agentarch.candidate import candidate_name
@@ -98,6 +99,10 @@ class CandidateState(TypedDict, total=False):
     verdict: str | None  # the candidate's outcome once decided (invalid, duplicate, rejected, failed, trained...)
     smoke: dict[str, Any] | None  # with --screen: what the smoke-only job measured (size, latency, proxies)
     prediction: float | None  # with --screen: the predictor's validation score for this candidate
+    edit: str | None  # what the last answer was asked to be: "diff" (edits of the parent) or "full" (a module)
+    edit_error: str | None  # why the answer's edits did not apply (shown once to the LLM, then a full module)
+    edit_tries: int  # edit retries so far (at most one)
+    edit_outcome: str | None  # diff, diff-repaired or diff-fallback: how a diff-mode proposal got its code
     assessment: dict[str, Any] | None  # the rows that verdict records
     analysis: str | None
     review: dict[str, Any] | None  # a person's latest decision at the review gate
@@ -276,15 +281,15 @@ class Loop:
         else:
             note = f"This is proposal {plan['seq'] + 1} of the run."
         notes = self.ctx.archive().notes(self.ctx.run_id) if self.ctx.settings.feedback else []
-        return {
-            "messages": prompts.propose_messages(
-                self.ctx.task,
-                fewshot.FewShot(**state["fewshot"]),
-                batch_note=note,
-                goals=self.ctx.goals,
-                notebook=notes[-1] if notes else None,
-            )
-        }
+        shot = fewshot.FewShot(**state["fewshot"])
+        notebook = notes[-1] if notes else None
+        if plan.get("edit") == "diff" and shot.parent is not None:  # an edit needs a parent to edit
+            messages = prompts.edit_messages(self.ctx.task, shot, note, self.ctx.goals, notebook)
+            return {"messages": messages, "edit": "diff"}
+        messages = prompts.propose_messages(
+            self.ctx.task, shot, batch_note=note, goals=self.ctx.goals, notebook=notebook
+        )
+        return {"messages": messages, "edit": "full"}
 
     def propose(self, state: CandidateState) -> dict[str, Any]:
         """Ask the LLM for a candidate (offline: render the evolution's architecture)."""
@@ -311,9 +316,19 @@ class Loop:
         }
 
     def extract(self, state: CandidateState) -> dict[str, Any]:
-        """Pull the module out of the answer (prose, several blocks, a cut-off answer are all handled)."""
+        """Pull the module out of the answer (prose, several blocks, a cut-off answer are all handled); in diff
+        mode, apply the answer's SEARCH/REPLACE blocks to the parent, strictly (each must match exactly once)."""
         if self.ctx.offline:
             return {"error": None}
+        if state.get("edit") == "diff":
+            parent = (state.get("fewshot") or {}).get("parent") or {}
+            try:
+                applied = edits.apply(parent.get("code") or "", state.get("response") or "")
+            except edits.EditError as err:
+                return {"code": None, "edit_error": str(err)}
+            outcome = "diff-repaired" if state.get("edit_tries") else "diff"
+            intent = prompts.intent_of(state.get("response") or "")
+            return {"code": applied.code, "intent": intent, "error": None, "edit_error": None, "edit_outcome": outcome}
         try:
             found = prompts.extract_code(state.get("response") or "")
         except prompts.ExtractError as err:
@@ -415,6 +430,28 @@ class Loop:
         measured = state.get("smoke") or {}
         screened.candidate.update(params=measured.get("params"), flops=measured.get("flops"))
         return {**_verdict(screened), "prediction": decision.prediction}
+
+    def edit_retry(self, state: CandidateState) -> dict[str, Any]:
+        """Edits that did not apply: show the LLM why (and the parent again), once, in the same conversation."""
+        parent = state["fewshot"]["parent"]
+        messages = [
+            *state["messages"],
+            {"role": "assistant", "content": state.get("response") or ""},
+            prompts.edit_retry_message(self.ctx.task, parent, state.get("edit_error") or ""),
+        ]
+        return {**self._ask(state, messages, "edit"), "messages": messages, "edit_tries": 1}
+
+    def fall_back(self, state: CandidateState) -> dict[str, Any]:
+        """Edits that failed twice: ask for a full module instead, from the same context; nothing is dropped."""
+        plan = state["plan"]
+        messages = prompts.propose_messages(
+            self.ctx.task,
+            fewshot.FewShot(**state["fewshot"]),
+            batch_note=f"This is proposal {plan['seq'] + 1} of the run.",
+            goals=self.ctx.goals,
+        )
+        answer = self._ask(state, messages, "propose")
+        return {**answer, "messages": messages, "edit": "full", "edit_outcome": "diff-fallback", "edit_error": None}
 
     def repair(self, state: CandidateState) -> dict[str, Any]:
         """Show the LLM its code and what went wrong; its answer goes back through extract and the checks."""
@@ -519,6 +556,8 @@ class Loop:
             "island": plan.get("island"),
             "prediction": state.get("prediction"),
         }
+        if not self.ctx.offline:
+            extra["edit"] = _edit_outcome(state)
         if self.ctx.offline:
             extra.update(space=self.ctx.offline_space(), arch=plan["arch"])
         else:
@@ -579,6 +618,7 @@ class Loop:
             "test_accuracy": metrics.get("test_accuracy"),
             **{m: measured.get(m) for m in ("params", "flops", "latency_ms", "peak_memory_mb")},
             "metric": self.ctx.task.metric,  # what the two scores are
+            "edit": None if self.ctx.offline else _edit_outcome(state),
             "arch": state["plan"].get("arch"),
             "cost_usd": state.get("cost_usd", 0.0),
         }
@@ -596,7 +636,14 @@ class Loop:
         return "record" if state.get("llm_error") else "extract"
 
     def after_extract(self, state: CandidateState) -> str:
+        if state.get("edit_error"):
+            return "fall_back" if state.get("edit_tries") else "edit_retry"
         return self._repair_or_record(state) if state.get("error") else "static_check"
+
+    @staticmethod
+    def after_edit_call(state: CandidateState) -> str:
+        """An edit retry or fallback the LLM did not answer is recorded `invalid` with what it last said."""
+        return "record" if state.get("response") is None else "extract"
 
     def after_check(self, state: CandidateState) -> str:
         return self._repair_or_record(state) if state.get("verdict") else "dedup"
@@ -700,6 +747,15 @@ def _unless_fault(route: Any) -> Any:
     return routed
 
 
+def _edit_outcome(state: CandidateState) -> str:
+    """How an LLM proposal got its code: full (asked for a module), diff (its edits applied), diff-repaired (applied
+    after the one retry), diff-fallback (a full module after two failed edits), diff-unanswered (the LLM gave no
+    answer to the retry or the fallback)."""
+    if state.get("edit_outcome"):
+        return state["edit_outcome"]  # type: ignore[return-value]
+    return "diff-unanswered" if state.get("edit") == "diff" else "full"
+
+
 def _dump(assessment: Assessment) -> dict[str, Any]:
     """An assessment as the checkpoint stores it (plain data)."""
     return dataclasses.asdict(assessment)
@@ -729,6 +785,8 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
         "smoke",
         "screen",
         "repair",
+        "edit_retry",
+        "fall_back",
         "train",
         "analyze",
         "record",
@@ -745,13 +803,15 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
     then("select_context", lambda state: "render_prompt", ["render_prompt"])
     then("render_prompt", lambda state: "propose", ["propose"])
     then("propose", loop.after_propose, ["extract", "give_up"])
-    then("extract", loop.after_extract, ["static_check", "repair", "record"])
+    then("extract", loop.after_extract, ["static_check", "repair", "record", "edit_retry", "fall_back"])
     then("static_check", loop.after_check, ["dedup", "repair", "record"])
     then("dedup", loop.after_dedup, ["review_gate", "record"])
     then("review_gate", loop.after_review, ["smoke", "static_check", "record"])
     then("smoke", loop.after_smoke, ["train", "screen", "repair", "record"])
     then("screen", lambda state: "record" if state.get("verdict") else "train", ["train", "record"])
     then("repair", loop.after_repair, ["extract", "record"])
+    then("edit_retry", loop.after_edit_call, ["extract", "record"])
+    then("fall_back", loop.after_edit_call, ["extract", "record"])
     then("train", lambda state: "analyze", ["analyze"])
     then("analyze", lambda state: "record", ["record"])
     then("record", lambda state: END, [END])
@@ -817,6 +877,9 @@ def summarize(
         summary["reference"] = (
             None if reference is None else [obj.key(r) for obj, r in zip(goals.objectives, reference)]
         )
+    edited = Counter(o["edit"] for o in outcomes if o.get("edit"))
+    if set(edited) - {"full"}:
+        summary["edits"] = dict(edited)
     if verified:
         summary["verified"] = ranking.ranked(
             [v for v in verified.values() if v["status"] == "trained"], lambda v: v["val_accuracy"], direction

@@ -141,6 +141,42 @@ def propose_messages(
     return [_system(task, "propose", prompts_dir), {"role": "user", "content": user}]
 
 
+def edit_messages(
+    task: Task,
+    fewshot: FewShot,
+    batch_note: str = "",
+    goals: Goals | None = None,
+    notebook: dict[str, Any] | None = None,
+    prompts_dir: Path | str | None = None,
+) -> Messages:
+    """System and user messages asking for SEARCH/REPLACE edits of the parent (agentarch.edits applies them), with
+    the other examples in brief; `fewshot` must have a parent (without one the loop asks for a full module)."""
+    _require_trainable(task)
+    user = render(
+        "edit.j2",
+        prompts_dir,
+        task=task,
+        examples=fewshot.examples,
+        parent=fewshot.parent,
+        batch_note=batch_note,
+        goals=goals if goals is not None and goals.multi else None,
+        notebook=notebook,
+    )
+    return [_system(task, "edit", prompts_dir), {"role": "user", "content": user}]
+
+
+def edit_retry_message(
+    task: Task, parent: dict[str, Any], reason: str, prompts_dir: Path | str | None = None
+) -> dict[str, str]:
+    """The next user turn after edits that did not apply: the reason and the parent again, asking once more."""
+    return {"role": "user", "content": render("edit_retry.j2", prompts_dir, task=task, parent=parent, reason=reason)}
+
+
+def intent_of(answer: str) -> str | None:
+    """The `Intent:` paragraph of an answer that is not one module (an edit's prose before its blocks)."""
+    return _find_intent(answer.splitlines())
+
+
 def repair_messages(task: Task, code: str, error: str, attempt: int, prompts_dir: Path | str | None = None) -> Messages:
     """System and user messages asking to fix `code`, which failed with `error` (trimmed to its tail)."""
     _require_trainable(task)

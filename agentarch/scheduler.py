@@ -161,6 +161,11 @@ class Scheduler:
                 plan["pool"] = [o["id"] for o in pool if o.get("id") and o.get("status") == "trained"]
             if len(self.ctx.arms) > 1:
                 plan["model"] = self._choose_model(seq).spec
+            if s.feedback:
+                diff = s.edit_mode == "diff" or (
+                    s.edit_mode == "mixed" and random.Random(f"{self.ctx.run_id}/{seq}/edit").random() < s.edit_rate
+                )
+                plan["edit"] = "diff" if diff else "full"
         return plan
 
     def _choose_model(self, seq: int) -> ModelArm:
