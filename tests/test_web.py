@@ -829,6 +829,7 @@ def test_the_predictor_page_gives_held_out_correlations_once_per_trained_count(m
     summary = re.search(r"predictor: Spearman (-?\d\.\d\d), Kendall (-?\d\.\d\d) on 10 held-out candidates", page)
     assert summary, page[page.index('id="quality"') :][:300]
     assert "log_params" in page and "synflow" in page  # the features it learnt from
+    assert '<input name="q" value=""' in page  # the search box stays empty
     assert summary.group(0) in client.get("/").text and summary.group(0) in client.get(f"/run/{m.run}").text
     with Archive(m.path) as db:
         assert app.state.qualities.kept(db, "digits") is not None

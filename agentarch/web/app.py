@@ -741,7 +741,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 raise HTTPException(400, "which task's predictor? add ?task=NAME")
             quality = qualities.of(db, task)
             scored_by = db.task_info(task)
-        return render(request, "predictor.html", {"task": task, "q": quality, "scored_by": scored_by})
+        return render(request, "predictor.html", {"task": task, "quality": quality, "scored_by": scored_by})
 
     def best_json(request: Request) -> Response:
         with archive() as db:

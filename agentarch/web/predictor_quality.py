@@ -38,8 +38,8 @@ class Quality:
         if self.reason:
             return f"no predictor yet: {self.reason}"
         if self.spearman is None or self.kendall is None:
-            return f"predictor: no rank correlation (its predictions were all equal) on {self.n} held-out candidates"
-        return f"predictor: Spearman {self.spearman:.2f}, Kendall {self.kendall:.2f} on {self.n} held-out candidates"
+            return f"predictor: no rank correlation (its predictions were all equal) on {self.n:,} held-out candidates"
+        return f"predictor: Spearman {self.spearman:.2f}, Kendall {self.kendall:.2f} on {self.n:,} held-out candidates"
 
 
 class Qualities:

@@ -24,7 +24,7 @@ PROXIES: dict[str, str] = {
 }
 """What each zero-cost proxy is, in one line, by the name the archive stores it under."""
 
-SECONDS = "proxy seconds: what computing the proxies cost in the smoke stage"
+SECONDS = "what computing the proxies cost, in seconds of the smoke stage (the price of these hints)"
 """The line for the proxies' cost."""
 
 
