@@ -367,18 +367,31 @@ def run_command(
 
 def run_summary_line(summary: dict[str, Any]) -> str:
     """The last line of `agentarch run`: every outcome counted (rejections by a reviewer too), then the best."""
-    counts = ", ".join(
-        f"{summary[k]} {k}" for k in ("proposed", "trained", "invalid", "duplicate", "failed", "rejected", "repaired")
-    )
+    kinds = ("proposed", "trained", "invalid", "duplicate", "failed", "rejected", "screened", "repaired")
+    counts = ", ".join(f"{summary[k]} {k}" for k in kinds if k in summary)
     best = summary["best"]
     outcome = (
         f"best #{best['id']} {formats.scored('test', best['test_accuracy'], summary['metric'])}"
         if best
         else "nothing trained; see `agentarch archive ls`"
     )
+    extras = []
+    if "front" in summary:
+        extras.append(
+            f"Pareto front of {len(summary['front'])} ({', '.join(summary['objectives']['objectives'])}), "
+            f"hypervolume {summary['hypervolume']:.4g}"
+        )
+    if summary.get("verified"):
+        top = summary["verified"][0]
+        extras.append(
+            f"{len(summary['verified'])} verified, best #{top['id']} "
+            f"{formats.scored('test', top['test_accuracy'], summary['metric'])} at {top['epochs']} epochs"
+        )
+    if summary.get("edits"):
+        extras.append("edits: " + ", ".join(f"{n} {kind}" for kind, n in sorted(summary["edits"].items())))
     return (
         f"[bold]run {summary['run_id']} {summary['status']}[/] (stopped by {summary['stopped_by']}): {counts}; "
-        f"{outcome}; cost {formats.usd(summary['cost_usd'])}"
+        f"{outcome}; " + "".join(f"{extra}; " for extra in extras) + f"cost {formats.usd(summary['cost_usd'])}"
     )
 
 

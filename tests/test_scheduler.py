@@ -136,3 +136,20 @@ def test_proposals_in_flight_follow_the_executors_slots_not_the_batch(tmp_path, 
     for n in range(9):
         ctx.enter_queue(f"k{n}")  # 8 slots + 1 queue place, none waits
     assert not ctx._queue.acquire(blocking=False)
+
+
+def test_the_runs_last_line_says_front_verified_screened_and_edits():
+    from agentarch import cli
+
+    summary = {
+        **{"run_id": "r", "status": "finished", "stopped_by": "max-candidates", "metric": "accuracy"},
+        **{"proposed": 8, "trained": 2, "invalid": 0, "duplicate": 0, "failed": 0, "rejected": 0, "screened": 6},
+        **{"repaired": 0, "best": {"id": 3, "test_accuracy": 0.9}, "cost_usd": 0.0, "hypervolume": 819.7},
+        "objectives": {"objectives": ["val:max", "params:min"], "constraints": []},
+        "front": [{"id": 1}, {"id": 2}],
+        "verified": [{"id": 3, "test_accuracy": 0.95, "epochs": 30}],
+        "edits": {"diff": 2, "full": 1},
+    }
+    line = cli.run_summary_line(summary)
+    assert "6 screened" in line and "Pareto front of 2 (val:max, params:min), hypervolume 819.7" in line
+    assert "1 verified, best #3 test 0.9500 at 30 epochs" in line and "edits: 2 diff, 1 full" in line
