@@ -3,9 +3,9 @@
 A paused `agentarch run --review` waits on two candidates; a person approves one and rejects the other
 by filling the review queue's forms and clicking its buttons in `agentarch serve`, and the run goes on
 by itself. Then, with a family of candidates added to the same archive as a longer run would leave them,
-the person browses as one does in thousands: sorts by a column, filters by a size, pastes a name into search,
-compares two candidates, follows the lineage tree, clicks a point of the Pareto front, and reads the
-leaderboard in a 400-pixel window. One browser session for all of it. Screenshots of every page land in
+the person browses as one does in thousands: sorts by a column, filters by a size, sorts by Pareto front, pastes
+a name into search, compares two candidates, follows the lineage tree, clicks a point of the Pareto front, and
+reads the leaderboard in a 400-pixel window. One browser session for all of it. Screenshots of every page land in
 test-artifacts/screenshots/ (CI keeps them).
 """
 
@@ -343,6 +343,7 @@ def test_a_person_decides_a_paused_run_in_a_real_browser(tmp_path, cache_dir, mo
         _check_page(driver, "Run")
         assert run_id in driver.find_element(By.TAG_NAME, "h1").text
         assert "finished" in driver.find_element(By.TAG_NAME, "h1").text
+        assert driver.find_element(By.ID, "notebook").text == "Notebook"
         written.append(_screenshot(driver, "06-run.png"))
 
         driver.get(f"{base}/candidate/{trained_id}")
@@ -396,6 +397,16 @@ def test_a_person_decides_a_paused_run_in_a_real_browser(tmp_path, cache_dir, mo
         sizes = [_number(t) for t in _cells(driver, 8)]
         assert all(0 <= n <= 100_000 for n in sizes) and {1_500, 50_000} <= set(sizes), sizes
         written.append(_screenshot(driver, "11-leaderboard-filtered.png"))
+
+        # the Pareto standing: a link sorts by front (score against size), shown in its own column
+        driver.get(base + "/?task=digits")
+        driver.find_element(By.LINK_TEXT, "Sort by Pareto front").click()
+        WebDriverWait(driver, 20).until(lambda d: "sort=front" in d.current_url)
+        _check_page(driver, "Leaderboard")
+        fronts = [_number(t) for t in _cells(driver, 6) if _number(t) >= 0]  # the unranked come last
+        assert fronts[0] == 1 and fronts == sorted(fronts), fronts
+        assert _cells(driver, 2)[0] == f"#{family['tiny']}"  # the best score with the fewest parameters
+        written.append(_screenshot(driver, "11b-leaderboard-front.png"))
 
         # search with a name pasted from the leaderboard (its punctuation once meant FTS5 syntax)
         driver.get(base + "/?task=digits&sort=params")
