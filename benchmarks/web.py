@@ -264,7 +264,7 @@ def main() -> None:
             Probe("compare: loss curves (JSON)", f"/api/curves.json?ids={ids['compare']}"),
             Probe("lineage tree (its run's descendants, up to 300 a side)", f"/candidate/{ids['parent']}/lineage"),
             Probe("runs list", "/runs"),
-            Probe("run page (HTML: two models' table, ~400 notebook entries)", f"/run/{ids['run']}"),
+            Probe("run page (HTML: two models' table, newest 10 of ~400 notebook entries)", f"/run/{ids['run']}"),
             Probe("run best-so-far plot (PNG)", f"/run/{ids['run']}/best.png"),
             Probe("run Pareto plot (PNG, ~3,200 points)", f"/run/{ids['run']}/pareto.png"),
             Probe("run best-so-far (JSON)", f"/api/run/{ids['run']}/best.json"),
