@@ -207,7 +207,7 @@ class RunContext:
         s = self.settings
         if s.models:
             return parse_arms(s.models)
-        return [ModelArm(s.model)] if s.model else []
+        return [ModelArm.parse(s.model)] if s.model else []
 
     def llm(self, spec: str | None = None) -> LLMClient:
         """This thread's client for the model `spec` names (default: the run's first), with the run's settings; an
@@ -537,7 +537,7 @@ class Loop:
 
     def record(self, state: CandidateState) -> dict[str, Any]:
         """Write the candidate, its evaluation and its LLM provenance in one transaction (once per proposal)."""
-        plan, s = state["plan"], self.ctx.settings
+        plan = state["plan"]
         assessment = state.get("assessment") if state.get("verdict") else None
         if assessment is None:  # no verdict: no code in the answer, or no LLM answer to a repair
             assessment = _dump(
@@ -562,7 +562,7 @@ class Loop:
             extra.update(space=self.ctx.offline_space(), arch=plan["arch"])
         else:
             extra.update(
-                model=ModelArm.parse(plan["model"]).name if plan.get("model") else s.model,
+                model=ModelArm.parse(plan["model"]).name if plan.get("model") else self.ctx.arms[0].name,
                 prompt=state.get("messages"),
                 response=state.get("response"),
                 examples=state.get("example_ids") or [],
