@@ -117,3 +117,13 @@ def test_bad_goals_say_what_to_write(objective, constraint, says):
 def test_a_measure_is_one_objective_only():
     with pytest.raises(GoalError, match="one objective only"):
         Goals.parse(["params:min", "parameters:max"])
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_the_sweep_finds_the_fronts_the_pairwise_sort_finds(dims):
+    """One or two objectives are sorted and swept (fast enough for a task-wide leaderboard); the answer is the
+    pairwise sort's, ties and repeated points included."""
+    rng = random.Random(dims)
+    for _ in range(200):
+        points = [tuple(rng.choice([0.0, 0.5, rng.random()]) for _ in range(dims)) for _ in range(rng.randint(0, 60))]
+        assert pareto.fronts(points) == pareto._fronts_by_pairs(points)

@@ -3,7 +3,6 @@
 import csv
 import io
 import json
-import random
 import re
 import shutil
 from dataclasses import dataclass
@@ -16,11 +15,10 @@ from typer.testing import CliRunner
 from agentarch.archive import Archive
 from agentarch.cli import app as cli_app
 from agentarch.errors import UsageError
-from agentarch.objectives import Goals
 from agentarch.queries import RunHistory
 from agentarch.ranking import running_best
 from agentarch.report import shareable, write_report
-from agentarch.web import create_app, runview, serve, standing
+from agentarch.web import create_app, runview, serve
 from agentarch.web.plots import (
     best_so_far_figure,
     best_so_far_lines,
@@ -861,20 +859,3 @@ def test_the_leaderboard_sorts_by_pareto_front_over_the_task_or_the_runs_objecti
     assert [(row["id"], row["front"]) for row in exported][:2] == [(i["a"], 1), (i["e"], 2)]
     assert client.get("/?task=all&sort=front").status_code == 400
     assert 'href="/?sort=front&amp;order=desc">Sort by Pareto front</a>' in client.get("/").text
-
-
-def test_the_fast_standing_is_the_rule_of_goals_standing():
-    rng = random.Random(7)
-    for objectives in (["val"], ["val:max", "params:min"], ["val:max", "params:min", "latency_ms:min"]):
-        goals = Goals.parse(objectives, ["params<=90"] if len(objectives) == 2 else [])
-        for _ in range(40):
-            rows = [
-                {
-                    "id": k,
-                    "val_accuracy": rng.choice([None, 0.5, 0.6, rng.random()]),
-                    "params": rng.choice([10, 20, 30, rng.randint(1, 100)]),
-                    "latency_ms": rng.choice([1.0, 2.0, rng.random()]),
-                }
-                for k in range(rng.randint(0, 120))
-            ]
-            assert standing.standing(goals, rows) == goals.standing(rows), objectives
