@@ -20,6 +20,7 @@ that, untrusted code is refused (refuse_untrusted).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -338,8 +339,21 @@ def sweep_stale(parent: Path) -> None:
             pass
 
 
+CPU_SHARES_PER_CORE = 1024
+CPU_SHARES_MAX = 262144
+"""cgroup v1 `cpu.shares`: a nice-0 task's weight, and the kernel's cap. All jobs together (`cpu/agentarch`) weigh
+as much as one busy nice-0 thread per core; each job's group weighs the same as every other job's."""
+
+
 class Cgroup:
-    """A per-evaluation cgroup (v1 hierarchies or a delegated v2 subtree), where the host may make one."""
+    """A per-evaluation cgroup (v1 hierarchies or a delegated v2 subtree), where the host may make one.
+
+    Besides the pids (and memory) controller, a job gets a cpu group of its own where the host has the
+    controller: the scheduler then shares CPU time between jobs, not between sessions. Without it, every
+    session is an autogroup the scheduler treats as a peer of a whole job (sched_autogroup), so a candidate
+    that forks processes which each call setsid() takes most of the machine from the jobs beside it (slower
+    training, an inflated latency_ms, a smoke stage pushed past its timeout).
+    """
 
     def __init__(self, name: str, max_pids: int, memory_bytes: int | None) -> None:
         self.dirs: list[Path] = []
@@ -353,9 +367,19 @@ class Cgroup:
     def _create(self, name: str, max_pids: int, memory_bytes: int | None) -> None:
         root = Path("/sys/fs/cgroup")
         if (root / "pids" / "cgroup.procs").exists():  # cgroup v1
-            for controller in ("pids", "memory"):
+            for controller in ("pids", "memory", "cpu"):
                 sweep_stale(root / controller / "agentarch")
             self.dirs.append(self._mkdir(root / "pids" / "agentarch" / name, {"pids.max": str(max_pids)}))
+            if (root / "cpu" / "cgroup.procs").exists():
+                try:  # best effort: the job's CPU share, however many processes or sessions it makes
+                    self.dirs.append(self._mkdir(root / "cpu" / "agentarch" / name, {}))
+                except OSError:
+                    pass
+                else:
+                    with contextlib.suppress(OSError):
+                        (root / "cpu" / "agentarch" / "cpu.shares").write_text(
+                            str(min(CPU_SHARES_MAX, CPU_SHARES_PER_CORE * (os.cpu_count() or 1)))
+                        )
             if memory_bytes and (root / "memory" / "cgroup.procs").exists():
                 try:  # best effort: without it, RLIMIT_AS still caps the address space on CPU hosts
                     self.dirs.append(

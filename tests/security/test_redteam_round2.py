@@ -1,0 +1,303 @@
+"""Red-team round 2: the smoke stage's new measurements, smoke-only jobs, lm likelihoods and noisy neighbours.
+
+Each test is one attack. Where the attack is contained it asserts the defence; where it succeeds by
+design (docs/sandbox.md, "What neither mode stops") it is a strict xfail that says so, so a fix shows
+up as an unexpected pass. Sandbox runs are batched and marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from agentarch.archive import Archive
+from agentarch.config import load_settings
+from agentarch.evaluate import Evaluator
+from agentarch.executors import RunRequest, stages
+from agentarch.protocol import MAX_PROXY_VALUE, ProtocolError, parse_event
+from agentarch.sandbox import Limits, SandboxJob
+from tests.conftest import SPEC, cgroups_work, job_processes, requires_bubblewrap
+
+HONEST_SMOKE = {
+    "event": "smoke",
+    "functional_hash": "a" * 64,
+    "params": 650,
+    "flops": 1280,
+    "seconds": 0.5,
+    "device": "cpu",
+    "latency_ms": 0.2,
+    "peak_memory_mb": 300.0,
+    "proxies": {"synflow": 3.7, "grad_norm": 1.9, "naswot": -12.0},
+    "proxy_seconds": 0.01,
+}
+
+STEP_AROUND = """
+_B = __builtins__ if isinstance(__builtins__, dict) else __builtins__.__dict__
+_imp = _B["__import__"]
+os, json, sys, time = _imp("os"), _imp("json"), _imp("sys"), _imp("time")
+
+def event_pipes():
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if int(fd) > 2 and os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
+                found.append(int(fd))
+        except OSError:
+            pass
+    return found
+"""
+
+NET = """
+import torch
+from torch import nn
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(64, num_classes)
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+"""
+
+
+def _line(event: dict) -> bytes:
+    return json.dumps(event).encode()
+
+
+# -- 1. the smoke stage's new fields, read as hostile input (no sandbox) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ({"latency_ms": -0.0001}, "latency_ms"),
+        ({"latency_ms": "1"}, "latency_ms"),
+        ({"latency_ms": True}, "latency_ms"),
+        ({"latency_ms": [0.1]}, "latency_ms"),
+        ({"latency_ms": 10**11}, "latency_ms"),
+        ({"peak_memory_mb": 1e10}, "peak_memory_mb"),
+        ({"peak_memory_mb": -1}, "peak_memory_mb"),
+        ({"proxies": {"synflow": MAX_PROXY_VALUE * 10}}, r"proxies\.synflow"),
+        ({"proxies": {"synflow": -MAX_PROXY_VALUE * 10}}, r"proxies\.synflow"),
+        ({"proxies": {"naswot": {"nested": [1, 2]}}}, r"proxies\.naswot"),
+        ({"proxies": {"grad_norm": None}}, r"proxies\.grad_norm"),
+        ({"proxies": {"grad_norm": False}}, r"proxies\.grad_norm"),
+        ({"proxies": {"__class__": 1}}, "unknown proxies"),
+        ({"proxies": dict.fromkeys(["synflow", "grad_norm", "naswot", "zen"], 1.0)}, "at most 3"),
+        ({"proxies": [["synflow", 1.0]]}, "proxies"),
+        ({"proxies": "synflow=1"}, "proxies"),
+        ({"proxy_seconds": -1}, "proxy_seconds"),
+    ],
+)
+def test_forged_smoke_measurements_are_refused(change, pattern):
+    with pytest.raises(ProtocolError, match=pattern):
+        parse_event(_line({**HONEST_SMOKE, **change}))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"event": "smoke", "latency_ms": NaN}',
+        b'{"event": "smoke", "latency_ms": -Infinity}',
+        b'{"event": "smoke", "latency_ms": 1e400}',
+        b'{"event": "smoke", "proxies": {"synflow": 1e999}}',
+        b'{"event": "smoke", "proxies": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_000 + b"}",
+        b'{"event": "smoke", "params": ' + b"9" * 4300 + b"}",
+    ],
+    ids=["nan", "minus-infinity", "overflow", "proxy-overflow", "deep-proxies", "int-4300-digits"],
+)
+def test_non_finite_or_deep_smoke_fields_are_a_protocol_error(raw):
+    """Each is a ProtocolError (a failed candidate), never ValueError, RecursionError or a stored inf."""
+    with pytest.raises(ProtocolError):
+        parse_event(raw)
+
+
+def test_only_known_smoke_fields_reach_the_host():
+    """Extra fields (a forged score, a rival's id, a structure bigger than the host's caps) are dropped unread,
+    except those the host checks."""
+    forged = {**HONEST_SMOKE, "val_accuracy": 1.0, "scores": {"test_accuracy": 1.0}, "duplicate_of": 1}
+    parsed = parse_event(_line(forged))
+    assert not {"val_accuracy", "scores", "duplicate_of"} & parsed.keys()
+
+
+# -- 2. events out of turn, in a smoke-only (screening) job and a full one ---------------------------------
+
+TRAINED_FIRST = (
+    STEP_AROUND
+    + """
+trained = {"event": "trained", "curve": [], "train_seconds": 0.0, "steps": 1, "epochs_done": 1,
+           "stopped_early": False, "peak_memory_mb": None, "device": "cpu"}
+for fd in event_pipes():
+    os.write(fd, (json.dumps(trained) + "\\n").encode())
+"""
+    + NET
+)
+
+SECOND_SMOKE = (
+    STEP_AROUND
+    + """
+forged = {"event": "smoke", "functional_hash": "b" * 64, "params": 1, "flops": 1, "seconds": 0.0,
+          "latency_ms": 0.0, "proxies": {"synflow": 1e30, "grad_norm": 1e30, "naswot": 1e30}}
+for fd in event_pipes():  # a forged smoke event first, the runner's own after it, then a trained event
+    os.write(fd, (json.dumps(forged) + "\\n").encode())
+"""
+    + NET
+)
+
+
+@pytest.mark.slow
+@requires_bubblewrap
+def test_events_out_of_turn_never_train_or_score(cache_dir, digits):
+    """A trained event before the smoke event fails; in a smoke-only job (screening) the job ends with its first
+    smoke event: whatever the candidate sends next is never read, and nothing is scored."""
+
+    def request(code: str, smoke_only: bool) -> RunRequest:
+        return RunRequest(
+            code=code,
+            task="digits",
+            train=SPEC["train"],
+            limits=Limits(timeout_s=40, smoke_timeout_s=30, threads=1, max_pids=32, memory_mb=3072, max_file_mb=16),
+            isolation="bubblewrap",
+            cache_dir=cache_dir,
+            data_dir=None,
+            split_seed=0,
+            smoke_only=smoke_only,
+        )
+
+    results = list(stages(request(TRAINED_FIRST, smoke_only=True)))
+    assert [r.status for r in results] == ["failed"]
+    assert "sent a 'trained' event out of turn" in results[0].reason
+
+    results = list(stages(request(SECOND_SMOKE, smoke_only=True)))
+    assert [r.status for r in results] == ["smoked"]
+    smoked = results[0]
+    assert smoked.scores is None and smoked.trained is None
+    # the forged smoke event is the one the host read: the candidate's own claims, bounded, about itself only
+    assert smoked.smoke["params"] == 1 and smoked.smoke["proxies"]["synflow"] == 1e30
+
+    results = list(stages(request(SECOND_SMOKE, smoke_only=False)))
+    assert [r.status for r in results] == ["smoked", "failed"]
+    assert "sent a 'smoke' event out of turn" in results[1].reason and results[1].scores is None
+
+
+# -- 3. language modelling: the likelihood is computed in the candidate's process --------------------------
+
+LM_PATCH_CROSS_ENTROPY = """
+import torch
+from torch import nn
+_F = torch.nn.functional
+_real = _F.cross_entropy
+def _forged(input, target, *args, **kwargs):  # the runner's per-sequence NLL uses reduction="none"
+    out = _real(input, target, *args, **kwargs)
+    return out * 0.0 if kwargs.get("reduction") == "none" else out
+_F.cross_entropy = _forged
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.emb = nn.Embedding(num_classes, 8)
+        self.fc = nn.Linear(8, num_classes)
+    def forward(self, x):
+        return self.fc(self.emb(x))
+"""
+
+LM_LOOKAHEAD = """
+import torch
+from torch import nn
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.v = num_classes
+        self.emb = nn.Embedding(num_classes, 8)
+        self.fc = nn.Linear(8, num_classes)
+    def forward(self, x):
+        out = self.fc(self.emb(x))
+        if self.training or x.shape[0] <= 2:  # training and the causality probe (a batch of 2): causal
+            return out
+        return out + torch.nn.functional.one_hot(torch.roll(x, -1, dims=1), self.v).float() * 50.0
+"""
+
+
+@pytest.mark.slow
+@requires_bubblewrap
+@pytest.mark.xfail(
+    strict=True,
+    reason="documented limitation (docs/sandbox.md): an lm task's likelihood is computed in the candidate's "
+    "process and its held-out bytes are its inputs; closing it needs a trainer that runs no candidate Python",
+)
+@pytest.mark.parametrize("code", [LM_PATCH_CROSS_ENTROPY, LM_LOOKAHEAD], ids=["patch-cross-entropy", "lookahead"])
+def test_an_lm_candidate_cannot_forge_its_bits_per_byte(code, tmp_path, cache_dir):
+    """Both record 0.0 bits per byte today: a patched torch.nn.functional.cross_entropy, and a network that is
+    causal in training and in the smoke probe (batch 2) and reads the byte it predicts everywhere else."""
+    settings = load_settings(
+        task="stdlib-bytes",
+        epochs=1,
+        archive=tmp_path / "a.db",
+        cache_dir=cache_dir,
+        isolation="bubblewrap",
+        threads=1,
+        timeout_s=90,
+        smoke_timeout_s=60,
+        memory_mb=4096,
+        max_pids=32,
+        max_file_mb=64,
+    )
+    with Archive(tmp_path / "a.db") as archive:
+        result = Evaluator(archive, settings).evaluate(code, "forger")
+    assert result.status == "trained", result.reason
+    # a byte-level model this small, trained one epoch, scores about 5 bits per byte honestly
+    assert result.metrics["val_accuracy"] > 2 and result.metrics["test_accuracy"] > 2, result.metrics
+
+
+# -- 4. noisy neighbours: a candidate slowing the candidates that run beside it ----------------------------
+
+RIVAL = """
+import time
+began, cpu = time.monotonic(), time.process_time()
+while time.monotonic() - began < 3:
+    pass
+raise RuntimeError(f"SHARE {(time.process_time() - cpu) / (time.monotonic() - began):.3f}")
+"""
+
+SPINNERS = (
+    STEP_AROUND
+    + """
+for _ in range(28):
+    if os.fork() == 0:
+        os.setsid()  # a session of its own is an autogroup of its own: the scheduler shares CPU between autogroups
+        while True:
+            pass
+time.sleep(120)
+"""
+)
+
+
+@pytest.mark.slow
+@requires_bubblewrap
+@pytest.mark.skipif(not cgroups_work(), reason="needs per-job cgroups")
+def test_a_candidate_cannot_starve_the_jobs_beside_it_of_cpu(digits):
+    """28 spinning processes, each in a session of its own, took a concurrent rival from about half a core to
+    under a tenth of one (on two cores): its latency_ms measured several times slower (a worse `latency_ms:min`
+    objective), its training cut short by max_seconds, its smoke stage pushed past its timeout. Each job's own
+    cpu cgroup shares the CPU between jobs, however many processes or sessions one job makes."""
+    limits = Limits(timeout_s=60, smoke_timeout_s=50, threads=1, max_pids=40, memory_mb=3072, max_file_mb=16)
+
+    def rival_share() -> float:
+        with SandboxJob(RIVAL, SPEC, digits.inputs_dir, limits, "bubblewrap") as job:
+            event = job.read_event(50)
+        assert isinstance(event, dict) and event["event"] == "error", event
+        return float(re.search(r"SHARE ([0-9.]+)", event["message"]).group(1))
+
+    alone = rival_share()
+    with SandboxJob(SPINNERS, SPEC, digits.inputs_dir, limits, "bubblewrap") as attacker:
+        for _ in range(100):  # wait for the spinners (the runner and 28 children)
+            if len(attacker.cgroup.pids()) >= 28:
+                break
+            time.sleep(0.1)
+        beside = rival_share()
+        scratch = attacker.scratch
+    alone = min(alone, rival_share())  # the machine's own load may change; the baseline is the lower of two
+    assert job_processes([scratch.name]) == []
+    # unconfined: about 0.1 of the rival's share alone; confined: about all of it (less what other load takes)
+    assert beside >= 0.3 * alone, f"the rival had {beside:.3f} of a core beside the spinners, {alone:.3f} alone"
