@@ -146,10 +146,12 @@ class Example:
 
 
 def examples(archive: Archive, task: str) -> list[Example]:
-    """Every trained candidate of `task` with a validation score, oldest first."""
+    """Every trained candidate of `task` with a finite validation score, oldest first (an archive written before the
+    host refused infinite scores may hold one, which no model can be fitted on)."""
     return [
         Example(int(row["id"]), features_of(row, row), float(row["val_accuracy"]))
         for row in queries.trained_measurements(archive, task)
+        if math.isfinite(float(row["val_accuracy"]))
     ]
 
 

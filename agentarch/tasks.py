@@ -1157,10 +1157,17 @@ def score(task: Task, outputs: np.ndarray, labels: np.ndarray, byte_counts: np.n
         raise TaskError(f"{task.name}: outputs have shape {outputs.shape}; expected {expected}")
     if len(labels) == 0:
         raise TaskError(f"{task.name}: no labelled examples to score")
-    if task.kind == "lm":
-        return _bits_per_byte(task, outputs, labels, byte_counts)
-    if metric.regression:
-        return _regression_score(task, outputs.astype(np.float64), labels.astype(np.float64))
+    if task.kind == "lm" or metric.regression:
+        value = (
+            _bits_per_byte(task, outputs, labels, byte_counts)
+            if task.kind == "lm"
+            else _regression_score(task, outputs.astype(np.float64), labels.astype(np.float64))
+        )
+        # Finite outputs can still overflow (errors of 1e200 squared; NLLs near the float64 maximum, summed): an
+        # infinite score would rank as merely the worst, yet stop every predictor fitted on the archive.
+        if not math.isfinite(value):
+            raise TaskError(f"{task.name}: the outputs' {task.metric} is {value}, not a finite number")
+        return value
     scored = labels != IGNORE_INDEX if task.kind == "token" else np.ones(labels.shape, dtype=bool)
     if not scored.any():
         raise TaskError(f"{task.name}: no labelled positions to score")

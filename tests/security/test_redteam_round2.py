@@ -8,17 +8,22 @@ up as an unexpected pass. Sandbox runs are batched and marked slow.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from agentarch.archive import Archive
 from agentarch.config import load_settings
 from agentarch.evaluate import Evaluator
 from agentarch.executors import RunRequest, stages
+from agentarch.predictor import Predictor
 from agentarch.protocol import MAX_PROXY_VALUE, ProtocolError, parse_event
 from agentarch.sandbox import Limits, SandboxJob
+from agentarch.tasks import Task, TaskError, get_task, score
 from tests.conftest import SPEC, cgroups_work, job_processes, requires_bubblewrap
 
 HONEST_SMOKE = {
@@ -301,3 +306,57 @@ def test_a_candidate_cannot_starve_the_jobs_beside_it_of_cpu(digits):
     assert job_processes([scratch.name]) == []
     # unconfined: about 0.1 of the rival's share alone; confined: about all of it (less what other load takes)
     assert beside >= 0.3 * alone, f"the rival had {beside:.3f} of a core beside the spinners, {alone:.3f} alone"
+
+
+# -- 5. a score the host computes but cannot use: finite outputs whose metric overflows --------------------
+
+
+def test_outputs_whose_metric_overflows_are_unusable_not_an_infinite_score():
+    """float64 predictions of 1e200 are finite, so the npy reader and the finiteness check let them through, but
+    their squared error overflows: mse = inf, r2 = -inf, and per-sequence NLLs near 1.8e308 sum to inf bits per
+    byte. One such trained row made every later Predictor.fit raise ValueError (sklearn refuses an infinite
+    target), so predictor-guided screening failed for every later group of the task. The host refuses it."""
+    regression = Task("reg", "table", (4,), 1, "mse", 1, 8, 1e-3, 0.0, 1000, False, "a regression")
+    targets = np.linspace(0, 1, 50, dtype=np.float32).reshape(50, 1)
+    for metric in ("mse", "r2"):  # mae of 1e200 is a finite (and dreadful) score
+        with pytest.raises(TaskError, match="not a finite"):
+            score(replace(regression, metric=metric), np.full((50, 1), 1e200), targets)
+    lm = get_task("stdlib-bytes")
+    ids = np.zeros((4, lm.in_shape[0]), dtype=np.int64)
+    with pytest.raises(TaskError, match="not a finite"):
+        score(lm, np.full(4, np.finfo(np.float64).max), ids)
+    assert score(regression, targets.astype(np.float64) + 1.0, targets) == pytest.approx(1.0)  # honest: as before
+
+
+def test_an_infinite_score_already_in_the_archive_does_not_stop_the_predictor(tmp_path):
+    """Archives written before that refusal may hold one; the predictor learns from the finite scores only."""
+    with Archive(tmp_path / "a.db") as archive:
+        for i in range(14):
+            archive.record(
+                {
+                    "run_id": None,
+                    "task": "digits",
+                    "name": f"c{i}",
+                    "proposer": "user",
+                    "parents": [],
+                    "code": f"pass # {i}",
+                    "text_hash": f"h{i}",
+                    "ast_hash": f"a{i}",
+                    "functional_hash": f"f{i}",
+                    "status": "trained",
+                    "params": 100 * (i + 1),
+                    "flops": 1000 * (i % 5 + 1),
+                    "space": None,
+                    "arch": None,
+                },
+                {
+                    "status": "trained",
+                    "fidelity": 1,
+                    "seed": 0,
+                    "val_accuracy": float("inf") if i == 13 else i / 20,
+                    "test_accuracy": 0.1,
+                },
+            )
+        predictor = Predictor.fit(archive, "digits")
+    assert predictor is not None and predictor.n == 13
+    assert math.isfinite(predictor.predict({"log_params": 3.0, "log_flops": 3.0}))
