@@ -15,6 +15,10 @@ With several objectives (`Goals`, e.g. val:max and params:min) the searches rank
 by validation (what the search saw), and the hypervolume of those cells reported on test accuracy, so that, as
 with the single best, the test score never chooses. The hypervolume is normalised so that every search and seed
 is measured against one fixed box (`TableScales`).
+
+On a table, `screen=K` makes the search predictor-guided (`agentarch.guided`): the proposer offers K candidates per
+query, a predictor fitted on the cells evaluated so far picks one to query, and the rest are withdrawn unevaluated;
+the budget still counts queries, and each seed keeps every choice (`SeedResult.choices`).
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ from agentarch.archive import Archive
 from agentarch.candidate import candidate_row
 from agentarch.errors import UsageError
 from agentarch.evaluate import EvalResult, Evaluator
+from agentarch.guided import REFIT, Choice, Guide, table_features
 from agentarch.objectives import Goals
 from agentarch.proposers.base import MEASURE_COLUMNS, Observation, Proposal
-from agentarch.proposers.baselines import make_proposer
+from agentarch.proposers.baselines import beyond_the_metric, make_proposer
 from agentarch.ranking import Direction
 from agentarch.spaces import SearchSpace
 from agentarch.summaries import best_by_validation
@@ -86,13 +91,15 @@ class TableScales:
 @dataclass
 class SeedResult:
     """One seed's search: every evaluation in order, which way its task's scores are better, and the goals it
-    searched by (None: the task's metric alone); `scales` are set on a table, where hypervolumes are reported."""
+    searched by (None: the task's metric alone); `scales` are set on a table, where hypervolumes are reported;
+    `choices` hold a predictor-guided search's screenings, one per evaluation."""
 
     seed: int
     history: list[Trial] = field(default_factory=list)
     direction: Direction = "max"
     goals: Goals | None = None
     scales: TableScales | None = None
+    choices: list[Choice] = field(default_factory=list)
 
     def best(self, budget: int | None = None) -> Trial | None:
         """The best-by-validation trial among the first `budget` evaluations that have both scores (and meet the
@@ -150,22 +157,52 @@ def summarize(algo: str, task: str, budget: int, results: list[SeedResult]) -> d
     return summary
 
 
+def check_screen(screen: int, goals: Goals | None) -> None:
+    """Refuse to screen a search with goals beyond the task's metric: the predictor ranks by validation score alone."""
+    if screen > 1 and beyond_the_metric(goals) is not None:
+        raise UsageError(
+            "--screen ranks by predicted validation score alone; it takes no other objective or constraint"
+        )
+
+
 def search_table(
-    algo: str, space: SearchSpace, task: Task, budget: int, seed: int, goals: Goals | None = None, **options: Any
+    algo: str,
+    space: SearchSpace,
+    task: Task,
+    budget: int,
+    seed: int,
+    goals: Goals | None = None,
+    screen: int = 1,
+    explore: float = 0.1,
+    refit: float = REFIT,
+    **options: Any,
 ) -> SeedResult:
     """One seed of a search on a NAS-Bench-201 table: `budget` queries, repeats allowed (as in the paper). The
-    table's parameter and FLOP counts are each query's measures, for goals that name them."""
+    table's parameter and FLOP counts are each query's measures, for goals that name them. With `screen` K > 1 each
+    query is the `Guide`'s pick of K proposals (`explore`: the share picked at random; `refit`: see
+    `agentarch.guided`); the predictor ranks by validation score, so it takes no goals beyond the task's metric."""
+    check_screen(screen, goals)
     table = nb201_table()
     dataset = task.name.removeprefix("nb201-")
     proposer = make_proposer(algo, space, seed, direction=task.direction, goals=goals, **options)
+    guide = Guide(task.name, task.direction, seed, table_features(dataset), explore, refit) if screen > 1 else None
     result = SeedResult(seed, direction=task.direction, goals=goals, scales=TableScales.of(table, dataset))
     while len(result.history) < budget:
-        (proposal,) = proposer.propose(1)
+        if guide is None:
+            (proposal,) = proposer.propose(1)
+        else:
+            proposals = proposer.propose(screen)
+            choice = guide.choose([p.arch or "" for p in proposals])
+            result.choices.append(choice)
+            proposal = proposals[choice.chosen]
+            proposer.withdraw([p for p in proposals if p is not proposal])
         assert proposal.arch is not None
         score = table.query(dataset, proposal.arch)
         measures = score.measures()
         result.history.append(Trial(proposal.arch, score.val_accuracy, score.test_accuracy, measures=measures))
         proposer.observe([Observation(proposal, "trained", score.val_accuracy, score.test_accuracy, measures=measures)])
+        if guide is not None:
+            guide.learn(proposal.arch, score.val_accuracy)
     return result
 
 
@@ -226,6 +263,7 @@ def record_table_best(
         result.history[index] = replace(best, candidate_id=int(earlier["id"]))
         return int(earlier["id"])
     code = space.render(best.arch, task)
+    screened = f", each the predictor's pick of {len(result.choices[0].archs)}" if result.choices else ""
     candidate = {
         **candidate_row(
             run_id=run_id,
@@ -238,7 +276,7 @@ def record_table_best(
         ),
         "ast_hash": dedup.ast_hash(code),
         "status": "trained",
-        "reason": f"best of {len(result.history)} table queries by {algo} (seed {result.seed})",
+        "reason": f"best of {len(result.history)} table queries by {algo}{screened} (seed {result.seed})",
     }
     evaluation = {
         "fidelity": task.epochs,

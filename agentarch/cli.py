@@ -27,6 +27,7 @@ from agentarch import run as run_lib
 from agentarch.archive import Archive, ArchiveError
 from agentarch.baseline import (
     SeedResult,
+    check_screen,
     parse_seeds,
     record_table_best,
     search_table,
@@ -128,6 +129,7 @@ EpochsOpt = Annotated[Optional[int], setting("epochs", "--epochs")]
 DataDirOpt = Annotated[Optional[Path], setting("data_dir", "--data-dir")]
 IsolationOpt = Annotated[Optional[str], setting("isolation", "--isolation")]
 TimeoutOpt = Annotated[Optional[float], setting("timeout_s", "--timeout")]
+NoveltyOpt = Annotated[Optional[float], setting("novelty_threshold", "--novelty-threshold")]
 
 
 def fail(message: str) -> typer.Exit:
@@ -169,6 +171,7 @@ def eval_command(
     download: Annotated[Optional[bool], setting("download", "--download")] = None,
     isolation: IsolationOpt = None,
     timeout_s: TimeoutOpt = None,
+    novelty_threshold: NoveltyOpt = None,
 ) -> None:
     """Check, dedup, train and record each candidate file.
 
@@ -186,6 +189,7 @@ def eval_command(
         download=download,
         isolation=isolation,
         timeout_s=timeout_s,
+        novelty_threshold=novelty_threshold,
     )
     get_task(settings.task)  # an unknown task or a bad task file stops here, before the archive is opened
     missing = [str(p) for p in paths if not p.is_file()]
@@ -287,6 +291,7 @@ def run_command(
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary object at the end")] = False,
     isolation: IsolationOpt = None,
     timeout_s: TimeoutOpt = None,
+    novelty_threshold: NoveltyOpt = None,
 ) -> None:
     """Run the discovery loop: propose, check, dedup, smoke, repair, train, analyze, record, repeat.
 
@@ -329,6 +334,7 @@ def run_command(
         epochs=epochs,
         isolation=isolation,
         timeout_s=timeout_s,
+        novelty_threshold=novelty_threshold,
         review=review,
         slots=slots,
         executor=executor,
@@ -621,6 +627,8 @@ def baseline_command(
     sample_size: Annotated[Optional[int], setting("sample_size", "--sample-size")] = None,
     objectives: Annotated[Optional[list[str]], setting("objectives", "--objective", metavar="METRIC:max|min")] = None,
     constraints: Annotated[Optional[list[str]], setting("constraints", "--constraint", metavar="METRIC<=VALUE")] = None,
+    screen: Annotated[Optional[int], setting("screen", "--screen", note="; table tasks only")] = None,
+    screen_explore: Annotated[Optional[float], setting("screen_explore", "--screen-explore")] = None,
     epochs: EpochsOpt = None,
     data_dir: DataDirOpt = None,
     isolation: IsolationOpt = None,
@@ -631,13 +639,16 @@ def baseline_command(
     On a trainable task every proposal is rendered from the space, trained in the sandbox and
     recorded with its lineage (a mutant's parent id). On a NAS-Bench-201 table task (nb201-cifar10,
     nb201-cifar100, nb201-imagenet16) each proposal is one table query, accuracies are in percent as
-    the benchmark reports them, and each seed's best cell is recorded once. Each seed searches on
+    the benchmark reports them, and each seed's best cell is recorded once; with --screen K each query
+    is the pick of K proposals by a predictor fitted on the seed's queries so far. Each seed searches on
     validation accuracy; the summary is the mean and std over seeds of the test accuracy of each
     seed's best-by-validation candidate. Examples:
 
         agentarch baseline --algo rea --space nb201 --task digits --budget 12
 
         agentarch baseline --algo random --task nb201-cifar10 --budget 100 --seeds 0-499 --json
+
+        agentarch baseline --algo rea --task nb201-cifar10 --screen 4 --seeds 0-99
     """
     settings = settings_or_exit(
         task=task,
@@ -652,8 +663,15 @@ def baseline_command(
         api_base=api_base,
         objectives=objectives or None,
         constraints=constraints or None,
+        screen=screen,
+        screen_explore=screen_explore,
     )
     seed_list = parse_seeds(seeds)
+    if (screen or 1) > 1 and (algo == BEST_OF_N or get_task(settings.task).kind != "tabular"):
+        raise fail(
+            "agentarch baseline screens table searches only (nb201-*); to screen trained proposals use "
+            "`agentarch run --screen K` (it runs REA offline when no model is configured)"
+        )
     if algo == BEST_OF_N:
         _warn_if_weak(resolve_isolation(settings.isolation))
         summary, results = run_lib.best_of_n(settings, evaluations, seed_list, on_outcome=_outcome_printer(as_json))
@@ -674,6 +692,10 @@ def baseline_command(
     if settings.objectives or settings.constraints:
         config.update(goals.describe())
     options["goals"] = goals
+    if the_task.kind == "tabular" and settings.screen > 1:
+        config.update(screen=settings.screen, screen_explore=settings.screen_explore)
+        options.update(screen=settings.screen, explore=settings.screen_explore)
+        check_screen(settings.screen, goals)
     results: list[SeedResult] = []
     with (
         open_archive(settings.archive) as db,

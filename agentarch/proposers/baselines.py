@@ -13,10 +13,15 @@ REA's tournament keeps the lowest MSE, and TPE's study minimizes it. Given `Goal
 objectives, constraints, or another measure), REA's tournament picks by Pareto front and crowding over the
 population (NSGA-II's crowded comparison, `Goals.standing`) and TPE runs Optuna's multi-objective TPE; random
 search needs no choice and ignores them.
+
+Each can also `withdraw` proposals that nobody evaluated: predictor-guided search (`search_table(screen=K)`) asks
+for K and evaluates one, and the other K-1 must count as never made, or REA would end its random initial
+population early and TPE would keep trials open.
 """
 
 from __future__ import annotations
 
+import abc
 import math
 import random
 from collections import deque
@@ -29,6 +34,9 @@ from agentarch.objectives import MEASURES, Constraint, Goals
 from agentarch.proposers.base import Observation, Proposal, Proposer
 from agentarch.ranking import Direction
 from agentarch.spaces import SearchSpace
+
+INITIAL = "initial population: uniform sample"
+"""The note of REA's initial samples, by which `withdraw` knows one."""
 
 MAX_REDRAWS = 1000
 """How many times a distinct search redraws before it declares the space exhausted."""
@@ -44,7 +52,7 @@ def _fitness(observation: Observation, direction: Direction) -> float:
     return ranking.key(observation.val_accuracy, direction)
 
 
-def _beyond_the_metric(goals: Goals | None) -> Goals | None:
+def beyond_the_metric(goals: Goals | None) -> Goals | None:
     """`goals` when they ask for more than the task's metric in one direction (which the plain search signal
     already is), else None: one rule for when a baseline ranks by `Goals` instead of by `_fitness`."""
     if goals is None or (not goals.multi and not goals.constraints and goals.objectives[0].measure == "val"):
@@ -82,8 +90,20 @@ class _Distinct:
             "lower --budget or widen the space"
         )
 
+    def forget(self, arch: str) -> None:
+        """`arch` was withdrawn unevaluated: a distinct search may propose it again."""
+        self.seen.discard(self.space.identity(arch))
 
-class RandomSearch(Proposer):
+
+class Baseline(Proposer):
+    """A search-space baseline: it proposes architecture strings and can take back the ones nobody evaluated."""
+
+    @abc.abstractmethod
+    def withdraw(self, proposals: list[Proposal]) -> None:
+        """Forget proposals that were never evaluated (screened out): the search goes on as if they were not made."""
+
+
+class RandomSearch(Baseline):
     """Uniform samples from the space: the baseline every NAS method must beat (Li and Talwalkar, 2019)."""
 
     name = "random"
@@ -101,6 +121,10 @@ class RandomSearch(Proposer):
     def observe(self, observations: list[Observation]) -> None:
         """Random search learns nothing from results."""
 
+    def withdraw(self, proposals: list[Proposal]) -> None:
+        for proposal in proposals:
+            self.pool.forget(proposal.arch or "")
+
     def replay(self, observations: list[Observation]) -> None:
         """Rebuild the search from its earlier results (a resumed run): they count as proposed."""
         for obs in observations:
@@ -117,7 +141,7 @@ class Member:
     row: dict[str, float | None] = field(default_factory=dict)  # validation score and measures, for `Goals`
 
 
-class RegularizedEvolution(Proposer):
+class RegularizedEvolution(Baseline):
     """Aging evolution (Real et al., AAAI 2019), as run on NAS-Bench-201.
 
     A population of the `population` most recent evaluations; each child mutates the fittest of
@@ -151,7 +175,7 @@ class RegularizedEvolution(Proposer):
         self.pool = _Distinct(space, distinct, self.rng)
         self.population_size = population
         self.sample_size = sample_size
-        self.goals = _beyond_the_metric(goals)
+        self.goals = beyond_the_metric(goals)
         self.direction = goals.objectives[0].direction if goals is not None and self.goals is None else direction
         self.population: deque[Member] = deque(maxlen=population)
         self.initial_proposed = 0
@@ -163,7 +187,7 @@ class RegularizedEvolution(Proposer):
         if self.initial_proposed < self.population_size or not self.population:
             self.initial_proposed += 1
             arch = self.pool.draw(lambda: self.space.sample(self.rng))
-            return Proposal(self.name, arch=arch, note="initial population: uniform sample")
+            return Proposal(self.name, arch=arch, note=INITIAL)
         tournament = [self.rng.choice(self.population) for _ in range(self.sample_size)]
         parent = self.winner(tournament)
         child = self.pool.draw(lambda: self.space.mutate(parent.arch, self.rng))
@@ -192,6 +216,13 @@ class RegularizedEvolution(Proposer):
                 Member(obs.proposal.arch, _fitness(obs, self.direction), obs.candidate_id, obs.row())
             )  # the oldest drops out
 
+    def withdraw(self, proposals: list[Proposal]) -> None:
+        """A withdrawn initial sample leaves its place in the initial population to the next proposal."""
+        for proposal in proposals:
+            self.pool.forget(proposal.arch or "")
+            if proposal.note == INITIAL:
+                self.initial_proposed -= 1
+
     def replay(self, observations: list[Observation]) -> None:
         """Rebuild the search from its earlier results, in order (a resumed run): proposed, then observed."""
         for obs in observations:
@@ -218,7 +249,7 @@ def _violation(constraint: Constraint, row: dict[str, float | None]) -> float:
     return 1.0 if value is None else max(abs(float(value) - constraint.bound), 1e-9)
 
 
-class TPE(Proposer):
+class TPE(Baseline):
     """Tree-structured Parzen estimator (Bergstra et al., 2011) through Optuna's ask-and-tell interface.
 
     With `goals` beyond the task's metric the study has one direction per objective, which makes Optuna's
@@ -243,7 +274,7 @@ class TPE(Proposer):
         self.space = space
         self.rng = random.Random(seed)
         self.pool = _Distinct(space, distinct, self.rng)
-        self.goals = _beyond_the_metric(goals)
+        self.goals = beyond_the_metric(goals)
         if self.goals is None:
             plain = goals.objectives[0].direction if goals is not None else direction
             self.study = optuna.create_study(
@@ -280,6 +311,13 @@ class TPE(Proposer):
             if told is not None:
                 self.values[obs.proposal.arch or ""] = told
             self._tell(self.pending.pop(id(obs.proposal)), told)
+
+    def withdraw(self, proposals: list[Proposal]) -> None:
+        """A withdrawn proposal's trial is closed as failed, which TPE leaves out of its model (as it does a
+        failure): it learns nothing from a network that was never evaluated."""
+        for proposal in proposals:
+            self.pool.forget(proposal.arch or "")
+            self._tell(self.pending.pop(id(proposal)), None)
 
     def _told(self, obs: Observation) -> tuple[Any, list[float]] | None:
         """What TPE is told of an outcome (the value, or one per objective, and the constraint violations); None
@@ -322,7 +360,7 @@ def make_proposer(
     sample_size: int = 3,
     direction: Direction = "max",
     goals: Goals | None = None,
-) -> Proposer:
+) -> Baseline:
     """The baseline called `algo`, seeded, searching for the best score in the task's `direction` (or by `goals`,
     see the module's docstring); the error lists the known ones."""
     if algo == RandomSearch.name:
