@@ -26,12 +26,14 @@ from agentarch.errors import AgentarchError
 from agentarch.ranking import Direction, sql_key, sql_order, sql_sign
 from agentarch.tasks import TASKS, Task
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout", "rejected", "screened")
 # A candidate whose code or function matches one of these was already evaluated (or already failed
 # deterministically), so running it again would only spend compute.
 _DEDUP_POOL = ("trained", "failed", "timeout")
+STRUCTURE_MEMBERS = 500
+"""How many trained candidates' structure signatures a new candidate is compared with (`Archive.structures`)."""
 _HASH_COLUMN: dict[DedupLevel, str] = {"whitespace": "text_hash", "ast": "ast_hash", "functional": "functional_hash"}
 
 _SCORING_IN = (
@@ -169,6 +171,8 @@ class Archive:
                 self._upgrade_to_v10()
             if version < 11:
                 self._upgrade_to_v11()
+            if version < 12:
+                self._upgrade_to_v12()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -439,6 +443,12 @@ class Archive:
         diff-unanswered, so a run in diff or mixed edit mode accounts for every proposal."""
         self.db["candidates"].add_column("edit", str)
 
+    def _upgrade_to_v12(self) -> None:
+        """Schema 12: a candidate's structure signature from its smoke run (JSON: token -> count; agentarch/novelty.py),
+        so a later candidate can be stopped before training as a near-copy of a trained one (dedup level
+        `structural`). Older candidates have none and are never matched."""
+        self.db["candidates"].add_column("structure", str)
+
     def _insert_task(self, task: Task) -> None:
         self.db["tasks"].insert(
             {
@@ -607,6 +617,30 @@ class Archive:
             [task, *_DEDUP_POOL],
         ).fetchall()
         return {h: int(i) for h, i in rows}
+
+    def structures(self, task: str, limit: int = STRUCTURE_MEMBERS) -> list[tuple[int, dict[str, int]]]:
+        """The structure signatures a new candidate for `task` is compared with (sent to workers): of the task's
+        trained candidates, the best `limit // 2` by validation in the task's direction, then the most recent, at
+        most `limit` in all (each signature is up to 256 tokens, so a request stays a few MB at most)."""
+        best = "WHERE c.task = ? AND c.status = 'trained' AND c.structure IS NOT NULL"
+        ranked = [
+            row["id"]
+            for row in self.listing(
+                f"{best} ORDER BY {sql_key('e.val_accuracy', 'task_row.direction')} DESC, c.id LIMIT ?",
+                [task, limit // 2],
+            )
+        ]
+        recent = self.db.execute(
+            "SELECT id FROM candidates WHERE task = ? AND status = 'trained' AND structure IS NOT NULL "
+            "ORDER BY id DESC LIMIT ?",
+            [task, limit],
+        ).fetchall()
+        members = list(dict.fromkeys([*ranked, *(i for (i,) in recent)]))[:limit]
+        if not members:
+            return []
+        marks = ", ".join("?" for _ in members)
+        found = dict(self.db.execute(f"SELECT id, structure FROM candidates WHERE id IN ({marks})", members).fetchall())
+        return [(member, json.loads(found[member])) for member in members]
 
     def candidate(self, candidate_id: int) -> dict[str, Any]:
         try:
@@ -977,7 +1011,7 @@ class Archive:
         return outcomes + [{"candidate_id": None, **dict(zip(keys, call))} for call in calls]
 
 
-_JSON_FIELDS = ("parents", "hparams", "curve", "timings", "config", "summary", "examples", "prompt")
+_JSON_FIELDS = ("parents", "hparams", "curve", "timings", "config", "summary", "examples", "prompt", "structure")
 
 
 def _where(conditions: dict[str, Any]) -> tuple[str | None, list[Any]]:

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     threads: int | None = Field(
         None, ge=1, description="CPU threads for training", json_schema_extra=unset("all cores")
     )
+    novelty_threshold: float = Field(
+        0.99,
+        gt=0,
+        le=1,
+        description="stop a candidate before training when its structure (the operators and shapes of its smoke "
+        "run) is at least this similar to a trained candidate's; recorded as a structural duplicate (1.0: off)",
+    )
     # -- the agent loop (agentarch run) --
     model: str | None = Field(
         None,

@@ -241,17 +241,21 @@ class Evaluator:
         known_functional: bool = True,
         ready: Callable[[], None] | None = None,
         smoke_only: bool = False,
+        novelty: bool = True,
     ) -> SandboxRun:
-        """Start the candidate's sandbox job (smoke, functional dedup, train, score); blocks until it has a slot.
+        """Start the candidate's sandbox job (smoke, functional and structural dedup, train, score); blocks until it
+        has a slot.
 
         The row must have passed `check` (its HPARAMS set the training). `known_functional=False` skips
-        functional dedup (re-training a recorded candidate on purpose). `ready` is called once the job
+        functional dedup and `novelty=False` the structural one (both for re-training a recorded candidate on
+        purpose; the structural check is also off at a `novelty_threshold` of 1.0). `ready` is called once the job
         has its slot, just before the sandbox starts; if it raises, nothing starts. `smoke_only` ends the job
         after a passed smoke run (screening by a predictor): its smoke verdict is then all it gives.
         """
         refuse_untrusted(self.isolation, lambda: self._rendered(row), self.settings.weak_sandbox_ok)
         row.setdefault("ast_hash", dedup.ast_hash(row["code"]))
         train_cfg = self.train_config(row.get("hparams") or {}, epochs)
+        threshold = self.settings.novelty_threshold
         request = RunRequest(
             code=row["code"],
             task=taskfiles.reference(self.task),
@@ -262,6 +266,8 @@ class Evaluator:
             data_dir=self.settings.data_dir,
             split_seed=self.settings.split_seed,
             known_functional=self.archive.functional_hashes(self.task.name) if known_functional else {},
+            known_structures=self.archive.structures(self.task.name) if novelty and threshold < 1.0 else [],
+            novelty_threshold=threshold,
             smoke_only=smoke_only,
         )
         self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
@@ -280,7 +286,7 @@ class Evaluator:
             recorded.get("arch"),
         )
         row["hparams"] = recorded["hparams"] or {}
-        assessment = self.start(row, epochs, known_functional=False).result()
+        assessment = self.start(row, epochs, known_functional=False, novelty=False).result()
         if assessment.evaluation is not None:
             self.archive.add_evaluation(candidate_id, self.task.name, {**assessment.evaluation, "stage": stage})
         return EvalResult(
@@ -314,6 +320,8 @@ class Evaluator:
                 params=result.smoke["params"],
                 flops=result.smoke["flops"],
             )
+            if "structure" in result.smoke:
+                base["structure"] = result.smoke["structure"]
         metrics = {k: base.get(k) for k in ("params", "flops") if base.get(k) is not None}
         evaluation: dict[str, Any] = {
             "fidelity": train_cfg["epochs"],
@@ -330,7 +338,7 @@ class Evaluator:
                 "duplicate",
                 reason=result.reason,
                 duplicate_of=result.duplicate_of,
-                dedup_level="functional",
+                dedup_level=result.dedup_level,
                 metrics=metrics,
             )
         if result.status == "invalid":

@@ -4,8 +4,9 @@ An executor takes a `RunRequest` (plain data: code, training config, limits) and
 job for it: a `Pending` that gives the smoke verdict first and the final `RunResult` later, so the
 agent loop's `smoke` and `train` steps are two looks at one job (one sandbox start per candidate).
 It never touches the archive. The orchestrator alone reads the archive (it passes the
-task's known functional hashes along, so a worker can stop a functional duplicate after its smoke
-run) and alone writes it, so a cluster needs no shared database.
+task's known functional hashes and members' structure signatures along, so a worker can stop a
+functional duplicate or a near-copy after its smoke run) and alone writes it, so a cluster needs no
+shared database.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from agentarch import novelty
 from agentarch.errors import UsageError
 from agentarch.protocol import MAX_REASON_BYTES, MAX_TRACEBACK_BYTES, ProtocolError, cap_text
 from agentarch.sandbox import IsolationMode, Limits, Outcome, SandboxError, SandboxJob
@@ -39,6 +41,8 @@ class RunRequest:
     data_dir: Path | None
     split_seed: int
     known_functional: dict[str, int] = field(default_factory=dict)  # hash -> earliest candidate id
+    known_structures: list[tuple[int, dict[str, int]]] = field(default_factory=list)  # (id, structure signature)
+    novelty_threshold: float = 1.0  # stop a candidate this similar to a known structure or more; 1.0: never
     smoke_only: bool = False  # stop after a passed smoke run (screening): the final result is `smoked`
 
 
@@ -49,8 +53,9 @@ class RunResult:
 
     status: str
     reason: str | None = None
-    smoke: dict[str, Any] | None = None  # functional_hash, params, flops, seconds
+    smoke: dict[str, Any] | None = None  # functional_hash, params, flops, seconds, structure, ...
     duplicate_of: int | None = None
+    dedup_level: str | None = None  # of a duplicate: functional (the same function) or structural (a near-copy)
     trained: dict[str, Any] | None = None  # the runner's "trained" event
     scores: dict[str, float] | None = None  # val_accuracy, test_accuracy, scored on the host
     error: str | None = None  # reason, traceback and log tail of a failure
@@ -59,11 +64,12 @@ class RunResult:
 
 
 def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, None, None]:
-    """Smoke-run, dedup by function, check the parameter budget, train and score one candidate, in one sandbox.
+    """Smoke-run, dedup by function and by structure, check the parameter budget, train and score one candidate,
+    in one sandbox.
 
     Yields the smoke verdict first: `smoked` when the candidate passed and training goes on (then the
     final result follows), or the final result of a job that ended there (a failure, a functional
-    duplicate, over the parameter budget).
+    duplicate, a near-copy of a known structure, over the parameter budget).
 
     Whatever the candidate does, this yields RunResults: everything from the sandbox is hostile
     input, so an exception at any stage (the host tripping over what came back, or a plain bug)
@@ -113,7 +119,26 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
             if earlier is not None:
                 job.send("stop")
                 yield RunResult(
-                    "duplicate", f"computes the same function as candidate {earlier}", smoke, earlier, worker=where
+                    "duplicate",
+                    f"computes the same function as candidate {earlier}",
+                    smoke,
+                    earlier,
+                    "functional",
+                    worker=where,
+                )
+                return
+            copied = near_copy(smoke, request)
+            if copied is not None:
+                job.send("stop")
+                member, similar = copied
+                yield RunResult(
+                    "duplicate",
+                    f"[novelty] a near-copy of candidate {member} "
+                    f"(structural similarity {similar:.3f} ≥ {request.novelty_threshold:g})",
+                    smoke,
+                    member,
+                    "structural",
+                    worker=where,
                 )
                 return
             if smoke["params"] > task.max_params:
@@ -162,6 +187,16 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
     yield RunResult(
         "trained", None, smoke, trained=trained, scores=scores, wall_seconds=time.perf_counter() - started, worker=where
     )
+
+
+def near_copy(smoke: dict[str, Any], request: RunRequest) -> tuple[int, float] | None:
+    """The known member (candidate id, similarity) whose structure the smoke run's is at least `novelty_threshold`
+    similar to, the nearest one; None for a novel structure, a smoke event without a signature (the protocol
+    dropped a bad one) or the check off (threshold 1.0)."""
+    if request.novelty_threshold >= 1.0 or "structure" not in smoke:
+        return None
+    found = novelty.nearest(smoke["structure"], request.known_structures)
+    return found if found is not None and found[1] >= request.novelty_threshold else None
 
 
 def execute(request: RunRequest, gpu: str | None = None) -> RunResult:

@@ -52,6 +52,12 @@ MAX_LATENCY_MS = MAX_SECONDS * 1000
 PROXY_NAMES = ("synflow", "grad_norm", "naswot")
 MAX_PROXY_VALUE = 1e30
 
+# The structure signature (sandbox/runner.py, FlopCount.structure; agentarch/novelty.py): at most this many tokens,
+# each a short string, each count a small integer. A signature out of these bounds is dropped, not refused.
+MAX_STRUCTURE_TOKENS = 256
+MAX_TOKEN_CHARS = 120
+MAX_TOKEN_COUNT = 10**6
+
 # Output arrays: the header is a few hundred bytes; the data size is set by the task's shape.
 MAX_NPY_HEADER_BYTES = 2**16
 MAX_OUTPUT_BYTES = 2**30
@@ -186,6 +192,28 @@ def _proxies(value: Any, name: str) -> dict[str, float]:
     return {key: _proxy_value(value[key], f"{name}.{key}") for key in PROXY_NAMES if key in value}
 
 
+def _structure(value: Any, name: str) -> dict[str, int]:
+    """The structure signature: an object of at most MAX_STRUCTURE_TOKENS tokens of 1 to MAX_TOKEN_CHARS characters,
+    each counted by an integer in [1, MAX_TOKEN_COUNT].
+
+    The candidate's own process reports it, so a candidate can forge it: it can look novel (as if not checked) or
+    like a copy of a member (and be stopped itself), and, once trained, get later candidates of the structure it
+    claimed stopped as its near-copies, as a forged functional hash can (docs/sandbox.md, "Novelty before
+    training"). A search-quality filter, not a security boundary: no score depends on it.
+    """
+    if (
+        not isinstance(value, dict)
+        or len(value) > MAX_STRUCTURE_TOKENS
+        or not all(isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_CHARS for token in value)
+        or not all(type(count) is int and 0 < count <= MAX_TOKEN_COUNT for count in value.values())
+    ):
+        raise ProtocolError(
+            f"field {name!r} is not an object of at most {MAX_STRUCTURE_TOKENS} tokens of at most "
+            f"{MAX_TOKEN_CHARS} characters, each counted by an integer in [1, {MAX_TOKEN_COUNT:,}]"
+        )
+    return {cap_text(token, MAX_TOKEN_CHARS * 4): count for token, count in value.items()}
+
+
 def _curve(value: Any, name: str) -> list[dict[str, float]]:
     """The loss curve: at most MAX_CURVE_POINTS points, each exactly {step, epoch, loss}, all finite."""
     if not isinstance(value, list) or len(value) > MAX_CURVE_POINTS:
@@ -223,6 +251,7 @@ EVENT_FIELDS: dict[str, dict[str, Check]] = {
         "peak_memory_mb": _memory,
         "proxies": _proxies,
         "proxy_seconds": _seconds,
+        "structure": _structure,
     },
     "trained": {
         "curve": _curve,
@@ -242,17 +271,20 @@ EVENT_FIELDS: dict[str, dict[str, Check]] = {
     },
 }
 OPTIONAL = {
-    "smoke": {"device", "latency_ms", "peak_memory_mb", "proxies", "proxy_seconds"},
+    "smoke": {"device", "latency_ms", "peak_memory_mb", "proxies", "proxy_seconds", "structure"},
     "trained": {"notes"},
     "error": {"stage", "kind", "traceback"},
 }
+DROPPED_IF_BAD = {"smoke": {"structure"}, "trained": set(), "error": set()}
+"""Fields a search heuristic reads, not a record: one that fails its check is left out, and the event is kept."""
 
 
 def parse_event(line: bytes) -> dict[str, Any]:
     """One event line from the runner, checked: a dict of exactly the known, validated fields.
 
     Raises ProtocolError for anything else: bytes that are not UTF-8 JSON, nesting too deep for the
-    parser, numbers too long to be honest, an unknown or non-string `event`, a missing or mistyped field.
+    parser, numbers too long to be honest, an unknown or non-string `event`, a missing or mistyped field
+    (except one in DROPPED_IF_BAD, which is left out).
     """
     if len(line) > MAX_EVENT_BYTES:
         raise ProtocolError(f"an event line of {len(line):,} bytes (at most {MAX_EVENT_BYTES:,})")
@@ -278,6 +310,8 @@ def parse_event(line: bytes) -> dict[str, Any]:
         try:
             checked[name] = check(event[name], name)
         except ProtocolError as err:
+            if name in DROPPED_IF_BAD[kind]:
+                continue
             raise ProtocolError(f"malformed {kind!r} event: {err}") from None
     return checked
 

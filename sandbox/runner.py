@@ -8,7 +8,7 @@ the host over two pipes:
   Before candidate code runs, stdout and stderr are pointed at a log file in the scratch
   directory, so whatever the candidate prints cannot be mistaken for an event.
 - stdin carries the host's word after the smoke stage: `train` or `stop` (the host stops
-  functional duplicates and over-budget candidates without paying for training).
+  functional duplicates, near-copies and over-budget candidates without paying for training).
 
 Test and validation labels are not in the data directory; the runner writes logits and the host
 scores them.
@@ -27,6 +27,7 @@ import sys
 import time
 import traceback
 import types
+from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import flop_registry
 
 from . import landlock, proxies, trainer
@@ -48,6 +50,11 @@ LATENCY_REPS = 5
 LATENCY_SHARE = 0.05
 PROXY_SHARE = 0.2
 """Shares of the smoke stage's time left (after the forward and backward pass) that latency and proxies may take."""
+
+MAX_STRUCTURE_TOKENS = 256
+MAX_TOKEN_CHARS = 120
+MAX_TOKEN_COUNT = 10**6
+"""Bounds on the structure signature, the same as the host's (agentarch/protocol.py), which drops a bigger one."""
 
 
 class CandidateError(Exception):
@@ -192,7 +199,8 @@ def functional_hash(net_cls: type[nn.Module], spec: dict[str, Any]) -> str:
 
 
 class FlopCount(TorchDispatchMode):
-    """Counts FLOPs by torch's own per-operator formulas (the registry behind torch.utils.flop_counter).
+    """Counts FLOPs by torch's own per-operator formulas (the registry behind torch.utils.flop_counter), and
+    the operators themselves as the network's structure signature (`structure`).
 
     torch's FlopCounterMode gives the same totals, but its first use imports torch._dynamo (about 1 s
     here, most of a smoke run on a small network) only to keep Dynamo out of its dispatch hook; nothing
@@ -222,6 +230,7 @@ class FlopCount(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.total = 0
+        self.tokens: Counter[str] = Counter()
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -240,15 +249,62 @@ class FlopCount(TorchDispatchMode):
         out = func(*args, **kwargs)
         if formula is not None:
             self.total += formula(*args, **kwargs, out_val=out)
+        outputs = [leaf for leaf in tree_leaves(out) if isinstance(leaf, torch.Tensor)]
+        if outputs:
+            name = func._overloadpacket.__name__.removesuffix("_")
+            self.tokens[f"{name}({','.join(map(_describe, tree_leaves((args, kwargs))))})->{_shapes(outputs)}"] += 1
         return out
+
+    def structure(self) -> dict[str, int]:
+        """The structure signature: how often each operator ran, keyed by its name, its arguments (`_describe`)
+        and its outputs' shapes, e.g. `{"addmm([32],[1,64],[64,32])->[1,32]": 1}` (agentarch/novelty.py).
+
+        Operators are those that reached the dispatcher (a Linear is `t` and `addmm`), in-place and
+        out-of-place forms alike (`relu_` counts as `relu`); shapes are of one example's forward pass in
+        eval mode, so initialisation and constants leave no trace, while a width, kernel or stride change
+        alters most tokens. Bounded as the host expects: the most frequent tokens, a long one cut to its
+        head and a digest, each count capped.
+        """
+        signature: dict[str, int] = {}
+        for token, count in self.tokens.most_common(MAX_STRUCTURE_TOKENS):
+            if len(token) > MAX_TOKEN_CHARS:  # its head, and a digest of the whole so long tokens stay apart
+                token = token[: MAX_TOKEN_CHARS - 17] + "#" + hashlib.sha256(token.encode()).hexdigest()[:16]
+            signature[token] = min(MAX_TOKEN_COUNT, count)
+        return signature
+
+
+def _shapes(tensors: list[torch.Tensor]) -> str:
+    return "".join(str(list(t.shape)).replace(" ", "") for t in tensors)
+
+
+def _describe(arg: Any) -> str:
+    """An operator argument as the structure signature keeps it: a tensor by its shape, an integer or flag (a kernel
+    size, stride, dimension, group count) by its value, a float (a constant, an epsilon) only as being one."""
+    if isinstance(arg, torch.Tensor):
+        return _shapes([arg])
+    if isinstance(arg, float):
+        return "f"
+    return str(arg)
+
+
+def trace(model: nn.Module, x: torch.Tensor) -> FlopCount:
+    """One sample's forward pass under FlopCount: its FLOPs and structure signature (the smoke stage reads both).
+
+    Dropout leaves no operator in eval mode, yet networks that differ in its rates train differently (as in the
+    functional hash), so each dropout module with a non-zero rate adds a token of its own; `Dropout(0.0)` does not.
+    """
+    counter, one = FlopCount(), x[:1]
+    with torch.no_grad(), counter:
+        model(one)
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p != 0:
+            counter.tokens[f"{type(module).__name__}(p={module.p})"] += 1
+    return counter
 
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     """Forward FLOPs for one sample, as torch's FLOP counter sees them (matmuls and convolutions)."""
-    counter = FlopCount()
-    with torch.no_grad(), counter:
-        model(x[:1])
-    return int(counter.total)
+    return int(trace(model, x).total)
 
 
 def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, budget_s: float) -> float:
@@ -306,7 +362,7 @@ def smoke(
         raise CandidateError("no-parameters", "Net has no trainable parameters")
     x, y = inputs.train_x[:SMOKE_BATCH].cpu(), inputs.train_y[:SMOKE_BATCH].cpu()
     try:
-        flops = count_flops(model.eval(), x)
+        traced = trace(model.eval(), x)
     except Exception as err:
         raise CandidateError("forward", f"forward raised {type(err).__name__}: {err}") from err
     model.train().to(device)
@@ -351,8 +407,9 @@ def smoke(
     )
     return {
         "params": params,
-        "flops": flops,
+        "flops": int(traced.total),
         "functional_hash": fhash,
+        "structure": traced.structure(),
         "output_shape": list(out.shape),
         "latency_ms": latency,
         "peak_memory_mb": memory,
