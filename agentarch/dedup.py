@@ -20,7 +20,7 @@ from typing import Literal
 
 from agentarch.checks import parse
 
-DedupLevel = Literal["whitespace", "ast", "functional"]
+DedupLevel = Literal["whitespace", "ast", "functional", "structural"]
 
 _INNER_SPACE = re.compile(r"[ \t]+")
 
