@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, requires_bubblewrap]
 
 
 class Responder:
-    """Answers analyses itself; proposals and repairs take the next scripted reply."""
+    """Answers analyses and notebook entries itself; proposals and repairs take the next scripted reply."""
 
     def __init__(self, script: list) -> None:
         self.script = list(script)
@@ -34,6 +34,8 @@ class Responder:
         self.seen.append(what)
         if what == "analyze":
             return "Wider than its parent; validation accuracy rose slightly. Next: try a second hidden layer."
+        if what == "notebook":
+            return "What worked: wider layers (#1). What failed: nothing yet."
         return self.script.pop(0)
 
 
