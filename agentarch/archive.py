@@ -1012,7 +1012,18 @@ class Archive:
         return outcomes + [{"candidate_id": None, **dict(zip(keys, call))} for call in calls]
 
 
-_JSON_FIELDS = ("parents", "hparams", "curve", "timings", "config", "summary", "examples", "prompt", "structure", "proxies")
+_JSON_FIELDS = (
+    "parents",
+    "hparams",
+    "curve",
+    "timings",
+    "config",
+    "summary",
+    "examples",
+    "prompt",
+    "structure",
+    "proxies",
+)
 
 
 def _where(conditions: dict[str, Any]) -> tuple[str | None, list[Any]]:
