@@ -127,18 +127,7 @@ def propose_messages(
     them and the constraints, shows each example's measures and Pareto standing, and asks for a better
     trade-off than the parent's instead of a higher score.
     """
-    _require_trainable(task)
-    user = render(
-        "propose.j2",
-        prompts_dir,
-        task=task,
-        examples=fewshot.examples,
-        parent=fewshot.parent,
-        batch_note=batch_note,
-        goals=goals if goals is not None and goals.multi else None,
-        notebook=notebook,
-    )
-    return [_system(task, "propose", prompts_dir), {"role": "user", "content": user}]
+    return _asking("propose", task, fewshot, batch_note, goals, notebook, prompts_dir)
 
 
 def edit_messages(
@@ -151,9 +140,23 @@ def edit_messages(
 ) -> Messages:
     """System and user messages asking for SEARCH/REPLACE edits of the parent (agentarch.edits applies them), with
     the other examples in brief; `fewshot` must have a parent (without one the loop asks for a full module)."""
+    return _asking("edit", task, fewshot, batch_note, goals, notebook, prompts_dir)
+
+
+def _asking(
+    purpose: str,
+    task: Task,
+    fewshot: FewShot,
+    batch_note: str,
+    goals: Goals | None,
+    notebook: dict[str, Any] | None,
+    prompts_dir: Path | str | None,
+) -> Messages:
+    """The system prompt for `purpose` and the user prompt of its template (`propose.j2`, `edit.j2`), which take the
+    same context: the examples (parent first), the note, the goals beyond one metric and the notebook entry."""
     _require_trainable(task)
     user = render(
-        "edit.j2",
+        f"{purpose}.j2",
         prompts_dir,
         task=task,
         examples=fewshot.examples,
@@ -162,7 +165,7 @@ def edit_messages(
         goals=goals if goals is not None and goals.multi else None,
         notebook=notebook,
     )
-    return [_system(task, "edit", prompts_dir), {"role": "user", "content": user}]
+    return [_system(task, purpose, prompts_dir), {"role": "user", "content": user}]
 
 
 def edit_retry_message(
