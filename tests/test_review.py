@@ -213,7 +213,7 @@ def gated(tmp_path, monkeypatch):
         done = self.ctx.evaluator().without_running(state["code"], "c", "trained", None, "llm")
         return graph._verdict(done)
 
-    def ask(self, messages, purpose):
+    def ask(self, state, messages, purpose):
         answer = {"propose": fenced(BROKEN), "repair": fenced(REPAIRED), "analyze": "Fine."}[purpose]
         return {"response": answer, "llm_error": None, "call_ids": []}
 
