@@ -61,7 +61,6 @@ class Scheduler:
         self._verifying: set[int] = set()
         self._changed = threading.Condition()
         self._error: BaseException | None = None
-        self._threads: list[threading.Thread] = []
 
     # -- the run ----------------------------------------------------------------------------------
 
@@ -205,9 +204,7 @@ class Scheduler:
     def _launch(self, plan: dict[str, Any], fresh: bool) -> None:
         with self._changed:
             self._flights[plan["key"]] = plan
-        thread = threading.Thread(target=self._fly, args=(plan, fresh), name=plan["key"], daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        threading.Thread(target=self._fly, args=(plan, fresh), name=plan["key"], daemon=True).start()
 
     def _fly(self, plan: dict[str, Any], fresh: bool) -> None:
         """Drive one proposal's graph to its end, pausing for a person's review where the graph asks for one."""
@@ -343,9 +340,7 @@ class Scheduler:
                 self._verifying.update(todo)
             for candidate_id in todo:
                 done.add(candidate_id)
-                thread = threading.Thread(target=self._reevaluate, args=(candidate_id,), daemon=True)
-                self._threads.append(thread)
-                thread.start()
+                threading.Thread(target=self._reevaluate, args=(candidate_id,), daemon=True).start()
             if not flying:
                 return
             self._wait(lambda: True, once=True)
