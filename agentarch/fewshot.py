@@ -108,16 +108,9 @@ def select(
 def _by_front(pool: list[dict[str, Any]], goals: Goals) -> list[dict[str, Any]]:
     """The pool ranked by front and crowding (NSGA-II), each row with its `standing`: the front it is on (1 is the
     Pareto front) and that front's size, which the prompt shows next to the trade-off to improve."""
-    places = goals.standing(pool)
-    sizes = Counter(place[0] for place in places if place is not None)
-    ranked = sorted(
-        (i for i, place in enumerate(places) if place is not None),
-        key=lambda i: (places[i][0], -places[i][1]),  # type: ignore[index]
-    )
-    return [
-        {**pool[i], "standing": {"front": places[i][0] + 1, "of": sizes[places[i][0]]}}  # type: ignore[index]
-        for i in ranked
-    ]
+    placed = goals.placed(pool)
+    sizes = Counter(front for _, (front, _) in placed)
+    return [{**pool[i], "standing": {"front": front + 1, "of": sizes[front]}} for i, (front, _) in placed]
 
 
 def from_seeds(kind: str, n: int) -> FewShot:

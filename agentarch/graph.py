@@ -274,12 +274,7 @@ class Loop:
         if self.ctx.offline:
             return {"messages": []}
         plan = state["plan"]
-        if "round" in plan:
-            note = f"This is proposal {plan['slot'] + 1} of {plan['of']} in round {plan['round']}; make it differ from its siblings."
-        elif plan.get("in_flight"):
-            note = f"This is proposal {plan['seq'] + 1} of the run; {plan['in_flight']} others are being written or trained now, so make it differ from what you would propose by default."
-        else:
-            note = f"This is proposal {plan['seq'] + 1} of the run."
+        note = _batch_note(plan)
         notes = self.ctx.archive().notes(self.ctx.run_id) if self.ctx.settings.feedback else []
         shot = fewshot.FewShot(**state["fewshot"])
         notebook = notes[-1] if notes else None
@@ -447,7 +442,7 @@ class Loop:
         messages = prompts.propose_messages(
             self.ctx.task,
             fewshot.FewShot(**state["fewshot"]),
-            batch_note=f"This is proposal {plan['seq'] + 1} of the run.",
+            batch_note=_batch_note(plan),
             goals=self.ctx.goals,
         )
         answer = self._ask(state, messages, "propose")
@@ -745,6 +740,18 @@ def _unless_fault(route: Any) -> Any:
         return "fail" if state.get("fault") else route(state)
 
     return routed
+
+
+def _batch_note(plan: dict[str, Any]) -> str:
+    """Where this proposal stands among its siblings, so that proposals written at the same time differ."""
+    if "round" in plan:
+        return f"This is proposal {plan['slot'] + 1} of {plan['of']} in round {plan['round']}; make it differ from its siblings."
+    if plan.get("in_flight"):
+        return (
+            f"This is proposal {plan['seq'] + 1} of the run; {plan['in_flight']} others are being written or trained "
+            "now, so make it differ from what you would propose by default."
+        )
+    return f"This is proposal {plan['seq'] + 1} of the run."
 
 
 def _edit_outcome(state: CandidateState) -> str:

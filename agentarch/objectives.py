@@ -170,11 +170,16 @@ class Goals:
             result[i] = place
         return result
 
-    def ranked(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        """The rankable rows, best first: by front and crowding (one objective: by its key)."""
+    def placed(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[int, tuple[int, float]]]:
+        """(index, (front, crowding)) of each rankable row, best first: by front, then the less crowded first
+        (NSGA-II's crowded comparison; one objective: by its key)."""
         places = self.standing(rows)
-        order = sorted((i for i, p in enumerate(places) if p is not None), key=lambda i: (places[i][0], -places[i][1]))  # type: ignore[index]
-        return [rows[i] for i in order]
+        ranked = [(i, place) for i, place in enumerate(places) if place is not None]
+        return sorted(ranked, key=lambda item: (item[1][0], -item[1][1]))
+
+    def ranked(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The rankable rows, best first (`placed`)."""
+        return [rows[i] for i, _ in self.placed(rows)]
 
     def front(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """The rows on the first Pareto front (feasible, with every measure), in the order given."""
