@@ -246,7 +246,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _first_model(self) -> Settings:
         """With several models, `model` is the first one's name: what makes the run an LLM run (not offline)."""
-        from agentarch.bandit import parse_arms  # here: the bandit module reads the archive, which reads settings
+        from agentarch.loop.bandit import parse_arms  # here: the bandit module reads the archive, which reads settings
 
         if self.models:
             self.model = self.model or parse_arms(self.models)[0].name

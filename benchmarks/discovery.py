@@ -33,14 +33,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agentarch import ranking  # noqa: E402
-from agentarch import run as run_lib  # noqa: E402
-from agentarch.archive import Archive  # noqa: E402
-from agentarch.baseline import SeedResult, Trial, search_trained  # noqa: E402
 from agentarch.config import Settings, load_settings  # noqa: E402
-from agentarch.evaluate import Evaluator  # noqa: E402
-from agentarch.spaces import get_space  # noqa: E402
-from agentarch.tasks import get_task  # noqa: E402
+from agentarch.evaluation.evaluator import Evaluator  # noqa: E402
+from agentarch.loop import run as run_lib  # noqa: E402
+from agentarch.loop.baseline import SeedResult, Trial, search_trained  # noqa: E402
+from agentarch.search.spaces import get_space  # noqa: E402
+from agentarch.store import ranking  # noqa: E402
+from agentarch.store.archive import Archive  # noqa: E402
+from agentarch.tasks.registry import get_task  # noqa: E402
 
 METHODS = ("llm", "best-of-n", "rea", "random")
 

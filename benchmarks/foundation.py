@@ -21,12 +21,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agentarch import dedup  # noqa: E402
-from agentarch.archive import Archive  # noqa: E402
 from agentarch.config import load_settings  # noqa: E402
-from agentarch.evaluate import Evaluator  # noqa: E402
-from agentarch.sandbox import _BOOT, Limits, SandboxJob, bubblewrap_problem, resolve_isolation  # noqa: E402
-from agentarch.tasks import get_task, prepare  # noqa: E402
+from agentarch.evaluation import dedup  # noqa: E402
+from agentarch.evaluation.evaluator import Evaluator  # noqa: E402
+from agentarch.isolation.sandbox import _BOOT, Limits, SandboxJob, bubblewrap_problem, resolve_isolation  # noqa: E402
+from agentarch.store.archive import Archive  # noqa: E402
+from agentarch.tasks.registry import get_task, prepare  # noqa: E402
 
 SEEDS = REPO / "archive" / "seeds" / "image"
 SPEC = {

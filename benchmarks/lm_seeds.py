@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from agentarch.executors import RunRequest, execute
-from agentarch.sandbox import Limits, resolve_isolation
-from agentarch.tasks import get_task
+from agentarch.evaluation.executors import RunRequest, execute
+from agentarch.isolation.sandbox import Limits, resolve_isolation
+from agentarch.tasks.registry import get_task
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agentarch.baseline import SeedResult, search_table, summarize  # noqa: E402
-from agentarch.proposers.baselines import ALGOS  # noqa: E402
-from agentarch.spaces import get_space  # noqa: E402
-from agentarch.tabular import DATASETS, nb201_table  # noqa: E402
-from agentarch.tasks import get_task  # noqa: E402
+from agentarch.loop.baseline import SeedResult, search_table, summarize  # noqa: E402
+from agentarch.search.proposers.baselines import ALGOS  # noqa: E402
+from agentarch.search.spaces import get_space  # noqa: E402
+from agentarch.tasks.registry import get_task  # noqa: E402
+from agentarch.tasks.tabular import DATASETS, nb201_table  # noqa: E402
 
 SEEDS = 500
 BUDGETS = (50, 100, 200)

@@ -9,7 +9,7 @@ Every search is one `search_table` run of `--budget` queries per seed; smaller b
 the searches looks at the budget, and the guide's refit schedule depends only on how many cells it has seen).
 A guided search asks REA (P=10, S=3) for K candidates per query, a predictor fitted on the seed's queries so far
 picks one (a random one with probability 0.1, and until 8 are evaluated), the rest are withdrawn unevaluated
-(`agentarch.guided`). Reported as the other NAS-Bench-201 benchmarks here: the test accuracy of each seed's
+(`agentarch.search.guided`). Reported as the other NAS-Bench-201 benchmarks here: the test accuracy of each seed's
 best-by-validation cell, mean ± std over seeds, and the standard error of the mean (std / sqrt(seeds)).
 """
 
@@ -29,11 +29,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one process per core; the predictor fits on one thread anyway
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agentarch.baseline import search_table  # noqa: E402
-from agentarch.guided import REFIT  # noqa: E402
-from agentarch.spaces import get_space  # noqa: E402
-from agentarch.tabular import DATASETS, nb201_table  # noqa: E402
-from agentarch.tasks import get_task  # noqa: E402
+from agentarch.loop.baseline import search_table  # noqa: E402
+from agentarch.search.guided import REFIT  # noqa: E402
+from agentarch.search.spaces import get_space  # noqa: E402
+from agentarch.tasks.registry import get_task  # noqa: E402
+from agentarch.tasks.tabular import DATASETS, nb201_table  # noqa: E402
 
 BUDGETS = (50, 100, 200)
 EXPLORE = 0.1

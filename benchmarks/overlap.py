@@ -22,9 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import agentarch.graph as graph  # noqa: E402
-from agentarch import run as run_lib  # noqa: E402
+import agentarch.loop.graph as graph  # noqa: E402
 from agentarch.config import load_settings  # noqa: E402
+from agentarch.loop import run as run_lib  # noqa: E402
 from tests.llm_server import Reply, ScriptedLLMServer  # noqa: E402
 
 LATENCY_S, CANDIDATES, SLOTS, QUEUE = 5.0, 20, 2, 2

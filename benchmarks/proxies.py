@@ -9,9 +9,9 @@ Run from the repository root:  nice .venv/bin/python benchmarks/proxies.py > ben
     (3x32x32 input, 10 classes, the benchmark's network: 5 cells per stage, width 16), built at seed 0, and
     scored with sandbox/proxies.py itself (trusted code, so in-process): synflow on one all-ones input,
     grad_norm and naswot on one batch of BATCH random CIFAR-shaped inputs with random labels (no CIFAR data
-    is available offline). Parameters and FLOPs are the table's own (agentarch/data/nb201_costs.csv.gz).
+    is available offline). Parameters and FLOPs are the table's own (agentarch/tasks/data/nb201_costs.csv.gz).
     Spearman and Kendall correlations with the table's CIFAR-10 test accuracy, next to published figures.
-(c) The predictor (agentarch/predictor.py) on the same cells, 5-fold cross-validated against test accuracy:
+(c) The predictor (agentarch/search/predictor.py) on the same cells, 5-fold cross-validated against test accuracy:
     what the proxies add to size and the architecture encoding.
 """
 
@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agentarch.runner import proxies  # noqa: E402
 from agentarch.runner.runner import LATENCY_REPS, LATENCY_WARMUP, SMOKE_BATCH  # noqa: E402
 
-from agentarch.predictor import Example, cross_validate, features_of  # noqa: E402
-from agentarch.sandbox import Limits, SandboxJob, resolve_isolation  # noqa: E402
-from agentarch.spaces import get_space, nb201  # noqa: E402
-from agentarch.tabular import nb201_table  # noqa: E402
-from agentarch.tasks import get_task, prepare  # noqa: E402
+from agentarch.isolation.sandbox import Limits, SandboxJob, resolve_isolation  # noqa: E402
+from agentarch.search.predictor import Example, cross_validate, features_of  # noqa: E402
+from agentarch.search.spaces import get_space, nb201  # noqa: E402
+from agentarch.tasks.registry import get_task, prepare  # noqa: E402
+from agentarch.tasks.tabular import nb201_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 REPEATS = 3

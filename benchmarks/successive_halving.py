@@ -18,13 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agentarch.archive import Archive  # noqa: E402
 from agentarch.config import load_settings  # noqa: E402
-from agentarch.evaluate import Evaluator  # noqa: E402
-from agentarch.fidelity import successive_halving  # noqa: E402
-from agentarch.proposers.baselines import RandomSearch  # noqa: E402
-from agentarch.spaces import get_space  # noqa: E402
-from agentarch.tasks import get_task  # noqa: E402
+from agentarch.evaluation.evaluator import Evaluator  # noqa: E402
+from agentarch.evaluation.fidelity import successive_halving  # noqa: E402
+from agentarch.search.proposers.baselines import RandomSearch  # noqa: E402
+from agentarch.search.spaces import get_space  # noqa: E402
+from agentarch.store.archive import Archive  # noqa: E402
+from agentarch.tasks.registry import get_task  # noqa: E402
 
 POOL, MIN_EPOCHS, MAX_EPOCHS, ETA = 16, 3, 27, 3
 

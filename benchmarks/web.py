@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from starlette.applications import Starlette  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from agentarch.archive import Archive  # noqa: E402
+from agentarch.store.archive import Archive  # noqa: E402
 from agentarch.web import create_app  # noqa: E402
 from agentarch.web.app import highlight_code  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Zero-cost proxies: scores of an untrained network that hint at how well it will train.
 
 The runner computes them in the smoke stage for every candidate that passes its contract checks, on a
-freshly built network (at initialisation) and the proxy batch; agentarch.predictor learns from them
+freshly built network (at initialisation) and the proxy batch; agentarch.search.predictor learns from them
 which candidates are worth training. Three proxies, each a float, each optional:
 
 - `synflow` (Tanaka et al., 2020): the natural log of sum |θ ⊙ ∂R/∂θ|, where R is the sum of the
@@ -23,7 +23,7 @@ which candidates are worth training. Three proxies, each a float, each optional:
 
 A proxy that raises, runs past its share of the time budget, or gives a non-finite value or one
 beyond MAX_VALUE is left out; it never fails the candidate. The host refuses an event with a value
-it cannot use (agentarch/protocol.py), so the bounds here are the host's.
+it cannot use (agentarch/isolation/protocol.py), so the bounds here are the host's.
 
 Like the runner, this imports only torch and the standard library.
 """
@@ -45,7 +45,7 @@ NAMES = ("synflow", "grad_norm", "naswot")
 """Every proxy, in the order they are computed; the host accepts these names and no other."""
 
 MAX_VALUE = 1e30
-"""The largest magnitude the host accepts (agentarch.protocol.MAX_PROXY_VALUE); beyond it a proxy is left out."""
+"""The largest magnitude the host accepts (agentarch.isolation.protocol.MAX_PROXY_VALUE); beyond it a proxy is left out."""
 
 _CHUNK = 1 << 20
 """Units of one activation turned into a float matrix at a time for naswot's kernel: exact sums, bounded memory."""

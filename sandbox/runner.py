@@ -1,6 +1,6 @@
 """The sandbox runner: the only place where candidate code executes.
 
-It runs in its own process under the isolation the host set up (agentarch/sandbox.py) and imports
+It runs in its own process under the isolation the host set up (agentarch/isolation/sandbox.py) and imports
 torch, numpy, the standard library and its sibling trainer, nothing of the orchestrator. It talks to
 the host over two pipes:
 
@@ -54,7 +54,7 @@ PROXY_SHARE = 0.2
 MAX_STRUCTURE_TOKENS = 256
 MAX_TOKEN_CHARS = 120
 MAX_TOKEN_COUNT = 10**6
-"""Bounds on the structure signature, the same as the host's (agentarch/protocol.py), which drops a bigger one."""
+"""Bounds on the structure signature, the same as the host's (agentarch/isolation/protocol.py), which drops a bigger one."""
 
 
 class CandidateError(Exception):
@@ -76,7 +76,7 @@ def _die_with_parent() -> None:
 def _load_seccomp(bpf_path: Path) -> None:
     """Install the host's compiled seccomp allowlist (used when bubblewrap, which installs it itself, is absent).
 
-    The host compiles the filter once (agentarch.syscalls.seccomp_program), so both isolation modes
+    The host compiles the filter once (agentarch.isolation.seccomp.seccomp_program), so both isolation modes
     enforce the same rules and the runner needs no seccomp library.
     """
     program = bpf_path.read_bytes()
@@ -257,7 +257,7 @@ class FlopCount(TorchDispatchMode):
 
     def structure(self) -> dict[str, int]:
         """The structure signature: how often each operator ran, keyed by its name, its arguments (`_describe`)
-        and its outputs' shapes, e.g. `{"addmm([32],[1,64],[64,32])->[1,32]": 1}` (agentarch/novelty.py).
+        and its outputs' shapes, e.g. `{"addmm([32],[1,64],[64,32])->[1,32]": 1}` (agentarch/evaluation/novelty.py).
 
         Operators are those that reached the dispatcher (a Linear is `t` and `addmm`), in-place and
         out-of-place forms alike (`relu_` counts as `relu`); shapes are of one example's forward pass in

@@ -2,7 +2,7 @@
 
 Run from the repository root:  .venv/bin/python scripts/nb201_counts.py
 
-Each count is of the network `agentarch/spaces/templates/nb201.py.j2` renders for the table task (the paper's
+Each count is of the network `agentarch/search/spaces/templates/nb201.py.j2` renders for the table task (the paper's
 skeleton: N=5 cells per stage, C=16), counted as the sandbox counts a candidate (`agentarch.runner.runner`):
 parameters are every tensor of `model.parameters()`, FLOPs are torch's per-operator formulas for one input
 (convolutions and matmuls, a multiply-add is 2 FLOPs; pooling, batch norm, additions and `none`'s zeroing are
@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agentarch.runner.runner import count_flops  # noqa: E402
 
-from agentarch.spaces import get_space  # noqa: E402
-from agentarch.spaces.nb201 import EDGES, OPS, edges, from_edges  # noqa: E402
-from agentarch.tabular import COSTS_FILE, DATASETS, table_bytes  # noqa: E402
-from agentarch.tasks import get_task  # noqa: E402
+from agentarch.search.spaces import get_space  # noqa: E402
+from agentarch.search.spaces.nb201 import EDGES, OPS, edges, from_edges  # noqa: E402
+from agentarch.tasks.registry import get_task  # noqa: E402
+from agentarch.tasks.tabular import COSTS_FILE, DATASETS, table_bytes  # noqa: E402
 
 Counts = tuple[int, int]
 """(parameters, FLOPs) of one network."""
@@ -104,7 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--verify", type=int, default=100, help="fully rendered cells to check per dataset")
     parser.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parent.parent / "agentarch/data" / COSTS_FILE
+        "--out", type=Path, default=Path(__file__).resolve().parent.parent / "agentarch/tasks/data" / COSTS_FILE
     )
     args = parser.parse_args()
     started = time.perf_counter()

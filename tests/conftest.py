@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agentarch.sandbox import Cgroup, bubblewrap_problem
-from agentarch.tasks import get_task, prepare
+from agentarch.isolation.sandbox import Cgroup, bubblewrap_problem
+from agentarch.tasks.registry import get_task, prepare
 
 REPO = Path(__file__).resolve().parent.parent
 

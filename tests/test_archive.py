@@ -7,7 +7,7 @@ import time
 import pytest
 import sqlite_utils
 
-from agentarch.archive import SCHEMA_VERSION, SCORING_EVALUATION, Archive, ArchiveError
+from agentarch.store.archive import SCHEMA_VERSION, SCORING_EVALUATION, Archive, ArchiveError
 
 
 def candidate(**extra):

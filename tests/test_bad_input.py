@@ -9,8 +9,8 @@ import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from agentarch.archive import SCHEMA_VERSION, Archive
 from agentarch.cli import app
+from agentarch.store.archive import SCHEMA_VERSION, Archive
 from agentarch.web import create_app
 
 

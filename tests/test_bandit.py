@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-from agentarch.archive import Archive
-from agentarch.bandit import ModelArm, Outcome, choose, history_from_archive, parse_arms, summary, value
 from agentarch.errors import UsageError
-from agentarch.tasks import get_task
+from agentarch.loop.bandit import ModelArm, Outcome, choose, history_from_archive, parse_arms, summary, value
+from agentarch.store.archive import Archive
+from agentarch.tasks.registry import get_task
 
 A, B, C = ModelArm("openai/cheap"), ModelArm("openai/dear"), ModelArm("ollama/local")
 

@@ -11,12 +11,12 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
-from agentarch import pareto
-from agentarch.baseline import SeedResult, Trial, parse_seeds, search_table, summarize
 from agentarch.cli import app
-from agentarch.objectives import Goals
-from agentarch.proposers.base import Observation, Proposal
-from agentarch.proposers.baselines import (
+from agentarch.loop.baseline import SeedResult, Trial, parse_seeds, search_table, summarize
+from agentarch.search import pareto
+from agentarch.search.objectives import Goals
+from agentarch.search.proposers.base import Observation, Proposal
+from agentarch.search.proposers.baselines import (
     TPE,
     VIOLATIONS,
     Member,
@@ -25,10 +25,10 @@ from agentarch.proposers.baselines import (
     SpaceExhausted,
     make_proposer,
 )
-from agentarch.spaces import get_space
-from agentarch.spaces.nb201 import edges
-from agentarch.tabular import TableError, nb201_table
-from agentarch.tasks import get_task
+from agentarch.search.spaces import get_space
+from agentarch.search.spaces.nb201 import edges
+from agentarch.tasks.registry import get_task
+from agentarch.tasks.tabular import TableError, nb201_table
 from tests.conftest import requires_bubblewrap
 
 NB201 = get_space("nb201")

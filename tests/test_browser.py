@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from agentarch.archive import Archive
+from agentarch.store.archive import Archive
 from tests.conftest import REPO, requires_bubblewrap
 
 try:

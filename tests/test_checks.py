@@ -2,7 +2,7 @@
 
 import textwrap
 
-from agentarch.checks import MAX_CODE_BYTES, check
+from agentarch.evaluation.checks import MAX_CODE_BYTES, check
 from tests.conftest import REPO
 
 GOOD = textwrap.dedent("""
@@ -108,7 +108,7 @@ def test_checks_and_hashes_run_from_many_threads_at_once():
     """The agent loop checks candidates in parallel branches; CPython 3.11's AST conversion is not thread-safe."""
     import threading
 
-    from agentarch.dedup import ast_hash
+    from agentarch.evaluation.dedup import ast_hash
 
     code = (REPO / "archive" / "seeds" / "image" / "resnet.py").read_text()
     errors = []

@@ -2,8 +2,8 @@
 
 from typer.testing import CliRunner
 
-from agentarch.archive import Archive
 from agentarch.cli import app
+from agentarch.store.archive import Archive
 
 LONG_NAME = "depthwise-separable-stem-with-squeeze-excitation-and-a-wider-classifier-head.py"
 

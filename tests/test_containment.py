@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from agentarch import graph, run
-from agentarch.archive import Archive, code_sha256
 from agentarch.config import load_settings
-from agentarch.executors import LocalExecutor, RunRequest, RunResult
+from agentarch.evaluation.executors import LocalExecutor, RunRequest, RunResult
+from agentarch.loop import graph, run
+from agentarch.store.archive import Archive, code_sha256
 from tests.conftest import requires_bubblewrap
 from tests.llm_server import ScriptedLLMServer
 from tests.scripted import MODEL, fenced, kind, mlp, start_run

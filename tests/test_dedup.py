@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from agentarch.dedup import ast_hash, canonical_ast, whitespace_hash
+from agentarch.evaluation.dedup import ast_hash, canonical_ast, whitespace_hash
 
 BASE = textwrap.dedent('''
     import torch

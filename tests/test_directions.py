@@ -14,20 +14,21 @@ import pytest
 import sqlite_utils
 from starlette.testclient import TestClient
 
-from agentarch import fewshot, queries
-from agentarch.archive import SCHEMA_VERSION, Archive, ArchiveError
-from agentarch.baseline import SeedResult, Trial, summarize
-from agentarch.evaluate import EvalResult
-from agentarch.fidelity import survivors
-from agentarch.graph import summarize as run_summary
-from agentarch.proposers.base import Observation, Proposal
-from agentarch.proposers.baselines import TPE, RegularizedEvolution, make_proposer
-from agentarch.report import write_report
-from agentarch.spaces import get_space
-from agentarch.tabular import nb201_table
-from agentarch.tasks import get_task
+from agentarch.evaluation.evaluator import EvalResult
+from agentarch.evaluation.fidelity import survivors
+from agentarch.loop import fewshot
+from agentarch.loop.baseline import SeedResult, Trial, summarize
+from agentarch.loop.graph import summarize as run_summary
+from agentarch.search.proposers.base import Observation, Proposal
+from agentarch.search.proposers.baselines import TPE, RegularizedEvolution, make_proposer
+from agentarch.search.spaces import get_space
+from agentarch.store import queries
+from agentarch.store.archive import SCHEMA_VERSION, Archive, ArchiveError
+from agentarch.tasks.registry import get_task
+from agentarch.tasks.tabular import nb201_table
 from agentarch.web import create_app
 from agentarch.web.plots import best_so_far_lines, pareto_front
+from agentarch.web.report import write_report
 
 HOUSES = replace(
     get_task("digits"),

@@ -9,10 +9,10 @@ import sqlite3
 
 import pytest
 
-from agentarch import run
-from agentarch.archive import Archive
 from agentarch.config import load_settings
-from agentarch.tasks import TASKS
+from agentarch.loop import run
+from agentarch.store.archive import Archive
+from agentarch.tasks.registry import TASKS
 from tests.conftest import requires_bubblewrap
 from tests.llm_server import ScriptedLLMServer
 from tests.scripted import MODEL, fenced, kind, mlp

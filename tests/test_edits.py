@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from agentarch.edits import Applied, EditError, apply, looks_like_edit, parse
-from agentarch.objectives import Goals
-from agentarch.prompts import render
-from agentarch.tasks import get_task
+from agentarch.llm.edits import Applied, EditError, apply, looks_like_edit, parse
+from agentarch.llm.prompts import render
+from agentarch.search.objectives import Goals
+from agentarch.tasks.registry import get_task
 
 PARENT = """import torch
 from torch import nn
@@ -197,7 +197,7 @@ def test_parse_keeps_the_blocks_texts_and_lines():
 
 
 def row(id: int, val: float, code: str = PARENT, analysis: str | None = None) -> dict:
-    """A few-shot row as agentarch.fewshot hands it to the templates."""
+    """A few-shot row as agentarch.loop.fewshot hands it to the templates."""
     return {"id": id, "code": code, "val_accuracy": val, "params": 12_345, "proposer": "llm", "analysis": analysis}
 
 

@@ -4,17 +4,17 @@ import pytest
 from typer.testing import CliRunner
 
 from agentarch import cli
-from agentarch.archive import ArchiveError
 from agentarch.config import ConfigError
 from agentarch.errors import AgentarchError, UsageError
-from agentarch.llm import LLMError
-from agentarch.prompts import ExtractError, PromptError
-from agentarch.protocol import ProtocolError
-from agentarch.run import RunError
-from agentarch.sandbox import SandboxError
-from agentarch.spaces import SpaceError
-from agentarch.tabular import TableError
-from agentarch.tasks import TaskError
+from agentarch.isolation.protocol import ProtocolError
+from agentarch.isolation.sandbox import SandboxError
+from agentarch.llm.client import LLMError
+from agentarch.llm.prompts import ExtractError, PromptError
+from agentarch.loop.run import RunError
+from agentarch.search.spaces import SpaceError
+from agentarch.store.archive import ArchiveError
+from agentarch.tasks.registry import TaskError
+from agentarch.tasks.tabular import TableError
 
 
 @pytest.mark.parametrize(

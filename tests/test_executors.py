@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from agentarch import executors
-from agentarch.archive import Archive
 from agentarch.config import load_settings
-from agentarch.evaluate import Evaluator
-from agentarch.executors import LocalExecutor, RunRequest, RunResult, execute, stages
-from agentarch.sandbox import Limits, resolve_isolation
+from agentarch.evaluation import executors
+from agentarch.evaluation.evaluator import Evaluator
+from agentarch.evaluation.executors import LocalExecutor, RunRequest, RunResult, execute, stages
+from agentarch.isolation.sandbox import Limits, resolve_isolation
+from agentarch.store.archive import Archive
 from tests.conftest import REPO, requires_bubblewrap
 
 SEEDS = REPO / "archive" / "seeds" / "image"
@@ -112,7 +112,7 @@ def test_a_start_refused_by_its_caller_starts_nothing_and_frees_the_slot(cache_d
 @requires_bubblewrap
 def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worker(tmp_path, cache_dir, digits):
     ray = pytest.importorskip("ray")
-    from agentarch.executors import RayExecutor
+    from agentarch.evaluation.executors import RayExecutor
 
     settings = load_settings(task="digits", epochs=3, threads=1, cache_dir=cache_dir)
     codes = [(SEEDS / name).read_text() for name in ("mlp.py", "cnn.py")]
@@ -153,7 +153,7 @@ def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worke
 
 
 def test_per_gpu_packs_several_slots_on_each_gpu(monkeypatch):
-    from agentarch.executors import make_executor
+    from agentarch.evaluation.executors import make_executor
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     pool = make_executor("local", slots=1, per_gpu=3)

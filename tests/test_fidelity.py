@@ -3,11 +3,11 @@
 import pytest
 from typer.testing import CliRunner
 
-from agentarch.archive import Archive
 from agentarch.cli import app
 from agentarch.config import load_settings
-from agentarch.evaluate import Evaluator
-from agentarch.fidelity import rung_budgets, successive_halving
+from agentarch.evaluation.evaluator import Evaluator
+from agentarch.evaluation.fidelity import rung_budgets, successive_halving
+from agentarch.store.archive import Archive
 from tests.conftest import requires_bubblewrap
 
 

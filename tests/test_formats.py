@@ -3,9 +3,10 @@
 import csv
 import io
 
-from agentarch import dedup, formats
-from agentarch.candidate import candidate_row
-from agentarch.summaries import best_by_validation, status_counts
+from agentarch import formats
+from agentarch.evaluation import dedup
+from agentarch.evaluation.candidate import candidate_row
+from agentarch.store.summaries import best_by_validation, status_counts
 
 
 def test_numbers_are_written_one_way_whatever_the_medium():

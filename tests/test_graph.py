@@ -6,7 +6,7 @@ import time
 import pytest
 
 from agentarch.config import load_settings
-from agentarch.graph import Loop, RunContext, _unless_fault, build, open_checkpointer, summarize
+from agentarch.loop.graph import Loop, RunContext, _unless_fault, build, open_checkpointer, summarize
 
 
 @pytest.fixture

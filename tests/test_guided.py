@@ -1,4 +1,4 @@
-"""Predictor-guided table search (`search_table(screen=K)`, agentarch/guided.py) and `agentarch baseline --screen`."""
+"""Predictor-guided table search (`search_table(screen=K)`, agentarch/search/guided.py) and `agentarch baseline --screen`."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
-from agentarch.baseline import search_table
 from agentarch.cli import app
 from agentarch.errors import UsageError
-from agentarch.guided import Guide, table_features
-from agentarch.objectives import Goals
-from agentarch.predictor import MIN_TRAINED, Example, Predictor
-from agentarch.proposers.base import Observation
-from agentarch.proposers.baselines import RegularizedEvolution, make_proposer
-from agentarch.spaces import get_space
-from agentarch.tabular import nb201_table
-from agentarch.tasks import get_task
+from agentarch.loop.baseline import search_table
+from agentarch.search.guided import Guide, table_features
+from agentarch.search.objectives import Goals
+from agentarch.search.predictor import MIN_TRAINED, Example, Predictor
+from agentarch.search.proposers.base import Observation
+from agentarch.search.proposers.baselines import RegularizedEvolution, make_proposer
+from agentarch.search.spaces import get_space
+from agentarch.tasks.registry import get_task
+from agentarch.tasks.tabular import nb201_table
 
 NB201 = get_space("nb201")
 CIFAR10 = get_task("nb201-cifar10")

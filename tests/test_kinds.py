@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from agentarch.executors import RunRequest, execute
-from agentarch.sandbox import Limits, resolve_isolation
-from agentarch.tasks import IGNORE_INDEX, TASKS, Task, TaskError, _Splits, output_shape, prepare, score
+from agentarch.evaluation.executors import RunRequest, execute
+from agentarch.isolation.sandbox import Limits, resolve_isolation
+from agentarch.tasks.registry import IGNORE_INDEX, TASKS, Task, TaskError, _Splits, output_shape, prepare, score
 from tests.conftest import REPO
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agentarch.archive import Archive
-from agentarch.llm import Completion, LLMClient, LLMError
+from agentarch.llm.client import Completion, LLMClient, LLMError
+from agentarch.store.archive import Archive
 from tests.llm_server import Reply, ScriptedLLMServer
 
 KEY = "sk-test-SECRET-123"

@@ -17,11 +17,11 @@ from agentarch.runner import proxies
 from torch import nn
 from typer.testing import CliRunner
 
-from agentarch import protocol
 from agentarch.cli import app
-from agentarch.protocol import ProtocolError, parse_event
-from agentarch.sandbox import Limits, SandboxJob, resolve_isolation
-from agentarch.tasks import TASKS, prepare
+from agentarch.isolation import protocol
+from agentarch.isolation.protocol import ProtocolError, parse_event
+from agentarch.isolation.sandbox import Limits, SandboxJob, resolve_isolation
+from agentarch.tasks.registry import TASKS, prepare
 from tests.conftest import REPO, SPEC
 from tests.test_kinds import KIND_TASKS, with_builder
 

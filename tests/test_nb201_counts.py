@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from agentarch.tabular import DATASETS, nb201_table
+from agentarch.tasks.tabular import DATASETS, nb201_table
 from tests.conftest import REPO
 
 

@@ -8,9 +8,10 @@ import sqlite3
 
 import pytest
 
-from agentarch import prompts, run
 from agentarch.config import load_settings
-from agentarch.tasks import get_task
+from agentarch.llm import prompts
+from agentarch.loop import run
+from agentarch.tasks.registry import get_task
 from tests.conftest import requires_bubblewrap
 from tests.llm_server import ScriptedLLMServer
 from tests.scripted import MODEL, fenced, kind, mlp

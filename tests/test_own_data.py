@@ -11,8 +11,8 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
-from agentarch.archive import Archive
 from agentarch.cli import app
+from agentarch.store.archive import Archive
 from tests.conftest import REPO, requires_bubblewrap
 
 pytestmark = requires_bubblewrap

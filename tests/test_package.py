@@ -73,7 +73,7 @@ def test_a_wheel_installs_and_runs_prompt_and_eval(tmp_path, cache_dir, digits):
         [
             venv / "bin" / "python",
             "-c",
-            "import agentarch.runner, agentarch.prompts as p; print(agentarch.runner.__file__); print(p.PROMPTS_DIR)",
+            "import agentarch.runner, agentarch.llm.prompts as p; print(agentarch.runner.__file__); print(p.PROMPTS_DIR)",
         ],
         cwd=outside,
         env=env,

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from agentarch import pareto
-from agentarch.objectives import GoalError, Goals, parse_constraint, parse_objective
+from agentarch.search import pareto
+from agentarch.search.objectives import GoalError, Goals, parse_constraint, parse_objective
 
 
 def brute_front(points):

@@ -7,9 +7,8 @@ import random
 import pytest
 from typer.testing import CliRunner
 
-from agentarch.archive import Archive
 from agentarch.cli import app
-from agentarch.predictor import (
+from agentarch.search.predictor import (
     MIN_TRAINED,
     Example,
     Predictor,
@@ -19,8 +18,9 @@ from agentarch.predictor import (
     shortfall,
     space_features,
 )
-from agentarch.spaces import get_space
-from agentarch.tasks import get_task
+from agentarch.search.spaces import get_space
+from agentarch.store.archive import Archive
+from agentarch.tasks.registry import get_task
 
 
 def record(db: Archive, task: str, n: int, seed: int = 0, status: str = "trained") -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agentarch.archive import Archive
+from agentarch.store.archive import Archive
 from tests.conftest import REPO
 
 

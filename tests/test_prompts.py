@@ -10,11 +10,8 @@ from collections import Counter
 import jinja2
 import pytest
 
-from agentarch import fewshot
-from agentarch.archive import Archive
-from agentarch.checks import ALLOWED_IMPORT_ROOTS, HPARAM_BOUNDS, check
-from agentarch.fewshot import FewShot, select
-from agentarch.prompts import (
+from agentarch.evaluation.checks import ALLOWED_IMPORT_ROOTS, HPARAM_BOUNDS, check
+from agentarch.llm.prompts import (
     PROMPTS_DIR,
     ExtractError,
     PromptError,
@@ -24,7 +21,10 @@ from agentarch.prompts import (
     render,
     repair_messages,
 )
-from agentarch.tasks import TASKS, get_task
+from agentarch.loop import fewshot
+from agentarch.loop.fewshot import FewShot, select
+from agentarch.store.archive import Archive
+from agentarch.tasks.registry import TASKS, get_task
 from tests.conftest import REPO
 
 TRAINABLE = [name for name, task in TASKS.items() if task.kind in ("image", "token")]
@@ -362,8 +362,8 @@ def test_the_prompt_command_prints_what_the_llm_would_see(tmp_path):
 
 
 def test_the_contract_states_every_kind_and_this_tasks_shapes():
-    from agentarch.prompts import _system
-    from agentarch.tasks import Task
+    from agentarch.llm.prompts import _system
+    from agentarch.tasks.registry import Task
 
     lm = _system(get_task("stdlib-bytes"), "propose", None)["content"]
     for kind in ("Image tasks", "Token tasks", "Sequence tasks", "Table tasks", "Language-modelling (lm) tasks"):

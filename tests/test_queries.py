@@ -1,14 +1,14 @@
-"""The query layer (agentarch.queries) on a real archive file: ranking, search, lineage, reviews, runs' progress."""
+"""The query layer (agentarch.store.queries) on a real archive file: ranking, search, lineage, reviews, runs' progress."""
 
 import time
 from dataclasses import dataclass
 
 import pytest
 
-from agentarch import queries
-from agentarch.archive import Archive, ArchiveError
-from agentarch.candidate import candidate_name, describe, run_tag
-from agentarch.queries import Filters, Sort
+from agentarch.evaluation.candidate import candidate_name, describe, run_tag
+from agentarch.store import queries
+from agentarch.store.archive import Archive, ArchiveError
+from agentarch.store.queries import Filters, Sort
 
 MODEL = "openai/gpt-4o-mini"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agentarch.archive import Archive
-from agentarch.report import write_report
+from agentarch.store.archive import Archive
+from agentarch.web.report import write_report
 
 
 def test_the_report_of_a_two_objective_run_lists_its_front(tmp_path):

@@ -10,8 +10,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from agentarch.archive import Archive, ArchiveError, code_sha256
 from agentarch.cli import app
+from agentarch.store.archive import Archive, ArchiveError, code_sha256
 from tests.conftest import REPO, requires_bubblewrap
 
 EDITED = """import torch
@@ -196,8 +196,8 @@ def gated(tmp_path, monkeypatch):
     given as trained; the LLM proposes BROKEN, repairs to REPAIRED and analyses in one line. Returns
     (settings, the codes the sandbox steps saw).
     """
-    from agentarch import graph
     from agentarch.config import load_settings
+    from agentarch.loop import graph
 
     sandboxed: list[tuple[str, str]] = []
 
@@ -235,7 +235,7 @@ def gated(tmp_path, monkeypatch):
 
 def run_reviewed(settings, decide) -> tuple[dict, list[dict]]:
     """Run to the end, answering each pause with `decide(archive, review)`; returns the summary and the reviews."""
-    from agentarch import run
+    from agentarch.loop import run
 
     def on_waiting(pending):
         with Archive(settings.archive) as db:
@@ -291,7 +291,7 @@ def test_approving_unchanged_code_trains_without_a_second_pause_and_an_edit_that
 
 
 def test_the_gate_routes_on_its_verdict_and_every_review_is_keyed_by_code(tmp_path):
-    from agentarch.graph import Loop
+    from agentarch.loop.graph import Loop
 
     assert Loop.after_review({"gate": "pass"}) == "smoke"
     assert Loop.after_review({"gate": "edited"}) == "static_check"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import sklearn
 
-from agentarch.runtime_view import package_closure, runtime_view
+from agentarch.isolation.runtime_view import package_closure, runtime_view
 
 
 def test_the_view_holds_torch_and_numpy_and_no_other_package():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agentarch.sandbox import Cgroup, Limits, Outcome, SandboxJob, owner_tag, resolve_isolation
+from agentarch.isolation.sandbox import Cgroup, Limits, Outcome, SandboxJob, owner_tag, resolve_isolation
 from tests.conftest import NET, SPEC, cgroups_work, job_processes, requires_bubblewrap
 
 
@@ -239,7 +239,7 @@ def test_a_job_whose_orchestrator_died_is_reaped_at_the_next_start(tmp_path):
 def test_an_ordinary_user_gets_a_user_namespace_and_root_never_does(monkeypatch):
     """As root, bubblewrap must not make a user namespace (its uid 0 would be host uid 0) and setpriv drops
     to the candidate uid before Python; as an ordinary user the user namespace is the isolation."""
-    import agentarch.sandbox as sandbox
+    import agentarch.isolation.sandbox as sandbox
 
     monkeypatch.setattr(sandbox, "_host_is_root", lambda: True)
     assert "--unshare-all" not in sandbox._namespace_args() and "--unshare-user" not in sandbox._namespace_args()

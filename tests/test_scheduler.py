@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from agentarch import islands, run
-from agentarch.archive import Archive
 from agentarch.config import load_settings
-from agentarch.objectives import Goals
+from agentarch.loop import islands, run
+from agentarch.search.objectives import Goals
+from agentarch.store.archive import Archive
 from tests.conftest import requires_bubblewrap
 
 
@@ -127,7 +127,8 @@ def test_a_resume_starts_what_the_ledger_holds_open_and_keeps_what_it_closed(tmp
 
 def test_proposals_in_flight_follow_the_executors_slots_not_the_batch(tmp_path, monkeypatch):
     """On a GPU host the slots are GPUs x per_gpu: the run keeps that many (plus its queue) in flight."""
-    from agentarch import executors, graph
+    from agentarch.evaluation import executors
+    from agentarch.loop import graph
 
     monkeypatch.setattr(executors, "visible_gpus", lambda: ["0", "1", "2", "3"])
     settings = load_settings(task="digits", archive=tmp_path / "a.db", per_gpu=2, queue=1, batch=2)

@@ -9,12 +9,12 @@ import threading
 
 import pytest
 
-from agentarch import run
-from agentarch.archive import Archive
 from agentarch.config import load_settings
-from agentarch.screening import Screening
-from agentarch.spaces import get_space
-from agentarch.tasks import TASKS
+from agentarch.loop import run
+from agentarch.loop.screening import Screening
+from agentarch.search.spaces import get_space
+from agentarch.store.archive import Archive
+from agentarch.tasks.registry import TASKS
 from tests.conftest import requires_bubblewrap
 
 NB201 = get_space("nb201")

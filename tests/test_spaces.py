@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from agentarch.checks import check
-from agentarch.spaces import SPACES, SearchSpace, SpaceError, get_space, macro, mixer, mlp, nb201, space_for
-from agentarch.tasks import TASKS, Task, get_task
+from agentarch.evaluation.checks import check
+from agentarch.search.spaces import SPACES, SearchSpace, SpaceError, get_space, macro, mixer, mlp, nb201, space_for
+from agentarch.tasks.registry import TASKS, Task, get_task
 from tests.conftest import requires_bubblewrap
 
 DIGITS, MQAR, BYTES = get_task("digits"), get_task("mqar"), get_task("stdlib-bytes")

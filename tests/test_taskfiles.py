@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from agentarch import taskfiles
 from agentarch.cli import app
-from agentarch.tasks import INPUT_FILES, LABEL_FILES, Task, TaskError, get_task, prepare
+from agentarch.tasks import taskfiles
+from agentarch.tasks.registry import INPUT_FILES, LABEL_FILES, Task, TaskError, get_task, prepare
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 runner = CliRunner()
@@ -490,7 +490,7 @@ def test_an_entry_point_task(tmp_path, monkeypatch):
     (package / "mytasks-1.0.dist-info" / "entry_points.txt").write_text("[agentarch.tasks]\nnoise = mytasks:noise\n")
     (package / "mytasks.py").write_text(
         "import numpy as np\n"
-        "from agentarch.tasks import Task, _Splits\n"
+        "from agentarch.tasks.registry import Task, _Splits\n"
         "def build(task, data_dir, download, seed):\n"
         "    rng = np.random.default_rng(seed)\n"
         "    part = lambda n: (rng.normal(size=(n, 3)).astype(np.float32), np.arange(n, dtype=np.int64) % 2)\n"

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agentarch import tasks
-from agentarch.tasks import (
+from agentarch.tasks import registry as tasks
+from agentarch.tasks.registry import (
     IGNORE_INDEX,
     INPUT_FILES,
     LABEL_FILES,

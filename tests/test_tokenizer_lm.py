@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agentarch.cli import app
-from agentarch.tasks import Task, TaskError, get_task, prepare, score
+from agentarch.tasks.registry import Task, TaskError, get_task, prepare, score
 from tests.conftest import REPO, requires_bubblewrap
 
 VOCAB, LENGTH = 300, 16

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from agentarch.runner import trainer
 from torch import nn
 
-from agentarch.checks import check
-from agentarch.tasks import TASKS, Task
+from agentarch.evaluation.checks import check
+from agentarch.tasks.registry import TASKS, Task
 from tests.conftest import REPO
 
 CPU = torch.device("cpu")

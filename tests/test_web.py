@@ -12,12 +12,11 @@ import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from agentarch.archive import Archive
 from agentarch.cli import app as cli_app
 from agentarch.errors import UsageError
-from agentarch.queries import RunHistory
-from agentarch.ranking import running_best
-from agentarch.report import shareable, write_report
+from agentarch.store.archive import Archive
+from agentarch.store.queries import RunHistory
+from agentarch.store.ranking import running_best
 from agentarch.web import create_app, runview, serve
 from agentarch.web.plots import (
     best_so_far_figure,
@@ -27,6 +26,7 @@ from agentarch.web.plots import (
     pareto_figure,
     pareto_front,
 )
+from agentarch.web.report import shareable, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MODEL = "openai/gpt-4o-mini"

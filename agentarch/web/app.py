@@ -5,7 +5,7 @@ text) on Starlette. Every request opens its own `Archive`: SQLite connections mu
 worker threads the sync handlers run on, and opening one costs well under a millisecond.
 
 Every list is paginated and each page is a fixed handful of queries, all asked of the query layer
-(`agentarch.queries`, `Archive`): this module writes no SQL, so a listing here ranks and scores exactly
+(`agentarch.store.queries`, `Archive`): this module writes no SQL, so a listing here ranks and scores exactly
 as the CLI, the report and few-shot selection do.
 
 Access: on loopback no token is needed. With a token, every request must carry it (`?token=`, an
@@ -45,10 +45,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentarch import formats, queries
-from agentarch.archive import CANDIDATE_STATUSES, Archive, ArchiveError
+from agentarch import formats
 from agentarch.errors import UsageError
-from agentarch.objectives import GoalError, Goals
+from agentarch.search.objectives import GoalError, Goals
+from agentarch.store import queries
+from agentarch.store.archive import CANDIDATE_STATUSES, Archive, ArchiveError
 from agentarch.web import charts, listing, plots, runview, smoke, standing
 from agentarch.web.predictor_quality import Qualities
 

@@ -7,7 +7,7 @@ and click through to it; the server sends each chart as one object of plain list
      "series": [{"label", "style": "step" | "line" | "dots" | "front", "points": [[x, y, id, name], ...]}]}
 
 where `id` (a candidate id, or null) is what a click opens. Which score is better comes from the task's direction
-(`agentarch.ranking`) and a run's objectives and constraints (`agentarch.objectives`), as everywhere else.
+(`agentarch.store.ranking`) and a run's objectives and constraints (`agentarch.search.objectives`), as everywhere else.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agentarch import pareto
-from agentarch.objectives import MEASURES as COLUMNS
-from agentarch.objectives import Goals
-from agentarch.queries import MEASURES, RunHistory
-from agentarch.ranking import Direction, better
+from agentarch.search import pareto
+from agentarch.search.objectives import MEASURES as COLUMNS
+from agentarch.search.objectives import Goals
+from agentarch.store.queries import MEASURES, RunHistory
+from agentarch.store.ranking import Direction, better
 from agentarch.web.plots import best_so_far_lines, own_lines
 
 Chart = dict[str, Any]

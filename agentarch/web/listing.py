@@ -2,7 +2,7 @@
 
 People type into these fields what the pages show them ("200k" parameters, "1.5M" FLOPs, "0.95"), and links
 carry "any" for "no restriction", so every value is read leniently here and reaches the query layer as a number,
-a date or a known key (`agentarch.queries.Filters`, `Sort`), never as text.
+a date or a known key (`agentarch.store.queries.Filters`, `Sort`), never as text.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 
-from agentarch.archive import CANDIDATE_STATUSES
-from agentarch.queries import FRONT, MEASURES, REVIEW_MARKS, SORTS, STAGES, Filters, Sort
+from agentarch.store.archive import CANDIDATE_STATUSES
+from agentarch.store.queries import FRONT, MEASURES, REVIEW_MARKS, SORTS, STAGES, Filters, Sort
 
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50

@@ -1,7 +1,7 @@
 """How far to trust a task's predictor, as the web UI shows it: held-out rank correlations, computed once per
 task and number of trained candidates and kept in the server process.
 
-`agentarch.predictor.cross_validate` fits one model per fold on every trained candidate of the task: a fraction of
+`agentarch.search.predictor.cross_validate` fits one model per fold on every trained candidate of the task: a fraction of
 a second for a hundred candidates, seconds for thousands. That is too slow for a leaderboard, so the figure has its
 own page (/predictor), and the answer is kept until the task's count of trained candidates changes (a new one
 trained, so the predictor would learn from it). The leaderboard shows a kept answer, never computes one.
@@ -12,8 +12,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from agentarch import predictor, queries
-from agentarch.archive import Archive
+from agentarch.search import predictor
+from agentarch.store import queries
+from agentarch.store.archive import Archive
 
 FOLDS = 5
 

@@ -1,7 +1,7 @@
 """What a run's page shows beyond its progress: its notebook, and how each of its models did.
 
 The notebook's entries cite candidates as `#ID`; each cited id becomes a link to its candidate, and every other
-character is escaped (the text is the LLM's). The per-model table is `agentarch.bandit`'s own summary of the
+character is escaped (the text is the LLM's). The per-model table is `agentarch.loop.bandit`'s own summary of the
 run's history as the bandit rebuilds it from the archive, so the page and the bandit never disagree on what a
 proposal gained or cost.
 """
@@ -14,9 +14,9 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from agentarch import bandit
-from agentarch.archive import Archive
 from agentarch.errors import UsageError
+from agentarch.loop import bandit
+from agentarch.store.archive import Archive
 
 _CITATION = re.compile(r"(?<![\w&])#(\d+)\b")
 

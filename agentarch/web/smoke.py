@@ -2,7 +2,7 @@
 
 Before a candidate trains, the sandbox's smoke stage times it (ms per batch on the training device), reads its peak
 memory and scores the untrained network with zero-cost proxies (sandbox/proxies.py), which the task's predictor
-learns from (agentarch/predictor.py). Each evaluation ran its own smoke stage, so each has its own figures. The
+learns from (agentarch/search/predictor.py). Each evaluation ran its own smoke stage, so each has its own figures. The
 archive keeps the proxies as JSON text and what computing them took in the evaluation's timings.
 """
 

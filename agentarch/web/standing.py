@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agentarch.objectives import Goals
+from agentarch.search.objectives import Goals
 
 Place = tuple[int, float]
 """(front number from 0, crowding distance)."""

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agentarch.archive import Archive
 from agentarch.config import load_settings
-from agentarch.evaluate import EvalResult, Evaluator
-from agentarch.sandbox import SandboxJob
+from agentarch.evaluation.evaluator import EvalResult, Evaluator
+from agentarch.isolation.sandbox import SandboxJob
+from agentarch.store.archive import Archive
 from tests.conftest import cgroups_work, job_processes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -276,7 +276,7 @@ def run_case(
 
 
 def honest_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
-    """Accuracy computed here, independently of agentarch.tasks.score."""
+    """Accuracy computed here, independently of agentarch.tasks.registry.score."""
     return float(np.mean((np.argmax(outputs, axis=-1) == labels) & ~np.isnan(outputs).any(axis=-1)))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agentarch.sandbox import (
+from agentarch.isolation.sandbox import (
     CANDIDATE_UID,
     SandboxError,
     bubblewrap_problem,
@@ -22,7 +22,7 @@ from agentarch.sandbox import (
     process_mode_gaps,
     refuse_untrusted,
 )
-from agentarch.syscalls import DENIED_EXAMPLES
+from agentarch.isolation.seccomp import DENIED_EXAMPLES
 from tests.security.harness import Case, candidate_code, check_contained, run_case
 
 X86_64 = platform.machine() == "x86_64"
@@ -374,7 +374,7 @@ def test_constructed_guarantee_holds(case: Case, mode: str, host, listeners, tmp
 
 def test_denied_examples_are_denied():
     """Every call named as left out is really absent from the allowlist (the docs list them)."""
-    from agentarch.syscalls import ALLOWED, PROCESS_CALLS
+    from agentarch.isolation.seccomp import ALLOWED, PROCESS_CALLS
 
     assert not set(DENIED_EXAMPLES) & set(ALLOWED) and not set(DENIED_EXAMPLES) & set(PROCESS_CALLS)
 
@@ -388,7 +388,7 @@ def test_a_slot_sees_only_its_own_gpu(tmp_path):
 
 
 def test_process_mode_with_gaps_refuses_untrusted_code(monkeypatch):
-    monkeypatch.setattr("agentarch.sandbox.process_mode_gaps", lambda: ["Landlock is not available"])
+    monkeypatch.setattr("agentarch.isolation.sandbox.process_mode_gaps", lambda: ["Landlock is not available"])
     with pytest.raises(SandboxError, match="apt-get install bubblewrap.*weak_sandbox_ok"):
         refuse_untrusted("process", trusted=lambda: False, weak_sandbox_ok=False)
     refuse_untrusted("process", trusted=lambda: True, weak_sandbox_ok=False)  # the project's own templates still run

@@ -2,7 +2,7 @@
 
 Candidate code runs in the runner's process, so it can write the event pipe, the output files,
 the log and the scratch directory, and fill its own stdin. Each attack that crashed or hung the
-host on main (issue 11, item 4) runs here twice: its bytes fed straight to agentarch.protocol's
+host on main (issue 11, item 4) runs here twice: its bytes fed straight to agentarch.isolation.protocol's
 parsers (fast), and as a real candidate through a real Evaluator and sandbox on the digits task,
 in both isolation modes. Contained means: the candidate is recorded `failed` with a reason that
 names what happened, its archive rows stay small, nothing raised, the job ended within a time
@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agentarch import executors, sandbox
-from agentarch.archive import Archive
 from agentarch.config import load_settings
-from agentarch.evaluate import Evaluator
-from agentarch.executors import RunRequest, RunResult, execute
-from agentarch.protocol import (
+from agentarch.evaluation import executors
+from agentarch.evaluation.evaluator import Evaluator
+from agentarch.evaluation.executors import RunRequest, RunResult, execute
+from agentarch.isolation import sandbox
+from agentarch.isolation.protocol import (
     MAX_CURVE_POINTS,
     MAX_EVENT_BYTES,
     MAX_REASON_BYTES,
@@ -43,7 +43,8 @@ from agentarch.protocol import (
     read_capped,
     read_outputs,
 )
-from agentarch.sandbox import Limits, SandboxError, SandboxJob, bubblewrap_problem
+from agentarch.isolation.sandbox import Limits, SandboxError, SandboxJob, bubblewrap_problem
+from agentarch.store.archive import Archive
 from tests.conftest import NET, SPEC, job_processes
 from tests.security.harness import Case, candidate_code
 
@@ -361,7 +362,7 @@ def test_scratch_removal_survives_a_deep_locked_tree():
     script = f"""
 import os
 from pathlib import Path
-from agentarch.sandbox import SandboxJob
+from agentarch.isolation.sandbox import SandboxJob
 os.chdir({str(scratch)!r})
 os.mkfifo("fifo")
 os.symlink("/etc/passwd", "link")
@@ -389,7 +390,7 @@ job._remove_scratch()
 @pytest.mark.slow
 def test_a_task_that_raises_in_ray_is_a_failed_result():
     ray = pytest.importorskip("ray")
-    from agentarch.executors import RayExecutor
+    from agentarch.evaluation.executors import RayExecutor
 
     executor = RayExecutor(num_cpus=1)
     try:

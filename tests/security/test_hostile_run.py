@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agentarch import run
 from agentarch.config import load_settings
+from agentarch.loop import run
 from tests.conftest import requires_bubblewrap
 from tests.llm_server import ScriptedLLMServer
 from tests.security import test_construction, test_escapes, test_hostile_output

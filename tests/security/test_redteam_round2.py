@@ -16,14 +16,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from agentarch.archive import Archive
 from agentarch.config import load_settings
-from agentarch.evaluate import Evaluator
-from agentarch.executors import RunRequest, stages
-from agentarch.predictor import Predictor
-from agentarch.protocol import MAX_PROXY_VALUE, ProtocolError, parse_event
-from agentarch.sandbox import Limits, SandboxJob
-from agentarch.tasks import Task, TaskError, get_task, score
+from agentarch.evaluation.evaluator import Evaluator
+from agentarch.evaluation.executors import RunRequest, stages
+from agentarch.isolation.protocol import MAX_PROXY_VALUE, ProtocolError, parse_event
+from agentarch.isolation.sandbox import Limits, SandboxJob
+from agentarch.search.predictor import Predictor
+from agentarch.store.archive import Archive
+from agentarch.tasks.registry import Task, TaskError, get_task, score
 from tests.conftest import SPEC, cgroups_work, job_processes, requires_bubblewrap
 
 HONEST_SMOKE = {

@@ -1,0 +1,434 @@
+"""Where sandboxed evaluations run: a local pool of slots (one per GPU, or N CPU workers) or a Ray cluster.
+
+An executor takes a `RunRequest` (plain data: code, training config, limits) and starts one sandbox
+job for it: a `Pending` that gives the smoke verdict first and the final `RunResult` later, so the
+agent loop's `smoke` and `train` steps are two looks at one job (one sandbox start per candidate).
+It never touches the archive. The orchestrator alone reads the archive (it passes the
+task's known functional hashes and members' structure signatures along, so a worker can stop a
+functional duplicate or a near-copy after its smoke run) and alone writes it, so a cluster needs no
+shared database.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from agentarch.errors import UsageError
+from agentarch.evaluation import novelty
+from agentarch.isolation.protocol import MAX_REASON_BYTES, MAX_TRACEBACK_BYTES, ProtocolError, cap_text
+from agentarch.isolation.sandbox import IsolationMode, Limits, Outcome, SandboxError, SandboxJob
+from agentarch.tasks.registry import TaskError, get_task, output_shape, prepare, score
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a worker needs to smoke-run and train one candidate; picklable, no handles."""
+
+    code: str
+    task: str
+    train: dict[str, Any]
+    limits: Limits
+    isolation: IsolationMode
+    cache_dir: Path
+    data_dir: Path | None
+    split_seed: int
+    known_functional: dict[str, int] = field(default_factory=dict)  # hash -> earliest candidate id
+    known_structures: list[tuple[int, dict[str, int]]] = field(default_factory=list)  # (id, structure signature)
+    novelty_threshold: float = 1.0  # stop a candidate this similar to a known structure or more; 1.0: never
+    smoke_only: bool = False  # stop after a passed smoke run (screening): the final result is `smoked`
+
+
+@dataclass
+class RunResult:
+    """What the sandbox said: status trained | duplicate | invalid | failed | timeout, or `smoked` for the
+    smoke verdict of a job whose training goes on."""
+
+    status: str
+    reason: str | None = None
+    smoke: dict[str, Any] | None = None  # functional_hash, params, flops, seconds, structure, ...
+    duplicate_of: int | None = None
+    dedup_level: str | None = None  # of a duplicate: functional (the same function) or structural (a near-copy)
+    trained: dict[str, Any] | None = None  # the runner's "trained" event
+    scores: dict[str, float] | None = None  # val_accuracy, test_accuracy, scored on the host
+    error: str | None = None  # reason, traceback and log tail of a failure
+    wall_seconds: float = 0.0
+    worker: str = ""  # where it ran (host and slot), for the record
+
+
+def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, None, None]:
+    """Smoke-run, dedup by function and by structure, check the parameter budget, train and score one candidate,
+    in one sandbox.
+
+    Yields the smoke verdict first: `smoked` when the candidate passed and training goes on (then the
+    final result follows), or the final result of a job that ended there (a failure, a functional
+    duplicate, a near-copy of a known structure, over the parameter budget).
+
+    Whatever the candidate does, this yields RunResults: everything from the sandbox is hostile
+    input, so an exception at any stage (the host tripping over what came back, or a plain bug)
+    becomes a `failed` result that names the stage and the error, and one candidate never stops a
+    run. Only SandboxError goes up: the sandbox itself cannot run here, which is the operator's to
+    fix, and every later candidate would fail the same way.
+    """
+    started = time.perf_counter()
+    where = f"{os.uname().nodename}" + (f" gpu {gpu}" if gpu is not None else "")
+    stage, smoke = "prepare", None
+    try:
+        task = get_task(request.task)
+        prepared = prepare(task, request.cache_dir, request.data_dir, False, request.split_seed)
+        labels = {split: prepared.labels(split) for split in ("val", "test")}
+        spec = {
+            "kind": task.kind,
+            "in_shape": list(task.in_shape),
+            "num_classes": task.num_classes,
+            "train": request.train,
+        }
+        stage = "start"
+        with SandboxJob(request.code, spec, prepared.inputs_dir, request.limits, request.isolation, gpu=gpu) as job:
+
+            def failure(event: dict[str, Any] | Outcome) -> RunResult:
+                """The result of a run that ended at `stage` with this event or Outcome."""
+                trace = ""
+                if isinstance(event, Outcome):
+                    status, reason = event.status, f"[{stage}] {event.reason}"
+                elif event["event"] == "error":
+                    status, trace = "failed", event.get("traceback", "")
+                    reason = f"[{event.get('stage', stage)}:{event.get('kind', '?')}] {event['message']}"
+                else:
+                    status, reason = "failed", f"[{stage}] the runner sent a {event['event']!r} event out of turn"
+                reason = cap_text(reason, MAX_REASON_BYTES)
+                error = "\n".join(filter(None, [reason, trace, job.log_tail()]))
+                return RunResult(
+                    status, reason, smoke, error=error, wall_seconds=time.perf_counter() - started, worker=where
+                )
+
+            stage = "smoke"
+            event = job.read_event(request.limits.smoke_timeout_s)
+            if isinstance(event, Outcome) or event["event"] != "smoke":
+                yield failure(event)
+                return
+            smoke = event
+            earlier = request.known_functional.get(smoke["functional_hash"])
+            if earlier is not None:
+                job.send("stop")
+                yield RunResult(
+                    "duplicate",
+                    f"computes the same function as candidate {earlier}",
+                    smoke,
+                    earlier,
+                    "functional",
+                    worker=where,
+                )
+                return
+            copied = near_copy(smoke, request)
+            if copied is not None:
+                job.send("stop")
+                member, similar = copied
+                yield RunResult(
+                    "duplicate",
+                    f"[novelty] a near-copy of candidate {member} "
+                    f"(structural similarity {similar:.3f} ≥ {request.novelty_threshold:g})",
+                    smoke,
+                    member,
+                    "structural",
+                    worker=where,
+                )
+                return
+            if smoke["params"] > task.max_params:
+                job.send("stop")
+                yield RunResult(
+                    "invalid",
+                    f"[param-budget] {smoke['params']:,} parameters exceed the task's budget of {task.max_params:,}",
+                    smoke,
+                    worker=where,
+                )
+                return
+            if request.smoke_only:
+                job.send("stop")
+                yield RunResult("smoked", None, smoke, wall_seconds=time.perf_counter() - started, worker=where)
+                return
+            stage = "train"
+            refused = job.send("train")
+            if refused is not None:
+                yield failure(refused)
+                return
+            yield RunResult("smoked", None, smoke, wall_seconds=time.perf_counter() - started, worker=where)
+            trained = job.read_event()
+            if isinstance(trained, Outcome) or trained["event"] != "trained":
+                yield failure(trained)
+                return
+            stage = "score"
+            job.kill()  # the runner is done; nothing it left behind may change the outputs while they are read
+            try:
+                outputs = {
+                    split: job.output(f"{split}_outputs.npy", output_shape(task, y)) for split, y in labels.items()
+                }
+                scores = {
+                    f"{split}_accuracy": score(task, outputs[split], y, prepared.byte_counts(split))
+                    for split, y in labels.items()
+                }
+            except (ProtocolError, TaskError) as err:
+                yield failure(Outcome("failed", f"unusable outputs: {err}"))
+                return
+    except SandboxError:
+        raise
+    except Exception as err:  # the point: no candidate's evaluation may raise out of here
+        reason = cap_text(f"[{stage}] {type(err).__name__} on the host: {err}", MAX_REASON_BYTES)
+        error = reason + "\n" + cap_text(traceback.format_exc(), MAX_TRACEBACK_BYTES)
+        yield RunResult("failed", reason, smoke, error=error, wall_seconds=time.perf_counter() - started, worker=where)
+        return
+    yield RunResult(
+        "trained", None, smoke, trained=trained, scores=scores, wall_seconds=time.perf_counter() - started, worker=where
+    )
+
+
+def near_copy(smoke: dict[str, Any], request: RunRequest) -> tuple[int, float] | None:
+    """The known member (candidate id, similarity) whose structure the smoke run's is at least `novelty_threshold`
+    similar to, the nearest one; None for a novel structure, a smoke event without a signature (the protocol
+    dropped a bad one) or the check off (threshold 1.0)."""
+    if request.novelty_threshold >= 1.0 or "structure" not in smoke:
+        return None
+    found = novelty.nearest(smoke["structure"], request.known_structures)
+    return found if found is not None and found[1] >= request.novelty_threshold else None
+
+
+def execute(request: RunRequest, gpu: str | None = None) -> RunResult:
+    """The final result of one candidate's sandbox job (`stages` without the look at the smoke verdict)."""
+    *_, final = stages(request, gpu)
+    return final
+
+
+class Pending(Protocol):
+    """One started sandbox job: `smoke()` waits for its smoke verdict, `result()` for its final result.
+
+    The smoke verdict is `smoked` when training goes on; otherwise it is already the final result,
+    and `result()` returns it again. Either may raise SandboxError (no sandbox can run here).
+    """
+
+    def smoke(self) -> RunResult: ...
+
+    def result(self) -> RunResult: ...
+
+
+class Executor(Protocol):
+    """Starts sandbox jobs; `start` blocks the calling thread until the job has a place to run (call it from
+    many threads), `run` until its result is in. `capacity` is how many jobs run at once: local slots (GPUs x
+    per_gpu on a GPU host), or what the Ray cluster holds when it starts; the run keeps that many proposals
+    in flight, plus its queue."""
+
+    capacity: int
+
+    def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> Pending:
+        """Start the job once it has a place to run, calling `ready` just before (if it raises, nothing starts)."""
+        ...
+
+    def run(self, request: RunRequest) -> RunResult: ...
+
+    def close(self) -> None: ...
+
+
+class _StreamedJob:
+    """A job's results as they come (`_next`: the smoke verdict, then, if smoked, the final result), each taken
+    once and kept, so `smoke()` and `result()` may be asked in any order and again."""
+
+    _seen: list[RunResult]
+
+    def _next(self) -> RunResult:
+        raise NotImplementedError
+
+    def _take(self) -> RunResult:
+        item = self._next()
+        self._seen.append(item)
+        return item
+
+    def smoke(self) -> RunResult:
+        return self._seen[0] if self._seen else self._take()
+
+    def result(self) -> RunResult:
+        first = self.smoke()
+        if first.status != "smoked":
+            return first
+        return self._seen[1] if len(self._seen) > 1 else self._take()
+
+
+class LocalJob(_StreamedJob):
+    """A sandbox job driven by a thread of its own, so that training goes on while the caller does other work
+    between the smoke verdict and the result (the agent loop checkpoints its `smoke` step in between)."""
+
+    def __init__(self, results: Generator[RunResult, None, None], done: Callable[[], None]) -> None:
+        self._results: queue.Queue[RunResult | BaseException] = queue.Queue()
+        self._seen: list[RunResult] = []
+        threading.Thread(target=self._drive, args=(results, done), name="sandbox-job", daemon=True).start()
+
+    def _drive(self, results: Generator[RunResult, None, None], done: Callable[[], None]) -> None:
+        """Hand on each result; the sandbox is cleaned up and the slot given back before the final one is."""
+        try:
+            for result in results:
+                if result.status != "smoked":
+                    results.close()
+                    break
+                self._results.put(result)
+        except BaseException as err:  # a SandboxError (or a bug) reaches the caller, not a dead thread
+            done()
+            self._results.put(err)
+            return
+        done()
+        self._results.put(result)
+
+    def _next(self) -> RunResult:
+        item = self._results.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+class LocalExecutor:
+    """Slots on this machine: one per GPU (each evaluation sees only its GPU) or `slots` CPU workers.
+
+    Callers are threads (the agent loop's parallel branches); a caller waits for a free slot, so at
+    most `slots` sandboxes run at once and the rest queue. A slot is held from the sandbox's start to
+    its final result.
+    """
+
+    def __init__(self, slots: int = 1, gpus: list[str] | None = None) -> None:
+        self.free: queue.Queue[tuple[int, str | None]] = queue.Queue()
+        for slot, gpu in enumerate(gpus if gpus else [None] * slots):
+            self.free.put((slot, gpu))
+        self.capacity = self.free.qsize()
+        self.busy: list[tuple[int, float, float]] = []  # (slot, start, end) of every run: slot utilisation
+
+    def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> LocalJob:
+        slot, gpu = self.free.get()
+        try:
+            if ready is not None:
+                ready()
+        except BaseException:
+            self.free.put((slot, gpu))
+            raise
+        began = time.monotonic()
+
+        def done() -> None:
+            self.busy.append((slot, began, time.monotonic()))
+            self.free.put((slot, gpu))
+
+        return LocalJob(stages(request, gpu), done)
+
+    def run(self, request: RunRequest) -> RunResult:
+        return self.start(request).result()
+
+    def close(self) -> None:
+        """Nothing to release: slots are just tokens."""
+
+
+def visible_gpus() -> list[str]:
+    """GPU indices this process may use (CUDA_VISIBLE_DEVICES, else every /dev/nvidiaN)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return [g for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    return sorted((p.name.removeprefix("nvidia") for p in Path("/dev").glob("nvidia[0-9]*")), key=int)
+
+
+class RayJob(_StreamedJob):
+    """A sandbox job as a Ray streaming-generator task: the smoke verdict, then the result, as object refs.
+
+    A worker lost before the smoke verdict is retried once (the job starts again on another worker);
+    lost later, the candidate is `failed` with what Ray said.
+    """
+
+    def __init__(self, executor: RayExecutor, request: RunRequest) -> None:
+        self.executor, self.request = executor, request
+        self.refs = executor.remote.remote(request)
+        self._seen: list[RunResult] = []
+
+    def _next(self) -> RunResult:
+        return self._receive(retry=not self._seen)
+
+    def _receive(self, retry: bool) -> RunResult:
+        ray = self.executor.ray
+        errors = ray.exceptions
+        try:
+            item: RunResult = ray.get(next(self.refs))
+        except (
+            errors.WorkerCrashedError,
+            errors.NodeDiedError,
+            errors.RaySystemError,
+            errors.ObjectLostError,
+        ) as err:
+            if retry:
+                self.refs = self.executor.remote.remote(self.request)
+                return self._receive(retry=False)
+            item = RunResult(
+                "failed",
+                f"[executor] the Ray worker was lost ({type(err).__name__}: {err}); check the cluster's nodes and memory",
+            )
+        except errors.RayTaskError as err:  # raised in the task, outside its own net (or a SandboxError)
+            if isinstance(err.cause, SandboxError):
+                raise err.cause from err
+            item = RunResult(
+                "failed",
+                cap_text(f"[executor] the Ray task raised {type(err.cause).__name__}: {err.cause}", MAX_REASON_BYTES),
+            )
+        except errors.OutOfMemoryError as err:  # Ray's memory monitor killed the task's worker
+            item = RunResult("failed", cap_text(f"[executor] {type(err).__name__}: {err}", MAX_REASON_BYTES))
+        return item
+
+
+class RayExecutor:
+    """One Ray task per evaluation (`num_gpus=1` on GPU clusters), streaming its smoke verdict and result.
+
+    Workers need agentarch installed and, for file-based tasks, the data at the same --data-dir.
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, gpus_per_task: float = 0.0) -> None:
+        import ray
+
+        self.ray = ray
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        options: dict[str, Any] = {"num_gpus": gpus_per_task} if gpus_per_task else {"num_cpus": 1}
+        self.remote = ray.remote(max_retries=0, num_returns="streaming", **options)(_ray_stages)
+        resources = ray.cluster_resources()
+        per_task = gpus_per_task or 1.0
+        self.capacity = max(1, int(resources.get("GPU" if gpus_per_task else "CPU", 1) / per_task))
+
+    def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> RayJob:
+        if ready is not None:
+            ready()
+        return RayJob(self, request)
+
+    def run(self, request: RunRequest) -> RunResult:
+        return self.start(request).result()
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+def _ray_stages(request: RunRequest) -> Iterator[RunResult]:
+    """The Ray task: the GPU Ray assigned, if any, pinned for the sandbox."""
+    import ray
+
+    gpus = [str(g) for g in ray.get_gpu_ids()]
+    yield from stages(request, ",".join(gpus) if gpus else None)
+
+
+def make_executor(kind: str, slots: int = 1, ray_address: str | None = None, per_gpu: int = 1) -> Executor:
+    """The executor a run asked for: `local` (slots, or `per_gpu` slots on each visible GPU) or `ray`.
+
+    `per_gpu` > 1 packs several small candidates on one GPU (each sandbox still sees only that GPU;
+    the memory cgroup caps each one, so size it to the GPU's share).
+    """
+    gpus = visible_gpus()
+    if kind == "local":
+        return LocalExecutor(slots, [g for g in gpus for _ in range(per_gpu)] or None)
+    if kind == "ray":
+        return RayExecutor(ray_address, gpus_per_task=1.0 / per_gpu if gpus else 0.0)
+    raise UsageError(f"unknown executor {kind!r}; use local or ray")

@@ -1,0 +1,364 @@
+"""The LLM's side of the loop in text: chat messages rendered from prompts/*.j2, and code read back out.
+
+The wording lives in Jinja2 templates (prompts/system.j2, propose.j2, repair.j2, analyze.j2 and
+one card per task in prompts/tasks/) so that a user can tune it without touching code: pass
+another `prompts_dir` holding a copy of the folder. The contract's limits (allowed imports,
+HPARAMS bounds) are handed to the templates from agentarch.evaluation.checks rather than written into them,
+so the prompt never promises something the static check refuses.
+
+`extract_code` reads a proposal out of an answer. Its errors say what was wrong with the answer,
+because they are shown to the LLM in the repair prompt.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+import agentarch.prompt_templates
+from agentarch import formats
+from agentarch.errors import AgentarchError, UsageError
+from agentarch.evaluation.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS, parse
+from agentarch.loop.fewshot import FewShot
+from agentarch.search.objectives import Goals
+from agentarch.tasks.registry import METRICS, Task
+
+PROMPTS_DIR = Path(agentarch.prompt_templates.__file__).resolve().parent
+"""The shipped templates: prompts/ in a checkout, agentarch/prompt_templates/ in a wheel."""
+MAX_ERROR_CHARS = 3000
+"""How much of an error the repair prompt shows: the tail, where a traceback names the failing line."""
+
+Messages = list[dict[str, str]]
+
+
+class PromptError(AgentarchError, FileNotFoundError):
+    """A prompt template is missing; the message names the file."""
+
+
+class ExtractError(AgentarchError, ValueError):
+    """No usable code in an answer; the message says why, in words meant for the LLM's repair."""
+
+
+@dataclass
+class Extracted:
+    """The module read from an answer, and the `Intent:` paragraph before it (None when absent)."""
+
+    code: str
+    intent: str | None
+
+
+# -- rendering --------------------------------------------------------------------------------------
+
+
+def render(name: str, prompts_dir: Path | str | None = None, **context: Any) -> str:
+    """Render the template `name` from `prompts_dir` (default: the project's prompts/ folder)."""
+    folder = Path(prompts_dir) if prompts_dir is not None else PROMPTS_DIR
+    try:
+        return _environment(folder.resolve()).get_template(name).render(**context)
+    except jinja2.TemplateNotFound as err:
+        raise PromptError(
+            f"prompt template {folder / (err.name or name)} is missing; copy it from {PROMPTS_DIR} "
+            "or pass the folder that holds it"
+        ) from None
+
+
+@functools.cache
+def _environment(folder: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
+        undefined=jinja2.StrictUndefined,  # a missing variable is a bug in the caller, never an empty string
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # the output is Markdown and Python for a model, not HTML
+    )
+    env.filters.update(
+        count=functools.partial(formats.count, missing="unknown"),
+        pct=functools.partial(formats.percent, missing="n/a"),
+        seconds=functools.partial(formats.seconds, missing="n/a"),
+    )
+    env.globals["METRICS"] = METRICS  # what a task's metric means (direction, regression) in every template
+    return env
+
+
+def _system(task: Task, purpose: str, prompts_dir: Path | str | None) -> dict[str, str]:
+    allowed = ["torch (and its submodules)", *sorted(ALLOWED_IMPORT_ROOTS - {"torch", "__future__"})]
+    content = render(
+        "system.j2",
+        prompts_dir,
+        task=task,
+        purpose=purpose,
+        allowed_imports=allowed,
+        forbidden_calls=sorted(FORBIDDEN_CALLS),
+        hparam_bounds=HPARAM_BOUNDS,
+        integer_hparams=INTEGER_HPARAMS,
+    )
+    return {"role": "system", "content": content}
+
+
+def _require_trainable(task: Task) -> None:
+    if task.kind == "tabular":
+        raise UsageError(
+            f"task {task.name} is {task.kind}: it is answered from a table, so there is no code to "
+            "propose for it; use a task that trains candidates (image, token, sequence, table or lm)"
+        )
+
+
+def propose_messages(
+    task: Task,
+    fewshot: FewShot,
+    batch_note: str = "",
+    prompts_dir: Path | str | None = None,
+    goals: Goals | None = None,
+    notebook: dict[str, Any] | None = None,
+) -> Messages:
+    """System and user messages asking for a new candidate, built on the few-shot examples (and the run's
+    notebook entry, `notebook`, when it has one).
+
+    `batch_note` is appended to the user prompt, e.g. to steer proposals drawn from the same
+    examples in one batch apart from each other. With several objectives (`goals.multi`) the prompt names
+    them and the constraints, shows each example's measures and Pareto standing, and asks for a better
+    trade-off than the parent's instead of a higher score.
+    """
+    return _asking("propose", task, fewshot, batch_note, goals, notebook, prompts_dir)
+
+
+def edit_messages(
+    task: Task,
+    fewshot: FewShot,
+    batch_note: str = "",
+    goals: Goals | None = None,
+    notebook: dict[str, Any] | None = None,
+    prompts_dir: Path | str | None = None,
+) -> Messages:
+    """System and user messages asking for SEARCH/REPLACE edits of the parent (agentarch.llm.edits applies them), with
+    the other examples in brief; `fewshot` must have a parent (without one the loop asks for a full module)."""
+    return _asking("edit", task, fewshot, batch_note, goals, notebook, prompts_dir)
+
+
+def _asking(
+    purpose: str,
+    task: Task,
+    fewshot: FewShot,
+    batch_note: str,
+    goals: Goals | None,
+    notebook: dict[str, Any] | None,
+    prompts_dir: Path | str | None,
+) -> Messages:
+    """The system prompt for `purpose` and the user prompt of its template (`propose.j2`, `edit.j2`), which take the
+    same context: the examples (parent first), the note, the goals beyond one metric and the notebook entry."""
+    _require_trainable(task)
+    user = render(
+        f"{purpose}.j2",
+        prompts_dir,
+        task=task,
+        examples=fewshot.examples,
+        parent=fewshot.parent,
+        batch_note=batch_note,
+        goals=goals if goals is not None and goals.multi else None,
+        notebook=notebook,
+    )
+    return [_system(task, purpose, prompts_dir), {"role": "user", "content": user}]
+
+
+def edit_retry_message(
+    task: Task, parent: dict[str, Any], reason: str, prompts_dir: Path | str | None = None
+) -> dict[str, str]:
+    """The next user turn after edits that did not apply: the reason and the parent again, asking once more."""
+    return {"role": "user", "content": render("edit_retry.j2", prompts_dir, task=task, parent=parent, reason=reason)}
+
+
+def intent_of(answer: str) -> str | None:
+    """The `Intent:` paragraph of an answer that is not one module (an edit's prose before its blocks)."""
+    return _find_intent(answer.splitlines())
+
+
+def repair_messages(task: Task, code: str, error: str, attempt: int, prompts_dir: Path | str | None = None) -> Messages:
+    """System and user messages asking to fix `code`, which failed with `error` (trimmed to its tail)."""
+    _require_trainable(task)
+    user = render("repair.j2", prompts_dir, task=task, code=code, error=_tail(error), attempt=attempt)
+    return [_system(task, "repair", prompts_dir), {"role": "user", "content": user}]
+
+
+_ANALYSIS_FIELDS = (
+    "id",
+    "code",
+    "status",
+    "reason",
+    "val_accuracy",
+    "test_accuracy",
+    "params",
+    "flops",
+    "train_seconds",
+)
+
+
+def analyze_messages(
+    task: Task, candidate: dict[str, Any], parent: dict[str, Any] | None, prompts_dir: Path | str | None = None
+) -> Messages:
+    """System and user messages asking for a short analysis of an evaluated candidate against its parent.
+
+    `candidate` and `parent` are archive rows with their code; fields a row lacks (an untrained
+    candidate has no scores) are shown as unknown.
+    """
+    _require_trainable(task)
+
+    def view(row: dict[str, Any]) -> dict[str, Any]:
+        shown = {field: row.get(field) for field in _ANALYSIS_FIELDS}
+        shown["reason"] = _tail(shown["reason"] or row.get("error") or "") or None
+        return shown
+
+    user = render(
+        "analyze.j2", prompts_dir, task=task, candidate=view(candidate), parent=None if parent is None else view(parent)
+    )
+    return [_system(task, "analyze", prompts_dir), {"role": "user", "content": user}]
+
+
+def notebook_messages(
+    task: Task,
+    candidates: list[dict[str, Any]],
+    previous: dict[str, Any] | None,
+    prompts_dir: Path | str | None = None,
+) -> Messages:
+    """System and user messages asking to condense the latest candidates' results and analyses (with the notebook's
+    last entry, `previous`) into a new short entry that cites candidate ids."""
+    _require_trainable(task)
+    rows = [{field: row.get(field) for field in (*_ANALYSIS_FIELDS, "analysis")} for row in candidates]
+    for row in rows:
+        row["reason"] = _tail(row["reason"] or "") or None
+    user = render("notebook.j2", prompts_dir, task=task, candidates=rows, previous=previous)
+    return [_system(task, "notebook", prompts_dir), {"role": "user", "content": user}]
+
+
+def cited(note: str, known: set[int]) -> list[int]:
+    """The candidate ids a notebook entry cites as #ID, in order, only those it was shown (`known`)."""
+    found: list[int] = []
+    for match in re.finditer(r"#(\d+)", note):
+        number = int(match.group(1))
+        if number in known and number not in found:
+            found.append(number)
+    return found
+
+
+def _tail(text: str) -> str:
+    text = text.strip()
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return f"[... {len(text) - MAX_ERROR_CHARS} characters cut ...]\n{text[-MAX_ERROR_CHARS:]}"
+
+
+# -- reading an answer ------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"^\s*(`{3,})\s*([\w+.-]*)[^`]*$")
+_NET = re.compile(r"^class\s+Net\b", re.M)
+_INTENT = re.compile(r"^[\s>#*_]*intent[*_]*\s*[:\-][*_]*\s*", re.I)
+
+
+@dataclass
+class _Block:
+    text: str
+    closed: bool
+
+
+def extract_code(answer: str) -> Extracted:
+    """The candidate module in an LLM answer, and its `Intent:` paragraph.
+
+    Fenced blocks come first: of several, the one defining `class Net` (the last such, as a model
+    that revises itself puts its final version last). An answer without fences is taken as bare
+    code if it parses and defines `Net`. A block opened and never closed means the answer was cut
+    off (usually the output token limit), which a repair can only fix by writing less.
+    """
+    if not answer.strip():
+        raise ExtractError("the answer was empty; answer with the full module in one ```python block")
+    blocks, prose = _split(answer)
+    if not blocks:
+        intent, rest = _leading_intent(answer)
+        if _defines_net(rest):
+            return Extracted(code=_tidy(rest), intent=intent)
+        raise ExtractError(
+            "the answer holds no code: give the full module, defining `class Net(nn.Module)`, in one ```python block"
+        )
+    with_net = [block for block in blocks if _NET.search(textwrap.dedent(block.text))]
+    if not with_net:
+        if not blocks[-1].closed:
+            raise _cut_off()
+        raise ExtractError(
+            f"none of the answer's {len(blocks)} code block(s) defines `class Net`; give the full "
+            "module, defining `class Net(nn.Module)`, in one ```python block"
+        )
+    chosen = with_net[-1]
+    if not chosen.closed:
+        raise _cut_off()
+    return Extracted(code=_tidy(chosen.text), intent=_find_intent(prose))
+
+
+def _cut_off() -> ExtractError:
+    return ExtractError(
+        "the answer was cut off: a ``` code block was opened but never closed, probably at the "
+        "output length limit; answer with a shorter complete module in one ```python block"
+    )
+
+
+def _split(answer: str) -> tuple[list[_Block], list[str]]:
+    """The fenced blocks of an answer (the last possibly unclosed) and its prose lines outside them."""
+    blocks: list[_Block] = []
+    prose: list[str] = []
+    fence: str | None = None
+    body: list[str] = []
+    for line in answer.splitlines():
+        match = _FENCE.match(line)
+        if fence is None:
+            if match:
+                fence, body = match.group(1), []
+                prose.append("")  # a block ends the paragraph before it
+            else:
+                prose.append(line)
+        elif match and len(match.group(1)) >= len(fence) and not match.group(2):
+            blocks.append(_Block("\n".join(body), closed=True))
+            fence = None
+        else:
+            body.append(line)
+    if fence is not None:
+        blocks.append(_Block("\n".join(body), closed=False))
+    return blocks, prose
+
+
+def _leading_intent(answer: str) -> tuple[str | None, str]:
+    """Split a bare-code answer into its leading `Intent:` paragraph (if any) and the rest."""
+    head, _, rest = answer.strip().partition("\n\n")
+    if _INTENT.match(head):
+        return _find_intent(head.splitlines()), rest
+    return None, answer
+
+
+def _find_intent(lines: list[str]) -> str | None:
+    """The first paragraph that starts with `Intent:`, as one line without the label."""
+    for start, line in enumerate(lines):
+        if _INTENT.match(line):
+            paragraph = [_INTENT.sub("", line)]
+            for following in lines[start + 1 :]:
+                if not following.strip():
+                    break
+                paragraph.append(following.strip())
+            text = " ".join(part.strip() for part in paragraph).strip().strip("*_").strip()
+            return text or None
+    return None
+
+
+def _defines_net(code: str) -> bool:
+    try:
+        tree = parse(textwrap.dedent(code))
+    except SyntaxError:
+        return False
+    return any(isinstance(node, ast.ClassDef) and node.name == "Net" for node in tree.body)
+
+
+def _tidy(code: str) -> str:
+    return textwrap.dedent(code).strip("\n") + "\n"

@@ -1,0 +1,89 @@
+"""A macro CNN space: a plain stack of convolution blocks chosen by five whole-network settings.
+
+The string names every setting, in a fixed order, as `d<depth>-w<width>-k<kernel>-skip<0|1>-<pool>`,
+for example `d4-w16-k3-skip1-max`: 4 blocks, 16 channels in the first two, 3x3 kernels, residual
+connections, max pooling. A pooling layer follows every second block (halving the resolution,
+with ceil_mode so that odd sizes such as 7x7 and tiny inputs such as 8x8 work) and the width
+doubles after it. Widths stop at 32 so that the largest network (d6-w32-k5, about 0.8M
+parameters) fits the smallest task budget (digits and mqar allow 1M).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from agentarch.search.spaces.base import SearchSpace, SettingsString, SpaceError, module_literals
+
+if TYPE_CHECKING:
+    import optuna
+
+    from agentarch.tasks.registry import Task
+
+DEPTHS = (2, 3, 4, 5, 6)
+WIDTHS = (8, 16, 32)
+KERNELS = (3, 5)
+SKIPS = (0, 1)
+POOLS = ("max", "avg")
+
+# Each setting in string order: its prefix in the string and its allowed values.
+FIELDS: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "depth": ("d", DEPTHS),
+    "width": ("w", WIDTHS),
+    "kernel": ("k", KERNELS),
+    "skip": ("skip", SKIPS),
+    "pool": ("", POOLS),
+}
+FORMAT = "d<depth>-w<width>-k<kernel>-skip<0|1>-<max|avg>, e.g. d4-w16-k3-skip1-max"
+
+
+ARCH = SettingsString("macro", FIELDS, FORMAT)
+parse = ARCH.parse
+format_arch = ARCH.format
+
+
+class MacroSpace(SearchSpace):
+    """Plain CNNs (image tasks): depth, width, kernel size, residual connections and pooling type."""
+
+    name = "macro"
+    kinds = ("image",)
+
+    def sample(self, rng: random.Random) -> str:
+        return ARCH.sample(rng)
+
+    def mutate(self, arch: str, rng: random.Random) -> str:
+        return ARCH.mutate(arch, rng)
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> str:
+        settings = {
+            field: trial.suggest_categorical(field, list(choices))
+            for field, (_, choices) in FIELDS.items()
+            if field != "depth"
+        }
+        # Depth is ordered, so TPE may model it as a number rather than as unrelated categories.
+        settings["depth"] = trial.suggest_int("depth", DEPTHS[0], DEPTHS[-1])
+        return format_arch(settings)
+
+    def validate(self, arch: str) -> str:
+        return format_arch(parse(arch))
+
+    def parse_code(self, code: str) -> str:
+        values = module_literals(code, ["DEPTH", "WIDTH", "KERNEL", "SKIP", "POOL"])
+        if not isinstance(values["SKIP"], bool):
+            raise SpaceError(f"SKIP must be True or False; got {values['SKIP']!r}")
+        return self.validate(
+            f"d{values['DEPTH']}-w{values['WIDTH']}-k{values['KERNEL']}-skip{int(values['SKIP'])}-{values['POOL']}"
+        )
+
+    def describe(self, arch: str) -> str:
+        s = parse(arch)
+        stages = (s["depth"] + 1) // 2
+        widths = "->".join(str(s["width"] * 2**i) for i in range(stages))
+        skip = "with residual connections" if s["skip"] else "without residual connections"
+        return (
+            f"A {s['depth']}-block CNN of {s['kernel']}x{s['kernel']} convolutions, {widths} channels, "
+            f"{skip}, {s['pool']} pooling after every second block."
+        )
+
+    def _context(self, arch: str, task: Task) -> dict[str, Any]:
+        return {**parse(arch), "description": self.describe(arch)}

@@ -1,0 +1,86 @@
+"""An MLP space for table tasks: a stack of equal hidden layers chosen by five whole-network settings.
+
+The string names every setting, in a fixed order, as `d<depth>-w<width>-<activation>-p<dropout>-<norm>`,
+for example `d2-w128-relu-p0.1-batch`: 2 hidden layers of 128 units, ReLU, dropout 0.1, batch
+normalization. These are the knobs tabular deep-learning studies tune for an MLP (Kadra et al., 2021;
+Gorishniy et al., 2021). The head gives class logits, or one value per target for a regression task
+(the trainer standardizes the targets), so one space serves both.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from agentarch.search.spaces.base import SearchSpace, SettingsString, SpaceError, module_literals
+
+if TYPE_CHECKING:
+    import optuna
+
+    from agentarch.tasks.registry import Task
+
+DEPTHS = (1, 2, 3, 4)
+WIDTHS = (64, 128, 256)
+ACTIVATIONS = ("relu", "gelu", "silu")
+DROPOUTS = ("0.0", "0.1", "0.2")  # strings, so the canonical form has exactly one spelling of each
+NORMS = ("none", "batch", "layer")
+
+# Each setting in string order: its prefix in the string and its allowed values.
+FIELDS: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "depth": ("d", DEPTHS),
+    "width": ("w", WIDTHS),
+    "activation": ("", ACTIVATIONS),
+    "dropout": ("p", DROPOUTS),
+    "norm": ("", NORMS),
+}
+FORMAT = "d<depth>-w<width>-<relu|gelu|silu>-p<dropout>-<none|batch|layer>, e.g. d2-w128-relu-p0.1-batch"
+
+
+ARCH = SettingsString("mlp", FIELDS, FORMAT)
+parse = ARCH.parse
+format_arch = ARCH.format
+
+
+class MLPSpace(SearchSpace):
+    """Plain MLPs for standardized tabular features (table tasks, classification or regression)."""
+
+    name = "mlp"
+    kinds = ("table",)
+
+    def sample(self, rng: random.Random) -> str:
+        return ARCH.sample(rng)
+
+    def mutate(self, arch: str, rng: random.Random) -> str:
+        return ARCH.mutate(arch, rng)
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> str:
+        return format_arch(
+            {field: trial.suggest_categorical(field, list(choices)) for field, (_, choices) in FIELDS.items()}
+        )
+
+    def validate(self, arch: str) -> str:
+        return format_arch(parse(arch))
+
+    def parse_code(self, code: str) -> str:
+        values = module_literals(code, ["DEPTH", "WIDTH", "ACTIVATION", "DROPOUT", "NORM"])
+        if not isinstance(values["DROPOUT"], float):
+            raise SpaceError(f"DROPOUT must be a float; got {values['DROPOUT']!r}")
+        settings = {
+            "depth": values["DEPTH"],
+            "width": values["WIDTH"],
+            "activation": values["ACTIVATION"],
+            "dropout": str(values["DROPOUT"]),
+            "norm": values["NORM"],
+        }
+        return self.validate(format_arch(settings))
+
+    def describe(self, arch: str) -> str:
+        s = parse(arch)
+        norm = "no normalization" if s["norm"] == "none" else f"{s['norm']} normalization"
+        return (
+            f"An MLP of {s['depth']} hidden layer(s) of {s['width']} units with {s['activation']}, "
+            f"dropout {s['dropout']} and {norm}."
+        )
+
+    def _context(self, arch: str, task: Task) -> dict[str, Any]:
+        return {**parse(arch), "description": self.describe(arch)}
