@@ -11,6 +11,8 @@ field for the `--help` of every flag that sets it, so the help cannot drift from
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -19,7 +21,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from agentarch.errors import AgentarchError
+from agentarch.errors import AgentarchError, UsageError
 
 
 def _default_cache_dir() -> Path:
@@ -28,6 +30,81 @@ def _default_cache_dir() -> Path:
 
 class ConfigError(AgentarchError, ValueError):
     """The configuration cannot be used; the message names the file or field to fix."""
+
+
+# Models: one `--model` spec each; the bandit (agentarch.loop.bandit) chooses among them.
+
+_BASE = re.compile(r"^https?://[^\s@/#]+(/[^\s@#]*)?$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SPEC_HELP = (
+    "a model is MODEL[@API_BASE][#KEY_VARIABLE], e.g. openai/gpt-4o-mini, "
+    "ollama/qwen2.5-coder:7b@http://127.0.0.1:11434 or openai/my-model@https://host/v1#MY_KEY "
+    "(the key itself stays in that environment variable)"
+)
+
+
+@dataclass(frozen=True)
+class ModelArm:
+    """One model the run may ask: its litellm name (what candidates and the LLM ledger record), the server it
+    is reached at (None: the provider's own, or the run's `api_base`) and the environment variable holding
+    its key (None: litellm's usual variable for the provider, or the run's `api_key`)."""
+
+    name: str
+    api_base: str | None = None
+    key_env: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> ModelArm:
+        """An arm from `MODEL[@API_BASE][#KEY_VARIABLE]`. `@` starts the server only before http:// or https://,
+        so a model name with a version after `@` (vertex_ai/claude-3-5-sonnet@20240620) stays whole. Errors
+        quote the model name only: what follows `#` might be a key pasted by mistake."""
+        head, hashed, key = spec.strip().partition("#")
+        split = re.search(r"@(?=https?://)", head)
+        model, base = (head[: split.start()], head[split.start() + 1 :]) if split else (head, "")
+        if not model or re.search(r"\s", model):
+            raise UsageError(f"{model.strip() or 'nothing'!r} is not a model name; {SPEC_HELP}")
+        if not split and re.search(r"@(localhost|[\w-]+[.:])", model):
+            raise UsageError(f"the server address in {model!r} needs http:// or https:// after the @; {SPEC_HELP}")
+        if "@" in base:
+            raise UsageError(
+                f"the server address of model {model!r} holds an @: a key belongs in an environment variable, named "
+                f"after #; {SPEC_HELP}"
+            )
+        if base and not _BASE.match(base):
+            raise UsageError(f"the server address of model {model!r} is not an http(s) URL with a host; {SPEC_HELP}")
+        if hashed and not _KEY.match(key):
+            raise UsageError(
+                f"after # model {model!r} needs the NAME of an environment variable holding its key (letters, "
+                f"digits and _), never the key itself; {SPEC_HELP}"
+            )
+        return cls(name=model, api_base=base or None, key_env=key or None)
+
+    @property
+    def spec(self) -> str:
+        """The arm written back as a spec (what a run's config keeps; it names the key's variable, never the key)."""
+        return self.name + (f"@{self.api_base}" if self.api_base else "") + (f"#{self.key_env}" if self.key_env else "")
+
+    def api_key(self) -> str | None:
+        """The key from the arm's variable (None when it names none); a variable that is unset is an error."""
+        if self.key_env is None:
+            return None
+        key = os.environ.get(self.key_env)
+        if not key:
+            raise UsageError(f"model {self.name} reads its key from ${self.key_env}, which is not set; export it")
+        return key
+
+
+def parse_arms(specs: Sequence[str]) -> list[ModelArm]:
+    """The arms of `--model` specs, in order; two arms with one model name cannot be told apart in the archive."""
+    arms = [ModelArm.parse(spec) for spec in specs]
+    names = [arm.name for arm in arms]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UsageError(
+            f"model {', '.join(twice)} is given more than once; give each --model once (the bandit tells models "
+            "apart by name, so one model behind two servers is one arm)"
+        )
+    return arms
 
 
 def unset(meaning: str) -> dict[str, str]:
@@ -246,8 +323,6 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _first_model(self) -> Settings:
         """With several models, `model` is the first one's name: what makes the run an LLM run (not offline)."""
-        from agentarch.loop.bandit import parse_arms  # here: the bandit module reads the archive, which reads settings
-
         if self.models:
             self.model = self.model or parse_arms(self.models)[0].name
         return self

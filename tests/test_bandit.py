@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 
+from agentarch.config import ModelArm, parse_arms
 from agentarch.errors import UsageError
-from agentarch.loop.bandit import ModelArm, Outcome, choose, history_from_archive, parse_arms, summary, value
+from agentarch.loop.bandit import Outcome, choose, history_from_archive, summary, value
 from agentarch.store.archive import Archive
 from agentarch.tasks.registry import get_task
 

@@ -16,11 +16,11 @@ from starlette.testclient import TestClient
 
 from agentarch.evaluation.evaluator import EvalResult
 from agentarch.evaluation.fidelity import survivors
-from agentarch.loop import fewshot
+from agentarch.llm import fewshot
 from agentarch.loop.baseline import SeedResult, Trial, summarize
 from agentarch.loop.graph import summarize as run_summary
 from agentarch.search.proposers.base import Observation, Proposal
-from agentarch.search.proposers.baselines import TPE, RegularizedEvolution, make_proposer
+from agentarch.search.proposers.baselines import ALGOS, TPE, RegularizedEvolution, make_proposer
 from agentarch.search.spaces import get_space
 from agentarch.store import queries
 from agentarch.store.archive import SCHEMA_VERSION, Archive, ArchiveError
@@ -144,7 +144,7 @@ def test_runs_progress_history_and_pareto_points_follow_the_direction(sample):
     assert (progress["digits"]["best_val_accuracy"], progress["digits"]["metric"]) == (0.9, "accuracy")
     overview = queries.run_overview(db, sample.runs["houses"])
     assert (overview["best_val_accuracy"], overview["direction"]) == (0.2, "min")
-    history = queries.run_history(db, db.find_run(sample.runs["houses"]))
+    history = queries.run_history(db, db.find_run(sample.runs["houses"]), ALGOS)
     assert (history.metric, history.direction, history.values) == ("mse", "min", [0.5, 0.2, 0.9, 0.2, None])
     assert best_so_far_lines(history) == [("this run (user)", [0.5, 0.2, 0.2, 0.2, 0.2])]  # it goes down
     points = queries.pareto_points(db, sample.runs["houses"])

@@ -197,7 +197,7 @@ def test_parse_keeps_the_blocks_texts_and_lines():
 
 
 def row(id: int, val: float, code: str = PARENT, analysis: str | None = None) -> dict:
-    """A few-shot row as agentarch.loop.fewshot hands it to the templates."""
+    """A few-shot row as agentarch.llm.fewshot hands it to the templates."""
     return {"id": id, "code": code, "val_accuracy": val, "params": 12_345, "proposer": "llm", "analysis": analysis}
 
 

@@ -11,6 +11,8 @@ import jinja2
 import pytest
 
 from agentarch.evaluation.checks import ALLOWED_IMPORT_ROOTS, HPARAM_BOUNDS, check
+from agentarch.llm import fewshot
+from agentarch.llm.fewshot import FewShot, select
 from agentarch.llm.prompts import (
     PROMPTS_DIR,
     ExtractError,
@@ -21,8 +23,6 @@ from agentarch.llm.prompts import (
     render,
     repair_messages,
 )
-from agentarch.loop import fewshot
-from agentarch.loop.fewshot import FewShot, select
 from agentarch.store.archive import Archive
 from agentarch.tasks.registry import TASKS, get_task
 from tests.conftest import REPO

@@ -5,9 +5,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from agentarch.evaluation.candidate import candidate_name, describe, run_tag
+from agentarch.search.proposers.baselines import ALGOS
 from agentarch.store import queries
 from agentarch.store.archive import Archive, ArchiveError
+from agentarch.store.names import candidate_name, describe, run_tag
 from agentarch.store.queries import Filters, Sort
 
 MODEL = "openai/gpt-4o-mini"
@@ -244,11 +245,11 @@ def test_runs_with_progress_and_a_runs_overview(sample):
 
 
 def test_run_history_keeps_failed_evaluations_and_groups_other_baseline_runs(sample):
-    llm = queries.run_history(sample.db, sample.db.find_run(sample.llm_run))
+    llm = queries.run_history(sample.db, sample.db.find_run(sample.llm_run), ALGOS)
     assert (llm.proposer, llm.values) == (MODEL, [0.90, None])
     assert llm.baselines == {("rea", 5): [[0.85, 0.85], [0.60]]}  # by proposer and fidelity
     assert (llm.fidelities, llm.candidates) == ([5, 5], [sample.child, sample.failed])
-    rea = queries.run_history(sample.db, sample.db.find_run(sample.rea_run))
+    rea = queries.run_history(sample.db, sample.db.find_run(sample.rea_run), ALGOS)
     assert rea.values == [0.85, 0.85] and rea.baselines == {("rea", 5): [[0.60]]}  # never itself
 
 

@@ -23,7 +23,7 @@ from rich.table import Table
 from agentarch import formats, web
 from agentarch.config import ConfigError, Settings, field_doc, load_settings
 from agentarch.errors import AgentarchError
-from agentarch.evaluation.evaluator import EvalResult, Evaluator
+from agentarch.evaluation.evaluator import EvalResult, Evaluator, eval_summary
 from agentarch.evaluation.fidelity import rung_budgets, successive_halving
 from agentarch.isolation.sandbox import (
     CANDIDATE_UID,
@@ -32,8 +32,7 @@ from agentarch.isolation.sandbox import (
     process_mode_gaps,
     resolve_isolation,
 )
-from agentarch.llm import prompts
-from agentarch.loop import fewshot
+from agentarch.llm import fewshot, prompts
 from agentarch.loop import review as review_lib
 from agentarch.loop import run as run_lib
 from agentarch.loop.baseline import (
@@ -52,7 +51,6 @@ from agentarch.search.proposers.base import Proposal
 from agentarch.search.proposers.baselines import ALGOS, make_proposer
 from agentarch.search.spaces import SPACES, SearchSpace, get_space
 from agentarch.store.archive import Archive, ArchiveError
-from agentarch.store.summaries import eval_summary
 from agentarch.tasks import taskfiles
 from agentarch.tasks.registry import TASKS, Task, get_task
 from agentarch.web.report import write_report

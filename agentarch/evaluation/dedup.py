@@ -16,11 +16,8 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
-from typing import Literal
 
 from agentarch.evaluation.checks import parse
-
-DedupLevel = Literal["whitespace", "ast", "functional", "structural"]
 
 _INNER_SPACE = re.compile(r"[ \t]+")
 

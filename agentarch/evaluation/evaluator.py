@@ -9,7 +9,7 @@ sandbox job gives the smoke verdict and later the result).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from agentarch.evaluation.executors import Executor, LocalExecutor, Pending, Run
 from agentarch.isolation.sandbox import Limits, refuse_untrusted, resolve_isolation
 from agentarch.search.spaces import SpaceError, get_space
 from agentarch.store.archive import Archive
+from agentarch.store.summaries import status_counts
 from agentarch.tasks import taskfiles
 from agentarch.tasks.registry import PreparedTask, TaskError, get_task, prepare
 
@@ -48,6 +49,11 @@ class EvalResult:
             "dedup_level": self.dedup_level,
             "metrics": self.metrics,
         }
+
+
+def eval_summary(results: Sequence[EvalResult]) -> dict[str, Any]:
+    """The summary of an `agentarch eval` run: how many files were evaluated, and their statuses."""
+    return {"evaluated": len(results), "counts": status_counts(r.status for r in results)}
 
 
 @dataclass

@@ -26,7 +26,7 @@ import agentarch.prompt_templates
 from agentarch import formats
 from agentarch.errors import AgentarchError, UsageError
 from agentarch.evaluation.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS, parse
-from agentarch.loop.fewshot import FewShot
+from agentarch.llm.fewshot import FewShot
 from agentarch.search.objectives import Goals
 from agentarch.tasks.registry import METRICS, Task
 

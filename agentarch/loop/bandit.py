@@ -38,13 +38,12 @@ Only the validation score is rewarded, also when the run has several objectives.
 from __future__ import annotations
 
 import math
-import os
 import random
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentarch.config import SPEC_HELP, ModelArm
 from agentarch.errors import UsageError
 from agentarch.store.archive import Archive
 from agentarch.store.ranking import Direction, sign
@@ -62,78 +61,6 @@ LOCAL_USD_PER_HOUR = 1.0
 MIN_COST_USD = 1e-9
 """The least a proposal (or an arm's proposals together) is taken to cost, so a gain at no recorded cost is
 large, not infinite."""
-
-_BASE = re.compile(r"^https?://[^\s@/#]+(/[^\s@#]*)?$")
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SPEC_HELP = (
-    "a model is MODEL[@API_BASE][#KEY_VARIABLE], e.g. openai/gpt-4o-mini, "
-    "ollama/qwen2.5-coder:7b@http://127.0.0.1:11434 or openai/my-model@https://host/v1#MY_KEY "
-    "(the key itself stays in that environment variable)"
-)
-
-
-@dataclass(frozen=True)
-class ModelArm:
-    """One model the run may ask: its litellm name (what candidates and the LLM ledger record), the server it
-    is reached at (None: the provider's own, or the run's `api_base`) and the environment variable holding
-    its key (None: litellm's usual variable for the provider, or the run's `api_key`)."""
-
-    name: str
-    api_base: str | None = None
-    key_env: str | None = None
-
-    @classmethod
-    def parse(cls, spec: str) -> ModelArm:
-        """An arm from `MODEL[@API_BASE][#KEY_VARIABLE]`. `@` starts the server only before http:// or https://,
-        so a model name with a version after `@` (vertex_ai/claude-3-5-sonnet@20240620) stays whole. Errors
-        quote the model name only: what follows `#` might be a key pasted by mistake."""
-        head, hashed, key = spec.strip().partition("#")
-        split = re.search(r"@(?=https?://)", head)
-        model, base = (head[: split.start()], head[split.start() + 1 :]) if split else (head, "")
-        if not model or re.search(r"\s", model):
-            raise UsageError(f"{model.strip() or 'nothing'!r} is not a model name; {SPEC_HELP}")
-        if not split and re.search(r"@(localhost|[\w-]+[.:])", model):
-            raise UsageError(f"the server address in {model!r} needs http:// or https:// after the @; {SPEC_HELP}")
-        if "@" in base:
-            raise UsageError(
-                f"the server address of model {model!r} holds an @: a key belongs in an environment variable, named "
-                f"after #; {SPEC_HELP}"
-            )
-        if base and not _BASE.match(base):
-            raise UsageError(f"the server address of model {model!r} is not an http(s) URL with a host; {SPEC_HELP}")
-        if hashed and not _KEY.match(key):
-            raise UsageError(
-                f"after # model {model!r} needs the NAME of an environment variable holding its key (letters, "
-                f"digits and _), never the key itself; {SPEC_HELP}"
-            )
-        return cls(name=model, api_base=base or None, key_env=key or None)
-
-    @property
-    def spec(self) -> str:
-        """The arm written back as a spec (what a run's config keeps; it names the key's variable, never the key)."""
-        return self.name + (f"@{self.api_base}" if self.api_base else "") + (f"#{self.key_env}" if self.key_env else "")
-
-    def api_key(self) -> str | None:
-        """The key from the arm's variable (None when it names none); a variable that is unset is an error."""
-        if self.key_env is None:
-            return None
-        key = os.environ.get(self.key_env)
-        if not key:
-            raise UsageError(f"model {self.name} reads its key from ${self.key_env}, which is not set; export it")
-        return key
-
-
-def parse_arms(specs: Sequence[str]) -> list[ModelArm]:
-    """The arms of `--model` specs, in order; two arms with one model name cannot be told apart in the archive."""
-    arms = [ModelArm.parse(spec) for spec in specs]
-    names = [arm.name for arm in arms]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise UsageError(
-            f"model {', '.join(twice)} is given more than once; give each --model once (the bandit tells models "
-            "apart by name, so one model behind two servers is one arm)"
-        )
-    return arms
 
 
 @dataclass(frozen=True)

@@ -35,22 +35,20 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
-from agentarch.config import Settings
+from agentarch.config import ModelArm, Settings, parse_arms
 from agentarch.errors import UsageError
-from agentarch.evaluation.candidate import candidate_name
 from agentarch.evaluation.evaluator import Assessment, Evaluator, SandboxRun
 from agentarch.evaluation.executors import Executor, make_executor
 from agentarch.isolation.sandbox import SandboxError
-from agentarch.llm import edits, prompts
+from agentarch.llm import edits, fewshot, prompts
 from agentarch.llm.client import LLMClient, LLMError
-from agentarch.loop import fewshot
-from agentarch.loop.bandit import ModelArm, parse_arms
 from agentarch.loop.screening import Screening
 from agentarch.search.objectives import Goals
 from agentarch.search.proposers.baselines import RegularizedEvolution
 from agentarch.search.spaces import get_space, space_for
 from agentarch.store import ranking
 from agentarch.store.archive import Archive, code_sha256
+from agentarch.store.names import candidate_name
 from agentarch.store.ranking import Direction
 from agentarch.store.summaries import best_by_validation, status_counts
 from agentarch.tasks.registry import Task, get_task

@@ -29,10 +29,10 @@ from typing import Any
 
 from langgraph.types import Command
 
+from agentarch.config import ModelArm
 from agentarch.llm import prompts
 from agentarch.llm.client import LLMError
 from agentarch.loop import bandit, islands
-from agentarch.loop.bandit import ModelArm
 from agentarch.loop.graph import OFFLINE_PROPOSER, RunAborted, RunContext
 from agentarch.search.proposers.base import Observation, Proposal
 from agentarch.search.proposers.baselines import RegularizedEvolution

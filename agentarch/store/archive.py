@@ -15,14 +15,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlite_utils
 from sqlite_utils.db import DescIndex
 
 from agentarch import formats
 from agentarch.errors import AgentarchError
-from agentarch.evaluation.dedup import DedupLevel
 from agentarch.store.ranking import Direction, sql_key, sql_order, sql_sign
 from agentarch.tasks.registry import TASKS, Task
 
@@ -34,6 +33,9 @@ CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout", "r
 _DEDUP_POOL = ("trained", "failed", "timeout")
 STRUCTURE_MEMBERS = 500
 """How many trained candidates' structure signatures a new candidate is compared with (`Archive.structures`)."""
+DedupLevel = Literal["whitespace", "ast", "functional", "structural"]
+"""The levels at which a candidate can duplicate a recorded one (`candidates.dedup_level`)."""
+
 _HASH_COLUMN: dict[DedupLevel, str] = {"whitespace": "text_hash", "ast": "ast_hash", "functional": "functional_hash"}
 
 _SCORING_IN = (

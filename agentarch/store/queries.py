@@ -24,9 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentarch.evaluation.candidate import LEGACY_NAME, describe, run_tag
-from agentarch.search.proposers.baselines import ALGOS
 from agentarch.store.archive import DEFAULT_METRIC, SCORING_EVALUATION, TASK_JOIN, Archive, ArchiveError
+from agentarch.store.names import LEGACY_NAME, describe, run_tag
 from agentarch.store.ranking import Direction, sql_key, sql_sign
 
 _BEST_VAL = SCORING_EVALUATION.format(column="val_accuracy")
@@ -233,7 +232,7 @@ _ARCH_DOC = re.compile(r"architecture\s+([^\s\"']+)")
 
 def readable_names(archive: Archive, rows: Iterable[dict[str, Any]]) -> dict[int, str]:
     """id -> the name a page shows. A candidate named before names said what a candidate is ("round 1 slot 0", the
-    same in every run) gets one the way `candidate.candidate_name` makes them: its architecture (the search-space
+    same in every run) gets one the way `names.candidate_name` makes them: its architecture (the search-space
     string, else the one its rendered code's docstring names) or its intent's first words (from the LLM's answer,
     else its analysis), with the run's tag and the old round and slot. Others keep their names."""
     rows = list(rows)
@@ -633,8 +632,10 @@ class RunHistory:
     candidates: list[int] = field(default_factory=list)
 
 
-def run_history(archive: Archive, run: dict[str, Any]) -> RunHistory:
-    """What a run's best-so-far plot is drawn from (`run` needs its id, task and proposer)."""
+def run_history(archive: Archive, run: dict[str, Any], baselines: Sequence[str]) -> RunHistory:
+    """What a run's best-so-far plot is drawn from (`run` needs its id, task and proposer): its own evaluations,
+    and the other runs on its task whose proposer is one of `baselines` (the conventional algorithms' names, in
+    the order the plot lists them)."""
     scored = "CASE WHEN e.status = 'trained' THEN e.val_accuracy END"
     own = archive.db.execute(
         f"SELECT {scored}, e.fidelity, e.candidate_id FROM evaluations e JOIN candidates c ON c.id = e.candidate_id "
@@ -646,20 +647,20 @@ def run_history(archive: Archive, run: dict[str, Any]) -> RunHistory:
         f"SELECT c.proposer, e.fidelity, c.run_id, {scored} FROM candidates c JOIN evaluations e "
         f"ON e.candidate_id = c.id WHERE c.task = ? AND c.proposer IN ({_IDS}) AND c.run_id IS NOT NULL "
         "AND c.run_id != ? ORDER BY e.id",
-        [run["task"], json.dumps(ALGOS), run["id"]],
+        [run["task"], json.dumps(list(baselines)), run["id"]],
     ):
         per_run[(proposer, other_run)].append((fidelity, value))
     # a baseline run trains at one fidelity (its epochs); its failed evaluations, which may not say, count with it
-    baselines: dict[tuple[str, int | None], list[list[float | None]]] = defaultdict(list)
+    curves: dict[tuple[str, int | None], list[list[float | None]]] = defaultdict(list)
     for (proposer, _), evaluations in per_run.items():
         fidelity = max((f for f, v in evaluations if v is not None and f is not None), default=None)
-        baselines[(proposer, fidelity)].append([v for _, v in evaluations])
-    ordered = sorted(baselines, key=lambda k: (ALGOS.index(k[0]), k[1] or 0))
+        curves[(proposer, fidelity)].append([v for _, v in evaluations])
+    ordered = sorted(curves, key=lambda k: (list(baselines).index(k[0]), k[1] or 0))
     task = archive.task_info(run["task"])
     return RunHistory(
         run["proposer"],
         [row[0] for row in own],
-        {key: baselines[key] for key in ordered},
+        {key: curves[key] for key in ordered},
         metric=task["metric"],
         direction=task["direction"],
         fidelities=[row[1] for row in own],

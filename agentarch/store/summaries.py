@@ -1,7 +1,7 @@
 """What runs report when they end: the two rules every run summary is built on.
 
 The kinds of run report different things, so each keeps its own summary: `agentarch eval` counts
-its files by status (`eval_summary`, here); the agent loop adds proposals, repairs, LLM cost and
+its files by status (`agentarch.evaluation.evaluator.eval_summary`); the agent loop adds proposals, repairs, LLM cost and
 what stopped it (`agentarch.loop.graph.summarize`); a baseline reports the NAS-Bench-201 protocol over
 seeds (`agentarch.loop.baseline.summarize`); successive halving reports its rungs
 (`agentarch.evaluation.fidelity.HalvingResult.summary`). What they share is defined once, here: outcomes
@@ -12,13 +12,10 @@ signal; a test score never chooses; `agentarch.store.ranking` says which way is 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from agentarch.store import ranking
-
-if TYPE_CHECKING:
-    from agentarch.evaluation.evaluator import EvalResult
 
 T = TypeVar("T")
 
@@ -34,8 +31,3 @@ def best_by_validation(items: Iterable[T], val: Callable[[T], float | None], dir
     The earliest wins a tie, so a search that finds the same score again keeps its first find.
     """
     return ranking.best(items, val, direction)
-
-
-def eval_summary(results: Sequence[EvalResult]) -> dict[str, Any]:
-    """The summary of an `agentarch eval` run: how many files were evaluated, and their statuses."""
-    return {"evaluated": len(results), "counts": status_counts(r.status for r in results)}

@@ -48,6 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentarch import formats
 from agentarch.errors import UsageError
 from agentarch.search.objectives import GoalError, Goals
+from agentarch.search.proposers.baselines import ALGOS
 from agentarch.store import queries
 from agentarch.store.archive import CANDIDATE_STATUSES, Archive, ArchiveError
 from agentarch.web import charts, listing, plots, runview, smoke, standing
@@ -704,7 +705,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
                 raise HTTPException(404, f"no run {run_id!r}; `agentarch archive runs` lists them")
             scored_by = db.task_info(run["task"])
             png = (
-                plots.draw_best_so_far(queries.run_history(db, run))
+                plots.draw_best_so_far(queries.run_history(db, run, ALGOS))
                 if kind == "best"
                 else plots.draw_pareto(queries.pareto_points(db, run_id), scored_by["metric"], scored_by["direction"])
             )
@@ -749,7 +750,7 @@ def create_app(archive_path: Path, token: str | None = None) -> Starlette:
             run = db.find_run(request.path_params["run_id"])
             if run is None:
                 raise HTTPException(404, f"no run {request.path_params['run_id']!r}")
-            return JSONResponse(charts.best_so_far(queries.run_history(db, run)))
+            return JSONResponse(charts.best_so_far(queries.run_history(db, run, ALGOS)))
 
     def pareto_json(request: Request) -> Response:
         q = request.query_params

@@ -17,6 +17,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from agentarch.config import Settings
+from agentarch.search.proposers.baselines import ALGOS
 from agentarch.store import queries
 from agentarch.store.archive import Archive
 from agentarch.web import plots
@@ -53,7 +54,7 @@ def write_report(archive_path: Path, run_id: str, out_dir: Path) -> Path:
     with Archive(archive_path) as db:
         run = queries.run_overview(db, run_id)
         rows = queries.annotate(db, queries.leaderboard(db, queries.Filters(run=run_id), limit=TOP))
-        (out_dir / "best_so_far.png").write_bytes(plots.draw_best_so_far(queries.run_history(db, run)))
+        (out_dir / "best_so_far.png").write_bytes(plots.draw_best_so_far(queries.run_history(db, run, ALGOS)))
         points = queries.pareto_points(db, run_id)
         (out_dir / "pareto.png").write_bytes(plots.draw_pareto(points, run["metric"], run["direction"]))
         curves = []

@@ -14,6 +14,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from agentarch.config import ModelArm
 from agentarch.errors import UsageError
 from agentarch.loop import bandit
 from agentarch.store.archive import Archive
@@ -50,16 +51,16 @@ def notebook(archive: Archive, run_id: str, limit: int | None = None) -> tuple[l
     ], len(entries)
 
 
-def configured_arms(config: Mapping[str, Any]) -> list[bandit.ModelArm]:
+def configured_arms(config: Mapping[str, Any]) -> list[ModelArm]:
     """The models a run was configured with, in order: its `models` list, else its one `model` (none for an offline
     run). A stored spec this version cannot read is kept by its text as the model's name."""
     specs = config.get("models") or ([config["model"]] if config.get("model") else [])
-    arms: dict[str, bandit.ModelArm] = {}
+    arms: dict[str, ModelArm] = {}
     for spec in specs:
         try:
-            arm = bandit.ModelArm.parse(str(spec))
+            arm = ModelArm.parse(str(spec))
         except UsageError:
-            arm = bandit.ModelArm(str(spec).strip())
+            arm = ModelArm(str(spec).strip())
         arms.setdefault(arm.name, arm)
     return list(arms.values())
 
