@@ -183,6 +183,19 @@ class Settings(BaseSettings):
     )
     llm_timeout_s: float = Field(120.0, gt=0, description="seconds before one LLM call is abandoned and retried")
     llm_retries: int = Field(4, ge=0, description="retries of a failed LLM call (429 and 5xx honour Retry-After)")
+    max_tokens: int = Field(
+        8192,
+        ge=256,
+        le=1_000_000,
+        description="the most tokens an LLM may answer with, sent with every request (a module takes a few thousand)",
+    )
+    max_answer_bytes: int = Field(
+        200_000,
+        ge=10_000,
+        le=100_000_000,
+        description="the largest LLM answer accepted, in bytes; a larger one is refused as it arrives, not stored, "
+        "and recorded as a failed call",
+    )
     temperature: float = Field(0.8, ge=0, le=2, description="LLM sampling temperature")
     budget: int = Field(20, ge=1, description="candidates to propose in a run (--max-candidates)")
     max_cost: float | None = Field(
@@ -265,6 +278,26 @@ class Settings(BaseSettings):
         "rejects or edits it (agentarch review, or the web UI); off = autonomous overnight mode",
     )
     review_poll_s: float = Field(1.0, gt=0, description="how often a paused run looks for review decisions")
+    web_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="the address `agentarch serve` binds; anything but loopback (127.0.0.1, localhost, ::1) needs a "
+        "web_token",
+    )
+    web_port: int = Field(8000, ge=1, le=65535, description="the port `agentarch serve` listens on")
+    web_token: SecretStr | None = Field(
+        None,
+        description="the token every request to `agentarch serve` must carry (?token= once, then a cookie, or the "
+        "header 'Authorization: Bearer'), at least 16 characters; needed to bind anything but loopback",
+        json_schema_extra=unset("none: no token, so loopback only"),
+    )
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Host names `agentarch serve` answers to besides the bound address and localhost, as NAME (any "
+        "port: behind a proxy) or NAME:PORT; any other Host header is refused, so a DNS-rebinding page cannot reach it",
+        json_schema_extra=unset("the bound address and localhost only"),
+    )
     repair_tries: int = Field(
         2, ge=0, le=5, description="times the LLM may fix a candidate that fails its checks or smoke run"
     )
@@ -325,6 +358,24 @@ class Settings(BaseSettings):
         """With several models, `model` is the first one's name: what makes the run an LLM run (not offline)."""
         if self.models:
             self.model = self.model or parse_arms(self.models)[0].name
+        return self
+
+    @model_validator(mode="after")
+    def _web_access(self) -> Settings:
+        """A short web token can be guessed, and an allowed host with a scheme or a path matches no Host header; an
+        empty token (`AGENTARCH_WEB_TOKEN=`) means none."""
+        if self.web_token is not None and not self.web_token.get_secret_value():
+            self.web_token = None
+        if self.web_token is not None and len(self.web_token.get_secret_value()) < 16:
+            raise ValueError("web_token needs at least 16 characters (e.g. `openssl rand -hex 16`)")
+        for host in self.allow_hosts:
+            if not re.fullmatch(
+                r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*", host
+            ):
+                raise ValueError(
+                    f"allow_hosts takes NAME or NAME:PORT (e.g. archive.lan, 10.0.0.5:8000 or [fd00::5]:8000), "
+                    f"not {host!r}"
+                )
         return self
 
     @classmethod

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
+
+from rich.text import Text
 
 
 def cell(value: Any) -> Any:
@@ -21,12 +24,26 @@ def cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (OWASP's CSV injection list): `=HYPERLINK(...)` in an
+LLM-written name would run when a person opens the export."""
+
+
+def csv_cell(value: Any) -> Any:
+    """`value` as a CSV export writes it: `cell`'s encoding, and text a spreadsheet would run as a formula
+    prefixed with `'`, so it opens as the text it is. Numbers stay numbers (a negative score is not text)."""
+    value = cell(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def write_csv(stream: TextIO, rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> None:
-    """A header of `columns`, then one line per row with every value as `cell` encodes it."""
+    """A header of `columns`, then one line per row with every value as `csv_cell` encodes it."""
     writer = csv.DictWriter(stream, fieldnames=columns)
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: cell(value) for key, value in row.items()})
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
 
 
 def text(value: Any, missing: str = "-") -> str:
@@ -84,3 +101,45 @@ def seconds(value: float | None, missing: str = "-") -> str:
 def usd(value: float | None, missing: str = "-") -> str:
     """Money in US dollars to a hundredth of a cent, as LLM calls are priced: $0.0123."""
     return missing if value is None else f"${value:.4f}"
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""Characters a terminal acts on rather than shows: C0 but newline and tab (ESC starts every escape
+sequence: colours, window titles, OSC 8 links, OSC 52 clipboard writes; CR rewrites the line), DEL, C1 (0x9b
+is a one-byte CSI, 0x9d a one-byte OSC), and the Unicode line separators and bidirectional marks, overrides and
+isolates that make shown text differ from what it is."""
+
+
+def _code(match: re.Match[str]) -> str:
+    point = ord(match.group())
+    return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}"
+
+
+def printable(value: Any) -> str:
+    """`value` as text that shows what it is on a terminal: each control character written as its code
+    (`\\x1b`, `\\u202e`), newline and tab kept."""
+    return _CONTROL.sub(_code, str(value))
+
+
+def untrusted(value: Any, style: str = "") -> Text:
+    """A string a model, a candidate or a task file wrote, ready for a rich console or table: plain text,
+    never markup (`[link=...]` stays brackets), and no control characters (`printable`). Every command that
+    prints such a string passes it through here."""
+    return Text(printable(value), style=style)
+
+
+def line(*parts: Any) -> Text:
+    """One terminal line put together from parts, none of them read as markup: a part is a value (shown as
+    `untrusted` shows it) or a `(value, style)` pair for the parts a command styles itself (a bold label, a
+    coloured status). What a command prints around untrusted text is built with this, never with an f-string
+    of markup, so a `[/]` or an escape sequence in a name cannot close, open or reach anything."""
+    shown = Text()
+    for part in parts:
+        if isinstance(part, Text):
+            shown.append_text(Text(printable(part.plain), style=part.style, spans=part.spans))
+        elif isinstance(part, tuple):
+            value, style = part
+            shown.append(printable(value), style=style)
+        else:
+            shown.append(printable(part))
+    return shown

@@ -24,9 +24,13 @@ sys.path.insert(0, str(REPO))
 from agentarch.config import load_settings  # noqa: E402
 from agentarch.evaluation import dedup  # noqa: E402
 from agentarch.evaluation.evaluator import Evaluator  # noqa: E402
-from agentarch.isolation.sandbox import _BOOT, Limits, SandboxJob, bubblewrap_problem, resolve_isolation  # noqa: E402
+from agentarch.isolation.bubblewrap import bubblewrap_problem  # noqa: E402
+from agentarch.isolation.job import SandboxJob  # noqa: E402
+from agentarch.isolation.launch import BOOT  # noqa: E402
+from agentarch.isolation.policy import Limits, resolve_isolation  # noqa: E402
 from agentarch.store.archive import Archive  # noqa: E402
-from agentarch.tasks.registry import get_task, prepare  # noqa: E402
+from agentarch.tasks.preparation import prepare  # noqa: E402
+from agentarch.tasks.registry import get_task  # noqa: E402
 
 SEEDS = REPO / "archive" / "seeds" / "image"
 SPEC = {
@@ -80,7 +84,7 @@ def bare_start(code: str, inputs_dir: Path) -> float:
         (scratch / "spec.json").write_text(json.dumps(spec))
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, str(REPO), "sandbox", str(scratch / "spec.json")],
+            [sys.executable, "-c", BOOT, str(REPO), "sandbox", str(scratch / "spec.json")],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=scratch,

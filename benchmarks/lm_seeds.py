@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from agentarch.evaluation.executors import RunRequest, execute
-from agentarch.isolation.sandbox import Limits, resolve_isolation
+from agentarch.isolation.policy import Limits, resolve_isolation
 from agentarch.tasks.registry import get_task
 
 REPO = Path(__file__).resolve().parent.parent

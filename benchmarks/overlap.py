@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import agentarch.loop.graph as graph  # noqa: E402
+import agentarch.loop.context as context  # noqa: E402
 from agentarch.config import load_settings  # noqa: E402
 from agentarch.loop import run as run_lib  # noqa: E402
 from tests.llm_server import Reply, ScriptedLLMServer  # noqa: E402
@@ -44,8 +44,8 @@ def main() -> None:
         return Reply(f"Intent: a VGG-style CNN of width {width}.\n\n```python\n{code}```\n", delay_s=LATENCY_S)
 
     made = []
-    make = graph.make_executor
-    graph.make_executor = lambda *args: made.append(make(*args)) or made[-1]
+    make = context.make_executor
+    context.make_executor = lambda *args: made.append(make(*args)) or made[-1]
     with tempfile.TemporaryDirectory() as tmp, ScriptedLLMServer(default=answer) as server:
         settings = load_settings(
             task="digits",

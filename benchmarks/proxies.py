@@ -37,10 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agentarch.runner import proxies  # noqa: E402
 from agentarch.runner.runner import LATENCY_REPS, LATENCY_WARMUP, SMOKE_BATCH  # noqa: E402
 
-from agentarch.isolation.sandbox import Limits, SandboxJob, resolve_isolation  # noqa: E402
+from agentarch.isolation.job import SandboxJob  # noqa: E402
+from agentarch.isolation.policy import Limits, resolve_isolation  # noqa: E402
 from agentarch.search.predictor import Example, cross_validate, features_of  # noqa: E402
 from agentarch.search.spaces import get_space, nb201  # noqa: E402
-from agentarch.tasks.registry import get_task, prepare  # noqa: E402
+from agentarch.tasks.preparation import prepare  # noqa: E402
+from agentarch.tasks.registry import get_task  # noqa: E402
 from agentarch.tasks.tabular import nb201_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

@@ -32,7 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import agentarch.loop.graph as graph  # noqa: E402
+import agentarch.loop.context as context  # noqa: E402
 from agentarch.config import load_settings  # noqa: E402
 from agentarch.loop import run as run_lib  # noqa: E402
 from tests.llm_server import Reply, ScriptedLLMServer  # noqa: E402
@@ -68,8 +68,8 @@ def measure(
         return Reply(f"Intent: CNN number {k}.\n\n```python\n{candidate(k, epochs)}```\n", delay_s=latency)
 
     made: list[Any] = []
-    make = graph.make_executor
-    graph.make_executor = lambda *args: made.append(make(*args)) or made[-1]
+    make = context.make_executor
+    context.make_executor = lambda *args: made.append(make(*args)) or made[-1]
     try:
         with tempfile.TemporaryDirectory() as tmp, ScriptedLLMServer(default=answer) as server:
             settings = load_settings(
@@ -89,7 +89,7 @@ def measure(
             summary = run_lib.start(settings)
             wall = time.monotonic() - started
     finally:
-        graph.make_executor = make
+        context.make_executor = make
     busy = made[0].busy
     first, last = min(b[1] for b in busy), max(b[2] for b in busy)
     fed = max(b[1] for b in busy)  # the last job's start: until then a proposal could always have been waiting

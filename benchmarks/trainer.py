@@ -44,7 +44,8 @@ sys.path.insert(0, str(REPO))
 
 from agentarch.runner import trainer  # noqa: E402
 
-from agentarch.tasks.registry import get_task, prepare  # noqa: E402
+from agentarch.tasks.preparation import prepare  # noqa: E402
+from agentarch.tasks.registry import get_task  # noqa: E402
 
 SEEDS = REPO / "archive" / "seeds"
 

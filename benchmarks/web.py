@@ -30,7 +30,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from agentarch.store.archive import Archive  # noqa: E402
 from agentarch.web import create_app  # noqa: E402
-from agentarch.web.app import highlight_code  # noqa: E402
+from agentarch.web.rendering import highlight_code  # noqa: E402
 
 CANDIDATES = 10_000
 REPEATS = 20

@@ -5,7 +5,7 @@ Without bubblewrap there is no mount namespace to hide files, so the runner asks
 view and the task's inputs, write only its scratch directory, signal and trace nothing outside
 their own domain (ABI 6: signal scoping; ptrace and /proc/<pid>/environ of outside processes are
 refused by every ABI) and make no TCP connection (ABI 4). The host decides whether the mode holds
-(agentarch.isolation.sandbox.process_mode_gaps) from `abi()`; here the rules are only applied.
+(agentarch.isolation.process_mode.process_mode_gaps) from `abi()`; here the rules are only applied.
 
 Only ctypes and the standard library: this runs inside the sandbox, before torch matters.
 """

@@ -1,6 +1,6 @@
 """The sandbox runner: the only place where candidate code executes.
 
-It runs in its own process under the isolation the host set up (agentarch/isolation/sandbox.py) and imports
+It runs in its own process under the isolation the host set up (agentarch/isolation/, its job in job.py) and imports
 torch, numpy, the standard library and its sibling trainer, nothing of the orchestrator. It talks to
 the host over two pipes:
 

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from agentarch.isolation.sandbox import Cgroup, bubblewrap_problem
-from agentarch.tasks.registry import get_task, prepare
+from agentarch.isolation.bubblewrap import bubblewrap_problem
+from agentarch.isolation.cgroups import Cgroup
+from agentarch.tasks.preparation import prepare
+from agentarch.tasks.registry import get_task
 
 REPO = Path(__file__).resolve().parent.parent
 

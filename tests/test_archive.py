@@ -7,7 +7,10 @@ import time
 import pytest
 import sqlite_utils
 
-from agentarch.store.archive import SCHEMA_VERSION, SCORING_EVALUATION, Archive, ArchiveError
+from agentarch.store.archive import Archive
+from agentarch.store.handle import ArchiveError
+from agentarch.store.schema import SCHEMA_VERSION
+from agentarch.store.scoring import SCORING_EVALUATION
 
 
 def candidate(**extra):

@@ -10,7 +10,8 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from agentarch.cli import app
-from agentarch.store.archive import SCHEMA_VERSION, Archive
+from agentarch.store.archive import Archive
+from agentarch.store.schema import SCHEMA_VERSION
 from agentarch.web import create_app
 
 

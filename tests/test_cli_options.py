@@ -99,7 +99,7 @@ def test_every_settings_flag_reaches_the_settings(monkeypatch, path, command, pa
     def reached(**overrides: Any) -> None:
         raise Reached(overrides)
 
-    monkeypatch.setattr(cli, "load_settings", reached)
+    monkeypatch.setattr("agentarch.cli.common.load_settings", reached)
     required = []
     for other in command.params:
         if other.required and other is not param:

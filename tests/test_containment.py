@@ -17,8 +17,12 @@ import pytest
 
 from agentarch.config import load_settings
 from agentarch.evaluation.executors import LocalExecutor, RunRequest, RunResult
-from agentarch.loop import graph, run
-from agentarch.store.archive import Archive, code_sha256
+from agentarch.loop import context, graph, run
+from agentarch.loop.containment import guarded
+from agentarch.loop.nodes.evaluating import SANDBOX_STAGE, EvaluatingNodes
+from agentarch.loop.nodes.recording import RecordingNodes
+from agentarch.store.archive import Archive
+from agentarch.store.decisions import code_sha256
 from tests.conftest import requires_bubblewrap
 from tests.llm_server import ScriptedLLMServer
 from tests.scripted import MODEL, fenced, kind, mlp, start_run
@@ -124,7 +128,7 @@ def scripted(script):
 @pytest.fixture
 def hostile(monkeypatch):
     executor = HostileExecutor()
-    monkeypatch.setattr(graph, "make_executor", lambda *args: executor)
+    monkeypatch.setattr(context, "make_executor", lambda *args: executor)
     return executor
 
 
@@ -173,20 +177,20 @@ def test_every_host_side_exception_becomes_that_candidates_failure_and_the_run_f
 
 def test_a_candidate_the_orchestrator_died_under_twice_is_recorded_failed_not_run_again(tmp_path, cache_dir, hostile):
     settings = load_settings(task="digits", archive=tmp_path / "a.db", cache_dir=cache_dir, slots=1, queue=1)
-    ctx = graph.RunContext(settings, "run-1", time.time())
-    loop = graph.Loop(ctx)
+    ctx = context.RunContext(settings, "run-1", time.time())
+    nodes = EvaluatingNodes(ctx)
     code = mlp(16)
     state = {"plan": {"key": "run-1/0", "seq": 0, "island": 0, "arch": "a"}, "code": code, "tries": 0}
     with Archive(settings.archive) as db:
-        db.evaluation_started("run-1", "run-1/0", code, graph.SANDBOX_STAGE)  # the orchestrator died in this job
-    assert loop.smoke(state) == {"error": None} and len(hostile.requests) == 1  # one kill: replayed
-    assert loop.train(state)["verdict"] == "trained" and len(hostile.requests) == 1  # training went on in that job
+        db.evaluation_started("run-1", "run-1/0", code, SANDBOX_STAGE)  # the orchestrator died in this job
+    assert nodes.smoke(state) == {"error": None} and len(hostile.requests) == 1  # one kill: replayed
+    assert nodes.train(state)["verdict"] == "trained" and len(hostile.requests) == 1  # training went on in that job
     with Archive(settings.archive) as db:
-        db.evaluation_started("run-1", "run-1/0", code, graph.SANDBOX_STAGE)  # ... and, another time, once more
-    fault = loop.train(state)["fault"]  # resumed at train: no job of this process to go on with
+        db.evaluation_started("run-1", "run-1/0", code, SANDBOX_STAGE)  # ... and, another time, once more
+    fault = nodes.train(state)["fault"]  # resumed at train: no job of this process to go on with
     assert fault.startswith("[host] the orchestrator stopped 2 times while this candidate was in the sandbox")
     assert len(hostile.requests) == 1  # not run again
-    recorded = loop.fail({**state, "fault": fault})["outcomes"][0]
+    recorded = RecordingNodes(ctx).fail({**state, "fault": fault})["outcomes"][0]
     assert (recorded["status"], recorded["reason"]) == ("failed", fault)
 
 
@@ -195,38 +199,38 @@ def test_a_candidate_waiting_for_a_slot_is_not_marked_as_in_the_sandbox(tmp_path
         task="digits", archive=tmp_path / "a.db", cache_dir=cache_dir, slots=1, epochs=1, threads=1
     )
     pool = LocalExecutor(1)
-    monkeypatch.setattr(graph, "make_executor", lambda *args: HostileExecutor(pool))
-    loop = graph.Loop(graph.RunContext(settings, "run-1", time.time()))
+    monkeypatch.setattr(context, "make_executor", lambda *args: HostileExecutor(pool))
+    nodes = EvaluatingNodes(context.RunContext(settings, "run-1", time.time()))
     state = {"plan": {"key": "run-1/1", "seq": 1, "island": 0, "arch": "a"}, "code": mlp(16), "tries": 0}
 
     def marks():
         return sqlite3.connect(settings.archive).execute("SELECT started, finished FROM evaluation_starts").fetchall()
 
     held = pool.free.get()  # another candidate holds the one slot
-    waiting = threading.Thread(target=loop.smoke, args=(state,))
+    waiting = threading.Thread(target=nodes.smoke, args=(state,))
     waiting.start()
     time.sleep(0.5)
     assert marks() == [] and waiting.is_alive()  # a death now would not be this candidate's
     pool.free.put(held)
     waiting.join(timeout=60)
     assert marks() == [(1, 0)]  # in the sandbox: its job trains on after the smoke verdict
-    assert loop.train(state)["verdict"] == "trained"
+    assert nodes.train(state)["verdict"] == "trained"
     assert marks() == [(1, 1)]
 
 
 def test_an_abort_from_another_branch_is_not_contained(tmp_path):
-    ctx = graph.RunContext(load_settings(task="digits", archive=tmp_path / "a.db"), "run-1", time.time())
+    ctx = context.RunContext(load_settings(task="digits", archive=tmp_path / "a.db"), "run-1", time.time())
     serde = graph.open_checkpointer(ctx.settings.archive).serde
 
     def waiting(state):
-        raise graph.RunAborted("another candidate failed beyond containment")
+        raise context.RunAborted("another candidate failed beyond containment")
 
-    with pytest.raises(graph.RunAborted):
-        graph._guarded(ctx, waiting, serde)({"plan": {"key": "k"}})
-    assert graph._guarded(ctx, lambda state: 1 / 0, serde)({"plan": {"key": "k"}}) == {
+    with pytest.raises(context.RunAborted):
+        guarded(ctx, waiting, serde)({"plan": {"key": "k"}})
+    assert guarded(ctx, lambda state: 1 / 0, serde)({"plan": {"key": "k"}}) == {
         "fault": "[host] <lambda> raised ZeroDivisionError: division by zero"
     }
-    assert graph._guarded(ctx, lambda state: {"params": 10**5000}, serde)({"plan": {"key": "k"}})["fault"].startswith(
+    assert guarded(ctx, lambda state: {"params": 10**5000}, serde)({"plan": {"key": "k"}})["fault"].startswith(
         "[host] <lambda> raised TypeError: Integer exceeds 64-bit range"
     )  # what the checkpoint cannot store
     assert not ctx.aborted.is_set()
@@ -247,8 +251,8 @@ def hangs() -> str:
 def test_a_hostile_scripted_run_with_the_real_sandbox_records_every_candidate_and_finishes(
     tmp_path, cache_dir, monkeypatch
 ):
-    real = graph.make_executor
-    monkeypatch.setattr(graph, "make_executor", lambda *args: HostileExecutor(real(*args)))
+    real = context.make_executor
+    monkeypatch.setattr(context, "make_executor", lambda *args: HostileExecutor(real(*args)))
     monkeypatch.setenv("AGENTARCH_THREADS", "1")
     script = [
         marked(16, "TypeError"),  # the host raises on its smoke result

@@ -18,12 +18,14 @@ from agentarch.evaluation.evaluator import EvalResult
 from agentarch.evaluation.fidelity import survivors
 from agentarch.llm import fewshot
 from agentarch.loop.baseline import SeedResult, Trial, summarize
-from agentarch.loop.graph import summarize as run_summary
+from agentarch.loop.summary import summarize as run_summary
 from agentarch.search.proposers.base import Observation, Proposal
 from agentarch.search.proposers.baselines import ALGOS, TPE, RegularizedEvolution, make_proposer
 from agentarch.search.spaces import get_space
-from agentarch.store import queries
-from agentarch.store.archive import SCHEMA_VERSION, Archive, ArchiveError
+from agentarch.store import browse, measurements, run_progress
+from agentarch.store.archive import Archive
+from agentarch.store.handle import ArchiveError
+from agentarch.store.schema import SCHEMA_VERSION
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.tabular import nb201_table
 from agentarch.web import create_app
@@ -120,12 +122,12 @@ def test_the_archive_keeps_each_tasks_metric_and_direction(sample):
 
 def test_the_leaderboard_and_top_put_the_lowest_mse_first_and_the_highest_accuracy_first(sample):
     db = sample.db
-    board = {t: names(sample, t, queries.leaderboard(db, queries.Filters(task=t), limit=None)) for t in sample.ids}
+    board = {t: names(sample, t, browse.leaderboard(db, browse.Filters(task=t), limit=None)) for t in sample.ids}
     assert board == {"houses": ["d", "b", "a", "c", "failed"], "digits": ["c", "a", "d", "b", "failed"]}  # ties newest
     assert names(sample, "houses", db.top("houses", limit=None)) == ["b", "d", "a", "c"]  # ties earliest
     assert names(sample, "houses", db.top("houses", limit=None, by="test_accuracy")) == ["b", "d", "a", "c"]
     assert names(sample, "digits", db.top("digits", limit=2)) == ["c", "a"]
-    assert names(sample, "houses", queries.ranked_with_code(db, "houses"))[0] == "b"
+    assert names(sample, "houses", browse.ranked_with_code(db, "houses"))[0] == "b"
 
 
 def test_a_candidates_scoring_evaluation_is_its_best_by_the_tasks_direction(sample):
@@ -139,15 +141,15 @@ def test_a_candidates_scoring_evaluation_is_its_best_by_the_tasks_direction(samp
 
 def test_runs_progress_history_and_pareto_points_follow_the_direction(sample):
     db = sample.db
-    progress = {r["task"]: r for r in queries.runs_with_progress(db, limit=None)}
+    progress = {r["task"]: r for r in run_progress.runs_with_progress(db, limit=None)}
     assert (progress["houses"]["best_val_accuracy"], progress["houses"]["metric"]) == (0.2, "mse")
     assert (progress["digits"]["best_val_accuracy"], progress["digits"]["metric"]) == (0.9, "accuracy")
-    overview = queries.run_overview(db, sample.runs["houses"])
+    overview = run_progress.run_overview(db, sample.runs["houses"])
     assert (overview["best_val_accuracy"], overview["direction"]) == (0.2, "min")
-    history = queries.run_history(db, db.find_run(sample.runs["houses"]), ALGOS)
+    history = run_progress.run_history(db, db.find_run(sample.runs["houses"]), ALGOS)
     assert (history.metric, history.direction, history.values) == ("mse", "min", [0.5, 0.2, 0.9, 0.2, None])
     assert best_so_far_lines(history) == [("this run (user)", [0.5, 0.2, 0.2, 0.2, 0.2])]  # it goes down
-    points = queries.pareto_points(db, sample.runs["houses"])
+    points = measurements.pareto_points(db, sample.runs["houses"])
     assert pareto_front(points, "min") == [(1000.0, 0.5), (1200.0, 0.2)]
 
 
@@ -270,4 +272,4 @@ def test_a_schema_6_archive_migrates_keeping_its_data_and_its_builtin_tasks_rank
         assert db.db["candidates"].count == 3 and db.db["evaluations"].count == 3
         assert [r["name"] for r in db.top("digits")] == ["high", "low"]
         assert [(r["name"], r["metric"]) for r in db.top("mystery")] == [("m", "accuracy")]
-        assert queries.runs_with_progress(db, None)[0]["best_val_accuracy"] == 0.9
+        assert run_progress.runs_with_progress(db, None)[0]["best_val_accuracy"] == 0.9

@@ -12,7 +12,7 @@ import pytest
 from agentarch.config import load_settings
 from agentarch.loop import run
 from agentarch.store.archive import Archive
-from agentarch.tasks.registry import TASKS
+from agentarch.tasks.builtin import TASKS
 from tests.conftest import requires_bubblewrap
 from tests.llm_server import ScriptedLLMServer
 from tests.scripted import MODEL, fenced, kind, mlp

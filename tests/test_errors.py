@@ -6,15 +6,15 @@ from typer.testing import CliRunner
 from agentarch import cli
 from agentarch.config import ConfigError
 from agentarch.errors import AgentarchError, UsageError
+from agentarch.isolation.policy import SandboxError
 from agentarch.isolation.protocol import ProtocolError
-from agentarch.isolation.sandbox import SandboxError
 from agentarch.llm.client import LLMError
 from agentarch.llm.prompts import ExtractError, PromptError
 from agentarch.loop.run import RunError
 from agentarch.search.spaces import SpaceError
-from agentarch.store.archive import ArchiveError
-from agentarch.tasks.registry import TaskError
+from agentarch.store.handle import ArchiveError
 from agentarch.tasks.tabular import TableError
+from agentarch.tasks.task import TaskError
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_a_users_problem_from_deep_inside_a_command_is_exit_2_with_its_message(m
     def deep(name):
         raise TaskError(f"unknown task {name!r}; known tasks: digits")
 
-    monkeypatch.setattr(cli, "get_task", deep)
+    monkeypatch.setattr("agentarch.cli.run.get_task", deep)
     result = CliRunner().invoke(cli.app, ["prompt", "--task", "nope", "--archive", str(tmp_path / "a.db")])
     assert result.exit_code == 2 and "unknown task 'nope'" in result.output
 
@@ -51,6 +51,6 @@ def test_a_bug_stays_a_traceback_not_a_usage_error(monkeypatch, tmp_path):
     def buggy(name):
         raise ValueError("a programming error")
 
-    monkeypatch.setattr(cli, "get_task", buggy)
+    monkeypatch.setattr("agentarch.cli.run.get_task", buggy)
     result = CliRunner().invoke(cli.app, ["prompt", "--task", "digits", "--archive", str(tmp_path / "a.db")])
     assert result.exit_code == 1 and isinstance(result.exception, ValueError)

@@ -11,7 +11,7 @@ from agentarch.config import load_settings
 from agentarch.evaluation import executors
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.executors import LocalExecutor, RunRequest, RunResult, execute, stages
-from agentarch.isolation.sandbox import Limits, resolve_isolation
+from agentarch.isolation.policy import Limits, resolve_isolation
 from agentarch.store.archive import Archive
 from tests.conftest import REPO, requires_bubblewrap
 
@@ -159,3 +159,42 @@ def test_per_gpu_packs_several_slots_on_each_gpu(monkeypatch):
     pool = make_executor("local", slots=1, per_gpu=3)
     tokens = sorted(pool.free.get_nowait()[1] for _ in range(6))
     assert tokens == ["0", "0", "0", "1", "1", "1"] and pool.free.empty()
+
+
+def test_a_local_ray_is_asked_for_loopback_and_refused_when_it_comes_up_elsewhere():
+    """`start_local_ray` asks Ray for a loopback node with no dashboard, and shuts down a node that came up on an
+    outward IP instead of running with its ports open (tests/test_ray_loopback.py checks a real one's sockets)."""
+    pytest.importorskip("ray")
+    from ray._private import ray_constants
+
+    from agentarch.errors import AgentarchError
+    from agentarch.evaluation.executors import ExposedRayError, start_local_ray
+
+    class FakeRay:
+        def __init__(self, node_ip):
+            self.node_ip, self.calls, self.switch, self.down = node_ip, {}, None, False
+            self.util = self
+
+        def init(self, **kwargs):
+            self.calls, self.switch = kwargs, ray_constants.ENABLE_RAY_CLUSTER
+
+        def get_node_ip_address(self):
+            return self.node_ip
+
+        def shutdown(self):
+            self.down = True
+
+    switch = ray_constants.ENABLE_RAY_CLUSTER
+    fine = FakeRay("127.0.0.1")
+    start_local_ray(fine, num_cpus=2)
+    assert fine.calls["address"] == "local" and fine.calls["_node_ip_address"] == "127.0.0.1"
+    assert fine.calls["include_dashboard"] is False and fine.calls["dashboard_host"] == "127.0.0.1"
+    assert fine.switch is False and ray_constants.ENABLE_RAY_CLUSTER == switch  # off while it starts, then back
+    assert not fine.down
+    start_local_ray(asked := FakeRay("::1"), dashboard=True)
+    assert asked.calls["include_dashboard"] is True and not asked.down
+
+    exposed = FakeRay("192.0.2.2")
+    with pytest.raises(ExposedRayError, match="192.0.2.2") as refused:
+        start_local_ray(exposed)
+    assert exposed.down and isinstance(refused.value, AgentarchError)

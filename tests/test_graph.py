@@ -6,7 +6,10 @@ import time
 import pytest
 
 from agentarch.config import load_settings
-from agentarch.loop.graph import Loop, RunContext, _unless_fault, build, open_checkpointer, summarize
+from agentarch.loop.context import RunContext
+from agentarch.loop.graph import build, open_checkpointer
+from agentarch.loop.routers import Routers, unless_fault
+from agentarch.loop.summary import summarize
 
 
 @pytest.fixture
@@ -104,10 +107,10 @@ ROUTES = [
 
 @pytest.mark.parametrize(("router", "state", "settings", "expected"), ROUTES)
 def test_every_router_sends_each_state_where_the_diagram_says(router, state, settings, expected, tmp_path):
-    loop = Loop(RunContext(load_settings(task="digits", archive=tmp_path / "a.db", **settings), "run-1", time.time()))
-    assert getattr(loop, router)(state) == expected
+    ctx = RunContext(load_settings(task="digits", archive=tmp_path / "a.db", **settings), "run-1", time.time())
+    assert getattr(Routers(ctx), router)(state) == expected
 
 
 def test_a_fault_goes_to_fail_from_any_step():
-    assert _unless_fault(lambda state: "train")({"fault": "[host] smoke raised TypeError"}) == "fail"
-    assert _unless_fault(lambda state: "train")({}) == "train"
+    assert unless_fault(lambda state: "train")({"fault": "[host] smoke raised TypeError"}) == "fail"
+    assert unless_fault(lambda state: "train")({}) == "train"

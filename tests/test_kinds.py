@@ -11,8 +11,11 @@ import pytest
 from sklearn import metrics as skm
 
 from agentarch.evaluation.executors import RunRequest, execute
-from agentarch.isolation.sandbox import Limits, resolve_isolation
-from agentarch.tasks.registry import IGNORE_INDEX, TASKS, Task, TaskError, _Splits, output_shape, prepare, score
+from agentarch.isolation.policy import Limits, resolve_isolation
+from agentarch.tasks.builtin import TASKS
+from agentarch.tasks.preparation import prepare
+from agentarch.tasks.scoring import output_shape, score
+from agentarch.tasks.task import IGNORE_INDEX, SplitData, Task, TaskError
 from tests.conftest import REPO
 
 
@@ -112,7 +115,7 @@ def test_output_shape_per_kind():
 # -- small learnable tasks of every kind -----------------------------------------------------------
 
 
-def learnable(task: Task, n: int = 480, seed: int = 0) -> _Splits:
+def learnable(task: Task, n: int = 480, seed: int = 0) -> SplitData:
     """Random inputs with a simple rule for the label, so a trained network beats chance."""
     rng = np.random.default_rng(seed)
     regression = task.metric in ("mse", "mae", "r2")
@@ -134,7 +137,7 @@ def learnable(task: Task, n: int = 480, seed: int = 0) -> _Splits:
             y = np.digitize(signal, np.quantile(signal, np.linspace(0, 1, task.num_classes + 1)[1:-1]))
             y = y.astype(np.int64)
     a, b = n * 2 // 3, n * 5 // 6
-    return _Splits(x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:])
+    return SplitData(x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:])
 
 
 def with_builder(task: Task) -> Task:

@@ -161,3 +161,16 @@ def test_the_top_level_is_a_dozen_rooms_at_most():
     assert len(entries) <= 12, sorted(entries)
     for entry in entries:
         assert entry.endswith(".py") or (PACKAGE / entry / "__init__.py").exists(), f"{entry} is not a package"
+
+
+def test_every_package_ships_in_the_wheel():
+    """pyproject.toml lists packages by name (the runner, prompts and seeds install from other folders), so a new
+    sub-package left off the list would be missing from the wheel while every test in a checkout passes."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    assert packages <= listed, f"add to pyproject.toml's packages: {sorted(packages - listed)}"

@@ -19,9 +19,11 @@ from typer.testing import CliRunner
 
 from agentarch.cli import app
 from agentarch.isolation import protocol
+from agentarch.isolation.job import SandboxJob
+from agentarch.isolation.policy import Limits, resolve_isolation
 from agentarch.isolation.protocol import ProtocolError, parse_event
-from agentarch.isolation.sandbox import Limits, SandboxJob, resolve_isolation
-from agentarch.tasks.registry import TASKS, prepare
+from agentarch.tasks.builtin import TASKS
+from agentarch.tasks.preparation import prepare
 from tests.conftest import REPO, SPEC
 from tests.test_kinds import KIND_TASKS, with_builder
 

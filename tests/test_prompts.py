@@ -24,7 +24,8 @@ from agentarch.llm.prompts import (
     repair_messages,
 )
 from agentarch.store.archive import Archive
-from agentarch.tasks.registry import TASKS, get_task
+from agentarch.tasks.builtin import TASKS
+from agentarch.tasks.registry import get_task
 from tests.conftest import REPO
 
 TRAINABLE = [name for name, task in TASKS.items() if task.kind in ("image", "token")]
@@ -363,7 +364,7 @@ def test_the_prompt_command_prints_what_the_llm_would_see(tmp_path):
 
 def test_the_contract_states_every_kind_and_this_tasks_shapes():
     from agentarch.llm.prompts import _system
-    from agentarch.tasks.registry import Task
+    from agentarch.tasks.task import Task
 
     lm = _system(get_task("stdlib-bytes"), "propose", None)["content"]
     for kind in ("Image tasks", "Token tasks", "Sequence tasks", "Table tasks", "Language-modelling (lm) tasks"):

@@ -11,7 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from agentarch.cli import app
-from agentarch.store.archive import Archive, ArchiveError, code_sha256
+from agentarch.store.archive import Archive
+from agentarch.store.decisions import code_sha256
+from agentarch.store.handle import ArchiveError
 from tests.conftest import REPO, requires_bubblewrap
 
 EDITED = """import torch
@@ -197,7 +199,8 @@ def gated(tmp_path, monkeypatch):
     (settings, the codes the sandbox steps saw).
     """
     from agentarch.config import load_settings
-    from agentarch.loop import graph
+    from agentarch.loop.nodes.base import Nodes, decided
+    from agentarch.loop.nodes.evaluating import EvaluatingNodes
 
     sandboxed: list[tuple[str, str]] = []
 
@@ -205,21 +208,21 @@ def gated(tmp_path, monkeypatch):
         sandboxed.append(("smoke", state["code"]))
         if "fails its smoke run" in state["code"]:
             failed = self.ctx.evaluator().without_running(state["code"], "c", "failed", "shape mismatch", "llm")
-            return {**graph._verdict(failed), "error": "shape mismatch"}
+            return {**decided(failed), "error": "shape mismatch"}
         return {"error": None}
 
     def train(self, state):
         sandboxed.append(("train", state["code"]))
         done = self.ctx.evaluator().without_running(state["code"], "c", "trained", None, "llm")
-        return graph._verdict(done)
+        return decided(done)
 
     def ask(self, state, messages, purpose):
         answer = {"propose": fenced(BROKEN), "repair": fenced(REPAIRED), "analyze": "Fine."}[purpose]
         return {"response": answer, "llm_error": None, "call_ids": []}
 
-    monkeypatch.setattr(graph.Loop, "smoke", smoke)
-    monkeypatch.setattr(graph.Loop, "train", train)
-    monkeypatch.setattr(graph.Loop, "_ask", ask)
+    monkeypatch.setattr(EvaluatingNodes, "smoke", smoke)
+    monkeypatch.setattr(EvaluatingNodes, "train", train)
+    monkeypatch.setattr(Nodes, "_ask", ask)
     settings = load_settings(
         task="digits",
         model="openai/scripted",
@@ -291,11 +294,11 @@ def test_approving_unchanged_code_trains_without_a_second_pause_and_an_edit_that
 
 
 def test_the_gate_routes_on_its_verdict_and_every_review_is_keyed_by_code(tmp_path):
-    from agentarch.loop.graph import Loop
+    from agentarch.loop.routers import Routers
 
-    assert Loop.after_review({"gate": "pass"}) == "smoke"
-    assert Loop.after_review({"gate": "edited"}) == "static_check"
-    assert Loop.after_review({"gate": "rejected"}) == "record"
+    assert Routers.after_review({"gate": "pass"}) == "smoke"
+    assert Routers.after_review({"gate": "edited"}) == "static_check"
+    assert Routers.after_review({"gate": "rejected"}) == "record"
     with Archive(tmp_path / "a.db") as db:
         first = db.request_review({"run_id": None, "proposal_key": "k", "interrupt_id": "i", "code": BROKEN})
         assert db.request_review({"run_id": None, "proposal_key": "k", "interrupt_id": "j", "code": BROKEN}) == first
@@ -320,11 +323,11 @@ def test_review_by_names_the_reviewer_and_the_help_keeps_its_key_markers(tmp_pat
 
 
 def test_the_run_says_nothing_when_nothing_waits_and_counts_rejections(capsys):
-    from agentarch import cli
+    from agentarch.cli import run as run_cli
 
-    cli._waiting_notice([])
+    run_cli._waiting_notice([])
     assert capsys.readouterr().err == ""
-    cli._waiting_notice([{"id": 3}])
+    run_cli._waiting_notice([{"id": 3}])
     assert "paused: 1 candidate(s) wait for review (reviews 3)" in capsys.readouterr().err
     summary = {
         "run_id": "r",
@@ -341,7 +344,7 @@ def test_the_run_says_nothing_when_nothing_waits_and_counts_rejections(capsys):
         "metric": "accuracy",
         "cost_usd": 0.0,
     }
-    line = cli.run_summary_line(summary)
+    line = run_cli.run_summary_line(summary)
     assert "3 proposed, 1 trained, 0 invalid, 0 duplicate, 0 failed, 2 rejected, 0 repaired" in line
     assert "nothing trained" in line
-    assert "best #7 test 0.9000" in cli.run_summary_line({**summary, "best": {"id": 7, "test_accuracy": 0.9}})
+    assert "best #7 test 0.9000" in run_cli.run_summary_line({**summary, "best": {"id": 7, "test_accuracy": 0.9}})

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from agentarch.isolation.sandbox import Cgroup, Limits, Outcome, SandboxJob, owner_tag, resolve_isolation
+from agentarch.isolation.cgroups import Cgroup, owner_tag
+from agentarch.isolation.job import Outcome, SandboxJob
+from agentarch.isolation.policy import Limits, resolve_isolation
 from tests.conftest import NET, SPEC, cgroups_work, job_processes, requires_bubblewrap
 
 
@@ -239,13 +241,15 @@ def test_a_job_whose_orchestrator_died_is_reaped_at_the_next_start(tmp_path):
 def test_an_ordinary_user_gets_a_user_namespace_and_root_never_does(monkeypatch):
     """As root, bubblewrap must not make a user namespace (its uid 0 would be host uid 0) and setpriv drops
     to the candidate uid before Python; as an ordinary user the user namespace is the isolation."""
-    import agentarch.isolation.sandbox as sandbox
+    from agentarch.isolation import bubblewrap, privileges
 
-    monkeypatch.setattr(sandbox, "_host_is_root", lambda: True)
-    assert "--unshare-all" not in sandbox._namespace_args() and "--unshare-user" not in sandbox._namespace_args()
-    drop = sandbox._drop_privileges(True)
-    assert f"--reuid={sandbox.CANDIDATE_UID}" in drop and "--bounding-set=-all" in drop and drop[-1] == "--"
-    capless = " ".join(sandbox._drop_privileges(False))
+    for module in (bubblewrap, privileges):
+        monkeypatch.setattr(module, "host_is_root", lambda: True)
+    assert "--unshare-all" not in bubblewrap._namespace_args() and "--unshare-user" not in bubblewrap._namespace_args()
+    drop = privileges.drop_privileges(True)
+    assert f"--reuid={privileges.CANDIDATE_UID}" in drop and "--bounding-set=-all" in drop and drop[-1] == "--"
+    capless = " ".join(privileges.drop_privileges(False))
     assert "--reuid" not in capless and "+noroot" in capless
-    monkeypatch.setattr(sandbox, "_host_is_root", lambda: False)
-    assert "--unshare-all" in sandbox._namespace_args() and sandbox._drop_privileges(True) == []
+    for module in (bubblewrap, privileges):
+        monkeypatch.setattr(module, "host_is_root", lambda: False)
+    assert "--unshare-all" in bubblewrap._namespace_args() and privileges.drop_privileges(True) == []

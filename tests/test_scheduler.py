@@ -128,11 +128,11 @@ def test_a_resume_starts_what_the_ledger_holds_open_and_keeps_what_it_closed(tmp
 def test_proposals_in_flight_follow_the_executors_slots_not_the_batch(tmp_path, monkeypatch):
     """On a GPU host the slots are GPUs x per_gpu: the run keeps that many (plus its queue) in flight."""
     from agentarch.evaluation import executors
-    from agentarch.loop import graph
+    from agentarch.loop.context import RunContext
 
     monkeypatch.setattr(executors, "visible_gpus", lambda: ["0", "1", "2", "3"])
     settings = load_settings(task="digits", archive=tmp_path / "a.db", per_gpu=2, queue=1, batch=2)
-    ctx = graph.RunContext(settings, "run-1", time.time())
+    ctx = RunContext(settings, "run-1", time.time())
     assert ctx.executor.capacity == 8
     for n in range(9):
         ctx.enter_queue(f"k{n}")  # 8 slots + 1 queue place, none waits
@@ -140,7 +140,7 @@ def test_proposals_in_flight_follow_the_executors_slots_not_the_batch(tmp_path, 
 
 
 def test_the_runs_last_line_says_front_verified_screened_and_edits():
-    from agentarch import cli
+    from agentarch.cli import run as run_cli
 
     summary = {
         **{"run_id": "r", "status": "finished", "stopped_by": "max-candidates", "metric": "accuracy"},
@@ -151,6 +151,6 @@ def test_the_runs_last_line_says_front_verified_screened_and_edits():
         "verified": [{"id": 3, "test_accuracy": 0.95, "epochs": 30}],
         "edits": {"diff": 2, "full": 1},
     }
-    line = cli.run_summary_line(summary)
+    line = run_cli.run_summary_line(summary)
     assert "6 screened" in line and "Pareto front of 2 (val:max, params:min), hypervolume 819.7" in line
     assert "1 verified, best #3 test 0.9500 at 30 epochs" in line and "edits: 2 diff, 1 full" in line

@@ -14,7 +14,7 @@ from agentarch.loop import run
 from agentarch.loop.screening import Screening
 from agentarch.search.spaces import get_space
 from agentarch.store.archive import Archive
-from agentarch.tasks.registry import TASKS
+from agentarch.tasks.builtin import TASKS
 from tests.conftest import requires_bubblewrap
 
 NB201 = get_space("nb201")

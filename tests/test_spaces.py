@@ -15,7 +15,9 @@ import torch
 
 from agentarch.evaluation.checks import check
 from agentarch.search.spaces import SPACES, SearchSpace, SpaceError, get_space, macro, mixer, mlp, nb201, space_for
-from agentarch.tasks.registry import TASKS, Task, get_task
+from agentarch.tasks.builtin import TASKS
+from agentarch.tasks.registry import get_task
+from agentarch.tasks.task import Task
 from tests.conftest import requires_bubblewrap
 
 DIGITS, MQAR, BYTES = get_task("digits"), get_task("mqar"), get_task("stdlib-bytes")

@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 
 from agentarch.cli import app
 from agentarch.tasks import taskfiles
-from agentarch.tasks.registry import INPUT_FILES, LABEL_FILES, Task, TaskError, get_task, prepare
+from agentarch.tasks.preparation import INPUT_FILES, LABEL_FILES, prepare
+from agentarch.tasks.registry import get_task
+from agentarch.tasks.task import Task, TaskError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 runner = CliRunner()
@@ -490,11 +492,11 @@ def test_an_entry_point_task(tmp_path, monkeypatch):
     (package / "mytasks-1.0.dist-info" / "entry_points.txt").write_text("[agentarch.tasks]\nnoise = mytasks:noise\n")
     (package / "mytasks.py").write_text(
         "import numpy as np\n"
-        "from agentarch.tasks.registry import Task, _Splits\n"
+        "from agentarch.tasks.task import SplitData, Task\n"
         "def build(task, data_dir, download, seed):\n"
         "    rng = np.random.default_rng(seed)\n"
         "    part = lambda n: (rng.normal(size=(n, 3)).astype(np.float32), np.arange(n, dtype=np.int64) % 2)\n"
-        "    return _Splits(*part(10), *part(4), *part(4))\n"
+        "    return SplitData(*part(10), *part(4), *part(4))\n"
         "def noise():\n"
         "    return Task('noise', 'table', (3,), 2, 'accuracy', 1, 4, 1e-3, 0.0, 1000, False, 'noise', build=build)\n"
     )

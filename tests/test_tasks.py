@@ -18,19 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agentarch.tasks import registry as tasks
-from agentarch.tasks.registry import (
-    IGNORE_INDEX,
-    INPUT_FILES,
-    LABEL_FILES,
-    TASKS,
-    PreparedTask,
-    TaskError,
-    get_task,
-    make_mqar,
-    prepare,
-    score,
-)
+from agentarch.tasks import builtin, downloads
+from agentarch.tasks.builtin import TASKS, make_mqar
+from agentarch.tasks.preparation import INPUT_FILES, LABEL_FILES, PreparedTask, channel_stats, prepare
+from agentarch.tasks.registry import get_task
+from agentarch.tasks.scoring import score
+from agentarch.tasks.task import IGNORE_INDEX, TaskError
 
 FILE_TASKS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
 TABULAR_TASKS = ("nb201-cifar10", "nb201-cifar100", "nb201-imagenet16")
@@ -135,7 +128,7 @@ def test_channel_stats_are_per_channel_and_chunk_independent():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (50, 3, 4, 4), dtype=np.uint8)
     x[:, 2] = 7  # a constant channel must not yield std 0
-    mean, std = tasks.channel_stats(x, 255.0, chunk=7)
+    mean, std = channel_stats(x, 255.0, chunk=7)
     want = x.astype(np.float64) / 255
     assert mean == pytest.approx(want.mean(axis=(0, 2, 3)).tolist())
     assert std[:2] == pytest.approx(want.std(axis=(0, 2, 3))[:2].tolist())
@@ -315,7 +308,7 @@ def test_file_dataset_is_read_from_its_real_format(tmp_path, name, gz):
     meta = json.loads((prepared.inputs_dir / "meta.json").read_text())
     assert meta["scale"] == 255 and meta["num_classes"] == task.num_classes
     assert len(meta["mean"]) == len(meta["std"]) == task.in_shape[0]
-    assert meta["mean"] == pytest.approx(tasks.channel_stats(data["train_x"], 255.0)[0])
+    assert meta["mean"] == pytest.approx(channel_stats(data["train_x"], 255.0)[0])
 
 
 @pytest.mark.parametrize("name", FILE_TASKS)
@@ -389,7 +382,7 @@ def test_download_unpacks_into_torchvision_layout(tmp_path, monkeypatch):
     files.update({f"http://yann.lecun.com/exdb/mnist/{p.name}": p.read_bytes() for p in raw.iterdir()})
     fake = FakeURLs(files)
     monkeypatch.setattr("urllib.request.urlopen", fake)
-    sources = dict(tasks._FILE_SOURCES)
+    sources = dict(downloads.FILE_SOURCES)
     sources["cifar10"] = dataclasses.replace(
         sources["cifar10"],
         fetches=(dataclasses.replace(sources["cifar10"].fetches[0], md5=hashlib.md5(tarball).hexdigest()),),
@@ -400,7 +393,7 @@ def test_download_unpacks_into_torchvision_layout(tmp_path, monkeypatch):
             dataclasses.replace(f, md5=hashlib.md5(files[f.urls[1]]).hexdigest()) for f in sources["mnist"].fetches
         ),
     )
-    monkeypatch.setattr(tasks, "_FILE_SOURCES", sources)
+    monkeypatch.setattr(downloads, "FILE_SOURCES", sources)
 
     data = tmp_path / "data"
     mnist = prepare(get_task("mnist"), tmp_path / "cache", data_dir=data, download=True)
@@ -505,7 +498,7 @@ def test_prepare_reuses_a_complete_cache(tmp_path, monkeypatch):
     def must_not_build(*args):
         raise AssertionError("prepare rebuilt a cached split")
 
-    monkeypatch.setitem(tasks._BUILDERS, "digits", must_not_build)
+    monkeypatch.setitem(builtin.BUILDERS, "digits", must_not_build)
     second = prepare(get_task("digits"), tmp_path)
     assert second == first and mtimes(second) == before
 
@@ -514,7 +507,7 @@ def test_failed_prepare_leaves_nothing_behind(tmp_path, monkeypatch):
     def broken_save(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tasks.np, "save", broken_save)
+    monkeypatch.setattr(np, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         prepare(get_task("digits"), tmp_path)
     assert os.listdir(tmp_path) == []
@@ -522,7 +515,7 @@ def test_failed_prepare_leaves_nothing_behind(tmp_path, monkeypatch):
 
 def test_losing_a_race_keeps_the_winners_copy(tmp_path, monkeypatch):
     """Another process finishes between our check and our rename: ours is discarded, theirs kept."""
-    real_build = tasks._BUILDERS["digits"]
+    real_build = builtin.BUILDERS["digits"]
     calls = []
 
     def build_while_another_process_finishes(*args):
@@ -532,7 +525,7 @@ def test_losing_a_race_keeps_the_winners_copy(tmp_path, monkeypatch):
             calls.append(mtimes(winner))
         return real_build(*args)
 
-    monkeypatch.setitem(tasks._BUILDERS, "digits", build_while_another_process_finishes)
+    monkeypatch.setitem(builtin.BUILDERS, "digits", build_while_another_process_finishes)
     prepared = prepare(get_task("digits"), tmp_path)
     assert mtimes(prepared) == calls[2]  # the winner's files, untouched
     assert os.listdir(tmp_path) == ["digits-split0"]  # no temporary folder left

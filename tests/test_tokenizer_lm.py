@@ -12,7 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from agentarch.cli import app
-from agentarch.tasks.registry import Task, TaskError, get_task, prepare, score
+from agentarch.tasks.preparation import prepare
+from agentarch.tasks.registry import get_task
+from agentarch.tasks.scoring import score
+from agentarch.tasks.task import Task, TaskError
 from tests.conftest import REPO, requires_bubblewrap
 
 VOCAB, LENGTH = 300, 16

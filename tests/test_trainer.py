@@ -15,7 +15,8 @@ from agentarch.runner import trainer
 from torch import nn
 
 from agentarch.evaluation.checks import check
-from agentarch.tasks.registry import TASKS, Task
+from agentarch.tasks.builtin import TASKS
+from agentarch.tasks.task import Task
 from tests.conftest import REPO
 
 CPU = torch.device("cpu")

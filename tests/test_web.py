@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from agentarch.cli import app as cli_app
 from agentarch.errors import UsageError
 from agentarch.store.archive import Archive
-from agentarch.store.queries import RunHistory
 from agentarch.store.ranking import running_best
+from agentarch.store.run_progress import RunHistory
 from agentarch.web import create_app, runview, serve
 from agentarch.web.plots import (
     best_so_far_figure,
@@ -748,7 +748,7 @@ def test_the_run_page_shows_its_notebook_newest_first_citations_linked(modern):
 
 def test_a_long_notebook_shows_its_newest_entries_and_links_to_all(modern, monkeypatch):
     m, client, _ = modern
-    monkeypatch.setattr("agentarch.web.app.NOTES_SHOWN", 1)
+    monkeypatch.setattr("agentarch.web.pages.runs.NOTES_SHOWN", 1)
     page = client.get(f"/run/{m.run}").text
     assert "After 4 candidates" in page and "After 2 candidates" not in page
     assert "The newest 1 of 2 entries" in page and f'href="/run/{m.run}?notes=all#notebook"' in page

@@ -18,12 +18,14 @@ from agentarch.evaluation import dedup
 from agentarch.evaluation.candidate import candidate_row
 from agentarch.evaluation.checks import check
 from agentarch.evaluation.executors import Executor, LocalExecutor, Pending, RunRequest, RunResult
-from agentarch.isolation.sandbox import Limits, refuse_untrusted, resolve_isolation
+from agentarch.isolation.policy import Limits, refuse_untrusted, resolve_isolation
 from agentarch.search.spaces import SpaceError, get_space
 from agentarch.store.archive import Archive
 from agentarch.store.summaries import status_counts
 from agentarch.tasks import taskfiles
-from agentarch.tasks.registry import PreparedTask, TaskError, get_task, prepare
+from agentarch.tasks.preparation import PreparedTask, prepare
+from agentarch.tasks.registry import get_task
+from agentarch.tasks.task import TaskError
 
 METRIC_KEYS = ("val_accuracy", "test_accuracy", "params", "flops", "train_seconds")
 

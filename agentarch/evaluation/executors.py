@@ -11,6 +11,7 @@ shared database.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import queue
 import threading
@@ -21,11 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from agentarch.errors import UsageError
+from agentarch.errors import AgentarchError, UsageError
 from agentarch.evaluation import novelty
+from agentarch.isolation.job import Outcome, SandboxJob
+from agentarch.isolation.policy import IsolationMode, Limits, SandboxError
 from agentarch.isolation.protocol import MAX_REASON_BYTES, MAX_TRACEBACK_BYTES, ProtocolError, cap_text
-from agentarch.isolation.sandbox import IsolationMode, Limits, Outcome, SandboxError, SandboxJob
-from agentarch.tasks.registry import TaskError, get_task, output_shape, prepare, score
+from agentarch.tasks.preparation import prepare
+from agentarch.tasks.registry import get_task
+from agentarch.tasks.scoring import output_shape, score
+from agentarch.tasks.task import TaskError
 
 
 @dataclass(frozen=True)
@@ -382,10 +387,19 @@ class RayJob(_StreamedJob):
 class RayExecutor:
     """One Ray task per evaluation (`num_gpus=1` on GPU clusters), streaming its smoke verdict and result.
 
-    Workers need agentarch installed and, for file-based tasks, the data at the same --data-dir.
+    With an `address` it joins that cluster (securing it is the cluster's own: docs/cluster.md); without
+    one it starts a local Ray that listens on loopback only, its dashboard off unless `dashboard` asks
+    (`start_local_ray`). Workers need agentarch installed and, for file-based tasks, the data at the same
+    --data-dir; they get a RunRequest and nothing else (no API key, no archive).
     """
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, gpus_per_task: float = 0.0) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        gpus_per_task: float = 0.0,
+        dashboard: bool = False,
+    ) -> None:
         import ray
 
         self.ray = ray
@@ -393,7 +407,7 @@ class RayExecutor:
             if address:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
             else:
-                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+                start_local_ray(ray, num_cpus, dashboard)
         options: dict[str, Any] = {"num_gpus": gpus_per_task} if gpus_per_task else {"num_cpus": 1}
         self.remote = ray.remote(max_retries=0, num_returns="streaming", **options)(_ray_stages)
         resources = ray.cluster_resources()
@@ -412,6 +426,67 @@ class RayExecutor:
         self.ray.shutdown()
 
 
+LOOPBACK = "127.0.0.1"
+
+
+class ExposedRayError(AgentarchError):
+    """The local Ray came up listening beyond this machine; it was shut down again."""
+
+
+def start_local_ray(ray: Any, num_cpus: int | None = None, dashboard: bool = False) -> None:
+    """Start a one-node Ray for this run that listens on loopback only, never on every interface.
+
+    Ray binds its gRPC servers (GCS, raylet and object manager, every worker's and the driver's own) and its
+    agents to all interfaces unless the node's IP is a loopback address, and on Linux it turns a
+    loopback `_node_ip_address` into the machine's outward IP so that other nodes could join. With
+    Ray's own switch for "no other node will join" off (`ray_constants.ENABLE_RAY_CLUSTER`, which
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 sets at import) it keeps the loopback IP; the switch is off only
+    while this node starts, and put back after. `address="local"` starts a new instance even where
+    RAY_ADDRESS names another (joining a cluster is --ray-address's job). The dashboard stays off
+    unless asked for, and then it too listens on loopback. No Ray client server is started.
+
+    If the node still came up on another IP (a Ray that no longer honours the switch), it is shut down
+    and this raises ExposedRayError rather than run with the cluster's ports open to the network.
+    """
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # a Ray without the module: the check below decides
+        ray_constants = None
+    switch = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if ray_constants is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            _node_ip_address=LOOPBACK,
+            include_dashboard=dashboard,
+            dashboard_host=LOOPBACK,
+            log_to_driver=False,
+        )
+    finally:
+        if ray_constants is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = switch
+    node_ip = ray.util.get_node_ip_address()
+    if not is_loopback(node_ip):
+        ray.shutdown()
+        raise ExposedRayError(
+            f"the local Ray came up on {node_ip}, not on loopback, so its ports would be open to the network; "
+            "it was shut down. Start Ray yourself, firewalled and with token auth (docs/cluster.md), and "
+            "pass its address with --ray-address"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address (IPv4, IPv6 or IPv4-mapped IPv6, as /proc and Ray write them) is loopback."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host == "localhost"
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
 def _ray_stages(request: RunRequest) -> Iterator[RunResult]:
     """The Ray task: the GPU Ray assigned, if any, pinned for the sandbox."""
     import ray
@@ -421,7 +496,8 @@ def _ray_stages(request: RunRequest) -> Iterator[RunResult]:
 
 
 def make_executor(kind: str, slots: int = 1, ray_address: str | None = None, per_gpu: int = 1) -> Executor:
-    """The executor a run asked for: `local` (slots, or `per_gpu` slots on each visible GPU) or `ray`.
+    """The executor a run asked for: `local` (slots, or `per_gpu` slots on each visible GPU) or `ray` (the cluster
+    at `ray_address`, else a local Ray bound to loopback).
 
     `per_gpu` > 1 packs several small candidates on one GPU (each sandbox still sees only that GPU;
     the memory cgroup caps each one, so size it to the GPU's share).

@@ -1,8 +1,12 @@
 """The host side of the boundary: how a sandbox job runs candidate code it never trusts.
 
-The job (bubblewrap or the process mode), its cgroups and rlimits, the seccomp policy, the runtime view
-(what a candidate may read) and the protocol that reads everything the runner sends back as hostile
-input. The runner itself lives in `sandbox/` (installed as `agentarch.runner`) and runs inside.
+The job (job.py) puts the layers together: the mode and limits settled before it starts (policy.py),
+bubblewrap's namespaces and mounts or the process mode's Landlock rules (bubblewrap.py,
+process_mode.py) around the runner's start (launch.py) as an unprivileged uid (privileges.py), its
+cgroups (cgroups.py) and scratch tmpfs (scratch.py), the seccomp policy (seccomp.py), the runtime
+view (what a candidate may read, runtime_view.py) and the protocol that reads everything the runner
+sends back as hostile input (protocol.py). The runner itself lives in `sandbox/` (installed as
+`agentarch.runner`) and runs inside.
 
 May import: the shared modules (errors) and the runner package's paths. Nothing above it.
 """

@@ -8,6 +8,13 @@ provider's flakiness are both visible afterwards.
 
 Keys: only `api_key` (which the caller read from the environment or agentarch.toml) or litellm's
 usual environment variables. A key is never logged, stored, or put in an error message.
+
+An answer is hostile input: a model that ignores `max_tokens` (or a server that is not a model) can send
+megabytes, which would otherwise be stored as a candidate, checkpointed and served. Every answer is held to
+`max_answer_bytes`: over an OpenAI-compatible connection the HTTP body is refused from its Content-Length, or
+as soon as more has been read than an answer within the cap can take, so a 50 MB body is never read whole;
+for every provider the answer's text is measured once it is in. Either way the call fails with
+`AnswerTooLarge`, naming the size and the setting to raise.
 """
 
 from __future__ import annotations
@@ -21,10 +28,14 @@ import random
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
+from agentarch.config import Settings
 from agentarch.errors import AgentarchError
 
 # litellm fetches its model price map from GitHub at import time unless told to use the bundled copy;
@@ -42,6 +53,12 @@ FAULTS = ("rate_limited", "server_error", "timeout", "bad_response", "connection
 _PLACEHOLDER_KEY = "no-key-needed"
 # "litellm.InternalServerError: InternalServerError: OpenAIException - <what the server said>"
 _LITELLM_PREAMBLE = re.compile(r"^litellm\.\w+:\s*(\w+Error:\s*)?(\w+Exception\s*-\s*)?")
+# How much larger an answer's HTTP body may be than the answer: JSON writes a control character as 6 bytes
+# (\u0001) and wraps the text in the completion's fields. A body beyond this cannot hold an answer within the cap.
+_JSON_INFLATION = 6
+_BODY_OVERHEAD = 64 * 1024
+# The cap of the call this thread is making (None outside LLMClient.complete); read by the HTTP response hook.
+_arrival = threading.local()
 
 
 class LLMError(AgentarchError, RuntimeError):
@@ -50,6 +67,20 @@ class LLMError(AgentarchError, RuntimeError):
     def __init__(self, message: str, call_ids: list[int] | None = None) -> None:
         super().__init__(message)
         self.call_ids: list[int] = call_ids or []
+
+
+class AnswerTooLarge(LLMError):
+    """An answer over `max_answer_bytes`, refused where it arrived and not retried: a model that ran away once is
+    likely to again, and every try is billed. The loop records it like any failed call."""
+
+
+class _OverCap(Exception):
+    """An answer over the cap, raised inside httpx (or after parsing); `seen` says what showed it, in words."""
+
+    def __init__(self, seen: str, measured: bool = True) -> None:
+        super().__init__(seen)
+        self.seen = seen
+        self.measured = measured  # False: refused because its size could not be known as it arrived
 
 
 @dataclass
@@ -83,7 +114,59 @@ def _litellm() -> ModuleType:
     import litellm
 
     litellm.suppress_debug_info = True
+    litellm.client_session = _capped_session()
     return litellm
+
+
+def _capped_session() -> httpx.Client:
+    """The HTTP client litellm would build for OpenAI-compatible calls, asking for uncompressed bodies (so the size
+    read is the size held) and checking each response's body against the cap of the call that asked for it."""
+    try:
+        from litellm.llms.openai.common_utils import BaseOpenAILLM
+
+        session = BaseOpenAILLM._get_sync_http_client() or httpx.Client(follow_redirects=True)
+    except (ImportError, AttributeError):  # litellm moved it: its defaults are httpx's, which is what we build
+        session = httpx.Client(follow_redirects=True)
+    session.headers["Accept-Encoding"] = "identity"
+    session.event_hooks["response"].append(_cap_body)
+    return session
+
+
+def _cap_body(response: httpx.Response) -> None:
+    """httpx response hook, run before the body is read: refuse a body declared larger than an answer within the
+    cap can make, or compressed (its size read would not be its size held), and stop reading one that grows past it.
+    Outside `LLMClient.complete` (no cap set in this thread) it does nothing."""
+    limit = getattr(_arrival, "limit", None)
+    if limit is None:
+        return
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        response.close()
+        raise _OverCap(f"its HTTP body declares {int(declared):,} bytes")
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        response.close()
+        raise _OverCap(f"its HTTP body is compressed ({encoding}), which agentarch did not ask for", False)
+    response.stream = _CappedStream(response.stream, limit)
+
+
+class _CappedStream(httpx.SyncByteStream):
+    """A response body that raises _OverCap once more than `limit` bytes have arrived (a body without a length)."""
+
+    def __init__(self, stream: httpx.SyncByteStream, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        seen = 0
+        for chunk in self._stream:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise _OverCap(f"its HTTP body passed {seen:,} bytes")
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 class LLMClient:
@@ -100,7 +183,8 @@ class LLMClient:
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         temperature: float = 0.8,
-        max_tokens: int = 4096,
+        max_tokens: int = Settings.model_fields["max_tokens"].default,
+        max_answer_bytes: int = Settings.model_fields["max_answer_bytes"].default,
         archive: Archive | None = None,
         run_id: str | None = None,
     ) -> None:
@@ -113,11 +197,12 @@ class LLMClient:
         self.max_backoff_s = max_backoff_s
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.max_answer_bytes = max_answer_bytes
         self.archive = archive
         self.run_id = run_id
         self.spent_usd = 0.0
         self.attempts = 0
-        self.faults: dict[str, int] = dict.fromkeys((*FAULTS, "error"), 0)
+        self.faults: dict[str, int] = dict.fromkeys((*FAULTS, "too_large", "error"), 0)
         # A run overlaps several proposals' calls with training: counters and ledger writes are shared.
         self._lock = threading.Lock()
 
@@ -148,6 +233,7 @@ class LLMClient:
                 )
                 time.sleep(delay)
             started = time.monotonic()
+            _arrival.limit = self.max_answer_bytes * _JSON_INFLATION + _BODY_OVERHEAD
             try:
                 response = litellm.completion(
                     model=self.model,
@@ -162,6 +248,9 @@ class LLMClient:
                     drop_params=True,
                 )
             except Exception as err:  # litellm raises many kinds; _classify sorts them
+                over = next((e for e in _chain(err) if isinstance(e, _OverCap)), None)
+                if over is not None:
+                    raise self._too_large(call_ids, purpose, attempt, started, over) from None
                 failure = self._classify(err)
                 self._record(
                     call_ids, purpose, attempt, failure.status, failure.message, latency_s=time.monotonic() - started
@@ -169,12 +258,19 @@ class LLMClient:
                 if failure.status == "error":
                     raise LLMError(self._fatal_message(failure), call_ids) from None
                 continue
+            finally:
+                _arrival.limit = None
             latency = time.monotonic() - started
             prompt_tokens, completion_tokens = _usage(response)
             attempt_cost = _cost(litellm, response)
             cost += attempt_cost
             choice = response.choices[0] if response.choices else None
             text = choice.message.content if choice is not None else None
+            if text and _utf8_over(text, self.max_answer_bytes):
+                over = _OverCap(f"it is over {self.max_answer_bytes:,} bytes ({len(text):,} characters)")
+                del response, text, choice  # the caller gets a reason, not the answer: let it go now
+                usage = (prompt_tokens, completion_tokens, attempt_cost)
+                raise self._too_large(call_ids, purpose, attempt, started, over, *usage)
             if not text or not text.strip():
                 failure = _Failure("bad_response", "the answer was empty")
                 self._record(
@@ -207,6 +303,33 @@ class LLMClient:
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _too_large(
+        self,
+        call_ids: list[int],
+        purpose: str,
+        attempt: int,
+        started: float,
+        over: _OverCap,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost_usd: float = 0.0,
+    ) -> AnswerTooLarge:
+        """Record the refused attempt (status `too_large`) and say why, naming the size and the setting to raise."""
+        cap = f"max_answer_bytes ({self.max_answer_bytes:,} bytes)"
+        if not over.measured:
+            message = f"{over.seen}; answers are held to {cap} as they arrive, so they must come uncompressed"
+        else:
+            message = (
+                f"{over.seen}, more than an answer within {cap} can be; it was refused and not kept. Raise "
+                f"max_answer_bytes if the model writes that much on purpose, or lower max_tokens (now "
+                f"{self.max_tokens:,})"
+            )
+        latency = time.monotonic() - started
+        self._record(
+            call_ids, purpose, attempt, "too_large", message, prompt_tokens, completion_tokens, cost_usd, latency
+        )
+        return AnswerTooLarge(f"{self._where()} sent an answer too large to use: {message}", call_ids)
+
     def _key(self) -> str | None:
         """The key to send: the given one, else litellm's env lookup, else a placeholder for a local server."""
         if self._api_key:
@@ -234,7 +357,6 @@ class LLMClient:
         all arrive as InternalServerError(500). The original httpx/openai/json exception underneath
         says what happened; the real HTTP status is on the httpx.HTTPStatusError in the chain.
         """
-        import httpx
         import openai
 
         litellm = _litellm()
@@ -382,6 +504,11 @@ def _retry_after_s(err: Exception) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - time.time(), 0.0)
+
+
+def _utf8_over(text: str, limit: int) -> bool:
+    """Whether `text` is over `limit` bytes as UTF-8, without encoding a text that is over by its length alone."""
+    return len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit
 
 
 def _usage(response: Any) -> tuple[int, int]:

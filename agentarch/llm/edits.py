@@ -28,6 +28,11 @@ and were silently dropped):
   LLM's retry: not found (changed by an earlier block, lines left out with `...`, other indentation, or else
   the parent's closest region by difflib's ratio and the first line that differs); found more than once, with
   where; an empty or blank SEARCH; malformed or nested markers; no blocks; a result identical to the parent.
+- The answer is hostile input, so the work it can cause is bounded: at most `MAX_BLOCKS` blocks of at most
+  `MAX_BLOCK_LINES` lines per SEARCH or REPLACE text (more is refused with the reason, which points to a full
+  module), and the closest-region search of a not-found reason is linear in the parent (a sliding token
+  overlap picks a few windows; only those are compared line by line, on a bounded number of tokens per line).
+  Before, difflib over every window took 2 minutes for one 400-line parent.
 
 A line of 5-9 `=` inside a block is always a divider, so code holding such a line cannot be edited in this
 format (it is not valid Python outside a string).
@@ -36,7 +41,10 @@ format (it is not valid Python outside a string).
 from __future__ import annotations
 
 import difflib
+import heapq
+import itertools
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -50,6 +58,17 @@ _ELISIONS = ("...", "…", "# ...", "# …", "# ... rest unchanged ...", "# rest
 
 SHOWN_LINES = 12
 """The most lines of the parent's closest region a not-found reason shows (the start of it, then a count)."""
+
+MAX_BLOCKS = 40
+"""The most SEARCH/REPLACE blocks an answer may hold: more is a rewrite, which a full module says better."""
+MAX_BLOCK_LINES = 300
+"""The most lines a SEARCH or REPLACE text may have: blocks are meant to be small, and the work of matching one
+grows with its length."""
+REFINED = 4
+"""How many windows of the parent, the best by token overlap, the closest-region search compares line by line."""
+LINE_TOKENS = 24
+"""How many tokens of a line the closest-region search reads (difflib's cost grows with their square)."""
+_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 class EditError(AgentarchError, ValueError):
@@ -101,6 +120,12 @@ def parse(answer: str) -> list[Block]:
     for number, line in enumerate(_lines(answer), start=1):
         n = len(blocks) + 1
         if _SEARCH.match(line):
+            if section is None and n > MAX_BLOCKS:
+                raise EditError(
+                    f"the answer has more than {MAX_BLOCKS} SEARCH/REPLACE blocks (block {n} starts at line {number}); "
+                    "that is a rewrite rather than an edit: change less, or answer with the whole module",
+                    n,
+                )
             if section is not None:
                 raise EditError(
                     f"block {n} (from line {start}) is not closed: line {number} opens another "
@@ -200,6 +225,12 @@ def _block(search: list[str], replace: list[str], start: int, n: int) -> Block:
             n,
         )
     for name, text in (("SEARCH", search), ("REPLACE", replace)):
+        if len(text) > MAX_BLOCK_LINES:
+            raise EditError(
+                f"block {n} (from line {start}) has a {name} text of {len(text)} lines, over the limit of "
+                f"{MAX_BLOCK_LINES}; split the change into smaller blocks, or answer with the whole module",
+                n,
+            )
         if text and (_FENCE.match(text[0]) or _FENCE.match(text[-1])):
             raise EditError(
                 f"block {n} (from line {start}) has a ``` fence line inside its {name} text; put fences around "
@@ -210,10 +241,11 @@ def _block(search: list[str], replace: list[str], start: int, n: int) -> Block:
 
 
 def _find(code: list[str], search: list[str], same: Callable[[str], str]) -> list[int]:
-    """Where `search` matches whole lines of `code`, each line compared through `same`."""
+    """Where `search` matches whole lines of `code`, each line compared through `same` (once per line)."""
     wanted = [same(line) for line in search]
-    k = len(search)
-    return [i for i in range(len(code) - k + 1) if [same(line) for line in code[i : i + k]] == wanted]
+    lines = [same(line) for line in code]
+    k, first = len(wanted), wanted[0]
+    return [i for i in range(len(lines) - k + 1) if lines[i] == first and lines[i : i + k] == wanted]
 
 
 def _exact(line: str) -> str:
@@ -274,7 +306,12 @@ def _not_found(code: list[str], search: list[str], original: list[str], n: int) 
     shown = "\n".join(region[:SHOWN_LINES])
     if len(region) > SHOWN_LINES:
         shown += f"\n[... {len(region) - SHOWN_LINES} more lines]"
-    lines = [f"{head}. The closest region is {_span(at, len(region))} ({ratio:.0%} similar):", "```", shown, "```"]
+    lines = [
+        f"{head}. The closest region is {_span(at, len(region))} ({int(ratio * 100)}% similar):",
+        "```",
+        shown,
+        "```",
+    ]
     differ = next((i for i, (a, b) in enumerate(zip(search, region)) if a.rstrip() != b.rstrip()), None)
     if differ is not None:
         lines.append(
@@ -285,13 +322,57 @@ def _not_found(code: list[str], search: list[str], original: list[str], n: int) 
 
 
 def _closest(code: list[str], search: list[str]) -> tuple[int, float]:
-    """The start of the window of `code` (as many lines as `search`) most similar to it by difflib's ratio."""
-    target = "\n".join(search)
+    """The start of the window of `code` (as many lines as `search`) most similar to it, and how similar (0-1).
+
+    Linear in the parent, whatever the answer: a sliding window keeps the overlap of its tokens with the
+    SEARCH text's (Dice's coefficient over token counts, the first `LINE_TOKENS` tokens of each line), the
+    `REFINED` best windows are compared line by line (`_line_ratio`), and the most similar of them wins (the
+    first on a tie). The similarity is the mean over SEARCH lines; a line the window lacks counts 0.
+    """
+    k = len(search)
+    bags = [Counter(_tokens(line)) for line in code]
+    wanted = Counter(token for line in search for token in _tokens(line))
+    total = sum(wanted.values())
+    have: dict[str, int] = {}
+    common = size = 0
+
+    def move(bag: Counter[str], step: int) -> None:
+        nonlocal common, size
+        for token, count in bag.items():
+            before = have.get(token, 0)
+            have[token] = after = before + step * count
+            if token in wanted:
+                common += min(after, wanted[token]) - min(before, wanted[token])
+            size += step * count
+
+    scores: list[tuple[float, int]] = []
+    for i in range(max(1, len(code) - k + 1)):
+        if i == 0:
+            for bag in bags[:k]:
+                move(bag, 1)
+        else:
+            move(bags[i - 1], -1)
+            move(bags[i + k - 1], 1)
+        scores.append((-2 * common / ((size + total) or 1), i))
     best, best_ratio = 0, -1.0
-    for i in range(max(1, len(code) - len(search) + 1)):
-        matcher = difflib.SequenceMatcher(None, "\n".join(code[i : i + len(search)]), target, autojunk=False)
-        if matcher.real_quick_ratio() > best_ratio and matcher.quick_ratio() > best_ratio:
-            ratio = matcher.ratio()
-            if ratio > best_ratio:
-                best, best_ratio = i, ratio
+    for _, i in heapq.nsmallest(REFINED, scores):
+        ratio = sum(_line_ratio(a, b) for a, b in zip(code[i : i + k], search)) / k
+        if ratio > best_ratio or (ratio == best_ratio and i < best):
+            best, best_ratio = i, ratio
     return best, best_ratio
+
+
+def _tokens(line: str) -> list[str]:
+    """The first `LINE_TOKENS` words and punctuation marks of a line (a longer line is read no further)."""
+    return [match.group() for match in itertools.islice(_TOKEN.finditer(line), LINE_TOKENS)]
+
+
+def _line_ratio(a: str, b: str) -> float:
+    """How alike two lines are (0-1): equal ignoring trailing whitespace is 1, else difflib's ratio of their tokens
+    (leading spaces count as one token per width, so other indentation is a difference)."""
+    a, b = a.rstrip(), b.rstrip()
+    if a == b:
+        return 1.0
+    left = [f"{len(a) - len(a.lstrip())} spaces", *_tokens(a)]
+    right = [f"{len(b) - len(b.lstrip())} spaces", *_tokens(b)]
+    return difflib.SequenceMatcher(None, left, right, autojunk=False).ratio()

@@ -31,7 +31,7 @@ from typing import Any
 from agentarch.errors import UsageError
 from agentarch.search.objectives import Goals
 from agentarch.search.proposers.baselines import ALGOS
-from agentarch.store import queries
+from agentarch.store import browse, lineage
 from agentarch.store.archive import Archive
 from agentarch.store.ranking import Direction, sign
 
@@ -87,7 +87,7 @@ def select(
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown parent selection strategy {strategy!r}; use one of: {', '.join(STRATEGIES)}")
     rng = rng or random.Random()
-    pool = queries.ranked_with_code(archive, task)
+    pool = browse.ranked_with_code(archive, task)
     if members is not None:
         wanted = set(members)
         pool = [row for row in pool if row["id"] in wanted] or pool
@@ -98,7 +98,7 @@ def select(
     if strategy == "topk":
         parent = rng.choice(pool[:TOP_K])
     elif strategy == "weighted":
-        children = queries.child_counts(archive, task)
+        children = lineage.child_counts(archive, task)
         parent = rng.choices(pool, weights=_weights(pool, children, archive.direction(task)))[0]
     else:
         parent = rng.choice(_elites(pool))

@@ -8,6 +8,12 @@ so the prompt never promises something the static check refuses.
 
 `extract_code` reads a proposal out of an answer. Its errors say what was wrong with the answer,
 because they are shown to the LLM in the repair prompt.
+
+What the run gathered from models (candidates' code, analyses, notebook notes, failure reasons) comes back
+in later prompts, so a jailbroken or injected answer could steer every call after it. The templates put all
+of it between `<quoted-data from="...">` and `</quoted-data>`, through the `quoted` filter (size-capped, with
+delimiter look-alikes defused), and the system prompt says that text there is data, never instructions; the
+task and the answer format stand outside, the same whatever the data says.
 """
 
 from __future__ import annotations
@@ -28,12 +34,23 @@ from agentarch.errors import AgentarchError, UsageError
 from agentarch.evaluation.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS, parse
 from agentarch.llm.fewshot import FewShot
 from agentarch.search.objectives import Goals
-from agentarch.tasks.registry import METRICS, Task
+from agentarch.tasks.task import METRICS, Task
 
 PROMPTS_DIR = Path(agentarch.prompt_templates.__file__).resolve().parent
 """The shipped templates: prompts/ in a checkout, agentarch/prompt_templates/ in a wheel."""
 MAX_ERROR_CHARS = 3000
 """How much of an error the repair prompt shows: the tail, where a traceback names the failing line."""
+MAX_QUOTED_CHARS = 3000
+"""How much of one piece of model-written prose (a note, an analysis, an edit's failure) a prompt quotes: its head,
+then a count of what was cut. Code is quoted whole (an edit must see all of its parent); errors are cut to their
+tail by `MAX_ERROR_CHARS` before."""
+
+# Anything a model could read as a <quoted-data> or </quoted-data> delimiter: other brackets, an HTML entity,
+# spaces, underscores or a missing hyphen. It is defused by turning its bracket into "(".
+_LOOKALIKE = re.compile(r"(?:<|&lt;|\uff1c|\ufe64|\u2039|\u3008|\u2329|\u27e8)(\s*/?\s*quoted[\s_-]*data)", re.I)
+# Control and invisible characters (C0 but tab and newline, C1, zero-width, bidirectional overrides), which could
+# hide a look-alike from the pattern above or show a person something else than the model reads.
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 Messages = list[dict[str, str]]
 
@@ -80,12 +97,23 @@ def _environment(folder: Path) -> jinja2.Environment:
         autoescape=False,  # the output is Markdown and Python for a model, not HTML
     )
     env.filters.update(
+        quoted=quoted,
         count=functools.partial(formats.count, missing="unknown"),
         pct=functools.partial(formats.percent, missing="n/a"),
         seconds=functools.partial(formats.seconds, missing="n/a"),
     )
     env.globals["METRICS"] = METRICS  # what a task's metric means (direction, regression) in every template
     return env
+
+
+def quoted(text: Any, limit: int | None = MAX_QUOTED_CHARS) -> str:
+    """`text` fit to stand between <quoted-data> delimiters: control and invisible characters dropped, at most
+    `limit` characters (None: all), and every delimiter look-alike defused, so that no text a model wrote can
+    close the quote early and speak as the prompt."""
+    text = _INVISIBLE.sub("", str(text))
+    if limit is not None and len(text) > limit:
+        text = f"{text[:limit]}\n[... {len(text) - limit} characters cut]"
+    return _LOOKALIKE.sub(r"(\1", text)
 
 
 def _system(task: Task, purpose: str, prompts_dir: Path | str | None) -> dict[str, str]:

@@ -40,8 +40,8 @@ from agentarch.search.spaces import SearchSpace
 from agentarch.store.archive import Archive
 from agentarch.store.ranking import Direction
 from agentarch.store.summaries import best_by_validation
-from agentarch.tasks.registry import Task
 from agentarch.tasks.tabular import NB201Table, nb201_table
+from agentarch.tasks.task import Task
 
 
 @dataclass(frozen=True)

@@ -15,19 +15,26 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentarch.formats import printable
 from agentarch.store.archive import Archive
 
 
 @dataclass
 class ReviewView:
-    """One pending review as a person should see it."""
+    """One pending review as a person should see it. `code` is the proposal as it is (what $EDITOR gets and a
+    decision covers); what a terminal shows (`shown_code`, `diff`) has each control character written as its code,
+    so an escape sequence in the proposal is read, not run."""
 
     review_id: int
     run_id: str | None
     intent: str | None
     code: str
     parent_id: int | None
-    diff: str  # unified diff against the parent's code ("" without a parent)
+    diff: str  # unified diff against the parent's code ("" without a parent), control characters as codes
+
+    @property
+    def shown_code(self) -> str:
+        return printable(self.code)
 
 
 def view(archive: Archive, review: dict) -> ReviewView:
@@ -35,12 +42,14 @@ def view(archive: Archive, review: dict) -> ReviewView:
     diff = ""
     if review.get("parent_id"):
         parent = archive.candidate(review["parent_id"])["code"]
-        diff = "".join(
-            difflib.unified_diff(
-                parent.splitlines(keepends=True),
-                (review["code"] or "").splitlines(keepends=True),
-                f"candidate {review['parent_id']} (parent)",
-                "proposal",
+        diff = printable(
+            "".join(
+                difflib.unified_diff(
+                    parent.splitlines(keepends=True),
+                    (review["code"] or "").splitlines(keepends=True),
+                    f"candidate {review['parent_id']} (parent)",
+                    "proposal",
+                )
             )
         )
     return ReviewView(

@@ -18,8 +18,10 @@ from agentarch.errors import AgentarchError
 from agentarch.loop import bandit
 from agentarch.loop.baseline import SeedResult, Trial
 from agentarch.loop.baseline import summarize as summarize_baseline
-from agentarch.loop.graph import BEST_OF_N, RunContext, build, open_checkpointer, summarize
+from agentarch.loop.context import BEST_OF_N, RunContext
+from agentarch.loop.graph import build, open_checkpointer
 from agentarch.loop.scheduler import Scheduler
+from agentarch.loop.summary import summarize
 from agentarch.store.archive import Archive
 from agentarch.tasks.registry import get_task
 

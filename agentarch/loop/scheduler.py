@@ -33,7 +33,7 @@ from agentarch.config import ModelArm
 from agentarch.llm import prompts
 from agentarch.llm.client import LLMError
 from agentarch.loop import bandit, islands
-from agentarch.loop.graph import OFFLINE_PROPOSER, RunAborted, RunContext
+from agentarch.loop.context import OFFLINE_PROPOSER, RunAborted, RunContext
 from agentarch.search.proposers.base import Observation, Proposal
 from agentarch.search.proposers.baselines import RegularizedEvolution
 from agentarch.search.spaces import get_space

@@ -32,7 +32,7 @@ from agentarch.errors import AgentarchError
 from agentarch.isolation.protocol import PROXY_NAMES
 from agentarch.search.spaces import macro, mixer, mlp, nb201
 from agentarch.search.spaces.base import SettingsString, SpaceError
-from agentarch.store import queries, ranking
+from agentarch.store import measurements, ranking
 from agentarch.store.archive import Archive
 from agentarch.store.ranking import Direction
 
@@ -150,7 +150,7 @@ def examples(archive: Archive, task: str) -> list[Example]:
     host refused infinite scores may hold one, which no model can be fitted on)."""
     return [
         Example(int(row["id"]), features_of(row, row), float(row["val_accuracy"]))
-        for row in queries.trained_measurements(archive, task)
+        for row in measurements.trained_measurements(archive, task)
         if math.isfinite(float(row["val_accuracy"]))
     ]
 

@@ -1,6 +1,6 @@
 """Which score is better: the one ordering rule every ranking in agentarch follows, in Python and in SQL.
 
-A task's metric says its direction (`agentarch.tasks.registry.METRICS`): accuracy is better higher ("max"), an MSE or
+A task's metric says its direction (`agentarch.tasks.task.METRICS`): accuracy is better higher ("max"), an MSE or
 bits per byte lower ("min"). Everything that ranks (leaderboards, `Archive.top`, few-shot parents, run
 summaries, successive halving, REA's tournament, TPE, best-so-far plots) asks here instead of comparing scores
 itself, so that no ranking quietly assumes higher is better.

@@ -2,7 +2,7 @@
 
 The kinds of run report different things, so each keeps its own summary: `agentarch eval` counts
 its files by status (`agentarch.evaluation.evaluator.eval_summary`); the agent loop adds proposals, repairs, LLM cost and
-what stopped it (`agentarch.loop.graph.summarize`); a baseline reports the NAS-Bench-201 protocol over
+what stopped it (`agentarch.loop.summary.summarize`); a baseline reports the NAS-Bench-201 protocol over
 seeds (`agentarch.loop.baseline.summarize`); successive halving reports its rungs
 (`agentarch.evaluation.fidelity.HalvingResult.summary`). What they share is defined once, here: outcomes
 counted by status, and the best candidate chosen by validation score in the task's direction (the search

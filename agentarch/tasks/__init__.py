@@ -5,6 +5,6 @@ May import: the shared modules (errors, formats). `Task` is public: packages tha
 `agentarch.tasks` entry-point group return one.
 """
 
-from agentarch.tasks.registry import Task
+from agentarch.tasks.task import Task
 
 __all__ = ["Task"]

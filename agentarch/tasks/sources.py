@@ -1,10 +1,10 @@
 """Readers for a task file's data: NumPy, image folders, CSV and Parquet tables, saved Hugging Face
-datasets and text corpora, each turned into the stored formats that `tasks.prepare` writes.
+datasets and text corpora, each turned into the stored formats that `prepare` writes.
 
 A reader returns a `Dataset`: every row's inputs (already in the stored dtype and shape) with the
-labels apart, and the split the source itself gives, if any. `split` then cuts it into train,
-validation and test, given or by seeded fractions. Labels never join the inputs: a table's target
-column is never a feature, and an image's class is its folder, not its pixels.
+labels apart, and the split the source itself gives, if any. `split` (agentarch.tasks.splits) then cuts
+it into train, validation and test, given or by seeded fractions. Labels never join the inputs: a table's
+target column is never a feature, and an image's class is its folder, not its pixels.
 
 Every error is a `TaskError` naming the file and, where there is one, the column, row or split,
 because a user's data is wrong in ways the code cannot guess and the message is all they get. The
@@ -23,75 +23,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from agentarch.tasks.registry import BYTE_VOCAB, TaskError, _split_indices, _Splits
-
-MIN_SPLIT = 2
-"""Fewest examples a split may hold: one example cannot be scored meaningfully, none cannot be scored at all."""
+from agentarch.tasks.splits import MIN_SPLIT, SPLIT_NAMES, Dataset
+from agentarch.tasks.task import BYTE_VOCAB, TaskError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-SPLIT_NAMES = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """One source's rows before splitting.
-
-    `x` is in the stored format (uint8 images, int64 ids, float32 features), `y` holds int64 class
-    ids, float32 (N, targets) values, or, for language modelling, the ids themselves. `given` is the
-    split index (0 train, 1 val, 2 test) of every row when the source names its splits, else None.
-    """
-
-    x: np.ndarray
-    y: np.ndarray
-    given: np.ndarray | None
-    classes: tuple[str, ...] | None  # class names in label order; None for regression and lm
-    where: str  # the file or folder read, for messages
-    vocab_size: int | None = None  # id inputs: ids are in [0, vocab_size)
-    byte_counts: np.ndarray | None = None  # lm over a tokenizer's ids: the bytes each id stands for, shaped like x
-
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.x.shape[1:])
-
-
-def split(
-    data: Dataset, fractions: tuple[float, float] | None, seed: int, stratify: bool, name: str = "task"
-) -> _Splits:
-    """Cut `data` into train, val and test: as the source says, or by seeded (val, test) fractions.
-
-    Classes are stratified where they can be. Each split needs MIN_SPLIT examples, and every class
-    an example in train (a class the model never sees in training would only be guessed).
-    """
-    if data.given is not None:
-        parts = [np.flatnonzero(data.given == i) for i in range(3)]
-    else:
-        if fractions is None:
-            raise TaskError(f"{data.where}: the source gives no train/val/test split; set [splits] val and test")
-        val_fraction, test_fraction = fractions
-        labels = data.y if stratify else np.zeros(len(data.y), dtype=np.int64)
-        if len(labels) < 3 * MIN_SPLIT:
-            raise TaskError(f"{data.where}: {len(labels)} examples are too few to split; need at least {3 * MIN_SPLIT}")
-        rest, test = _split_indices(labels, test_fraction, seed)
-        train_in_rest, val_in_rest = _split_indices(labels[rest], val_fraction / (1 - test_fraction), seed)
-        parts = [np.sort(rest[train_in_rest]), np.sort(rest[val_in_rest]), np.sort(test)]
-    for split_name, index in zip(SPLIT_NAMES, parts):
-        if len(index) < MIN_SPLIT:
-            raise TaskError(
-                f"{name}: the {split_name} split of {data.where} has {len(index)} example(s); it needs at least "
-                f"{MIN_SPLIT} (add data, or raise its fraction in [splits])"
-            )
-    if data.classes is not None:
-        seen = np.bincount(data.y[parts[0]], minlength=len(data.classes))
-        empty = [data.classes[i] for i in np.flatnonzero(seen == 0)]
-        if empty:
-            raise TaskError(
-                f"{name}: class {', '.join(repr(c) for c in empty)} of {data.where} has no examples in the train split"
-            )
-    arrays = [a for index in parts for a in (data.x[index], data.y[index])]
-    if data.byte_counts is None:
-        return _Splits(*arrays)
-    return _Splits(*arrays, val_bytes=data.byte_counts[parts[1]], test_bytes=data.byte_counts[parts[2]])
 
 
 def class_ids(values: Sequence[object], where: str) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -26,7 +26,7 @@
     test = 0.2
 
 `get_task` resolves a path ending in .toml (or any existing file) here, and a name published in the
-`agentarch.tasks.registry` entry-point group to the Task its callable returns. Reading a task file reads its
+`agentarch.tasks` entry-point group to the Task its callable returns. Reading a task file reads its
 data (the input width of a table and the classes come from it), once per process and data version:
 the task's `fingerprint` hashes the file and the data files' sizes and modification times, so
 changed data is prepared again under a new cache folder. Every problem is a `TaskError` that names
@@ -48,8 +48,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentarch.tasks import sources
-from agentarch.tasks.registry import BYTE_VOCAB, METRICS, TASKS, Task, TaskError, _Splits
-from agentarch.tasks.sources import Dataset
+from agentarch.tasks.builtin import TASKS
+from agentarch.tasks.preparation import prepare
+from agentarch.tasks.splits import Dataset, split
+from agentarch.tasks.task import BYTE_VOCAB, METRICS, SplitData, Task, TaskError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -391,10 +393,10 @@ class FileLoader:
     spec: TaskFile
     version: str
 
-    def __call__(self, task: Task, data_dir: Path | None, download: bool, split_seed: int) -> _Splits:
+    def __call__(self, task: Task, data_dir: Path | None, download: bool, split_seed: int) -> SplitData:
         data = dataset(self.path, self.spec, self.version)
         splits = self.spec.splits or Splits()
-        return sources.split(data, (splits.val, splits.test), split_seed, data.classes is not None, task.name)
+        return split(data, (splits.val, splits.test), split_seed, data.classes is not None, task.name)
 
 
 def load(path: Path | str) -> Task:
@@ -445,7 +447,7 @@ def is_task_file(name: str) -> bool:
 
 
 def entry_point_names() -> list[str]:
-    """Tasks published by installed packages under the `agentarch.tasks.registry` entry-point group."""
+    """Tasks published by installed packages under the `agentarch.tasks` entry-point group."""
     return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
 
@@ -511,8 +513,6 @@ def check(path: Path, cache_dir: Path, split_seed: int = 0) -> list[tuple[str, s
     Preparing is the check (every reader and the stored-format checks run); its cache is the one a
     later run uses, so nothing is done twice.
     """
-    from agentarch.tasks.registry import prepare
-
     task = load(path)
     prepared = prepare(task, cache_dir, split_seed=split_seed)
     sizes = split_sizes(prepared.inputs_dir)

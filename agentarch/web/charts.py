@@ -18,8 +18,9 @@ from typing import Any
 from agentarch.search import pareto
 from agentarch.search.objectives import MEASURES as COLUMNS
 from agentarch.search.objectives import Goals
-from agentarch.store.queries import MEASURES, RunHistory
+from agentarch.store.measurements import MEASURES
 from agentarch.store.ranking import Direction, better
+from agentarch.store.run_progress import RunHistory
 from agentarch.web.plots import best_so_far_lines, own_lines
 
 Chart = dict[str, Any]

@@ -2,11 +2,12 @@
 
 People type into these fields what the pages show them ("200k" parameters, "1.5M" FLOPs, "0.95"), and links
 carry "any" for "no restriction", so every value is read leniently here and reaches the query layer as a number,
-a date or a known key (`agentarch.store.queries.Filters`, `Sort`), never as text.
+a date or a known key (`agentarch.store.browse.Filters`, `Sort`), never as text.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date
 from typing import Any
@@ -14,8 +15,9 @@ from typing import Any
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 
-from agentarch.store.archive import CANDIDATE_STATUSES
-from agentarch.store.queries import FRONT, MEASURES, REVIEW_MARKS, SORTS, STAGES, Filters, Sort
+from agentarch.store.browse import FRONT, REVIEW_MARKS, SORTS, STAGES, Filters, Sort
+from agentarch.store.measurements import MEASURES
+from agentarch.store.records import CANDIDATE_STATUSES
 
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
@@ -36,7 +38,10 @@ def number(text: str, name: str) -> float | None:
     if found is None:
         raise HTTPException(400, f"{name} must be a number (e.g. 0.95, 200000, 200k or 1.5M), not {text!r}")
     value, suffix = found.groups()
-    return float(value) * _SUFFIXES.get(suffix, 1.0)
+    scaled = float(value) * _SUFFIXES.get(suffix, 1.0)
+    if not math.isfinite(scaled):  # 1e999: no measure is that large, and SQLite would compare against infinity
+        raise HTTPException(400, f"{name} is too large to be a measure (write e.g. 1e12 at most), not {text!r}")
+    return scaled
 
 
 def day(text: str, name: str) -> str | None:
@@ -99,7 +104,7 @@ def page_size(q: QueryParams) -> int:
     raw = q.get("size", "").strip()
     if not raw:
         return DEFAULT_PAGE_SIZE
-    if not raw.isdigit() or int(raw) not in PAGE_SIZES:
+    if raw not in map(str, PAGE_SIZES):
         raise HTTPException(400, f"size is one of {', '.join(map(str, PAGE_SIZES))}, not {raw!r}")
     return int(raw)
 

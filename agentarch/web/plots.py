@@ -1,8 +1,8 @@
 """The archive's plots as PNG bytes: a candidate's loss curves, a run's best-so-far and its Pareto front.
 
 Shared by the web pages (served as images) and the static report (written as files), so the two
-always draw the same thing. These functions draw what `agentarch.store.queries` reads from the archive. The scores
-are the task's metric, so "best" follows its direction (`agentarch.store.ranking`): a best-so-far line of an MSE
+always draw the same thing. These functions draw what `agentarch.store.measurements` and
+`agentarch.store.run_progress` read from the archive. The scores are the task's metric, so "best" follows its direction (`agentarch.store.ranking`): a best-so-far line of an MSE
 goes down, and its Pareto front keeps the lowest MSE for the size.
 
 Figures are built with matplotlib's object API on the Agg canvas, never pyplot: pyplot keeps global
@@ -25,8 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from agentarch.store.queries import RunHistory
 from agentarch.store.ranking import Direction, better, key, running_best
+from agentarch.store.run_progress import RunHistory
 
 
 def mean_of_runs(runs: list[list[float | None]]) -> list[float | None]:

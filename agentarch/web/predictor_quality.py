@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 
 from agentarch.search import predictor
-from agentarch.store import queries
+from agentarch.store import browse
 from agentarch.store.archive import Archive
 
 FOLDS = 5
@@ -71,7 +71,7 @@ class Qualities:
 
 
 def _trained(archive: Archive, task: str) -> int:
-    return queries.count_candidates(archive, queries.Filters(task=task, status="trained"))
+    return browse.count_candidates(archive, browse.Filters(task=task, status="trained"))
 
 
 def _measure(archive: Archive, task: str, trained: int) -> Quality:

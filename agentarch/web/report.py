@@ -18,10 +18,10 @@ from typing import Any
 
 from agentarch.config import Settings
 from agentarch.search.proposers.baselines import ALGOS
-from agentarch.store import queries
+from agentarch.store import browse, measurements, run_progress
 from agentarch.store.archive import Archive
 from agentarch.web import plots
-from agentarch.web.app import HERE, template_environment
+from agentarch.web.rendering import HERE, template_environment
 
 TOP = 20
 CURVES = 3
@@ -52,15 +52,15 @@ def write_report(archive_path: Path, run_id: str, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with Archive(archive_path) as db:
-        run = queries.run_overview(db, run_id)
-        rows = queries.annotate(db, queries.leaderboard(db, queries.Filters(run=run_id), limit=TOP))
-        (out_dir / "best_so_far.png").write_bytes(plots.draw_best_so_far(queries.run_history(db, run, ALGOS)))
-        points = queries.pareto_points(db, run_id)
+        run = run_progress.run_overview(db, run_id)
+        rows = browse.annotate(db, browse.leaderboard(db, browse.Filters(run=run_id), limit=TOP))
+        (out_dir / "best_so_far.png").write_bytes(plots.draw_best_so_far(run_progress.run_history(db, run, ALGOS)))
+        points = measurements.pareto_points(db, run_id)
         (out_dir / "pareto.png").write_bytes(plots.draw_pareto(points, run["metric"], run["direction"]))
         curves = []
         for row in [r for r in rows if r["status"] == "trained"][:CURVES]:
             name = f"curve-{row['id']}.png"
-            (out_dir / name).write_bytes(plots.draw_loss_curves(queries.loss_curves(db, row["id"])))
+            (out_dir / name).write_bytes(plots.draw_loss_curves(measurements.loss_curves(db, row["id"])))
             curves.append({"file": name, "row": row})
     html = (
         template_environment()

@@ -18,12 +18,16 @@ from agentarch.config import ModelArm
 from agentarch.errors import UsageError
 from agentarch.loop import bandit
 from agentarch.store.archive import Archive
+from agentarch.web.rendering import TEXT_SHOWN, clipped_note
 
 _CITATION = re.compile(r"(?<![\w&])#(\d+)\b")
 
 
 def linked(text: str, cites: Iterable[int]) -> Markup:
-    """The text as HTML, each `#ID` it cites a link to that candidate (an id it does not cite stays text)."""
+    """The text as HTML, each `#ID` it cites a link to that candidate (an id it does not cite stays text); past
+    `TEXT_SHOWN` characters, cut with a note (a model wrote it, at whatever length)."""
+    total = len(text)
+    text = text[:TEXT_SHOWN]
     cited = set(cites)
     parts = []
     last = 0
@@ -37,6 +41,8 @@ def linked(text: str, cites: Iterable[int]) -> Markup:
         ]
         last = found.end()
     parts.append(escape(text[last:]))
+    if total > TEXT_SHOWN:
+        parts.append(Markup(" ") + clipped_note(TEXT_SHOWN, total))
     return Markup("").join(parts)
 
 

@@ -28,7 +28,7 @@ import pytest
 
 from agentarch.config import load_settings
 from agentarch.evaluation.evaluator import EvalResult, Evaluator
-from agentarch.isolation.sandbox import SandboxJob
+from agentarch.isolation.job import SandboxJob
 from agentarch.store.archive import Archive
 from tests.conftest import cgroups_work, job_processes
 
@@ -276,7 +276,7 @@ def run_case(
 
 
 def honest_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
-    """Accuracy computed here, independently of agentarch.tasks.registry.score."""
+    """Accuracy computed here, independently of agentarch.tasks.scoring.score."""
     return float(np.mean((np.argmax(outputs, axis=-1) == labels) & ~np.isnan(outputs).any(axis=-1)))
 
 

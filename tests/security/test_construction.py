@@ -14,14 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from agentarch.isolation.sandbox import (
-    CANDIDATE_UID,
-    SandboxError,
-    bubblewrap_problem,
-    gpu_devices,
-    process_mode_gaps,
-    refuse_untrusted,
-)
+from agentarch.isolation.bubblewrap import bubblewrap_problem
+from agentarch.isolation.launch import gpu_devices
+from agentarch.isolation.policy import SandboxError, refuse_untrusted
+from agentarch.isolation.privileges import CANDIDATE_UID
+from agentarch.isolation.process_mode import process_mode_gaps
 from agentarch.isolation.seccomp import DENIED_EXAMPLES
 from tests.security.harness import Case, candidate_code, check_contained, run_case
 
@@ -388,7 +385,7 @@ def test_a_slot_sees_only_its_own_gpu(tmp_path):
 
 
 def test_process_mode_with_gaps_refuses_untrusted_code(monkeypatch):
-    monkeypatch.setattr("agentarch.isolation.sandbox.process_mode_gaps", lambda: ["Landlock is not available"])
+    monkeypatch.setattr("agentarch.isolation.policy.process_mode_gaps", lambda: ["Landlock is not available"])
     with pytest.raises(SandboxError, match="apt-get install bubblewrap.*weak_sandbox_ok"):
         refuse_untrusted("process", trusted=lambda: False, weak_sandbox_ok=False)
     refuse_untrusted("process", trusted=lambda: True, weak_sandbox_ok=False)  # the project's own templates still run

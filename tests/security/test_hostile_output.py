@@ -32,7 +32,10 @@ from agentarch.config import load_settings
 from agentarch.evaluation import executors
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.executors import RunRequest, RunResult, execute
-from agentarch.isolation import sandbox
+from agentarch.isolation import cgroups
+from agentarch.isolation.bubblewrap import bubblewrap_problem
+from agentarch.isolation.job import SandboxJob
+from agentarch.isolation.policy import Limits, SandboxError
 from agentarch.isolation.protocol import (
     MAX_CURVE_POINTS,
     MAX_EVENT_BYTES,
@@ -43,7 +46,6 @@ from agentarch.isolation.protocol import (
     read_capped,
     read_outputs,
 )
-from agentarch.isolation.sandbox import Limits, SandboxError, SandboxJob, bubblewrap_problem
 from agentarch.store.archive import Archive
 from tests.conftest import NET, SPEC, job_processes
 from tests.security.harness import Case, candidate_code
@@ -348,7 +350,7 @@ def test_a_sandbox_that_cannot_run_still_stops_the_operator(cache_dir, digits, m
 
 def test_a_real_cgroup_shim_failure_still_stops_the_operator(cache_dir, digits, monkeypatch):
     """Exit 97 with the shim's words on stderr is the sandbox's failure (a candidate's exit 97 is its own: E2E)."""
-    monkeypatch.setattr(sandbox.Cgroup, "procs_files", property(lambda self: ["/nonexistent/cgroup.procs"]))
+    monkeypatch.setattr(cgroups.Cgroup, "procs_files", property(lambda self: ["/nonexistent/cgroup.procs"]))
     with pytest.raises(SandboxError, match=r"could not place the evaluation in its cgroup: /nonexistent/cgroup\.procs"):
         execute(request(cache_dir))
 
@@ -362,7 +364,7 @@ def test_scratch_removal_survives_a_deep_locked_tree():
     script = f"""
 import os
 from pathlib import Path
-from agentarch.isolation.sandbox import SandboxJob
+from agentarch.isolation.scratch import remove_scratch
 os.chdir({str(scratch)!r})
 os.mkfifo("fifo")
 os.symlink("/etc/passwd", "link")
@@ -375,9 +377,7 @@ for _ in range(1200):
 open("f", "w").write("x")
 os.chmod(".", 0)
 os.chdir("/")
-job = SandboxJob.__new__(SandboxJob)  # only the scratch removal: no process
-job.scratch = Path({str(scratch)!r})
-job._remove_scratch()
+remove_scratch(Path({str(scratch)!r}))
 """
     try:
         subprocess.run([*capless, sys.executable, "-c", script], check=True, timeout=120)

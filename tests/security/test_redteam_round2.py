@@ -19,11 +19,14 @@ import pytest
 from agentarch.config import load_settings
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.executors import RunRequest, stages
+from agentarch.isolation.job import SandboxJob
+from agentarch.isolation.policy import Limits
 from agentarch.isolation.protocol import MAX_PROXY_VALUE, ProtocolError, parse_event
-from agentarch.isolation.sandbox import Limits, SandboxJob
 from agentarch.search.predictor import Predictor
 from agentarch.store.archive import Archive
-from agentarch.tasks.registry import Task, TaskError, get_task, score
+from agentarch.tasks.registry import get_task
+from agentarch.tasks.scoring import score
+from agentarch.tasks.task import Task, TaskError
 from tests.conftest import SPEC, cgroups_work, job_processes, requires_bubblewrap
 
 HONEST_SMOKE = {

@@ -9,13 +9,13 @@ The search algorithms work on strings through the SearchSpace interface (sample,
 and only render code when a candidate is evaluated.
 """
 
-from agentarch.search.spaces.base import SearchSpace, SpaceError
+from agentarch.search.spaces.base import SPACES, SearchSpace, SpaceError
 from agentarch.search.spaces.macro import MacroSpace
 from agentarch.search.spaces.mixer import MixerSpace
 from agentarch.search.spaces.mlp import MLPSpace
 from agentarch.search.spaces.nb201 import NB201Space
 
-SPACES: dict[str, SearchSpace] = {space.name: space for space in (NB201Space(), MacroSpace(), MixerSpace(), MLPSpace())}
+SPACES.update({space.name: space for space in (NB201Space(), MacroSpace(), MixerSpace(), MLPSpace())})
 
 
 def get_space(name: str) -> SearchSpace:

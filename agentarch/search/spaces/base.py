@@ -29,7 +29,7 @@ from agentarch.evaluation.checks import parse
 if TYPE_CHECKING:
     import optuna
 
-    from agentarch.tasks.registry import Task
+    from agentarch.tasks.task import Task
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -115,6 +115,11 @@ def _module_literals_slow(code: str, names: list[str]) -> dict[str, Any]:
     return values
 
 
+SPACES: dict[str, SearchSpace] = {}
+"""The registered spaces by name. `agentarch.search.spaces` fills it with every space it ships; it lives here, beside
+the interface, so that a space's own fit check can name the others without importing the package that imports it."""
+
+
 class SearchSpace(abc.ABC):
     """A declared family of architectures: sampling, mutation and TPE suggestion on canonical
     strings, and rendering a string to candidate code for a task."""
@@ -122,7 +127,7 @@ class SearchSpace(abc.ABC):
     name: str
     """"nb201", "macro" or "mixer": the key in SPACES and the template's stem."""
     kinds: tuple[str, ...]
-    """The task kinds (see agentarch.tasks.registry.Kind) whose networks this space builds."""
+    """The task kinds (see agentarch.tasks.task.Kind) whose networks this space builds."""
 
     @abc.abstractmethod
     def sample(self, rng: random.Random) -> str:
@@ -168,9 +173,6 @@ class SearchSpace(abc.ABC):
         """
         if task.kind in self.kinds:
             return
-        # Imported here because the registry imports every space module, this one included.
-        from agentarch.search.spaces import SPACES
-
         fitting = [space.name for space in SPACES.values() if task.kind in space.kinds]
         raise SpaceError(
             f"space {self.name!r} builds {'/'.join(self.kinds)} networks but task {task.name!r} is a "

@@ -18,7 +18,7 @@ from agentarch.search.spaces.base import SearchSpace, SettingsString, SpaceError
 if TYPE_CHECKING:
     import optuna
 
-    from agentarch.tasks.registry import Task
+    from agentarch.tasks.task import Task
 
 DEPTHS = (2, 3, 4, 5, 6)
 WIDTHS = (8, 16, 32)

@@ -21,7 +21,7 @@ from agentarch.search.spaces.base import SearchSpace, SpaceError, module_literal
 if TYPE_CHECKING:
     import optuna
 
-    from agentarch.tasks.registry import Task
+    from agentarch.tasks.task import Task
 
 MIXERS = ("attention", "linear_attention", "short_conv", "gated_mlp")
 D_MODELS = (64, 128)

@@ -17,7 +17,7 @@ from agentarch.search.spaces.base import SearchSpace, SettingsString, SpaceError
 if TYPE_CHECKING:
     import optuna
 
-    from agentarch.tasks.registry import Task
+    from agentarch.tasks.task import Task
 
 DEPTHS = (1, 2, 3, 4)
 WIDTHS = (64, 128, 256)

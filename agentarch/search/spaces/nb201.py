@@ -22,7 +22,7 @@ from agentarch.search.spaces.base import SearchSpace, SpaceError, module_literal
 if TYPE_CHECKING:
     import optuna
 
-    from agentarch.tasks.registry import Task
+    from agentarch.tasks.task import Task
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NODES = 4

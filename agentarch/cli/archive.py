@@ -1,0 +1,224 @@
+"""`agentarch archive ls|show|runs|top|export`: browse and export the archive from the terminal.
+
+Its own module because it is a sub-app of read-only listings that share one table layout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from agentarch import formats
+from agentarch.cli.common import App, ArchiveOpt, archive_path, fail, open_archive, out, print_table
+
+archive_app = App(help="Browse and export the archive (candidates, evaluations, runs).", no_args_is_help=True)
+
+
+ROW_COLUMNS = [
+    ("id", "id", formats.text),
+    ("task", "task", formats.text),
+    ("name", "name", formats.text),
+    ("proposer", "proposer", formats.text),
+    ("status", "status", formats.text),
+    ("val", "val_accuracy", formats.score),
+    ("test", "test_accuracy", formats.score),
+    ("params", "params", formats.count),
+    ("epochs", "fidelity", formats.text),
+    ("train", "train_seconds", formats.seconds),
+]
+"""The columns of a candidate listing: header, row key, and how the value is written (measures right-aligned)."""
+
+
+def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=formats.untrusted(title))
+    for header, _, write in ROW_COLUMNS:
+        # names and statuses fold rather than vanish into "…" on a narrow terminal
+        table.add_column(
+            header,
+            justify="left" if write is formats.text else "right",
+            min_width=8 if header in ("name", "status") else None,
+        )
+    for row in rows:
+        table.add_row(*(_cell(row, key, write) for _, key, write in ROW_COLUMNS))
+    return table
+
+
+def _cell(row: dict[str, Any], key: str, write: Callable[..., str]) -> Text:
+    """One listing cell, as text (a name or a task is what a model or a task file wrote); a score is written as its
+    task's metric reads (the row says which)."""
+    if write is formats.score:
+        return formats.untrusted(formats.score(row.get(key), row.get("metric") or "accuracy"))
+    return formats.untrusted(write(row.get(key)))
+
+
+@archive_app.command("ls")
+def archive_ls(
+    archive: ArchiveOpt = None,
+    only_task: Annotated[Optional[str], typer.Option("--task", "-t", help="only this task")] = None,
+    status: Annotated[
+        Optional[str], typer.Option(help="only this status: trained, invalid, duplicate, failed, timeout")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="rows per page")] = 50,
+    page: Annotated[int, typer.Option(help="page number, from 1")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+) -> None:
+    """List candidates, newest first, with their best evaluation."""
+    with open_archive(archive_path(archive)) as db:
+        rows = db.candidates(task=only_task, status=status, limit=limit, offset=(max(page, 1) - 1) * limit)
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print_table(_rows_table(rows, f"candidates (page {page})"))
+
+
+@archive_app.command("show")
+def archive_show(
+    candidate_id: Annotated[int, typer.Argument(help="candidate id, as `archive ls` shows it")],
+    archive: ArchiveOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the full record as JSON")] = False,
+) -> None:
+    """Show one candidate: code, hashes, lineage, and every evaluation."""
+    with open_archive(archive_path(archive)) as db:
+        cand = db.candidate(candidate_id)
+        evals = db.evaluations(candidate_id)
+        calls = db.llm_calls(candidate_id=candidate_id)
+        metric = db.task_info(cand["task"])["metric"]
+    if as_json:
+        print(json.dumps({**cand, "evaluations": evals, "llm_calls": calls}))
+        return
+    # everything below but the labels is what a model, a candidate or a task file wrote: text, never markup
+    out.print(
+        formats.line(
+            (f"candidate {cand['id']}", "bold"),
+            f" {cand['name'] or ''}  task={cand['task']}  proposer={cand['proposer']}  "
+            f"status={cand['status']}  parents={cand['parents']}  run={cand['run_id']}",
+        )
+    )
+    if cand["reason"]:
+        out.print(formats.line("reason: ", cand["reason"]))
+    if cand.get("arch"):
+        out.print(formats.line(f"search space {cand['space']}: {cand['arch']}"))
+    if cand.get("model"):
+        out.print(
+            formats.line(
+                f"LLM: {cand['model']}  few-shot examples={cand['examples']}  repairs={cand['repairs']}  "
+                f"tokens={cand['prompt_tokens']}+{cand['completion_tokens']}  "
+                f"cost={formats.usd(cand['cost_usd'] or 0)}  calls={[(c['purpose'], c['status']) for c in calls]}"
+            )
+        )
+        if cand.get("analysis"):
+            out.print(formats.line("analysis: ", cand["analysis"]))
+        if cand.get("prompt"):
+            out.rule("prompt (last message)")
+            out.print(formats.untrusted(cand["prompt"][-1]["content"]))
+            out.rule("response")
+            out.print(formats.untrusted(cand["response"] or ""))
+            out.rule("code")
+    out.print(
+        formats.line(
+            f"hashes: whitespace={(cand['text_hash'] or '')[:12]} ast={(cand['ast_hash'] or '')[:12]} "
+            f"functional={(cand['functional_hash'] or '')[:12]}"
+        )
+    )
+    out.print(Syntax(formats.printable(cand["code"] or ""), "python", line_numbers=True))
+    for e in evals:
+        out.print(
+            formats.line(
+                f"evaluation {e['id']}: {e['status']} fidelity={e['fidelity']} seed={e['seed']} "
+                f"{formats.scored('val', e['val_accuracy'], metric)} "
+                f"{formats.scored('test', e['test_accuracy'], metric)} "
+                f"train={formats.seconds(e['train_seconds'])} device={e['device']} isolation={e['isolation']}"
+            )
+        )
+        if e["error"]:
+            out.print(formats.untrusted(e["error"]))
+
+
+@archive_app.command("runs")
+def archive_runs(
+    archive: ArchiveOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+) -> None:
+    """List runs (eval, baseline, llm, offline), newest first, with their status and summary."""
+    with open_archive(archive_path(archive)) as db:
+        rows = db.runs()
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    table = Table(title="runs")
+    for header in ("id", "kind", "task", "proposer", "status", "started", "summary"):
+        table.add_column(header)
+    for row in rows:
+        summary = row["summary"] or {}
+        brief = ", ".join(
+            f"{k}={summary[k]}" for k in ("proposed", "trained", "stopped_by", "mean_test") if k in summary
+        )
+        table.add_row(
+            *map(
+                formats.untrusted,
+                (row["id"], row["kind"], row["task"], row["proposer"], row["status"], row["started_at"][:19], brief),
+            )
+        )
+    print_table(table)
+
+
+@archive_app.command("top")
+def archive_top(
+    ranked_task: Annotated[str, typer.Option("--task", "-t", help="the task to rank")],
+    archive: ArchiveOpt = None,
+    limit: Annotated[int, typer.Option(help="how many")] = 10,
+    by: Annotated[str, typer.Option(help="val_accuracy (the search signal) or test_accuracy")] = "val_accuracy",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+) -> None:
+    """The best trained candidates of a task."""
+    with open_archive(archive_path(archive)) as db:
+        rows = db.top(ranked_task, limit=limit, by=by)
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print_table(_rows_table(rows, f"top {limit} on {ranked_task} by {by}"))
+
+
+def _on_terminal(value: Any) -> Any:
+    return formats.printable(value) if isinstance(value, str) else value
+
+
+@archive_app.command("export")
+def archive_export(
+    archive: ArchiveOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    output: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help=escape("file to write [default: stdout]"))
+    ] = None,
+) -> None:
+    """Export every candidate with its best evaluation, as CSV or a JSON array."""
+    if fmt not in ("csv", "json"):
+        raise fail(f"unknown format {fmt!r}; use --format csv or --format json")
+    with open_archive(archive_path(archive)) as db:
+        rows = list(db.export_rows())
+    stream = output.open("w", newline="") if output else sys.stdout
+    try:
+        if fmt == "json":  # JSON writes every control character as an escape (\u001b): nothing reaches a terminal
+            json.dump(rows, stream, indent=1)
+            stream.write("\n")
+        else:
+            if output is None and sys.stdout.isatty():
+                # CSV keeps text as it is, so a file or a pipe gets the data exactly; a person reading it on a
+                # terminal gets each control character as its code, as every other command shows it
+                rows = [{key: _on_terminal(value) for key, value in row.items()} for row in rows]
+            formats.write_csv(stream, rows, list(rows[0]) if rows else ["id"])
+    finally:
+        if output:
+            stream.close()

@@ -1,0 +1,280 @@
+"""`agentarch baseline`: conventional NAS (random, REA, TPE, best-of-n) through the same sandbox and archive, on
+trained tasks and NAS-Bench-201 tables, with per-seed and mean-over-seeds results.
+
+Its own module because the baselines have their own flags, their table path and their seed summary.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress, TimeElapsedColumn
+from rich.table import Table
+
+from agentarch import formats
+from agentarch.cli.common import (
+    ArchiveOpt,
+    DataDirOpt,
+    EpochsOpt,
+    IsolationOpt,
+    TaskOpt,
+    TimeoutOpt,
+    err,
+    fail,
+    open_archive,
+    out,
+    outcome_printer,
+    print_result,
+    print_table,
+    setting,
+    settings_or_exit,
+    warn_if_weak,
+)
+from agentarch.evaluation.evaluator import EvalResult, Evaluator
+from agentarch.isolation.policy import resolve_isolation
+from agentarch.loop import run as run_lib
+from agentarch.loop.baseline import (
+    SeedResult,
+    check_screen,
+    parse_seeds,
+    record_table_best,
+    search_table,
+    search_trained,
+    summarize,
+)
+from agentarch.loop.context import BEST_OF_N
+from agentarch.search.objectives import Goals
+from agentarch.search.proposers.base import Proposal
+from agentarch.search.proposers.baselines import ALGOS, make_proposer
+from agentarch.search.spaces import SPACES, SearchSpace, get_space
+from agentarch.store.archive import Archive
+from agentarch.tasks.registry import get_task
+from agentarch.tasks.task import Task
+
+
+def baseline_command(
+    algo: Annotated[
+        str,
+        typer.Option(
+            help=f"search algorithm: {', '.join(ALGOS)}, or {BEST_OF_N} (the LLM sampled from the seeds with no "
+            "archive feedback, the control for `agentarch run`; needs --model)"
+        ),
+    ] = "rea",
+    model: Annotated[Optional[str], setting("model", "--model", note="; for --algo best-of-n")] = None,
+    api_base: Annotated[Optional[str], setting("api_base", "--api-base")] = None,
+    space: Annotated[
+        str,
+        typer.Option(
+            help="search space: " + ", ".join(f"{s.name} ({'/'.join(s.kinds)} tasks)" for s in SPACES.values())
+        ),
+    ] = "nb201",
+    task: TaskOpt = None,
+    evaluations: Annotated[
+        int, typer.Option("--budget", min=1, help="evaluations per seed (table queries or trainings)")
+    ] = 100,
+    seeds: Annotated[str, typer.Option(help="seeds to run independently: 0-99, 7 or 1,4,9")] = "0",
+    archive: ArchiveOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON lines: one per evaluation (or per seed on a table), the summary last")
+    ] = False,
+    population: Annotated[Optional[int], setting("population", "--population")] = None,
+    sample_size: Annotated[Optional[int], setting("sample_size", "--sample-size")] = None,
+    objectives: Annotated[Optional[list[str]], setting("objectives", "--objective", metavar="METRIC:max|min")] = None,
+    constraints: Annotated[Optional[list[str]], setting("constraints", "--constraint", metavar="METRIC<=VALUE")] = None,
+    screen: Annotated[Optional[int], setting("screen", "--screen", note="; table tasks only")] = None,
+    screen_explore: Annotated[Optional[float], setting("screen_explore", "--screen-explore")] = None,
+    epochs: EpochsOpt = None,
+    data_dir: DataDirOpt = None,
+    isolation: IsolationOpt = None,
+    timeout_s: TimeoutOpt = None,
+) -> None:
+    """Run a conventional NAS baseline through the same sandbox and archive as the LLM loop.
+
+    On a trainable task every proposal is rendered from the space, trained in the sandbox and
+    recorded with its lineage (a mutant's parent id). On a NAS-Bench-201 table task (nb201-cifar10,
+    nb201-cifar100, nb201-imagenet16) each proposal is one table query, accuracies are in percent as
+    the benchmark reports them, and each seed's best cell is recorded once; with --screen K each query
+    is the pick of K proposals by a predictor fitted on the seed's queries so far. Each seed searches on
+    validation accuracy; the summary is the mean and std over seeds of the test accuracy of each
+    seed's best-by-validation candidate. Examples:
+
+        agentarch baseline --algo rea --space nb201 --task digits --budget 12
+
+        agentarch baseline --algo random --task nb201-cifar10 --budget 100 --seeds 0-499 --json
+
+        agentarch baseline --algo rea --task nb201-cifar10 --screen 4 --seeds 0-99
+    """
+    settings = settings_or_exit(
+        task=task,
+        archive=archive,
+        epochs=epochs,
+        data_dir=data_dir,
+        isolation=isolation,
+        timeout_s=timeout_s,
+        population=population,
+        sample_size=sample_size,
+        model=model,
+        api_base=api_base,
+        objectives=objectives or None,
+        constraints=constraints or None,
+        screen=screen,
+        screen_explore=screen_explore,
+    )
+    seed_list = parse_seeds(seeds)
+    if (screen or 1) > 1 and (algo == BEST_OF_N or get_task(settings.task).kind != "tabular"):
+        raise fail(
+            "agentarch baseline screens table searches only (nb201-*); to screen trained proposals use "
+            "`agentarch run --screen K` (it runs REA offline when no model is configured)"
+        )
+    if algo == BEST_OF_N:
+        warn_if_weak(resolve_isolation(settings.isolation))
+        summary, results = run_lib.best_of_n(settings, evaluations, seed_list, on_outcome=outcome_printer(as_json))
+        if as_json:
+            print(json.dumps(summary), flush=True)
+        else:
+            _print_baseline_summary(summary, results, get_task(settings.task))
+        return
+    chosen = get_space(space)
+    the_task = get_task(settings.task)
+    chosen.check_fit(the_task)
+    goals = Goals.parse(settings.objectives, settings.constraints, the_task.direction, the_task.metric)
+    make_proposer(algo, chosen, 0, population=settings.population, sample_size=settings.sample_size, goals=goals)
+    options: dict[str, Any] = (
+        {"population": settings.population, "sample_size": settings.sample_size} if algo == "rea" else {}
+    )
+    config = {"algo": algo, "space": space, "budget": evaluations, "seeds": seeds, **options, "epochs": settings.epochs}
+    if settings.objectives or settings.constraints:
+        config.update(goals.describe())
+    options["goals"] = goals
+    if the_task.kind == "tabular" and settings.screen > 1:
+        config.update(screen=settings.screen, screen_explore=settings.screen_explore)
+        options.update(screen=settings.screen, explore=settings.screen_explore)
+        check_screen(settings.screen, goals)
+    results: list[SeedResult] = []
+    with (
+        open_archive(settings.archive) as db,
+        db.run(
+            "baseline", the_task.name, algo, config, lambda: summarize(algo, the_task.name, evaluations, results)
+        ) as run_id,
+    ):
+        if the_task.kind == "tabular":
+            _baseline_on_table(db, run_id, algo, chosen, the_task, evaluations, seed_list, options, as_json, results)
+        else:
+            evaluator = Evaluator(db, settings, run_id)
+            warn_if_weak(evaluator.isolation)
+            for seed in seed_list:
+                results.append(
+                    search_trained(
+                        algo,
+                        chosen,
+                        evaluator,
+                        evaluations,
+                        seed,
+                        on_result=_candidate_printer(seed, as_json, the_task.metric),
+                        **options,
+                    )
+                )
+    summary = summarize(algo, the_task.name, evaluations, results)
+    if as_json:
+        print(json.dumps(summary), flush=True)
+    else:
+        _print_baseline_summary(summary, results, the_task)
+
+
+def _baseline_on_table(
+    db: Archive,
+    run_id: str,
+    algo: str,
+    space: SearchSpace,
+    task: Any,
+    budget: int,
+    seeds: list[int],
+    options: dict[str, Any],
+    as_json: bool,
+    results: list[SeedResult],
+) -> None:
+    with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err, disable=as_json) as progress:
+        # a progress description is markup: the task's name is escaped into it as text
+        bar = progress.add_task(
+            escape(formats.printable(f"{algo} on {task.name}, {budget} queries per seed")), total=len(seeds)
+        )
+        for seed in seeds:
+            result = search_table(algo, space, task, budget, seed, **options)
+            results.append(result)
+            candidate_id = record_table_best(db, run_id, algo, space, task, result)
+            best = result.best()
+            if as_json and best is not None:
+                print(
+                    json.dumps(
+                        {
+                            "seed": seed,
+                            "best_arch": best.arch,
+                            "best_val": best.val,
+                            "best_test": best.test,
+                            "candidate_id": candidate_id,
+                            **(result.front_report() if result.goals is not None and result.goals.multi else {}),
+                        }
+                    ),
+                    flush=True,
+                )
+            progress.advance(bar)
+
+
+def _candidate_printer(seed: int, as_json: bool, metric: str) -> Any:
+    def show(proposal: Proposal, result: EvalResult) -> None:
+        if as_json:
+            print(
+                json.dumps({**result.to_json(), "seed": seed, "arch": proposal.arch, "parents": proposal.parents}),
+                flush=True,
+            )
+        else:
+            print_result(result, metric)
+
+    return show
+
+
+def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], task: Task) -> None:
+    """Each seed's best by validation, then the mean over seeds; scores as the task's metric reads them (NAS-Bench-201
+    answers in the paper's percent)."""
+    tabular = task.kind == "tabular"
+
+    def number(value: float | None) -> str:
+        return formats.accuracy(value, in_percent=True) if tabular else formats.score(value, task.metric)
+
+    val, test = (split if task.metric == "accuracy" else f"{split} {task.metric}" for split in ("val", "test"))
+    table = Table(title=formats.untrusted(f"{summary['algo']} on {summary['task']}: best-by-validation per seed"))
+    for header in ("seed", "best architecture", val, test, "candidate"):
+        table.add_column(header, justify="left" if header == "best architecture" else "right")
+    for result in results[:20]:
+        best = result.best()
+        if best is None:
+            table.add_row(str(result.seed), "(nothing trained)", "-", "-", "-")
+        else:
+            table.add_row(
+                *map(
+                    formats.untrusted,
+                    (result.seed, best.arch, number(best.val), number(best.test), formats.text(best.candidate_id)),
+                )
+            )
+    print_table(table)
+    if len(results) > 20:
+        out.print(f"... and {len(results) - 20} more seeds")
+    if summary["mean_test"] is not None:
+        out.print(
+            formats.line(
+                (f"{summary['seeds']} seed(s), budget {summary['budget']}:", "bold"),
+                f" {test} {number(summary['mean_test'])} ± {number(summary['std_test'])}, "
+                f"{val} {number(summary['mean_val'])}",
+            )
+        )
+    if "mean_hypervolume" in summary:
+        out.print(
+            formats.line(
+                f"hypervolume ({', '.join(summary['objectives'])}; validation front scored on test, normalised): "
+                f"{summary['mean_hypervolume']:.4f} ± {summary['std_hypervolume']:.4f}, "
+                f"{summary['mean_front']:.1f} cells on a front"
+            )
+        )

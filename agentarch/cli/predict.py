@@ -1,0 +1,64 @@
+"""`agentarch predict`: how well the archive's performance predictor ranks a task's candidates before training.
+
+Its own module because it reports on the search's predictor, which no other command shows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agentarch import formats
+from agentarch.cli.common import ArchiveOpt, archive_path, open_archive, out
+from agentarch.search import predictor as predictor_lib
+
+
+def predict_command(
+    predicted_task: Annotated[str, typer.Option("--task", "-t", help="the task whose predictor to assess")],
+    archive: ArchiveOpt = None,
+    folds: Annotated[int, typer.Option(min=2, help="cross-validation folds")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object instead of tables")] = False,
+) -> None:
+    """How well the archive's predictor ranks a task's candidates before they train: the Spearman and Kendall rank
+    correlations of its held-out predictions (k-fold) with the true validation scores, how many trained candidates
+    it learns from, and its features; or why it cannot be fitted yet. Example:
+
+        agentarch predict --task digits
+    """
+    with open_archive(archive_path(archive)) as db:
+        found = predictor_lib.examples(db, predicted_task)
+        reason = predictor_lib.shortfall(found, predicted_task)
+        scores = (
+            None if reason else predictor_lib.cross_validate(found, predicted_task, db.direction(predicted_task), folds)
+        )
+    if as_json:
+        print(
+            json.dumps(
+                {"fitted": False, "task": predicted_task, "n": len(found), "reason": reason}
+                if scores is None
+                else {"fitted": True, **scores}
+            )
+        )
+        return
+    if scores is None:
+        out.print(formats.line(f"no predictor for {predicted_task} yet: {reason}"))
+        return
+    held_out = Table(
+        title=formats.untrusted(f"predictor for {predicted_task}: held-out rank correlation ({scores['folds']}-fold)")
+    )
+    for header in ("trained candidates", "Spearman", "Kendall"):
+        held_out.add_column(header, justify="right")
+    held_out.add_row(
+        str(scores["n"]),
+        *(formats.text(None if v is None else f"{v:.3f}") for v in (scores["spearman"], scores["kendall"])),
+    )
+    out.print(held_out)
+    features = Table(title="features (missing where a candidate lacks one)")
+    features.add_column("feature")
+    features.add_column("candidates with it", justify="right")
+    for name in scores["features"]:
+        features.add_row(formats.untrusted(name), f"{sum(name in e.features for e in found)}/{len(found)}")
+    out.print(features)

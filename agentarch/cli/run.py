@@ -1,0 +1,232 @@
+"""`agentarch run` and `agentarch prompt`: start or resume the discovery loop and print its outcomes, or show the
+prompt its next proposal would send.
+
+Its own module because the loop's command has the most options and its own printing (outcomes, the waiting
+notice, the summary line).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.text import Text
+
+from agentarch import formats
+from agentarch.cli.common import (
+    ArchiveOpt,
+    EpochsOpt,
+    IsolationOpt,
+    NoveltyOpt,
+    TaskOpt,
+    TimeoutOpt,
+    err,
+    fail,
+    open_archive,
+    out,
+    outcome_printer,
+    setting,
+    settings_or_exit,
+    warn_if_weak,
+)
+from agentarch.evaluation.evaluator import Evaluator
+from agentarch.isolation.policy import resolve_isolation
+from agentarch.llm import fewshot, prompts
+from agentarch.loop import run as run_lib
+from agentarch.tasks.registry import get_task
+
+
+def run_command(
+    task: TaskOpt = None,
+    model: Annotated[
+        Optional[list[str]],
+        setting(
+            "model",
+            "--model",
+            note="; give it more than once for several models, each MODEL[@API_BASE][#KEY_VARIABLE], chosen per "
+            "proposal by a cost-aware bandit",
+        ),
+    ] = None,
+    api_base: Annotated[Optional[str], setting("api_base", "--api-base")] = None,
+    budget: Annotated[Optional[int], setting("budget", "--budget", "--max-candidates")] = None,
+    max_cost: Annotated[Optional[float], setting("max_cost", "--max-cost")] = None,
+    hours: Annotated[Optional[float], setting("hours", "--hours")] = None,
+    schedule: Annotated[Optional[str], setting("schedule", "--schedule")] = None,
+    batch: Annotated[Optional[int], setting("batch", "--batch")] = None,
+    objectives: Annotated[Optional[list[str]], setting("objectives", "--objective", metavar="METRIC:max|min")] = None,
+    constraints: Annotated[Optional[list[str]], setting("constraints", "--constraint", metavar="METRIC<=VALUE")] = None,
+    islands: Annotated[Optional[int], setting("islands", "--islands")] = None,
+    migrate_every: Annotated[Optional[int], setting("migrate_every", "--migrate-every")] = None,
+    verify_top: Annotated[Optional[int], setting("verify_top", "--verify-top")] = None,
+    verify_epochs: Annotated[Optional[int], setting("verify_epochs", "--verify-epochs")] = None,
+    screen: Annotated[Optional[int], setting("screen", "--screen")] = None,
+    screen_explore: Annotated[Optional[float], setting("screen_explore", "--screen-explore")] = None,
+    edit_mode: Annotated[Optional[str], setting("edit_mode", "--edit-mode")] = None,
+    edit_rate: Annotated[Optional[float], setting("edit_rate", "--edit-rate")] = None,
+    notebook_every: Annotated[Optional[int], setting("notebook_every", "--notebook-every")] = None,
+    examples: Annotated[Optional[int], setting("examples", "--examples")] = None,
+    parent_strategy: Annotated[Optional[str], setting("parent_strategy", "--parent-strategy")] = None,
+    repair_tries: Annotated[Optional[int], setting("repair_tries", "--repair-tries")] = None,
+    epochs: EpochsOpt = None,
+    resume: Annotated[Optional[str], typer.Option(help="continue the run with this id where it stopped")] = None,
+    slots: Annotated[Optional[int], setting("slots", "--slots")] = None,
+    executor: Annotated[Optional[str], setting("executor", "--executor")] = None,
+    per_gpu: Annotated[Optional[int], setting("per_gpu", "--per-gpu")] = None,
+    ray_address: Annotated[Optional[str], setting("ray_address", "--ray-address")] = None,
+    review: Annotated[Optional[bool], setting("review", "--review")] = None,
+    archive: ArchiveOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary object at the end")] = False,
+    isolation: IsolationOpt = None,
+    timeout_s: TimeoutOpt = None,
+    novelty_threshold: NoveltyOpt = None,
+) -> None:
+    """Run the discovery loop: propose, check, dedup, smoke, repair, train, analyze, record, repeat.
+
+    With --model, an LLM proposes PyTorch code from few-shot examples drawn from the archive; keys
+    come from the provider's environment variable (e.g. OPENAI_API_KEY) or agentarch.toml, never
+    from flags, and never reach the sandbox. Without a model the run says so and goes on offline
+    with regularized evolution through the same graph. Every step is checkpointed: after a crash,
+    `agentarch run --resume RUN_ID` continues where it stopped. Examples:
+
+        agentarch run --task digits --budget 10
+
+        agentarch run --task digits --model openai/gpt-4o-mini --max-cost 2 --hours 8
+
+        agentarch run --task mqar --model openai/qwen2.5-coder --api-base http://127.0.0.1:8000/v1
+    """
+    flags = dict(
+        task=task,
+        model=model[0] if model and len(model) == 1 else None,
+        models=model if model and len(model) > 1 else None,
+        api_base=api_base,
+        budget=budget,
+        max_cost=max_cost,
+        hours=hours,
+        schedule=schedule,
+        batch=batch,
+        objectives=objectives or None,
+        constraints=constraints or None,
+        islands=islands,
+        migrate_every=migrate_every,
+        verify_top=verify_top,
+        verify_epochs=verify_epochs,
+        screen=screen,
+        screen_explore=screen_explore,
+        edit_mode=edit_mode,
+        edit_rate=edit_rate,
+        notebook_every=notebook_every,
+        examples=examples,
+        parent_strategy=parent_strategy,
+        repair_tries=repair_tries,
+        epochs=epochs,
+        isolation=isolation,
+        timeout_s=timeout_s,
+        novelty_threshold=novelty_threshold,
+        review=review,
+        slots=slots,
+        executor=executor,
+        ray_address=ray_address,
+        per_gpu=per_gpu,
+    )
+    settings = settings_or_exit(archive=archive, **flags)
+    printer = outcome_printer(as_json)
+    if resume:
+        given = {k: v for k, v in flags.items() if v is not None and k in ("budget", "max_cost", "hours", "models")}
+        err.print(formats.line("resuming run ", resume))
+        summary = run_lib.resume(resume, settings.archive, on_outcome=printer, on_waiting=_waiting_notice, **given)
+    else:
+        the_task = get_task(settings.task)
+        if the_task.kind == "tabular":
+            raise fail(
+                f"{the_task.name} is a table, not a training task; use `agentarch baseline --task {the_task.name}`"
+            )
+        with open_archive(settings.archive) as db:
+            Evaluator(db, settings).prepared  # fail early on a task, its data or a sandbox that cannot work
+        if settings.model is None:
+            err.print(
+                formats.line(
+                    ("No LLM configured", "bold yellow"),
+                    " (--model, AGENTARCH_MODEL or agentarch.toml): running offline "
+                    "with the regularized-evolution baseline through the same loop.",
+                )
+            )
+        else:
+            models = ", ".join(settings.models) if settings.models else settings.model
+            err.print(
+                formats.line(f"proposing with {models}" + (f" at {settings.api_base}" if settings.api_base else ""))
+            )
+        warn_if_weak(resolve_isolation(settings.isolation))
+        summary = run_lib.start(settings, on_outcome=printer, on_waiting=_waiting_notice)
+    if as_json:
+        print(json.dumps(summary), flush=True)
+    else:
+        out.print(run_summary_line(summary))
+
+
+def run_summary_line(summary: dict[str, Any]) -> Text:
+    """The last line of `agentarch run`: every outcome counted (rejections by a reviewer too), then the best.
+
+    Text, not markup: a resumed run's summary comes back from the archive, and every part of it is shown as the
+    characters it holds."""
+    kinds = ("proposed", "trained", "invalid", "duplicate", "failed", "rejected", "screened", "repaired")
+    counts = ", ".join(f"{summary[k]} {k}" for k in kinds if k in summary)
+    best = summary["best"]
+    outcome = (
+        f"best #{best['id']} {formats.scored('test', best['test_accuracy'], summary['metric'])}"
+        if best
+        else "nothing trained; see `agentarch archive ls`"
+    )
+    extras = []
+    if "front" in summary:
+        extras.append(
+            f"Pareto front of {len(summary['front'])} ({', '.join(summary['objectives']['objectives'])}), "
+            f"hypervolume {summary['hypervolume']:.4g}"
+        )
+    if summary.get("verified"):
+        top = summary["verified"][0]
+        extras.append(
+            f"{len(summary['verified'])} verified, best #{top['id']} "
+            f"{formats.scored('test', top['test_accuracy'], summary['metric'])} at {top['epochs']} epochs"
+        )
+    if summary.get("edits"):
+        extras.append("edits: " + ", ".join(f"{n} {kind}" for kind, n in sorted(summary["edits"].items())))
+    return formats.line(
+        (f"run {summary['run_id']} {summary['status']}", "bold"),
+        f" (stopped by {summary['stopped_by']}): {counts}; {outcome}; "
+        + "".join(f"{extra}; " for extra in extras)
+        + f"cost {formats.usd(summary['cost_usd'])}",
+    )
+
+
+def _waiting_notice(pending: list[dict[str, Any]]) -> None:
+    if not pending:  # the run looked again after a decision and nothing else waits: nothing to say
+        return
+    err.print(
+        formats.line(
+            ("paused:", "bold cyan"),
+            f" {len(pending)} candidate(s) wait for review (reviews {', '.join(str(r['id']) for r in pending)}); "
+            "decide with `agentarch review` or in `agentarch serve`, and the run goes on by itself",
+        )
+    )
+
+
+def prompt_command(
+    task: TaskOpt = None,
+    archive: ArchiveOpt = None,
+    examples: Annotated[Optional[int], setting("examples", "--examples")] = None,
+    parent_strategy: Annotated[Optional[str], setting("parent_strategy", "--parent-strategy")] = None,
+    choice_seed: Annotated[int, typer.Option("--seed", help="seed of the parent and example choice")] = 0,
+) -> None:
+    """Print exactly what the LLM would see for the next proposal on a task (system and user messages)."""
+    settings = settings_or_exit(task=task, archive=archive, examples=examples, parent_strategy=parent_strategy)
+    the_task = get_task(settings.task)
+    with open_archive(settings.archive) as db:
+        shot = fewshot.select(
+            db, the_task.name, n=settings.examples, strategy=settings.parent_strategy, rng=random.Random(choice_seed)
+        )
+    messages = prompts.propose_messages(the_task, shot)
+    for message in messages:
+        out.rule(formats.untrusted(message["role"], style="bold"))
+        out.print(formats.untrusted(message["content"]))

@@ -1,0 +1,69 @@
+"""What every node of the candidate graph shares: the run's context, the LLM call, the candidate's name, proposer
+and row, and an assessment as the checkpoint stores it.
+
+Its own module because the proposing, evaluating and recording nodes all build on it, and none on each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from agentarch.evaluation.evaluator import Assessment
+from agentarch.llm.client import LLMError
+from agentarch.loop.containment import printable
+from agentarch.loop.context import BEST_OF_N, OFFLINE_PROPOSER, RunContext
+from agentarch.loop.state import CandidateState
+from agentarch.store.names import candidate_name
+
+
+class Nodes:
+    """The nodes of the candidate graph, as methods over one RunContext; each stage's nodes subclass it."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def _ask(self, state: CandidateState, messages: list[dict[str, str]], purpose: str) -> dict[str, Any]:
+        """One LLM call to the proposal's model; a call that fails for good leaves `response` None and says why in
+        `llm_error`."""
+        try:
+            done = self.ctx.llm(state["plan"].get("model")).complete(messages, purpose)
+        except LLMError as err:
+            return {"response": None, "llm_error": f"[llm] {err}", "call_ids": list(getattr(err, "call_ids", []))}
+        return {
+            "response": printable(done.text),
+            "llm_error": None,
+            "call_ids": done.call_ids,
+            "cost_usd": done.cost_usd,
+            "prompt_tokens": done.prompt_tokens,
+            "completion_tokens": done.completion_tokens,
+        }
+
+    def _proposer(self) -> str:
+        if self.ctx.offline:
+            return OFFLINE_PROPOSER
+        return "llm" if self.ctx.settings.feedback else BEST_OF_N
+
+    def _name(self, state: CandidateState) -> str:
+        """What the candidate is (the space's architecture, else the intent's first words) and the run's tag and
+        proposal number, so each name is unique and a name pasted into search finds its one candidate."""
+        plan = state["plan"]
+        arch = f"{self.ctx.offline_space()}:{plan['arch']}" if plan.get("arch") else None
+        return candidate_name(self.ctx.run_id, plan["seq"], state.get("intent"), arch)
+
+    def _row(self, state: CandidateState) -> dict[str, Any]:
+        """The candidate row the evaluator's steps work on, with the HPARAMS the static check read."""
+        parents = [state["parent_id"]] if state.get("parent_id") else []
+        row = self.ctx.evaluator().row(state.get("code") or "", self._name(state), self._proposer(), parents)
+        row["hparams"] = state.get("hparams") or {}
+        return row
+
+
+def as_state(assessment: Assessment) -> dict[str, Any]:
+    """An assessment as the checkpoint stores it (plain data)."""
+    return dataclasses.asdict(assessment)
+
+
+def decided(assessment: Assessment) -> dict[str, Any]:
+    """The state update that decides a candidate's outcome: its verdict and the rows to record."""
+    return {"verdict": assessment.status, "assessment": as_state(assessment)}

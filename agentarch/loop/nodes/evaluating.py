@@ -1,0 +1,175 @@
+"""The evaluating nodes: the evaluator's steps on the proposed code (static check, dedup), the review gate, and
+the candidate's one sandbox job (smoke, screen, train), with the marks that tell a host death apart.
+
+Its own module because these are the steps that judge a candidate; each decides a verdict or lets it on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.types import interrupt
+
+from agentarch.evaluation.evaluator import SandboxRun
+from agentarch.loop.nodes.base import Nodes, decided
+from agentarch.loop.state import CandidateState
+from agentarch.store.decisions import code_sha256
+
+HOST_STOPS_BEFORE_FAILED = 2
+"""How many starts of one sandbox job the orchestrator may die under (killed for memory, a segfault) before the
+candidate is recorded `failed` instead of run again: one ordinary kill (a reboot, Ctrl-C) still replays it."""
+
+
+SMOKE_MEASURES = ("params", "flops", "latency_ms", "peak_memory_mb", "proxies")
+"""What a screened candidate's smoke run measured that the predictor reads (protocol.py bounded each value)."""
+
+SANDBOX_STAGE = "sandbox"
+"""The stage name of a candidate's sandbox job in `evaluation_starts` (one job: smoke, then training)."""
+
+
+class _HostStopped(Exception):
+    """The orchestrator died under this candidate's sandbox job too often: it is not started again."""
+
+
+class EvaluatingNodes(Nodes):
+    """static_check → dedup → review_gate → smoke → (screen →) train."""
+
+    def static_check(self, state: CandidateState) -> dict[str, Any]:
+        """The candidate contract, read without running the code; a rejection goes to repair with its rule and line."""
+        row = self._row(state)
+        rejected = self.ctx.evaluator().check(row)
+        if rejected:
+            return {**decided(rejected), "error": rejected.reason}
+        return {"hparams": row["hparams"], "error": None}
+
+    def dedup(self, state: CandidateState) -> dict[str, Any]:
+        """Text and AST levels here; the functional level needs the sandbox and runs in `smoke`."""
+        duplicate = self.ctx.evaluator().dedup(self._row(state))
+        return decided(duplicate) if duplicate else {}
+
+    def review_gate(self, state: CandidateState) -> dict[str, Any]:
+        """With --review, pause here (a LangGraph interrupt) until a person approves, rejects or edits this code.
+
+        A decision covers exactly the code it was shown, by sha256 (and, for an edit, the code the person
+        wrote). Every way to the sandbox passes here, so code that changed after a decision (an LLM repair
+        after a failed smoke run, or of a person's edit that failed the checks) pauses again.
+        """
+        code = state.get("code") or ""
+        covered = state.get("covered") or []
+        if not self.ctx.settings.review or code_sha256(code) in covered:
+            return {"gate": "pass"}
+        plan = state["plan"]
+        decision = interrupt(
+            {
+                "proposal_key": plan["key"],
+                "code": code,
+                "code_sha256": code_sha256(code),
+                "intent": state.get("intent"),
+                "parent_id": state.get("parent_id"),
+            }
+        )
+        if decision.get("code_sha256") != code_sha256(code):
+            raise RuntimeError(f"the decision resuming proposal {plan['key']} was taken on other code than it shows")
+        if decision["status"] == "edited":
+            return {
+                "gate": "edited",
+                "review": decision,
+                "code": decision["code"],
+                "error": None,
+                "covered": [*covered, code_sha256(decision["code"])],
+            }
+        if decision["status"] == "rejected":
+            rejected = self.ctx.evaluator().without_running(
+                code,
+                self._name(state),
+                "rejected",
+                f"rejected by {decision['by']}: {decision['reason']}",
+                self._proposer(),
+            )
+            return {"gate": "rejected", "review": decision, **decided(rejected)}
+        return {"gate": "pass", "review": decision, "covered": [*covered, code_sha256(code)]}
+
+    def smoke(self, state: CandidateState) -> dict[str, Any]:
+        """Start the candidate's sandbox job and wait for its smoke verdict (build, count, forward and backward one
+        batch, functional dedup, the parameter budget); a candidate that passed trains on in the same job.
+
+        With --screen the job ends after the smoke run, and what it measured goes to `screen`."""
+        screening = self.ctx.screening is not None
+        job = self._start(state, smoke_only=screening)
+        if isinstance(job, str):
+            return {"fault": job}
+        key = state["plan"]["key"]
+        try:
+            verdict = job.smoke()
+        except BaseException:
+            self._finished(state)
+            raise
+        if verdict is None and screening:
+            self._finished(state)
+            measured = job.pending.smoke().smoke or {}
+            return {"error": None, "smoke": {k: measured.get(k) for k in SMOKE_MEASURES}}
+        if verdict is None:
+            self.ctx.keep_job(key, job)
+            return {"error": None}
+        self._finished(state)
+        return {**decided(verdict), "error": verdict.reason}
+
+    def screen(self, state: CandidateState) -> dict[str, Any]:
+        """Report the smoke-tested candidate to its screening group and wait for the group's decision: train it, or
+        record it `screened` with its prediction. Its queue place is given back first: it proposes no more."""
+        plan = state["plan"]
+        self.ctx.leave_queue(plan["key"])
+        row = self._row(state)
+        decision = self.ctx.screening.report(self.ctx.archive(), plan, state.get("smoke") or {}, {**plan, **row})  # type: ignore[union-attr]
+        if decision.train:
+            return {"prediction": decision.prediction}
+        screened = self.ctx.evaluator().without_running(
+            state.get("code") or "", self._name(state), "screened", decision.reason, self._proposer()
+        )
+        measured = state.get("smoke") or {}
+        screened.candidate.update(params=measured.get("params"), flops=measured.get("flops"))
+        return {**decided(screened), "prediction": decision.prediction}
+
+    def train(self, state: CandidateState) -> dict[str, Any]:
+        """Wait for the training the smoke step's job went on with (after a resume, run a new job: smoke and train)."""
+        key = state["plan"]["key"]
+        self.ctx.leave_queue(key)
+        job = self.ctx.take_job(key) or self._start(state)
+        if isinstance(job, str):
+            return {"fault": job}
+        try:
+            return decided(job.result())
+        finally:
+            self._finished(state)
+
+    def _start(self, state: CandidateState, smoke_only: bool = False) -> SandboxRun | str:
+        """Start the candidate's sandbox job, marked started in the archive once it has its slot.
+
+        The mark is closed (`_finished`) when the job's verdict is in. A mark left open means the
+        orchestrator died while the candidate was in the sandbox; after HOST_STOPS_BEFORE_FAILED such deaths
+        the candidate is not run again, and the reason returned instead is recorded as its failure. With
+        local slots the mark is taken once the job has its slot, so a candidate waiting for one is not blamed;
+        with Ray, a job queued on the cluster is.
+        """
+        code, key = state.get("code") or "", state["plan"]["key"]
+        if self.ctx.settings.review and code_sha256(code) not in (state.get("covered") or []):
+            raise RuntimeError("code that no review decision covers reached the sandbox")  # the graph's invariant
+        archive = self.ctx.archive()
+
+        def mark() -> None:
+            stops = archive.evaluation_started(self.ctx.run_id, key, code, SANDBOX_STAGE)
+            if stops >= HOST_STOPS_BEFORE_FAILED:
+                raise _HostStopped(
+                    f"[host] the orchestrator stopped {stops} times while this candidate was in the sandbox; "
+                    "recorded as failed instead of run again"
+                )
+
+        try:
+            return self.ctx.evaluator().start(self._row(state), ready=mark, smoke_only=smoke_only)
+        except _HostStopped as stopped:
+            return str(stopped)
+
+    def _finished(self, state: CandidateState) -> None:
+        self.ctx.archive().evaluation_finished(
+            self.ctx.run_id, state["plan"]["key"], state.get("code") or "", SANDBOX_STAGE
+        )

@@ -1,0 +1,70 @@
+"""The run's summary: the object `agentarch run --json` prints last, from the outcomes of its proposals.
+
+Its own module because it reads only finished outcomes (and the verify results), never the graph or the archive:
+the run builds it once the scheduler stops, whatever stopped it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from agentarch.search.objectives import Goals
+from agentarch.store import ranking
+from agentarch.store.ranking import Direction
+from agentarch.store.summaries import best_by_validation, status_counts
+
+
+def summarize(
+    run_id: str,
+    status: str,
+    outcomes: list[dict[str, Any]],
+    stopped_by: str | None,
+    direction: Direction = "max",
+    metric: str = "accuracy",
+    goals: Goals | None = None,
+    verified: dict[int, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The object `agentarch run --json` prints last; `best` is the best by validation in the task's `direction`
+    (`agentarch.loop.run` passes it and the task's `metric`, which the scores in `best` are).
+
+    With several objectives it adds the run's Pareto front (trained candidates that meet the constraints and
+    that no other dominates) and its hypervolume against a reference point it states; with --verify-top the
+    verify-stage results, best first, apart from the explore results.
+    """
+    found = status_counts(o["status"] for o in outcomes)
+    counts = {k: found.get(k, 0) for k in ("trained", "invalid", "duplicate", "failed", "rejected", "screened")}
+    counts["failed"] += found.get("timeout", 0)
+    best = best_by_validation(
+        outcomes, lambda o: o.get("val_accuracy") if o["status"] == "trained" else None, direction
+    )
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "status": status,
+        "proposed": len(outcomes),
+        **counts,
+        "repaired": sum(1 for o in outcomes if o.get("repaired")),
+        "best": {"id": best["id"], "test_accuracy": best["test_accuracy"]} if best else None,
+        "metric": metric,
+        "cost_usd": round(sum(o.get("cost_usd") or 0.0 for o in outcomes), 6),
+        "stopped_by": stopped_by,
+    }
+    if goals is not None and goals.multi:
+        trained = [o for o in outcomes if o["status"] == "trained" and o.get("id")]
+        reference = goals.reference(trained)
+        summary["objectives"] = goals.describe()
+        summary["front"] = [
+            {"id": o["id"], **{obj.column: o.get(obj.column) for obj in goals.objectives}} for o in goals.front(trained)
+        ]
+        summary["hypervolume"] = goals.hypervolume(trained, reference)
+        summary["reference"] = (
+            None if reference is None else [obj.key(r) for obj, r in zip(goals.objectives, reference)]
+        )
+    edited = Counter(o["edit"] for o in outcomes if o.get("edit"))
+    if set(edited) - {"full"}:
+        summary["edits"] = dict(edited)
+    if verified:
+        summary["verified"] = ranking.ranked(
+            [v for v in verified.values() if v["status"] == "trained"], lambda v: v["val_accuracy"], direction
+        )
+    return summary

@@ -1,0 +1,90 @@
+"""What every part of the store works through: the open file and its write transaction, the archive's error, and
+the few SQL helpers they all share.
+
+`Archive` (agentarch.store.archive) is composed of parts, one per job (schema, records, reads, ledger, decisions,
+outcomes), and the read queries of the web, the report and the CLI sit beside them. Each part needs the same
+handful of things: the connection (`db`) and the file's `path`, one write transaction at a time (`_writing`), the
+error to raise, a timestamp, and how rows are filtered and decoded. They live here, apart from the class that
+composes the parts, so that a part can import them without importing `Archive`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from agentarch.errors import AgentarchError
+
+
+class ArchiveError(AgentarchError, RuntimeError):
+    """The archive cannot be used as asked; the message says what to do."""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Handle:
+    """The handle on one archive file that each part of `Archive` extends: `Archive` opens the file and sets
+    `path` and `db`; a part reads through `db` and writes in `_writing`."""
+
+    path: Path
+    db: sqlite_utils.Database
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction that takes SQLite's write lock at its start (BEGIN IMMEDIATE).
+
+        A deferred transaction that reads first and writes later cannot wait for a concurrent
+        writer in WAL mode (SQLite answers "database is locked" at once); taking the lock up front
+        lets the busy timeout queue writers from several threads and processes instead.
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.conn.rollback()
+            raise
+        self.db.conn.commit()
+
+
+_JSON_FIELDS = (
+    "parents",
+    "hparams",
+    "curve",
+    "timings",
+    "config",
+    "summary",
+    "examples",
+    "prompt",
+    "structure",
+    "proxies",
+)
+
+
+def _where(conditions: dict[str, Any]) -> tuple[str | None, list[Any]]:
+    """`column = ?` for each condition that is not None, joined with AND (None when there is none)."""
+    given = {column: value for column, value in conditions.items() if value is not None}
+    return " AND ".join(f"{column} = ?" for column in given) or None, list(given.values())
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: json.loads(v) if k in _JSON_FIELDS and isinstance(v, str) else v for k, v in row.items()}
+
+
+_IDS = "SELECT value FROM json_each(?)"  # `IN (_IDS)` with json.dumps(ids) as its one argument
+
+
+def _all(limit: int | None) -> int:
+    """SQLite's LIMIT for `limit` (-1: no limit)."""
+    return -1 if limit is None else limit
+
+
+def _count(archive: Handle, sql: str, args: Sequence[Any] = ()) -> int:
+    return int(archive.db.execute(sql, args).fetchone()[0])

@@ -1,0 +1,108 @@
+"""What a task is: the `Task` record, the kinds contract (what goes into a candidate and what comes out), the
+metrics with the direction each is better in, the `SplitData` a task's data builder returns, and `TaskError`.
+
+Its own module because the rest of agentarch.tasks, and every room above, uses these names while this module
+uses none of theirs: built-in tasks, task files, preparation and scoring all import it, and it imports none of
+them. It never imports torch (the orchestrator imports it on every command).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+from agentarch.errors import AgentarchError
+
+IGNORE_INDEX = -100
+"""Label value at token positions that are not scored (the PyTorch cross-entropy convention)."""
+
+BYTE_VOCAB = 256
+"""The vocabulary of byte-level language modelling: an id is one byte."""
+
+
+class TaskError(AgentarchError, ValueError):
+    """A task cannot be used as asked; the message says what to fix."""
+
+
+Kind = Literal["image", "token", "sequence", "table", "lm", "tabular"]
+"""What goes into a candidate and what comes out (B = batch, L = sequence length):
+
+- image: float (B, C, H, W) -> logits (B, num_classes)
+- token: ids (B, L) -> logits (B, L, num_classes), one label per position (IGNORE_INDEX = not scored)
+- sequence: ids (B, L) (with `vocab_size`) or floats (B, L, F) -> logits (B, num_classes), one label per sequence
+- table: floats (B, F) -> logits (B, num_classes), or (B, num_classes) values for a regression metric
+- lm: ids (B, L) (bytes, or a tokenizer's ids) -> logits (B, L, vocab = num_classes) predicting the next id; the
+  trainer shifts, not the candidate
+- tabular: answered from a benchmark table (NAS-Bench-201), never trained here
+"""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a task's outputs are scored on held-out labels, and which way is better."""
+
+    name: str
+    direction: Literal["max", "min"]
+    regression: bool = False  # scored on predicted values, not on argmax classes
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("accuracy", "max"),
+        Metric("query_accuracy", "max"),
+        Metric("balanced_accuracy", "max"),
+        Metric("macro_f1", "max"),
+        Metric("mse", "min", regression=True),
+        Metric("mae", "min", regression=True),
+        Metric("r2", "max", regression=True),
+        Metric("bits_per_byte", "min"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a candidate is trained on and judged by, with the default training budget."""
+
+    name: str
+    kind: Kind
+    in_shape: tuple[int, ...]  # (C, H, W) image; (L,) token, lm and id sequences; (L, F) float sequences; (F,) table
+    num_classes: int  # classes; the vocabulary for token and lm tasks; the number of targets for a regression
+    metric: str  # a key of METRICS
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    max_params: int
+    needs_data_dir: bool
+    description: str  # one paragraph, shown to the proposer
+    vocab_size: int | None = None  # id sequences of a sequence task: ids are in [0, vocab_size)
+    build: Callable[[Task, Path | None, bool, int], SplitData] | None = None  # a task file's or entry point's loader
+    fingerprint: str = ""  # what the prepared cache depends on besides the split seed (a task file's data)
+
+    @property
+    def direction(self) -> Literal["max", "min"]:
+        """Which way the task's metric is better: every ranking (leaderboards, parents, REA, TPE, halving) asks."""
+        return METRICS[self.metric].direction
+
+
+class SplitData(NamedTuple):
+    """A task's data in the stored formats, before it is written.
+
+    `val_bytes` and `test_bytes` are for language modelling over a tokenizer's ids: the bytes of text
+    each id stands for, (N, L) int64, which turn the likelihood into bits per byte (host only).
+    """
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    val_bytes: np.ndarray | None = None
+    test_bytes: np.ndarray | None = None
