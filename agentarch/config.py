@@ -36,10 +36,12 @@ class ConfigError(AgentarchError, ValueError):
 
 _BASE = re.compile(r"^https?://[^\s@/#]+(/[^\s@#]*)?$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONCURRENCY = re.compile(r"~(\d*)\s*$")
 SPEC_HELP = (
-    "a model is MODEL[@API_BASE][#KEY_VARIABLE], e.g. openai/gpt-4o-mini, "
-    "ollama/qwen2.5-coder:7b@http://127.0.0.1:11434 or openai/my-model@https://host/v1#MY_KEY "
-    "(the key itself stays in that environment variable)"
+    "a model is MODEL[@API_BASE][#KEY_VARIABLE][~CONCURRENCY], e.g. openai/gpt-4o-mini, "
+    "ollama/qwen2.5-coder:7b@http://127.0.0.1:11434 or openai/my-model@https://host/v1#MY_KEY~4 "
+    "(the key itself stays in that environment variable; ~N: at most N calls to the model at once, "
+    "default: what the server says, else 1 for a local server and 8 for a hosted one)"
 )
 
 
@@ -52,12 +54,22 @@ class ModelArm:
     name: str
     api_base: str | None = None
     key_env: str | None = None
+    concurrency: int | None = None  # calls in flight to the model at most (None: the run's llm_concurrency, or ask)
 
     @classmethod
     def parse(cls, spec: str) -> ModelArm:
-        """An arm from `MODEL[@API_BASE][#KEY_VARIABLE]`. `@` starts the server only before http:// or https://,
-        so a model name with a version after `@` (vertex_ai/claude-3-5-sonnet@20240620) stays whole. Errors
+        """An arm from `MODEL[@API_BASE][#KEY_VARIABLE][~CONCURRENCY]`. `@` starts the server only before http:// or
+        https://, so a model name with a version after `@` (vertex_ai/claude-3-5-sonnet@20240620) stays whole; `~N`
+        counts only at the very end and only as digits, so a `~` inside a name or URL stays where it is. Errors
         quote the model name only: what follows `#` might be a key pasted by mistake."""
+        spec = spec.strip()
+        limit = _CONCURRENCY.search(spec)
+        if limit and spec[: limit.start()] and not limit.group(1):
+            raise UsageError(f"~ at the end of {spec[: limit.start()].partition('#')[0]!r} needs a number; {SPEC_HELP}")
+        if limit and limit.group(1):
+            if int(limit.group(1)) < 1:
+                raise UsageError(f"model {spec.partition('#')[0].partition('~')[0]!r} needs ~1 or more; {SPEC_HELP}")
+            spec = spec[: limit.start()]
         head, hashed, key = spec.strip().partition("#")
         split = re.search(r"@(?=https?://)", head)
         model, base = (head[: split.start()], head[split.start() + 1 :]) if split else (head, "")
@@ -77,12 +89,18 @@ class ModelArm:
                 f"after # model {model!r} needs the NAME of an environment variable holding its key (letters, "
                 f"digits and _), never the key itself; {SPEC_HELP}"
             )
-        return cls(name=model, api_base=base or None, key_env=key or None)
+        concurrency = int(limit.group(1)) if limit and limit.group(1) else None
+        return cls(name=model, api_base=base or None, key_env=key or None, concurrency=concurrency)
 
     @property
     def spec(self) -> str:
         """The arm written back as a spec (what a run's config keeps; it names the key's variable, never the key)."""
-        return self.name + (f"@{self.api_base}" if self.api_base else "") + (f"#{self.key_env}" if self.key_env else "")
+        return (
+            self.name
+            + (f"@{self.api_base}" if self.api_base else "")
+            + (f"#{self.key_env}" if self.key_env else "")
+            + (f"~{self.concurrency}" if self.concurrency else "")
+        )
 
     def api_key(self) -> str | None:
         """The key from the arm's variable (None when it names none); a variable that is unset is an error."""
@@ -181,7 +199,43 @@ class Settings(BaseSettings):
         "never logged, never shown to candidates",
         json_schema_extra=unset("none"),
     )
-    llm_timeout_s: float = Field(120.0, gt=0, description="seconds before one LLM call is abandoned and retried")
+    llm_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="LLM calls in flight to one model at once, for every model without its own ~N; calls beyond it "
+        "wait their turn, and the wait counts against no timeout",
+        json_schema_extra=unset("what the server says (llama.cpp's slots), else 1 for a local server, 8 for a hosted one"),
+    )
+    llm_stream: bool = Field(
+        True,
+        description="stream answers, so that timeouts measure the time to the first token and stalls between tokens "
+        "rather than the whole answer (off: one wall clock, llm_timeout_s, for a server that cannot stream)",
+    )
+    llm_first_token_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="seconds from sending a streamed call to its first token (the server reading the prompt); "
+        "waiting for the model's concurrency limit does not count",
+    )
+    llm_stall_timeout_s: float = Field(
+        60.0, gt=0, description="most seconds between two chunks of a streamed answer before the call is cut and retried"
+    )
+    llm_min_tokens_per_s: float = Field(
+        0.5,
+        ge=0,
+        description="slowest streamed answer accepted, in tokens per second since its first token, checked once a "
+        "minute has passed (0: off)",
+    )
+    llm_timeout_s: float = Field(
+        120.0, gt=0, description="seconds before an LLM call that does not stream (llm_stream off) is abandoned and retried"
+    )
+    context_tokens: int | None = Field(
+        None,
+        ge=512,
+        description="the model's context window in tokens, prompt and answer together; prompts are fitted to it "
+        "(with what the server or litellm says, the smaller wins)",
+        json_schema_extra=unset("what the server (/props, /v1/models) or litellm says"),
+    )
     llm_retries: int = Field(4, ge=0, description="retries of a failed LLM call (429 and 5xx honour Retry-After)")
     max_tokens: int = Field(
         8192,

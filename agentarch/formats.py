@@ -117,8 +117,9 @@ def _code(match: re.Match[str]) -> str:
 
 def printable(value: Any) -> str:
     """`value` as text that shows what it is on a terminal: each control character written as its code
-    (`\\x1b`, `\\u202e`), newline and tab kept."""
-    return _CONTROL.sub(_code, str(value))
+    (`\\x1b`, `\\u202e`), newline and tab kept, and a Windows line end (CR LF) shown as the line end it is; a CR
+    anywhere else (which would let a line overwrite itself) is `\\x0d`."""
+    return _CONTROL.sub(_code, str(value).replace("\r\n", "\n"))
 
 
 def untrusted(value: Any, style: str = "") -> Text:

@@ -288,7 +288,7 @@ def main() -> None:
             Probe("export CSV, all 10,000 rows (a download, not a page)", "/?task=digits&format=csv&all=1", page=False),
         ]
         app = create_app(path)
-        with TestClient(app) as client:
+        with TestClient(app, base_url="http://localhost") as client:  # a Host the app answers to
             rows = [(probe, *median_ms(client, app, probe)) for probe in probes]
     print("# Web UI benchmark\n")
     print(

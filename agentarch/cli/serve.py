@@ -17,14 +17,14 @@ import typer
 
 from agentarch import web
 from agentarch.cli.common import ArchiveOpt, archive_path, err, fail, open_archive, out, setting, settings_or_exit
-from agentarch.web.access import is_loopback
+from agentarch.web.access import Hosts, is_loopback
 from agentarch.web.report import write_report
 
 
 def serve_command(
     archive: ArchiveOpt = None,
-    host: Annotated[Optional[str], setting("web_host", "--host")] = None,
-    port: Annotated[Optional[int], setting("web_port", "--port")] = None,
+    web_host: Annotated[Optional[str], setting("web_host", "--host")] = None,
+    web_port: Annotated[Optional[int], setting("web_port", "--port")] = None,
     token: Annotated[Optional[str], setting("web_token", "--token", note=" (AGENTARCH_WEB_TOKEN)")] = None,
     allow_hosts: Annotated[
         Optional[list[str]], setting("allow_hosts", "--allow-host", note="; repeat it for more", metavar="NAME[:PORT]")
@@ -46,7 +46,9 @@ def serve_command(
         agentarch serve --archive archive/archive.db --port 8000
         agentarch serve --host 0.0.0.0 --generate-token --allow-host archive.lan
     """
-    settings = settings_or_exit(archive=archive, web_host=host, web_port=port, web_token=token, allow_hosts=allow_hosts)
+    settings = settings_or_exit(
+        archive=archive, web_host=web_host, web_port=web_port, web_token=token, allow_hosts=allow_hosts
+    )
     path = settings.archive
     if not path.is_file():  # opening it would create an empty archive and serve that, hiding a mistyped path
         raise fail(f"no archive at {path}; pass an existing one with --archive (a run, eval or baseline makes one)")
@@ -65,12 +67,9 @@ def serve_command(
     address = f"http://{shown_host}:{settings.web_port}/" + (f"?token={secret}" if secret else "")
     # printed once: the token is in no log after this line, and the browser swaps it for a cookie on first use
     err.print(f"serving {path} at {address} (Ctrl-C stops)", markup=False, highlight=False)
-    if not is_loopback(settings.web_host):
-        err.print(
-            "answering only Host names: the bound address, localhost and --allow-host; open it by a name you allowed",
-            markup=False,
-            highlight=False,
-        )
+    if not is_loopback(settings.web_host):  # a person opens it by some name; only these are answered
+        hosts = Hosts.of(settings.web_host, settings.web_port, settings.allow_hosts).describe()
+        err.print(f"answering the Host names {hosts} (add more with --allow-host)", markup=False, highlight=False)
     web.serve(path, host=settings.web_host, port=settings.web_port, token=secret, allow_hosts=settings.allow_hosts)
 
 

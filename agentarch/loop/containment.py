@@ -46,6 +46,7 @@ def guarded(ctx: RunContext, node: Any, serde: SerializerProtocol, contain: bool
                 return {"fault": _fault(node.__name__, err)}
             ctx.aborted.set()
             ctx.leave_queue(state["plan"]["key"])
+            ctx.inflight.release(state["plan"]["key"])
             raise
 
     run.__name__ = node.__name__

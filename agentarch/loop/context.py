@@ -1,5 +1,6 @@
 """What the candidate graph's nodes share and must not checkpoint: the run's settings, its per-thread archive
-handles and LLM clients, the executor's slots and the bounded queue in front of them.
+handles and LLM clients, the executor's slots and the bounded queue in front of them, and the code in flight (passed
+dedup, not yet recorded) that copies of it wait for.
 
 Its own module because the scheduler holds the same context as the nodes: it is the run's, not one step's.
 """
@@ -7,6 +8,7 @@ Its own module because the scheduler holds the same context as the nodes: it is 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,82 @@ class RunAborted(RuntimeError):
     """Another branch failed in a way that stops the run; this one stops waiting (never recorded as its fault)."""
 
 
+IN_FLIGHT_POLL_S = 0.5
+"""How long a proposal waiting for a copy in flight sleeps at most before it looks again at an abort."""
+
+
+class InFlight:
+    """Code that passed dedup and is not recorded yet, by its dedup marks (`level:hash` at the levels that need no
+    sandbox: whitespace and AST), each held by one proposal.
+
+    A proposal whose code matches a mark another holds waits (in its `dedup` step, holding no slot: the holder
+    already has its own queue place) until the holder lets go, then runs the archive's dedup as usual, so copies in
+    flight at once train once and the copy's `duplicate_of` names a recorded row. A holder lets go once its
+    candidate is recorded (trained, failed, rejected, screened: whatever the archive's dedup makes of it), when it
+    leaves the code behind (a repair, a person's edit), or when its branch stops beyond containment. Memory only:
+    after a crash the archive is the truth, and the scheduler takes back the holds of the resumed proposals from
+    their checkpoints (`CandidateState.inflight`) before any of them runs.
+    """
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._holder: dict[str, str] = {}  # mark -> the key of the proposal holding it
+        self._held: dict[str, list[str]] = {}  # proposal key -> the marks it holds
+        self._changed = threading.Condition()
+
+    def hold(self, key: str, marks: list[str], before_wait: Callable[[str], None] | None = None) -> str | None:
+        """Hold `marks` for proposal `key` (in place of what it held before), first waiting while another proposal
+        holds any of them; returns the proposal it waited for, or None. `before_wait` is called with that
+        proposal's key once, outside the lock, before the wait begins. Raises RunAborted when the run stops."""
+        with self._changed:
+            other = self._other(key, marks)
+            if other is None:
+                self._take(key, marks)
+                return None
+        if before_wait is not None:
+            before_wait(other)
+        with self._changed:
+            while True:
+                if self._stop.is_set():  # a holder that stopped with the run lets go unrecorded: do not go on
+                    raise RunAborted("the run stopped while this candidate waited for a copy of its code in flight")
+                if self._other(key, marks) is None:
+                    break
+                self._changed.wait(IN_FLIGHT_POLL_S)
+            self._take(key, marks)
+        return other
+
+    def restore(self, key: str, marks: list[str]) -> None:
+        """Take back a resumed proposal's hold (never waits: a mark another already holds stays theirs)."""
+        with self._changed:
+            self._take(key, [mark for mark in marks if self._holder.get(mark, key) == key])
+
+    def release(self, key: str) -> None:
+        """Let go of whatever proposal `key` holds, and wake the proposals waiting for it."""
+        with self._changed:
+            self._drop(key)
+            self._changed.notify_all()
+
+    def holding(self) -> dict[str, list[str]]:
+        """Who holds what now (proposal key -> marks)."""
+        with self._changed:
+            return {key: list(marks) for key, marks in self._held.items()}
+
+    def _other(self, key: str, marks: list[str]) -> str | None:
+        return next((self._holder[m] for m in marks if self._holder.get(m, key) != key), None)
+
+    def _take(self, key: str, marks: list[str]) -> None:
+        self._drop(key)
+        for mark in marks:
+            self._holder[mark] = key
+        if marks:
+            self._held[key] = list(marks)
+
+    def _drop(self, key: str) -> None:
+        for mark in self._held.pop(key, []):
+            if self._holder.get(mark) == key:
+                del self._holder[mark]
+
+
 @dataclass
 class RunContext:
     """What the nodes share and must not checkpoint: settings, per-thread archive handles, the LLM, slots."""
@@ -49,6 +127,7 @@ class RunContext:
     aborted: threading.Event = field(default_factory=threading.Event)
     _jobs: dict[str, SandboxRun] = field(default_factory=dict)
     _jobs_lock: threading.Lock = field(default_factory=threading.Lock)
+    inflight: InFlight = field(init=False)  # code that passed dedup and is not recorded yet (copies wait for it)
 
     goals: Goals = field(init=False)
     screening: Screening | None = field(init=False)
@@ -67,6 +146,7 @@ class RunContext:
         )
         self.executor = make_executor(s.executor, s.slots, s.ray_address, s.per_gpu)
         self._queue = threading.Semaphore(self.executor.capacity + s.queue)
+        self.inflight = InFlight(self.aborted)
 
     @property
     def verify_epochs(self) -> int:
@@ -140,6 +220,8 @@ class RunContext:
                 timeout_s=s.llm_timeout_s,
                 max_retries=s.llm_retries,
                 temperature=s.temperature,
+                max_tokens=s.max_tokens,
+                max_answer_bytes=s.max_answer_bytes,
                 archive=self.archive(),
                 run_id=self.run_id,
             )

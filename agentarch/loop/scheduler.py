@@ -70,6 +70,9 @@ class Scheduler:
         ledger = self.ctx.archive().proposals(self.ctx.run_id)
         self.started = len(ledger)
         self.outcomes = [p["outcome"] for p in ledger if p["outcome"] is not None]
+        for entry in ledger:  # before any resumed proposal runs: a copy of held code must find it held
+            if entry["outcome"] is None:
+                self._hold_again(entry["plan"]["key"])
         for entry in ledger:
             if entry["outcome"] is None:
                 self._launch(entry["plan"], fresh=False)
@@ -202,6 +205,14 @@ class Scheduler:
         self.started += 1
         self._launch(plan, fresh=True)
 
+    def _hold_again(self, key: str) -> None:
+        """Take back what a resumed proposal held in flight when the run stopped (its checkpoint says: it passed
+        dedup and was not recorded), so a copy resumed beside it waits for it instead of training again."""
+        snapshot = self.graph.get_state({"configurable": {"thread_id": key}})
+        marks = (snapshot.values or {}).get("inflight")
+        if marks:
+            self.ctx.inflight.restore(key, list(marks))
+
     def _launch(self, plan: dict[str, Any], fresh: bool) -> None:
         with self._changed:
             self._flights[plan["key"]] = plan
@@ -240,6 +251,7 @@ class Scheduler:
             self.ctx.aborted.set()
             self.ctx.leave_queue(key)
         finally:
+            self.ctx.inflight.release(key)
             if self.ctx.screening is not None:
                 self.ctx.screening.ended(plan)
             with self._changed:

@@ -3,7 +3,8 @@
 Proposal number `seq` belongs to group `seq // K`. Each member goes through the cheap stages (checks, dedup,
 a smoke-only sandbox job that measures size, latency and zero-cost proxies) and then reports its
 measurements here and waits; a member that ended before (invalid, a duplicate, a failed smoke run) is
-counted out by the scheduler. Once every member of the group is in or out, the group decides: the member
+counted out by the scheduler, and one that waits for a copy of its code in flight counts itself out (reporting
+later, it follows what its group decided). Once every member of the group is in or out, the group decides: the member
 with the best predicted validation score (agentarch/search/predictor.py, fitted on the task's archive and refitted
 as trained candidates arrive) trains; with probability `explore`, or while the archive holds too few trained
 candidates to fit a predictor, a member drawn at random trains instead. The others are recorded `screened`
@@ -75,6 +76,7 @@ class Screening:
         key, number = plan["key"], self.group_of(plan["seq"])
         with self._changed:
             group = self._group(plan)
+            group.out.discard(key)  # counted out while it waited for a copy in flight, it reports after all
             group.reports[key] = features_of(smoke, candidate)
             self._changed.notify_all()
             while True:

@@ -34,6 +34,7 @@ class CandidateState(TypedDict, total=False):
     edit_tries: int  # edit retries so far (at most one)
     edit_outcome: str | None  # diff, diff-repaired or diff-fallback: how a diff-mode proposal got its code
     assessment: dict[str, Any] | None  # the rows that verdict records
+    inflight: list[str] | None  # the dedup marks this proposal holds while its code is in flight (RunContext.inflight)
     analysis: str | None
     review: dict[str, Any] | None  # a person's latest decision at the review gate
     covered: list[str]  # sha256 of every code a person's decision covers: approved as shown, or written in an edit

@@ -26,6 +26,45 @@ class ArchiveError(AgentarchError, RuntimeError):
     """The archive cannot be used as asked; the message says what to do."""
 
 
+TEXT_CAPS: dict[str, int] = {
+    "name": 200,
+    "intent": 4_000,
+    "reason": 4_000,
+    "error": 4_000,
+    "analysis": 16_000,
+    "text": 8_000,
+    "code": 256_000,
+    "response": 256_000,
+}
+"""The most characters the archive keeps of each text column that a model, a candidate or a task file wrote, by
+column name across tables. The static check already refuses code over 64 KiB and the LLM client answers over its
+byte cap, so these are the last line: whatever reaches a write is bounded, and one hostile string cannot grow the
+archive (and every page that shows it) without limit. A prompt (JSON: a list of messages) has each message's
+content cut to `PROMPT_MESSAGE_CAP`."""
+
+PROMPT_MESSAGE_CAP = 128_000
+
+
+def capped(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with each capped text column cut to its `TEXT_CAPS` limit, ending in a note that says how much was cut
+    (so a reader knows the stored text is not whole)."""
+    out = dict(row)
+    for column, limit in TEXT_CAPS.items():
+        out[column] = _cut(out.get(column), limit)
+    if isinstance(out.get("prompt"), list):
+        out["prompt"] = [
+            {**m, "content": _cut(m.get("content"), PROMPT_MESSAGE_CAP)} if isinstance(m, dict) else m
+            for m in out["prompt"]
+        ]
+    return {k: v for k, v in out.items() if k in row}
+
+
+def _cut(value: Any, limit: int) -> Any:
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + f"\n[cut: {len(value) - limit:,} more characters; the archive keeps {limit:,}]"
+    return value
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from agentarch.store.decisions import code_sha256
-from agentarch.store.handle import Handle, _where, now
+from agentarch.store.handle import Handle, _where, capped, now
 
 
 class Ledger(Handle):
@@ -22,7 +22,7 @@ class Ledger(Handle):
     def record_llm_call(self, call: dict[str, Any]) -> int:
         """Append one LLM call (or failed attempt) to the ledger; returns its id."""
         with self._writing():
-            return int(self.db["llm_calls"].insert({"created_at": now(), **call}).last_pk)
+            return int(self.db["llm_calls"].insert({"created_at": now(), **capped(call)}).last_pk)
 
     def llm_calls(self, run_id: str | None = None, candidate_id: int | None = None) -> list[dict[str, Any]]:
         where, args = _where({"run_id": run_id, "candidate_id": candidate_id})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agentarch.store.handle import Handle, now
+from agentarch.store.handle import Handle, capped, now
 from agentarch.store.ranking import sql_sign
 from agentarch.store.scoring import SCORING_EVALUATION
 
@@ -41,7 +41,7 @@ class Outcomes(Handle):
                     "run_id": run_id,
                     "task": task,
                     "after": after,
-                    "text": text,
+                    "text": capped({"text": text})["text"],
                     "cites": json.dumps(cites),
                     "created_at": now(),
                 },

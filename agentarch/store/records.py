@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from agentarch import formats
-from agentarch.store.handle import ArchiveError, Handle, now
+from agentarch.store.handle import ArchiveError, Handle, capped, now
 from agentarch.tasks.task import Task
 
 CANDIDATE_STATUSES = ("trained", "invalid", "duplicate", "failed", "timeout", "rejected", "screened")
@@ -98,7 +98,7 @@ class Records(Handle):
         again (an agent loop resumed after a crash between its write and its checkpoint) returns
         the id of the row already there.
         """
-        row = {"created_at": now(), **{k: formats.cell(v) for k, v in candidate.items()}}
+        row = {"created_at": now(), **{k: formats.cell(v) for k, v in capped(candidate).items()}}
         with self._writing():
             key = candidate.get("proposal_key")
             if key is not None:
@@ -112,7 +112,7 @@ class Records(Handle):
                         "candidate_id": candidate_id,
                         "task": candidate["task"],
                         "created_at": now(),
-                        **{k: formats.cell(v) for k, v in evaluation.items()},
+                        **{k: formats.cell(v) for k, v in capped(evaluation).items()},
                     }
                 )
             for call_id in llm_calls:
@@ -129,7 +129,7 @@ class Records(Handle):
                         "candidate_id": candidate_id,
                         "task": task,
                         "created_at": now(),
-                        **{k: formats.cell(v) for k, v in evaluation.items()},
+                        **{k: formats.cell(v) for k, v in capped(evaluation).items()},
                     }
                 )
                 .last_pk

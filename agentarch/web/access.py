@@ -286,13 +286,14 @@ class Guard:
 
     def _check(self, request: Request) -> tuple[Response | None, list[str]]:
         """The Host and token rules: (a response that refuses or redirects, or None; cookies to set)."""
-        scheme_port = 443 if request.url.scheme == "https" else 80
+        # request.url is built from the Host header, and a malformed one ("[::1") would make it raise: scope only
+        scheme_port = 443 if request.scope.get("scheme") == "https" else 80
         if not self.hosts.allows(request.headers.get("host"), scheme_port):
             host = (request.headers.get("host") or "(none)")[:100]
             return _refuse(
                 400,
-                f"this server does not answer to the host {host!r}, only to {self.hosts.describe()}. If you "
-                "opened it by another name or address, start it with `agentarch serve --allow-host NAME`.",
+                f"this server does not answer to the host {host!r}. Open it at the address `agentarch serve` "
+                "printed, or start it with `--allow-host NAME` for the name you opened it by.",
             ), []
         if self.token is None:
             return None, []
@@ -310,7 +311,7 @@ class Guard:
             ), []
         if from_query and request.method in ("GET", "HEAD"):
             rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
-            clean = request.url.path + (f"?{rest}" if rest else "")
+            clean = request.scope["path"] + (f"?{rest}" if rest else "")
             return RedirectResponse(clean, status_code=303), [_cookie(TOKEN_COOKIE, self.token, "Strict")]
         return None, []
 

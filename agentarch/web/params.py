@@ -121,6 +121,16 @@ def query(request: Request) -> str:
     return text
 
 
+NAME_CHARS = 100
+"""Characters of a reviewer's name kept: it is stored with each decision and remembered in a cookie (which a browser
+drops past 4 kB)."""
+
+
+def reviewer_name(form: FormData) -> str:
+    """Who decides, as the form's `by` field says ("web" when blank), cut to `NAME_CHARS`."""
+    return text(form, "by").strip()[:NAME_CHARS] or "web"
+
+
 def text(form: FormData, name: str) -> str:
     """A form field as text ("" when absent, or a file where text was expected)."""
     value = form.get(name)

@@ -22,14 +22,15 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
 from agentarch import formats
+from agentarch.evaluation.checks import MAX_CODE_BYTES
 
 HERE = Path(__file__).resolve().parent
 NONE = "–"
 """What a page shows for a value that is not there (no score yet, no cost)."""
 
-CODE_SHOWN = 100_000
-"""Characters of code a page highlights (and offers to edit): some 2,500 lines, far beyond any network module, and
-at most a few hundred kB of highlighted HTML. Past it the page shows the start and links the full code."""
+CODE_SHOWN = MAX_CODE_BYTES
+"""Characters of code a page highlights (and offers to edit): the static check's limit, so only code it refused is ever
+cut, and at most ~600 kB of highlighted HTML. Past it the page shows the start and links the full code."""
 TEXT_SHOWN = 20_000
 """Characters of an analysis, a prompt message, a response or a reason a page shows."""
 SHORT_SHOWN = 2_000

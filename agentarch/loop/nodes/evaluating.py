@@ -10,6 +10,7 @@ from typing import Any
 
 from langgraph.types import interrupt
 
+from agentarch.evaluation.dedup import ast_hash
 from agentarch.evaluation.evaluator import SandboxRun
 from agentarch.loop.nodes.base import Nodes, decided
 from agentarch.loop.state import CandidateState
@@ -25,6 +26,11 @@ SMOKE_MEASURES = ("params", "flops", "latency_ms", "peak_memory_mb", "proxies")
 
 SANDBOX_STAGE = "sandbox"
 """The stage name of a candidate's sandbox job in `evaluation_starts` (one job: smoke, then training)."""
+
+
+def in_flight_marks(row: dict[str, Any]) -> list[str]:
+    """The code's marks at the dedup levels that need no sandbox, as `RunContext.inflight` holds them."""
+    return [f"whitespace:{row['text_hash']}", f"ast:{ast_hash(row['code'])}"]
 
 
 class _HostStopped(Exception):
@@ -43,9 +49,29 @@ class EvaluatingNodes(Nodes):
         return {"hparams": row["hparams"], "error": None}
 
     def dedup(self, state: CandidateState) -> dict[str, Any]:
-        """Text and AST levels here; the functional level needs the sandbox and runs in `smoke`."""
-        duplicate = self.ctx.evaluator().dedup(self._row(state))
-        return decided(duplicate) if duplicate else {}
+        """Text and AST levels here; the functional level needs the sandbox and runs in `smoke`.
+
+        Copies in flight at once train once: the code's marks are held (`RunContext.inflight`) before the archive
+        is asked, so a copy of code another proposal holds waits until that one is recorded (or leaves the code
+        behind), then asks the archive like any later copy. Held first, asked second: a holder records before it
+        lets go, so a copy that finds no holder finds the holder's row."""
+        row = self._row(state)
+        key = state["plan"]["key"]
+        marks = in_flight_marks(row)
+        screening = self.ctx.screening
+
+        def before_wait(holder: str) -> None:
+            # A copy waiting for a holder is out of its screening group (it may be the holder's group, which
+            # would wait for it); if it trains after all, it reports late and follows its group's decision.
+            if screening is not None:
+                screening.ended(state["plan"])
+
+        self.ctx.inflight.hold(key, marks, before_wait)
+        duplicate = self.ctx.evaluator().dedup(row)
+        if duplicate:
+            self.ctx.inflight.release(key)
+            return {**decided(duplicate), "inflight": None}
+        return {"inflight": marks}
 
     def review_gate(self, state: CandidateState) -> dict[str, Any]:
         """With --review, pause here (a LangGraph interrupt) until a person approves, rejects or edits this code.
@@ -71,7 +97,9 @@ class EvaluatingNodes(Nodes):
         if decision.get("code_sha256") != code_sha256(code):
             raise RuntimeError(f"the decision resuming proposal {plan['key']} was taken on other code than it shows")
         if decision["status"] == "edited":
+            self.ctx.inflight.release(plan["key"])  # the person's code goes through dedup again
             return {
+                "inflight": None,
                 "gate": "edited",
                 "review": decision,
                 "code": decision["code"],

@@ -117,15 +117,17 @@ class ProposingNodes(Nodes):
     def repair(self, state: CandidateState) -> dict[str, Any]:
         """Show the LLM its code and what went wrong; its answer goes back through extract and the checks."""
         tries = state.get("tries", 0) + 1
+        self.ctx.inflight.release(state["plan"]["key"])  # the failing code is left behind: its copies go on
         messages = prompts.repair_messages(
             self.ctx.task, state.get("code") or state.get("response") or "", state.get("error") or "", attempt=tries
         )
         answer = self._ask(state, messages, "repair")
         if answer["response"] is None:  # keep the failing candidate and its verdict for the record
-            return {**answer, "response": state.get("response"), "tries": tries}
+            return {**answer, "response": state.get("response"), "tries": tries, "inflight": None}
         return {
             **answer,
             "tries": tries,
+            "inflight": None,
             "verdict": None,
             "assessment": None,
             "messages": state["messages"] + messages[-1:],

@@ -78,9 +78,13 @@ class RecordingNodes(Nodes):
             )
         self.ctx.leave_queue(plan["key"])
         result = self.ctx.evaluator().record(_load(assessment), extra, llm_calls=state.get("call_ids", []))
+        self.ctx.inflight.release(plan["key"])  # recorded: copies waiting for it find its row
         if state.get("review"):
             self.ctx.archive().link_review(plan["key"], result.id)
-        return {"outcomes": [self._outcome(state, result.id, result.status, result.reason, result.metrics)]}
+        return {
+            "inflight": None,
+            "outcomes": [self._outcome(state, result.id, result.status, result.reason, result.metrics)],
+        }
 
     def fail(self, state: CandidateState) -> dict[str, Any]:
         """Record a candidate whose step raised (or that the host kept dying under) as `failed`, with the fault.
@@ -104,6 +108,7 @@ class RecordingNodes(Nodes):
     def give_up(self, state: CandidateState) -> dict[str, Any]:
         """The LLM never answered: nothing to record as a candidate, but the run counts the attempt."""
         self.ctx.leave_queue(state["plan"]["key"])
+        self.ctx.inflight.release(state["plan"]["key"])
         return {"outcomes": [self._outcome(state, None, "failed", state.get("llm_error"), {})]}
 
     def _outcome(

@@ -95,7 +95,7 @@ def routes(site: Site) -> list[Route]:
     async def candidate_flag(request: Request) -> Response:
         candidate_id = request.path_params["candidate_id"]
         form = await request.form()  # the Guard has checked its CSRF token and origin
-        by = params.text(form, "by").strip() or "web"
+        by = params.reviewer_name(form)
 
         def flag() -> Response:
             with site.archive() as db:

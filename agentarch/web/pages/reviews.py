@@ -131,7 +131,7 @@ def routes(site: Site) -> list[Route]:
         decision = params.text(form, "decision")
         # browsers send textareas with CRLF; the code only counts for an edit (the one form carries it always)
         code = params.text(form, "code").replace("\r\n", "\n") if decision == "edited" else ""
-        by = params.text(form, "by").strip() or "web"
+        by = params.reviewer_name(form)
 
         def decide() -> Response:
             with site.archive() as db:
@@ -167,7 +167,7 @@ def _decided(db: Archive, review_id: int | None) -> dict[str, Any] | None:
 
 def reviewer(request: Request) -> str:
     """The name this browser decided under last time (empty on a first visit)."""
-    return unquote(request.cookies.get(REVIEWER_COOKIE, ""))[:100]
+    return unquote(request.cookies.get(REVIEWER_COOKIE, ""))[: params.NAME_CHARS]
 
 
 def remember_reviewer(response: Response, by: str) -> Response:
