@@ -204,7 +204,9 @@ class Settings(BaseSettings):
         ge=1,
         description="LLM calls in flight to one model at once, for every model without its own ~N; calls beyond it "
         "wait their turn, and the wait counts against no timeout",
-        json_schema_extra=unset("what the server says (llama.cpp's slots), else 1 for a local server, 8 for a hosted one"),
+        json_schema_extra=unset(
+            "what the server says (llama.cpp's slots), else 1 for a local server, 8 for a hosted one"
+        ),
     )
     llm_stream: bool = Field(
         True,
@@ -218,7 +220,9 @@ class Settings(BaseSettings):
         "waiting for the model's concurrency limit does not count",
     )
     llm_stall_timeout_s: float = Field(
-        60.0, gt=0, description="most seconds between two chunks of a streamed answer before the call is cut and retried"
+        60.0,
+        gt=0,
+        description="most seconds between two chunks of a streamed answer before the call is cut and retried",
     )
     llm_min_tokens_per_s: float = Field(
         0.5,
@@ -227,7 +231,9 @@ class Settings(BaseSettings):
         "minute has passed (0: off)",
     )
     llm_timeout_s: float = Field(
-        120.0, gt=0, description="seconds before an LLM call that does not stream (llm_stream off) is abandoned and retried"
+        120.0,
+        gt=0,
+        description="seconds before an LLM call that does not stream (llm_stream off) is abandoned and retried",
     )
     context_tokens: int | None = Field(
         None,

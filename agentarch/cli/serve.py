@@ -66,10 +66,15 @@ def serve_command(
     shown_host = f"[{settings.web_host}]" if ":" in settings.web_host else settings.web_host
     address = f"http://{shown_host}:{settings.web_port}/" + (f"?token={secret}" if secret else "")
     # printed once: the token is in no log after this line, and the browser swaps it for a cookie on first use
-    err.print(f"serving {path} at {address} (Ctrl-C stops)", markup=False, highlight=False)
+    err.print(f"serving {path} at {address} (Ctrl-C stops)", markup=False, highlight=False, soft_wrap=True)
     if not is_loopback(settings.web_host):  # a person opens it by some name; only these are answered
         hosts = Hosts.of(settings.web_host, settings.web_port, settings.allow_hosts).describe()
-        err.print(f"answering the Host names {hosts} (add more with --allow-host)", markup=False, highlight=False)
+        err.print(
+            f"answering the Host names {hosts} (add more with --allow-host)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     web.serve(path, host=settings.web_host, port=settings.web_port, token=secret, allow_hosts=settings.allow_hosts)
 
 

@@ -1,4 +1,4 @@
-"""The LLM client: one litellm call with our own retries, timeouts, cost ledger and spend counter.
+"""The LLM client: one litellm call with our own retries, deadlines, concurrency, context budget and cost ledger.
 
 litellm speaks to any provider (OpenAI, Anthropic, Ollama, vLLM...) by model string; what it does not
 give us is a retry policy we can see and record. So litellm runs with its own (and the OpenAI SDK's)
@@ -6,87 +6,83 @@ retries off, and `LLMClient.complete` loops itself: every attempt, failed or not
 archive's `llm_calls` ledger with its status, tokens, cost and latency, so a run's spend and a
 provider's flakiness are both visible afterwards.
 
+Each attempt first takes a place at its model's `ModelGate` (agentarch.llm.gate): never more calls in flight to
+one server than it takes, and the wait for a place counts against no deadline. Answers stream where the provider
+can (`stream`), under the deadlines of agentarch.llm.streaming (first token, stalls, slowest rate), and a call cut
+by one is closed, so the server stops, before the retry. Each prompt is held to the model's context window
+(agentarch.llm.window): one that does not fit is shortened before it is sent, and a server's "too long" becomes
+one shorter retry, then `ContextOverflow`.
+
 Keys: only `api_key` (which the caller read from the environment or agentarch.toml) or litellm's
 usual environment variables. A key is never logged, stored, or put in an error message.
 
 An answer is hostile input: a model that ignores `max_tokens` (or a server that is not a model) can send
 megabytes, which would otherwise be stored as a candidate, checkpointed and served. Every answer is held to
-`max_answer_bytes`: over an OpenAI-compatible connection the HTTP body is refused from its Content-Length, or
-as soon as more has been read than an answer within the cap can take, so a 50 MB body is never read whole;
-for every provider the answer's text is measured once it is in. Either way the call fails with
-`AnswerTooLarge`, naming the size and the setting to raise.
+`max_answer_bytes` as it arrives (agentarch.llm.streaming: the HTTP body from its Content-Length or as it is
+read, a stream's text as it grows), and for every provider the answer's text is measured once it is in. Either
+way the call fails with `AnswerTooLarge`, naming the size and the setting to raise.
 """
 
 from __future__ import annotations
 
-import email.utils
-import functools
-import json
+import itertools
 import logging
-import os
 import random
-import re
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from agentarch.config import Settings
-from agentarch.errors import AgentarchError
-
-# litellm fetches its model price map from GitHub at import time unless told to use the bundled copy;
-# runs must start (and tests must pass) without network.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+from agentarch.config import ModelArm, Settings
+from agentarch.llm import gate as gates
+from agentarch.llm import window as windows
+from agentarch.llm.faults import (
+    AnswerTooLarge,
+    ContextOverflow,
+    Diagnosis,
+    Failure,
+    LLMCancelled,
+    LLMError,
+    chain_of,
+)
+from agentarch.llm.streaming import Caps, OverCap, Streamed, Watch, arriving, cut_all, litellm, read_stream
 
 if TYPE_CHECKING:
     from agentarch.store.archive import Archive
 
 log = logging.getLogger(__name__)
 
-FAULTS = ("rate_limited", "server_error", "timeout", "bad_response", "connection")
+FAULTS = ("rate_limited", "server_error", "timeout", "bad_response", "connection", "too_long")
 # A local OpenAI-compatible server (vLLM, Ollama, llama.cpp) ignores the key, but the OpenAI SDK
 # refuses to send a request without one.
 _PLACEHOLDER_KEY = "no-key-needed"
-# "litellm.InternalServerError: InternalServerError: OpenAIException - <what the server said>"
-_LITELLM_PREAMBLE = re.compile(r"^litellm\.\w+:\s*(\w+Error:\s*)?(\w+Exception\s*-\s*)?")
-# How much larger an answer's HTTP body may be than the answer: JSON writes a control character as 6 bytes
-# (\u0001) and wraps the text in the completion's fields. A body beyond this cannot hold an answer within the cap.
-_JSON_INFLATION = 6
-_BODY_OVERHEAD = 64 * 1024
-# The cap of the call this thread is making (None outside LLMClient.complete); read by the HTTP response hook.
-_arrival = threading.local()
+CONNECT_TIMEOUT_S = 30.0
+_litellm = litellm  # the loader, under the name other modules and tests know
+__all__ = ["AnswerTooLarge", "Completion", "ContextOverflow", "LLMCancelled", "LLMClient", "LLMError"]
 
 
-class LLMError(AgentarchError, RuntimeError):
-    """The call failed for good; the message says what to do. `call_ids` are the ledger rows of its attempts."""
-
-    def __init__(self, message: str, call_ids: list[int] | None = None) -> None:
-        super().__init__(message)
-        self.call_ids: list[int] = call_ids or []
-
-
-class AnswerTooLarge(LLMError):
-    """An answer over `max_answer_bytes`, refused where it arrived and not retried: a model that ran away once is
-    likely to again, and every try is billed. The loop records it like any failed call."""
+def interrupt(reason: str = "the run is stopping") -> int:
+    """Stop every LLM call of this process: those waiting for their model's turn give up, streams in flight are cut
+    (their connections closed, so servers stop generating), and no retry starts, until `resume`. Returns how many
+    streams were cut."""
+    gates.interrupt_calls()
+    return cut_all(f"cancelled: {reason}")
 
 
-class _OverCap(Exception):
-    """An answer over the cap, raised inside httpx (or after parsing); `seen` says what showed it, in words."""
-
-    def __init__(self, seen: str, measured: bool = True) -> None:
-        super().__init__(seen)
-        self.seen = seen
-        self.measured = measured  # False: refused because its size could not be known as it arrived
+def resume() -> None:
+    gates.resume_calls()
 
 
 @dataclass
 class Completion:
     """An answer. Tokens and latency are those of the attempt that answered; `cost_usd` is what every
-    attempt of this call cost (an empty answer is billed too); `call_ids` link all attempts to the candidate."""
+    attempt of this call cost (an empty answer is billed too); `call_ids` link all attempts to the candidate.
+    `finish_reason` is the server's ("length": cut at the answer's budget), `streamed_tokens` the chunks with
+    text that arrived (None when not streamed), `queued_s` the time spent waiting for the model's turn (all
+    attempts), `shortened_lines` what the client cut from the prompt to fit the window."""
 
     text: str
     model: str
@@ -96,80 +92,36 @@ class Completion:
     cost_usd: float
     latency_s: float
     call_ids: list[int] = field(default_factory=list)
+    streamed_tokens: int | None = None
+    first_token_s: float | None = None
+    queued_s: float = 0.0
+    answer_tokens: int | None = None  # the max_tokens the answering attempt asked for
+    shortened_lines: int = 0
 
 
-@dataclass
-class _Failure:
-    """One failed attempt, classified: `status` is a ledger status, `retry_after_s` the server's wish."""
-
-    status: str
-    message: str
-    http_status: int | None = None
-    retry_after_s: float | None = None
+# Calls in progress, for a live view: what each waits for and how far its answer is.
+_calls: dict[int, dict[str, Any]] = {}
+_calls_lock = threading.Lock()
+_call_ids = itertools.count()
 
 
-@functools.cache
-def _litellm() -> ModuleType:
-    """Import litellm on first use (it takes seconds) and keep it quiet: no banners, no feedback links."""
-    import litellm
-
-    litellm.suppress_debug_info = True
-    litellm.client_session = _capped_session()
-    return litellm
-
-
-def _capped_session() -> httpx.Client:
-    """The HTTP client litellm would build for OpenAI-compatible calls, asking for uncompressed bodies (so the size
-    read is the size held) and checking each response's body against the cap of the call that asked for it."""
-    try:
-        from litellm.llms.openai.common_utils import BaseOpenAILLM
-
-        session = BaseOpenAILLM._get_sync_http_client() or httpx.Client(follow_redirects=True)
-    except (ImportError, AttributeError):  # litellm moved it: its defaults are httpx's, which is what we build
-        session = httpx.Client(follow_redirects=True)
-    session.headers["Accept-Encoding"] = "identity"
-    session.event_hooks["response"].append(_cap_body)
-    return session
+def calls_in_progress() -> list[dict[str, Any]]:
+    """Every call of this process not yet answered: its tag (the caller's: a proposal's key), model, purpose,
+    attempt, state (queued: waiting for the model's turn; waiting: sent, no token yet; streaming), seconds in that
+    state and tokens streamed so far."""
+    now = time.monotonic()
+    with _calls_lock:
+        rows = [dict(row) for row in _calls.values()]
+    for row in rows:
+        watch: Watch | None = row.pop("watch", None)
+        row["tokens"] = watch.tokens if watch is not None else 0
+        if row["state"] == "sent":
+            row["state"] = "streaming" if watch is not None and watch.tokens else "waiting"
+        row["seconds"] = round(now - row.pop("since"), 1)
+    return rows
 
 
-def _cap_body(response: httpx.Response) -> None:
-    """httpx response hook, run before the body is read: refuse a body declared larger than an answer within the
-    cap can make, or compressed (its size read would not be its size held), and stop reading one that grows past it.
-    Outside `LLMClient.complete` (no cap set in this thread) it does nothing."""
-    limit = getattr(_arrival, "limit", None)
-    if limit is None:
-        return
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        response.close()
-        raise _OverCap(f"its HTTP body declares {int(declared):,} bytes")
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        response.close()
-        raise _OverCap(f"its HTTP body is compressed ({encoding}), which agentarch did not ask for", False)
-    response.stream = _CappedStream(response.stream, limit)
-
-
-class _CappedStream(httpx.SyncByteStream):
-    """A response body that raises _OverCap once more than `limit` bytes have arrived (a body without a length)."""
-
-    def __init__(self, stream: httpx.SyncByteStream, limit: int) -> None:
-        self._stream = stream
-        self._limit = limit
-
-    def __iter__(self) -> Iterator[bytes]:
-        seen = 0
-        for chunk in self._stream:
-            seen += len(chunk)
-            if seen > self._limit:
-                raise _OverCap(f"its HTTP body passed {seen:,} bytes")
-            yield chunk
-
-    def close(self) -> None:
-        self._stream.close()
-
-
-class LLMClient:
+class LLMClient(Diagnosis):
     """Calls one model, retrying rate limits, server errors, timeouts, dropped connections and unusable answers."""
 
     def __init__(
@@ -179,6 +131,12 @@ class LLMClient:
         api_base: str | None = None,
         api_key: str | None = None,
         timeout_s: float = 120.0,
+        first_token_timeout_s: float | None = None,
+        stall_timeout_s: float | None = None,
+        min_tokens_per_s: float = 0.0,
+        stream: bool = True,
+        concurrency: int | None = None,
+        context_tokens: int | None = None,
         max_retries: int = 4,
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
@@ -188,10 +146,19 @@ class LLMClient:
         archive: Archive | None = None,
         run_id: str | None = None,
     ) -> None:
+        """`timeout_s` bounds each wait for the server: the whole answer when not streaming, and the first token
+        and each gap between tokens when streaming unless `first_token_timeout_s` / `stall_timeout_s` say else.
+        `concurrency` None: the model's limit is settled by agentarch.llm.gate (asking the server)."""
         self.model = model
         self.api_base = api_base
         self._api_key = api_key
         self.timeout_s = timeout_s
+        self.first_token_timeout_s = first_token_timeout_s or timeout_s
+        self.stall_timeout_s = stall_timeout_s or timeout_s
+        self.min_tokens_per_s = min_tokens_per_s
+        self.stream = stream
+        self.concurrency = concurrency
+        self.context_tokens = context_tokens
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -202,104 +169,260 @@ class LLMClient:
         self.run_id = run_id
         self.spent_usd = 0.0
         self.attempts = 0
-        self.faults: dict[str, int] = dict.fromkeys((*FAULTS, "too_large", "error"), 0)
+        self.faults: dict[str, int] = dict.fromkeys((*FAULTS, "too_large", "cancelled", "error"), 0)
         # A run overlaps several proposals' calls with training: counters and ledger writes are shared.
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_arm(
+        cls, arm: ModelArm, settings: Settings, *, archive: Archive | None = None, run_id: str | None = None
+    ) -> LLMClient:
+        """The client of one `--model` arm with the run's settings; the arm's own server, key variable and ~N win
+        over the run's `api_base`, `api_key` and `llm_concurrency`."""
+        s = settings
+        return cls(
+            arm.name,
+            api_base=arm.api_base or s.api_base,
+            api_key=arm.api_key() or (s.api_key.get_secret_value() if s.api_key else None),
+            timeout_s=s.llm_timeout_s,
+            first_token_timeout_s=s.llm_first_token_timeout_s,
+            stall_timeout_s=s.llm_stall_timeout_s,
+            min_tokens_per_s=s.llm_min_tokens_per_s,
+            stream=s.llm_stream,
+            concurrency=arm.concurrency or s.llm_concurrency,
+            context_tokens=s.context_tokens,
+            max_retries=s.llm_retries,
+            temperature=s.temperature,
+            max_tokens=s.max_tokens,
+            max_answer_bytes=s.max_answer_bytes,
+            archive=archive,
+            run_id=run_id,
+        )
 
     def __repr__(self) -> str:
         key = "given" if self._api_key else "from environment"
         return f"LLMClient(model={self.model!r}, api_base={self.api_base!r}, api_key={key})"
 
-    def complete(self, messages: list[dict[str, str]], purpose: str) -> Completion:
+    @property
+    def gate(self) -> gates.ModelGate:
+        """The model's gate, shared by every client of this model and server in the process."""
+        return gates.gate_for(self.model, self.api_base, self.concurrency, self._api_key)
+
+    def window(self) -> windows.Window:
+        """The model's context window and this client's answer budget (what prompts are fitted to)."""
+        return windows.window_for(self.model, self.api_base, self.max_tokens, self.context_tokens, self._api_key)
+
+    def complete(self, messages: list[dict[str, str]], purpose: str, *, tag: str | None = None) -> Completion:
         """Ask the model; returns the first usable answer or raises LLMError after `max_retries` retries.
 
-        A truncated answer (finish_reason "length") is usable: the caller decides whether to repair it.
+        A truncated answer (finish_reason "length") is usable: the caller decides whether to repair it. `tag`
+        names the call in `calls_in_progress` (the loop gives the proposal's key).
         """
-        litellm = _litellm()
+        lite = litellm()
         key = self._key()
+        model_gate = self.gate
+        window = self.window()
+        messages, shortened = self._fit(messages, window)
         call_ids: list[int] = []
-        cost = 0.0
-        failure: _Failure | None = None
-        for attempt in range(1, self.max_retries + 2):
-            if failure is not None:
-                delay = self._delay(attempt - 1, failure)
-                log.warning(
-                    "%s: attempt %d %s (%s); retrying in %.1fs",
-                    self.model,
-                    attempt - 1,
-                    failure.status,
-                    failure.message,
-                    delay,
+        cost = queued = 0.0
+        failure: Failure | None = None
+        retried_overflow = False
+        me = next(_call_ids)
+        row: dict[str, Any] = {"tag": tag, "model": self.model, "purpose": purpose, "attempt": 1}
+        try:
+            for attempt in range(1, self.max_retries + 2):
+                if failure is not None and failure.status != "too_long":
+                    delay = self._delay(attempt - 1, failure)
+                    log.warning(
+                        "%s%s %s: attempt %d %s (%s); retrying in %.1fs",
+                        f"{tag} " if tag else "",
+                        purpose,
+                        self.model,
+                        attempt - 1,
+                        failure.status,
+                        failure.message,
+                        delay,
+                    )
+                    self._sleep(delay, call_ids)
+                counted = window.count(messages) if window.context_tokens else None
+                answer_tokens = window.answer_for(counted) if counted is not None else self.max_tokens
+                row.update(attempt=attempt, state="queued", since=time.monotonic(), watch=None)
+                with _calls_lock:
+                    _calls[me] = row
+                try:
+                    with model_gate.slot() as waited:
+                        queued += waited
+                        started = time.monotonic()
+                        got = self._attempt(lite, messages, key, answer_tokens, row)
+                except gates.Cancelled as err:
+                    raise LLMCancelled(str(err), call_ids) from None
+                except Exception as err:  # litellm raises many kinds; _classify sorts them
+                    over = next((e for e in chain_of(err) if isinstance(e, OverCap)), None)
+                    if over is not None:
+                        raise self._too_large(call_ids, purpose, attempt, started, over) from None
+                    failure = self._classify(err, row.get("watch"))
+                    self._record(
+                        call_ids,
+                        purpose,
+                        attempt,
+                        failure.status,
+                        failure.message,
+                        latency_s=time.monotonic() - started,
+                    )
+                    if failure.status == "cancelled":
+                        raise LLMCancelled(f"the call to {self.model} was {failure.message}", call_ids) from None
+                    if failure.status == "too_long":
+                        if retried_overflow:
+                            raise ContextOverflow(self._overflow_message(window, messages, failure), call_ids) from None
+                        retried_overflow = True
+                        window = self._learn(window, messages, failure.overflow, counted, answer_tokens)
+                        messages, cut = self._fit(messages, window, call_ids)
+                        shortened += cut
+                    elif failure.status == "error":
+                        raise LLMError(self._fatal_message(failure), call_ids) from None
+                    continue
+                latency = time.monotonic() - started
+                text, finish, prompt_tokens, completion_tokens, attempt_cost, streamed, first = got
+                cost += attempt_cost
+                if text and _utf8_over(text, self.max_answer_bytes):
+                    over = OverCap(f"it is over {self.max_answer_bytes:,} bytes ({len(text):,} characters)")
+                    del got, text  # the caller gets a reason, not the answer: let it go now
+                    usage = (prompt_tokens, completion_tokens, attempt_cost)
+                    raise self._too_large(call_ids, purpose, attempt, started, over, *usage)
+                if not text or not text.strip():
+                    failure = Failure("bad_response", "the answer was empty")
+                    self._record(
+                        call_ids, purpose, attempt, "bad_response", failure.message, prompt_tokens, completion_tokens,
+                        attempt_cost, latency,
+                    )  # fmt: skip
+                    continue
+                self._record(
+                    call_ids, purpose, attempt, "ok", None, prompt_tokens, completion_tokens, attempt_cost, latency
                 )
-                time.sleep(delay)
-            started = time.monotonic()
-            _arrival.limit = self.max_answer_bytes * _JSON_INFLATION + _BODY_OVERHEAD
-            try:
-                response = litellm.completion(
+                return Completion(
+                    text=text,
                     model=self.model,
-                    messages=messages,
-                    api_base=self.api_base,
-                    api_key=key,
-                    timeout=self.timeout_s,
-                    temperature=self.temperature,
-                    max_tokens=self.max_tokens,
-                    num_retries=0,
-                    max_retries=0,
-                    drop_params=True,
+                    finish_reason=finish,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost_usd=cost,
+                    latency_s=latency,
+                    call_ids=call_ids,
+                    streamed_tokens=streamed,
+                    first_token_s=first,
+                    queued_s=queued,
+                    answer_tokens=answer_tokens,
+                    shortened_lines=shortened,
                 )
-            except Exception as err:  # litellm raises many kinds; _classify sorts them
-                over = next((e for e in _chain(err) if isinstance(e, _OverCap)), None)
-                if over is not None:
-                    raise self._too_large(call_ids, purpose, attempt, started, over) from None
-                failure = self._classify(err)
-                self._record(
-                    call_ids, purpose, attempt, failure.status, failure.message, latency_s=time.monotonic() - started
-                )
-                if failure.status == "error":
-                    raise LLMError(self._fatal_message(failure), call_ids) from None
-                continue
-            finally:
-                _arrival.limit = None
-            latency = time.monotonic() - started
-            prompt_tokens, completion_tokens = _usage(response)
-            attempt_cost = _cost(litellm, response)
-            cost += attempt_cost
-            choice = response.choices[0] if response.choices else None
-            text = choice.message.content if choice is not None else None
-            if text and _utf8_over(text, self.max_answer_bytes):
-                over = _OverCap(f"it is over {self.max_answer_bytes:,} bytes ({len(text):,} characters)")
-                del response, text, choice  # the caller gets a reason, not the answer: let it go now
-                usage = (prompt_tokens, completion_tokens, attempt_cost)
-                raise self._too_large(call_ids, purpose, attempt, started, over, *usage)
-            if not text or not text.strip():
-                failure = _Failure("bad_response", "the answer was empty")
-                self._record(
-                    call_ids,
-                    purpose,
-                    attempt,
-                    failure.status,
-                    failure.message,
-                    prompt_tokens,
-                    completion_tokens,
-                    attempt_cost,
-                    latency,
-                )
-                continue
-            self._record(
-                call_ids, purpose, attempt, "ok", None, prompt_tokens, completion_tokens, attempt_cost, latency
-            )
-            return Completion(
-                text=text,
-                model=self.model,
-                finish_reason=choice.finish_reason,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                cost_usd=cost,
-                latency_s=latency,
-                call_ids=call_ids,
-            )
+        finally:
+            with _calls_lock:
+                _calls.pop(me, None)
         assert failure is not None  # the loop only falls through after a failed attempt
         raise LLMError(self._exhausted_message(failure), call_ids)
+
+    # -- one attempt ------------------------------------------------------------------------------
+
+    def _attempt(
+        self, lite: ModuleType, messages: list[dict[str, str]], key: str | None, answer_tokens: int, row: dict[str, Any]
+    ) -> tuple[str | None, str | None, int, int, float, int | None, float | None]:
+        """Send once and read the answer: (text, finish reason, prompt and completion tokens, cost, chunks streamed,
+        seconds to the first token). Raises what litellm, httpx or the watch raised."""
+        request = dict(
+            model=self.model,
+            messages=messages,
+            api_base=self.api_base,
+            api_key=key,
+            temperature=self.temperature,
+            max_tokens=answer_tokens,
+            num_retries=0,
+            max_retries=0,
+            drop_params=True,
+        )
+        caps = Caps.of(self.max_answer_bytes, answer_tokens)
+        row.update(state="sent", since=time.monotonic())
+        if not self.stream:
+            with arriving(caps, None):
+                response = lite.completion(**request, timeout=self.timeout_s)
+            prompt_tokens, completion_tokens = _usage(response)
+            choice = response.choices[0] if response.choices else None
+            text = choice.message.content if choice is not None else None
+            finish = choice.finish_reason if choice is not None else None
+            return text, finish, prompt_tokens, completion_tokens, _cost(lite, response), None, None
+        read_s = max(self.first_token_timeout_s, self.stall_timeout_s)
+        timeout = httpx.Timeout(read_s, connect=min(read_s, CONNECT_TIMEOUT_S))
+        with Watch(self.first_token_timeout_s, self.stall_timeout_s, self.min_tokens_per_s) as watch:
+            row["watch"] = watch
+            stream = None
+            try:
+                with arriving(caps, watch):
+                    stream = lite.completion(
+                        **request, stream=True, stream_options={"include_usage": True}, timeout=timeout
+                    )
+                    got: Streamed = read_stream(stream, watch, caps)
+            finally:
+                _close(stream)
+        estimated = windows.raw_count(self.model, messages)
+        if got.prompt_tokens:
+            windows.observe(self.model, self.api_base, estimated, got.prompt_tokens)
+        prompt_tokens = got.prompt_tokens if got.prompt_tokens is not None else estimated
+        completion_tokens = got.completion_tokens if got.completion_tokens is not None else got.chunks
+        attempt_cost = _priced(lite, self.model, prompt_tokens, completion_tokens)
+        return (
+            got.text,
+            got.finish_reason,
+            prompt_tokens,
+            completion_tokens,
+            attempt_cost,
+            got.chunks,
+            got.first_token_s,
+        )
+
+    # -- the window ---------------------------------------------------------------------------------
+
+    def _fit(
+        self, messages: list[dict[str, str]], window: windows.Window, call_ids: list[int] | None = None
+    ) -> tuple[list[dict[str, str]], int]:
+        """The messages as sent: unchanged when they fit the window (or it is unknown), else shortened (the
+        longest message's middle cut); ContextOverflow when no cut fits."""
+        if window.fits(messages):
+            return messages, 0
+        shortened = windows.shorten(messages, window.fits)
+        if shortened is None:
+            raise ContextOverflow(self._overflow_message(window, messages, None), call_ids or [])
+        log.info("%s: prompt shortened by %d lines to fit %s", self.model, shortened[1], window.describe())
+        return shortened
+
+    def _learn(
+        self,
+        window: windows.Window,
+        messages: list[dict[str, str]],
+        overflow: windows.Overflow | None,
+        counted: int | None,
+        answer_tokens: int,
+    ) -> windows.Window:
+        """What a server's "too long" taught: its window (kept for every later call) and how it counts this prompt;
+        where it said neither, a window a quarter smaller than what was just asked for."""
+        if overflow is not None and overflow.prompt_tokens:
+            windows.observe(self.model, self.api_base, windows.raw_count(self.model, messages), overflow.prompt_tokens)
+        if overflow is not None and overflow.context_tokens:
+            gates.remember_context(self.api_base, overflow.context_tokens, "context-length error")
+            learned = self.window()
+            if self.api_base is None or learned.context_tokens != overflow.context_tokens:
+                learned.context_tokens, learned.source = overflow.context_tokens, "the server's context-length error"
+            return learned
+        asked = (counted if counted is not None else window.count(messages)) + answer_tokens
+        return windows.Window(self.model, int(asked * 0.75), "guessed from a refusal", self.max_tokens, window.scale)
+
+    def _overflow_message(self, window: windows.Window, messages: list[dict[str, str]], failure: Failure | None) -> str:
+        counted = window.count(messages)
+        said = f" ({failure.message})" if failure is not None else ""
+        size = f"{window.context_tokens:,}" if window.context_tokens else "unknown"
+        return (
+            f"the prompt (about {counted:,} tokens) and an answer of {window.answer_tokens:,} tokens do not fit "
+            f"{self.model}'s context window ({size} tokens, from {window.source}) even shortened{said}: give fewer "
+            "examples, lower max_tokens, or start the server with a larger context (llama.cpp -c, vLLM "
+            "--max-model-len; context_tokens if the server does not say)"
+        )
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -309,7 +432,7 @@ class LLMClient:
         purpose: str,
         attempt: int,
         started: float,
-        over: _OverCap,
+        over: OverCap,
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         cost_usd: float = 0.0,
@@ -330,15 +453,23 @@ class LLMClient:
         )
         return AnswerTooLarge(f"{self._where()} sent an answer too large to use: {message}", call_ids)
 
+    def _sleep(self, seconds: float, call_ids: list[int]) -> None:
+        """Back off before a retry, unless the run is stopping (then the call ends now)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if gates.interrupted():
+                raise LLMCancelled(f"the call to {self.model} was cancelled before its retry", call_ids)
+            time.sleep(min(left, 0.2))
+
     def _key(self) -> str | None:
         """The key to send: the given one, else litellm's env lookup, else a placeholder for a local server."""
         if self._api_key:
             return self._api_key
-        if self.api_base and not _litellm().validate_environment(self.model)["keys_in_environment"]:
+        if self.api_base and not litellm().validate_environment(self.model)["keys_in_environment"]:
             return _PLACEHOLDER_KEY
         return None
 
-    def _delay(self, retry: int, failure: _Failure) -> float:
+    def _delay(self, retry: int, failure: Failure) -> float:
         """The server's Retry-After when it gave one, else exponential backoff with jitter; never above max_backoff_s.
 
         A Retry-After beyond the cap is cut to it: the next attempt may be refused again (and counted
@@ -348,87 +479,6 @@ class LLMClient:
             return min(failure.retry_after_s, self.max_backoff_s)
         ceiling = min(self.backoff_s * 2 ** (retry - 1), self.max_backoff_s)
         return random.uniform(ceiling / 2, ceiling)
-
-    def _classify(self, err: Exception) -> _Failure:
-        """Sort a litellm exception by what actually happened, reading the exception chain.
-
-        litellm's top-level class is not reliable for this: a 401 without "invalid key" in the body
-        arrives as BadRequestError, and a refused connection, an unparseable body and a missing key
-        all arrive as InternalServerError(500). The original httpx/openai/json exception underneath
-        says what happened; the real HTTP status is on the httpx.HTTPStatusError in the chain.
-        """
-        import openai
-
-        litellm = _litellm()
-        chain = _chain(err)
-        text = str(err).strip()
-        message = self._scrub(text.splitlines()[0] if text else type(err).__name__)
-        http_status = next((e.response.status_code for e in chain if isinstance(e, httpx.HTTPStatusError)), None)
-        if any(isinstance(e, (openai.APITimeoutError, httpx.TimeoutException, TimeoutError)) for e in chain):
-            return _Failure("timeout", f"no answer within {self.timeout_s:g}s")
-        if http_status is None:
-            if any(isinstance(e, (openai.APIConnectionError, httpx.TransportError, ConnectionError)) for e in chain):
-                return _Failure("connection", message)
-            if any(isinstance(e, (json.JSONDecodeError, litellm.APIError)) for e in chain):
-                return _Failure("bad_response", message)
-            # Raised before any request was sent (no key, unknown provider...): retrying cannot help.
-            return _Failure("error", message, getattr(err, "status_code", None))
-        if http_status == 429:
-            return _Failure("rate_limited", message, 429, _retry_after_s(err))
-        if http_status == 408 or http_status >= 500:
-            return _Failure("server_error", message, http_status, _retry_after_s(err))
-        return _Failure("error", message, http_status)
-
-    def _scrub(self, text: str) -> str:
-        """Error text as stored and raised: one line, short, without litellm's class-name preamble, and
-        without the key even if a provider echoed it."""
-        text = _LITELLM_PREAMBLE.sub("", text)
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text[:300]
-
-    def _where(self) -> str:
-        return f"the server at {self.api_base}" if self.api_base else f"the provider of {self.model!r}"
-
-    def _fatal_message(self, failure: _Failure) -> str:
-        """What failed for good, and what to do about it."""
-        if failure.http_status in (401, 403):
-            return (
-                f"{self._where()} refused the credentials (HTTP {failure.http_status}): {self._key_hint()}. "
-                f"({failure.message})"
-            )
-        if failure.http_status == 404:
-            return (
-                f"{self._where()} does not know model {self.model!r} (HTTP 404): check the model name "
-                f"(litellm form provider/model) and api_base. ({failure.message})"
-            )
-        return f"cannot call {self.model!r}: {failure.message}"
-
-    def _key_hint(self) -> str:
-        """Where the key should come from: the one given, or the variables litellm reads for this provider."""
-        if self._api_key:
-            return "check the key given as api_key (agentarch.toml or AGENTARCH_API_KEY)"
-        missing = _litellm().validate_environment(self.model).get("missing_keys") or []
-        return (
-            f"set {' or '.join(missing)} or give api_key"
-            if missing
-            else "set the provider's key variable or give api_key"
-        )
-
-    def _exhausted_message(self, failure: _Failure) -> str:
-        """Why the call gave up after all retries, in terms of the fault that kept happening."""
-        tried = f"{self.max_retries + 1} attempts"
-        if failure.status == "connection":
-            return (
-                f"{self._where()} is not answering ({tried}): is it running, and is api_base right? ({failure.message})"
-            )
-        if failure.status == "timeout":
-            return f"{self._where()} gave no answer within {self.timeout_s:g}s ({tried}): raise llm_timeout_s or use a faster model"
-        if failure.status == "rate_limited":
-            return f"{self._where()} kept rate-limiting ({tried}): lower the request rate or raise llm_retries. ({failure.message})"
-        if failure.status == "bad_response":
-            return f"{self._where()} kept giving unusable answers ({tried}): {failure.message}"
-        return f"{self._where()} kept failing ({tried}): {failure.message}"
 
     def _record(
         self,
@@ -468,42 +518,16 @@ class LLMClient:
                 )
 
 
-def _chain(err: BaseException) -> list[BaseException]:
-    """The exception and everything it was raised from or during, outermost first."""
-    seen: list[BaseException] = []
-    current: BaseException | None = err
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
-def _retry_after_s(err: Exception) -> float | None:
-    """The server's Retry-After (seconds, or an HTTP date) or retry-after-ms, if it sent one.
-
-    litellm rebuilds `err.response` without the provider's headers; it keeps them on
-    `err.litellm_response_headers` (an httpx.Headers) instead.
-    """
-    headers = getattr(err, "litellm_response_headers", None) or getattr(getattr(err, "response", None), "headers", None)
-    if not headers:
-        return None
-    if (millis := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(float(millis) / 1000, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
+def _close(stream: Any) -> None:
+    """Close a litellm stream's HTTP response (a no-op once it is closed): the connection goes, the server stops."""
+    inner = getattr(stream, "completion_stream", None)
+    for closable in (inner, getattr(inner, "response", None)):
+        close = getattr(closable, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # closing a cut connection may complain; it is closed either way
+                pass
 
 
 def _utf8_over(text: str, limit: int) -> bool:
@@ -516,9 +540,20 @@ def _usage(response: Any) -> tuple[int, int]:
     return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
 
 
-def _cost(litellm: ModuleType, response: Any) -> float:
+def _cost(lite: ModuleType, response: Any) -> float:
     """Price from litellm's bundled cost map; 0.0 for models it does not know (local servers, new models)."""
     try:
-        return float(litellm.completion_cost(completion_response=response) or 0.0)
+        return float(lite.completion_cost(completion_response=response) or 0.0)
     except Exception:  # litellm raises several kinds for unmapped models; none of them should stop a run
+        return 0.0
+
+
+def _priced(lite: ModuleType, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    """A streamed answer's price from its token counts and litellm's bundled cost map (0.0 for unknown models)."""
+    try:
+        prompt_usd, completion_usd = lite.cost_per_token(
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
+        return float(prompt_usd + completion_usd)
+    except Exception:  # unmapped models raise; they cost nothing we know of
         return 0.0

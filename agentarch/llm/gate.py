@@ -258,7 +258,11 @@ def _probe(base: str, api_key: str | None, model: str | None) -> ServerInfo:
             slots = _get_json(http, f"{root}/slots")
             if isinstance(slots, list) and slots:
                 info.slots, info.slots_from = len(slots), "/slots"
-                if info.context_tokens is None and isinstance(slots[0], dict) and isinstance(slots[0].get("n_ctx"), int):
+                if (
+                    info.context_tokens is None
+                    and isinstance(slots[0], dict)
+                    and isinstance(slots[0].get("n_ctx"), int)
+                ):
                     info.context_tokens, info.context_from = slots[0]["n_ctx"], "/slots (n_ctx)"
         if info.context_tokens is None:
             info.context_tokens, info.context_from = _models_window(_get_json(http, f"{base}/models"), model)

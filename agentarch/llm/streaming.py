@@ -139,6 +139,8 @@ def _cap_body(response: httpx.Response) -> None:
     keep = watch is not None and kind != "text/event-stream" and response.status_code == 200
     if watch is not None:
         watch.attach(response)
+        if keep:  # a whole completion instead of a stream: its answer is here, only the body is left to read
+            watch.progress(0)
     response.stream = _CappedStream(response.stream, limit, watch if keep else None)
 
 
@@ -331,7 +333,9 @@ def read_stream(stream: Iterable[Any], watch: Watch, caps: Caps) -> Streamed:
             size += len(text.encode("utf-8", "surrogatepass"))
             if size > caps.answer_bytes:
                 watch.cut("the answer passed the byte cap")
-                raise OverCap(f"it passed {caps.answer_bytes:,} bytes as it streamed ({sum(map(len, parts)):,} characters)")
+                raise OverCap(
+                    f"it passed {caps.answer_bytes:,} bytes as it streamed ({sum(map(len, parts)):,} characters)"
+                )
     watch.check()
     if not parts and watch.plain_body:
         return _plain(bytes(watch.plain_body), watch)

@@ -90,7 +90,9 @@ class Window:
         """The answer's budget: `max_tokens`, but no more than ANSWER_SHARE of a known window."""
         if self.context_tokens is None:
             return self.max_tokens
-        return max(min(self.max_tokens, int(self.context_tokens * ANSWER_SHARE)), min(MIN_ANSWER_TOKENS, self.max_tokens))
+        return max(
+            min(self.max_tokens, int(self.context_tokens * ANSWER_SHARE)), min(MIN_ANSWER_TOKENS, self.max_tokens)
+        )
 
     @property
     def prompt_limit(self) -> int | None:
