@@ -25,6 +25,7 @@ index is listed in `disconnects`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import select
@@ -64,6 +65,16 @@ class Reply:
 Responder = Callable[[dict[str, Any]], "Reply | str"]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up (a timeout, a cut stream) is what these tests are about, not an error to print."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class ScriptedLLMServer:
     """Answers POST /v1/chat/completions from `script`, then from `default` once the script is used up.
 
@@ -98,7 +109,8 @@ class ScriptedLLMServer:
         self.oversized: list[int] = []  # requests refused as longer than the window
         self.prompt_counts: list[int] = []  # every chat request's prompt tokens, as this server counts them
         self.gets: list[str] = []  # paths of the GET and tokenize requests (the client asking about the server)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.events: list[tuple[float, str, int]] = []  # (monotonic time, "request" or "disconnect", request index)
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         # Handler threads may still be sleeping out a `delay_s` the client gave up on; they must
         # neither keep the test process alive nor make shutdown wait for them.
         self._server.daemon_threads = True
@@ -127,8 +139,14 @@ class ScriptedLLMServer:
         with self._lock:
             index = len(self.requests)
             self.requests.append(body)
+            self.events.append((time.monotonic(), "request", index))
             entry = self._script.popleft() if self._script else None
         return index, self._as_reply(entry, body)
+
+    def _disconnected(self, index: int) -> None:
+        with self._lock:
+            self.disconnects.append(index)
+            self.events.append((time.monotonic(), "disconnect", index))
 
     def _as_reply(self, entry: Reply | str | None, body: dict[str, Any]) -> Reply:
         if entry is None:
@@ -152,7 +170,9 @@ class ScriptedLLMServer:
                     info = {"total_slots": total, "default_generation_settings": {"n_ctx": n_ctx}}
                     self._json(200, info)
                 elif server.props and path == "/slots":
-                    self._json(200, [{"id": i, "n_ctx": n_ctx, "is_processing": False} for i in range(server.slots or 1)])
+                    self._json(
+                        200, [{"id": i, "n_ctx": n_ctx, "is_processing": False} for i in range(server.slots or 1)]
+                    )
                 elif server.models and path in ("/v1/models", "/models"):
                     self._json(200, {"object": "list", "data": [{"id": "scripted", "max_model_len": n_ctx}]})
                 else:
@@ -183,7 +203,7 @@ class ScriptedLLMServer:
                     if server._slots is not None:  # wait for a slot, as llama.cpp queues a request
                         while not server._slots.acquire(timeout=0.02):
                             if self._gone():
-                                server.disconnects.append(index)
+                                server._disconnected(index)
                                 return
                     try:
                         self._answer(index, reply, body)
@@ -197,6 +217,8 @@ class ScriptedLLMServer:
             def _answer(self, index: int, reply: Reply, body: dict[str, Any]) -> None:
                 counted = count_tokens(body.get("messages") or [])
                 server.prompt_counts.append(counted)
+                if server.props or server.models or server.context_tokens is not None:
+                    reply = dataclasses.replace(reply, prompt_tokens=counted)  # a model's server counts for real
                 asked = int(body.get("max_tokens") or 0)
                 if server.context_tokens is not None and counted + asked > server.context_tokens:
                     server.oversized.append(index)
@@ -212,7 +234,7 @@ class ScriptedLLMServer:
                     self._stream(index, reply, body)
                     return
                 if reply.delay_s and not self._wait(reply.delay_s):
-                    server.disconnects.append(index)
+                    server._disconnected(index)
                     return
                 self._send(reply, body)
 
@@ -245,7 +267,7 @@ class ScriptedLLMServer:
                     self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
-                    server.disconnects.append(index)
+                    server._disconnected(index)
                 self.close_connection = True
 
             def _event(self, data: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ import ast
 import functools
 import re
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import agentarch.prompt_templates
 from agentarch import formats
 from agentarch.errors import AgentarchError, UsageError
 from agentarch.evaluation.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS, parse
+from agentarch.llm.faults import ContextOverflow
 from agentarch.llm.fewshot import FewShot
 from agentarch.search.objectives import Goals
 from agentarch.tasks.task import METRICS, Task
@@ -196,6 +197,132 @@ def _asking(
     return [_system(task, purpose, prompts_dir), {"role": "user", "content": user}]
 
 
+@dataclass
+class LeftOut:
+    """What a prompt did not show to fit the model's context window: the notebook entry (its `after`), the
+    examples dropped (ids, the last first), and the lines of code cut from the examples still shown (by id)."""
+
+    notebook: int | None = None
+    examples: list[int] = field(default_factory=list)
+    lines_cut: dict[int, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.notebook is not None or bool(self.examples) or bool(self.lines_cut)
+
+    def as_record(self, window: Any = None, prompt_tokens: int | None = None) -> dict[str, Any] | None:
+        """The JSON a candidate records (None when nothing was left out), with the window it was fitted to."""
+        if not self:
+            return None
+        record: dict[str, Any] = {
+            "notebook_after": self.notebook,
+            "examples": self.examples,
+            "lines_cut": {str(k): v for k, v in self.lines_cut.items()},
+        }
+        if window is not None:
+            record.update(window.describe(), prompt_tokens=prompt_tokens)
+        return record
+
+
+@dataclass
+class Fitted:
+    """A prompt fitted to a window: the messages, what they leave out, and their tokens as the window counts them
+    (None when the window is unknown and nothing was fitted)."""
+
+    messages: Messages
+    left_out: LeftOut
+    prompt_tokens: int | None
+
+    def record(self, window: Any) -> dict[str, Any] | None:
+        return self.left_out.as_record(window, self.prompt_tokens)
+
+
+MIN_CODE_LINES = 16
+"""An example's code is never shown shorter than this: its class line, its constructor's start, its forward."""
+
+
+def fit_prompt(
+    purpose: str,
+    task: Task,
+    fewshot: FewShot,
+    window: Any,
+    batch_note: str = "",
+    goals: Goals | None = None,
+    notebook: dict[str, Any] | None = None,
+    prompts_dir: Path | str | None = None,
+) -> Fitted:
+    """The `purpose` prompt ("propose" or "edit") fitted to `window` (an agentarch.llm.window.Window; None or an
+    unknown window: the whole prompt). What is left out, in this order, until the prompt fits:
+
+    1. the notebook entry;
+    2. examples, from the last (the least telling: diverse elites, then the baseline's best, then the best), never
+       the parent, and never the last example left;
+    3. lines of code from the middle of the examples still shown, down to MIN_CODE_LINES each (the parent's last,
+       and never in an edit prompt, whose SEARCH blocks must match the parent exactly).
+
+    Raises ContextOverflow when even that does not fit: the sizes say what to change."""
+    left = LeftOut()
+    parent = fewshot.parent
+    examples = [dict(example) for example in fewshot.examples]
+
+    def build() -> Messages:
+        shot = FewShot(parent=parent, examples=examples, strategy=fewshot.strategy)
+        return _asking(purpose, task, shot, batch_note, goals, notebook, prompts_dir)
+
+    messages = build()
+    if window is None or window.prompt_limit is None:
+        return Fitted(messages, left, None)
+    if window.fits(messages):
+        return Fitted(messages, left, window.count(messages))
+    if notebook is not None:
+        left.notebook, notebook = notebook.get("after", 0), None
+        messages = build()
+    is_parent = lambda example: parent is not None and example["id"] == parent["id"]  # noqa: E731
+    while not window.fits(messages) and len(examples) > 1:
+        last = max(i for i, example in enumerate(examples) if not is_parent(example))
+        left.examples.append(examples.pop(last)["id"])
+        messages = build()
+    shortenable = [e for e in examples if not is_parent(e)] + [
+        e for e in examples if is_parent(e) and purpose != "edit"
+    ]
+    for example in shortenable:
+        if window.fits(messages):
+            break
+        lines = (example.get("code") or "").splitlines()
+        low, high, best = MIN_CODE_LINES, len(lines) - 1, None
+        while low <= high:  # the most lines that fit, by halving
+            keep = (low + high) // 2
+            example["code"] = _code_cut(lines, keep)
+            if window.fits(trial := build()):
+                best, low = (keep, trial), keep + 1
+            else:
+                high = keep - 1
+        keep, messages = best if best is not None else (min(MIN_CODE_LINES, len(lines)), None)
+        example["code"] = _code_cut(lines, keep)
+        messages = messages or build()
+        if keep < len(lines):
+            left.lines_cut[example["id"]] = len(lines) - keep
+    if not window.fits(messages):
+        raise ContextOverflow(
+            f"the {purpose} prompt is about {window.count(messages):,} tokens with every example but one left out "
+            f"and its code cut to {MIN_CODE_LINES} lines, more than the {window.prompt_limit:,} that "
+            f"{window.context_tokens:,} tokens of context ({window.source}) leave beside an answer of "
+            f"{window.answer_tokens:,}: lower max_tokens, or start the server with a larger context"
+        )
+    return Fitted(messages, left, window.count(messages))
+
+
+def _code_cut(lines: list[str], keep: int) -> str:
+    """The code's first and last lines, `keep` in all, with a comment where the middle was."""
+    if keep >= len(lines):
+        return "\n".join(lines)
+    head = (keep * 2) // 3
+    tail = keep - head
+    gone = len(lines) - keep
+    indent = lines[head][: len(lines[head]) - len(lines[head].lstrip())] if head < len(lines) else ""
+    marker = f"{indent}# [... {gone} lines not shown, to fit the model's context window ...]"
+    return "\n".join([*lines[:head], marker, *lines[len(lines) - tail :]])
+
+
 def edit_retry_message(
     task: Task, parent: dict[str, Any], reason: str, prompts_dir: Path | str | None = None
 ) -> dict[str, str]:
@@ -293,45 +420,78 @@ _INTENT = re.compile(r"^[\s>#*_]*intent[*_]*\s*[:\-][*_]*\s*", re.I)
 class _Block:
     text: str
     closed: bool
+    line: int = 0  # the answer's line that opened it
 
 
-def extract_code(answer: str) -> Extracted:
+def extract_code(answer: str, finish_reason: str | None = None) -> Extracted:
     """The candidate module in an LLM answer, and its `Intent:` paragraph.
 
     Fenced blocks come first: of several, the one defining `class Net` (the last such, as a model
     that revises itself puts its final version last). An answer without fences is taken as bare
-    code if it parses and defines `Net`. A block opened and never closed means the answer was cut
-    off (usually the output token limit), which a repair can only fix by writing less.
+    code if it parses and defines `Net`. A block opened and never closed is read by `finish_reason`, the
+    server's word on why the answer ended: "length" means it was cut off at the answer's token budget, which a
+    repair can only fix by writing less; any other (the model stopped) means the model left the fence open,
+    and the block is used if its code is a whole module. Unknown (None), an unclosed block reads as cut off.
     """
     if not answer.strip():
         raise ExtractError("the answer was empty; answer with the full module in one ```python block")
+    cut = finish_reason == "length"
     blocks, prose = _split(answer)
     if not blocks:
         intent, rest = _leading_intent(answer)
         if _defines_net(rest):
             return Extracted(code=_tidy(rest), intent=intent)
+        if cut:
+            raise ExtractError(
+                "the answer was cut off at the output length limit before it gave any code: write less before "
+                "the code, and give the full module, defining `class Net(nn.Module)`, in one ```python block"
+            )
         raise ExtractError(
             "the answer holds no code: give the full module, defining `class Net(nn.Module)`, in one ```python block"
         )
     with_net = [block for block in blocks if _NET.search(textwrap.dedent(block.text))]
     if not with_net:
-        if not blocks[-1].closed:
-            raise _cut_off()
+        if not blocks[-1].closed and (cut or finish_reason is None):
+            raise _cut_off(cut)
         raise ExtractError(
             f"none of the answer's {len(blocks)} code block(s) defines `class Net`; give the full "
             "module, defining `class Net(nn.Module)`, in one ```python block"
         )
     chosen = with_net[-1]
     if not chosen.closed:
-        raise _cut_off()
+        if cut or finish_reason is None:
+            raise _cut_off(cut)
+        problem = _syntax_problem(chosen.text)
+        if problem is not None:
+            raise ExtractError(
+                f"the ``` code block opened at line {chosen.line} was never closed, and its code does not parse "
+                f"({problem}); the answer was not cut off (the model stopped, finish_reason {finish_reason!r}): "
+                "give the whole module in one ```python block and close it with ```"
+            )
     return Extracted(code=_tidy(chosen.text), intent=_find_intent(prose))
 
 
-def _cut_off() -> ExtractError:
+def _cut_off(length: bool = False) -> ExtractError:
+    if length:
+        return ExtractError(
+            "the answer was cut off at the output length limit (the server stopped it at its token budget) "
+            "inside a ``` code block; answer with a shorter complete module in one ```python block"
+        )
     return ExtractError(
         "the answer was cut off: a ``` code block was opened but never closed, probably at the "
         "output length limit; answer with a shorter complete module in one ```python block"
     )
+
+
+def _syntax_problem(code: str) -> str | None:
+    """Why the code does not parse (line and message), or None when it does and defines `Net`."""
+    try:
+        tree = parse(textwrap.dedent(code))
+    except SyntaxError as err:
+        return f"line {err.lineno}: {err.msg}"
+    if not any(isinstance(node, ast.ClassDef) and node.name == "Net" for node in tree.body):
+        return "no top-level `class Net`"
+    return None
 
 
 def _split(answer: str) -> tuple[list[_Block], list[str]]:
@@ -340,21 +500,22 @@ def _split(answer: str) -> tuple[list[_Block], list[str]]:
     prose: list[str] = []
     fence: str | None = None
     body: list[str] = []
-    for line in answer.splitlines():
+    start = 0
+    for number, line in enumerate(answer.splitlines(), 1):
         match = _FENCE.match(line)
         if fence is None:
             if match:
-                fence, body = match.group(1), []
+                fence, body, start = match.group(1), [], number
                 prose.append("")  # a block ends the paragraph before it
             else:
                 prose.append(line)
         elif match and len(match.group(1)) >= len(fence) and not match.group(2):
-            blocks.append(_Block("\n".join(body), closed=True))
+            blocks.append(_Block("\n".join(body), closed=True, line=start))
             fence = None
         else:
             body.append(line)
     if fence is not None:
-        blocks.append(_Block("\n".join(body), closed=False))
+        blocks.append(_Block("\n".join(body), closed=False, line=start))
     return blocks, prose
 
 

@@ -184,11 +184,11 @@ class Watch:
     """The deadlines of one streamed attempt. A thread of its own waits for the next deadline and, when it passes,
     shuts the connection down (or, before the connection is known, marks the call cut for the reader to stop)."""
 
-    def __init__(self, first_token_s: float, stall_s: float, min_rate: float, rate_after_s: float = RATE_AFTER_S):
+    def __init__(self, first_token_s: float, stall_s: float, min_rate: float, rate_after_s: float | None = None):
         self.first_token_s = first_token_s
         self.stall_s = stall_s
         self.min_rate = min_rate
-        self.rate_after_s = rate_after_s
+        self.rate_after_s = RATE_AFTER_S if rate_after_s is None else rate_after_s
         self.started = time.monotonic()
         self.first_at: float | None = None
         self.last_at: float | None = None

@@ -63,8 +63,8 @@ _seen_lock = threading.Lock()
 
 def observe(model: str, api_base: str | None, estimated: int, actual: int) -> None:
     """The server counted `actual` prompt tokens where litellm counted `estimated`: later counts follow it."""
-    if estimated <= 0 or actual <= 0:
-        return
+    if estimated <= 0 or actual <= 0 or not 0.25 <= actual / estimated <= 4:
+        return  # not the same text counted twice (a server's made-up usage): nothing to learn
     with _seen_lock:
         _seen.setdefault((model, api_base), deque(maxlen=RECENT)).append(actual / estimated)
 
