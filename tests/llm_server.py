@@ -13,7 +13,9 @@ that ignores `stream` does). It can also play a local model's server:
   and usage in a last event when the request asks for it (`stream_options.include_usage`);
 - `slots=N`: at most N requests are answered at once, the others wait in the server's queue, as llama.cpp's
   slots do; `most_in_flight` is the most requests it held at once (queued ones included);
-- `props=True`: llama.cpp's GET /props (`total_slots`, `n_ctx`), GET /slots and POST /tokenize;
+- `props=True`: llama.cpp's GET /props (`total_slots`, `n_ctx`), GET /slots and POST /tokenize; by default
+  (None) GET /props says only `total_slots`: `slots`, else `PARALLEL` (this server answers that many at once
+  and more, so a client need not queue its calls); `props=False`: a server that says nothing of itself;
   `models=True`: GET /v1/models with vLLM's `max_model_len`;
 - `context_tokens=N`: a request whose prompt (counted by `count_tokens`, a tokenizer unlike litellm's) and
   `max_tokens` exceed N is refused as OpenAI and vLLM refuse it (HTTP 400, `context_length_exceeded`),
@@ -40,6 +42,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _PATHS = ("/v1/chat/completions", "/chat/completions")
+PARALLEL = 16
+"""The slots the stand-in reports when not told otherwise: a threading server answers any number at once."""
 
 
 @dataclass
@@ -89,7 +93,7 @@ class ScriptedLLMServer:
         *,
         stream: bool = False,
         slots: int | None = None,
-        props: bool = False,
+        props: bool | None = None,
         models: bool = False,
         context_tokens: int | None = None,
     ) -> None:
@@ -165,9 +169,10 @@ class ScriptedLLMServer:
                 path = self.path.split("?")[0].rstrip("/")
                 server.gets.append(path)
                 n_ctx = server.context_tokens or 4096
-                if server.props and path == "/props":
-                    total = server.slots or 1
-                    info = {"total_slots": total, "default_generation_settings": {"n_ctx": n_ctx}}
+                if server.props is not False and path == "/props":
+                    info: dict[str, Any] = {"total_slots": server.slots or PARALLEL}
+                    if server.props:
+                        info["default_generation_settings"] = {"n_ctx": n_ctx}
                     self._json(200, info)
                 elif server.props and path == "/slots":
                     self._json(

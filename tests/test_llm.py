@@ -267,3 +267,60 @@ def test_server_without_default_says_the_script_ran_out():
     with ScriptedLLMServer() as server:
         status, body = post(server.url, {"model": "m", "messages": []})
     assert status == 500 and "script ran out" in body["error"]["message"]
+
+
+def test_a_client_that_does_not_stream_waits_one_wall_clock_for_the_whole_answer(archive, run_id):
+    with ScriptedLLMServer([Reply(content="late", delay_s=1.0), "in time"], stream=True) as server:
+        llm = client(server, archive, run_id, stream=False, timeout_s=0.4)
+        answer = llm.complete(MESSAGES, "propose")
+        assert "stream" not in server.requests[0]
+    assert (answer.text, answer.streamed_tokens) == ("in time", None)
+    assert statuses(archive, run_id) == ["timeout", "ok"]
+    assert "no answer within 0.4s" in archive.llm_calls(run_id=run_id)[0]["error"]
+
+
+def test_a_server_that_ignores_stream_is_read_from_its_one_json_answer(archive, run_id):
+    """The stand-in's default, like an OpenAI-compatible proxy that does not stream: the client asked for a stream,
+    got a chat.completion, and reads its text, finish reason and usage."""
+    reply = Reply(content="whole", finish_reason="length", prompt_tokens=12, completion_tokens=3)
+    with ScriptedLLMServer([reply]) as server:
+        answer = client(server, archive, run_id).complete(MESSAGES, "propose")
+        assert server.requests[0]["stream"] is True
+    assert (answer.text, answer.finish_reason, answer.prompt_tokens, answer.completion_tokens) == (
+        "whole",
+        "length",
+        12,
+        3,
+    )
+
+
+def get(url: str) -> tuple[int, object]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_server_plays_a_local_model_streams_events_and_says_what_it_is():
+    reply = Reply(content="one two three", pieces=3, prompt_tokens=9, completion_tokens=3)
+    with ScriptedLLMServer([reply], stream=True, props=True, slots=2, context_tokens=100) as server:
+        root = server.url.removesuffix("/v1")
+        assert get(f"{root}/props") == (200, {"total_slots": 2, "default_generation_settings": {"n_ctx": 100}})
+        assert [slot["n_ctx"] for slot in get(f"{root}/slots")[1]] == [100, 100]
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10, "stream": True}
+        body["stream_options"] = {"include_usage": True}
+        request = urllib.request.Request(f"{server.url}/chat/completions", data=json.dumps(body).encode())
+        with urllib.request.urlopen(request, timeout=5) as response:
+            kind, events = response.headers["Content-Type"], response.read().decode().split("\n\n")
+        too_long = {**body, "stream": False, "max_tokens": 99}
+        status, refusal = post(server.url, too_long)
+    assert kind == "text/event-stream" and events[-2:] == ["data: [DONE]", ""]
+    chunks = [json.loads(event.removeprefix("data: ")) for event in events[:-2]]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "one two three"
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
+    assert chunks[-1]["usage"]["prompt_tokens"] == server.prompt_counts[0]  # a model's server counts for real
+    assert status == 400 and refusal["error"]["code"] == "context_length_exceeded"
+    assert "maximum context length is 100 tokens" in refusal["error"]["message"] and server.oversized == [1]
+    with ScriptedLLMServer(props=False) as quiet:
+        assert get(f"{quiet.url.removesuffix('/v1')}/props")[0] == 404

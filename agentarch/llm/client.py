@@ -230,7 +230,8 @@ class LLMClient(Diagnosis):
         me = next(_call_ids)
         row: dict[str, Any] = {"tag": tag, "model": self.model, "purpose": purpose, "attempt": 1}
         try:
-            for attempt in range(1, self.max_retries + 2):
+            attempt = 0
+            while (attempt := attempt + 1) <= self.max_retries + 1 + retried_overflow:  # a shorter retry is extra
                 if failure is not None and failure.status != "too_long":
                     delay = self._delay(attempt - 1, failure)
                     log.warning(
@@ -272,7 +273,7 @@ class LLMClient(Diagnosis):
                     if failure.status == "cancelled":
                         raise LLMCancelled(f"the call to {self.model} was {failure.message}", call_ids) from None
                     if failure.status == "too_long":
-                        if retried_overflow:
+                        if retried_overflow:  # one shorter retry, then the reason
                             raise ContextOverflow(self._overflow_message(window, messages, failure), call_ids) from None
                         retried_overflow = True
                         window = self._learn(window, messages, failure.overflow, counted, answer_tokens)
@@ -382,11 +383,14 @@ class LLMClient(Diagnosis):
     def _fit(
         self, messages: list[dict[str, str]], window: windows.Window, call_ids: list[int] | None = None
     ) -> tuple[list[dict[str, str]], int]:
-        """The messages as sent: unchanged when they fit the window (or it is unknown), else shortened (the
-        longest message's middle cut); ContextOverflow when no cut fits."""
-        if window.fits(messages):
+        """The messages as sent: unchanged when they leave at least MIN_ANSWER_TOKENS of the window for the answer
+        (or the window is unknown), else shortened (the longest message's middle cut); ContextOverflow when no cut
+        fits. Giving the answer more room is the prompt builder's part (prompts.fit_prompt): this is the floor that
+        keeps every request inside the window."""
+        floor = min(windows.MIN_ANSWER_TOKENS, window.answer_tokens)
+        if window.fits(messages, floor):
             return messages, 0
-        shortened = windows.shorten(messages, window.fits)
+        shortened = windows.shorten(messages, lambda m: window.fits(m, floor))
         if shortened is None:
             raise ContextOverflow(self._overflow_message(window, messages, None), call_ids or [])
         log.info("%s: prompt shortened by %d lines to fit %s", self.model, shortened[1], window.describe())

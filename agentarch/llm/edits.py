@@ -241,11 +241,21 @@ def _block(search: list[str], replace: list[str], start: int, n: int) -> Block:
 
 
 def _find(code: list[str], search: list[str], same: Callable[[str], str]) -> list[int]:
-    """Where `search` matches whole lines of `code`, each line compared through `same` (once per line)."""
-    wanted = [same(line) for line in search]
-    lines = [same(line) for line in code]
-    k, first = len(wanted), wanted[0]
-    return [i for i in range(len(lines) - k + 1) if lines[i] == first and lines[i : i + k] == wanted]
+    """Where `search` matches whole lines of `code`, each line compared through `same` (once per line).
+
+    Each distinct line is spelled as one character and the search is `str.find` on those spellings, so every match
+    is of whole lines and the time is linear in the parent. Comparing line lists at every line whose first line
+    matched took O(parent x SEARCH) in Python: 3.8 s for one answer of 40 blocks of 300 lines against a parent of
+    64,000 blank lines (both within their limits)."""
+    lines, wanted = (code, search) if same is _exact else ([*map(same, code)], [*map(same, search)])
+    spelling = {line: chr(i) for i, line in enumerate(dict.fromkeys(lines + wanted))}
+    text, needle = "".join(map(spelling.__getitem__, lines)), "".join(map(spelling.__getitem__, wanted))
+    found: list[int] = []
+    at = text.find(needle)
+    while at != -1:
+        found.append(at)
+        at = text.find(needle, at + 1)
+    return found
 
 
 def _exact(line: str) -> str:

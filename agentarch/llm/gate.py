@@ -147,10 +147,12 @@ def gate_for(model: str, api_base: str | None, concurrency: int | None, api_key:
     key = (model, _normal(api_base))
     with _gates_lock:
         gate = _gates.get(key)
-        if gate is None:
-            limit, source = resolve_concurrency(api_base, concurrency, api_key)
-            gate = _gates[key] = ModelGate(model, api_base, limit, source)
-        elif concurrency is not None and concurrency != gate.limit:
+    if gate is None:
+        limit, source = resolve_concurrency(api_base, concurrency, api_key)  # may ask the server: not under the lock
+        with _gates_lock:
+            return _gates.setdefault(key, ModelGate(model, api_base, limit, source))
+    with _gates_lock:
+        if concurrency is not None and concurrency != gate.limit:
             with gate._cond:
                 gate.limit, gate.source = concurrency, f"set to {concurrency}"
                 gate._cond.notify_all()

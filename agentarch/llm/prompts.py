@@ -32,6 +32,7 @@ import agentarch.prompt_templates
 from agentarch import formats
 from agentarch.errors import AgentarchError, UsageError
 from agentarch.evaluation.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS, parse
+from agentarch.llm import window as windows
 from agentarch.llm.faults import ContextOverflow
 from agentarch.llm.fewshot import FewShot
 from agentarch.search.objectives import Goals
@@ -117,7 +118,7 @@ def quoted(text: Any, limit: int | None = MAX_QUOTED_CHARS) -> str:
     return _LOOKALIKE.sub(r"(\1", text)
 
 
-def _system(task: Task, purpose: str, prompts_dir: Path | str | None) -> dict[str, str]:
+def _system(task: Task, purpose: str, prompts_dir: Path | str | None, compact: bool = False) -> dict[str, str]:
     allowed = ["torch (and its submodules)", *sorted(ALLOWED_IMPORT_ROOTS - {"torch", "__future__"})]
     content = render(
         "system.j2",
@@ -128,6 +129,7 @@ def _system(task: Task, purpose: str, prompts_dir: Path | str | None) -> dict[st
         forbidden_calls=sorted(FORBIDDEN_CALLS),
         hparam_bounds=HPARAM_BOUNDS,
         integer_hparams=INTEGER_HPARAMS,
+        compact=compact,
     )
     return {"role": "system", "content": content}
 
@@ -180,6 +182,7 @@ def _asking(
     goals: Goals | None,
     notebook: dict[str, Any] | None,
     prompts_dir: Path | str | None,
+    compact: bool = False,
 ) -> Messages:
     """The system prompt for `purpose` and the user prompt of its template (`propose.j2`, `edit.j2`), which take the
     same context: the examples (parent first), the note, the goals beyond one metric and the notebook entry."""
@@ -194,32 +197,40 @@ def _asking(
         goals=goals if goals is not None and goals.multi else None,
         notebook=notebook,
     )
-    return [_system(task, purpose, prompts_dir), {"role": "user", "content": user}]
+    return [_system(task, purpose, prompts_dir, compact), {"role": "user", "content": user}]
 
 
 @dataclass
 class LeftOut:
-    """What a prompt did not show to fit the model's context window: the notebook entry (its `after`), the
-    examples dropped (ids, the last first), and the lines of code cut from the examples still shown (by id)."""
+    """What a prompt did not show to fit the model's context window: the other task kinds' contract (`compact`),
+    the notebook entry (its `after`), the examples dropped (ids, the last first), the lines of code cut from the
+    examples still shown (by id), and the answer budget when it had to be lowered below the window's share."""
 
+    compact: bool = False
     notebook: int | None = None
     examples: list[int] = field(default_factory=list)
     lines_cut: dict[int, int] = field(default_factory=dict)
+    answer_tokens: int | None = None
 
     def __bool__(self) -> bool:
-        return self.notebook is not None or bool(self.examples) or bool(self.lines_cut)
+        return bool(self.compact or self.notebook is not None or self.examples or self.lines_cut or self.answer_tokens)
 
     def as_record(self, window: Any = None, prompt_tokens: int | None = None) -> dict[str, Any] | None:
         """The JSON a candidate records (None when nothing was left out), with the window it was fitted to."""
         if not self:
             return None
         record: dict[str, Any] = {
+            "compact_contract": self.compact,
             "notebook_after": self.notebook,
             "examples": self.examples,
             "lines_cut": {str(k): v for k, v in self.lines_cut.items()},
         }
         if window is not None:
             record.update(window.describe(), prompt_tokens=prompt_tokens)
+        if self.answer_tokens is not None:
+            record["answer_tokens"] = self.answer_tokens
+            if window is not None and window.context_tokens is not None:
+                record["prompt_limit"] = window.context_tokens - self.answer_tokens - windows.SAFETY_TOKENS
         return record
 
 
@@ -251,29 +262,34 @@ def fit_prompt(
     prompts_dir: Path | str | None = None,
 ) -> Fitted:
     """The `purpose` prompt ("propose" or "edit") fitted to `window` (an agentarch.llm.window.Window; None or an
-    unknown window: the whole prompt). What is left out, in this order, until the prompt fits:
+    unknown window: the whole prompt). What is left out, in this order, until prompt and answer fit:
 
-    1. the notebook entry;
-    2. examples, from the last (the least telling: diverse elites, then the baseline's best, then the best), never
+    1. the contract of the other task kinds (the system prompt keeps this task's kind): nothing this task needs;
+    2. the notebook entry;
+    3. examples, from the last (the least telling: diverse elites, then the baseline's best, then the best), never
        the parent, and never the last example left;
-    3. lines of code from the middle of the examples still shown, down to MIN_CODE_LINES each (the parent's last,
-       and never in an edit prompt, whose SEARCH blocks must match the parent exactly).
+    4. lines of code from the middle of the examples still shown, down to MIN_CODE_LINES each (the parent's last,
+       and never in an edit prompt, whose SEARCH blocks must match the parent exactly);
+    5. answer tokens: the answer's budget is lowered from the window's share towards MIN_ANSWER_TOKENS.
 
     Raises ContextOverflow when even that does not fit: the sizes say what to change."""
     left = LeftOut()
     parent = fewshot.parent
     examples = [dict(example) for example in fewshot.examples]
+    compact = False
 
     def build() -> Messages:
         shot = FewShot(parent=parent, examples=examples, strategy=fewshot.strategy)
-        return _asking(purpose, task, shot, batch_note, goals, notebook, prompts_dir)
+        return _asking(purpose, task, shot, batch_note, goals, notebook, prompts_dir, compact)
 
     messages = build()
     if window is None or window.prompt_limit is None:
         return Fitted(messages, left, None)
     if window.fits(messages):
         return Fitted(messages, left, window.count(messages))
-    if notebook is not None:
+    left.compact = compact = True
+    messages = build()
+    if not window.fits(messages) and notebook is not None:
         left.notebook, notebook = notebook.get("after", 0), None
         messages = build()
     is_parent = lambda example: parent is not None and example["id"] == parent["id"]  # noqa: E731
@@ -288,27 +304,39 @@ def fit_prompt(
         if window.fits(messages):
             break
         lines = (example.get("code") or "").splitlines()
-        low, high, best = MIN_CODE_LINES, len(lines) - 1, None
-        while low <= high:  # the most lines that fit, by halving
-            keep = (low + high) // 2
-            example["code"] = _code_cut(lines, keep)
-            if window.fits(trial := build()):
-                best, low = (keep, trial), keep + 1
-            else:
-                high = keep - 1
-        keep, messages = best if best is not None else (min(MIN_CODE_LINES, len(lines)), None)
-        example["code"] = _code_cut(lines, keep)
-        messages = messages or build()
-        if keep < len(lines):
-            left.lines_cut[example["id"]] = len(lines) - keep
+        keep = _most(MIN_CODE_LINES, len(lines) - 1, lambda n: window.fits(_with_code(example, lines, n, build)))
+        example["code"] = _code_cut(lines, keep if keep is not None else MIN_CODE_LINES)
+        messages = build()
+        if len(example["code"].splitlines()) < len(lines):
+            left.lines_cut[example["id"]] = len(lines) - (keep if keep is not None else MIN_CODE_LINES)
     if not window.fits(messages):
-        raise ContextOverflow(
-            f"the {purpose} prompt is about {window.count(messages):,} tokens with every example but one left out "
-            f"and its code cut to {MIN_CODE_LINES} lines, more than the {window.prompt_limit:,} that "
-            f"{window.context_tokens:,} tokens of context ({window.source}) leave beside an answer of "
-            f"{window.answer_tokens:,}: lower max_tokens, or start the server with a larger context"
-        )
+        floor = min(windows.MIN_ANSWER_TOKENS, window.answer_tokens)
+        answer = _most(floor, window.answer_tokens - 1, lambda n: window.fits(messages, n))
+        if answer is None:
+            raise ContextOverflow(
+                f"the {purpose} prompt is about {window.count(messages):,} tokens with every example but one left "
+                f"out and its code cut to {MIN_CODE_LINES} lines, too many for {window.context_tokens:,} tokens of "
+                f"context ({window.source}) beside an answer of {floor:,}: start the server with a larger context"
+            )
+        left.answer_tokens = answer
     return Fitted(messages, left, window.count(messages))
+
+
+def _most(low: int, high: int, fits: Any) -> int | None:
+    """The largest n in [low, high] for which fits(n) holds (fits grows false as n grows), by halving; None if none."""
+    best = None
+    while low <= high:
+        middle = (low + high) // 2
+        if fits(middle):
+            best, low = middle, middle + 1
+        else:
+            high = middle - 1
+    return best
+
+
+def _with_code(example: dict[str, Any], lines: list[str], keep: int, build: Any) -> Messages:
+    example["code"] = _code_cut(lines, keep)
+    return build()
 
 
 def _code_cut(lines: list[str], keep: int) -> str:
@@ -465,7 +493,7 @@ def extract_code(answer: str, finish_reason: str | None = None) -> Extracted:
         if problem is not None:
             raise ExtractError(
                 f"the ``` code block opened at line {chosen.line} was never closed, and its code does not parse "
-                f"({problem}); the answer was not cut off (the model stopped, finish_reason {finish_reason!r}): "
+                f"({problem}); the model ended the answer itself (finish_reason {finish_reason!r}): "
                 "give the whole module in one ```python block and close it with ```"
             )
     return Extracted(code=_tidy(chosen.text), intent=_find_intent(prose))

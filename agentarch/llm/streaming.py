@@ -36,6 +36,9 @@ import httpx
 
 RATE_AFTER_S = 60.0
 """The slowest-rate check starts this long after the first token: the start of an answer is often slower."""
+SEND_GRACE_S = 30.0
+"""Before the request is seen going out (a provider whose HTTP client is not hooked), the first-token deadline
+counts from the call's start plus this: litellm's own preparation is not the server's time."""
 SSE_EVENT_BYTES = 1024
 """What a streamed body may carry around each token: one server-sent event's JSON envelope (llama.cpp's with its
 timings is about 400 bytes)."""
@@ -99,6 +102,7 @@ def litellm() -> Any:
     import litellm as module
 
     module.suppress_debug_info = True
+    module.disable_hf_tokenizer_download = True  # count with the bundled tiktoken, never fetch a tokenizer at run time
     module.client_session = capped_session()
     return module
 
@@ -113,8 +117,17 @@ def capped_session() -> httpx.Client:
     except (ImportError, AttributeError):  # litellm moved it: its defaults are httpx's, which is what we build
         session = httpx.Client(follow_redirects=True)
     session.headers["Accept-Encoding"] = "identity"
+    session.event_hooks["request"].append(_sending)
     session.event_hooks["response"].append(_cap_body)
     return session
+
+
+def _sending(request: httpx.Request) -> None:
+    """httpx request hook, run as the request goes out: the first-token deadline counts from here, not from the
+    seconds litellm spends preparing the call."""
+    watch: Watch | None = getattr(_arrival, "watch", None)
+    if watch is not None:
+        watch.sent()
 
 
 def _cap_body(response: httpx.Response) -> None:
@@ -190,6 +203,7 @@ class Watch:
         self.min_rate = min_rate
         self.rate_after_s = RATE_AFTER_S if rate_after_s is None else rate_after_s
         self.started = time.monotonic()
+        self.sent_at: float | None = None  # when the request went out (None: not yet, or a client we do not hook)
         self.first_at: float | None = None
         self.last_at: float | None = None
         self.tokens = 0
@@ -230,14 +244,21 @@ class Watch:
         """A chunk with `tokens` tokens arrived."""
         now = time.monotonic()
         with self._cond:
-            if self.first_at is None:
+            if self.first_at is None:  # the next deadline is now a stall's, likely sooner: the watch thread re-reads it
                 self.first_at = now
+                self._cond.notify_all()
             self.last_at = now
             self.tokens += tokens
 
+    def sent(self) -> None:
+        """The request went out: the first-token deadline counts from now."""
+        with self._cond:
+            self.sent_at = time.monotonic()
+            self._cond.notify_all()
+
     @property
     def first_token_after_s(self) -> float | None:
-        return None if self.first_at is None else self.first_at - self.started
+        return None if self.first_at is None else self.first_at - (self.sent_at or self.started)
 
     def cut(self, reason: str) -> None:
         """Stop the call now: remember why, and shut its connection down so the reader wakes and the server sees
@@ -262,7 +283,8 @@ class Watch:
 
     def _deadline(self) -> tuple[float, str]:
         if self.first_at is None or self.last_at is None:
-            return self.started + self.first_token_s, f"no first token within {self.first_token_s:g}s"
+            since = self.sent_at if self.sent_at is not None else self.started + SEND_GRACE_S
+            return since + self.first_token_s, f"no first token within {self.first_token_s:g}s"
         deadline, why = self.last_at + self.stall_s, f"the answer stalled: no token for {self.stall_s:g}s"
         if self.min_rate > 0:
             slow = self.first_at + max(self.rate_after_s, self.tokens / self.min_rate)

@@ -15,6 +15,7 @@ estimate seen lately (`observe`), so the estimate follows the real tokenizer.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -47,6 +48,7 @@ def raw_count(model: str, messages: Messages) -> int:
     return int(litellm().token_counter(model=model, messages=messages))
 
 
+@functools.cache
 def litellm_window(model: str) -> int | None:
     """The context window litellm's bundled model map gives the model, if it knows it."""
     try:
@@ -105,9 +107,12 @@ class Window:
         """The prompt's tokens as the server will count them, as well as can be told."""
         return math.ceil(raw_count(self.model, messages) * self.scale)
 
-    def fits(self, messages: Messages) -> bool:
-        limit = self.prompt_limit
-        return limit is None or self.count(messages) <= limit
+    def fits(self, messages: Messages, answer_tokens: int | None = None) -> bool:
+        """Whether the messages and an answer of `answer_tokens` (default: the answer's budget) fit the window."""
+        if self.context_tokens is None:
+            return True
+        answer = self.answer_tokens if answer_tokens is None else answer_tokens
+        return self.count(messages) <= self.context_tokens - answer - SAFETY_TOKENS
 
     def answer_for(self, counted: int) -> int:
         """The max_tokens to send with a prompt of `counted` tokens: all the room left, up to `max_tokens`."""
@@ -147,9 +152,14 @@ def _scale(model: str, api_base: str | None, info: gate.ServerInfo | None, known
     if recent:
         return max(0.5, max(recent) * OBSERVED_MARGIN)
     if info is not None and info.tokens_per_sample:
-        sample = raw_count(model, [{"role": "user", "content": gate.TOKENIZER_SAMPLE}])
+        sample = _sample_count(model)
         return max(0.5, info.tokens_per_sample / max(sample, 1) * OBSERVED_MARGIN)
     return KNOWN_SCALE if known and api_base is None else UNKNOWN_SCALE
+
+
+@functools.cache
+def _sample_count(model: str) -> int:
+    return int(litellm().token_counter(model=model, text=gate.TOKENIZER_SAMPLE))
 
 
 # -- a server's "too long" ----------------------------------------------------------------------------------------
