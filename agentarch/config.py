@@ -247,7 +247,9 @@ class Settings(BaseSettings):
         8192,
         ge=256,
         le=1_000_000,
-        description="the most tokens an LLM may answer with, sent with every request (a module takes a few thousand)",
+        description="the most tokens an LLM may answer with (a module takes a few thousand); with a known context "
+        "window, prompts are fitted to leave the answer this much or half the window, whichever is less, and each "
+        "request asks for the room its prompt leaves, up to this",
     )
     max_answer_bytes: int = Field(
         200_000,
