@@ -103,6 +103,34 @@ def usd(value: float | None, missing: str = "-") -> str:
     return missing if value is None else f"${value:.4f}"
 
 
+LEXED_LINE_CHARS = 1_000
+"""The longest line that code may have to be highlighted (by Pygments, on a page or through rich's `Syntax`). Some of
+Pygments' Python rules scan to the end of the line from each place they could start (`\\N{` in a string), so a
+model's 64 kB line of `'\\N{\\N{...` took 9 s to highlight, on the web server and in `archive show`; past this length
+code is shown as plain text. Real code lines are under 200 characters."""
+
+
+def lexable(code: str | None) -> bool:
+    """Whether `code` may be highlighted as Python: no line of it is longer than `LEXED_LINE_CHARS`."""
+    return all(len(line) <= LEXED_LINE_CHARS for line in (code or "").split("\n"))
+
+
+DIFF_LINES = 1_000
+DIFF_CHARS = 64 * 1024
+"""The most lines (per side, as `str.splitlines` counts them: form feeds and U+2028 split too) and characters a
+diff is computed for, on a page or in a terminal: difflib's time grows with the product of the two lengths, or
+worse (two 20,000-line codes of near-repeated lines took 134 s)."""
+
+
+def too_long_to_diff(a: str | None, b: str | None) -> str | None:
+    """Why `a` and `b` are not diffed here (None: they may be), said so a person knows to diff them locally."""
+    if max(len(a or ""), len(b or "")) > DIFF_CHARS:
+        return f"too long to diff here (over {DIFF_CHARS:,} characters); diff the code locally"
+    if max(len((a or "").splitlines()), len((b or "").splitlines())) > DIFF_LINES:
+        return f"too long to diff here (over {DIFF_LINES:,} lines); diff the code locally"
+    return None
+
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 """Characters a terminal acts on rather than shows: C0 but newline and tab (ESC starts every escape
 sequence: colours, window titles, OSC 8 links, OSC 52 clipboard writes; CR rewrites the line), DEL, C1 (0x9b

@@ -130,7 +130,8 @@ def archive_show(
             f"functional={(cand['functional_hash'] or '')[:12]}"
         )
     )
-    out.print(Syntax(formats.printable(cand["code"] or ""), "python", line_numbers=True))
+    code = formats.printable(cand["code"] or "")
+    out.print(Syntax(code, "python" if formats.lexable(code) else "text", line_numbers=True))  # long lines: plain
     for e in evals:
         out.print(
             formats.line(

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentarch.formats import printable
+from agentarch.formats import printable, too_long_to_diff
 from agentarch.store.archive import Archive
 
 
@@ -40,8 +40,11 @@ class ReviewView:
 def view(archive: Archive, review: dict) -> ReviewView:
     """The review with its parent diff (what changed is what a reviewer should read first)."""
     diff = ""
-    if review.get("parent_id"):
-        parent = archive.candidate(review["parent_id"])["code"]
+    parent = archive.candidate(review["parent_id"])["code"] if review.get("parent_id") else None
+    refused = too_long_to_diff(parent, review["code"]) if parent is not None else None
+    if refused:
+        diff = f"({refused})"
+    elif parent is not None:
         diff = printable(
             "".join(
                 difflib.unified_diff(

@@ -285,7 +285,7 @@ def exact_target(archive: Archive, query: str) -> tuple[str, Any] | None:
     `12`) or a run id: a person who pastes one wants that page, not the candidates whose code mentions it."""
     text = query.strip()
     number = text.removeprefix("#")
-    if number.isdigit():
+    if number.isascii() and number.isdigit() and len(number) <= 18:  # "²" is a digit to isdigit, not to int
         found = archive.db.execute("SELECT id FROM candidates WHERE id = ?", [int(number)]).fetchone()
         if found:
             return "candidate", int(found[0])

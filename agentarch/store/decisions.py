@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlite_utils
 
-from agentarch.store.handle import ArchiveError, Handle, _where, now
+from agentarch.store.handle import ArchiveError, Handle, _where, capped, now
 
 
 def code_sha256(code: str) -> str:
@@ -41,7 +41,9 @@ class Decisions(Handle):
                 return int(found[0])
             return int(
                 self.db["reviews"]
-                .insert({"created_at": now(), "kind": "gate", "status": "pending", **review, "code_sha256": digest})
+                .insert(
+                    {"created_at": now(), "kind": "gate", "status": "pending", **capped(review), "code_sha256": digest}
+                )
                 .last_pk
             )
 

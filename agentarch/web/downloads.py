@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -17,6 +18,18 @@ from starlette.responses import Response
 
 from agentarch import formats
 from agentarch.web.params import PAGE_SIZE
+
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition that saves the response as `filename`, each run of characters a file name does not need
+    (anything but letters, digits, `.`, `_` and `-`) written as `_`.
+
+    A name can carry what a request asked for (the leaderboard's `?task=`): a quote in it added parameters of its own
+    (`filename*=UTF-8''evil.html`, which browsers prefer), a character outside Latin-1 made Starlette's header encoding
+    fail (a 500), and a CR LF made uvicorn drop the connection."""
+    return f'attachment; filename="{_UNSAFE_IN_NAME.sub("_", filename)}"'
 
 
 def respond(request: Request, rows: list[dict[str, Any]], columns: tuple[str, ...], name: str) -> Response:
@@ -27,7 +40,7 @@ def respond(request: Request, rows: list[dict[str, Any]], columns: tuple[str, ..
         return Response(
             json.dumps(picked, default=str),
             media_type="application/json",
-            headers={"Content-Disposition": f'attachment; filename="{name}.json"'},
+            headers={"Content-Disposition": attachment(f"{name}.json")},
         )
     if fmt != "csv":
         raise HTTPException(400, f"format is csv or json, not {fmt!r}")
@@ -36,7 +49,7 @@ def respond(request: Request, rows: list[dict[str, Any]], columns: tuple[str, ..
     return Response(
         buffer.getvalue(),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        headers={"Content-Disposition": attachment(f"{name}.csv")},
     )
 
 
@@ -56,5 +69,5 @@ def code_download(code: str, filename: str) -> Response:
     return Response(
         code,
         media_type="text/x-python; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-Type-Options": "nosniff"},
+        headers={"Content-Disposition": attachment(filename), "X-Content-Type-Options": "nosniff"},
     )

@@ -19,7 +19,7 @@ import jinja2
 from markupsafe import Markup, escape
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
-from pygments.lexers import PythonLexer
+from pygments.lexers import PythonLexer, TextLexer
 
 from agentarch import formats
 from agentarch.evaluation.checks import MAX_CODE_BYTES
@@ -76,7 +76,7 @@ def highlight_code(code: str | None, download: str | None = None) -> Markup:
 def _highlighted(code: str) -> Markup:
     """Cached by the code text, at most `CODE_SHOWN` characters of it (so the cache holds no 50 MB key): lexing takes
     ~5-10 ms per candidate, and the review queue, reloaded after every decision, shows one per pending candidate."""
-    return Markup(highlight(code, _LEXER, _FORMATTER))
+    return Markup(highlight(code, _LEXER if formats.lexable(code) else TextLexer(), _FORMATTER))
 
 
 highlight_code.cache_clear = _highlighted.cache_clear  # type: ignore[attr-defined]  # a benchmark times a first visit
@@ -92,15 +92,14 @@ def code_diff(a: str | None, b: str | None, a_label: str, b_label: str) -> Marku
 
     Unified rather than difflib.HtmlDiff's side-by-side table: HtmlDiff compares changed lines
     character by character and takes ~0.2 s for two different 70-line candidates, too slow for a
-    review queue that shows one diff per pending candidate. Code past `CODE_SHOWN` characters is not diffed here:
-    difflib's time grows with the product of the two lengths.
+    review queue that shows one diff per pending candidate. Code `formats.too_long_to_diff` refuses is not diffed.
     """
-    if len(a or "") > CODE_SHOWN or len(b or "") > CODE_SHOWN:
-        return Markup(
-            "<p>Too long to diff here (over {:,} characters); download the code and diff it locally.</p>"
-        ).format(CODE_SHOWN)
+    refused = formats.too_long_to_diff(a, b)
+    if refused:
+        return Markup("<p>{}.</p>").format(refused[0].upper() + refused[1:])
+    a_lines, b_lines = (a or "").splitlines(), (b or "").splitlines()  # what difflib compares: \f and \u2028 split too
     a_label, b_label = a_label[:NAME_SHOWN], b_label[:NAME_SHOWN]  # labels carry names, which a model wrote
-    lines = difflib.unified_diff((a or "").splitlines(), (b or "").splitlines(), a_label, b_label, lineterm="")
+    lines = difflib.unified_diff(a_lines, b_lines, a_label, b_label, lineterm="")
     spans = []
     for i, line in enumerate(lines):
         kind = (

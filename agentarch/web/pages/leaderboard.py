@@ -116,7 +116,8 @@ def routes(site: Site) -> list[Route]:
         total = 0
         if query:
             with site.archive() as db:
-                target = None if downloads.requested(request) else browse.exact_target(db, query)
+                named = _may_name(query) and not downloads.requested(request)
+                target = browse.exact_target(db, query) if named else None
                 if target is not None:
                     kind, found = target
                     return RedirectResponse(f"/{kind}/{quote(str(found))}", status_code=303)
@@ -131,6 +132,20 @@ def routes(site: Site) -> list[Route]:
         )
 
     return [Route("/", leaderboard), Route("/search", search)]
+
+
+def _may_name(query: str) -> bool:
+    """Whether `browse.exact_target` may look the search text up: text of digits (by `str.isdigit`, which takes "²")
+    must be an id `params.record_id` takes, else it is only searched for. exact_target hands such text to int() and to
+    SQLite, and `?q=²` or 23 digits were a 500 (ValueError, OverflowError)."""
+    number = query.strip().removeprefix("#")
+    if not number.isdigit():
+        return True
+    try:
+        params.record_id(number, "q")
+    except HTTPException:
+        return False
+    return True
 
 
 def _front_goals(run: dict[str, Any] | None, task: dict[str, Any]) -> tuple[Goals, str]:
