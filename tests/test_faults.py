@@ -48,6 +48,7 @@ def test_a_run_completes_its_budget_through_a_faulty_llm_and_counts_the_faults(t
     monkeypatch.setenv("AGENTARCH_CACHE_DIR", str(cache_dir))
     monkeypatch.setenv("AGENTARCH_THREADS", "1")
     monkeypatch.setenv("AGENTARCH_LLM_TIMEOUT_S", "1")
+    monkeypatch.setenv("AGENTARCH_LLM_FIRST_TOKEN_TIMEOUT_S", "1")  # streamed calls: the first token
     monkeypatch.setenv("AGENTARCH_LLM_RETRIES", "8")
     llm = FaultyLLM(seed=7)
     with ScriptedLLMServer(default=llm) as server:

@@ -49,6 +49,7 @@ def env(tmp_path, cache_dir, monkeypatch):
     monkeypatch.setenv("AGENTARCH_CACHE_DIR", str(cache_dir))
     monkeypatch.setenv("AGENTARCH_THREADS", "1")
     monkeypatch.setenv("AGENTARCH_LLM_TIMEOUT_S", "3")
+    monkeypatch.setenv("AGENTARCH_LLM_FIRST_TOKEN_TIMEOUT_S", "3")  # streamed calls: the first token
     return tmp_path
 
 

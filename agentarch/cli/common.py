@@ -124,6 +124,18 @@ DataDirOpt = Annotated[Optional[Path], setting("data_dir", "--data-dir")]
 IsolationOpt = Annotated[Optional[str], setting("isolation", "--isolation")]
 TimeoutOpt = Annotated[Optional[float], setting("timeout_s", "--timeout")]
 NoveltyOpt = Annotated[Optional[float], setting("novelty_threshold", "--novelty-threshold")]
+# How a run talks to its models: flags of `run` and `baseline` (and overrides `run --resume` takes).
+QueueOpt = Annotated[Optional[int], setting("queue", "--queue")]
+LLMConcurrencyOpt = Annotated[Optional[int], setting("llm_concurrency", "--llm-concurrency")]
+LLMStreamOpt = Annotated[Optional[bool], setting("llm_stream", "--llm-stream/--no-llm-stream")]
+LLMTimeoutOpt = Annotated[Optional[float], setting("llm_timeout_s", "--llm-timeout")]
+FirstTokenTimeoutOpt = Annotated[Optional[float], setting("llm_first_token_timeout_s", "--first-token-timeout")]
+StallTimeoutOpt = Annotated[Optional[float], setting("llm_stall_timeout_s", "--stall-timeout")]
+MinTokensOpt = Annotated[Optional[float], setting("llm_min_tokens_per_s", "--min-tokens-per-s")]
+LLMRetriesOpt = Annotated[Optional[int], setting("llm_retries", "--llm-retries")]
+MaxTokensOpt = Annotated[Optional[int], setting("max_tokens", "--max-tokens")]
+MaxAnswerBytesOpt = Annotated[Optional[int], setting("max_answer_bytes", "--max-answer-bytes")]
+ContextTokensOpt = Annotated[Optional[int], setting("context_tokens", "--context-tokens")]
 
 
 def fail(message: str) -> typer.Exit:

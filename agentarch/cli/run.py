@@ -17,9 +17,20 @@ from rich.text import Text
 from agentarch import formats
 from agentarch.cli.common import (
     ArchiveOpt,
+    ContextTokensOpt,
     EpochsOpt,
+    FirstTokenTimeoutOpt,
     IsolationOpt,
+    LLMConcurrencyOpt,
+    LLMRetriesOpt,
+    LLMStreamOpt,
+    LLMTimeoutOpt,
+    MaxAnswerBytesOpt,
+    MaxTokensOpt,
+    MinTokensOpt,
     NoveltyOpt,
+    QueueOpt,
+    StallTimeoutOpt,
     TaskOpt,
     TimeoutOpt,
     err,
@@ -31,10 +42,12 @@ from agentarch.cli.common import (
     settings_or_exit,
     warn_if_weak,
 )
+from agentarch.cli.progress import Watcher, exit_code, mode_for, resume_command, stop_on_signals
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.isolation.policy import resolve_isolation
 from agentarch.llm import fewshot, prompts
 from agentarch.loop import run as run_lib
+from agentarch.loop.stopping import RunControl
 from agentarch.tasks.registry import get_task
 
 
@@ -70,14 +83,35 @@ def run_command(
     parent_strategy: Annotated[Optional[str], setting("parent_strategy", "--parent-strategy")] = None,
     repair_tries: Annotated[Optional[int], setting("repair_tries", "--repair-tries")] = None,
     epochs: EpochsOpt = None,
-    resume: Annotated[Optional[str], typer.Option(help="continue the run with this id where it stopped")] = None,
+    resume: Annotated[
+        Optional[str],
+        typer.Option(
+            help="continue the run with this id where it stopped (killed or interrupted); flags that change how it "
+            "works (budgets, queue, slots, LLM concurrency, timeouts, retries, max tokens and answer bytes, the "
+            "model's server) apply, and one that would make it another run (task, objectives, models, space, seed) "
+            "is refused"
+        ),
+    ] = None,
+    queue: QueueOpt = None,
+    llm_concurrency: LLMConcurrencyOpt = None,
+    llm_stream: LLMStreamOpt = None,
+    llm_timeout_s: LLMTimeoutOpt = None,
+    llm_first_token_timeout_s: FirstTokenTimeoutOpt = None,
+    llm_stall_timeout_s: StallTimeoutOpt = None,
+    llm_min_tokens_per_s: MinTokensOpt = None,
+    llm_retries: LLMRetriesOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    max_answer_bytes: MaxAnswerBytesOpt = None,
+    context_tokens: ContextTokensOpt = None,
     slots: Annotated[Optional[int], setting("slots", "--slots")] = None,
     executor: Annotated[Optional[str], setting("executor", "--executor")] = None,
     per_gpu: Annotated[Optional[int], setting("per_gpu", "--per-gpu")] = None,
     ray_address: Annotated[Optional[str], setting("ray_address", "--ray-address")] = None,
     review: Annotated[Optional[bool], setting("review", "--review")] = None,
     archive: ArchiveOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary object at the end")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print a JSON line per event as it happens, and the summary object last")
+    ] = False,
     isolation: IsolationOpt = None,
     timeout_s: TimeoutOpt = None,
     novelty_threshold: NoveltyOpt = None,
@@ -88,7 +122,12 @@ def run_command(
     come from the provider's environment variable (e.g. OPENAI_API_KEY) or agentarch.toml, never
     from flags, and never reach the sandbox. Without a model the run says so and goes on offline
     with regularized evolution through the same graph. Every step is checkpointed: after a crash,
-    `agentarch run --resume RUN_ID` continues where it stopped. Examples:
+    `agentarch run --resume RUN_ID` continues where it stopped.
+
+    On a terminal a live view shows each proposal in flight (its step and the seconds in it, its
+    LLM call's state); otherwise a line per event, or with --json a JSON line per event. Ctrl-C
+    (or SIGTERM) stops it at its checkpoints and marks it interrupted; a second Ctrl-C stops at
+    once; both print the command that resumes it. Examples:
 
         agentarch run --task digits --budget 10
 
@@ -129,13 +168,28 @@ def run_command(
         executor=executor,
         ray_address=ray_address,
         per_gpu=per_gpu,
+        queue=queue,
+        llm_concurrency=llm_concurrency,
+        llm_stream=llm_stream,
+        llm_timeout_s=llm_timeout_s,
+        llm_first_token_timeout_s=llm_first_token_timeout_s,
+        llm_stall_timeout_s=llm_stall_timeout_s,
+        llm_min_tokens_per_s=llm_min_tokens_per_s,
+        llm_retries=llm_retries,
+        max_tokens=max_tokens,
+        max_answer_bytes=max_answer_bytes,
+        context_tokens=context_tokens,
     )
     settings = settings_or_exit(archive=archive, **flags)
     printer = outcome_printer(as_json)
+    control = RunControl()
+    watcher = Watcher(mode_for(as_json, out, err), err)
+    watching = dict(on_outcome=printer, on_waiting=_waiting_notice, on_event=watcher, control=control)
     if resume:
-        given = {k: v for k, v in flags.items() if v is not None and k in ("budget", "max_cost", "hours", "models")}
+        given = {k: v for k, v in flags.items() if v is not None}
         err.print(formats.line("resuming run ", resume))
-        summary = run_lib.resume(resume, settings.archive, on_outcome=printer, on_waiting=_waiting_notice, **given)
+        with stop_on_signals(control, watcher), watcher:
+            summary = run_lib.resume(resume, settings.archive, **watching, **given)
     else:
         the_task = get_task(settings.task)
         if the_task.kind == "tabular":
@@ -158,11 +212,22 @@ def run_command(
                 formats.line(f"proposing with {models}" + (f" at {settings.api_base}" if settings.api_base else ""))
             )
         warn_if_weak(resolve_isolation(settings.isolation))
-        summary = run_lib.start(settings, on_outcome=printer, on_waiting=_waiting_notice)
+        with stop_on_signals(control, watcher), watcher:
+            summary = run_lib.start(settings, **watching)
     if as_json:
         print(json.dumps(summary), flush=True)
     else:
         out.print(run_summary_line(summary))
+    if summary.get("status") == "interrupted" and control.stopping:
+        err.print(
+            formats.line(
+                ("interrupted", "bold yellow"),
+                f" ({control.reason}); to go on: ",
+                (resume_command(summary["run_id"], settings.archive), "bold"),
+            ),
+            soft_wrap=True,
+        )
+        raise typer.Exit(exit_code(control))
 
 
 def run_summary_line(summary: dict[str, Any]) -> Text:
@@ -170,8 +235,11 @@ def run_summary_line(summary: dict[str, Any]) -> Text:
 
     Text, not markup: a resumed run's summary comes back from the archive, and every part of it is shown as the
     characters it holds."""
-    kinds = ("proposed", "trained", "invalid", "duplicate", "failed", "rejected", "screened", "repaired")
+    kinds = ("proposed", "trained", "invalid", "duplicate", "failed", "rejected", "screened")
     counts = ", ".join(f"{summary[k]} {k}" for k in kinds if k in summary)
+    if "repaired" in summary:
+        tried = f" of {summary['repair_attempts']} repair attempts" if "repair_attempts" in summary else ""
+        counts += f", {summary['repaired']} repaired{tried}"
     best = summary["best"]
     outcome = (
         f"best #{best['id']} {formats.scored('test', best['test_accuracy'], summary['metric'])}"
@@ -196,7 +264,8 @@ def run_summary_line(summary: dict[str, Any]) -> Text:
         (f"run {summary['run_id']} {summary['status']}", "bold"),
         f" (stopped by {summary['stopped_by']}): {counts}; {outcome}; "
         + "".join(f"{extra}; " for extra in extras)
-        + f"cost {formats.usd(summary['cost_usd'])}",
+        + f"cost {formats.usd(summary['cost_usd'])}"
+        + (f" and {formats.seconds(summary['llm_seconds'])} of LLM time" if summary.get("llm_seconds") else ""),
     )
 
 

@@ -166,11 +166,14 @@ def history_from_archive(archive: Archive, run_id: str | None, task: str) -> lis
     """The bandit's history for a run (all runs of the task when `run_id` is None), from the archive alone.
 
     A propose call the LLM never answered is one failed proposal of its model from its first attempt on, its
-    later attempts' cost and seconds added to the latest such proposal of that model."""
+    later attempts' cost and seconds added to the latest such proposal of that model (an archive from before such
+    proposals were recorded as `failed` candidates); an attempt cancelled by a stopping run is not counted."""
     direction = archive.direction(task)
     history: list[Outcome] = []
     unanswered: dict[str, int] = {}  # model -> index in history of its latest unanswered proposal
     for row in archive.model_outcomes(task, run_id):
+        if row["candidate_id"] is None and row["status"] == "cancelled":
+            continue  # cut because the run stopped, not the model's failure: its proposal is asked again on resume
         cost, seconds = float(row["cost_usd"] or 0.0), float(row["llm_seconds"] or 0.0)
         if row["candidate_id"] is None and row["attempt"] != 1 and row["model"] in unanswered:
             i = unanswered[row["model"]]

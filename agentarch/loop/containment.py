@@ -40,6 +40,9 @@ def guarded(ctx: RunContext, node: Any, serde: SerializerProtocol, contain: bool
         except (GraphBubbleUp, RunAborted):  # a review pause; another branch stopping the run
             raise
         except BaseException as err:
+            if contain and isinstance(err, Exception) and ctx.stopping.is_set():
+                # what a stop cut (a killed job, a cancelled call) is not the candidate's fault: it resumes here
+                raise RunAborted(f"the run is stopping ({ctx.stop_reason})") from err
             # A SandboxError is the machine's, not the candidate's (no sandbox can run here, or the weak
             # one refuses untrusted code): every later candidate would fail the same way, so it stops the run.
             if contain and isinstance(err, Exception) and not isinstance(err, SandboxError):

@@ -8,6 +8,7 @@ Its own module because the scheduler holds the same context as the nodes: it is 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +17,11 @@ from agentarch.config import ModelArm, Settings, parse_arms
 from agentarch.errors import UsageError
 from agentarch.evaluation.evaluator import Evaluator, SandboxRun
 from agentarch.evaluation.executors import Executor, make_executor
+from agentarch.llm import client as llm_client
 from agentarch.llm.client import LLMClient
+from agentarch.loop.events import Emitter, ProposalStep, Stopping
 from agentarch.loop.screening import Screening
+from agentarch.loop.stopping import kill_sandbox_jobs
 from agentarch.search.objectives import Goals
 from agentarch.search.proposers.baselines import RegularizedEvolution
 from agentarch.search.spaces import space_for
@@ -31,11 +35,15 @@ BEST_OF_N = "best-of-n"
 
 
 class RunAborted(RuntimeError):
-    """Another branch failed in a way that stops the run; this one stops waiting (never recorded as its fault)."""
+    """Another branch failed in a way that stops the run, or the run was asked to stop; this one stops waiting (never
+    recorded as its fault) and stays at its last checkpoint."""
 
 
 IN_FLIGHT_POLL_S = 0.5
 """How long a proposal waiting for a copy in flight sleeps at most before it looks again at an abort."""
+
+ABANDON_GRACE_S = 2.0
+"""How long a stopping run waits for an LLM call to end once it was cancelled, before it stops waiting for it."""
 
 
 class InFlight:
@@ -118,6 +126,7 @@ class RunContext:
     run_id: str
     started_at: float
     on_outcome: Any = None  # called with each finished candidate's outcome (progress display)
+    on_event: Any = None  # called with each agentarch.loop.events.Event (live progress)
     task: Task = field(init=False)
     executor: Executor = field(init=False)
     _local: threading.local = field(default_factory=threading.local)
@@ -125,7 +134,12 @@ class RunContext:
     _queued: set[str] = field(default_factory=set)
     _queue_lock: threading.Lock = field(default_factory=threading.Lock)
     aborted: threading.Event = field(default_factory=threading.Event)
-    _jobs: dict[str, SandboxRun] = field(default_factory=dict)
+    # asked to stop (agentarch/loop/stopping.py): nothing new starts; `aborted` is set too, so every wait gives up
+    stopping: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str | None = None
+    emit: Emitter = field(init=False)
+    _steps: dict[str, ProposalStep] = field(default_factory=dict)  # the step each proposal in flight is in
+    _jobs: dict[str, tuple[SandboxRun, str]] = field(default_factory=dict)
     _jobs_lock: threading.Lock = field(default_factory=threading.Lock)
     inflight: InFlight = field(init=False)  # code that passed dedup and is not recorded yet (copies wait for it)
 
@@ -147,6 +161,75 @@ class RunContext:
         self.executor = make_executor(s.executor, s.slots, s.ray_address, s.per_gpu)
         self._queue = threading.Semaphore(self.executor.capacity + s.queue)
         self.inflight = InFlight(self.aborted)
+        self.emit = Emitter(self.on_event)
+
+    # -- what the run says while it works ---------------------------------------------------------
+
+    def model_of(self, plan: dict[str, Any]) -> str | None:
+        """The name of the model a proposal asks (None offline)."""
+        if plan.get("model"):
+            return ModelArm.parse(plan["model"]).name
+        return self.arms[0].name if self.arms else None
+
+    def step(self, plan: dict[str, Any], step: str) -> None:
+        """Proposal `plan` entered `step`: kept for the live view's pulse, and said as a ProposalStep event."""
+        event = ProposalStep(plan["key"], plan["seq"], self.model_of(plan), step, time.time())
+        with self._queue_lock:
+            self._steps[plan["key"]] = event
+        self.emit(event)
+
+    def left(self, key: str) -> ProposalStep | None:
+        """Proposal `key` is no longer in flight; returns the step it was last in."""
+        with self._queue_lock:
+            return self._steps.pop(key, None)
+
+    def current_step(self, key: str) -> str | None:
+        with self._queue_lock:
+            event = self._steps.get(key)
+        return event.step if event is not None else None
+
+    def steps(self) -> list[ProposalStep]:
+        """The step of every proposal in flight, by proposal number."""
+        with self._queue_lock:
+            return sorted(self._steps.values(), key=lambda e: e.seq)
+
+    # -- stopping ---------------------------------------------------------------------------------
+
+    def call(self, ask: Callable[[], Any], what: str) -> Any:
+        """`ask()` (an LLM call) in a thread of its own, so that a stopping run stops waiting for it: the client cuts
+        the calls it can (a stream under way) and their threads end at once; one it cannot cut yet (the server has
+        not answered the request's headers) is left to end on its own after ABANDON_GRACE_S, and RunAborted says so.
+        The thread has its own archive handle and client (`llm` is per thread)."""
+        box: dict[str, Any] = {}
+        finished = threading.Event()
+
+        def run() -> None:
+            try:
+                box["value"] = ask()
+            except BaseException as err:  # handed to the caller's thread
+                box["error"] = err
+            finally:
+                finished.set()
+
+        threading.Thread(target=run, name=what, daemon=True).start()
+        while not finished.wait(IN_FLIGHT_POLL_S):
+            if self.stopping.is_set() and not finished.wait(ABANDON_GRACE_S):
+                raise RunAborted(f"the run is stopping ({self.stop_reason}); {what} was left unanswered")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def stop(self, reason: str) -> None:
+        """Stop gently (agentarch/loop/stopping.py): nothing new starts, every wait gives up, LLM calls in flight are
+        cancelled and sandbox jobs killed; each proposal stays at its last checkpoint."""
+        if self.stopping.is_set():
+            return
+        self.stop_reason = reason
+        self.stopping.set()
+        self.aborted.set()  # every wait (a queue place, a copy in flight, a review) looks at it
+        llm_client.interrupt(f"the run is stopping ({reason})")
+        kill_sandbox_jobs()
+        self.emit(Stopping(reason, time.time(), len(self.steps())))
 
     @property
     def verify_epochs(self) -> int:
@@ -160,6 +243,8 @@ class RunContext:
         reaches the user.
         """
         while not self._queue.acquire(timeout=0.5):
+            if self.stopping.is_set():
+                raise RunAborted(f"the run is stopping ({self.stop_reason})")
             if self.aborted.is_set():
                 raise RunAborted("another candidate failed beyond containment; the run stops (see the error above)")
         with self._queue_lock:
@@ -173,15 +258,23 @@ class RunContext:
             self._queued.discard(key)
         self._queue.release()
 
-    def keep_job(self, key: str, job: SandboxRun) -> None:
-        """Hold a proposal's sandbox job between its `smoke` and `train` steps (not checkpointable: a live job)."""
+    def keep_job(self, key: str, job: SandboxRun, code: str = "") -> None:
+        """Hold a proposal's sandbox job (and the code it runs) between its `smoke` and `train` steps (not
+        checkpointable: a live job)."""
         with self._jobs_lock:
-            self._jobs[key] = job
+            self._jobs[key] = (job, code)
 
     def take_job(self, key: str) -> SandboxRun | None:
         """The proposal's job started by `smoke`, or None after a resume (the job died with the old process)."""
         with self._jobs_lock:
-            return self._jobs.pop(key, None)
+            kept = self._jobs.pop(key, None)
+        return kept[0] if kept else None
+
+    def drop_job(self, key: str) -> str | None:
+        """Let go of a job its proposal will not wait for (the run stopped before `train`); returns its code."""
+        with self._jobs_lock:
+            kept = self._jobs.pop(key, None)
+        return kept[1] if kept else None
 
     @property
     def offline(self) -> bool:
@@ -212,19 +305,7 @@ class RunContext:
         clients = self._local.__dict__.setdefault("llms", {})
         arm = ModelArm.parse(spec) if spec else self.arms[0]
         if arm.spec not in clients:
-            s = self.settings
-            clients[arm.spec] = LLMClient(
-                arm.name,
-                api_base=arm.api_base or s.api_base,
-                api_key=arm.api_key() or (s.api_key.get_secret_value() if s.api_key else None),
-                timeout_s=s.llm_timeout_s,
-                max_retries=s.llm_retries,
-                temperature=s.temperature,
-                max_tokens=s.max_tokens,
-                max_answer_bytes=s.max_answer_bytes,
-                archive=self.archive(),
-                run_id=self.run_id,
-            )
+            clients[arm.spec] = LLMClient.for_arm(arm, self.settings, archive=self.archive(), run_id=self.run_id)
         return clients[arm.spec]
 
     def offline_space(self) -> str:

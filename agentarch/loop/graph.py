@@ -32,7 +32,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
 from agentarch.loop.containment import guarded
-from agentarch.loop.context import RunContext
+from agentarch.loop.context import RunAborted, RunContext
+from agentarch.loop.events import STEPS
 from agentarch.loop.nodes.evaluating import EvaluatingNodes
 from agentarch.loop.nodes.proposing import ProposingNodes
 from agentarch.loop.nodes.recording import RecordingNodes
@@ -63,8 +64,8 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
         (recording, "record"),
         (recording, "give_up"),
     ):
-        one.add_node(name, guarded(ctx, getattr(nodes, name), checkpointer.serde))
-    one.add_node("fail", guarded(ctx, recording.fail, checkpointer.serde, contain=False))
+        one.add_node(name, guarded(ctx, stepped(ctx, name, getattr(nodes, name)), checkpointer.serde))
+    one.add_node("fail", guarded(ctx, stepped(ctx, "fail", recording.fail), checkpointer.serde, contain=False))
 
     def then(step: str, way_on: Any, targets: list[str]) -> None:
         """`step`'s way on; a step that raised goes to `fail` instead (so every edge out of a step is conditional)."""
@@ -90,6 +91,30 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
     one.add_edge("fail", END)
 
     return one.compile(checkpointer=checkpointer)
+
+
+FINISHING = frozenset({"record", "give_up", "fail"})
+"""Steps that only write what is decided: a stopping run lets a proposal in one finish it (see `stepped`)."""
+
+SAYS_ITS_OWN_STEP = frozenset({"smoke"})
+"""Steps that say when they begin themselves: smoke waits for a sandbox slot first (`slot wait`, then `smoke`)."""
+
+
+def stepped(ctx: RunContext, name: str, node: Any) -> Any:
+    """`node` that says when its proposal enters it (a ProposalStep event) and that does not begin once the run is
+    stopping: the proposal stays at the checkpoint of its last completed step, and a resume runs this step then.
+    The steps that only record (FINISHING) still run, so a decided candidate is not asked for again."""
+
+    def run(state: CandidateState) -> Any:
+        plan = state["plan"]
+        if ctx.stopping.is_set() and name not in FINISHING:
+            raise RunAborted(f"the run is stopping ({ctx.stop_reason}); {plan['key']} resumes at {name}")
+        if name not in SAYS_ITS_OWN_STEP:
+            ctx.step(plan, STEPS.get(name, name))
+        return node(state)
+
+    run.__name__ = getattr(node, "__name__", name)
+    return run
 
 
 def checkpoint_path(archive_path: Path) -> Path:

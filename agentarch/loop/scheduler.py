@@ -30,10 +30,16 @@ from typing import Any
 from langgraph.types import Command
 
 from agentarch.config import ModelArm
+from agentarch.llm import client as llm_client
+from agentarch.llm import gate as llm_gate
 from agentarch.llm import prompts
 from agentarch.llm.client import LLMError
 from agentarch.loop import bandit, islands
 from agentarch.loop.context import OFFLINE_PROPOSER, RunAborted, RunContext
+from agentarch.loop.events import Paused, Pulse, Recorded
+from agentarch.loop.nodes.base import proposal_tag
+from agentarch.loop.nodes.evaluating import SANDBOX_STAGE
+from agentarch.loop.stopping import kill_sandbox_jobs
 from agentarch.search.proposers.base import Observation, Proposal
 from agentarch.search.proposers.baselines import RegularizedEvolution
 from agentarch.search.spaces import get_space
@@ -45,6 +51,9 @@ RECURSION_LIMIT = 1_000
 
 WAIT_S = 0.5
 """How long the scheduler sleeps at most before it looks again at an abort, a finished proposal or a budget."""
+
+PULSE_S = 1.0
+"""How often a watched run says what every proposal in flight is doing (agentarch.loop.events.Pulse)."""
 
 
 class Scheduler:
@@ -62,6 +71,7 @@ class Scheduler:
         self._verifying: set[int] = set()
         self._changed = threading.Condition()
         self._error: BaseException | None = None
+        self._ended = threading.Event()  # the run is over: the pulse stops
 
     # -- the run ----------------------------------------------------------------------------------
 
@@ -78,13 +88,22 @@ class Scheduler:
                 self._launch(entry["plan"], fresh=False)
             elif self.ctx.screening is not None:
                 self.ctx.screening.ended(entry["plan"])
+        pulse = threading.Thread(target=self._pulse, name="pulse", daemon=True)
+        if self.ctx.emit.wanted:
+            pulse.start()
         try:
-            if self.settings.schedule == "rounds":
-                self._rounds()
-            else:
-                self._steady()
-            if self.stopped_by != "hours":
-                self._verify()
+            try:
+                if self.settings.schedule == "rounds":
+                    self._rounds()
+                else:
+                    self._steady()
+                if self.stopped_by not in ("hours", self.ctx.stop_reason):
+                    self._verify()
+            except RunAborted:
+                if not self.ctx.stopping.is_set():
+                    self._raise_failure()
+                    raise
+                self.stopped_by = self.ctx.stop_reason
             self._wait(lambda: not self._flights and not self._verifying)
         except KeyboardInterrupt:
             self.ctx.aborted.set()
@@ -93,6 +112,8 @@ class Scheduler:
             self.ctx.aborted.set()
             self._wait(lambda: not self._flights and not self._verifying, stop_on_error=False)
             raise
+        finally:
+            self._ended.set()
         self._raise_failure()
 
     def _steady(self) -> None:
@@ -121,7 +142,9 @@ class Scheduler:
         """Stop on the first budget that is spent and say which one, so the user knows what to raise."""
         self._raise_failure()
         s = self.settings
-        if self.started >= s.budget:
+        if self.ctx.stopping.is_set():
+            self.stopped_by = self.ctx.stop_reason
+        elif self.started >= s.budget:
             self.stopped_by = "max-candidates"
         elif s.max_cost is not None and self.ctx.archive().spent_usd(self.ctx.run_id) >= s.max_cost:
             self.stopped_by = "max-cost"
@@ -240,23 +263,100 @@ class Scheduler:
             self.ctx.archive().close_proposal(key, outcome)
             with self._changed:
                 self.outcomes.append(outcome)
+                recorded = len(self.outcomes)
                 due = self._notebook_due()
+            self._recorded(outcome, recorded)
             if due:
                 self._write_note(*due)
         except RunAborted:
-            pass
+            self._paused(key, plan)
         except BaseException as err:  # beyond containment (the graph's `fail` could not record): the run stops
             with self._changed:
                 self._error = self._error or err
             self.ctx.aborted.set()
             self.ctx.leave_queue(key)
         finally:
+            self.ctx.left(key)
             self.ctx.inflight.release(key)
             if self.ctx.screening is not None:
                 self.ctx.screening.ended(plan)
             with self._changed:
                 self._flights.pop(key, None)
                 self._changed.notify_all()
+
+    def _recorded(self, outcome: dict[str, Any], recorded: int) -> None:
+        if not self.ctx.emit.wanted:
+            return
+        self.ctx.emit(
+            Recorded(
+                outcome["key"],
+                outcome["seq"],
+                outcome.get("model"),
+                outcome.get("id"),
+                outcome["status"],
+                outcome.get("reason"),
+                outcome.get("repairs") or 0,
+                outcome.get("val_accuracy"),
+                outcome.get("cost_usd") or 0.0,
+                recorded,
+                self.ctx.archive().spent_usd(self.ctx.run_id),
+            )
+        )
+
+    def _paused(self, key: str, plan: dict[str, Any]) -> None:
+        """A proposal stopped at its last checkpoint. When the run is stopping, a sandbox job its smoke step left
+        training (killed by the stop) is let go and its start mark closed: the stop ended it, not its code, so a
+        resume does not count it as the orchestrator dying under the candidate."""
+        if not self.ctx.stopping.is_set():
+            return
+        code = self.ctx.drop_job(key)
+        if code is not None:
+            self.ctx.archive().evaluation_finished(self.ctx.run_id, key, code, SANDBOX_STAGE)
+        self.ctx.emit(Paused(key, plan["seq"], self.ctx.current_step(key)))
+
+    def _pulse(self) -> None:
+        """About once a second while the run works: what every proposal in flight is doing, for a live view."""
+        while not self._ended.wait(PULSE_S):
+            try:
+                self.ctx.emit(self.pulse())
+            except Exception as err:  # a failed look (the archive busy) skips one pulse
+                log.debug("pulse skipped: %s", err)
+
+    def pulse(self) -> Pulse:
+        """Every proposal in flight with its step and, while it calls its model, the call's state (queued at the
+        model's gate, waiting for the first token, streaming), seconds in it and tokens so far; the slots busy; the
+        calls in flight and queued at every model's gate; the run's counts and spend."""
+        calls = {row.get("tag"): row for row in llm_client.calls_in_progress()}
+        proposals = []
+        for step in self.ctx.steps():
+            row = step.as_dict()
+            del row["event"]
+            call = calls.get(proposal_tag(row))
+            if call is not None:
+                row["llm"] = {k: call.get(k) for k in ("purpose", "state", "seconds", "tokens", "attempt")}
+            proposals.append(row)
+        gates = [g.snapshot() for g in llm_gate.gates()]
+        executor = self.ctx.executor
+        free = getattr(getattr(executor, "free", None), "qsize", None)
+        busy = (
+            executor.capacity - free() if free is not None else sum(p["step"] in ("smoke", "train") for p in proposals)
+        )
+        with self._changed:
+            recorded, started = len(self.outcomes), self.started
+        archive = self.ctx.archive()
+        return Pulse(
+            time.time(),
+            proposals,
+            executor.capacity,
+            busy,
+            started,
+            recorded,
+            archive.spent_usd(self.ctx.run_id),
+            archive.llm_seconds(self.ctx.run_id),
+            sum(int(g["in_flight"]) for g in gates),  # type: ignore[call-overload]
+            sum(int(g["queued"]) for g in gates),  # type: ignore[call-overload]
+            self.ctx.stopping.is_set(),
+        )
 
     def _await_review(self, pauses: Any) -> Command:
         """Queue the proposal's paused candidate for review and wait until a person decides.
@@ -323,10 +423,16 @@ class Scheduler:
             for o in recent
         ]
         messages = prompts.notebook_messages(self.ctx.task, rows, notes[-1] if notes else None)
+        if self.ctx.stopping.is_set():
+            return
         try:
-            text = self.ctx.llm().complete(messages, "notebook").text.strip()
+            ask = lambda: self.ctx.llm().complete(messages, "notebook", tag="notebook")  # noqa: E731
+            text = self.ctx.call(ask, "the notebook call").text.strip()
+        except RunAborted:  # the run is stopping: the entry is left out, as after a failed call
+            return
         except LLMError as err:
-            log.warning("notebook entry after %d candidates left out: %s", after, err)
+            if not self.ctx.stopping.is_set():
+                log.warning("notebook entry after %d candidates left out: %s", after, err)
             return
         if text:
             known = {row["id"] for row in rows if row["id"] is not None}
@@ -344,7 +450,7 @@ class Scheduler:
         if not self.settings.verify_top:
             return
         done = set(self.ctx.archive().verified(self.ctx.run_id))
-        while True:
+        while not self.ctx.stopping.is_set():
             with self._changed:
                 flying = bool(self._flights)
                 trained = [o for o in self.outcomes if o.get("status") == "trained" and o.get("id")]
@@ -378,6 +484,8 @@ class Scheduler:
             while not done() or once:
                 if stop_on_error:
                     self._raise_failure()
+                if self.ctx.stopping.is_set():
+                    kill_sandbox_jobs()  # one that got its slot as the stop came in
                 self._changed.wait(WAIT_S)
                 if once:
                     return

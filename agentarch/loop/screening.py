@@ -70,9 +70,15 @@ class Screening:
             self._changed.notify_all()
 
     def report(
-        self, archive: Archive, plan: Mapping[str, Any], smoke: Mapping[str, Any], candidate: Mapping[str, Any]
-    ) -> Decision:
-        """Report a smoke-tested member and wait until its group has decided; returns this member's part."""
+        self,
+        archive: Archive,
+        plan: Mapping[str, Any],
+        smoke: Mapping[str, Any],
+        candidate: Mapping[str, Any],
+        stop: threading.Event | None = None,
+    ) -> Decision | None:
+        """Report a smoke-tested member and wait until its group has decided; returns this member's part, or None once
+        `stop` is set (the run is stopping: no group decides without the members that stopped)."""
         key, number = plan["key"], self.group_of(plan["seq"])
         with self._changed:
             group = self._group(plan)
@@ -83,6 +89,9 @@ class Screening:
                 stored = archive.screening(self.run_id, number)
                 if stored is not None:
                     return _part(stored, key)
+                if stop is not None and stop.is_set():
+                    group.reports.pop(key, None)
+                    return None
                 if len(group.reports) + len(group.out) >= group.size:
                     archive.decide_screening(self.run_id, number, self._decide(archive, number, group.reports))
                     continue

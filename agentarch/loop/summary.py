@@ -24,13 +24,16 @@ def summarize(
     metric: str = "accuracy",
     goals: Goals | None = None,
     verified: dict[int, dict[str, Any]] | None = None,
+    llm_seconds: float | None = None,
 ) -> dict[str, Any]:
     """The object `agentarch run --json` prints last; `best` is the best by validation in the task's `direction`
     (`agentarch.loop.run` passes it and the task's `metric`, which the scores in `best` are).
 
     With several objectives it adds the run's Pareto front (trained candidates that meet the constraints and
     that no other dominates) and its hypervolume against a reference point it states; with --verify-top the
-    verify-stage results, best first, apart from the explore results.
+    verify-stage results, best first, apart from the explore results. `repaired` counts the candidates trained after
+    a repair, `repair_attempts` every repair the LLM was asked for; `llm_seconds` (when given) is the time the run's
+    LLM calls took, what a local model costs where its dollars are zero.
     """
     found = status_counts(o["status"] for o in outcomes)
     counts = {k: found.get(k, 0) for k in ("trained", "invalid", "duplicate", "failed", "rejected", "screened")}
@@ -43,12 +46,15 @@ def summarize(
         "status": status,
         "proposed": len(outcomes),
         **counts,
-        "repaired": sum(1 for o in outcomes if o.get("repaired")),
+        "repaired": sum(1 for o in outcomes if o.get("repaired")),  # repairs that worked: trained after a repair
+        "repair_attempts": sum(int(o.get("repairs") or 0) for o in outcomes),  # repair calls asked, worked or not
         "best": {"id": best["id"], "test_accuracy": best["test_accuracy"]} if best else None,
         "metric": metric,
         "cost_usd": round(sum(o.get("cost_usd") or 0.0 for o in outcomes), 6),
         "stopped_by": stopped_by,
     }
+    if llm_seconds is not None:  # every LLM call's time: a local model's cost, beside the dollars
+        summary["llm_seconds"] = round(llm_seconds, 1)
     if goals is not None and goals.multi:
         trained = [o for o in outcomes if o["status"] == "trained" and o.get("id")]
         reference = goals.reference(trained)

@@ -42,6 +42,16 @@ class Ledger(Handle):
         row = self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_calls WHERE run_id = ?", [run_id]).fetchone()
         return float(row[0])
 
+    def llm_seconds(self, run_id: str) -> float:
+        """The seconds a run's LLM calls took, every attempt (what a local model costs instead of dollars)."""
+        row = self.db.execute("SELECT COALESCE(SUM(latency_s), 0) FROM llm_calls WHERE run_id = ?", [run_id]).fetchone()
+        return float(row[0])
+
+    def reopen_run(self, run_id: str) -> None:
+        """A stopped run is resumed: `running` again until it finishes or stops once more."""
+        with self._writing():
+            self.db.execute("UPDATE runs SET status = 'running', ended_at = NULL WHERE id = ?", [run_id])
+
     def evaluation_started(self, run_id: str, proposal_key: str, code: str, stage: str) -> int:
         """Mark, before the sandbox starts, that the agent loop starts this job; returns how many earlier starts
         of the same job never finished (the orchestrator died while the candidate was in the sandbox)."""

@@ -10,9 +10,9 @@ import dataclasses
 from typing import Any
 
 from agentarch.evaluation.evaluator import Assessment
-from agentarch.llm.client import LLMError
+from agentarch.llm.client import LLMCancelled, LLMError
 from agentarch.loop.containment import printable
-from agentarch.loop.context import BEST_OF_N, OFFLINE_PROPOSER, RunContext
+from agentarch.loop.context import BEST_OF_N, OFFLINE_PROPOSER, RunAborted, RunContext
 from agentarch.loop.state import CandidateState
 from agentarch.store.names import candidate_name
 
@@ -25,10 +25,23 @@ class Nodes:
 
     def _ask(self, state: CandidateState, messages: list[dict[str, str]], purpose: str) -> dict[str, Any]:
         """One LLM call to the proposal's model; a call that fails for good leaves `response` None and says why in
-        `llm_error`."""
+        `llm_error`. A call cancelled because the run is stopping leaves nothing: the step is asked again on resume.
+
+        The call is tagged with the proposal (`proposal SEQ`), so the client's retry warnings and its calls in
+        progress (the live view) say which proposal and step (`purpose`) they belong to."""
+        plan = state["plan"]
+        tag = proposal_tag(plan)
+
+        def ask() -> Any:
+            return self.ctx.llm(plan.get("model")).complete(messages, purpose, tag=tag)
+
         try:
-            done = self.ctx.llm(state["plan"].get("model")).complete(messages, purpose)
+            done = self.ctx.call(ask, f"{tag}'s {purpose} call")
+        except LLMCancelled as err:
+            raise RunAborted(f"{plan['key']}: {err}") from None
         except LLMError as err:
+            if self.ctx.stopping.is_set():
+                raise RunAborted(f"{plan['key']}: the run is stopping ({err})") from None
             return {"response": None, "llm_error": f"[llm] {err}", "call_ids": list(getattr(err, "call_ids", []))}
         return {
             "response": printable(done.text),
@@ -57,6 +70,11 @@ class Nodes:
         row = self.ctx.evaluator().row(state.get("code") or "", self._name(state), self._proposer(), parents)
         row["hparams"] = state.get("hparams") or {}
         return row
+
+
+def proposal_tag(plan: dict[str, Any]) -> str:
+    """How a proposal's LLM calls are named in the client's warnings and calls in progress: `proposal SEQ`."""
+    return f"proposal {plan['seq']}"
 
 
 def as_state(assessment: Assessment) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from langgraph.types import interrupt
 
 from agentarch.evaluation.dedup import ast_hash
 from agentarch.evaluation.evaluator import SandboxRun
+from agentarch.loop.context import RunAborted
+from agentarch.loop.events import SLOT_WAIT
 from agentarch.loop.nodes.base import Nodes, decided
 from agentarch.loop.state import CandidateState
 from agentarch.store.decisions import code_sha256
@@ -23,6 +25,9 @@ candidate is recorded `failed` instead of run again: one ordinary kill (a reboot
 
 SMOKE_MEASURES = ("params", "flops", "latency_ms", "peak_memory_mb", "proxies")
 """What a screened candidate's smoke run measured that the predictor reads (protocol.py bounded each value)."""
+
+STOPPED = ("failed", "timeout")
+"""Verdicts a job killed by a stopping run comes back with: not the candidate's, so not recorded (it replays)."""
 
 SANDBOX_STAGE = "sandbox"
 """The stage name of a candidate's sandbox job in `evaluation_starts` (one job: smoke, then training)."""
@@ -132,12 +137,15 @@ class EvaluatingNodes(Nodes):
         except BaseException:
             self._finished(state)
             raise
+        if self.ctx.stopping.is_set() and (verdict is None or verdict.status in STOPPED):
+            self._finished(state)  # killed by the stop, not by its code: the job replays on resume
+            raise RunAborted(f"the run is stopping ({self.ctx.stop_reason}); {key} resumes at smoke")
         if verdict is None and screening:
             self._finished(state)
             measured = job.pending.smoke().smoke or {}
             return {"error": None, "smoke": {k: measured.get(k) for k in SMOKE_MEASURES}}
         if verdict is None:
-            self.ctx.keep_job(key, job)
+            self.ctx.keep_job(key, job, state.get("code") or "")
             return {"error": None}
         self._finished(state)
         return {**decided(verdict), "error": verdict.reason}
@@ -148,7 +156,11 @@ class EvaluatingNodes(Nodes):
         plan = state["plan"]
         self.ctx.leave_queue(plan["key"])
         row = self._row(state)
-        decision = self.ctx.screening.report(self.ctx.archive(), plan, state.get("smoke") or {}, {**plan, **row})  # type: ignore[union-attr]
+        decision = self.ctx.screening.report(  # type: ignore[union-attr]
+            self.ctx.archive(), plan, state.get("smoke") or {}, {**plan, **row}, stop=self.ctx.stopping
+        )
+        if decision is None:
+            raise RunAborted(f"the run is stopping ({self.ctx.stop_reason}); {plan['key']} resumes at screen")
         if decision.train:
             return {"prediction": decision.prediction}
         screened = self.ctx.evaluator().without_running(
@@ -162,16 +174,20 @@ class EvaluatingNodes(Nodes):
         """Wait for the training the smoke step's job went on with (after a resume, run a new job: smoke and train)."""
         key = state["plan"]["key"]
         self.ctx.leave_queue(key)
-        job = self.ctx.take_job(key) or self._start(state)
+        job = self.ctx.take_job(key) or self._start(state, step="train")
         if isinstance(job, str):
             return {"fault": job}
         try:
-            return decided(job.result())
+            verdict = job.result()
+            if self.ctx.stopping.is_set() and verdict.status in STOPPED:  # killed by the stop: replayed on resume
+                raise RunAborted(f"the run is stopping ({self.ctx.stop_reason}); {key} resumes at train")
+            return decided(verdict)
         finally:
             self._finished(state)
 
-    def _start(self, state: CandidateState, smoke_only: bool = False) -> SandboxRun | str:
-        """Start the candidate's sandbox job, marked started in the archive once it has its slot.
+    def _start(self, state: CandidateState, smoke_only: bool = False, step: str = "smoke") -> SandboxRun | str:
+        """Start the candidate's sandbox job, marked started in the archive once it has its slot (the proposal's
+        step is SLOT_WAIT until then, `step` from then on).
 
         The mark is closed (`_finished`) when the job's verdict is in. A mark left open means the
         orchestrator died while the candidate was in the sandbox; after HOST_STOPS_BEFORE_FAILED such deaths
@@ -183,8 +199,12 @@ class EvaluatingNodes(Nodes):
         if self.ctx.settings.review and code_sha256(code) not in (state.get("covered") or []):
             raise RuntimeError("code that no review decision covers reached the sandbox")  # the graph's invariant
         archive = self.ctx.archive()
+        plan = state["plan"]
 
         def mark() -> None:
+            if self.ctx.stopping.is_set():  # it had its slot only after the stop: it starts nothing
+                raise RunAborted(f"the run is stopping ({self.ctx.stop_reason}); {key} resumes here")
+            self.ctx.step(plan, step)  # it has its slot: the step's time counts from here
             stops = archive.evaluation_started(self.ctx.run_id, key, code, SANDBOX_STAGE)
             if stops >= HOST_STOPS_BEFORE_FAILED:
                 raise _HostStopped(
@@ -192,6 +212,7 @@ class EvaluatingNodes(Nodes):
                     "recorded as failed instead of run again"
                 )
 
+        self.ctx.step(plan, SLOT_WAIT)
         try:
             return self.ctx.evaluator().start(self._row(state), ready=mark, smoke_only=smoke_only)
         except _HostStopped as stopped:

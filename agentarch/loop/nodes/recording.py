@@ -1,5 +1,5 @@
 """The recording nodes: the analyst's note, the archive row with its evaluation and LLM provenance, a fault's
-`failed` row, and the count of a proposal the LLM never answered; each ends a proposal and reports its outcome.
+`failed` row, and the `failed` row of a proposal the LLM never answered; each ends a proposal and reports its outcome.
 
 Its own module because these are the steps that keep what a candidate became; nothing here proposes or judges.
 """
@@ -106,10 +106,12 @@ class RecordingNodes(Nodes):
         return self.record(clean)  # type: ignore[arg-type]
 
     def give_up(self, state: CandidateState) -> dict[str, Any]:
-        """The LLM never answered: nothing to record as a candidate, but the run counts the attempt."""
-        self.ctx.leave_queue(state["plan"]["key"])
-        self.ctx.inflight.release(state["plan"]["key"])
-        return {"outcomes": [self._outcome(state, None, "failed", state.get("llm_error"), {})]}
+        """The LLM never answered (every attempt failed): the proposal is recorded as a `failed` candidate with no
+        code and the reason (`[llm] ...`: the last attempt's fault), so `archive ls` lists every proposal; its failed
+        calls are linked to the row, so spend and the model bandit see one failed proposal of that model."""
+        reason = state.get("llm_error") or "[llm] the model gave no answer"
+        failed = self.ctx.evaluator().without_running("", self._name(state), "failed", reason, self._proposer())
+        return self.record({**state, **decided(failed)})  # type: ignore[arg-type]
 
     def _outcome(
         self, state: CandidateState, candidate_id: int | None, status: str, reason: str | None, metrics: dict[str, Any]
@@ -124,6 +126,8 @@ class RecordingNodes(Nodes):
             "status": status,
             "reason": reason,
             "repaired": status == "trained" and state.get("tries", 0) > 0,
+            "repairs": state.get("tries", 0),  # repair calls asked (whether or not they worked)
+            "model": self.ctx.model_of(state["plan"]),
             "val_accuracy": metrics.get("val_accuracy"),
             "test_accuracy": metrics.get("test_accuracy"),
             **{m: measured.get(m) for m in ("params", "flops", "latency_ms", "peak_memory_mb")},
