@@ -42,9 +42,15 @@ class Nodes:
         except LLMError as err:
             if self.ctx.stopping.is_set():
                 raise RunAborted(f"{plan['key']}: the run is stopping ({err})") from None
-            return {"response": None, "llm_error": f"[llm] {err}", "call_ids": list(getattr(err, "call_ids", []))}
+            return {
+                "response": None,
+                "finish_reason": None,
+                "llm_error": f"[llm] {err}",
+                "call_ids": list(getattr(err, "call_ids", [])),
+            }
         return {
             "response": printable(done.text),
+            "finish_reason": done.finish_reason,
             "llm_error": None,
             "call_ids": done.call_ids,
             "cost_usd": done.cost_usd,

@@ -87,7 +87,7 @@ class ProposingNodes(Nodes):
             intent = prompts.intent_of(state.get("response") or "")
             return {"code": applied.code, "intent": intent, "error": None, "edit_error": None, "edit_outcome": outcome}
         try:
-            found = prompts.extract_code(state.get("response") or "")
+            found = prompts.extract_code(state.get("response") or "", state.get("finish_reason"))
         except prompts.ExtractError as err:
             return {"code": None, "error": f"[extract] {err}"}
         return {"code": found.code, "intent": found.intent, "error": None}
