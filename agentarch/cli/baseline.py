@@ -17,9 +17,20 @@ from rich.table import Table
 from agentarch import formats
 from agentarch.cli.common import (
     ArchiveOpt,
+    ContextTokensOpt,
     DataDirOpt,
     EpochsOpt,
+    FirstTokenTimeoutOpt,
     IsolationOpt,
+    LLMConcurrencyOpt,
+    LLMRetriesOpt,
+    LLMStreamOpt,
+    LLMTimeoutOpt,
+    MaxAnswerBytesOpt,
+    MaxTokensOpt,
+    MinTokensOpt,
+    QueueOpt,
+    StallTimeoutOpt,
     TaskOpt,
     TimeoutOpt,
     err,
@@ -33,6 +44,7 @@ from agentarch.cli.common import (
     settings_or_exit,
     warn_if_weak,
 )
+from agentarch.cli.progress import Watcher, exit_code, mode_for, resume_command, stop_on_signals
 from agentarch.evaluation.evaluator import EvalResult, Evaluator
 from agentarch.isolation.policy import resolve_isolation
 from agentarch.loop import run as run_lib
@@ -46,9 +58,11 @@ from agentarch.loop.baseline import (
     summarize,
 )
 from agentarch.loop.context import BEST_OF_N
+from agentarch.loop.stopping import RunControl
 from agentarch.search.objectives import Goals
 from agentarch.search.proposers.base import Proposal
 from agentarch.search.proposers.baselines import ALGOS, make_proposer
+from agentarch.search.proposers.llm_space import IN_SPACE, canonical_algo, in_space_model
 from agentarch.search.spaces import SPACES, SearchSpace, get_space
 from agentarch.store.archive import Archive
 from agentarch.tasks.registry import get_task
@@ -59,7 +73,8 @@ def baseline_command(
     algo: Annotated[
         str,
         typer.Option(
-            help=f"search algorithm: {', '.join(ALGOS)}, or {BEST_OF_N} (the LLM sampled from the seeds with no "
+            help=f"search algorithm: {', '.join(ALGOS)}, {IN_SPACE} (alias llm: --model picks architectures of --space, "
+            f"answering the space's JSON schema), or {BEST_OF_N} (the LLM sampled from the seeds with no "
             "archive feedback, the control for `agentarch run`; needs --model)"
         ),
     ] = "rea",
@@ -90,6 +105,17 @@ def baseline_command(
     data_dir: DataDirOpt = None,
     isolation: IsolationOpt = None,
     timeout_s: TimeoutOpt = None,
+    queue: QueueOpt = None,
+    llm_concurrency: LLMConcurrencyOpt = None,
+    llm_stream: LLMStreamOpt = None,
+    llm_timeout_s: LLMTimeoutOpt = None,
+    llm_first_token_timeout_s: FirstTokenTimeoutOpt = None,
+    llm_stall_timeout_s: StallTimeoutOpt = None,
+    llm_min_tokens_per_s: MinTokensOpt = None,
+    llm_retries: LLMRetriesOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    max_answer_bytes: MaxAnswerBytesOpt = None,
+    context_tokens: ContextTokensOpt = None,
 ) -> None:
     """Run a conventional NAS baseline through the same sandbox and archive as the LLM loop.
 
@@ -122,6 +148,17 @@ def baseline_command(
         constraints=constraints or None,
         screen=screen,
         screen_explore=screen_explore,
+        queue=queue,
+        llm_concurrency=llm_concurrency,
+        llm_stream=llm_stream,
+        llm_timeout_s=llm_timeout_s,
+        llm_first_token_timeout_s=llm_first_token_timeout_s,
+        llm_stall_timeout_s=llm_stall_timeout_s,
+        llm_min_tokens_per_s=llm_min_tokens_per_s,
+        llm_retries=llm_retries,
+        max_tokens=max_tokens,
+        max_answer_bytes=max_answer_bytes,
+        context_tokens=context_tokens,
     )
     seed_list = parse_seeds(seeds)
     if (screen or 1) > 1 and (algo == BEST_OF_N or get_task(settings.task).kind != "tabular"):
@@ -131,13 +168,35 @@ def baseline_command(
         )
     if algo == BEST_OF_N:
         warn_if_weak(resolve_isolation(settings.isolation))
-        summary, results = run_lib.best_of_n(settings, evaluations, seed_list, on_outcome=outcome_printer(as_json))
+        control = RunControl()
+        # --json keeps its lines one per evaluation; a terminal or a log still sees each proposal's steps
+        watcher = Watcher("quiet" if as_json else mode_for(False, out, err), err)
+        with stop_on_signals(control, watcher), watcher:
+            summary, results = run_lib.best_of_n(
+                settings,
+                evaluations,
+                seed_list,
+                on_outcome=outcome_printer(as_json),
+                on_event=watcher,
+                control=control,
+            )
         if as_json:
             print(json.dumps(summary), flush=True)
         else:
             _print_baseline_summary(summary, results, get_task(settings.task))
+        if control.stopping and watcher.run_id:
+            err.print(
+                formats.line(
+                    ("interrupted", "bold yellow"),
+                    f" ({control.reason}) after {len(results)} of {len(seed_list)} seed(s); the stopped seed's run goes "
+                    "on with: ",
+                    (resume_command(watcher.run_id, settings.archive), "bold"),
+                ),
+                soft_wrap=True,
+            )
+            raise typer.Exit(exit_code(control))
         return
-    chosen = get_space(space)
+    algo, chosen = canonical_algo(algo), get_space(space)
     the_task = get_task(settings.task)
     chosen.check_fit(the_task)
     goals = Goals.parse(settings.objectives, settings.constraints, the_task.direction, the_task.metric)
@@ -149,6 +208,9 @@ def baseline_command(
     if settings.objectives or settings.constraints:
         config.update(goals.describe())
     options["goals"] = goals
+    if algo == IN_SPACE:  # the model the in-space search asks; an error without --model
+        options["model"] = in_space_model(settings, the_task, None, None)
+        config.update(model=settings.model)
     if the_task.kind == "tabular" and settings.screen > 1:
         config.update(screen=settings.screen, screen_explore=settings.screen_explore)
         options.update(screen=settings.screen, explore=settings.screen_explore)
@@ -157,9 +219,15 @@ def baseline_command(
     with (
         open_archive(settings.archive) as db,
         db.run(
-            "baseline", the_task.name, algo, config, lambda: summarize(algo, the_task.name, evaluations, results)
+            "baseline",
+            the_task.name,
+            algo,
+            config,
+            lambda: _summary(algo, the_task.name, evaluations, results, options),
         ) as run_id,
     ):
+        if "model" in options:
+            options["model"].bind(db, run_id)
         if the_task.kind == "tabular":
             _baseline_on_table(db, run_id, algo, chosen, the_task, evaluations, seed_list, options, as_json, results)
         else:
@@ -177,11 +245,19 @@ def baseline_command(
                         **options,
                     )
                 )
-    summary = summarize(algo, the_task.name, evaluations, results)
+    summary = _summary(algo, the_task.name, evaluations, results, options)
     if as_json:
         print(json.dumps(summary), flush=True)
     else:
         _print_baseline_summary(summary, results, the_task)
+        if "model" in options:
+            out.print(formats.untrusted(options["model"].line()))
+
+
+def _summary(algo: str, task: str, budget: int, results: list[SeedResult], options: dict[str, Any]) -> dict[str, Any]:
+    """The summary line, with an in-space search's answers counted (`InSpaceModel.report`)."""
+    summary = summarize(algo, task, budget, results)
+    return {**summary, "in_space": options["model"].report()} if "model" in options else summary
 
 
 def _baseline_on_table(

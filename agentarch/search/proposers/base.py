@@ -8,11 +8,14 @@ search space; the LLM proposer (later) proposes free-form code. Both carry their
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentarch.errors import AgentarchError
 from agentarch.search.objectives import MEASURES
+from agentarch.search.spaces import SearchSpace
 
 MEASURE_COLUMNS = tuple(column for column in MEASURES.values() if column != "val_accuracy")
 """The measures besides the score that an objective may name: params, flops, latency_ms, peak_memory_mb."""
@@ -74,3 +77,46 @@ class Proposer(abc.ABC):
     @abc.abstractmethod
     def observe(self, observations: list[Observation]) -> None:
         """Take in the outcome of earlier proposals, in any order."""
+
+
+MAX_REDRAWS = 1000
+"""How many times a distinct search redraws before it declares the space exhausted."""
+
+
+class SpaceExhausted(AgentarchError, RuntimeError):
+    """No unseen architecture could be found: the budget exceeds what the space (or this search) can offer."""
+
+
+class Distinct:
+    """Bookkeeping shared by the proposers of a space: which networks this search has proposed already.
+
+    Keys are the space's identities, so two strings that build the same network count as one.
+    """
+
+    def __init__(self, space: SearchSpace, distinct: bool, rng: random.Random) -> None:
+        self.space = space
+        self.distinct = distinct
+        self.rng = rng
+        self.seen: set[str] = set()
+
+    def accept(self, arch: str) -> bool:
+        key = self.space.identity(arch)
+        if self.distinct and key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+    def draw(self, make: Callable[[], str]) -> str:
+        """Call `make()` until it gives an architecture this search may propose."""
+        for _ in range(MAX_REDRAWS):
+            arch = make()
+            if self.accept(arch):
+                return arch
+        raise SpaceExhausted(
+            f"no unseen architecture in {MAX_REDRAWS} draws from the {self.space.name} space; "
+            "lower --budget or widen the space"
+        )
+
+    def forget(self, arch: str) -> None:
+        """`arch` was withdrawn unevaluated: a distinct search may propose it again."""
+        self.seen.discard(self.space.identity(arch))

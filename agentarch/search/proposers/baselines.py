@@ -26,24 +26,20 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentarch.errors import AgentarchError, UsageError
+from agentarch.errors import UsageError
 from agentarch.search.objectives import MEASURES, Constraint, Goals
-from agentarch.search.proposers.base import Observation, Proposal, Proposer
+from agentarch.search.proposers.base import MAX_REDRAWS, Distinct, Observation, Proposal, Proposer, SpaceExhausted
 from agentarch.search.spaces import SearchSpace
 from agentarch.store import ranking
 from agentarch.store.ranking import Direction
 
+if TYPE_CHECKING:
+    from agentarch.search.proposers.llm_space import InSpaceLLM, InSpaceModel
+
 INITIAL = "initial population: uniform sample"
 """The note of REA's initial samples, by which `withdraw` knows one."""
-
-MAX_REDRAWS = 1000
-"""How many times a distinct search redraws before it declares the space exhausted."""
-
-
-class SpaceExhausted(AgentarchError, RuntimeError):
-    """No unseen architecture could be found: the budget exceeds what the space (or this search) can offer."""
 
 
 def _fitness(observation: Observation, direction: Direction) -> float:
@@ -58,41 +54,6 @@ def beyond_the_metric(goals: Goals | None) -> Goals | None:
     if goals is None or (not goals.multi and not goals.constraints and goals.objectives[0].measure == "val"):
         return None
     return goals
-
-
-class _Distinct:
-    """Bookkeeping shared by the baselines: which networks this search has proposed already.
-
-    Keys are the space's identities, so two strings that build the same network count as one.
-    """
-
-    def __init__(self, space: SearchSpace, distinct: bool, rng: random.Random) -> None:
-        self.space = space
-        self.distinct = distinct
-        self.rng = rng
-        self.seen: set[str] = set()
-
-    def accept(self, arch: str) -> bool:
-        key = self.space.identity(arch)
-        if self.distinct and key in self.seen:
-            return False
-        self.seen.add(key)
-        return True
-
-    def draw(self, make: Any) -> str:
-        """Call `make()` until it gives an architecture this search may propose."""
-        for _ in range(MAX_REDRAWS):
-            arch = make()
-            if self.accept(arch):
-                return arch
-        raise SpaceExhausted(
-            f"no unseen architecture in {MAX_REDRAWS} draws from the {self.space.name} space; "
-            "lower --budget or widen the space"
-        )
-
-    def forget(self, arch: str) -> None:
-        """`arch` was withdrawn unevaluated: a distinct search may propose it again."""
-        self.seen.discard(self.space.identity(arch))
 
 
 class Baseline(Proposer):
@@ -110,7 +71,7 @@ class RandomSearch(Baseline):
 
     def __init__(self, space: SearchSpace, seed: int, distinct: bool = False) -> None:
         self.rng = random.Random(seed)
-        self.pool = _Distinct(space, distinct, self.rng)
+        self.pool = Distinct(space, distinct, self.rng)
 
     def propose(self, n: int) -> list[Proposal]:
         return [
@@ -172,7 +133,7 @@ class RegularizedEvolution(Baseline):
             )
         self.space = space
         self.rng = random.Random(seed)
-        self.pool = _Distinct(space, distinct, self.rng)
+        self.pool = Distinct(space, distinct, self.rng)
         self.population_size = population
         self.sample_size = sample_size
         self.goals = beyond_the_metric(goals)
@@ -273,7 +234,7 @@ class TPE(Baseline):
         self.optuna = optuna
         self.space = space
         self.rng = random.Random(seed)
-        self.pool = _Distinct(space, distinct, self.rng)
+        self.pool = Distinct(space, distinct, self.rng)
         self.goals = beyond_the_metric(goals)
         if self.goals is None:
             plain = goals.objectives[0].direction if goals is not None else direction
@@ -360,13 +321,21 @@ def make_proposer(
     sample_size: int = 3,
     direction: Direction = "max",
     goals: Goals | None = None,
-) -> Baseline:
+    model: InSpaceModel | None = None,
+) -> Baseline | InSpaceLLM:
     """The baseline called `algo`, seeded, searching for the best score in the task's `direction` (or by `goals`,
-    see the module's docstring); the error lists the known ones."""
+    see the module's docstring); the error lists the known ones. `llm-space` (alias `llm`) is the in-space LLM
+    proposer (agentarch.search.proposers.llm_space), which asks `model` and ranks by the task's metric alone."""
+    from agentarch.search.proposers import llm_space
+
+    if llm_space.canonical_algo(algo) == llm_space.IN_SPACE:
+        if beyond_the_metric(goals) is not None:
+            raise UsageError(f"{llm_space.IN_SPACE} shows the model the task's metric alone; it takes no other goals")
+        return llm_space.InSpaceLLM(space, seed, model, distinct=distinct, direction=direction)
     if algo == RandomSearch.name:
         return RandomSearch(space, seed, distinct)
     if algo == RegularizedEvolution.name:
         return RegularizedEvolution(space, seed, population, sample_size, distinct, direction, goals)
     if algo == TPE.name:
         return TPE(space, seed, distinct, direction, goals)
-    raise UsageError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
+    raise UsageError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}, {llm_space.IN_SPACE}")

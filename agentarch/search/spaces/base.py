@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import ast
 import functools
+import json
 import random
 import re
 import textwrap
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from agentarch.tasks.task import Task
 
 TEMPLATES = Path(__file__).parent / "templates"
+MAX_ANSWER_CHARS = 20_000
+"""How much of a model's answer `SearchSpace.read_answer` looks at: an architecture is a few hundred characters."""
+MAX_PIECES = 500
+"""How many parts of an answer (lines, quoted parts, words) `SearchSpace.read_answer` tries as an architecture."""
 
 
 def reflow(text: str, width: int = 99) -> str:
@@ -156,6 +161,98 @@ class SearchSpace(abc.ABC):
         choices can be inert (nb201) override it.
         """
         return self.validate(arch)
+
+    # -- the space's choices as named fields: how a model is asked for an architecture ---------------------------
+
+    grammar: str = ""
+    """How an architecture string is written, for a person or a model: its parts, what each means, an example."""
+
+    def fields(self) -> dict[str, tuple[Any, ...]]:
+        """The space's choices as named fields, in a fixed order, each with its allowed values (JSON strings,
+        numbers): what `schema` declares and `from_fields` reads back. A space that cannot say raises SpaceError."""
+        raise SpaceError(f"the {self.name} space does not declare its choices as fields")
+
+    def field_notes(self) -> dict[str, str]:
+        """A few words on what each field chooses (none by default)."""
+        return {}
+
+    def to_fields(self, arch: str) -> dict[str, Any]:
+        """The field values of `arch` (every field, in `fields` order)."""
+        raise SpaceError(f"the {self.name} space does not declare its choices as fields")
+
+    def _from_fields(self, values: dict[str, Any]) -> str:
+        """The architecture string of a complete, checked set of field values."""
+        raise SpaceError(f"the {self.name} space does not declare its choices as fields")
+
+    def from_fields(self, values: Any) -> str:
+        """The canonical architecture of `values` (a JSON object's fields), or SpaceError naming the first field
+        that is missing, unknown or not allowed."""
+        fields = self.fields()
+        if not isinstance(values, dict):
+            raise SpaceError(f"a {self.name} answer is an object with the fields {', '.join(fields)}")
+        unknown = [str(k) for k in values if k not in fields]
+        missing = [k for k in fields if k not in values]
+        if unknown or missing:
+            said = "; ".join(
+                part
+                for part in (
+                    f"unknown field(s) {', '.join(unknown[:5])}" if unknown else "",
+                    f"missing field(s) {', '.join(missing)}" if missing else "",
+                )
+                if part
+            )
+            raise SpaceError(f"a {self.name} answer needs exactly the fields {', '.join(fields)}: {said}")
+        for name, allowed in fields.items():
+            value = values[name]
+            # JSON's true is Python's 1: a boolean answers no numeric field
+            if isinstance(value, bool) or not any(type(value) is type(a) and value == a for a in allowed):
+                shown = ", ".join(json.dumps(a) for a in allowed)
+                raise SpaceError(f"{self.name} field {name} is {json.dumps(value)[:40]}; choose one of {shown}")
+        return self.validate(self._from_fields({name: values[name] for name in fields}))
+
+    def schema(self) -> dict[str, Any]:
+        """A JSON schema of an architecture as an object of the space's fields, each an enum of its values: what an
+        LLM request carries (OpenAI `response_format`, vLLM guided decoding, llama.cpp grammars)."""
+        notes = self.field_notes()
+        properties = {
+            name: {"enum": list(values), **({"description": notes[name]} if name in notes else {})}
+            for name, values in self.fields().items()
+        }
+        return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+    def read_answer(self, text: str) -> str:
+        """The canonical architecture in a model's answer: a JSON object of the fields (the first one in the text
+        that parses), else an architecture string in the space's grammar (the whole answer, one of its lines, a
+        `quoted` part or a word, quotes and punctuation around it stripped). SpaceError says what was wrong with the first candidate found."""
+        text = text[:MAX_ANSWER_CHARS]
+        decoder = json.JSONDecoder()
+        first_error: SpaceError | None = None
+        for start in [m.start() for m in re.finditer(r"[{\"]", text)][:50]:
+            try:
+                value, _ = decoder.raw_decode(text, start)
+            except ValueError:
+                continue
+            try:
+                if isinstance(value, dict):
+                    inner = value.get("arch", value.get("architecture")) if len(value) == 1 else None
+                    return self.validate(inner) if isinstance(inner, str) else self.from_fields(value)
+                if isinstance(value, str) and value.strip():
+                    return self.validate(value)
+            except SpaceError as err:
+                first_error = first_error or err
+        pieces = [text, *text.splitlines(), *re.findall(r"`([^`]+)`", text), *text.split()]
+        for piece in pieces[:MAX_PIECES]:
+            candidate = piece.strip().strip("`'\".,;:").strip()
+            if candidate:
+                try:
+                    return self.validate(candidate)
+                except SpaceError as err:
+                    first_error = first_error or err
+        if first_error is not None:
+            raise first_error
+        raise SpaceError(
+            f"the answer holds no {self.name} architecture: no JSON object of its fields, no string in its grammar"
+        )
 
     @abc.abstractmethod
     def describe(self, arch: str) -> str:

@@ -47,6 +47,29 @@ class MacroSpace(SearchSpace):
 
     name = "macro"
     kinds = ("image",)
+    grammar = (
+        f"a plain CNN written {FORMAT}: d is the number of convolution blocks, w the channels of the first two "
+        "blocks (doubling after each pooling, which follows every second block), k the kernel size, skip1 adds "
+        "residual connections, and the last part is the pooling type"
+    )
+
+    def fields(self) -> dict[str, tuple[Any, ...]]:
+        return {field: choices for field, (_, choices) in FIELDS.items()}
+
+    def field_notes(self) -> dict[str, str]:
+        return {
+            "depth": "convolution blocks",
+            "width": "channels of the first stage",
+            "kernel": "kernel size",
+            "skip": "1: residual connections",
+            "pool": "pooling type",
+        }
+
+    def to_fields(self, arch: str) -> dict[str, Any]:
+        return parse(arch)
+
+    def _from_fields(self, values: dict[str, Any]) -> str:
+        return format_arch(values)
 
     def sample(self, rng: random.Random) -> str:
         return ARCH.sample(rng)

@@ -27,6 +27,8 @@ MIXERS = ("attention", "linear_attention", "short_conv", "gated_mlp")
 D_MODELS = (64, 128)
 MIN_LAYERS, MAX_LAYERS = 2, 4
 EXAMPLE = "d64|attention|short_conv|gated_mlp"
+NO_LAYER = "none"
+"""A JSON answer's value for a layer the stack does not have (the fields past the smallest depth)."""
 
 
 def parse(arch: str) -> tuple[int, list[str]]:
@@ -60,6 +62,30 @@ class MixerSpace(SearchSpace):
 
     name = "mixer"
     kinds = ("token", "lm", "sequence")
+    grammar = (
+        f"a pre-norm residual stack of {MIN_LAYERS} to {MAX_LAYERS} layers written as the model width "
+        f"({', '.join(f'd{d}' for d in D_MODELS)}) and then each layer's token mixer, bottom to top, separated by "
+        f"'|', e.g. {EXAMPLE}; the mixers are {', '.join(MIXERS)} (gated_mlp mixes no tokens)"
+    )
+
+    def fields(self) -> dict[str, tuple[Any, ...]]:
+        layers = {f"layer_{i}": MIXERS if i <= MIN_LAYERS else (*MIXERS, NO_LAYER) for i in range(1, MAX_LAYERS + 1)}
+        return {"d_model": D_MODELS, **layers}
+
+    def field_notes(self) -> dict[str, str]:
+        notes = {f"layer_{i}": f"layer {i}'s token mixer" for i in range(1, MAX_LAYERS + 1)}
+        for i in range(MIN_LAYERS + 1, MAX_LAYERS + 1):
+            notes[f"layer_{i}"] += f" ({NO_LAYER}: no such layer)"
+        return {"d_model": "model width", **notes}
+
+    def to_fields(self, arch: str) -> dict[str, Any]:
+        d_model, layers = parse(arch)
+        padded = layers + [NO_LAYER] * (MAX_LAYERS - len(layers))
+        return {"d_model": d_model, **{f"layer_{i}": mixer for i, mixer in enumerate(padded, start=1)}}
+
+    def _from_fields(self, values: dict[str, Any]) -> str:
+        layers = [values[f"layer_{i}"] for i in range(1, MAX_LAYERS + 1)]
+        return format_arch(values["d_model"], [mixer for mixer in layers if mixer != NO_LAYER])
 
     def sample(self, rng: random.Random) -> str:
         """Uniform over all architectures, so a depth is drawn in proportion to how many stacks it has."""

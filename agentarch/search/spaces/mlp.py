@@ -46,6 +46,28 @@ class MLPSpace(SearchSpace):
 
     name = "mlp"
     kinds = ("table",)
+    grammar = (
+        f"an MLP written {FORMAT}: d is the number of hidden layers, w their units, then the activation, "
+        "p the dropout rate and the normalization after each hidden layer"
+    )
+
+    def fields(self) -> dict[str, tuple[Any, ...]]:
+        return {field: choices for field, (_, choices) in FIELDS.items()}
+
+    def field_notes(self) -> dict[str, str]:
+        return {
+            "depth": "hidden layers",
+            "width": "units per hidden layer",
+            "activation": "activation function",
+            "dropout": "dropout rate",
+            "norm": "normalization",
+        }
+
+    def to_fields(self, arch: str) -> dict[str, Any]:
+        return parse(arch)
+
+    def _from_fields(self, values: dict[str, Any]) -> str:
+        return format_arch(values)
 
     def sample(self, rng: random.Random) -> str:
         return ARCH.sample(rng)

@@ -109,11 +109,34 @@ def genotype(arch: str) -> list[list[str]]:
     return [[op for op, (_, k) in zip(ops, EDGES) if k == j] for j in range(1, NODES)]
 
 
+def _field(edge: tuple[int, int]) -> str:
+    """The field of an edge in a JSON answer (`edge_0_1`), named as TPE's trials name it."""
+    return f"edge_{edge[0]}_{edge[1]}"
+
+
 class NB201Space(SearchSpace):
     """NAS-Bench-201 cells in the benchmark's macro skeleton (image tasks and the benchmark's own tables)."""
 
     name = "nb201"
     kinds = ("image", "tabular")
+    grammar = (
+        "a NAS-Bench-201 cell: a 4-node DAG where node 0 is the cell's input and each later node j is the sum of "
+        "one operation applied to every earlier node i, so there are 6 edges (0->1, 0->2, 1->2, 0->3, 1->3, 2->3), "
+        f"each one of {', '.join(OPS)} (none cuts the edge). The string lists, node by node, the operation on each "
+        f"incoming edge with its source after '~', nodes separated by '+', e.g. {EXAMPLE}"
+    )
+
+    def fields(self) -> dict[str, tuple[Any, ...]]:
+        return {_field(edge): OPS for edge in EDGES}
+
+    def field_notes(self) -> dict[str, str]:
+        return {_field((i, j)): f"the operation on the edge from node {i} to node {j}" for i, j in EDGES}
+
+    def to_fields(self, arch: str) -> dict[str, Any]:
+        return dict(zip(map(_field, EDGES), edges(arch)))
+
+    def _from_fields(self, values: dict[str, Any]) -> str:
+        return from_edges([values[_field(edge)] for edge in EDGES])
 
     def sample(self, rng: random.Random) -> str:
         return from_edges([rng.choice(OPS) for _ in EDGES])
