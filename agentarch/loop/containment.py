@@ -58,14 +58,14 @@ def guarded(ctx: RunContext, node: Any, serde: SerializerProtocol, contain: bool
 
 def _fault(step: str, err: Exception) -> str:
     """The reason recorded for a step that raised: the step, the exception type and its message, capped."""
-    text = printable(f"[host] {step} raised {type(err).__name__}: {err}")
+    text = storable(f"[host] {step} raised {type(err).__name__}: {err}")
     if len(text) <= FAULT_CHARS:
         return text
     head, tail = text[: FAULT_CHARS * 3 // 4], text[-FAULT_CHARS // 4 :]
     return f"{head}\n[... {len(text) - len(head) - len(tail)} of {len(text)} characters cut ...]\n{tail}"
 
 
-def printable(text: str | None) -> str | None:
+def storable(text: str | None) -> str | None:
     """Text as SQLite and every later reader can take it: unpaired surrogates (valid in a Python str, not in
     UTF-8; a JSON answer can carry them) become '?'."""
     return None if text is None else text.encode("utf-8", "replace").decode("utf-8")

@@ -11,7 +11,7 @@ from typing import Any
 
 from agentarch.evaluation.evaluator import Assessment
 from agentarch.llm.client import LLMCancelled, LLMError
-from agentarch.loop.containment import printable
+from agentarch.loop.containment import storable
 from agentarch.loop.context import BEST_OF_N, OFFLINE_PROPOSER, RunAborted, RunContext
 from agentarch.loop.state import CandidateState
 from agentarch.store.names import candidate_name
@@ -49,7 +49,7 @@ class Nodes:
                 "call_ids": list(getattr(err, "call_ids", [])),
             }
         return {
-            "response": printable(done.text),
+            "response": storable(done.text),
             "finish_reason": done.finish_reason,
             "llm_error": None,
             "call_ids": done.call_ids,

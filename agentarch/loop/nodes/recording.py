@@ -11,7 +11,7 @@ from typing import Any
 from agentarch.config import ModelArm
 from agentarch.evaluation.evaluator import Assessment
 from agentarch.llm import prompts
-from agentarch.loop.containment import printable
+from agentarch.loop.containment import storable
 from agentarch.loop.nodes.base import Nodes, as_state, decided
 from agentarch.loop.state import CandidateState
 
@@ -93,15 +93,15 @@ class RecordingNodes(Nodes):
         what broke the host; text is made storable first (an LLM answer may hold unpaired surrogates).
         """
         fault = state["fault"] or "[host] unknown fault"
-        code = printable(state.get("code") or state.get("response") or "")
+        code = storable(state.get("code") or state.get("response") or "")
         failed = self.ctx.evaluator().without_running(code, self._name(state), "failed", fault, self._proposer())
         failed.evaluation = {"status": "failed", "error": fault, "isolation": self.ctx.evaluator().isolation}
         clean = {
             **state,
             **decided(failed),
             "analysis": None,
-            "response": printable(state.get("response")),
-            "messages": [{k: printable(v) for k, v in m.items()} for m in state.get("messages") or []],
+            "response": storable(state.get("response")),
+            "messages": [{k: storable(v) for k, v in m.items()} for m in state.get("messages") or []],
         }
         return self.record(clean)  # type: ignore[arg-type]
 
