@@ -20,14 +20,15 @@ from tests.scripted import MODEL, fenced, kind, mlp
 HIDDEN = re.compile(r"self\.hidden = nn\.Linear\(math\.prod\(in_shape\), (\d+)\)")
 
 
-WIDER = itertools.count(8, 8)
+WIDTHS = itertools.count(24, 8)  # never 16 (the seed) nor 100 (the fallback)
 
 
 def widen(prompt: str) -> str:
-    """A diff that applies to the parent the prompt shows: its hidden layer wider by a new amount each time (so no
-    two edits of one parent compute the same function)."""
+    """A diff that applies to the parent the prompt shows: its hidden layer set to a width no edit used before, so no
+    two edits compute the same function whichever parent the run picks (the parent depends on scores, which vary
+    from machine to machine; a width made from the parent's once gave two parents the same child, a duplicate)."""
     width = int(HIDDEN.search(prompt).group(1))
-    wider = width + next(WIDER)
+    wider = next(WIDTHS)
     return (
         f"Intent: widen the hidden layer to {wider}.\n\n"
         "<<<<<<< SEARCH\n"
@@ -87,7 +88,8 @@ def test_every_diff_is_applied_repaired_or_replaced_by_a_full_module(tmp_path, c
             cache_dir=cache_dir,
         )
         summary = run.start(settings)
-    assert summary["proposed"] == 4 and summary["trained"] == 4
+    outcomes = sqlite3.connect(archive).execute("SELECT name, status, reason FROM candidates ORDER BY id").fetchall()
+    assert summary["proposed"] == 4 and summary["trained"] == 4, outcomes
     assert summary["edits"] == {"diff": 1, "diff-repaired": 2, "diff-fallback": 1}
     assert sum(summary["edits"].values()) == summary["proposed"]
     assert seen == ["edit", "edit", "retry", "edit", "retry", "full", "edit", "retry"]

@@ -95,6 +95,13 @@ def command(pid: int) -> str:
         return "?"
 
 
+def program(pid: int) -> str:
+    """What a process runs, named by its program's file name rather than its path, so the name survives the cut to
+    80 characters wherever the checkout lives (a long virtual-environment path once hid 'gcs_server')."""
+    argv = command(pid).split(" ", 1)
+    return " ".join([Path(argv[0]).name, *argv[1:]])[:80]
+
+
 def test_is_loopback_reads_every_form_of_an_address():
     assert all(is_loopback(a) for a in ("127.0.0.1", "127.5.0.1", "::1", "::ffff:127.0.0.1", "[::1]", "localhost"))
     assert not any(is_loopback(a) for a in ("0.0.0.0", "::", "192.0.2.2", "::ffff:192.0.2.2", "10.0.0.1", "fe80::1"))
@@ -131,7 +138,7 @@ def test_a_local_ray_started_for_a_run_listens_on_loopback_only(tmp_path):
                 for inode, ip, port in listening(pid):
                     if pid == me and inode in before_sockets:
                         continue
-                    seen[(pid, ip, port)] = "pytest (Ray driver)" if pid == me else command(pid)[:80]
+                    seen[(pid, ip, port)] = "pytest (Ray driver)" if pid == me else program(pid)
             time.sleep(1)
         listeners = sorted(f"{ip}:{port} {what} [{pid}]" for (pid, ip, port), what in seen.items())
         print("\n".join(["Ray's listeners:", *listeners]))
