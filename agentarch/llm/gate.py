@@ -218,16 +218,25 @@ _infos: dict[str, ServerInfo] = {}
 _info_lock = threading.Lock()
 
 
+_probing: dict[str | None, threading.Lock] = {}
+
+
 def server_info(api_base: str, api_key: str | None = None, model: str | None = None) -> ServerInfo:
     """Ask the server once per process (per api_base) what it can tell: llama.cpp's /props and /slots, vLLM's and
-    others' /v1/models, and a /tokenize of the sample. Every question is short and may fail: then it says nothing."""
+    others' /v1/models, and a /tokenize of the sample. Every question is short and may fail: then it says nothing.
+    Proposals that start together wait for the one probe rather than each asking the server."""
     base = _normal(api_base)
     with _info_lock:
         if base in _infos:
             return _infos[base]
-    info = _probe(base, api_key, model)
-    with _info_lock:
-        return _infos.setdefault(base, info)
+        probing = _probing.setdefault(base, threading.Lock())
+    with probing:
+        with _info_lock:
+            if base in _infos:
+                return _infos[base]
+        info = _probe(base, api_key, model)
+        with _info_lock:
+            return _infos.setdefault(base, info)
 
 
 def remember_context(api_base: str | None, tokens: int, source: str) -> None:

@@ -95,10 +95,19 @@ def arriving(caps: Caps, watch: Watch | None) -> Iterator[None]:
         _arrival.caps = _arrival.watch = None
 
 
-@functools.cache
+_import_lock = threading.Lock()
+
+
 def litellm() -> Any:
     """Import litellm on first use (it takes seconds) and keep it quiet: no banners, no feedback links; its HTTP
-    client for OpenAI-compatible servers is ours (`capped_session`)."""
+    client for OpenAI-compatible servers is ours (`capped_session`). Locked: the loop's first calls come from
+    several threads at once, and each must find litellm set up once (a second setup wrapped every body twice)."""
+    with _import_lock:
+        return _setup_litellm()
+
+
+@functools.cache
+def _setup_litellm() -> Any:
     import litellm as module
 
     module.suppress_debug_info = True
@@ -109,7 +118,8 @@ def litellm() -> Any:
 
 def capped_session() -> httpx.Client:
     """The HTTP client litellm would build for OpenAI-compatible calls, asking for uncompressed bodies (so the size
-    read is the size held) and checking each response's body against the cap of the call that asked for it."""
+    read is the size held) and checking each response's body against the cap of the call that asked for it. The
+    client may be litellm's shared one: its hooks are added once, however often this is called."""
     try:
         from litellm.llms.openai.common_utils import BaseOpenAILLM
 
@@ -117,8 +127,9 @@ def capped_session() -> httpx.Client:
     except (ImportError, AttributeError):  # litellm moved it: its defaults are httpx's, which is what we build
         session = httpx.Client(follow_redirects=True)
     session.headers["Accept-Encoding"] = "identity"
-    session.event_hooks["request"].append(_sending)
-    session.event_hooks["response"].append(_cap_body)
+    for event, hook in (("request", _sending), ("response", _cap_body)):
+        if hook not in session.event_hooks[event]:
+            session.event_hooks[event].append(hook)
     return session
 
 

@@ -18,6 +18,7 @@ class CandidateState(TypedDict, total=False):
     example_ids: list[int]
     fewshot: dict[str, Any]  # the parent and example rows exactly as the prompt showed them
     messages: list[dict[str, str]]
+    left_out: dict[str, Any] | None  # what the prompt left out to fit the model's context window (prompts.LeftOut)
     response: str | None
     llm_error: str | None  # the LLM call failed for good
     intent: str | None

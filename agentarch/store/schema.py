@@ -15,7 +15,7 @@ from agentarch.store.handle import ArchiveError, Handle, now
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.task import Task
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 
 class Schema(Handle):
@@ -66,6 +66,8 @@ class Schema(Handle):
                 self._upgrade_to_v11()
             if version < 12:
                 self._upgrade_to_v12()
+            if version < 13:
+                self._upgrade_to_v13()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -341,6 +343,12 @@ class Schema(Handle):
         so a later candidate can be stopped before training as a near-copy of a trained one (dedup level
         `structural`). Older candidates have none and are never matched."""
         self.db["candidates"].add_column("structure", str)
+
+    def _upgrade_to_v13(self) -> None:
+        """Schema 13: what an LLM proposal's prompt left out to fit the model's context window (`prompt_left_out`,
+        JSON: the window, the examples dropped, the lines cut; agentarch/llm/prompts.py's LeftOut), so a person can
+        tell a proposal that saw every example from one that saw a shortened prompt. Null: nothing was left out."""
+        self.db["candidates"].add_column("prompt_left_out", str)
 
     def _insert_task(self, task: Task) -> None:
         self.db["tasks"].insert(

@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 from agentarch.llm import edits, fewshot, prompts
+from agentarch.llm.faults import ContextOverflow
 from agentarch.loop.nodes.base import Nodes
 from agentarch.loop.state import CandidateState
 from agentarch.search.spaces import get_space
@@ -49,20 +50,35 @@ class ProposingNodes(Nodes):
         }
 
     def render_prompt(self, state: CandidateState) -> dict[str, Any]:
+        """The prompt, fitted to the model's context window (prompts.fit_prompt): what it leaves out is kept with the
+        candidate (`left_out`); a prompt that cannot fit even cut down leaves `llm_error`, and the proposal is
+        recorded `failed` with the sizes to change."""
         if self.ctx.offline:
             return {"messages": []}
         plan = state["plan"]
-        note = _batch_note(plan)
         notes = self.ctx.archive().notes(self.ctx.run_id) if self.ctx.settings.feedback else []
         shot = fewshot.FewShot(**state["fewshot"])
-        notebook = notes[-1] if notes else None
-        if plan.get("edit") == "diff" and shot.parent is not None:  # an edit needs a parent to edit
-            messages = prompts.edit_messages(self.ctx.task, shot, note, self.ctx.goals, notebook)
-            return {"messages": messages, "edit": "diff"}
-        messages = prompts.propose_messages(
-            self.ctx.task, shot, batch_note=note, goals=self.ctx.goals, notebook=notebook
+        purpose = "edit" if plan.get("edit") == "diff" and shot.parent is not None else "propose"  # edits need a parent
+        try:
+            fitted = self._fit(state, purpose, notes[-1] if notes else None)
+        except ContextOverflow as err:
+            return {"messages": [], "llm_error": f"[llm] {err}", "edit": "full"}
+        return {"messages": fitted["messages"], "left_out": fitted["left_out"], "edit": _EDIT[purpose]}
+
+    def _fit(self, state: CandidateState, purpose: str, notebook: dict[str, Any] | None) -> dict[str, Any]:
+        """The `purpose` prompt for this proposal fitted to its model's window, and the record of what it left out."""
+        plan = state["plan"]
+        window = self.ctx.llm(plan.get("model")).window()
+        fitted = prompts.fit_prompt(
+            purpose,
+            self.ctx.task,
+            fewshot.FewShot(**state["fewshot"]),
+            window,
+            batch_note=_batch_note(plan),
+            goals=self.ctx.goals,
+            notebook=notebook,
         )
-        return {"messages": messages, "edit": "full"}
+        return {"messages": fitted.messages, "left_out": fitted.record(window)}
 
     def propose(self, state: CandidateState) -> dict[str, Any]:
         """Ask the LLM for a candidate (offline: render the evolution's architecture)."""
@@ -70,6 +86,8 @@ class ProposingNodes(Nodes):
         if self.ctx.offline:
             space = get_space(self.ctx.offline_space())
             return {"code": space.render(plan["arch"], self.ctx.task), "intent": plan.get("note"), "response": None}
+        if not state["messages"]:  # the prompt did not fit the window (render_prompt's llm_error says why)
+            return {"response": None, "code": None}
         return self._ask(state, state["messages"], "propose")
 
     def extract(self, state: CandidateState) -> dict[str, Any]:
@@ -104,15 +122,13 @@ class ProposingNodes(Nodes):
 
     def fall_back(self, state: CandidateState) -> dict[str, Any]:
         """Edits that failed twice: ask for a full module instead, from the same context; nothing is dropped."""
-        plan = state["plan"]
-        messages = prompts.propose_messages(
-            self.ctx.task,
-            fewshot.FewShot(**state["fewshot"]),
-            batch_note=_batch_note(plan),
-            goals=self.ctx.goals,
-        )
-        answer = self._ask(state, messages, "propose")
-        return {**answer, "messages": messages, "edit": "full", "edit_outcome": "diff-fallback", "edit_error": None}
+        outcome = {"edit": "full", "edit_outcome": "diff-fallback", "edit_error": None}
+        try:
+            fitted = self._fit(state, "propose", None)
+        except ContextOverflow as err:
+            return {**outcome, "response": None, "llm_error": f"[llm] {err}"}
+        answer = self._ask(state, fitted["messages"], "propose")
+        return {**answer, **fitted, **outcome}
 
     def repair(self, state: CandidateState) -> dict[str, Any]:
         """Show the LLM its code and what went wrong; its answer goes back through extract and the checks."""
@@ -132,6 +148,10 @@ class ProposingNodes(Nodes):
             "assessment": None,
             "messages": state["messages"] + messages[-1:],
         }
+
+
+_EDIT = {"edit": "diff", "propose": "full"}
+"""What the answer to each kind of prompt is asked to be (the state's `edit`)."""
 
 
 def _batch_note(plan: dict[str, Any]) -> str:

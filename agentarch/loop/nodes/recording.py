@@ -69,6 +69,7 @@ class RecordingNodes(Nodes):
             extra.update(
                 model=ModelArm.parse(plan["model"]).name if plan.get("model") else self.ctx.arms[0].name,
                 prompt=state.get("messages"),
+                prompt_left_out=state.get("left_out"),
                 response=state.get("response"),
                 examples=state.get("example_ids") or [],
                 analysis=state.get("analysis"),
