@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agentarch.config import ModelArm, Settings
@@ -249,6 +250,48 @@ def test_an_interrupt_cuts_a_stream_in_flight_and_no_retry_follows(archive, run_
         assert not thread.is_alive() and len(server.requests) == 1 and server.disconnects == [0]
     assert isinstance(caught[0], LLMCancelled)
     assert statuses(archive, run_id) == ["cancelled"]
+
+
+def test_an_interrupt_cuts_a_call_still_queued_at_the_server_before_any_header(archive, run_id):
+    """A single-slot server busy with another client answers nothing, not even headers, to a call waiting for its
+    turn; an interrupt must close that connection too (else the server generates for a client that left)."""
+    busy = Reply(content=ANSWER, first_token_delay_s=10)
+    with ScriptedLLMServer(default=busy, stream=True, slots=1) as server:
+        other = threading.Thread(target=_occupy, args=(server.url,), daemon=True)  # someone else's call holds the slot
+        other.start()
+        while server.in_flight < 1:
+            time.sleep(0.02)
+        caught: list[BaseException] = []
+        llm = local(server, concurrency=1, first_token_timeout_s=20, stall_timeout_s=20, archive=archive, run_id=run_id)
+        ours = threading.Thread(target=lambda: _catch(caught, llm.complete, MESSAGES, "propose"))
+        ours.start()
+        while server.in_flight < 2:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        try:
+            started = time.monotonic()
+            llm_client.interrupt()
+            ours.join(timeout=3)
+            stopped = time.monotonic() - started
+        finally:
+            llm_client.resume()
+        deadline = time.monotonic() + 2
+        while 1 not in server.disconnects and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not ours.is_alive() and stopped < 1, stopped
+        assert server.disconnects == [1]  # ours, queued; the other client's call goes on
+    assert len(caught) == 1 and isinstance(caught[0], LLMCancelled), caught
+
+
+def _occupy(url: str) -> None:
+    """Another client of the server: a streamed call read to its end (or until the server goes)."""
+    body = {"model": "other", "stream": True, "messages": MESSAGES}
+    try:
+        with httpx.stream("POST", f"{url}/chat/completions", json=body, timeout=30) as response:
+            for _ in response.iter_bytes():
+                pass
+    except httpx.HTTPError:
+        pass
 
 
 def _catch(into: list[BaseException], call, *args) -> None:

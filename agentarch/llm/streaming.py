@@ -139,6 +139,10 @@ def _sending(request: httpx.Request) -> None:
     watch: Watch | None = getattr(_arrival, "watch", None)
     if watch is not None:
         watch.sent()
+        # A watched call gets a connection of its own, and the watch its socket as soon as it is connected: a call
+        # queued at a single-slot server gets no headers until its turn, and must be cut (closed) before then too.
+        request.headers["Connection"] = "close"
+        request.extensions["trace"] = watch.trace
 
 
 def _cap_body(response: httpx.Response) -> None:
@@ -250,6 +254,18 @@ class Watch:
             self._socket = sock if isinstance(sock, socket.socket) else None
             if self.reason is not None:
                 self._shutdown()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace of the call's request: the socket, once connected, before any byte of the answer."""
+        if event != "connection.connect_tcp.complete":
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with self._cond:
+                self._socket = sock
+                if self.reason is not None:
+                    self._shutdown()
 
     def progress(self, tokens: int = 1) -> None:
         """A chunk with `tokens` tokens arrived."""
