@@ -9,7 +9,9 @@ import json
 import sqlite3
 
 import pytest
+from typer.testing import CliRunner
 
+from agentarch.cli import app
 from agentarch.config import load_settings
 from agentarch.llm import streaming
 from agentarch.loop import run
@@ -67,13 +69,19 @@ def test_a_run_against_a_2048_token_window_sends_nothing_larger_and_records_what
     sent = [count + request["max_tokens"] for count, request in zip(server.prompt_counts, server.requests)]
     assert server.oversized == [] and max(sent) <= 2048, sent
     db = sqlite3.connect(archive)
-    rows = db.execute("SELECT examples, prompt_left_out FROM candidates WHERE run_id = ?", [summary["run_id"]])
-    for examples, left_out in rows.fetchall():
+    rows = db.execute("SELECT id, examples, prompt_left_out FROM candidates WHERE run_id = ?", [summary["run_id"]])
+    for candidate_id, examples, left_out in rows.fetchall():
         record = json.loads(left_out)
         assert record["context_tokens"] == 2048 and record["source"] == "the server's /props (n_ctx)"
         assert record["examples"] and record["prompt_tokens"] <= record["prompt_limit"]
         shown = set(json.loads(examples)) - set(record["examples"])  # dropped ones were chosen, then left out
         assert shown and not shown & set(record["examples"])
+        shown_by_cli = CliRunner().invoke(app, ["archive", "show", str(candidate_id), "--archive", str(archive)])
+        dropped = ", ".join(str(i) for i in record["examples"])
+        assert (
+            "prompt left out to fit 2,048 tokens" in shown_by_cli.output
+            and f"examples {dropped}" in shown_by_cli.output
+        )
 
 
 def test_the_capped_session_hooks_once_however_often_it_is_built():

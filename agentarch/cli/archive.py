@@ -19,6 +19,7 @@ from rich.text import Text
 
 from agentarch import formats
 from agentarch.cli.common import App, ArchiveOpt, archive_path, fail, open_archive, out, print_table
+from agentarch.llm import prompts
 
 archive_app = App(help="Browse and export the archive (candidates, evaluations, runs).", no_args_is_help=True)
 
@@ -116,6 +117,9 @@ def archive_show(
                 f"cost={formats.usd(cand['cost_usd'] or 0)}  calls={[(c['purpose'], c['status']) for c in calls]}"
             )
         )
+        left_out = prompts.describe_left_out(cand.get("prompt_left_out"))
+        if left_out:
+            out.print(formats.line("prompt ", left_out))
         if cand.get("analysis"):
             out.print(formats.line("analysis: ", cand["analysis"]))
         if cand.get("prompt"):

@@ -213,6 +213,27 @@ class LeftOut:
         return record
 
 
+def describe_left_out(record: dict[str, Any] | None) -> str | None:
+    """A recorded LeftOut (`as_record`'s JSON) in words, for a person reading a candidate; None if nothing was."""
+    if not record:
+        return None
+    parts = []
+    if record.get("compact_contract"):
+        parts.append("the other task kinds' contract")
+    if record.get("notebook_after") is not None:
+        parts.append("the notebook entry")
+    if record.get("examples"):
+        parts.append(f"examples {', '.join(str(i) for i in record['examples'])}")
+    cut = record.get("lines_cut") or {}
+    if cut:
+        parts.append("; ".join(f"{n} lines of example {i}" for i, n in cut.items()))
+    if record.get("answer_tokens") is not None:
+        parts.append(f"answer budget lowered to {record['answer_tokens']:,} tokens")
+    window = record.get("context_tokens")
+    fitted = f" to fit {window:,} tokens ({record.get('source')})" if window else ""
+    return f"left out{fitted}: " + "; ".join(parts or ["nothing"])
+
+
 @dataclass
 class Fitted:
     """A prompt fitted to a window: the messages, what they leave out, and their tokens as the window counts them

@@ -104,6 +104,7 @@ _JSON_FIELDS = (
     "prompt",
     "structure",
     "proxies",
+    "prompt_left_out",
 )
 
 

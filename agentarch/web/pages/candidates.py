@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from agentarch.llm import prompts
 from agentarch.store import browse, lineage, measurements, review_log
 from agentarch.store.handle import ArchiveError
 from agentarch.web import charts, downloads, params, plots, smoke
@@ -53,6 +54,7 @@ def routes(site: Site) -> list[Route]:
                 "llm_calls": db.llm_calls(candidate_id=candidate_id),
                 "parents": [related[i] for i in row.get("parents") or [] if i in related],
                 "examples": [related[i] for i in row.get("examples") or [] if i in related],
+                "left_out": prompts.describe_left_out(row.get("prompt_left_out")),
                 "duplicate_of": related.get(row.get("duplicate_of")),
                 "children": lineage.children(db, candidate_id),
                 "reviews": review_log.candidate_reviews(db, candidate_id, row.get("proposal_key")),
