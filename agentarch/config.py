@@ -368,6 +368,15 @@ class Settings(BaseSettings):
         description="search space of the offline evolution when no model is configured; a task whose kind it "
         "cannot build uses the first space that can (mixer for token, sequence and lm; mlp for tables)",
     )
+    propose_in: str | None = Field(
+        None,
+        description="the search space (nb201, macro, mixer, mlp) in which the model chooses each proposal's "
+        "architecture, as a JSON object of the space's fields (the request carries the space's JSON schema), instead "
+        "of writing a whole module: for a model too small to write the candidate contract; an answer that is no "
+        "architecture of the space takes a uniform sample, counted in the summary. Needs --model; the space must "
+        "build the task's kind",
+        json_schema_extra=unset("none: the model writes each candidate's module"),
+    )
     objectives: list[str] = Field(
         default_factory=list,
         description="what the run optimises, as METRIC:max or METRIC:min, one per --objective; with two or more, "
@@ -420,6 +429,28 @@ class Settings(BaseSettings):
         """With several models, `model` is the first one's name: what makes the run an LLM run (not offline)."""
         if self.models:
             self.model = self.model or parse_arms(self.models)[0].name
+        return self
+
+    @model_validator(mode="after")
+    def _in_space(self) -> Settings:
+        """--propose-in asks a model for architectures, not modules: it needs one and takes no diff edits (whether the
+        space exists and builds the task's kind is checked when a run starts: agentarch.loop.context.in_space_of)."""
+        if self.propose_in is not None:
+            self.propose_in = self.propose_in.strip()
+            if not self.propose_in:
+                raise ValueError(
+                    "propose_in names a search space (nb201, macro, mixer, mlp); leave it out to write modules"
+                )
+            if self.model is None:
+                raise ValueError(
+                    f"propose_in={self.propose_in} asks a model to choose architectures: give --model (and --api-base "
+                    "for a local server), or leave --propose-in out to run offline evolution"
+                )
+            if self.edit_mode != "full":
+                raise ValueError(
+                    f"edit_mode={self.edit_mode} edits modules, and propose_in asks for architectures of a space: "
+                    "give one or the other"
+                )
         return self
 
     @model_validator(mode="after")

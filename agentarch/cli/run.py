@@ -63,6 +63,7 @@ def run_command(
         ),
     ] = None,
     api_base: Annotated[Optional[str], setting("api_base", "--api-base")] = None,
+    propose_in: Annotated[Optional[str], setting("propose_in", "--propose-in", metavar="SPACE")] = None,
     budget: Annotated[Optional[int], setting("budget", "--budget", "--max-candidates")] = None,
     max_cost: Annotated[Optional[float], setting("max_cost", "--max-cost")] = None,
     hours: Annotated[Optional[float], setting("hours", "--hours")] = None,
@@ -134,12 +135,18 @@ def run_command(
         agentarch run --task digits --model openai/gpt-4o-mini --max-cost 2 --hours 8
 
         agentarch run --task mqar --model openai/qwen2.5-coder --api-base http://127.0.0.1:8000/v1
+
+    With --propose-in SPACE the model chooses each candidate's architecture of that search space
+    (a JSON object of its fields) instead of writing a module, for a model too small to write one:
+
+        agentarch run --task digits --propose-in macro --model openai/smollm2 --api-base http://127.0.0.1:8080/v1
     """
     flags = dict(
         task=task,
         model=model[0] if model and len(model) == 1 else None,
         models=model if model and len(model) > 1 else None,
         api_base=api_base,
+        propose_in=propose_in,
         budget=budget,
         max_cost=max_cost,
         hours=hours,
@@ -193,8 +200,9 @@ def run_command(
     else:
         the_task = get_task(settings.task)
         if the_task.kind == "tabular":
+            algo = " --algo llm --space nb201" if settings.propose_in else ""
             raise fail(
-                f"{the_task.name} is a table, not a training task; use `agentarch baseline --task {the_task.name}`"
+                f"{the_task.name} is a table, not a training task; use `agentarch baseline{algo} --task {the_task.name}`"
             )
         with open_archive(settings.archive) as db:
             Evaluator(db, settings).prepared  # fail early on a task, its data or a sandbox that cannot work
@@ -208,9 +216,9 @@ def run_command(
             )
         else:
             models = ", ".join(settings.models) if settings.models else settings.model
-            err.print(
-                formats.line(f"proposing with {models}" + (f" at {settings.api_base}" if settings.api_base else ""))
-            )
+            where = f" at {settings.api_base}" if settings.api_base else ""
+            inside = f", architectures of the {settings.propose_in} space" if settings.propose_in else ""
+            err.print(formats.line(f"proposing with {models}{where}{inside}"))
         warn_if_weak(resolve_isolation(settings.isolation))
         with stop_on_signals(control, watcher), watcher:
             summary = run_lib.start(settings, **watching)
@@ -260,12 +268,25 @@ def run_summary_line(summary: dict[str, Any]) -> Text:
         )
     if summary.get("edits"):
         extras.append("edits: " + ", ".join(f"{n} {kind}" for kind, n in sorted(summary["edits"].items())))
+    if summary.get("in_space"):
+        extras.append(in_space_line(summary["in_space"]))
     return formats.line(
         (f"run {summary['run_id']} {summary['status']}", "bold"),
         f" (stopped by {summary['stopped_by']}): {counts}; {outcome}; "
         + "".join(f"{extra}; " for extra in extras)
         + f"cost {formats.usd(summary['cost_usd'])}"
         + (f" and {formats.seconds(summary['llm_seconds'])} of LLM time" if summary.get("llm_seconds") else ""),
+    )
+
+
+def in_space_line(stats: dict[str, Any]) -> str:
+    """What a --propose-in run's queries came to: the model's valid answers of its calls, and the fallbacks."""
+    rate = "" if stats.get("valid_rate") is None else f" ({stats['valid_rate']:.0%})"
+    why = ", ".join(f"{n} {kind}" for kind, n in sorted((stats.get("fallback_reasons") or {}).items()))
+    return (
+        f"in space: {stats['valid']} valid answers of {stats['asks']} calls{rate}, "
+        f"{stats['fallbacks']} of {stats['queries']} proposals fell back to a uniform sample"
+        + (f" ({why})" if why else "")
     )
 
 

@@ -23,8 +23,8 @@ from agentarch.loop.events import Emitter, ProposalStep, Stopping
 from agentarch.loop.screening import Screening
 from agentarch.loop.stopping import kill_sandbox_jobs
 from agentarch.search.objectives import Goals
-from agentarch.search.proposers.baselines import RegularizedEvolution
-from agentarch.search.spaces import space_for
+from agentarch.search.proposers.baselines import RegularizedEvolution, beyond_the_metric
+from agentarch.search.spaces import SpaceError, get_space, space_for
 from agentarch.store.archive import Archive
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import Task
@@ -37,6 +37,28 @@ BEST_OF_N = "best-of-n"
 class RunAborted(RuntimeError):
     """Another branch failed in a way that stops the run, or the run was asked to stop; this one stops waiting (never
     recorded as its fault) and stays at its last checkpoint."""
+
+
+def in_space_of(settings: Settings, task: Task) -> str | None:
+    """The space `--propose-in` names, checked against the run: it exists, declares its fields (what the model is
+    asked for), builds networks of the task's kind, and the run ranks by the task's metric alone (what the in-space
+    prompt shows); UsageError says what to change. None when the model writes modules (or the run is offline)."""
+    name = settings.propose_in
+    if name is None:
+        return None
+    try:
+        space = get_space(name)
+        space.check_fit(task)
+        space.fields()
+    except SpaceError as err:
+        raise UsageError(f"--propose-in {name}: {err}") from None
+    goals = Goals.parse(settings.objectives, settings.constraints, task.direction, task.metric)
+    if beyond_the_metric(goals) is not None:
+        raise UsageError(
+            f"--propose-in {name} shows the model the task's metric ({task.metric}) alone; leave out --objective and "
+            "--constraint, or let the model write modules (no --propose-in)"
+        )
+    return space.name
 
 
 IN_FLIGHT_POLL_S = 0.5
@@ -142,6 +164,10 @@ class RunContext:
     _jobs: dict[str, tuple[SandboxRun, str]] = field(default_factory=dict)
     _jobs_lock: threading.Lock = field(default_factory=threading.Lock)
     inflight: InFlight = field(init=False)  # code that passed dedup and is not recorded yet (copies wait for it)
+    in_space: str | None = field(init=False)  # --propose-in: the space the model chooses architectures in
+    _archs: dict[str, tuple[str, str]] = field(default_factory=dict)  # proposal key -> (arch, identity) in flight
+    # a model (by spec) whose server refused the space's JSON schema: later proposals ask it without one
+    schema_refused: dict[str, str] = field(default_factory=dict)
 
     goals: Goals = field(init=False)
     screening: Screening | None = field(init=False)
@@ -149,6 +175,7 @@ class RunContext:
     def __post_init__(self) -> None:
         s = self.settings
         self.task = get_task(s.task)
+        self.in_space = in_space_of(s, self.task)
         self.goals = Goals.parse(s.objectives, s.constraints, self.task.direction, self.task.metric)
         if s.screen > 1 and s.review:
             raise UsageError(
@@ -279,6 +306,36 @@ class RunContext:
     @property
     def offline(self) -> bool:
         return self.settings.model is None
+
+    def arch_space(self) -> str | None:
+        """The space each proposal's architecture comes from: the model's (--propose-in) or the offline evolution's;
+        None when the model writes modules. With one, the module-writing steps pass through (few-shot prompt,
+        extraction, repair, analysis) and the candidate records its space and architecture."""
+        if self.in_space is not None:
+            return self.in_space
+        return self.offline_space() if self.offline else None
+
+    # -- architectures in flight (--propose-in) ---------------------------------------------------
+
+    def claim_arch(self, key: str, arch: str) -> bool:
+        """Take architecture `arch` for proposal `key` (in place of what it held) until it is recorded, unless another
+        proposal in flight holds the same network (the space's identity): then False. Later proposals are told to
+        avoid what is held, and two asking at once cannot both take one answer."""
+        identity = get_space(self.arch_space() or "").identity(arch)
+        with self._queue_lock:
+            if any(held == identity for other, (_, held) in self._archs.items() if other != key):
+                return False
+            self._archs[key] = (arch, identity)
+            return True
+
+    def release_arch(self, key: str) -> None:
+        with self._queue_lock:
+            self._archs.pop(key, None)
+
+    def archs_in_flight(self, but: str | None = None) -> list[str]:
+        """The architectures of the proposals in flight (all but proposal `but`), in the order they were chosen."""
+        with self._queue_lock:
+            return [arch for key, (arch, _) in self._archs.items() if key != but]
 
     def archive(self) -> Archive:
         """This thread's handle on the archive (SQLite connections are not shared across threads)."""

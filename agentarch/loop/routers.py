@@ -59,7 +59,9 @@ class Routers:
         return self._repair_or_record(state) if fixable else "record"
 
     def _repair_or_record(self, state: CandidateState) -> str:
-        if self.ctx.offline or state.get("tries", 0) >= self.ctx.settings.repair_tries:
+        """A failing module the model wrote goes back to it (at most k times); code rendered from a space's
+        architecture (offline, --propose-in) is recorded as it failed: the space, not the model, wrote it."""
+        if self.ctx.arch_space() is not None or state.get("tries", 0) >= self.ctx.settings.repair_tries:
             return "record"
         return "repair"
 

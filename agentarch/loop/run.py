@@ -19,7 +19,7 @@ from agentarch.llm import client as llm_client
 from agentarch.loop import bandit
 from agentarch.loop.baseline import SeedResult, Trial
 from agentarch.loop.baseline import summarize as summarize_baseline
-from agentarch.loop.context import BEST_OF_N, RunContext
+from agentarch.loop.context import BEST_OF_N, RunContext, in_space_of
 from agentarch.loop.events import Listener, RunEnded, RunStarted
 from agentarch.loop.graph import build, open_checkpointer
 from agentarch.loop.scheduler import Scheduler
@@ -107,10 +107,13 @@ def start(
     """Open a new run in the archive and drive it to the end of its budget; returns the summary.
 
     `on_event` hears what the run does as it does it (agentarch.loop.events); `control` lets the caller stop it
-    (agentarch.loop.stopping: the run is then `interrupted` and `resume` goes on with it)."""
+    (agentarch.loop.stopping: the run is then `interrupted` and `resume` goes on with it). Settings that cannot make
+    a run (a --propose-in space that does not fit the task) are refused before the run is opened."""
+    the_task = get_task(settings.task)
+    in_space_of(settings, the_task)
     with Archive(settings.archive) as archive:
         kind = "offline" if not settings.model else "llm" if settings.feedback else "baseline"
-        task = get_task(settings.task).name  # a task file's name, not its path: the archive's rows say names
+        task = the_task.name  # a task file's name, not its path: the archive's rows say names
         proposer = settings.model or "rea" if settings.feedback else BEST_OF_N
         run_id = archive.start_run(kind, task, proposer, _stored_config(settings))
     return _drive(settings, run_id, time.time(), True, on_outcome, on_waiting, on_event, control)

@@ -187,7 +187,7 @@ class Scheduler:
                 plan["pool"] = [o["id"] for o in pool if o.get("id") and o.get("status") == "trained"]
             if len(self.ctx.arms) > 1:
                 plan["model"] = self._choose_model(seq).spec
-            if s.feedback:
+            if s.feedback and self.ctx.in_space is None:  # --propose-in asks for architectures, never edits
                 diff = s.edit_mode == "diff" or (
                     s.edit_mode == "mixed" and random.Random(f"{self.ctx.run_id}/{seq}/edit").random() < s.edit_rate
                 )
@@ -235,6 +235,9 @@ class Scheduler:
         marks = (snapshot.values or {}).get("inflight")
         if marks:
             self.ctx.inflight.restore(key, list(marks))
+        arch = (snapshot.values or {}).get("arch")  # --propose-in: the architecture the model chose for it
+        if arch:
+            self.ctx.claim_arch(key, arch)
 
     def _launch(self, plan: dict[str, Any], fresh: bool) -> None:
         with self._changed:
@@ -278,6 +281,7 @@ class Scheduler:
         finally:
             self.ctx.left(key)
             self.ctx.inflight.release(key)
+            self.ctx.release_arch(key)
             if self.ctx.screening is not None:
                 self.ctx.screening.ended(plan)
             with self._changed:
@@ -403,7 +407,7 @@ class Scheduler:
         """(how many ended, the latest k outcomes) when the outcome just added completes k more (LLM runs with
         feedback only); called under the lock, so each multiple of k is due exactly once."""
         every, ended = self.settings.notebook_every, len(self.outcomes)
-        if self.ctx.offline or not self.settings.feedback or not every or ended % every:
+        if self.ctx.arch_space() is not None or not self.settings.feedback or not every or ended % every:
             return None
         return ended, self.outcomes[-every:]
 

@@ -22,6 +22,8 @@ class CandidateState(TypedDict, total=False):
     response: str | None
     llm_error: str | None  # the LLM call failed for good
     intent: str | None
+    arch: str | None  # --propose-in: the architecture of the space the model chose (or its fallback sample)
+    in_space: dict[str, Any] | None  # --propose-in: what the proposal's query came to (calls, valid, fallback)
     code: str | None
     hparams: dict[str, Any]  # the code's HPARAMS, read by the static check
     error: str | None  # what the repair prompt shows: a rejection, a dedup verdict, a smoke failure

@@ -14,6 +14,9 @@ from agentarch.store import ranking
 from agentarch.store.ranking import Direction
 from agentarch.store.summaries import best_by_validation, status_counts
 
+IN_SPACE_COUNTS = ("asks", "valid", "invalid", "no_answer", "repeats", "fallbacks", "schema_sent")
+"""What each --propose-in proposal's outcome counts of its query (`in_space`), summed by `in_space_stats`."""
+
 
 def summarize(
     run_id: str,
@@ -31,9 +34,10 @@ def summarize(
 
     With several objectives it adds the run's Pareto front (trained candidates that meet the constraints and
     that no other dominates) and its hypervolume against a reference point it states; with --verify-top the
-    verify-stage results, best first, apart from the explore results. `repaired` counts the candidates trained after
-    a repair, `repair_attempts` every repair the LLM was asked for; `llm_seconds` (when given) is the time the run's
-    LLM calls took, what a local model costs where its dollars are zero.
+    verify-stage results, best first, apart from the explore results; with --propose-in, `in_space`: what its
+    queries came to (`in_space_stats`). `repaired` counts the candidates trained after a repair, `repair_attempts`
+    every repair the LLM was asked for; `llm_seconds` (when given) is the time the run's LLM calls took, what a local
+    model costs where its dollars are zero.
     """
     found = status_counts(o["status"] for o in outcomes)
     counts = {k: found.get(k, 0) for k in ("trained", "invalid", "duplicate", "failed", "rejected", "screened")}
@@ -69,8 +73,29 @@ def summarize(
     edited = Counter(o["edit"] for o in outcomes if o.get("edit"))
     if set(edited) - {"full"}:
         summary["edits"] = dict(edited)
+    in_space = in_space_stats(outcomes)
+    if in_space is not None:
+        summary["in_space"] = in_space
     if verified:
         summary["verified"] = ranking.ranked(
             [v for v in verified.values() if v["status"] == "trained"], lambda v: v["val_accuracy"], direction
         )
     return summary
+
+
+def in_space_stats(outcomes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the in-space queries of a run (--propose-in) came to, over the proposals that kept one: `queries`,
+    the model's `asks` (calls) and their `valid`, `invalid` and `no_answer` ends, `repeats` (valid but already
+    proposed), `fallbacks` (queries that took a uniform sample instead), `schema_sent` (calls that carried the JSON
+    schema), `valid_rate` (valid answers per call) and `fallback_reasons` by kind. None when no proposal asked."""
+    asked = [o["in_space"] for o in outcomes if o.get("in_space")]
+    if not asked:
+        return None
+    totals = {key: sum(int(q.get(key) or 0) for q in asked) for key in IN_SPACE_COUNTS}
+    reasons = Counter(q["outcome"] for q in asked if q.get("fallbacks"))
+    return {
+        "queries": len(asked),
+        **totals,
+        "valid_rate": totals["valid"] / totals["asks"] if totals["asks"] else None,
+        "fallback_reasons": dict(reasons),
+    }

@@ -155,6 +155,14 @@ class Reads(Listing):
         )
         return rows[0] if rows else None
 
+    def space_rows(self, task: str, space: str) -> list[dict[str, Any]]:
+        """Every candidate for `task` with an architecture of search space `space` (of any run or proposer), oldest
+        first, as listing rows with their scores: what an in-space search is rebuilt from (`arch`, `status`,
+        `val_accuracy` and the measures)."""
+        return list(
+            self.listing("WHERE c.task = ? AND c.space = ? AND c.arch IS NOT NULL ORDER BY c.id", [task, space])
+        )
+
     def runs(self, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         """Runs, newest first (all of them unless `limit`)."""
         return [_decode(r) for r in self.db["runs"].rows_where(order_by="started_at DESC", limit=limit, offset=offset)]

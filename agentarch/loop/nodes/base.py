@@ -14,6 +14,7 @@ from agentarch.llm.client import LLMCancelled, LLMError
 from agentarch.loop.containment import storable
 from agentarch.loop.context import BEST_OF_N, OFFLINE_PROPOSER, RunAborted, RunContext
 from agentarch.loop.state import CandidateState
+from agentarch.search.proposers.llm_space import IN_SPACE
 from agentarch.store.names import candidate_name
 
 
@@ -59,6 +60,8 @@ class Nodes:
         }
 
     def _proposer(self) -> str:
+        if self.ctx.in_space is not None:
+            return IN_SPACE
         if self.ctx.offline:
             return OFFLINE_PROPOSER
         return "llm" if self.ctx.settings.feedback else BEST_OF_N
@@ -67,8 +70,9 @@ class Nodes:
         """What the candidate is (the space's architecture, else the intent's first words) and the run's tag and
         proposal number, so each name is unique and a name pasted into search finds its one candidate."""
         plan = state["plan"]
-        arch = f"{self.ctx.offline_space()}:{plan['arch']}" if plan.get("arch") else None
-        return candidate_name(self.ctx.run_id, plan["seq"], state.get("intent"), arch)
+        arch = arch_of(state)
+        named = f"{self.ctx.arch_space()}:{arch}" if arch else None
+        return candidate_name(self.ctx.run_id, plan["seq"], state.get("intent"), named)
 
     def _row(self, state: CandidateState) -> dict[str, Any]:
         """The candidate row the evaluator's steps work on, with the HPARAMS the static check read."""
@@ -76,6 +80,11 @@ class Nodes:
         row = self.ctx.evaluator().row(state.get("code") or "", self._name(state), self._proposer(), parents)
         row["hparams"] = state.get("hparams") or {}
         return row
+
+
+def arch_of(state: CandidateState) -> str | None:
+    """The proposal's architecture of its space: the model's choice (--propose-in), else the offline evolution's."""
+    return state.get("arch") or state["plan"].get("arch")
 
 
 def proposal_tag(plan: dict[str, Any]) -> str:

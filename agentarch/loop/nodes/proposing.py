@@ -1,5 +1,6 @@
-"""The proposing nodes: the few-shot context, the prompt, the LLM's answer (offline: the evolution's architecture),
-the module pulled out of it, and the LLM's second chances (an edit retry, a full-module fallback, a repair).
+"""The proposing nodes: the few-shot context, the prompt, the LLM's answer (offline: the evolution's architecture;
+with --propose-in: the model's architecture of the space), the module pulled out of it, and the LLM's second chances
+(an edit retry, a full-module fallback, a repair).
 
 Its own module because these are the steps that get a candidate's code; nothing here judges or records it.
 """
@@ -11,9 +12,13 @@ import random
 from typing import Any
 
 from agentarch.llm import edits, fewshot, prompts
-from agentarch.llm.faults import ContextOverflow
-from agentarch.loop.nodes.base import Nodes
+from agentarch.llm.faults import ContextOverflow, LLMCancelled
+from agentarch.loop.containment import storable
+from agentarch.loop.context import RunAborted
+from agentarch.loop.nodes.base import Nodes, proposal_tag
 from agentarch.loop.state import CandidateState
+from agentarch.search.proposers.base import Observation, Proposal
+from agentarch.search.proposers.llm_space import IN_SPACE, PURPOSE, InSpaceLLM, InSpaceModel
 from agentarch.search.spaces import get_space
 
 
@@ -28,7 +33,7 @@ class ProposingNodes(Nodes):
         is chosen by Pareto front and crowding; with islands, from the island's pool (`plan["pool"]`).
         """
         plan = state["plan"]
-        if self.ctx.offline:
+        if self.ctx.arch_space() is not None:  # the evolution's parent offline; none in a space the model searches
             return {"parent_id": (plan.get("parents") or [None])[0], "example_ids": []}
         s = self.ctx.settings
         if not s.feedback:
@@ -52,8 +57,8 @@ class ProposingNodes(Nodes):
     def render_prompt(self, state: CandidateState) -> dict[str, Any]:
         """The prompt, fitted to the model's context window (prompts.fit_prompt): what it leaves out is kept with the
         candidate (`left_out`); a prompt that cannot fit even cut down leaves `llm_error`, and the proposal is
-        recorded `failed` with the sizes to change."""
-        if self.ctx.offline:
+        recorded `failed` with the sizes to change. In a space (offline, --propose-in) there is no few-shot prompt."""
+        if self.ctx.arch_space() is not None:
             return {"messages": []}
         plan = state["plan"]
         notes = self.ctx.archive().notes(self.ctx.run_id) if self.ctx.settings.feedback else []
@@ -81,8 +86,11 @@ class ProposingNodes(Nodes):
         return {"messages": fitted.messages, "left_out": fitted.record(window)}
 
     def propose(self, state: CandidateState) -> dict[str, Any]:
-        """Ask the LLM for a candidate (offline: render the evolution's architecture)."""
+        """Ask the LLM for a candidate (offline: render the evolution's architecture; --propose-in: ask the model for
+        an architecture of the space and render it)."""
         plan = state["plan"]
+        if self.ctx.in_space is not None:
+            return self._propose_in_space(state)
         if self.ctx.offline:
             space = get_space(self.ctx.offline_space())
             return {"code": space.render(plan["arch"], self.ctx.task), "intent": plan.get("note"), "response": None}
@@ -92,8 +100,9 @@ class ProposingNodes(Nodes):
 
     def extract(self, state: CandidateState) -> dict[str, Any]:
         """Pull the module out of the answer (prose, several blocks, a cut-off answer are all handled); in diff
-        mode, apply the answer's SEARCH/REPLACE blocks to the parent, strictly (each must match exactly once)."""
-        if self.ctx.offline:
+        mode, apply the answer's SEARCH/REPLACE blocks to the parent, strictly (each must match exactly once). Code
+        rendered from a space's architecture needs no extraction."""
+        if self.ctx.arch_space() is not None:
             return {"error": None}
         if state.get("edit") == "diff":
             parent = (state.get("fewshot") or {}).get("parent") or {}
@@ -147,6 +156,69 @@ class ProposingNodes(Nodes):
             "verdict": None,
             "assessment": None,
             "messages": state["messages"] + messages[-1:],
+        }
+
+    def _propose_in_space(self, state: CandidateState) -> dict[str, Any]:
+        """The model chooses this proposal's architecture of the --propose-in space (agentarch.search.proposers.
+        llm_space): shown the task's candidates of that space in the archive (every run's, so the archive seeds the
+        next round) and told the architectures of the proposals in flight, it answers one JSON object, which is
+        validated; an invalid answer, a repeat or a failed call takes a uniform sample the search has not proposed,
+        counted in `in_space`. The call runs in this proposal's thread through its model's gate and tag, so it is
+        seen, queued and stopped like any other; its ledger rows are linked to the candidate. The architecture is
+        claimed for the proposal as it is chosen (`RunContext.claim_arch`), so two proposals asking at once never
+        take the same one: the second's answer counts as a repeat."""
+        ctx, plan = self.ctx, state["plan"]
+        space = get_space(ctx.in_space or "")
+        avoid = ctx.archs_in_flight(but=plan["key"])  # before the archive: one recorded in between is in one of them
+        rows = ctx.archive().space_rows(ctx.task.name, space.name) if ctx.settings.feedback else []
+        seen = [Observation.from_row(Proposal(row["proposer"] or IN_SPACE, arch=row["arch"]), row) for row in rows]
+        spec = plan.get("model") or ctx.arms[0].spec
+        tag = proposal_tag(plan)
+
+        def ask() -> tuple[Proposal, InSpaceLLM, InSpaceModel]:
+            model = InSpaceModel(ctx.llm(spec), ctx.task, schema=spec not in ctx.schema_refused)
+            seed = ctx.settings.seed * 100_003 + plan["seq"]
+            search = InSpaceLLM(
+                space,
+                seed,
+                model,
+                distinct=True,
+                direction=ctx.task.direction,
+                tag=tag,
+                claim=lambda arch: ctx.claim_arch(plan["key"], arch),
+            )
+            search.replay(seen)
+            (proposal,) = search.propose(1, avoid)
+            return proposal, search, model
+
+        try:
+            proposal, search, model = ctx.call(ask, f"{tag}'s {PURPOSE} call")
+        except LLMCancelled as err:
+            raise RunAborted(f"{plan['key']}: {err}") from None
+        stats = search.stats
+        if stats.no_answer and ctx.stopping.is_set():  # the stop failed the call: ask again on resume
+            raise RunAborted(f"{plan['key']}: the run is stopping; its {PURPOSE} call is asked again on resume")
+        if model.schema_refused:
+            ctx.schema_refused[spec] = model.schema_refused
+        assert proposal.arch is not None  # and claimed for this proposal (ctx.claim_arch) until it is recorded
+        calls = search.exchanges
+        return {
+            "arch": proposal.arch,
+            "code": space.render(proposal.arch, ctx.task),
+            "intent": proposal.note,
+            "response": storable(calls[-1].text) if calls else None,
+            "messages": calls[-1].messages if calls else [],
+            "llm_error": None,
+            "call_ids": [i for call in calls for i in call.call_ids],
+            "cost_usd": sum(call.cost_usd for call in calls),
+            "prompt_tokens": sum(call.prompt_tokens for call in calls),
+            "completion_tokens": sum(call.completion_tokens for call in calls),
+            "in_space": {
+                "outcome": stats.outcomes[-1] if stats.outcomes else "answer",
+                **{k: getattr(stats, k) for k in ("asks", "valid", "invalid", "no_answer", "repeats", "fallbacks")},
+                "schema_sent": stats.schema_sent,
+                "reason": stats.reasons[0] if stats.reasons else None,
+            },
         }
 
 

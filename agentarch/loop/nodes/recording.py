@@ -12,7 +12,7 @@ from agentarch.config import ModelArm
 from agentarch.evaluation.evaluator import Assessment
 from agentarch.llm import prompts
 from agentarch.loop.containment import storable
-from agentarch.loop.nodes.base import Nodes, as_state, decided
+from agentarch.loop.nodes.base import Nodes, arch_of, as_state, decided
 from agentarch.loop.state import CandidateState
 
 
@@ -20,9 +20,10 @@ class RecordingNodes(Nodes):
     """analyze → record, and fail and give_up."""
 
     def analyze(self, state: CandidateState) -> dict[str, Any]:
-        """The analyst: a short note against the parent, kept with the candidate and shown to later rounds."""
+        """The analyst: a short note against the parent, kept with the candidate and shown to later rounds (not in a
+        space: offline there is no model, and --propose-in's prompt shows scores, not analyses)."""
         assessment = state["assessment"]
-        if self.ctx.offline:
+        if self.ctx.arch_space() is not None:
             return {}
         archive = self.ctx.archive()
         parent = None
@@ -61,11 +62,12 @@ class RecordingNodes(Nodes):
             "island": plan.get("island"),
             "prediction": state.get("prediction"),
         }
-        if not self.ctx.offline:
+        space, arch = self.ctx.arch_space(), arch_of(state)
+        if space is None:
             extra["edit"] = _edit_outcome(state)
-        if self.ctx.offline:
-            extra.update(space=self.ctx.offline_space(), arch=plan["arch"])
-        else:
+        elif arch is not None:
+            extra.update(space=space, arch=arch)
+        if not self.ctx.offline:
             extra.update(
                 model=ModelArm.parse(plan["model"]).name if plan.get("model") else self.ctx.arms[0].name,
                 prompt=state.get("messages"),
@@ -80,6 +82,7 @@ class RecordingNodes(Nodes):
         self.ctx.leave_queue(plan["key"])
         result = self.ctx.evaluator().record(_load(assessment), extra, llm_calls=state.get("call_ids", []))
         self.ctx.inflight.release(plan["key"])  # recorded: copies waiting for it find its row
+        self.ctx.release_arch(plan["key"])  # and later proposals in the space may know it from the archive
         if state.get("review"):
             self.ctx.archive().link_review(plan["key"], result.id)
         return {
@@ -133,10 +136,12 @@ class RecordingNodes(Nodes):
             "test_accuracy": metrics.get("test_accuracy"),
             **{m: measured.get(m) for m in ("params", "flops", "latency_ms", "peak_memory_mb")},
             "metric": self.ctx.task.metric,  # what the two scores are
-            "edit": None if self.ctx.offline else _edit_outcome(state),
-            "arch": state["plan"].get("arch"),
+            "edit": None if self.ctx.arch_space() is not None else _edit_outcome(state),
+            "arch": arch_of(state),
             "cost_usd": state.get("cost_usd", 0.0),
         }
+        if state.get("in_space") is not None:  # --propose-in: what its query came to, for the run's summary
+            outcome["in_space"] = state["in_space"]
         if self.ctx.on_outcome is not None:
             self.ctx.on_outcome(outcome)
         return outcome

@@ -19,6 +19,10 @@ The proposer implements the same ask/tell interface as random search, REA and TP
 `withdraw`, `replay`), so a table search, a trained search and the agent loop run it alike. Its name, `llm-space`,
 is what the archive's `proposer` column records for its candidates.
 
+In the agent loop (`agentarch run --propose-in SPACE`) each proposal runs a search of one query, rebuilt from the
+archive's candidates of the space, whose `claim` keeps two proposals in flight from taking one architecture; the
+loop reads the search's `exchanges` (each call's messages, answer and ledger ids) to record them with the candidate.
+
 `InSpaceModel` is the model a search asks: an LLM client (agentarch.llm.client.LLMClient, or any object with its
 `complete(messages, purpose, tag=...)`) plus the searches' stats. LLMClient sends no `response_format` of its own;
 until `complete` takes one, the model hands the client's attempt a litellm that adds it (`_Formatted`).
@@ -34,6 +38,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +48,7 @@ import jinja2
 import agentarch.prompt_templates
 from agentarch.errors import UsageError
 from agentarch.llm.faults import LLMCancelled, LLMError
-from agentarch.search.proposers.base import Distinct, Observation, Proposal, Proposer
+from agentarch.search.proposers.base import MAX_REDRAWS, Distinct, Observation, Proposal, Proposer, SpaceExhausted
 from agentarch.search.spaces import SearchSpace, SpaceError
 from agentarch.store import ranking
 from agentarch.store.ranking import Direction
@@ -259,6 +264,20 @@ def _template(folder: Path) -> jinja2.Template:
 
 
 @dataclass
+class Exchange:
+    """One call to the model: the messages it sent, the answer's text (None: the call failed for good) and what the
+    client's ledger knows of it (`call_ids` of every attempt, their cost and the answering attempt's tokens), so a
+    caller that records a candidate can link the calls to it."""
+
+    messages: list[dict[str, str]]
+    text: str | None
+    call_ids: list[int] = field(default_factory=list)
+    cost_usd: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
 class _Tried:
     arch: str
     score: float | None
@@ -284,11 +303,16 @@ class InSpaceLLM(Proposer):
         initial: int | None = None,
         reask: int | None = None,
         prompts_dir: Path | None = None,
+        tag: str | None = None,
+        claim: Callable[[str], bool] | None = None,
     ) -> None:
         """`best` and `latest`: how many of this search's architectures each prompt shows; `initial`: uniform samples
         before the first call (as REA's initial population; 0: the model chooses from the first query); `reask`: how
         many more calls a repeated answer gets (told what it repeated) before the query falls back. None takes the
-        model's `search` setting. The search never proposes an architecture twice, `distinct` or not."""
+        model's `search` setting. The search never proposes an architecture twice, `distinct` or not. `tag` names its
+        calls in the client's warnings and calls in progress (default `llm-space/SEED`). `claim`, where searches run
+        side by side (the agent loop's proposals), is asked for each architecture before it is proposed and takes it
+        for this search: False when another search holds it, which makes an answer a repeat and a sample drawn again."""
         given = {"best": best, "latest": latest, "initial": initial, "reask": reask}
         asks = model.search if model is not None else SEARCH
         chosen = {k: v if v is not None else asks[k] for k, v in given.items()}
@@ -304,6 +328,9 @@ class InSpaceLLM(Proposer):
         self.tried: list[_Tried] = []
         self.pending: list[str] = []  # proposed, not yet observed: shown to the model as being evaluated
         self.stats = InSpaceStats(seed=seed)
+        self.tag = tag or f"{IN_SPACE}/{seed}"
+        self.claim = claim
+        self.exchanges: list[Exchange] = []  # every call of this search, in order
         if model is not None:
             model.searches.append(self.stats)
 
@@ -356,8 +383,21 @@ class InSpaceLLM(Proposer):
     # -- asking -----------------------------------------------------------------------------------------------------
 
     def propose(self, n: int, avoid: list[str] | tuple[str, ...] = ()) -> list[Proposal]:
-        """The next `n` proposals; `avoid` are architectures being evaluated now (shown to the model as such)."""
-        return [self._one(avoid) for _ in range(n)]  # the earlier ones of the batch are shown as being evaluated
+        """The next `n` proposals; `avoid` are architectures being evaluated now elsewhere (another proposal of the
+        loop): shown to the model as such, and none of them is proposed (an answer naming one is a repeat)."""
+        held = []
+        for arch in avoid:
+            try:
+                canonical = self.space.validate(arch)
+            except SpaceError:
+                continue
+            if self.pool.accept(canonical):
+                held.append(canonical)
+        try:
+            return [self._one(avoid) for _ in range(n)]  # the earlier ones of the batch are shown as being evaluated
+        finally:
+            for arch in held:  # not this search's: a later query may propose it once it is evaluated
+                self.pool.forget(arch)
 
     def _one(self, avoid: list[str] | tuple[str, ...]) -> Proposal:
         stats = self.stats
@@ -365,8 +405,7 @@ class InSpaceLLM(Proposer):
         if stats.queries <= self.initial:
             stats.initial += 1
             stats.outcomes.append("initial")
-            arch = self.pool.draw(lambda: self.space.sample(self.rng))
-            return Proposal(self.name, arch=arch, note=INITIAL)
+            return Proposal(self.name, arch=self._draw(), note=INITIAL)
         if self.model is None:
             raise UsageError(f"the {IN_SPACE} proposer asks a model: give --model (and --api-base for a local server)")
         shown = [*self.pending, *avoid]
@@ -383,9 +422,20 @@ class InSpaceLLM(Proposer):
             self.pending.append(arch)
             return Proposal(self.name, arch=arch, note="the model's answer")
         stats.fell_back(kind, reason)
-        arch = self.pool.draw(lambda: self.space.sample(self.rng))
+        arch = self._draw()
         self.pending.append(arch)
         return Proposal(self.name, arch=arch, note=f"fallback: uniform sample ({reason})"[:1000])
+
+    def _draw(self) -> str:
+        """A uniform sample this search has not proposed (and, with `claim`, that no other search holds)."""
+        for _ in range(MAX_REDRAWS):
+            arch = self.pool.draw(lambda: self.space.sample(self.rng))
+            if self.claim is None or self.claim(arch):
+                return arch
+            self.pool.forget(arch)  # another search's: not proposed here
+        raise SpaceExhausted(
+            f"no architecture of the {self.space.name} space that no other proposal holds in {MAX_REDRAWS} draws"
+        )
 
     def _ask(self, avoid: list[str]) -> tuple[str | None, str, str]:
         """One call: (the architecture answered or None, what went wrong or "", the reason in words)."""
@@ -393,15 +443,27 @@ class InSpaceLLM(Proposer):
         stats = self.stats
         stats.asks += 1
         started = time.monotonic()
+        messages = self.messages(avoid)
         try:
-            completion, with_schema = self.model.ask(self.messages(avoid), self.space, tag=f"{IN_SPACE}/{self.seed}")
+            completion, with_schema = self.model.ask(messages, self.space, tag=self.tag)
         except LLMCancelled:
             raise
         except LLMError as err:
             stats.no_answer += 1
+            self.exchanges.append(Exchange(messages, None, list(getattr(err, "call_ids", []))))
             return None, "no answer", f"no answer: {err}"
         finally:
             stats.llm_seconds += time.monotonic() - started
+        self.exchanges.append(
+            Exchange(
+                messages,
+                str(completion.text or ""),
+                list(getattr(completion, "call_ids", []) or []),
+                float(getattr(completion, "cost_usd", 0.0) or 0.0),
+                int(getattr(completion, "prompt_tokens", 0) or 0),
+                int(getattr(completion, "completion_tokens", 0) or 0),
+            )
+        )
         stats.schema_sent += with_schema
         stats.prompt_tokens += int(getattr(completion, "prompt_tokens", 0) or 0)
         stats.completion_tokens += int(getattr(completion, "completion_tokens", 0) or 0)
@@ -414,6 +476,9 @@ class InSpaceLLM(Proposer):
         if self.space.identity(arch) in self.pool.seen:
             stats.repeats += 1
             return arch, "repeat", f"the model repeated an architecture this search had proposed: {arch}"
+        if self.claim is not None and not self.claim(arch):
+            stats.repeats += 1
+            return arch, "repeat", f"the model chose an architecture another proposal is evaluating: {arch}"
         return arch, "", ""
 
     # -- being told -------------------------------------------------------------------------------------------------
