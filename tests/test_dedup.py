@@ -76,6 +76,40 @@ def test_ast_level_ignores_comments_docstrings_names_annotations_and_layout():
     assert ast_hash(variant) == ast_hash(BASE)
 
 
+HELPER = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+
+    def block(c_in, c_out, kernel=3):
+        return nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2)
+
+
+    class Net(nn.Module):
+        def __init__(self, in_shape, num_classes, width=16):
+            super().__init__()
+            self.conv = block(c_in=in_shape[0], c_out=width, kernel=3)
+            self.head = nn.Linear(width, num_classes)
+
+        def forward(self, x):
+            return self.head(self.conv(x).mean(dim=(2, 3)))
+""")
+
+
+def test_ast_level_renames_the_keywords_of_the_programs_own_calls():
+    renamed = (
+        HELPER.replace("c_in", "cin").replace("c_out", "cout").replace("kernel", "k").replace("width", "w")
+    ).replace("block", "make_conv")
+    assert ast_hash(renamed) == ast_hash(HELPER)
+
+
+def test_ast_level_keeps_library_keywords_whatever_the_program_names_its_own():
+    padded = "from torch import nn\n\ndef f(padding):\n    return nn.Conv2d(1, 1, 3, padding=padding)\n"
+    strided = "from torch import nn\n\ndef f(stride):\n    return nn.Conv2d(1, 1, 3, stride=stride)\n"
+    assert ast_hash(padded) != ast_hash(strided)
+    assert ast_hash(HELPER.replace("dim=(2, 3)", "dim=(3, 2)")) != ast_hash(HELPER)
+
+
 def test_ast_level_sees_structure_changes():
     assert ast_hash(BASE.replace("nn.ReLU()", "nn.GELU()")) != ast_hash(BASE)
     assert ast_hash(BASE.replace("h * 2", "h * 3")) != ast_hash(BASE)

@@ -145,6 +145,21 @@ class _Canonicalizer(ast.NodeTransformer):
             node.id = self._canon(node.id)
         return node
 
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        """A call of the program's own function, class or method names its parameters by the program's names: its
+        keywords are renamed with them (`block(c_in=3)` and `conv(cin=3)` are one call). A library call's keywords
+        are the library's, and stay (`padding=` and `stride=` differ, whatever the program names its own)."""
+        func = node.func
+        own = (isinstance(func, ast.Name) and func.id in self.names) or (
+            isinstance(func, ast.Attribute) and func.attr in self.attrs
+        )
+        if own:
+            for keyword in node.keywords:
+                if keyword.arg is not None and keyword.arg in self.names:
+                    keyword.arg = self._canon(keyword.arg)
+        self.generic_visit(node)
+        return node
+
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
         self.generic_visit(node)
         if isinstance(node.value, ast.Name) and node.value.id in self.resolved:
