@@ -24,16 +24,20 @@ import math
 import random
 import statistics
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentarch.errors import UsageError
-from agentarch.search.objectives import Goals
+from agentarch.search.objectives import MEASURES, Goals
 from agentarch.search.proposers.baselines import ALGOS
 from agentarch.store import browse, lineage
 from agentarch.store.archive import Archive
 from agentarch.store.ranking import Direction, sign
+
+if TYPE_CHECKING:
+    from agentarch.tasks.task import Task
 
 STRATEGIES = ("topk", "weighted", "niches")
 MAX_EXAMPLES = 6
@@ -187,3 +191,42 @@ def _elites(pool: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in pool:
         elites.setdefault(_niche(row), row)
     return list(elites.values())
+
+
+def limits_shown(task: Task, goals: Goals | None, parent: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The limits a proposal keeps to, as propose.j2 and edit.j2 state them, with the parent's own figures.
+
+    `lines`: the task's max_params (the sandbox refuses a network over it), then each of the run's constraints
+    (`--constraint`), in words. `parent`: the parent's figure for each measure with an upper bound (parameters
+    always), with its share of the tightest bound, e.g. "13,508 parameters (68% of the 20,000 allowed)"; empty
+    without a parent or its figures. `columns`: the archive columns a constraint names besides the score and the
+    parameters (FLOPs, latency, memory), shown with each example unless several objectives show them already."""
+    constraints = goals.constraints if goals is not None else ()
+    lines = [f"at most {task.max_params:,} parameters (the task's max_params)"]
+    lines += [
+        f"{task.metric if c.measure == 'val' else c.measure} {c.op} {_number(c.bound)} (a constraint of this run)"
+        for c in constraints
+    ]
+    measures = ["params", *dict.fromkeys(c.measure for c in constraints if c.measure not in ("val", "params"))]
+    figures = []
+    for measure in measures:
+        value = None if parent is None else parent.get(MEASURES[measure])
+        if value is None:
+            continue
+        bounds = [c.bound for c in constraints if c.measure == measure and c.op in ("<=", "<")]
+        bound = min([*bounds, *([task.max_params] if measure == "params" else [])], default=None)
+        said = f"{_number(value)} {_UNITS[measure]}"
+        if bound:
+            said += f" ({value / bound:.0%} of the {_number(bound)} allowed)"
+        figures.append(said)
+    shown = {o.measure for o in goals.objectives} if goals is not None and goals.multi else set()
+    columns = [MEASURES[m] for m in measures if m != "params" and m not in shown]
+    return {"lines": lines, "parent": figures, "columns": columns}
+
+
+_UNITS = {"params": "parameters", "flops": "FLOPs", "latency_ms": "ms latency", "peak_memory_mb": "MB peak memory"}
+
+
+def _number(value: float) -> str:
+    """A count with thousands separators (1,234,567), a measured value as it is (3.5)."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"

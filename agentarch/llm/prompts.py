@@ -34,7 +34,7 @@ from agentarch.errors import AgentarchError, UsageError
 from agentarch.evaluation.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS, parse
 from agentarch.llm import window as windows
 from agentarch.llm.faults import ContextOverflow
-from agentarch.llm.fewshot import FewShot
+from agentarch.llm.fewshot import FewShot, limits_shown
 from agentarch.llm.quoting import quoted
 from agentarch.search.objectives import Goals
 from agentarch.tasks.task import METRICS, Task
@@ -174,6 +174,7 @@ def _asking(
         parent=fewshot.parent,
         batch_note=batch_note,
         goals=goals if goals is not None and goals.multi else None,
+        limits=limits_shown(task, goals, fewshot.parent),
         notebook=notebook,
     )
     return [_system(task, purpose, prompts_dir, compact), {"role": "user", "content": user}]

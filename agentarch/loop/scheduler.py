@@ -40,6 +40,7 @@ from agentarch.loop.events import Paused, Pulse, Recorded
 from agentarch.loop.nodes.base import proposal_tag
 from agentarch.loop.nodes.evaluating import SANDBOX_STAGE
 from agentarch.loop.stopping import kill_sandbox_jobs
+from agentarch.search.limits import Limits
 from agentarch.search.proposers.base import Observation, Proposal
 from agentarch.search.proposers.baselines import RegularizedEvolution
 from agentarch.search.spaces import get_space
@@ -205,16 +206,19 @@ class Scheduler:
 
     def _evolve(self, pool: list[dict[str, Any]], seq: int, flying: list[str]) -> Proposal:
         """Regularized evolution rebuilt from `pool` (so a resumed run goes on alike), proposing an architecture
-        no proposal in flight already has."""
+        no proposal in flight already has, inside the task's max_params and the run's constraints on params and
+        FLOPs (`Limits`: a space that cannot keep to them is refused with LimitError at the first plan)."""
         s = self.settings
+        space = get_space(self.ctx.offline_space())
         rea = RegularizedEvolution(
-            get_space(self.ctx.offline_space()),
+            space,
             seed=s.seed * 100_003 + seq,
             population=s.population,
             sample_size=min(s.sample_size, s.population),
             distinct=True,
             direction=self.ctx.task.direction,
             goals=self.ctx.goals,
+            limits=Limits.of(space, self.ctx.task, self.ctx.goals),
         )
         rea.replay([Observation.from_row(Proposal(OFFLINE_PROPOSER, arch=o["arch"]), o) for o in pool if o.get("arch")])
         proposals = rea.propose(1 + len(flying))

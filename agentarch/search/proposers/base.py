@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentarch.errors import AgentarchError
+from agentarch.search.limits import Limits
 from agentarch.search.objectives import MEASURES
 from agentarch.search.spaces import SearchSpace
 
@@ -88,34 +89,81 @@ class SpaceExhausted(AgentarchError, RuntimeError):
 
 
 class Distinct:
-    """Bookkeeping shared by the proposers of a space: which networks this search has proposed already.
+    """Bookkeeping shared by the proposers of a space: which networks this search has proposed already, and the
+    task's limits (agentarch.search.limits) that every architecture it proposes keeps to.
 
-    Keys are the space's identities, so two strings that build the same network count as one.
+    Keys are the space's identities, so two strings that build the same network count as one. With `limits`, an
+    architecture over one is never accepted, samples are drawn inside them (`sample`), and a space that cannot
+    keep to them at all is refused as the search starts (LimitError).
     """
 
-    def __init__(self, space: SearchSpace, distinct: bool, rng: random.Random) -> None:
+    def __init__(self, space: SearchSpace, distinct: bool, rng: random.Random, limits: Limits | None = None) -> None:
+        if limits is not None and limits.space.name != space.name:
+            raise ValueError(f"limits for the {limits.space.name} space given to a search of {space.name}")
         self.space = space
         self.distinct = distinct
         self.rng = rng
+        self.limits = limits
         self.seen: set[str] = set()
+        if limits is not None:
+            limits.check()
+
+    def allows(self, arch: str) -> bool:
+        """Whether `arch` keeps to the limits (always, without limits); a refusal is counted in the limits' stats."""
+        if self.limits is None or self.limits.allows(arch):
+            return True
+        self.limits.stats.refused += 1
+        return False
 
     def accept(self, arch: str) -> bool:
+        """Take `arch` as proposed by this search: False for a repeat (when distinct) or an architecture over the
+        limits."""
         key = self.space.identity(arch)
         if self.distinct and key in self.seen:
+            return False
+        if not self.allows(arch):
             return False
         self.seen.add(key)
         return True
 
-    def draw(self, make: Callable[[], str]) -> str:
-        """Call `make()` until it gives an architecture this search may propose."""
-        for _ in range(MAX_REDRAWS):
+    def remember(self, arch: str) -> None:
+        """`arch` was proposed earlier (a replayed result): a distinct search does not propose it again."""
+        self.seen.add(self.space.identity(arch))
+
+    def draw(self, make: Callable[[], str], tries: int = MAX_REDRAWS) -> str:
+        """Call `make()` until it gives an architecture this search may propose (at most `tries` times)."""
+        for _ in range(tries):
             arch = make()
             if self.accept(arch):
                 return arch
+        inside = "" if self.limits is None else " inside the limits"
         raise SpaceExhausted(
-            f"no unseen architecture in {MAX_REDRAWS} draws from the {self.space.name} space; "
+            f"no unseen architecture{inside} in {tries} draws from the {self.space.name} space; "
             "lower --budget or widen the space"
         )
+
+    def sample(self) -> str:
+        """A uniform sample of the space, inside the limits, that this search may propose. When MAX_REDRAWS samples
+        inside the limits were all proposed already, the draw is among the listed ones inside that were not;
+        SpaceExhausted says when none is left."""
+        limits = self.limits
+        if limits is None:
+            return self.draw(lambda: self.space.sample(self.rng))
+        try:
+            return self.draw(lambda: limits.sample(self.rng))
+        except SpaceExhausted:
+            inside = limits.inside()
+            if inside is None:
+                raise
+        left = [arch for arch in inside if self.space.identity(arch) not in self.seen] if self.distinct else inside
+        if not left:
+            raise SpaceExhausted(
+                f"all {len(inside)} architectures of the {self.space.name} space inside the limits were proposed "
+                "already; lower --budget or loosen the limits"
+            ) from None
+        arch = self.rng.choice(left)
+        self.seen.add(self.space.identity(arch))
+        return arch
 
     def forget(self, arch: str) -> None:
         """`arch` was withdrawn unevaluated: a distinct search may propose it again."""

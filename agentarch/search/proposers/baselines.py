@@ -14,6 +14,13 @@ objectives, constraints, or another measure), REA's tournament picks by Pareto f
 population (NSGA-II's crowded comparison, `Goals.standing`) and TPE runs Optuna's multi-objective TPE; random
 search needs no choice and ignores them.
 
+Given `limits` (agentarch.search.limits: the task's max_params and the constraints on params and FLOPs), each keeps
+to them before proposing: random search and REA's initial population sample inside them, REA's mutations and TPE's
+suggestions over a limit are refused and drawn again (a mutation with no neighbour inside them in MAX_REDRAWS draws
+becomes a sample inside them; TPE is told a refused suggestion was pruned and how far it is over, and after
+SUGGEST_TRIES of them in a row is handed a sample inside the limits as its trial). `make_proposer(task=...)` builds
+them from the task and the goals.
+
 Each can also `withdraw` proposals that nobody evaluated: predictor-guided search (`search_table(screen=K)`) asks
 for K and evaluates one, and the other K-1 must count as never made, or REA would end its random initial
 population early and TPE would keep trials open.
@@ -29,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agentarch.errors import UsageError
+from agentarch.search.limits import Limits
 from agentarch.search.objectives import MEASURES, Constraint, Goals
 from agentarch.search.proposers.base import MAX_REDRAWS, Distinct, Observation, Proposal, Proposer, SpaceExhausted
 from agentarch.search.spaces import SearchSpace
@@ -37,9 +45,14 @@ from agentarch.store.ranking import Direction
 
 if TYPE_CHECKING:
     from agentarch.search.proposers.llm_space import InSpaceLLM, InSpaceModel
+    from agentarch.tasks.task import Task
 
 INITIAL = "initial population: uniform sample"
 """The note of REA's initial samples, by which `withdraw` knows one."""
+LIMITS = "limits"
+"""The per-trial constraint under which TPE is told how far a refused suggestion is over the limits (Optuna 5)."""
+SUGGEST_TRIES = 20
+"""How many TPE suggestions over the limits in a row a proposal refuses before TPE is handed a sample inside them."""
 
 
 def _fitness(observation: Observation, direction: Direction) -> float:
@@ -69,15 +82,12 @@ class RandomSearch(Baseline):
 
     name = "random"
 
-    def __init__(self, space: SearchSpace, seed: int, distinct: bool = False) -> None:
+    def __init__(self, space: SearchSpace, seed: int, distinct: bool = False, limits: Limits | None = None) -> None:
         self.rng = random.Random(seed)
-        self.pool = Distinct(space, distinct, self.rng)
+        self.pool = Distinct(space, distinct, self.rng, limits)
 
     def propose(self, n: int) -> list[Proposal]:
-        return [
-            Proposal(self.name, arch=self.pool.draw(lambda: self.pool.space.sample(self.rng)), note="uniform sample")
-            for _ in range(n)
-        ]
+        return [Proposal(self.name, arch=self.pool.sample(), note="uniform sample") for _ in range(n)]
 
     def observe(self, observations: list[Observation]) -> None:
         """Random search learns nothing from results."""
@@ -89,7 +99,7 @@ class RandomSearch(Baseline):
     def replay(self, observations: list[Observation]) -> None:
         """Rebuild the search from its earlier results (a resumed run): they count as proposed."""
         for obs in observations:
-            self.pool.accept(obs.proposal.arch or "")
+            self.pool.remember(obs.proposal.arch or "")
 
 
 @dataclass
@@ -126,6 +136,7 @@ class RegularizedEvolution(Baseline):
         distinct: bool = False,
         direction: Direction = "max",
         goals: Goals | None = None,
+        limits: Limits | None = None,
     ) -> None:
         if population < 1 or not 1 <= sample_size <= population:
             raise UsageError(
@@ -133,7 +144,7 @@ class RegularizedEvolution(Baseline):
             )
         self.space = space
         self.rng = random.Random(seed)
-        self.pool = Distinct(space, distinct, self.rng)
+        self.pool = Distinct(space, distinct, self.rng, limits)
         self.population_size = population
         self.sample_size = sample_size
         self.goals = beyond_the_metric(goals)
@@ -147,18 +158,24 @@ class RegularizedEvolution(Baseline):
     def _one(self) -> Proposal:
         if self.initial_proposed < self.population_size or not self.population:
             self.initial_proposed += 1
-            arch = self.pool.draw(lambda: self.space.sample(self.rng))
-            return Proposal(self.name, arch=arch, note=INITIAL)
+            return Proposal(self.name, arch=self.pool.sample(), note=INITIAL)
         tournament = [self.rng.choice(self.population) for _ in range(self.sample_size)]
         parent = self.winner(tournament)
-        child = self.pool.draw(lambda: self.space.mutate(parent.arch, self.rng))
         rule = "" if self.goals is None else " by Pareto front, then crowding"
+        note = f"one-step mutation of the best of {self.sample_size} sampled members{rule}"
+        try:
+            child = self.pool.draw(lambda: self.space.mutate(parent.arch, self.rng))
+        except SpaceExhausted:
+            if self.pool.limits is None:
+                raise
+            child = self.pool.sample()  # every neighbour of the parent is over the limits or proposed already
+            note = f"uniform sample inside the limits: {MAX_REDRAWS} mutations of {parent.arch} were over them or seen"
         return Proposal(
             self.name,
             arch=child,
             parents=[] if parent.candidate_id is None else [parent.candidate_id],
             parent_archs=[parent.arch],
-            note=f"one-step mutation of the best of {self.sample_size} sampled members{rule}",
+            note=note,
         )
 
     def winner(self, tournament: list[Member]) -> Member:
@@ -187,7 +204,7 @@ class RegularizedEvolution(Baseline):
     def replay(self, observations: list[Observation]) -> None:
         """Rebuild the search from its earlier results, in order (a resumed run): proposed, then observed."""
         for obs in observations:
-            self.pool.accept(obs.proposal.arch or "")
+            self.pool.remember(obs.proposal.arch or "")
         self.initial_proposed = min(self.population_size, self.initial_proposed + len(observations))
         self.observe(observations)
 
@@ -227,6 +244,7 @@ class TPE(Baseline):
         distinct: bool = False,
         direction: Direction = "max",
         goals: Goals | None = None,
+        limits: Limits | None = None,
     ) -> None:
         import optuna
 
@@ -234,15 +252,15 @@ class TPE(Baseline):
         self.optuna = optuna
         self.space = space
         self.rng = random.Random(seed)
-        self.pool = Distinct(space, distinct, self.rng)
+        self.pool = Distinct(space, distinct, self.rng, limits)
         self.goals = beyond_the_metric(goals)
+        self.per_trial = hasattr(optuna.trial.Trial, "set_constraint")
         if self.goals is None:
             plain = goals.objectives[0].direction if goals is not None else direction
             self.study = optuna.create_study(
                 direction=ranking.optuna_direction(plain), sampler=optuna.samplers.TPESampler(seed=seed)
             )
         else:
-            self.per_trial = hasattr(optuna.trial.Trial, "set_constraint")
             constrained = _violations if self.goals.constraints and not self.per_trial else None
             self.study = optuna.create_study(
                 directions=[ranking.optuna_direction(o.direction) for o in self.goals.objectives],
@@ -255,16 +273,45 @@ class TPE(Baseline):
         return [self._one() for _ in range(n)]
 
     def _one(self) -> Proposal:
+        refused = 0
         for _ in range(MAX_REDRAWS):
             trial = self.study.ask()
             arch = self.space.suggest(trial)
+            if not self.pool.allows(arch):
+                self._refuse(trial, arch)
+                refused += 1
+                if refused >= SUGGEST_TRIES:
+                    return self._handed(self.pool.sample(), refused)
+                continue
             if self.pool.accept(arch):
-                proposal = Proposal(self.name, arch=arch, note="TPE suggestion")
-                self.pending[id(proposal)] = trial
-                return proposal
+                return self._pending(Proposal(self.name, arch=arch, note="TPE suggestion"), trial)
             # A repeat in a distinct search: tell TPE what it already knows and ask again.
             self._tell(trial, self.values.get(arch))
         raise SpaceExhausted(f"TPE kept suggesting seen architectures of the {self.space.name} space; lower --budget")
+
+    def _refuse(self, trial: Any, arch: str) -> None:
+        """Close the trial of a suggestion over the limits as pruned and infeasible by how far it is over them: TPE
+        counts it among the bad trials (a pruned trial without reports ranks below the complete ones, and Optuna 5
+        ranks an infeasible trial below every feasible one), so it learns where the limits are without a score."""
+        if self.per_trial:
+            assert self.pool.limits is not None
+            trial.set_constraint(LIMITS, max(self.pool.limits.excess(arch), 1e-9))
+        self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
+
+    def _pending(self, proposal: Proposal, trial: Any) -> Proposal:
+        self.pending[id(proposal)] = trial
+        return proposal
+
+    def _handed(self, arch: str, refused: int) -> Proposal:
+        """A proposal of `arch` (a sample inside the limits) as TPE's trial: enqueued with its parameters, so TPE
+        models its outcome as it would its own suggestion's."""
+        self.study.enqueue_trial(self.space.trial_params(arch))
+        trial = self.study.ask()
+        suggested = self.space.suggest(trial)
+        if self.space.validate(suggested) != arch:
+            raise AssertionError(f"the {self.space.name} space's trial_params({arch!r}) suggest {suggested!r}")
+        note = f"uniform sample inside the limits: TPE's last {refused} suggestions broke them"
+        return self._pending(Proposal(self.name, arch=arch, note=note), trial)
 
     def observe(self, observations: list[Observation]) -> None:
         for obs in observations:
@@ -322,20 +369,24 @@ def make_proposer(
     direction: Direction = "max",
     goals: Goals | None = None,
     model: InSpaceModel | None = None,
+    task: Task | None = None,
 ) -> Baseline | InSpaceLLM:
     """The baseline called `algo`, seeded, searching for the best score in the task's `direction` (or by `goals`,
     see the module's docstring); the error lists the known ones. `llm-space` (alias `llm`) is the in-space LLM
-    proposer (agentarch.search.proposers.llm_space), which asks `model` and ranks by the task's metric alone."""
+    proposer (agentarch.search.proposers.llm_space), which asks `model` and ranks by the task's metric alone.
+    Given the `task`, the search keeps to its limits and the goals' constraints on params and FLOPs
+    (`Limits.of(space, task, goals)`), and a space that cannot is refused here (LimitError)."""
     from agentarch.search.proposers import llm_space
 
+    limits = Limits.of(space, task, goals) if task is not None else None
     if llm_space.canonical_algo(algo) == llm_space.IN_SPACE:
         if beyond_the_metric(goals) is not None:
             raise UsageError(f"{llm_space.IN_SPACE} shows the model the task's metric alone; it takes no other goals")
-        return llm_space.InSpaceLLM(space, seed, model, distinct=distinct, direction=direction)
+        return llm_space.InSpaceLLM(space, seed, model, distinct=distinct, direction=direction, limits=limits)
     if algo == RandomSearch.name:
-        return RandomSearch(space, seed, distinct)
+        return RandomSearch(space, seed, distinct, limits)
     if algo == RegularizedEvolution.name:
-        return RegularizedEvolution(space, seed, population, sample_size, distinct, direction, goals)
+        return RegularizedEvolution(space, seed, population, sample_size, distinct, direction, goals, limits)
     if algo == TPE.name:
-        return TPE(space, seed, distinct, direction, goals)
+        return TPE(space, seed, distinct, direction, goals, limits)
     raise UsageError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}, {llm_space.IN_SPACE}")

@@ -14,6 +14,9 @@ already proposed (evaluated, or being evaluated) is a repeat: the model is asked
 repeated, and then the query takes a sample the search has not proposed, also counted. So the proposer never
 spends a query on a cell it already has, on a table (where the baselines may repeat) as in a trained search.
 With `initial` > 0 the search starts from that many uniform samples (as REA's population), then asks the model.
+Given `limits` (agentarch.search.limits: the task's max_params), the prompt states them with each shown
+architecture's parameters, an answer over them falls back as an invalid one does (counted as `over_limits`), and
+every sample is drawn inside them.
 
 The proposer implements the same ask/tell interface as random search, REA and TPE (`propose`, `observe`,
 `withdraw`, `replay`), so a table search, a trained search and the agent loop run it alike. Its name, `llm-space`,
@@ -48,6 +51,7 @@ import jinja2
 import agentarch.prompt_templates
 from agentarch.errors import UsageError
 from agentarch.llm.faults import LLMCancelled, LLMError
+from agentarch.search.limits import Limits
 from agentarch.search.proposers.base import MAX_REDRAWS, Distinct, Observation, Proposal, Proposer, SpaceExhausted
 from agentarch.search.spaces import SearchSpace, SpaceError
 from agentarch.store import ranking
@@ -86,9 +90,10 @@ class InSpaceStats:
     """What one search's queries came to. `queries` are proposals made; `initial` of them uniform samples before the
     model was asked; the rest asked the model (`asks` calls, more than one where it repeated itself). Each call
     ended in a valid answer (an architecture of the space; `repeats` of them already proposed), an invalid answer,
-    or no answer (the call failed). `fallbacks` counts the queries that took a uniform sample instead of an answer
-    (an invalid or missing one, or a repeat after its re-asks); `reasons` holds the first `MAX_REASONS` reasons word
-    for word, `reason_counts` all by kind, and `outcomes` each query's: answer, initial, or the fallback's kind."""
+    or no answer (the call failed); `over_limits` of the valid answers broke the task's limits. `fallbacks` counts
+    the queries that took a uniform sample instead of an answer (an invalid or missing one, one over the limits, or a
+    repeat after its re-asks); `reasons` holds the first `MAX_REASONS` reasons word for word, `reason_counts` all by
+    kind, and `outcomes` each query's: answer, initial, or the fallback's kind."""
 
     seed: int | None = None
     queries: int = 0
@@ -98,6 +103,7 @@ class InSpaceStats:
     invalid: int = 0
     no_answer: int = 0
     repeats: int = 0
+    over_limits: int = 0
     fallbacks: int = 0
     schema_sent: int = 0
     prompt_tokens: int = 0
@@ -190,9 +196,10 @@ class InSpaceModel:
         r = self.report()
         rate = "n/a" if r["valid_rate"] is None else f"{r['valid_rate']:.0%}"
         refused = f"; the server refused the schema ({r['schema_refused']})" if r["schema_refused"] else ""
+        over = f", {r['over_limits']} over the limits" if r["over_limits"] else ""
         return (
             f"{self.name}: {r['valid']} valid answers of {r['asks']} calls ({rate}), {r['invalid']} invalid, "
-            f"{r['no_answer']} without an answer, {r['repeats']} repeats; {r['fallbacks']} of {r['queries']} "
+            f"{r['no_answer']} without an answer, {r['repeats']} repeats{over}; {r['fallbacks']} of {r['queries']} "
             f"queries fell back to a uniform sample, {r['initial']} were the initial population{refused}"
         )
 
@@ -225,13 +232,14 @@ class InSpaceModel:
         """Every search's stats and their totals, as a summary line shows them."""
         totals = Counter[str]()
         for stats in self.searches:
-            for key in ("queries", "initial", "asks", "valid", "invalid", "no_answer", "repeats", "fallbacks"):
+            for key in ("queries", "initial", "asks", "valid", "invalid", "no_answer", "repeats", "over_limits"):
                 totals[key] += getattr(stats, key)
+            totals["fallbacks"] += stats.fallbacks
             totals["schema_sent"] += stats.schema_sent
         return {
             "model": self.name,
             **{key: totals[key] for key in ("queries", "initial", "asks", "valid", "invalid", "no_answer")},
-            **{key: totals[key] for key in ("repeats", "fallbacks", "schema_sent")},
+            **{key: totals[key] for key in ("repeats", "over_limits", "fallbacks", "schema_sent")},
             "valid_rate": totals["valid"] / totals["asks"] if totals["asks"] else None,
             "schema_refused": self.schema_refused,
             "searches": [stats.report() for stats in self.searches],
@@ -305,6 +313,7 @@ class InSpaceLLM(Proposer):
         prompts_dir: Path | None = None,
         tag: str | None = None,
         claim: Callable[[str], bool] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """`best` and `latest`: how many of this search's architectures each prompt shows; `initial`: uniform samples
         before the first call (as REA's initial population; 0: the model chooses from the first query); `reask`: how
@@ -312,7 +321,8 @@ class InSpaceLLM(Proposer):
         model's `search` setting. The search never proposes an architecture twice, `distinct` or not. `tag` names its
         calls in the client's warnings and calls in progress (default `llm-space/SEED`). `claim`, where searches run
         side by side (the agent loop's proposals), is asked for each architecture before it is proposed and takes it
-        for this search: False when another search holds it, which makes an answer a repeat and a sample drawn again."""
+        for this search: False when another search holds it, which makes an answer a repeat and a sample drawn again.
+        `limits`: what every architecture proposed keeps to (stated in the prompt; an answer over them falls back)."""
         given = {"best": best, "latest": latest, "initial": initial, "reask": reask}
         asks = model.search if model is not None else SEARCH
         chosen = {k: v if v is not None else asks[k] for k, v in given.items()}
@@ -321,7 +331,8 @@ class InSpaceLLM(Proposer):
         self.seed = seed
         self.model = model
         self.rng = random.Random(seed)
-        self.pool = Distinct(space, True, self.rng)  # `distinct` or not, the model is never let repeat itself
+        self.pool = Distinct(space, True, self.rng, limits)  # `distinct` or not, the model is never let repeat itself
+        self.limits = limits
         self.direction = direction
         self.best, self.latest, self.initial, self.reask = (chosen[k] for k in ("best", "latest", "initial", "reask"))
         self.prompts_dir = prompts_dir or PROMPTS_DIR
@@ -344,7 +355,16 @@ class InSpaceLLM(Proposer):
         return {
             "score": f"{score} ({tried.status})" if tried.status != "trained" else score,
             "answer": self._answer(tried.arch),
+            "size": self._size(tried.arch),
         }
+
+    def _size(self, arch: str) -> str:
+        """`arch`'s parameters (and FLOPs, when a constraint names them) as the prompt shows them; "" without limits."""
+        if self.limits is None or not self.limits.measured:
+            return ""
+        size = self.limits.size(arch)
+        flops = any(c.measure == "flops" for c in self.limits.constraints) and size.flops is not None
+        return f"{size.params:,} parameters" + (f", {size.flops:,} FLOPs" if flops else "")
 
     def messages(self, avoid: list[str] | tuple[str, ...] = ()) -> list[dict[str, str]]:
         """The system and user messages of the next query; `avoid` are architectures being evaluated now (or that
@@ -373,6 +393,7 @@ class InSpaceLLM(Proposer):
             "avoid": [self._answer(a) for a in avoid][: self.latest],
             "evaluated": len(self.tried),
             "source": "this search",
+            "limits": self.limits.describe() if self.limits is not None else [],
         }
         template = _template(self.prompts_dir)
         return [
@@ -391,7 +412,8 @@ class InSpaceLLM(Proposer):
                 canonical = self.space.validate(arch)
             except SpaceError:
                 continue
-            if self.pool.accept(canonical):
+            if self.space.identity(canonical) not in self.pool.seen:
+                self.pool.remember(canonical)
                 held.append(canonical)
         try:
             return [self._one(avoid) for _ in range(n)]  # the earlier ones of the batch are shown as being evaluated
@@ -429,7 +451,7 @@ class InSpaceLLM(Proposer):
     def _draw(self) -> str:
         """A uniform sample this search has not proposed (and, with `claim`, that no other search holds)."""
         for _ in range(MAX_REDRAWS):
-            arch = self.pool.draw(lambda: self.space.sample(self.rng))
+            arch = self.pool.sample()
             if self.claim is None or self.claim(arch):
                 return arch
             self.pool.forget(arch)  # another search's: not proposed here
@@ -473,6 +495,10 @@ class InSpaceLLM(Proposer):
             stats.invalid += 1
             return None, "invalid", f"invalid answer: {err}"
         stats.valid += 1
+        over = self.limits.breaks(arch) if self.limits is not None else None
+        if over is not None:
+            stats.over_limits += 1
+            return None, "over the limits", f"the model's architecture is over the limits: {over}"
         if self.space.identity(arch) in self.pool.seen:
             stats.repeats += 1
             return arch, "repeat", f"the model repeated an architecture this search had proposed: {arch}"
@@ -510,7 +536,7 @@ class InSpaceLLM(Proposer):
         for obs in observations:
             if obs.proposal.arch:
                 try:
-                    self.pool.accept(self.space.validate(obs.proposal.arch))
+                    self.pool.remember(self.space.validate(obs.proposal.arch))
                 except SpaceError:
                     continue
         self.observe(observations)

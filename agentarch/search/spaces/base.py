@@ -15,10 +15,13 @@ from __future__ import annotations
 import abc
 import ast
 import functools
+import itertools
 import json
 import random
 import re
 import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +66,17 @@ _ENV.filters["reflow"] = reflow
 
 class SpaceError(AgentarchError, ValueError):
     """A bad architecture string or code for a space; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Size:
+    """What a space's network for one task costs, as the sandbox's smoke stage would count it: `params` every
+    element of `model.parameters()`, `flops` the forward FLOPs of one example by torch's per-operator formulas
+    (convolutions and matrix products, a multiply-add is 2; norms, pooling, additions and activations are free),
+    None where the space cannot say."""
+
+    params: int
+    flops: int | None = None
 
 
 @functools.cache
@@ -153,6 +167,23 @@ class SearchSpace(abc.ABC):
     @abc.abstractmethod
     def parse_code(self, code: str) -> str:
         """The architecture string back from code rendered by this space."""
+
+    def size(self, arch: str, task: Task) -> Size:
+        """The parameters (and FLOPs) of the network `render(arch, task)` builds, computed on the host without
+        running any code: what a search checks against the task's limits (agentarch.search.limits) before it
+        proposes. A space that cannot say raises SpaceError (its proposals are then checked by the sandbox alone)."""
+        raise SpaceError(f"the {self.name} space does not compute the size of its networks on the host")
+
+    def archs(self) -> Iterator[str] | None:
+        """Every architecture of the space, when it is small enough to list (the shipped spaces hold 120 to 15,625);
+        None for a space that cannot (a search then keeps to the limits by rejection alone)."""
+        return None
+
+    def trial_params(self, arch: str) -> dict[str, Any]:
+        """The values of `suggest`'s trial parameters that make it return `arch` (what TPE is given when it is told
+        to take an architecture: `optuna.Study.enqueue_trial`). By default the space's fields, which the shipped
+        spaces' `suggest` names alike."""
+        return self.to_fields(arch)
 
     def identity(self, arch: str) -> str:
         """A key shared by exactly the architectures that build the same network.
@@ -332,9 +363,21 @@ class SettingsString:
         """Every setting drawn uniformly from its allowed values."""
         return self.format({field: rng.choice(choices) for field, (_, choices) in self.fields.items()})
 
+    def all(self) -> Iterator[str]:
+        """Every architecture: the product of the settings' allowed values, in string order."""
+        names = list(self.fields)
+        for values in itertools.product(*(choices for _, choices in self.fields.values())):
+            yield self.format(dict(zip(names, values)))
+
     def mutate(self, arch: str, rng: random.Random) -> str:
         """Change one uniformly chosen setting to a different allowed value."""
         settings = self.parse(arch)
         field = rng.choice(list(self.fields))
         settings[field] = rng.choice([c for c in self.fields[field][1] if c != settings[field]])
         return self.format(settings)
+
+
+def pooled(side: int) -> int:
+    """A side after a 2x2 pooling with stride 2 and ceil_mode, or a 3x3 convolution with stride 2 and padding 1:
+    both give ceil(side / 2) (an odd side keeps its last row and column)."""
+    return (side + 1) // 2

@@ -11,9 +11,10 @@ parameters) fits the smallest task budget (digits and mqar allow 1M).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from agentarch.search.spaces.base import SearchSpace, SettingsString, SpaceError, module_literals
+from agentarch.search.spaces.base import SearchSpace, SettingsString, Size, SpaceError, module_literals, pooled
 
 if TYPE_CHECKING:
     import optuna
@@ -76,6 +77,28 @@ class MacroSpace(SearchSpace):
 
     def mutate(self, arch: str, rng: random.Random) -> str:
         return ARCH.mutate(arch, rng)
+
+    def archs(self) -> Iterator[str]:
+        return ARCH.all()
+
+    def size(self, arch: str, task: Task) -> Size:
+        """Counted by arithmetic on the settings and the image's shape, block by block as macro.py.j2 builds the
+        network (exact, no code run): a block is a k x k convolution without bias and a batch norm, plus a 1x1
+        convolution where a residual connection changes the width; pooling halves the side (rounding up)."""
+        s = parse(arch)
+        k2, c_in, h, w = s["kernel"] ** 2, task.in_shape[0], task.in_shape[-2], task.in_shape[-1]
+        width, params, flops = s["width"], 0, 0
+        for block in range(s["depth"]):
+            params += k2 * c_in * width + 2 * width
+            flops += 2 * k2 * c_in * width * h * w
+            if s["skip"] and c_in != width:
+                params += c_in * width
+                flops += 2 * c_in * width * h * w
+            c_in = width
+            if block % 2 == 1:
+                h, w, width = pooled(h), pooled(w), 2 * width
+        classes = task.num_classes
+        return Size(params + c_in * classes + classes, flops + 2 * c_in * classes)
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> str:
         settings = {

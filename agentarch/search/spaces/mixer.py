@@ -13,10 +13,12 @@ same, and every mixer is causal, as an lm must be) and sequence classification o
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from agentarch.search.spaces.base import SearchSpace, SpaceError, module_literals, require_str
+from agentarch.search.spaces.base import SearchSpace, Size, SpaceError, module_literals, require_str
 
 if TYPE_CHECKING:
     import optuna
@@ -55,6 +57,21 @@ def parse(arch: str) -> tuple[int, list[str]]:
 def format_arch(d_model: int, layers: list[str]) -> str:
     """The canonical string of a width and a mixer per layer."""
     return "|".join([f"d{d_model}", *layers])
+
+
+def mixer_size(mixer: str, d: int, length: int, heads: int = 4) -> tuple[int, int]:
+    """(parameters, FLOPs over `length` positions) of one token mixer of width `d`, as mixer.py.j2 builds it and as
+    the sandbox counts it: the smoke stage traces on the CPU, where torch's fused softmax attention has no FLOP
+    formula (its products count 0) and linear attention's outer products phi(k) v^T are elementwise products."""
+    if mixer in ("attention", "linear_attention"):  # qkv and out projections with biases
+        params, flops = 4 * d * d + 4 * d, 2 * length * 4 * d * d
+        if mixer == "attention":
+            return params, flops
+        # q times the running sums of phi(k) v^T (a head x head matrix per position), and of phi(k)
+        return params, flops + 2 * length * d * (d // heads) + 2 * length * d
+    if mixer == "short_conv":  # a depthwise convolution over 4 tokens, with bias
+        return 5 * d, 2 * 4 * d * length
+    return 6 * d * d + 5 * d, 2 * length * 6 * d * d  # gated_mlp: gate and up to 2d, down to d
 
 
 class MixerSpace(SearchSpace):
@@ -113,6 +130,35 @@ class MixerSpace(SearchSpace):
         else:
             del layers[rng.randrange(len(layers))]
         return format_arch(d_model, layers)
+
+    def archs(self) -> Iterator[str]:
+        for d_model in D_MODELS:
+            for n_layers in range(MIN_LAYERS, MAX_LAYERS + 1):
+                for layers in itertools.product(MIXERS, repeat=n_layers):
+                    yield format_arch(d_model, list(layers))
+
+    def trial_params(self, arch: str) -> dict[str, Any]:
+        d_model, layers = parse(arch)
+        return {"d_model": d_model, "layers": len(layers), **{f"mixer_{i}": m for i, m in enumerate(layers)}}
+
+    def size(self, arch: str, task: Task) -> Size:
+        """Counted by arithmetic on the width, the mixers and the task's shape, layer by layer as mixer.py.j2 builds
+        the network (exact, no code run): the embedding (ids: a row per id; float features: a linear layer), the
+        position embedding, per layer two layer norms, the mixer (`mixer_size`) and the 2x MLP, then the final norm
+        and the head (at every position for token and lm tasks, once on the mean for a sequence task)."""
+        d, layers = parse(arch)
+        length, classes = task.in_shape[0], task.num_classes
+        if task.kind == "sequence" and task.vocab_size is None:
+            params, flops = task.in_shape[1] * d + d, 2 * length * task.in_shape[1] * d
+        else:
+            params, flops = (task.vocab_size if task.kind == "sequence" else classes) * d, 0
+        params += length * d
+        for mixer in layers:
+            mixer_params, mixer_flops = mixer_size(mixer, d, length)
+            params += 4 * d + mixer_params + 4 * d * d + 3 * d
+            flops += mixer_flops + 2 * length * 4 * d * d
+        head_positions = 1 if task.kind == "sequence" else length
+        return Size(params + 2 * d + d * classes + classes, flops + 2 * head_positions * d * classes)
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> str:
         d_model = int(trial.suggest_categorical("d_model", list(D_MODELS)))

@@ -10,9 +10,10 @@ Gorishniy et al., 2021). The head gives class logits, or one value per target fo
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from agentarch.search.spaces.base import SearchSpace, SettingsString, SpaceError, module_literals
+from agentarch.search.spaces.base import SearchSpace, SettingsString, Size, SpaceError, module_literals
 
 if TYPE_CHECKING:
     import optuna
@@ -74,6 +75,22 @@ class MLPSpace(SearchSpace):
 
     def mutate(self, arch: str, rng: random.Random) -> str:
         return ARCH.mutate(arch, rng)
+
+    def archs(self) -> Iterator[str]:
+        return ARCH.all()
+
+    def size(self, arch: str, task: Task) -> Size:
+        """Counted by arithmetic on the settings and the number of features, layer by layer as mlp.py.j2 builds the
+        network (exact, no code run): each hidden layer a linear layer with bias and, with batch or layer norm, a
+        scale and a shift per unit; then the linear head."""
+        s = parse(arch)
+        features, width, params, flops = task.in_shape[0], s["width"], 0, 0
+        for _ in range(s["depth"]):
+            params += features * width + width + (0 if s["norm"] == "none" else 2 * width)
+            flops += 2 * features * width
+            features = width
+        outputs = task.num_classes
+        return Size(params + features * outputs + outputs, flops + 2 * features * outputs)
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> str:
         return format_arch(

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from agentarch.search.spaces.base import SearchSpace, SpaceError, module_literals, require_str
+from agentarch.search.spaces.base import SearchSpace, Size, SpaceError, module_literals, pooled, require_str
 
 if TYPE_CHECKING:
     import optuna
@@ -164,6 +165,31 @@ class NB201Space(SearchSpace):
         ):
             raise SpaceError(f"GENOTYPE must be 3 lists of 1, 2 and 3 operation names; got {nodes!r}")
         return from_edges([op for node in nodes for op in node])
+
+    def archs(self) -> Iterator[str]:
+        return iter(all_archs())
+
+    def size(self, arch: str, task: Task) -> Size:
+        """Counted by arithmetic on the cell and the task's skeleton, term by term as nb201.py.j2 builds the network
+        (exact, no code run): every edge's operation is built and runs, inert or not, as in the benchmark.
+        Per cell edge at c channels: conv 1x1 c*c + 2c (batch norm), conv 3x3 9c*c + 2c; the rest none."""
+        cells, width = skeleton(task)
+        c_in, h, w = task.in_shape[0], task.in_shape[-2], task.in_shape[-1]
+        ops = edges(arch)
+        params, flops = 9 * c_in * width + 2 * width, 2 * 9 * c_in * width * h * w  # the stem: conv 3x3, batch norm
+        c = width
+        for stage in range(3):
+            if stage > 0:  # the reduction block: conv 3x3 stride 2, conv 3x3, and the pool + conv 1x1 shortcut
+                h, w = pooled(h), pooled(w)
+                params += 9 * c * 2 * c + 2 * 2 * c + 9 * 2 * c * 2 * c + 2 * 2 * c + c * 2 * c
+                flops += 2 * h * w * (9 * c * 2 * c + 9 * 2 * c * 2 * c + c * 2 * c)
+                c *= 2
+            kernels = {"nor_conv_1x1": 1, "nor_conv_3x3": 9}
+            convs = [kernels[op] for op in ops if op in kernels]
+            params += cells * sum(k * c * c + 2 * c for k in convs)
+            flops += cells * sum(2 * k * c * c * h * w for k in convs)
+        params += 2 * c + c * task.num_classes + task.num_classes  # final batch norm, classifier
+        return Size(params, flops + 2 * c * task.num_classes)
 
     def identity(self, arch: str) -> str:
         """The cell with its inert edges set to none: two cells with the same identity build the same network.
