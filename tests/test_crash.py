@@ -52,8 +52,8 @@ def test_twenty_kills_lose_nothing_and_record_nothing_twice(tmp_path, cache_dir,
         if proc.returncode == 0:
             finished = json.loads(out.splitlines()[-1])
             break
-    if finished is None:
-        proc = start(archive, cache_dir, "--resume", run_id)
+    if finished is None:  # every kill landed (a loaded machine: perhaps before the run had its row)
+        proc = start(archive, cache_dir, *(["--resume", run_id] if run_id else []))
         out, errors = proc.communicate(timeout=600)
         assert proc.returncode == 0, errors
         finished = json.loads(out.splitlines()[-1])

@@ -259,12 +259,18 @@ def stop_on_signals(control: RunControl, watcher: Watcher) -> Iterator[None]:
             sys.stdout.flush()
         os._exit(128 + signum)
 
+    def at_once(signum: int, frame: Any) -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        watcher.said_at_exit(f"a second {signal.Signals(signum).name}")
+        os._exit(128 + signum)
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        for sig, was in previous.items():
-            signal.signal(sig, was)
+        for sig, was in previous.items():  # once stopping, a second signal while the run winds up still exits at once
+            signal.signal(sig, at_once if control.stopping else was)
 
 
 def exit_code(control: RunControl) -> int:
