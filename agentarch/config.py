@@ -154,6 +154,12 @@ class Settings(BaseSettings):
     isolation: Literal["auto", "bubblewrap", "process"] = Field(
         "auto", description="bubblewrap (full isolation), process (weaker fallback), auto (bubblewrap when it works)"
     )
+    scoring: Literal["trusted", "graph"] = Field(
+        "trusted",
+        description="graph: train on the training split alone, export the trained network to ONNX and score the "
+        "graph in a clean evaluator that runs no candidate code (docs/sandbox.md); trusted: score the outputs the "
+        "candidate's own process computes",
+    )
     weak_sandbox_ok: bool = Field(
         False,
         description="run LLM answers and user files in the 'process' sandbox even "

@@ -84,7 +84,7 @@ def bare_start(code: str, inputs_dir: Path) -> float:
         (scratch / "spec.json").write_text(json.dumps(spec))
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-c", BOOT, str(REPO), "sandbox", str(scratch / "spec.json")],
+            [sys.executable, "-c", BOOT, str(REPO), "sandbox.runner", str(scratch / "spec.json")],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=scratch,

@@ -10,8 +10,10 @@ the host over two pipes:
 - stdin carries the host's word after the smoke stage: `train` or `stop` (the host stops
   functional duplicates, near-copies and over-budget candidates without paying for training).
 
-Test and validation labels are not in the data directory; the runner writes logits and the host
-scores them.
+Test and validation labels are not in the data directory. With trusted scoring the runner writes the held-out
+logits and the host scores them; with graph scoring (`spec["scoring"] == "graph"`) the data directory holds the
+training split alone, and the runner exports the trained network to ONNX (`export_graph`), which a clean
+evaluator that runs no candidate code scores (agentarch/evaluation/graphs/).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sys
 import time
 import traceback
 import types
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
@@ -50,6 +53,13 @@ LATENCY_REPS = 5
 LATENCY_SHARE = 0.05
 PROXY_SHARE = 0.2
 """Shares of the smoke stage's time left (after the forward and backward pass) that latency and proxies may take."""
+
+GRAPH_FILE = "graph.onnx"
+SMOKE_GRAPH_FILE = "smoke_graph.onnx"  # graph scoring: the untrained network, for the host to measure before training
+OPSET = 18
+"""ONNX opset of the exported graph: 18 exports every seed as fast as 17 (docs/sandbox.md, "Graph scoring")."""
+EXPORT_BATCH = 2
+"""Training examples the exporter traces with; the batch axis is dynamic, and a batch of 1 could be specialised."""
 
 MAX_STRUCTURE_TOKENS = 256
 MAX_TOKEN_CHARS = 120
@@ -418,6 +428,69 @@ def smoke(
     }
 
 
+def _without_onnx_package() -> None:
+    """Let torch's TorchScript exporter write a graph without the onnx package.
+
+    The exporter parses its own output with onnx for one step only, `_add_onnxscript_fn`, which embeds the
+    onnxscript functions of operators in custom domains; the host refuses any domain but the standard ones
+    (agentarch/evaluation/graphs/checks.py), so here that step returns the bytes it is given. The onnx package then
+    stays out of the candidate's runtime view, and no sandbox pays its import (1.1 s here, most of it ml_dtypes').
+    On a torch that moved the step, nothing is replaced and the export says what it lacks.
+    """
+    try:
+        from torch.onnx._internal.torchscript_exporter import onnx_proto_utils
+    except ImportError:
+        return
+    if hasattr(onnx_proto_utils, "_add_onnxscript_fn"):
+        onnx_proto_utils._add_onnxscript_fn = lambda model_bytes, custom_opsets: model_bytes
+
+
+def export_graph(model: nn.Module, inputs: trainer.Inputs, path: Path) -> float:
+    """Write the trained network, in eval mode with its weights inside, to `path` as ONNX; the seconds it took.
+
+    torch's TorchScript-based exporter (`dynamo=False`) traces one forward pass on EXPORT_BATCH training examples,
+    on the CPU, with a dynamic batch axis and without constant folding (ONNX Runtime folds when it loads a graph). A trace records the operators that ran, not Python's decisions, so a
+    value read back from a tensor (a branch on it, `.item()`, `int(tensor)`) would be frozen into the graph as a
+    constant: the tracer's warning about it is an error here, as is an operator ONNX lacks.
+    """
+    model = model.cpu().eval()
+    x = inputs.train_x[:EXPORT_BATCH].cpu().contiguous()
+    started = time.perf_counter()
+    try:
+        _without_onnx_package()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's own deprecation notices
+            warnings.filterwarnings(
+                "error", message="Converting a tensor to a Python", category=torch.jit.TracerWarning
+            )
+            torch.onnx.export(
+                model,
+                (x,),
+                str(path),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["x"],
+                output_names=["y"],
+                dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+                training=torch.onnx.TrainingMode.EVAL,
+                do_constant_folding=False,  # folding fuses BatchNorm into the convolution before it: the graph's
+                # parameter count (agentarch/evaluation/graphs/measures.py) would miss the BN scales
+            )
+    except Exception as err:
+        found: BaseException | None = err  # a warning raised inside torch's C code arrives wrapped in a SystemError
+        while found is not None and not isinstance(found, Warning):
+            found = found.__cause__ or found.__context__
+        cause = found or err
+        said = (str(cause).strip().splitlines() or [""])[0][:1000]
+        raise CandidateError(
+            "export",
+            f"the network could not be exported to ONNX: {type(cause).__name__}: {said}; avoid Python control flow "
+            "that depends on tensor values (if/while on a tensor, .item(), int(tensor)) and operators ONNX lacks "
+            "(FFT, complex or sparse tensors): forward must be the same tensor operations for every input",
+        ) from err
+    return time.perf_counter() - started
+
+
 def run(spec: dict[str, Any], events: TextIO) -> None:
     """Smoke, wait for the host's word, train, write outputs."""
 
@@ -435,19 +508,32 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
         started = time.perf_counter()
         net_cls = load_candidate(Path(spec["code_path"]))
         report = smoke(net_cls, spec, inputs, device, deadline)
+        out_dir = Path(spec["output_dir"])
+        if spec.get("scoring") == "graph":  # the host measures this graph, not the report (its digest binds training's)
+            untrained = build(
+                net_cls, tuple(spec["in_shape"]), spec["num_classes"], spec["train"]["seed"], inputs.vocab_size
+            )
+            export_graph(untrained, inputs, out_dir / SMOKE_GRAPH_FILE)
         emit({"event": "smoke", **report, "device": str(device), "seconds": time.perf_counter() - started})
         if sys.stdin.readline().strip() != "train":
             return
+        (out_dir / SMOKE_GRAPH_FILE).unlink(missing_ok=True)  # read by the host: room in scratch for the trained one
         stage = "train"
         cfg = trainer.TrainConfig(**spec["train"])
         trainer.seed_everything(cfg.seed, compiled=cfg.compile)
         model = build(net_cls, tuple(spec["in_shape"]), spec["num_classes"], cfg.seed, inputs.vocab_size).to(device)
         result = trainer.train(model, inputs, cfg, device)
-        out_dir = Path(spec["output_dir"])
-        for split, x in (("val", inputs.val_x), ("test", inputs.test_x)):
-            np.save(out_dir / f"{split}_outputs.npy", trainer.predict(model, x, cfg.batch_size, device, inputs))
+        graph: dict[str, Any] = {}
+        if spec.get("scoring") == "graph":  # the held-out inputs are not here; the host scores the graph
+            stage = "export"
+            seconds = export_graph(model, inputs, out_dir / GRAPH_FILE)
+            graph = {"export_seconds": seconds, "graph_bytes": (out_dir / GRAPH_FILE).stat().st_size}
+        else:
+            for split, x in (("val", inputs.val_x), ("test", inputs.test_x)):
+                np.save(out_dir / f"{split}_outputs.npy", trainer.predict(model, x, cfg.batch_size, device, inputs))
         emit(
             {
+                **graph,
                 "event": "trained",
                 "curve": result.curve,
                 "train_seconds": result.train_seconds,

@@ -80,8 +80,8 @@ class Inputs:
     kind: str  # one of KINDS
     train_x: torch.Tensor
     train_y: torch.Tensor
-    val_x: torch.Tensor
-    test_x: torch.Tensor
+    val_x: torch.Tensor | None  # None where the folder holds the training split alone (graph scoring)
+    test_x: torch.Tensor | None
     vocab_size: int | None = None  # id sequences of a sequence task
     target_mean: torch.Tensor | None = None  # a regression's training targets, per target
     target_std: torch.Tensor | None = None
@@ -135,7 +135,8 @@ def load_inputs(inputs_dir: Path, device: torch.device) -> Inputs:
     Images are stored as uint8 and normalized on the device, `(x / scale - mean[c]) / std[c]`, in
     place, so the only full-size float copy is the one the model trains on. Float sequences and
     tables are normalized per feature (the last axis) with the training statistics in meta.json,
-    which the host computed. Token, lm and id-sequence inputs are int64 ids.
+    which the host computed. Token, lm and id-sequence inputs are int64 ids. Under graph scoring the folder
+    holds the training split alone, and the held-out inputs are None: nothing in the sandbox can read them.
     """
     inputs_dir = Path(inputs_dir)
     meta = json.loads((inputs_dir / "meta.json").read_text())
@@ -167,9 +168,8 @@ def load_inputs(inputs_dir: Path, device: torch.device) -> Inputs:
         train_y = (train_y.float() - mean) / std
     else:
         train_y = train_y.long()
-    return Inputs(
-        kind, read_x("train_x"), train_y, read_x("val_x"), read_x("test_x"), meta.get("vocab_size"), mean, std
-    )
+    val_x, test_x = (read_x(name) if (inputs_dir / f"{name}.npy").exists() else None for name in ("val_x", "test_x"))
+    return Inputs(kind, read_x("train_x"), train_y, val_x, test_x, meta.get("vocab_size"), mean, std)
 
 
 def loss_fn(

@@ -122,6 +122,7 @@ TaskOpt = Annotated[
 EpochsOpt = Annotated[Optional[int], setting("epochs", "--epochs")]
 DataDirOpt = Annotated[Optional[Path], setting("data_dir", "--data-dir")]
 IsolationOpt = Annotated[Optional[str], setting("isolation", "--isolation")]
+ScoringOpt = Annotated[Optional[str], setting("scoring", "--scoring")]
 TimeoutOpt = Annotated[Optional[float], setting("timeout_s", "--timeout")]
 NoveltyOpt = Annotated[Optional[float], setting("novelty_threshold", "--novelty-threshold")]
 # How a run talks to its models: flags of `run` and `baseline` (and overrides `run --resume` takes).

@@ -20,6 +20,7 @@ from agentarch.cli.common import (
     EpochsOpt,
     IsolationOpt,
     NoveltyOpt,
+    ScoringOpt,
     TaskOpt,
     TimeoutOpt,
     err,
@@ -46,6 +47,7 @@ def eval_command(
     data_dir: DataDirOpt = None,
     download: Annotated[Optional[bool], setting("download", "--download")] = None,
     isolation: IsolationOpt = None,
+    scoring: ScoringOpt = None,
     timeout_s: TimeoutOpt = None,
     novelty_threshold: NoveltyOpt = None,
 ) -> None:
@@ -64,6 +66,7 @@ def eval_command(
         data_dir=data_dir,
         download=download,
         isolation=isolation,
+        scoring=scoring,
         timeout_s=timeout_s,
         novelty_threshold=novelty_threshold,
     )

@@ -18,9 +18,11 @@ from agentarch.evaluation import dedup
 from agentarch.evaluation.candidate import candidate_row
 from agentarch.evaluation.checks import check
 from agentarch.evaluation.executors import Executor, LocalExecutor, Pending, RunRequest, RunResult
+from agentarch.evaluation.graphs.scoring import Scoring
 from agentarch.isolation.policy import Limits, refuse_untrusted, resolve_isolation
 from agentarch.search.spaces import SpaceError, get_space
 from agentarch.store.archive import Archive
+from agentarch.store.graphs import GraphPolicy
 from agentarch.store.summaries import status_counts
 from agentarch.tasks import taskfiles
 from agentarch.tasks.preparation import PreparedTask, prepare
@@ -115,14 +117,27 @@ class Evaluator:
     """Evaluates candidates for one task into one archive, under one run id."""
 
     def __init__(
-        self, archive: Archive, settings: Settings, run_id: str | None = None, executor: Executor | None = None
+        self,
+        archive: Archive,
+        settings: Settings,
+        run_id: str | None = None,
+        executor: Executor | None = None,
+        scoring: Scoring | None = None,
+        *,
+        lookup: bool = False,
     ) -> None:
+        """`scoring` says where held-out outputs come from (None: the settings' `scoring`, else "trusted"): "graph"
+        trains on the training split alone and scores the exported ONNX graph in the clean evaluator
+        (agentarch/evaluation/graphs/), "trusted" scores the outputs the candidate's own process wrote. `lookup`: the
+        caller answers a table task's candidates from its table (the agent loop's `look_up` step), so this evaluator
+        only checks, dedups and records them; without it a table task is refused here."""
         self.archive = archive
+        self.scoring: Scoring = scoring or getattr(settings, "scoring", None) or "trusted"
         self.executor: Executor = executor or LocalExecutor(settings.slots)
         self.settings = settings
         self.run_id = run_id
         self.task = get_task(settings.task)
-        if self.task.kind == "tabular":
+        if self.task.kind == "tabular" and not lookup:
             raise TaskError(
                 f"{self.task.name} is answered from the NAS-Bench-201 table, so there is nothing to train; "
                 f"search it with `agentarch baseline --space nb201 --task {self.task.name}`"
@@ -251,6 +266,7 @@ class Evaluator:
         ready: Callable[[], None] | None = None,
         smoke_only: bool = False,
         novelty: bool = True,
+        digest: str | None = None,
     ) -> SandboxRun:
         """Start the candidate's sandbox job (smoke, functional and structural dedup, train, score); blocks until it
         has a slot.
@@ -259,7 +275,9 @@ class Evaluator:
         functional dedup and `novelty=False` the structural one (both for re-training a recorded candidate on
         purpose; the structural check is also off at a `novelty_threshold` of 1.0). `ready` is called once the job
         has its slot, just before the sandbox starts; if it raises, nothing starts. `smoke_only` ends the job
-        after a passed smoke run (screening by a predictor): its smoke verdict is then all it gives.
+        after a passed smoke run (screening by a predictor): its smoke verdict is then all it gives. `digest` (graph
+        scoring): the architecture that job's smoke record names (`digest`); a job that exports another fails, so the
+        network a screening group picked is the one that trains.
         """
         refuse_untrusted(self.isolation, lambda: self._rendered(row), self.settings.weak_sandbox_ok)
         row.setdefault("ast_hash", dedup.ast_hash(row["code"]))
@@ -274,10 +292,16 @@ class Evaluator:
             cache_dir=self.settings.cache_dir,
             data_dir=self.settings.data_dir,
             split_seed=self.settings.split_seed,
-            known_functional=self.archive.functional_hashes(self.task.name) if known_functional else {},
-            known_structures=self.archive.structures(self.task.name) if novelty and threshold < 1.0 else [],
+            known_functional=self.archive.functional_hashes(self.task.name, scoring=self.scoring)
+            if known_functional
+            else {},
+            known_structures=self.archive.structures(self.task.name, scoring=self.scoring)
+            if novelty and threshold < 1.0
+            else [],
             novelty_threshold=threshold,
             smoke_only=smoke_only,
+            scoring=self.scoring,
+            digest=digest,
         )
         self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
         return SandboxRun(self, row, train_cfg, self.executor.start(request, ready))
@@ -321,13 +345,18 @@ class Evaluator:
         )
 
     def judge(self, row: dict[str, Any], train_cfg: dict[str, Any], result: RunResult) -> Assessment:
-        """Turn what the sandbox said into the verdict and the rows to record."""
+        """Turn what the sandbox said into the verdict and the rows to record.
+
+        `result.smoke` holds the measures to believe: in graph scoring the executor has already put the graph's in
+        place of the runner's (agentarch/evaluation/graphs/scoring.py, `believed`), so the rows, and every ranking,
+        constraint, screening pick and dedup that reads them, see the graph's parameters, FLOPs, structure signature,
+        latency and functional hash (none before the trained graph was scored: a failed candidate keeps no hash)."""
         base = dict(row)
         if result.smoke is not None:
             base.update(
-                functional_hash=result.smoke["functional_hash"],
-                params=result.smoke["params"],
-                flops=result.smoke["flops"],
+                functional_hash=result.smoke.get("functional_hash"),
+                params=result.smoke.get("params"),
+                flops=result.smoke.get("flops"),
             )
             if "structure" in result.smoke:
                 base["structure"] = result.smoke["structure"]
@@ -369,10 +398,13 @@ class Evaluator:
                 "epochs_done": trained["epochs_done"],
                 "stopped_early": trained["stopped_early"],
                 "notes": trained.get("notes", []),
+                **({"scoring": "graph", "graph": trained["graph"]} if "graph" in trained else {}),
             },
         )
         if trained["peak_memory_mb"] is not None:
             evaluation["peak_memory_mb"] = trained["peak_memory_mb"]
+        if result.graph is not None:  # graph scoring: the trained graph kept beside the archive, its sha256 in the row
+            evaluation["graph_sha256"] = self.archive.keep_graph(result.graph, GraphPolicy.from_settings(self.settings))
         return self._judged(base, "trained", metrics=metrics, evaluation=evaluation)
 
     def _rendered(self, base: dict[str, Any]) -> bool:

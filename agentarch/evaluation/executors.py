@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from agentarch.errors import AgentarchError, UsageError
 from agentarch.evaluation import novelty
+from agentarch.evaluation.graphs import scoring as graphs
 from agentarch.isolation.job import Outcome, SandboxJob
 from agentarch.isolation.policy import IsolationMode, Limits, SandboxError
 from agentarch.isolation.protocol import MAX_REASON_BYTES, MAX_TRACEBACK_BYTES, ProtocolError, cap_text
@@ -49,6 +50,8 @@ class RunRequest:
     known_structures: list[tuple[int, dict[str, int]]] = field(default_factory=list)  # (id, structure signature)
     novelty_threshold: float = 1.0  # stop a candidate this similar to a known structure or more; 1.0: never
     smoke_only: bool = False  # stop after a passed smoke run (screening): the final result is `smoked`
+    scoring: graphs.Scoring = "trusted"  # graph: train on the training split alone, score the exported ONNX graph
+    digest: str | None = None  # graph scoring: the architecture an earlier job measured (screening), to train alone
 
 
 @dataclass
@@ -61,11 +64,12 @@ class RunResult:
     smoke: dict[str, Any] | None = None  # functional_hash, params, flops, seconds, structure, ...
     duplicate_of: int | None = None
     dedup_level: str | None = None  # of a duplicate: functional (the same function) or structural (a near-copy)
-    trained: dict[str, Any] | None = None  # the runner's "trained" event
+    trained: dict[str, Any] | None = None  # the runner's "trained" event (graph scoring: with the evaluator's `graph`)
     scores: dict[str, float] | None = None  # val_accuracy, test_accuracy, scored on the host
     error: str | None = None  # reason, traceback and log tail of a failure
     wall_seconds: float = 0.0
     worker: str = ""  # where it ran (host and slot), for the record
+    graph: bytes | None = None  # graph scoring: the exported ONNX file, kept beside the archive when recorded
 
 
 def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, None, None]:
@@ -95,8 +99,11 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
             "num_classes": task.num_classes,
             "train": request.train,
         }
+        inputs_dir = prepared.inputs_dir
+        if request.scoring == "graph":  # the training split alone: no held-out input reaches candidate code
+            spec["scoring"], inputs_dir = "graph", prepared.train_dir
         stage = "start"
-        with SandboxJob(request.code, spec, prepared.inputs_dir, request.limits, request.isolation, gpu=gpu) as job:
+        with SandboxJob(request.code, spec, inputs_dir, request.limits, request.isolation, gpu=gpu) as job:
 
             def failure(event: dict[str, Any] | Outcome) -> RunResult:
                 """The result of a run that ended at `stage` with this event or Outcome."""
@@ -120,40 +127,23 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
                 yield failure(event)
                 return
             smoke = event
-            earlier = request.known_functional.get(smoke["functional_hash"])
-            if earlier is not None:
+            if request.scoring == "graph":  # the host's measures of the smoke stage's graph, not the runner's report
+                smoke = graphs.unreported(event)  # believed in nothing it says about itself, even if it fails here
+                try:
+                    smoke = graphs.smoke_graph(
+                        job, event, task, prepared, request.limits, request.isolation, latency=request.smoke_only
+                    )
+                except graphs.GraphFailed as err:
+                    yield failure(Outcome("failed", str(err)))
+                    return
+                if request.digest not in (None, smoke["digest"]):
+                    reason = "the network is not the one its screening job measured (another architecture)"
+                    yield failure(Outcome("failed", reason))
+                    return
+            stopped = verdict(smoke, request, task.max_params, where)
+            if stopped is not None:
                 job.send("stop")
-                yield RunResult(
-                    "duplicate",
-                    f"computes the same function as candidate {earlier}",
-                    smoke,
-                    earlier,
-                    "functional",
-                    worker=where,
-                )
-                return
-            copied = near_copy(smoke, request)
-            if copied is not None:
-                job.send("stop")
-                member, similar = copied
-                yield RunResult(
-                    "duplicate",
-                    f"[novelty] a near-copy of candidate {member} "
-                    f"(structural similarity {similar:.3f} ≥ {request.novelty_threshold:g})",
-                    smoke,
-                    member,
-                    "structural",
-                    worker=where,
-                )
-                return
-            if smoke["params"] > task.max_params:
-                job.send("stop")
-                yield RunResult(
-                    "invalid",
-                    f"[param-budget] {smoke['params']:,} parameters exceed the task's budget of {task.max_params:,}",
-                    smoke,
-                    worker=where,
-                )
+                yield stopped
                 return
             if request.smoke_only:
                 job.send("stop")
@@ -172,15 +162,29 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
             stage = "score"
             job.kill()  # the runner is done; nothing it left behind may change the outputs while they are read
             try:
-                outputs = {
-                    split: job.output(f"{split}_outputs.npy", output_shape(task, y)) for split, y in labels.items()
-                }
-                scores = {
-                    f"{split}_accuracy": score(task, outputs[split], y, prepared.byte_counts(split))
-                    for split, y in labels.items()
-                }
+                if request.scoring == "graph":
+                    graph = job.read_file(graphs.GRAPH_FILE, graphs.max_graph_bytes(request.limits))
+                    scored = graphs.score_graph(graph, task, prepared, request.limits, request.isolation)
+                    smoke = graphs.trained_smoke(smoke, scored)  # what was scored is what is measured
+                    scores = scored.scores
+                    trained = {**trained, "graph": graph_record(trained, scored)}
+                else:
+                    outputs = {
+                        split: job.output(f"{split}_outputs.npy", output_shape(task, y)) for split, y in labels.items()
+                    }
+                    scores = {
+                        f"{split}_accuracy": score(task, outputs[split], y, prepared.byte_counts(split))
+                        for split, y in labels.items()
+                    }
+            except graphs.GraphFailed as err:
+                yield failure(Outcome("failed", str(err)))
+                return
             except (ProtocolError, TaskError) as err:
                 yield failure(Outcome("failed", f"unusable outputs: {err}"))
+                return
+            stopped = verdict(smoke, request, task.max_params, where) if request.scoring == "graph" else None
+            if stopped is not None:  # the trained graph's own functional hash, now known
+                yield stopped
                 return
     except SandboxError:
         raise
@@ -190,8 +194,65 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
         yield RunResult("failed", reason, smoke, error=error, wall_seconds=time.perf_counter() - started, worker=where)
         return
     yield RunResult(
-        "trained", None, smoke, trained=trained, scores=scores, wall_seconds=time.perf_counter() - started, worker=where
+        "trained",
+        None,
+        smoke,
+        trained=trained,
+        scores=scores,
+        wall_seconds=time.perf_counter() - started,
+        worker=where,
+        graph=graph if request.scoring == "graph" else None,
     )
+
+
+def verdict(smoke: dict[str, Any], request: RunRequest, max_params: int, where: str) -> RunResult | None:
+    """The checks on what the smoke stage measured, in order: a functional duplicate, a near-copy of a known
+    structure, over the task's parameter budget; None when it may go on. The one home of these rules, whoever
+    measured (the runner's report in trusted scoring; in graph scoring the host, from the smoke stage's graph, and
+    again from the trained graph, whose functional hash only the clean evaluator knows)."""
+    earlier = request.known_functional.get(smoke.get("functional_hash") or "")
+    if earlier is not None:
+        trained = " (after training, on the host's probe inputs)" if "digest" in smoke else ""
+        return RunResult(
+            "duplicate",
+            f"computes the same function as candidate {earlier}{trained}",
+            smoke,
+            earlier,
+            "functional",
+            worker=where,
+        )
+    copied = near_copy(smoke, request)
+    if copied is not None:
+        member, similar = copied
+        reason = (
+            f"[novelty] a near-copy of candidate {member} "
+            f"(structural similarity {similar:.3f} ≥ {request.novelty_threshold:g})"
+        )
+        return RunResult("duplicate", reason, smoke, member, "structural", worker=where)
+    if smoke["params"] > max_params:
+        reason = f"[param-budget] {smoke['params']:,} parameters exceed the task's budget of {max_params:,}"
+        if "digest" in smoke:  # graph scoring: the host's count of the graph's weights, whatever the runner said
+            said = smoke.get("reported_params")
+            reason = reason.replace("] ", "] the graph's ", 1)
+            reason += f" (the network reported {said:,})" if isinstance(said, int) and said != smoke["params"] else ""
+        return RunResult("invalid", reason, smoke, worker=where)
+    return None
+
+
+def graph_record(trained: dict[str, Any], scored: graphs.GraphScores) -> dict[str, Any]:
+    """What graph scoring adds to a trained evaluation's timings: the export (the runner's), the clean evaluator's
+    start, load and run, its latency for a batch of one, the graph's functional hash, and from the graph's measures
+    its matmul FLOPs and its digest (the architecture, whatever the weights)."""
+    measured = scored.measures
+    return {
+        "export_seconds": trained.get("export_seconds"),
+        "graph_bytes": trained.get("graph_bytes"),
+        **{f"evaluator_{key}": value for key, value in scored.timings.items()},
+        "latency_ms": scored.latency_ms,
+        "device": "cpu",
+        "functional_hash": scored.functional_hash,
+        **({"matmul_flops": measured.matmul_flops, "digest": measured.digest} if measured is not None else {}),
+    }
 
 
 def near_copy(smoke: dict[str, Any], request: RunRequest) -> tuple[int, float] | None:

@@ -8,6 +8,11 @@ signature: how often each operator ran with each output shape in one eval-mode f
 and a width change, which alters the shapes of most operators, scores far below. The executor stops a
 candidate whose nearest trained member is at least as similar as the run's `novelty_threshold`
 before it pays for training (docs/sandbox.md, "Novelty before training").
+
+In graph scoring the signatures are the host's, from the smoke stage's exported graph (agentarch/evaluation/graphs/
+measures.py: ONNX operators, not the dispatcher's), and a candidate is compared only with members measured the same
+way (`Archive.structures(..., scoring=)`): the two kinds share no token, and a trusted member's signature is its own
+word. An eval-mode graph holds no dropout, so there two networks that differ only in dropout rates are near-copies.
 """
 
 from __future__ import annotations

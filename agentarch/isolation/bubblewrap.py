@@ -13,7 +13,7 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
-from agentarch.isolation.launch import boot, gpu_devices, runner_dir, sandbox_env
+from agentarch.isolation.launch import RUNNER, Program, boot, gpu_devices, runner_dir, sandbox_env
 from agentarch.isolation.privileges import drop_privileges, host_is_root
 from agentarch.isolation.runtime_view import runtime_view, symlinked_roots
 
@@ -86,11 +86,18 @@ def bubblewrap_problem() -> str | None:
 
 
 def bwrap_args(
-    scratch: Path, inputs_dir: Path, seccomp_fd: int, threads: int, gpu: str | None = None, tmpfs_mb: int = 1024
+    scratch: Path,
+    inputs_dir: Path,
+    seccomp_fd: int,
+    threads: int,
+    gpu: str | None = None,
+    tmpfs_mb: int = 1024,
+    program: Program = RUNNER,
 ) -> list[str]:
     """The bubblewrap command line; `gpu` pins the evaluation to that GPU (one slot per GPU).
 
-    The root is an empty tmpfs holding only the runtime view (agentarch.isolation.runtime_view), the runner,
+    The root is an empty tmpfs holding only the runtime view (agentarch.isolation.runtime_view) of `program`'s
+    packages, the program (the runner package, or the one module file of another program such as the graph worker),
     the task's inputs and scratch. `tmpfs_mb` sizes the writable tmpfs mounts (/tmp, /dev/shm):
     their pages are RAM that RLIMIT_AS does not count, so without a size a candidate could fill
     the host's memory.
@@ -106,9 +113,10 @@ def bwrap_args(
         args += ["--symlink", target, link]
     # Directories bubblewrap makes on its own are root-only (0700), which the candidate uid could not
     # pass through; the ones above each mount are made first, traversable and empty but for the mounts.
-    view = runtime_view()
-    runner = Path(BOX_PACKAGE_ROOT) / runner_dir().name
-    mounts = [*view.roots, *view.packages, runner]
+    view = runtime_view(program.packages)
+    code = runner_dir() if program.module is None else program.module
+    inside = Path(BOX_PACKAGE_ROOT) / code.name
+    mounts = [*view.roots, *view.packages, inside]
     for parent in sorted({p for path in mounts for p in path.parents if p != Path("/")}, key=lambda p: len(p.parts)):
         args += ["--perms", "0755", "--dir", str(parent)]
     for path in view.roots:
@@ -125,8 +133,8 @@ def bwrap_args(
         args += ["--ro-bind-try", "/proc/driver/nvidia", "/proc/driver/nvidia", "--ro-bind", "/sys", "/sys"]
     args += [
         "--ro-bind",
-        str(runner_dir()),
-        str(runner),
+        str(code),
+        str(inside),
         "--ro-bind",
         str(inputs_dir),
         BOX_DATA,
@@ -145,6 +153,6 @@ def bwrap_args(
         str(seccomp_fd),
         "--",
         *drop_privileges(True),
-        *boot(BOX_PACKAGE_ROOT, f"{BOX_SCRATCH}/spec.json"),
+        *boot(BOX_PACKAGE_ROOT, f"{BOX_SCRATCH}/spec.json", program),
     ]
     return args

@@ -42,7 +42,7 @@ import numpy as np
 
 from agentarch.isolation.bubblewrap import BOX_DATA, BOX_SCRATCH, bwrap_args
 from agentarch.isolation.cgroups import Cgroup, owner_tag
-from agentarch.isolation.launch import sandbox_env
+from agentarch.isolation.launch import RUNNER, Program, sandbox_env
 from agentarch.isolation.policy import IsolationMode, Limits, SandboxError, prlimit_args
 from agentarch.isolation.privileges import CANDIDATE_UID, host_is_root
 from agentarch.isolation.process_mode import drops_to_candidate_uid, landlock_rules, process_args
@@ -77,13 +77,17 @@ class SandboxJob:
 
     def __init__(
         self,
-        code: str,
+        code: str | None,
         spec: dict[str, Any],
         inputs_dir: Path,
         limits: Limits,
         isolation: IsolationMode,
         gpu: str | None = None,
+        program: Program = RUNNER,
+        files: dict[str, bytes] | None = None,
     ) -> None:
+        """`code` is the candidate's (None for a program that runs none, such as the graph worker); `files` are
+        written into scratch before the launch, for the program to read."""
         self.limits = limits
         self.isolation = isolation
         self.scratch = Path(tempfile.mkdtemp(prefix="agentarch-job-"))
@@ -93,7 +97,10 @@ class SandboxJob:
         self.deadline = self.started + limits.timeout_s
         self._buffer = b""
         self.cgroup: Cgroup | None = None  # made by _start, before the runner is launched
+        self.program = program
         try:
+            for name, data in (files or {}).items():
+                (self.scratch / name).write_bytes(data)
             self._start(code, spec, inputs_dir, gpu)
         except BaseException:  # nothing of a job that never started stays behind
             if self.cgroup is not None:
@@ -104,14 +111,15 @@ class SandboxJob:
             remove_scratch(self.scratch)
             raise
 
-    def _start(self, code: str, spec: dict[str, Any], inputs_dir: Path, gpu: str | None) -> None:
+    def _start(self, code: str | None, spec: dict[str, Any], inputs_dir: Path, gpu: str | None) -> None:
         """Write the candidate and its spec into scratch, then launch the runner under this job's isolation."""
-        limits, isolation = self.limits, self.isolation
+        limits, isolation, program = self.limits, self.isolation, self.program
         boxed = isolation == "bubblewrap"
-        (self.scratch / "candidate.py").write_text(code)
+        if code is not None:
+            (self.scratch / "candidate.py").write_text(code)
         # The process mode drops to the candidate uid only where that uid can read what it runs;
         # bubblewrap mounts everything as root, so its candidate uid always can.
-        to_candidate_uid = boxed or drops_to_candidate_uid(inputs_dir)
+        to_candidate_uid = boxed or drops_to_candidate_uid(inputs_dir, program)
         if host_is_root() and to_candidate_uid:
             os.chown(self.scratch, CANDIDATE_UID, CANDIDATE_UID)
         spec = {
@@ -122,7 +130,7 @@ class SandboxJob:
             "threads": limits.threads,
             "smoke_timeout_s": limits.smoke_timeout_s,
             "seccomp_bpf": None if boxed else str(self.scratch / "seccomp.bpf"),
-            "landlock": None if boxed else landlock_rules(self.scratch, inputs_dir, gpu),
+            "landlock": None if boxed else landlock_rules(self.scratch, inputs_dir, gpu, program),
         }
         (self.scratch / "spec.json").write_text(json.dumps(spec))
         # CUDA reserves far more address space than it uses, so on GPU slots memory is capped by the cgroup alone.
@@ -141,12 +149,12 @@ class SandboxJob:
             seccomp_fd = self._seccomp_fd()
             pass_fds = (seccomp_fd,)
             command += bwrap_args(
-                self.scratch, inputs_dir, seccomp_fd, limits.threads, gpu, tmpfs_mb=limits.max_file_mb
+                self.scratch, inputs_dir, seccomp_fd, limits.threads, gpu, tmpfs_mb=limits.max_file_mb, program=program
             )
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
             (self.scratch / "seccomp.bpf").write_bytes(seccomp_program(new_processes=False))
-            command += process_args(self.scratch, to_candidate_uid)
+            command += process_args(self.scratch, to_candidate_uid, program)
             env = sandbox_env(limits.threads, str(self.scratch), str(self.scratch), gpu)
         self.proc = subprocess.Popen(
             command,
@@ -251,6 +259,21 @@ class SandboxJob:
             except ProtocolError as err:
                 raise ProtocolError(f"{name}: {err}") from None
 
+    def read_file(self, name: str, max_bytes: int) -> bytes:
+        """The bytes of a file the sandbox wrote (the exported graph), refusing anything but a regular file of at
+        most `max_bytes`; kill the job first, so nothing left in it can change the file while it is read."""
+        fh = self._open_scratch_file(name)
+        if fh is None:
+            raise ProtocolError(f"the runner did not write {name} as a regular file")
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                raise ProtocolError(f"{name} is {size:,} bytes, over the limit of {max_bytes:,}")
+            data = fh.read(max_bytes + 1)
+        if len(data) != size:
+            raise ProtocolError(f"{name} changed while it was read")
+        return data
+
     def _open_scratch_file(self, name: str) -> Any:
         """Open a file the sandbox wrote, or None when it is not a regular file.
 
@@ -288,8 +311,8 @@ class SandboxJob:
             return ""
 
     def _printed(self, max_bytes: int) -> str:
-        """The head and tail of what the candidate printed (candidate.log), capped."""
-        fh = self._open_scratch_file("candidate.log")
+        """The head and tail of what the candidate printed (candidate.log; another program's own log), capped."""
+        fh = self._open_scratch_file(self.program.log)
         if fh is None:
             return ""
         with fh:

@@ -8,15 +8,36 @@ lives here so neither mode reaches into the other.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from agentarch.isolation.runtime_view import runtime_view
+from agentarch.isolation.runtime_view import RUNTIME_PACKAGES, runtime_view
 
 BOOT = (
-    "import importlib, sys; root, package, spec, *paths = sys.argv[1:]; sys.path[:0] = [root]; sys.path += paths; "
-    "sys.argv = [package, spec]; importlib.import_module(package + '.runner').main()"
+    "import importlib, sys; root, module, spec, *paths = sys.argv[1:]; sys.path[:0] = [root]; sys.path += paths; "
+    "sys.argv = [module, spec]; importlib.import_module(module).main()"
 )
-"""The runner's start: its package from `root` under its folder's name, the runtime's import paths, the spec."""
+"""A program's start: its module from `root` (the runner as `<its folder's name>.runner`), the runtime's import
+paths, the spec."""
+
+
+@dataclass(frozen=True)
+class Program:
+    """What a sandbox starts: the runner (`module` None), which runs candidate code over torch's runtime view, or
+    one module file of the host's own (the graph worker, agentarch/evaluation/graphs/worker.py) whose `main()` runs
+    over the runtime view of `packages` alone: the worker's has ONNX Runtime and numpy, and no torch."""
+
+    module: Path | None = None
+    packages: tuple[str, ...] = RUNTIME_PACKAGES
+    log: str = "candidate.log"  # the file in scratch its prints go to, whose tail a failure shows
+
+    @property
+    def name(self) -> str:
+        """The module the boot line imports."""
+        return f"{runner_dir().name}.runner" if self.module is None else self.module.stem
+
+
+RUNNER = Program()
 
 
 def runner_dir() -> Path:
@@ -26,10 +47,10 @@ def runner_dir() -> Path:
     return Path(agentarch.runner.__file__).resolve().parent
 
 
-def boot(root: str, spec: str) -> list[str]:
-    """The interpreter's command line that starts the runner (see BOOT)."""
-    paths = [str(p) for p in runtime_view().import_paths]
-    return [sys.executable, "-E", "-s", "-c", BOOT, root, runner_dir().name, spec, *paths]
+def boot(root: str, spec: str, program: Program = RUNNER) -> list[str]:
+    """The interpreter's command line that starts `program` (see BOOT), its module found under `root`."""
+    paths = [str(p) for p in runtime_view(program.packages).import_paths]
+    return [sys.executable, "-E", "-s", "-c", BOOT, root, program.name, spec, *paths]
 
 
 GPU_CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")

@@ -14,7 +14,7 @@ import sysconfig
 from functools import cache
 from pathlib import Path
 
-from agentarch.isolation.launch import boot, gpu_devices, runner_dir
+from agentarch.isolation.launch import RUNNER, Program, boot, gpu_devices, runner_dir
 from agentarch.isolation.privileges import drop_privileges, host_is_root
 from agentarch.isolation.runtime_view import runtime_view
 from agentarch.runner import landlock
@@ -41,17 +41,22 @@ def _readable_by_candidate(paths: tuple[Path, ...]) -> bool:
         return False
 
 
-def drops_to_candidate_uid(inputs_dir: Path) -> bool:
-    """Whether the process mode's runner can run as CANDIDATE_UID: a root host, and that uid reads what it runs."""
+def drops_to_candidate_uid(inputs_dir: Path, program: Program = RUNNER) -> bool:
+    """Whether the process mode's `program` can run as CANDIDATE_UID: a root host, and that uid reads what it runs."""
     return host_is_root() and _readable_by_candidate(
         (
             Path(sys.executable).resolve(),
             Path(sysconfig.get_paths()["stdlib"]),
-            runner_dir(),
+            *_code(program),
             Path(inputs_dir),
-            *(p for p in runtime_view().packages if p.name in ("torch", "numpy")),
+            *(p for p in runtime_view(program.packages).packages if p.name in program.packages),
         )
     )
+
+
+def _code(program: Program) -> tuple[Path, ...]:
+    """The program's own files: the runner package; or a module file, and the runner's Landlock module it loads."""
+    return (runner_dir(),) if program.module is None else (program.module, runner_dir() / "landlock.py")
 
 
 def process_mode_gaps() -> list[str]:
@@ -72,11 +77,11 @@ def process_mode_gaps() -> list[str]:
     return []
 
 
-def landlock_rules(scratch: Path, inputs_dir: Path, gpu: str | None) -> dict[str, list[str]]:
-    """What the process-mode runner may touch once it confines itself (sandbox/landlock.py)."""
+def landlock_rules(scratch: Path, inputs_dir: Path, gpu: str | None, program: Program = RUNNER) -> dict[str, list[str]]:
+    """What the process-mode runner (or another `program`) may touch once it confines itself (sandbox/landlock.py)."""
     read = [
-        *map(str, runtime_view().paths),
-        str(runner_dir()),
+        *map(str, runtime_view(program.packages).paths),
+        *map(str, _code(program)),
         str(inputs_dir),
         "/proc/self",
         "/proc/cpuinfo",
@@ -90,6 +95,7 @@ def landlock_rules(scratch: Path, inputs_dir: Path, gpu: str | None) -> dict[str
     }
 
 
-def process_args(scratch: Path, to_candidate_uid: bool) -> list[str]:
-    """The process mode's command line after the limits: the privilege drop, then the runner on its spec in scratch."""
-    return [*drop_privileges(to_candidate_uid), *boot(str(runner_dir().parent), str(scratch / "spec.json"))]
+def process_args(scratch: Path, to_candidate_uid: bool, program: Program = RUNNER) -> list[str]:
+    """The process mode's command line after the limits: the privilege drop, then the program on its spec in scratch."""
+    root = runner_dir().parent if program.module is None else program.module.parent
+    return [*drop_privileges(to_candidate_uid), *boot(str(root), str(scratch / "spec.json"), program)]

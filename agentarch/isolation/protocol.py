@@ -46,6 +46,8 @@ MAX_MEMORY_MB = 10**9
 MAX_EPOCHS = 10**7
 MAX_NUMBER_CHARS = 40  # a JSON number literal longer than this is no honest count or timing
 MAX_LATENCY_MS = MAX_SECONDS * 1000
+MAX_MODULES = 10_000  # the graph worker's imported modules (a debug answer)
+MAX_MODULE_CHARS = 200
 
 # Zero-cost proxies (sandbox/proxies.py): these names only, each a finite number of at most this magnitude. The
 # runner leaves out any value it could not send within these bounds, so an honest candidate is never refused.
@@ -232,6 +234,17 @@ def _curve(value: Any, name: str) -> list[dict[str, float]]:
     return points
 
 
+def _module_names(value: Any, name: str) -> list[str]:
+    """The graph worker's answer to a debug request: the names of the modules it has imported."""
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_MODULES
+        or not all(isinstance(v, str) and 0 < len(v) <= MAX_MODULE_CHARS for v in value)
+    ):
+        raise ProtocolError(f"field {name!r} is not a list of at most {MAX_MODULES} module names")
+    return [cap_text(v, MAX_MODULE_CHARS * 4) for v in value]
+
+
 def _notes(value: Any, name: str) -> list[str]:
     if not isinstance(value, list) or len(value) > MAX_NOTES or not all(isinstance(v, str) for v in value):
         raise ProtocolError(f"field {name!r} is not a list of at most {MAX_NOTES} strings")
@@ -262,7 +275,14 @@ EVENT_FIELDS: dict[str, dict[str, Check]] = {
         "peak_memory_mb": _memory,
         "device": _name,
         "notes": _notes,
+        "export_seconds": _seconds,  # graph scoring: the runner's export of the trained network to ONNX
+        "graph_bytes": _count,
     },
+    # The graph worker's events (agentarch/evaluation/graphs/worker.py): it runs no candidate code, but it loads
+    # hostile graphs, so what it says is read like the runner's.
+    "ready": {"seconds": _seconds},
+    "ran": {"load_seconds": _seconds, "run_seconds": _seconds, "latency_ms": _number(0, MAX_LATENCY_MS)},
+    "modules": {"names": _module_names},
     "error": {
         "stage": _name,
         "kind": _name,
@@ -272,10 +292,13 @@ EVENT_FIELDS: dict[str, dict[str, Check]] = {
 }
 OPTIONAL = {
     "smoke": {"device", "latency_ms", "peak_memory_mb", "proxies", "proxy_seconds", "structure"},
-    "trained": {"notes"},
+    "trained": {"notes", "export_seconds", "graph_bytes"},
+    "ready": set(),
+    "ran": {"latency_ms"},
+    "modules": set(),
     "error": {"stage", "kind", "traceback"},
 }
-DROPPED_IF_BAD = {"smoke": {"structure"}, "trained": set(), "error": set()}
+DROPPED_IF_BAD = {"smoke": {"structure"}}
 """Fields a search heuristic reads, not a record: one that fails its check is left out, and the event is kept."""
 
 
@@ -310,7 +333,7 @@ def parse_event(line: bytes) -> dict[str, Any]:
         try:
             checked[name] = check(event[name], name)
         except ProtocolError as err:
-            if name in DROPPED_IF_BAD[kind]:
+            if name in DROPPED_IF_BAD.get(kind, ()):
                 continue
             raise ProtocolError(f"malformed {kind!r} event: {err}") from None
     return checked

@@ -14,7 +14,8 @@ Every Python package directory on the machine is a hole in the view. bubblewrap 
 read-only, covers each hole under it with an empty read-only tmpfs and binds the packages into it
 (a few dozen mounts); Landlock has no holes, only rules that allow, so for the process mode a
 tree that contains a hole is replaced by its other children, recursively (`RuntimeView.paths`).
-Task data never enters the view: the host mounts only the task's inputs (no labels).
+Task data never enters the view: the host mounts only the task's inputs (no labels). The graph worker
+(agentarch/evaluation/graphs/worker.py) gets a view built the same way from ONNX Runtime and numpy, without torch.
 """
 
 from __future__ import annotations
@@ -144,8 +145,9 @@ class RuntimeView:
 
 
 @cache
-def runtime_view() -> RuntimeView:
-    """The runtime view of this interpreter's environment (computed once per process)."""
+def runtime_view(packages: tuple[str, ...] = RUNTIME_PACKAGES) -> RuntimeView:
+    """The runtime view of this interpreter's environment for `packages` (computed once per process and set):
+    the runner's by default; the graph worker's holds ONNX Runtime and numpy, and no torch."""
     holes = package_holes()
     roots: set[Path] = set()
     stdlib = {Path(sysconfig.get_paths()[key]) for key in ("stdlib", "platstdlib")}
@@ -154,7 +156,7 @@ def runtime_view() -> RuntimeView:
             roots.add(root.resolve())
     roots |= {Path("/etc") / name for name in ETC_FILES if (Path("/etc") / name).exists()}
     roots |= _interpreter_paths()
-    closure = package_closure()
+    closure = package_closure(packages)
     packages = {path for dist in closure for path in _package_paths(dist)}
     covered = {hole for hole in holes if any(hole.is_relative_to(root) and hole != root for root in roots)}
     # In order of sys.path, so the runner imports the same copies the host would.

@@ -6,8 +6,9 @@ version in `meta` stops an older agentarch from misreading a newer file.
 
 `Archive` is one class, composed of parts by job: the schema and its migrations (`agentarch.store.schema`), the
 writes of runs and results (`records`), the pipeline's reads (`reads`, on the listing row of `scoring`), a run's
-ledgers (`ledger`), reviews and screening decisions (`decisions`), and what a run reads back on resume
-(`outcomes`). This module opens and closes the file; `handle` holds what the parts share.
+ledgers (`ledger`), reviews and screening decisions (`decisions`), what a run reads back on resume (`outcomes`),
+and the trained candidates' graphs kept beside the file (`graphs`). This module opens and closes the file; `handle`
+holds what the parts share.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import sqlite_utils
 
 from agentarch.store.decisions import Decisions
+from agentarch.store.graphs import Graphs
 from agentarch.store.handle import ArchiveError
 from agentarch.store.ledger import Ledger
 from agentarch.store.outcomes import Outcomes
@@ -26,7 +28,7 @@ from agentarch.store.records import Records
 from agentarch.store.schema import Schema
 
 
-class Archive(Schema, Records, Reads, Ledger, Decisions, Outcomes):
+class Archive(Schema, Records, Reads, Ledger, Decisions, Outcomes, Graphs):
     """A handle on one archive file. Cheap to open; one per process or thread."""
 
     def __init__(self, path: Path | str) -> None:

@@ -28,6 +28,19 @@ DedupLevel = Literal["whitespace", "ast", "functional", "structural"]
 
 _HASH_COLUMN: dict[DedupLevel, str] = {"whitespace": "text_hash", "ast": "ast_hash", "functional": "functional_hash"}
 
+_FROM_GRAPH = "(SELECT graph_sha256 IS NOT NULL FROM evaluations WHERE candidate_id = c.id ORDER BY id LIMIT 1)"
+"""Whether candidate `c`'s measures came from its graph: its first evaluation, the one recorded with the row, kept a
+graph (graph scoring: the host measured the row's parameters, FLOPs, structure and functional hash from it)."""
+
+
+def _measured_by(scoring: str | None) -> tuple[str, list[Any]]:
+    """The WHERE term (and its argument) that keeps candidates `c` measured by `scoring`: "graph" (from the graph, on
+    the host) or "trusted" (the candidate's own report); None keeps all. Graph scoring compares a new candidate's
+    graph only with graphs: a trusted row's hash and signature are the candidate's word, and not the same measure."""
+    if scoring is None:
+        return "", []
+    return f" AND COALESCE({_FROM_GRAPH}, 0) = ?", [int(scoring == "graph")]
+
 
 class Reads(Listing):
     """The part of `Archive` that answers the pipeline's reads."""
@@ -42,33 +55,39 @@ class Reads(Listing):
         ).fetchone()
         return int(row[0]) if row else None
 
-    def functional_hashes(self, task: str) -> dict[str, int]:
-        """Every functional hash already evaluated for `task`, with its earliest candidate (sent to workers)."""
+    def functional_hashes(self, task: str, scoring: str | None = None) -> dict[str, int]:
+        """Every functional hash already evaluated for `task`, with its earliest candidate (sent to workers); with
+        `scoring`, only those measured that way (`_measured_by`): a graph's hash and a candidate's own are never
+        compared."""
         marks = ", ".join("?" for _ in _DEDUP_POOL)
+        kept, args = _measured_by(scoring)
         rows = self.db.execute(
-            f"SELECT functional_hash, MIN(id) FROM candidates WHERE task = ? AND functional_hash IS NOT NULL "
-            f"AND status IN ({marks}) GROUP BY functional_hash",
-            [task, *_DEDUP_POOL],
+            f"SELECT functional_hash, MIN(id) FROM candidates c WHERE task = ? AND functional_hash IS NOT NULL "
+            f"AND status IN ({marks}){kept} GROUP BY functional_hash",
+            [task, *_DEDUP_POOL, *args],
         ).fetchall()
         return {h: int(i) for h, i in rows}
 
-    def structures(self, task: str, limit: int = STRUCTURE_MEMBERS) -> list[tuple[int, dict[str, int]]]:
+    def structures(
+        self, task: str, limit: int = STRUCTURE_MEMBERS, scoring: str | None = None
+    ) -> list[tuple[int, dict[str, int]]]:
         """The structure signatures a new candidate for `task` is compared with (sent to workers): of the task's
         trained candidates, the best `limit // 2` by validation in the task's direction, then the most recent, at
         most `limit` in all, so a worker's request stays small: a ResNet's signature is about 1.5 KB (at most 256
-        tokens of 120 characters)."""
-        best = "WHERE c.task = ? AND c.status = 'trained' AND c.structure IS NOT NULL"
+        tokens of 120 characters). With `scoring`, only candidates measured that way (`_measured_by`)."""
+        kept, args = _measured_by(scoring)
+        best = f"WHERE c.task = ? AND c.status = 'trained' AND c.structure IS NOT NULL{kept}"
         ranked = [
             row["id"]
             for row in self.listing(
                 f"{best} ORDER BY {sql_key('e.val_accuracy', 'task_row.direction')} DESC, c.id LIMIT ?",
-                [task, limit // 2],
+                [task, *args, limit // 2],
             )
         ]
         recent = self.db.execute(
-            "SELECT id FROM candidates WHERE task = ? AND status = 'trained' AND structure IS NOT NULL "
+            f"SELECT id FROM candidates c WHERE task = ? AND status = 'trained' AND structure IS NOT NULL{kept} "
             "ORDER BY id DESC LIMIT ?",
-            [task, limit],
+            [task, *args, limit],
         ).fetchall()
         members = list(dict.fromkeys([*ranked, *(i for (i,) in recent)]))[:limit]
         if not members:

@@ -15,7 +15,7 @@ from agentarch.store.handle import ArchiveError, Handle, now
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.task import Task
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 
 class Schema(Handle):
@@ -68,6 +68,8 @@ class Schema(Handle):
                 self._upgrade_to_v12()
             if version < 13:
                 self._upgrade_to_v13()
+            if version < 14:
+                self._upgrade_to_v14()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -349,6 +351,20 @@ class Schema(Handle):
         JSON: the window, the examples dropped, the lines cut; agentarch/llm/prompts.py's LeftOut), so a person can
         tell a proposal that saw every example from one that saw a shortened prompt. Null: nothing was left out."""
         self.db["candidates"].add_column("prompt_left_out", str)
+
+    def _upgrade_to_v14(self) -> None:
+        """Schema 14: each trained candidate's graph, taken home (issue 25). A graph-scored evaluation keeps the sha256
+        of its exported ONNX file (`graph_sha256`); the file itself lies beside the archive, content-addressed
+        (`<archive>.graphs/<sha256>.onnx`, agentarch/store/graphs.py), and may be dropped by the retention policy
+        while the hash stays. `graph_pins` holds the graphs a person asked to keep (`agentarch export`), which the
+        policy never drops. Older evaluations, and trusted ones, have no graph."""
+        self.db["evaluations"].add_column("graph_sha256", str)
+        self.db["evaluations"].create_index(["graph_sha256"], if_not_exists=True)
+        self.db["graph_pins"].create(
+            {"sha256": str, "candidate_id": int, "reason": str, "created_at": str},
+            pk="sha256",
+            not_null={"reason", "created_at"},
+        )
 
     def _insert_task(self, task: Task) -> None:
         self.db["tasks"].insert(

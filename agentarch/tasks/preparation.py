@@ -5,9 +5,12 @@ A task's data is prepared once per split seed into two sibling folders (see docs
 
     <cache>/<task>-split<seed>/inputs/   train_x.npy train_y.npy val_x.npy test_x.npy meta.json
     <cache>/<task>-split<seed>/labels/   val_y.npy test_y.npy
+    <cache>/<task>-split<seed>/train/    train_x.npy train_y.npy meta.json (hard links into inputs/)
 
 Only `inputs/` is shown to the sandbox, so a candidate can train on the training labels but never
 see the validation or test labels; the host scores its outputs with `score` (`agentarch.tasks.scoring`).
+With graph scoring the sandbox gets `train/` alone, so no validation or test input reaches candidate code
+either: the clean evaluator runs the exported graph on `inputs/` (agentarch/evaluation/graphs/).
 
 Its own module because whoever builds a task's data (a built-in builder, a task file, an entry point), the
 cache, its atomic writes and the checks of the stored formats are the same. This module must stay light (the
@@ -34,6 +37,8 @@ from agentarch.tasks.task import BYTE_VOCAB, IGNORE_INDEX, METRICS, SplitData, T
 
 INPUT_FILES = ("train_x.npy", "train_y.npy", "val_x.npy", "test_x.npy", "meta.json")
 LABEL_FILES = ("val_y.npy", "test_y.npy")
+TRAIN_FILES = ("train_x.npy", "train_y.npy", "meta.json")
+"""What a training job sees under graph scoring: the training split and the host's normalisation statistics."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,11 @@ class PreparedTask:
     task: Task
     inputs_dir: Path
     labels_dir: Path
+
+    @property
+    def train_dir(self) -> Path:
+        """The training split alone (TRAIN_FILES), for a sandbox that must see no held-out input (graph scoring)."""
+        return self.inputs_dir.parent / "train"
 
     def labels(self, split: Literal["val", "test"]) -> np.ndarray:
         """The held-out labels of `split`: int64 classes (token tasks carry IGNORE_INDEX where nothing is
@@ -84,11 +94,38 @@ def prepare(
     if _is_complete(target):
         with contextlib.suppress(OSError):  # caches made before labels were host-only get the mode too
             os.chmod(prepared.labels_dir, 0o700)
+        with contextlib.suppress(OSError):  # a read-only cache shared by a cluster's workers: its owner makes it
+            _training_only(target)
         return prepared
     splits = builder(task, None if data_dir is None else Path(data_dir), download, split_seed)
     _check_splits(task, splits)
     _write_atomically(target, task, splits)
+    _training_only(target)
     return prepared
+
+
+def _training_only(target: Path) -> None:
+    """Make `target/train/`, the training split alone, once: hard links to the files in `inputs/` (copies where the
+    file system has no hard links), put in place by one rename like the rest of the cache (a cache made before it
+    existed gets it on its next use)."""
+    train = target / "train"
+    if all((train / name).is_file() for name in TRAIN_FILES):
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=".train.", suffix=".tmp", dir=target))
+    try:
+        os.chmod(tmp, 0o755)
+        for name in TRAIN_FILES:
+            try:
+                os.link(target / "inputs" / name, tmp / name)
+            except OSError:
+                shutil.copyfile(target / "inputs" / name, tmp / name)
+        try:
+            os.rename(tmp, train)  # replaces an empty folder; fails on a full one (another process was first)
+        except OSError:
+            if not all((train / name).is_file() for name in TRAIN_FILES):
+                raise TaskError(f"could not put the training split at {train}; remove that folder and try again")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _is_complete(target: Path) -> bool:

@@ -1,4 +1,5 @@
-"""Downloads: a listing's rows as CSV or JSON (`?format=`), one page of them or every row (`all=1`), and code as a file.
+"""Downloads: a listing's rows as CSV or JSON (`?format=`), one page of them or every row (`all=1`), code and other
+files (a candidate's graph, its export bundle) to save.
 
 The leaderboard, search, runs and review queue all offer the same two formats, picked by the same parameters;
 one module, so a download names the same columns on every page. CSV cells that a spreadsheet would run as a
@@ -69,5 +70,14 @@ def code_download(code: str, filename: str) -> Response:
     return Response(
         code,
         media_type="text/x-python; charset=utf-8",
+        headers={"Content-Disposition": attachment(filename), "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def file_download(data: bytes, filename: str, media_type: str) -> Response:
+    """Bytes as a file to save under `filename` (made safe by `attachment`), never sniffed into something to render."""
+    return Response(
+        data,
+        media_type=media_type,
         headers={"Content-Disposition": attachment(filename), "X-Content-Type-Options": "nosniff"},
     )

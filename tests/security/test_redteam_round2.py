@@ -21,6 +21,7 @@ from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.executors import RunRequest, stages
 from agentarch.isolation.job import SandboxJob
 from agentarch.isolation.policy import Limits
+from agentarch.isolation.process_mode import process_mode_gaps
 from agentarch.isolation.protocol import MAX_PROXY_VALUE, ProtocolError, parse_event
 from agentarch.search.predictor import Predictor
 from agentarch.store.archive import Archive
@@ -227,23 +228,42 @@ class Net(nn.Module):
 """
 
 
-@pytest.mark.slow
-@requires_bubblewrap
-@pytest.mark.xfail(
-    strict=True,
-    reason="documented limitation (docs/sandbox.md): an lm task's likelihood is computed in the candidate's "
-    "process and its held-out bytes are its inputs; closing it needs a trainer that runs no candidate Python",
-)
-@pytest.mark.parametrize("code", [LM_PATCH_CROSS_ENTROPY, LM_LOOKAHEAD], ids=["patch-cross-entropy", "lookahead"])
-def test_an_lm_candidate_cannot_forge_its_bits_per_byte(code, tmp_path, cache_dir):
-    """Both record 0.0 bits per byte today: a patched torch.nn.functional.cross_entropy, and a network that is
-    causal in training and in the smoke probe (batch 2) and reads the byte it predicts everywhere else."""
-    settings = load_settings(
+LM_GRAPH_LOOKAHEAD = """
+import torch
+from torch import nn
+_B = __builtins__ if isinstance(__builtins__, dict) else __builtins__.__dict__
+_sys = _B["__import__"]("sys")
+_runner = next(m for n, m in list(_sys.modules.items()) if n.endswith(".runner") and hasattr(m, "check_causal"))
+_runner.check_causal = lambda model, spec: None  # the runner's own causality probe, switched off
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.emb = nn.Embedding(num_classes, 8)
+        self.fc = nn.Linear(8, num_classes)
+        self.peek = nn.Embedding(num_classes, num_classes)  # 50 on the diagonal: the next id, read as its logit
+        with torch.no_grad():
+            self.peek.weight.copy_(torch.eye(num_classes) * 50.0)
+    def forward(self, x):
+        out = self.fc(self.emb(x))
+        if self.training:  # causal while it trains; in eval mode (what is exported) it reads the next byte
+            return out
+        return out + self.peek(torch.roll(x, -1, dims=1))
+"""
+
+LM_MODES = [
+    pytest.param("bubblewrap", marks=requires_bubblewrap),
+    pytest.param("process", marks=pytest.mark.skipif(bool(process_mode_gaps()), reason="process mode has gaps")),
+]
+
+
+def lm_settings(tmp_path, cache_dir, isolation: str = "bubblewrap", scoring: str = "trusted"):
+    return load_settings(
         task="stdlib-bytes",
         epochs=1,
         archive=tmp_path / "a.db",
         cache_dir=cache_dir,
-        isolation="bubblewrap",
+        isolation=isolation,
+        scoring=scoring,
         threads=1,
         timeout_s=90,
         smoke_timeout_s=60,
@@ -251,11 +271,59 @@ def test_an_lm_candidate_cannot_forge_its_bits_per_byte(code, tmp_path, cache_di
         max_pids=32,
         max_file_mb=64,
     )
+
+
+@pytest.mark.slow
+@requires_bubblewrap
+@pytest.mark.xfail(
+    strict=True,
+    reason="trusted scoring's documented limitation (docs/sandbox.md): an lm task's likelihood is computed in the "
+    "candidate's process and its held-out bytes are its inputs; graph scoring closes it (the test below)",
+)
+@pytest.mark.parametrize("code", [LM_PATCH_CROSS_ENTROPY, LM_LOOKAHEAD], ids=["patch-cross-entropy", "lookahead"])
+def test_an_lm_candidate_cannot_forge_its_bits_per_byte(code, tmp_path, cache_dir):
+    """Under trusted scoring both record 0.0 bits per byte: a patched torch.nn.functional.cross_entropy, and a
+    network that is causal in training and in the smoke probe (batch 2) and reads the byte it predicts everywhere
+    else."""
     with Archive(tmp_path / "a.db") as archive:
-        result = Evaluator(archive, settings).evaluate(code, "forger")
+        result = Evaluator(archive, lm_settings(tmp_path, cache_dir)).evaluate(code, "forger")
     assert result.status == "trained", result.reason
     # a byte-level model this small, trained one epoch, scores about 5 bits per byte honestly
     assert result.metrics["val_accuracy"] > 2 and result.metrics["test_accuracy"] > 2, result.metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isolation", LM_MODES)
+@pytest.mark.parametrize("code", [LM_PATCH_CROSS_ENTROPY, LM_LOOKAHEAD], ids=["patch-cross-entropy", "lookahead"])
+def test_graph_scoring_computes_an_lm_likelihood_the_candidate_cannot_forge(code, isolation, tmp_path, cache_dir):
+    """The same two forgers under graph scoring. The clean evaluator computes the likelihood from the graph's logits,
+    so a patched cross_entropy in the candidate's process changes nothing: it scores honestly (about 5 bits per
+    byte). The probe-dodging network branches on its batch size, which the exporter refuses (a trace would freeze
+    one branch): `failed` at the smoke stage, before training, with what to change."""
+    with Archive(tmp_path / "a.db") as archive:
+        result = Evaluator(archive, lm_settings(tmp_path, cache_dir, isolation, "graph")).evaluate(code, "forger")
+    if code == LM_LOOKAHEAD:
+        assert result.status == "failed", result.reason
+        assert result.reason.startswith("[smoke:export] the network could not be exported"), result.reason
+        assert result.metrics["val_accuracy"] is None
+        return
+    assert result.status == "trained", result.reason
+    assert result.metrics["val_accuracy"] > 2 and result.metrics["test_accuracy"] > 2, result.metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isolation", LM_MODES)
+def test_a_graph_that_looks_ahead_fails_the_causality_check_on_held_out_sequences(isolation, tmp_path, cache_dir):
+    """A network that switches the runner's causality probe off and reads the next byte in eval mode, which is what
+    the graph holds (it would score near 0 bits per byte): the clean evaluator cuts every held-out sequence at a
+    random position, changes every id after it, sees the logits before the cut move, and the candidate is `failed`."""
+    with Archive(tmp_path / "a.db") as archive:
+        result = Evaluator(archive, lm_settings(tmp_path, cache_dir, isolation, "graph")).evaluate(
+            LM_GRAPH_LOOKAHEAD, "peeker"
+        )
+        assert result.status == "failed", result.reason
+        assert "[graph:causal]" in result.reason and "the network looks ahead" in result.reason, result.reason
+        assert result.metrics["val_accuracy"] is None and archive.evaluations(result.id)[0]["val_accuracy"] is None
 
 
 # -- 4. noisy neighbours: a candidate slowing the candidates that run beside it ----------------------------

@@ -1,5 +1,5 @@
-"""One candidate and its relations: its page, its code as a download, lineage, loss curves, flag form, and the diff
-and compare views.
+"""One candidate and its relations: its page, its code, its graph and its export bundle as downloads, lineage, loss
+curves, flag form, and the diff and compare views.
 
 Everything here starts from candidate ids: one (its page, lineage, curve, flag), two (a diff) or a handful (the
 compare table and the loss curves it draws).
@@ -16,7 +16,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from agentarch.llm import prompts
-from agentarch.store import browse, lineage, measurements, review_log
+from agentarch.store import browse, bundle, lineage, measurements, review_log
+from agentarch.store.graphs import GraphNotKept
 from agentarch.store.handle import ArchiveError
 from agentarch.web import charts, downloads, params, plots, smoke
 from agentarch.web.pages.reviews import remember_reviewer, reviewer
@@ -43,6 +44,8 @@ def routes(site: Site) -> list[Route]:
             related = browse.candidate_fields(db, related_ids, ("name", "status"))
             evaluations = db.evaluations(candidate_id)
             measured = smoke.measured(evaluations)
+            scoring = bundle.scoring_evaluation(db, candidate_id)
+            digest, kept, graph_note = bundle.graph_state(db, scoring)
             context = {
                 "c": row,
                 "scored": scored,
@@ -60,6 +63,9 @@ def routes(site: Site) -> list[Route]:
                 "reviews": review_log.candidate_reviews(db, candidate_id, row.get("proposal_key")),
                 "reviewer": reviewer(request),
                 "error": error,
+                "trained": scoring is not None,
+                "scoring_kind": bundle.scoring_kind(scoring),
+                "graph": {"sha256": digest, "kept": kept, "note": graph_note},
             }
         return site.render(request, "candidate.html", context, status_code)
 
@@ -75,6 +81,34 @@ def routes(site: Site) -> list[Route]:
             except ArchiveError as e:
                 raise HTTPException(404, str(e)) from None
         return downloads.code_download(code, f"candidate-{candidate_id}.py")
+
+    def candidate_graph(request: Request) -> Response:
+        """The ONNX graph of the candidate's scoring evaluation, as a file (404 with the reason when there is none)."""
+        candidate_id = request.path_params["candidate_id"]
+        with site.archive() as db:
+            try:
+                db.candidate(candidate_id)
+                digest, kept, note = bundle.graph_state(db, bundle.scoring_evaluation(db, candidate_id))
+                if digest is None or not kept:
+                    raise HTTPException(404, f"candidate {candidate_id}: {note}")
+                data = db.graph_bytes(digest)
+            except GraphNotKept as e:
+                raise HTTPException(404, f"candidate {candidate_id}: {e}") from None
+            except ArchiveError as e:
+                raise HTTPException(404, str(e)) from None
+        return downloads.file_download(data, f"candidate-{candidate_id}.onnx", "application/octet-stream")
+
+    def candidate_export(request: Request) -> Response:
+        """What `agentarch export` writes (code, graph when kept, model card), zipped on the fly; nothing is written."""
+        candidate_id = request.path_params["candidate_id"]
+        with site.archive() as db:
+            try:
+                made = bundle.bundle(db, candidate_id)
+            except ArchiveError as e:
+                raise HTTPException(404, str(e)) from None
+        return downloads.file_download(
+            bundle.bundle_zip(made), f"candidate-{candidate_id}-export.zip", "application/zip"
+        )
 
     def candidate_curve(request: Request) -> Response:
         candidate_id = request.path_params["candidate_id"]
@@ -159,6 +193,8 @@ def routes(site: Site) -> list[Route]:
     return [
         Route("/candidate/{candidate_id:id}", candidate_get),
         Route("/candidate/{candidate_id:id}/code.py", candidate_code),
+        Route("/candidate/{candidate_id:id}/model.onnx", candidate_graph),
+        Route("/candidate/{candidate_id:id}/export.zip", candidate_export),
         Route("/candidate/{candidate_id:id}/lineage", lineage_page),
         Route("/candidate/{candidate_id:id}/curve.png", candidate_curve),
         Route("/candidate/{candidate_id:id}/flag", candidate_flag, methods=["POST"]),

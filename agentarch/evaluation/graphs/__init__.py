@@ -1,0 +1,23 @@
+"""The graph room: what the host believes about a trained candidate comes from its ONNX graph, not its Python.
+
+The sandbox trains a candidate and exports the trained network to ONNX; from then on nothing the candidate's
+code says about itself is believed. These modules are pure functions over the graph's bytes or its
+`onnx.ModelProto`, run by the host and by the clean evaluator (a process that loads graphs and never candidate
+code):
+
+- checks.py: refuse a graph that is too big, not ONNX, outside the supported IR and opsets, outside the standard
+  domain or the operator allowlist, with external data, strings, functions or nested graphs, or with other
+  inputs and outputs than one batch of examples in and one batch of outputs out;
+- sizes.py and shapes.py: every tensor's shape (and, for small tensors, its value), with the batch size as a
+  symbol;
+- batch_flow.py: the proof that each example's output depends on that example only (no operator mixes the
+  entries of a batch), by information-flow analysis of the batch axis through every operator;
+- measures.py: parameters, FLOPs per example, the structure signature for novelty and a structural digest,
+  all from the graph alone;
+- worker.py (the clean evaluator, a program of its own that runs graphs sandboxed) and scoring.py (the host's
+  side of it: check a graph, run the worker, score what it returns).
+
+Every refusal is a `GraphRejected` whose message tells the author of the network (an LLM, usually) what to
+change. The analyses import onnx and numpy, never torch and never candidate code; they may import what the
+evaluation room may (isolation, tasks, store and the shared modules).
+"""
