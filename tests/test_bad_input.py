@@ -57,7 +57,7 @@ def cli(*args: str):
         (["baseline", "--task", "imagenet"], "unknown task 'imagenet'"),
         (["run", "--task", "mnist"], "--data-dir"),
         (["eval", "missing.py", "--task", "digits"], "no such file: missing.py"),
-        (["run", "--task", "nb201-cifar10"], "use `agentarch baseline --task nb201-cifar10`"),
+        (["run", "--task", "nb201-cifar10", "--model", "openai/x"], "give --propose-in nb201"),
         (["run", "--resume", "no-such-run"], "no run 'no-such-run'"),
         (["run", "--batch", "0"], "batch"),
         (["archive", "show", "99"], "no candidate with id 99"),

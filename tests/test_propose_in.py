@@ -166,13 +166,6 @@ def test_bad_settings_are_refused_before_a_run_opens_and_say_what_to_change(tmp_
         assert sqlite3.connect(archive).execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
 
 
-def test_a_table_of_nb201_points_to_the_in_space_baseline(tmp_path):
-    result = invoke(
-        "--task", "nb201-cifar10", "--propose-in", "nb201", "--model", MODEL, "--archive", str(tmp_path / "a")
-    )
-    assert result.exit_code == 2 and "agentarch baseline --algo llm --space nb201" in " ".join(result.output.split())
-
-
 def test_resume_cannot_change_the_space():
     stored = load_settings(task="digits", propose_in="macro", model=MODEL).model_dump(mode="json")
     with pytest.raises(run.RunError, match="--resume cannot change propose_in"):

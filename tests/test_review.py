@@ -294,11 +294,14 @@ def test_approving_unchanged_code_trains_without_a_second_pause_and_an_edit_that
 
 
 def test_the_gate_routes_on_its_verdict_and_every_review_is_keyed_by_code(tmp_path):
+    from agentarch.config import load_settings
+    from agentarch.loop.context import RunContext
     from agentarch.loop.routers import Routers
 
-    assert Routers.after_review({"gate": "pass"}) == "smoke"
-    assert Routers.after_review({"gate": "edited"}) == "static_check"
-    assert Routers.after_review({"gate": "rejected"}) == "record"
+    route = Routers(RunContext(load_settings(task="digits", archive=tmp_path / "r.db"), "run-1", time.time()))
+    assert route.after_review({"gate": "pass"}) == "smoke"
+    assert route.after_review({"gate": "edited"}) == "static_check"
+    assert route.after_review({"gate": "rejected"}) == "record"
     with Archive(tmp_path / "a.db") as db:
         first = db.request_review({"run_id": None, "proposal_key": "k", "interrupt_id": "i", "code": BROKEN})
         assert db.request_review({"run_id": None, "proposal_key": "k", "interrupt_id": "j", "code": BROKEN}) == first

@@ -8,7 +8,9 @@ notice, the summary line).
 from __future__ import annotations
 
 import json
+import os
 import random
+import sys
 from typing import Annotated, Any, Optional
 
 import typer
@@ -30,11 +32,11 @@ from agentarch.cli.common import (
     MinTokensOpt,
     NoveltyOpt,
     QueueOpt,
+    ScoringOpt,
     StallTimeoutOpt,
     TaskOpt,
     TimeoutOpt,
     err,
-    fail,
     open_archive,
     out,
     outcome_printer,
@@ -47,6 +49,7 @@ from agentarch.evaluation.evaluator import Evaluator
 from agentarch.isolation.policy import resolve_isolation
 from agentarch.llm import fewshot, prompts
 from agentarch.loop import run as run_lib
+from agentarch.loop.context import answered_by_table
 from agentarch.loop.stopping import RunControl
 from agentarch.tasks.registry import get_task
 
@@ -114,6 +117,7 @@ def run_command(
         bool, typer.Option("--json", help="print a JSON line per event as it happens, and the summary object last")
     ] = False,
     isolation: IsolationOpt = None,
+    scoring: ScoringOpt = None,
     timeout_s: TimeoutOpt = None,
     novelty_threshold: NoveltyOpt = None,
 ) -> None:
@@ -140,6 +144,11 @@ def run_command(
     (a JSON object of its fields) instead of writing a module, for a model too small to write one:
 
         agentarch run --task digits --propose-in macro --model openai/smollm2 --api-base http://127.0.0.1:8080/v1
+
+    On a NAS-Bench-201 table (nb201-cifar10, nb201-cifar100, nb201-imagenet16) each proposal is looked up in the
+    table instead of trained: the model chooses cells with --propose-in nb201, or offline evolution proposes them:
+
+        agentarch run --task nb201-cifar10 --propose-in nb201 --model openai/smollm2 --api-base http://127.0.0.1:8080/v1
     """
     flags = dict(
         task=task,
@@ -168,6 +177,7 @@ def run_command(
         repair_tries=repair_tries,
         epochs=epochs,
         isolation=isolation,
+        scoring=scoring,
         timeout_s=timeout_s,
         novelty_threshold=novelty_threshold,
         review=review,
@@ -199,13 +209,10 @@ def run_command(
             summary = run_lib.resume(resume, settings.archive, **watching, **given)
     else:
         the_task = get_task(settings.task)
-        if the_task.kind == "tabular":
-            algo = " --algo llm --space nb201" if settings.propose_in else ""
-            raise fail(
-                f"{the_task.name} is a table, not a training task; use `agentarch baseline{algo} --task {the_task.name}`"
-            )
-        with open_archive(settings.archive) as db:
-            Evaluator(db, settings).prepared  # fail early on a task, its data or a sandbox that cannot work
+        table = answered_by_table(settings, the_task)  # a table's proposals are looked up: no data, no sandbox
+        if not table:
+            with open_archive(settings.archive) as db:
+                Evaluator(db, settings).prepared  # fail early on a task, its data or a sandbox that cannot work
         if settings.model is None:
             err.print(
                 formats.line(
@@ -219,7 +226,10 @@ def run_command(
             where = f" at {settings.api_base}" if settings.api_base else ""
             inside = f", architectures of the {settings.propose_in} space" if settings.propose_in else ""
             err.print(formats.line(f"proposing with {models}{where}{inside}"))
-        warn_if_weak(resolve_isolation(settings.isolation))
+        if table:
+            err.print(formats.line(f"{the_task.name} is a table: each proposal is looked up in it, nothing trains"))
+        else:
+            warn_if_weak(resolve_isolation(settings.isolation))
         with stop_on_signals(control, watcher), watcher:
             summary = run_lib.start(settings, **watching)
     if as_json:
@@ -235,7 +245,11 @@ def run_command(
             ),
             soft_wrap=True,
         )
-        raise typer.Exit(exit_code(control))
+        # Everything is recorded and said: end here rather than in the interpreter's shutdown, where Python puts the
+        # default handlers back and a second Ctrl-C would kill the process without a word (status -2, not 130).
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(exit_code(control))
 
 
 def run_summary_line(summary: dict[str, Any]) -> Text:

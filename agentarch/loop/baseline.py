@@ -6,7 +6,9 @@ multi-seed summary is the mean and standard deviation of those over seeds (the N
 
 - tabular tasks (nb201-*): every proposal is a table query, nothing is trained or recorded per
   query; each seed's best cell is recorded once in the archive (rendered as the paper's network,
-  marked with its proposer), so later LLM prompts can cite it;
+  marked with its proposer), so later LLM prompts can cite it. How a table's answer becomes archive rows
+  (`table_query`, `table_assessment`) lives here once: the agent loop's `look_up` step records each of its
+  proposals on a table the same way;
 - trainable tasks: every proposal is rendered to code and goes through `Evaluator.evaluate`, like
   any other candidate, with its parent's archive id as lineage.
 
@@ -31,7 +33,7 @@ from typing import Any
 from agentarch.errors import UsageError
 from agentarch.evaluation import dedup
 from agentarch.evaluation.candidate import candidate_row
-from agentarch.evaluation.evaluator import EvalResult, Evaluator
+from agentarch.evaluation.evaluator import METRIC_KEYS, Assessment, EvalResult, Evaluator
 from agentarch.search.guided import REFIT, Choice, Guide, table_features
 from agentarch.search.objectives import Goals
 from agentarch.search.proposers.base import MEASURE_COLUMNS, Observation, Proposal
@@ -40,8 +42,48 @@ from agentarch.search.spaces import SearchSpace
 from agentarch.store.archive import Archive
 from agentarch.store.ranking import Direction
 from agentarch.store.summaries import best_by_validation
-from agentarch.tasks.tabular import NB201Table, nb201_table
+from agentarch.tasks.tabular import NB201Table, TableScore, nb201_table
 from agentarch.tasks.task import Task
+
+PERCENT = 100.0
+"""NAS-Bench-201 answers in percent, as the paper reports; the archive keeps every task's accuracy as a fraction."""
+TABLE_ISOLATION = "table"
+"""The `isolation` of a table's answer in the archive: nothing ran (its `device` says which table answered)."""
+TABLE_DEVICE = "nas-bench-201"
+
+
+def table_query(task: Task, arch: str) -> TableScore:
+    """The NAS-Bench-201 table's answer for cell `arch` on the dataset of table task `task` (nb201-DATASET), in
+    percent; TableError when `arch` is no cell of the table."""
+    return nb201_table().query(task.name.removeprefix("nb201-"), arch)
+
+
+def table_assessment(row: dict[str, Any], task: Task, score: TableScore, seed: int, reason: str | None) -> Assessment:
+    """A table's answer as the rows to record, whoever asked (a baseline's best cell, a proposal of the agent loop):
+    the candidate `row` (its code the cell's network for the task's images) trained at the benchmark's fidelity
+    (`task.epochs`), its scores as fractions (the archive's unit), the cell's parameters and FLOPs, and an evaluation
+    whose isolation and device say that the table answered and nothing ran."""
+    scores = {"val_accuracy": score.val_accuracy / PERCENT, "test_accuracy": score.test_accuracy / PERCENT}
+    metrics = {**dict.fromkeys(METRIC_KEYS), **scores, **score.measures()}
+    candidate = {
+        **row,
+        "ast_hash": row.get("ast_hash") or dedup.ast_hash(row["code"]),
+        **score.measures(),
+        "status": "trained",
+        "reason": reason,
+        "duplicate_of": None,
+        "dedup_level": None,
+    }
+    evaluation = {
+        "fidelity": task.epochs,
+        "seed": seed,
+        "status": "trained",
+        **scores,
+        **score.measures(),
+        "isolation": TABLE_ISOLATION,
+        "device": TABLE_DEVICE,
+    }
+    return Assessment("trained", candidate, evaluation, reason, metrics=metrics, hparams=dict(row.get("hparams") or {}))
 
 
 @dataclass(frozen=True)
@@ -182,8 +224,7 @@ def search_table(
     query is the `Guide`'s pick of K proposals (`explore`: the share picked at random; `refit`: see
     `agentarch.search.guided`); the predictor ranks by validation score, so it takes no goals beyond the task's metric."""
     check_screen(screen, goals)
-    table = nb201_table()
-    dataset = task.name.removeprefix("nb201-")
+    table, dataset = nb201_table(), task.name.removeprefix("nb201-")
     proposer = make_proposer(algo, space, seed, direction=task.direction, goals=goals, **options)
     guide = Guide(task.name, task.direction, seed, table_features(dataset), explore, refit) if screen > 1 else None
     result = SeedResult(seed, direction=task.direction, goals=goals, scales=TableScales.of(table, dataset))
@@ -197,7 +238,7 @@ def search_table(
             proposal = proposals[choice.chosen]
             proposer.withdraw([p for p in proposals if p is not proposal])
         assert proposal.arch is not None
-        score = table.query(dataset, proposal.arch)
+        score = table_query(task, proposal.arch)
         measures = score.measures()
         result.history.append(Trial(proposal.arch, score.val_accuracy, score.test_accuracy, measures=measures))
         proposer.observe([Observation(proposal, "trained", score.val_accuracy, score.test_accuracy, measures=measures)])
@@ -264,30 +305,18 @@ def record_table_best(
         return int(earlier["id"])
     code = space.render(best.arch, task)
     screened = f", each the predictor's pick of {len(result.choices[0].archs)}" if result.choices else ""
-    candidate = {
-        **candidate_row(
-            run_id=run_id,
-            task=task.name,
-            name=f"{space.name}:{best.arch}",
-            proposer=algo,
-            code=code,
-            space=space.name,
-            arch=best.arch,
-        ),
-        "ast_hash": dedup.ast_hash(code),
-        "status": "trained",
-        "reason": f"best of {len(result.history)} table queries by {algo}{screened} (seed {result.seed})",
-    }
-    evaluation = {
-        "fidelity": task.epochs,
-        "seed": result.seed,
-        "status": "trained",
-        "val_accuracy": best.val / 100,
-        "test_accuracy": best.test / 100,
-        "isolation": "table",
-        "device": "nas-bench-201",
-    }
-    candidate_id = archive.record(candidate, evaluation)
+    row = candidate_row(
+        run_id=run_id,
+        task=task.name,
+        name=f"{space.name}:{best.arch}",
+        proposer=algo,
+        code=code,
+        space=space.name,
+        arch=best.arch,
+    )
+    reason = f"best of {len(result.history)} table queries by {algo}{screened} (seed {result.seed})"
+    assessment = table_assessment(row, task, table_query(task, best.arch), result.seed, reason)
+    candidate_id = archive.record(assessment.candidate, assessment.evaluation)
     result.history[index] = replace(best, candidate_id=candidate_id)
     return candidate_id
 

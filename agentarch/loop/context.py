@@ -61,6 +61,26 @@ def in_space_of(settings: Settings, task: Task) -> str | None:
     return space.name
 
 
+def answered_by_table(settings: Settings, task: Task) -> bool:
+    """Whether the run's proposals are answered from a table (a NAS-Bench-201 task): each proposal is an
+    architecture of the table's space (the model's, with --propose-in; offline, the evolution's), looked up instead of
+    trained, and no sandbox job starts. UsageError for what a table cannot do: a model writing modules (it can only
+    choose cells), and what trains (--screen, --verify-top)."""
+    if task.kind != "tabular":
+        return False
+    if settings.model is not None and settings.propose_in is None:
+        raise UsageError(
+            f"{task.name} is a table of NAS-Bench-201 cells: a model cannot write a module for it, only choose one of "
+            f"its cells; give --propose-in nb201 (or leave --model out to run regularized evolution on it)"
+        )
+    trains = [flag for flag, on in (("--screen", settings.screen > 1), ("--verify-top", settings.verify_top > 0)) if on]
+    if trains:
+        raise UsageError(
+            f"{task.name} is answered from its table and nothing trains there: leave out {' and '.join(trains)}"
+        )
+    return True
+
+
 IN_FLIGHT_POLL_S = 0.5
 """How long a proposal waiting for a copy in flight sleeps at most before it looks again at an abort."""
 
@@ -165,7 +185,9 @@ class RunContext:
     _jobs_lock: threading.Lock = field(default_factory=threading.Lock)
     inflight: InFlight = field(init=False)  # code that passed dedup and is not recorded yet (copies wait for it)
     in_space: str | None = field(init=False)  # --propose-in: the space the model chooses architectures in
+    table: bool = field(init=False)  # a table task: each proposal is looked up, not trained (answered_by_table)
     _archs: dict[str, tuple[str, str]] = field(default_factory=dict)  # proposal key -> (arch, identity) in flight
+    _archs_ended: set[str] = field(default_factory=set)  # identities of the architectures proposals ended with
     # a model (by spec) whose server refused the space's JSON schema: later proposals ask it without one
     schema_refused: dict[str, str] = field(default_factory=dict)
 
@@ -176,6 +198,7 @@ class RunContext:
         s = self.settings
         self.task = get_task(s.task)
         self.in_space = in_space_of(s, self.task)
+        self.table = answered_by_table(s, self.task)
         self.goals = Goals.parse(s.objectives, s.constraints, self.task.direction, self.task.metric)
         if s.screen > 1 and s.review:
             raise UsageError(
@@ -319,18 +342,28 @@ class RunContext:
 
     def claim_arch(self, key: str, arch: str) -> bool:
         """Take architecture `arch` for proposal `key` (in place of what it held) until it is recorded, unless another
-        proposal in flight holds the same network (the space's identity): then False. Later proposals are told to
-        avoid what is held, and two asking at once cannot both take one answer."""
+        proposal in flight holds the same network (the space's identity), or one of this run's proposals ended with it:
+        then False. Later proposals are told to avoid what is held, and two asking at once cannot both take one answer.
+
+        An ended one counts because a proposal reads the archive before its model answers: a holder recorded while
+        that call waited is neither in flight nor among what it read (on a table, which answers at once, that is the
+        common case, not a rare one)."""
         identity = get_space(self.arch_space() or "").identity(arch)
         with self._queue_lock:
+            if identity in self._archs_ended:
+                return False
             if any(held == identity for other, (_, held) in self._archs.items() if other != key):
                 return False
             self._archs[key] = (arch, identity)
             return True
 
     def release_arch(self, key: str) -> None:
+        """Proposal `key` ended (recorded, or stopped with the run): its architecture is no longer held, and no later
+        proposal of this process claims it (`claim_arch`; a resumed run starts from the archive)."""
         with self._queue_lock:
-            self._archs.pop(key, None)
+            held = self._archs.pop(key, None)
+            if held is not None:
+                self._archs_ended.add(held[1])
 
     def archs_in_flight(self, but: str | None = None) -> list[str]:
         """The architectures of the proposals in flight (all but proposal `but`), in the order they were chosen."""
@@ -345,7 +378,9 @@ class RunContext:
 
     def evaluator(self) -> Evaluator:
         if not hasattr(self._local, "evaluator"):
-            self._local.evaluator = Evaluator(self.archive(), self.settings, self.run_id, self.executor)
+            self._local.evaluator = Evaluator(
+                self.archive(), self.settings, self.run_id, self.executor, lookup=self.table
+            )
         return self._local.evaluator
 
     @property

@@ -38,6 +38,7 @@ STEPS = {
     "edit_retry": "edit",
     "fall_back": "fallback",
     "train": "train",
+    "look_up": "table",
     "analyze": "analyze",
     "record": "record",
     "give_up": "record",

@@ -2,7 +2,8 @@
 
     select_context → render_prompt → propose → extract → static_check → dedup → review_gate
         → smoke → train → analyze → record
-    (extract, static_check and smoke failures go to repair → extract, at most k times;
+    (on a table task (nb201-*), review_gate → look_up → record: the table answers, no sandbox job;
+     extract, static_check and smoke failures go to repair → extract, at most k times;
      review_gate pauses for a person only with --review: approve → smoke, reject → record,
      edit → static_check with the person's code; code no decision covers, by sha256, pauses again;
      a step that raises goes to fail, which records the candidate as failed: the run goes on)
@@ -60,6 +61,7 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
         (proposing, "edit_retry"),
         (proposing, "fall_back"),
         (evaluating, "train"),
+        (evaluating, "look_up"),
         (recording, "analyze"),
         (recording, "record"),
         (recording, "give_up"),
@@ -78,13 +80,14 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
     then("extract", route.after_extract, ["static_check", "repair", "record", "edit_retry", "fall_back"])
     then("static_check", route.after_check, ["dedup", "repair", "record"])
     then("dedup", route.after_dedup, ["review_gate", "record"])
-    then("review_gate", route.after_review, ["smoke", "static_check", "record"])
+    then("review_gate", route.after_review, ["smoke", "look_up", "static_check", "record"])
     then("smoke", route.after_smoke, ["train", "screen", "repair", "record"])
     then("screen", route.after_screen, ["train", "record"])
     then("repair", route.after_repair, ["extract", "record"])
     then("edit_retry", route.after_edit_call, ["extract", "record"])
     then("fall_back", route.after_edit_call, ["extract", "record"])
     then("train", lambda state: "analyze", ["analyze"])
+    then("look_up", lambda state: "record", ["record"])
     then("analyze", lambda state: "record", ["record"])
     then("record", lambda state: END, [END])
     then("give_up", lambda state: END, [END])

@@ -42,9 +42,10 @@ class Routers:
     def after_dedup(state: CandidateState) -> str:
         return "record" if state.get("verdict") else "review_gate"
 
-    @staticmethod
-    def after_review(state: CandidateState) -> str:
-        return {"rejected": "record", "edited": "static_check"}.get(state.get("gate") or "", "smoke")
+    def after_review(self, state: CandidateState) -> str:
+        """Rejected: record; edited: check the person's code; passed: the sandbox job, or on a table task the table."""
+        passed = "look_up" if self.ctx.table else "smoke"
+        return {"rejected": "record", "edited": "static_check"}.get(state.get("gate") or "", passed)
 
     @staticmethod
     def after_screen(state: CandidateState) -> str:

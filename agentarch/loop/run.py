@@ -19,7 +19,7 @@ from agentarch.llm import client as llm_client
 from agentarch.loop import bandit
 from agentarch.loop.baseline import SeedResult, Trial
 from agentarch.loop.baseline import summarize as summarize_baseline
-from agentarch.loop.context import BEST_OF_N, RunContext, in_space_of
+from agentarch.loop.context import BEST_OF_N, RunContext, answered_by_table, in_space_of
 from agentarch.loop.events import Listener, RunEnded, RunStarted
 from agentarch.loop.graph import build, open_checkpointer
 from agentarch.loop.scheduler import Scheduler
@@ -108,9 +108,11 @@ def start(
 
     `on_event` hears what the run does as it does it (agentarch.loop.events); `control` lets the caller stop it
     (agentarch.loop.stopping: the run is then `interrupted` and `resume` goes on with it). Settings that cannot make
-    a run (a --propose-in space that does not fit the task) are refused before the run is opened."""
+    a run (a --propose-in space that does not fit the task, a model asked to write modules for a table) are refused
+    before the run is opened. On a table task (nb201-*) each proposal is looked up in the table, not trained."""
     the_task = get_task(settings.task)
     in_space_of(settings, the_task)
+    answered_by_table(settings, the_task)
     with Archive(settings.archive) as archive:
         kind = "offline" if not settings.model else "llm" if settings.feedback else "baseline"
         task = the_task.name  # a task file's name, not its path: the archive's rows say names

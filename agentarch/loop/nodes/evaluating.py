@@ -1,5 +1,6 @@
 """The evaluating nodes: the evaluator's steps on the proposed code (static check, dedup), the review gate, and
-the candidate's one sandbox job (smoke, screen, train), with the marks that tell a host death apart.
+the candidate's one sandbox job (smoke, screen, train), with the marks that tell a host death apart; on a table task
+(NAS-Bench-201) the table's answer instead of the sandbox job (look_up).
 
 Its own module because these are the steps that judge a candidate; each decides a verdict or lets it on.
 """
@@ -10,12 +11,15 @@ from typing import Any
 
 from langgraph.types import interrupt
 
+from agentarch.errors import AgentarchError
 from agentarch.evaluation.dedup import ast_hash
 from agentarch.evaluation.evaluator import SandboxRun
+from agentarch.loop.baseline import table_assessment, table_query
 from agentarch.loop.context import RunAborted
 from agentarch.loop.events import SLOT_WAIT
-from agentarch.loop.nodes.base import Nodes, decided
+from agentarch.loop.nodes.base import Nodes, arch_of, decided
 from agentarch.loop.state import CandidateState
+from agentarch.search.spaces import get_space
 from agentarch.store.decisions import code_sha256
 
 HOST_STOPS_BEFORE_FAILED = 2
@@ -43,7 +47,7 @@ class _HostStopped(Exception):
 
 
 class EvaluatingNodes(Nodes):
-    """static_check → dedup → review_gate → smoke → (screen →) train."""
+    """static_check → dedup → review_gate → smoke → (screen →) train; on a table task review_gate → look_up."""
 
     def static_check(self, state: CandidateState) -> dict[str, Any]:
         """The candidate contract, read without running the code; a rejection goes to repair with its rule and line."""
@@ -184,6 +188,26 @@ class EvaluatingNodes(Nodes):
             return decided(verdict)
         finally:
             self._finished(state)
+
+    def look_up(self, state: CandidateState) -> dict[str, Any]:
+        """A table task's evaluation: the table's answer for the candidate's architecture, recorded as `agentarch
+        baseline` records a table's answer (agentarch.loop.baseline.table_assessment: trained at the benchmark's
+        fidelity, isolation `table`); no sandbox job starts. The architecture is the proposal's when the code is its
+        rendering, else the one the code declares (a reviewer's edit); code that is no cell of the table is recorded
+        `invalid` with the reason."""
+        self.ctx.leave_queue(state["plan"]["key"])
+        code, space, arch = state.get("code") or "", get_space(self.ctx.arch_space() or ""), arch_of(state)
+        try:
+            if arch is None or space.render(arch, self.ctx.task) != code:
+                arch = space.parse_code(code)
+            arch = space.validate(arch)
+            score = table_query(self.ctx.task, arch)
+        except AgentarchError as err:  # SpaceError, TableError: the code names no cell the table can answer for
+            reason = f"[table] {err}"
+            invalid = self.ctx.evaluator().without_running(code, self._name(state), "invalid", reason, self._proposer())
+            return {**decided(invalid), "error": reason}
+        row = self._row({**state, "arch": arch})  # named after the cell looked up
+        return {**decided(table_assessment(row, self.ctx.task, score, self.ctx.settings.seed, None)), "arch": arch}
 
     def _start(self, state: CandidateState, smoke_only: bool = False, step: str = "smoke") -> SandboxRun | str:
         """Start the candidate's sandbox job, marked started in the archive once it has its slot (the proposal's
