@@ -348,3 +348,19 @@ def test_an_offline_run_on_a_task_file_with_a_tight_limit_trains_what_it_propose
     rows = sqlite3.connect(tmp_path / "a.db").execute("SELECT status, params, space, reason FROM candidates").fetchall()
     assert len(rows) == 10 and summary["trained"] >= 9, rows
     assert all(params is not None and params <= limit and used == space for _, params, used, _ in rows), rows
+
+
+def test_a_run_whose_limit_no_network_reaches_is_refused_before_it_opens(tmp_path, monkeypatch):
+    """The offline run (and --propose-in) checks its space against the limits before the run's row exists: nothing
+    is recorded, and the message names the limit and the smallest network."""
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--task", "digits", "--budget", "2", "--constraint", "params<=10", "--archive", "a.db"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and "smallest network" in result.output, result.output
+    assert "params <= 10" in result.output or "params<=10" in result.output.replace(" ", "")
+    runs = (
+        sqlite3.connect(tmp_path / "a.db").execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        if (tmp_path / "a.db").exists()
+        else 0
+    )
+    assert runs == 0

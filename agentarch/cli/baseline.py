@@ -203,7 +203,9 @@ def baseline_command(
     the_task = get_task(settings.task)
     chosen.check_fit(the_task)
     goals = Goals.parse(settings.objectives, settings.constraints, the_task.direction, the_task.metric)
-    make_proposer(algo, chosen, 0, population=settings.population, sample_size=settings.sample_size, goals=goals)
+    make_proposer(
+        algo, chosen, 0, population=settings.population, sample_size=settings.sample_size, goals=goals, task=the_task
+    )
     options: dict[str, Any] = (
         {"population": settings.population, "sample_size": settings.sample_size} if algo == "rea" else {}
     )

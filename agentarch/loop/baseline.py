@@ -225,7 +225,7 @@ def search_table(
     `agentarch.search.guided`); the predictor ranks by validation score, so it takes no goals beyond the task's metric."""
     check_screen(screen, goals)
     table, dataset = nb201_table(), task.name.removeprefix("nb201-")
-    proposer = make_proposer(algo, space, seed, direction=task.direction, goals=goals, **options)
+    proposer = make_proposer(algo, space, seed, direction=task.direction, goals=goals, task=task, **options)
     guide = Guide(task.name, task.direction, seed, table_features(dataset), explore, refit) if screen > 1 else None
     result = SeedResult(seed, direction=task.direction, goals=goals, scales=TableScales.of(table, dataset))
     while len(result.history) < budget:
@@ -264,7 +264,9 @@ def search_trained(
     measured (params, flops, latency, memory) goes with each observation, for goals that name it.
     """
     task = evaluator.task
-    proposer = make_proposer(algo, space, seed, distinct=True, direction=task.direction, goals=goals, **options)
+    proposer = make_proposer(
+        algo, space, seed, distinct=True, direction=task.direction, goals=goals, task=task, **options
+    )
     result = SeedResult(seed, direction=task.direction, goals=goals)
     while len(result.history) < budget:
         (proposal,) = proposer.propose(1)

@@ -25,8 +25,12 @@ from agentarch.loop.graph import build, open_checkpointer
 from agentarch.loop.scheduler import Scheduler
 from agentarch.loop.stopping import RunControl
 from agentarch.loop.summary import summarize
+from agentarch.search.limits import Limits
+from agentarch.search.objectives import Goals
+from agentarch.search.spaces import get_space, space_for
 from agentarch.store.archive import Archive
 from agentarch.tasks.registry import get_task
+from agentarch.tasks.task import Task
 
 
 class RunError(AgentarchError, RuntimeError):
@@ -97,6 +101,20 @@ def _as_stored(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def within_limits(settings: Settings, task: Task) -> None:
+    """Refuse, before a run is opened, a space whose networks cannot keep to the task's max_params and the run's
+    constraints (agentarch.search.limits): the space offline evolution or --propose-in searches."""
+    space = settings.propose_in
+    if space is None and settings.model is None:
+        try:
+            space = space_for(task.kind, settings.offline_space)
+        except AgentarchError:
+            return  # no space builds this kind: the run says so where it plans
+    if space is not None:
+        goals = Goals.parse(settings.objectives, settings.constraints, task.direction, task.metric)
+        Limits.of(get_space(space), task, goals).check()
+
+
 def start(
     settings: Settings,
     on_outcome: Callable[[dict[str, Any]], None] | None = None,
@@ -113,6 +131,7 @@ def start(
     the_task = get_task(settings.task)
     in_space_of(settings, the_task)
     answered_by_table(settings, the_task)
+    within_limits(settings, the_task)
     with Archive(settings.archive) as archive:
         kind = "offline" if not settings.model else "llm" if settings.feedback else "baseline"
         task = the_task.name  # a task file's name, not its path: the archive's rows say names

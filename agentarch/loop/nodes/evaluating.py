@@ -27,7 +27,7 @@ HOST_STOPS_BEFORE_FAILED = 2
 candidate is recorded `failed` instead of run again: one ordinary kill (a reboot, Ctrl-C) still replays it."""
 
 
-SMOKE_MEASURES = ("params", "flops", "latency_ms", "peak_memory_mb", "proxies")
+SMOKE_MEASURES = ("params", "flops", "latency_ms", "peak_memory_mb", "proxies", "digest")
 """What a screened candidate's smoke run measured that the predictor reads (protocol.py bounded each value)."""
 
 STOPPED = ("failed", "timeout")
@@ -238,7 +238,8 @@ class EvaluatingNodes(Nodes):
 
         self.ctx.step(plan, SLOT_WAIT)
         try:
-            return self.ctx.evaluator().start(self._row(state), ready=mark, smoke_only=smoke_only)
+            digest = None if smoke_only else (state.get("smoke") or {}).get("digest")  # graph mode: the screened graph
+            return self.ctx.evaluator().start(self._row(state), ready=mark, smoke_only=smoke_only, digest=digest)
         except _HostStopped as stopped:
             return str(stopped)
 

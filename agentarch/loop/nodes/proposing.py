@@ -17,6 +17,7 @@ from agentarch.loop.containment import storable
 from agentarch.loop.context import RunAborted
 from agentarch.loop.nodes.base import Nodes, proposal_tag
 from agentarch.loop.state import CandidateState
+from agentarch.search.limits import Limits
 from agentarch.search.proposers.base import Observation, Proposal
 from agentarch.search.proposers.llm_space import IN_SPACE, PURPOSE, InSpaceLLM, InSpaceModel
 from agentarch.search.spaces import get_space
@@ -186,6 +187,7 @@ class ProposingNodes(Nodes):
                 direction=ctx.task.direction,
                 tag=tag,
                 claim=lambda arch: ctx.claim_arch(plan["key"], arch),
+                limits=Limits.of(space, ctx.task, ctx.goals),
             )
             search.replay(seen)
             (proposal,) = search.propose(1, avoid)
