@@ -7,12 +7,16 @@ working tree)
 into their own folders and run alternately, each time on a fresh archive with the same prepared
 data and the same seeds, so both see the same machine load. Per run it records the wall time of the
 whole command, the candidates trained, how many sandbox jobs were started (`evaluation_starts`),
-and the best validation accuracy (the same search should find the same networks).
+the best validation accuracy, the seconds spent inside sandbox jobs (the rest is the loop, start-up and exit), and
+which networks were trained (a short hash of the sorted architectures). The proposals in flight race for the slot
+and plan from the outcomes recorded so far, so two runs of one version may train different networks (another
+workload): compare wall times only between runs whose networks match, or compare the time outside the jobs.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import sqlite3
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,7 +47,7 @@ def checkout(rev: str, into: Path) -> Path:
     return into
 
 
-def main_job(site: Path, archive: Path, cache: Path) -> dict[str, float]:
+def main_job(site: Path, archive: Path, cache: Path) -> dict[str, Any]:
     """One run of the README's main job with the agentarch installed in `site`."""
     env = {**os.environ, "PYTHONPATH": str(site), "AGENTARCH_CACHE_DIR": str(cache)}
     started = time.perf_counter()
@@ -58,7 +63,17 @@ def main_job(site: Path, archive: Path, cache: Path) -> dict[str, float]:
     trained = db.execute("SELECT COUNT(*) FROM candidates WHERE status = 'trained'").fetchone()[0]
     jobs = db.execute("SELECT COALESCE(SUM(started), 0) FROM evaluation_starts").fetchone()[0]
     best = db.execute("SELECT MAX(val_accuracy) FROM evaluations").fetchone()[0]
-    return {"wall_s": wall, "trained": trained, "sandbox_jobs": jobs, "best_val": best}
+    in_jobs = db.execute("SELECT COALESCE(SUM(wall_seconds), 0) FROM evaluations").fetchone()[0]
+    archs = "\n".join(a or "" for (a,) in db.execute("SELECT arch FROM candidates ORDER BY arch"))
+    networks = hashlib.sha256(archs.encode()).hexdigest()[:8]
+    return {
+        "wall_s": wall,
+        "trained": trained,
+        "sandbox_jobs": jobs,
+        "best_val": best,
+        "in_jobs_s": in_jobs,
+        "networks": networks,
+    }
 
 
 def main() -> None:
@@ -74,7 +89,7 @@ def main() -> None:
         install(checkout(args.after, root / "after-src") if args.after else REPO, sites["after"])
         cache = root / "cache"
         main_job(sites["after"], root / "warm-up.db", cache)  # prepares the digits split both versions then read
-        runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+        runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
         for repeat in range(args.repeats):
             for version in ("before", "after"):
                 runs[version].append(main_job(sites[version], root / f"{version}-{repeat}.db", cache))
@@ -84,14 +99,19 @@ def main() -> None:
     after_name = f"`{args.after}`" if args.after else "the working tree"
     print(f"{os.cpu_count()} CPUs, Python {platform.python_version()}, before = `{args.before}`, after = {after_name};")
     print(f"{args.repeats} runs of each, alternating, on fresh archives.\n")
-    print("| version | run | wall (s) | trained | sandbox jobs | best val |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        "| version | run | wall (s) | in sandbox jobs (s) | outside them (s) | trained | sandbox jobs | best val | networks |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for version in ("before", "after"):
         for i, r in enumerate(runs[version]):
             print(
-                f"| {version} | {i + 1} | {r['wall_s']:.1f} | {r['trained']} | {r['sandbox_jobs']} | {r['best_val']:.4f} |"
+                f"| {version} | {i + 1} | {r['wall_s']:.1f} | {r['in_jobs_s']:.1f} | {r['wall_s'] - r['in_jobs_s']:.1f} "
+                f"| {r['trained']} | {r['sandbox_jobs']} | {r['best_val']:.4f} | `{r['networks']}` |"
             )
     print(f"\nMean wall time: before {before:.1f} s, after {after:.1f} s: {1 - after / before:.0%} less time.")
+    outside = {v: statistics.mean(r["wall_s"] - r["in_jobs_s"] for r in runs[v]) for v in ("before", "after")}
+    print(f"Mean time outside sandbox jobs: before {outside['before']:.1f} s, after {outside['after']:.1f} s.")
 
 
 if __name__ == "__main__":
