@@ -29,9 +29,9 @@ from tests.conftest import REPO, requires_bubblewrap
 
 try:
     from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # pragma: no cover - the skip below says so
     webdriver = None
@@ -130,6 +130,20 @@ def _check_page(driver, title: str) -> None:
     assert not driver.find_elements(By.CSS_SELECTOR, "p.error"), driver.find_element(By.CSS_SELECTOR, "p.error").text
 
 
+def _gone(element) -> bool:
+    """Whether the page that held `element` was replaced. Chromium says so with a stale reference, or, when the old
+    document is torn down mid-question, with "Node with given id does not belong to the document"."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as err:
+        if "does not belong to the document" in str(err):
+            return True
+        raise
+    return False
+
+
 def _decide(driver, review_id: int, decision: str, reason: str | None = None) -> None:
     """Take one decision on a pending review with its card's button (the name is the page's one field), then wait
     for the queue to come back without it, confirming the decision."""
@@ -143,7 +157,7 @@ def _decide(driver, review_id: int, decision: str, reason: str | None = None) ->
     button = section.find_element(By.CSS_SELECTOR, f"button[name='decision'][value='{decision}']")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
     button.click()
-    WebDriverWait(driver, 20).until(EC.staleness_of(section))  # the POST redirected back to a fresh /reviews
+    WebDriverWait(driver, 20).until(lambda d: _gone(section))  # the POST redirected back to a fresh /reviews
     WebDriverWait(driver, 20).until(lambda d: f"/reviews?done={review_id}" in d.current_url)
     _check_page(driver, "Reviews")
     assert not driver.find_elements(By.ID, f"review-{review_id}")

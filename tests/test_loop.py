@@ -190,8 +190,10 @@ def test_without_a_model_the_loop_runs_offline_evolution_and_a_finished_run_cann
     assert result.exit_code == 0, result.output
     assert "No LLM configured" in result.stderr
     summary = json.loads(result.stdout.splitlines()[-1])
-    assert summary["proposed"] == 3 and summary["trained"] + summary["duplicate"] == 3 and summary["cost_usd"] == 0.0
     db = sqlite3.connect(env / "a.db")
+    outcomes = db.execute("SELECT name, status, reason FROM candidates").fetchall()
+    assert summary["proposed"] == 3 and summary["trained"] + summary["duplicate"] == 3, (summary, outcomes)
+    assert summary["cost_usd"] == 0.0
     assert {r for r in db.execute("SELECT proposer, space FROM candidates")} == {("rea", "nb201")}
     again = run_cli("--resume", summary["run_id"], "--archive", "a.db")
     assert again.exit_code == 2 and "already finished" in again.output
