@@ -254,15 +254,13 @@ def stop_on_signals(control: RunControl, watcher: Watcher) -> Iterator[None]:
             threading.Thread(target=control.stop, args=(name,), name="stop", daemon=True).start()
             return
         control.halt(f"a second {name}")
-        watcher.said_at_exit(f"a second {name}")
-        with contextlib.suppress(Exception):  # the interrupted code may be inside a write to stdout
-            sys.stdout.flush()
-        os._exit(128 + signum)
+        at_once(signum, frame)
 
     def at_once(signum: int, frame: Any) -> None:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
+        """Say so and exit now: a second signal, in the run or while it winds up after its block."""
         watcher.said_at_exit(f"a second {signal.Signals(signum).name}")
+        with contextlib.suppress(Exception):  # the interrupted code may be inside a write to stdout
+            sys.stdout.flush()
         os._exit(128 + signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
