@@ -484,7 +484,7 @@ def test_the_leaderboard_filters_ranges_dates_marks_stage_and_any(rich):
     assert client.get("/?since=yesterday").status_code == 400
     assert listed(client, "/?flagged=1") == [i["d"]] and listed(client, "/?edited=1") == [i["e"]]
     assert listed(client, "/?stage=verify") == [i["a"]] and i["a"] not in listed(client, "/?stage=explore")
-    assert "verified</span>" in client.get("/?stage=verify").text
+    assert ">retrained</span>" in client.get("/?stage=verify").text  # the verify retraining, not graph scoring
     assert len(listed(client, "/?status=any&proposer=any&run=any")) == 6
     page = client.get("/?task=mqar").text  # a task with no candidates: shown, and picked in the dropdown
     assert "Leaderboard: mqar" in page and "<option selected>mqar</option>" in page and "No candidates match" in page

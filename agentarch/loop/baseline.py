@@ -41,14 +41,13 @@ from agentarch.search.proposers.baselines import beyond_the_metric, make_propose
 from agentarch.search.spaces import SearchSpace
 from agentarch.store.archive import Archive
 from agentarch.store.ranking import Direction
+from agentarch.store.scoring import TABLE_ISOLATION  # the isolation of a table's answer: nothing ran
 from agentarch.store.summaries import best_by_validation
 from agentarch.tasks.tabular import NB201Table, TableScore, nb201_table
 from agentarch.tasks.task import Task
 
 PERCENT = 100.0
 """NAS-Bench-201 answers in percent, as the paper reports; the archive keeps every task's accuracy as a fraction."""
-TABLE_ISOLATION = "table"
-"""The `isolation` of a table's answer in the archive: nothing ran (its `device` says which table answered)."""
 TABLE_DEVICE = "nas-bench-201"
 
 

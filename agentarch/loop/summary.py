@@ -12,6 +12,7 @@ from typing import Any
 from agentarch.search.objectives import Goals
 from agentarch.store import ranking
 from agentarch.store.ranking import Direction
+from agentarch.store.scoring import TRUSTED
 from agentarch.store.summaries import best_by_validation, status_counts
 
 IN_SPACE_COUNTS = ("asks", "valid", "invalid", "no_answer", "repeats", "fallbacks", "schema_sent")
@@ -80,6 +81,31 @@ def summarize(
         summary["verified"] = ranking.ranked(
             [v for v in verified.values() if v["status"] == "trained"], lambda v: v["val_accuracy"], direction
         )
+    return summary
+
+
+def mark_scoring(
+    summary: dict[str, Any],
+    outcomes: list[dict[str, Any]],
+    kinds: dict[int, str | None],
+    direction: Direction = "max",
+) -> dict[str, Any]:
+    """Say in the summary how its picks were scored, from `kinds` (candidate id -> `scoring_kind`, as
+    `Archive.scoring_kinds` reads them): `best` and each `verified` entry get their `scoring`, `unverified` counts
+    the run's trained candidates scored in their own process, and when the best is one of those while others are
+    not, `best_verified` names the best of the others, so a best-of-run never passes an unverified score for a
+    verified one. Returns `summary`, changed."""
+    trained = [o for o in outcomes if o["status"] == "trained" and o.get("id") is not None]
+    checked = [o for o in trained if kinds.get(o["id"]) != TRUSTED]
+    if len(checked) < len(trained):
+        summary["unverified"] = len(trained) - len(checked)
+    for pick in [summary.get("best"), *(summary.get("verified") or [])]:
+        if pick:
+            pick["scoring"] = kinds.get(pick["id"])
+    if summary.get("best") and summary["best"]["scoring"] == TRUSTED and checked:
+        found = best_by_validation(checked, lambda o: o.get("val_accuracy"), direction)
+        if found is not None:
+            summary["best_verified"] = {"id": found["id"], "test_accuracy": found["test_accuracy"]}
     return summary
 
 

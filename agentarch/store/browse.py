@@ -22,7 +22,7 @@ from agentarch.store.handle import _IDS, ArchiveError, _all, _count
 from agentarch.store.measurements import MEASURES, _picked
 from agentarch.store.names import LEGACY_NAME, describe, run_tag
 from agentarch.store.ranking import sql_key
-from agentarch.store.scoring import _BEST_VAL, TASK_JOIN, _scored
+from agentarch.store.scoring import _BEST_VAL, SCORED_KIND, TASK_JOIN, TRUSTED, ScoringMix, _scored
 
 SORTS: dict[str, str] = {
     "best": sql_key(_BEST_VAL, "task_row.direction"),
@@ -66,7 +66,9 @@ class Filters:
 
     `ranges` holds (measure, low, high) with either bound None; `since` and `until` are dates (YYYY-MM-DD, both
     days included); `marks` are `REVIEW_MARKS` a candidate must all carry; `stage` is where its scores come from
-    (`verify` for a verify retraining, `explore` for any other training).
+    (`verify` for a verify retraining, `explore` for any other training); `verified` leaves out the candidates whose
+    scores are unverified (`agentarch.store.scoring`: trusted scoring), keeping graph-scored ones, table answers and
+    those without scores (nothing of theirs is unverified).
     """
 
     task: str | None = None
@@ -78,6 +80,7 @@ class Filters:
     until: str | None = None
     marks: tuple[str, ...] = ()
     stage: str | None = None
+    verified: bool = False
 
     def __post_init__(self) -> None:
         unknown = [m for m, *_ in self.ranges if m not in MEASURES] + [m for m in self.marks if m not in REVIEW_MARKS]
@@ -116,6 +119,8 @@ class Filters:
         if self.stage:
             clauses.append(f"COALESCE({_scored('stage')}, 'explore') = ? AND {_BEST_VAL} IS NOT NULL")
             args.append(self.stage)
+        if self.verified:
+            clauses.append(f"COALESCE({SCORED_KIND}, '') != '{TRUSTED}'")
         return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
 
 
@@ -204,6 +209,23 @@ def readable_names(archive: Archive, rows: Iterable[dict[str, Any]]) -> dict[int
 def count_candidates(archive: Archive, filters: Filters) -> int:
     where, args = filters.where()
     return _count(archive, f"SELECT COUNT(*) FROM candidates c {where}", args)
+
+
+def scoring_mix(archive: Archive, filters: Filters) -> ScoringMix:
+    """`ScoringMix` of every candidate the filters let through (not only one page of them), in one query."""
+    where, args = filters.where()
+    unverified, scored = archive.db.execute(
+        f"SELECT COALESCE(SUM(kind = '{TRUSTED}'), 0), COUNT(kind) FROM "
+        f"(SELECT {SCORED_KIND} AS kind FROM candidates c {where})",
+        args,
+    ).fetchone()
+    return ScoringMix(int(unverified), int(scored))
+
+
+def rows_mix(rows: Iterable[dict[str, Any]]) -> ScoringMix:
+    """`ScoringMix` of listing rows already read (a search's page, a report's top rows)."""
+    kinds = [row.get("scoring") for row in rows if row.get("scoring")]
+    return ScoringMix(sum(kind == TRUSTED for kind in kinds), len(kinds))
 
 
 def tasks(archive: Archive) -> list[str]:

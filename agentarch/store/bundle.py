@@ -29,7 +29,7 @@ from agentarch import formats
 from agentarch.store.archive import Archive
 from agentarch.store.graphs import NOT_KEPT, GraphNotKept
 from agentarch.store.handle import ArchiveError, _decode
-from agentarch.store.scoring import SCORING_EVALUATION
+from agentarch.store.scoring import SCORING_EVALUATION, is_verified, scoring_kind
 from agentarch.tasks.builtin import TASKS
 
 CODE_FILE = "model.py"
@@ -40,8 +40,6 @@ TEXT_CAP = 200
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#!|~&])")
 """What `md` escapes: what makes emphasis, code, links, images, HTML, headings, table cells and strike-through. A
 value never starts a line in the card (a label comes first), so what only acts there (`-`, `+`, `1.`) stays."""
-TABLE_ISOLATION = "table"
-"""The `isolation` a benchmark table's answer is recorded with (agentarch/loop/baseline.py): no process ran."""
 _SCORING_SAID = {
     "graph": "graph (verified)",
     "table": "the NAS-Bench-201 table's answer",
@@ -80,22 +78,6 @@ def scoring_evaluation(archive: Archive, candidate_id: int) -> dict[str, Any] | 
     columns = [d[0] for d in found.description]
     row = found.fetchone()
     return None if row is None else _decode(dict(zip(columns, row)))
-
-
-def scoring_kind(evaluation: dict[str, Any] | None) -> str | None:
-    """Where an evaluation's scores came from: `graph` (its exported graph, run where no candidate code runs:
-    verified), `table` (a benchmark table's answer: nothing ran), `trusted` (the candidate's own process:
-    unverified); None for no evaluation."""
-    if not evaluation:
-        return None
-    if (evaluation.get("timings") or {}).get("scoring") == "graph":
-        return "graph"
-    return "table" if evaluation.get("isolation") == TABLE_ISOLATION else "trusted"
-
-
-def is_verified(evaluation: dict[str, Any] | None) -> bool:
-    """Whether an evaluation's scores came from its graph, run where no candidate code runs (graph scoring)."""
-    return scoring_kind(evaluation) == "graph"
 
 
 def graph_state(archive: Archive, evaluation: dict[str, Any] | None) -> tuple[str | None, bool, str]:

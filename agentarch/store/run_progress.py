@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentarch.store.archive import Archive
+from agentarch.store.browse import Filters, leaderboard
 from agentarch.store.handle import _IDS, ArchiveError, _count
 from agentarch.store.ranking import Direction, sql_sign
-from agentarch.store.scoring import _BEST_VAL, DEFAULT_METRIC, TASK_JOIN
+from agentarch.store.scoring import _BEST_VAL, DEFAULT_METRIC, SCORED_KIND, TASK_JOIN, TRUSTED, ScoringMix
 
 
 def count_runs(archive: Archive) -> int:
@@ -28,7 +29,8 @@ def run_ids(archive: Archive, task: str | None) -> list[str]:
 
 def runs_with_progress(archive: Archive, limit: int | None, offset: int = 0) -> list[dict[str, Any]]:
     """Runs, newest first, each with its progress: proposed and trained counts, best validation score (by its
-    task's direction; `metric` names it), and LLM spend (None when it made no paid call)."""
+    task's direction; `metric` names it) and how it was scored (`best_scoring`, `mix`: `agentarch.store.scoring`),
+    and LLM spend (None when it made no paid call)."""
     runs = archive.runs(limit, offset)
     progress = _progress(archive, [run["id"] for run in runs])
     for run in runs:
@@ -37,6 +39,8 @@ def runs_with_progress(archive: Archive, limit: int | None, offset: int = 0) -> 
             proposed=sum(found["statuses"].values()),
             trained=found["statuses"].get("trained", 0),
             best_val_accuracy=found["best_val_accuracy"],
+            best_scoring=found["best_scoring"],
+            mix=found["mix"],
             metric=found["metric"],
             direction=found["direction"],
             cost_usd=found["cost_usd"],
@@ -45,8 +49,9 @@ def runs_with_progress(archive: Archive, limit: int | None, offset: int = 0) -> 
 
 
 def run_overview(archive: Archive, run_id: str) -> dict[str, Any]:
-    """A run's row with its progress: candidates by status, LLM calls, tokens and spend, best validation score, and
-    its task's `metric` and `direction`."""
+    """A run's row with its progress: candidates by status, LLM calls, tokens and spend, best validation score and
+    how it was scored (`best_scoring`; `mix`, the run's unverified scores; `best_verified`, the best verified listing
+    row when the best is unverified and the run has others), and its task's `metric` and `direction`."""
     run = archive.find_run(run_id)
     if run is None:
         raise ArchiveError(f"no run {run_id!r}; `agentarch archive runs` lists them")
@@ -59,17 +64,29 @@ def run_overview(archive: Archive, run_id: str) -> dict[str, Any]:
         "proposed": sum(found["statuses"].values()),
         "trained": found["statuses"].get("trained", 0),
         "cost_usd": found["cost_usd"] or 0.0,
+        "best_verified": _best_verified(archive, run_id)
+        if found["best_scoring"] == TRUSTED and found["mix"].mixed
+        else None,
     }
 
 
+def _best_verified(archive: Archive, run_id: str) -> dict[str, Any] | None:
+    """The run's best candidate by validation among those not unverified (None when none has a score): what a run
+    whose best is unverified names beside it, so the pick is never taken for a verified one."""
+    found = leaderboard(archive, Filters(run=run_id, verified=True), limit=1)
+    return found[0] if found and found[0]["val_accuracy"] is not None else None
+
+
 def _progress(archive: Archive, run_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Per run: candidates by status, best validation score, its task's metric and direction, and LLM calls, tokens
-    and spend; four queries."""
+    """Per run: candidates by status, best validation score and how it and the others were scored, its task's metric
+    and direction, and LLM calls, tokens and spend; four queries."""
     ids = [json.dumps(run_ids)]
     progress: dict[str, dict[str, Any]] = {
         run_id: {
             "statuses": {},
             "best_val_accuracy": None,
+            "best_scoring": None,
+            "mix": ScoringMix(0, 0),
             "metric": DEFAULT_METRIC,
             "direction": "max",
             "llm_calls": 0,
@@ -87,14 +104,14 @@ def _progress(archive: Archive, run_ids: list[str]) -> dict[str, dict[str, Any]]
         f"SELECT r.id, t.metric, t.direction FROM runs r JOIN tasks t ON t.name = r.task WHERE r.id IN ({_IDS})", ids
     ):
         progress[run_id].update(metric=metric, direction=direction)
-    # SQLite's bare column with MAX(): `best` comes from the row whose signed key is largest, the run's best
-    for run_id, best, _ in archive.db.execute(
-        f"SELECT run_id, best, MAX(best * sign) FROM (SELECT c.run_id, ({_BEST_VAL}) AS best, "
-        f"{sql_sign('task_row.direction')} AS sign FROM candidates c {TASK_JOIN} WHERE c.run_id IN ({_IDS})) "
-        "WHERE best IS NOT NULL GROUP BY run_id",
+    # SQLite's bare columns with MAX(): `best` and `kind` come from the row whose signed key is largest, the run's best
+    for run_id, best, kind, _, unverified, scored in archive.db.execute(
+        f"SELECT run_id, best, kind, MAX(best * sign), SUM(kind = '{TRUSTED}'), COUNT(kind) FROM (SELECT c.run_id, "
+        f"({_BEST_VAL}) AS best, ({SCORED_KIND}) AS kind, {sql_sign('task_row.direction')} AS sign "
+        f"FROM candidates c {TASK_JOIN} WHERE c.run_id IN ({_IDS})) WHERE best IS NOT NULL GROUP BY run_id",
         ids,
     ):
-        progress[run_id]["best_val_accuracy"] = best
+        progress[run_id].update(best_val_accuracy=best, best_scoring=kind, mix=ScoringMix(unverified, scored))
     for run_id, calls, cost, prompt_tokens, completion_tokens in archive.db.execute(
         "SELECT run_id, COUNT(*), SUM(cost_usd), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) "
         f"FROM llm_calls WHERE run_id IN ({_IDS}) GROUP BY run_id",

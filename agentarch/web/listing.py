@@ -88,9 +88,15 @@ def filters(q: QueryParams, task: str | None) -> Filters:
         ranges=tuple(ranges),
         since=day(q.get("since", ""), "since"),
         until=day(q.get("until", ""), "until"),
-        marks=tuple(mark for mark in REVIEW_MARKS if q.get(mark) in ("1", "on", "true")),
+        marks=tuple(mark for mark in REVIEW_MARKS if flag(q, mark)),
         stage=choice(q, "stage", STAGES),
+        verified=flag(q, "verified"),
     )
+
+
+def flag(q: QueryParams, name: str) -> bool:
+    """A checkbox: ticked for 1, on or true (what a form and a link send), unticked when absent or anything else."""
+    return q.get(name) in ("1", "on", "true")
 
 
 def sort(q: QueryParams) -> Sort:

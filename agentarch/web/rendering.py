@@ -23,6 +23,7 @@ from pygments.lexers import PythonLexer, TextLexer
 
 from agentarch import formats
 from agentarch.evaluation.checks import MAX_CODE_BYTES
+from agentarch.store.scoring import UNVERIFIED_WHY
 
 HERE = Path(__file__).resolve().parent
 NONE = "–"
@@ -135,4 +136,5 @@ def template_environment() -> jinja2.Environment:
         pretty=_pretty_json,
         clip=clip,
     )
+    env.globals["unverified_why"] = UNVERIFIED_WHY  # what every mark of an unverified score says it is
     return env

@@ -44,6 +44,8 @@ ROW_COLUMNS = (
     "fidelity",
     "train_seconds",
     "parents",
+    "scoring",
+    "unverified",
 )
 
 
@@ -81,6 +83,7 @@ def routes(site: Site) -> list[Route]:
                 return downloads.respond(request, rows, columns, f"leaderboard-{task or 'all'}")
             if not by_front:  # the front sort's rows come annotated
                 browse.annotate(db, rows)
+            mix = browse.scoring_mix(db, filters)  # the whole listing's, not this page's: said above its rows
             proposers = browse.proposers(db, task) if task else []
             runs = run_progress.run_ids(db, task) if task else []
             quality = site.qualities.kept(db, task) if task else None
@@ -106,6 +109,7 @@ def routes(site: Site) -> list[Route]:
                 "front_goals": front_goals.describe() if front_goals else None,
                 "front_source": front_source,
                 "quality": quality,
+                "mix": mix,
             },
         )
 
@@ -128,7 +132,13 @@ def routes(site: Site) -> list[Route]:
         return site.render(
             request,
             "search.html",
-            {"q": query, "rows": rows, "pager": Pager(page, total), "searched": browse.fts_query(query)},
+            {
+                "q": query,
+                "rows": rows,
+                "pager": Pager(page, total),
+                "searched": browse.fts_query(query),
+                "mix": browse.rows_mix(rows),
+            },
         )
 
     return [Route("/", leaderboard), Route("/search", search)]

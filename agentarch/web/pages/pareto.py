@@ -28,8 +28,10 @@ def routes(site: Site) -> list[Route]:
             task = listing.task_of(q, browse.newest_task(db)) or (tasks[0] if tasks else None)
             runs = run_progress.run_ids(db, task) if task else []
             scored_by = db.task_info(task) if task else None
+            run = q.get("run", "").strip() or None
+            # the chart's points carry no mark of their own: the page says how many of them are unverified
+            mix = browse.scoring_mix(db, browse.Filters(task=task, run=run, status="trained")) if task else None
         x, y = _axis(q, "x", "params"), _axis(q, "y", "val")
-        run = q.get("run", "").strip() or None
         return site.render(
             request,
             "pareto.html",
@@ -43,6 +45,7 @@ def routes(site: Site) -> list[Route]:
                 "axes": measurements.PLOT_MEASURES,
                 "measures": measurements.MEASURES,
                 "scored_by": scored_by,
+                "mix": mix,
             },
         )
 

@@ -39,6 +39,7 @@ RUN_COLUMNS = (
     "trained",
     "metric",
     "best_val_accuracy",
+    "best_scoring",
     "cost_usd",
 )
 
