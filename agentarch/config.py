@@ -174,6 +174,13 @@ class Settings(BaseSettings):
     threads: int | None = Field(
         None, ge=1, description="CPU threads for training", json_schema_extra=unset("all cores")
     )
+    budget_slack: float = Field(
+        4.0,
+        ge=0,
+        description="the training budget the host holds: a sandbox job may use this many times the CPU time its "
+        "network's measured size and the steps asked for are priced at, plus a fixed allowance, before it is "
+        "killed and failed with [train:budget] (docs/sandbox.md); 0 turns the budget off",
+    )
     novelty_threshold: float = Field(
         0.99,
         gt=0,
@@ -339,6 +346,17 @@ class Settings(BaseSettings):
         ge=0,
         description="every this many recorded candidates, the LLM condenses the analyses into the run's notebook, "
         "which later prompts include (0: no notebook)",
+    )
+    knowledge: Path | None = Field(
+        None,
+        description="a folder (or file) of Markdown or text notes the proposals read from ('starter': the notes "
+        "shipped with agentarch): indexed into the archive's knowledge base when the run starts and refreshed when "
+        "its files change; each proposal's prompt shows the knowledge_entries entries most relevant to its parent, "
+        "the latest analysis and the notebook, and the candidate records which",
+        json_schema_extra=unset("none: the prompts show no knowledge entries"),
+    )
+    knowledge_entries: int = Field(
+        3, ge=1, le=10, description="with knowledge: the entries each proposal's prompt shows at most"
     )
     review: bool = Field(
         False,

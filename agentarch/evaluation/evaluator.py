@@ -302,6 +302,7 @@ class Evaluator:
             smoke_only=smoke_only,
             scoring=self.scoring,
             digest=digest,
+            budget_slack=self.settings.budget_slack,
         )
         self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
         return SandboxRun(self, row, train_cfg, self.executor.start(request, ready))
@@ -385,7 +386,8 @@ class Evaluator:
             evaluation["error"] = result.error
             return self._judged(base, result.status, reason=result.reason, metrics=metrics, evaluation=evaluation)
         trained, smoke = result.trained or {}, result.smoke or {}
-        metrics.update(result.scores or {}, train_seconds=trained["train_seconds"])
+        host = trained.get("host") or {}  # the host's own figures (budget.py); the runner's `train_seconds` is its word
+        metrics.update(result.scores or {}, train_seconds=host.get("train_seconds", trained["train_seconds"]))
         evaluation.update(
             **metrics,
             device=trained["device"],
@@ -393,7 +395,9 @@ class Evaluator:
             timings={
                 "smoke_seconds": smoke["seconds"],
                 "proxy_seconds": smoke.get("proxy_seconds"),
-                "train_seconds": trained["train_seconds"],
+                **host,
+                "train_seconds": metrics["train_seconds"],
+                "reported_train_seconds": trained["train_seconds"],
                 "steps": trained["steps"],
                 "epochs_done": trained["epochs_done"],
                 "stopped_early": trained["stopped_early"],

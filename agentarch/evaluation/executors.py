@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agentarch.errors import AgentarchError, UsageError
-from agentarch.evaluation import novelty
+from agentarch.evaluation import budget, novelty
 from agentarch.evaluation.graphs import scoring as graphs
 from agentarch.isolation.job import Outcome, SandboxJob
 from agentarch.isolation.policy import IsolationMode, Limits, SandboxError
@@ -52,6 +52,7 @@ class RunRequest:
     smoke_only: bool = False  # stop after a passed smoke run (screening): the final result is `smoked`
     scoring: graphs.Scoring = "trusted"  # graph: train on the training split alone, score the exported ONNX graph
     digest: str | None = None  # graph scoring: the architecture an earlier job measured (screening), to train alone
+    budget_slack: float = 0.0  # the training budget's slack (Settings.budget_slack, budget.py); 0: no budget
 
 
 @dataclass
@@ -64,7 +65,8 @@ class RunResult:
     smoke: dict[str, Any] | None = None  # functional_hash, params, flops, seconds, structure, ...
     duplicate_of: int | None = None
     dedup_level: str | None = None  # of a duplicate: functional (the same function) or structural (a near-copy)
-    trained: dict[str, Any] | None = None  # the runner's "trained" event (graph scoring: with the evaluator's `graph`)
+    trained: dict[str, Any] | None = None  # the runner's "trained" event, with the host's figures (`host`, budget.py)
+    # and, in graph scoring, the clean evaluator's (`graph`)
     scores: dict[str, float] | None = None  # val_accuracy, test_accuracy, scored on the host
     error: str | None = None  # reason, traceback and log tail of a failure
     wall_seconds: float = 0.0
@@ -102,6 +104,10 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
         inputs_dir = prepared.inputs_dir
         if request.scoring == "graph":  # the training split alone: no held-out input reaches candidate code
             spec["scoring"], inputs_dir = "graph", prepared.train_dir
+        startup = 0.0  # the host's reference job, before this one starts, so its wall clock is the candidate's alone
+        if request.budget_slack > 0 and not request.smoke_only:
+            code = budget.reference_code(task.kind, task.vocab_size)
+            startup = budget.startup_seconds(code, spec, inputs_dir, request.limits, request.isolation, gpu)
         stage = "start"
         with SandboxJob(request.code, spec, inputs_dir, request.limits, request.isolation, gpu=gpu) as job:
 
@@ -109,7 +115,7 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
                 """The result of a run that ended at `stage` with this event or Outcome."""
                 trace = ""
                 if isinstance(event, Outcome):
-                    status, reason = event.status, f"[{stage}] {event.reason}"
+                    status, reason = event.status, f"[{stage}{':' + event.kind if event.kind else ''}] {event.reason}"
                 elif event["event"] == "error":
                     status, trace = "failed", event.get("traceback", "")
                     reason = f"[{event.get('stage', stage)}:{event.get('kind', '?')}] {event['message']}"
@@ -150,17 +156,22 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
                 yield RunResult("smoked", None, smoke, wall_seconds=time.perf_counter() - started, worker=where)
                 return
             stage = "train"
+            watch = budget.Watch(job, granted(request, smoke, startup, prepared.inputs_dir))
             refused = job.send("train")
             if refused is not None:
                 yield failure(refused)
                 return
             yield RunResult("smoked", None, smoke, wall_seconds=time.perf_counter() - started, worker=where)
-            trained = job.read_event()
+            trained = watch.read()
             if isinstance(trained, Outcome) or trained["event"] != "trained":
                 yield failure(trained)
                 return
-            stage = "score"
             job.kill()  # the runner is done; nothing it left behind may change the outputs while they are read
+            over = watch.finish()
+            if over is not None:
+                yield failure(over)
+                return
+            stage, trained = "score", {**trained, "host": watch.record()}
             try:
                 if request.scoring == "graph":
                     graph = job.read_file(graphs.GRAPH_FILE, graphs.max_graph_bytes(request.limits))
@@ -203,6 +214,17 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
         worker=where,
         graph=graph if request.scoring == "graph" else None,
     )
+
+
+def granted(request: RunRequest, smoke: dict[str, Any], startup: float, task_dir: Path) -> budget.Grant | None:
+    """The CPU seconds this job may use (budget.py): this machine's fixed cost of a job like it (`startup`, the host's
+    reference job), what the host believes of the network and the work asked for (the task's split sizes, in
+    `task_dir`); None with the budget off."""
+    if request.budget_slack <= 0:
+        return None
+    sizes = budget.split_sizes(task_dir)
+    held_out = 0 if request.scoring == "graph" else sizes["val"] + sizes["test"]
+    return budget.grant(smoke, request.train, sizes["train"], held_out, request.limits, request.budget_slack, startup)
 
 
 def verdict(smoke: dict[str, Any], request: RunRequest, max_params: int, where: str) -> RunResult | None:

@@ -1,4 +1,4 @@
-"""A job's cgroups: its pids, memory and cpu groups, the kill that reaches every process, and the stale sweep.
+"""A job's cgroups: its pids, memory, cpu and cpuacct groups, the kill that reaches every process, and the stale sweep.
 
 Joined as root before anything else runs, a job's group caps its process count (and memory where
 it can) and lets the host kill every process the evaluation started, however it forked or detached.
@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from agentarch.isolation.cputime import cgroup_usage_s
 from agentarch.isolation.scratch import unmount_scratch
 
 STALE_CGROUP_S = 6 * 3600
@@ -99,7 +100,7 @@ class Cgroup:
     def _create(self, name: str, max_pids: int, memory_bytes: int | None) -> None:
         root = Path("/sys/fs/cgroup")
         if (root / "pids" / "cgroup.procs").exists():  # cgroup v1
-            for controller in ("pids", "memory", "cpu"):
+            for controller in ("pids", "memory", "cpu", "cpuacct"):
                 sweep_stale(root / controller / "agentarch")
             self.dirs.append(self._mkdir(root / "pids" / "agentarch" / name, {"pids.max": str(max_pids)}))
             if (root / "cpu" / "cgroup.procs").exists():
@@ -112,6 +113,12 @@ class Cgroup:
                         (root / "cpu" / "agentarch" / "cpu.shares").write_text(
                             str(min(CPU_SHARES_MAX, CPU_SHARES_PER_CORE * (os.cpu_count() or 1)))
                         )
+            cpuacct = root / "cpuacct"
+            if (cpuacct / "cgroup.procs").exists() and cpuacct.resolve() != (root / "cpu").resolve():
+                try:  # best effort: the job's CPU-time account (cputime.py); without it the host reads /proc
+                    self.dirs.append(self._mkdir(cpuacct / "agentarch" / name, {}))
+                except OSError:
+                    pass
             if memory_bytes and (root / "memory" / "cgroup.procs").exists():
                 try:  # best effort: without it, RLIMIT_AS still caps the address space on CPU hosts
                     self.dirs.append(
@@ -158,6 +165,11 @@ class Cgroup:
             except OSError:
                 pass
         return found
+
+    def cpu_seconds(self) -> float | None:
+        """The CPU seconds the kernel charged to the job's group (v1 cpuacct, or a co-mounted cpu,cpuacct; v2's
+        cpu.stat), every process that ever ran in it included; None without an account (cputime.py reads /proc then)."""
+        return cgroup_usage_s(self.dirs)
 
     def kill_all(self) -> None:
         """Kill every process in the group, repeating until none is left (a fork can race one pass)."""

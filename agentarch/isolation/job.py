@@ -11,7 +11,9 @@ Layers, outermost first (docs/sandbox.md has the threat model and what each mode
    scratch, `--clearenv`; as root without a user namespace, and `setpriv` drops to CANDIDATE_UID
    (bubblewrap.py, privileges.py);
 5. a seccomp allowlist (agentarch.isolation.seccomp), default deny;
-6. a wall-clock timeout after which the whole process group and cgroup are killed (here).
+6. a wall-clock timeout after which the whole process group and cgroup are killed (here), and a CPU-time limit
+   the caller may set while it waits for an event (the training budget; the job's CPU time is read from outside
+   it, cputime.py).
 
 Where bubblewrap is missing or cannot create namespaces, the `process` mode keeps 1, 2, 3, 5 (with
 no new processes) and 6, drops privileges with `setpriv`, and the runner confines its own file
@@ -42,6 +44,7 @@ import numpy as np
 
 from agentarch.isolation.bubblewrap import BOX_DATA, BOX_SCRATCH, bwrap_args
 from agentarch.isolation.cgroups import Cgroup, owner_tag
+from agentarch.isolation.cputime import CpuMeter, descendants
 from agentarch.isolation.launch import RUNNER, Program, sandbox_env
 from agentarch.isolation.policy import IsolationMode, Limits, SandboxError, prlimit_args
 from agentarch.isolation.privileges import CANDIDATE_UID, host_is_root
@@ -60,6 +63,10 @@ from agentarch.isolation.seccomp import seccomp_program
 
 log = logging.getLogger(__name__)
 
+CPU_POLL_S = 0.2
+"""How often a job waited on under a CPU-time limit has its CPU time read: a job past its limit runs on at most
+this long (times its threads) before it is killed. A reading costs about a millisecond (/proc: a scan of it)."""
+
 
 @dataclass
 class Outcome:
@@ -67,6 +74,8 @@ class Outcome:
 
     status: Literal["failed", "timeout"]
     reason: str
+    kind: str | None = None
+    """Which rule ended it, where a rule did (`budget`: past its CPU-time limit), for the reason's `[stage:kind]`."""
 
 
 class SandboxJob:
@@ -168,6 +177,12 @@ class SandboxJob:
         )
         for fd in pass_fds:
             os.close(fd)
+        self.cpu = CpuMeter(cgroup.cpu_seconds, self._members)
+
+    def _members(self) -> set[int]:
+        """The job's processes: its pids cgroup's members where it has one (however they detached), else the tree
+        under its first process."""
+        return self.cgroup.pids() if self.cgroup is not None and self.cgroup.dirs else descendants(self.proc.pid)
 
     def _seccomp_fd(self) -> int:
         path = self.scratch / "seccomp.bpf"
@@ -182,11 +197,12 @@ class SandboxJob:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def read_event(self, timeout_s: float | None = None) -> dict[str, Any] | Outcome:
+    def read_event(self, timeout_s: float | None = None, cpu_limit_s: float | None = None) -> dict[str, Any] | Outcome:
         """The next event from the runner, checked by agentarch.isolation.protocol, or an Outcome.
 
-        The Outcome says the runner died, ran out of time, or sent something the host cannot use
-        (candidate code can write to the event pipe); in the last two cases the job is killed.
+        The Outcome says the runner died, ran out of time, used more than `cpu_limit_s` CPU seconds in all (the
+        job's, since it started: `cpu`, read every CPU_POLL_S while waiting), or sent something the host cannot use
+        (candidate code can write to the event pipe); in the last three cases the job is killed.
         """
         deadline = self.deadline if timeout_s is None else min(self.deadline, time.monotonic() + timeout_s)
         assert self.proc.stdout is not None
@@ -195,6 +211,11 @@ class SandboxJob:
             if len(self._buffer) > MAX_EVENT_BYTES:
                 self.kill()
                 return Outcome("failed", f"the runner sent an event line over {MAX_EVENT_BYTES // 2**20} MiB; killed")
+            if cpu_limit_s is not None and (used := self.cpu.seconds()) > cpu_limit_s:
+                self.kill()
+                return Outcome(
+                    "failed", f"used {used:.1f} CPU seconds, past its limit of {cpu_limit_s:.1f}; killed", "budget"
+                )
             left = deadline - time.monotonic()
             if left <= 0:
                 self.kill()
@@ -202,7 +223,7 @@ class SandboxJob:
                     "timeout",
                     f"no result within {self._elapsed():.0f} s (wall-clock limit); the process group was killed",
                 )
-            ready, _, _ = select.select([fd], [], [], left)
+            ready, _, _ = select.select([fd], [], [], left if cpu_limit_s is None else min(left, CPU_POLL_S))
             if not ready:
                 continue
             chunk = os.read(fd, 65536)

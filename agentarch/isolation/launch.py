@@ -80,6 +80,9 @@ def sandbox_env(threads: int, home: str, tmp: str, gpu: str | None) -> dict[str,
         "PYTHONHASHSEED": "0",
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
+        # idle OpenMP workers sleep rather than spin: a job's CPU time is then its work, which the training budget
+        # holds it to (agentarch/evaluation/budget.py); spinning workers on a busy host cost an honest job far more
+        "OMP_WAIT_POLICY": "PASSIVE",
     }
     if gpu is not None:
         env |= {"CUDA_VISIBLE_DEVICES": gpu, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
