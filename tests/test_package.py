@@ -46,6 +46,8 @@ def test_a_wheel_installs_and_runs_prompt_and_eval(tmp_path, cache_dir, digits):
     names = zipfile.ZipFile(wheel).namelist()
     assert "agentarch/runner/runner.py" in names and "agentarch/runner/landlock.py" in names
     assert "agentarch/prompt_templates/system.j2" in names and "agentarch/prompt_templates/tasks/digits.j2" in names
+    assert "agentarch/prompt_templates/_knowledge.j2" in names  # the knowledge block, and the starter base:
+    assert "agentarch/prompt_templates/knowledge/residual-connections.md" in names
     assert "agentarch/seeds/image/cnn.py" in names and "agentarch/seeds/lm/gpt.py" in names  # best-of-n's examples
     assert not any(name.startswith(("sandbox/", "prompts/")) for name in names), "generic top-level names installed"
 
@@ -88,6 +90,23 @@ def test_a_wheel_installs_and_runs_prompt_and_eval(tmp_path, cache_dir, digits):
     )
     assert prompt.returncode == 0, prompt.stderr[-2000:]
     assert "neural-architecture researcher" in prompt.stdout
+    knowledge = [venv / "bin" / "agentarch", "--knowledge", "starter", "--archive", str(tmp_path / "k.db")]
+    shown = subprocess.run(
+        [knowledge[0], "prompt", "--task", "digits", *knowledge[1:]],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0 and "Source: knowledge/" in shown.stdout, shown.stderr[-2000:]  # the starter notes
+    roots = subprocess.run(
+        [knowledge[0], "knowledge", "ls", "--json", *knowledge[3:]],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(roots.stdout)["root"].startswith(str(site)), roots.stdout  # read from the installed package
 
     seed = REPO / "archive" / "seeds" / "image" / "mlp.py"
     done = subprocess.run(

@@ -1,6 +1,8 @@
 """`agentarch archive ls|show|runs|top|export`: browse and export the archive from the terminal.
 
-Its own module because it is a sub-app of read-only listings that share one table layout.
+Its own module because it is a sub-app of read-only listings that share one table layout. Every listing shows how
+each row was scored (`scoring`: graph, table, or ⚠ trusted, unverified) and says when some of its rows are
+unverified, with `--verified` to leave them out (agentarch.store.scoring holds the rule).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from rich.table import Table
 from rich.text import Text
 
 from agentarch import formats
-from agentarch.cli.common import App, ArchiveOpt, archive_path, fail, open_archive, out, print_table
+from agentarch.cli.common import App, ArchiveOpt, archive_path, err, fail, open_archive, out, print_table
 from agentarch.llm import prompts
+from agentarch.store import browse
+from agentarch.store.archive import Archive
+from agentarch.store.scoring import GRAPH, TABLE, TRUSTED, UNVERIFIED_WHY, ScoringMix, scoring_kind
 
 archive_app = App(help="Browse and export the archive (candidates, evaluations, runs).", no_args_is_help=True)
 
@@ -35,8 +40,20 @@ ROW_COLUMNS = [
     ("params", "params", formats.count),
     ("epochs", "fidelity", formats.text),
     ("train", "train_seconds", formats.seconds),
+    ("scoring", "scoring", formats.text),
 ]
 """The columns of a candidate listing: header, row key, and how the value is written (measures right-aligned)."""
+
+SCORING_SAID = {GRAPH: "graph", TABLE: "table", TRUSTED: "⚠ trusted"}
+"""How a listing's `scoring` cell reads: graph (verified), a table's answer, or trusted (unverified, marked)."""
+VerifiedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verified",
+        help=f"leave out unverified rows ({UNVERIFIED_WHY}); graph-scored rows, table answers and rows without "
+        "scores stay",
+    ),
+]
 
 
 def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:
@@ -55,7 +72,10 @@ def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:
 
 def _cell(row: dict[str, Any], key: str, write: Callable[..., str]) -> Text:
     """One listing cell, as text (a name or a task is what a model or a task file wrote); a score is written as its
-    task's metric reads (the row says which)."""
+    task's metric reads (the row says which); an unverified row's scoring in bold red."""
+    if key == "scoring":
+        kind = row.get("scoring")
+        return Text(SCORING_SAID.get(kind, "-"), style="bold red" if kind == TRUSTED else "")
     if write is formats.score:
         return formats.untrusted(formats.score(row.get(key), row.get("metric") or "accuracy"))
     return formats.untrusted(write(row.get(key)))
@@ -68,18 +88,33 @@ def archive_ls(
     status: Annotated[
         Optional[str], typer.Option(help="only this status: trained, invalid, duplicate, failed, timeout")
     ] = None,
+    verified: VerifiedOpt = False,
     limit: Annotated[int, typer.Option(help="rows per page")] = 50,
     page: Annotated[int, typer.Option(help="page number, from 1")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
 ) -> None:
-    """List candidates, newest first, with their best evaluation."""
+    """List candidates, newest first, with their best evaluation and how it was scored."""
+    filters = browse.Filters(task=only_task, status=status, verified=verified)
     with open_archive(archive_path(archive)) as db:
-        rows = db.candidates(task=only_task, status=status, limit=limit, offset=(max(page, 1) - 1) * limit)
+        rows = browse.leaderboard(db, filters, limit, (max(page, 1) - 1) * limit, sort=browse.Sort("id"))
+        mix = browse.scoring_mix(db, filters)
     if as_json:
         for row in rows:
             print(json.dumps(row))
     else:
         print_table(_rows_table(rows, f"candidates (page {page})"))
+    _say_mix(mix, as_json)
+
+
+def _say_mix(mix: ScoringMix, as_json: bool, best: Text | None = None) -> None:
+    """Say what a listing holds of unverified rows (and the pick a best-of statement makes), under a table; on
+    stderr beside JSON lines, which stay only rows."""
+    note = mix.note()
+    console = err if as_json else out
+    if note:
+        console.print(formats.line((note, "bold red" if mix.mixed else "red")), soft_wrap=True)
+    if best is not None:
+        console.print(best, soft_wrap=True)
 
 
 @archive_app.command("show")
@@ -120,6 +155,8 @@ def archive_show(
         left_out = prompts.describe_left_out(cand.get("prompt_left_out"))
         if left_out:
             out.print(formats.line("prompt ", left_out))
+        for entry in cand.get("knowledge") or []:  # the knowledge base's entries its prompt showed
+            out.print(formats.line("knowledge: ", entry.get("source"), ", ", entry.get("title")), soft_wrap=True)
         if cand.get("analysis"):
             out.print(formats.line("analysis: ", cand["analysis"]))
         if cand.get("prompt"):
@@ -142,11 +179,24 @@ def archive_show(
                 f"evaluation {e['id']}: {e['status']} fidelity={e['fidelity']} seed={e['seed']} "
                 f"{formats.scored('val', e['val_accuracy'], metric)} "
                 f"{formats.scored('test', e['test_accuracy'], metric)} "
-                f"train={formats.seconds(e['train_seconds'])} device={e['device']} isolation={e['isolation']}"
+                f"train={formats.seconds(e['train_seconds'])} device={e['device']} isolation={e['isolation']}",
+                *_scoring_parts(e),
             )
         )
         if e["error"]:
             out.print(formats.untrusted(e["error"]))
+
+
+def _scoring_parts(evaluation: dict[str, Any]) -> tuple[Any, ...]:
+    """How a trained evaluation was scored, as `formats.line` parts: an unverified one marked and said why."""
+    kind = scoring_kind(evaluation) if evaluation.get("status") == "trained" else None
+    if kind == GRAPH:
+        return (" scoring=graph (verified)",)
+    if kind == TABLE:
+        return (" scoring=table (the benchmark table's answer)",)
+    if kind == TRUSTED:
+        return (" scoring=", ("⚠ trusted (unverified", "bold red"), f": {UNVERIFIED_WHY})")
+    return ()
 
 
 @archive_app.command("runs")
@@ -167,7 +217,9 @@ def archive_runs(
     for row in rows:
         summary = row["summary"] or {}
         brief = ", ".join(
-            f"{k}={summary[k]}" for k in ("proposed", "trained", "stopped_by", "mean_test") if k in summary
+            f"{k}={summary[k]}"
+            for k in ("proposed", "trained", "unverified", "stopped_by", "mean_test")
+            if k in summary
         )
         table.add_row(
             *map(
@@ -184,16 +236,39 @@ def archive_top(
     archive: ArchiveOpt = None,
     limit: Annotated[int, typer.Option(help="how many")] = 10,
     by: Annotated[str, typer.Option(help="val_accuracy (the search signal) or test_accuracy")] = "val_accuracy",
+    verified: VerifiedOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
 ) -> None:
-    """The best trained candidates of a task."""
+    """The best trained candidates of a task, each marked with how it was scored. When the best is unverified and a
+    verified one exists, it says which that is."""
     with open_archive(archive_path(archive)) as db:
-        rows = db.top(ranked_task, limit=limit, by=by)
+        ranked = db.top(ranked_task, limit=None if verified else limit, by=by)
+        rows = [row for row in ranked if not row["unverified"]][:limit] if verified else ranked
+        mix = browse.scoring_mix(db, browse.Filters(task=ranked_task, status="trained", verified=verified))
+        best = _best_said(db, ranked_task, by, rows, mix)
     if as_json:
         for row in rows:
             print(json.dumps(row))
     else:
         print_table(_rows_table(rows, f"top {limit} on {ranked_task} by {by}"))
+    _say_mix(mix, as_json, best)
+
+
+def _best_said(db: Archive, task: str, by: str, rows: list[dict[str, Any]], mix: ScoringMix) -> Text | None:
+    """The best-of-task pick said plainly when it is unverified while verified rows exist: the best verified row
+    beside it, so a forged score at the top is never taken for the task's best without a word."""
+    if not rows or not rows[0]["unverified"] or not mix.mixed:
+        return None
+    top = rows[0]
+    checked = next((row for row in db.top(task, limit=None, by=by) if not row["unverified"]), None)
+    if checked is None:
+        return None
+    column = by.removesuffix("_accuracy")
+    return formats.line(
+        (f"⚠ the best, #{top['id']} ({formats.scored(column, top[by], top['metric'])}), is unverified", "bold red"),
+        f"; the best verified is #{checked['id']} ({formats.scored(column, checked[by], checked['metric'])}, "
+        f"scored {checked['scoring']})",
+    )
 
 
 def _on_terminal(value: Any) -> Any:

@@ -6,7 +6,7 @@ by name, in the order `agentarch --help` lists them; the archive and tasks sub-a
 
 from __future__ import annotations
 
-from agentarch.cli import archive, baseline, doctor, evaluate, export, predict, review, run, serve, tasks
+from agentarch.cli import archive, baseline, doctor, evaluate, export, knowledge, predict, review, run, serve, tasks
 from agentarch.cli.common import App
 
 app = App(
@@ -29,6 +29,7 @@ app.command("report")(serve.report_command)
 app.command("predict")(predict.predict_command)
 app.command("export")(export.export_command)
 app.add_typer(tasks.tasks_app, name="tasks")
+app.add_typer(knowledge.knowledge_app, name="knowledge")
 app.command("doctor")(doctor.doctor_command)
 
 

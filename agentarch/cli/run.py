@@ -11,6 +11,7 @@ import json
 import os
 import random
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -51,7 +52,12 @@ from agentarch.llm import fewshot, prompts
 from agentarch.loop import run as run_lib
 from agentarch.loop.context import answered_by_table
 from agentarch.loop.stopping import RunControl
+from agentarch.store import knowledge as knowledge_base
+from agentarch.store.scoring import TRUSTED, UNVERIFIED_WHY
 from agentarch.tasks.registry import get_task
+
+KnowledgeOpt = Annotated[Optional[Path], setting("knowledge", "--knowledge", metavar="DIR")]
+KnowledgeEntriesOpt = Annotated[Optional[int], setting("knowledge_entries", "--knowledge-entries")]
 
 
 def run_command(
@@ -83,6 +89,8 @@ def run_command(
     edit_mode: Annotated[Optional[str], setting("edit_mode", "--edit-mode")] = None,
     edit_rate: Annotated[Optional[float], setting("edit_rate", "--edit-rate")] = None,
     notebook_every: Annotated[Optional[int], setting("notebook_every", "--notebook-every")] = None,
+    knowledge: KnowledgeOpt = None,
+    knowledge_entries: KnowledgeEntriesOpt = None,
     examples: Annotated[Optional[int], setting("examples", "--examples")] = None,
     parent_strategy: Annotated[Optional[str], setting("parent_strategy", "--parent-strategy")] = None,
     repair_tries: Annotated[Optional[int], setting("repair_tries", "--repair-tries")] = None,
@@ -149,6 +157,11 @@ def run_command(
     table instead of trained: the model chooses cells with --propose-in nb201, or offline evolution proposes them:
 
         agentarch run --task nb201-cifar10 --propose-in nb201 --model openai/smollm2 --api-base http://127.0.0.1:8080/v1
+
+    With --knowledge DIR each prompt also shows the notes of DIR most relevant to the parent, its analysis and the
+    notebook (see `agentarch knowledge --help`; 'starter' names the notes shipped with agentarch):
+
+        agentarch run --task digits --model openai/gpt-4o-mini --knowledge starter
     """
     flags = dict(
         task=task,
@@ -172,6 +185,8 @@ def run_command(
         edit_mode=edit_mode,
         edit_rate=edit_rate,
         notebook_every=notebook_every,
+        knowledge=knowledge,
+        knowledge_entries=knowledge_entries,
         examples=examples,
         parent_strategy=parent_strategy,
         repair_tries=repair_tries,
@@ -213,6 +228,8 @@ def run_command(
         if not table:
             with open_archive(settings.archive) as db:
                 Evaluator(db, settings).prepared  # fail early on a task, its data or a sandbox that cannot work
+        if settings.knowledge is not None:
+            _index_knowledge(settings.knowledge, settings.archive)
         if settings.model is None:
             err.print(
                 formats.line(
@@ -265,6 +282,7 @@ def run_summary_line(summary: dict[str, Any]) -> Text:
     best = summary["best"]
     outcome = (
         f"best #{best['id']} {formats.scored('test', best['test_accuracy'], summary['metric'])}"
+        + _unverified_said(summary, best)
         if best
         else "nothing trained; see `agentarch archive ls`"
     )
@@ -279,6 +297,7 @@ def run_summary_line(summary: dict[str, Any]) -> Text:
         extras.append(
             f"{len(summary['verified'])} verified, best #{top['id']} "
             f"{formats.scored('test', top['test_accuracy'], summary['metric'])} at {top['epochs']} epochs"
+            + _unverified_said(summary, top, run_wide=False)
         )
     if summary.get("edits"):
         extras.append("edits: " + ", ".join(f"{n} {kind}" for kind, n in sorted(summary["edits"].items())))
@@ -293,6 +312,22 @@ def run_summary_line(summary: dict[str, Any]) -> Text:
     )
 
 
+def _unverified_said(summary: dict[str, Any], pick: dict[str, Any], run_wide: bool = True) -> str:
+    """What follows a best-of-run pick scored in its own process (`loop.summary.mark_scoring` marked it): the mark,
+    why, how many of the run's scores are such, and the best verified one when there is one; "" for a verified pick."""
+    if pick.get("scoring") != TRUSTED:
+        return ""
+    said = f" [⚠ unverified: {UNVERIFIED_WHY}"
+    if run_wide and summary.get("unverified"):
+        said += f"; {summary['unverified']} of {summary['trained']} trained unverified"
+    checked = summary.get("best_verified") if run_wide else None
+    if checked:
+        said += (
+            f"; best verified #{checked['id']} {formats.scored('test', checked['test_accuracy'], summary['metric'])}"
+        )
+    return said + "]"
+
+
 def in_space_line(stats: dict[str, Any]) -> str:
     """What a --propose-in run's queries came to: the model's valid answers of its calls, and the fallbacks."""
     rate = "" if stats.get("valid_rate") is None else f" ({stats['valid_rate']:.0%})"
@@ -302,6 +337,15 @@ def in_space_line(stats: dict[str, Any]) -> str:
         f"{stats['fallbacks']} of {stats['queries']} proposals fell back to a uniform sample"
         + (f" ({why})" if why else "")
     )
+
+
+def _index_knowledge(path: Path, archive: Path) -> None:
+    """Index the run's knowledge base before it opens, and say what it holds (and what it skipped)."""
+    with open_archive(archive) as db:
+        done = knowledge_base.add(db, path)
+    err.print(formats.line(f"knowledge base {done.root.name}: {done.entries} entries from {done.files} files"))
+    for skipped, why in done.skipped:
+        err.print(formats.line(("skipped ", "yellow"), skipped, f": {why}"), soft_wrap=True)
 
 
 def _waiting_notice(pending: list[dict[str, Any]]) -> None:
@@ -321,16 +365,31 @@ def prompt_command(
     archive: ArchiveOpt = None,
     examples: Annotated[Optional[int], setting("examples", "--examples")] = None,
     parent_strategy: Annotated[Optional[str], setting("parent_strategy", "--parent-strategy")] = None,
+    knowledge: KnowledgeOpt = None,
+    knowledge_entries: KnowledgeEntriesOpt = None,
     choice_seed: Annotated[int, typer.Option("--seed", help="seed of the parent and example choice")] = 0,
 ) -> None:
-    """Print exactly what the LLM would see for the next proposal on a task (system and user messages)."""
-    settings = settings_or_exit(task=task, archive=archive, examples=examples, parent_strategy=parent_strategy)
+    """Print exactly what the LLM would see for the next proposal on a task (system and user messages), with
+    --knowledge DIR the knowledge entries it would be shown too."""
+    settings = settings_or_exit(
+        task=task,
+        archive=archive,
+        examples=examples,
+        parent_strategy=parent_strategy,
+        knowledge=knowledge,
+        knowledge_entries=knowledge_entries,
+    )
     the_task = get_task(settings.task)
     with open_archive(settings.archive) as db:
         shot = fewshot.select(
             db, the_task.name, n=settings.examples, strategy=settings.parent_strategy, rng=random.Random(choice_seed)
         )
-    messages = prompts.propose_messages(the_task, shot)
+        entries: list[dict[str, Any]] = []
+        if settings.knowledge is not None:
+            root = knowledge_base.add(db, settings.knowledge).root
+            about = f"{the_task.name} {the_task.kind} {the_task.description}"
+            entries = knowledge_base.for_proposal(db, root, settings.knowledge_entries, shot.parent, None, about)
+    messages = prompts.propose_messages(the_task, shot, knowledge=entries)
     for message in messages:
         out.rule(formats.untrusted(message["role"], style="bold"))
         out.print(formats.untrusted(message["content"]))

@@ -1,4 +1,4 @@
-"""The LLM's side of the loop in text: chat messages rendered from prompts/*.j2, and code read back out.
+"""The LLM's side of the loop in text: chat messages rendered from prompts/*.j2, fitted to the model's window.
 
 The wording lives in Jinja2 templates (prompts/system.j2, propose.j2, repair.j2, analyze.j2 and
 one card per task in prompts/tasks/) so that a user can tune it without touching code: pass
@@ -6,8 +6,8 @@ another `prompts_dir` holding a copy of the folder. The contract's limits (allow
 HPARAMS bounds) are handed to the templates from agentarch.evaluation.checks rather than written into them,
 so the prompt never promises something the static check refuses.
 
-`extract_code` reads a proposal out of an answer. Its errors say what was wrong with the answer,
-because they are shown to the LLM in the repair prompt.
+Code is read back out of an answer by agentarch.llm.extraction (`extract_code`, `intent_of`, `ExtractError`, named
+here too, where callers have always found them).
 
 What the run gathered from models (candidates' code, analyses, notebook notes, failure reasons) comes back
 in later prompts, so a jailbroken or injected answer could steer every call after it. The templates put all
@@ -18,10 +18,8 @@ task and the answer format stand outside, the same whatever the data says.
 
 from __future__ import annotations
 
-import ast
 import functools
 import re
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +29,11 @@ import jinja2
 import agentarch.prompt_templates
 from agentarch import formats
 from agentarch.errors import AgentarchError, UsageError
-from agentarch.evaluation.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS, parse
+from agentarch.evaluation.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS
 from agentarch.llm import window as windows
+from agentarch.llm.extraction import ExtractError as ExtractError
+from agentarch.llm.extraction import extract_code as extract_code
+from agentarch.llm.extraction import intent_of as intent_of
 from agentarch.llm.faults import ContextOverflow
 from agentarch.llm.fewshot import FewShot, limits_shown
 from agentarch.llm.quoting import quoted
@@ -48,18 +49,6 @@ Messages = list[dict[str, str]]
 
 class PromptError(AgentarchError, FileNotFoundError):
     """A prompt template is missing; the message names the file."""
-
-
-class ExtractError(AgentarchError, ValueError):
-    """No usable code in an answer; the message says why, in words meant for the LLM's repair."""
-
-
-@dataclass
-class Extracted:
-    """The module read from an answer, and the `Intent:` paragraph before it (None when absent)."""
-
-    code: str
-    intent: str | None
 
 
 # -- rendering --------------------------------------------------------------------------------------
@@ -128,16 +117,17 @@ def propose_messages(
     prompts_dir: Path | str | None = None,
     goals: Goals | None = None,
     notebook: dict[str, Any] | None = None,
+    knowledge: list[dict[str, Any]] | None = None,
 ) -> Messages:
     """System and user messages asking for a new candidate, built on the few-shot examples (and the run's
-    notebook entry, `notebook`, when it has one).
+    notebook entry, `notebook`, when it has one, and the knowledge base's entries, `knowledge`: source, title, text).
 
     `batch_note` is appended to the user prompt, e.g. to steer proposals drawn from the same
     examples in one batch apart from each other. With several objectives (`goals.multi`) the prompt names
     them and the constraints, shows each example's measures and Pareto standing, and asks for a better
     trade-off than the parent's instead of a higher score.
     """
-    return _asking("propose", task, fewshot, batch_note, goals, notebook, prompts_dir)
+    return _asking("propose", task, fewshot, batch_note, goals, notebook, prompts_dir, knowledge=knowledge)
 
 
 def edit_messages(
@@ -147,10 +137,11 @@ def edit_messages(
     goals: Goals | None = None,
     notebook: dict[str, Any] | None = None,
     prompts_dir: Path | str | None = None,
+    knowledge: list[dict[str, Any]] | None = None,
 ) -> Messages:
     """System and user messages asking for SEARCH/REPLACE edits of the parent (agentarch.llm.edits applies them), with
     the other examples in brief; `fewshot` must have a parent (without one the loop asks for a full module)."""
-    return _asking("edit", task, fewshot, batch_note, goals, notebook, prompts_dir)
+    return _asking("edit", task, fewshot, batch_note, goals, notebook, prompts_dir, knowledge=knowledge)
 
 
 def _asking(
@@ -162,9 +153,11 @@ def _asking(
     notebook: dict[str, Any] | None,
     prompts_dir: Path | str | None,
     compact: bool = False,
+    knowledge: list[dict[str, Any]] | None = None,
 ) -> Messages:
     """The system prompt for `purpose` and the user prompt of its template (`propose.j2`, `edit.j2`), which take the
-    same context: the examples (parent first), the note, the goals beyond one metric and the notebook entry."""
+    same context: the examples (parent first), the note, the goals beyond one metric, the notebook entry and the
+    knowledge base's entries."""
     _require_trainable(task)
     user = render(
         f"{purpose}.j2",
@@ -176,6 +169,7 @@ def _asking(
         goals=goals if goals is not None and goals.multi else None,
         limits=limits_shown(task, goals, fewshot.parent),
         notebook=notebook,
+        knowledge=knowledge or [],
     )
     return [_system(task, purpose, prompts_dir, compact), {"role": "user", "content": user}]
 
@@ -183,17 +177,26 @@ def _asking(
 @dataclass
 class LeftOut:
     """What a prompt did not show to fit the model's context window: the other task kinds' contract (`compact`),
-    the notebook entry (its `after`), the examples dropped (ids, the last first), the lines of code cut from the
-    examples still shown (by id), and the answer budget when it had to be lowered below the window's share."""
+    the knowledge entries dropped ("source: title", the least relevant first), the notebook entry (its `after`), the
+    examples dropped (ids, the last first), the lines of code cut from the examples still shown (by id), and the
+    answer budget when it had to be lowered below the window's share."""
 
     compact: bool = False
+    knowledge: list[str] = field(default_factory=list)
     notebook: int | None = None
     examples: list[int] = field(default_factory=list)
     lines_cut: dict[int, int] = field(default_factory=dict)
     answer_tokens: int | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.compact or self.notebook is not None or self.examples or self.lines_cut or self.answer_tokens)
+        return bool(
+            self.compact
+            or self.knowledge
+            or self.notebook is not None
+            or self.examples
+            or self.lines_cut
+            or self.answer_tokens
+        )
 
     def as_record(self, window: Any = None, prompt_tokens: int | None = None) -> dict[str, Any] | None:
         """The JSON a candidate records (None when nothing was left out), with the window it was fitted to."""
@@ -205,6 +208,8 @@ class LeftOut:
             "examples": self.examples,
             "lines_cut": {str(k): v for k, v in self.lines_cut.items()},
         }
+        if self.knowledge:
+            record["knowledge"] = self.knowledge
         if window is not None:
             record.update(window.describe(), prompt_tokens=prompt_tokens)
         if self.answer_tokens is not None:
@@ -221,6 +226,8 @@ def describe_left_out(record: dict[str, Any] | None) -> str | None:
     parts = []
     if record.get("compact_contract"):
         parts.append("the other task kinds' contract")
+    if record.get("knowledge"):
+        parts.append(f"knowledge entries {'; '.join(record['knowledge'])}")
     if record.get("notebook_after") is not None:
         parts.append("the notebook entry")
     if record.get("examples"):
@@ -237,12 +244,13 @@ def describe_left_out(record: dict[str, Any] | None) -> str | None:
 
 @dataclass
 class Fitted:
-    """A prompt fitted to a window: the messages, what they leave out, and their tokens as the window counts them
-    (None when the window is unknown and nothing was fitted)."""
+    """A prompt fitted to a window: the messages, what they leave out, their tokens as the window counts them
+    (None when the window is unknown and nothing was fitted), and the knowledge entries they show."""
 
     messages: Messages
     left_out: LeftOut
     prompt_tokens: int | None
+    knowledge: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, window: Any) -> dict[str, Any] | None:
         return self.left_out.as_record(window, self.prompt_tokens)
@@ -261,35 +269,42 @@ def fit_prompt(
     goals: Goals | None = None,
     notebook: dict[str, Any] | None = None,
     prompts_dir: Path | str | None = None,
+    knowledge: list[dict[str, Any]] | None = None,
 ) -> Fitted:
     """The `purpose` prompt ("propose" or "edit") fitted to `window` (an agentarch.llm.window.Window; None or an
     unknown window: the whole prompt). What is left out, in this order, until prompt and answer fit:
 
     1. the contract of the other task kinds (the system prompt keeps this task's kind): nothing this task needs;
-    2. the notebook entry;
-    3. examples, from the last (the least telling: diverse elites, then the baseline's best, then the best), never
+    2. the knowledge entries (`knowledge`, the most relevant first), from the last: general notes before the run's own;
+    3. the notebook entry;
+    4. examples, from the last (the least telling: diverse elites, then the baseline's best, then the best), never
        the parent, and never the last example left;
-    4. lines of code from the middle of the examples still shown, down to MIN_CODE_LINES each (the parent's last,
+    5. lines of code from the middle of the examples still shown, down to MIN_CODE_LINES each (the parent's last,
        and never in an edit prompt, whose SEARCH blocks must match the parent exactly);
-    5. answer tokens: the answer's budget is lowered from the window's share towards MIN_ANSWER_TOKENS.
+    6. answer tokens: the answer's budget is lowered from the window's share towards MIN_ANSWER_TOKENS.
 
     Raises ContextOverflow when even that does not fit: the sizes say what to change."""
     left = LeftOut()
     parent = fewshot.parent
     examples = [dict(example) for example in fewshot.examples]
     compact = False
+    entries = list(knowledge or [])
 
     def build() -> Messages:
         shot = FewShot(parent=parent, examples=examples, strategy=fewshot.strategy)
-        return _asking(purpose, task, shot, batch_note, goals, notebook, prompts_dir, compact)
+        return _asking(purpose, task, shot, batch_note, goals, notebook, prompts_dir, compact, entries)
 
     messages = build()
     if window is None or window.prompt_limit is None:
-        return Fitted(messages, left, None)
+        return Fitted(messages, left, None, entries)
     if window.fits(messages):
-        return Fitted(messages, left, window.count(messages))
+        return Fitted(messages, left, window.count(messages), entries)
     left.compact = compact = True
     messages = build()
+    while not window.fits(messages) and entries:
+        dropped = entries.pop()
+        left.knowledge.append(f"{dropped['source']}: {dropped['title']}")
+        messages = build()
     if not window.fits(messages) and notebook is not None:
         left.notebook, notebook = notebook.get("after", 0), None
         messages = build()
@@ -320,7 +335,7 @@ def fit_prompt(
                 f"context ({window.source}) beside an answer of {floor:,}: start the server with a larger context"
             )
         left.answer_tokens = answer
-    return Fitted(messages, left, window.count(messages))
+    return Fitted(messages, left, window.count(messages), entries)
 
 
 def _most(low: int, high: int, fits: Any) -> int | None:
@@ -357,11 +372,6 @@ def edit_retry_message(
 ) -> dict[str, str]:
     """The next user turn after edits that did not apply: the reason and the parent again, asking once more."""
     return {"role": "user", "content": render("edit_retry.j2", prompts_dir, task=task, parent=parent, reason=reason)}
-
-
-def intent_of(answer: str) -> str | None:
-    """The `Intent:` paragraph of an answer that is not one module (an edit's prose before its blocks)."""
-    return _find_intent(answer.splitlines())
 
 
 def repair_messages(task: Task, code: str, error: str, attempt: int, prompts_dir: Path | str | None = None) -> Messages:
@@ -436,147 +446,3 @@ def _tail(text: str) -> str:
     if len(text) <= MAX_ERROR_CHARS:
         return text
     return f"[... {len(text) - MAX_ERROR_CHARS} characters cut ...]\n{text[-MAX_ERROR_CHARS:]}"
-
-
-# -- reading an answer ------------------------------------------------------------------------------
-
-_FENCE = re.compile(r"^\s*(`{3,})\s*([\w+.-]*)[^`]*$")
-_NET = re.compile(r"^class\s+Net\b", re.M)
-_INTENT = re.compile(r"^[\s>#*_]*intent[*_]*\s*[:\-][*_]*\s*", re.I)
-
-
-@dataclass
-class _Block:
-    text: str
-    closed: bool
-    line: int = 0  # the answer's line that opened it
-
-
-def extract_code(answer: str, finish_reason: str | None = None) -> Extracted:
-    """The candidate module in an LLM answer, and its `Intent:` paragraph.
-
-    Fenced blocks come first: of several, the one defining `class Net` (the last such, as a model
-    that revises itself puts its final version last). An answer without fences is taken as bare
-    code if it parses and defines `Net`. A block opened and never closed is read by `finish_reason`, the
-    server's word on why the answer ended: "length" means it was cut off at the answer's token budget, which a
-    repair can only fix by writing less; any other (the model stopped) means the model left the fence open,
-    and the block is used if its code is a whole module. Unknown (None), an unclosed block reads as cut off.
-    """
-    if not answer.strip():
-        raise ExtractError("the answer was empty; answer with the full module in one ```python block")
-    cut = finish_reason == "length"
-    blocks, prose = _split(answer)
-    if not blocks:
-        intent, rest = _leading_intent(answer)
-        if _defines_net(rest):
-            return Extracted(code=_tidy(rest), intent=intent)
-        if cut:
-            raise ExtractError(
-                "the answer was cut off at the output length limit before it gave any code: write less before "
-                "the code, and give the full module, defining `class Net(nn.Module)`, in one ```python block"
-            )
-        raise ExtractError(
-            "the answer holds no code: give the full module, defining `class Net(nn.Module)`, in one ```python block"
-        )
-    with_net = [block for block in blocks if _NET.search(textwrap.dedent(block.text))]
-    if not with_net:
-        if not blocks[-1].closed and (cut or finish_reason is None):
-            raise _cut_off(cut)
-        raise ExtractError(
-            f"none of the answer's {len(blocks)} code block(s) defines `class Net`; give the full "
-            "module, defining `class Net(nn.Module)`, in one ```python block"
-        )
-    chosen = with_net[-1]
-    if not chosen.closed:
-        if cut or finish_reason is None:
-            raise _cut_off(cut)
-        problem = _syntax_problem(chosen.text)
-        if problem is not None:
-            raise ExtractError(
-                f"the ``` code block opened at line {chosen.line} was never closed, and its code does not parse "
-                f"({problem}); the model ended the answer itself (finish_reason {finish_reason!r}): "
-                "give the whole module in one ```python block and close it with ```"
-            )
-    return Extracted(code=_tidy(chosen.text), intent=_find_intent(prose))
-
-
-def _cut_off(length: bool = False) -> ExtractError:
-    if length:
-        return ExtractError(
-            "the answer was cut off at the output length limit (the server stopped it at its token budget) "
-            "inside a ``` code block; answer with a shorter complete module in one ```python block"
-        )
-    return ExtractError(
-        "the answer was cut off: a ``` code block was opened but never closed, probably at the "
-        "output length limit; answer with a shorter complete module in one ```python block"
-    )
-
-
-def _syntax_problem(code: str) -> str | None:
-    """Why the code does not parse (line and message), or None when it does and defines `Net`."""
-    try:
-        tree = parse(textwrap.dedent(code))
-    except SyntaxError as err:
-        return f"line {err.lineno}: {err.msg}"
-    if not any(isinstance(node, ast.ClassDef) and node.name == "Net" for node in tree.body):
-        return "no top-level `class Net`"
-    return None
-
-
-def _split(answer: str) -> tuple[list[_Block], list[str]]:
-    """The fenced blocks of an answer (the last possibly unclosed) and its prose lines outside them."""
-    blocks: list[_Block] = []
-    prose: list[str] = []
-    fence: str | None = None
-    body: list[str] = []
-    start = 0
-    for number, line in enumerate(answer.splitlines(), 1):
-        match = _FENCE.match(line)
-        if fence is None:
-            if match:
-                fence, body, start = match.group(1), [], number
-                prose.append("")  # a block ends the paragraph before it
-            else:
-                prose.append(line)
-        elif match and len(match.group(1)) >= len(fence) and not match.group(2):
-            blocks.append(_Block("\n".join(body), closed=True, line=start))
-            fence = None
-        else:
-            body.append(line)
-    if fence is not None:
-        blocks.append(_Block("\n".join(body), closed=False, line=start))
-    return blocks, prose
-
-
-def _leading_intent(answer: str) -> tuple[str | None, str]:
-    """Split a bare-code answer into its leading `Intent:` paragraph (if any) and the rest."""
-    head, _, rest = answer.strip().partition("\n\n")
-    if _INTENT.match(head):
-        return _find_intent(head.splitlines()), rest
-    return None, answer
-
-
-def _find_intent(lines: list[str]) -> str | None:
-    """The first paragraph that starts with `Intent:`, as one line without the label."""
-    for start, line in enumerate(lines):
-        if _INTENT.match(line):
-            paragraph = [_INTENT.sub("", line)]
-            for following in lines[start + 1 :]:
-                if not following.strip():
-                    break
-                paragraph.append(following.strip())
-            text = " ".join(part.strip() for part in paragraph).strip().strip("*_").strip()
-            return text or None
-    return None
-
-
-def _defines_net(code: str) -> bool:
-    try:
-        tree = parse(textwrap.dedent(code))
-    except SyntaxError:
-        return False
-    return any(isinstance(node, ast.ClassDef) and node.name == "Net" for node in tree.body)
-
-
-def _tidy(code: str) -> str:
-    return textwrap.dedent(code).strip("\n") + "\n"

@@ -7,10 +7,12 @@ Its own module because the scheduler holds the same context as the nodes: it is 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agentarch.config import ModelArm, Settings, parse_arms
@@ -25,6 +27,7 @@ from agentarch.loop.stopping import kill_sandbox_jobs
 from agentarch.search.objectives import Goals
 from agentarch.search.proposers.baselines import RegularizedEvolution, beyond_the_metric
 from agentarch.search.spaces import SpaceError, get_space, space_for
+from agentarch.store import knowledge
 from agentarch.store.archive import Archive
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import Task
@@ -80,6 +83,20 @@ def answered_by_table(settings: Settings, task: Task) -> bool:
         )
     return True
 
+
+def index_knowledge(settings: Settings, archive: Archive) -> None:
+    """Index the run's knowledge base (`--knowledge`, if any) into the archive now: called before a run opens, so a
+    folder that is not there (or a PDF by name, or thousands of files) is refused with what to do before anything is
+    recorded."""
+    if settings.knowledge is not None:
+        knowledge.add(archive, settings.knowledge)
+
+
+KNOWLEDGE_REFRESH_S = 60.0
+"""How often at most a run looks at its knowledge folder again (a stat of each file; a changed one is reindexed), so
+notes edited during an overnight run reach its later proposals."""
+
+log = logging.getLogger(__name__)
 
 IN_FLIGHT_POLL_S = 0.5
 """How long a proposal waiting for a copy in flight sleeps at most before it looks again at an abort."""
@@ -193,6 +210,9 @@ class RunContext:
 
     goals: Goals = field(init=False)
     screening: Screening | None = field(init=False)
+    knowledge_root: Path | None = field(init=False)  # --knowledge: the folder (or file) the proposals read from
+    _knowledge_checked: float | None = None  # when the run last looked at its knowledge files (monotonic)
+    _knowledge_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -212,6 +232,7 @@ class RunContext:
         self._queue = threading.Semaphore(self.executor.capacity + s.queue)
         self.inflight = InFlight(self.aborted)
         self.emit = Emitter(self.on_event)
+        self.knowledge_root = knowledge.resolve(s.knowledge) if s.knowledge is not None else None
 
     # -- what the run says while it works ---------------------------------------------------------
 
@@ -369,6 +390,25 @@ class RunContext:
         """The architectures of the proposals in flight (all but proposal `but`), in the order they were chosen."""
         with self._queue_lock:
             return [arch for key, (arch, _) in self._archs.items() if key != but]
+
+    def knowledge_for(self, parent: dict[str, Any] | None, notebook: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The knowledge entries a proposal's prompt shows (`knowledge.for_proposal`: the most relevant to its parent,
+        the latest analysis and the notebook), after bringing the index in step with the folder's files at most every
+        KNOWLEDGE_REFRESH_S (and first on a resume). A folder that cannot be read now (gone, a file added that is
+        refused) is said in a warning, and the index is searched as it stands: notes are help, not a reason to fail a
+        proposal. Empty without --knowledge."""
+        root = self.knowledge_root
+        if root is None:
+            return []
+        with self._knowledge_lock:
+            if self._knowledge_checked is None or time.monotonic() - self._knowledge_checked >= KNOWLEDGE_REFRESH_S:
+                self._knowledge_checked = time.monotonic()
+                try:
+                    knowledge.refresh(self.archive(), root)
+                except (knowledge.KnowledgeError, OSError) as err:
+                    log.warning("knowledge base %s not refreshed (%s); searching it as it stands", root, err)
+        task = f"{self.task.name} {self.task.kind} {self.task.description}"
+        return knowledge.for_proposal(self.archive(), root, self.settings.knowledge_entries, parent, notebook, task)
 
     def archive(self) -> Archive:
         """This thread's handle on the archive (SQLite connections are not shared across threads)."""

@@ -19,12 +19,12 @@ from agentarch.llm import client as llm_client
 from agentarch.loop import bandit
 from agentarch.loop.baseline import SeedResult, Trial
 from agentarch.loop.baseline import summarize as summarize_baseline
-from agentarch.loop.context import BEST_OF_N, RunContext, answered_by_table, in_space_of
+from agentarch.loop.context import BEST_OF_N, RunContext, answered_by_table, in_space_of, index_knowledge
 from agentarch.loop.events import Listener, RunEnded, RunStarted
 from agentarch.loop.graph import build, open_checkpointer
 from agentarch.loop.scheduler import Scheduler
 from agentarch.loop.stopping import RunControl
-from agentarch.loop.summary import summarize
+from agentarch.loop.summary import mark_scoring, summarize
 from agentarch.search.limits import Limits
 from agentarch.search.objectives import Goals
 from agentarch.search.spaces import get_space, space_for
@@ -136,6 +136,7 @@ def start(
         kind = "offline" if not settings.model else "llm" if settings.feedback else "baseline"
         task = the_task.name  # a task file's name, not its path: the archive's rows say names
         proposer = settings.model or "rea" if settings.feedback else BEST_OF_N
+        index_knowledge(settings, archive)  # --knowledge: indexed now, or refused before the run opens
         run_id = archive.start_run(kind, task, proposer, _stored_config(settings))
     return _drive(settings, run_id, time.time(), True, on_outcome, on_waiting, on_event, control)
 
@@ -278,6 +279,8 @@ def _finish(ctx: RunContext, scheduler: Scheduler, status: str) -> dict[str, Any
             verified=archive.verified(run_id),
             llm_seconds=archive.llm_seconds(run_id),
         )
+        ended = [o["id"] for o in scheduler.outcomes if o.get("id") is not None]
+        mark_scoring(summary, list(scheduler.outcomes), archive.scoring_kinds(ended), ctx.task.direction)
         summary["llm_faults"] = archive.llm_faults(run_id)
         if len(ctx.arms) > 1:
             history = bandit.history_from_archive(archive, run_id, ctx.task.name)

@@ -19,6 +19,7 @@ class CandidateState(TypedDict, total=False):
     fewshot: dict[str, Any]  # the parent and example rows exactly as the prompt showed them
     messages: list[dict[str, str]]
     left_out: dict[str, Any] | None  # what the prompt left out to fit the model's context window (prompts.LeftOut)
+    knowledge: list[dict[str, Any]]  # --knowledge: the entries the prompt shows (source, title, text, sha256)
     response: str | None
     llm_error: str | None  # the LLM call failed for good
     intent: str | None

@@ -105,6 +105,7 @@ _JSON_FIELDS = (
     "structure",
     "proxies",
     "prompt_left_out",
+    "knowledge",
 )
 
 

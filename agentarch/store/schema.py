@@ -15,7 +15,7 @@ from agentarch.store.handle import ArchiveError, Handle, now
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.task import Task
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 
 
 class Schema(Handle):
@@ -70,6 +70,8 @@ class Schema(Handle):
                 self._upgrade_to_v13()
             if version < 14:
                 self._upgrade_to_v14()
+            if version < 15:
+                self._upgrade_to_v15()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -365,6 +367,29 @@ class Schema(Handle):
             pk="sha256",
             not_null={"reason", "created_at"},
         )
+
+    def _upgrade_to_v15(self) -> None:
+        """Schema 15: a knowledge base the proposals read from (issue 28; agentarch/store/knowledge.py). Notes in a folder
+        (Markdown, text) are split into entries and indexed with FTS5 here, in the archive, so the index needs no
+        service and survives a resume. `knowledge_roots` are the folders and files added; `knowledge_files` each file's
+        size, mtime and sha256, so a refresh reads again only what changed and drops what was removed;
+        `knowledge_entries` the entries (title, text, sha256) with their FTS5 index. A candidate keeps the entries its
+        prompt showed (`knowledge`, JSON: source, title and sha256 of each), as they were when it was proposed."""
+        self.db["knowledge_roots"].create({"path": str, "added_at": str, "refreshed_at": str}, pk="path")
+        self.db["knowledge_files"].create(
+            {"path": str, "sha256": str, "size": int, "mtime_ns": int, "entries": int, "indexed_at": str},
+            pk="path",
+            not_null={"sha256", "size", "mtime_ns", "entries", "indexed_at"},
+        )
+        self.db["knowledge_entries"].create(
+            {"id": int, "path": str, "seq": int, "title": str, "text": str, "sha256": str},
+            pk="id",
+            not_null={"path", "seq", "title", "text", "sha256"},
+            foreign_keys=[("path", "knowledge_files", "path")],
+        )
+        self.db["knowledge_entries"].create_index(["path", "seq"], unique=True)
+        self.db["knowledge_entries"].enable_fts(["title", "text"], create_triggers=True, tokenize="porter")
+        self.db["candidates"].add_column("knowledge", str)
 
     def _insert_task(self, task: Task) -> None:
         self.db["tasks"].insert(

@@ -239,6 +239,9 @@ def run_case(
         archive=tmp_path / "a.db",
         cache_dir=cache_dir,
         isolation=isolation,
+        # the corpus attacks the sandbox and the host's reading of what the candidate's process writes (its outputs
+        # included), which only trusted scoring reads; graph scoring's own attacks are test_graph_forgery.py's
+        scoring="trusted",
         threads=1,
         **{"timeout_s": 40, "smoke_timeout_s": 30, "memory_mb": 3072, "max_pids": 32, "max_file_mb": 16, **limits},
     )

@@ -650,6 +650,7 @@ def evaluate_hostile(code: str, tmp_path: Path, cache_dir: Path, isolation: str,
         archive=tmp_path / "a.db",
         cache_dir=cache_dir,
         isolation=isolation,
+        scoring="trusted",  # the outputs the candidate's process writes are read only under trusted scoring
         threads=1,
         timeout_s=40,
         smoke_timeout_s=30,

@@ -58,21 +58,28 @@ class ProposingNodes(Nodes):
     def render_prompt(self, state: CandidateState) -> dict[str, Any]:
         """The prompt, fitted to the model's context window (prompts.fit_prompt): what it leaves out is kept with the
         candidate (`left_out`); a prompt that cannot fit even cut down leaves `llm_error`, and the proposal is
-        recorded `failed` with the sizes to change. In a space (offline, --propose-in) there is no few-shot prompt."""
+        recorded `failed` with the sizes to change. With --knowledge the prompt shows the knowledge base's entries most
+        relevant to the parent, its analysis and the notebook (`knowledge`: those the fitted prompt kept, which the
+        candidate records). In a space (offline, --propose-in) there is no few-shot prompt."""
         if self.ctx.arch_space() is not None:
             return {"messages": []}
         plan = state["plan"]
         notes = self.ctx.archive().notes(self.ctx.run_id) if self.ctx.settings.feedback else []
         shot = fewshot.FewShot(**state["fewshot"])
+        notebook = notes[-1] if notes else None
+        entries = self.ctx.knowledge_for(shot.parent, notebook)
         purpose = "edit" if plan.get("edit") == "diff" and shot.parent is not None else "propose"  # edits need a parent
         try:
-            fitted = self._fit(state, purpose, notes[-1] if notes else None)
+            fitted = self._fit(state, purpose, notebook, entries)
         except ContextOverflow as err:
             return {"messages": [], "llm_error": f"[llm] {err}", "edit": "full"}
-        return {"messages": fitted["messages"], "left_out": fitted["left_out"], "edit": _EDIT[purpose]}
+        return {**fitted, "edit": _EDIT[purpose]}
 
-    def _fit(self, state: CandidateState, purpose: str, notebook: dict[str, Any] | None) -> dict[str, Any]:
-        """The `purpose` prompt for this proposal fitted to its model's window, and the record of what it left out."""
+    def _fit(
+        self, state: CandidateState, purpose: str, notebook: dict[str, Any] | None, entries: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The `purpose` prompt for this proposal fitted to its model's window, the record of what it left out, and
+        the knowledge entries it shows."""
         plan = state["plan"]
         window = self.ctx.llm(plan.get("model")).window()
         fitted = prompts.fit_prompt(
@@ -83,8 +90,9 @@ class ProposingNodes(Nodes):
             batch_note=_batch_note(plan),
             goals=self.ctx.goals,
             notebook=notebook,
+            knowledge=entries,
         )
-        return {"messages": fitted.messages, "left_out": fitted.record(window)}
+        return {"messages": fitted.messages, "left_out": fitted.record(window), "knowledge": fitted.knowledge}
 
     def propose(self, state: CandidateState) -> dict[str, Any]:
         """Ask the LLM for a candidate (offline: render the evolution's architecture; --propose-in: ask the model for
@@ -131,10 +139,11 @@ class ProposingNodes(Nodes):
         return {**self._ask(state, messages, "edit"), "messages": messages, "edit_tries": 1}
 
     def fall_back(self, state: CandidateState) -> dict[str, Any]:
-        """Edits that failed twice: ask for a full module instead, from the same context; nothing is dropped."""
+        """Edits that failed twice: ask for a full module instead, from the same context (the knowledge entries the
+        edit prompt showed, not the notebook)."""
         outcome = {"edit": "full", "edit_outcome": "diff-fallback", "edit_error": None}
         try:
-            fitted = self._fit(state, "propose", None)
+            fitted = self._fit(state, "propose", None, state.get("knowledge") or [])
         except ContextOverflow as err:
             return {**outcome, "response": None, "llm_error": f"[llm] {err}"}
         answer = self._ask(state, fitted["messages"], "propose")

@@ -14,6 +14,7 @@ from agentarch.llm import prompts
 from agentarch.loop.containment import storable
 from agentarch.loop.nodes.base import Nodes, arch_of, as_state, decided
 from agentarch.loop.state import CandidateState
+from agentarch.store import knowledge
 
 
 class RecordingNodes(Nodes):
@@ -72,6 +73,7 @@ class RecordingNodes(Nodes):
                 model=ModelArm.parse(plan["model"]).name if plan.get("model") else self.ctx.arms[0].name,
                 prompt=state.get("messages"),
                 prompt_left_out=state.get("left_out"),
+                knowledge=[knowledge.reference(entry) for entry in state.get("knowledge") or []] or None,
                 response=state.get("response"),
                 examples=state.get("example_ids") or [],
                 analysis=state.get("analysis"),

@@ -19,6 +19,7 @@ from agentarch.llm import prompts
 from agentarch.store import browse, bundle, lineage, measurements, review_log
 from agentarch.store.graphs import GraphNotKept
 from agentarch.store.handle import ArchiveError
+from agentarch.store.scoring import scoring_kind
 from agentarch.web import charts, downloads, params, plots, smoke
 from agentarch.web.pages.reviews import remember_reviewer, reviewer
 from agentarch.web.rendering import code_diff, highlight_code
@@ -42,7 +43,7 @@ def routes(site: Site) -> list[Route]:
             if row.get("duplicate_of"):
                 related_ids.append(row["duplicate_of"])
             related = browse.candidate_fields(db, related_ids, ("name", "status"))
-            evaluations = db.evaluations(candidate_id)
+            evaluations = [{**e, "scoring": scoring_kind(e)} for e in db.evaluations(candidate_id)]
             measured = smoke.measured(evaluations)
             scoring = bundle.scoring_evaluation(db, candidate_id)
             digest, kept, graph_note = bundle.graph_state(db, scoring)
@@ -64,7 +65,7 @@ def routes(site: Site) -> list[Route]:
                 "reviewer": reviewer(request),
                 "error": error,
                 "trained": scoring is not None,
-                "scoring_kind": bundle.scoring_kind(scoring),
+                "scoring_kind": scoring_kind(scoring),
                 "graph": {"sha256": digest, "kept": kept, "note": graph_note},
             }
         return site.render(request, "candidate.html", context, status_code)
@@ -175,7 +176,13 @@ def routes(site: Site) -> list[Route]:
         return site.render(
             request,
             "compare.html",
-            {"rows": rows, "ids": ",".join(map(str, ids)), "diffs": diffs, "metrics": _metrics(rows)},
+            {
+                "rows": rows,
+                "ids": ",".join(map(str, ids)),
+                "diffs": diffs,
+                "metrics": _metrics(rows),
+                "mix": browse.rows_mix(rows),
+            },
         )
 
     def curves_json(request: Request) -> Response:
