@@ -63,12 +63,14 @@ def accuracy(value: float | None, missing: str = "-", *, in_percent: bool = Fals
 
 
 def score(value: float | None, metric: str = "accuracy", missing: str = "-") -> str:
-    """A task's score as its metric reads: fractions (accuracy, F1, R²) to four places, errors (MSE, MAE) to four
-    significant digits (their scale is the target's), bits per byte to three places."""
+    """A task's score as its metric reads: fractions (accuracy, F1, R², SSIM) to four places, errors (MSE, MAE) to
+    four significant digits (their scale is the target's), bits per byte to three places, PSNR in dB to two."""
     if value is None:
         return missing
     if metric in ("mse", "mae"):
         return f"{value:.4g}"
+    if metric == "psnr":
+        return f"{value:.2f}"
     return f"{value:.3f}" if metric == "bits_per_byte" else f"{value:.4f}"
 
 

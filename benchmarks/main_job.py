@@ -1,6 +1,7 @@
 """The README's main job (`agentarch run --task digits`: 20 candidates, offline, on its defaults), before and after.
 
 Run from the repository root:  .venv/bin/python benchmarks/main_job.py --before REV > benchmarks/main_job.md
+Or one version, two scoring modes:  .venv/bin/python benchmarks/main_job.py --scoring trusted graph [--task stdlib-bytes]
 
 Both versions are installed side by side from source (REV from git; "after" from `--after REV`, or the
 working tree)
@@ -47,12 +48,17 @@ def checkout(rev: str, into: Path) -> Path:
     return into
 
 
-def main_job(site: Path, archive: Path, cache: Path) -> dict[str, Any]:
-    """One run of the README's main job with the agentarch installed in `site`."""
+def main_job(
+    site: Path, archive: Path, cache: Path, task: str = "digits", scoring: str | None = None
+) -> dict[str, Any]:
+    """One run of the README's main job with the agentarch installed in `site` (on `task`, and with `scoring` if
+    given, else that version's default)."""
     env = {**os.environ, "PYTHONPATH": str(site), "AGENTARCH_CACHE_DIR": str(cache)}
+    if scoring:
+        env["AGENTARCH_SCORING"] = scoring
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "agentarch.cli", "run", "--task", "digits", "--archive", str(archive)],
+        [sys.executable, "-m", "agentarch.cli", "run", "--task", task, "--archive", str(archive)],
         cwd=archive.parent,
         env=env,
         check=True,
@@ -62,7 +68,10 @@ def main_job(site: Path, archive: Path, cache: Path) -> dict[str, Any]:
     db = sqlite3.connect(archive)
     trained = db.execute("SELECT COUNT(*) FROM candidates WHERE status = 'trained'").fetchone()[0]
     jobs = db.execute("SELECT COALESCE(SUM(started), 0) FROM evaluation_starts").fetchone()[0]
-    best = db.execute("SELECT MAX(val_accuracy) FROM evaluations").fetchone()[0]
+    best, test = db.execute(
+        "SELECT val_accuracy, test_accuracy FROM evaluations WHERE val_accuracy IS NOT NULL "
+        "ORDER BY val_accuracy DESC, id LIMIT 1"
+    ).fetchone()
     in_jobs = db.execute("SELECT COALESCE(SUM(wall_seconds), 0) FROM evaluations").fetchone()[0]
     archs = "\n".join(a or "" for (a,) in db.execute("SELECT arch FROM candidates ORDER BY arch"))
     networks = hashlib.sha256(archs.encode()).hexdigest()[:8]
@@ -71,6 +80,7 @@ def main_job(site: Path, archive: Path, cache: Path) -> dict[str, Any]:
         "trained": trained,
         "sandbox_jobs": jobs,
         "best_val": best,
+        "its_test": test,
         "in_jobs_s": in_jobs,
         "networks": networks,
     }
@@ -78,38 +88,55 @@ def main_job(site: Path, archive: Path, cache: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="git revision to compare against")
+    parser.add_argument("--before", help="git revision to compare against")
     parser.add_argument("--after", help="git revision to measure (default: the working tree)")
+    parser.add_argument(
+        "--scoring", nargs=2, metavar=("BEFORE", "AFTER"), help="compare two scoring modes of one version instead"
+    )
+    parser.add_argument("--task", default="digits", help="the task the job runs (digits is the README's)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each version, alternating")
     args = parser.parse_args()
+    if bool(args.before) == bool(args.scoring):
+        parser.error("give --before REV (two versions) or --scoring BEFORE AFTER (two scoring modes), not both")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         sites = {"before": root / "before-site", "after": root / "after-site"}
-        install(checkout(args.before, root / "before-src"), sites["before"])
         install(checkout(args.after, root / "after-src") if args.after else REPO, sites["after"])
+        if args.scoring:
+            sites["before"] = sites["after"]
+        else:
+            install(checkout(args.before, root / "before-src"), sites["before"])
+        scoring = dict(zip(("before", "after"), args.scoring or (None, None)))
         cache = root / "cache"
-        main_job(sites["after"], root / "warm-up.db", cache)  # prepares the digits split both versions then read
+        main_job(sites["after"], root / "warm-up.db", cache, args.task)  # prepares the split both versions then read
         runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
         for repeat in range(args.repeats):
             for version in ("before", "after"):
-                runs[version].append(main_job(sites[version], root / f"{version}-{repeat}.db", cache))
+                archive = root / f"{version}-{repeat}.db"
+                runs[version].append(main_job(sites[version], archive, cache, args.task, scoring[version]))
     before, after = (statistics.mean(r["wall_s"] for r in runs[v]) for v in ("before", "after"))
     print("# The README's main job, before and after\n")
-    print(f"`agentarch run --task digits` (20 candidates, offline REA, slots 1) on {platform.node()}: ")
+    print(f"`agentarch run --task {args.task}` (20 candidates, offline REA, slots 1) on {platform.node()}: ")
     after_name = f"`{args.after}`" if args.after else "the working tree"
-    print(f"{os.cpu_count()} CPUs, Python {platform.python_version()}, before = `{args.before}`, after = {after_name};")
+    if args.scoring:
+        said = f"{after_name}, before = `--scoring {args.scoring[0]}`, after = `--scoring {args.scoring[1]}`"
+    else:
+        said = f"before = `{args.before}`, after = {after_name}"
+    print(f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {said};")
     print(f"{args.repeats} runs of each, alternating, on fresh archives.\n")
     print(
-        "| version | run | wall (s) | in sandbox jobs (s) | outside them (s) | trained | sandbox jobs | best val | networks |"
+        "| version | run | wall (s) | in sandbox jobs (s) | outside them (s) | trained | sandbox jobs | best val "
+        "| its test | networks |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for version in ("before", "after"):
         for i, r in enumerate(runs[version]):
             print(
                 f"| {version} | {i + 1} | {r['wall_s']:.1f} | {r['in_jobs_s']:.1f} | {r['wall_s'] - r['in_jobs_s']:.1f} "
-                f"| {r['trained']} | {r['sandbox_jobs']} | {r['best_val']:.4f} | `{r['networks']}` |"
+                f"| {r['trained']} | {r['sandbox_jobs']} | {r['best_val']:.4f} | {r['its_test']:.4f} "
+                f"| `{r['networks']}` |"
             )
-    print(f"\nMean wall time: before {before:.1f} s, after {after:.1f} s: {1 - after / before:.0%} less time.")
+    print(f"\nMean wall time: before {before:.1f} s, after {after:.1f} s: {after / before - 1:+.0%}.")
     outside = {v: statistics.mean(r["wall_s"] - r["in_jobs_s"] for r in runs[v]) for v in ("before", "after")}
     print(f"Mean time outside sandbox jobs: before {outside['before']:.1f} s, after {outside['after']:.1f} s.")
 

@@ -30,18 +30,17 @@ import time
 import traceback
 import types
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
-from torch.utils.flop_counter import flop_registry
 
 from . import landlock, proxies, trainer
+from .flops import FlopCount as FlopCount  # the runner's counting, which tests and benchmarks reach through it
+from .flops import count_flops as count_flops
+from .flops import trace
 
 FUNCTIONAL_BATCH = 4
 SMOKE_BATCH = 8
@@ -60,11 +59,6 @@ OPSET = 18
 """ONNX opset of the exported graph: 18 exports every seed as fast as 17 (docs/sandbox.md, "Graph scoring")."""
 EXPORT_BATCH = 2
 """Training examples the exporter traces with; the batch axis is dynamic, and a batch of 1 could be specialised."""
-
-MAX_STRUCTURE_TOKENS = 256
-MAX_TOKEN_CHARS = 120
-MAX_TOKEN_COUNT = 10**6
-"""Bounds on the structure signature, the same as the host's (agentarch/isolation/protocol.py), which drops a bigger one."""
 
 
 class CandidateError(Exception):
@@ -133,20 +127,35 @@ def load_candidate(code_path: Path) -> type[nn.Module]:
 
 
 def build(
-    net_cls: type[nn.Module], in_shape: tuple[int, ...], num_classes: int, seed: int, vocab_size: int | None = None
+    net_cls: type[nn.Module],
+    in_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int,
+    vocab_size: int | None = None,
+    out_shape: tuple[int, ...] | None = None,
 ) -> nn.Module:
-    """`Net(in_shape, num_classes)`, seeded; a sequence task over ids also passes `vocab_size=` (the contract)."""
+    """`Net(in_shape, num_classes)`, seeded; a sequence task over ids also passes `vocab_size=`, a dense task
+    `out_shape=` (the restored image's (C, H, W)), as the contract says."""
     torch.manual_seed(seed)
-    extra = {} if vocab_size is None else {"vocab_size": vocab_size}
+    extra: dict[str, Any] = {}
+    if vocab_size is not None:
+        extra["vocab_size"] = vocab_size
+    if out_shape is not None:
+        extra["out_shape"] = tuple(out_shape)
     try:
         return net_cls(in_shape, num_classes, **extra)
     except Exception as err:
-        call = f"Net({tuple(in_shape)}, {num_classes}{f', vocab_size={vocab_size}' if extra else ''})"
-        raise CandidateError("build", f"{call} raised {type(err).__name__}: {err}") from err
+        said = "".join(f", {key}={value}" for key, value in extra.items())
+        raise CandidateError(
+            "build", f"Net({tuple(in_shape)}, {num_classes}{said}) raised {type(err).__name__}: {err}"
+        ) from err
 
 
 def expected_shape(spec: dict[str, Any], batch: int) -> tuple[int, ...]:
-    """What forward must return: an output per position for token and lm tasks, else one per example."""
+    """What forward must return: an output per position for token and lm tasks, a restored image for dense tasks,
+    else one per example."""
+    if spec["kind"] == "dense":
+        return (batch, *spec["out_shape"])
     if spec["kind"] in ("token", "lm"):
         return (batch, spec["in_shape"][0], spec["num_classes"])
     return (batch, spec["num_classes"])
@@ -155,10 +164,12 @@ def expected_shape(spec: dict[str, Any], batch: int) -> tuple[int, ...]:
 def fixed_input(spec: dict[str, Any], batch: int) -> torch.Tensor:
     """The same input for every candidate of a task, independent of any global RNG state.
 
-    Ids in the task's vocabulary for token, lm and id-sequence tasks, standard normal floats (what
-    normalized inputs look like) for the rest.
+    Ids in the task's vocabulary for token, lm and id-sequence tasks, uniform pixel values in [0, 1) for dense
+    tasks, standard normal floats (what normalized inputs look like) for the rest.
     """
     gen = torch.Generator().manual_seed(1234)
+    if spec["kind"] == "dense":
+        return torch.rand((batch, *spec["in_shape"]), generator=gen)
     vocab = spec["num_classes"] if spec["kind"] in ("token", "lm") else spec.get("vocab_size")
     if vocab is not None:
         return torch.randint(0, vocab, (batch, *spec["in_shape"]), generator=gen)
@@ -192,7 +203,7 @@ def functional_hash(net_cls: type[nn.Module], spec: dict[str, Any]) -> str:
     their names and code style, and get the same hash.
     """
     in_shape, num_classes = tuple(spec["in_shape"]), spec["num_classes"]
-    model = build(net_cls, in_shape, num_classes, seed=0, vocab_size=spec.get("vocab_size")).eval()
+    model = build(net_cls, in_shape, num_classes, 0, spec.get("vocab_size"), spec.get("out_shape")).eval()
     with torch.no_grad():
         out = model(fixed_input(spec, FUNCTIONAL_BATCH))
     if not isinstance(out, torch.Tensor):
@@ -206,115 +217,6 @@ def functional_hash(net_cls: type[nn.Module], spec: dict[str, Any]) -> str:
     digest.update(str(rounded.shape).encode())
     digest.update(rounded.tobytes())
     return digest.hexdigest()
-
-
-class FlopCount(TorchDispatchMode):
-    """Counts FLOPs by torch's own per-operator formulas (the registry behind torch.utils.flop_counter), and
-    the operators themselves as the network's structure signature (`structure`).
-
-    torch's FlopCounterMode gives the same totals, but its first use imports torch._dynamo (about 1 s
-    here, most of a smoke run on a small network) only to keep Dynamo out of its dispatch hook; nothing
-    is compiled inside a smoke run, so this mode opts out of that guard.
-    """
-
-    SHAPE_QUERIES = frozenset(
-        {
-            torch.ops.aten.sym_is_contiguous.default,
-            torch.ops.aten.is_contiguous.default,
-            torch.ops.aten.is_contiguous.memory_format,
-            torch.ops.aten.is_strides_like_format.default,
-            torch.ops.aten.is_non_overlapping_and_dense.default,
-            torch.ops.aten.size.default,
-            torch.ops.aten.sym_size.default,
-            torch.ops.aten.stride.default,
-            torch.ops.aten.sym_stride.default,
-            torch.ops.aten.storage_offset.default,
-            torch.ops.aten.sym_storage_offset.default,
-            torch.ops.aten.numel.default,
-            torch.ops.aten.sym_numel.default,
-            torch.ops.aten.dim.default,
-            torch.ops.prim.layout.default,
-        }
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.total = 0
-        self.tokens: Counter[str] = Counter()
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        return False
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        if func in self.SHAPE_QUERIES:
-            return NotImplemented
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is None and func is not torch.ops.prim.device.default:
-            with self:  # an operator without a formula may decompose into ones with formulas (as torch's counter does)
-                decomposed = func.decompose(*args, **kwargs)
-            if decomposed is not NotImplemented:
-                return decomposed
-        out = func(*args, **kwargs)
-        if formula is not None:
-            self.total += formula(*args, **kwargs, out_val=out)
-        outputs = [leaf for leaf in tree_leaves(out) if isinstance(leaf, torch.Tensor)]
-        if outputs:
-            name = func._overloadpacket.__name__.removesuffix("_")
-            self.tokens[f"{name}({','.join(map(_describe, tree_leaves((args, kwargs))))})->{_shapes(outputs)}"] += 1
-        return out
-
-    def structure(self) -> dict[str, int]:
-        """The structure signature: how often each operator ran, keyed by its name, its arguments (`_describe`)
-        and its outputs' shapes, e.g. `{"addmm([32],[1,64],[64,32])->[1,32]": 1}` (agentarch/evaluation/novelty.py).
-
-        Operators are those that reached the dispatcher (a Linear is `t` and `addmm`), in-place and
-        out-of-place forms alike (`relu_` counts as `relu`); shapes are of one example's forward pass in
-        eval mode, so initialisation and constants leave no trace, while a width, kernel or stride change
-        alters most tokens. Bounded as the host expects: the most frequent tokens, a long one cut to its
-        head and a digest, each count capped.
-        """
-        signature: dict[str, int] = {}
-        for token, count in self.tokens.most_common(MAX_STRUCTURE_TOKENS):
-            if len(token) > MAX_TOKEN_CHARS:  # its head, and a digest of the whole so long tokens stay apart
-                token = token[: MAX_TOKEN_CHARS - 17] + "#" + hashlib.sha256(token.encode()).hexdigest()[:16]
-            signature[token] = min(MAX_TOKEN_COUNT, count)
-        return signature
-
-
-def _shapes(tensors: list[torch.Tensor]) -> str:
-    return "".join(str(list(t.shape)).replace(" ", "") for t in tensors)
-
-
-def _describe(arg: Any) -> str:
-    """An operator argument as the structure signature keeps it: a tensor by its shape, an integer or flag (a kernel
-    size, stride, dimension, group count) by its value, a float (a constant, an epsilon) only as being one."""
-    if isinstance(arg, torch.Tensor):
-        return _shapes([arg])
-    if isinstance(arg, float):
-        return "f"
-    return str(arg)
-
-
-def trace(model: nn.Module, x: torch.Tensor) -> FlopCount:
-    """One sample's forward pass under FlopCount: its FLOPs and structure signature (the smoke stage reads both).
-
-    Dropout leaves no operator in eval mode, yet networks that differ in its rates train differently (as in the
-    functional hash), so each dropout module with a non-zero rate adds a token of its own; `Dropout(0.0)` does not.
-    """
-    counter, one = FlopCount(), x[:1]
-    with torch.no_grad(), counter:
-        model(one)
-    for module in model.modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p != 0:
-            counter.tokens[f"{type(module).__name__}(p={module.p})"] += 1
-    return counter
-
-
-def count_flops(model: nn.Module, x: torch.Tensor) -> int:
-    """Forward FLOPs for one sample, as torch's FLOP counter sees them (matmuls and convolutions)."""
-    return int(trace(model, x).total)
 
 
 def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, budget_s: float) -> float:
@@ -366,7 +268,7 @@ def smoke(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     fhash = functional_hash(net_cls, spec)
-    model = build(net_cls, in_shape, num_classes, seed=seed, vocab_size=inputs.vocab_size)
+    model = build(net_cls, in_shape, num_classes, seed, inputs.vocab_size, inputs.out_shape)
     params = sum(p.numel() for p in model.parameters())
     if params == 0:
         raise CandidateError("no-parameters", "Net has no trainable parameters")
@@ -408,7 +310,7 @@ def smoke(
             raise CandidateError("forward", f"forward raised {type(err).__name__}: {err}") from err
     del model
     scores, proxy_seconds = proxies.compute(
-        lambda: build(net_cls, in_shape, num_classes, seed=seed, vocab_size=inputs.vocab_size),
+        lambda: build(net_cls, in_shape, num_classes, seed, inputs.vocab_size, inputs.out_shape),
         inputs.train_x[:PROXY_BATCH],
         inputs.train_y[:PROXY_BATCH],
         lambda output, target: trainer.loss_fn(spec["kind"], output, target, 0.0, inputs.regression),
@@ -503,7 +405,7 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
         torch.set_num_threads(spec["threads"])
         device = trainer.pick_device()
         inputs = trainer.load_inputs(Path(spec["inputs_dir"]), device)
-        spec = {**spec, "vocab_size": inputs.vocab_size}
+        spec = {**spec, "vocab_size": inputs.vocab_size, "out_shape": inputs.out_shape}
         stage = "smoke"
         started = time.perf_counter()
         net_cls = load_candidate(Path(spec["code_path"]))
@@ -511,7 +413,12 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
         out_dir = Path(spec["output_dir"])
         if spec.get("scoring") == "graph":  # the host measures this graph, not the report (its digest binds training's)
             untrained = build(
-                net_cls, tuple(spec["in_shape"]), spec["num_classes"], spec["train"]["seed"], inputs.vocab_size
+                net_cls,
+                tuple(spec["in_shape"]),
+                spec["num_classes"],
+                spec["train"]["seed"],
+                inputs.vocab_size,
+                inputs.out_shape,
             )
             export_graph(untrained, inputs, out_dir / SMOKE_GRAPH_FILE)
         emit({"event": "smoke", **report, "device": str(device), "seconds": time.perf_counter() - started})
@@ -521,7 +428,8 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
         stage = "train"
         cfg = trainer.TrainConfig(**spec["train"])
         trainer.seed_everything(cfg.seed, compiled=cfg.compile)
-        model = build(net_cls, tuple(spec["in_shape"]), spec["num_classes"], cfg.seed, inputs.vocab_size).to(device)
+        shapes = (tuple(spec["in_shape"]), spec["num_classes"], cfg.seed, inputs.vocab_size, inputs.out_shape)
+        model = build(net_cls, *shapes).to(device)
         result = trainer.train(model, inputs, cfg, device)
         graph: dict[str, Any] = {}
         if spec.get("scoring") == "graph":  # the held-out inputs are not here; the host scores the graph

@@ -65,7 +65,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model; if that fails, train eagerly and say so in notes
 
 
-KINDS = ("image", "token", "sequence", "table", "lm")
+KINDS = ("image", "token", "sequence", "table", "lm", "dense")
 
 
 @dataclass
@@ -74,7 +74,8 @@ class Inputs:
 
     Images and float features are normalized; ids stay int64. A regression's training targets are
     standardized, `(y - target_mean) / target_std` per target, so one learning rate suits targets
-    of any scale; predictions are mapped back to the targets' units before the host sees them.
+    of any scale; predictions are mapped back to the targets' units before the host sees them. A dense
+    task's inputs and training targets are images with pixel values in [0, 1], as stored.
     """
 
     kind: str  # one of KINDS
@@ -85,6 +86,7 @@ class Inputs:
     vocab_size: int | None = None  # id sequences of a sequence task
     target_mean: torch.Tensor | None = None  # a regression's training targets, per target
     target_std: torch.Tensor | None = None
+    out_shape: tuple[int, ...] | None = None  # dense: the restored image's (C, H, W)
 
     @property
     def regression(self) -> bool:
@@ -135,7 +137,8 @@ def load_inputs(inputs_dir: Path, device: torch.device) -> Inputs:
     Images are stored as uint8 and normalized on the device, `(x / scale - mean[c]) / std[c]`, in
     place, so the only full-size float copy is the one the model trains on. Float sequences and
     tables are normalized per feature (the last axis) with the training statistics in meta.json,
-    which the host computed. Token, lm and id-sequence inputs are int64 ids. Under graph scoring the folder
+    which the host computed (a dense task's are the identity: its pixels stay in [0, 1]). Token, lm and id-sequence
+    inputs are int64 ids; a dense task's training targets are float images. Under graph scoring the folder
     holds the training split alone, and the held-out inputs are None: nothing in the sandbox can read them.
     """
     inputs_dir = Path(inputs_dir)
@@ -166,10 +169,13 @@ def load_inputs(inputs_dir: Path, device: torch.device) -> Inputs:
     if meta.get("regression"):
         mean, std = stats("target_mean", 2), stats("target_std", 2)
         train_y = (train_y.float() - mean) / std
+    elif kind == "dense":
+        train_y = train_y.float()
     else:
         train_y = train_y.long()
     val_x, test_x = (read_x(name) if (inputs_dir / f"{name}.npy").exists() else None for name in ("val_x", "test_x"))
-    return Inputs(kind, read_x("train_x"), train_y, val_x, test_x, meta.get("vocab_size"), mean, std)
+    out_shape = tuple(meta["out_shape"]) if kind == "dense" else None
+    return Inputs(kind, read_x("train_x"), train_y, val_x, test_x, meta.get("vocab_size"), mean, std, out_shape)
 
 
 def loss_fn(
@@ -182,14 +188,16 @@ def loss_fn(
       positions; a batch with no scored position gives 0, not NaN, so it cannot pass for divergence;
     - lm: the shift is done here, not by the candidate: logits at positions 0..L-2 against the ids at
       1..L-1 (`y` is the batch of ids itself);
-    - regression (sequence, table): mean squared error of (B, T) outputs against standardized targets.
+    - regression (sequence, table): mean squared error of (B, T) outputs against standardized targets;
+    - dense: mean squared error of the restored images (B, C, H, W) against the clean ones: what PSNR, the
+      score, is a monotone function of (per image).
 
     Label smoothing applies to class labels only: it would bias a regression, and an lm is scored
     by the likelihood it assigns, which smoothing caps.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown task kind {kind!r}; expected one of {', '.join(KINDS)}")
-    if regression:
+    if regression or kind == "dense":
         return F.mse_loss(out.float(), y.float())
     if kind == "lm":
         return F.cross_entropy(out[:, :-1].float().reshape(-1, out.shape[-1]), y[:, 1:].reshape(-1))
@@ -425,7 +433,10 @@ def predict(
     """
     model.to(device).eval()
     outputs = []
-    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    # bfloat16 keeps 8 bits of a pixel value (an error of 0.002 at 0.5 caps PSNR near 50 dB): images are restored in
+    # float32, as the clean evaluator runs a graph
+    low_precision = device.type == "cuda" and (inputs is None or inputs.kind != "dense")
+    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=low_precision):
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size].to(device)
             out = model(batch).float()

@@ -48,6 +48,7 @@ TASK_OF_KIND = {
     "lm": example_task("bytes-32", "lm", (32,), 256),
     "sequence": example_task("ids-sequence", "sequence", (40,), 3, vocab_size=50),
     "table": example_task("table-classes", "table", (12,), 4),
+    "dense": TASKS["digits-sr2"],
 }
 FLOAT_SEQUENCE = example_task("float-series", "sequence", (30, 4), 5)
 SPACE_SAMPLES = [
@@ -100,6 +101,7 @@ def build(code_or_path: str | Path, task: Task) -> nn.Module:
         net = namespace["Net"]
     torch.manual_seed(0)
     extra = {"vocab_size": task.vocab_size} if task.vocab_size else {}
+    extra |= {"out_shape": task.out_shape} if task.out_shape else {}
     return net(task.in_shape, task.num_classes, **extra)
 
 

@@ -47,13 +47,16 @@ PROPOSALS = 200
 def shapes(space: SearchSpace) -> list[Task]:
     """A task of each shape the space builds for: each input form of each of its kinds (for images: 8x8 digits,
     28x28 grey, 32x32 colour, and an odd-sized colour folder)."""
-    wanted = {"digits", "mnist", "cifar10", "mqar", "stdlib-bytes", *(t.name for t in EXAMPLE_TASKS)}
+    wanted = {"digits", "mnist", "cifar10", "mqar", "stdlib-bytes", "digits-sr2", "digits-denoise"}
+    wanted |= {t.name for t in EXAMPLE_TASKS}
     if space.name == "nb201":  # its 32x32 skeleton is the table tasks' (every cell checked by the next test), and
         wanted -= {"cifar10", "mnist"}  # the odd RGB folder has mnist's skeleton (2 cells of 16), at odd sides
     return [t for t in tasks_of(space) if t.name in wanted] + ([RGB] if "image" in space.kinds else [])
 
 
 def small_task(space: SearchSpace) -> Task:
+    if "dense" in space.kinds:
+        return get_task("digits-sr2")
     return DIGITS if "image" in space.kinds else TABLE if "table" in space.kinds else get_task("mqar")
 
 

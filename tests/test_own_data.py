@@ -32,7 +32,7 @@ def env(tmp_path, cache_dir, monkeypatch):
 def cli(*args: str) -> str:
     result = CliRunner().invoke(app, list(args))
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout  # what a pipe reads: notes beside --json output go to stderr
 
 
 def offline_run(task: str, budget: int, epochs: int) -> dict:

@@ -31,6 +31,8 @@ EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_
 
 
 def small_task(space: SearchSpace) -> Task:
+    if "dense" in space.kinds:
+        return get_task("digits-sr2")
     return DIGITS if "image" in space.kinds else TABLE if "table" in space.kinds else MQAR
 
 
@@ -40,6 +42,8 @@ def tasks_of(space: SearchSpace) -> list[Task]:
 
 
 def expected_shape(task: Task, batch: int) -> tuple[int, ...]:
+    if task.kind == "dense":
+        return (batch, *task.out_shape)
     return (batch, *task.in_shape, task.num_classes) if task.kind in ("token", "lm") else (batch, task.num_classes)
 
 
@@ -49,6 +53,7 @@ def build(code: str, task: Task) -> torch.nn.Module:
     exec(compile(code, "<rendered>", "exec"), namespace)
     torch.manual_seed(0)
     extra = {} if task.vocab_size is None else {"vocab_size": task.vocab_size}
+    extra |= {} if task.out_shape is None else {"out_shape": task.out_shape}
     return namespace["Net"](task.in_shape, task.num_classes, **extra)
 
 
@@ -270,12 +275,13 @@ def test_mixer_is_causal_for_every_mixer():
 
 
 def test_registry_and_unknown_name():
-    assert set(SPACES) == {"nb201", "macro", "mixer", "mlp"}
+    assert set(SPACES) == {"nb201", "macro", "mixer", "mlp", "restore"}
     assert get_space("nb201").kinds == ("image", "tabular")  # the NAS-Bench-201 tables answer its cells
     assert get_space("macro").kinds == ("image",)
     assert get_space("mixer").kinds == ("token", "lm", "sequence")
     assert get_space("mlp").kinds == ("table",)
-    with pytest.raises(SpaceError, match="known spaces: nb201, macro, mixer, mlp"):
+    assert get_space("restore").kinds == ("dense",)
+    with pytest.raises(SpaceError, match="known spaces: nb201, macro, mixer, mlp, restore"):
         get_space("darts")
 
 

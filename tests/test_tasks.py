@@ -37,11 +37,13 @@ def load_inputs(prepared: PreparedTask) -> dict[str, np.ndarray]:
 
 
 def test_registry_is_consistent():
-    assert set(TASKS) == {"digits", "mqar", "stdlib-bytes", *FILE_TASKS, *TABULAR_TASKS}
+    assert set(TASKS) == {"digits", "mqar", "stdlib-bytes", "digits-sr2", "digits-denoise", *FILE_TASKS, *TABULAR_TASKS}
     for name, task in TASKS.items():
         assert task.name == name and get_task(name) is task
         assert len(task.in_shape) == (1 if task.kind in ("token", "lm") else 3)
-        assert task.metric == {"token": "query_accuracy", "lm": "bits_per_byte"}.get(task.kind, "accuracy")
+        assert task.metric == {"token": "query_accuracy", "lm": "bits_per_byte", "dense": "psnr"}.get(
+            task.kind, "accuracy"
+        )
         assert (task.kind == "tabular") == (name in TABULAR_TASKS)
         assert task.needs_data_dir == (name in FILE_TASKS)
         assert task.description and "\n" not in task.description
@@ -64,7 +66,7 @@ def test_a_tabular_task_has_no_data_to_prepare(tmp_path):
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(TaskError, match="known tasks: digits, mqar, stdlib-bytes, mnist"):
+    with pytest.raises(TaskError, match="known tasks: digits, mqar, stdlib-bytes, digits-sr2, digits-denoise, mnist"):
         get_task("imagenet")
 
 

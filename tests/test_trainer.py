@@ -46,6 +46,8 @@ def tasks_of(kind: str) -> list[Task]:
 def example_batch(task: Task, batch: int) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
     """(x, y, expected output shape) for a batch of `task`, as the runner hands it to a candidate."""
     regression = task.metric in ("mse", "mae", "r2")
+    if task.kind == "dense":
+        return torch.rand(batch, *task.in_shape), torch.rand(batch, *task.out_shape), (batch, *task.out_shape)
     if task.kind in ("token", "lm"):
         x = torch.randint(0, task.num_classes, (batch, *task.in_shape))
         y = x if task.kind == "lm" else torch.randint(0, task.num_classes, (batch, *task.in_shape))
@@ -59,8 +61,9 @@ def example_batch(task: Task, batch: int) -> tuple[torch.Tensor, torch.Tensor, t
 
 
 def build_seed(net_cls: type[nn.Module], task: Task) -> nn.Module:
-    """Build a seed as the runner does: a sequence task over ids also passes vocab_size."""
+    """Build a seed as the runner does: a sequence task over ids also passes vocab_size, a dense task out_shape."""
     extra = {} if task.vocab_size is None else {"vocab_size": task.vocab_size}
+    extra |= {} if task.out_shape is None else {"out_shape": task.out_shape}
     return net_cls(task.in_shape, task.num_classes, **extra)
 
 

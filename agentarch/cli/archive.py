@@ -179,12 +179,21 @@ def archive_show(
                 f"evaluation {e['id']}: {e['status']} fidelity={e['fidelity']} seed={e['seed']} "
                 f"{formats.scored('val', e['val_accuracy'], metric)} "
                 f"{formats.scored('test', e['test_accuracy'], metric)} "
-                f"train={formats.seconds(e['train_seconds'])} device={e['device']} isolation={e['isolation']}",
+                + "".join(f"{name}={value:.4f} " for name, value in _secondary(e).items())
+                + f"train={formats.seconds(e['train_seconds'])} device={e['device']} isolation={e['isolation']}",
                 *_scoring_parts(e),
             )
         )
         if e["error"]:
             out.print(formats.untrusted(e["error"]))
+
+
+def _secondary(evaluation: dict[str, Any]) -> dict[str, float]:
+    """A dense task's other metric per split (SSIM beside PSNR), which the host computed and kept in its timings."""
+    found = (evaluation.get("timings") or {}).get("secondary")
+    return (
+        {str(k): float(v) for k, v in found.items() if isinstance(v, (int, float))} if isinstance(found, dict) else {}
+    )
 
 
 def _scoring_parts(evaluation: dict[str, Any]) -> tuple[Any, ...]:

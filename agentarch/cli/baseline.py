@@ -64,7 +64,7 @@ from agentarch.search.objectives import Goals
 from agentarch.search.proposers.base import Proposal
 from agentarch.search.proposers.baselines import ALGOS, make_proposer
 from agentarch.search.proposers.llm_space import IN_SPACE, canonical_algo, in_space_model
-from agentarch.search.spaces import SPACES, SearchSpace, get_space
+from agentarch.search.spaces import SPACES, SearchSpace, get_space, space_for
 from agentarch.store.archive import Archive
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import Task
@@ -82,11 +82,14 @@ def baseline_command(
     model: Annotated[Optional[str], setting("model", "--model", note="; for --algo best-of-n")] = None,
     api_base: Annotated[Optional[str], setting("api_base", "--api-base")] = None,
     space: Annotated[
-        str,
+        Optional[str],
         typer.Option(
-            help="search space: " + ", ".join(f"{s.name} ({'/'.join(s.kinds)} tasks)" for s in SPACES.values())
+            help="search space: "
+            + ", ".join(f"{s.name} ({'/'.join(s.kinds)} tasks)" for s in SPACES.values())
+            + "; default: nb201, or the first space that builds the task's kind",
+            show_default=False,
         ),
-    ] = "nb201",
+    ] = None,
     task: TaskOpt = None,
     evaluations: Annotated[
         int, typer.Option("--budget", min=1, help="evaluations per seed (table queries or trainings)")
@@ -199,8 +202,9 @@ def baseline_command(
             )
             raise typer.Exit(exit_code(control))
         return
-    algo, chosen = canonical_algo(algo), get_space(space)
     the_task = get_task(settings.task)
+    space = space or space_for(the_task.kind, "nb201")
+    algo, chosen = canonical_algo(algo), get_space(space)
     chosen.check_fit(the_task)
     goals = Goals.parse(settings.objectives, settings.constraints, the_task.direction, the_task.metric)
     make_proposer(

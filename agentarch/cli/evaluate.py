@@ -34,6 +34,8 @@ from agentarch.cli.common import (
 )
 from agentarch.evaluation.evaluator import EvalResult, Evaluator, eval_summary
 from agentarch.evaluation.fidelity import rung_budgets, successive_halving
+from agentarch.store.archive import Archive
+from agentarch.store.scoring import TRUSTED, UNVERIFIED_WHY, scoring_kind
 from agentarch.tasks.registry import get_task
 
 
@@ -54,7 +56,8 @@ def eval_command(
     """Check, dedup, train and record each candidate file.
 
     A bad candidate is a result (invalid, duplicate, failed, timeout), not an error: the exit code
-    is 0 once every file was recorded. Example:
+    is 0 once every file was recorded. A result scored with `--scoring trusted` is marked unverified (its
+    line says why; `--json` has `scoring` and `unverified`), as `agentarch archive ls` marks it. Example:
 
         agentarch eval archive/seeds/image/*.py --task digits --json
     """
@@ -93,10 +96,23 @@ def eval_command(
                 ):
                     result = _evaluate_file(evaluator, path)
                 results.append(result)
+                kind = _scoring(db, result)
                 if as_json:
-                    print(json.dumps(result.to_json()), flush=True)
+                    print(json.dumps({**result.to_json(), "scoring": kind, "unverified": kind == TRUSTED}), flush=True)
                 else:
                     print_result(result, evaluator.task.metric)
+                    if kind == TRUSTED:
+                        out.print(formats.line("    ", ("⚠ unverified", "bold red"), f": {UNVERIFIED_WHY}"))
+
+
+def _scoring(db: Archive, result: EvalResult) -> str | None:
+    """How a trained result's scores were computed (`scoring_kind`: graph, or trusted and so unverified), read back
+    from the evaluation just recorded, the same rule `agentarch archive ls` marks its rows by; None without scores.
+    Each file is a new candidate with one evaluation (a repeat is a duplicate), so its only one is this result's."""
+    if result.status != "trained":
+        return None
+    evaluations = db.evaluations(result.id)
+    return scoring_kind(evaluations[-1]) if evaluations else None
 
 
 def _evaluate_file(evaluator: Evaluator, path: Path) -> EvalResult:

@@ -152,17 +152,28 @@ REFERENCE = {
     "    def forward(self, x):\n        return self.out(self.emb(x).mean(1))",
     "values": "self.out = nn.Linear(math.prod(in_shape), num_classes)\n"
     "    def forward(self, x):\n        return self.out(x.flatten(1))",
+    "pixels": "f = out_shape[-1] // in_shape[-1]\n        self.out = nn.Sequential(nn.Conv2d(in_shape[0], num_classes * f * f, 1), "
+    "nn.PixelShuffle(f))\n    def forward(self, x):\n        return self.out(x)",
 }
 """The host's reference network per input kind, one layer: per-position logits over ids (token, lm), one output per
-sequence of ids, one per example of values (images, tables, float sequences)."""
+sequence of ids, one per example of values (images, tables, float sequences), one image per image (dense: a 1x1
+convolution and a pixel shuffle up to the target's size)."""
 
 
 def reference_code(kind: str, vocab_size: int | None) -> str:
     """The reference network's module for a task of `kind` (`vocab_size`: a sequence task over ids)."""
-    body = REFERENCE["positions" if kind in ("token", "lm") else "ids" if vocab_size is not None else "values"]
+    body = REFERENCE[
+        "positions"
+        if kind in ("token", "lm")
+        else "pixels"
+        if kind == "dense"
+        else "ids"
+        if vocab_size is not None
+        else "values"
+    ]
     return (
         "import math\nimport torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n"
-        "    def __init__(self, in_shape, num_classes, vocab_size=None):\n        super().__init__()\n        "
+        "    def __init__(self, in_shape, num_classes, vocab_size=None, out_shape=None):\n        super().__init__()\n        "
         + body
         + "\n"
     )

@@ -403,6 +403,7 @@ class Evaluator:
                 "stopped_early": trained["stopped_early"],
                 "notes": trained.get("notes", []),
                 **({"scoring": "graph", "graph": trained["graph"]} if "graph" in trained else {}),
+                **({"secondary": trained["secondary"]} if trained.get("secondary") else {}),
             },
         )
         if trained["peak_memory_mb"] is not None:

@@ -30,7 +30,7 @@ from agentarch.isolation.policy import IsolationMode, Limits, SandboxError
 from agentarch.isolation.protocol import MAX_REASON_BYTES, MAX_TRACEBACK_BYTES, ProtocolError, cap_text
 from agentarch.tasks.preparation import prepare
 from agentarch.tasks.registry import get_task
-from agentarch.tasks.scoring import output_shape, score
+from agentarch.tasks.scoring import output_shape, score, secondary
 from agentarch.tasks.task import TaskError
 
 
@@ -178,7 +178,7 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
                     scored = graphs.score_graph(graph, task, prepared, request.limits, request.isolation)
                     smoke = graphs.trained_smoke(smoke, scored)  # what was scored is what is measured
                     scores = scored.scores
-                    trained = {**trained, "graph": graph_record(trained, scored)}
+                    trained = {**trained, "graph": graph_record(trained, scored), "secondary": scored.secondary}
                 else:
                     outputs = {
                         split: job.output(f"{split}_outputs.npy", output_shape(task, y)) for split, y in labels.items()
@@ -186,6 +186,11 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
                     scores = {
                         f"{split}_accuracy": score(task, outputs[split], y, prepared.byte_counts(split))
                         for split, y in labels.items()
+                    }
+                    trained["secondary"] = {  # a dense task's other metric (SSIM beside PSNR): its evaluation's timings
+                        f"{split}_{name}": value
+                        for split, y in labels.items()
+                        for name, value in secondary(task, outputs[split], y).items()
                     }
             except graphs.GraphFailed as err:
                 yield failure(Outcome("failed", str(err)))

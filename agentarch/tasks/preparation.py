@@ -31,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 
+from agentarch.tasks import dense
 from agentarch.tasks.builtin import BUILDERS, IMAGE_SCALE
 from agentarch.tasks.scoring import check_metric, first_bad
 from agentarch.tasks.task import BYTE_VOCAB, IGNORE_INDEX, METRICS, SplitData, Task, TaskError
@@ -196,10 +197,14 @@ def _meta(task: Task, splits: SplitData) -> dict[str, object]:
     Images get per-channel statistics; float sequences and tables get per-feature mean and std over
     the training split (so the runner normalizes every split with training statistics only); id
     sequences name their vocabulary; a regression carries the training targets' mean and std, by
-    which the trainer standardizes its targets and un-standardizes its predictions.
+    which the trainer standardizes its targets and un-standardizes its predictions. A dense task names the
+    restored image's shape, and its pixel values are left as they are.
     """
     meta: dict[str, object] = {"kind": task.kind, "in_shape": list(task.in_shape), "num_classes": task.num_classes}
-    if task.kind == "image":
+    if task.kind == "dense":  # pixel values in [0, 1] as they are: identity statistics leave every reader's float path
+        # (the trainer's, the clean evaluator's) a no-op, and the network's outputs stay in the targets' units
+        meta.update(out_shape=list(task.out_shape or ()), mean=[0.0], std=[1.0])
+    elif task.kind == "image":
         scale = IMAGE_SCALE.get(task.name, 255.0)
         mean, std = channel_stats(splits.train_x, scale)
         meta.update(scale=scale, mean=mean, std=std)
@@ -255,9 +260,13 @@ def _check_splits(task: Task, splits: SplitData) -> None:
     float sequences and tables float32 features, all finite. Class labels are int64, (N, L) per
     position for token tasks (IGNORE_INDEX where not scored) and (N,) otherwise; regression targets
     are finite float32 (N, num_classes); an lm task's labels are its inputs (the next-id targets), and
-    over a tokenizer's ids its held-out splits carry the bytes each id stands for.
+    over a tokenizer's ids its held-out splits carry the bytes each id stands for. Dense inputs and targets are
+    float32 images (agentarch.tasks.dense).
     """
     check_metric(task)
+    if task.kind == "dense":
+        dense.check_splits(task, splits)
+        return
     if task.kind == "sequence" and (task.vocab_size is None) != (len(task.in_shape) == 2):
         raise TaskError(
             f"{task.name}: a sequence task has in_shape (L,) with a vocab_size (ids) or (L, F) without one "

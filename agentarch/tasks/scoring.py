@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from agentarch.tasks import dense
 from agentarch.tasks.task import BYTE_VOCAB, IGNORE_INDEX, METRICS, Task, TaskError
 
 _METRIC_KINDS: dict[str, tuple[str, ...]] = {
@@ -21,6 +22,8 @@ _METRIC_KINDS: dict[str, tuple[str, ...]] = {
     "mae": ("sequence", "table"),
     "r2": ("sequence", "table"),
     "bits_per_byte": ("lm",),
+    "psnr": ("dense",),
+    "ssim": ("dense",),
 }
 """Which kinds each metric can score: class metrics need classes, regression metrics one value per target."""
 
@@ -42,9 +45,12 @@ def output_shape(task: Task, labels: np.ndarray) -> tuple[int, ...]:
     Logits (N, num_classes) for a class per example and (N, L, num_classes) for a class per
     position; predicted values (N, num_classes) for a regression; for a language-modelling task the
     runner writes one number per sequence, its summed negative log-likelihood in nats, (N,):
-    its logits (N, L, 256) would be 1 KiB per byte of held-out text.
+    its logits (N, L, 256) would be 1 KiB per byte of held-out text. A dense task's outputs are the restored
+    images, (N, C, H, W) like its targets.
     """
     n = labels.shape[0] if labels.ndim else 0
+    if task.kind == "dense":  # the restored images, shaped like the held-out targets
+        return tuple(labels.shape)
     if task.kind == "lm":
         return (n,)
     if task.kind == "token":
@@ -66,6 +72,8 @@ def score(task: Task, outputs: np.ndarray, labels: np.ndarray, byte_counts: np.n
     TaskError: a wrong shape must never turn into a quietly wrong score.
     """
     check_metric(task)
+    if task.kind == "dense":  # restored images against targets: PSNR or SSIM (agentarch.tasks.dense)
+        return dense.score(task, outputs, labels)
     outputs, labels = np.asarray(outputs), np.asarray(labels)
     metric = METRICS[task.metric]
     if not np.issubdtype(outputs.dtype, np.floating) and not np.issubdtype(outputs.dtype, np.integer):
@@ -114,6 +122,14 @@ def score(task: Task, outputs: np.ndarray, labels: np.ndarray, byte_counts: np.n
         denominator = np.sum(predicted == c) + np.sum(wanted == c)
         f1.append(2 * true_pos / denominator)
     return float(np.mean(f1))
+
+
+def secondary(task: Task, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The metrics a task is judged by besides its own, by name: a dense task's other restoration metric (SSIM
+    beside PSNR, or PSNR beside SSIM); none for other kinds. Raises TaskError as `score` does."""
+    if task.kind != "dense":
+        return {}
+    return {name: value for name, value in dense.scores(task, outputs, labels).items() if name != task.metric}
 
 
 def _regression_score(task: Task, outputs: np.ndarray, labels: np.ndarray) -> float:

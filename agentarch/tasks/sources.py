@@ -27,7 +27,7 @@ from agentarch.tasks.splits import MIN_SPLIT, SPLIT_NAMES, Dataset
 from agentarch.tasks.task import BYTE_VOCAB, TaskError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-_SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 def class_ids(values: Sequence[object], where: str) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -180,7 +180,7 @@ def read_image_folder(root: Path, size: tuple[int, int, int] | None) -> Dataset:
     if not root.is_dir():
         raise TaskError(f"image folder {root} does not exist")
     subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    split_dirs = {d: _SPLIT_ALIASES[d.lower()] for d in subdirs if d.lower() in _SPLIT_ALIASES}
+    split_dirs = {d: SPLIT_ALIASES[d.lower()] for d in subdirs if d.lower() in SPLIT_ALIASES}
     if split_dirs:
         missing = [s for s in SPLIT_NAMES if s not in split_dirs.values()]
         if missing or len(split_dirs) != len(subdirs):
@@ -201,13 +201,13 @@ def read_image_folder(root: Path, size: tuple[int, int, int] | None) -> Dataset:
             files += [(f, cls.name, index) for f in found]
     if not files:
         raise TaskError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
-    x = _decode_images([f for f, _, _ in files], size, root)
+    x = decode_images([f for f, _, _ in files], size, root)
     y, classes = class_ids([c for _, c, _ in files], str(root))
     given = np.array([s for _, _, s in files]) if split_dirs else None
     return Dataset(x, y, given, classes, str(root))
 
 
-def _decode_images(images: Iterable[Any], size: tuple[int, int, int] | None, where: Path | str) -> np.ndarray:
+def decode_images(images: Iterable[Any], size: tuple[int, int, int] | None, where: Path | str) -> np.ndarray:
     """Decode files (or PIL images) into uint8 (N, C, H, W): converted to L or RGB, resized to the declared size."""
     try:
         from PIL import Image, UnidentifiedImageError
@@ -504,7 +504,7 @@ def read_hf(
     except (OSError, ValueError, FileNotFoundError) as err:
         raise TaskError(f"cannot load the saved dataset {path}: {err}") from err
     if isinstance(loaded, datasets.DatasetDict):
-        by_split = {_SPLIT_ALIASES.get(k.lower()): v for k, v in loaded.items()}
+        by_split = {SPLIT_ALIASES.get(k.lower()): v for k, v in loaded.items()}
         missing = [s for s in SPLIT_NAMES if s not in by_split]
         if missing:
             raise TaskError(
@@ -524,7 +524,7 @@ def read_hf(
             t.column(name, "target")
     if kind == "image":
         image_col = columns.get("image") or "image"
-        xs = [_decode_images(t.column(image_col, "image"), size, t.where) for t in tables]
+        xs = [decode_images(t.column(image_col, "image"), size, t.where) for t in tables]
         if size is None and len({x.shape[1:] for x in xs}) > 1:
             raise TaskError(f"{path}: the splits' images differ in size; declare [input] channels, height and width")
         x = np.concatenate(xs)

@@ -28,7 +28,7 @@ class TaskError(AgentarchError, ValueError):
     """A task cannot be used as asked; the message says what to fix."""
 
 
-Kind = Literal["image", "token", "sequence", "table", "lm", "tabular"]
+Kind = Literal["image", "token", "sequence", "table", "lm", "dense", "tabular"]
 """What goes into a candidate and what comes out (B = batch, L = sequence length):
 
 - image: float (B, C, H, W) -> logits (B, num_classes)
@@ -37,6 +37,8 @@ Kind = Literal["image", "token", "sequence", "table", "lm", "tabular"]
 - table: floats (B, F) -> logits (B, num_classes), or (B, num_classes) values for a regression metric
 - lm: ids (B, L) (bytes, or a tokenizer's ids) -> logits (B, L, vocab = num_classes) predicting the next id; the
   trainer shifts, not the candidate
+- dense: a degraded image (B, C, h, w), values in [0, 1] -> the restored image (B, C, H, W) = (B, *out_shape), built as
+  `Net(in_shape, num_classes, out_shape=...)` with num_classes = C (image restoration: super-resolution, denoising)
 - tabular: answered from a benchmark table (NAS-Bench-201), never trained here
 """
 
@@ -61,6 +63,8 @@ METRICS: dict[str, Metric] = {
         Metric("mae", "min", regression=True),
         Metric("r2", "max", regression=True),
         Metric("bits_per_byte", "min"),
+        Metric("psnr", "max"),  # image restoration, in dB (agentarch.tasks.dense)
+        Metric("ssim", "max"),
     )
 }
 
@@ -71,8 +75,10 @@ class Task:
 
     name: str
     kind: Kind
-    in_shape: tuple[int, ...]  # (C, H, W) image; (L,) token, lm and id sequences; (L, F) float sequences; (F,) table
-    num_classes: int  # classes; the vocabulary for token and lm tasks; the number of targets for a regression
+    in_shape: tuple[
+        int, ...
+    ]  # (C, H, W) image and dense; (L,) token, lm and id sequences; (L, F) float sequences; (F,) table
+    num_classes: int  # classes; the vocabulary for token and lm tasks; targets of a regression; dense: channels
     metric: str  # a key of METRICS
     epochs: int
     batch_size: int
@@ -84,6 +90,7 @@ class Task:
     vocab_size: int | None = None  # id sequences of a sequence task: ids are in [0, vocab_size)
     build: Callable[[Task, Path | None, bool, int], SplitData] | None = None  # a task file's or entry point's loader
     fingerprint: str = ""  # what the prepared cache depends on besides the split seed (a task file's data)
+    out_shape: tuple[int, ...] | None = None  # dense tasks: the restored image's (C, H, W), what the host scores
 
     @property
     def direction(self) -> Literal["max", "min"]:

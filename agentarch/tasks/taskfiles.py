@@ -2,8 +2,8 @@
 
     name = "shapes"
     description = "Tell circles, squares and triangles apart in 16x16 grayscale drawings."
-    kind = "image"                      # image, token, sequence, table or lm
-    metric = "accuracy"                 # optional: accuracy, or mse for a table regression, bits_per_byte for lm
+    kind = "image"                      # image, token, sequence, table, lm or dense (image restoration)
+    metric = "accuracy"                 # optional: accuracy, mse for a table regression, bits_per_byte, psnr
     max_params = 200_000
 
     [data]
@@ -47,7 +47,7 @@ from typing import Annotated, Any, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agentarch.tasks import sources
+from agentarch.tasks import dense, sources
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.preparation import prepare
 from agentarch.tasks.splits import Dataset, split
@@ -70,10 +70,11 @@ KIND_METRICS: dict[str, tuple[str, ...]] = {
     "table": CLASS_METRICS + REGRESSION_METRICS,
     "token": ("accuracy", "query_accuracy"),
     "lm": ("bits_per_byte",),
+    "dense": ("psnr", "ssim"),
 }
 SOURCE_KINDS: dict[str, tuple[str, ...]] = {
-    "npz": ("image", "token", "sequence", "table", "lm"),
-    "images": ("image",),
+    "npz": ("image", "token", "sequence", "table", "lm", "dense"),
+    "images": ("image", "dense"),
     "csv": ("table", "sequence"),
     "parquet": ("table", "sequence"),
     "hf": ("image", "sequence", "table"),
@@ -117,6 +118,9 @@ class NpzSource(_Strict):
 class ImagesSource(_Strict):
     source: Literal["images"]
     path: str
+    degradation: Literal["downscale", "noise"] | None = None  # dense: clean images degraded so (else pairs)
+    factor: int | None = Field(None, ge=2, le=8)  # downscale: the side's divisor
+    sigma: float | None = Field(None, gt=0, le=1)  # noise: Gaussian std in [0, 1] pixel units
 
 
 class _Columns(_Strict):
@@ -191,7 +195,7 @@ class TaskFile(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = Field(min_length=1)
-    kind: Literal["image", "token", "sequence", "table", "lm"]
+    kind: Literal["image", "token", "sequence", "table", "lm", "dense"]
     metric: str | None = None
     max_params: int = Field(1_000_000, gt=0)
     data: Source
@@ -277,7 +281,9 @@ def _check_combination(spec: TaskFile, path: Path) -> None:
     needs_seq_len = data.source == "text" or bool(text)
     if needs_seq_len and spec.input.seq_len is None:
         raise TaskError(f"{path}: input.seq_len: missing (text is cut or padded to this many bytes)")
-    if spec.input.image is not None and spec.kind != "image":
+    if isinstance(data, ImagesSource):
+        dense.check_degradation(str(path), spec.kind, data.degradation, data.factor, data.sigma)
+    if spec.input.image is not None and spec.kind not in ("image", "dense"):
         raise TaskError(f"{path}: input.channels: an image size only fits an image task, this one is {spec.kind!r}")
     if isinstance(data, HfSource) and spec.kind == "image" and data.image is None:
         raise TaskError(f"{path}: data.image: name the column that holds the images")
@@ -286,11 +292,11 @@ def _check_combination(spec: TaskFile, path: Path) -> None:
 
 
 def metric_of(spec: TaskFile) -> str:
-    """The file's metric, or the kind's default (accuracy; mse for a regression; bits_per_byte for lm)."""
+    """The file's metric, or the kind's default (accuracy; mse for a regression; bits_per_byte for lm; psnr)."""
     if spec.metric is not None:
         return spec.metric
-    if spec.kind == "lm":
-        return "bits_per_byte"
+    if spec.kind in ("lm", "dense"):
+        return KIND_METRICS[spec.kind][0]
     return "mse" if spec.regression else "accuracy"
 
 
@@ -355,7 +361,13 @@ def _read(path: Path, spec: TaskFile) -> Dataset:
     for f in files:
         if not f.exists():
             raise TaskError(f"{path}: data.{'path' if len(files) == 1 else 'train/val/test'}: {f} does not exist")
-    if isinstance(data, NpzSource):
+    if spec.kind == "dense" and isinstance(data, (NpzSource, ImagesSource)):
+        read = (
+            dense.read_npz(files[0])
+            if isinstance(data, NpzSource)
+            else dense.read_folder(files[0], data.degradation, data.factor, data.sigma, spec.input.image)
+        )
+    elif isinstance(data, NpzSource):
         read = sources.read_npz(files[0], spec.kind, data.regression)
     elif isinstance(data, ImagesSource):
         read = sources.read_image_folder(files[0], spec.input.image)
@@ -429,6 +441,7 @@ def load(path: Path | str) -> Task:
         vocab_size=data.vocab_size if spec.kind == "sequence" else None,
         build=FileLoader(path, spec, version),
         fingerprint=version,
+        out_shape=tuple(int(d) for d in data.y.shape[1:]) if spec.kind == "dense" else None,
     )
 
 
@@ -521,13 +534,18 @@ def check(path: Path, cache_dir: Path, split_seed: int = 0) -> list[tuple[str, s
     shape = ", ".join(str(d) for d in task.in_shape)
     if task.kind == "image":
         given = f"float32 (B, {shape}), normalized per channel with the training split's statistics"
+    elif task.kind == "dense":
+        given = f"float32 (B, {shape}), degraded images with pixel values in [0, 1]"
     elif task.kind in ("token", "lm") or task.vocab_size is not None:
         vocab = task.vocab_size if task.kind == "sequence" else task.num_classes
         given = f"int64 ids (B, {shape}) in [0, {vocab})"
     else:
         given = f"float32 (B, {shape})"
     names = classes(task)
-    if task.kind == "lm":
+    if task.kind == "dense":
+        out = ", ".join(str(d) for d in task.out_shape or ())
+        outputs = f"restored images (B, {out}) in [0, 1] ({dense.describe_factor(task.in_shape, task.out_shape or ())})"
+    elif task.kind == "lm":
         outputs = f"logits (B, {shape}, {task.num_classes}): position t predicts id t + 1 (the trainer shifts)"
     elif task.kind == "token":
         outputs = f"logits (B, {shape}, {task.num_classes}), one class per position"

@@ -14,6 +14,8 @@ code):
   entries of a batch), by information-flow analysis of the batch axis through every operator;
 - measures.py: parameters, FLOPs per example, the structure signature for novelty and a structural digest,
   all from the graph alone;
+- features.py: the network as a fixed-length vector for the performance predictor (agentarch/search/predictor.py),
+  from the graph alone, so a network outside any search space is predicted from what it is;
 - worker.py (the clean evaluator, a program of its own that runs graphs sandboxed) and scoring.py (the host's
   side of it: check a graph, run the worker, score what it returns).
 

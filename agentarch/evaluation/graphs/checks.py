@@ -87,7 +87,7 @@ ALLOWED_OPS = frozenset(
 EXPORTED_OPS = frozenset(
     {
         "Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "CumSum",
-        "Div", "Einsum", "Elu", "Equal", "Erf", "Expand", "Flatten", "Gather", "Gemm", "GlobalAveragePool",
+        "DepthToSpace", "Div", "Einsum", "Elu", "Equal", "Erf", "Expand", "Flatten", "Gather", "Gemm", "GlobalAveragePool",
         "Identity", "LayerNormalization", "MatMul", "MaxPool", "Mul", "Pad", "Range", "ReduceMax", "ReduceMean",
         "ReduceSum", "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub",
         "Transpose", "Trilu", "Unsqueeze", "Where",

@@ -40,7 +40,7 @@ from agentarch.isolation.launch import Program, runner_dir
 from agentarch.isolation.policy import IsolationMode, Limits
 from agentarch.isolation.protocol import ProtocolError, cap_text
 from agentarch.tasks.preparation import PreparedTask
-from agentarch.tasks.scoring import output_shape, score
+from agentarch.tasks.scoring import output_shape, score, secondary
 from agentarch.tasks.task import METRICS, Task, TaskError
 
 if TYPE_CHECKING:
@@ -100,6 +100,7 @@ class GraphScores:
     probe_outputs: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)  # start, load, run and wall seconds of the evaluator
     measures: GraphMeasures | None = None  # parameters, FLOPs, structure signature and digest of the graph
+    secondary: dict[str, float] = field(default_factory=dict)  # a dense task's other metric per split: val_ssim, ...
 
 
 def max_graph_bytes(limits: Limits) -> int:
@@ -109,8 +110,11 @@ def max_graph_bytes(limits: Limits) -> int:
 
 def probe_inputs(task: Task, batch: int = PROBE_BATCH) -> np.ndarray:
     """The host's fixed probe inputs, the same for every candidate of a task: ids in the task's vocabulary for token,
-    lm and id-sequence tasks, standard normal floats (what normalised inputs look like) for the rest."""
+    lm and id-sequence tasks, uniform pixel values in [0, 1) for dense tasks, standard normal floats (what normalised
+    inputs look like) for the rest."""
     rng = np.random.default_rng(PROBE_SEED)
+    if task.kind == "dense":
+        return rng.random((batch, *task.in_shape), dtype=np.float32)
     vocab = task.num_classes if task.kind in ("token", "lm") else task.vocab_size
     if vocab is not None:
         return rng.integers(0, vocab, (batch, *task.in_shape), dtype=np.int64)
@@ -118,7 +122,10 @@ def probe_inputs(task: Task, batch: int = PROBE_BATCH) -> np.ndarray:
 
 
 def logits_shape(task: Task, rows: int) -> tuple[int, ...]:
-    """The graph's output for `rows` examples: logits (or values) per example, or per position for token and lm."""
+    """The graph's output for `rows` examples: logits (or values) per example, or per position for token and lm, or
+    a dense task's restored images."""
+    if task.kind == "dense":
+        return (rows, *(task.out_shape or ()))
     if task.kind in ("token", "lm"):
         return (rows, task.in_shape[0], task.num_classes)
     return (rows, task.num_classes)
@@ -227,6 +234,11 @@ def score_graph(
             f"{split}_accuracy": score(task, _in_units(task, meta, outputs[split]), y, prepared.byte_counts(split))
             for split, y in labels.items()
         }
+        others = {
+            f"{split}_{name}": value
+            for split, y in labels.items()
+            for name, value in secondary(task, outputs[split], y).items()
+        }
     except TaskError as err:
         raise GraphFailed(f"unusable outputs from the graph: {err}") from None
     return GraphScores(
@@ -241,6 +253,7 @@ def score_graph(
             "wall_seconds": time.perf_counter() - began,
         },
         measures=measured,
+        secondary=others,
     )
 
 
@@ -311,7 +324,8 @@ def smoke_graph(
     waits for the host's word (the host checks all of it, so a file changed under the read is only another graph the
     checks refuse or the trained graph's digest must match), checked and measured (`believed`); with `latency` (a
     screening job, which ends after its smoke stage: it is killed first, so one sandbox runs at a time), its latency
-    measured in a clean evaluator too. GraphFailed says why not."""
+    measured in a clean evaluator too, and its features for the predictor that screens it (`graph_features`:
+    features.py, those that apply; the predictor learns from the trained graphs' own). GraphFailed says why not."""
     try:
         graph = job.read_file(SMOKE_GRAPH_FILE, max_graph_bytes(limits))
     except ProtocolError as err:
@@ -320,7 +334,14 @@ def smoke_graph(
     if not latency:
         return believed(event, measured)
     job.kill()
-    return believed(event, measured, graph_latency(graph, task, prepared, limits, isolation))
+    found = believed(event, measured, graph_latency(graph, task, prepared, limits, isolation))
+    from agentarch.evaluation.graphs import checks, features
+
+    try:  # the predictor's input only: a graph whose features cannot be read is screened without them
+        described = features.graph_features(graph, max_graph_bytes(limits))
+    except checks.GraphRejected:
+        return found
+    return {**found, "graph_features": {name: v for name, v in described.items() if math.isfinite(v)}}
 
 
 def trained_smoke(smoke: dict[str, Any], scored: GraphScores) -> dict[str, Any]:

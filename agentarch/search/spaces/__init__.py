@@ -3,7 +3,8 @@
 - nb201: the NAS-Bench-201 cell space (image tasks), in the benchmark's string format;
 - macro: plain CNNs chosen by depth, width, kernel, skips and pooling (image tasks);
 - mixer: pre-norm residual stacks choosing a token mixer per layer (token, lm and sequence tasks);
-- mlp: MLPs by depth, width, activation, dropout and normalization (table tasks).
+- mlp: MLPs by depth, width, activation, dropout and normalization (table tasks);
+- restore: residual CNN restorers over a fixed upsampling of the input (dense tasks: super-resolution, denoising).
 
 The search algorithms work on strings through the SearchSpace interface (sample, mutate, suggest)
 and only render code when a candidate is evaluated.
@@ -14,8 +15,9 @@ from agentarch.search.spaces.macro import MacroSpace
 from agentarch.search.spaces.mixer import MixerSpace
 from agentarch.search.spaces.mlp import MLPSpace
 from agentarch.search.spaces.nb201 import NB201Space
+from agentarch.search.spaces.restore import RestoreSpace
 
-SPACES.update({space.name: space for space in (NB201Space(), MacroSpace(), MixerSpace(), MLPSpace())})
+SPACES.update({space.name: space for space in (NB201Space(), MacroSpace(), MixerSpace(), MLPSpace(), RestoreSpace())})
 
 
 def get_space(name: str) -> SearchSpace:
