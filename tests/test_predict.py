@@ -9,10 +9,12 @@ from typer.testing import CliRunner
 
 from agentarch.cli import app
 from agentarch.search.predictor import (
+    GRAPH_PREFIX,
     MIN_TRAINED,
     Example,
     Predictor,
     PredictorError,
+    examples,
     features_of,
     held_out,
     shortfall,
@@ -152,3 +154,34 @@ def test_predict_command(db, tmp_path):
     assert "40/40" in table.stdout  # every candidate has each measured feature
     result = json.loads(runner.invoke(app, ["predict", "-t", "digits", "--archive", path, "--json"]).stdout)
     assert result["fitted"] and result["n"] == 40 and result["spearman"] > 0.5
+
+
+def test_examples_read_each_kept_graph_and_fall_back_without_one(db, tmp_path):
+    """A trained candidate with a kept graph is learned from with the graph's features; one whose graph the retention
+    policy dropped, or that has none (trusted scoring), with the others only, as a candidate outside any space was."""
+    import torch
+
+    from tests.test_graph_features import export, mlp
+
+    record(db, "digits", 10)  # no graphs
+    kept = []
+    for i, width in enumerate((8, 16)):
+        graph = export(mlp(1, width, torch.nn.ReLU), (16,))
+        digest = db.keep_graph(graph)
+        kept.append(digest)
+        db.record(
+            {"task": "digits", "name": f"g{i}", "proposer": "user", "code": f"# g{i}", "status": "trained"},
+            {"status": "trained", "fidelity": 1, "seed": 0, "params": 100, "val_accuracy": 0.5, "graph_sha256": digest},
+        )
+    found = {e.candidate_id: e.features for e in examples(db, "digits")}
+    assert len(found) == 12
+    with_graph = [f for f in found.values() if any(k.startswith(GRAPH_PREFIX) for k in f)]
+    assert len(with_graph) == 2 and all(f["graph.op.Gemm"] == 2 for f in with_graph)
+    assert {f["graph.width.max"] for f in with_graph} == {8.0, 16.0}
+    assert all("nb201.0>1.none" in f for f in found.values() if f not in with_graph)  # their space's one-hot stays
+    assert held_out(db, "digits")["n"] == 12  # a predictor fits on the mixture
+    table = CliRunner().invoke(app, ["predict", "--task", "digits", "--archive", str(tmp_path / "a.db")])
+    assert table.exit_code == 0 and "from the ONNX graph" in table.stdout and "2/12" in table.stdout, table.output
+    (db.graphs_dir / f"{kept[0]}.onnx").unlink()  # dropped by the retention policy: remembered or not, no features
+    again = [e.features for e in examples(db, "digits")]
+    assert sum(any(k.startswith(GRAPH_PREFIX) for k in f) for f in again) == 1

@@ -24,7 +24,8 @@ def predict_command(
 ) -> None:
     """How well the archive's predictor ranks a task's candidates before they train: the Spearman and Kendall rank
     correlations of its held-out predictions (k-fold) with the true validation scores, how many trained candidates
-    it learns from, and its features; or why it cannot be fitted yet. Example:
+    it learns from, and its features (the graph's, from each candidate's kept ONNX file, as one row; --json lists
+    each); or why it cannot be fitted yet. Example:
 
         agentarch predict --task digits
     """
@@ -59,6 +60,11 @@ def predict_command(
     features = Table(title="features (missing where a candidate lacks one)")
     features.add_column("feature")
     features.add_column("candidates with it", justify="right")
+    graph = [name for name in scores["features"] if name.startswith(predictor_lib.GRAPH_PREFIX)]
     for name in scores["features"]:
-        features.add_row(formats.untrusted(name), f"{sum(name in e.features for e in found)}/{len(found)}")
+        if name not in graph:
+            features.add_row(formats.untrusted(name), f"{sum(name in e.features for e in found)}/{len(found)}")
+    if graph:  # a hundred-odd columns of one source: one row, with how many candidates had a graph to read
+        with_graph = sum(any(name in e.features for name in graph) for e in found)
+        features.add_row(f"graph.* ({len(graph)} from the ONNX graph)", f"{with_graph}/{len(found)}")
     out.print(features)

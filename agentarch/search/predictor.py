@@ -2,10 +2,21 @@
 
 Per task, a gradient-boosted tree ensemble (scikit-learn's HistGradientBoostingRegressor, which takes missing
 values as they are) maps what the smoke stage measured (log parameters, log FLOPs, log latency, the zero-cost
-proxies of sandbox/proxies.py) and, for a candidate rendered from a search space, its architecture (the
-operation on each nb201 edge one-hot; each setting of the macro and MLP spaces; the mixer space's width, depth
-and mixer per layer) to the task's metric as the archive holds it (`val_accuracy`). It learns from every trained
-candidate of the task, whoever proposed it; a feature a candidate lacks is missing, never zero.
+proxies of sandbox/proxies.py), for a candidate rendered from a search space its architecture (the operation on
+each nb201 edge one-hot; each setting of the macro and MLP spaces; the mixer space's width, depth and mixer per
+layer), and for a candidate with an exported graph (graph scoring) the graph's features
+(agentarch/evaluation/graphs/features.py: operator counts, depth, widths, kernels, sizes and a hashed text
+encoding), to the task's metric as the archive holds it (`val_accuracy`). The graph is the one encoding every
+network has, so an LLM's module outside any space is predicted from what it is, not only from its size. It
+learns from every trained candidate of the task, whoever proposed it; a feature a candidate lacks is missing,
+never zero: a candidate scored in its own process (`--scoring trusted`), or whose graph the retention policy
+dropped (agentarch/store/graphs.py), is learned from and predicted with the other features.
+
+Where the features come from: a trained candidate's from its evaluation row and its kept trained graph (read once
+per process and graph, `kept_graph_features`); a candidate being screened from its smoke result, whose
+`graph_features` the host computed from the graph the smoke stage exported
+(agentarch/evaluation/graphs/scoring.py, `smoke_graph`). Both graphs are one architecture (the host checks their
+digests), and the features read only its structure, never a weight's value, so they agree.
 
 The search loop screens smoke-tested candidates with it: build it once per run (`Predictor.fit`), `refit` as
 trained candidates arrive (it refits only when there are new ones), and rank candidates by `key`, which
@@ -18,6 +29,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +47,7 @@ from agentarch.search.spaces import macro, mixer, mlp, nb201
 from agentarch.search.spaces.base import SettingsString, SpaceError
 from agentarch.store import measurements, ranking
 from agentarch.store.archive import Archive
+from agentarch.store.handle import ArchiveError
 from agentarch.store.ranking import Direction
 
 MIN_TRAINED = 8
@@ -41,6 +55,11 @@ MIN_TRAINED = 8
 
 MEASURED = ("log_params", "log_flops", "log_latency_ms", "synflow", "log_grad_norm", "naswot")
 """The features every candidate can have, from its smoke run; search-space features follow them."""
+
+GRAPH_PREFIX = "graph."
+"""The names of the graph's features (agentarch/evaluation/graphs/features.py FEATURES) all start so."""
+GRAPH_CACHE = 4096
+"""Kept graphs whose features a process remembers (by sha256, so a refit reads only new graphs): about 1 kB each."""
 
 _SETTINGS: dict[str, SettingsString] = {"macro": macro.ARCH, "mlp": mlp.ARCH}
 
@@ -77,6 +96,7 @@ def features_of(evaluation: Mapping[str, Any], candidate: Mapping[str, Any]) -> 
         else:
             features[name] = value
     features.update(space_features(candidate.get("space"), candidate.get("arch")))
+    features.update(_graph_part(evaluation.get("graph_features")))
     return features
 
 
@@ -95,6 +115,22 @@ def _proxies(value: Any) -> dict[str, float]:
     if not isinstance(value, dict):
         return {}
     return {k: float(v) for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _graph_part(value: Any) -> dict[str, float]:
+    """The graph's features from a smoke result or an example (a name -> number mapping); NaN (a feature that does
+    not apply to this graph) and anything else that is not a finite number of a graph feature is left out."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {
+        name: float(v)
+        for name, v in value.items()
+        if isinstance(name, str)
+        and name.startswith(GRAPH_PREFIX)
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+    }
 
 
 def space_features(space: str | None, arch: str | None) -> dict[str, float]:
@@ -147,12 +183,50 @@ class Example:
 
 def examples(archive: Archive, task: str) -> list[Example]:
     """Every trained candidate of `task` with a finite validation score, oldest first (an archive written before the
-    host refused infinite scores may hold one, which no model can be fitted on)."""
+    host refused infinite scores may hold one, which no model can be fitted on), with its kept graph's features."""
     return [
-        Example(int(row["id"]), features_of(row, row), float(row["val_accuracy"]))
+        Example(
+            int(row["id"]),
+            features_of({**row, "graph_features": kept_graph_features(archive, row.get("graph_sha256"))}, row),
+            float(row["val_accuracy"]),
+        )
         for row in measurements.trained_measurements(archive, task)
         if math.isfinite(float(row["val_accuracy"]))
     ]
+
+
+_remembered: OrderedDict[str, tuple[float, ...] | None] = OrderedDict()
+_remembered_lock = threading.Lock()
+
+
+def kept_graph_features(archive: Archive, digest: str | None) -> dict[str, float] | None:
+    """The features of the graph the archive keeps under this sha256; None where there is none (no graph, or the
+    retention policy dropped it) or it cannot be read (its checks refuse it, its file changed): the candidate is
+    then learned from without them. Remembered per process by sha256 (the name says the content; GRAPH_CACHE of
+    them), so refitting reads only new graphs; a graph dropped since counts as none, remembered or not, so every
+    process agrees on what an archive holds."""
+    try:
+        if not digest or not archive.graph_kept(digest):
+            return None
+    except ArchiveError:  # not a sha256
+        return None
+    from agentarch.evaluation.graphs.checks import GraphRejected  # onnx: imported where a graph is read
+    from agentarch.evaluation.graphs.features import FEATURES, graph_features
+
+    with _remembered_lock:
+        if digest in _remembered:
+            _remembered.move_to_end(digest)
+            values = _remembered[digest]
+            return None if values is None else dict(zip(FEATURES, values))
+    try:
+        found: dict[str, float] | None = graph_features(archive.graph_bytes(digest))
+    except (GraphRejected, ArchiveError):
+        found = None
+    with _remembered_lock:
+        _remembered[digest] = None if found is None else tuple(found[name] for name in FEATURES)
+        while len(_remembered) > GRAPH_CACHE:
+            _remembered.popitem(last=False)
+    return found
 
 
 def shortfall(found: Sequence[Example], task: str) -> str | None:

@@ -91,11 +91,12 @@ def _stage(evaluation: dict[str, Any]) -> str:
 
 def trained_measurements(archive: Archive, task: str) -> list[dict[str, Any]]:
     """Each trained candidate of a task, oldest first, with its scoring evaluation's validation score, what that
-    evaluation's smoke run measured (params, FLOPs, latency_ms, proxies as JSON text) and its search-space
-    architecture: what agentarch.search.predictor learns from. One query."""
+    evaluation's smoke run measured (params, FLOPs, latency_ms, proxies as JSON text), its search-space
+    architecture and its graph's sha256 (graph scoring; the file is read through `Graphs`): what
+    agentarch.search.predictor learns from. One query."""
     sql = (
         "SELECT c.id, c.space, c.arch, COALESCE(c.params, e.params) AS params, COALESCE(c.flops, e.flops) AS flops, "
-        "e.latency_ms, e.proxies, e.val_accuracy FROM candidates c "
+        "e.latency_ms, e.proxies, e.val_accuracy, e.graph_sha256 FROM candidates c "
         f"JOIN evaluations e ON e.id = ({SCORING_EVALUATION.format(column='id')}) "
         "WHERE c.task = ? AND c.status = 'trained' AND e.val_accuracy IS NOT NULL ORDER BY c.id"
     )

@@ -27,8 +27,9 @@ HOST_STOPS_BEFORE_FAILED = 2
 candidate is recorded `failed` instead of run again: one ordinary kill (a reboot, Ctrl-C) still replays it."""
 
 
-SMOKE_MEASURES = ("params", "flops", "latency_ms", "peak_memory_mb", "proxies", "digest")
-"""What a screened candidate's smoke run measured that the predictor reads (protocol.py bounded each value)."""
+SMOKE_MEASURES = ("params", "flops", "latency_ms", "peak_memory_mb", "proxies", "digest", "graph_features")
+"""What a screened candidate's smoke run measured that the predictor reads (protocol.py bounded each value; the
+graph's features are the host's, graph scoring only)."""
 
 STOPPED = ("failed", "timeout")
 """Verdicts a job killed by a stopping run comes back with: not the candidate's, so not recorded (it replays)."""

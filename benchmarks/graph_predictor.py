@@ -1,0 +1,671 @@
+"""Does the predictor rank LLM-written networks outside any search space better with graph features? (issue 25)
+
+A mixed archive per task, every candidate trained for real through the sandbox (`Evaluator`, graph scoring, a few
+epochs, one thread per job), so each has a validation score and a kept ONNX graph:
+
+- digits (image): the image seeds (archive/seeds/image), a seeded sample of NAS-Bench-201 cells and of macro
+  space settings (rendered for digits by the project's own templates), and "LLM-style" modules outside any space:
+  CNNs, ResNets, depthwise-separable nets with and without squeeze-excitation, MLPs, small ViTs and MLP-Mixers, each
+  family's code written as an LLM writes it, with widths, depths, kernels, activations, normalisations, pooling and
+  heads drawn from a seeded generator (the way tests/scripted.py varies its MLP, with more to vary);
+- digits-table (table): the same digits as 64 features (so the MLP space applies), with the table seeds, a sample
+  of mlp space settings and LLM-style table networks (MLPs, gated residual MLPs, feature-token transformers,
+  wide-and-deep).
+
+Candidate code is never imported here: each network is built, trained and exported inside the sandbox, and the host
+reads its graph (agentarch/evaluation/graphs/features.py). The predictor's features come from
+`agentarch.search.predictor.examples`, as the loop's screening and `agentarch predict` read them. Then, per task and
+for several shuffles of a 5-fold split: each candidate is predicted by a predictor fitted on the other folds, once
+without the graph's features (what the predictor had before: size, latency, a space's settings), once with them but
+without the hashed text encoding, once with all; the Spearman rank correlation of the held-out predictions with the
+true scores per group and over the task, mean and standard error over the shuffles. Also: the LLM-style group
+predicted by a predictor fitted on the task's other groups only (space and seed candidates).
+
+Run: .venv/bin/python benchmarks/graph_predictor.py [--workers 2] [--epochs 2] (trains, writes
+benchmarks/graph_predictor.json and .md); --report writes the page again from the JSON alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import queue
+import random
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sklearn.model_selection import KFold
+
+from agentarch.config import load_settings
+from agentarch.evaluation.evaluator import Evaluator
+from agentarch.search import predictor
+from agentarch.search.spaces import SPACES
+from agentarch.store.archive import Archive
+from agentarch.tasks.builtin import TASKS
+
+REPO = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+OUT_MD, OUT_JSON = HERE / "graph_predictor.md", HERE / "graph_predictor.json"
+SPLITS, FOLDS = 10, 5
+VARIANTS = {"without graph": "none", "graph, no text hash": "no-hash", "with graph": "all"}
+GROUP_ORDER = ("seeds", "nb201", "macro", "mlp", "llm", "all")
+TASK_NAMES = {"image": "digits", "table": "digits-table"}
+"""The two tasks by kind; digits-table is defined by a task file this benchmark writes (`table_task`)."""
+
+ACTS = {"relu": "nn.ReLU()", "gelu": "nn.GELU()", "silu": "nn.SiLU()", "tanh": "nn.Tanh()",
+        "sigmoid": "nn.Sigmoid()", "leaky": "nn.LeakyReLU(0.1)", "elu": "nn.ELU()"}  # fmt: skip
+
+
+# -- LLM-style networks outside any space ---------------------------------------------------------------------------
+
+
+def _head(doc: str) -> str:
+    return f'"""{doc}"""\n\nimport torch\nfrom torch import nn\n\n\n'
+
+
+ATTENTION = """class Attention(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        weights = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
+        return self.proj((weights @ v).transpose(1, 2).reshape(b, n, d))
+
+
+"""
+"""Attention written out (nn.MultiheadAttention's eval-mode fast path does not export: its checks read tensors)."""
+
+
+def cnn(rng: random.Random) -> str:
+    depth, base, k = rng.randint(1, 4), rng.choice([4, 8, 16, 32, 48]), rng.choice([1, 3, 3, 5])
+    widths = [min(96, base * rng.choice([1, 2]) ** (i // 2 + (i > 0))) for i in range(depth)]
+    act, norm, every = rng.choice(list(ACTS)), rng.choice(["none", "batch", "group"]), rng.choice([0, 1, 2])
+    pool, gap = rng.choice(["MaxPool2d", "AvgPool2d"]), rng.random() < 0.6
+    norm_line = {"none": "", "batch": "layers.append(nn.BatchNorm2d(width))\n            ",
+                 "group": "layers.append(nn.GroupNorm(2 if width % 2 == 0 else 1, width))\n            "}[norm]  # fmt: skip
+    pool_line = (
+        f"if (i + 1) % {every} == 0 and size > 1:\n                layers.append(nn.{pool}(2, ceil_mode=True))\n"
+        "                size = (size + 1) // 2\n            "
+        if every
+        else ""
+    )
+    head = (
+        "nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))"
+        if gap
+        else ("nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, num_classes))")
+    )
+    return (
+        _head(f"A {depth}-layer CNN with {k}x{k} kernels, {act}, {norm} norm.")
+        + f"""class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        channels, size = in_shape[0], in_shape[1]
+        layers = []
+        for i, width in enumerate({widths}):
+            layers.append(nn.Conv2d(channels, width, {k}, padding={k // 2}))
+            {norm_line}layers.append({ACTS[act]})
+            {pool_line}channels = width
+        self.body = nn.Sequential(*layers)
+        self.head = {head}
+
+    def forward(self, x):
+        return self.head(self.body(x))
+"""
+    )
+
+
+def resnet(rng: random.Random) -> str:
+    width, blocks, act = rng.choice([8, 16, 24, 32]), rng.randint(1, 3), rng.choice(["relu", "gelu", "silu", "tanh"])
+    norm = rng.choice(["nn.BatchNorm2d(c)", "nn.Identity()"])
+    strides = [1] + [rng.choice([1, 2]) for _ in range(blocks - 1)]
+    return (
+        _head(f"A small ResNet: {blocks} basic blocks of width {width}, {act}.")
+        + f"""class Block(nn.Module):
+    def __init__(self, c, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = {norm}
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = {norm}
+        self.act = {ACTS[act]}
+        self.down = nn.AvgPool2d(stride, ceil_mode=True) if stride > 1 else nn.Identity()
+
+    def forward(self, x):
+        y = self.act(self.bn1(self.conv1(x)))
+        return self.act(self.bn2(self.conv2(y)) + self.down(x))
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_shape[0], {width}, 3, padding=1), {ACTS[act]})
+        self.blocks = nn.Sequential(*[Block({width}, s) for s in {strides}])
+        self.fc = nn.Linear({width}, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean(dim=(2, 3)))
+"""
+    )
+
+
+def separable(rng: random.Random) -> str:
+    width, blocks, expand = rng.choice([8, 16, 32]), rng.randint(1, 4), rng.choice([1, 2, 4])
+    act, se = rng.choice(["relu", "silu", "gelu"]), rng.random() < 0.5
+    se_code = (
+        "        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, max(2, c // 4), 1), nn.ReLU(), "
+        "nn.Conv2d(max(2, c // 4), c, 1), nn.Sigmoid())\n"
+        if se
+        else ""
+    )
+    se_use = "        y = y * self.se(y)\n" if se else ""
+    return (
+        _head(f"MobileNet-style inverted residuals, expansion {expand}, SE={se}.")
+        + f"""class Inverted(nn.Module):
+    def __init__(self, c, expand):
+        super().__init__()
+        h = c * expand
+        self.expand = nn.Sequential(nn.Conv2d(c, h, 1, bias=False), nn.BatchNorm2d(h), {ACTS[act]})
+        self.depthwise = nn.Sequential(nn.Conv2d(h, h, 3, padding=1, groups=h, bias=False), nn.BatchNorm2d(h), {ACTS[act]})
+        self.project = nn.Sequential(nn.Conv2d(h, c, 1, bias=False), nn.BatchNorm2d(c))
+{se_code}
+    def forward(self, x):
+        y = self.project(self.depthwise(self.expand(x)))
+{se_use}        return x + y
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_shape[0], {width}, 3, padding=1, bias=False), nn.BatchNorm2d({width}), {ACTS[act]})
+        self.blocks = nn.Sequential(*[Inverted({width}, {expand}) for _ in range({blocks})])
+        self.classifier = nn.Linear({width}, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.blocks(self.stem(x)).mean(dim=(2, 3)))
+"""
+    )
+
+
+def mlp(rng: random.Random) -> str:
+    depth, act = rng.randint(1, 4), rng.choice(list(ACTS))
+    widths = [rng.choice([16, 32, 64, 128, 256, 512]) for _ in range(depth)]
+    norm, residual = rng.choice(["nn.Identity()", "nn.LayerNorm(w)", "nn.BatchNorm1d(w)"]), rng.random() < 0.4
+    step = (
+        "x = x + layer(x) if residual and x.shape[1] == layer[0].out_features else layer(x)"
+        if residual
+        else ("x = layer(x)")
+    )
+    return (
+        _head(f"An MLP with hidden widths {widths} and {act}.")
+        + f"""class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        features = 1
+        for d in in_shape:
+            features *= d
+        self.layers = nn.ModuleList()
+        for w in {widths}:
+            self.layers.append(nn.Sequential(nn.Linear(features, w), {norm}, {ACTS[act]}))
+            features = w
+        self.out = nn.Linear(features, num_classes)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        residual = {residual}
+        for layer in self.layers:
+            {step}
+        return self.out(x)
+"""
+    )
+
+
+def vit(rng: random.Random) -> str:
+    patch, dim, depth = rng.choice([2, 4]), rng.choice([16, 32, 48, 64]), rng.randint(1, 3)
+    heads, ratio, act = (
+        rng.choice([h for h in (1, 2, 4) if dim % h == 0]),
+        rng.choice([2, 4]),
+        rng.choice(["gelu", "relu"]),
+    )
+    return (
+        _head(f"A tiny ViT: {patch}x{patch} patches, dim {dim}, {depth} blocks, {heads} heads.")
+        + ATTENTION
+        + f"""class Block(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, {heads})
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, {ratio} * dim), {ACTS[act]}, nn.Linear({ratio} * dim, dim))
+
+    def forward(self, x):
+        y = self.norm1(x)
+        x = x + self.attn(y)
+        return x + self.mlp(self.norm2(x))
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        tokens = (in_shape[1] // {patch}) * (in_shape[2] // {patch})
+        self.embed = nn.Conv2d(in_shape[0], {dim}, {patch}, stride={patch})
+        self.pos = nn.Parameter(torch.zeros(1, tokens, {dim}))
+        self.blocks = nn.Sequential(*[Block({dim}) for _ in range({depth})])
+        self.norm = nn.LayerNorm({dim})
+        self.head = nn.Linear({dim}, num_classes)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2) + self.pos
+        return self.head(self.norm(self.blocks(x)).mean(dim=1))
+"""
+    )
+
+
+def mixer(rng: random.Random) -> str:
+    dim, depth, hidden, act = (
+        rng.choice([16, 32, 64]),
+        rng.randint(1, 3),
+        rng.choice([8, 32, 64]),
+        rng.choice(["gelu", "relu", "tanh"]),
+    )
+    return (
+        _head(f"An MLP-Mixer on 2x2 patches: dim {dim}, {depth} layers.")
+        + f"""class MixerLayer(nn.Module):
+    def __init__(self, tokens, dim):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.token_mix = nn.Sequential(nn.Linear(tokens, {hidden}), {ACTS[act]}, nn.Linear({hidden}, tokens))
+        self.norm2 = nn.LayerNorm(dim)
+        self.channel_mix = nn.Sequential(nn.Linear(dim, 2 * dim), {ACTS[act]}, nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        x = x + self.token_mix(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+        return x + self.channel_mix(self.norm2(x))
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        tokens = (in_shape[1] // 2) * (in_shape[2] // 2)
+        self.patches = nn.Conv2d(in_shape[0], {dim}, 2, stride=2)
+        self.layers = nn.Sequential(*[MixerLayer(tokens, {dim}) for _ in range({depth})])
+        self.head = nn.Linear({dim}, num_classes)
+
+    def forward(self, x):
+        x = self.patches(x).flatten(2).transpose(1, 2)
+        return self.head(self.layers(x).mean(dim=1))
+"""
+    )
+
+
+def gated(rng: random.Random) -> str:
+    dim, blocks, hidden = rng.choice([32, 64, 128]), rng.randint(1, 3), rng.choice([32, 64, 128, 256])
+    gate = rng.choice(["torch.sigmoid(b)", "torch.nn.functional.gelu(b)", "torch.tanh(b)"])
+    return (
+        _head(f"A residual MLP of {blocks} gated linear units, width {dim}.")
+        + f"""class GLU(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.up = nn.Linear(dim, 2 * {hidden})
+        self.down = nn.Linear({hidden}, dim)
+
+    def forward(self, x):
+        a, b = self.up(self.norm(x)).chunk(2, dim=-1)
+        return x + self.down(a * {gate})
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.inp = nn.Linear(in_shape[0], {dim})
+        self.blocks = nn.Sequential(*[GLU({dim}) for _ in range({blocks})])
+        self.out = nn.Linear({dim}, num_classes)
+
+    def forward(self, x):
+        return self.out(self.blocks(self.inp(x)))
+"""
+    )
+
+
+def feature_tokens(rng: random.Random) -> str:
+    dim, depth, heads = rng.choice([8, 16]), rng.randint(1, 2), rng.choice([1, 2, 4])
+    return (
+        _head(f"An FT-Transformer: each feature a {dim}-d token, {depth} attention layers.")
+        + ATTENTION
+        + f"""class Layer(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.attn, self.norm1 = Attention(dim, {heads}), nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+        self.norm2 = nn.LayerNorm(dim)
+
+    def forward(self, x):
+        x = self.norm1(x + self.attn(x))
+        return self.norm2(x + self.ff(x))
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(in_shape[0], {dim}) * 0.1)
+        self.bias = nn.Parameter(torch.zeros(in_shape[0], {dim}))
+        self.layers = nn.Sequential(*[Layer({dim}) for _ in range({depth})])
+        self.head = nn.Sequential(nn.LayerNorm({dim}), nn.Linear({dim}, num_classes))
+
+    def forward(self, x):
+        tokens = x.unsqueeze(-1) * self.weight + self.bias
+        return self.head(self.layers(tokens).mean(dim=1))
+"""
+    )
+
+
+def wide_deep(rng: random.Random) -> str:
+    hidden, depth, act = rng.choice([32, 64, 128, 256]), rng.randint(1, 3), rng.choice(list(ACTS))
+    return (
+        _head(f"Wide and deep: a linear model plus a {depth}-layer MLP of {hidden} units.")
+        + f"""class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.wide = nn.Linear(in_shape[0], num_classes)
+        layers, features = [], in_shape[0]
+        for _ in range({depth}):
+            layers += [nn.Linear(features, {hidden}), {ACTS[act]}]
+            features = {hidden}
+        self.deep = nn.Sequential(*layers, nn.Linear(features, num_classes))
+
+    def forward(self, x):
+        return self.wide(x) + self.deep(x)
+"""
+    )
+
+
+IMAGE_LLM = ((cnn, 10), (resnet, 7), (separable, 7), (mlp, 7), (vit, 5), (mixer, 5))
+TABLE_LLM = ((mlp, 8), (gated, 7), (feature_tokens, 5), (wide_deep, 5))
+
+
+def llm_cases(families: tuple[tuple[Any, int], ...], seed: int) -> list[tuple[str, str]]:
+    """(name, code) of each LLM-style network: `count` draws of each family, from one seeded generator."""
+    rng = random.Random(seed)
+    return [(f"{family.__name__}-{i}", family(rng)) for family, count in families for i in range(count)]
+
+
+# -- the mixed archive ----------------------------------------------------------------------------------------------
+
+
+def table_task(folder: Path) -> str:
+    """digits as a table: its 64 pixels as features, a task file over an npz of them (the task's name: digits-table)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    np.savez(folder / "digits_table.npz", x=digits.data.astype(np.float32), y=digits.target.astype(np.int64))
+    task_file = folder / "digits_table.toml"
+    task_file.write_text(
+        'name = "digits-table"\ndescription = "the digits, 8x8 pixels as 64 table features"\nkind = "table"\n'
+        '[data]\nsource = "npz"\npath = "digits_table.npz"\n'
+    )
+    return str(task_file)
+
+
+def cases(args: argparse.Namespace, table: str) -> list[dict[str, Any]]:
+    """Every candidate: its task, group, name, code and (for a space's) space and arch."""
+    found: list[dict[str, Any]] = []
+    for kind, task in (("image", "digits"), ("table", table)):
+        for path in sorted((REPO / "archive" / "seeds" / kind).glob("*.py")):
+            found.append({"task": task, "group": "seeds", "name": f"seed-{path.stem}", "code": path.read_text()})
+    rng = random.Random(args.seed)
+    samples = (("nb201", "digits", args.per_space), ("macro", "digits", args.per_space), ("mlp", table, args.per_space))
+    for space, task, count in samples:
+        target = TASKS["digits"] if task == "digits" else None
+        archs = []
+        while len(archs) < count:
+            arch = SPACES[space].sample(rng)
+            if arch not in archs:
+                archs.append(arch)
+        for arch in archs:
+            found.append({"task": task, "group": space, "name": f"{space}-{arch}", "space": space, "arch": arch,
+                          "render_for": target is None})  # fmt: skip
+            if target is not None:
+                found[-1]["code"] = SPACES[space].render(arch, target)
+    for task, families in (("digits", IMAGE_LLM), (table, TABLE_LLM)):
+        for name, code in llm_cases(families, args.seed):
+            found.append({"task": task, "group": "llm", "name": f"llm-{name}", "code": code})
+    return found
+
+
+def train_all(todo: list[dict[str, Any]], args: argparse.Namespace, folder: Path) -> dict[str, float]:
+    """Train every candidate through the sandbox into one archive (`--workers` at once, each with its own handle);
+    the seconds each took, by name."""
+    from agentarch.tasks.registry import get_task
+
+    jobs: queue.Queue[dict[str, Any]] = queue.Queue()
+    for case in todo:
+        if case.get("render_for"):  # a table space: rendered for the table task, which only a task file defines
+            case["code"] = SPACES[case["space"]].render(case["arch"], get_task(case["task"]))
+        jobs.put(case)
+    seconds: dict[str, float] = {}
+    began = time.perf_counter()
+
+    def work() -> None:
+        with Archive(folder / "archive.db") as db:
+            evaluators: dict[str, Evaluator] = {}
+            while True:
+                try:
+                    case = jobs.get_nowait()
+                except queue.Empty:
+                    return
+                if case["task"] not in evaluators:
+                    evaluators[case["task"]] = Evaluator(db, settings(case["task"], args, folder), scoring="graph")
+                started = time.perf_counter()
+                result = evaluators[case["task"]].evaluate(
+                    case["code"], case["name"], proposer=case["group"], space=case.get("space"), arch=case.get("arch")
+                )
+                seconds[case["name"]] = time.perf_counter() - started
+                if result.status != "trained":
+                    print(f"  {case['name']}: {result.status}: {(result.reason or '')[:160]}", flush=True)
+                done = len(seconds)
+                if done % 20 == 0:
+                    print(f"{done}/{len(todo)} in {time.perf_counter() - began:.0f} s", flush=True)
+
+    threads = [threading.Thread(target=work) for _ in range(args.workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return seconds
+
+
+def settings(task: str, args: argparse.Namespace, folder: Path) -> Any:
+    return load_settings(
+        task=task, epochs=args.epochs, archive=folder / "archive.db", cache_dir=folder / "cache", scoring="graph",
+        threads=1, novelty_threshold=1.0, timeout_s=300, smoke_timeout_s=120,
+    )  # fmt: skip
+
+
+def collect(folder: Path, todo: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every trained candidate as the predictor sees it (`predictor.examples`), with its group and task."""
+    groups = {c["name"]: c["group"] for c in todo}
+    rows = []
+    with Archive(folder / "archive.db") as db:
+        for task in TASK_NAMES.values():
+            names = {r["id"]: r["name"] for r in db.db.query("SELECT id, name FROM candidates WHERE task = ?", [task])}
+            for example in predictor.examples(db, task):
+                name = names[example.candidate_id]
+                rows.append(
+                    {"task": task, "group": groups[name], "name": name, "score": example.score,
+                     "features": example.features}
+                )  # fmt: skip
+    return rows
+
+
+# -- held-out rank correlations -------------------------------------------------------------------------------------
+
+
+def kept(features: dict[str, float], variant: str) -> dict[str, float]:
+    """The features a variant of the predictor sees: none of the graph's, all but its text hash, or all."""
+    if variant == "none":
+        return {k: v for k, v in features.items() if not k.startswith(predictor.GRAPH_PREFIX)}
+    if variant == "no-hash":
+        return {k: v for k, v in features.items() if not k.startswith("graph.hash.")}
+    return dict(features)
+
+
+def spearman(predicted: list[float], truth: list[float]) -> float | None:
+    if len(truth) < 5 or np.ptp(predicted) == 0 or np.ptp(truth) == 0:
+        return None
+    return float(stats.spearmanr(predicted, truth)[0])
+
+
+def cross_validated(rows: list[dict[str, Any]], variant: str, split: int) -> dict[str, float | None]:
+    """One task's candidates, each predicted by a predictor fitted on the other folds of a shuffled 5-fold split;
+    Spearman per group and over all."""
+    found = [predictor.Example(i, kept(r["features"], variant), r["score"]) for i, r in enumerate(rows)]
+    predicted = np.empty(len(found))
+    for fit_on, held in KFold(n_splits=FOLDS, shuffle=True, random_state=split).split(found):
+        model = predictor.Predictor.on([found[i] for i in fit_on], rows[0]["task"], "max")
+        predicted[held] = [model.predict(found[i].features) for i in held]
+    truth = [r["score"] for r in rows]
+    out: dict[str, float | None] = {"all": spearman(list(predicted), truth)}
+    for group in {r["group"] for r in rows}:
+        mine = [i for i, r in enumerate(rows) if r["group"] == group]
+        out[group] = spearman([predicted[i] for i in mine], [truth[i] for i in mine])
+    return out
+
+
+def transfer(rows: list[dict[str, Any]], variant: str) -> float | None:
+    """The LLM-style candidates predicted by a predictor fitted on the task's other groups only."""
+    fit = [
+        predictor.Example(i, kept(r["features"], variant), r["score"])
+        for i, r in enumerate(rows)
+        if r["group"] != "llm"
+    ]
+    llm = [r for r in rows if r["group"] == "llm"]
+    model = predictor.Predictor.on(fit, rows[0]["task"], "max")
+    return spearman([model.predict(kept(r["features"], variant)) for r in llm], [r["score"] for r in llm])
+
+
+def mean_se(values: list[float | None]) -> str:
+    found = [v for v in values if v is not None]
+    if not found:
+        return "-"
+    se = statistics.stdev(found) / math.sqrt(len(found)) if len(found) > 1 else 0.0
+    return f"{statistics.fmean(found):.3f} ± {se:.3f}"
+
+
+def report(data: dict[str, Any]) -> str:
+    columns = data["columns"]
+    rows = [{**r, "features": {c: v for c, v in zip(columns, r["values"]) if v is not None}} for r in data["rows"]]
+    meta = data["meta"]
+    lines = [
+        "# The predictor with and without graph features (issue 25)",
+        "",
+        f"`{meta['command']}` on {meta['machine']}; {meta['trained']} of {meta['candidates']} candidates trained "
+        f"in {meta['wall_s'] / 60:.1f} minutes ({meta['epochs']} epochs each, graph scoring, {meta['workers']} "
+        f"sandbox jobs at once, one thread each; median {meta['median_s']:.1f} s a candidate). "
+        "benchmarks/graph_predictor.json keeps every candidate's score and features; "
+        "`.venv/bin/python benchmarks/graph_predictor.py --report` writes this page again from it.",
+        "",
+        "Held-out Spearman rank correlation of predicted and true validation accuracy: each candidate predicted by the "
+        f"task's predictor (agentarch/search/predictor.py) fitted on the other folds of a shuffled {FOLDS}-fold "
+        f"split of the task's mixed archive, pooled per group; mean ± standard error over {SPLITS} shuffles (the "
+        "error says how much the split moves the figure, not how much another sample of networks would). Without "
+        "graph: the features the predictor had before (log parameters, FLOPs and latency from the graph's "
+        "measures, a space's settings; graph scoring computes no zero-cost proxy); with graph: plus "
+        "agentarch/evaluation/graphs/features.py's, from each candidate's kept ONNX graph.",
+        "",
+    ]
+    for task in TASK_NAMES.values():
+        mine = [r for r in rows if r["task"] == task]
+        groups = [g for g in GROUP_ORDER if g == "all" or any(r["group"] == g for r in mine)]
+        lines += [f"## {task}", "", "| group | n | val accuracy min / median / max | "
+                  + " | ".join(VARIANTS) + " |", "| --- | ---: | --- |" + " ---: |" * len(VARIANTS)]  # fmt: skip
+        results = {v: [cross_validated(mine, code, split) for split in range(SPLITS)] for v, code in VARIANTS.items()}
+        for group in groups:
+            scores = sorted(r["score"] for r in mine if group in ("all", r["group"]))
+            spread = f"{scores[0]:.3f} / {statistics.median(scores):.3f} / {scores[-1]:.3f}"
+            cells = [mean_se([split.get(group) for split in results[v]]) for v in VARIANTS]
+            lines.append(f"| {group} | {len(scores)} | {spread} | " + " | ".join(cells) + " |")
+        cells = []
+        for code in VARIANTS.values():
+            value = transfer(mine, code)
+            cells.append("-" if value is None else f"{value:.3f}")
+        lines += [f"| llm, fitted on the other groups only | {sum(r['group'] == 'llm' for r in mine)} | | "
+                  + " | ".join(cells) + " |", ""]  # fmt: skip
+    lines += ["## What it says", "", *meta.get("notes", ["(notes are added by hand after a run)"]), ""]
+    if meta["failures"]:
+        lines += ["Not trained:", "", *[f"- {name}: {why}" for name, why in meta["failures"].items()], ""]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{platform.machine()} ({cpu}), {os.cpu_count()} CPU cores shared with other work (load average "
+            f"{load:.1f} at the end), Python {platform.python_version()}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--per-space", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=25)
+    parser.add_argument("--report", action="store_true", help="only write the page again from the JSON")
+    args = parser.parse_args()
+    if not args.report:
+        os.environ.setdefault("AGENTARCH_WEAK_SANDBOX_OK", "1")  # where bubblewrap is missing: process isolation
+        folder = Path(tempfile.mkdtemp(prefix="graph_predictor."))
+        todo = cases(args, table_task(folder))
+        began = time.perf_counter()
+        seconds = train_all(todo, args, folder)
+        wall = time.perf_counter() - began
+        rows = collect(folder, todo)
+        trained = {r["name"] for r in rows}
+        columns = sorted({k for r in rows for k in r["features"]})
+        with Archive(folder / "archive.db") as db:
+            failures = {
+                r["name"]: f"{r['status']}: {(r['reason'] or '')[:200]}"
+                for r in db.db.query("SELECT name, status, reason FROM candidates WHERE status != 'trained'")
+            }
+        data = {
+            "meta": {
+                "command": "benchmarks/graph_predictor.py " + " ".join(
+                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "report"),
+                "machine": machine(), "wall_s": wall, "epochs": args.epochs, "workers": args.workers,
+                "candidates": len(todo), "trained": len(trained), "median_s": statistics.median(seconds.values()),
+                "failures": failures, "date": time.strftime("%Y-%m-%d"),
+            },
+            "columns": columns,
+            "rows": [
+                {"task": r["task"], "group": r["group"], "name": r["name"], "score": r["score"],
+                 "values": [None if c not in r["features"] else float(f"{r['features'][c]:.6g}") for c in columns]}
+                for r in rows
+            ],
+        }  # fmt: skip
+        if OUT_JSON.exists():  # notes written by hand after an earlier run stay
+            data["meta"].setdefault("notes", json.loads(OUT_JSON.read_text())["meta"].get("notes"))
+        OUT_JSON.write_text(json.dumps(data, separators=(",", ":")) + "\n")
+    page = report(json.loads(OUT_JSON.read_text()))
+    OUT_MD.write_text(page)
+    print(page)
+
+
+if __name__ == "__main__":
+    main()
