@@ -10,7 +10,9 @@ the host over two pipes:
 - stdin carries the host's word after the smoke stage: `train` or `stop` (the host stops
   functional duplicates, near-copies and over-budget candidates without paying for training).
 
-Test and validation labels are not in the data directory. With trusted scoring the runner writes the held-out
+Test and validation labels are not in the data directory. A graph task (node classification) is one example, the
+whole graph: its network is called `net(x, edge_index)` (`Inputs.args`) on every node at once, and its smoke stage
+runs on the whole training graph; the functional hash runs on a small fixed graph of the runner's (`probe_graph`). With trusted scoring the runner writes the held-out
 logits and the host scores them; with graph scoring (`spec["scoring"] == "graph"`) the data directory holds the
 training split alone, and the runner exports the trained network to ONNX (`export_graph`), which a clean
 evaluator that runs no candidate code scores (agentarch/evaluation/graphs/).
@@ -43,6 +45,8 @@ from .flops import count_flops as count_flops
 from .flops import trace
 
 FUNCTIONAL_BATCH = 4
+PROBE_NODES = 12
+"""Nodes of the fixed graph a graph task's functional hash runs on (`probe_graph`)."""
 SMOKE_BATCH = 8
 PROXY_BATCH = 32
 """Training examples the zero-cost proxies see: naswot's kernel is one row per example, and 8 say little."""
@@ -58,6 +62,8 @@ SMOKE_GRAPH_FILE = "smoke_graph.onnx"  # graph scoring: the untrained network, f
 OPSET = 18
 """ONNX opset of the exported graph: 18 exports every seed as fast as 17 (docs/sandbox.md, "Graph scoring")."""
 EXPORT_BATCH = 2
+TORCH_DIR = Path(torch.__file__).parent
+"""Where torch's own Python lives: a tracer warning raised there is one of its shape checks, not the network's."""
 """Training examples the exporter traces with; the batch axis is dynamic, and a batch of 1 could be specialised."""
 
 
@@ -176,6 +182,30 @@ def fixed_input(spec: dict[str, Any], batch: int) -> torch.Tensor:
     return torch.randn((batch, *spec["in_shape"]), generator=gen)
 
 
+def probe_graph(spec: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A graph task's fixed input, the same for every candidate: PROBE_NODES nodes of standard normal features on a
+    ring, both directions, with node 0 a hub joined to every other even node, so degrees differ (on a regular graph
+    mean, sum and degree-normalised aggregation would agree, and different networks could hash alike)."""
+    ring = torch.arange(PROBE_NODES)
+    hub = torch.arange(2, PROBE_NODES, 2)
+    src = torch.cat([ring, hub])
+    dst = torch.cat([(ring + 1) % PROBE_NODES, torch.zeros_like(hub)])
+    return fixed_input(spec, PROBE_NODES), torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
+
+
+class WithEdges(nn.Module):
+    """A graph network called as the zero-cost proxies call any network, `model(x)`: the task's edges bound in (a
+    plain attribute, not a buffer, so a proxy that casts the network's floats leaves the ids alone)."""
+
+    def __init__(self, net: nn.Module, edge_index: torch.Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.edge_index = edge_index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, self.edge_index)
+
+
 def check_causal(model: nn.Module, spec: dict[str, Any]) -> None:
     """Refuse an lm candidate whose output at a position depends on later ids.
 
@@ -205,7 +235,7 @@ def functional_hash(net_cls: type[nn.Module], spec: dict[str, Any]) -> str:
     in_shape, num_classes = tuple(spec["in_shape"]), spec["num_classes"]
     model = build(net_cls, in_shape, num_classes, 0, spec.get("vocab_size"), spec.get("out_shape")).eval()
     with torch.no_grad():
-        out = model(fixed_input(spec, FUNCTIONAL_BATCH))
+        out = model(*probe_graph(spec)) if spec["kind"] == "graph" else model(fixed_input(spec, FUNCTIONAL_BATCH))
     if not isinstance(out, torch.Tensor):
         raise CandidateError("output-type", f"forward returned {type(out).__name__}, expected a Tensor")
     digest = hashlib.sha256(json.dumps(spec["in_shape"]).encode())
@@ -219,8 +249,9 @@ def functional_hash(net_cls: type[nn.Module], spec: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, budget_s: float) -> float:
-    """Milliseconds per forward pass of the batch `x` on `device`, in eval mode without gradients.
+def latency_ms(model: nn.Module, args: tuple[torch.Tensor, ...], device: torch.device, budget_s: float) -> float:
+    """Milliseconds per forward pass of the batch `args` (`(x,)`, or a graph's `(x, edge_index)`) on `device`, in eval
+    mode without gradients.
 
     The median of up to LATENCY_REPS timed passes after LATENCY_WARMUP untimed ones (first calls pay
     for allocations and kernel selection), the device synchronised around each; once `budget_s` is
@@ -232,7 +263,7 @@ def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, budget_s
     with torch.no_grad():
         for call in range(LATENCY_WARMUP + LATENCY_REPS):
             began = time.perf_counter()
-            model(x)
+            model(*args)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if call >= LATENCY_WARMUP or time.perf_counter() - started >= budget_s:
@@ -262,7 +293,8 @@ def smoke(
     candidate trains with, so every candidate of a task is timed alike and the cost stays small).
     Peak memory covers the smoke stage up to the proxies, which run on their own copy of the network.
     `deadline` (time.monotonic) is when the host stops waiting for the smoke event; the measurements
-    take shares of the time left before it.
+    take shares of the time left before it. A graph task's smoke batch is its whole graph (one example), and its
+    proxies see the network with the edges bound in (`WithEdges`), each node an example of the proxy batch.
     """
     in_shape, num_classes, seed = tuple(spec["in_shape"]), spec["num_classes"], spec["train"]["seed"]
     if device.type == "cuda":
@@ -272,14 +304,18 @@ def smoke(
     params = sum(p.numel() for p in model.parameters())
     if params == 0:
         raise CandidateError("no-parameters", "Net has no trainable parameters")
-    x, y = inputs.train_x[:SMOKE_BATCH].cpu(), inputs.train_y[:SMOKE_BATCH].cpu()
+    graph = inputs.edge_index is not None
+    batch = len(inputs.train_x) if graph else SMOKE_BATCH
+    x, y = inputs.train_x[:batch].cpu(), inputs.train_y[:batch].cpu()
+    edges = inputs.edge_index.cpu() if inputs.edge_index is not None else None
     try:
-        traced = trace(model.eval(), x)
+        traced = trace(model.eval(), x, edges)
     except Exception as err:
         raise CandidateError("forward", f"forward raised {type(err).__name__}: {err}") from err
     model.train().to(device)
+    on_device = tuple(t.to(device) for t in inputs.args(x))
     try:
-        out = model(x.to(device))
+        out = model(*on_device)
     except Exception as err:
         raise CandidateError("forward", f"forward raised {type(err).__name__}: {err}") from err
     if not isinstance(out, torch.Tensor):
@@ -297,7 +333,7 @@ def smoke(
     if not torch.isfinite(loss):
         raise CandidateError("non-finite", "the loss on one batch is NaN or Inf")
     try:
-        latency = latency_ms(model, x.to(device), device, LATENCY_SHARE * (deadline - time.monotonic()))
+        latency = latency_ms(model, on_device, device, LATENCY_SHARE * (deadline - time.monotonic()))
     except Exception as err:
         raise CandidateError("forward", f"forward in eval mode raised {type(err).__name__}: {err}") from err
     memory = peak_memory_mb(device)
@@ -309,10 +345,15 @@ def smoke(
         except Exception as err:
             raise CandidateError("forward", f"forward raised {type(err).__name__}: {err}") from err
     del model
+
+    def fresh() -> nn.Module:
+        net = build(net_cls, in_shape, num_classes, seed, inputs.vocab_size, inputs.out_shape)
+        return net if inputs.edge_index is None else WithEdges(net, inputs.edge_index)
+
     scores, proxy_seconds = proxies.compute(
-        lambda: build(net_cls, in_shape, num_classes, seed, inputs.vocab_size, inputs.out_shape),
-        inputs.train_x[:PROXY_BATCH],
-        inputs.train_y[:PROXY_BATCH],
+        fresh,
+        inputs.train_x[: batch if graph else PROXY_BATCH],
+        inputs.train_y[: batch if graph else PROXY_BATCH],
         lambda output, target: trainer.loss_fn(spec["kind"], output, target, 0.0, inputs.regression),
         PROXY_SHARE * (deadline - time.monotonic()),
         seed,
@@ -353,17 +394,19 @@ def export_graph(model: nn.Module, inputs: trainer.Inputs, path: Path) -> float:
     torch's TorchScript-based exporter (`dynamo=False`) traces one forward pass on EXPORT_BATCH training examples,
     on the CPU, with a dynamic batch axis and without constant folding (ONNX Runtime folds when it loads a graph). A trace records the operators that ran, not Python's decisions, so a
     value read back from a tensor (a branch on it, `.item()`, `int(tensor)`) would be frozen into the graph as a
-    constant: the tracer's warning about it is an error here, as is an operator ONNX lacks.
+    constant: the tracer's warning about it is an error here when the network's own code raised it, as is an
+    operator ONNX lacks. The same warning from torch's own code is one of its checks on shapes (GroupNorm's on the
+    batch size), which the graph does not need, so it passes.
     """
     model = model.cpu().eval()
     x = inputs.train_x[:EXPORT_BATCH].cpu().contiguous()
     started = time.perf_counter()
     try:
         _without_onnx_package()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("ignore")  # the exporter's own deprecation notices
             warnings.filterwarnings(
-                "error", message="Converting a tensor to a Python", category=torch.jit.TracerWarning
+                "always", message="Converting a tensor to a Python", category=torch.jit.TracerWarning
             )
             torch.onnx.export(
                 model,
@@ -378,6 +421,10 @@ def export_graph(model: nn.Module, inputs: trainer.Inputs, path: Path) -> float:
                 do_constant_folding=False,  # folding fuses BatchNorm into the convolution before it: the graph's
                 # parameter count (agentarch/evaluation/graphs/measures.py) would miss the BN scales
             )
+        frozen = [w for w in seen if not Path(w.filename).is_relative_to(TORCH_DIR)]
+        if frozen:  # torch's own checks (GroupNorm's batch-size check) branch on shapes: no frozen decision
+            first = str(frozen[0].message).split(" might ")[0]  # "Converting a tensor to a Python boolean"
+            raise frozen[0].category(f"at line {frozen[0].lineno} of {Path(frozen[0].filename).name}: {first}")
     except Exception as err:
         found: BaseException | None = err  # a warning raised inside torch's C code arrives wrapped in a SystemError
         while found is not None and not isinstance(found, Warning):

@@ -60,6 +60,18 @@ class Net(nn.Module):
         return -out
 """
 
+GROUP_NORM = """
+import torch
+from torch import nn
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.fc = nn.Linear(8, num_classes)
+    def forward(self, x):
+        return self.fc(self.body(x).flatten(1))
+"""
+
 LIMITS = Limits(memory_mb=4096, timeout_s=240, smoke_timeout_s=120, threads=1)
 TRAIN = {"epochs": 3, "batch_size": 64, "lr": 0.003, "weight_decay": 0.01, "seed": 0}
 MODES = [pytest.param("bubblewrap", marks=requires_bubblewrap), "process"]
@@ -179,6 +191,16 @@ def test_a_network_that_cannot_be_exported_fails_with_what_to_change(cache_dir, 
     assert result.status == "failed"
     assert result.reason.startswith("[smoke:export] the network could not be exported to ONNX")
     assert "Python boolean" in result.reason and "control flow that depends on tensor values" in result.reason
+    assert "TracerWarning: at line 10 of candidate.py" in result.reason  # where: the network's own `if` on a tensor
+
+
+@pytest.mark.slow
+@requires_bubblewrap
+def test_torchs_own_shape_checks_do_not_stop_an_export(cache_dir, digits):
+    """GroupNorm checks its batch size with a Python `if` on a traced shape, which warns like a branch on a value;
+    raised in torch's own code, it freezes no decision of the network's, and the network is scored."""
+    result = execute(request(GROUP_NORM, cache_dir, "graph"))
+    assert result.status == "trained", result.reason
 
 
 @requires_bubblewrap
