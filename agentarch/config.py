@@ -155,7 +155,7 @@ class Settings(BaseSettings):
         "auto", description="bubblewrap (full isolation), process (weaker fallback), auto (bubblewrap when it works)"
     )
     scoring: Literal["trusted", "graph"] = Field(
-        "trusted",
+        "graph",
         description="graph: train on the training split alone, export the trained network to ONNX and score the "
         "graph in a clean evaluator that runs no candidate code (docs/sandbox.md); trusted: score the outputs the "
         "candidate's own process computes",
@@ -357,6 +357,13 @@ class Settings(BaseSettings):
     )
     knowledge_entries: int = Field(
         3, ge=1, le=10, description="with knowledge: the entries each proposal's prompt shows at most"
+    )
+    judge: str | None = Field(
+        None,
+        description="a model (MODEL[@API_BASE][#KEY_VARIABLE]) that rates each trained candidate's novelty, soundness "
+        "and complexity (1-10) with a short justification, kept beside its measured scores; usable as an objective "
+        "(judge:max) and a tie-breaker in parent choice; its calls count in max_cost",
+        json_schema_extra=unset("none: no candidate is rated"),
     )
     review: bool = Field(
         False,

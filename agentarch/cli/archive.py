@@ -22,7 +22,7 @@ from rich.text import Text
 from agentarch import formats
 from agentarch.cli.common import App, ArchiveOpt, archive_path, err, fail, open_archive, out, print_table
 from agentarch.llm import prompts
-from agentarch.store import browse
+from agentarch.store import browse, judgments
 from agentarch.store.archive import Archive
 from agentarch.store.scoring import GRAPH, TABLE, TRUSTED, UNVERIFIED_WHY, ScoringMix, scoring_kind
 
@@ -129,8 +129,9 @@ def archive_show(
         evals = db.evaluations(candidate_id)
         calls = db.llm_calls(candidate_id=candidate_id)
         metric = db.task_info(cand["task"])["metric"]
+        judged = judgments.for_candidate(db, candidate_id)
     if as_json:
-        print(json.dumps({**cand, "evaluations": evals, "llm_calls": calls}))
+        print(json.dumps({**cand, "evaluations": evals, "llm_calls": calls, "judgment": judged}))
         return
     # everything below but the labels is what a model, a candidate or a task file wrote: text, never markup
     out.print(
@@ -186,6 +187,26 @@ def archive_show(
         )
         if e["error"]:
             out.print(formats.untrusted(e["error"]))
+    if judged is not None:  # beside the scores, never one of them; the justification is the judge's text
+        out.print(formats.line(*_judgment_parts(judged)), soft_wrap=True)
+
+
+def _judgment_parts(judged: dict[str, Any]) -> tuple[Any, ...]:
+    """`judge MODEL: score 7.33 (novelty 6, soundness 8, complexity 3): JUSTIFICATION`, or why it failed."""
+    if judged["status"] != "judged":
+        return (
+            ("judge ", "bold"),
+            judged["model"],
+            f": failed ({formats.usd(judged['cost_usd'] or 0)}): ",
+            judged["error"],
+        )
+    ratings = ", ".join(f"{name} {judged[name]}" for name in ("novelty", "soundness", "complexity"))
+    return (
+        ("judge ", "bold"),
+        judged["model"],
+        f": score {judged['score']:.2f} ({ratings}; {formats.usd(judged['cost_usd'] or 0)}): ",
+        judged["justification"],
+    )
 
 
 def _secondary(evaluation: dict[str, Any]) -> dict[str, float]:

@@ -35,6 +35,7 @@ from agentarch.cli.common import (
     TaskOpt,
     TimeoutOpt,
     err,
+    evaluating_settings,
     fail,
     open_archive,
     out,
@@ -42,7 +43,6 @@ from agentarch.cli.common import (
     print_result,
     print_table,
     setting,
-    settings_or_exit,
     warn_if_weak,
 )
 from agentarch.cli.progress import Watcher, exit_code, mode_for, resume_command, stop_on_signals
@@ -138,7 +138,7 @@ def baseline_command(
 
         agentarch baseline --algo rea --task nb201-cifar10 --screen 4 --seeds 0-99
     """
-    settings = settings_or_exit(
+    settings = evaluating_settings(
         task=task,
         archive=archive,
         epochs=epochs,

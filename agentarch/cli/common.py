@@ -159,6 +159,22 @@ def settings_or_exit(**flags: Any) -> Settings:
         raise fail(str(e)) from None
 
 
+def evaluating_settings(**flags: Any) -> Settings:
+    """`settings_or_exit` for a command that evaluates candidates, saying first when their scores will be unverified
+    (`--scoring trusted`: the candidate's own process computes its outputs), so nobody learns it from the listings."""
+    settings = settings_or_exit(**flags)
+    if settings.scoring == "trusted":
+        err.print(
+            formats.line(
+                ("⚠ scoring trusted: ", "bold red"),
+                "each candidate's scores come from its own process and are marked unverified; "
+                "graph scoring (the default) computes them where no candidate code runs",
+            ),
+            soft_wrap=True,
+        )
+    return settings
+
+
 def open_archive(path: Path) -> Archive:
     try:
         return Archive(path)

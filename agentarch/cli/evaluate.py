@@ -24,6 +24,7 @@ from agentarch.cli.common import (
     TaskOpt,
     TimeoutOpt,
     err,
+    evaluating_settings,
     fail,
     open_archive,
     out,
@@ -61,7 +62,7 @@ def eval_command(
 
         agentarch eval archive/seeds/image/*.py --task digits --json
     """
-    settings = settings_or_exit(
+    settings = evaluating_settings(
         task=task,
         archive=archive,
         epochs=epochs,

@@ -6,7 +6,20 @@ by name, in the order `agentarch --help` lists them; the archive and tasks sub-a
 
 from __future__ import annotations
 
-from agentarch.cli import archive, baseline, doctor, evaluate, export, knowledge, predict, review, run, serve, tasks
+from agentarch.cli import (
+    archive,
+    baseline,
+    dataset,
+    doctor,
+    evaluate,
+    export,
+    knowledge,
+    predict,
+    review,
+    run,
+    serve,
+    tasks,
+)
 from agentarch.cli.common import App
 
 app = App(
@@ -28,6 +41,7 @@ app.command("serve")(serve.serve_command)
 app.command("report")(serve.report_command)
 app.command("predict")(predict.predict_command)
 app.command("export")(export.export_command)
+app.command("dataset")(dataset.dataset_command)
 app.add_typer(tasks.tasks_app, name="tasks")
 app.add_typer(knowledge.knowledge_app, name="knowledge")
 app.command("doctor")(doctor.doctor_command)

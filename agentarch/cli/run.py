@@ -38,6 +38,7 @@ from agentarch.cli.common import (
     TaskOpt,
     TimeoutOpt,
     err,
+    evaluating_settings,
     open_archive,
     out,
     outcome_printer,
@@ -91,6 +92,7 @@ def run_command(
     notebook_every: Annotated[Optional[int], setting("notebook_every", "--notebook-every")] = None,
     knowledge: KnowledgeOpt = None,
     knowledge_entries: KnowledgeEntriesOpt = None,
+    judge: Annotated[Optional[str], setting("judge", "--judge", metavar="MODEL")] = None,
     examples: Annotated[Optional[int], setting("examples", "--examples")] = None,
     parent_strategy: Annotated[Optional[str], setting("parent_strategy", "--parent-strategy")] = None,
     repair_tries: Annotated[Optional[int], setting("repair_tries", "--repair-tries")] = None,
@@ -162,6 +164,11 @@ def run_command(
     notebook (see `agentarch knowledge --help`; 'starter' names the notes shipped with agentarch):
 
         agentarch run --task digits --model openai/gpt-4o-mini --knowledge starter
+
+    With --judge MODEL a model rates each trained candidate's novelty, soundness and complexity beside its scores
+    (`agentarch archive show ID`); --objective judge:max ranks by its score:
+
+        agentarch run --task digits --model openai/gpt-4o-mini --judge openai/gpt-4o --objective val:max --objective judge:max
     """
     flags = dict(
         task=task,
@@ -187,6 +194,7 @@ def run_command(
         notebook_every=notebook_every,
         knowledge=knowledge,
         knowledge_entries=knowledge_entries,
+        judge=judge,
         examples=examples,
         parent_strategy=parent_strategy,
         repair_tries=repair_tries,
@@ -212,7 +220,7 @@ def run_command(
         max_answer_bytes=max_answer_bytes,
         context_tokens=context_tokens,
     )
-    settings = settings_or_exit(archive=archive, **flags)
+    settings = evaluating_settings(archive=archive, **flags)
     printer = outcome_printer(as_json)
     control = RunControl()
     watcher = Watcher(mode_for(as_json, out, err), err)
@@ -303,6 +311,9 @@ def run_summary_line(summary: dict[str, Any]) -> Text:
         extras.append("edits: " + ", ".join(f"{n} {kind}" for kind, n in sorted(summary["edits"].items())))
     if summary.get("in_space"):
         extras.append(in_space_line(summary["in_space"]))
+    if summary.get("judge"):
+        judged = summary["judge"]
+        extras.append(f"judge: {judged['judged']} rated, {judged['failed']} failed, ${judged['cost_usd']:.4f}")
     return formats.line(
         (f"run {summary['run_id']} {summary['status']}", "bold"),
         f" (stopped by {summary['stopped_by']}): {counts}; {outcome}; "

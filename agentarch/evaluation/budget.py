@@ -154,10 +154,13 @@ REFERENCE = {
     "    def forward(self, x):\n        return self.out(x.flatten(1))",
     "pixels": "f = out_shape[-1] // in_shape[-1]\n        self.out = nn.Sequential(nn.Conv2d(in_shape[0], num_classes * f * f, 1), "
     "nn.PixelShuffle(f))\n    def forward(self, x):\n        return self.out(x)",
+    "nodes": "self.out = nn.Linear(in_shape[0], num_classes)\n    def forward(self, x, edge_index):\n        h = self.out(x)\n"
+    "        return h.index_add(0, edge_index[1], h[edge_index[0]])",
 }
 """The host's reference network per input kind, one layer: per-position logits over ids (token, lm), one output per
 sequence of ids, one per example of values (images, tables, float sequences), one image per image (dense: a 1x1
-convolution and a pixel shuffle up to the target's size)."""
+convolution and a pixel shuffle up to the target's size), logits per node of a graph (graph: a linear layer summed
+over each node's in-neighbours, called `forward(x, edge_index)` as a graph task's networks are)."""
 
 
 def reference_code(kind: str, vocab_size: int | None) -> str:
@@ -167,6 +170,8 @@ def reference_code(kind: str, vocab_size: int | None) -> str:
         if kind in ("token", "lm")
         else "pixels"
         if kind == "dense"
+        else "nodes"
+        if kind == "graph"
         else "ids"
         if vocab_size is not None
         else "values"
@@ -180,7 +185,13 @@ def reference_code(kind: str, vocab_size: int | None) -> str:
 
 
 _startup: dict[tuple[Any, ...], float] = {}
+_startup_failed: dict[tuple[Any, ...], float] = {}  # configurations whose reference job failed: when (monotonic)
 _startup_lock = threading.Lock()
+
+STARTUP_RETRY_S = 600.0
+"""How long a configuration whose reference job failed keeps FALLBACK_STARTUP_S before the next job measures again: a
+failure is a moment of the host's (a load spike, a disk briefly full), and the fallback, several times the real
+cost, would otherwise raise every later grant of the process for good (some 13 CPU seconds of free training each)."""
 
 
 def startup_seconds(
@@ -191,9 +202,13 @@ def startup_seconds(
     on this machine, measured by the host on its own job (no candidate code runs in it), once per configuration
     and process. It is most of an honest job's fixed cost, which a grant must cover whatever the machine, and no
     candidate can stretch it. A reference job that does not reach its smoke event (a host too loaded for its
-    wall clock) leaves FALLBACK_STARTUP_S in its place, with a warning."""
+    wall clock) leaves FALLBACK_STARTUP_S in its place, with a warning, for STARTUP_RETRY_S: then it is measured
+    again."""
     key = (spec["kind"], tuple(spec["in_shape"]), str(inputs_dir), spec.get("scoring"), limits, isolation, gpu)
     with _startup_lock:
+        failed = _startup_failed.get(key)
+        if failed is not None and time.monotonic() - failed > STARTUP_RETRY_S:
+            del _startup[key], _startup_failed[key]
         if key not in _startup:
             reference = {**spec, "train": {**spec["train"], "epochs": 1}}
             patient = replace(limits, timeout_s=max(limits.timeout_s, limits.smoke_timeout_s))
@@ -205,6 +220,7 @@ def startup_seconds(
                 said = event.reason if isinstance(event, Outcome) else str(event.get("message", event["event"]))
                 log.warning("the training budget's reference job failed (%s); assuming %g s", said, FALLBACK_STARTUP_S)
                 used = FALLBACK_STARTUP_S
+                _startup_failed[key] = time.monotonic()
             _startup[key] = used
         return _startup[key]
 

@@ -57,9 +57,12 @@ def cgroup_usage_s(dirs: Iterable[Path]) -> float | None:
 
 
 def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/PID/stat's fields after the command name (field 3 on), which may itself hold spaces and parentheses."""
+    """/proc/PID/stat's fields after the command name (field 3 on), which may itself hold spaces and parentheses,
+    and any byte but NUL: any process can name itself (PR_SET_NAME, /proc/self/comm) with bytes that are not UTF-8,
+    so the file is read as bytes, and only the fields after the name's last `)` (numbers and a state letter) are
+    decoded."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].decode("ascii", "replace").split()
     except (OSError, IndexError):
         return None
 

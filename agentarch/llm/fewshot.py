@@ -14,8 +14,10 @@ How the parent is chosen decides how greedy the search is, so three strategies a
 After the parent come the best candidate overall, the best candidate a baseline search found (so
 the LLM sees what conventional NAS reached), then the elites of other size classes, best first.
 Only trained candidates of the task are eligible: a failed or duplicate proposal teaches nothing
-about the score. The validation score is the only ranking signal (test scores never steer a choice here), and
+about the score. The validation score is the ranking signal (test scores never steer a choice here), and
 "best" is in the task's direction as the archive keeps it (`agentarch.store.ranking`): the lowest MSE is the best.
+A judge's score (`--judge`, agentarch.store.judgments) only breaks ties between equal validation scores, unless the
+run's objective names it (`--objective judge:max`).
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from agentarch.errors import UsageError
-from agentarch.search.objectives import MEASURES, Goals
+from agentarch.search.objectives import JUDGE_MEASURE, MEASURES, Goals
 from agentarch.search.proposers.baselines import ALGOS
-from agentarch.store import browse, lineage
+from agentarch.store import browse, judgments, lineage
 from agentarch.store.archive import Archive
 from agentarch.store.ranking import Direction, sign
+from agentarch.store.ranking import key as score_key
 
 if TYPE_CHECKING:
     from agentarch.tasks.task import Task
@@ -91,12 +94,16 @@ def select(
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown parent selection strategy {strategy!r}; use one of: {', '.join(STRATEGIES)}")
     rng = rng or random.Random()
-    pool = browse.ranked_with_code(archive, task)
+    pool = _judged(archive, browse.ranked_with_code(archive, task))
     if members is not None:
         wanted = set(members)
         pool = [row for row in pool if row["id"] in wanted] or pool
     if goals is not None and goals.multi:
         pool = _by_front(pool, goals)
+    elif goals is not None and not goals.by_metric_alone:  # one other objective (judge:max), or constraints
+        pool = [dict(row) for row in goals.ranked(pool)]
+    else:
+        pool = _ties_by_judge(pool, archive.direction(task))
     if n == 0 or not pool:
         return FewShot(parent=None, examples=[], strategy=strategy)
     if strategy == "topk":
@@ -107,6 +114,24 @@ def select(
     else:
         parent = rng.choice(_elites(pool))
     return FewShot(parent=parent, examples=_examples(pool, parent, n), strategy=strategy)
+
+
+def _judged(archive: Archive, pool: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pool's rows, each with the judge's score (`judge`, None where no judge rated it: agentarch.store.judgments),
+    which an objective `judge:max` ranks by and equal validation scores are told apart by."""
+    rated = judgments.scores(archive, [row["id"] for row in pool])
+    return [{**row, JUDGE_MEASURE: rated.get(row["id"])} for row in pool]
+
+
+def _ties_by_judge(pool: list[dict[str, Any]], direction: Direction) -> list[dict[str, Any]]:
+    """The pool ranked by validation score as before, candidates with equal scores ordered by the judge's score (the
+    rated before the unrated): a tie-breaker only, so the judge never outranks a measured difference."""
+
+    def order(row: dict[str, Any]) -> tuple[float, float]:
+        judged = row.get(JUDGE_MEASURE)
+        return (-score_key(row["val_accuracy"], direction), -(judged if judged is not None else -math.inf))
+
+    return sorted(pool, key=order)  # stable: rows equal in both keep the archive's order
 
 
 def _by_front(pool: list[dict[str, Any]], goals: Goals) -> list[dict[str, Any]]:

@@ -20,11 +20,12 @@ from agentarch.errors import UsageError
 from agentarch.evaluation.evaluator import Evaluator, SandboxRun
 from agentarch.evaluation.executors import Executor, make_executor
 from agentarch.llm import client as llm_client
+from agentarch.llm import judge
 from agentarch.llm.client import LLMClient
 from agentarch.loop.events import Emitter, ProposalStep, Stopping
 from agentarch.loop.screening import Screening
 from agentarch.loop.stopping import kill_sandbox_jobs
-from agentarch.search.objectives import Goals
+from agentarch.search.objectives import JUDGE_MEASURE, Goals
 from agentarch.search.proposers.baselines import RegularizedEvolution, beyond_the_metric
 from agentarch.search.spaces import SpaceError, get_space, space_for
 from agentarch.store import knowledge
@@ -210,6 +211,7 @@ class RunContext:
 
     goals: Goals = field(init=False)
     screening: Screening | None = field(init=False)
+    judge_arm: ModelArm | None = field(init=False)  # --judge: the model that rates each trained candidate
     knowledge_root: Path | None = field(init=False)  # --knowledge: the folder (or file) the proposals read from
     _knowledge_checked: float | None = None  # when the run last looked at its knowledge files (monotonic)
     _knowledge_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -225,6 +227,11 @@ class RunContext:
                 "--screen waits for every member of a group, and --review may keep one waiting for a person; "
                 "use one or the other"
             )
+        if self.goals.names(JUDGE_MEASURE) and s.judge is None:
+            raise UsageError(
+                f"an objective or constraint on {JUDGE_MEASURE} ranks by the judge's ratings: give --judge MODEL"
+            )
+        self.judge_arm = ModelArm.parse(s.judge) if s.judge is not None else None
         self.screening = (
             Screening(self.run_id, self.task.name, s.screen, s.screen_explore, s.seed) if s.screen > 1 else None
         )
@@ -439,6 +446,20 @@ class RunContext:
         if arm.spec not in clients:
             clients[arm.spec] = LLMClient.for_arm(arm, self.settings, archive=self.archive(), run_id=self.run_id)
         return clients[arm.spec]
+
+    def judge_llm(self) -> LLMClient:
+        """This thread's client for the judge (--judge): the run's settings, its answers held to the judge's own small
+        caps (a rating is one small JSON object) and asked at temperature 0, so a rating is as repeatable as the model
+        allows. Its own client even when the judge is a proposing model, whose client keeps the run's caps."""
+        client = self._local.__dict__.get("judge")
+        if client is None:
+            assert self.judge_arm is not None, "a judge client without --judge"
+            client = LLMClient.for_arm(self.judge_arm, self.settings, archive=self.archive(), run_id=self.run_id)
+            client.max_tokens = min(client.max_tokens, judge.MAX_ANSWER_TOKENS)
+            client.max_answer_bytes = min(client.max_answer_bytes, judge.MAX_ANSWER_BYTES)
+            client.temperature = 0.0
+            self._local.judge = client
+        return client
 
     def offline_space(self) -> str:
         """The configured space when it builds this task's kind, else the first registered space that does."""

@@ -40,6 +40,7 @@ STEPS = {
     "train": "train",
     "look_up": "table",
     "analyze": "analyze",
+    "judge": "judge",
     "record": "record",
     "give_up": "record",
     "fail": "record",

@@ -1,8 +1,9 @@
 """One proposal's way from prompt to archive row, as a LangGraph StateGraph; read it next to docs/architecture.md.
 
     select_context → render_prompt → propose → extract → static_check → dedup → review_gate
-        → smoke → train → analyze → record
-    (on a table task (nb201-*), review_gate → look_up → record: the table answers, no sandbox job;
+        → smoke → train → analyze → judge → record
+    (on a table task (nb201-*), review_gate → look_up → judge → record: the table answers, no sandbox job;
+     judge rates a trained candidate only with --judge, and passes through otherwise;
      extract, static_check and smoke failures go to repair → extract, at most k times;
      review_gate pauses for a person only with --review: approve → smoke, reject → record,
      edit → static_check with the person's code; code no decision covers, by sha256, pauses again;
@@ -36,6 +37,7 @@ from agentarch.loop.containment import guarded
 from agentarch.loop.context import RunAborted, RunContext
 from agentarch.loop.events import STEPS
 from agentarch.loop.nodes.evaluating import EvaluatingNodes
+from agentarch.loop.nodes.judging import JudgingNodes
 from agentarch.loop.nodes.proposing import ProposingNodes
 from agentarch.loop.nodes.recording import RecordingNodes
 from agentarch.loop.routers import Routers, unless_fault
@@ -45,6 +47,7 @@ from agentarch.loop.state import CandidateState
 def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
     """Compile the candidate graph, checkpointed; nodes are named as in the module docstring."""
     proposing, evaluating, recording = ProposingNodes(ctx), EvaluatingNodes(ctx), RecordingNodes(ctx)
+    judging = JudgingNodes(ctx)
     route = Routers(ctx)
     one = StateGraph(CandidateState)
     for nodes, name in (
@@ -63,6 +66,7 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
         (evaluating, "train"),
         (evaluating, "look_up"),
         (recording, "analyze"),
+        (judging, "judge"),
         (recording, "record"),
         (recording, "give_up"),
     ):
@@ -87,8 +91,9 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
     then("edit_retry", route.after_edit_call, ["extract", "record"])
     then("fall_back", route.after_edit_call, ["extract", "record"])
     then("train", lambda state: "analyze", ["analyze"])
-    then("look_up", lambda state: "record", ["record"])
-    then("analyze", lambda state: "record", ["record"])
+    then("look_up", lambda state: "judge", ["judge"])
+    then("analyze", lambda state: "judge", ["judge"])
+    then("judge", lambda state: "record", ["record"])
     then("record", lambda state: END, [END])
     then("give_up", lambda state: END, [END])
     one.add_edge("fail", END)

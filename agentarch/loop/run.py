@@ -28,6 +28,7 @@ from agentarch.loop.summary import mark_scoring, summarize
 from agentarch.search.limits import Limits
 from agentarch.search.objectives import Goals
 from agentarch.search.spaces import get_space, space_for
+from agentarch.store import judgments
 from agentarch.store.archive import Archive
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import Task
@@ -282,6 +283,8 @@ def _finish(ctx: RunContext, scheduler: Scheduler, status: str) -> dict[str, Any
         ended = [o["id"] for o in scheduler.outcomes if o.get("id") is not None]
         mark_scoring(summary, list(scheduler.outcomes), archive.scoring_kinds(ended), ctx.task.direction)
         summary["llm_faults"] = archive.llm_faults(run_id)
+        if ctx.judge_arm is not None:  # what the judge came to: rated, failed, and its cost (counted in max_cost too)
+            summary["judge"] = judgments.of_run(archive, run_id)
         if len(ctx.arms) > 1:
             history = bandit.history_from_archive(archive, run_id, ctx.task.name)
             summary["models"] = bandit.summary(ctx.arms, history)

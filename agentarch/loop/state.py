@@ -40,6 +40,7 @@ class CandidateState(TypedDict, total=False):
     assessment: dict[str, Any] | None  # the rows that verdict records
     inflight: list[str] | None  # the dedup marks this proposal holds while its code is in flight (RunContext.inflight)
     analysis: str | None
+    judgment: dict[str, Any] | None  # --judge: the rating of a trained candidate, or why it failed (llm.judge)
     finish_reason: str | None  # why the model stopped answering ("stop", "length"): extraction reads it
     review: dict[str, Any] | None  # a person's latest decision at the review gate
     covered: list[str]  # sha256 of every code a person's decision covers: approved as shown, or written in an edit

@@ -26,10 +26,15 @@ MEASURES: dict[str, str] = {
     "flops": "flops",
     "latency_ms": "latency_ms",
     "peak_memory_mb": "peak_memory_mb",
+    "judge": "judge",
 }
 """Each measure an objective or constraint may name, and the archive column it is read from: `val` is the task's
-validation metric (whatever the task scores: accuracy, MSE, bits per byte), the rest what the smoke stage counts
-and measures in the sandbox (latency in ms per batch on the training device)."""
+validation metric (whatever the task scores: accuracy, MSE, bits per byte), `judge` the judge's score of a trained
+candidate (1-10, higher better: agentarch.llm.judge; only in a run with --judge, and read from the judgments table,
+never in place of a measured score), the rest what the smoke stage counts and measures in the sandbox (latency in ms
+per batch on the training device)."""
+
+JUDGE_MEASURE = "judge"
 
 _ALIASES = {
     "val_accuracy": "val",
@@ -99,11 +104,12 @@ def _measure(name: str, metric: str, given: str) -> str:
 
 
 def parse_objective(text: str, task_direction: Direction = "max", metric: str = "accuracy") -> Objective:
-    """`params:min`, `val:max`, or a bare measure: `val` in the task's direction, the others minimised."""
+    """`params:min`, `val:max`, or a bare measure: `val` in the task's direction, `judge` maximised, the others
+    minimised."""
     name, _, direction = text.strip().partition(":")
     measure = _measure(name.strip(), metric, text)
     if not direction:
-        return Objective(measure, task_direction if measure == "val" else "min")
+        return Objective(measure, {"val": task_direction, JUDGE_MEASURE: "max"}.get(measure, "min"))  # type: ignore[arg-type]
     if direction.strip() not in ("max", "min"):
         raise GoalError(f"objective {text!r}: the direction after ':' must be max or min, e.g. params:min")
     return Objective(measure, direction.strip())  # type: ignore[arg-type]
@@ -148,6 +154,16 @@ class Goals:
     @property
     def multi(self) -> bool:
         return len(self.objectives) > 1
+
+    def names(self, measure: str) -> bool:
+        """Whether an objective or a constraint names `measure` (a run ranking by `judge` needs its judge)."""
+        return any(item.measure == measure for item in (*self.objectives, *self.constraints))
+
+    @property
+    def by_metric_alone(self) -> bool:
+        """Whether the goals ask for the task's metric alone, in one direction, with no constraint: the ranking every
+        listing already has (so parent selection ranks by score, with no fronts)."""
+        return not self.multi and not self.constraints and self.objectives[0].measure == "val"
 
     def feasible(self, row: Mapping[str, Any]) -> bool:
         return all(c.holds(row) for c in self.constraints)

@@ -15,7 +15,7 @@ from agentarch.store.handle import ArchiveError, Handle, now
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.task import Task
 
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 
 
 class Schema(Handle):
@@ -72,6 +72,8 @@ class Schema(Handle):
                 self._upgrade_to_v14()
             if version < 15:
                 self._upgrade_to_v15()
+            if version < 16:
+                self._upgrade_to_v16()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -390,6 +392,38 @@ class Schema(Handle):
         self.db["knowledge_entries"].create_index(["path", "seq"], unique=True)
         self.db["knowledge_entries"].enable_fts(["title", "text"], create_triggers=True, tokenize="porter")
         self.db["candidates"].add_column("knowledge", str)
+
+    def _upgrade_to_v16(self) -> None:
+        """Schema 16: a judge's ratings beside the measured scores (issue 28, `--judge MODEL`;
+        agentarch/store/judgments.py). A table of its own, not candidate columns, because a rating is an opinion about a
+        candidate, never one of its measures: it is kept apart so no reading of scores can mistake one for the other.
+        One row per candidate (its trained evaluation is rated once): `status` judged (novelty, soundness and
+        complexity as integers 1-10, their `score`, the justification) or failed (`error`: why nothing was rated); the
+        judge's model, its LLM calls (`call_ids`, JSON), tokens and cost, which the run's budget also counts."""
+        self.db["judgments"].create(
+            {
+                "id": int,
+                "candidate_id": int,
+                "run_id": str,
+                "model": str,
+                "status": str,
+                "novelty": int,
+                "soundness": int,
+                "complexity": int,
+                "score": float,
+                "justification": str,
+                "error": str,
+                "call_ids": str,
+                "prompt_tokens": int,
+                "completion_tokens": int,
+                "cost_usd": float,
+                "created_at": str,
+            },
+            pk="id",
+            not_null={"candidate_id", "model", "status", "created_at"},
+            foreign_keys=[("candidate_id", "candidates", "id")],
+        )
+        self.db["judgments"].create_index(["candidate_id"], unique=True)
 
     def _insert_task(self, task: Task) -> None:
         self.db["tasks"].insert(

@@ -1,8 +1,8 @@
 """Red-team round 2: the smoke stage's new measurements, smoke-only jobs, lm likelihoods and noisy neighbours.
 
-Each test is one attack. Where the attack is contained it asserts the defence; where it succeeds by
-design (docs/sandbox.md, "What neither mode stops") it is a strict xfail that says so, so a fix shows
-up as an unexpected pass. Sandbox runs are batched and marked slow.
+Each test is one attack and asserts the defence. The two that succeeded under trusted scoring (an lm candidate
+forging its bits per byte by patching the likelihood or by looking ahead) were strict xfails until graph scoring,
+now the default, closed them: their tests below run under it. Sandbox runs are batched and marked slow.
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ LM_MODES = [
 ]
 
 
-def lm_settings(tmp_path, cache_dir, isolation: str = "bubblewrap", scoring: str = "trusted"):
+def lm_settings(tmp_path, cache_dir, isolation: str = "bubblewrap", scoring: str | None = None):
     return load_settings(
         task="stdlib-bytes",
         epochs=1,
@@ -274,29 +274,12 @@ def lm_settings(tmp_path, cache_dir, isolation: str = "bubblewrap", scoring: str
 
 
 @pytest.mark.slow
-@requires_bubblewrap
-@pytest.mark.xfail(
-    strict=True,
-    reason="trusted scoring's documented limitation (docs/sandbox.md): an lm task's likelihood is computed in the "
-    "candidate's process and its held-out bytes are its inputs; graph scoring closes it (the test below)",
-)
-@pytest.mark.parametrize("code", [LM_PATCH_CROSS_ENTROPY, LM_LOOKAHEAD], ids=["patch-cross-entropy", "lookahead"])
-def test_an_lm_candidate_cannot_forge_its_bits_per_byte(code, tmp_path, cache_dir):
-    """Under trusted scoring both record 0.0 bits per byte: a patched torch.nn.functional.cross_entropy, and a
-    network that is causal in training and in the smoke probe (batch 2) and reads the byte it predicts everywhere
-    else."""
-    with Archive(tmp_path / "a.db") as archive:
-        result = Evaluator(archive, lm_settings(tmp_path, cache_dir)).evaluate(code, "forger")
-    assert result.status == "trained", result.reason
-    # a byte-level model this small, trained one epoch, scores about 5 bits per byte honestly
-    assert result.metrics["val_accuracy"] > 2 and result.metrics["test_accuracy"] > 2, result.metrics
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("isolation", LM_MODES)
 @pytest.mark.parametrize("code", [LM_PATCH_CROSS_ENTROPY, LM_LOOKAHEAD], ids=["patch-cross-entropy", "lookahead"])
 def test_graph_scoring_computes_an_lm_likelihood_the_candidate_cannot_forge(code, isolation, tmp_path, cache_dir):
-    """The same two forgers under graph scoring. The clean evaluator computes the likelihood from the graph's logits,
+    """Two forgers that scored 0.0 bits per byte under trusted scoring: a patched torch.nn.functional.cross_entropy,
+    and a network that is causal in training and in the smoke probe (batch 2) and reads the byte it predicts
+    everywhere else. The clean evaluator computes the likelihood from the graph's logits,
     so a patched cross_entropy in the candidate's process changes nothing: it scores honestly (about 5 bits per
     byte). The probe-dodging network branches on its batch size, which the exporter refuses (a trace would freeze
     one branch): `failed` at the smoke stage, before training, with what to change."""

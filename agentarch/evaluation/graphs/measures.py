@@ -203,7 +203,10 @@ def _transposed_copies(graph: onnx.GraphProto, weights: set[str]) -> set[str]:
 
 
 def live_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The nodes whose outputs depend on the input's values (not only on its shape)."""
+    """The nodes whose outputs depend on the input's values (not only on its shape) and reach an output of the graph.
+    A node that reaches no output is dead: ONNX Runtime skips it and `digest` does not see it, so counting it would
+    let a graph buy FLOPs, structure and a bigger training budget (agentarch/evaluation/budget.py) with work it never
+    does (tests/security/test_budget_redteam.py)."""
     live = {value.name for value in model.graph.input}
     found = []
     for node in model.graph.node:
@@ -212,7 +215,14 @@ def live_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
         if any(name in live for name in node.input):
             live.update(node.output)
             found.append(node)
-    return found
+    needed = {value.name for value in model.graph.output}
+    reaching = []
+    for node in reversed(model.graph.node):
+        if any(name in needed for name in node.output):
+            needed.update(name for name in node.input if name)
+            reaching.append(id(node))
+    kept = set(reaching)
+    return [node for node in found if id(node) in kept]
 
 
 @refusing

@@ -7,10 +7,11 @@ Its own module because the proposing, evaluating and recording nodes all build o
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from agentarch.evaluation.evaluator import Assessment
-from agentarch.llm.client import LLMCancelled, LLMError
+from agentarch.llm.client import LLMCancelled, LLMClient, LLMError
 from agentarch.loop.containment import storable
 from agentarch.loop.context import BEST_OF_N, OFFLINE_PROPOSER, RunAborted, RunContext
 from agentarch.loop.state import CandidateState
@@ -24,9 +25,16 @@ class Nodes:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
 
-    def _ask(self, state: CandidateState, messages: list[dict[str, str]], purpose: str) -> dict[str, Any]:
-        """One LLM call to the proposal's model; a call that fails for good leaves `response` None and says why in
-        `llm_error`. A call cancelled because the run is stopping leaves nothing: the step is asked again on resume.
+    def _ask(
+        self,
+        state: CandidateState,
+        messages: list[dict[str, str]],
+        purpose: str,
+        client: Callable[[], LLMClient] | None = None,
+    ) -> dict[str, Any]:
+        """One LLM call to the proposal's model (or to the one `client` gives: the judge's); a call that fails for good leaves
+        `response` None and says why in `llm_error`. A call cancelled because the run is stopping leaves nothing: the
+        step is asked again on resume.
 
         The call is tagged with the proposal (`proposal SEQ`), so the client's retry warnings and its calls in
         progress (the live view) say which proposal and step (`purpose`) they belong to."""
@@ -34,7 +42,8 @@ class Nodes:
         tag = proposal_tag(plan)
 
         def ask() -> Any:
-            return self.ctx.llm(plan.get("model")).complete(messages, purpose, tag=tag)
+            asked = client() if client is not None else self.ctx.llm(plan.get("model"))  # the calling thread's
+            return asked.complete(messages, purpose, tag=tag)
 
         try:
             done = self.ctx.call(ask, f"{tag}'s {purpose} call")

@@ -1,7 +1,9 @@
-"""The recording nodes: the analyst's note, the archive row with its evaluation and LLM provenance, a fault's
-`failed` row, and the `failed` row of a proposal the LLM never answered; each ends a proposal and reports its outcome.
+"""The recording nodes: the analyst's note, the archive row with its evaluation, its LLM provenance and the judge's
+rating (made by agentarch/loop/nodes/judging.py), a fault's `failed` row, and the `failed` row of a proposal the LLM
+never answered; each ends a proposal and reports its outcome.
 
-Its own module because these are the steps that keep what a candidate became; nothing here proposes or judges.
+Its own module because these are the steps that keep what a candidate became; nothing here proposes, and the verdict
+and the rating are decided before.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from agentarch.llm import prompts
 from agentarch.loop.containment import storable
 from agentarch.loop.nodes.base import Nodes, arch_of, as_state, decided
 from agentarch.loop.state import CandidateState
-from agentarch.store import knowledge
+from agentarch.store import judgments, knowledge
 
 
 class RecordingNodes(Nodes):
@@ -87,6 +89,8 @@ class RecordingNodes(Nodes):
         self.ctx.release_arch(plan["key"])  # and later proposals in the space may know it from the archive
         if state.get("review"):
             self.ctx.archive().link_review(plan["key"], result.id)
+        if state.get("judgment") and result.status == "trained" and result.id is not None:
+            judgments.record(self.ctx.archive(), result.id, self.ctx.run_id, state["judgment"])  # type: ignore[arg-type]
         return {
             "inflight": None,
             "outcomes": [self._outcome(state, result.id, result.status, result.reason, result.metrics)],
@@ -126,6 +130,7 @@ class RecordingNodes(Nodes):
         objectives and constraints may name."""
         evaluation = (state.get("assessment") or {}).get("evaluation") or {}
         measured = {**evaluation, **metrics}
+        judgment = state.get("judgment") if status == "trained" else None
         outcome = {
             "key": state["plan"]["key"],
             "id": candidate_id,
@@ -140,8 +145,10 @@ class RecordingNodes(Nodes):
             "metric": self.ctx.task.metric,  # what the two scores are
             "edit": None if self.ctx.arch_space() is not None else _edit_outcome(state),
             "arch": arch_of(state),
-            "cost_usd": state.get("cost_usd", 0.0),
+            "cost_usd": state.get("cost_usd", 0.0) + ((judgment or {}).get("cost_usd") or 0.0),  # the judge's too
         }
+        if judgment:  # --judge: its score (None when the rating failed), an objective may rank by
+            outcome.update(judge=judgment.get("score"), judged=judgment["status"])
         if state.get("in_space") is not None:  # --propose-in: what its query came to, for the run's summary
             outcome["in_space"] = state["in_space"]
         if self.ctx.on_outcome is not None:

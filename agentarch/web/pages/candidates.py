@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from agentarch.llm import prompts
-from agentarch.store import browse, bundle, lineage, measurements, review_log
+from agentarch.store import browse, bundle, judgments, lineage, measurements, review_log
 from agentarch.store.graphs import GraphNotKept
 from agentarch.store.handle import ArchiveError
 from agentarch.store.scoring import scoring_kind
@@ -67,6 +67,7 @@ def routes(site: Site) -> list[Route]:
                 "trained": scoring is not None,
                 "scoring_kind": scoring_kind(scoring),
                 "graph": {"sha256": digest, "kept": kept, "note": graph_note},
+                "judgment": judgments.for_candidate(db, candidate_id),  # --judge: its rating beside the scores
             }
         return site.render(request, "candidate.html", context, status_code)
 
