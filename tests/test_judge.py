@@ -165,6 +165,13 @@ def test_an_objective_on_the_judge_ranks_by_it_and_needs_a_judge(tmp_path, no_sa
         assert shot.parent["judge"] >= sorted(rated.values())[-fewshot.TOP_K]  # topk: among the judge's five best
     refused = invoke(*TABLE, "--objective", "judge:max", "--archive", str(tmp_path / "b.db"))
     assert refused.exit_code == 2 and "--judge MODEL" in refused.output
+    with Browser(create_app(archive)) as client:  # the run's front, drawn on the judge's axis
+        front = client.get(f"/api/pareto.json?run={summary['run_id']}&x=judge&y=val")
+    assert front.status_code == 200, front.text
+    baseline = CliRunner().invoke(
+        app, ["baseline", *TABLE, "--objective", "judge:max", "--budget", "2", "--archive", str(tmp_path / "c.db")]
+    )
+    assert baseline.exit_code != 0 and "runs no judge" in baseline.output, baseline.output
 
 
 def test_equal_scores_are_told_apart_by_the_judge(tmp_path):

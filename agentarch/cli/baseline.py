@@ -60,7 +60,7 @@ from agentarch.loop.baseline import (
 )
 from agentarch.loop.context import BEST_OF_N
 from agentarch.loop.stopping import RunControl
-from agentarch.search.objectives import Goals
+from agentarch.search.objectives import JUDGE_MEASURE, Goals
 from agentarch.search.proposers.base import Proposal
 from agentarch.search.proposers.baselines import ALGOS, make_proposer
 from agentarch.search.proposers.llm_space import IN_SPACE, canonical_algo, in_space_model
@@ -207,6 +207,11 @@ def baseline_command(
     algo, chosen = canonical_algo(algo), get_space(space)
     chosen.check_fit(the_task)
     goals = Goals.parse(settings.objectives, settings.constraints, the_task.direction, the_task.metric)
+    if goals.names(JUDGE_MEASURE):  # nothing here would ever be rated: refused rather than ranked by a missing value
+        raise fail(
+            "a baseline runs no judge, so it cannot rank or filter by `judge`; drop that objective or constraint "
+            "(`agentarch run --judge MODEL` rates candidates)"
+        )
     make_proposer(
         algo, chosen, 0, population=settings.population, sample_size=settings.sample_size, goals=goals, task=the_task
     )

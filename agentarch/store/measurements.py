@@ -43,11 +43,17 @@ MEASURES: dict[str, Measure] = {
         Measure("peak_memory_mb", "peak memory (MB)", _scored("peak_memory_mb"), log=True),
         Measure("train_seconds", "training seconds", _scored("train_seconds"), log=True),
         Measure("fidelity", "fidelity (epochs)", _scored("fidelity")),
+        Measure(
+            "judge",
+            "judge's score (1-10)",
+            "(SELECT j.score FROM judgments j WHERE j.candidate_id = c.id AND j.status = 'judged')",
+            direction="max",
+        ),
     )
 }
 """What the leaderboard sorts and filters by and the charts plot, by the key a URL names (`sort=params`)."""
 
-PLOT_MEASURES = ("val", "params", "flops", "latency_ms", "peak_memory_mb")
+PLOT_MEASURES = ("val", "params", "flops", "latency_ms", "peak_memory_mb", "judge")
 """The measures a Pareto view offers as axes: the ones a run's objectives may name (`agentarch.search.objectives`)."""
 
 
