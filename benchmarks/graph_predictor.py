@@ -16,8 +16,7 @@ Candidate code is never imported here: each network is built, trained and export
 reads its graph (agentarch/evaluation/graphs/features.py). The predictor's features come from
 `agentarch.search.predictor.examples`, as the loop's screening and `agentarch predict` read them. Then, per task and
 for several shuffles of a 5-fold split: each candidate is predicted by a predictor fitted on the other folds, once
-without the graph's features (what the predictor had before: size, latency, a space's settings), once with them but
-without the hashed text encoding, once with all; the Spearman rank correlation of the held-out predictions with the
+without the graph's features (size, latency, a space's settings), once with them; the Spearman rank correlation of the held-out predictions with the
 true scores per group and over the task, mean and standard error over the shuffles. Also: the LLM-style group
 predicted by a predictor fitted on the task's other groups only (space and seed candidates).
 
@@ -56,7 +55,7 @@ REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 OUT_MD, OUT_JSON = HERE / "graph_predictor.md", HERE / "graph_predictor.json"
 SPLITS, FOLDS = 10, 5
-VARIANTS = {"without graph": "none", "graph, no text hash": "no-hash", "with graph": "all"}
+VARIANTS = {"without graph": "none", "with graph": "all"}
 GROUP_ORDER = ("seeds", "nb201", "macro", "mlp", "llm", "all")
 TASK_NAMES = {"image": "digits", "table": "digits-table"}
 """The two tasks by kind; digits-table is defined by a task file this benchmark writes (`table_task`)."""
@@ -515,11 +514,9 @@ def collect(folder: Path, todo: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def kept(features: dict[str, float], variant: str) -> dict[str, float]:
-    """The features a variant of the predictor sees: none of the graph's, all but its text hash, or all."""
+    """The features a variant of the predictor sees: none of the graph's, or all."""
     if variant == "none":
         return {k: v for k, v in features.items() if not k.startswith(predictor.GRAPH_PREFIX)}
-    if variant == "no-hash":
-        return {k: v for k, v in features.items() if not k.startswith("graph.hash.")}
     return dict(features)
 
 
@@ -582,23 +579,29 @@ def report(data: dict[str, Any]) -> str:
         f"task's predictor (agentarch/search/predictor.py) fitted on the other folds of a shuffled {FOLDS}-fold "
         f"split of the task's mixed archive, pooled per group; mean ± standard error over {SPLITS} shuffles (the "
         "error says how much the split moves the figure, not how much another sample of networks would). Without "
-        "graph: the features the predictor had before (log parameters, FLOPs and latency from the graph's "
-        "measures, a space's settings; graph scoring computes no zero-cost proxy); with graph: plus "
-        "agentarch/evaluation/graphs/features.py's, from each candidate's kept ONNX graph.",
+        "graph: log parameters, FLOPs and latency from the graph's measures, a space's settings (graph scoring "
+        "computes no zero-cost proxy); with graph: plus agentarch/evaluation/graphs/features.py's, from each "
+        "candidate's kept ONNX graph. Before: the predictor of commit f42121a (boosted trees on the scores, every "
+        "graph column), its figures as that commit recorded them on these candidates; after: the predictor as it is "
+        "(predictor.RankModel: a ridge size prior on the ranks, shallow trees on what it leaves, the graph as "
+        "predictor.graph_summary), computed now.",
         "",
     ]
     for task in TASK_NAMES.values():
         mine = [r for r in rows if r["task"] == task]
         groups = [g for g in GROUP_ORDER if g == "all" or any(r["group"] == g for r in mine)]
-        lines += [f"## {task}", "", "| group | n | val accuracy min / median / max | "
-                  + " | ".join(VARIANTS) + " |", "| --- | ---: | --- |" + " ---: |" * len(VARIANTS)]  # fmt: skip
+        before = meta.get("before", {}).get(task, {})
+        heads = [f"before: {v}" for v in VARIANTS] * bool(before) + [f"after: {v}" for v in VARIANTS]
+        lines += [f"## {task}", "", "| group | n | val accuracy min / median / max | " + " | ".join(heads) + " |",
+                  "| --- | ---: | --- |" + " ---: |" * len(heads)]  # fmt: skip
         results = {v: [cross_validated(mine, code, split) for split in range(SPLITS)] for v, code in VARIANTS.items()}
         for group in groups:
             scores = sorted(r["score"] for r in mine if group in ("all", r["group"]))
             spread = f"{scores[0]:.3f} / {statistics.median(scores):.3f} / {scores[-1]:.3f}"
-            cells = [mean_se([split.get(group) for split in results[v]]) for v in VARIANTS]
+            cells = before.get(group, ["-"] * len(VARIANTS)) * bool(before)
+            cells += [mean_se([split.get(group) for split in results[v]]) for v in VARIANTS]
             lines.append(f"| {group} | {len(scores)} | {spread} | " + " | ".join(cells) + " |")
-        cells = []
+        cells = before.get("transfer", ["-"] * len(VARIANTS)) * bool(before)
         for code in VARIANTS.values():
             value = transfer(mine, code)
             cells.append("-" if value is None else f"{value:.3f}")
@@ -659,8 +662,9 @@ def main() -> None:
                 for r in rows
             ],
         }  # fmt: skip
-        if OUT_JSON.exists():  # notes written by hand after an earlier run stay
-            data["meta"].setdefault("notes", json.loads(OUT_JSON.read_text())["meta"].get("notes"))
+        if OUT_JSON.exists():  # notes and the earlier predictor's figures, written by hand, stay
+            earlier = json.loads(OUT_JSON.read_text())["meta"]
+            data["meta"].update({k: earlier[k] for k in ("notes", "before") if k in earlier})
         OUT_JSON.write_text(json.dumps(data, separators=(",", ":")) + "\n")
     page = report(json.loads(OUT_JSON.read_text()))
     OUT_MD.write_text(page)

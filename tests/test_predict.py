@@ -4,6 +4,7 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -11,11 +12,14 @@ from agentarch.cli import app
 from agentarch.search.predictor import (
     GRAPH_PREFIX,
     MIN_TRAINED,
+    SUMMARY,
     Example,
     Predictor,
     PredictorError,
+    cross_validate,
     examples,
     features_of,
+    graph_summary,
     held_out,
     shortfall,
     space_features,
@@ -185,3 +189,36 @@ def test_examples_read_each_kept_graph_and_fall_back_without_one(db, tmp_path):
     (db.graphs_dir / f"{kept[0]}.onnx").unlink()  # dropped by the retention policy: remembered or not, no features
     again = [e.features for e in examples(db, "digits")]
     assert sum(any(k.startswith(GRAPH_PREFIX) for k in f) for f in again) == 1
+
+
+def test_the_graph_summary_reads_structure_and_is_empty_without_a_graph():
+    raw = {"graph.depth": 7.0, "graph.linear_depth": 3.0, "graph.linear": 4.0, "graph.norms": 2.0,
+           "graph.activations": 4.0, "graph.op.Tanh": 2.0, "graph.op.Conv": 1.0, "graph.residual_adds": 3.0,
+           "graph.products": 1.0, "graph.gates": 0.0, "graph.pools": 1.0, "graph.width.median": 32.0,
+           "graph.width.log2_mean": 5.0, "graph.width.log2_std": 0.5, "graph.log_flops": 6.0,
+           "graph.log_params": 4.0}  # fmt: skip
+    summary = graph_summary(raw)
+    assert set(summary) <= set(SUMMARY) and summary["graph.summary.log2_depth"] == 3.0
+    assert summary["graph.summary.norms_per_linear"] == 0.5 and summary["graph.summary.saturating_per_linear"] == 0.5
+    assert summary["graph.summary.residuals_per_linear_depth"] == 1.0 and summary["graph.summary.attention"] == 1.0
+    assert summary["graph.summary.gates"] == 0.0 and summary["graph.summary.width_log2_median"] == 5.0
+    assert summary["graph.summary.log_flops_per_param"] == 2.0
+    assert "graph.summary.log_activations" not in summary  # a feature the graph lacks stays missing
+    assert graph_summary({"log_params": 3.0}) == {}
+
+
+def test_the_model_reads_the_summary_and_predicts_in_the_metric_following_its_rank():
+    rng = random.Random(1)
+    found = []
+    for i in range(30):
+        depth, size = rng.randint(1, 8), rng.uniform(3, 6)
+        score = 0.3 + 0.05 * size + (0.2 if depth <= 3 else 0.0) + rng.gauss(0, 0.005)
+        found.append(Example(i, {"log_params": size, "graph.depth": float(depth), "graph.op.Relu": 9.0}, score))
+    predictor = Predictor.on(found, "digits", "max")
+    assert "graph.depth" not in predictor.columns and "graph.summary.log2_depth" in predictor.columns
+    assert "graph.op.Relu" not in predictor.columns
+    assert cross_validate(found, "digits", "max")["spearman"] > 0.8  # depth matters beyond size: the summary sees it
+    rows = [e.features for e in found] + [{"log_params": 40.0, "graph.depth": 1.0}, {"log_params": -40.0}]
+    ranks, scores = predictor.model.rank(rows), predictor.model.predict(rows)
+    assert np.all(np.diff(scores[np.argsort(ranks)]) >= 0)  # the score strictly follows the rank, extremes included
+    assert scores[-2] > max(e.score for e in found) and scores[-1] < min(e.score for e in found)

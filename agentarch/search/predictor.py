@@ -1,16 +1,18 @@
 """A predictor of a candidate's validation score from what is known before it trains, learned from the archive.
 
-Per task, a gradient-boosted tree ensemble (scikit-learn's HistGradientBoostingRegressor, which takes missing
-values as they are) maps what the smoke stage measured (log parameters, log FLOPs, log latency, the zero-cost
+Per task, a `RankModel` maps what the smoke stage measured (log parameters, log FLOPs, log latency, the zero-cost
 proxies of sandbox/proxies.py), for a candidate rendered from a search space its architecture (the operation on
 each nb201 edge one-hot; each setting of the macro and MLP spaces; the mixer space's width, depth and mixer per
-layer), and for a candidate with an exported graph (graph scoring) the graph's features
-(agentarch/evaluation/graphs/features.py: operator counts, depth, widths, kernels, sizes and a hashed text
-encoding), to the task's metric as the archive holds it (`val_accuracy`). The graph is the one encoding every
-network has, so an LLM's module outside any space is predicted from what it is, not only from its size. It
-learns from every trained candidate of the task, whoever proposed it; a feature a candidate lacks is missing,
-never zero: a candidate scored in its own process (`--scoring trusted`), or whose graph the retention policy
-dropped (agentarch/store/graphs.py), is learned from and predicted with the other features.
+layer), and for a candidate with an exported graph (graph scoring) a summary of the graph's features
+(agentarch/evaluation/graphs/features.py, read through `graph_summary`: depth, widths, normalizations and
+activations per layer, residuals, attention, FLOPs per parameter), to the candidate's rank among the task's
+trained ones: a ridge prior on size plus shallow boosted trees on the rest, read back in the task's metric
+(`val_accuracy`). The graph is the one encoding every network has, so an LLM's module outside any space is
+predicted from what it is, not only from its size; benchmarks/graph_predictor.md measures how much that helps and
+why the model is this one. It learns from every trained candidate of the task, whoever proposed it; a feature a
+candidate lacks is missing, never zero: a candidate scored in its own process (`--scoring trusted`), or whose
+graph the retention policy dropped (agentarch/store/graphs.py), is learned from and predicted with the other
+features.
 
 Where the features come from: a trained candidate's from its evaluation row and its kept trained graph (read once
 per process and graph, `kept_graph_features`); a candidate being screened from its smoke result, whose
@@ -38,6 +40,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
@@ -242,13 +245,61 @@ def shortfall(found: Sequence[Example], task: str) -> str | None:
 
 # -- the model ----------------------------------------------------------------------------------
 
+SIZE = ("log_params", "log_flops", "log_latency_ms")
+"""The size prior's features: after a short training a network's score follows its size first."""
+PRIOR_ALPHAS = (0.1, 1.0, 10.0, 100.0)
+"""The size prior's ridge penalties, one picked by leave-one-out on the fitted examples (RidgeCV)."""
+SUMMARY = tuple(
+    f"graph.summary.{name}"
+    for name in (
+        "log2_depth", "log2_linear_depth", "width_log2_mean", "width_log2_median", "width_log2_std",
+        "norms_per_linear", "activations_per_linear", "saturating_per_linear",
+        "residuals_per_linear_depth", "attention", "gates", "conv_share", "pools", "log_flops_per_param",
+        "log_activations",
+    )
+)  # fmt: skip
+"""The graph as the model reads it (`graph_summary`): a few structural numbers, comparable across architectures."""
+_SATURATING = ("Sigmoid", "Tanh", "HardSigmoid", "Softsign")
 
-def _regressor(n: int) -> HistGradientBoostingRegressor:
-    """Small trees and many shallow steps: archives hold tens to thousands of trained candidates per task."""
+
+def graph_summary(features: Mapping[str, float]) -> dict[str, float]:
+    """The graph's features (features.py's hundred-odd columns) as SUMMARY: depth and linear depth (log2), the
+    layers' widths (log2 mean, median, spread), per linear map the normalizations and each kind of activation,
+    residual additions per linear step, whether it has attention (a product of two computed tensors) or gates,
+    the share of convolutions, pools, FLOPs per parameter and activation volume (log10). Empty without a graph.
+
+    Why not the raw columns: tens of trained candidates per task cannot fit a hundred structural columns, and an
+    operator count learned on one family of networks (a space's cells) says nothing about another (an LLM's
+    modules), while a depth, a width or a residual ratio means the same in both: on benchmarks/graph_predictor.md's
+    digits archive the raw columns cost LLM-style candidates Spearman and this summary gained a little."""
+    if "graph.depth" not in features:
+        return {}
+
+    def get(name: str) -> float:
+        return features.get(f"graph.{name}", math.nan)
+
+    def count(*ops: str) -> float:
+        return sum(features.get(f"graph.op.{op}", 0.0) for op in ops)
+
+    linear, linear_depth = max(get("linear"), 1.0), max(get("linear_depth"), 1.0)
+    median = get("width.median")
+    values = (
+        math.log2(1 + get("depth")), math.log2(1 + get("linear_depth")), get("width.log2_mean"),
+        math.log2(median) if median > 0 else 0.0, get("width.log2_std"), get("norms") / linear,
+        get("activations") / linear, count(*_SATURATING) / linear,
+        get("residual_adds") / linear_depth, float(get("products") > 0), float(get("gates") > 0),
+        count("Conv", "ConvTranspose") / linear, get("pools"), get("log_flops") - get("log_params"),
+        get("log_activations"),
+    )  # fmt: skip
+    return {name: value for name, value in zip(SUMMARY, values) if math.isfinite(value)}
+
+
+def _trees(n: int) -> HistGradientBoostingRegressor:
+    """Stumps-to-4-leaf trees, few steps: they correct the size prior, from tens of examples, not replace it."""
     return HistGradientBoostingRegressor(
-        max_iter=200,
+        max_iter=100,
         learning_rate=0.05,
-        max_leaf_nodes=15,
+        max_leaf_nodes=4,
         min_samples_leaf=max(2, min(20, n // 10)),
         l2_regularization=1.0,
         random_state=0,
@@ -256,9 +307,18 @@ def _regressor(n: int) -> HistGradientBoostingRegressor:
 
 
 def _columns(found: Sequence[Example]) -> list[str]:
-    """The features any example has: the measured ones in their order, then the rest sorted."""
-    seen = {name for e in found for name in e.features}
+    """The model's columns for these examples: the measured features in their order, then the rest sorted, the
+    graph's as SUMMARY."""
+    seen = {name for e in found for name in _model_view(e.features)}
     return [name for name in MEASURED if name in seen] + sorted(seen - set(MEASURED))
+
+
+def _model_view(features: Mapping[str, float]) -> dict[str, float]:
+    """What the model reads of a candidate's features: all but the graph's raw columns, and their summary."""
+    return {
+        **{k: v for k, v in features.items() if not k.startswith(GRAPH_PREFIX)},
+        **graph_summary(features),
+    }
 
 
 def _matrix(rows: Sequence[Mapping[str, float]], columns: Sequence[str]) -> np.ndarray:
@@ -267,20 +327,73 @@ def _matrix(rows: Sequence[Mapping[str, float]], columns: Sequence[str]) -> np.n
     )
 
 
-def _fitted(found: Sequence[Example]) -> tuple[list[str], HistGradientBoostingRegressor]:
-    """The feature columns of these examples and a model fitted on them, on one thread: the model is small, and
-    on a host whose cores train candidates OpenMP's threads only wait for each other (tens of times slower)."""
-    columns = _columns(found)
-    with threadpool_limits(1):
-        model = _regressor(len(found)).fit(_matrix([e.features for e in found], columns), [e.score for e in found])
-    return columns, model
+class RankModel:
+    """Predicts a candidate's rank among the fitted ones, then reads it as a score.
+
+    Fitted to the examples' ranks (0 to 1), not their scores: a held-out Spearman and the screening's choice are
+    about order, and a few networks that failed to learn (chance accuracy) would pull a score regression their way.
+    The rank is a ridge regression on SIZE (standardised; a missing value is its column's mean), plus shallow
+    boosted trees (`_trees`) fitted to what size leaves over, on every other feature (proxies, a space's settings,
+    `graph_summary`), which take missing values as they are. `predict` maps the rank back through the fitted
+    scores (linear between them, beyond them at their mean slope), so it is in the task's metric and strictly
+    follows the rank."""
+
+    def __init__(self, found: Sequence[Example]) -> None:
+        rows = [_model_view(e.features) for e in found]
+        scores = np.array([e.score for e in found], dtype=np.float64)
+        ranks = stats.rankdata(scores) / len(scores)
+        self.columns = _columns(found)
+        self.prior_columns = [c for c in self.columns if c in SIZE]
+        self.tree_columns = [c for c in self.columns if c not in SIZE]
+        prior = _matrix(rows, self.prior_columns)
+        self.mean = np.nanmean(prior, axis=0) if self.prior_columns else np.zeros(0)
+        self.scale = np.nanstd(prior, axis=0) if self.prior_columns else np.zeros(0)
+        self.scale[~(self.scale > 0)] = 1.0
+        self.ridge = RidgeCV(alphas=PRIOR_ALPHAS).fit(self._standard(prior), ranks) if self.prior_columns else None
+        residual = ranks - self._prior(rows)
+        self.trees = None
+        if self.tree_columns:
+            self.trees = _trees(len(found)).fit(_matrix(rows, self.tree_columns), residual)
+        self.positions, first = np.unique(ranks, return_index=True)
+        self.levels = scores[first]
+        self.slope = float(np.ptp(scores))
+
+    def _standard(self, prior: np.ndarray) -> np.ndarray:
+        return (np.where(np.isnan(prior), self.mean, prior) - self.mean) / self.scale
+
+    def _prior(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
+        if self.ridge is None:
+            return np.full(len(rows), 0.5)
+        return self.ridge.predict(self._standard(_matrix(rows, self.prior_columns)))
+
+    def rank(self, features: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """The predicted rank of each candidate (0 to 1 among the fitted ones, beyond at either end)."""
+        rows = [_model_view(f) for f in features]
+        found = self._prior(rows)
+        if self.trees is not None:
+            found = found + self.trees.predict(_matrix(rows, self.tree_columns))
+        return found
+
+    def predict(self, features: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """The predicted score of each candidate, in the task's metric."""
+        ranks = self.rank(features)
+        low, high = self.positions[0], self.positions[-1]
+        inside = np.interp(ranks, self.positions, self.levels)
+        below = self.levels[0] + (ranks - low) * self.slope
+        above = self.levels[-1] + (ranks - high) * self.slope
+        return np.where(ranks < low, below, np.where(ranks > high, above, inside))
 
 
-def _predicted(
-    model: HistGradientBoostingRegressor, rows: Sequence[Mapping[str, float]], columns: Sequence[str]
-) -> np.ndarray:
+def _fitted(found: Sequence[Example]) -> RankModel:
+    """A model fitted on these examples, on one thread: the model is small, and on a host whose cores train
+    candidates OpenMP's threads only wait for each other (tens of times slower)."""
     with threadpool_limits(1):
-        return model.predict(_matrix(rows, columns))
+        return RankModel(found)
+
+
+def _predicted(model: RankModel, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
+    with threadpool_limits(1):
+        return model.predict(rows)
 
 
 class Predictor:
@@ -290,15 +403,18 @@ class Predictor:
         self,
         task: str,
         direction: Direction,
-        columns: list[str],
-        model: HistGradientBoostingRegressor,
+        model: RankModel,
         trained_ids: frozenset[int],
     ) -> None:
         self.task = task
         self.direction = direction
-        self.columns = columns
         self.model = model
         self.trained_ids = trained_ids
+
+    @property
+    def columns(self) -> list[str]:
+        """The features the model reads, in order (the graph's as SUMMARY)."""
+        return self.model.columns
 
     @property
     def n(self) -> int:
@@ -318,8 +434,7 @@ class Predictor:
         reason = shortfall(found, task)
         if reason:
             raise PredictorError(reason)
-        columns, model = _fitted(found)
-        return cls(task, direction, columns, model, frozenset(e.candidate_id for e in found))
+        return cls(task, direction, _fitted(found), frozenset(e.candidate_id for e in found))
 
     def refit(self, archive: Archive) -> Predictor:
         """This predictor again, fitted on the archive as it is now: itself when no trained candidate came or
@@ -331,7 +446,7 @@ class Predictor:
 
     def predict(self, features: Mapping[str, float]) -> float:
         """The predicted validation score, in the task's metric, of a candidate with these features (`features_of`)."""
-        return float(_predicted(self.model, [features], self.columns)[0])
+        return float(_predicted(self.model, [features])[0])
 
     def key(self, features: Mapping[str, float]) -> float:
         """The prediction as a rank key that is larger the better it is, in the task's direction."""
@@ -361,8 +476,7 @@ def cross_validate(found: Sequence[Example], task: str, direction: Direction, fo
         if len({e.score for e in part}) < 2:  # a training fold with one score predicts that score
             predicted[held] = part[0].score
             continue
-        columns, model = _fitted(part)
-        predicted[held] = _predicted(model, [found[i].features for i in held], columns)
+        predicted[held] = _predicted(_fitted(part), [found[i].features for i in held])
     truth = np.array([e.score for e in found])
     constant = bool(np.ptp(predicted) == 0)
     return {
