@@ -113,21 +113,23 @@ def _describe(arg: Any) -> str:
     return str(arg)
 
 
-def trace(model: nn.Module, x: torch.Tensor) -> FlopCount:
-    """One sample's forward pass under FlopCount: its FLOPs and structure signature (the smoke stage reads both).
+def trace(model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor | None = None) -> FlopCount:
+    """One sample's forward pass under FlopCount: its FLOPs and structure signature (the smoke stage reads both). A
+    graph task's one sample is its whole graph: with `edge_index`, the network runs on every node of `x`.
 
     Dropout leaves no operator in eval mode, yet networks that differ in its rates train differently (as in the
     functional hash), so each dropout module with a non-zero rate adds a token of its own; `Dropout(0.0)` does not.
     """
-    counter, one = FlopCount(), x[:1]
+    counter = FlopCount()
     with torch.no_grad(), counter:
-        model(one)
+        model(x[:1]) if edge_index is None else model(x, edge_index)
     for module in model.modules():
         if isinstance(module, nn.modules.dropout._DropoutNd) and module.p != 0:
             counter.tokens[f"{type(module).__name__}(p={module.p})"] += 1
     return counter
 
 
-def count_flops(model: nn.Module, x: torch.Tensor) -> int:
-    """Forward FLOPs for one sample, as torch's FLOP counter sees them (matmuls and convolutions)."""
-    return int(trace(model, x).total)
+def count_flops(model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor | None = None) -> int:
+    """Forward FLOPs for one sample (a graph task's: the whole graph), as torch's FLOP counter sees them (matmuls and
+    convolutions)."""
+    return int(trace(model, x, edge_index).total)

@@ -9,7 +9,9 @@ architecture (and the few knobs they may set in HPARAMS), not on bespoke trainin
   decay to zero;
 - gradient clipping, bf16 autocast on CUDA, channels-last images on CUDA, optional torch.compile;
 - no host-device synchronization per step: losses are read back only when the curve is logged;
-- a fixed shuffle per seed, so the same seed gives the same run (bitwise on CPU, without compile).
+- a fixed shuffle per seed, so the same seed gives the same run (bitwise on CPU, without compile);
+- a graph task (node classification) is one example: every step is the whole graph, `net(x, edge_index)`, its loss
+  over the training nodes only (the others carry IGNORE_INDEX: their labels are not in the sandbox).
 
 benchmarks/trainer.py measures the loop against a minimal hand-written one.
 """
@@ -65,7 +67,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model; if that fails, train eagerly and say so in notes
 
 
-KINDS = ("image", "token", "sequence", "table", "lm", "dense")
+KINDS = ("image", "token", "sequence", "table", "lm", "dense", "graph")
 
 
 @dataclass
@@ -75,7 +77,9 @@ class Inputs:
     Images and float features are normalized; ids stay int64. A regression's training targets are
     standardized, `(y - target_mean) / target_std` per target, so one learning rate suits targets
     of any scale; predictions are mapped back to the targets' units before the host sees them. A dense
-    task's inputs and training targets are images with pixel values in [0, 1], as stored.
+    task's inputs and training targets are images with pixel values in [0, 1], as stored. A graph task's `train_x`
+    is every node's features, `train_y` the training nodes' labels (IGNORE_INDEX elsewhere), `val_x` and `test_x`
+    the held-out nodes' indices, and `edge_index` its edges.
     """
 
     kind: str  # one of KINDS
@@ -87,6 +91,11 @@ class Inputs:
     target_mean: torch.Tensor | None = None  # a regression's training targets, per target
     target_std: torch.Tensor | None = None
     out_shape: tuple[int, ...] | None = None  # dense: the restored image's (C, H, W)
+    edge_index: torch.Tensor | None = None  # graph: (2, E) int64 node ids
+
+    def args(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the network is called with for inputs `x`: `(x,)`, or for a graph task `(x, edge_index)`."""
+        return (x,) if self.edge_index is None else (x, self.edge_index)
 
     @property
     def regression(self) -> bool:
@@ -138,7 +147,8 @@ def load_inputs(inputs_dir: Path, device: torch.device) -> Inputs:
     place, so the only full-size float copy is the one the model trains on. Float sequences and
     tables are normalized per feature (the last axis) with the training statistics in meta.json,
     which the host computed (a dense task's are the identity: its pixels stay in [0, 1]). Token, lm and id-sequence
-    inputs are int64 ids; a dense task's training targets are float images. Under graph scoring the folder
+    inputs are int64 ids; a dense task's training targets are float images; a graph task's held-out "inputs" are node
+    indices, and its edges come from edge_index.npy. Under graph scoring the folder
     holds the training split alone, and the held-out inputs are None: nothing in the sandbox can read them.
     """
     inputs_dir = Path(inputs_dir)
@@ -175,7 +185,10 @@ def load_inputs(inputs_dir: Path, device: torch.device) -> Inputs:
         train_y = train_y.long()
     val_x, test_x = (read_x(name) if (inputs_dir / f"{name}.npy").exists() else None for name in ("val_x", "test_x"))
     out_shape = tuple(meta["out_shape"]) if kind == "dense" else None
-    return Inputs(kind, read_x("train_x"), train_y, val_x, test_x, meta.get("vocab_size"), mean, std, out_shape)
+    edge_index = load("edge_index").long() if kind == "graph" else None
+    return Inputs(
+        kind, read_x("train_x"), train_y, val_x, test_x, meta.get("vocab_size"), mean, std, out_shape, edge_index
+    )
 
 
 def loss_fn(
@@ -190,7 +203,9 @@ def loss_fn(
       1..L-1 (`y` is the batch of ids itself);
     - regression (sequence, table): mean squared error of (B, T) outputs against standardized targets;
     - dense: mean squared error of the restored images (B, C, H, W) against the clean ones: what PSNR, the
-      score, is a monotone function of (per image).
+      score, is a monotone function of (per image);
+    - graph: cross-entropy of (N, C) node logits against (N,) labels, IGNORE_INDEX at every node outside the
+      training split (their labels are not in the sandbox).
 
     Label smoothing applies to class labels only: it would bias a regression, and an lm is scored
     by the likelihood it assigns, which smoothing caps.
@@ -201,6 +216,8 @@ def loss_fn(
         return F.mse_loss(out.float(), y.float())
     if kind == "lm":
         return F.cross_entropy(out[:, :-1].float().reshape(-1, out.shape[-1]), y[:, 1:].reshape(-1))
+    if kind == "graph":
+        return F.cross_entropy(out.float(), y, ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
     if kind == "token":
         flat_y = y.reshape(-1)
         total = F.cross_entropy(
@@ -328,12 +345,15 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
     tensor copied there once per epoch (asynchronously, from pinned memory), the schedule is
     computed on the host, and losses stay on the device until a curve point reads them back, so
     the GPU runs ahead of the Python loop. A non-finite loss is still reported at the exact step.
-    With cfg.compile, compilation time counts towards train_seconds and max_seconds.
+    With cfg.compile, compilation time counts towards train_seconds and max_seconds. A graph task's epoch is one
+    step on the whole graph (its nodes depend on each other, so they cannot be cut into batches), whatever
+    cfg.batch_size says.
     """
-    n = len(inputs.train_x)
-    if n == 0:
+    graph = inputs.kind == "graph"
+    n = 1 if graph else len(inputs.train_x)
+    if len(inputs.train_x) == 0:
         raise ValueError("the training split is empty")
-    steps_per_epoch = max(1, n // cfg.batch_size)
+    steps_per_epoch = 1 if graph else max(1, n // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     log_every = max(1, math.ceil(total_steps / MAX_CURVE_POINTS))
     on_cuda = device.type == "cuda"
@@ -362,7 +382,7 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
     def forward_backward(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         precision = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
         with precision:
-            loss = loss_fn(inputs.kind, net(x), y, cfg.label_smoothing, inputs.regression)
+            loss = loss_fn(inputs.kind, net(*inputs.args(x)), y, cfg.label_smoothing, inputs.regression)
         loss.backward()
         return loss
 
@@ -376,8 +396,11 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
             order = order.pin_memory()
         order = order.to(device, non_blocking=True)
         for batch in range(steps_per_epoch):
-            idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
-            x, y = inputs.train_x[idx], inputs.train_y[idx]
+            if graph:
+                x, y = inputs.train_x, inputs.train_y
+            else:
+                idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
+                x, y = inputs.train_x[idx], inputs.train_y[idx]
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             for group in optimizer.param_groups:
@@ -429,9 +452,14 @@ def predict(
     task's `inputs`: a regression's predictions mapped back to the targets' units, and for an lm
     task one float64 per sequence, the summed negative log-likelihood in nats of bytes 1..L-1 under
     the logits at positions 0..L-2. The runner computes it rather than the candidate's code, and
-    sends (N,) instead of (N, L, vocab) logits, which would be 1 KiB per held-out byte.
+    sends (N,) instead of (N, L, vocab) logits, which would be 1 KiB per held-out byte. For a graph task `x` holds
+    the node indices to predict: the network runs once on the whole graph and their rows of its logits come back.
     """
     model.to(device).eval()
+    if inputs is not None and inputs.kind == "graph":
+        with torch.no_grad():
+            out = model(*inputs.args(inputs.train_x.to(device))).float()
+        return out[x.to(device)].cpu().numpy().astype(np.float32, copy=False)
     outputs = []
     # bfloat16 keeps 8 bits of a pixel value (an error of 0.002 at 0.5 caps PSNR near 50 dB): images are restored in
     # float32, as the clean evaluator runs a graph

@@ -60,6 +60,17 @@ def example_batch(task: Task, batch: int) -> tuple[torch.Tensor, torch.Tensor, t
     return x, y, (batch, task.num_classes)
 
 
+def ring(nodes: int) -> torch.Tensor:
+    """A graph task's edges for `nodes` nodes: a ring, both directions."""
+    i = torch.arange(nodes)
+    return torch.stack([torch.cat([i, (i + 1) % nodes]), torch.cat([(i + 1) % nodes, i])])
+
+
+def call(model: nn.Module, task: Task, x: torch.Tensor) -> torch.Tensor:
+    """The network on a batch as the runner calls it: a graph task's batch is one graph, its nodes on a ring."""
+    return model(x, ring(len(x))) if task.kind == "graph" else model(x)
+
+
 def build_seed(net_cls: type[nn.Module], task: Task) -> nn.Module:
     """Build a seed as the runner does: a sequence task over ids also passes vocab_size, a dense task out_shape."""
     extra = {} if task.vocab_size is None else {"vocab_size": task.vocab_size}
@@ -493,7 +504,7 @@ def test_every_expected_seed_exists():
 @pytest.mark.parametrize("path", SEED_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_seed_passes_the_static_check_and_has_a_docstring(path):
     code = path.read_text()
-    result = check(code)
+    result = check(code, path.parent.name)
     assert result.ok, result.reason
     assert code.startswith('"""Seed: ')
 
@@ -509,7 +520,7 @@ def test_seed_builds_and_trains_a_step_for_every_task_of_its_kind(path):
         params = sum(p.numel() for p in model.parameters())
         assert params <= task.max_params, f"{task.name}: {params} parameters > {task.max_params}"
         x, y, want = example_batch(task, 3)
-        out = model.train()(x)
+        out = call(model.train(), task, x)
         assert out.shape == want, task.name
         loss = trainer.loss_fn(task.kind, out, y, 0.0, regression=task.metric in ("mse", "mae", "r2"))
         loss.backward()
@@ -544,5 +555,6 @@ def test_the_smoke_runs_flop_count_equals_torchs_flop_counter(path):
     x, _, _ = example_batch(task, 2)
     reference = FlopCounterMode(display=False)
     with torch.no_grad(), reference:
-        model(x[:1])
-    assert count_flops(model, x) == reference.get_total_flops() > 0
+        call(model, task, x) if task.kind == "graph" else model(x[:1])
+    edges = ring(len(x)) if task.kind == "graph" else None
+    assert count_flops(model, x, edges) == reference.get_total_flops() > 0

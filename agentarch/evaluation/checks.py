@@ -100,7 +100,7 @@ def _methods(cls: ast.ClassDef) -> dict[str, ast.FunctionDef]:
     return {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)}
 
 
-def _check_net(tree: ast.Module) -> list[Rejection]:
+def _check_net(tree: ast.Module, inputs: tuple[str, ...] = ("x",)) -> list[Rejection]:
     classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
     net = classes.get("Net")
     if net is None:
@@ -133,10 +133,12 @@ def _check_net(tree: ast.Module) -> list[Rejection]:
     inherits_forward = any(
         (b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "")) != "Module" for b in external
     )
+    signature = ", ".join(("self", *inputs))
     if forward is None and not inherits_forward:
-        found.append(Rejection("contract-forward", "Net has no forward(self, x) method", net.lineno))
-    elif forward is not None and len(forward.args.args) - len(forward.args.defaults) != 2:
-        found.append(Rejection("contract-forward", "Net.forward must take exactly one input (self, x)", forward.lineno))
+        found.append(Rejection("contract-forward", f"Net has no forward({signature}) method", net.lineno))
+    elif forward is not None and len(forward.args.args) - len(forward.args.defaults) != 1 + len(inputs):
+        many = "exactly one input" if len(inputs) == 1 else f"exactly {len(inputs)} inputs"
+        found.append(Rejection("contract-forward", f"Net.forward must take {many} ({signature})", forward.lineno))
     return found
 
 
@@ -196,8 +198,9 @@ def _depth(tree: ast.AST) -> int:
     return deepest
 
 
-def check(code: str) -> CheckResult:
-    """Check a candidate's source against the contract; never executes it."""
+def check(code: str, kind: str | None = None) -> CheckResult:
+    """Check a candidate's source against the contract; never executes it. A graph task's (`kind`) network takes the
+    graph, `forward(self, x, edge_index)`; every other kind's one batch, `forward(self, x)`."""
     size = len(code.encode("utf-8"))
     if size > MAX_CODE_BYTES:
         return CheckResult([Rejection("size", f"candidate is {size} bytes; the limit is {MAX_CODE_BYTES}")])
@@ -214,6 +217,8 @@ def check(code: str) -> CheckResult:
     depth = _depth(tree)
     if depth > MAX_AST_DEPTH:
         return CheckResult([Rejection("depth", f"the code nests {depth} levels deep; the limit is {MAX_AST_DEPTH}")])
-    rejections = _check_imports(tree) + _check_calls(tree) + _check_net(tree)
+    rejections = (
+        _check_imports(tree) + _check_calls(tree) + _check_net(tree, ("x", "edge_index") if kind == "graph" else ("x",))
+    )
     hparam_rejections, hparams = _check_hparams(tree)
     return CheckResult(rejections + hparam_rejections, hparams)

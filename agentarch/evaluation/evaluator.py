@@ -142,6 +142,12 @@ class Evaluator:
                 f"{self.task.name} is answered from the NAS-Bench-201 table, so there is nothing to train; "
                 f"search it with `agentarch baseline --space nb201 --task {self.task.name}`"
             )
+        if self.task.kind == "graph" and self.scoring == "graph":
+            raise TaskError(
+                f"{self.task.name} is a graph task: graph tasks are scored with --scoring trusted for now (their "
+                "networks take a graph, x and edge_index, which the clean evaluator's export checks do not cover "
+                "yet); add --scoring trusted, and the results are marked unverified"
+            )
         self.isolation = resolve_isolation(settings.isolation)
         self.limits = Limits(
             memory_mb=settings.memory_mb,
@@ -236,7 +242,7 @@ class Evaluator:
 
     def check(self, row: dict[str, Any]) -> Assessment | None:
         """The static check of the candidate contract; None = passed, and the row carries the code's HPARAMS."""
-        checked = check(row["code"])
+        checked = check(row["code"], self.task.kind)
         if not checked.ok:
             return self._judged(row, "invalid", reason=checked.reason)
         row["hparams"] = checked.hparams

@@ -1,5 +1,6 @@
 """The built-in tasks: what each one is (`TASKS`) and how its data is made (`BUILDERS`): scikit-learn's bundled
-digits (classified, and restored: agentarch.tasks.dense), generated multi-query associative recall, the running Python's standard library as bytes, and the
+digits (classified, and restored: agentarch.tasks.dense), generated multi-query associative recall, a generated
+stochastic block model's nodes (agentarch.tasks.nodes), the running Python's standard library as bytes, and the
 official image datasets read from files (`agentarch.tasks.downloads`).
 
 Its own module because these tasks are defined in code, where a task file or an entry point brings its own
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agentarch.tasks import dense
+from agentarch.tasks import dense, nodes
 from agentarch.tasks.downloads import FILE_SOURCES, build_from_files
 from agentarch.tasks.splits import split_indices
 from agentarch.tasks.task import IGNORE_INDEX, SplitData, Task, TaskError
@@ -167,6 +168,30 @@ TASKS: dict[str, Task] = {
                     "tensor (B, 1, 16, 16); the noisy input itself scores 21.5 dB (clipped to [0, 1], as outputs are).",
                 ),
             )
+        ),
+        Task(
+            name="sbm-nodes",
+            kind="graph",
+            in_shape=(nodes.SBM_FEATURES,),
+            num_classes=nodes.SBM_COMMUNITIES,
+            metric="accuracy",
+            epochs=100,
+            batch_size=nodes.SBM_NODES,  # the whole graph: a graph task trains full-batch, one step per epoch
+            lr=1e-2,
+            weight_decay=5e-4,
+            max_params=100_000,
+            needs_data_dir=False,
+            description=(
+                "Node classification on one graph generated from a stochastic block model (fixed seed, no download): "
+                "600 nodes in 4 equal communities, an edge inside a community with probability 0.05 and across "
+                "with 0.01 (about 12 neighbours a node, 7.5 of them in its own community), edges stored in both "
+                "directions, no self-loops. Each node has 16 features: its community's indicator plus Gaussian noise "
+                "of std 1 in the first 4, noise alone in the other 12, so a node's own features give its community "
+                "for about half the nodes and its neighbourhood for most of the rest. The nodes are split 20/20/60 "
+                "into train/validation/test (stratified); only the training nodes' labels are given. The network "
+                "gets the whole graph every step, x (N, 16) standardised per feature and edge_index (2, E), and "
+                "returns logits (N, 4); chance is 25%."
+            ),
         ),
         _held_out_task(
             "mnist",
@@ -411,5 +436,6 @@ BUILDERS: dict[str, Callable[[Task, Path | None, bool, int], SplitData]] = {
     "stdlib-bytes": _build_stdlib_bytes,
     "digits-sr2": dense.build_digits_sr,
     "digits-denoise": dense.build_digits_denoise,
+    "sbm-nodes": nodes.build_sbm,
     **{name: build_from_files for name in FILE_SOURCES},
 }

@@ -4,6 +4,7 @@ A task's data is prepared once per split seed into two sibling folders (see docs
 "Data contracts"):
 
     <cache>/<task>-split<seed>/inputs/   train_x.npy train_y.npy val_x.npy test_x.npy meta.json
+                                         (a graph task: and edge_index.npy; agentarch.tasks.nodes)
     <cache>/<task>-split<seed>/labels/   val_y.npy test_y.npy
     <cache>/<task>-split<seed>/train/    train_x.npy train_y.npy meta.json (hard links into inputs/)
 
@@ -31,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from agentarch.tasks import dense
+from agentarch.tasks import dense, nodes
 from agentarch.tasks.builtin import BUILDERS, IMAGE_SCALE
 from agentarch.tasks.scoring import check_metric, first_bad
 from agentarch.tasks.task import BYTE_VOCAB, IGNORE_INDEX, METRICS, SplitData, Task, TaskError
@@ -156,6 +157,8 @@ def _write_atomically(target: Path, task: Task, splits: SplitData) -> None:
         for name, array in (("val_bytes", splits.val_bytes), ("test_bytes", splits.test_bytes)):
             if array is not None:
                 np.save(labels / f"{name}.npy", array, allow_pickle=False)
+        if splits.edge_index is not None:  # a graph's edges are inputs: the network gets the whole graph
+            np.save(inputs / nodes.EDGE_FILE, splits.edge_index, allow_pickle=False)
         (inputs / "meta.json").write_text(json.dumps(_meta(task, splits), indent=2) + "\n")
         _rename_into_place(tmp, target)
     finally:
@@ -198,7 +201,8 @@ def _meta(task: Task, splits: SplitData) -> dict[str, object]:
     the training split (so the runner normalizes every split with training statistics only); id
     sequences name their vocabulary; a regression carries the training targets' mean and std, by
     which the trainer standardizes its targets and un-standardizes its predictions. A dense task names the
-    restored image's shape, and its pixel values are left as they are.
+    restored image's shape, and its pixel values are left as they are. A graph task's features are standardised over
+    every node (all of them are inputs the network sees; no label enters the statistics), and it names its size.
     """
     meta: dict[str, object] = {"kind": task.kind, "in_shape": list(task.in_shape), "num_classes": task.num_classes}
     if task.kind == "dense":  # pixel values in [0, 1] as they are: identity statistics leave every reader's float path
@@ -210,6 +214,9 @@ def _meta(task: Task, splits: SplitData) -> dict[str, object]:
         meta.update(scale=scale, mean=mean, std=std)
     elif _float_inputs(task):
         meta.update(zip(("mean", "std"), _feature_stats(splits.train_x)))
+        if task.kind == "graph":
+            edges = 0 if splits.edge_index is None else int(splits.edge_index.shape[1])
+            meta.update(num_nodes=len(splits.train_x), num_edges=edges)
     elif task.kind == "sequence":
         meta["vocab_size"] = task.vocab_size
     if METRICS[task.metric].regression:
@@ -219,8 +226,8 @@ def _meta(task: Task, splits: SplitData) -> dict[str, object]:
 
 
 def _float_inputs(task: Task) -> bool:
-    """Whether the task's inputs are float features (tables, float series) rather than images or ids."""
-    return task.kind == "table" or (task.kind == "sequence" and task.vocab_size is None)
+    """Whether the task's inputs are float features (tables, float series, a graph's nodes) rather than images or ids."""
+    return task.kind in ("table", "graph") or (task.kind == "sequence" and task.vocab_size is None)
 
 
 def _feature_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
@@ -261,11 +268,14 @@ def _check_splits(task: Task, splits: SplitData) -> None:
     position for token tasks (IGNORE_INDEX where not scored) and (N,) otherwise; regression targets
     are finite float32 (N, num_classes); an lm task's labels are its inputs (the next-id targets), and
     over a tokenizer's ids its held-out splits carry the bytes each id stands for. Dense inputs and targets are
-    float32 images (agentarch.tasks.dense).
+    float32 images (agentarch.tasks.dense); a graph's are its nodes and edges (agentarch.tasks.nodes).
     """
     check_metric(task)
     if task.kind == "dense":
         dense.check_splits(task, splits)
+        return
+    if task.kind == "graph":
+        nodes.check_splits(task, splits)
         return
     if task.kind == "sequence" and (task.vocab_size is None) != (len(task.in_shape) == 2):
         raise TaskError(

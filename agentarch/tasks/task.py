@@ -28,7 +28,7 @@ class TaskError(AgentarchError, ValueError):
     """A task cannot be used as asked; the message says what to fix."""
 
 
-Kind = Literal["image", "token", "sequence", "table", "lm", "dense", "tabular"]
+Kind = Literal["image", "token", "sequence", "table", "lm", "dense", "graph", "tabular"]
 """What goes into a candidate and what comes out (B = batch, L = sequence length):
 
 - image: float (B, C, H, W) -> logits (B, num_classes)
@@ -39,6 +39,8 @@ Kind = Literal["image", "token", "sequence", "table", "lm", "dense", "tabular"]
   trainer shifts, not the candidate
 - dense: a degraded image (B, C, h, w), values in [0, 1] -> the restored image (B, C, H, W) = (B, *out_shape), built as
   `Net(in_shape, num_classes, out_shape=...)` with num_classes = C (image restoration: super-resolution, denoising)
+- graph: one graph, node features x (N, F) and edges edge_index (2, E) int64 -> logits (N, num_classes), one class
+  per node; `forward(x, edge_index)`, in_shape = (F,), the whole graph every step (node classification: nodes.py)
 - tabular: answered from a benchmark table (NAS-Bench-201), never trained here
 """
 
@@ -77,7 +79,7 @@ class Task:
     kind: Kind
     in_shape: tuple[
         int, ...
-    ]  # (C, H, W) image and dense; (L,) token, lm and id sequences; (L, F) float sequences; (F,) table
+    ]  # (C, H, W) image and dense; (L,) token, lm and id sequences; (L, F) float sequences; (F,) table and graph
     num_classes: int  # classes; the vocabulary for token and lm tasks; targets of a regression; dense: channels
     metric: str  # a key of METRICS
     epochs: int
@@ -102,7 +104,8 @@ class SplitData(NamedTuple):
     """A task's data in the stored formats, before it is written.
 
     `val_bytes` and `test_bytes` are for language modelling over a tokenizer's ids: the bytes of text
-    each id stands for, (N, L) int64, which turn the likelihood into bits per byte (host only).
+    each id stands for, (N, L) int64, which turn the likelihood into bits per byte (host only). `edge_index` is a
+    graph task's edges (2, E) int64, its "inputs" the nodes of each split (agentarch.tasks.nodes).
     """
 
     train_x: np.ndarray
@@ -113,3 +116,4 @@ class SplitData(NamedTuple):
     test_y: np.ndarray
     val_bytes: np.ndarray | None = None
     test_bytes: np.ndarray | None = None
+    edge_index: np.ndarray | None = None

@@ -2,7 +2,7 @@
 
     name = "shapes"
     description = "Tell circles, squares and triangles apart in 16x16 grayscale drawings."
-    kind = "image"                      # image, token, sequence, table, lm or dense (image restoration)
+    kind = "image"                      # image, token, sequence, table, lm, dense (image restoration) or graph
     metric = "accuracy"                 # optional: accuracy, mse for a table regression, bits_per_byte, psnr
     max_params = 200_000
 
@@ -47,11 +47,11 @@ from typing import Annotated, Any, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agentarch.tasks import dense, sources
+from agentarch.tasks import dense, nodes, sources
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.preparation import prepare
 from agentarch.tasks.splits import Dataset, split
-from agentarch.tasks.task import BYTE_VOCAB, METRICS, SplitData, Task, TaskError
+from agentarch.tasks.task import BYTE_VOCAB, IGNORE_INDEX, METRICS, SplitData, Task, TaskError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -71,9 +71,10 @@ KIND_METRICS: dict[str, tuple[str, ...]] = {
     "token": ("accuracy", "query_accuracy"),
     "lm": ("bits_per_byte",),
     "dense": ("psnr", "ssim"),
+    "graph": CLASS_METRICS,
 }
 SOURCE_KINDS: dict[str, tuple[str, ...]] = {
-    "npz": ("image", "token", "sequence", "table", "lm", "dense"),
+    "npz": ("image", "token", "sequence", "table", "lm", "dense", "graph"),
     "images": ("image", "dense"),
     "csv": ("table", "sequence"),
     "parquet": ("table", "sequence"),
@@ -195,7 +196,7 @@ class TaskFile(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = Field(min_length=1)
-    kind: Literal["image", "token", "sequence", "table", "lm", "dense"]
+    kind: Literal["image", "token", "sequence", "table", "lm", "dense", "graph"]
     metric: str | None = None
     max_params: int = Field(1_000_000, gt=0)
     data: Source
@@ -340,11 +341,11 @@ def fingerprint(path: Path, spec: TaskFile) -> str:
 
 # -- the data behind a file ---------------------------------------------------------------------------
 
-_DATASETS: OrderedDict[tuple[str, str], Dataset] = OrderedDict()
+_DATASETS: OrderedDict[tuple[str, str], Dataset | nodes.Graph] = OrderedDict()
 _KEEP = 4  # datasets kept in memory: a run asks for its task many times, rarely for more than one
 
 
-def dataset(path: Path, spec: TaskFile, version: str) -> Dataset:
+def dataset(path: Path, spec: TaskFile, version: str) -> Dataset | nodes.Graph:
     """The file's data, read once per process and data version."""
     key = (str(path.resolve()), version)
     if key not in _DATASETS:
@@ -355,12 +356,14 @@ def dataset(path: Path, spec: TaskFile, version: str) -> Dataset:
     return _DATASETS[key]
 
 
-def _read(path: Path, spec: TaskFile) -> Dataset:
+def _read(path: Path, spec: TaskFile) -> Dataset | nodes.Graph:
     data = spec.data
     files = _data_paths(spec, path)
     for f in files:
         if not f.exists():
             raise TaskError(f"{path}: data.{'path' if len(files) == 1 else 'train/val/test'}: {f} does not exist")
+    if spec.kind == "graph":  # one graph, its nodes split as its masks say (or by [splits]): agentarch.tasks.nodes
+        return nodes.read_npz(files[0])
     if spec.kind == "dense" and isinstance(data, (NpzSource, ImagesSource)):
         read = (
             dense.read_npz(files[0])
@@ -407,6 +410,9 @@ class FileLoader:
 
     def __call__(self, task: Task, data_dir: Path | None, download: bool, split_seed: int) -> SplitData:
         data = dataset(self.path, self.spec, self.version)
+        if isinstance(data, nodes.Graph):
+            fractions = None if self.spec.splits is None else (self.spec.splits.val, self.spec.splits.test)
+            return nodes.split_graph(data, fractions, split_seed, task.name)
         splits = self.spec.splits or Splits()
         return split(data, (splits.val, splits.test), split_seed, data.classes is not None, task.name)
 
@@ -417,7 +423,9 @@ def load(path: Path | str) -> Task:
     spec = parse(path)
     version = fingerprint(path, spec)
     data = dataset(path, spec, version)
-    if spec.kind == "lm":
+    if isinstance(data, nodes.Graph):
+        outputs = len(data.classes)
+    elif spec.kind == "lm":
         outputs = data.vocab_size or BYTE_VOCAB  # bytes, or a tokenizer's ids
     elif data.classes is not None:
         outputs = len(data.classes)
@@ -438,7 +446,7 @@ def load(path: Path | str) -> Task:
         max_params=spec.max_params,
         needs_data_dir=False,
         description=" ".join(spec.description.split()),
-        vocab_size=data.vocab_size if spec.kind == "sequence" else None,
+        vocab_size=data.vocab_size if isinstance(data, Dataset) and spec.kind == "sequence" else None,
         build=FileLoader(path, spec, version),
         fingerprint=version,
         out_shape=tuple(int(d) for d in data.y.shape[1:]) if spec.kind == "dense" else None,
@@ -529,6 +537,9 @@ def check(path: Path, cache_dir: Path, split_seed: int = 0) -> list[tuple[str, s
     task = load(path)
     prepared = prepare(task, cache_dir, split_seed=split_seed)
     sizes = split_sizes(prepared.inputs_dir)
+    if task.kind == "graph":  # train_x holds every node; the training split is the nodes with a label
+        train_y = np.load(prepared.inputs_dir / "train_y.npy", mmap_mode="r")
+        sizes["train"] = int((train_y != IGNORE_INDEX).sum())
     spec = parse(path)
     metric = METRICS[task.metric]
     shape = ", ".join(str(d) for d in task.in_shape)
@@ -536,13 +547,17 @@ def check(path: Path, cache_dir: Path, split_seed: int = 0) -> list[tuple[str, s
         given = f"float32 (B, {shape}), normalized per channel with the training split's statistics"
     elif task.kind == "dense":
         given = f"float32 (B, {shape}), degraded images with pixel values in [0, 1]"
+    elif task.kind == "graph":
+        given = f"the whole graph: x float32 (N, {shape}) standardised per feature, edge_index int64 (2, E)"
     elif task.kind in ("token", "lm") or task.vocab_size is not None:
         vocab = task.vocab_size if task.kind == "sequence" else task.num_classes
         given = f"int64 ids (B, {shape}) in [0, {vocab})"
     else:
         given = f"float32 (B, {shape})"
     names = classes(task)
-    if task.kind == "dense":
+    if task.kind == "graph":
+        outputs = f"logits (N, {task.num_classes}), one row per node (scored on the val and test nodes)"
+    elif task.kind == "dense":
         out = ", ".join(str(d) for d in task.out_shape or ())
         outputs = f"restored images (B, {out}) in [0, 1] ({dense.describe_factor(task.in_shape, task.out_shape or ())})"
     elif task.kind == "lm":
@@ -561,7 +576,12 @@ def check(path: Path, cache_dir: Path, split_seed: int = 0) -> list[tuple[str, s
         ("data", f"{spec.data.source}: {', '.join(str(p) for p in _data_paths(spec, path))}"),
         ("input", given),
         ("output", outputs),
-        ("splits", ", ".join(f"{k} {v}" for k, v in sizes.items()) + f" (split seed {split_seed})"),
+        (
+            "splits",
+            ", ".join(f"{k} {v}" for k, v in sizes.items())
+            + (" nodes" if task.kind == "graph" else "")
+            + f" (split seed {split_seed})",
+        ),
         ("metric", f"{task.metric} ({better} is better)"),
         (
             "training",
