@@ -115,10 +115,14 @@ def grant(
     limits: Limits,
     slack: float,
     startup_s: float,
+    whole_graph: bool = False,
 ) -> Grant:
     """The CPU seconds a job may use, from the network's measures in `smoke` (the host's in graph scoring), the
     train config, the task's split sizes (`held_out_examples`: what the job predicts itself, 0 in graph scoring),
-    the job's threads (`limits`) and the reference job's fixed cost (`startup_seconds`)."""
+    the job's threads (`limits`) and the reference job's fixed cost (`startup_seconds`). `whole_graph`: a graph
+    task's, whose one example is the whole graph, so its measures are one step's and an epoch is one step."""
+    if whole_graph:
+        train_examples, held_out_examples, train = 1, min(held_out_examples, 1), {**train, "batch_size": 1}
     batch = int(train["batch_size"])
     batches = steps_per_epoch(train_examples, batch)
     steps = int(train["epochs"]) * batches
@@ -134,6 +138,25 @@ def grant(
 def _count(smoke: dict[str, Any], key: str) -> int:
     value = smoke.get(key)
     return value if isinstance(value, int) and value > 0 else 0
+
+
+def job_grant(
+    train: dict[str, Any],
+    scoring: str,
+    slack: float,
+    limits: Limits,
+    smoke: dict[str, Any],
+    startup_s: float,
+    task_dir: Path,
+    whole_graph: bool = False,
+) -> Grant | None:
+    """The CPU seconds a training job may use (`grant`), priced from the task's split sizes in `task_dir`: the job
+    predicts its held-out examples itself under trusted scoring only; None with the budget off (`slack` 0)."""
+    if slack <= 0:
+        return None
+    sizes = split_sizes(task_dir)
+    held_out = 0 if scoring == "graph" else sizes["val"] + sizes["test"]
+    return grant(smoke, train, sizes["train"], held_out, limits, slack, startup_s, whole_graph)
 
 
 def split_sizes(inputs_dir: Path) -> dict[str, int]:

@@ -156,7 +156,17 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
                 yield RunResult("smoked", None, smoke, wall_seconds=time.perf_counter() - started, worker=where)
                 return
             stage = "train"
-            watch = budget.Watch(job, granted(request, smoke, startup, prepared.inputs_dir))
+            grant = budget.job_grant(
+                request.train,
+                request.scoring,
+                request.budget_slack,
+                request.limits,
+                smoke,
+                startup,
+                prepared.inputs_dir,
+                whole_graph=task.kind == "graph",
+            )
+            watch = budget.Watch(job, grant)
             refused = job.send("train")
             if refused is not None:
                 yield failure(refused)
@@ -219,17 +229,6 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
         worker=where,
         graph=graph if request.scoring == "graph" else None,
     )
-
-
-def granted(request: RunRequest, smoke: dict[str, Any], startup: float, task_dir: Path) -> budget.Grant | None:
-    """The CPU seconds this job may use (budget.py): this machine's fixed cost of a job like it (`startup`, the host's
-    reference job), what the host believes of the network and the work asked for (the task's split sizes, in
-    `task_dir`); None with the budget off."""
-    if request.budget_slack <= 0:
-        return None
-    sizes = budget.split_sizes(task_dir)
-    held_out = 0 if request.scoring == "graph" else sizes["val"] + sizes["test"]
-    return budget.grant(smoke, request.train, sizes["train"], held_out, request.limits, request.budget_slack, startup)
 
 
 def verdict(smoke: dict[str, Any], request: RunRequest, max_params: int, where: str) -> RunResult | None:

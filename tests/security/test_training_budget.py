@@ -288,3 +288,13 @@ def test_the_grant_grows_with_the_work_asked_for_and_says_its_figures():
     reason = one.reason(50.0, 3.0)
     assert "50.0 CPU seconds (3.0 of them before training)" in reason and f"{one.cpu_seconds:.1f} granted" in reason
     assert "30 training steps asked for (2 epochs x 15 batches)" in reason
+
+
+def test_a_graph_tasks_grant_prices_one_step_per_epoch_of_the_whole_graph():
+    """A graph task's one example is the whole graph: its measures are one step's, however many nodes the batch size
+    counts, so the grant must not multiply them by the batch (600x over on sbm-nodes)."""
+    limits, graph_train = Limits(threads=1), {"epochs": 100, "batch_size": 600}
+    whole = budget.grant(SMOKE, graph_train, 600, 400, limits, 4.0, 1.5, whole_graph=True)
+    assert whole.steps == 100 and whole.batches == 1
+    per_node = budget.grant(SMOKE, graph_train, 600, 400, limits, 4.0, 1.5)
+    assert per_node.step_seconds > 5 * whole.step_seconds
