@@ -322,15 +322,14 @@ def test_a_screened_member_is_measured_from_its_graph(isolation, cache_dir, digi
     [
         (BATCH_STATISTICS, r"^\[smoke\] the exported graph was rejected: .*ReduceMean.*batch"),
         (BATCHNORM_BY_HAND, r"^\[smoke\] the exported graph was rejected: .*Reduce.*batch"),
-        (BATCHNORM_TRAINING, r"^\[smoke:export\] the network could not be exported"),
+        (BATCHNORM_TRAINING, r"^\[smoke\] the exported graph was rejected: .*BatchNormalization.*training mode"),
     ],
     ids=["batch-mean", "batchnorm-by-hand", "batchnorm-module-training"],
 )
 def test_batch_statistics_at_evaluation_fail_before_training(code, reason, isolation, tmp_path, cache_dir, digits):
     """Normalising with the batch's own statistics at evaluation lets one example's output depend on the others of
-    its batch (trusted scoring: an honest 0.572 became 0.619). Written out, the smoke stage's graph fails the batch
-    proof, which names the node; a BatchNorm module kept in training mode does not even export (torch's exporter
-    cannot trace its training-mode batch check with a dynamic batch axis). Either way `failed` before training."""
+    its batch (trusted scoring: an honest 0.572 became 0.619). Written out, or as a BatchNorm module kept in training
+    mode, the smoke stage's graph fails the batch proof, which names the node. Either way `failed` before training."""
     with Archive(tmp_path / "a.db") as archive:
         result = Evaluator(archive, settings(tmp_path, cache_dir, isolation)).evaluate(code, "batch")
         assert result.status == "failed", result.reason
