@@ -119,13 +119,26 @@ def write_bundle(archive: Archive, candidate_id: int, out: Path, force: bool = F
     removes a `model.onnx` the new bundle has no graph for). Each file is written to a temporary name and renamed.
     """
     made = bundle(archive, candidate_id)
+    if out.is_symlink() and not out.exists():
+        raise ExportError(f"{out} is a link to {os.readlink(out)}, which does not exist; give --out a folder")
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file, not a folder; give --out a folder to write the bundle into")
+    graphs = archive.graphs_dir.resolve()
+    if out.resolve() == graphs or out.resolve().is_relative_to(graphs):
+        raise ExportError(
+            f"{out} is inside the archive's graphs folder ({graphs}), which its retention policy manages; give "
+            "--out another folder"
+        )
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ExportError(f"{out} exists and is not empty; give an empty or new folder, or --force to overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    for name, data in made.files.items():
-        _write_atomically(out / name, data)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in made.files.items():
+            _write_atomically(out / name, data)
+    except OSError as err:  # a path through a file, no room, no permission: said, not a traceback
+        raise ExportError(
+            f"cannot write the bundle into {out}: {err.strerror or err}; give --out a folder you can write to"
+        ) from None
     if not made.graph_kept:
         (out / GRAPH_FILE).unlink(missing_ok=True)
     if made.graph_kept and made.graph_sha256 is not None:

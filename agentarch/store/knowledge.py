@@ -13,7 +13,9 @@ each quoted as an FTS5 string, so no FTS5 syntax (NEAR, *, column filters, paren
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat as stat_kind
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +174,8 @@ def _capped(entries: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def files_of(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     """The note files under `root` (or `root` itself), sorted, hidden ones left out; and the files skipped, with why
-    (a PDF, a file over MAX_FILE_BYTES). KnowledgeError when there are more than MAX_FILES."""
+    (a PDF, a file over MAX_FILE_BYTES, a link to a file outside `root`, whose text would otherwise reach a prompt).
+    KnowledgeError when there are more than MAX_FILES."""
     if root.is_file():
         if root.suffix.lower() == PDF:
             read_entries(root, b"")  # a PDF given by name is refused, with what to do
@@ -188,16 +191,46 @@ def files_of(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     files, skipped = [], []
     for path in candidates:
         suffix = path.suffix.lower()
-        if suffix == PDF:
+        if path != root and not _inside(path, root):  # a link out of the folder: /etc/passwd, the archive itself
+            skipped.append((str(path), "a link to a file outside the folder: copy the note into the folder instead"))
+        elif suffix == PDF:
             skipped.append((str(path), "PDF: no PDF text extractor is installed; convert it to .txt"))
         elif suffix in MARKDOWN | TEXT:
-            if path.stat().st_size > MAX_FILE_BYTES:
+            try:
+                size = path.stat().st_size
+            except OSError as err:  # removed since the folder was listed
+                skipped.append((str(path), f"cannot be read ({err.strerror or err})"))
+                continue
+            if size > MAX_FILE_BYTES:
                 skipped.append((str(path), f"over {MAX_FILE_BYTES:,} bytes"))
             else:
                 files.append(path)
     if len(files) > MAX_FILES:
         raise KnowledgeError(f"{root} holds {len(files):,} note files, more than {MAX_FILES:,}: give a smaller folder")
     return files, skipped
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, its links followed, is a file under `root` (itself resolved by `resolve`)."""
+    try:
+        return path.resolve(strict=True).is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a dangling or looping link
+        return False
+
+
+def read_note(path: Path, follow: bool = True) -> bytes:
+    """The bytes of one note file, at most MAX_FILE_BYTES: OSError for anything but a regular file (a FIFO or a
+    device swapped in after the folder was listed would block or never end) and KnowledgeError for a file that grew
+    past the cap since it was listed. Opened non-blocking, so a FIFO is refused rather than waited on."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as stream:
+        if not stat_kind.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        data = stream.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise KnowledgeError(f"{path.name} is over {MAX_FILE_BYTES:,} bytes")
+    return data
 
 
 # -- keeping the index in step with the files ---------------------------------------------------------------------
@@ -219,9 +252,16 @@ def add(archive: Handle, path: Path | str) -> Indexed:
 def refresh(archive: Handle, root: Path) -> Indexed:
     """Bring the index of `root` in step with its files: new and changed files (size or mtime moved, then sha256
     changed) are read into entries again, removed files' entries dropped. Files are read before the one write
-    transaction, so a refresh holds the archive's write lock only to write."""
+    transaction, so a refresh holds the archive's write lock only to write. A file that changes while it is read (gone,
+    grown past the cap, no longer a regular file) keeps its entries until the next refresh; a root that is gone is a
+    KnowledgeError that drops nothing (a resume or a run's refresh searches the index as it stands)."""
     done = Indexed(root)
-    files, done.skipped = files_of(root) if root.exists() else ([], [])
+    if not root.exists():  # gone (unmounted, moved, deleted): the index stands as it is, nothing recorded is lost
+        raise KnowledgeError(
+            f"the knowledge folder {root} is not there any more; its {_count(archive, root)} entries are kept as "
+            "they stand (put the folder back, or add it again where it is now)"
+        )
+    files, done.skipped = files_of(root)
     stored = {
         row[0]: row[1:]
         for row in archive.db.execute(
@@ -229,12 +269,19 @@ def refresh(archive: Handle, root: Path) -> Indexed:
         )
     }
     fresh: dict[str, tuple[int, int, str, list[tuple[str, str]] | None]] = {}
-    for path in files:
-        stat = path.stat()
+    for path in list(files):
         known = stored.get(str(path))
-        if known is not None and tuple(known[:2]) == (stat.st_size, stat.st_mtime_ns):
+        try:
+            stat = path.stat()
+            if known is not None and tuple(known[:2]) == (stat.st_size, stat.st_mtime_ns):
+                continue
+            data = read_note(path, follow=path == root or _inside(path, root))
+        except (OSError, KnowledgeError) as err:  # removed, replaced or grown since it was listed: left as it stood
+            files.remove(path)
+            done.skipped.append((str(path), f"changed while it was read ({err}); read on the next refresh"))
+            if known is not None:
+                stored.pop(str(path))  # its entries stay: not in `gone`
             continue
-        data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         entries = None if known is not None and known[2] == digest else read_entries(path, data)
         fresh[str(path)] = (stat.st_size, stat.st_mtime_ns, digest, entries)
@@ -258,10 +305,14 @@ def refresh(archive: Handle, root: Path) -> Indexed:
         archive.db.execute("UPDATE knowledge_roots SET refreshed_at = ? WHERE path = ?", [now(), str(root)])
     done.removed = gone
     done.files = len(files)
-    done.entries = int(
+    done.entries = _count(archive, root)
+    return done
+
+
+def _count(archive: Handle, root: Path) -> int:
+    return int(
         archive.db.execute(f"SELECT COUNT(*) FROM knowledge_entries WHERE {_UNDER}", [*_under(root)]).fetchone()[0]
     )
-    return done
 
 
 def _sha(title: str, text: str) -> str:
