@@ -381,3 +381,42 @@ def pooled(side: int) -> int:
     """A side after a 2x2 pooling with stride 2 and ceil_mode, or a 3x3 convolution with stride 2 and padding 1:
     both give ceil(side / 2) (an odd side keeps its last row and column)."""
     return (side + 1) // 2
+
+
+class SettingsSpace(SearchSpace):
+    """A space whose architectures are one `SettingsString` (macro, mlp, restore): its fields, sampling, mutation,
+    listing, canonical form and TPE suggestion all come from the string's declared settings, so a new such space
+    declares its settings, notes, template and size and nothing else."""
+
+    settings: SettingsString
+    notes: dict[str, str]
+    """A few words on what each setting chooses, for the model that is asked to choose."""
+
+    def fields(self) -> dict[str, tuple[Any, ...]]:
+        return {field: choices for field, (_, choices) in self.settings.fields.items()}
+
+    def field_notes(self) -> dict[str, str]:
+        return dict(self.notes)
+
+    def to_fields(self, arch: str) -> dict[str, Any]:
+        return self.settings.parse(arch)
+
+    def _from_fields(self, values: dict[str, Any]) -> str:
+        return self.settings.format(values)
+
+    def sample(self, rng: random.Random) -> str:
+        return self.settings.sample(rng)
+
+    def mutate(self, arch: str, rng: random.Random) -> str:
+        return self.settings.mutate(arch, rng)
+
+    def archs(self) -> Iterator[str]:
+        return self.settings.all()
+
+    def validate(self, arch: str) -> str:
+        return self.settings.format(self.settings.parse(arch))
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> str:
+        return self.settings.format(
+            {field: trial.suggest_categorical(field, list(choices)) for field, choices in self.fields().items()}
+        )

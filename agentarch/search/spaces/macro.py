@@ -10,11 +10,9 @@ parameters) fits the smallest task budget (digits and mqar allow 1M).
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from agentarch.search.spaces.base import SearchSpace, SettingsString, Size, SpaceError, module_literals, pooled
+from agentarch.search.spaces.base import SettingsSpace, SettingsString, Size, SpaceError, module_literals, pooled
 
 if TYPE_CHECKING:
     import optuna
@@ -43,7 +41,7 @@ parse = ARCH.parse
 format_arch = ARCH.format
 
 
-class MacroSpace(SearchSpace):
+class MacroSpace(SettingsSpace):
     """Plain CNNs (image tasks): depth, width, kernel size, residual connections and pooling type."""
 
     name = "macro"
@@ -53,33 +51,14 @@ class MacroSpace(SearchSpace):
         "blocks (doubling after each pooling, which follows every second block), k the kernel size, skip1 adds "
         "residual connections, and the last part is the pooling type"
     )
-
-    def fields(self) -> dict[str, tuple[Any, ...]]:
-        return {field: choices for field, (_, choices) in FIELDS.items()}
-
-    def field_notes(self) -> dict[str, str]:
-        return {
-            "depth": "convolution blocks",
-            "width": "channels of the first stage",
-            "kernel": "kernel size",
-            "skip": "1: residual connections",
-            "pool": "pooling type",
-        }
-
-    def to_fields(self, arch: str) -> dict[str, Any]:
-        return parse(arch)
-
-    def _from_fields(self, values: dict[str, Any]) -> str:
-        return format_arch(values)
-
-    def sample(self, rng: random.Random) -> str:
-        return ARCH.sample(rng)
-
-    def mutate(self, arch: str, rng: random.Random) -> str:
-        return ARCH.mutate(arch, rng)
-
-    def archs(self) -> Iterator[str]:
-        return ARCH.all()
+    settings = ARCH
+    notes = {
+        "depth": "convolution blocks",
+        "width": "channels of the first stage",
+        "kernel": "kernel size",
+        "skip": "1: residual connections",
+        "pool": "pooling type",
+    }
 
     def size(self, arch: str, task: Task) -> Size:
         """Counted by arithmetic on the settings and the image's shape, block by block as macro.py.j2 builds the
@@ -109,9 +88,6 @@ class MacroSpace(SearchSpace):
         # Depth is ordered, so TPE may model it as a number rather than as unrelated categories.
         settings["depth"] = trial.suggest_int("depth", DEPTHS[0], DEPTHS[-1])
         return format_arch(settings)
-
-    def validate(self, arch: str) -> str:
-        return format_arch(parse(arch))
 
     def parse_code(self, code: str) -> str:
         values = module_literals(code, ["DEPTH", "WIDTH", "KERNEL", "SKIP", "POOL"])

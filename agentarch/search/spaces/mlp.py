@@ -9,15 +9,11 @@ Gorishniy et al., 2021). The head gives class logits, or one value per target fo
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from agentarch.search.spaces.base import SearchSpace, SettingsString, Size, SpaceError, module_literals
+from agentarch.search.spaces.base import SettingsSpace, SettingsString, Size, SpaceError, module_literals
 
 if TYPE_CHECKING:
-    import optuna
-
     from agentarch.tasks.task import Task
 
 DEPTHS = (1, 2, 3, 4)
@@ -42,7 +38,7 @@ parse = ARCH.parse
 format_arch = ARCH.format
 
 
-class MLPSpace(SearchSpace):
+class MLPSpace(SettingsSpace):
     """Plain MLPs for standardized tabular features (table tasks, classification or regression)."""
 
     name = "mlp"
@@ -51,33 +47,14 @@ class MLPSpace(SearchSpace):
         f"an MLP written {FORMAT}: d is the number of hidden layers, w their units, then the activation, "
         "p the dropout rate and the normalization after each hidden layer"
     )
-
-    def fields(self) -> dict[str, tuple[Any, ...]]:
-        return {field: choices for field, (_, choices) in FIELDS.items()}
-
-    def field_notes(self) -> dict[str, str]:
-        return {
-            "depth": "hidden layers",
-            "width": "units per hidden layer",
-            "activation": "activation function",
-            "dropout": "dropout rate",
-            "norm": "normalization",
-        }
-
-    def to_fields(self, arch: str) -> dict[str, Any]:
-        return parse(arch)
-
-    def _from_fields(self, values: dict[str, Any]) -> str:
-        return format_arch(values)
-
-    def sample(self, rng: random.Random) -> str:
-        return ARCH.sample(rng)
-
-    def mutate(self, arch: str, rng: random.Random) -> str:
-        return ARCH.mutate(arch, rng)
-
-    def archs(self) -> Iterator[str]:
-        return ARCH.all()
+    settings = ARCH
+    notes = {
+        "depth": "hidden layers",
+        "width": "units per hidden layer",
+        "activation": "activation function",
+        "dropout": "dropout rate",
+        "norm": "normalization",
+    }
 
     def size(self, arch: str, task: Task) -> Size:
         """Counted by arithmetic on the settings and the number of features, layer by layer as mlp.py.j2 builds the
@@ -91,14 +68,6 @@ class MLPSpace(SearchSpace):
             features = width
         outputs = task.num_classes
         return Size(params + features * outputs + outputs, flops + 2 * features * outputs)
-
-    def suggest(self, trial: optuna.trial.BaseTrial) -> str:
-        return format_arch(
-            {field: trial.suggest_categorical(field, list(choices)) for field, (_, choices) in FIELDS.items()}
-        )
-
-    def validate(self, arch: str) -> str:
-        return format_arch(parse(arch))
 
     def parse_code(self, code: str) -> str:
         values = module_literals(code, ["DEPTH", "WIDTH", "ACTIVATION", "DROPOUT", "NORM"])

@@ -11,15 +11,11 @@ fits the built-in dense tasks' budget (0.5M).
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from agentarch.search.spaces.base import SearchSpace, SettingsString, Size, SpaceError, module_literals
+from agentarch.search.spaces.base import SettingsSpace, SettingsString, Size, SpaceError, module_literals
 
 if TYPE_CHECKING:
-    import optuna
-
     from agentarch.tasks.task import Task
 
 DEPTHS = (1, 2, 3, 4, 6, 8)
@@ -53,7 +49,7 @@ def factor_of(task: Task) -> int:
     return task.out_shape[-1] // task.in_shape[-1]
 
 
-class RestoreSpace(SearchSpace):
+class RestoreSpace(SettingsSpace):
     """Residual CNN restorers over a fixed upsampling of the input (dense tasks)."""
 
     name = "restore"
@@ -62,33 +58,14 @@ class RestoreSpace(SearchSpace):
         f"a residual CNN restorer written {FORMAT}: d is the number of residual blocks, w their channels, k the "
         "kernel size, then the activation and how the input is upsampled before the network adds its detail"
     )
-
-    def fields(self) -> dict[str, tuple[Any, ...]]:
-        return {field: choices for field, (_, choices) in FIELDS.items()}
-
-    def field_notes(self) -> dict[str, str]:
-        return {
-            "depth": "residual blocks",
-            "width": "channels",
-            "kernel": "kernel size",
-            "activation": "activation inside each block",
-            "base": "upsampling of the input the network's output is added to",
-        }
-
-    def to_fields(self, arch: str) -> dict[str, Any]:
-        return parse(arch)
-
-    def _from_fields(self, values: dict[str, Any]) -> str:
-        return format_arch(values)
-
-    def sample(self, rng: random.Random) -> str:
-        return ARCH.sample(rng)
-
-    def mutate(self, arch: str, rng: random.Random) -> str:
-        return ARCH.mutate(arch, rng)
-
-    def archs(self) -> Iterator[str]:
-        return ARCH.all()
+    settings = ARCH
+    notes = {
+        "depth": "residual blocks",
+        "width": "channels",
+        "kernel": "kernel size",
+        "activation": "activation inside each block",
+        "base": "upsampling of the input the network's output is added to",
+    }
 
     def size(self, arch: str, task: Task) -> Size:
         """Counted by arithmetic, layer by layer as restore.py.j2 builds the network (exact, no code run): every
@@ -105,14 +82,6 @@ class RestoreSpace(SearchSpace):
         if s["base"] == "bicubic" and factor > 1:
             macs += BICUBIC_TAPS**2 * channels * factor * factor
         return Size(params, 2 * macs * pixels)
-
-    def suggest(self, trial: optuna.trial.BaseTrial) -> str:
-        return format_arch(
-            {field: trial.suggest_categorical(field, list(choices)) for field, (_, choices) in FIELDS.items()}
-        )
-
-    def validate(self, arch: str) -> str:
-        return format_arch(parse(arch))
 
     def parse_code(self, code: str) -> str:
         values = module_literals(code, ["DEPTH", "WIDTH", "KERNEL", "ACTIVATION", "BASE"])
