@@ -180,6 +180,7 @@ def test_replay_with_goals_rebuilds_the_same_search_from_the_measures():
         "flops": outcomes[0]["flops"],
         "latency_ms": None,
         "peak_memory_mb": None,
+        "judge": None,  # no judge rated a table's proposals
     }
     twins = [RegularizedEvolution(NB201, seed=5, population=10, sample_size=3, goals=ACCURACY_AND_SIZE) for _ in "ab"]
     for rea in twins:
