@@ -19,6 +19,7 @@ from agentarch.cli import (
     run,
     serve,
     tasks,
+    tune,
 )
 from agentarch.cli.common import App
 
@@ -42,6 +43,7 @@ app.command("report")(serve.report_command)
 app.command("predict")(predict.predict_command)
 app.command("export")(export.export_command)
 app.command("dataset")(dataset.dataset_command)
+app.command("tune")(tune.tune_command)
 app.add_typer(tasks.tasks_app, name="tasks")
 app.add_typer(knowledge.knowledge_app, name="knowledge")
 app.command("doctor")(doctor.doctor_command)
