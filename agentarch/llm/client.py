@@ -48,12 +48,27 @@ from agentarch.llm.faults import (
     LLMError,
     chain_of,
 )
-from agentarch.llm.streaming import Caps, OverCap, Streamed, Watch, arriving, cut_all, litellm, read_stream
+from agentarch.llm.streaming import (
+    Caps,
+    OverCap,
+    Streamed,
+    Watch,
+    arriving,
+    cut_all,
+    litellm,
+    read_stream,
+    usage_count,
+)
 
 if TYPE_CHECKING:
     from agentarch.store.archive import Archive
 
 log = logging.getLogger(__name__)
+
+MAX_USAGE_TOKENS = 10**9
+"""The most tokens one attempt is taken to have used, prompt or answer: no context window comes near it. A server's
+bigger count is held to it before pricing and recording (10**20 overflowed SQLite's integers, and the call went
+unrecorded and uncounted by --max-cost), and the call's record says so."""
 
 FAULTS = ("rate_limited", "server_error", "timeout", "bad_response", "connection", "too_long")
 # A local OpenAI-compatible server (vLLM, Ollama, llama.cpp) ignores the key, but the OpenAI SDK
@@ -283,23 +298,24 @@ class LLMClient(Diagnosis):
                         raise LLMError(self._fatal_message(failure), call_ids) from None
                     continue
                 latency = time.monotonic() - started
-                text, finish, prompt_tokens, completion_tokens, attempt_cost, streamed, first = got
+                text, finish, prompt_tokens, completion_tokens, attempt_cost, streamed, first, note = got
                 cost += attempt_cost
                 if text and _utf8_over(text, self.max_answer_bytes):
                     over = OverCap(f"it is over {self.max_answer_bytes:,} bytes ({len(text):,} characters)")
                     del got, text  # the caller gets a reason, not the answer: let it go now
                     usage = (prompt_tokens, completion_tokens, attempt_cost)
-                    raise self._too_large(call_ids, purpose, attempt, started, over, *usage)
+                    raise self._too_large(call_ids, purpose, attempt, started, over, *usage, note=note)
                 if not text or not text.strip():
                     failure = Failure("bad_response", "the answer was empty")
                     self._record(
                         call_ids, purpose, attempt, "bad_response", failure.message, prompt_tokens, completion_tokens,
-                        attempt_cost, latency,
+                        attempt_cost, latency, note,
                     )  # fmt: skip
                     continue
                 self._record(
-                    call_ids, purpose, attempt, "ok", None, prompt_tokens, completion_tokens, attempt_cost, latency
-                )
+                    call_ids, purpose, attempt, "ok", None, prompt_tokens, completion_tokens, attempt_cost, latency,
+                    note,
+                )  # fmt: skip
                 return Completion(
                     text=text,
                     model=self.model,
@@ -325,9 +341,10 @@ class LLMClient(Diagnosis):
 
     def _attempt(
         self, lite: ModuleType, messages: list[dict[str, str]], key: str | None, answer_tokens: int, row: dict[str, Any]
-    ) -> tuple[str | None, str | None, int, int, float, int | None, float | None]:
+    ) -> tuple[str | None, str | None, int, int, float, int | None, float | None, str | None]:
         """Send once and read the answer: (text, finish reason, prompt and completion tokens, cost, chunks streamed,
-        seconds to the first token). Raises what litellm, httpx or the watch raised."""
+        seconds to the first token, a note when the server's usage was capped). Raises what litellm, httpx or the
+        watch raised."""
         request = dict(
             model=self.model,
             messages=messages,
@@ -344,11 +361,12 @@ class LLMClient(Diagnosis):
         if not self.stream:
             with arriving(caps, None):
                 response = lite.completion(**request, timeout=self.timeout_s)
-            prompt_tokens, completion_tokens = _usage(response)
+            prompt_tokens, completion_tokens, note = _capped(*_usage(response))
             choice = response.choices[0] if response.choices else None
             text = choice.message.content if choice is not None else None
             finish = choice.finish_reason if choice is not None else None
-            return text, finish, prompt_tokens, completion_tokens, _cost(lite, response), None, None
+            attempt_cost = _priced(lite, self.model, prompt_tokens, completion_tokens)
+            return text, finish, prompt_tokens, completion_tokens, attempt_cost, None, None, note
         read_s = max(self.first_token_timeout_s, self.stall_timeout_s)
         timeout = httpx.Timeout(read_s, connect=min(read_s, CONNECT_TIMEOUT_S))
         with Watch(self.first_token_timeout_s, self.stall_timeout_s, self.min_tokens_per_s) as watch:
@@ -365,8 +383,10 @@ class LLMClient(Diagnosis):
         estimated = windows.raw_count(self.model, messages)
         if got.prompt_tokens:
             windows.observe(self.model, self.api_base, estimated, got.prompt_tokens)
-        prompt_tokens = got.prompt_tokens if got.prompt_tokens is not None else estimated
-        completion_tokens = got.completion_tokens if got.completion_tokens is not None else got.chunks
+        prompt_tokens, completion_tokens, note = _capped(
+            got.prompt_tokens if got.prompt_tokens is not None else estimated,
+            got.completion_tokens if got.completion_tokens is not None else got.chunks,
+        )
         attempt_cost = _priced(lite, self.model, prompt_tokens, completion_tokens)
         return (
             got.text,
@@ -376,6 +396,7 @@ class LLMClient(Diagnosis):
             attempt_cost,
             got.chunks,
             got.first_token_s,
+            note,
         )
 
     # -- the window ---------------------------------------------------------------------------------
@@ -440,6 +461,8 @@ class LLMClient(Diagnosis):
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         cost_usd: float = 0.0,
+        *,
+        note: str | None = None,
     ) -> AnswerTooLarge:
         """Record the refused attempt (status `too_large`) and say why, naming the size and the setting to raise."""
         cap = f"max_answer_bytes ({self.max_answer_bytes:,} bytes)"
@@ -453,7 +476,7 @@ class LLMClient(Diagnosis):
             )
         latency = time.monotonic() - started
         self._record(
-            call_ids, purpose, attempt, "too_large", message, prompt_tokens, completion_tokens, cost_usd, latency
+            call_ids, purpose, attempt, "too_large", message, prompt_tokens, completion_tokens, cost_usd, latency, note
         )
         return AnswerTooLarge(f"{self._where()} sent an answer too large to use: {message}", call_ids)
 
@@ -495,8 +518,10 @@ class LLMClient(Diagnosis):
         completion_tokens: int = 0,
         cost_usd: float = 0.0,
         latency_s: float = 0.0,
+        note: str | None = None,
     ) -> None:
-        """Count one attempt, and write its ledger row (when there is an archive), adding the id to `call_ids`."""
+        """Count one attempt, and write its ledger row (when there is an archive), adding the id to `call_ids`.
+        `note` (a capped usage) joins the row's error, the one text column, so even an ok call says so."""
         with self._lock:
             self.attempts += 1
             self.spent_usd += cost_usd
@@ -512,7 +537,7 @@ class LLMClient(Diagnosis):
                             "model": self.model,
                             "attempt": attempt,
                             "status": status,
-                            "error": error,
+                            "error": "; ".join(filter(None, (error, note))) or None,
                             "prompt_tokens": prompt_tokens,
                             "completion_tokens": completion_tokens,
                             "cost_usd": cost_usd,
@@ -540,24 +565,34 @@ def _utf8_over(text: str, limit: int) -> bool:
 
 
 def _usage(response: Any) -> tuple[int, int]:
+    """A plain answer's usage: the server's counts where they are non-negative ints, else 0."""
     usage = getattr(response, "usage", None)
-    return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
+    prompt = usage_count(getattr(usage, "prompt_tokens", None))
+    completion = usage_count(getattr(usage, "completion_tokens", None))
+    return prompt or 0, completion or 0
 
 
-def _cost(lite: ModuleType, response: Any) -> float:
-    """Price from litellm's bundled cost map; 0.0 for models it does not know (local servers, new models)."""
-    try:
-        return float(lite.completion_cost(completion_response=response) or 0.0)
-    except Exception:  # litellm raises several kinds for unmapped models; none of them should stop a run
-        return 0.0
+def _capped(prompt_tokens: int, completion_tokens: int) -> tuple[int, int, str | None]:
+    """The counts held to MAX_USAGE_TOKENS, and a note naming those that were (None when neither was)."""
+    over = [
+        name
+        for name, count in (("prompt", prompt_tokens), ("completion", completion_tokens))
+        if count > MAX_USAGE_TOKENS
+    ]
+    if not over:
+        return prompt_tokens, completion_tokens, None
+    note = f"the server reported over {MAX_USAGE_TOKENS:,} {' and '.join(over)} tokens; counted as {MAX_USAGE_TOKENS:,}"
+    log.warning("%s", note)
+    return min(prompt_tokens, MAX_USAGE_TOKENS), min(completion_tokens, MAX_USAGE_TOKENS), note
 
 
 def _priced(lite: ModuleType, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-    """A streamed answer's price from its token counts and litellm's bundled cost map (0.0 for unknown models)."""
+    """An answer's price from its (checked, capped) token counts and litellm's bundled cost map: 0.0 for unknown
+    models, and never below 0, so no answer can lower the run's spend under --max-cost."""
     try:
         prompt_usd, completion_usd = lite.cost_per_token(
             model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
         )
-        return float(prompt_usd + completion_usd)
+        return max(0.0, float(prompt_usd + completion_usd))
     except Exception:  # unmapped models raise; they cost nothing we know of
         return 0.0

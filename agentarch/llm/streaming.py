@@ -400,16 +400,16 @@ def _plain(body: bytes, watch: Watch) -> Streamed:
         text = (choice.get("message") or {}).get("content") or ""
         finish = choice.get("finish_reason")
         usage = data.get("usage") or {}
+        prompt, completion = usage_count(usage.get("prompt_tokens")), usage_count(usage.get("completion_tokens"))
     except (ValueError, AttributeError, TypeError, IndexError) as err:
         raise ValueError(f"the server answered a stream request with a body that is not a completion ({err})") from None
     if not isinstance(text, str):
         raise ValueError("the server's completion holds no text")
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     return Streamed(
         text,
         finish if isinstance(finish, str) else None,
-        prompt if isinstance(prompt, int) else None,
-        completion if isinstance(completion, int) else None,
+        prompt,
+        completion,
         1 if text else 0,
         time.monotonic() - watch.started,
         cost_response=data,
@@ -419,6 +419,10 @@ def _plain(body: bytes, watch: Watch) -> Streamed:
 def _usage_of(usage: Any) -> tuple[int | None, int | None]:
     if usage is None:
         return None, None
-    prompt = getattr(usage, "prompt_tokens", None)
-    completion = getattr(usage, "completion_tokens", None)
-    return (prompt if isinstance(prompt, int) else None, completion if isinstance(completion, int) else None)
+    return usage_count(getattr(usage, "prompt_tokens", None)), usage_count(getattr(usage, "completion_tokens", None))
+
+
+def usage_count(value: Any) -> int | None:
+    """A server's token count, or None where it is none (not an int, a bool, or below zero): a negative count would
+    price to a negative cost and lower the run's spend under --max-cost, so the caller uses its estimate instead."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

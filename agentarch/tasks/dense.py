@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from agentarch.tasks.npzfiles import load_npz
 from agentarch.tasks.sources import IMAGE_SUFFIXES, SPLIT_ALIASES, decode_images
 from agentarch.tasks.splits import SPLIT_NAMES, Dataset, split_indices
 from agentarch.tasks.task import SplitData, TaskError
@@ -131,7 +132,10 @@ def add_noise(images: np.ndarray, sigma: float, seed: int = NOISE_SEED) -> np.nd
 
 
 def as_unit_floats(images: np.ndarray, where: str) -> np.ndarray:
-    """Images as float32 in [0, 1]: uint8 divided by 255, floats checked to be finite and within [0, 1]."""
+    """Images as float32 in [0, 1]: uint8 divided by 255, floats checked to be finite and within [0, 1]. An empty
+    array (an npz's empty split) is refused first: it has no minimum to check, and every split needs images."""
+    if images.size == 0:
+        raise TaskError(f"{where}: no images; every split needs at least one")
     if images.dtype == np.uint8:
         return (images / 255.0).astype(np.float32)
     if not np.issubdtype(images.dtype, np.floating):
@@ -240,11 +244,7 @@ def check_degradation(where: str, kind: str, degradation: str | None, factor: in
 def read_npz(path: Path) -> Dataset:
     """Pairs from a NumPy file: `inputs` and `targets` (split by seed), or `train_inputs`, `train_targets`, `val_...`,
     `test_...` (the split given); uint8 or floats in [0, 1], (N, C, H, W) or (N, H, W) for grey images."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError) as err:
-        raise TaskError(f"cannot read {path}: {err}") from err
+    arrays = load_npz(path)
     if all(f"{s}_{p}" in arrays for s in SPLIT_NAMES for p in ("inputs", "targets")):
         prefixes = [f"{s}_" for s in SPLIT_NAMES]
     elif "inputs" in arrays and "targets" in arrays:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from agentarch.tasks.npzfiles import load_npz
 from agentarch.tasks.splits import MIN_SPLIT, split_indices
 from agentarch.tasks.task import IGNORE_INDEX, SplitData, TaskError
 
@@ -200,11 +201,7 @@ def read_npz(path: Path) -> Graph:
     optionally `train_mask`, `val_mask`, `test_mask` (N,) booleans, all three or none (then [splits] cuts the
     nodes). Every problem is a TaskError that names the key and what to store instead."""
     where = str(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as err:
-        raise TaskError(f"{where}: not a readable npz file ({err})") from err
+    arrays = load_npz(path)
     missing = [key for key in ("x", "edge_index", "y") if key not in arrays]
     if missing:
         raise TaskError(

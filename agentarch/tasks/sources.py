@@ -23,9 +23,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from agentarch.tasks.npzfiles import load_npz
 from agentarch.tasks.splits import MIN_SPLIT, SPLIT_NAMES, Dataset
 from agentarch.tasks.task import BYTE_VOCAB, TaskError
 
+MAX_IMAGE_PIXELS = 2**26
+"""The most pixels one task image may have (67 million: an 8192x8192 photograph), checked from its header before it
+is decoded: more is a decompression bomb (a PNG of a few bytes that Pillow would decode to gigabytes; Pillow only
+warns below twice its own 89-million limit) or far more than a task needs."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -54,11 +59,7 @@ def _number_text(value: float) -> str:
 
 def read_npz(path: Path, kind: str, regression: bool) -> Dataset:
     """Arrays per split (train_x, train_y, val_x, ...) or one x/y pair that is split by seed."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError) as err:
-        raise TaskError(f"cannot read {path}: {err}") from err
+    arrays = load_npz(path)
     if all(f"{s}_{p}" in arrays for s in SPLIT_NAMES for p in "xy"):
         xs = [arrays[f"{s}_x"] for s in SPLIT_NAMES]
         ys = [arrays[f"{s}_y"] for s in SPLIT_NAMES]
@@ -219,7 +220,16 @@ def decode_images(images: Iterable[Any], size: tuple[int, int, int] | None, wher
         label = str(item) if isinstance(item, Path) else f"{where} row {i}"
         try:
             image = Image.open(item) if isinstance(item, Path) else item
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                image.close()
+                raise TaskError(
+                    f"image {label} is {width}x{height}, more than {MAX_IMAGE_PIXELS:,} pixels; scale it down (or "
+                    "remove it: a tiny file of that size is a decompression bomb)"
+                )
             image.load()
+        except Image.DecompressionBombError as err:
+            raise TaskError(f"image {label}: {err} Scale it down, or remove it if it is a bomb") from None
         except (OSError, UnidentifiedImageError) as err:
             raise TaskError(f"cannot read image {label}: {err}") from err
         if size is None:

@@ -2,8 +2,8 @@
 bundle, attacked as a hostile model, a hostile notes folder or a careless user would.
 
 Each test is one attack and asserts the defence, on real archive files, the real CLI and a real HTTP server playing the
-model. Findings fixed in the feature's own module pass; findings whose fix lies elsewhere (the LLM client's usage
-accounting, agentarch/tasks/*) are strict xfails that say the fix needed.
+model. Six findings were fixed outside the features attacked: the LLM client's usage accounting (agentarch/llm) and
+the dense task files' npz and image readers (agentarch/tasks).
 """
 
 from __future__ import annotations
@@ -216,29 +216,19 @@ def test_the_justification_is_plain_text_without_bidi_or_escapes():
     assert not any(c in read["justification"] for c in "\u202e\u202c\u2066\u2069\x1b\u200b")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: the LLM client takes a server's usage tokens as given (agentarch/llm/client.py _usage, "
-    "agentarch/llm/streaming.py _plain/_usage_of): negative counts price to negative costs, so a judge (or any model "
-    "server) reporting them drives the run's spend below zero and --max-cost never stops it. Fix: read only "
-    "non-negative ints as usage (else None, falling back to the estimate) and clamp each attempt's cost at >= 0.",
-)
 def test_a_server_reporting_negative_usage_cannot_lower_the_runs_spend(tmp_path, no_sandbox):
+    """Negative usage counts priced to negative costs, driving the run's spend below zero past --max-cost."""
     summary, db = judged_run(tmp_path, Reply(content=rating(), prompt_tokens=-(10**7), completion_tokens=-(10**7)))
     costs = [c for (c,) in db.execute("SELECT cost_usd FROM llm_calls")]
     assert costs and min(costs) >= 0 and summary["cost_usd"] >= 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: usage tokens over SQLite's int64 (10**20) make recording the call fail with OverflowError: the "
-    "llm_calls row and its cost are lost (the judge's rating fails with the OverflowError as its reason), so the call "
-    "escapes --max-cost. Fix in agentarch/llm/client.py: cap a server's usage counts (e.g. at 10**9) before pricing "
-    "and recording them, and say so in the call's record.",
-)
 def test_a_server_reporting_absurd_usage_is_recorded_and_counted(tmp_path, no_sandbox):
+    """10**20 usage tokens overflowed SQLite's integers: the call went unrecorded and escaped --max-cost."""
     summary, db = judged_run(tmp_path, Reply(content=rating(), prompt_tokens=10**20, completion_tokens=5))
     assert db.execute("SELECT COUNT(*) FROM llm_calls").fetchone()[0] == 3
+    notes = [e for (e,) in db.execute("SELECT error FROM llm_calls WHERE prompt_tokens = 1000000000")]
+    assert len(notes) == 3 and all("counted as 1,000,000,000" in e for e in notes), notes
     assert summary["judge"]["judged"] == 3
 
 
@@ -402,14 +392,8 @@ def _lying_npy(shape: tuple[int, ...]) -> bytes:
     return header.getvalue() + b"\0" * 64
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: agentarch/tasks/sources.py decode_images catches OSError and UnidentifiedImageError only, so "
-    "Pillow's DecompressionBombError (an Exception) escapes as a traceback. Fix: catch Image.DecompressionBombError "
-    "(and check image.size against a task-image pixel cap before load()) -> TaskError naming the file, its size and "
-    "the cap.",
-)
 def test_a_decompression_bomb_png_is_a_task_error(tmp_path):
+    """Pillow's DecompressionBombError escaped decode_images as a traceback."""
     for side in ("inputs", "targets"):
         (tmp_path / "bomb" / side).mkdir(parents=True)
         (tmp_path / "bomb" / side / "a.png").write_bytes(_png_header(50_000, 50_000))
@@ -417,13 +401,8 @@ def test_a_decompression_bomb_png_is_a_task_error(tmp_path):
         _load(_task_file(tmp_path, "bomb", 'source = "images"\npath = "bomb"'))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: agentarch/tasks/dense.py as_unit_floats calls images.min() on an empty float array (a 0-image "
-    "split in an npz): ValueError 'zero-size array to reduction operation'. Fix: refuse an empty array first, "
-    "TaskError '<file> (train_inputs): no images; every split needs at least one'.",
-)
 def test_an_npz_with_an_empty_split_is_a_task_error(tmp_path):
+    """A 0-image float split reached images.min(): ValueError 'zero-size array to reduction operation'."""
     arrays = {}
     for split, n in (("train", 0), ("val", 2), ("test", 2)):
         arrays[f"{split}_inputs"] = np.zeros((n, 1, 8, 8), np.float32)
@@ -433,13 +412,8 @@ def test_an_npz_with_an_empty_split_is_a_task_error(tmp_path):
         _load(_task_file(tmp_path, "empty", 'source = "npz"\npath = "empty.npz"'))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: np.load gives a zip member that is not an .npy file as raw bytes, and agentarch/tasks/dense.py "
-    "read_npz hands them to _images: AttributeError ''bytes' object has no attribute 'ndim''. Fix: refuse any "
-    "member that is not an ndarray, TaskError '<file>: inputs is not a NumPy array (save it with np.savez)'.",
-)
 def test_an_npz_whose_members_are_not_arrays_is_a_task_error(tmp_path):
+    """np.load hands a member that is not an .npy over as bytes: AttributeError in the dense reader."""
     with zipfile.ZipFile(tmp_path / "raw.npz", "w") as npz:
         npz.writestr("inputs", b"hello")
         npz.writestr("targets", b"world")
@@ -447,15 +421,8 @@ def test_an_npz_whose_members_are_not_arrays_is_a_task_error(tmp_path):
         _load(_task_file(tmp_path, "raw", 'source = "npz"\npath = "raw.npz"'))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: an npz member whose header declares 64 TiB makes numpy allocate it before reading (MemoryError, "
-    "a traceback; with a smaller lie that fits in memory, a real deflate bomb is read whole). Fix in "
-    "agentarch/tasks/dense.py read_npz (and sources.read_npz): read each member's header first "
-    "(np.lib.format.read_magic / read_array_header_*), refuse a shape whose bytes exceed the member's stored size "
-    "or a total cap (e.g. a share of the machine's memory) with a TaskError, and catch MemoryError.",
-)
 def test_an_npz_that_lies_about_its_size_is_a_task_error(tmp_path):
+    """A member whose header declares 64 TiB made numpy allocate it before reading (MemoryError)."""
     with zipfile.ZipFile(tmp_path / "huge.npz", "w") as npz:
         npz.writestr("inputs.npy", _lying_npy((2**38, 1, 8, 8)))
         npz.writestr("targets.npy", _lying_npy((2**38, 1, 8, 8)))
