@@ -24,7 +24,7 @@ DEFAULTS = tuning.TuneSettings()
 
 def tune_command(
     data: Annotated[Path, typer.Option("--data", "-d", help="chat JSONL, as `agentarch dataset --out` writes it")],
-    model: Annotated[
+    model_path: Annotated[
         str, typer.Option("--model", "-m", help="a local model folder (config + weights + tokenizer) or a .gguf file")
     ],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="the folder to write adapter/, merged/ and README.md")],
@@ -37,7 +37,7 @@ def tune_command(
     max_length: Annotated[
         int, typer.Option("--max-length", help="tokens per chat; a longer chat loses its start, not its answer")
     ] = DEFAULTS.max_length,
-    seed: Annotated[int, typer.Option("--seed", help="seeds the LoRA weights and the order of the chats")] = (
+    tune_seed: Annotated[int, typer.Option("--seed", help="seeds the LoRA weights and the order of the chats")] = (
         DEFAULTS.seed
     ),
     as_json: Annotated[bool, typer.Option("--json", help="print what was written as one JSON object")] = False,
@@ -51,7 +51,7 @@ def tune_command(
         agentarch dataset --out digits.jsonl --task digits
         agentarch tune --data digits.jsonl --model models/SmolLM2-135M-Instruct --out tuned --steps 200
     """
-    settings = tuning.TuneSettings(steps=steps, lr=lr, rank=rank, alpha=alpha, max_length=max_length, seed=seed)
+    settings = tuning.TuneSettings(steps=steps, lr=lr, rank=rank, alpha=alpha, max_length=max_length, seed=tune_seed)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -62,7 +62,7 @@ def tune_command(
     )
     with Progress(*columns, console=err, disable=as_json) as progress:
         bars: dict[str, object] = {}
-        titles = {"load": f"loading {escape(formats.printable(model))}", "train": "training", "save": "saving"}
+        titles = {"load": f"loading {escape(formats.printable(model_path))}", "train": "training", "save": "saving"}
 
         def show(phase: str, done: int, total: int, loss: float | None) -> None:
             if phase not in bars:
@@ -70,7 +70,7 @@ def tune_command(
             progress.update(bars[phase], completed=done, loss="" if loss is None else f"loss {loss:.4f}")
 
         try:
-            done = tuning.tune(data, model, out_dir, settings, on_progress=show)
+            done = tuning.tune(data, model_path, out_dir, settings, on_progress=show)
         except tuning.TuneError as e:
             progress.stop()
             raise fail(str(e)) from None
