@@ -3,7 +3,7 @@
     select_context → render_prompt → propose → extract → static_check → dedup → review_gate
         → smoke → train → analyze → judge → record
     (on a table task (nb201-*), review_gate → look_up → judge → record: the table answers, no sandbox job;
-     judge rates a trained candidate only with --judge, and passes through otherwise;
+     judge, only in a run with --judge, rates a trained candidate;
      extract, static_check and smoke failures go to repair → extract, at most k times;
      review_gate pauses for a person only with --review: approve → smoke, reject → record,
      edit → static_check with the person's code; code no decision covers, by sha256, pauses again;
@@ -91,8 +91,9 @@ def build(ctx: RunContext, checkpointer: SqliteSaver) -> Any:
     then("edit_retry", route.after_edit_call, ["extract", "record"])
     then("fall_back", route.after_edit_call, ["extract", "record"])
     then("train", lambda state: "analyze", ["analyze"])
-    then("look_up", lambda state: "judge", ["judge"])
-    then("analyze", lambda state: "judge", ["judge"])
+    judged = "judge" if ctx.judge_arm is not None else "record"  # only a run with --judge has the step
+    then("look_up", lambda state: judged, ["judge", "record"])
+    then("analyze", lambda state: judged, ["judge", "record"])
     then("judge", lambda state: "record", ["record"])
     then("record", lambda state: END, [END])
     then("give_up", lambda state: END, [END])
