@@ -3,8 +3,8 @@
 A candidate's code runs in the trainer's process, so what the runner reports about training is the candidate's
 word. The host grants each job CPU seconds (agentarch/evaluation/budget.py), reads what the job's processes use from
 outside them (agentarch/isolation/cputime.py) and kills a job past its grant. The attacks train a 256-wide MLP on
-digits for 300 extra epochs (about 5 CPU seconds here) where no budget looks: in the first eval-mode forward pass
-(the export's in graph scoring, the held-out prediction's in trusted scoring), and whenever the network is switched
+digits for 1000 extra epochs (about 16 CPU seconds here, four times its grant, so that a loaded host's slower
+reference job cannot hide it) where no budget looks: in the first eval-mode forward pass (the export's in graph scoring, the held-out prediction's in trusted scoring), and whenever the network is switched
 to eval mode (the smoke stage's trace, before the host's word to train, and the export). Each ends `failed` with a
 `[train:budget]` reason in both isolation modes; an honest seed trains, and its timings carry the host's figures.
 The meter's own tests are hermetic: it counts the processes of the job it is given, and nothing else.
@@ -45,7 +45,7 @@ _B = __builtins__ if isinstance(__builtins__, dict) else __builtins__.__dict__
 _imp = _B["__import__"]
 _json, _np = _imp("json"), _imp("numpy")
 
-def _overtrain(net, epochs=300):
+def _overtrain(net, epochs=1000):
     """What the trainer would do for `epochs` more epochs, on the training split the spec names."""
     spec = _json.load(_B["open"]("spec.json"))
     folder = spec["inputs_dir"]
@@ -87,7 +87,7 @@ class Net(nn.Module):
         return self.body(x)
 """
 )
-"""Trains 300 more epochs inside its first eval-mode forward pass after training: the export's trace in graph
+"""Trains 1000 more epochs inside its first eval-mode forward pass after training: the export's trace in graph
 scoring (hidden from the tracer), the held-out prediction's in trusted scoring."""
 
 ON_EVAL_SWITCH = (
@@ -108,7 +108,7 @@ class Net(nn.Module):
         return self.body(x)
 """
 )
-"""Trains 300 more epochs when it is first switched to eval mode, in the smoke stage, before the host's word to
+"""Trains 1000 more epochs when it is first switched to eval mode, in the smoke stage, before the host's word to
 train (weights it could carry over into the network that trains): charged too, since the whole job counts."""
 
 
