@@ -208,6 +208,27 @@ def dump(db: Path) -> str:
         con.close()
 
 
+def attack_settings(tmp_path: Path, cache_dir: Path, isolation: str, **overrides: Any) -> Any:
+    """Settings for one attack evaluated through a real Evaluator: digits, one epoch, one thread, the tests' limits
+    (90 s to run, 60 s to smoke, 4 GiB, 32 processes, 64 MiB files), a fresh archive; `overrides` on top."""
+    return load_settings(
+        **{
+            "task": "digits",
+            "epochs": 1,
+            "archive": tmp_path / "a.db",
+            "cache_dir": cache_dir,
+            "isolation": isolation,
+            "threads": 1,
+            "timeout_s": 90,
+            "smoke_timeout_s": 60,
+            "memory_mb": 4096,
+            "max_pids": 32,
+            "max_file_mb": 64,
+            **overrides,
+        }
+    )
+
+
 def run_case(
     code: str,
     tmp_path: Path,

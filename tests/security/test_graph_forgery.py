@@ -21,7 +21,6 @@ import pytest
 import torch
 from agentarch.runner import runner
 
-from agentarch.config import load_settings
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.executors import RunRequest, stages, verdict
 from agentarch.evaluation.graphs import checks, measures
@@ -35,6 +34,7 @@ from agentarch.search.predictor import features_of
 from agentarch.store.archive import Archive
 from agentarch.tasks.registry import get_task
 from tests.conftest import SPEC
+from tests.security.harness import attack_settings
 
 MODES = [
     pytest.param("bubblewrap", marks=pytest.mark.skipif(bubblewrap_problem() is not None, reason="no bubblewrap")),
@@ -203,21 +203,7 @@ above it, /data and the task cache, and fails loudly with what it found: transdu
 
 
 def settings(tmp_path: Path, cache_dir: Path, isolation: str, scoring: str = "graph", **extra: Any) -> Any:
-    return load_settings(
-        task="digits",
-        epochs=1,
-        archive=tmp_path / "a.db",
-        cache_dir=cache_dir,
-        isolation=isolation,
-        scoring=scoring,
-        threads=1,
-        timeout_s=90,
-        smoke_timeout_s=60,
-        memory_mb=4096,
-        max_pids=32,
-        max_file_mb=64,
-        **extra,
-    )
+    return attack_settings(tmp_path, cache_dir, isolation, scoring=scoring, **extra)
 
 
 @pytest.fixture(autouse=True)

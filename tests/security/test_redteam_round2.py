@@ -16,7 +16,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from agentarch.config import load_settings
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.executors import RunRequest, stages
 from agentarch.isolation.job import SandboxJob
@@ -29,6 +28,7 @@ from agentarch.tasks.registry import get_task
 from agentarch.tasks.scoring import score
 from agentarch.tasks.task import Task, TaskError
 from tests.conftest import SPEC, cgroups_work, job_processes, requires_bubblewrap
+from tests.security.harness import attack_settings
 
 HONEST_SMOKE = {
     "event": "smoke",
@@ -257,20 +257,7 @@ LM_MODES = [
 
 
 def lm_settings(tmp_path, cache_dir, isolation: str = "bubblewrap", scoring: str | None = None):
-    return load_settings(
-        task="stdlib-bytes",
-        epochs=1,
-        archive=tmp_path / "a.db",
-        cache_dir=cache_dir,
-        isolation=isolation,
-        scoring=scoring,
-        threads=1,
-        timeout_s=90,
-        smoke_timeout_s=60,
-        memory_mb=4096,
-        max_pids=32,
-        max_file_mb=64,
-    )
+    return attack_settings(tmp_path, cache_dir, isolation, task="stdlib-bytes", scoring=scoring)
 
 
 @pytest.mark.slow

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from agentarch.config import load_settings
 from agentarch.evaluation import budget
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.isolation.bubblewrap import bubblewrap_problem
@@ -29,6 +28,7 @@ from agentarch.isolation.cputime import CpuMeter, cgroup_usage_s, descendants
 from agentarch.isolation.policy import Limits
 from agentarch.isolation.process_mode import process_mode_gaps
 from agentarch.store.archive import Archive
+from tests.security.harness import attack_settings
 
 MODES = [
     pytest.param("bubblewrap", marks=pytest.mark.skipif(bubblewrap_problem() is not None, reason="no bubblewrap")),
@@ -113,19 +113,13 @@ train (weights it could carry over into the network that trains): charged too, s
 
 
 def settings(tmp_path: Path, cache_dir: Path, isolation: str, scoring: str = "graph", **extra: Any) -> Any:
-    return load_settings(
-        task="digits",
-        epochs=1,
-        archive=tmp_path / "a.db",
-        cache_dir=cache_dir,
-        isolation=isolation,
+    return attack_settings(
+        tmp_path,
+        cache_dir,
+        isolation,
         scoring=scoring,
-        threads=1,
         timeout_s=120,
         smoke_timeout_s=90,
-        memory_mb=4096,
-        max_pids=32,
-        max_file_mb=64,
         novelty_threshold=1.0,
         **extra,
     )
