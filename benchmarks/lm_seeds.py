@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agentarch.evaluation.executors import RunRequest, execute
+from agentarch.evaluation.stages import RunRequest, execute
 from agentarch.isolation.policy import Limits, resolve_isolation
 from agentarch.tasks.registry import get_task
 

@@ -16,7 +16,8 @@ import time
 import pytest
 
 from agentarch.config import load_settings
-from agentarch.evaluation.executors import LocalExecutor, RunRequest, RunResult
+from agentarch.evaluation.executors import LocalExecutor
+from agentarch.evaluation.stages import RunRequest, RunResult
 from agentarch.loop import context, graph, run
 from agentarch.loop.containment import guarded
 from agentarch.loop.nodes.evaluating import SANDBOX_STAGE, EvaluatingNodes

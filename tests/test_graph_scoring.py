@@ -17,9 +17,9 @@ import pytest
 import torch
 from agentarch.runner import trainer
 
-from agentarch.evaluation.executors import RunRequest, execute
 from agentarch.evaluation.graphs import scoring
 from agentarch.evaluation.graphs.worker import Worker
+from agentarch.evaluation.stages import RunRequest, execute
 from agentarch.isolation.job import SandboxJob
 from agentarch.isolation.policy import Limits
 from agentarch.isolation.protocol import parse_event

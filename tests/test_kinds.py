@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from agentarch.evaluation.executors import RunRequest, execute
+from agentarch.evaluation.stages import RunRequest, execute
 from agentarch.isolation.policy import Limits, resolve_isolation
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.preparation import prepare

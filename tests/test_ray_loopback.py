@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from agentarch.evaluation import executors
-from agentarch.evaluation.executors import RunRequest, is_loopback, make_executor
+from agentarch.evaluation.executors import is_loopback, make_executor
+from agentarch.evaluation.stages import RunRequest
+from agentarch.isolation.policy import Limits
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="reads listeners from Linux /proc")
@@ -123,7 +124,7 @@ def test_a_local_ray_started_for_a_run_listens_on_loopback_only(tmp_path):
                 code="",
                 task="no-such-task",
                 train={},
-                limits=executors.Limits(),
+                limits=Limits(),
                 isolation="process",
                 cache_dir=tmp_path,
                 data_dir=None,

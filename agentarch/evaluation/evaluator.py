@@ -17,8 +17,9 @@ from agentarch.config import Settings
 from agentarch.evaluation import dedup
 from agentarch.evaluation.candidate import candidate_row
 from agentarch.evaluation.checks import check
-from agentarch.evaluation.executors import Executor, LocalExecutor, Pending, RunRequest, RunResult
+from agentarch.evaluation.executors import Executor, LocalExecutor, Pending
 from agentarch.evaluation.graphs.scoring import Scoring
+from agentarch.evaluation.stages import RunRequest, RunResult
 from agentarch.isolation.policy import Limits, refuse_untrusted, resolve_isolation
 from agentarch.search.spaces import SpaceError, get_space
 from agentarch.store.archive import Archive

@@ -12,7 +12,7 @@ with their prediction, so nothing is dropped silently and every choice can be au
 
 What a member reports is what its smoke-only job measured: in graph scoring the host's measures of the network's
 exported graph (parameters, FLOPs, and ONNX Runtime's latency in a clean evaluator) with no zero-cost proxy, never the
-candidate's own figures (agentarch/evaluation/executors.py, `stages`), so a forged report cannot win a group.
+candidate's own figures (agentarch/evaluation/stages.py, `stages`), so a forged report cannot win a group.
 
 A decision is written to the archive once (`screenings`) before anyone acts on it, so a member resumed after
 a crash follows the decision its group already took, and a group never trains two members.

@@ -22,10 +22,10 @@ import torch
 from agentarch.runner import runner
 
 from agentarch.evaluation.evaluator import Evaluator
-from agentarch.evaluation.executors import RunRequest, stages, verdict
 from agentarch.evaluation.graphs import checks, measures
 from agentarch.evaluation.graphs.scoring import GraphFailed, GraphScores, believed, logits_shape, trained_smoke
 from agentarch.evaluation.graphs.worker import RequestError, Worker
+from agentarch.evaluation.stages import RunRequest, stages, verdict
 from agentarch.isolation.bubblewrap import bubblewrap_problem
 from agentarch.isolation.policy import Limits
 from agentarch.isolation.process_mode import process_mode_gaps

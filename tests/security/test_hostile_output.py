@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 
 from agentarch.config import load_settings
-from agentarch.evaluation import executors
+from agentarch.evaluation import stages as stages_module
 from agentarch.evaluation.evaluator import Evaluator
-from agentarch.evaluation.executors import RunRequest, RunResult, execute
+from agentarch.evaluation.stages import RunRequest, RunResult, execute
 from agentarch.isolation import cgroups
 from agentarch.isolation.bubblewrap import bubblewrap_problem
 from agentarch.isolation.job import SandboxJob
@@ -332,7 +332,7 @@ def test_any_exception_in_execute_is_a_failed_result_naming_the_stage(cache_dir,
     def broken(*args: Any, **kwargs: Any) -> None:
         raise ZeroDivisionError("x" * 100_000)
 
-    monkeypatch.setattr(executors, "prepare", broken)
+    monkeypatch.setattr(stages_module, "prepare", broken)
     result = execute(request(cache_dir))
     assert result.status == "failed" and result.reason.startswith("[prepare] ZeroDivisionError on the host: xxx")
     assert len(result.reason.encode()) < MAX_REASON_BYTES + 100 and "bytes cut]" in result.reason
@@ -343,7 +343,7 @@ def test_a_sandbox_that_cannot_run_still_stops_the_operator(cache_dir, digits, m
     def unusable(*args: Any, **kwargs: Any) -> None:
         raise SandboxError("prlimit (util-linux) is not installed")
 
-    monkeypatch.setattr(executors, "SandboxJob", unusable)
+    monkeypatch.setattr(stages_module, "SandboxJob", unusable)
     with pytest.raises(SandboxError, match="prlimit"):
         execute(request(cache_dir))
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from agentarch.evaluation.evaluator import Evaluator
-from agentarch.evaluation.executors import RunRequest, stages
+from agentarch.evaluation.stages import RunRequest, stages
 from agentarch.isolation.job import SandboxJob
 from agentarch.isolation.policy import Limits
 from agentarch.isolation.process_mode import process_mode_gaps
