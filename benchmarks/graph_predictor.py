@@ -526,31 +526,44 @@ def spearman(predicted: list[float], truth: list[float]) -> float | None:
     return float(stats.spearmanr(predicted, truth)[0])
 
 
-def cross_validated(rows: list[dict[str, Any]], variant: str, split: int) -> dict[str, float | None]:
-    """One task's candidates, each predicted by a predictor fitted on the other folds of a shuffled 5-fold split;
-    Spearman per group and over all."""
+def pool_of(others: list[dict[str, Any]], variant: str) -> list[predictor.Example]:
+    """The other task's candidates as the loop's predictor pools them (`predictor.pooled_examples`: each scored by
+    its rank in its task), with the variant's features; ids after every candidate's of the task predicted."""
+    found = [predictor.Example(10_000 + i, kept(r["features"], variant), r["score"]) for i, r in enumerate(others)]
+    return predictor.as_ranks(found, "max") if found else []
+
+
+def cross_validated(
+    rows: list[dict[str, Any]], variant: str, split: int, others: list[dict[str, Any]]
+) -> dict[str, float | None]:
+    """One task's candidates, each predicted by a predictor fitted on the other folds of a shuffled 5-fold split
+    (and on `others`, the other task's candidates, where the predictor's own inner cross-validation on those folds
+    says pooling helps); Spearman per group and over all, and the share of folds that pooled."""
     found = [predictor.Example(i, kept(r["features"], variant), r["score"]) for i, r in enumerate(rows)]
-    predicted = np.empty(len(found))
+    pool = pool_of(others, variant)
+    predicted, pooled = np.empty(len(found)), 0
     for fit_on, held in KFold(n_splits=FOLDS, shuffle=True, random_state=split).split(found):
-        model = predictor.Predictor.on([found[i] for i in fit_on], rows[0]["task"], "max")
+        model = predictor.Predictor.on([found[i] for i in fit_on], rows[0]["task"], "max", pool)
+        pooled += model.pooled > 0
         predicted[held] = [model.predict(found[i].features) for i in held]
     truth = [r["score"] for r in rows]
-    out: dict[str, float | None] = {"all": spearman(list(predicted), truth)}
+    out: dict[str, float | None] = {"all": spearman(list(predicted), truth), "pooled": pooled / FOLDS}
     for group in {r["group"] for r in rows}:
         mine = [i for i, r in enumerate(rows) if r["group"] == group]
         out[group] = spearman([predicted[i] for i in mine], [truth[i] for i in mine])
     return out
 
 
-def transfer(rows: list[dict[str, Any]], variant: str) -> float | None:
-    """The LLM-style candidates predicted by a predictor fitted on the task's other groups only."""
+def transfer(rows: list[dict[str, Any]], variant: str, others: list[dict[str, Any]]) -> float | None:
+    """The LLM-style candidates predicted by a predictor fitted on the task's other groups only (and `others`, where
+    its inner cross-validation says so)."""
     fit = [
         predictor.Example(i, kept(r["features"], variant), r["score"])
         for i, r in enumerate(rows)
         if r["group"] != "llm"
     ]
     llm = [r for r in rows if r["group"] == "llm"]
-    model = predictor.Predictor.on(fit, rows[0]["task"], "max")
+    model = predictor.Predictor.on(fit, rows[0]["task"], "max", pool_of(others, variant))
     return spearman([model.predict(kept(r["features"], variant)) for r in llm], [r["score"] for r in llm])
 
 
@@ -582,31 +595,42 @@ def report(data: dict[str, Any]) -> str:
         "graph: log parameters, FLOPs and latency from the graph's measures, a space's settings (graph scoring "
         "computes no zero-cost proxy); with graph: plus agentarch/evaluation/graphs/features.py's, from each "
         "candidate's kept ONNX graph. Before: the predictor of commit f42121a (boosted trees on the scores, every "
-        "graph column), its figures as that commit recorded them on these candidates; after: the predictor as it is "
-        "(predictor.RankModel: a ridge size prior on the ranks, shallow trees on what it leaves, the graph as "
-        "predictor.graph_summary), computed now.",
+        "graph column), its figures as that commit recorded them on these candidates; per task: predictor.RankModel "
+        "(a ridge size prior on the ranks, shallow trees on what it leaves, the graph as predictor.graph_summary) "
+        "fitted on the task's own candidates alone, as commit 2180bb6 fitted it, computed now; pooled: the predictor "
+        "as it is, which also learns from the other task's candidates (each scored by its rank in its task, "
+        "predictor.pooled_examples) wherever a 5-fold cross-validation on its own training folds alone says that "
+        "ranks them better (predictor.chosen; the last row says how often it did), computed now.",
         "",
     ]
     for task in TASK_NAMES.values():
         mine = [r for r in rows if r["task"] == task]
+        others = [r for r in rows if r["task"] != task]
         groups = [g for g in GROUP_ORDER if g == "all" or any(r["group"] == g for r in mine)]
         before = meta.get("before", {}).get(task, {})
-        heads = [f"before: {v}" for v in VARIANTS] * bool(before) + [f"after: {v}" for v in VARIANTS]
+        heads = [f"{when}: {v}" for when in ("before", "per task", "pooled") for v in VARIANTS]
         lines += [f"## {task}", "", "| group | n | val accuracy min / median / max | " + " | ".join(heads) + " |",
                   "| --- | ---: | --- |" + " ---: |" * len(heads)]  # fmt: skip
-        results = {v: [cross_validated(mine, code, split) for split in range(SPLITS)] for v, code in VARIANTS.items()}
+        results = {
+            (pooled, v): [cross_validated(mine, code, split, others if pooled else []) for split in range(SPLITS)]
+            for pooled in (False, True)
+            for v, code in VARIANTS.items()
+        }
         for group in groups:
             scores = sorted(r["score"] for r in mine if group in ("all", r["group"]))
             spread = f"{scores[0]:.3f} / {statistics.median(scores):.3f} / {scores[-1]:.3f}"
-            cells = before.get(group, ["-"] * len(VARIANTS)) * bool(before)
-            cells += [mean_se([split.get(group) for split in results[v]]) for v in VARIANTS]
+            cells = before.get(group, ["-"] * len(VARIANTS))
+            cells += [mean_se([split.get(group) for split in found]) for found in results.values()]
             lines.append(f"| {group} | {len(scores)} | {spread} | " + " | ".join(cells) + " |")
-        cells = before.get("transfer", ["-"] * len(VARIANTS)) * bool(before)
-        for code in VARIANTS.values():
-            value = transfer(mine, code)
-            cells.append("-" if value is None else f"{value:.3f}")
+        cells = before.get("transfer", ["-"] * len(VARIANTS))
+        for pooled in (False, True):
+            for code in VARIANTS.values():
+                value = transfer(mine, code, others if pooled else [])
+                cells.append("-" if value is None else f"{value:.3f}")
+        share = [f"{statistics.fmean(split['pooled'] or 0.0 for split in found):.0%}" for found in results.values()]
         lines += [f"| llm, fitted on the other groups only | {sum(r['group'] == 'llm' for r in mine)} | | "
-                  + " | ".join(cells) + " |", ""]  # fmt: skip
+                  + " | ".join(cells) + " |",
+                  "| outer folds whose predictor pooled | | | - | - | " + " | ".join(share) + " |", ""]  # fmt: skip
     lines += ["## What it says", "", *meta.get("notes", ["(notes are added by hand after a run)"]), ""]
     if meta["failures"]:
         lines += ["Not trained:", "", *[f"- {name}: {why}" for name, why in meta["failures"].items()], ""]

@@ -7,7 +7,9 @@ layer), and for a candidate with an exported graph (graph scoring) a summary of 
 (agentarch/evaluation/graphs/features.py, read through `graph_summary`: depth, widths, normalizations and
 activations per layer, residuals, attention, FLOPs per parameter), to the candidate's rank among the task's
 trained ones: a ridge prior on size plus shallow boosted trees on the rest, read back in the task's metric
-(`val_accuracy`). The graph is the one encoding every network has, so an LLM's module outside any space is
+(`val_accuracy`). It may also learn from the archive's other tasks (`pooled_examples`: each task's candidates as
+their rank within that task, so no task's scale or direction leaks into another's), where a cross-validation on
+the task's own examples alone says that helps (`chosen`). The graph is the one encoding every network has, so an LLM's module outside any space is
 predicted from what it is, not only from its size; benchmarks/graph_predictor.md measures how much that helps and
 why the model is this one. It learns from every trained candidate of the task, whoever proposed it; a feature a
 candidate lacks is missing, never zero: a candidate scored in its own process (`--scoring trusted`), or whose
@@ -48,7 +50,7 @@ from agentarch.errors import AgentarchError
 from agentarch.isolation.protocol import PROXY_NAMES
 from agentarch.search.spaces import macro, mixer, mlp, nb201
 from agentarch.search.spaces.base import SettingsString, SpaceError
-from agentarch.store import measurements, ranking
+from agentarch.store import browse, measurements, ranking
 from agentarch.store.archive import Archive
 from agentarch.store.handle import ArchiveError
 from agentarch.store.ranking import Direction
@@ -61,6 +63,10 @@ MEASURED = ("log_params", "log_flops", "log_latency_ms", "synflow", "log_grad_no
 
 GRAPH_PREFIX = "graph."
 """The names of the graph's features (agentarch/evaluation/graphs/features.py FEATURES) all start so."""
+POOL_MAX = 2000
+"""Other tasks' examples a predictor pools at most (the newest): a refit's cost stays bounded in a large archive."""
+INNER_FOLDS = 5
+"""The folds of the cross-validation on a task's own examples that decides whether pooling helps (`chosen`)."""
 GRAPH_CACHE = 4096
 """Kept graphs whose features a process remembers (by sha256, so a refit reads only new graphs): about 1 kB each."""
 
@@ -243,6 +249,33 @@ def shortfall(found: Sequence[Example], task: str) -> str | None:
     return None
 
 
+def pooled_examples(archive: Archive, task: str) -> list[Example]:
+    """The archive's other tasks' trained candidates, for a predictor of `task` to learn from too: each scored by
+    its goodness rank within its own task (0 to 1, best 1; ties share a rank), so a loss and an accuracy, or an
+    easy and a hard task, mean the same; a task `shortfall` objects to is left out; the newest POOL_MAX.
+
+    Why: a task's own archive holds tens of trained candidates, too few to learn what a graph says beyond size,
+    while what a depth, a width or a residual ratio does to a short training is much the same on another task
+    (benchmarks/graph_predictor.md: on digits' LLM-style networks the graph summary helps only pooled)."""
+    found: list[Example] = []
+    for other in browse.tasks(archive):
+        mine = examples(archive, other) if other != task else []
+        if mine and not shortfall(mine, other):
+            found += as_ranks(mine, archive.direction(other))
+    return sorted(found, key=lambda e: e.candidate_id)[-POOL_MAX:]
+
+
+def as_ranks(found: Sequence[Example], direction: Direction) -> list[Example]:
+    """These examples scored by their goodness rank among them (0 to 1, best 1): a task's examples as a pool."""
+    ranks = _goodness_ranks(np.array([e.score for e in found]), direction)
+    return [Example(e.candidate_id, e.features, float(r)) for e, r in zip(found, ranks)]
+
+
+def _goodness_ranks(scores: np.ndarray, direction: Direction) -> np.ndarray:
+    """Each score's rank among them, better higher, over their count (ties share their mean rank)."""
+    return stats.rankdata(ranking.sign(direction) * scores) / len(scores)
+
+
 # -- the model ----------------------------------------------------------------------------------
 
 SIZE = ("log_params", "log_flops", "log_latency_ms")
@@ -330,19 +363,23 @@ def _matrix(rows: Sequence[Mapping[str, float]], columns: Sequence[str]) -> np.n
 class RankModel:
     """Predicts a candidate's rank among the fitted ones, then reads it as a score.
 
-    Fitted to the examples' ranks (0 to 1), not their scores: a held-out Spearman and the screening's choice are
-    about order, and a few networks that failed to learn (chance accuracy) would pull a score regression their way.
+    Fitted to the examples' goodness ranks (0 to 1, best 1), not their scores: a held-out Spearman and the
+    screening's choice are about order, and a few networks that failed to learn (chance accuracy) would pull a score
+    regression their way. `pool` (other tasks' examples, `pooled_examples`, scored by their rank in their own task)
+    is fitted with them; only the task's own scores read a rank back.
     The rank is a ridge regression on SIZE (standardised; a missing value is its column's mean), plus shallow
     boosted trees (`_trees`) fitted to what size leaves over, on every other feature (proxies, a space's settings,
     `graph_summary`), which take missing values as they are. `predict` maps the rank back through the fitted
     scores (linear between them, beyond them at their mean slope), so it is in the task's metric and strictly
     follows the rank."""
 
-    def __init__(self, found: Sequence[Example]) -> None:
-        rows = [_model_view(e.features) for e in found]
+    def __init__(self, found: Sequence[Example], direction: Direction = "max", pool: Sequence[Example] = ()) -> None:
+        rows = [_model_view(e.features) for e in (*found, *pool)]
         scores = np.array([e.score for e in found], dtype=np.float64)
-        ranks = stats.rankdata(scores) / len(scores)
-        self.columns = _columns(found)
+        own = _goodness_ranks(scores, direction)
+        ranks = np.concatenate([own, [e.score for e in pool]])
+        self.pooled = len(pool)
+        self.columns = _columns([*found, *pool])
         self.prior_columns = [c for c in self.columns if c in SIZE]
         self.tree_columns = [c for c in self.columns if c not in SIZE]
         prior = _matrix(rows, self.prior_columns)
@@ -353,10 +390,10 @@ class RankModel:
         residual = ranks - self._prior(rows)
         self.trees = None
         if self.tree_columns:
-            self.trees = _trees(len(found)).fit(_matrix(rows, self.tree_columns), residual)
-        self.positions, first = np.unique(ranks, return_index=True)
+            self.trees = _trees(len(rows)).fit(_matrix(rows, self.tree_columns), residual)
+        self.positions, first = np.unique(own, return_index=True)
         self.levels = scores[first]
-        self.slope = float(np.ptp(scores))
+        self.slope = ranking.sign(direction) * float(np.ptp(scores))
 
     def _standard(self, prior: np.ndarray) -> np.ndarray:
         return (np.where(np.isnan(prior), self.mean, prior) - self.mean) / self.scale
@@ -375,7 +412,7 @@ class RankModel:
         return found
 
     def predict(self, features: Sequence[Mapping[str, float]]) -> np.ndarray:
-        """The predicted score of each candidate, in the task's metric."""
+        """The predicted score of each candidate, in the task's metric (better the higher its rank)."""
         ranks = self.rank(features)
         low, high = self.positions[0], self.positions[-1]
         inside = np.interp(ranks, self.positions, self.levels)
@@ -384,11 +421,29 @@ class RankModel:
         return np.where(ranks < low, below, np.where(ranks > high, above, inside))
 
 
-def _fitted(found: Sequence[Example]) -> RankModel:
-    """A model fitted on these examples, on one thread: the model is small, and on a host whose cores train
-    candidates OpenMP's threads only wait for each other (tens of times slower)."""
+def chosen(found: Sequence[Example], direction: Direction, pool: Sequence[Example] = ()) -> RankModel:
+    """The task's own model, or the one that also learns from `pool`, whichever ranks the task's own examples better
+    held out: an INNER_FOLDS cross-validation on `found` alone, the pool in every fitting fold (a tie keeps the own
+    model). The choice sees only the examples it is fitted on, so a benchmark's outer folds stay unseen; pooling
+    unrelated tasks that would mislead is turned down by the task's own evidence."""
+    if not pool or len(found) < INNER_FOLDS:
+        return RankModel(found, direction)
+    truth = _goodness_ranks(np.array([e.score for e in found]), direction)
+    held = {"own": np.empty(len(found)), "pooled": np.empty(len(found))}
+    for fit_on, out in KFold(n_splits=INNER_FOLDS, shuffle=True, random_state=0).split(found):
+        part, rows = [found[i] for i in fit_on], [found[i].features for i in out]
+        held["own"][out] = RankModel(part, direction).rank(rows)
+        held["pooled"][out] = RankModel(part, direction, pool).rank(rows)
+    agree = {k: _finite(stats.spearmanr(v, truth)[0]) if np.ptp(v) > 0 else None for k, v in held.items()}
+    pooled_better = (agree["pooled"] or -1.0) > (agree["own"] or -1.0)
+    return RankModel(found, direction, pool if pooled_better else ())
+
+
+def _fitted(found: Sequence[Example], direction: Direction = "max", pool: Sequence[Example] = ()) -> RankModel:
+    """`chosen` on these examples, on one thread: the model is small, and on a host whose cores train candidates
+    OpenMP's threads only wait for each other (tens of times slower)."""
     with threadpool_limits(1):
-        return RankModel(found)
+        return chosen(found, direction, pool)
 
 
 def _predicted(model: RankModel, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
@@ -405,11 +460,13 @@ class Predictor:
         direction: Direction,
         model: RankModel,
         trained_ids: frozenset[int],
+        pool_ids: frozenset[int] = frozenset(),
     ) -> None:
         self.task = task
         self.direction = direction
         self.model = model
         self.trained_ids = trained_ids
+        self.pool_ids = pool_ids
 
     @property
     def columns(self) -> list[str]:
@@ -418,31 +475,42 @@ class Predictor:
 
     @property
     def n(self) -> int:
-        """How many trained candidates it was fitted on."""
+        """How many of the task's trained candidates it was fitted on."""
         return len(self.trained_ids)
+
+    @property
+    def pooled(self) -> int:
+        """How many other tasks' candidates it learned from too (0 where pooling did not help, `chosen`)."""
+        return self.model.pooled
 
     @classmethod
     def fit(cls, archive: Archive, task: str) -> Predictor | None:
         """The predictor of `task` from its archive; None while `shortfall` says why not (fewer than MIN_TRAINED
         trained candidates, or all with one score)."""
         found = examples(archive, task)
-        return None if shortfall(found, task) else cls.on(found, task, archive.direction(task))
+        if shortfall(found, task):
+            return None
+        return cls.on(found, task, archive.direction(task), pooled_examples(archive, task))
 
     @classmethod
-    def on(cls, found: Sequence[Example], task: str, direction: Direction) -> Predictor:
-        """Fit on these examples (PredictorError where `shortfall` objects)."""
+    def on(cls, found: Sequence[Example], task: str, direction: Direction, pool: Sequence[Example] = ()) -> Predictor:
+        """Fit on these examples, and on `pool` where that helps (`chosen`); PredictorError where `shortfall`
+        objects."""
         reason = shortfall(found, task)
         if reason:
             raise PredictorError(reason)
-        return cls(task, direction, _fitted(found), frozenset(e.candidate_id for e in found))
+        ids = frozenset(e.candidate_id for e in found)
+        return cls(task, direction, _fitted(found, direction, pool), ids, frozenset(e.candidate_id for e in pool))
 
     def refit(self, archive: Archive) -> Predictor:
-        """This predictor again, fitted on the archive as it is now: itself when no trained candidate came or
-        went since it was fitted (one query), otherwise a new one."""
-        found = examples(archive, self.task)
-        if frozenset(e.candidate_id for e in found) == self.trained_ids:
+        """This predictor again, fitted on the archive as it is now: itself when no trained candidate of any task
+        came or went since it was fitted (a query per task), otherwise a new one."""
+        found, pool = examples(archive, self.task), pooled_examples(archive, self.task)
+        if frozenset(e.candidate_id for e in found) == self.trained_ids and self.pool_ids == frozenset(
+            e.candidate_id for e in pool
+        ):
             return self
-        return Predictor.on(found, self.task, self.direction)
+        return Predictor.on(found, self.task, self.direction, pool)
 
     def predict(self, features: Mapping[str, float]) -> float:
         """The predicted validation score, in the task's metric, of a candidate with these features (`features_of`)."""
@@ -457,32 +525,39 @@ class Predictor:
 
 
 def held_out(archive: Archive, task: str, folds: int = 5) -> dict[str, Any]:
-    """Cross-validated rank correlation of predicted and true validation scores for `task` (see `cross_validate`);
-    PredictorError when no predictor can be fitted yet."""
-    return cross_validate(examples(archive, task), task, archive.direction(task), folds)
+    """Cross-validated rank correlation of predicted and true validation scores for `task` (see `cross_validate`),
+    the other tasks pooled as the loop's predictor pools them; PredictorError when no predictor can be fitted yet."""
+    return cross_validate(examples(archive, task), task, archive.direction(task), folds, pooled_examples(archive, task))
 
 
-def cross_validate(found: Sequence[Example], task: str, direction: Direction, folds: int = 5) -> dict[str, Any]:
-    """Each example predicted by a predictor fitted on the other folds; Spearman and Kendall correlations of those
-    predictions with the true scores over all examples (positive is good in either direction; None where the
-    predictions are all equal), n, the folds and the features used."""
+def cross_validate(
+    found: Sequence[Example], task: str, direction: Direction, folds: int = 5, pool: Sequence[Example] = ()
+) -> dict[str, Any]:
+    """Each example predicted by a predictor fitted on the other folds (and `pool`, where its own inner
+    cross-validation says so: `chosen`); Spearman and Kendall correlations of those predictions with the true scores
+    over all examples (positive is good in either direction; None where the predictions are all equal), n, the
+    folds, how many folds pooled and the features used."""
     reason = shortfall(found, task)
     if reason:
         raise PredictorError(reason)
     k = max(2, min(folds, len(found)))
-    predicted = np.empty(len(found))
+    predicted, pooled = np.empty(len(found)), 0
     for fit_on, held in KFold(n_splits=k, shuffle=True, random_state=0).split(found):
         part = [found[i] for i in fit_on]
         if len({e.score for e in part}) < 2:  # a training fold with one score predicts that score
             predicted[held] = part[0].score
             continue
-        predicted[held] = _predicted(_fitted(part), [found[i].features for i in held])
+        model = _fitted(part, direction, pool)
+        pooled += model.pooled > 0
+        predicted[held] = _predicted(model, [found[i].features for i in held])
     truth = np.array([e.score for e in found])
     constant = bool(np.ptp(predicted) == 0)
     return {
         "task": task,
         "n": len(found),
         "folds": k,
+        "pool": len(pool),
+        "pooled_folds": pooled,
         "spearman": None if constant else _finite(stats.spearmanr(predicted, truth)[0]),
         "kendall": None if constant else _finite(stats.kendalltau(predicted, truth)[0]),
         "features": _columns(found),
