@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+from scipy import stats
 from typer.testing import CliRunner
 
 from agentarch.cli import app
@@ -16,11 +17,14 @@ from agentarch.search.predictor import (
     Example,
     Predictor,
     PredictorError,
+    as_ranks,
+    chosen,
     cross_validate,
     examples,
     features_of,
     graph_summary,
     held_out,
+    pooled_examples,
     shortfall,
     space_features,
 )
@@ -222,3 +226,60 @@ def test_the_model_reads_the_summary_and_predicts_in_the_metric_following_its_ra
     ranks, scores = predictor.model.rank(rows), predictor.model.predict(rows)
     assert np.all(np.diff(scores[np.argsort(ranks)]) >= 0)  # the score strictly follows the rank, extremes included
     assert scores[-2] > max(e.score for e in found) and scores[-1] < min(e.score for e in found)
+
+
+def test_other_tasks_are_pooled_as_ranks_in_their_own_direction(db):
+    """A loss and an accuracy mean the same once each is a rank in its own task (lower bits per byte ranks higher);
+    the task itself, and a task too small to fit a predictor on, are left out."""
+    for name in ("stdlib-bytes", "mqar"):
+        db.register_task(get_task(name))
+    record(db, "digits", 12)
+    record(db, "stdlib-bytes", 10, seed=1)
+    record(db, "mqar", MIN_TRAINED - 1, seed=2)
+    losses = {e.candidate_id: e.score for e in examples(db, "stdlib-bytes")}
+    pool = {e.candidate_id: e.score for e in pooled_examples(db, "digits")}
+    assert set(pool) == set(losses)
+    assert pool[min(losses, key=losses.get)] == 1.0 and pool[max(losses, key=losses.get)] == 0.1
+    assert {e.candidate_id for e in pooled_examples(db, "stdlib-bytes")} == {
+        e.candidate_id for e in examples(db, "digits")
+    }
+
+
+def _synthetic(n: int, seed: int, noise: float, sign: float = 1.0) -> list[Example]:
+    """Examples whose score follows their depth (a graph feature the trees read, not size) with a sign, plus noise."""
+    rng = random.Random(seed)
+    found = []
+    for i in range(n):
+        depth = rng.randint(1, 40)
+        score = sign * math.log2(depth) + rng.gauss(0, noise)
+        found.append(Example(seed * 1000 + i, {"log_params": rng.uniform(3, 5), "graph.depth": float(depth)}, score))
+    return found
+
+
+def test_a_pool_is_used_only_where_the_tasks_own_cross_validation_says_it_helps():
+    few_and_noisy = _synthetic(12, seed=1, noise=1.5)
+    helpful = as_ranks(_synthetic(200, seed=2, noise=0.1), "max")
+    misleading = as_ranks(_synthetic(200, seed=3, noise=0.1, sign=-1.0), "max")
+    assert chosen(few_and_noisy, "max", helpful).pooled == 200
+    assert chosen(_synthetic(30, seed=4, noise=0.1), "max", misleading).pooled == 0
+    assert chosen(few_and_noisy, "max").pooled == 0  # nothing to pool
+    truth = _synthetic(100, seed=5, noise=0.0)
+    pooled = chosen(few_and_noisy, "max", helpful).rank([e.features for e in truth])
+    alone = chosen(few_and_noisy, "max").rank([e.features for e in truth])
+    rho = [float(stats.spearmanr(p, [e.score for e in truth])[0]) for p in (pooled, alone)]
+    assert rho[0] > 0.9 and rho[0] > rho[1] + 0.1, rho
+
+
+def test_the_loops_predictor_pools_and_refits_when_another_task_changes(db):
+    db.register_task(get_task("mqar"))
+    record(db, "digits", 20)
+    record(db, "mqar", 10, seed=1)
+    predictor = Predictor.fit(db, "digits")
+    assert predictor.n == 20 and len(predictor.pool_ids) == 10
+    assert predictor.refit(db) is predictor
+    record(db, "mqar", 1, seed=2)
+    refitted = predictor.refit(db)
+    assert refitted is not predictor and refitted.n == 20 and len(refitted.pool_ids) == 11
+    scores = held_out(db, "digits", folds=2)
+    # the other task's candidates follow the same rule (synflow, the first edge): pooling them helps every fold
+    assert scores["pool"] == 11 and scores["pooled_folds"] == scores["folds"] == 2 and scores["spearman"] is not None

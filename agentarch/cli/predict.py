@@ -24,7 +24,8 @@ def predict_command(
 ) -> None:
     """How well the archive's predictor ranks a task's candidates before they train: the Spearman and Kendall rank
     correlations of its held-out predictions (k-fold) with the true validation scores, how many trained candidates
-    it learns from, and its features (the graph's, from each candidate's kept ONNX file, as one row; --json lists
+    it learns from (and other tasks' it pools, in how many folds a cross-validation on the task's own said that
+    helps), and its features (the graph's, from each candidate's kept ONNX file, as one row; --json lists
     each); or why it cannot be fitted yet. Example:
 
         agentarch predict --task digits
@@ -32,8 +33,11 @@ def predict_command(
     with open_archive(archive_path(archive)) as db:
         found = predictor_lib.examples(db, predicted_task)
         reason = predictor_lib.shortfall(found, predicted_task)
+        pool = [] if reason else predictor_lib.pooled_examples(db, predicted_task)
         scores = (
-            None if reason else predictor_lib.cross_validate(found, predicted_task, db.direction(predicted_task), folds)
+            None
+            if reason
+            else predictor_lib.cross_validate(found, predicted_task, db.direction(predicted_task), folds, pool)
         )
     if as_json:
         print(
@@ -50,10 +54,11 @@ def predict_command(
     held_out = Table(
         title=formats.untrusted(f"predictor for {predicted_task}: held-out rank correlation ({scores['folds']}-fold)")
     )
-    for header in ("trained candidates", "Spearman", "Kendall"):
+    for header in ("trained candidates", "other tasks' pooled", "Spearman", "Kendall"):
         held_out.add_column(header, justify="right")
     held_out.add_row(
         str(scores["n"]),
+        f"{scores['pool']} (in {scores['pooled_folds']} of {scores['folds']} folds)",
         *(formats.text(None if v is None else f"{v:.3f}") for v in (scores["spearman"], scores["kendall"])),
     )
     out.print(held_out)

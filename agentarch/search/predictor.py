@@ -7,14 +7,15 @@ layer), and for a candidate with an exported graph (graph scoring) a summary of 
 (agentarch/evaluation/graphs/features.py, read through `graph_summary`: depth, widths, normalizations and
 activations per layer, residuals, attention, FLOPs per parameter), to the candidate's rank among the task's
 trained ones: a ridge prior on size plus shallow boosted trees on the rest, read back in the task's metric
-(`val_accuracy`). It may also learn from the archive's other tasks (`pooled_examples`: each task's candidates as
-their rank within that task, so no task's scale or direction leaks into another's), where a cross-validation on
-the task's own examples alone says that helps (`chosen`). The graph is the one encoding every network has, so an LLM's module outside any space is
+(`val_accuracy`). The graph is the one encoding every network has, so an LLM's module outside any space is
 predicted from what it is, not only from its size; benchmarks/graph_predictor.md measures how much that helps and
-why the model is this one. It learns from every trained candidate of the task, whoever proposed it; a feature a
-candidate lacks is missing, never zero: a candidate scored in its own process (`--scoring trusted`), or whose
-graph the retention policy dropped (agentarch/store/graphs.py), is learned from and predicted with the other
-features.
+why the model is this one. A task's own tens of candidates are too few to learn much from a graph, so the model
+may also learn from the archive's other tasks (`pooled_examples`: each task's candidates as their rank within
+that task, so no task's scale or direction leaks into another's), where a cross-validation on the task's own
+examples alone says that helps (`chosen`). It learns from every trained candidate of the task, whoever proposed
+it; a feature a candidate lacks is missing, never zero: a candidate scored in its own process (`--scoring
+trusted`), or whose graph the retention policy dropped (agentarch/store/graphs.py), is learned from and predicted
+with the other features.
 
 Where the features come from: a trained candidate's from its evaluation row and its kept trained graph (read once
 per process and graph, `kept_graph_features`); a candidate being screened from its smoke result, whose
@@ -23,7 +24,7 @@ per process and graph, `kept_graph_features`); a candidate being screened from i
 digests), and the features read only its structure, never a weight's value, so they agree.
 
 The search loop screens smoke-tested candidates with it: build it once per run (`Predictor.fit`), `refit` as
-trained candidates arrive (it refits only when there are new ones), and rank candidates by `key`, which
+trained candidates arrive (it refits only when any task has new ones), and rank candidates by `key`, which
 follows the task's direction (`agentarch.store.ranking`); `features_of` reads a smoke result as it reads an
 evaluation row. `held_out` says how far to trust it: the rank correlation of its predictions with the true
 scores on candidates it was not fitted on (k-fold cross-validation).
@@ -367,6 +368,7 @@ class RankModel:
     screening's choice are about order, and a few networks that failed to learn (chance accuracy) would pull a score
     regression their way. `pool` (other tasks' examples, `pooled_examples`, scored by their rank in their own task)
     is fitted with them; only the task's own scores read a rank back.
+
     The rank is a ridge regression on SIZE (standardised; a missing value is its column's mean), plus shallow
     boosted trees (`_trees`) fitted to what size leaves over, on every other feature (proxies, a space's settings,
     `graph_summary`), which take missing values as they are. `predict` maps the rank back through the fitted
