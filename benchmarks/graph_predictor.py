@@ -16,9 +16,11 @@ Candidate code is never imported here: each network is built, trained and export
 reads its graph (agentarch/evaluation/graphs/features.py). The predictor's features come from
 `agentarch.search.predictor.examples`, as the loop's screening and `agentarch predict` read them. Then, per task and
 for several shuffles of a 5-fold split: each candidate is predicted by a predictor fitted on the other folds, once
-without the graph's features (size, latency, a space's settings), once with them; the Spearman rank correlation of the held-out predictions with the
-true scores per group and over the task, mean and standard error over the shuffles. Also: the LLM-style group
-predicted by a predictor fitted on the task's other groups only (space and seed candidates).
+without the graph's features (size, latency, a space's settings), once with them, each fitted on the task alone and
+with the other task's candidates as a pool (as the loop's predictor pools the archive's other tasks, where its own
+inner cross-validation says so); the Spearman rank correlation of the held-out predictions with the true scores
+per group and over the task, mean and standard error over the shuffles. Also: the LLM-style group predicted by a
+predictor fitted on the task's other groups only (space and seed candidates).
 
 Run: .venv/bin/python benchmarks/graph_predictor.py [--workers 2] [--epochs 2] (trains, writes
 benchmarks/graph_predictor.json and .md); --report writes the page again from the JSON alone.
