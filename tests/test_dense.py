@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from agentarch.cli import app
-from agentarch.tasks import dense, scoring, taskfiles
+from agentarch.tasks import dense, scoring, taskcheck, taskfiles
 from agentarch.tasks.preparation import prepare
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import TaskError
@@ -140,7 +140,7 @@ def write_task(folder: Path, data: str, extra: str = "", name: str = "pairs") ->
 
 
 def check(path: Path, cache: Path) -> dict[str, str]:
-    return dict(taskfiles.check(path, cache))
+    return dict(taskcheck.check(path, cache))
 
 
 def test_a_task_file_from_an_npz_of_pairs_checks_and_prepares(tmp_path):
