@@ -51,8 +51,8 @@ def read_pair(nodes_csv: Path, edges_csv: Path, target: str, features: Sequence[
     names = list(features) if features is not None else [c for c in table.columns if c not in known]
     if not names:
         raise TaskError(f"{table.where}: no feature columns; add some besides {', '.join(sorted(known))}")
-    x = np.stack([_numbers(table, name) for name in names], axis=1)
     labels = [str(v).strip() for v in table.column(target, "label (the task file's target)")]
+    x = np.stack([_numbers(table, name) for name in names], axis=1)
     splits = _splits(table) if SPLIT in table.columns else None
     edges, edge_table = _edges(edges_csv, row_of)
     if not grouped:
