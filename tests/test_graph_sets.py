@@ -288,9 +288,8 @@ def seed_variant(request: dict, widths: list[int]) -> str:
 
 @pytest.mark.slow
 @requires_bubblewrap
-def test_a_csv_graph_set_trains_through_run_and_its_candidate_page_renders(env):
-    save_csv(env, easy_set())
-    task = write_task(env, CSV_PAIR, extra="max_params = 50_000\n[train]\nepochs = 20\nbatch_size = 8\nlr = 0.01")
+def test_the_csv_graph_set_example_trains_through_run_and_its_candidate_page_renders(env):
+    task = REPO / "examples" / "tiny-graphs" / "task.toml"  # the README's graph-set example
     widths: list[int] = []
     with ScriptedLLMServer(default=lambda request: seed_variant(request, widths)) as server:
         args = (
@@ -315,7 +314,7 @@ def test_a_csv_graph_set_trains_through_run_and_its_candidate_page_renders(env):
     assert [r[1] for r in rows] == ["trained", "trained"] and all(r[2] > 0.5 for r in rows), rows
     with Browser(create_app(env / "a.db")) as client:
         page = client.get(f"/candidate/{rows[0][0]}")
-        assert page.status_code == 200 and "my-graphs" in page.text and "batch" in page.text
+        assert page.status_code == 200 and "tiny-graphs" in page.text and "batch" in page.text
         assert client.get("/").status_code == 200
 
 
