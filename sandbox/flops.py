@@ -135,7 +135,9 @@ def trace(
     return counter
 
 
-def count_flops(model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor | None = None) -> int:
-    """Forward FLOPs for one sample (a graph task's: the whole graph), as torch's FLOP counter sees them (matmuls and
-    convolutions)."""
-    return int(trace(model, x, edge_index).total)
+def count_flops(
+    model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor | None = None, batch: torch.Tensor | None = None
+) -> int:
+    """Forward FLOPs for one sample (a graph task's: the whole graph; a graphs task's: the graphs `batch` names), as
+    torch's FLOP counter sees them (matmuls and convolutions)."""
+    return int(trace(model, x, edge_index, batch).total)

@@ -42,7 +42,7 @@ def read_pair(nodes_csv: Path, edges_csv: Path, target: str, features: Sequence[
             raise TaskError(f"{table.where}: {table.row(i)} has an empty {ID}; give every node an id")
         if node in row_of:
             raise TaskError(
-                f"{table.where}: {table.row(i)} repeats node id {node!r} (first on {table.row(row_of[node])}); "
+                f"{table.where}: {table.row(i)} repeats node id {node[:40]!r} (first on {table.row(row_of[node])}); "
                 "node ids must be unique"
             )
         row_of[node] = i
