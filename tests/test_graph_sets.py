@@ -337,3 +337,18 @@ def test_an_npz_graph_set_sbm_graphs_and_a_csv_graph_train_through_baseline_and_
     seed = REPO / "archive" / "seeds" / "graph" / "gcn.py"
     rows = cli("eval", "--json", "--archive", "a.db", "--task", str(node_task), "--scoring", "trusted", str(seed))
     assert rows[0]["status"] == "trained" and rows[0]["unverified"] is True, rows
+
+
+@pytest.mark.parametrize(
+    "kind_, data, message",
+    [
+        ("graphs", 'source = "csv"\nnodes = "nodes.csv"\ntarget = "label"', "gives nodes and edges files"),
+        ("graphs", 'source = "csv"\nnodes = "n.csv"\nedges = "e.csv"\npath = "t.csv"\ntarget = "y"', "no path"),
+        ("graphs", 'source = "csv"\npath = "nodes.csv"\ntarget = "label"', "names its nodes and edges files"),
+        ("table", CSV_PAIR, "names its nodes and edges files"),
+        ("graphs", 'source = "images"\npath = "x"', "cannot feed a 'graphs' task"),
+    ],
+)
+def test_a_graph_task_file_that_does_not_fit_together_says_what_to_change(tmp_path, kind_, data, message):
+    with pytest.raises(TaskError, match=message):
+        taskfiles.load(write_task(tmp_path, data, kind_=kind_))
