@@ -4,7 +4,8 @@
 
 shapes/images/<class>/*.png: 16x16 grayscale drawings of circles, squares and triangles, 24 of each,
 with random size, position and noise. houses/houses.csv: 240 made-up house sales whose price
-follows a known formula plus noise (a regression). The text corpus (tiny-text/corpus.txt) is
+follows a known formula plus noise (a regression). tiny-graphs/nodes.csv and edges.csv: 120 small coloured graphs
+whose class is whether their edges join nodes of one colour (graph classification from a CSV pair). The text corpus (tiny-text/corpus.txt) is
 a copy of part of docs/architecture.md and is not written here.
 """
 
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from agentarch.tasks.graphsets import colour_graphs, graph_of_nodes
 
 HERE = Path(__file__).parent
 SHAPES = ("circle", "square", "triangle")
@@ -60,7 +63,28 @@ def write_houses(rng: np.random.Generator, rows: int = 240) -> None:
             out.writerow([f"{area:.1f}", rooms, age, district, f"{price:.1f}"])
 
 
+def write_graphs(seed: int, graphs: int = 120) -> None:
+    """Graphs of 6 to 12 nodes in 3 colours (3 noisy indicator features and 1 of noise alone), labelled "gathers" when
+    nine in ten of their edges join nodes of one colour and "avoids" when none does; each graph's split is given."""
+    made = colour_graphs(graphs, 3, (6, 12), 3.0, (0.9, 0.0), seed)
+    owner = graph_of_nodes(made.ptr)
+    folder = HERE / "tiny-graphs"
+    folder.mkdir(exist_ok=True)
+    with open(folder / "nodes.csv", "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["id", "red", "green", "blue", "noise", "label", "split", "graph_id"])
+        for node, g in enumerate(owner):
+            split = ("train", "train", "train", "val", "test")[g % 5]
+            label = ("gathers", "avoids")[made.y[g]]
+            out.writerow([f"n{node}", *(f"{v:.3f}" for v in made.x[node, :4]), label, split, f"g{g}"])
+    with open(folder / "edges.csv", "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["src", "dst"])
+        out.writerows([f"n{a}", f"n{b}"] for a, b in made.edge_index.T)
+
+
 if __name__ == "__main__":
     write_shapes(np.random.default_rng(0))
     (HERE / "houses").mkdir(exist_ok=True)
     write_houses(np.random.default_rng(1))
+    write_graphs(2)

@@ -113,23 +113,31 @@ def _describe(arg: Any) -> str:
     return str(arg)
 
 
-def trace(model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor | None = None) -> FlopCount:
+def trace(
+    model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor | None = None, batch: torch.Tensor | None = None
+) -> FlopCount:
     """One sample's forward pass under FlopCount: its FLOPs and structure signature (the smoke stage reads both). A
-    graph task's one sample is its whole graph: with `edge_index`, the network runs on every node of `x`.
+    graph task's one sample is its whole graph: with `edge_index`, the network runs on every node of `x`; a graphs
+    task's is one small graph, `x` its nodes, called with its `batch` (all zeros) too.
 
     Dropout leaves no operator in eval mode, yet networks that differ in its rates train differently (as in the
     functional hash), so each dropout module with a non-zero rate adds a token of its own; `Dropout(0.0)` does not.
     """
     counter = FlopCount()
     with torch.no_grad(), counter:
-        model(x[:1]) if edge_index is None else model(x, edge_index)
+        if edge_index is None:
+            model(x[:1])
+        else:
+            model(x, edge_index) if batch is None else model(x, edge_index, batch)
     for module in model.modules():
         if isinstance(module, nn.modules.dropout._DropoutNd) and module.p != 0:
             counter.tokens[f"{type(module).__name__}(p={module.p})"] += 1
     return counter
 
 
-def count_flops(model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor | None = None) -> int:
-    """Forward FLOPs for one sample (a graph task's: the whole graph), as torch's FLOP counter sees them (matmuls and
-    convolutions)."""
-    return int(trace(model, x, edge_index).total)
+def count_flops(
+    model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor | None = None, batch: torch.Tensor | None = None
+) -> int:
+    """Forward FLOPs for one sample (a graph task's: the whole graph; a graphs task's: the graphs `batch` names), as
+    torch's FLOP counter sees them (matmuls and convolutions)."""
+    return int(trace(model, x, edge_index, batch).total)

@@ -12,7 +12,10 @@ the host over two pipes:
 
 Test and validation labels are not in the data directory. A graph task (node classification) is one example, the
 whole graph: its network is called `net(x, edge_index)` (`Inputs.args`) on every node at once, and its smoke stage
-runs on the whole training graph; the functional hash runs on a small fixed graph of the runner's (`probe_graph`). With trusted scoring the runner writes the held-out
+runs on the whole training graph; the functional hash runs on a small fixed graph of the runner's (`probe_graph`). A
+graphs task (graph classification) batches graphs: `net(x, edge_index, batch)` (sandbox/graphbatch.py), its hash runs
+on two fixed graphs (`probe_graphs`), and its smoke stage checks that a graph's output does not depend on the other
+graphs of its batch (`graphbatch.mixed_row`). With trusted scoring the runner writes the held-out
 logits and the host scores them; with graph scoring (`spec["scoring"] == "graph"`) the data directory holds the
 training split alone, and the runner exports the trained network to ONNX (`export_graph`), which a clean
 evaluator that runs no candidate code scores (agentarch/evaluation/graphs/).
@@ -43,6 +46,7 @@ from . import landlock, proxies, trainer
 from .flops import FlopCount as FlopCount  # the runner's counting, which tests and benchmarks reach through it
 from .flops import count_flops as count_flops
 from .flops import trace
+from .graphbatch import GraphBatch, mixed_row
 
 FUNCTIONAL_BATCH = 4
 PROBE_NODES = 12
@@ -182,28 +186,44 @@ def fixed_input(spec: dict[str, Any], batch: int) -> torch.Tensor:
     return torch.randn((batch, *spec["in_shape"]), generator=gen)
 
 
+def _ring_with_hub(nodes: int) -> torch.Tensor:
+    """Edges (2, E) of a ring of `nodes`, both directions, with node 0 a hub joined to every other even node."""
+    ring = torch.arange(nodes)
+    hub = torch.arange(2, nodes, 2)
+    src = torch.cat([ring, hub])
+    dst = torch.cat([(ring + 1) % nodes, torch.zeros_like(hub)])
+    return torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
+
+
 def probe_graph(spec: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """A graph task's fixed input, the same for every candidate: PROBE_NODES nodes of standard normal features on a
     ring, both directions, with node 0 a hub joined to every other even node, so degrees differ (on a regular graph
     mean, sum and degree-normalised aggregation would agree, and different networks could hash alike)."""
-    ring = torch.arange(PROBE_NODES)
-    hub = torch.arange(2, PROBE_NODES, 2)
-    src = torch.cat([ring, hub])
-    dst = torch.cat([(ring + 1) % PROBE_NODES, torch.zeros_like(hub)])
-    return fixed_input(spec, PROBE_NODES), torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
+    return fixed_input(spec, PROBE_NODES), _ring_with_hub(PROBE_NODES)
+
+
+def probe_graphs(spec: dict[str, Any]) -> GraphBatch:
+    """A graphs task's fixed input: two graphs of different sizes (PROBE_NODES nodes and about half as many), each a
+    ring with a hub as in `probe_graph`, so sum and mean pooling differ too."""
+    small = PROBE_NODES // 2 + 1
+    edges = torch.cat([_ring_with_hub(PROBE_NODES), _ring_with_hub(small) + PROBE_NODES], dim=1)
+    batch = torch.cat([torch.zeros(PROBE_NODES, dtype=torch.long), torch.ones(small, dtype=torch.long)])
+    return GraphBatch(fixed_input(spec, PROBE_NODES + small), edges, batch, 2)
 
 
 class WithEdges(nn.Module):
-    """A graph network called as the zero-cost proxies call any network, `model(x)`: the task's edges bound in (a
-    plain attribute, not a buffer, so a proxy that casts the network's floats leaves the ids alone)."""
+    """A graph network called as the zero-cost proxies call any network, `model(x)`: the task's edges (and a graphs
+    task's batch vector) bound in (plain attributes, not buffers, so a proxy that casts the network's floats leaves the
+    ids alone)."""
 
-    def __init__(self, net: nn.Module, edge_index: torch.Tensor) -> None:
+    def __init__(self, net: nn.Module, edge_index: torch.Tensor, batch: torch.Tensor | None = None) -> None:
         super().__init__()
         self.net = net
         self.edge_index = edge_index
+        self.batch = batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, self.edge_index)
+        return self.net(x, self.edge_index) if self.batch is None else self.net(x, self.edge_index, self.batch)
 
 
 def check_causal(model: nn.Module, spec: dict[str, Any]) -> None:
@@ -235,7 +255,12 @@ def functional_hash(net_cls: type[nn.Module], spec: dict[str, Any]) -> str:
     in_shape, num_classes = tuple(spec["in_shape"]), spec["num_classes"]
     model = build(net_cls, in_shape, num_classes, 0, spec.get("vocab_size"), spec.get("out_shape")).eval()
     with torch.no_grad():
-        out = model(*probe_graph(spec)) if spec["kind"] == "graph" else model(fixed_input(spec, FUNCTIONAL_BATCH))
+        if spec["kind"] == "graph":
+            out = model(*probe_graph(spec))
+        elif spec["kind"] == "graphs":
+            out = model(*probe_graphs(spec).args())
+        else:
+            out = model(fixed_input(spec, FUNCTIONAL_BATCH))
     if not isinstance(out, torch.Tensor):
         raise CandidateError("output-type", f"forward returned {type(out).__name__}, expected a Tensor")
     digest = hashlib.sha256(json.dumps(spec["in_shape"]).encode())
@@ -294,7 +319,8 @@ def smoke(
     Peak memory covers the smoke stage up to the proxies, which run on their own copy of the network.
     `deadline` (time.monotonic) is when the host stops waiting for the smoke event; the measurements
     take shares of the time left before it. A graph task's smoke batch is its whole graph (one example), and its
-    proxies see the network with the edges bound in (`WithEdges`), each node an example of the proxy batch.
+    proxies see the network with the edges bound in (`WithEdges`), each node an example of the proxy batch. A graphs
+    task's smoke batch is SMOKE_BATCH graphs, its FLOPs one graph's, and its proxies' batch PROXY_BATCH graphs.
     """
     in_shape, num_classes, seed = tuple(spec["in_shape"]), spec["num_classes"], spec["train"]["seed"]
     if device.type == "cuda":
@@ -309,7 +335,11 @@ def smoke(
     x, y = inputs.train_x[:batch].cpu(), inputs.train_y[:batch].cpu()
     edges = inputs.edge_index.cpu() if inputs.edge_index is not None else None
     try:
-        traced = trace(model.eval(), x, edges)
+        if isinstance(x, GraphBatch):  # one sample is one graph
+            one = inputs.train_x[:1].cpu()
+            traced = trace(model.eval(), one.x, one.edge_index, one.batch)
+        else:
+            traced = trace(model.eval(), x, edges)
     except Exception as err:
         raise CandidateError("forward", f"forward raised {type(err).__name__}: {err}") from err
     model.train().to(device)
@@ -337,6 +367,12 @@ def smoke(
     except Exception as err:
         raise CandidateError("forward", f"forward in eval mode raised {type(err).__name__}: {err}") from err
     memory = peak_memory_mb(device)
+    if isinstance(x, GraphBatch) and (row := mixed_row(model.eval(), x.to(device))) is not None:
+        raise CandidateError(
+            "graphs-mixed",
+            f"graph {row} of a batch of {len(x)} got other outputs alone than inside the batch: each graph's output "
+            "must depend on its own nodes only (pool per graph with `batch`, never over the whole batch)",
+        )
     if spec["kind"] == "lm":
         try:
             check_causal(model.eval().cpu(), spec)
@@ -346,13 +382,17 @@ def smoke(
             raise CandidateError("forward", f"forward raised {type(err).__name__}: {err}") from err
     del model
 
+    proxy_x = inputs.train_x[: batch if graph else PROXY_BATCH]
+
     def fresh() -> nn.Module:
         net = build(net_cls, in_shape, num_classes, seed, inputs.vocab_size, inputs.out_shape)
+        if isinstance(proxy_x, GraphBatch):
+            return WithEdges(net, proxy_x.edge_index, proxy_x.batch)
         return net if inputs.edge_index is None else WithEdges(net, inputs.edge_index)
 
     scores, proxy_seconds = proxies.compute(
         fresh,
-        inputs.train_x[: batch if graph else PROXY_BATCH],
+        proxy_x.x if isinstance(proxy_x, GraphBatch) else proxy_x,
         inputs.train_y[: batch if graph else PROXY_BATCH],
         lambda output, target: trainer.loss_fn(spec["kind"], output, target, 0.0, inputs.regression),
         PROXY_SHARE * (deadline - time.monotonic()),

@@ -11,7 +11,9 @@ architecture (and the few knobs they may set in HPARAMS), not on bespoke trainin
 - no host-device synchronization per step: losses are read back only when the curve is logged;
 - a fixed shuffle per seed, so the same seed gives the same run (bitwise on CPU, without compile);
 - a graph task (node classification) is one example: every step is the whole graph, `net(x, edge_index)`, its loss
-  over the training nodes only (the others carry IGNORE_INDEX: their labels are not in the sandbox).
+  over the training nodes only (the others carry IGNORE_INDEX: their labels are not in the sandbox);
+- a graphs task (graph classification) batches graphs: a step's batch is some graphs joined into one,
+  `net(x, edge_index, batch)` (sandbox/graphbatch.py), one label per graph.
 
 benchmarks/trainer.py measures the loop against a minimal hand-written one.
 """
@@ -33,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.adamw import adamw
+
+from .graphbatch import GraphBatch, GraphSplit
 
 IGNORE_INDEX = -100
 """Label value at token positions that are not scored (the PyTorch cross-entropy convention)."""
@@ -67,7 +71,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model; if that fails, train eagerly and say so in notes
 
 
-KINDS = ("image", "token", "sequence", "table", "lm", "dense", "graph")
+KINDS = ("image", "token", "sequence", "table", "lm", "dense", "graph", "graphs")
 
 
 @dataclass
@@ -79,22 +83,26 @@ class Inputs:
     of any scale; predictions are mapped back to the targets' units before the host sees them. A dense
     task's inputs and training targets are images with pixel values in [0, 1], as stored. A graph task's `train_x`
     is every node's features, `train_y` the training nodes' labels (IGNORE_INDEX elsewhere), `val_x` and `test_x`
-    the held-out nodes' indices, and `edge_index` its edges.
+    the held-out nodes' indices, and `edge_index` its edges. A graphs task's `train_x`, `val_x` and `test_x` are each
+    split's graphs (a GraphSplit: indexing it gives a GraphBatch of graphs), `train_y` one label per training graph.
     """
 
     kind: str  # one of KINDS
-    train_x: torch.Tensor
+    train_x: torch.Tensor | GraphSplit
     train_y: torch.Tensor
-    val_x: torch.Tensor | None  # None where the folder holds the training split alone (graph scoring)
-    test_x: torch.Tensor | None
+    val_x: torch.Tensor | GraphSplit | None  # None where the folder holds the training split alone (graph scoring)
+    test_x: torch.Tensor | GraphSplit | None
     vocab_size: int | None = None  # id sequences of a sequence task
     target_mean: torch.Tensor | None = None  # a regression's training targets, per target
     target_std: torch.Tensor | None = None
     out_shape: tuple[int, ...] | None = None  # dense: the restored image's (C, H, W)
     edge_index: torch.Tensor | None = None  # graph: (2, E) int64 node ids
 
-    def args(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """What the network is called with for inputs `x`: `(x,)`, or for a graph task `(x, edge_index)`."""
+    def args(self, x: torch.Tensor | GraphBatch) -> tuple[torch.Tensor, ...]:
+        """What the network is called with for inputs `x`: `(x,)`, for a graph task `(x, edge_index)`, for a graphs
+        task's batch `(x, edge_index, batch)`."""
+        if isinstance(x, GraphBatch):
+            return x.args()
         return (x,) if self.edge_index is None else (x, self.edge_index)
 
     @property
@@ -148,7 +156,8 @@ def load_inputs(inputs_dir: Path, device: torch.device) -> Inputs:
     tables are normalized per feature (the last axis) with the training statistics in meta.json,
     which the host computed (a dense task's are the identity: its pixels stay in [0, 1]). Token, lm and id-sequence
     inputs are int64 ids; a dense task's training targets are float images; a graph task's held-out "inputs" are node
-    indices, and its edges come from edge_index.npy. Under graph scoring the folder
+    indices, and its edges come from edge_index.npy; a graphs task's splits are GraphSplits of their nodes, edges
+    ({split}_edges.npy) and node offsets ({split}_ptr.npy). Under graph scoring the folder
     holds the training split alone, and the held-out inputs are None: nothing in the sandbox can read them.
     """
     inputs_dir = Path(inputs_dir)
@@ -183,11 +192,18 @@ def load_inputs(inputs_dir: Path, device: torch.device) -> Inputs:
         train_y = train_y.float()
     else:
         train_y = train_y.long()
-    val_x, test_x = (read_x(name) if (inputs_dir / f"{name}.npy").exists() else None for name in ("val_x", "test_x"))
+
+    def read_split(split: str) -> torch.Tensor | GraphSplit | None:
+        if not (inputs_dir / f"{split}_x.npy").exists():
+            return None
+        x = read_x(f"{split}_x")
+        return GraphSplit(x, load(f"{split}_edges"), load(f"{split}_ptr")) if kind == "graphs" else x
+
+    val_x, test_x = read_split("val"), read_split("test")
     out_shape = tuple(meta["out_shape"]) if kind == "dense" else None
     edge_index = load("edge_index").long() if kind == "graph" else None
     return Inputs(
-        kind, read_x("train_x"), train_y, val_x, test_x, meta.get("vocab_size"), mean, std, out_shape, edge_index
+        kind, read_split("train"), train_y, val_x, test_x, meta.get("vocab_size"), mean, std, out_shape, edge_index
     )
 
 
@@ -205,7 +221,8 @@ def loss_fn(
     - dense: mean squared error of the restored images (B, C, H, W) against the clean ones: what PSNR, the
       score, is a monotone function of (per image);
     - graph: cross-entropy of (N, C) node logits against (N,) labels, IGNORE_INDEX at every node outside the
-      training split (their labels are not in the sandbox).
+      training split (their labels are not in the sandbox);
+    - graphs: cross-entropy of (G, C) logits against (G,) labels, one per graph, as any classifier's.
 
     Label smoothing applies to class labels only: it would bias a regression, and an lm is scored
     by the likelihood it assigns, which smoothing caps.
@@ -350,7 +367,7 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
     cfg.batch_size says.
     """
     graph = inputs.kind == "graph"
-    n = 1 if graph else len(inputs.train_x)
+    n = 1 if graph else len(inputs.train_y)  # examples: a graphs task's train_x holds their nodes
     if len(inputs.train_x) == 0:
         raise ValueError("the training split is empty")
     steps_per_epoch = 1 if graph else max(1, n // cfg.batch_size)
@@ -444,7 +461,11 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
 
 
 def predict(
-    model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device, inputs: Inputs | None = None
+    model: nn.Module,
+    x: torch.Tensor | GraphSplit,
+    batch_size: int,
+    device: torch.device,
+    inputs: Inputs | None = None,
 ) -> np.ndarray:
     """What the host scores for `x`, in eval mode, batch by batch, as a float array on the CPU.
 
@@ -453,7 +474,8 @@ def predict(
     task one float64 per sequence, the summed negative log-likelihood in nats of bytes 1..L-1 under
     the logits at positions 0..L-2. The runner computes it rather than the candidate's code, and
     sends (N,) instead of (N, L, vocab) logits, which would be 1 KiB per held-out byte. For a graph task `x` holds
-    the node indices to predict: the network runs once on the whole graph and their rows of its logits come back.
+    the node indices to predict: the network runs once on the whole graph and their rows of its logits come back;
+    for a graphs task `x` is a split's graphs (a GraphSplit), predicted batch by batch of graphs.
     """
     model.to(device).eval()
     if inputs is not None and inputs.kind == "graph":
@@ -467,7 +489,7 @@ def predict(
     with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=low_precision):
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size].to(device)
-            out = model(batch).float()
+            out = model(*(batch.args() if isinstance(batch, GraphBatch) else (batch,))).float()
             if inputs is not None and inputs.kind == "lm":
                 nll = F.cross_entropy(out[:, :-1].transpose(1, 2), batch[:, 1:], reduction="none")
                 outputs.append(nll.double().sum(dim=1).cpu().numpy())

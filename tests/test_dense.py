@@ -19,11 +19,13 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from agentarch.cli import app
-from agentarch.tasks import dense, scoring, taskfiles
+from agentarch.tasks import dense, scoring, taskcheck, taskfiles
 from agentarch.tasks.preparation import prepare
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import TaskError
+from agentarch.web.app import create_app
 from tests.conftest import REPO, requires_bubblewrap
+from tests.web_client import Browser
 
 SEEDS = sorted((REPO / "archive" / "seeds" / "dense").glob("*.py"))
 C1, C2 = (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2
@@ -140,7 +142,7 @@ def write_task(folder: Path, data: str, extra: str = "", name: str = "pairs") ->
 
 
 def check(path: Path, cache: Path) -> dict[str, str]:
-    return dict(taskfiles.check(path, cache))
+    return dict(taskcheck.check(path, cache))
 
 
 def test_a_task_file_from_an_npz_of_pairs_checks_and_prepares(tmp_path):
@@ -330,3 +332,24 @@ def test_a_baseline_search_of_the_restore_space_trains_its_candidates(tiny_task)
     found = rows.fetchall()
     assert len(found) == 2 and all(space == "restore" and status == "trained" for space, status, _ in found), found
     assert all(val > 10 for _, _, val in found)
+
+
+@pytest.mark.slow
+@requires_bubblewrap
+def test_the_built_in_digits_sr2_trains_through_an_offline_run_and_its_candidate_page_renders(
+    tmp_path, cache_dir, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGENTARCH_CACHE_DIR", str(cache_dir))
+    monkeypatch.setenv("AGENTARCH_THREADS", "1")
+    args = ["run", "--task", "digits-sr2", "--budget", "1", "--epochs", "1", "--archive", "a.db", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["trained"] == 1, result.stdout
+    (candidate, val), *_ = sqlite3.connect("a.db").execute(
+        "SELECT c.id, e.val_accuracy FROM candidates c JOIN evaluations e ON e.candidate_id = c.id"
+    )
+    assert 10 < val <= dense.PSNR_CAP_DB  # nearest-neighbour upsampling alone scores 21.3 dB
+    with Browser(create_app(tmp_path / "a.db")) as client:
+        page = client.get(f"/candidate/{candidate}")
+        assert page.status_code == 200 and "digits-sr2" in page.text and "psnr" in page.text.lower()

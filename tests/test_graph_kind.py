@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from agentarch.cli import app
 from agentarch.evaluation.budget import reference_code
 from agentarch.evaluation.checks import check as static_check
-from agentarch.tasks import nodes, taskfiles
+from agentarch.tasks import nodes, taskcheck, taskfiles
 from agentarch.tasks.preparation import prepare
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import IGNORE_INDEX, TaskError
@@ -87,7 +87,7 @@ def small_graph(nodes_: int = 90, classes: int = 3, seed: int = 3) -> dict[str, 
 
 def test_a_graph_npz_task_file_checks_and_prepares(tmp_path):
     np.savez(tmp_path / "g.npz", **small_graph())
-    report = dict(taskfiles.check(write_task(tmp_path, 'source = "npz"\npath = "g.npz"'), tmp_path))
+    report = dict(taskcheck.check(write_task(tmp_path, 'source = "npz"\npath = "g.npz"'), tmp_path))
     assert report["input"].startswith("the whole graph: x float32 (N, 6)")
     assert report["output"].startswith("logits (N, 3)") and report["metric"] == "accuracy (higher is better)"
     assert report["splits"].startswith("train 30, val 30, test 30 nodes")
@@ -99,7 +99,7 @@ def test_a_graph_without_masks_is_split_by_the_files_fractions(tmp_path):
     graph = {key: value for key, value in small_graph().items() if not key.endswith("_mask")}
     np.savez(tmp_path / "g.npz", **graph)
     path = write_task(tmp_path, 'source = "npz"\npath = "g.npz"\n[splits]\nval = 0.2\ntest = 0.3')
-    assert dict(taskfiles.check(path, tmp_path))["splits"].startswith("train 44, val 19, test 27")
+    assert dict(taskcheck.check(path, tmp_path))["splits"].startswith("train 44, val 19, test 27")
 
 
 @pytest.mark.parametrize(

@@ -44,12 +44,13 @@ def test_registry_is_consistent():
         "digits-sr2",
         "digits-denoise",
         "sbm-nodes",
+        "sbm-graphs",
         *FILE_TASKS,
         *TABULAR_TASKS,
     }
     for name, task in TASKS.items():
         assert task.name == name and get_task(name) is task
-        assert len(task.in_shape) == (1 if task.kind in ("token", "lm", "graph") else 3)
+        assert len(task.in_shape) == (1 if task.kind in ("token", "lm", "graph", "graphs") else 3)
         assert task.metric == {"token": "query_accuracy", "lm": "bits_per_byte", "dense": "psnr"}.get(
             task.kind, "accuracy"
         )
@@ -76,7 +77,8 @@ def test_a_tabular_task_has_no_data_to_prepare(tmp_path):
 
 def test_unknown_task_lists_the_known_ones():
     with pytest.raises(
-        TaskError, match="known tasks: digits, mqar, stdlib-bytes, digits-sr2, digits-denoise, sbm-nodes, mnist"
+        TaskError,
+        match="known tasks: digits, mqar, stdlib-bytes, digits-sr2, digits-denoise, sbm-nodes, sbm-graphs, mnist",
     ):
         get_task("imagenet")
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from agentarch.runner import trainer
 from torch import nn
 
 from agentarch.evaluation.checks import check
+from agentarch.runner import trainer
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.task import Task
 from tests.conftest import REPO
@@ -48,6 +48,9 @@ def example_batch(task: Task, batch: int) -> tuple[torch.Tensor, torch.Tensor, t
     regression = task.metric in ("mse", "mae", "r2")
     if task.kind == "dense":
         return torch.rand(batch, *task.in_shape), torch.rand(batch, *task.out_shape), (batch, *task.out_shape)
+    if task.kind == "graphs":  # `batch` graphs of GRAPH_NODES nodes each (`call` joins them)
+        x = torch.randn(batch * GRAPH_NODES, *task.in_shape)
+        return x, torch.randint(0, task.num_classes, (batch,)), (batch, task.num_classes)
     if task.kind in ("token", "lm"):
         x = torch.randint(0, task.num_classes, (batch, *task.in_shape))
         y = x if task.kind == "lm" else torch.randint(0, task.num_classes, (batch, *task.in_shape))
@@ -66,8 +69,22 @@ def ring(nodes: int) -> torch.Tensor:
     return torch.stack([torch.cat([i, (i + 1) % nodes]), torch.cat([(i + 1) % nodes, i])])
 
 
+GRAPH_NODES = 3
+"""Nodes of each graph in a graphs task's example batch."""
+
+
+def graph_args(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A graphs task's edges and batch vector for nodes `x`: graphs of GRAPH_NODES nodes, each on a ring."""
+    graphs = len(x) // GRAPH_NODES
+    edges = torch.cat([ring(GRAPH_NODES) + g * GRAPH_NODES for g in range(graphs)], dim=1)
+    return edges, torch.arange(graphs).repeat_interleave(GRAPH_NODES)
+
+
 def call(model: nn.Module, task: Task, x: torch.Tensor) -> torch.Tensor:
-    """The network on a batch as the runner calls it: a graph task's batch is one graph, its nodes on a ring."""
+    """The network on a batch as the runner calls it: a graph task's batch is one graph, its nodes on a ring; a graphs
+    task's is small graphs joined (`graph_args`)."""
+    if task.kind == "graphs":
+        return model(x, *graph_args(x))
     return model(x, ring(len(x))) if task.kind == "graph" else model(x)
 
 
@@ -546,8 +563,9 @@ def test_token_and_lm_seeds_are_causal(path):
 @pytest.mark.parametrize("path", SEED_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_the_smoke_runs_flop_count_equals_torchs_flop_counter(path):
     """The runner counts with torch's own per-operator formulas, without the counter that imports Dynamo."""
-    from agentarch.runner.runner import count_flops
     from torch.utils.flop_counter import FlopCounterMode
+
+    from agentarch.runner.runner import count_flops
 
     task = tasks_of(path.parent.name)[0]
     torch.manual_seed(0)
@@ -555,6 +573,6 @@ def test_the_smoke_runs_flop_count_equals_torchs_flop_counter(path):
     x, _, _ = example_batch(task, 2)
     reference = FlopCounterMode(display=False)
     with torch.no_grad(), reference:
-        call(model, task, x) if task.kind == "graph" else model(x[:1])
-    edges = ring(len(x)) if task.kind == "graph" else None
-    assert count_flops(model, x, edges) == reference.get_total_flops() > 0
+        call(model, task, x) if task.kind in ("graph", "graphs") else model(x[:1])
+    edges, batch = graph_args(x) if task.kind == "graphs" else (ring(len(x)) if task.kind == "graph" else None, None)
+    assert count_flops(model, x, edges, batch) == reference.get_total_flops() > 0

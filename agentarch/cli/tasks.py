@@ -14,7 +14,7 @@ from rich.table import Table
 from agentarch import formats
 from agentarch.cli.common import App, fail, out, print_table, setting, settings_or_exit
 from agentarch.errors import AgentarchError
-from agentarch.tasks import taskfiles
+from agentarch.tasks import taskcheck, taskfiles
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import Task
@@ -71,7 +71,7 @@ def tasks_check_command(
     settings = settings_or_exit(cache_dir=cache_dir, split_seed=split_seed)
     if not path.is_file():
         raise fail(f"no such file: {path}")
-    for key, value in taskfiles.check(path, settings.cache_dir, settings.split_seed):
+    for key, value in taskcheck.check(path, settings.cache_dir, settings.split_seed):
         out.print(formats.line((key, "bold"), ": ", value), soft_wrap=True)
 
 

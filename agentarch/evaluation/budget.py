@@ -42,6 +42,7 @@ import numpy as np
 
 from agentarch.isolation.job import Outcome, SandboxJob
 from agentarch.isolation.policy import IsolationMode, Limits
+from agentarch.tasks import graphsets
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,9 @@ def job_grant(
 def split_sizes(inputs_dir: Path) -> dict[str, int]:
     """Examples per split of a task's prepared inputs (`train`, `val`, `test`), from the host's own files' headers
     (memory-mapped, nothing read): the counts a grant is priced from."""
+    graphs = graphsets.split_sizes(inputs_dir)
+    if graphs is not None:  # a graphs task's examples are its graphs, not its nodes
+        return graphs
     sizes = {}
     for split in ("train", "val", "test"):
         path = inputs_dir / f"{split}_x.npy"
@@ -179,11 +183,15 @@ REFERENCE = {
     "nn.PixelShuffle(f))\n    def forward(self, x):\n        return self.out(x)",
     "nodes": "self.out = nn.Linear(in_shape[0], num_classes)\n    def forward(self, x, edge_index):\n        h = self.out(x)\n"
     "        return h.index_add(0, edge_index[1], h[edge_index[0]])",
+    "graphs": "self.out = nn.Linear(in_shape[0], num_classes)\n    def forward(self, x, edge_index, batch):\n"
+    "        h = self.out(x)\n        h = h.index_add(0, edge_index[1], h[edge_index[0]])\n"
+    "        return torch.zeros(int(batch.max()) + 1, h.shape[1]).index_add(0, batch, h)",
 }
 """The host's reference network per input kind, one layer: per-position logits over ids (token, lm), one output per
 sequence of ids, one per example of values (images, tables, float sequences), one image per image (dense: a 1x1
 convolution and a pixel shuffle up to the target's size), logits per node of a graph (graph: a linear layer summed
-over each node's in-neighbours, called `forward(x, edge_index)` as a graph task's networks are)."""
+over each node's in-neighbours, called `forward(x, edge_index)` as a graph task's networks are), logits per graph of a
+batch (graphs: that layer's node logits summed per graph, `forward(x, edge_index, batch)`)."""
 
 
 def reference_code(kind: str, vocab_size: int | None) -> str:
@@ -195,6 +203,8 @@ def reference_code(kind: str, vocab_size: int | None) -> str:
         if kind == "dense"
         else "nodes"
         if kind == "graph"
+        else "graphs"
+        if kind == "graphs"
         else "ids"
         if vocab_size is not None
         else "values"

@@ -198,9 +198,14 @@ def _depth(tree: ast.AST) -> int:
     return deepest
 
 
+FORWARD_INPUTS = {"graph": ("x", "edge_index"), "graphs": ("x", "edge_index", "batch")}
+"""What `forward` takes besides self, by task kind where it is not one batch `x`."""
+
+
 def check(code: str, kind: str | None = None) -> CheckResult:
     """Check a candidate's source against the contract; never executes it. A graph task's (`kind`) network takes the
-    graph, `forward(self, x, edge_index)`; every other kind's one batch, `forward(self, x)`."""
+    graph, `forward(self, x, edge_index)`; a graphs task's a batch of graphs, `forward(self, x, edge_index, batch)`;
+    every other kind's one batch, `forward(self, x)`."""
     size = len(code.encode("utf-8"))
     if size > MAX_CODE_BYTES:
         return CheckResult([Rejection("size", f"candidate is {size} bytes; the limit is {MAX_CODE_BYTES}")])
@@ -217,8 +222,6 @@ def check(code: str, kind: str | None = None) -> CheckResult:
     depth = _depth(tree)
     if depth > MAX_AST_DEPTH:
         return CheckResult([Rejection("depth", f"the code nests {depth} levels deep; the limit is {MAX_AST_DEPTH}")])
-    rejections = (
-        _check_imports(tree) + _check_calls(tree) + _check_net(tree, ("x", "edge_index") if kind == "graph" else ("x",))
-    )
+    rejections = _check_imports(tree) + _check_calls(tree) + _check_net(tree, FORWARD_INPUTS.get(kind or "", ("x",)))
     hparam_rejections, hparams = _check_hparams(tree)
     return CheckResult(rejections + hparam_rejections, hparams)

@@ -149,6 +149,12 @@ class Evaluator:
                 "networks take a graph, x and edge_index, which the clean evaluator's export checks do not cover "
                 "yet); add --scoring trusted, and the results are marked unverified"
             )
+        if self.task.kind == "graphs" and self.scoring == "graph":
+            raise TaskError(
+                f"{self.task.name} is a graph classification task: it is scored with --scoring trusted for now (its "
+                "networks take batches of graphs, x, edge_index and batch, which the clean evaluator does not run "
+                "yet); add --scoring trusted, and the results are marked unverified"
+            )
         self.isolation = resolve_isolation(settings.isolation)
         self.limits = Limits(
             memory_mb=settings.memory_mb,

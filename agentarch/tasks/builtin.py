@@ -1,6 +1,6 @@
 """The built-in tasks: what each one is (`TASKS`) and how its data is made (`BUILDERS`): scikit-learn's bundled
 digits (classified, and restored: agentarch.tasks.dense), generated multi-query associative recall, a generated
-stochastic block model's nodes (agentarch.tasks.nodes), the running Python's standard library as bytes, and the
+stochastic block model's nodes (agentarch.tasks.nodes) and coloured graphs (agentarch.tasks.graphsets), the running Python's standard library as bytes, and the
 official image datasets read from files (`agentarch.tasks.downloads`).
 
 Its own module because these tasks are defined in code, where a task file or an entry point brings its own
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agentarch.tasks import dense, nodes
+from agentarch.tasks import dense, graphsets, nodes
 from agentarch.tasks.downloads import FILE_SOURCES, build_from_files
 from agentarch.tasks.splits import split_indices
 from agentarch.tasks.task import IGNORE_INDEX, SplitData, Task, TaskError
@@ -191,6 +191,30 @@ TASKS: dict[str, Task] = {
                 "into train/validation/test (stratified); only the training nodes' labels are given. The network "
                 "gets the whole graph every step, x (N, 16) standardised per feature and edge_index (2, E), and "
                 "returns logits (N, 4); chance is 25%."
+            ),
+        ),
+        Task(
+            name="sbm-graphs",
+            kind="graphs",
+            in_shape=(graphsets.SBM_COLOURS + graphsets.SBM_NOISE_FEATURES,),
+            num_classes=len(graphsets.SBM_SAME),
+            metric="accuracy",
+            epochs=30,
+            batch_size=32,  # graphs per step
+            lr=1e-2,
+            weight_decay=5e-4,
+            max_params=100_000,
+            needs_data_dir=False,
+            description=(
+                "Graph classification over 1,200 small generated graphs (fixed seed, no download), 12 to 28 nodes "
+                "each, every node one of 4 colours. The class says who joins whom: in class 0 three quarters of a "
+                "node's edges join nodes of its own colour, in class 1 a quarter (as a random graph's would), in "
+                "class 2 none; every class has about 3 edges a node, stored in both directions, no self-loops, so "
+                "neither size nor degree tells the classes apart, and neither do the colours' counts. Each node has "
+                "8 features: its colour's indicator plus Gaussian noise of std 0.5 in the first 4, noise alone in "
+                "the other 4. The graphs are split 60/20/20 into train/validation/test (stratified). The network "
+                "gets a mini-batch of graphs, x (N, 8) standardised per feature, edge_index (2, E) and batch (N,) "
+                "mapping each node to its graph's row, and returns logits (G, 3), one row per graph; chance is 33%."
             ),
         ),
         _held_out_task(
@@ -437,5 +461,6 @@ BUILDERS: dict[str, Callable[[Task, Path | None, bool, int], SplitData]] = {
     "digits-sr2": dense.build_digits_sr,
     "digits-denoise": dense.build_digits_denoise,
     "sbm-nodes": nodes.build_sbm,
+    "sbm-graphs": graphsets.build_sbm,
     **{name: build_from_files for name in FILE_SOURCES},
 }

@@ -5,6 +5,7 @@ A task's data is prepared once per split seed into two sibling folders (see docs
 
     <cache>/<task>-split<seed>/inputs/   train_x.npy train_y.npy val_x.npy test_x.npy meta.json
                                          (a graph task: and edge_index.npy; agentarch.tasks.nodes)
+                                         (a graphs task: and {split}_edges.npy {split}_ptr.npy; graphsets)
     <cache>/<task>-split<seed>/labels/   val_y.npy test_y.npy
     <cache>/<task>-split<seed>/train/    train_x.npy train_y.npy meta.json (hard links into inputs/)
 
@@ -32,7 +33,7 @@ from typing import Literal
 
 import numpy as np
 
-from agentarch.tasks import dense, nodes
+from agentarch.tasks import dense, graphsets, nodes
 from agentarch.tasks.builtin import BUILDERS, IMAGE_SCALE
 from agentarch.tasks.scoring import check_metric, first_bad
 from agentarch.tasks.task import BYTE_VOCAB, IGNORE_INDEX, METRICS, SplitData, Task, TaskError
@@ -159,6 +160,8 @@ def _write_atomically(target: Path, task: Task, splits: SplitData) -> None:
                 np.save(labels / f"{name}.npy", array, allow_pickle=False)
         if splits.edge_index is not None:  # a graph's edges are inputs: the network gets the whole graph
             np.save(inputs / nodes.EDGE_FILE, splits.edge_index, allow_pickle=False)
+        for name, array in (splits.more_inputs or {}).items():  # a graph set's edges and offsets, split by split
+            np.save(inputs / f"{name}.npy", array, allow_pickle=False)
         (inputs / "meta.json").write_text(json.dumps(_meta(task, splits), indent=2) + "\n")
         _rename_into_place(tmp, target)
     finally:
@@ -227,7 +230,7 @@ def _meta(task: Task, splits: SplitData) -> dict[str, object]:
 
 def _float_inputs(task: Task) -> bool:
     """Whether the task's inputs are float features (tables, float series, a graph's nodes) rather than images or ids."""
-    return task.kind in ("table", "graph") or (task.kind == "sequence" and task.vocab_size is None)
+    return task.kind in ("table", "graph", "graphs") or (task.kind == "sequence" and task.vocab_size is None)
 
 
 def _feature_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
@@ -268,7 +271,8 @@ def _check_splits(task: Task, splits: SplitData) -> None:
     position for token tasks (IGNORE_INDEX where not scored) and (N,) otherwise; regression targets
     are finite float32 (N, num_classes); an lm task's labels are its inputs (the next-id targets), and
     over a tokenizer's ids its held-out splits carry the bytes each id stands for. Dense inputs and targets are
-    float32 images (agentarch.tasks.dense); a graph's are its nodes and edges (agentarch.tasks.nodes).
+    float32 images (agentarch.tasks.dense); a graph's are its nodes and edges (agentarch.tasks.nodes), a graph set's
+    its graphs' (agentarch.tasks.graphsets).
     """
     check_metric(task)
     if task.kind == "dense":
@@ -276,6 +280,9 @@ def _check_splits(task: Task, splits: SplitData) -> None:
         return
     if task.kind == "graph":
         nodes.check_splits(task, splits)
+        return
+    if task.kind == "graphs":
+        graphsets.check_splits(task, splits)
         return
     if task.kind == "sequence" and (task.vocab_size is None) != (len(task.in_shape) == 2):
         raise TaskError(

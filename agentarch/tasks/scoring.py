@@ -14,10 +14,10 @@ from agentarch.tasks import dense
 from agentarch.tasks.task import BYTE_VOCAB, IGNORE_INDEX, METRICS, Task, TaskError
 
 _METRIC_KINDS: dict[str, tuple[str, ...]] = {
-    "accuracy": ("image", "token", "sequence", "table", "graph", "tabular"),
+    "accuracy": ("image", "token", "sequence", "table", "graph", "graphs", "tabular"),
     "query_accuracy": ("token",),
-    "balanced_accuracy": ("image", "token", "sequence", "table", "graph"),
-    "macro_f1": ("image", "token", "sequence", "table", "graph"),
+    "balanced_accuracy": ("image", "token", "sequence", "table", "graph", "graphs"),
+    "macro_f1": ("image", "token", "sequence", "table", "graph", "graphs"),
     "mse": ("sequence", "table"),
     "mae": ("sequence", "table"),
     "r2": ("sequence", "table"),

@@ -28,7 +28,7 @@ class TaskError(AgentarchError, ValueError):
     """A task cannot be used as asked; the message says what to fix."""
 
 
-Kind = Literal["image", "token", "sequence", "table", "lm", "dense", "graph", "tabular"]
+Kind = Literal["image", "token", "sequence", "table", "lm", "dense", "graph", "graphs", "tabular"]
 """What goes into a candidate and what comes out (B = batch, L = sequence length):
 
 - image: float (B, C, H, W) -> logits (B, num_classes)
@@ -41,6 +41,9 @@ Kind = Literal["image", "token", "sequence", "table", "lm", "dense", "graph", "t
   `Net(in_shape, num_classes, out_shape=...)` with num_classes = C (image restoration: super-resolution, denoising)
 - graph: one graph, node features x (N, F) and edges edge_index (2, E) int64 -> logits (N, num_classes), one class
   per node; `forward(x, edge_index)`, in_shape = (F,), the whole graph every step (node classification: nodes.py)
+- graphs: a mini-batch of G small graphs, their nodes' features x (N, F), edges edge_index (2, E) over those nodes and
+  batch (N,) int64, each node's graph in [0, G) -> logits (G, num_classes), one class per graph;
+  `forward(x, edge_index, batch)`, in_shape = (F,) (graph classification: graphsets.py)
 - tabular: answered from a benchmark table (NAS-Bench-201), never trained here
 """
 
@@ -79,7 +82,7 @@ class Task:
     kind: Kind
     in_shape: tuple[
         int, ...
-    ]  # (C, H, W) image and dense; (L,) token, lm and id sequences; (L, F) float sequences; (F,) table and graph
+    ]  # (C, H, W) image and dense; (L,) token, lm and id sequences; (L, F) float sequences; (F,) table and graphs
     num_classes: int  # classes; the vocabulary for token and lm tasks; targets of a regression; dense: channels
     metric: str  # a key of METRICS
     epochs: int
@@ -105,7 +108,9 @@ class SplitData(NamedTuple):
 
     `val_bytes` and `test_bytes` are for language modelling over a tokenizer's ids: the bytes of text
     each id stands for, (N, L) int64, which turn the likelihood into bits per byte (host only). `edge_index` is a
-    graph task's edges (2, E) int64, its "inputs" the nodes of each split (agentarch.tasks.nodes).
+    graph task's edges (2, E) int64, its "inputs" the nodes of each split (agentarch.tasks.nodes). `more_inputs` are
+    further arrays the network is given, written as inputs/NAME.npy: a graph set's edges and node offsets per split
+    (agentarch.tasks.graphsets).
     """
 
     train_x: np.ndarray
@@ -117,3 +122,4 @@ class SplitData(NamedTuple):
     val_bytes: np.ndarray | None = None
     test_bytes: np.ndarray | None = None
     edge_index: np.ndarray | None = None
+    more_inputs: dict[str, np.ndarray] | None = None

@@ -2,13 +2,13 @@
 
     name = "shapes"
     description = "Tell circles, squares and triangles apart in 16x16 grayscale drawings."
-    kind = "image"                      # image, token, sequence, table, lm, dense (image restoration) or graph
+    kind = "image"                      # image, token, sequence, table, lm, dense (image restoration), graph or graphs
     metric = "accuracy"                 # optional: accuracy, mse for a table regression, bits_per_byte, psnr
     max_params = 200_000
 
     [data]
     source = "images"                   # npz, images, csv, parquet, hf or text
-    path = "images"                     # relative to this file
+    path = "images"                     # relative to this file (a graph from CSV: nodes = "...", edges = "...")
 
     [input]
     channels = 1                        # images: the declared size (every image is resized to it)
@@ -44,14 +44,13 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agentarch.tasks import dense, nodes, sources
+from agentarch.tasks import dense, graphcsv, graphsets, nodes, sources
 from agentarch.tasks.builtin import TASKS
-from agentarch.tasks.preparation import prepare
+from agentarch.tasks.graphsets import GraphSet
 from agentarch.tasks.splits import Dataset, split
-from agentarch.tasks.task import BYTE_VOCAB, IGNORE_INDEX, METRICS, SplitData, Task, TaskError
+from agentarch.tasks.task import BYTE_VOCAB, METRICS, SplitData, Task, TaskError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -72,11 +71,12 @@ KIND_METRICS: dict[str, tuple[str, ...]] = {
     "lm": ("bits_per_byte",),
     "dense": ("psnr", "ssim"),
     "graph": CLASS_METRICS,
+    "graphs": CLASS_METRICS,
 }
 SOURCE_KINDS: dict[str, tuple[str, ...]] = {
-    "npz": ("image", "token", "sequence", "table", "lm", "dense", "graph"),
+    "npz": ("image", "token", "sequence", "table", "lm", "dense", "graph", "graphs"),
     "images": ("image", "dense"),
-    "csv": ("table", "sequence"),
+    "csv": ("table", "sequence", "graph", "graphs"),
     "parquet": ("table", "sequence"),
     "hf": ("image", "sequence", "table"),
     "text": ("lm",),
@@ -100,6 +100,15 @@ class _Files(_Strict):
     @model_validator(mode="after")
     def _one_layout(self) -> _Files:
         split_files = (self.train, self.val, self.test)
+        if getattr(self, "nodes", None) is not None or getattr(self, "edges", None) is not None:
+            if not (
+                getattr(self, "nodes", None)
+                and getattr(self, "edges", None)
+                and self.path is None
+                and not any(split_files)
+            ):
+                raise ValueError("a graph from CSV gives nodes and edges files, and no path or train/val/test")
+            return self
         if self.path is None and not all(split_files):
             raise ValueError("give path, or train, val and test files")
         if self.path is not None and any(split_files):
@@ -139,6 +148,11 @@ class _Columns(_Strict):
 
 class TableSource(_Files, _Columns):
     source: Literal["csv", "parquet"]
+    nodes: str | None = None  # a graph from a CSV pair (agentarch.tasks.graphcsv): its nodes file and edges file,
+    edges: str | None = None  # in place of path
+
+    def paths(self) -> list[str]:
+        return [self.nodes, self.edges] if self.nodes is not None else super().paths()  # type: ignore[list-item]
 
 
 class HfSource(_Columns):
@@ -196,7 +210,7 @@ class TaskFile(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = Field(min_length=1)
-    kind: Literal["image", "token", "sequence", "table", "lm", "dense", "graph"]
+    kind: Literal["image", "token", "sequence", "table", "lm", "dense", "graph", "graphs"]
     metric: str | None = None
     max_params: int = Field(1_000_000, gt=0)
     data: Source
@@ -275,6 +289,8 @@ def _check_combination(spec: TaskFile, path: Path) -> None:
         raise TaskError(f"{path}: metric: {metric!r} does not score {what}; one of {', '.join(allowed)}")
     text = getattr(data, "text", None)
     if data.source in ("csv", "parquet"):
+        if (spec.kind in ("graph", "graphs")) != (getattr(data, "nodes", None) is not None):
+            raise TaskError(f"{path}: data.nodes: a graph from CSV names its nodes and edges files; other kinds do not")
         if spec.kind == "sequence" and not text:
             raise TaskError(f"{path}: data.text: a sequence task from a table names its text column")
         if spec.kind == "table" and text:
@@ -305,7 +321,7 @@ def _gives_splits(spec: TaskFile, path: Path) -> bool:
     """Whether the source itself says which example is in which split (the split files or folders)."""
     data = spec.data
     if isinstance(data, (TableSource, TextSource)):
-        return data.path is None
+        return data.path is None and getattr(data, "nodes", None) is None  # a CSV pair: known once read
     if isinstance(data, ImagesSource):
         root = _resolve(path, data.path)
         return root.is_dir() and any((root / d).is_dir() for d in ("train", "val", "validation", "test"))
@@ -318,7 +334,7 @@ def _resolve(task_file: Path, name: str) -> Path:
     return p if p.is_absolute() else task_file.parent / p
 
 
-def _data_paths(spec: TaskFile, path: Path) -> list[Path]:
+def data_paths(spec: TaskFile, path: Path) -> list[Path]:
     data = spec.data
     names = data.paths() if isinstance(data, _Files) else [data.path]  # type: ignore[union-attr]
     return [_resolve(path, n) for n in names]
@@ -327,7 +343,7 @@ def _data_paths(spec: TaskFile, path: Path) -> list[Path]:
 def fingerprint(path: Path, spec: TaskFile) -> str:
     """A short hash of the task file and its data files' names, sizes and modification times."""
     digest = hashlib.sha256(path.read_bytes())
-    for root in _data_paths(spec, path):
+    for root in data_paths(spec, path):
         files = [root] if not root.is_dir() else sorted(p for p in root.rglob("*") if p.is_file())
         for f in files:
             try:
@@ -341,11 +357,11 @@ def fingerprint(path: Path, spec: TaskFile) -> str:
 
 # -- the data behind a file ---------------------------------------------------------------------------
 
-_DATASETS: OrderedDict[tuple[str, str], Dataset | nodes.Graph] = OrderedDict()
+_DATASETS: OrderedDict[tuple[str, str], Dataset | nodes.Graph | GraphSet] = OrderedDict()
 _KEEP = 4  # datasets kept in memory: a run asks for its task many times, rarely for more than one
 
 
-def dataset(path: Path, spec: TaskFile, version: str) -> Dataset | nodes.Graph:
+def dataset(path: Path, spec: TaskFile, version: str) -> Dataset | nodes.Graph | GraphSet:
     """The file's data, read once per process and data version."""
     key = (str(path.resolve()), version)
     if key not in _DATASETS:
@@ -356,14 +372,14 @@ def dataset(path: Path, spec: TaskFile, version: str) -> Dataset | nodes.Graph:
     return _DATASETS[key]
 
 
-def _read(path: Path, spec: TaskFile) -> Dataset | nodes.Graph:
+def _read(path: Path, spec: TaskFile) -> Dataset | nodes.Graph | GraphSet:
     data = spec.data
-    files = _data_paths(spec, path)
+    files = data_paths(spec, path)
     for f in files:
         if not f.exists():
             raise TaskError(f"{path}: data.{'path' if len(files) == 1 else 'train/val/test'}: {f} does not exist")
-    if spec.kind == "graph":  # one graph, its nodes split as its masks say (or by [splits]): agentarch.tasks.nodes
-        return nodes.read_npz(files[0])
+    if spec.kind in ("graph", "graphs"):  # one graph's nodes, or many graphs, from npz or a CSV pair (graphcsv)
+        return graphcsv.read_source(spec.kind, files, getattr(data, "target", None), getattr(data, "features", None))
     if spec.kind == "dense" and isinstance(data, (NpzSource, ImagesSource)):
         read = (
             dense.read_npz(files[0])
@@ -410,8 +426,10 @@ class FileLoader:
 
     def __call__(self, task: Task, data_dir: Path | None, download: bool, split_seed: int) -> SplitData:
         data = dataset(self.path, self.spec, self.version)
-        if isinstance(data, nodes.Graph):
+        if isinstance(data, (nodes.Graph, GraphSet)):
             fractions = None if self.spec.splits is None else (self.spec.splits.val, self.spec.splits.test)
+            if isinstance(data, GraphSet):
+                return graphsets.split_graphs(data, fractions, split_seed, task.name)
             return nodes.split_graph(data, fractions, split_seed, task.name)
         splits = self.spec.splits or Splits()
         return split(data, (splits.val, splits.test), split_seed, data.classes is not None, task.name)
@@ -423,7 +441,7 @@ def load(path: Path | str) -> Task:
     spec = parse(path)
     version = fingerprint(path, spec)
     data = dataset(path, spec, version)
-    if isinstance(data, nodes.Graph):
+    if isinstance(data, (nodes.Graph, GraphSet)):
         outputs = len(data.classes)
     elif spec.kind == "lm":
         outputs = data.vocab_size or BYTE_VOCAB  # bytes, or a tokenizer's ids
@@ -521,72 +539,3 @@ def reference(task: Task) -> str:
 def listed_files(folder: Path = TASKS_DIR) -> list[Path]:
     """The task files in `folder` (./tasks/ by default), in name order."""
     return sorted(folder.glob("*.toml")) if folder.is_dir() else []
-
-
-def split_sizes(inputs_dir: Path) -> dict[str, int]:
-    """How many examples each prepared split holds (read from the array headers only)."""
-    return {s: len(np.load(inputs_dir / f"{s}_x.npy", mmap_mode="r")) for s in ("train", "val", "test")}
-
-
-def check(path: Path, cache_dir: Path, split_seed: int = 0) -> list[tuple[str, str]]:
-    """Validate a task file by preparing its data, and say what a candidate gets: shapes, outputs, splits, metric.
-
-    Preparing is the check (every reader and the stored-format checks run); its cache is the one a
-    later run uses, so nothing is done twice.
-    """
-    task = load(path)
-    prepared = prepare(task, cache_dir, split_seed=split_seed)
-    sizes = split_sizes(prepared.inputs_dir)
-    if task.kind == "graph":  # train_x holds every node; the training split is the nodes with a label
-        train_y = np.load(prepared.inputs_dir / "train_y.npy", mmap_mode="r")
-        sizes["train"] = int((train_y != IGNORE_INDEX).sum())
-    spec = parse(path)
-    metric = METRICS[task.metric]
-    shape = ", ".join(str(d) for d in task.in_shape)
-    if task.kind == "image":
-        given = f"float32 (B, {shape}), normalized per channel with the training split's statistics"
-    elif task.kind == "dense":
-        given = f"float32 (B, {shape}), degraded images with pixel values in [0, 1]"
-    elif task.kind == "graph":
-        given = f"the whole graph: x float32 (N, {shape}) standardised per feature, edge_index int64 (2, E)"
-    elif task.kind in ("token", "lm") or task.vocab_size is not None:
-        vocab = task.vocab_size if task.kind == "sequence" else task.num_classes
-        given = f"int64 ids (B, {shape}) in [0, {vocab})"
-    else:
-        given = f"float32 (B, {shape})"
-    names = classes(task)
-    if task.kind == "graph":
-        outputs = f"logits (N, {task.num_classes}), one row per node (scored on the val and test nodes)"
-    elif task.kind == "dense":
-        out = ", ".join(str(d) for d in task.out_shape or ())
-        outputs = f"restored images (B, {out}) in [0, 1] ({dense.describe_factor(task.in_shape, task.out_shape or ())})"
-    elif task.kind == "lm":
-        outputs = f"logits (B, {shape}, {task.num_classes}): position t predicts id t + 1 (the trainer shifts)"
-    elif task.kind == "token":
-        outputs = f"logits (B, {shape}, {task.num_classes}), one class per position"
-    elif metric.regression:
-        target = getattr(spec.data, "targets", None) or []
-        outputs = f"values (B, {task.num_classes})" + (f": {', '.join(target)}" if target else "")
-    else:
-        shown = "" if names is None else ": " + ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
-        outputs = f"logits (B, {task.num_classes}) over {task.num_classes} classes{shown}"
-    better = "higher" if metric.direction == "max" else "lower"
-    return [
-        ("task", f"{task.name} ({task.kind}) from {path}"),
-        ("data", f"{spec.data.source}: {', '.join(str(p) for p in _data_paths(spec, path))}"),
-        ("input", given),
-        ("output", outputs),
-        (
-            "splits",
-            ", ".join(f"{k} {v}" for k, v in sizes.items())
-            + (" nodes" if task.kind == "graph" else "")
-            + f" (split seed {split_seed})",
-        ),
-        ("metric", f"{task.metric} ({better} is better)"),
-        (
-            "training",
-            f"{task.epochs} epochs, batch {task.batch_size}, lr {task.lr:g}, weight decay {task.weight_decay:g}",
-        ),
-        ("max params", f"{task.max_params:,}"),
-        ("prepared", str(prepared.inputs_dir.parent)),
-    ]
