@@ -291,7 +291,7 @@ def launch(archive: Path, url: str, cache_dir: Path, address: str, *extra: str) 
     return start_run(
         archive,
         *("--model", MODEL, "--api-base", url, "--budget", str(BUDGET), "--queue", "0", "--repair-tries", "0"),
-        *("--notebook-every", "0", "--executor", "ray", "--ray-address", address, *extra),
+        *("--notebook-every", "0", "--epochs", "3", "--executor", "ray", "--ray-address", address, *extra),
         cache_dir=cache_dir,
     )
 
