@@ -146,6 +146,23 @@ def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worke
 
     executor.remote = crash_once
     assert executor.run(request("", cache_dir)).worker == "second try (restart 1: the worker before was lost)"
+    seen, crashed = tmp_path / "smoke-verdict-seen", tmp_path / "crashed-in-training"
+
+    @ray.remote(max_retries=0, num_returns="streaming")
+    def crash_in_training_once(req, task):
+        yield RunResult("smoked", worker="smoke")
+        if not crashed.exists():  # the first time, lost once the caller holds the smoke verdict
+            while not seen.exists():
+                time.sleep(0.05)
+            crashed.touch()
+            os._exit(1)
+        yield RunResult("trained", worker="trained")
+
+    executor.remote = crash_in_training_once
+    job = executor.start(request("", cache_dir))
+    assert job.smoke().worker == "smoke"
+    seen.touch()  # lost after the smoke verdict: the job starts again (its new smoke verdict passed over), not `failed`
+    assert job.result().worker == "trained (restart 1: the worker before was lost)" and job.smoke().worker == "smoke"
     executor.remote = crash_always
     started = time.time()
     lost = executor.run(request("", cache_dir))
