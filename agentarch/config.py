@@ -316,7 +316,10 @@ class Settings(BaseSettings):
         "mostly idle; Ray gets a 1/per_gpu GPU share per task)",
     )
     ray_address: str | None = Field(
-        None, description="Ray cluster to join, e.g. auto", json_schema_extra=unset("start a local one")
+        None,
+        description="Ray cluster to join: auto, or HEAD_IP:6379; its nodes need agentarch and its sandbox, and get "
+        "the task's data through Ray (docs/cluster.md)",
+        json_schema_extra=unset("start a local one"),
     )
     examples: int = Field(
         3, ge=0, le=6, description="few-shot examples per prompt (parent, best, baseline's best, diverse)"

@@ -113,7 +113,7 @@ def test_a_start_refused_by_its_caller_starts_nothing_and_frees_the_slot(cache_d
 @requires_bubblewrap
 def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worker(tmp_path, cache_dir, digits):
     ray = pytest.importorskip("ray")
-    from agentarch.evaluation.executors import RayExecutor
+    from agentarch.evaluation.ray_executor import RayExecutor
 
     settings = load_settings(task="digits", epochs=3, threads=1, cache_dir=cache_dir)
     codes = [(SEEDS / name).read_text() for name in ("mlp.py", "cnn.py")]
@@ -133,19 +133,36 @@ def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worke
     marker = tmp_path / "crashed-once"
 
     @ray.remote(max_retries=0, num_returns="streaming")
-    def crash_once(req):
+    def crash_once(req, task):
         if not marker.exists():
             marker.touch()
             os._exit(1)  # the worker process dies, as when a node is lost
         yield RunResult("trained", worker="second try")
 
     @ray.remote(max_retries=0, num_returns="streaming")
-    def crash_always(req):
+    def crash_always(req, task):
         os._exit(1)
         yield
 
     executor.remote = crash_once
-    assert executor.run(request("", cache_dir)).worker == "second try"
+    assert executor.run(request("", cache_dir)).worker == "second try (restart 1: the worker before was lost)"
+    seen, crashed = tmp_path / "smoke-verdict-seen", tmp_path / "crashed-in-training"
+
+    @ray.remote(max_retries=0, num_returns="streaming")
+    def crash_in_training_once(req, task):
+        yield RunResult("smoked", worker="smoke")
+        if not crashed.exists():  # the first time, lost once the caller holds the smoke verdict
+            while not seen.exists():
+                time.sleep(0.05)
+            crashed.touch()
+            os._exit(1)
+        yield RunResult("trained", worker="trained")
+
+    executor.remote = crash_in_training_once
+    job = executor.start(request("", cache_dir))
+    assert job.smoke().worker == "smoke"
+    seen.touch()  # lost after the smoke verdict: the job starts again (its new smoke verdict passed over), not `failed`
+    assert job.result().worker == "trained (restart 1: the worker before was lost)" and job.smoke().worker == "smoke"
     executor.remote = crash_always
     started = time.time()
     lost = executor.run(request("", cache_dir))
@@ -169,7 +186,7 @@ def test_a_local_ray_is_asked_for_loopback_and_refused_when_it_comes_up_elsewher
     from ray._private import ray_constants
 
     from agentarch.errors import AgentarchError
-    from agentarch.evaluation.executors import ExposedRayError, start_local_ray
+    from agentarch.evaluation.ray_executor import ExposedRayError, start_local_ray
 
     class FakeRay:
         def __init__(self, node_ip):

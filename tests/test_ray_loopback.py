@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agentarch.evaluation.executors import is_loopback, make_executor
+from agentarch.evaluation.executors import make_executor
+from agentarch.evaluation.ray_executor import is_loopback
 from agentarch.evaluation.stages import RunRequest
 from agentarch.isolation.policy import Limits
 

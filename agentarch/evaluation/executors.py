@@ -1,4 +1,5 @@
-"""Where sandboxed evaluations run: a local pool of slots (one per GPU, or N CPU workers) or a Ray cluster.
+"""Where sandboxed evaluations run: a local pool of slots (one per GPU, or N CPU workers) or a Ray cluster
+(agentarch/evaluation/ray_executor.py; `make_executor` picks).
 
 An executor takes a `RunRequest` (plain data: code, training config, limits) and starts one sandbox
 job for it: a `Pending` that gives the smoke verdict first and the final `RunResult` later, so the
@@ -11,19 +12,16 @@ shared database.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from agentarch.errors import AgentarchError, UsageError
+from agentarch.errors import UsageError
 from agentarch.evaluation.stages import RunRequest, RunResult, stages
-from agentarch.isolation.policy import SandboxError
-from agentarch.isolation.protocol import MAX_REASON_BYTES, cap_text
 
 
 class Pending(Protocol):
@@ -155,162 +153,6 @@ def visible_gpus() -> list[str]:
     return sorted((p.name.removeprefix("nvidia") for p in Path("/dev").glob("nvidia[0-9]*")), key=int)
 
 
-class RayJob(_StreamedJob):
-    """A sandbox job as a Ray streaming-generator task: the smoke verdict, then the result, as object refs.
-
-    A worker lost before the smoke verdict is retried once (the job starts again on another worker);
-    lost later, the candidate is `failed` with what Ray said.
-    """
-
-    def __init__(self, executor: RayExecutor, request: RunRequest) -> None:
-        self.executor, self.request = executor, request
-        self.refs = executor.remote.remote(request)
-        self._seen: list[RunResult] = []
-
-    def _next(self) -> RunResult:
-        return self._receive(retry=not self._seen)
-
-    def _receive(self, retry: bool) -> RunResult:
-        ray = self.executor.ray
-        errors = ray.exceptions
-        try:
-            item: RunResult = ray.get(next(self.refs))
-        except (
-            errors.WorkerCrashedError,
-            errors.NodeDiedError,
-            errors.RaySystemError,
-            errors.ObjectLostError,
-        ) as err:
-            if retry:
-                self.refs = self.executor.remote.remote(self.request)
-                return self._receive(retry=False)
-            item = RunResult(
-                "failed",
-                f"[executor] the Ray worker was lost ({type(err).__name__}: {err}); check the cluster's nodes and memory",
-            )
-        except errors.RayTaskError as err:  # raised in the task, outside its own net (or a SandboxError)
-            if isinstance(err.cause, SandboxError):
-                raise err.cause from err
-            item = RunResult(
-                "failed",
-                cap_text(f"[executor] the Ray task raised {type(err.cause).__name__}: {err.cause}", MAX_REASON_BYTES),
-            )
-        except errors.OutOfMemoryError as err:  # Ray's memory monitor killed the task's worker
-            item = RunResult("failed", cap_text(f"[executor] {type(err).__name__}: {err}", MAX_REASON_BYTES))
-        return item
-
-
-class RayExecutor:
-    """One Ray task per evaluation (`num_gpus=1` on GPU clusters), streaming its smoke verdict and result.
-
-    With an `address` it joins that cluster (securing it is the cluster's own: docs/cluster.md); without
-    one it starts a local Ray that listens on loopback only, its dashboard off unless `dashboard` asks
-    (`start_local_ray`). Workers need agentarch installed and, for file-based tasks, the data at the same
-    --data-dir; they get a RunRequest and nothing else (no API key, no archive).
-    """
-
-    def __init__(
-        self,
-        address: str | None = None,
-        num_cpus: int | None = None,
-        gpus_per_task: float = 0.0,
-        dashboard: bool = False,
-    ) -> None:
-        import ray
-
-        self.ray = ray
-        if not ray.is_initialized():
-            if address:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False)
-            else:
-                start_local_ray(ray, num_cpus, dashboard)
-        options: dict[str, Any] = {"num_gpus": gpus_per_task} if gpus_per_task else {"num_cpus": 1}
-        self.remote = ray.remote(max_retries=0, num_returns="streaming", **options)(_ray_stages)
-        resources = ray.cluster_resources()
-        per_task = gpus_per_task or 1.0
-        self.capacity = max(1, int(resources.get("GPU" if gpus_per_task else "CPU", 1) / per_task))
-
-    def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> RayJob:
-        if ready is not None:
-            ready()
-        return RayJob(self, request)
-
-    def run(self, request: RunRequest) -> RunResult:
-        return self.start(request).result()
-
-    def close(self) -> None:
-        self.ray.shutdown()
-
-
-LOOPBACK = "127.0.0.1"
-
-
-class ExposedRayError(AgentarchError):
-    """The local Ray came up listening beyond this machine; it was shut down again."""
-
-
-def start_local_ray(ray: Any, num_cpus: int | None = None, dashboard: bool = False) -> None:
-    """Start a one-node Ray for this run that listens on loopback only, never on every interface.
-
-    Ray binds its gRPC servers (GCS, raylet and object manager, every worker's and the driver's own) and its
-    agents to all interfaces unless the node's IP is a loopback address, and on Linux it turns a
-    loopback `_node_ip_address` into the machine's outward IP so that other nodes could join. With
-    Ray's own switch for "no other node will join" off (`ray_constants.ENABLE_RAY_CLUSTER`, which
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 sets at import) it keeps the loopback IP; the switch is off only
-    while this node starts, and put back after. `address="local"` starts a new instance even where
-    RAY_ADDRESS names another (joining a cluster is --ray-address's job). The dashboard stays off
-    unless asked for, and then it too listens on loopback. No Ray client server is started.
-
-    If the node still came up on another IP (a Ray that no longer honours the switch), it is shut down
-    and this raises ExposedRayError rather than run with the cluster's ports open to the network.
-    """
-    try:
-        from ray._private import ray_constants
-    except ImportError:  # a Ray without the module: the check below decides
-        ray_constants = None
-    switch = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
-    if ray_constants is not None:
-        ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            _node_ip_address=LOOPBACK,
-            include_dashboard=dashboard,
-            dashboard_host=LOOPBACK,
-            log_to_driver=False,
-        )
-    finally:
-        if ray_constants is not None:
-            ray_constants.ENABLE_RAY_CLUSTER = switch
-    node_ip = ray.util.get_node_ip_address()
-    if not is_loopback(node_ip):
-        ray.shutdown()
-        raise ExposedRayError(
-            f"the local Ray came up on {node_ip}, not on loopback, so its ports would be open to the network; "
-            "it was shut down. Start Ray yourself, firewalled and with token auth (docs/cluster.md), and "
-            "pass its address with --ray-address"
-        )
-
-
-def is_loopback(host: str) -> bool:
-    """Whether an address (IPv4, IPv6 or IPv4-mapped IPv6, as /proc and Ray write them) is loopback."""
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return host == "localhost"
-    mapped = getattr(address, "ipv4_mapped", None)
-    return (mapped or address).is_loopback
-
-
-def _ray_stages(request: RunRequest) -> Iterator[RunResult]:
-    """The Ray task: the GPU Ray assigned, if any, pinned for the sandbox."""
-    import ray
-
-    gpus = [str(g) for g in ray.get_gpu_ids()]
-    yield from stages(request, ",".join(gpus) if gpus else None)
-
-
 def make_executor(kind: str, slots: int = 1, ray_address: str | None = None, per_gpu: int = 1) -> Executor:
     """The executor a run asked for: `local` (slots, or `per_gpu` slots on each visible GPU) or `ray` (the cluster
     at `ray_address`, else a local Ray bound to loopback).
@@ -322,5 +164,7 @@ def make_executor(kind: str, slots: int = 1, ray_address: str | None = None, per
     if kind == "local":
         return LocalExecutor(slots, [g for g in gpus for _ in range(per_gpu)] or None)
     if kind == "ray":
+        from agentarch.evaluation.ray_executor import RayExecutor  # its module only where a run asks for Ray
+
         return RayExecutor(ray_address, gpus_per_task=1.0 / per_gpu if gpus else 0.0)
     raise UsageError(f"unknown executor {kind!r}; use local or ray")

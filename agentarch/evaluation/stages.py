@@ -25,7 +25,7 @@ from agentarch.isolation.protocol import MAX_REASON_BYTES, MAX_TRACEBACK_BYTES, 
 from agentarch.tasks.preparation import prepare
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.scoring import output_shape, score, secondary
-from agentarch.tasks.task import TaskError
+from agentarch.tasks.task import Task, TaskError
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class RunResult:
     graph: bytes | None = None  # graph scoring: the exported ONNX file, kept beside the archive when recorded
 
 
-def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, None, None]:
+def stages(request: RunRequest, gpu: str | None = None, task: Task | None = None) -> Generator[RunResult, None, None]:
     """Smoke-run, dedup by function and by structure, check the parameter budget, train and score one candidate,
     in one sandbox.
 
@@ -81,12 +81,15 @@ def stages(request: RunRequest, gpu: str | None = None) -> Generator[RunResult, 
     becomes a `failed` result that names the stage and the error, and one candidate never stops a
     run. Only SandboxError goes up: the sandbox itself cannot run here, which is the operator's to
     fix, and every later candidate would fail the same way.
+
+    `task` is the request's task where the caller already has it (a Ray worker is sent it with its data,
+    agentarch/evaluation/ray_data.py); otherwise it is looked up by name.
     """
     started = time.perf_counter()
     where = f"{os.uname().nodename}" + (f" gpu {gpu}" if gpu is not None else "")
     stage, smoke = "prepare", None
     try:
-        task = get_task(request.task)
+        task = get_task(request.task) if task is None else task
         prepared = prepare(task, request.cache_dir, request.data_dir, False, request.split_seed)
         labels = {split: prepared.labels(split) for split in ("val", "test")}
         spec = {

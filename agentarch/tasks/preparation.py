@@ -70,6 +70,27 @@ class PreparedTask:
         path = self.labels_dir / f"{split}_bytes.npy"
         return np.load(path, allow_pickle=False) if path.is_file() else None
 
+    def split_data(self) -> SplitData:
+        """The prepared splits read back as stored, inputs and labels, for a process that has no copy of this cache
+        to prepare the task from (a Ray worker on another machine: agentarch/evaluation/ray_data.py)."""
+
+        def read(folder: Path, name: str) -> np.ndarray | None:
+            path = folder / f"{name}.npy"
+            return np.load(path, allow_pickle=False) if path.is_file() else None
+
+        inputs, labels = self.inputs_dir, self.labels_dir
+        return SplitData(
+            read(inputs, "train_x"),  # type: ignore[arg-type]
+            read(inputs, "train_y"),  # type: ignore[arg-type]
+            read(inputs, "val_x"),  # type: ignore[arg-type]
+            read(labels, "val_y"),  # type: ignore[arg-type]
+            read(inputs, "test_x"),  # type: ignore[arg-type]
+            read(labels, "test_y"),  # type: ignore[arg-type]
+            val_bytes=read(labels, "val_bytes"),
+            test_bytes=read(labels, "test_bytes"),
+            edge_index=read(inputs, nodes.EDGE_FILE.removesuffix(".npy")),
+        )
+
 
 def prepare(
     task: Task, cache_dir: Path, data_dir: Path | None = None, download: bool = False, split_seed: int = 0

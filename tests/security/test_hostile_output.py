@@ -390,18 +390,18 @@ remove_scratch(Path({str(scratch)!r}))
 @pytest.mark.slow
 def test_a_task_that_raises_in_ray_is_a_failed_result():
     ray = pytest.importorskip("ray")
-    from agentarch.evaluation.executors import RayExecutor
+    from agentarch.evaluation.ray_executor import RayExecutor
 
     executor = RayExecutor(num_cpus=1)
     try:
 
         @ray.remote(max_retries=0, num_returns="streaming")
-        def raises(req: RunRequest) -> Iterator[RunResult]:
+        def raises(req: RunRequest, task: object) -> Iterator[RunResult]:
             raise RecursionError("deep")
             yield
 
         @ray.remote(max_retries=0, num_returns="streaming")
-        def cannot_run(req: RunRequest) -> Iterator[RunResult]:
+        def cannot_run(req: RunRequest, task: object) -> Iterator[RunResult]:
             raise SandboxError("bubblewrap cannot create namespaces here")
             yield
 
