@@ -22,7 +22,6 @@ parameters on the built-in graph's 16 features) fits the built-in task's budget 
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -70,9 +69,12 @@ NAMES = {
 def inert(settings: dict[str, Any]) -> set[str]:
     """The settings that choose nothing in this network: the heads of any aggregator but attention, and the residual
     connections of a one-layer network."""
-    return ({"heads"} if settings["aggregator"] != ATTENTION else set()) | (
-        {"skip"} if settings["depth"] == 1 else set()
-    )
+    found = set()
+    if settings["aggregator"] != ATTENTION:
+        found.add("heads")
+    if settings["depth"] == 1:
+        found.add("skip")
+    return found
 
 
 def canonical(settings: dict[str, Any]) -> dict[str, Any]:
@@ -95,11 +97,8 @@ class GNNString(SettingsString):
                 return self.format(settings)
 
     def all(self) -> Iterator[str]:
-        names = list(self.fields)
-        for values in itertools.product(*(choices for _, choices in self.fields.values())):
-            settings = dict(zip(names, values))
-            if canonical(settings) == settings:
-                yield self.format(settings)
+        """Every network once, in string order (a canonical spelling comes before the others of its network)."""
+        return iter(dict.fromkeys(super().all()))
 
     def mutate(self, arch: str, rng: random.Random) -> str:
         """Change one uniformly chosen setting that matters to a different allowed value."""
