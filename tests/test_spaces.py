@@ -19,6 +19,7 @@ from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import Task
 from tests.conftest import requires_bubblewrap
+from tests.test_trainer import ring
 
 DIGITS, MQAR, BYTES = get_task("digits"), get_task("mqar"), get_task("stdlib-bytes")
 TABLE = Task("table", "table", (9,), 3, "macro_f1", 1, 16, 1e-3, 0.0, 1_000_000, False, "example")
@@ -33,6 +34,8 @@ EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_
 def small_task(space: SearchSpace) -> Task:
     if "dense" in space.kinds:
         return get_task("digits-sr2")
+    if "graph" in space.kinds:
+        return get_task("sbm-nodes")
     return DIGITS if "image" in space.kinds else TABLE if "table" in space.kinds else MQAR
 
 
@@ -47,14 +50,28 @@ def expected_shape(task: Task, batch: int) -> tuple[int, ...]:
     return (batch, *task.in_shape, task.num_classes) if task.kind in ("token", "lm") else (batch, task.num_classes)
 
 
+class OnRing(torch.nn.Module):
+    """A graph network called like any other, `model(x)`: its batch is one graph, the nodes on a ring (as the
+    trainer's tests call one)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, ring(len(x)))
+
+
 def build(code: str, task: Task) -> torch.nn.Module:
-    """The rendered Net, built in-process (the tests trust code they rendered themselves)."""
+    """The rendered Net, built in-process (the tests trust code they rendered themselves); a graph task's called
+    `model(x)` with its nodes on a ring (`OnRing`)."""
     namespace: dict = {"__name__": "candidate"}
     exec(compile(code, "<rendered>", "exec"), namespace)
     torch.manual_seed(0)
     extra = {} if task.vocab_size is None else {"vocab_size": task.vocab_size}
     extra |= {} if task.out_shape is None else {"out_shape": task.out_shape}
-    return namespace["Net"](task.in_shape, task.num_classes, **extra)
+    net = namespace["Net"](task.in_shape, task.num_classes, **extra)
+    return OnRing(net) if task.kind == "graph" else net
 
 
 def fixed_input(task: Task, batch: int = 4) -> torch.Tensor:
@@ -275,13 +292,14 @@ def test_mixer_is_causal_for_every_mixer():
 
 
 def test_registry_and_unknown_name():
-    assert set(SPACES) == {"nb201", "macro", "mixer", "mlp", "restore"}
+    assert set(SPACES) == {"nb201", "macro", "mixer", "mlp", "restore", "gnn"}
     assert get_space("nb201").kinds == ("image", "tabular")  # the NAS-Bench-201 tables answer its cells
     assert get_space("macro").kinds == ("image",)
     assert get_space("mixer").kinds == ("token", "lm", "sequence")
     assert get_space("mlp").kinds == ("table",)
     assert get_space("restore").kinds == ("dense",)
-    with pytest.raises(SpaceError, match="known spaces: nb201, macro, mixer, mlp, restore"):
+    assert get_space("gnn").kinds == ("graph",)
+    with pytest.raises(SpaceError, match="known spaces: nb201, macro, mixer, mlp, restore, gnn"):
         get_space("darts")
 
 
@@ -297,9 +315,10 @@ def test_render_for_the_wrong_kind_of_task_names_the_spaces_that_fit():
 @pytest.mark.parametrize("name", SPACES)
 def test_rendered_code_passes_the_static_check_and_names_its_architecture(name):
     space = get_space(name)
+    task = small_task(space)
     for arch in distinct_samples(space, 20):
-        code = space.render(arch, small_task(space))
-        assert check(code).ok, check(code).reason
+        code = space.render(arch, task)
+        assert check(code, task.kind).ok, check(code, task.kind).reason
         assert code.startswith('"""') and arch in code.split('"""')[1]
 
 
@@ -326,7 +345,7 @@ def test_rendered_nets_build_for_every_task_of_their_kind(name):
     arch = space.sample(random.Random(1))
     for task in tasks_of(space):
         code = space.render(arch, task)
-        assert check(code).ok, check(code).reason
+        assert check(code, task.kind).ok, check(code, task.kind).reason
         model = build(code, task).train()
         out = model(fixed_input(task, 2))
         assert out.shape == expected_shape(task, 2), task.name
@@ -448,6 +467,6 @@ def test_mixer_is_causal_for_lm_and_pools_for_sequences():
 def test_the_offline_space_is_the_configured_one_when_it_fits_else_the_first_that_does():
     assert space_for("image", "macro") == "macro" and space_for("image", "nb201") == "nb201"
     assert space_for("token", "nb201") == space_for("lm", "nb201") == space_for("sequence", "macro") == "mixer"
-    assert space_for("table", "nb201") == "mlp"
+    assert space_for("table", "nb201") == "mlp" and space_for("graph", "nb201") == "gnn"
     with pytest.raises(SpaceError, match="no search space builds networks for audio tasks"):
         space_for("audio")

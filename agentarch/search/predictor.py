@@ -2,7 +2,7 @@
 
 Per task, a `RankModel` maps what the smoke stage measured (log parameters, log FLOPs, log latency, the zero-cost
 proxies of sandbox/proxies.py), for a candidate rendered from a search space its architecture (the operation on
-each nb201 edge one-hot; each setting of the macro and MLP spaces; the mixer space's width, depth and mixer per
+each nb201 edge one-hot; each setting of the macro, MLP and GNN spaces; the mixer space's width, depth and mixer per
 layer), and for a candidate with an exported graph (graph scoring) a summary of the graph's features
 (agentarch/evaluation/graphs/features.py, read through `graph_summary`: depth, widths, normalizations and
 activations per layer, residuals, attention, FLOPs per parameter), to the candidate's rank among the task's
@@ -49,7 +49,7 @@ from threadpoolctl import threadpool_limits
 
 from agentarch.errors import AgentarchError
 from agentarch.isolation.protocol import PROXY_NAMES
-from agentarch.search.spaces import macro, mixer, mlp, nb201
+from agentarch.search.spaces import gnn, macro, mixer, mlp, nb201
 from agentarch.search.spaces.base import SettingsString, SpaceError
 from agentarch.store import browse, measurements, ranking
 from agentarch.store.archive import Archive
@@ -71,7 +71,7 @@ INNER_FOLDS = 5
 GRAPH_CACHE = 4096
 """Kept graphs whose features a process remembers (by sha256, so a refit reads only new graphs): about 1 kB each."""
 
-_SETTINGS: dict[str, SettingsString] = {"macro": macro.ARCH, "mlp": mlp.ARCH}
+_SETTINGS: dict[str, SettingsString] = {"macro": macro.ARCH, "mlp": mlp.ARCH, "gnn": gnn.ARCH}
 
 
 class PredictorError(AgentarchError, ValueError):
@@ -144,7 +144,7 @@ def _graph_part(value: Any) -> dict[str, float]:
 
 
 def space_features(space: str | None, arch: str | None) -> dict[str, float]:
-    """The architecture as numbers: nb201's operation per edge one-hot; each macro and MLP setting (a number as
+    """The architecture as numbers: nb201's operation per edge one-hot; each macro, MLP and GNN setting (a number as
     itself, a choice one-hot); the mixer space's width, depth and mixer per layer one-hot. Empty for a candidate
     of no space (LLM code) or an architecture its space cannot read."""
     if not space or not arch:

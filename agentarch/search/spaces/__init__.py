@@ -4,20 +4,24 @@
 - macro: plain CNNs chosen by depth, width, kernel, skips and pooling (image tasks);
 - mixer: pre-norm residual stacks choosing a token mixer per layer (token, lm and sequence tasks);
 - mlp: MLPs by depth, width, activation, dropout and normalization (table tasks);
-- restore: residual CNN restorers over a fixed upsampling of the input (dense tasks: super-resolution, denoising).
+- restore: residual CNN restorers over a fixed upsampling of the input (dense tasks: super-resolution, denoising);
+- gnn: message-passing GNNs by aggregator, layers, width, heads, activation, skips and dropout (graph tasks).
 
 The search algorithms work on strings through the SearchSpace interface (sample, mutate, suggest)
 and only render code when a candidate is evaluated.
 """
 
 from agentarch.search.spaces.base import SPACES, SearchSpace, SpaceError
+from agentarch.search.spaces.gnn import GNNSpace
 from agentarch.search.spaces.macro import MacroSpace
 from agentarch.search.spaces.mixer import MixerSpace
 from agentarch.search.spaces.mlp import MLPSpace
 from agentarch.search.spaces.nb201 import NB201Space
 from agentarch.search.spaces.restore import RestoreSpace
 
-SPACES.update({space.name: space for space in (NB201Space(), MacroSpace(), MixerSpace(), MLPSpace(), RestoreSpace())})
+SPACES.update(
+    {space.name: space for space in (NB201Space(), MacroSpace(), MixerSpace(), MLPSpace(), RestoreSpace(), GNNSpace())}
+)
 
 
 def get_space(name: str) -> SearchSpace:

@@ -1,0 +1,158 @@
+"""The gnn search space (issue 27): canonical strings, the host's parameter count against torch's, every proposer
+inside a tight max_params, message passing that is local and blind to node order, and a search that trains on the
+built-in graph task through `agentarch baseline` in the real sandbox.
+
+The generic checks every space passes (rendered code passes the static check and reads back to its string, TPE,
+limits under every proposer, the in-space model's schema) run over gnn too, in test_spaces, test_limits and
+test_in_space; these are the ones particular to graphs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import sqlite3
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from agentarch.cli import app
+from agentarch.search.limits import Limits
+from agentarch.search.objectives import Goals
+from agentarch.search.proposers.base import Observation
+from agentarch.search.proposers.baselines import make_proposer
+from agentarch.search.spaces import SpaceError, get_space, gnn
+from agentarch.tasks.registry import get_task
+from agentarch.tasks.task import Task
+from tests.conftest import requires_bubblewrap
+
+SPACE = get_space("gnn")
+SBM = get_task("sbm-nodes")
+WIDE = Task("wide-graph", "graph", (300,), 7, "accuracy", 1, 100, 1e-2, 0.0, 10**7, False, "a graph task file's")
+"""A graph of another shape (a task file's: 300 features, 7 classes), so the count is no coincidence of one shape."""
+
+
+def net(arch: str, task: Task = SBM) -> torch.nn.Module:
+    """The rendered Net, built in this process (the test trusts code its own template rendered)."""
+    namespace: dict = {"__name__": "candidate"}
+    exec(compile(SPACE.render(arch, task), "<gnn>", "exec"), namespace)
+    torch.manual_seed(0)
+    return namespace["Net"](task.in_shape, task.num_classes).eval()
+
+
+def random_graph(nodes: int, edges: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and edges (both directions, no self-loops) of a random graph whose degrees differ; node 0 has none."""
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randint(1, nodes, (edges,), generator=gen)
+    dst = (src + torch.randint(1, nodes - 1, (edges,), generator=gen)) % (nodes - 1) + 1
+    keep = src != dst
+    src, dst = src[keep], dst[keep]
+    return torch.randn(nodes, SBM.in_shape[0], generator=gen), torch.stack(
+        [torch.cat([src, dst]), torch.cat([dst, src])]
+    )
+
+
+def one_of_each() -> list[str]:
+    """Per aggregator its smallest and largest network and two drawn at random, plus 20 more drawn: 40 in all."""
+    every, rng = list(SPACE.archs()), random.Random(27)
+    picked = []
+    for aggregator in gnn.AGGREGATORS:
+        mine = sorted((a for a in every if a.startswith(f"{aggregator}-")), key=lambda a: SPACE.size(a, SBM).params)
+        picked += [mine[0], mine[-1], *rng.sample(mine, 2)]
+    return picked + rng.sample(every, 20)
+
+
+def test_one_spelling_per_network_and_mutations_that_change_it():
+    every = list(SPACE.archs())
+    assert len(every) == len(set(every)) == 1920  # (4 aggregators + 4 gat heads) x (1 + 2 + 2 depths/skips) x 48
+    assert SPACE.validate("gcn-d2-w64-h8-relu-skip1-p0.5") == "gcn-d2-w64-h1-relu-skip1-p0.5"  # heads: gat only
+    assert SPACE.validate("gat-d1-w64-h8-elu-skip1-p0.5") == "gat-d1-w64-h8-elu-skip0-p0.5"  # one layer: no skip
+    rng = random.Random(0)
+    drawn = [SPACE.sample(rng) for _ in range(3000)]
+    assert set(drawn) <= set(every)
+    share = sum(a.startswith("gat-") for a in drawn) / len(drawn)
+    assert abs(share - 0.5) < 0.04  # uniform over networks: half of them are gat's (4 heads each)
+    for arch in drawn[:300]:
+        mutated = SPACE.mutate(arch, rng)
+        before, after = gnn.parse(arch), gnn.parse(mutated)
+        changed = [f for f in gnn.FIELDS if before[f] != after[f]]
+        assert mutated == SPACE.validate(mutated) and changed, arch
+        assert changed[0] not in gnn.inert(before)  # what changed is a setting that mattered
+    with pytest.raises(SpaceError, match="choose one of mean, sum, max, gcn, gat"):
+        SPACE.validate("gin-d2-w64-h1-relu-skip0-p0.5")
+    with pytest.raises(SpaceError, match="choose one of h1, h2, h4, h8"):
+        SPACE.validate("gat-d2-w64-h3-relu-skip0-p0.5")
+    with pytest.raises(SpaceError, match="it needs 7"):
+        SPACE.validate("gat-d2-w64")
+
+
+def test_the_host_parameter_count_is_torchs():
+    for task in (SBM, WIDE):
+        for arch in one_of_each():
+            model = net(arch, task)
+            assert SPACE.size(arch, task).params == sum(p.numel() for p in model.parameters()), (task.name, arch)
+            assert SPACE.size(arch, task).flops is None  # counted on the whole graph: the task does not say its nodes
+    assert max(SPACE.size(a, SBM).params for a in SPACE.archs()) <= SBM.max_params  # the largest fits the budget
+
+
+def test_message_passing_is_blind_to_node_order_and_reaches_depth_hops():
+    """Relabelling the nodes relabels the outputs (nothing depends on node ids), and a node's output changes with the
+    features of a node `depth` hops away on a path but not with one further away."""
+    x, edge_index = random_graph(40, 120, seed=1)
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(2))
+    inverse = torch.argsort(perm)
+    path = torch.arange(5)
+    line = torch.stack([torch.cat([path[:-1], path[1:]]), torch.cat([path[1:], path[:-1]])])
+    for arch in one_of_each()[::2]:
+        model = net(arch)
+        with torch.no_grad():
+            out = model(x, edge_index)
+            torch.testing.assert_close(model(x[perm], inverse[edge_index]), out[perm], msg=arch)
+            assert out.shape == (40, SBM.num_classes) and torch.isfinite(out).all(), arch
+            depth, near, far = gnn.parse(arch)["depth"], x[:5].clone(), x[:5].clone()
+            near[depth] += 1.0  # `depth` hops from node 0
+            far[depth + 1] += 1.0  # one hop further (depth is 3 at most)
+            base = model(x[:5], line)[0]
+            assert not torch.allclose(model(near, line)[0], base), arch
+            torch.testing.assert_close(model(far, line)[0], base, msg=arch)
+
+
+@pytest.mark.parametrize("algo", ["random", "rea", "tpe"])
+def test_every_proposal_keeps_inside_a_tight_max_params_and_a_params_constraint(algo):
+    sizes = sorted(SPACE.size(a, SBM).params for a in SPACE.archs())
+    task = dataclasses.replace(SBM, name="sbm-tight", max_params=sizes[len(sizes) // 10])  # a tenth of the space
+    bound = sizes[len(sizes) // 20]
+    for goals in (None, Goals.parse([], [f"params<={bound}"])):
+        limit = task.max_params if goals is None else bound
+        search = make_proposer(algo, SPACE, 3, distinct=True, goals=goals, task=task)
+        rng, archs = random.Random(3), []
+        for _ in range(40):
+            (proposal,) = search.propose(1)
+            archs.append(proposal.arch)
+            params = SPACE.size(proposal.arch, task).params
+            search.observe([Observation(proposal, "trained", rng.random(), measures={"params": params})])
+        assert all(SPACE.size(a, task).params <= limit for a in archs), algo
+        assert len(set(archs)) == 40 and set(archs) <= set(Limits.of(SPACE, task, goals).inside())
+
+
+@pytest.mark.slow
+@requires_bubblewrap
+def test_a_search_picks_the_gnn_space_by_kind_and_trains_on_sbm_nodes(tmp_path, cache_dir, monkeypatch):
+    """`agentarch baseline --task sbm-nodes` with no --space searches gnn: REA's random initial population and a
+    mutant of it train in the real sandbox and land in the archive with their lineage."""
+    monkeypatch.setenv("AGENTARCH_CACHE_DIR", str(cache_dir))
+    db = tmp_path / "a.db"
+    args = ["--algo", "rea", "--task", "sbm-nodes", "--budget", "3", "--population", "2", "--sample-size", "2"]
+    args += ["--scoring", "trusted", "--json", "--archive", str(db)]
+    result = CliRunner().invoke(app, ["baseline", *args])
+    assert result.exit_code == 0, result.output
+    *candidates, summary = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [c["status"] for c in candidates] == ["trained"] * 3, candidates
+    assert summary["mean_test"] > 0.5  # four communities: chance is 0.25
+    query = "SELECT id, space, arch, parents, params FROM candidates ORDER BY id"
+    rows = sqlite3.connect(db).execute(query).fetchall()
+    assert {row[1] for row in rows} == {"gnn"}
+    assert [row[4] for row in rows] == [SPACE.size(row[2], SBM).params for row in rows]  # host count = sandbox's
+    assert json.loads(rows[2][3]) in ([rows[0][0]], [rows[1][0]])  # the mutant's parent: one of the initial two
