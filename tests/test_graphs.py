@@ -20,7 +20,6 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from agentarch.runner.runner import count_flops
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -28,6 +27,7 @@ from agentarch.evaluation import novelty
 from agentarch.evaluation.graphs import batch_flow, checks, measures, shapes, sizes
 from agentarch.evaluation.graphs.checks import GraphRejected, check_graph
 from agentarch.isolation.protocol import MAX_STRUCTURE_TOKENS, MAX_TOKEN_CHARS
+from agentarch.runner.runner import count_flops
 from agentarch.search.spaces import SPACES
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.task import Task
@@ -35,7 +35,7 @@ from tests.conftest import REPO
 
 MAX_BYTES = 64 * 2**20
 SEED_FILES = sorted(p for p in (REPO / "archive" / "seeds").glob("*/*.py") if p.parent.name != "graph")
-"""Every seed graph scoring exports: a graph task's take two inputs and are scored trusted for now (docs/sandbox.md)."""
+"""Every seed of a kind of examples: a graph task's take two named inputs and are checked in tests/test_node_scoring.py."""
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 

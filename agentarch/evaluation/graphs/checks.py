@@ -16,7 +16,9 @@ known language:
 - model-local functions, nested graphs (If, Loop, Scan bodies, or any graph-valued attribute) and training
   information;
 - other inputs and outputs than one float32 (or, for token tasks, int64) input whose axis 0 is the dynamic batch
-  axis and whose other axes are fixed, and one floating-point output whose axis 0 is that same batch axis;
+  axis and whose other axes are fixed, and one floating-point output whose axis 0 is that same batch axis; or, for
+  a kind with named inputs (interface.py: a graph task's x and edge_index), other inputs than its ports, by name
+  and in order, each of its element type with its fixed axes and its dynamic ones;
 - what `onnx.checker.check_model(full_check=True)` refuses (which includes strict shape inference).
 
 The allowlist, and why each family is in or out. Derived by exporting every seed (archive/seeds) and samples of
@@ -32,7 +34,11 @@ exports each), all of which the batch-flow proof (batch_flow.py) and the shape a
   network samples nothing, scores must be reproducible, and a probe's outputs must not change between runs;
 - data-dependent shapes and index-driven moves (NonZero, Unique, TopK, NonMaxSuppression, Scatter*, GatherND,
   GatherElements, Compress): whether they move values between examples depends on the indices at run time, which
-  a static proof cannot see;
+  a static proof cannot see. A graph task's network (node classification: one example, its nodes mixing by design,
+  docs/sandbox.md) may use ScatterElements, ScatterND, GatherElements and GatherND (`extra_ops`, interface.py):
+  message passing is made of them. Their indices are tensors of the graph, computed from its inputs and stored
+  constants like any other (nothing in a graph reads outside it), and ONNX Runtime refuses an index out of range at
+  run time, which fails the candidate;
 - Resize and Upsample (F.interpolate, nn.Upsample): no seed needs them, and their region-of-interest semantics
   are easy to get subtly wrong; a transposed convolution or a pixel shuffle (DepthToSpace) upsamples instead;
 - sequences, optionals, strings, quantization and anything that reads outside the graph: no operator of the
