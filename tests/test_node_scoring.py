@@ -131,3 +131,4 @@ def test_the_exported_graph_of_a_gnn_reproduces_its_recorded_test_score_outside_
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"x": x, "edge_index": edges})[0][np.load(sbm.inputs_dir / "test_x.npy")]
     assert float((logits.argmax(axis=1) == sbm.labels("test")).mean()) == recorded["test_accuracy"]  # exactly
+    assert 'session.run(None, {"x": x, "edge_index": edge_index})' in (out / "MODEL_CARD.md").read_text()
