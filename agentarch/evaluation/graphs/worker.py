@@ -268,7 +268,9 @@ class Worker:
 
     def latency_ms(self, session: Any, feed: dict[str, Any], runs: int, budget_s: float) -> float:
         """ONNX Runtime's median milliseconds for the named inputs `feed` (a batch of one, or a whole graph), over up
-        to `runs` runs after LATENCY_WARMUP; once `budget_s` is spent no run starts, but at least one is timed."""
+        to `runs` runs after LATENCY_WARMUP; once `budget_s` is spent no run starts, but at least one is timed. An
+        input the graph does not take is left out of the feed (as `whole` does)."""
+        feed = {value.name: feed[value.name] for value in session.get_inputs()}
         wanted = [session.get_outputs()[0].name]
         times: list[float] = []
         started = time.perf_counter()
