@@ -18,7 +18,10 @@ screening pick), and the trained graph's measures, with the clean evaluator's la
 them again once it is scored. The two graphs must be one architecture (`measures.digest`), so the smoke stage's
 measures are binding: a candidate that hands over one network to be measured and trains another is `failed`.
 
-An lm task's graph is also checked for causality on the real held-out sequences (`CAUSAL_CHECK`, worker.py).
+An lm task's graph is also checked for causality on the real held-out sequences (`CAUSAL_CHECK`, worker.py). A graph
+task's graph (node classification) takes named inputs, x and edge_index (interface.py): it is checked against those
+ports instead of the batch proof, measured at the task's node and edge counts, run once on the whole graph, and the
+held-out nodes' rows of its output are scored.
 """
 
 from __future__ import annotations
