@@ -1,10 +1,11 @@
 """How the runner exports a graph network's scatters to ONNX: `index_add` and `scatter_reduce` as one ScatterElements
 with its reduction, the way ONNX Runtime computes what torch does.
 
-torch's TorchScript exporter gets both wrong for a graph network (torch 2.13): `index_add` goes through its opset-9
+torch's TorchScript exporter gets these wrong for a graph network (torch 2.13): `index_add` goes through its opset-9
 `scatter_add`, a ScatterElements *without* a reduction, so of several edges into one node only the last message
-arrives (the GCN seed's outputs moved by 0.9 in ONNX Runtime); `scatter_reduce` is wrapped in an If node (a nested
-graph, which the host refuses). Message passing is exactly these two operations (sum the messages into their target
+arrives (the GCN seed's outputs moved by 0.9 in ONNX Runtime); `index_put(..., accumulate=True)` scatters into zeros
+with a ScatterND without a reduction, the same loss; `scatter_reduce` is wrapped in an If node (a nested graph,
+which the host refuses). Message passing is exactly these two operations (sum the messages into their target
 nodes; a segment softmax's per-node maximum), so the runner registers these symbolics before it exports
 (`register`). What any symbolic writes is still only a graph, which the host checks and measures like any other.
 
@@ -66,8 +67,32 @@ def scatter_reduce(g, self, dim, index, src, reduce, include_self):
     return g.op("ScatterElements", self, index, src, axis_i=dim, reduction_s=REDUCTIONS[reduce])
 
 
+def index_put(g, self, indices, values, accumulate=False):
+    """`self.index_put(indices, values, accumulate)`: torch's own export, its ScatterND given the reduction `add`
+    when it accumulates (repeated indices then sum, as in torch)."""
+    try:
+        from torch.onnx._internal.torchscript_exporter import symbolic_opset11
+    except ImportError:  # older torch
+        from torch.onnx import symbolic_opset11
+    if not _helper()._maybe_get_const(accumulate, "b"):
+        return symbolic_opset11.index_put(g, self, indices, values, accumulate)
+    plain = g.op
+
+    def op(name, *args, **kwargs):
+        if name == "ScatterND":
+            kwargs.setdefault("reduction_s", "add")
+        return plain(name, *args, **kwargs)
+
+    g.op = op
+    try:
+        return symbolic_opset11.index_put(g, self, indices, values, accumulate)
+    finally:
+        del g.op
+
+
 def register(opset: int) -> None:
     """Use these symbolics for exports at `opset` (ScatterElements' reductions add and mul exist from opset 16, max
     and min from 18)."""
     torch.onnx.register_custom_op_symbolic("aten::index_add", index_add, opset)
     torch.onnx.register_custom_op_symbolic("aten::scatter_reduce", scatter_reduce, opset)
+    torch.onnx.register_custom_op_symbolic("aten::index_put", index_put, opset)
