@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import landlock, proxies, trainer
+from . import landlock, proxies, scatter_ops, trainer
 from .flops import FlopCount as FlopCount  # the runner's counting, which tests and benchmarks reach through it
 from .flops import count_flops as count_flops
 from .flops import trace
@@ -66,9 +66,9 @@ SMOKE_GRAPH_FILE = "smoke_graph.onnx"  # graph scoring: the untrained network, f
 OPSET = 18
 """ONNX opset of the exported graph: 18 exports every seed as fast as 17 (docs/sandbox.md, "Graph scoring")."""
 EXPORT_BATCH = 2
+"""Training examples the exporter traces with; the batch axis is dynamic, and a batch of 1 could be specialised."""
 TORCH_DIR = Path(torch.__file__).parent
 """Where torch's own Python lives: a tracer warning raised there is one of its shape checks, not the network's."""
-"""Training examples the exporter traces with; the batch axis is dynamic, and a batch of 1 could be specialised."""
 
 
 class CandidateError(Exception):
@@ -428,21 +428,40 @@ def _without_onnx_package() -> None:
         onnx_proto_utils._add_onnxscript_fn = lambda model_bytes, custom_opsets: model_bytes
 
 
+def export_inputs(inputs: trainer.Inputs) -> list[tuple[str, torch.Tensor, dict[int, str]]]:
+    """The graph's named inputs, in the order forward takes them, each with the tensor the exporter traces and its
+    dynamic axes: `x` with a dynamic batch axis (EXPORT_BATCH training examples); for a graph task the whole training
+    graph, `x` (nodes, F) and `edge_index` (2, edges), dynamic in both counts. The host's checks and clean evaluator
+    expect these names and axes (agentarch/evaluation/graphs/interface.py): a new input of a kind is one more entry
+    here and there."""
+    if inputs.edge_index is None:
+        return [("x", inputs.train_x[:EXPORT_BATCH].cpu().contiguous(), {0: "batch"})]
+    return [
+        ("x", inputs.train_x.cpu().contiguous(), {0: "nodes"}),
+        ("edge_index", inputs.edge_index.cpu().contiguous(), {1: "edges"}),
+    ]
+
+
 def export_graph(model: nn.Module, inputs: trainer.Inputs, path: Path) -> float:
     """Write the trained network, in eval mode with its weights inside, to `path` as ONNX; the seconds it took.
 
-    torch's TorchScript-based exporter (`dynamo=False`) traces one forward pass on EXPORT_BATCH training examples,
-    on the CPU, with a dynamic batch axis and without constant folding (ONNX Runtime folds when it loads a graph). A trace records the operators that ran, not Python's decisions, so a
+    torch's TorchScript-based exporter (`dynamo=False`) traces one forward pass on the inputs of `export_inputs`, on
+    the CPU, with their dynamic axes, output `y` (its axis 0 the first input's), without constant folding (ONNX Runtime
+    folds when it loads a graph), a graph network's scatters as scatter_ops.py writes them. A trace records the
+    operators that ran, not Python's decisions, so a
     value read back from a tensor (a branch on it, `.item()`, `int(tensor)`) would be frozen into the graph as a
     constant: the tracer's warning about it is an error here when the network's own code raised it, as is an
     operator ONNX lacks. The same warning from torch's own code is one of its checks on shapes (GroupNorm's on the
     batch size), which the graph does not need, so it passes.
     """
     model = model.cpu().eval()
-    x = inputs.train_x[:EXPORT_BATCH].cpu().contiguous()
+    named = export_inputs(inputs)
+    dynamic = {name: axes for name, _, axes in named}
+    dynamic["y"] = {0: named[0][2][0]}
     started = time.perf_counter()
     try:
         _without_onnx_package()
+        scatter_ops.register(OPSET)
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("ignore")  # the exporter's own deprecation notices
             warnings.filterwarnings(
@@ -450,13 +469,13 @@ def export_graph(model: nn.Module, inputs: trainer.Inputs, path: Path) -> float:
             )
             torch.onnx.export(
                 model,
-                (x,),
+                tuple(tensor for _, tensor, _ in named),
                 str(path),
                 dynamo=False,
                 opset_version=OPSET,
-                input_names=["x"],
+                input_names=[name for name, _, _ in named],
                 output_names=["y"],
-                dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+                dynamic_axes=dynamic,
                 training=torch.onnx.TrainingMode.EVAL,
                 do_constant_folding=False,  # folding fuses BatchNorm into the convolution before it: the graph's
                 # parameter count (agentarch/evaluation/graphs/measures.py) would miss the BN scales

@@ -1,7 +1,7 @@
 """Node classification on one graph (`kind = "graph"`, agentarch/tasks/nodes.py): the stochastic block model task is
 deterministic, a graph npz task file checks and prepares (a bad one says what to fix), the held-out nodes' labels
 stay host-only, the seeds (GCN, GraphSAGE, GAT) run the contract, and (slow) each trains in the real sandbox through
-`agentarch eval` and beats chance; graph scoring refuses a graph task with what to do instead."""
+`agentarch eval` and beats chance (graph scoring of the same: tests/test_node_scoring.py)."""
 
 from __future__ import annotations
 
@@ -170,23 +170,15 @@ def tiny_graph(tmp_path, cache_dir, monkeypatch) -> Path:
 @pytest.mark.slow
 @requires_bubblewrap
 def test_each_graph_seed_trains_end_to_end_in_the_sandbox_and_beats_chance(tiny_graph, cache_dir):
-    args = ["eval", "--json", "--archive", "a.db", "--task", str(tiny_graph), "--scoring", "trusted"]
+    args = ["eval", "--json", "--archive", "a.db", "--task", str(tiny_graph)]  # graph scoring, the default
     result = CliRunner().invoke(app, [*args, *map(str, SEEDS)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [r["status"] for r in rows] == ["trained"] * len(SEEDS), rows
     for row in rows:  # chance is 1/3
         assert row["metrics"]["val_accuracy"] > 0.5 and row["metrics"]["test_accuracy"] > 0.5, row
-        assert row["unverified"] is True
+        assert row["unverified"] is False
     db = sqlite3.connect("a.db")
     assert db.execute("SELECT kind FROM tasks WHERE name = 'tiny-graph'").fetchone() == ("graph",)
     prepared = prepare(taskfiles.load(tiny_graph), cache_dir)
     assert not {"val_y.npy", "test_y.npy"} & {p.name for p in prepared.inputs_dir.iterdir()}
-
-
-def test_graph_scoring_refuses_a_graph_task_with_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(
-        app, ["eval", "--archive", "a.db", "--task", "sbm-nodes", "--scoring", "graph", str(SEEDS[0])]
-    )
-    assert result.exit_code == 2 and "--scoring trusted" in result.output, result.output

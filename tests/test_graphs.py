@@ -35,7 +35,7 @@ from tests.conftest import REPO
 
 MAX_BYTES = 64 * 2**20
 SEED_FILES = sorted(p for p in (REPO / "archive" / "seeds").glob("*/*.py") if p.parent.name != "graph")
-"""Every seed graph scoring exports: a graph task's take two inputs and are scored trusted for now (docs/sandbox.md)."""
+"""Every seed of a kind of examples: a graph task's take two named inputs and are checked in tests/test_node_scoring.py."""
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 

@@ -143,12 +143,6 @@ class Evaluator:
                 f"{self.task.name} is answered from the NAS-Bench-201 table, so there is nothing to train; "
                 f"search it with `agentarch baseline --space nb201 --task {self.task.name}`"
             )
-        if self.task.kind == "graph" and self.scoring == "graph":
-            raise TaskError(
-                f"{self.task.name} is a graph task: graph tasks are scored with --scoring trusted for now (their "
-                "networks take a graph, x and edge_index, which the clean evaluator's export checks do not cover "
-                "yet); add --scoring trusted, and the results are marked unverified"
-            )
         if self.task.kind == "graphs" and self.scoring == "graph":
             raise TaskError(
                 f"{self.task.name} is a graph classification task: it is scored with --scoring trusted for now (its "

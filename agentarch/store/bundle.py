@@ -315,7 +315,14 @@ def _files(made: Bundle) -> list[str]:
 
 def _usage(kind: str, in_shape: list[int], num_classes: int) -> list[str]:
     shape = ", ".join(["B", *map(str, in_shape)])
-    if kind == "image":
+    feed, dynamic = '{"x": x}', "the batch axis is dynamic"
+    if kind == "graph":  # node classification: one whole graph in, a row per node out (graphs/interface.py)
+        given = (f"float32 `x` of shape (N, {in_shape[0]}), every node's features normalised per feature with the "
+                 "training split's mean and std, and int64 `edge_index` of shape (2, E), edge k from node "
+                 "edge_index[0, k] to node edge_index[1, k]")  # fmt: skip
+        back = f"logits `y` of shape (N, {num_classes}), a row per node"
+        feed, dynamic = '{"x": x, "edge_index": edge_index}', "the node and edge counts are dynamic"
+    elif kind == "image":
         given = (f"float32 `x` of shape ({shape}): pixels divided by the task's scale, then normalised per channel "
                  "with the training split's mean and std")  # fmt: skip
         back = f"logits `y` of shape (B, {num_classes})"
@@ -326,14 +333,14 @@ def _usage(kind: str, in_shape: list[int], num_classes: int) -> list[str]:
                  "(ids stay int64)")  # fmt: skip
         back = f"`y` of shape (B, {num_classes})"
     return [
-        f"The graph takes {given}, and returns {back}; the batch axis is dynamic. The statistics are those of the "
+        f"The graph takes {given}, and returns {back}; {dynamic}. The statistics are those of the "
         "prepared task's `inputs/meta.json` (agentarch's cache), as the trainer applies them (docs/architecture.md, "
         "Data contracts). With onnxruntime:",
         "",
         "```python",
         "import onnxruntime as ort",
         f'session = ort.InferenceSession("{GRAPH_FILE}", providers=["CPUExecutionProvider"])',
-        'y = session.run(None, {"x": x})[0]',
+        f"y = session.run(None, {feed})[0]",
         "```",
     ]
 

@@ -42,6 +42,9 @@ INPUT_FILES = ("train_x.npy", "train_y.npy", "val_x.npy", "test_x.npy", "meta.js
 LABEL_FILES = ("val_y.npy", "test_y.npy")
 TRAIN_FILES = ("train_x.npy", "train_y.npy", "meta.json")
 """What a training job sees under graph scoring: the training split and the host's normalisation statistics."""
+TRAIN_EXTRA = ("edge_index.npy",)
+"""Inputs a training job also sees where the task has them: a graph task's edges (every node's features are in its
+train_x, as node classification's training input; its held-out node indices are not here)."""
 
 
 @dataclass(frozen=True)
@@ -133,12 +136,18 @@ def _training_only(target: Path) -> None:
     file system has no hard links), put in place by one rename like the rest of the cache (a cache made before it
     existed gets it on its next use)."""
     train = target / "train"
-    if all((train / name).is_file() for name in TRAIN_FILES):
+    wanted = TRAIN_FILES + tuple(name for name in TRAIN_EXTRA if (target / "inputs" / name).is_file())
+    if all((train / name).is_file() for name in wanted):
+        return
+    if all((train / name).is_file() for name in TRAIN_FILES):  # made before it held a graph task's edges
+        for name in wanted:
+            if not (train / name).is_file():
+                shutil.copyfile(target / "inputs" / name, train / name)
         return
     tmp = Path(tempfile.mkdtemp(prefix=".train.", suffix=".tmp", dir=target))
     try:
         os.chmod(tmp, 0o755)
-        for name in TRAIN_FILES:
+        for name in wanted:
             try:
                 os.link(target / "inputs" / name, tmp / name)
             except OSError:
@@ -146,7 +155,7 @@ def _training_only(target: Path) -> None:
         try:
             os.rename(tmp, train)  # replaces an empty folder; fails on a full one (another process was first)
         except OSError:
-            if not all((train / name).is_file() for name in TRAIN_FILES):
+            if not all((train / name).is_file() for name in wanted):
                 raise TaskError(f"could not put the training split at {train}; remove that folder and try again")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -457,6 +457,7 @@ def test_the_clean_evaluator_refuses_an_lm_graph_that_looks_ahead(peek, tmp_path
 
     class Inputs:
         train_x = torch.randint(0, vocab, (2, 32))
+        edge_index = None  # a network of examples, not a graph's
 
     runner.export_graph(model, Inputs, tmp_path / "g.onnx")
     (tmp_path / "meta.json").write_text(json.dumps({"kind": "lm"}))

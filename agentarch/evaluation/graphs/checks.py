@@ -16,7 +16,9 @@ known language:
 - model-local functions, nested graphs (If, Loop, Scan bodies, or any graph-valued attribute) and training
   information;
 - other inputs and outputs than one float32 (or, for token tasks, int64) input whose axis 0 is the dynamic batch
-  axis and whose other axes are fixed, and one floating-point output whose axis 0 is that same batch axis;
+  axis and whose other axes are fixed, and one floating-point output whose axis 0 is that same batch axis; or, for
+  a kind with named inputs (interface.py: a graph task's x and edge_index), other inputs than its ports, by name
+  and in order, each of its element type with its fixed axes and its dynamic ones;
 - what `onnx.checker.check_model(full_check=True)` refuses (which includes strict shape inference).
 
 The allowlist, and why each family is in or out. Derived by exporting every seed (archive/seeds) and samples of
@@ -32,7 +34,11 @@ exports each), all of which the batch-flow proof (batch_flow.py) and the shape a
   network samples nothing, scores must be reproducible, and a probe's outputs must not change between runs;
 - data-dependent shapes and index-driven moves (NonZero, Unique, TopK, NonMaxSuppression, Scatter*, GatherND,
   GatherElements, Compress): whether they move values between examples depends on the indices at run time, which
-  a static proof cannot see;
+  a static proof cannot see. A graph task's network (node classification: one example, its nodes mixing by design,
+  docs/sandbox.md) may use ScatterElements, ScatterND, GatherElements and GatherND (`extra_ops`, interface.py):
+  message passing is made of them. Their indices are tensors of the graph, computed from its inputs and stored
+  constants like any other (nothing in a graph reads outside it), and ONNX Runtime refuses an index out of range at
+  run time, which fails the candidate;
 - Resize and Upsample (F.interpolate, nn.Upsample): no seed needs them, and their region-of-interest semantics
   are easy to get subtly wrong; a transposed convolution or a pixel shuffle (DepthToSpace) upsamples instead;
 - sequences, optionals, strings, quantization and anything that reads outside the graph: no operator of the
@@ -48,6 +54,7 @@ from google.protobuf.message import DecodeError
 from onnx import AttributeProto, TensorProto
 
 from agentarch.errors import AgentarchError
+from agentarch.evaluation.graphs.interface import Interface
 
 IR_VERSIONS = range(8, 11)
 """IR 8 (the TorchScript exporter, onnx 1.10+) through IR 10 (onnx 1.16, torch.export's exporter)."""
@@ -112,11 +119,15 @@ def check_graph(
     in_shape: tuple[int, ...] | None = None,
     ids: bool | None = None,
     out_shape: tuple[int, ...] | None = None,
+    interface: Interface | None = None,
+    extra_ops: frozenset[str] = frozenset(),
 ) -> onnx.ModelProto:
     """The parsed model, with ONNX's inferred value_info, once it passes every check in the module docstring.
 
     `in_shape` and `out_shape` (without the batch axis) and `ids` (int64 token ids rather than float32 values;
-    None accepts either) check the interface against the task when given.
+    None accepts either) check the interface against the task when given. `interface` (interface.py: a graph task's
+    named inputs) replaces that rule with its ports; `extra_ops` are allowed beyond ALLOWED_OPS (a graph network's
+    scatters and gathers).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise GraphRejected(f"the graph must be the bytes of an ONNX file, not {type(data).__name__}")
@@ -132,8 +143,11 @@ def check_graph(
     except (DecodeError, ValueError, RuntimeError) as err:
         raise GraphRejected(f"the graph is not a valid ONNX file ({err}); {EXPORT_HINT}") from None
     _check_versions(model)
-    _check_contents(model)
-    _check_interface(model, in_shape, ids, out_shape)
+    _check_contents(model, ALLOWED_OPS | extra_ops)
+    if interface is None:
+        _check_interface(model, in_shape, ids, out_shape)
+    else:
+        _check_ports(model, interface)
     try:
         onnx.checker.check_model(model, full_check=True)
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
@@ -164,7 +178,7 @@ def _check_versions(model: onnx.ModelProto) -> None:
         )
 
 
-def _check_contents(model: onnx.ModelProto) -> None:
+def _check_contents(model: onnx.ModelProto, allowed: frozenset[str]) -> None:
     graph = model.graph
     if model.functions:
         raise GraphRejected("the graph defines its own functions; only plain standard operators are allowed")
@@ -183,10 +197,10 @@ def _check_contents(model: onnx.ModelProto) -> None:
                 f"{where} is in the domain {node.domain!r}; only standard ONNX operators are allowed (no custom "
                 "or contrib operators: write the network from standard torch layers)"
             )
-        if node.op_type not in ALLOWED_OPS:
+        if node.op_type not in allowed:
             raise GraphRejected(
                 f"{where} uses {node.op_type}, an operator outside the allowlist "
-                f"({_reason(node.op_type)}); the allowed operators are {', '.join(sorted(ALLOWED_OPS))}"
+                f"({_reason(node.op_type)}); the allowed operators are {', '.join(sorted(allowed))}"
             )
         for attribute in node.attribute:
             _check_attribute(attribute, where)
@@ -283,6 +297,51 @@ def _check_interface(
             raise GraphRejected(
                 f"the graph's output is {_show(y.type.tensor_type.shape.dim)}, expected (batch, {out_shape})"
             )
+
+
+def _check_ports(model: onnx.ModelProto, interface: Interface) -> None:
+    """The graph's inputs are the interface's ports, by name and in order (a port the network never reads may be
+    missing: the exporter drops an unused input, such as the edges of a network of node features alone), and its one
+    output is the interface's output: each of an allowed element type, of the port's rank, a fixed axis of its size,
+    a symbol's axis dynamic, and one symbol one dynamic axis wherever it appears (the node count of x is the node
+    count of the output)."""
+    graph = model.graph
+    stored = {t.name for t in graph.initializer}
+    names = [value.name for value in graph.input]
+    wanted = interface.names
+    if not names or [n for n in wanted if n in names] != names or stored & set(names):
+        raise GraphRejected(
+            f"the graph has the inputs {names[:5]}; it must have {wanted}, in forward's order (weights stored as "
+            f"initializers, not inputs): export with input_names={wanted}"
+        )
+    if len(graph.output) != 1:
+        raise GraphRejected(
+            f"the graph has {len(graph.output)} outputs; forward must return one tensor (the logits or predictions)"
+        )
+    ports = {port.name: port for port in interface.inputs}
+    symbols: dict[str, str] = {}
+    for value, port in [*((value, ports[value.name]) for value in graph.input), (graph.output[0], interface.output)]:
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or tensor.elem_type not in port.dtypes:
+            kinds = " or ".join(TensorProto.DataType.Name(t).lower() for t in port.dtypes)
+            raise GraphRejected(f"the graph's {value.name!r} must be a tensor of {kinds}")
+        dims = tensor.shape.dim if tensor.HasField("shape") else []
+        if len(dims) != len(port.axes):
+            raise GraphRejected(f"the graph's {value.name!r} is {_show(dims)}; expected {_show_axes(port.axes)}")
+        for dim, axis in zip(dims, port.axes):
+            fixed = dim.dim_value if dim.HasField("dim_value") else None
+            if isinstance(axis, str):
+                if fixed is not None or not dim.dim_param or symbols.setdefault(axis, dim.dim_param) != dim.dim_param:
+                    raise GraphRejected(
+                        f"the graph's {value.name!r} is {_show(dims)}; expected {_show_axes(port.axes)}, each named "
+                        f"axis dynamic and the same across inputs and output: export with dynamic_axes"
+                    )
+            elif fixed is None or fixed <= 0 or (axis is not None and fixed != axis):
+                raise GraphRejected(f"the graph's {value.name!r} is {_show(dims)}; expected {_show_axes(port.axes)}")
+
+
+def _show_axes(axes: tuple[str | int | None, ...]) -> str:
+    return "(" + ", ".join("?" if a is None else str(a) for a in axes) + ")"
 
 
 def _batch_axis(value: onnx.ValueInfoProto, what: str) -> str:

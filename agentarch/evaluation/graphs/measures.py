@@ -22,7 +22,8 @@ so what it stores and computes is what it is.
   stored table, and a network that needs the table stores it. Export without constant folding
   (do_constant_folding=False): with it, the exporter fuses each BatchNormalization into the convolution before
   it and the BN scale disappears from the count (about 0.2-0.4% of a CNN's parameters).
-- FLOPs per example (`count_flops`), from shapes.py's shapes with the batch size 1, for the nodes whose value
+- FLOPs per example (`count_flops`), from shapes.py's shapes with the batch size 1 (a graph task's: on its whole
+  graph, one example, its node and edge counts bound), for the nodes whose value
   depends on the input (a subgraph of constants is folded by any runtime): `matmul` counts 2 x the
   multiply-accumulates of Conv, ConvTranspose, Gemm, MatMul and Einsum (and of LSTM, GRU and RNN: per step and
   direction, gates x hidden x (input + hidden)), what torch's FLOP counter (and so the smoke run's count)
@@ -71,7 +72,8 @@ STEERING: dict[str, tuple[int, ...]] = {
     "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Squeeze": (1,), "Unsqueeze": (1,),
     "Split": (1,), "Pad": (1, 3), "CumSum": (1,), "Trilu": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2),
     "Gather": (1,), "BatchNormalization": (3, 4), "Shape": (0,), "Size": (0,), "LSTM": (4,), "GRU": (4,), "RNN": (4,),
-    **{op: (1,) for op in shapes.REDUCE},
+    **{op: (1,) for op in shapes.REDUCE}, **{op: (1,) for op in ("ScatterElements", "ScatterND", "GatherElements",
+    "GatherND")},
 }  # fmt: skip
 """Input positions that steer an operator (shapes, axes, indices, bounds) or are statistics: not weights."""
 MOVEMENT = {
@@ -118,10 +120,11 @@ def refusing(function: Callable[..., T]) -> Callable[..., T]:
 
 
 @refusing
-def measure(model: onnx.ModelProto) -> GraphMeasures:
+def measure(model: onnx.ModelProto, sizes: dict[str, dict[int, int]] | None = None) -> GraphMeasures:
     """All four measures of a graph that check_graph passed; GraphRejected if it cannot be measured, or if a count
-    is beyond what any real network has (MAX_COUNT)."""
-    infos = shapes.propagate(model)
+    is beyond what any real network has (MAX_COUNT). `sizes` (a graph task's node and edge counts, interface.py)
+    measures one run on the task's whole graph instead of one example: its FLOPs are a training step's."""
+    infos = shapes.propagate(model, sizes)
     total, matmul = count_flops(model, infos)
     found = GraphMeasures(count_params(model), total, matmul, structure(model, infos), digest(model))
     if max(found.params, found.flops) > MAX_COUNT:
@@ -275,8 +278,10 @@ def _node_flops(node: onnx.NodeProto, infos: dict[str, Info]) -> tuple[int, int]
         seq, directions, hidden = (y[1], y[2], y[3]) if attrs.get("layout", 0) else (y[0], y[1], y[3])
         gates = shapes.RECURRENT[op] * hidden * seq * directions
         return 2 * gates * (_at1(ins[0])[-1] + hidden), 4 * gates
-    if op in MOVEMENT:
+    if op in MOVEMENT or op in ("GatherElements", "GatherND"):
         return 0, 0
+    if op in ("ScatterElements", "ScatterND"):  # one add (or max...) per message moved into its node
+        return 0, _numel(ins[2])
     if op in ("MaxPool", "AveragePool"):
         return 0, _numel(out) * math.prod(attrs["kernel_shape"])
     if op in ("GlobalAveragePool", "GlobalMaxPool", "ArgMax", "ArgMin") or op in shapes.REDUCE:

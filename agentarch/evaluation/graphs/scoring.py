@@ -18,7 +18,10 @@ screening pick), and the trained graph's measures, with the clean evaluator's la
 them again once it is scored. The two graphs must be one architecture (`measures.digest`), so the smoke stage's
 measures are binding: a candidate that hands over one network to be measured and trains another is `failed`.
 
-An lm task's graph is also checked for causality on the real held-out sequences (`CAUSAL_CHECK`, worker.py).
+An lm task's graph is also checked for causality on the real held-out sequences (`CAUSAL_CHECK`, worker.py). A graph
+task's graph (node classification) takes named inputs, x and edge_index (interface.py): it is checked against those
+ports instead of the batch proof, measured at the task's node and edge counts, run once on the whole graph, and the
+held-out nodes' rows of its output are scored.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from agentarch.errors import AgentarchError
+from agentarch.evaluation.graphs import interface
 from agentarch.isolation.job import Outcome, SandboxJob
 from agentarch.isolation.launch import Program, runner_dir
 from agentarch.isolation.policy import IsolationMode, Limits
@@ -106,6 +110,20 @@ class GraphScores:
 def max_graph_bytes(limits: Limits) -> int:
     """The largest graph read back: MAX_GRAPH_BYTES, or the job's file-size limit if that is smaller."""
     return min(MAX_GRAPH_BYTES, limits.max_file_mb * 2**20)
+
+
+def probe_files(task: Task) -> tuple[dict[str, bytes], str | dict[str, str]]:
+    """The probe inputs as files for the clean evaluator's scratch, and the request's `probe`: one batch of examples
+    (`probe_inputs`), or a graph task's probe graph, one file per named input (interface.py, `probe_graph`)."""
+    if interface.interface(task) is None:
+        return {PROBE_FILE: _npy(probe_inputs(task))}, PROBE_FILE
+    named = interface.probe_graph(int(task.in_shape[0]), PROBE_SEED)
+    return {f"probe_{name}.npy": _npy(value) for name, value in named.items()}, {n: f"probe_{n}.npy" for n in named}
+
+
+def probe_rows(task: Task) -> int:
+    """Rows of the graph's output on the probe inputs: its examples, or the probe graph's nodes."""
+    return PROBE_BATCH if interface.interface(task) is None else interface.PROBE_NODES
 
 
 def probe_inputs(task: Task, batch: int = PROBE_BATCH) -> np.ndarray:
@@ -204,8 +222,8 @@ def score_graph(
     task); SandboxError goes up (no sandbox can run here).
     """
     began = time.perf_counter()
-    measured = measure_graph(graph, task, limits)
-    probe = probe_inputs(task)
+    measured = measure_graph(graph, task, limits, interface.sizes(task, prepared.inputs_dir))
+    probes, probe = probe_files(task)
     labels = {split: prepared.labels(split) for split in ("val", "test")}
     lm = task.kind == "lm"
     per_example = math.prod(logits_shape(task, 1))
@@ -213,7 +231,7 @@ def score_graph(
         "op": "run",
         "graph": GRAPH_FILE,
         "splits": list(labels),
-        "probe": PROBE_FILE,
+        "probe": probe,
         "batch": max(1, min(256, OUTPUT_ELEMENTS_PER_BATCH // per_example)),
         "nll": lm,
         "latency_runs": LATENCY_RUNS,
@@ -221,12 +239,14 @@ def score_graph(
     }
     if lm:  # the graph's causality, on the held-out sequences it is scored on (CAUSAL_CHECK)
         request.update(causal_seed=secrets.randbits(63), causal_sequences=CAUSAL_SEQUENCES)
-    files = {GRAPH_FILE: graph, PROBE_FILE: _npy(probe)}
+    if interface.interface(task) is not None:  # a whole graph, run once; each split its rows (interface.py)
+        request["feeds"] = interface.feeds(task, list(labels))
+    files = {GRAPH_FILE: graph, **probes}
     with GraphWorker(prepared, limits, isolation, files) as worker:
         ran = worker.ask(request, "ran")
         worker.job.kill()  # done: nothing left in the sandbox may change the outputs while they are read
         outputs = {split: worker.output(f"{split}_outputs.npy", output_shape(task, y)) for split, y in labels.items()}
-        probe_outputs = worker.output("probe_outputs.npy", logits_shape(task, len(probe)))
+        probe_outputs = worker.output("probe_outputs.npy", logits_shape(task, probe_rows(task)))
         start_seconds = worker.start_seconds
     meta = json.loads((prepared.inputs_dir / "meta.json").read_text())
     try:
@@ -260,22 +280,26 @@ def score_graph(
 def graph_latency(graph: bytes, task: Task, prepared: PreparedTask, limits: Limits, isolation: IsolationMode) -> float:
     """ONNX Runtime's latency for a batch of one of a graph that `measure_graph` passed, measured as `score_graph`
     measures it (a fresh clean evaluator, on the probe inputs): a screened candidate's latency, before training."""
-    request = {"op": "run", "graph": GRAPH_FILE, "splits": [], "probe": PROBE_FILE, "batch": PROBE_BATCH}
+    probes, probe = probe_files(task)
+    request = {"op": "run", "graph": GRAPH_FILE, "splits": [], "probe": probe, "batch": PROBE_BATCH}
     request.update(latency_runs=LATENCY_RUNS, latency_budget_s=LATENCY_BUDGET_S)
-    with GraphWorker(prepared, limits, isolation, {GRAPH_FILE: graph, PROBE_FILE: _npy(probe_inputs(task))}) as worker:
+    with GraphWorker(prepared, limits, isolation, {GRAPH_FILE: graph, **probes}) as worker:
         ran = worker.ask(request, "ran")
     if ran.get("latency_ms") is None:
         raise GraphFailed("the clean evaluator measured no latency")
     return float(ran["latency_ms"])
 
 
-def measure_graph(graph: bytes, task: Task, limits: Limits) -> GraphMeasures:
-    """`verify` the graph, then measure it (measures.py); GraphFailed with the reason for a graph refused either way."""
+def measure_graph(
+    graph: bytes, task: Task, limits: Limits, sizes: dict[str, dict[int, int]] | None = None
+) -> GraphMeasures:
+    """`verify` the graph, then measure it (measures.py; `sizes`: a graph task's node and edge counts, interface.py);
+    GraphFailed with the reason for a graph refused either way."""
     from agentarch.evaluation.graphs import checks, measures
 
     model = verify(graph, task, limits)
     try:
-        return measures.measure(model)
+        return measures.measure(model, sizes)
     except checks.GraphRejected as err:
         raise GraphFailed(f"the exported graph was rejected: {err}") from None
 
@@ -330,7 +354,7 @@ def smoke_graph(
         graph = job.read_file(SMOKE_GRAPH_FILE, max_graph_bytes(limits))
     except ProtocolError as err:
         raise GraphFailed(f"the smoke stage's graph: {err}") from None
-    measured = measure_graph(graph, task, limits)
+    measured = measure_graph(graph, task, limits, interface.sizes(task, prepared.inputs_dir))
     if not latency:
         return believed(event, measured)
     job.kill()
@@ -361,10 +385,13 @@ def trained_smoke(smoke: dict[str, Any], scored: GraphScores) -> dict[str, Any]:
 def verify(graph: bytes, task: Task, limits: Limits) -> onnx.ModelProto:
     """The host's checks of a graph before any process loads it, as GraphFailed with the reason: the file, its
     operators and its interface against the task (checks.py), then the proof that no example's output depends on
-    another example of its batch (batch_flow.py); the parsed graph. Imported here: they import onnx (1.1 s, most of
-    it ml_dtypes'), which only graph scoring needs, and every command imports this module through the executors."""
+    another example of its batch (batch_flow.py); the parsed graph. A graph task's graph is one example whose nodes
+    mix by design: it has no batch to prove anything about (docs/sandbox.md says what holds instead). Imported here:
+    they import onnx (1.1 s, most of it ml_dtypes'), which only graph scoring needs, and every command imports this
+    module through the executors."""
     from agentarch.evaluation.graphs import batch_flow, checks
 
+    ports = interface.interface(task)
     try:
         model = checks.check_graph(
             graph,
@@ -372,8 +399,11 @@ def verify(graph: bytes, task: Task, limits: Limits) -> onnx.ModelProto:
             in_shape=tuple(task.in_shape),
             ids=task.kind in ("token", "lm") or task.vocab_size is not None,
             out_shape=logits_shape(task, 1)[1:],
+            interface=ports,
+            extra_ops=interface.extra_ops(task),
         )
-        batch_flow.prove_batch_independence(model)
+        if ports is None:
+            batch_flow.prove_batch_independence(model)
     except checks.GraphRejected as err:
         raise GraphFailed(f"the exported graph was rejected: {err}") from None
     return model

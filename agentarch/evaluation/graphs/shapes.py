@@ -108,12 +108,15 @@ def tensor_info(tensor: onnx.TensorProto) -> Info:
     return Info(tensor.data_type, dims, value)
 
 
-def input_info(value_info: onnx.ValueInfoProto) -> Info:
-    """A graph input: its batch axis (axis 0, a named or unknown dimension) is B, every other axis a number."""
+def input_info(value_info: onnx.ValueInfoProto, bound: dict[int, int] | None = None) -> Info:
+    """A graph input: an axis `bound` gives (a whole graph's node or edge count) is that size, else axis 0 is B,
+    every other axis a number."""
     kind = value_info.type.tensor_type
     dims: list[Size] = []
     for axis, dim in enumerate(kind.shape.dim):
-        if axis == 0:
+        if bound and axis in bound:
+            dims.append(int(bound[axis]))
+        elif axis == 0 and not bound:
             dims.append(B)
         elif dim.HasField("dim_value") and dim.dim_value > 0:
             dims.append(int(dim.dim_value))
@@ -122,14 +125,15 @@ def input_info(value_info: onnx.ValueInfoProto) -> Info:
     return Info(kind.elem_type, tuple(dims))
 
 
-def propagate(model: onnx.ModelProto) -> dict[str, Info]:
+def propagate(model: onnx.ModelProto, sizes: dict[str, dict[int, int]] | None = None) -> dict[str, Info]:
     """Each tensor's `Info` by name: the graph's input, initializers, and every node's outputs in graph order
-    (a checked graph is topologically sorted). Raises Unfollowable at the first node it cannot follow."""
+    (a checked graph is topologically sorted). Raises Unfollowable at the first node it cannot follow. `sizes`
+    binds a whole graph's dynamic axes, per input and axis (interface.py, `sizes`): every shape is then a number."""
     known: dict[str, Info] = {t.name: tensor_info(t) for t in model.graph.initializer}
     initializers = set(known)
     for value_info in model.graph.input:
         if value_info.name not in initializers:
-            known[value_info.name] = input_info(value_info)
+            known[value_info.name] = input_info(value_info, (sizes or {}).get(value_info.name))
     for index, node in enumerate(model.graph.node):
         inputs = [known[name] if name else None for name in node.input]
         if any(name and name not in known for name in node.input):
@@ -417,6 +421,13 @@ def _dims_and_value(node, op, attrs, inputs, dtype):  # noqa: C901 - one branch 
         y = (batch, seq, directions, hidden) if layout else (seq, directions, batch, hidden)
         state = (batch, directions, hidden) if layout else (directions, batch, hidden)
         return [Info(x.dtype, y), Info(x.dtype, state), Info(x.dtype, state)][: len(node.output)], None
+    if op in ("ScatterElements", "ScatterND"):  # a graph network's messages into their nodes: the data's shape
+        return x.dims, None
+    if op == "GatherElements":
+        return inputs[1].dims, None
+    if op == "GatherND":
+        depth, skip = inputs[1].dims[-1], attrs.get("batch_dims", 0)
+        return (*inputs[1].dims[:-1], *x.dims[skip + int(depth) :]), None
     if op in ("DepthToSpace", "SpaceToDepth"):
         n, c, h, w = x.dims
         k = attrs["blocksize"]

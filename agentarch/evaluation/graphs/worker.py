@@ -14,14 +14,18 @@ inputs and meta.json, no labels) and scratch, where the host put the graph and t
 `ready`, then answers one JSON request per stdin line with one event on its stdout:
 
 - `{"op": "run", "graph": NAME, "splits": ["val", "test"], "probe": NAME|null, "batch": B, "nll": bool,
-  "latency_runs": N, "latency_budget_s": S, "causal_seed": int|null, "causal_sequences": C}`: writes
+  "latency_runs": N, "latency_budget_s": S, "causal_seed": int|null, "causal_sequences": C, "feeds": F|null}`: writes
   `<split>_outputs.npy` (float32
   outputs, or with `nll` an lm task's summed negative log-likelihood per sequence in float64) and
   `probe_outputs.npy` into scratch, and says `ran` with its timings and the median latency of a batch of one. With
   `causal_seed` (an lm task) it first checks, on every sequence of each split (a random share of C of them, where a
   split holds more), that the logits before a random cut do not move when every id from the cut on changes
   (`Worker.check_causal`; the bound is scoring.py's CAUSAL_CHECK), and refuses the graph (an `error` event of stage
-  `causal`) if they do;
+  `causal`) if they do. A graph of named inputs (a graph task's `x` and `edge_index`) is run whole: `feeds` names,
+  per split, the stored file of each input and the file of the rows to score (`{"val": {"inputs": {"x": "train_x",
+  "edge_index": "edge_index"}, "rows": "val_x"}}`; agentarch/evaluation/graphs/interface.py), the graph runs once on
+  those inputs and the split's output is those rows of its output; `probe` is then a map of input names to files in
+  scratch, run whole too;
 - `{"op": "modules"}`: says `modules`, the names of the modules it has imported (a test's debug request);
 - `{"op": "exit"}`, or the end of stdin: it exits.
 
@@ -118,12 +122,17 @@ class Worker:
         self._held_out: dict[str, Any] = {}
 
     def held_out(self, split: str) -> Any:
-        """A split's network inputs, normalised exactly as the runner normalises training inputs
-        (sandbox/trainer.py, `load_inputs`): in float32, images divided by their scale, then each channel or feature
-        less its training mean and over its training std; ids stay int64."""
-        if split not in self._held_out:
+        """A split's network inputs: its stored examples, `<split>_x` (`stored`)."""
+        return self.stored(f"{split}_x")
+
+    def stored(self, stem: str) -> Any:
+        """A stored input file of the task (`<stem>.npy`: a split's examples, a graph's features, edges or scored
+        node indices), normalised exactly as the runner normalises training inputs (sandbox/trainer.py,
+        `load_inputs`): floats in float32, images divided by their scale, then each channel or feature less its
+        training mean and over its training std; ids and indices stay int64."""
+        if stem not in self._held_out:
             np, meta = self.np, self.meta
-            x = np.load(self.inputs_dir / f"{split}_x.npy", allow_pickle=False)
+            x = np.load(self.inputs_dir / f"{Path(stem).name}.npy", allow_pickle=False)
             kind = meta["kind"]
             if not np.issubdtype(x.dtype, np.floating) and kind != "image":
                 x = x.astype(np.int64)
@@ -134,8 +143,8 @@ class Worker:
                 shape = (1, -1) + (1,) * (x.ndim - 2) if kind == "image" else (-1,)
                 x -= np.asarray(meta["mean"], dtype=np.float32).reshape(shape)
                 x /= np.asarray(meta["std"], dtype=np.float32).reshape(shape)
-            self._held_out[split] = x
-        return self._held_out[split]
+            self._held_out[stem] = x
+        return self._held_out[stem]
 
     def session(self, name: str) -> Any:
         """An ONNX Runtime session of the graph file `name` in scratch, on the CPU, with the host's thread count.
@@ -190,6 +199,29 @@ class Worker:
             parts.append(self._nll(out, chunk) if nll else out.astype(np.float32, copy=False))
         return np.concatenate(parts)
 
+    def whole(self, session: Any, feed: dict[str, Any]) -> Any:
+        """The graph's first output for one run on the named inputs `feed` (a whole graph; an input the graph does not
+        take, one its network never read, is left out), as float32, one row per row of feed's first input (a node's)."""
+        np = self.np
+        names = [i.name for i in session.get_inputs()]
+        if not names or not set(names) <= set(feed) or not session.get_outputs():
+            raise RequestError("load", f"the graph takes the inputs {names[:5]}; expected some of {list(feed)}")
+        try:
+            out = session.run([session.get_outputs()[0].name], {name: feed[name] for name in names})[0]
+        except Exception as err:
+            sizes = ", ".join(f"{name} {tuple(value.shape)}" for name, value in feed.items())
+            raise RequestError(
+                "run",
+                f"the graph failed on a graph of {sizes}: {_said(err)}; the network must accept any number of nodes "
+                "and edges (do not fix them, or index past them)",
+            ) from err
+        rows = len(next(iter(feed.values())))
+        if not isinstance(out, np.ndarray) or not np.issubdtype(out.dtype, np.floating):
+            raise RequestError("run", f"the graph returned {getattr(out, 'dtype', type(out).__name__)}, not floats")
+        if out.ndim == 0 or out.shape[0] != rows:
+            raise RequestError("run", f"the graph returned shape {out.shape} for {rows} nodes: one row per node")
+        return out.astype(np.float32, copy=False)
+
     def check_causal(self, session: Any, ids: Any, logits: Any, rng: Any) -> None:
         """Refuse a language model whose logits at a position depend on later ids, on these very held-out sequences:
         each sequence gets one cut drawn uniformly from positions 1 to L-1, every id from the cut on is replaced by
@@ -234,10 +266,11 @@ class Worker:
         picked = np.take_along_axis(z[:, :-1], ids[:, 1:, None], axis=-1)[..., 0]
         return (log_total[:, :-1] - picked).sum(axis=1)
 
-    def latency_ms(self, session: Any, x: Any, runs: int, budget_s: float) -> float:
-        """ONNX Runtime's median milliseconds for a batch of one, over up to `runs` runs after LATENCY_WARMUP;
-        once `budget_s` is spent no run starts, but at least one is timed."""
-        feed = {session.get_inputs()[0].name: x[:1]}
+    def latency_ms(self, session: Any, feed: dict[str, Any], runs: int, budget_s: float) -> float:
+        """ONNX Runtime's median milliseconds for the named inputs `feed` (a batch of one, or a whole graph), over up
+        to `runs` runs after LATENCY_WARMUP; once `budget_s` is spent no run starts, but at least one is timed. An
+        input the graph does not take is left out of the feed (as `whole` does)."""
+        feed = {value.name: feed[value.name] for value in session.get_inputs()}
         wanted = [session.get_outputs()[0].name]
         times: list[float] = []
         started = time.perf_counter()
@@ -258,27 +291,52 @@ class Worker:
         batch = max(1, int(request.get("batch", 256)))
         seed, cap = request.get("causal_seed"), int(request.get("causal_sequences") or 2**62)
         rng = None if seed is None else np.random.default_rng(int(seed))
+        feeds = request.get("feeds") or {}
         for split in request.get("splits", []):
+            if split in feeds:  # a whole graph: one run, the split's rows of its output
+                named = feeds[split]
+                out = self.whole(session, {name: self.stored(stem) for name, stem in named["inputs"].items()})
+                np.save(self.scratch / f"{split}_outputs.npy", out[self.rows(named["rows"], len(out))])
+                continue
             x = self.held_out(split)
             causal = None if rng is None else (rng, min(1.0, cap / max(1, len(x))))
             out = self.outputs(session, x, batch, bool(request.get("nll")), causal)
             np.save(self.scratch / f"{split}_outputs.npy", out)
-        latency_input = None
-        if request.get("probe"):
-            probe = np.load(self.scratch / Path(request["probe"]).name, allow_pickle=False)
-            np.save(self.scratch / "probe_outputs.npy", self.outputs(session, probe, batch, False))
-            latency_input = probe
+        latency_feed = None
+        probe = request.get("probe")
+        if isinstance(probe, dict):
+            latency_feed = {name: self.scratch_array(file) for name, file in probe.items()}
+            np.save(self.scratch / "probe_outputs.npy", self.whole(session, latency_feed))
+        elif probe:
+            x = self.scratch_array(probe)
+            np.save(self.scratch / "probe_outputs.npy", self.outputs(session, x, batch, False))
+            latency_feed = {session.get_inputs()[0].name: x[:1]}
         event: dict[str, Any] = {"event": "ran", "load_seconds": loaded - began}
         if request.get("latency_runs"):
-            x = latency_input if latency_input is not None else self.held_out(request["splits"][0])
+            if latency_feed is None:
+                latency_feed = {session.get_inputs()[0].name: self.held_out(request["splits"][0])[:1]}
             try:
                 event["latency_ms"] = self.latency_ms(
-                    session, x, int(request["latency_runs"]), float(request.get("latency_budget_s", 2.0))
+                    session, latency_feed, int(request["latency_runs"]), float(request.get("latency_budget_s", 2.0))
                 )
             except Exception as err:
                 raise RequestError("run", f"the graph failed on a batch of 1: {_said(err)}") from err
         event["run_seconds"] = time.perf_counter() - loaded
         return event
+
+    def scratch_array(self, name: str) -> Any:
+        """An input file the host wrote into scratch (the probe inputs)."""
+        return self.np.load(self.scratch / Path(name).name, allow_pickle=False)
+
+    def rows(self, stem: str | None, count: int) -> Any:
+        """The stored row indices of `stem` (a split's nodes), checked to lie in [0, count); every row for None."""
+        np = self.np
+        if stem is None:
+            return slice(None)
+        index = self.stored(stem)
+        if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer) or index.min() < 0 or index.max() >= count:
+            raise RequestError("run", f"the stored rows {stem!r} do not index the graph's {count} output rows")
+        return index
 
 
 def _said(err: BaseException) -> str:

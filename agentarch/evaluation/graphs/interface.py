@@ -1,0 +1,119 @@
+"""What a task's exported graph takes and gives: its named inputs (in the order forward takes them), their element
+types and axes, its output, which stored files feed each input in the clean evaluator, which rows of the output
+are scored, and the host's fixed probe inputs.
+
+One home for the rule, read by checks.py (the interface a graph must have), shapes.py and measures.py (the sizes
+its dynamic axes take when it is measured), scoring.py (the requests to the clean evaluator) and worker.py (which
+reads the request, not this module: it imports no agentarch code). The runner writes the same names and axes
+(sandbox/runner.py, `export_inputs`).
+
+- examples (image, token, sequence, table, lm, dense): one input `x` (batch, *in_shape), float32 or int64 ids,
+  whose axis 0 is the dynamic batch axis; one output (batch, ...). Each split's stored inputs `<split>_x` are run
+  batch by batch; every row is scored.
+- node classification (`graph`): `x` float32 (nodes, F) and `edge_index` int64 (2, edges), both counts dynamic;
+  output (nodes, classes). The clean evaluator runs the task's whole graph once (`train_x`: every node's
+  features, normalised as the trainer does; `edge_index`) and the host scores the rows of the validation and test
+  nodes (`val_x`, `test_x` hold their indices). A new input of a kind (graph classification's `batch`, a node's
+  graph) is one more Port here, one more file in its feeds, and one more entry in the runner's `export_inputs`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agentarch.tasks.task import Task
+
+FLOAT, INT64, FLOAT16, DOUBLE = 1, 7, 10, 11
+"""ONNX's element types (onnx.TensorProto's numbers), written out: scoring.py imports this module on every command,
+and importing onnx costs 1.1 s."""
+
+Axis = str | int | None
+"""An axis of a port: a symbol (a dynamic size, the same symbol the same size across ports), a fixed size, or None
+(a fixed size the task's shape checks elsewhere)."""
+
+
+@dataclass(frozen=True)
+class Port:
+    """One named input or output of a graph: the element types it may have and its axes."""
+
+    name: str
+    dtypes: tuple[int, ...]
+    axes: tuple[Axis, ...]
+
+
+@dataclass(frozen=True)
+class Interface:
+    """A graph's inputs, in forward's order, and its one output; `whole` when one run takes the task's whole
+    stored input (a graph) and the scored rows are picked from its output, rather than batches of examples."""
+
+    inputs: tuple[Port, ...]
+    output: Port
+    whole: bool = False
+
+    @property
+    def names(self) -> list[str]:
+        return [port.name for port in self.inputs]
+
+
+PROBE_NODES = 12
+"""Nodes of the host's probe graph (the runner's functional hash uses a graph of the same size)."""
+NODE_EXTRA_OPS = frozenset({"ScatterElements", "ScatterND", "GatherElements", "GatherND"})
+"""The operators message passing exports to beyond the allowlist (checks.py): sums and maxima of messages into their
+target nodes (index_add, scatter_reduce: ScatterElements), gathers along edges (GatherElements; x[src] is a plain
+Gather). Allowed for a graph's network only; what they move between nodes is the design (docs/sandbox.md)."""
+
+
+def interface(task: Task) -> Interface | None:
+    """The task's interface, or None for a kind of examples, which checks.py checks with its own rule (one input
+    `x` with a dynamic batch axis)."""
+    if task.kind != "graph":
+        return None
+    return Interface(
+        inputs=(
+            Port("x", (FLOAT,), ("nodes", int(task.in_shape[0]))),
+            Port("edge_index", (INT64,), (2, "edges")),
+        ),
+        output=Port("y", (FLOAT, FLOAT16, DOUBLE), ("nodes", int(task.num_classes))),
+        whole=True,
+    )
+
+
+def extra_ops(task: Task) -> frozenset[str]:
+    """Operators the task's graphs may use beyond checks.ALLOWED_OPS."""
+    return NODE_EXTRA_OPS if task.kind == "graph" else frozenset()
+
+
+def feeds(task: Task, splits: list[str]) -> dict[str, dict[str, object]]:
+    """For each split, the stored files (names without .npy, in the task's inputs folder) that feed each input, and
+    the file of the rows to score (None: every row): what a `run` request tells the clean evaluator."""
+    if task.kind == "graph":
+        return {
+            split: {"inputs": {"x": "train_x", "edge_index": "edge_index"}, "rows": f"{split}_x"} for split in splits
+        }
+    return {split: {"inputs": {"x": f"{split}_x"}, "rows": None} for split in splits}
+
+
+def sizes(task: Task, inputs_dir: Path) -> dict[str, dict[int, int]] | None:
+    """The sizes of a whole-graph task's dynamic axes, per input and axis, at which its graphs are measured (FLOPs
+    and structure of one step on the task's graph, as the training budget prices it); None for a kind of examples,
+    measured per example with a symbolic batch size."""
+    if task.kind != "graph":
+        return None
+    meta = json.loads((Path(inputs_dir) / "meta.json").read_text())
+    return {"x": {0: int(meta["num_nodes"])}, "edge_index": {1: int(meta["num_edges"])}}
+
+
+def probe_graph(features: int, seed: int) -> dict[str, np.ndarray]:
+    """The host's fixed probe graph: PROBE_NODES nodes of standard normal features on a ring, both directions, node 0
+    a hub joined to every other even node (so degrees differ, and mean, sum and normalised aggregations differ)."""
+    rng = np.random.default_rng(seed)
+    ring = np.arange(PROBE_NODES)
+    hub = np.arange(2, PROBE_NODES, 2)
+    src = np.concatenate([ring, hub])
+    dst = np.concatenate([(ring + 1) % PROBE_NODES, np.zeros_like(hub)])
+    edges = np.stack([np.concatenate([src, dst]), np.concatenate([dst, src])]).astype(np.int64)
+    return {"x": rng.standard_normal((PROBE_NODES, features), dtype=np.float32), "edge_index": edges}
