@@ -28,6 +28,7 @@ from agentarch.store.summaries import status_counts
 from agentarch.tasks import taskfiles
 from agentarch.tasks.preparation import PreparedTask, prepare
 from agentarch.tasks.recipes import KEYS as RECIPE_KEYS
+from agentarch.tasks.recipes import with_recipe
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import TaskError
 
@@ -293,9 +294,9 @@ class Evaluator:
         scoring): the architecture that job's smoke record names (`digest`); a job that exports another fails, so the
         network a screening group picked is the one that trains.
         """
+        row["recipe"] = declared_recipe(row["code"], self.task.recipe_bounds(), self.task.kind) or None
         refuse_untrusted(self.isolation, lambda: self._rendered(row), self.settings.weak_sandbox_ok)
         row.setdefault("ast_hash", dedup.ast_hash(row["code"]))
-        row["recipe"] = declared_recipe(row["code"], self.task.recipe_bounds(), self.task.kind) or None
         train_cfg = self.train_config(row.get("hparams") or {}, epochs, row["recipe"])
         threshold = self.settings.novelty_threshold
         request = RunRequest(
@@ -433,7 +434,8 @@ class Evaluator:
         if not (base.get("space") and base.get("arch")):
             return False
         try:
-            return get_space(base["space"]).render(base["arch"], self.task) == base["code"]
+            rendered = get_space(base["space"]).render(base["arch"], self.task)
+            return with_recipe(rendered, base.get("recipe")) == base["code"]
         except (SpaceError, TaskError, KeyError):
             return False
 

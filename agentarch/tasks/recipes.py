@@ -135,6 +135,14 @@ def check(recipe: object, bounds: RecipeBounds, kind: str) -> tuple[dict[str, An
     return canonical, []
 
 
+def with_recipe(code: str, recipe: dict[str, Any] | None) -> str:
+    """`code` with `recipe` declared as its module-level RECIPE literal (unchanged for None: the task's default). The
+    one way a proposer writes a recipe into code; the host then reads it back like any candidate's."""
+    if not recipe:
+        return code
+    return f"{code.rstrip()}\n\nRECIPE = {recipe!r}\n"
+
+
 def describe(recipe: dict[str, Any]) -> str:
     """One short line for a person: `sgd lr 0.05 wd 0.0005 cosine warmup 0.05 smoothing 0.1 +shift`."""
     parts = [str(recipe.get("optimizer", "adamw"))]
