@@ -23,7 +23,9 @@ from agentarch.store.archive import Archive
 from agentarch.tasks import taskfiles
 from agentarch.tasks.recipes import RecipeBounds, with_recipe
 from agentarch.tasks.registry import get_task
+from agentarch.web import create_app
 from tests.conftest import NET, requires_bubblewrap
+from tests.web_client import Browser
 
 DIGITS = get_task("digits")
 SGD = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0005, "schedule": "step", "augment": ["shift"]}
@@ -214,3 +216,28 @@ def test_a_declared_recipe_trains_and_is_recorded_and_another_recipe_is_no_dupli
         assert plain_eval["fidelity"] == sgd_eval["fidelity"] == 2
         again = evaluator.evaluate(with_recipe(NET, SGD) + "\n", "sgd again")
         assert again.status == "duplicate" and again.duplicate_of == sgd.id
+
+
+EVIL = "<script>alert(1)</script>\x1b[31m"
+
+
+def test_the_recipe_is_shown_escaped_on_the_candidate_page_and_by_archive_show(tmp_path):
+    """A tampered archive's recipe is text: escaped in HTML, control characters shown as codes on a terminal."""
+    path = tmp_path / "a.db"
+    declared = {**SGD, "optimizer": EVIL}
+    with Archive(path) as db:
+        db.register_task(DIGITS)
+        candidate = {"task": "digits", "name": "n", "proposer": "user", "code": NET, "status": "trained"}
+        evaluation = {"status": "trained", "fidelity": 2, "seed": 0, "val_accuracy": 0.5, "test_accuracy": 0.5}
+        plain = db.record(candidate, {**evaluation, "recipe": DIGITS.default_recipe()})
+        evil = db.record({**candidate, "recipe": declared}, {**evaluation, "recipe": declared})
+    with Browser(create_app(path)) as client:
+        page = client.get(f"/candidate/{evil}").text
+        assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        assert "lr 0.05 wd 0.0005 step +shift" in page
+        page = client.get(f"/candidate/{plain}").text
+        assert "the task's default (the code declares no RECIPE)" in page
+        assert "trained with adamw lr 0.003 wd 0.01 cosine warmup 0.05" in page
+    shown = CliRunner().invoke(app, ["archive", "show", str(evil), "--archive", str(path)]).output
+    assert "recipe (its RECIPE): <script>alert(1)</script>\\x1b[31m lr 0.05" in shown
+    assert "\x1b[31m" not in shown

@@ -144,14 +144,20 @@ def with_recipe(code: str, recipe: dict[str, Any] | None) -> str:
 
 
 def describe(recipe: dict[str, Any]) -> str:
-    """One short line for a person: `sgd lr 0.05 wd 0.0005 cosine warmup 0.05 smoothing 0.1 +shift`."""
-    parts = [str(recipe.get("optimizer", "adamw"))]
-    for key, label in (("lr", "lr"), ("weight_decay", "wd")):
-        if key in recipe:
-            parts.append(f"{label} {recipe[key]:g}")
-    parts.append(str(recipe.get("schedule", "cosine")))
-    for key, label in (("warmup_frac", "warmup"), ("label_smoothing", "smoothing")):
-        if recipe.get(key):
-            parts.append(f"{label} {recipe[key]:g}")
-    parts.extend(f"+{name}" for name in recipe.get("augment") or [])
+    """One short line for a person: `sgd lr 0.05 wd 0.0005 cosine warmup 0.05 smoothing 0.1 +shift`. It reads what an
+    archive holds, so any value is shown as short text rather than trusted to be a checked recipe's."""
+
+    def shown(value: object) -> str:
+        return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)[:40]
+
+    parts = [shown(recipe.get("optimizer", "adamw"))]
+    parts += [f"{label} {shown(recipe[key])}" for key, label in (("lr", "lr"), ("weight_decay", "wd")) if key in recipe]
+    parts.append(shown(recipe.get("schedule", "cosine")))
+    parts += [
+        f"{label} {shown(recipe[k])}"
+        for k, label in (("warmup_frac", "warmup"), ("label_smoothing", "smoothing"))
+        if recipe.get(k)
+    ]
+    augment = recipe.get("augment") or []
+    parts += [f"+{shown(name)}" for name in (augment if isinstance(augment, list) else [augment])[: len(AUGMENTATIONS)]]
     return " ".join(parts)
