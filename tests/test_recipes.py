@@ -14,6 +14,8 @@ from agentarch.cli import app
 from agentarch.config import load_settings
 from agentarch.evaluation.checks import check
 from agentarch.evaluation.evaluator import Evaluator
+from agentarch.llm import prompts
+from agentarch.llm.fewshot import FewShot
 from agentarch.runner import trainer
 from agentarch.search.proposers.base import Observation
 from agentarch.search.proposers.baselines import RegularizedEvolution
@@ -241,3 +243,17 @@ def test_the_recipe_is_shown_escaped_on_the_candidate_page_and_by_archive_show(t
     shown = CliRunner().invoke(app, ["archive", "show", str(evil), "--archive", str(path)]).output
     assert "recipe (its RECIPE): <script>alert(1)</script>\\x1b[31m lr 0.05" in shown
     assert "\x1b[31m" not in shown
+
+
+def test_the_prompt_states_the_tasks_bounds_and_each_examples_recipe():
+    dense = get_task("digits-sr2")
+    parent = {"id": 3, "proposer": "rea", "val_accuracy": 25.0, "params": 100, "analysis": None}
+    shot = FewShot(parent={**parent, "code": with_recipe(NET, SGD)}, examples=[], strategy="topk")
+    shot.examples = [shot.parent, {**parent, "id": 4, "code": NET}]
+    system, user = (m["content"] for m in prompts.propose_messages(DIGITS, shot))
+    assert "`optimizer`: adamw, adam, sgd, nesterov" in system and "`label_smoothing`: 0 to 0.2" in system
+    assert "`augment`: a list among shift, noise" in system
+    assert "- Training recipe: sgd lr 0.05 wd 0.0005 step warmup 0.05 +shift\n" in user
+    assert "- Training recipe: adamw lr 0.003 wd 0.01 cosine warmup 0.05 (the task's default)\n" in user
+    system = prompts.propose_messages(dense, FewShot(parent=None, examples=[], strategy="topk"))[0]["content"]
+    assert "label_smoothing" not in system and "`augment`: a list among noise, flip" in system
