@@ -7,6 +7,7 @@ import random
 
 import optuna
 import pytest
+import sqlite_utils
 import torch
 from typer.testing import CliRunner
 
@@ -257,3 +258,23 @@ def test_the_prompt_states_the_tasks_bounds_and_each_examples_recipe():
     assert "- Training recipe: adamw lr 0.003 wd 0.01 cosine warmup 0.05 (the task's default)\n" in user
     system = prompts.propose_messages(dense, FewShot(parent=None, examples=[], strategy="topk"))[0]["content"]
     assert "`label_smoothing`: 0 to" not in system and "`augment`: a list among noise, flip" in system
+
+
+def test_a_schema_16_archive_gains_the_recipe_columns_and_its_rows_read_as_the_default(tmp_path):
+    path = tmp_path / "a.db"
+    old = Archive.__new__(Archive)  # write exactly what agentarch with schema 16 wrote
+    old.db = sqlite_utils.Database(path)
+    old._create_v1()
+    for version in range(2, 17):
+        getattr(old, f"_upgrade_to_v{version}")()
+    old.db["meta"].insert({"key": "schema_version", "value": "16"})
+    row = {"task": "digits", "proposer": "user", "code": NET, "status": "trained", "created_at": "2026-01-01"}
+    cid = old.db["candidates"].insert({**row, "parents": "[]"}).last_pk
+    old.db["evaluations"].insert(
+        {"candidate_id": cid, "task": "digits", "status": "trained", "created_at": "2026-01-01"}
+    )
+    old.db.close()
+    with Archive(path) as db:
+        assert db.schema_version() == 17
+        assert db.candidate(cid)["recipe"] is None and db.evaluations(cid)[0]["recipe"] is None
+        assert db.functional_hashes("digits", recipe=None) == {} and db.structures("digits", recipe=SGD) == []
