@@ -278,3 +278,10 @@ def test_a_schema_16_archive_gains_the_recipe_columns_and_its_rows_read_as_the_d
         assert db.schema_version() == 17
         assert db.candidate(cid)["recipe"] is None and db.evaluations(cid)[0]["recipe"] is None
         assert db.functional_hashes("digits", recipe=None) == {} and db.structures("digits", recipe=SGD) == []
+
+
+def test_search_recipe_is_refused_in_a_run_a_model_writes(tmp_path):
+    result = CliRunner().invoke(
+        app, ["run", "--model", "openai/x", "--search-recipe", "--budget", "1", "--archive", str(tmp_path / "a.db")]
+    )
+    assert result.exit_code == 2 and "--search-recipe is the offline evolution's" in result.output
