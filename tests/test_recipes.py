@@ -285,3 +285,39 @@ def test_search_recipe_is_refused_in_a_run_a_model_writes(tmp_path):
         app, ["run", "--model", "openai/x", "--search-recipe", "--budget", "1", "--archive", str(tmp_path / "a.db")]
     )
     assert result.exit_code == 2 and "--search-recipe is the offline evolution's" in result.output
+
+
+@pytest.mark.slow
+@requires_bubblewrap
+def test_an_offline_run_with_search_recipe_records_each_proposals_recipe(tmp_path, cache_dir, digits):
+    from agentarch.loop import run as run_lib
+
+    settings = load_settings(
+        task="digits",
+        epochs=1,
+        threads=1,
+        budget=2,
+        population=2,
+        sample_size=1,
+        offline_space="macro",
+        search_recipe=True,
+        cache_dir=cache_dir,
+        archive=tmp_path / "a.db",
+    )
+    summary = run_lib.start(settings)
+    assert summary["trained"] == 2, summary
+    with Archive(settings.archive) as db:
+        rows = [db.candidate(i) for i in (1, 2)]
+    for row in rows:
+        assert row["space"] == "macro" and " RECIPE " not in row["arch"]
+        assert set(row["recipe"]) == {
+            "optimizer",
+            "lr",
+            "weight_decay",
+            "schedule",
+            "warmup_frac",
+            "label_smoothing",
+            "augment",
+        }
+        assert f"macro:{row['arch']} ({row['recipe']['optimizer']} lr " in row["name"]
+    assert (rows[0]["arch"], rows[0]["recipe"]) != (rows[1]["arch"], rows[1]["recipe"])

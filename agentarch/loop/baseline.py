@@ -38,7 +38,7 @@ from agentarch.search.guided import REFIT, Choice, Guide, table_features
 from agentarch.search.objectives import Goals
 from agentarch.search.proposers.base import MEASURE_COLUMNS, Observation, Proposal
 from agentarch.search.proposers.baselines import beyond_the_metric, make_proposer
-from agentarch.search.recipes import archived
+from agentarch.search.recipes import archived, label
 from agentarch.search.spaces import SearchSpace
 from agentarch.store.archive import Archive
 from agentarch.store.ranking import Direction
@@ -273,7 +273,7 @@ def search_trained(
         assert proposal.arch is not None
         code = space.render(proposal.arch, task)
         space_name, arch = archived(space, proposal.arch)  # a searched recipe is its own column, read from the code
-        name = f"{space_name}:{arch}"
+        name = label(space_name, proposal.arch)
         outcome = evaluator.evaluate(code, name, proposer=algo, parents=proposal.parents, space=space_name, arch=arch)
         holder, source = outcome.id, outcome.metrics
         if outcome.status == "duplicate" and outcome.duplicate_of is not None:

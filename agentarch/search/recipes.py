@@ -70,6 +70,12 @@ def archived(space: SearchSpace, point: str) -> tuple[str, str]:
     return space.name, point
 
 
+def label(space_name: str, point: str) -> str:
+    """What a candidate of `point` is called: `macro:d3-w32-k3-skip1-max`, with a searched recipe in words after it."""
+    arch, recipe = split(point)
+    return f"{space_name.removesuffix(SUFFIX)}:{arch}" + (f" ({recipes.describe(recipe)})" if recipe else "")
+
+
 class RecipeSpace(SearchSpace):
     """(architecture, recipe) pairs: the architectures of `inner`, the recipes `task` allows."""
 
