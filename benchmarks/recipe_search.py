@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    .venv/bin/python benchmarks/recipe_search.py --seeds 3 --budget 6 --epochs 4 > benchmarks/recipe_search.md
+    .venv/bin/python benchmarks/recipe_search.py --seeds 3 --budget 5 --epochs 3 > benchmarks/recipe_search.md
 
 Each (task, mode, seed) is one `search_trained` (the path of `agentarch baseline --algo rea`) in a fresh archive of its
 own, so no search sees another's results through dedup; the task data's preparation cache is shared. Both modes
@@ -63,17 +63,19 @@ def one_search(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--budget", type=int, default=6)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--budget", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--population", type=int, default=3)
     parser.add_argument("--sample-size", type=int, default=2)
+    parser.add_argument("--tasks", default=",".join(name for name, _ in TASKS), help="comma-separated: a part of a run")
+    parser.add_argument("--modes", default="plain,recipe", help="comma-separated among plain, recipe")
     args = parser.parse_args()
     started = time.monotonic()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for task_name, space_name in TASKS:
+        for task_name, space_name in (t for t in TASKS if t[0] in args.tasks.split(",")):
             metric = get_task(task_name).metric
-            for recipe in (False, True):
+            for recipe in (mode == "recipe" for mode in args.modes.split(",")):
                 began = time.monotonic()
                 results = [
                     one_search(task_name, space_name, recipe, seed, args.budget, args.epochs, Path(tmp), args)
