@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from agentarch.runner import trainer
 
 from agentarch.evaluation.graphs import scoring
 from agentarch.evaluation.graphs.worker import Worker
@@ -22,7 +23,6 @@ from agentarch.evaluation.stages import RunRequest, execute
 from agentarch.isolation.job import SandboxJob
 from agentarch.isolation.policy import Limits
 from agentarch.isolation.protocol import parse_event
-from agentarch.runner import trainer
 from agentarch.tasks.preparation import TRAIN_FILES
 from agentarch.tasks.registry import get_task
 from tests.conftest import SPEC, requires_bubblewrap

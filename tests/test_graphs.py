@@ -20,6 +20,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from agentarch.runner.runner import count_flops
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -27,7 +28,6 @@ from agentarch.evaluation import novelty
 from agentarch.evaluation.graphs import batch_flow, checks, measures, shapes, sizes
 from agentarch.evaluation.graphs.checks import GraphRejected, check_graph
 from agentarch.isolation.protocol import MAX_STRUCTURE_TOKENS, MAX_TOKEN_CHARS
-from agentarch.runner.runner import count_flops
 from agentarch.search.spaces import SPACES
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.task import Task

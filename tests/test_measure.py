@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from agentarch.runner import proxies
 from torch import nn
 from typer.testing import CliRunner
 
@@ -21,7 +22,6 @@ from agentarch.isolation import protocol
 from agentarch.isolation.job import SandboxJob
 from agentarch.isolation.policy import Limits, resolve_isolation
 from agentarch.isolation.protocol import ProtocolError, parse_event
-from agentarch.runner import proxies
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.preparation import prepare
 from tests.conftest import REPO, SPEC

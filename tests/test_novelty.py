@@ -7,13 +7,13 @@ import json
 
 import pytest
 import torch
+from agentarch.runner.runner import FlopCount, trace
 from torch import nn
 
 from agentarch.config import Settings, load_settings
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.novelty import nearest, similarity
 from agentarch.isolation.protocol import MAX_STRUCTURE_TOKENS, MAX_TOKEN_CHARS, MAX_TOKEN_COUNT, parse_event
-from agentarch.runner.runner import FlopCount, trace
 from agentarch.store.archive import Archive
 
 DEFAULT = Settings.model_fields["novelty_threshold"].default

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from agentarch.runner import trainer
 from torch import nn
 
 from agentarch.evaluation.checks import check
-from agentarch.runner import trainer
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.task import Task
 from tests.conftest import REPO
@@ -546,9 +546,8 @@ def test_token_and_lm_seeds_are_causal(path):
 @pytest.mark.parametrize("path", SEED_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_the_smoke_runs_flop_count_equals_torchs_flop_counter(path):
     """The runner counts with torch's own per-operator formulas, without the counter that imports Dynamo."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from agentarch.runner.runner import count_flops
+    from torch.utils.flop_counter import FlopCounterMode
 
     task = tasks_of(path.parent.name)[0]
     torch.manual_seed(0)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from agentarch.runner import runner
 
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.graphs import checks, measures
@@ -28,7 +29,6 @@ from agentarch.evaluation.stages import RunRequest, stages, verdict
 from agentarch.isolation.bubblewrap import bubblewrap_problem
 from agentarch.isolation.policy import Limits
 from agentarch.isolation.process_mode import process_mode_gaps
-from agentarch.runner import runner
 from agentarch.search.objectives import Goals
 from agentarch.search.predictor import features_of
 from agentarch.store.archive import Archive
