@@ -402,6 +402,13 @@ class Settings(BaseSettings):
         description="search space of the offline evolution when no model is configured; a task whose kind it "
         "cannot build uses the first space that can (mixer for token, sequence and lm; mlp for tables)",
     )
+    search_recipe: bool = Field(
+        False,
+        description="offline proposers (random, REA, TPE) search each candidate's training recipe with its "
+        "architecture: optimizer, learning rate, weight decay, schedule, warmup, label smoothing and augmentations "
+        "within the task's bounds (its [recipe] table), written into the code as RECIPE; epochs and time stay the "
+        "task's. Off: every proposal trains with the task's default recipe",
+    )
     propose_in: str | None = Field(
         None,
         description="the search space (nb201, macro, mixer, mlp) in which the model chooses each proposal's "

@@ -6,7 +6,9 @@ architecture (and the few knobs they may set in HPARAMS), not on bespoke trainin
 
 - the whole (small) dataset lives on the device and batches are sliced from it, no DataLoader;
 - AdamW (the fused kernel), weight decay only on matrices and kernels, linear warmup then cosine
-  decay to zero;
+  decay to zero, unless the candidate's RECIPE (checked by the host against the task's bounds) picks another
+  optimizer (Adam, SGD with momentum or Nesterov momentum), schedule (linear, constant, step), label smoothing or
+  augmentations (`augment`); the epochs and the time budget stay the task's whatever the recipe says;
 - gradient clipping, bf16 autocast on CUDA, channels-last images on CUDA, optional torch.compile;
 - no host-device synchronization per step: losses are read back only when the curve is logged;
 - a fixed shuffle per seed, so the same seed gives the same run (bitwise on CPU, without compile);
@@ -37,6 +39,7 @@ from torch import nn
 from torch.optim.adamw import adamw
 
 from .graphbatch import GraphBatch, GraphSplit
+from .recipe import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, SGD, augment, zero_grad
 
 IGNORE_INDEX = -100
 """Label value at token positions that are not scored (the PyTorch cross-entropy convention)."""
@@ -65,6 +68,9 @@ class TrainConfig:
     seed: int = 0
     warmup_frac: float = 0.05  # linear warmup over this fraction of all steps, then cosine to 0
     label_smoothing: float = 0.0
+    optimizer: str = "adamw"  # one of OPTIMIZERS (the candidate's RECIPE, checked by the host)
+    schedule: str = "cosine"  # after warmup: one of SCHEDULES
+    augment: list[str] = field(default_factory=list)  # names in AUGMENTATIONS, applied to each training batch
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     max_seconds: float | None = None  # wall-clock budget; past it, training stops and says so
     channels_last: bool | None = None  # 4-D images and model in channels-last layout; None: on CUDA only
@@ -248,12 +254,21 @@ def loss_fn(
     return F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
 
 
-def lr_at(step: int, total_steps: int, base_lr: float, warmup_frac: float) -> float:
-    """Learning rate for 0-based `step`: linear warmup to base_lr, then cosine decay towards 0."""
+def lr_at(step: int, total_steps: int, base_lr: float, warmup_frac: float, schedule: str = "cosine") -> float:
+    """Learning rate for 0-based `step`: linear warmup to base_lr, then the schedule: cosine or linear decay towards
+    0, constant, or `step` (x0.1 at half the steps after warmup, x0.01 at three quarters)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
     warmup = int(warmup_frac * total_steps)
     if step < warmup:
         return base_lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - warmup)
+    if schedule == "linear":
+        return base_lr * (1.0 - progress)
+    if schedule == "constant":
+        return base_lr
+    if schedule == "step":
+        return base_lr * (0.01 if progress >= 0.75 else 0.1 if progress >= 0.5 else 1.0)
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -267,10 +282,17 @@ class AdamW:
     """
 
     def __init__(
-        self, groups: list[dict], lr: float, fused: bool, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+        self,
+        groups: list[dict],
+        lr: float,
+        fused: bool,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        decoupled: bool = True,
     ) -> None:
+        """`decoupled=False` is Adam with L2 weight decay (added to the gradient) instead of AdamW's decoupled decay."""
         self.param_groups = [{**group, "lr": lr} for group in groups]
-        self.fused, self.betas, self.eps = fused, betas, eps
+        self.fused, self.betas, self.eps, self.decoupled = fused, betas, eps, decoupled
         self.state: dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     @torch.no_grad()
@@ -279,6 +301,10 @@ class AdamW:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
+            decay = group["weight_decay"]
+            if not self.decoupled and decay:
+                for p in params:
+                    p.grad.add_(p, alpha=decay)
             for p in params:
                 if p not in self.state:  # first moment, second moment, step count (a float tensor, as torch keeps it)
                     step = torch.zeros((), dtype=torch.float32, device=p.device if self.fused else "cpu")
@@ -297,7 +323,7 @@ class AdamW:
                 beta1=self.betas[0],
                 beta2=self.betas[1],
                 lr=group["lr"],
-                weight_decay=group["weight_decay"],
+                weight_decay=decay if self.decoupled else 0.0,
                 eps=self.eps,
                 maximize=False,
                 capturable=False,
@@ -306,16 +332,11 @@ class AdamW:
             )
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for group in self.param_groups:
-            for p in group["params"]:
-                if set_to_none:
-                    p.grad = None
-                elif p.grad is not None:
-                    p.grad.zero_()
+        zero_grad(self.param_groups, set_to_none)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> AdamW:
-    """AdamW that decays only weight matrices and kernels (ndim >= 2).
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> AdamW | SGD:
+    """The recipe's optimizer (AdamW by default) that decays only weight matrices and kernels (ndim >= 2).
 
     Decaying biases and normalization gains only pulls them towards zero for no regularizing
     benefit, so they form a second group without decay. The fused kernel (one per parameter instead
@@ -328,8 +349,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    if cfg.optimizer in ("sgd", "nesterov"):
+        return SGD(groups, lr=cfg.lr, nesterov=cfg.optimizer == "nesterov")
     fused = device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
-    return AdamW(groups, lr=cfg.lr, fused=fused)
+    return AdamW(groups, lr=cfg.lr, fused=fused, decoupled=cfg.optimizer == "adamw")
 
 
 def compile_or_eager(model: nn.Module, notes: list[str]) -> nn.Module:
@@ -384,6 +409,10 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
     notes: list[str] = []
     forward = compile_or_eager(model, notes) if cfg.compile else model
     shuffle = torch.Generator().manual_seed(cfg.seed)
+    unknown = sorted(set(cfg.augment) - set(AUGMENTATIONS))
+    if unknown:
+        raise ValueError(f"unknown augmentation(s) {', '.join(unknown)}; expected some of {', '.join(AUGMENTATIONS)}")
+    augmenting = torch.Generator(device=device).manual_seed(cfg.seed + 1) if cfg.augment else None
     window: list[torch.Tensor] = []  # losses since the last curve point, still on the device
     curve: list[dict[str, float]] = []
     stopped_early = False
@@ -418,10 +447,12 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
             else:
                 idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
                 x, y = inputs.train_x[idx], inputs.train_y[idx]
+            if augmenting is not None:
+                x, y = augment(inputs.kind, x, y, cfg.augment, augmenting)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, cfg.lr, cfg.warmup_frac)
+                group["lr"] = lr_at(step, total_steps, cfg.lr, cfg.warmup_frac, cfg.schedule)
             try:
                 loss = forward_backward(forward, x, y)
             except Exception as err:

@@ -219,7 +219,7 @@ def test_a_schema_5_archive_gains_the_browsing_indexes_when_opened(tmp_path):
     assert index_names(old.db) & BROWSING_INDEXES == {"idx_evaluations_scored"}
     old.db.close()
     with Archive(path) as db:
-        assert db.schema_version() == SCHEMA_VERSION == 16
+        assert db.schema_version() == SCHEMA_VERSION == 17
         assert BROWSING_INDEXES <= index_names(db.db)
         scoring = SCORING_EVALUATION.format(column="id")
         plan = " ".join(row[3] for row in db.db.execute(f"EXPLAIN QUERY PLAN SELECT ({scoring}) FROM candidates c"))

@@ -265,7 +265,7 @@ def test_a_schema_6_archive_migrates_keeping_its_data_and_its_builtin_tasks_rank
         )
     old.db.close()
     with Archive(path) as db:
-        assert db.schema_version() == SCHEMA_VERSION == 16
+        assert db.schema_version() == SCHEMA_VERSION == 17
         assert [(r["name"], r["metric"], r["direction"]) for r in db.db["tasks"].rows] == [
             ("digits", "accuracy", "max")
         ]  # a task it cannot name keeps no row, and ranks as it did

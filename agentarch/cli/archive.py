@@ -25,6 +25,7 @@ from agentarch.llm import prompts
 from agentarch.store import browse, judgments
 from agentarch.store.archive import Archive
 from agentarch.store.scoring import GRAPH, TABLE, TRUSTED, UNVERIFIED_WHY, ScoringMix, scoring_kind
+from agentarch.tasks import recipes
 
 archive_app = App(help="Browse and export the archive (candidates, evaluations, runs).", no_args_is_help=True)
 
@@ -145,6 +146,8 @@ def archive_show(
         out.print(formats.line("reason: ", cand["reason"]))
     if cand.get("arch"):
         out.print(formats.line(f"search space {cand['space']}: {cand['arch']}"))
+    if cand.get("recipe"):
+        out.print(formats.line("recipe (its RECIPE): ", recipes.describe(cand["recipe"])))
     if cand.get("model"):
         out.print(
             formats.line(
@@ -183,6 +186,7 @@ def archive_show(
                 + "".join(f"{name}={value:.4f} " for name, value in _secondary(e).items())
                 + f"train={formats.seconds(e['train_seconds'])} device={e['device']} isolation={e['isolation']}",
                 *_scoring_parts(e),
+                *((" recipe: ", recipes.describe(e["recipe"])) if e.get("recipe") else ()),
             )
         )
         if e["error"]:

@@ -64,6 +64,7 @@ from agentarch.search.objectives import JUDGE_MEASURE, Goals
 from agentarch.search.proposers.base import Proposal
 from agentarch.search.proposers.baselines import ALGOS, make_proposer
 from agentarch.search.proposers.llm_space import IN_SPACE, canonical_algo, in_space_model
+from agentarch.search.recipes import RecipeSpace
 from agentarch.search.spaces import SPACES, SearchSpace, get_space, space_for
 from agentarch.store.archive import Archive
 from agentarch.tasks.registry import get_task
@@ -105,6 +106,7 @@ def baseline_command(
     constraints: Annotated[Optional[list[str]], setting("constraints", "--constraint", metavar="METRIC<=VALUE")] = None,
     screen: Annotated[Optional[int], setting("screen", "--screen", note="; table tasks only")] = None,
     screen_explore: Annotated[Optional[float], setting("screen_explore", "--screen-explore")] = None,
+    search_recipe: Annotated[Optional[bool], setting("search_recipe", "--search-recipe/--no-search-recipe")] = None,
     epochs: EpochsOpt = None,
     data_dir: DataDirOpt = None,
     isolation: IsolationOpt = None,
@@ -137,6 +139,8 @@ def baseline_command(
         agentarch baseline --algo random --task nb201-cifar10 --budget 100 --seeds 0-499 --json
 
         agentarch baseline --algo rea --task nb201-cifar10 --screen 4 --seeds 0-99
+
+        agentarch baseline --algo rea --space macro --task digits --budget 12 --search-recipe
     """
     settings = evaluating_settings(
         task=task,
@@ -154,6 +158,7 @@ def baseline_command(
         constraints=constraints or None,
         screen=screen,
         screen_explore=screen_explore,
+        search_recipe=search_recipe,
         queue=queue,
         llm_concurrency=llm_concurrency,
         llm_stream=llm_stream,
@@ -206,6 +211,13 @@ def baseline_command(
     space = space or space_for(the_task.kind, "nb201")
     algo, chosen = canonical_algo(algo), get_space(space)
     chosen.check_fit(the_task)
+    if settings.search_recipe:
+        if the_task.kind == "tabular" or algo == IN_SPACE:
+            raise fail(
+                "--search-recipe searches how candidates are trained: it needs a trainable task (not a nb201-* table) "
+                f"and an offline proposer ({', '.join(ALGOS)})"
+            )
+        chosen = RecipeSpace(chosen, the_task)
     goals = Goals.parse(settings.objectives, settings.constraints, the_task.direction, the_task.metric)
     if goals.names(JUDGE_MEASURE):  # nothing here would ever be rated: refused rather than ranked by a missing value
         raise fail(
@@ -219,6 +231,8 @@ def baseline_command(
         {"population": settings.population, "sample_size": settings.sample_size} if algo == "rea" else {}
     )
     config = {"algo": algo, "space": space, "budget": evaluations, "seeds": seeds, **options, "epochs": settings.epochs}
+    if settings.search_recipe:
+        config["search_recipe"] = True
     if settings.objectives or settings.constraints:
         config.update(goals.describe())
     options["goals"] = goals

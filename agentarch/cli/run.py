@@ -74,6 +74,14 @@ def run_command(
     ] = None,
     api_base: Annotated[Optional[str], setting("api_base", "--api-base")] = None,
     propose_in: Annotated[Optional[str], setting("propose_in", "--propose-in", metavar="SPACE")] = None,
+    search_recipe: Annotated[
+        Optional[bool],
+        setting(
+            "search_recipe",
+            "--search-recipe/--no-search-recipe",
+            note="; in a run, the offline evolution's (a model declares each candidate's RECIPE in its code)",
+        ),
+    ] = None,
     budget: Annotated[Optional[int], setting("budget", "--budget", "--max-candidates")] = None,
     max_cost: Annotated[Optional[float], setting("max_cost", "--max-cost")] = None,
     hours: Annotated[Optional[float], setting("hours", "--hours")] = None,
@@ -176,6 +184,7 @@ def run_command(
         models=model if model and len(model) > 1 else None,
         api_base=api_base,
         propose_in=propose_in,
+        search_recipe=search_recipe,
         budget=budget,
         max_cost=max_cost,
         hours=hours,

@@ -12,6 +12,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentarch.tasks import recipes
+from agentarch.tasks.recipes import RecipeBounds
+
 MAX_CODE_BYTES = 64 * 1024
 
 MAX_AST_DEPTH = 200
@@ -55,6 +58,7 @@ class Rejection:
 class CheckResult:
     rejections: list[Rejection] = field(default_factory=list)
     hparams: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)  # the declared RECIPE, canonical ({}: the task's default)
 
     @property
     def ok(self) -> bool:
@@ -174,6 +178,49 @@ def _check_hparams(tree: ast.Module) -> tuple[list[Rejection], dict[str, Any]]:
     return found, ({} if found else value)
 
 
+def _module_assignment(tree: ast.Module, name: str) -> ast.Assign | None:
+    """The module-level `NAME = ...` statement (the last one, which is the one Python keeps), if any."""
+    found = None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            found = node
+    return found
+
+
+def _check_recipe(
+    tree: ast.Module, code: str, bounds: RecipeBounds | None, kind: str | None, hparams: dict[str, Any]
+) -> tuple[list[Rejection], dict[str, Any]]:
+    """The candidate's training recipe (`RECIPE = {...}`), read without running anything: a literal of at most
+    MAX_RECIPE_CHARS characters, inside the task's bounds, and no knob set twice (once in HPARAMS)."""
+    node = _module_assignment(tree, "RECIPE")
+    if node is None:
+        return [], {}
+    source = ast.get_source_segment(code, node.value) or ""
+    if len(source) > recipes.MAX_RECIPE_CHARS:
+        message = f"RECIPE is {len(source)} characters; a recipe is a few keys (at most {recipes.MAX_RECIPE_CHARS})"
+        return [Rejection("recipe", message, node.lineno)], {}
+    try:
+        value = ast.literal_eval(node.value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return [
+            Rejection("recipe", "RECIPE must be a literal dict (strings, numbers, a list of names)", node.lineno)
+        ], {}
+    if bounds is None:
+        return [Rejection("recipe", "this task takes no training recipe; remove RECIPE", node.lineno)], {}
+    recipe, problems = recipes.check(value, bounds, kind or "")
+    twice = sorted(set(recipe) & set(hparams))
+    if twice:
+        problems.append(f"{', '.join(twice)} set in both HPARAMS and RECIPE; keep them in RECIPE only")
+    return [Rejection("recipe", problem, node.lineno) for problem in problems], ({} if problems else recipe)
+
+
+def declared_recipe(code: str, bounds: RecipeBounds, kind: str) -> dict[str, Any]:
+    """The RECIPE of code that passed `check` with these bounds, canonical ({}: none declared)."""
+    tree = parse(code)
+    assert isinstance(tree, ast.Module)
+    return _check_recipe(tree, code, bounds, kind, {})[1]
+
+
 _PARSE_LOCK = threading.Lock()
 
 
@@ -202,10 +249,11 @@ FORWARD_INPUTS = {"graph": ("x", "edge_index"), "graphs": ("x", "edge_index", "b
 """What `forward` takes besides self, by task kind where it is not one batch `x`."""
 
 
-def check(code: str, kind: str | None = None) -> CheckResult:
+def check(code: str, kind: str | None = None, recipe: RecipeBounds | None = None) -> CheckResult:
     """Check a candidate's source against the contract; never executes it. A graph task's (`kind`) network takes the
     graph, `forward(self, x, edge_index)`; a graphs task's a batch of graphs, `forward(self, x, edge_index, batch)`;
-    every other kind's one batch, `forward(self, x)`."""
+    every other kind's one batch, `forward(self, x)`. `recipe`: the task's bounds on a declared RECIPE (None: the
+    code may declare none)."""
     size = len(code.encode("utf-8"))
     if size > MAX_CODE_BYTES:
         return CheckResult([Rejection("size", f"candidate is {size} bytes; the limit is {MAX_CODE_BYTES}")])
@@ -224,4 +272,5 @@ def check(code: str, kind: str | None = None) -> CheckResult:
         return CheckResult([Rejection("depth", f"the code nests {depth} levels deep; the limit is {MAX_AST_DEPTH}")])
     rejections = _check_imports(tree) + _check_calls(tree) + _check_net(tree, FORWARD_INPUTS.get(kind or "", ("x",)))
     hparam_rejections, hparams = _check_hparams(tree)
-    return CheckResult(rejections + hparam_rejections, hparams)
+    recipe_rejections, declared = _check_recipe(tree, code, recipe, kind, hparams)
+    return CheckResult(rejections + hparam_rejections + recipe_rejections, hparams, declared)

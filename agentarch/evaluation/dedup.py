@@ -23,7 +23,7 @@ _INNER_SPACE = re.compile(r"[ \t]+")
 
 # Names whose meaning comes from outside the candidate (the contract or torch's nn.Module API):
 # renaming them would change what the program does, so they are kept verbatim.
-_CONTRACT_NAMES = frozenset({"Net", "HPARAMS", "forward", "extra_repr", "reset_parameters", "training"})
+_CONTRACT_NAMES = frozenset({"Net", "HPARAMS", "RECIPE", "forward", "extra_repr", "reset_parameters", "training"})
 
 
 def _sha256(text: str) -> str:

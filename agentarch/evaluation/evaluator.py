@@ -16,7 +16,7 @@ from typing import Any
 from agentarch.config import Settings
 from agentarch.evaluation import dedup
 from agentarch.evaluation.candidate import candidate_row
-from agentarch.evaluation.checks import check
+from agentarch.evaluation.checks import check, declared_recipe
 from agentarch.evaluation.executors import Executor, LocalExecutor, Pending
 from agentarch.evaluation.graphs.scoring import Scoring
 from agentarch.evaluation.stages import RunRequest, RunResult
@@ -27,6 +27,8 @@ from agentarch.store.graphs import GraphPolicy
 from agentarch.store.summaries import status_counts
 from agentarch.tasks import taskfiles
 from agentarch.tasks.preparation import PreparedTask, prepare
+from agentarch.tasks.recipes import KEYS as RECIPE_KEYS
+from agentarch.tasks.recipes import with_recipe
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import TaskError
 
@@ -178,8 +180,11 @@ class Evaluator:
             self.archive.register_task(self.task)
         return self._prepared
 
-    def train_config(self, hparams: dict[str, Any], epochs: int | None = None) -> dict[str, Any]:
-        """Task defaults, then the candidate's HPARAMS; the epoch budget (fidelity) is a ceiling."""
+    def train_config(
+        self, hparams: dict[str, Any], epochs: int | None = None, recipe: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Task defaults, then the candidate's HPARAMS, then its RECIPE (validated: `check`); the epoch budget
+        (fidelity) is a ceiling, and a recipe has no say in epochs, batch size or time."""
         budget = epochs or self.settings.epochs or self.task.epochs
         cfg = {
             "epochs": budget,
@@ -191,6 +196,8 @@ class Evaluator:
         }
         cfg.update({k: v for k, v in hparams.items() if k != "epochs"})
         cfg["epochs"] = min(budget, int(hparams.get("epochs", budget)))
+        default = self.task.default_recipe()
+        cfg.update({key: cfg.get(key, value) for key, value in default.items()}, **(recipe or {}))
         return cfg
 
     def row(
@@ -243,10 +250,11 @@ class Evaluator:
 
     def check(self, row: dict[str, Any]) -> Assessment | None:
         """The static check of the candidate contract; None = passed, and the row carries the code's HPARAMS."""
-        checked = check(row["code"], self.task.kind)
+        checked = check(row["code"], self.task.kind, self.task.recipe_bounds())
         if not checked.ok:
             return self._judged(row, "invalid", reason=checked.reason)
         row["hparams"] = checked.hparams
+        row["recipe"] = checked.recipe or None
         return None
 
     def dedup(self, row: dict[str, Any]) -> Assessment | None:
@@ -286,9 +294,10 @@ class Evaluator:
         scoring): the architecture that job's smoke record names (`digest`); a job that exports another fails, so the
         network a screening group picked is the one that trains.
         """
+        row["recipe"] = declared_recipe(row["code"], self.task.recipe_bounds(), self.task.kind) or None
         refuse_untrusted(self.isolation, lambda: self._rendered(row), self.settings.weak_sandbox_ok)
         row.setdefault("ast_hash", dedup.ast_hash(row["code"]))
-        train_cfg = self.train_config(row.get("hparams") or {}, epochs)
+        train_cfg = self.train_config(row.get("hparams") or {}, epochs, row["recipe"])
         threshold = self.settings.novelty_threshold
         request = RunRequest(
             code=row["code"],
@@ -299,10 +308,10 @@ class Evaluator:
             cache_dir=self.settings.cache_dir,
             data_dir=self.settings.data_dir,
             split_seed=self.settings.split_seed,
-            known_functional=self.archive.functional_hashes(self.task.name, scoring=self.scoring)
+            known_functional=self.archive.functional_hashes(self.task.name, scoring=self.scoring, recipe=row["recipe"])
             if known_functional
             else {},
-            known_structures=self.archive.structures(self.task.name, scoring=self.scoring)
+            known_structures=self.archive.structures(self.task.name, scoring=self.scoring, recipe=row["recipe"])
             if novelty and threshold < 1.0
             else [],
             novelty_threshold=threshold,
@@ -372,6 +381,7 @@ class Evaluator:
         evaluation: dict[str, Any] = {
             "fidelity": train_cfg["epochs"],
             "seed": train_cfg["seed"],
+            "recipe": {key: train_cfg[key] for key in RECIPE_KEYS},
             "isolation": self.isolation,
             "status": result.status,
             "wall_seconds": result.wall_seconds,
@@ -424,7 +434,8 @@ class Evaluator:
         if not (base.get("space") and base.get("arch")):
             return False
         try:
-            return get_space(base["space"]).render(base["arch"], self.task) == base["code"]
+            rendered = get_space(base["space"]).render(base["arch"], self.task)
+            return with_recipe(rendered, base.get("recipe")) == base["code"]
         except (SpaceError, TaskError, KeyError):
             return False
 

@@ -29,7 +29,13 @@ import jinja2
 import agentarch.prompt_templates
 from agentarch import formats
 from agentarch.errors import AgentarchError, UsageError
-from agentarch.evaluation.checks import ALLOWED_IMPORT_ROOTS, FORBIDDEN_CALLS, HPARAM_BOUNDS, INTEGER_HPARAMS
+from agentarch.evaluation.checks import (
+    ALLOWED_IMPORT_ROOTS,
+    FORBIDDEN_CALLS,
+    HPARAM_BOUNDS,
+    INTEGER_HPARAMS,
+    declared_recipe,
+)
 from agentarch.llm import window as windows
 from agentarch.llm.extraction import ExtractError as ExtractError
 from agentarch.llm.extraction import extract_code as extract_code
@@ -38,6 +44,7 @@ from agentarch.llm.faults import ContextOverflow
 from agentarch.llm.fewshot import FewShot, limits_shown
 from agentarch.llm.quoting import quoted
 from agentarch.search.objectives import Goals
+from agentarch.tasks import recipes
 from agentarch.tasks.task import METRICS, Task
 
 PROMPTS_DIR = Path(agentarch.prompt_templates.__file__).resolve().parent
@@ -97,6 +104,8 @@ def _system(task: Task, purpose: str, prompts_dir: Path | str | None, compact: b
         forbidden_calls=sorted(FORBIDDEN_CALLS),
         hparam_bounds=HPARAM_BOUNDS,
         integer_hparams=INTEGER_HPARAMS,
+        recipe=task.recipe_bounds(),
+        default_recipe=recipes.describe(task.default_recipe()),
         compact=compact,
     )
     return {"role": "system", "content": content}
@@ -170,8 +179,20 @@ def _asking(
         limits=limits_shown(task, goals, fewshot.parent),
         notebook=notebook,
         knowledge=knowledge or [],
+        recipe_of=functools.partial(recipe_of, task),
     )
     return [_system(task, purpose, prompts_dir, compact), {"role": "user", "content": user}]
+
+
+def recipe_of(task: Task, code: str | None) -> str:
+    """How an example's code is trained, in one line: its RECIPE over the task's defaults (what the prompt shows beside
+    each example, so a model sees which recipes went with which scores)."""
+    try:
+        declared = declared_recipe(code or "", task.recipe_bounds(), task.kind)
+    except SyntaxError:
+        declared = {}
+    shown = recipes.describe({**task.default_recipe(), **declared})
+    return shown if declared else f"{shown} (the task's default)"
 
 
 @dataclass

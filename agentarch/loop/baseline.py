@@ -38,6 +38,7 @@ from agentarch.search.guided import REFIT, Choice, Guide, table_features
 from agentarch.search.objectives import Goals
 from agentarch.search.proposers.base import MEASURE_COLUMNS, Observation, Proposal
 from agentarch.search.proposers.baselines import beyond_the_metric, make_proposer
+from agentarch.search.recipes import archived, label
 from agentarch.search.spaces import SearchSpace
 from agentarch.store.archive import Archive
 from agentarch.store.ranking import Direction
@@ -271,10 +272,9 @@ def search_trained(
         (proposal,) = proposer.propose(1)
         assert proposal.arch is not None
         code = space.render(proposal.arch, task)
-        name = f"{space.name}:{proposal.arch}"
-        outcome = evaluator.evaluate(
-            code, name, proposer=algo, parents=proposal.parents, space=space.name, arch=proposal.arch
-        )
+        space_name, arch = archived(space, proposal.arch)  # a searched recipe is its own column, read from the code
+        name = label(space_name, proposal.arch)
+        outcome = evaluator.evaluate(code, name, proposer=algo, parents=proposal.parents, space=space_name, arch=arch)
         holder, source = outcome.id, outcome.metrics
         if outcome.status == "duplicate" and outcome.duplicate_of is not None:
             holder = outcome.duplicate_of

@@ -27,7 +27,8 @@ from agentarch.loop.screening import Screening
 from agentarch.loop.stopping import kill_sandbox_jobs
 from agentarch.search.objectives import JUDGE_MEASURE, Goals
 from agentarch.search.proposers.baselines import RegularizedEvolution, beyond_the_metric
-from agentarch.search.spaces import SpaceError, get_space, space_for
+from agentarch.search.recipes import RecipeSpace
+from agentarch.search.spaces import SearchSpace, SpaceError, get_space, space_for
 from agentarch.store import knowledge
 from agentarch.store.archive import Archive
 from agentarch.tasks.registry import get_task
@@ -464,3 +465,9 @@ class RunContext:
     def offline_space(self) -> str:
         """The configured space when it builds this task's kind, else the first registered space that does."""
         return space_for(self.task.kind, self.settings.offline_space)
+
+    def offline_search(self) -> SearchSpace:
+        """What the offline evolution searches: the offline space, or with --search-recipe (architecture, recipe)
+        pairs over it (agentarch/search/recipes.py)."""
+        space = get_space(self.offline_space())
+        return RecipeSpace(space, self.task) if self.settings.search_recipe else space

@@ -130,6 +130,11 @@ def start(
     a run (a --propose-in space that does not fit the task, a model asked to write modules for a table) are refused
     before the run is opened. On a table task (nb201-*) each proposal is looked up in the table, not trained."""
     the_task = get_task(settings.task)
+    if settings.search_recipe and (settings.model or the_task.kind == "tabular"):
+        raise RunError(
+            "--search-recipe is the offline evolution's, on a trainable task: a model declares each candidate's "
+            "RECIPE in its code (the prompt shows the task's bounds); leave out --model or --search-recipe"
+        )
     in_space_of(settings, the_task)
     answered_by_table(settings, the_task)
     within_limits(settings, the_task)

@@ -43,7 +43,6 @@ from agentarch.loop.stopping import kill_sandbox_jobs
 from agentarch.search.limits import Limits
 from agentarch.search.proposers.base import Observation, Proposal
 from agentarch.search.proposers.baselines import RegularizedEvolution
-from agentarch.search.spaces import get_space
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +208,7 @@ class Scheduler:
         no proposal in flight already has, inside the task's max_params and the run's constraints on params and
         FLOPs (`Limits`: a space that cannot keep to them is refused with LimitError at the first plan)."""
         s = self.settings
-        space = get_space(self.ctx.offline_space())
+        space = self.ctx.offline_search()
         rea = RegularizedEvolution(
             space,
             seed=s.seed * 100_003 + seq,

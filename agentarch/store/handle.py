@@ -96,6 +96,7 @@ class Handle:
 _JSON_FIELDS = (
     "parents",
     "hparams",
+    "recipe",
     "curve",
     "timings",
     "config",

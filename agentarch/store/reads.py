@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import sqlite_utils
 
+from agentarch import formats
 from agentarch.store.handle import ArchiveError, _decode, _where
 from agentarch.store.ranking import Direction, sql_key
 from agentarch.store.scoring import DEFAULT_METRIC, Listing
@@ -42,6 +43,18 @@ def _measured_by(scoring: str | None) -> tuple[str, list[Any]]:
     return f" AND COALESCE({_FROM_GRAPH}, 0) = ?", [int(scoring == "graph")]
 
 
+ANY_RECIPE = "any"
+"""The `recipe` argument of the dedup reads that keeps candidates whatever their training recipe."""
+
+
+def _trained_as(recipe: dict[str, Any] | None | str) -> tuple[str, list[Any]]:
+    """The WHERE term (and its argument) that keeps candidates `c` declaring `recipe` (None: none, the task's default;
+    ANY_RECIPE keeps all): the same network trained another way is not a duplicate (schema 17)."""
+    if recipe == ANY_RECIPE:
+        return "", []
+    return " AND c.recipe IS ?", [formats.cell(recipe) if recipe else None]
+
+
 class Reads(Listing):
     """The part of `Archive` that answers the pipeline's reads."""
 
@@ -55,12 +68,16 @@ class Reads(Listing):
         ).fetchone()
         return int(row[0]) if row else None
 
-    def functional_hashes(self, task: str, scoring: str | None = None) -> dict[str, int]:
+    def functional_hashes(
+        self, task: str, scoring: str | None = None, recipe: dict[str, Any] | None | str = ANY_RECIPE
+    ) -> dict[str, int]:
         """Every functional hash already evaluated for `task`, with its earliest candidate (sent to workers); with
         `scoring`, only those measured that way (`_measured_by`): a graph's hash and a candidate's own are never
-        compared."""
+        compared; with `recipe`, only candidates trained with it (`_trained_as`)."""
         marks = ", ".join("?" for _ in _DEDUP_POOL)
         kept, args = _measured_by(scoring)
+        same, recipe_args = _trained_as(recipe)
+        kept, args = kept + same, args + recipe_args
         rows = self.db.execute(
             f"SELECT functional_hash, MIN(id) FROM candidates c WHERE task = ? AND functional_hash IS NOT NULL "
             f"AND status IN ({marks}){kept} GROUP BY functional_hash",
@@ -69,13 +86,20 @@ class Reads(Listing):
         return {h: int(i) for h, i in rows}
 
     def structures(
-        self, task: str, limit: int = STRUCTURE_MEMBERS, scoring: str | None = None
+        self,
+        task: str,
+        limit: int = STRUCTURE_MEMBERS,
+        scoring: str | None = None,
+        recipe: dict[str, Any] | None | str = ANY_RECIPE,
     ) -> list[tuple[int, dict[str, int]]]:
         """The structure signatures a new candidate for `task` is compared with (sent to workers): of the task's
         trained candidates, the best `limit // 2` by validation in the task's direction, then the most recent, at
         most `limit` in all, so a worker's request stays small: a ResNet's signature is about 1.5 KB (at most 256
-        tokens of 120 characters). With `scoring`, only candidates measured that way (`_measured_by`)."""
+        tokens of 120 characters). With `scoring`, only candidates measured that way (`_measured_by`); with `recipe`, only
+        those trained with it (`_trained_as`)."""
         kept, args = _measured_by(scoring)
+        same, recipe_args = _trained_as(recipe)
+        kept, args = kept + same, args + recipe_args
         best = f"WHERE c.task = ? AND c.status = 'trained' AND c.structure IS NOT NULL{kept}"
         ranked = [
             row["id"]

@@ -15,7 +15,7 @@ from agentarch.store.handle import ArchiveError, Handle, now
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.task import Task
 
-SCHEMA_VERSION = 16
+SCHEMA_VERSION = 17
 
 
 class Schema(Handle):
@@ -74,6 +74,8 @@ class Schema(Handle):
                 self._upgrade_to_v15()
             if version < 16:
                 self._upgrade_to_v16()
+            if version < 17:
+                self._upgrade_to_v17()
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
     def _create_v1(self) -> None:
@@ -424,6 +426,14 @@ class Schema(Handle):
             foreign_keys=[("candidate_id", "candidates", "id")],
         )
         self.db["judgments"].create_index(["candidate_id"], unique=True)
+
+    def _upgrade_to_v17(self) -> None:
+        """Schema 17: training recipes (issue 27; agentarch/tasks/recipes.py). A candidate keeps the RECIPE its code
+        declares (canonical JSON; NULL: none, the task's default), which dedup compares beside its function: the same
+        network trained another way is a new candidate. Each evaluation keeps the whole recipe it trained with, the
+        task's defaults filled in, so a score always says how it was reached; rows from before hold NULL (the default)."""
+        self.db["candidates"].add_column("recipe", str)
+        self.db["evaluations"].add_column("recipe", str)
 
     def _insert_task(self, task: Task) -> None:
         self.db["tasks"].insert(

@@ -16,6 +16,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from agentarch.errors import AgentarchError
+from agentarch.tasks.recipes import CLASS_KINDS, RecipeBounds, default_bounds, default_recipe
 
 IGNORE_INDEX = -100
 """Label value at token positions that are not scored (the PyTorch cross-entropy convention)."""
@@ -96,6 +97,21 @@ class Task:
     build: Callable[[Task, Path | None, bool, int], SplitData] | None = None  # a task file's or entry point's loader
     fingerprint: str = ""  # what the prepared cache depends on besides the split seed (a task file's data)
     out_shape: tuple[int, ...] | None = None  # dense tasks: the restored image's (C, H, W), what the host scores
+    recipe: RecipeBounds | None = None  # what a candidate's RECIPE may choose (None: `default_bounds` for the kind)
+
+    def recipe_bounds(self) -> RecipeBounds:
+        """What a candidate's training recipe may choose on this task (agentarch/tasks/recipes.py): a task file's
+        `[recipe]` table, else the defaults for its kind; label smoothing only ever on class labels."""
+        regression = METRICS[self.metric].regression
+        if self.recipe is None:
+            return default_bounds(self.kind, self.lr, self.weight_decay, regression)
+        if self.kind in CLASS_KINDS and not regression:
+            return self.recipe
+        return self.recipe.model_copy(update={"label_smoothing_max": 0.0})
+
+    def default_recipe(self) -> dict[str, object]:
+        """The recipe of a candidate that declares none: the task's learning rate and weight decay, AdamW, cosine."""
+        return default_recipe(self.lr, self.weight_decay)
 
     @property
     def direction(self) -> Literal["max", "min"]:

@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agentarch.tasks import dense, graphcsv, graphsets, nodes, sources
 from agentarch.tasks.builtin import TASKS
 from agentarch.tasks.graphsets import GraphSet
+from agentarch.tasks.recipes import RecipeBounds
 from agentarch.tasks.splits import Dataset, split
 from agentarch.tasks.task import BYTE_VOCAB, METRICS, SplitData, Task, TaskError
 
@@ -217,6 +218,7 @@ class TaskFile(_Strict):
     input: InputSize = InputSize()
     train: Training = Training()
     splits: Splits | None = None
+    recipe: RecipeBounds | None = None  # what a candidate's RECIPE may choose (tasks/recipes.py)
 
     @property
     def regression(self) -> bool:
@@ -468,6 +470,7 @@ def load(path: Path | str) -> Task:
         build=FileLoader(path, spec, version),
         fingerprint=version,
         out_shape=tuple(int(d) for d in data.y.shape[1:]) if spec.kind == "dense" else None,
+        recipe=spec.recipe,
     )
 
 

@@ -16,6 +16,7 @@ from agentarch.loop.containment import storable
 from agentarch.loop.context import BEST_OF_N, OFFLINE_PROPOSER, RunAborted, RunContext
 from agentarch.loop.state import CandidateState
 from agentarch.search.proposers.llm_space import IN_SPACE
+from agentarch.search.recipes import label
 from agentarch.store.names import candidate_name
 
 
@@ -80,7 +81,7 @@ class Nodes:
         proposal number, so each name is unique and a name pasted into search finds its one candidate."""
         plan = state["plan"]
         arch = arch_of(state)
-        named = f"{self.ctx.arch_space()}:{arch}" if arch else None
+        named = label(self.ctx.arch_space() or "", arch) if arch else None
         return candidate_name(self.ctx.run_id, plan["seq"], state.get("intent"), named)
 
     def _row(self, state: CandidateState) -> dict[str, Any]:

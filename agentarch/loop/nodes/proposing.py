@@ -101,7 +101,7 @@ class ProposingNodes(Nodes):
         if self.ctx.in_space is not None:
             return self._propose_in_space(state)
         if self.ctx.offline:
-            space = get_space(self.ctx.offline_space())
+            space = self.ctx.offline_search()
             return {"code": space.render(plan["arch"], self.ctx.task), "intent": plan.get("note"), "response": None}
         if not state["messages"]:  # the prompt did not fit the window (render_prompt's llm_error says why)
             return {"response": None, "code": None}

@@ -16,6 +16,7 @@ from agentarch.llm import prompts
 from agentarch.loop.containment import storable
 from agentarch.loop.nodes.base import Nodes, arch_of, as_state, decided
 from agentarch.loop.state import CandidateState
+from agentarch.search.recipes import split
 from agentarch.store import judgments, knowledge
 
 
@@ -68,8 +69,8 @@ class RecordingNodes(Nodes):
         space, arch = self.ctx.arch_space(), arch_of(state)
         if space is None:
             extra["edit"] = _edit_outcome(state)
-        elif arch is not None:
-            extra.update(space=space, arch=arch)
+        elif arch is not None:  # a searched recipe (--search-recipe) is the row's own column, read from the code
+            extra.update(space=space, arch=split(arch)[0])
         if not self.ctx.offline:
             extra.update(
                 model=ModelArm.parse(plan["model"]).name if plan.get("model") else self.ctx.arms[0].name,

@@ -20,6 +20,7 @@ from agentarch.store import browse, bundle, judgments, lineage, measurements, re
 from agentarch.store.graphs import GraphNotKept
 from agentarch.store.handle import ArchiveError
 from agentarch.store.scoring import scoring_kind
+from agentarch.tasks import recipes
 from agentarch.web import charts, downloads, params, plots, smoke
 from agentarch.web.pages.reviews import remember_reviewer, reviewer
 from agentarch.web.rendering import code_diff, highlight_code
@@ -43,7 +44,14 @@ def routes(site: Site) -> list[Route]:
             if row.get("duplicate_of"):
                 related_ids.append(row["duplicate_of"])
             related = browse.candidate_fields(db, related_ids, ("name", "status"))
-            evaluations = [{**e, "scoring": scoring_kind(e)} for e in db.evaluations(candidate_id)]
+            evaluations = [
+                {
+                    **e,
+                    "scoring": scoring_kind(e),
+                    "recipe_text": recipes.describe(e["recipe"]) if e.get("recipe") else "",
+                }
+                for e in db.evaluations(candidate_id)
+            ]
             measured = smoke.measured(evaluations)
             scoring = bundle.scoring_evaluation(db, candidate_id)
             digest, kept, graph_note = bundle.graph_state(db, scoring)
