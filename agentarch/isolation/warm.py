@@ -75,10 +75,10 @@ class WarmSlot:
             self._changed.notify_all()
 
     def take(self, launch: Launch) -> SandboxJob | None:
-        """The started sandbox if it was started for `launch` and still waits (waiting for one on its way), else
+        """The started sandbox if it was started for `launch` and still waits (waiting for one ordered or on its way), else
         None; a sandbox started for another configuration, or that died waiting, is closed."""
         with self._changed:
-            while self._starting == launch and not self._closed:
+            while launch in (self._order, self._starting) and not self._closed:
                 self._changed.wait()
             ready, self._ready = self._ready, None
         if ready is None:
