@@ -303,6 +303,12 @@ class Settings(BaseSettings):
         description="candidates trained at once on this machine (CPU workers; on a GPU "
         "host there is one slot per visible GPU instead)",
     )
+    warm_sandboxes: bool = Field(
+        True,
+        description="keep each local slot's next sandbox started (interpreter and torch imported, waiting for its "
+        "candidate) while the slot's job runs, so a job's start leaves the critical path; same isolation as a cold "
+        "start (docs/sandbox.md)",
+    )
     executor: Literal["local", "ray"] = Field(
         "local",
         description="where sandboxed evaluations run: local slots or a "

@@ -2,13 +2,15 @@
 
 Run from the repository root:  .venv/bin/python benchmarks/main_job.py --before REV > benchmarks/main_job.md
 Or one version, two scoring modes:  .venv/bin/python benchmarks/main_job.py --scoring trusted graph [--task stdlib-bytes]
+Or one version, cold starts against warm sandboxes:  .venv/bin/python benchmarks/main_job.py --warm
 
 Both versions are installed side by side from source (REV from git; "after" from `--after REV`, or the
 working tree)
 into their own folders and run alternately, each time on a fresh archive with the same prepared
 data and the same seeds, so both see the same machine load. Per run it records the wall time of the
 whole command, the candidates trained, how many sandbox jobs were started (`evaluation_starts`),
-the best validation accuracy, the seconds spent inside sandbox jobs (the rest is the loop, start-up and exit), and
+the best validation accuracy, the seconds spent inside sandbox jobs (the rest is the loop, start-up and exit), the
+host's training seconds (their share of the wall time), the 1-minute load average at the run's start, and
 which networks were trained (a short hash of the sorted architectures). The proposals in flight race for the slot
 and plan from the outcomes recorded so far, so two runs of one version may train different networks (another
 workload): compare wall times only between runs whose networks match, or compare the time outside the jobs.
@@ -49,13 +51,13 @@ def checkout(rev: str, into: Path) -> Path:
 
 
 def main_job(
-    site: Path, archive: Path, cache: Path, task: str = "digits", scoring: str | None = None
+    site: Path, archive: Path, cache: Path, task: str = "digits", settings: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """One run of the README's main job with the agentarch installed in `site` (on `task`, and with `scoring` if
-    given, else that version's default)."""
+    """One run of the README's main job with the agentarch installed in `site` (on `task`, and with `settings` as
+    AGENTARCH_* variables, such as {"SCORING": "graph"}; else that version's defaults)."""
     env = {**os.environ, "PYTHONPATH": str(site), "AGENTARCH_CACHE_DIR": str(cache)}
-    if scoring:
-        env["AGENTARCH_SCORING"] = scoring
+    env |= {f"AGENTARCH_{key}": value for key, value in (settings or {}).items()}
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "agentarch.cli", "run", "--task", task, "--archive", str(archive)],
@@ -73,6 +75,7 @@ def main_job(
         "ORDER BY val_accuracy DESC, id LIMIT 1"
     ).fetchone()
     in_jobs = db.execute("SELECT COALESCE(SUM(wall_seconds), 0) FROM evaluations").fetchone()[0]
+    training = db.execute("SELECT COALESCE(SUM(train_seconds), 0) FROM evaluations").fetchone()[0]
     archs = "\n".join(a or "" for (a,) in db.execute("SELECT arch FROM candidates ORDER BY arch"))
     networks = hashlib.sha256(archs.encode()).hexdigest()[:8]
     return {
@@ -82,6 +85,8 @@ def main_job(
         "best_val": best,
         "its_test": test,
         "in_jobs_s": in_jobs,
+        "train_s": training,
+        "load": load,
         "networks": networks,
     }
 
@@ -93,46 +98,56 @@ def main() -> None:
     parser.add_argument(
         "--scoring", nargs=2, metavar=("BEFORE", "AFTER"), help="compare two scoring modes of one version instead"
     )
+    parser.add_argument(
+        "--warm", action="store_true", help="compare cold starts (before) with warm sandboxes (after) of one version"
+    )
     parser.add_argument("--task", default="digits", help="the task the job runs (digits is the README's)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each version, alternating")
     args = parser.parse_args()
-    if bool(args.before) == bool(args.scoring):
-        parser.error("give --before REV (two versions) or --scoring BEFORE AFTER (two scoring modes), not both")
+    if (bool(args.before) + bool(args.scoring) + args.warm) != 1:
+        parser.error("give one of --before REV (two versions), --scoring BEFORE AFTER (two scoring modes), --warm")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         sites = {"before": root / "before-site", "after": root / "after-site"}
         install(checkout(args.after, root / "after-src") if args.after else REPO, sites["after"])
-        if args.scoring:
+        if args.scoring or args.warm:
             sites["before"] = sites["after"]
         else:
             install(checkout(args.before, root / "before-src"), sites["before"])
-        scoring = dict(zip(("before", "after"), args.scoring or (None, None)))
+        settings: dict[str, dict[str, str]] = {"before": {}, "after": {}}
+        if args.scoring:
+            settings = {version: {"SCORING": mode} for version, mode in zip(("before", "after"), args.scoring)}
+        if args.warm:
+            settings = {"before": {"WARM_SANDBOXES": "0"}, "after": {"WARM_SANDBOXES": "1"}}
         cache = root / "cache"
         main_job(sites["after"], root / "warm-up.db", cache, args.task)  # prepares the split both versions then read
         runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
         for repeat in range(args.repeats):
             for version in ("before", "after"):
                 archive = root / f"{version}-{repeat}.db"
-                runs[version].append(main_job(sites[version], archive, cache, args.task, scoring[version]))
+                runs[version].append(main_job(sites[version], archive, cache, args.task, settings[version]))
     before, after = (statistics.mean(r["wall_s"] for r in runs[v]) for v in ("before", "after"))
     print("# The README's main job, before and after\n")
     print(f"`agentarch run --task {args.task}` (20 candidates, offline REA, slots 1) on {platform.node()}: ")
     after_name = f"`{args.after}`" if args.after else "the working tree"
     if args.scoring:
         said = f"{after_name}, before = `--scoring {args.scoring[0]}`, after = `--scoring {args.scoring[1]}`"
+    elif args.warm:
+        said = f"{after_name}, before = `AGENTARCH_WARM_SANDBOXES=0` (cold starts), after = warm sandboxes"
     else:
         said = f"before = `{args.before}`, after = {after_name}"
     print(f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {said};")
     print(f"{args.repeats} runs of each, alternating, on fresh archives.\n")
     print(
-        "| version | run | wall (s) | in sandbox jobs (s) | outside them (s) | trained | sandbox jobs | best val "
-        "| its test | networks |"
+        "| version | run | load | wall (s) | in sandbox jobs (s) | outside them (s) | training (s) | training share "
+        "| trained | sandbox jobs | best val | its test | networks |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for version in ("before", "after"):
         for i, r in enumerate(runs[version]):
             print(
-                f"| {version} | {i + 1} | {r['wall_s']:.1f} | {r['in_jobs_s']:.1f} | {r['wall_s'] - r['in_jobs_s']:.1f} "
+                f"| {version} | {i + 1} | {r['load']:.2f} | {r['wall_s']:.1f} | {r['in_jobs_s']:.1f} "
+                f"| {r['wall_s'] - r['in_jobs_s']:.1f} | {r['train_s']:.1f} | {r['train_s'] / r['wall_s']:.2f} "
                 f"| {r['trained']} | {r['sandbox_jobs']} | {r['best_val']:.4f} | {r['its_test']:.4f} "
                 f"| `{r['networks']}` |"
             )

@@ -582,7 +582,22 @@ def _clip(text: str, limit: int = 16_000) -> str:
     return f"{text[: limit // 2]} …[{len(text) - limit:,} characters cut]… {text[-limit // 2 :]}"
 
 
+def _warm_up() -> None:
+    """Import what a job's first export needs (torch.onnx and its TorchScript exporter) while no job is waiting: a
+    warm sandbox (agentarch/isolation/warm.py) does it before its candidate is known, a cold one before reading it."""
+    import torch.onnx  # noqa: F401 - imported for its cost, here rather than in the candidate's smoke stage
+
+    _without_onnx_package()
+
+
 def main() -> None:
+    """Start up to "waiting for its job", then run the one job the host hands over.
+
+    The sandbox's own part of the spec (its paths, threads, Landlock rules and seccomp filter) is in the file named on
+    the command line from the launch; the job's part (task, training, scoring) arrives as one JSON line on stdin once
+    the candidate's code is in scratch (agentarch/isolation/job.py, `hand`). The runner is confined before it waits,
+    so a warm sandbox, started while another candidate trains, waits under its full isolation, and a cold one (handed
+    its job at once) runs the very same start. End of input instead of a job: a warm sandbox nobody used; exit."""
     _die_with_parent()
     spec = json.loads(Path(sys.argv[1]).read_text())
     os.chdir(spec["output_dir"])
@@ -592,7 +607,10 @@ def main() -> None:
     if spec.get("seccomp_bpf"):
         _load_seccomp(Path(spec["seccomp_bpf"]))
     events = _redirect_output(Path(spec["output_dir"]) / "candidate.log")
-    run(spec, events)
+    _warm_up()
+    job = sys.stdin.readline()
+    if job.strip():
+        run({**json.loads(job), **spec}, events)
     events.flush()
     os._exit(0)  # skip interpreter teardown: candidate objects may hang or crash in their finalizers
 

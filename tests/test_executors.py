@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from agentarch.config import load_settings
-from agentarch.evaluation import stages as stages_module
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.executors import LocalExecutor
 from agentarch.evaluation.stages import RunRequest, RunResult, execute, stages
+from agentarch.isolation import warm as warm_module
 from agentarch.isolation.policy import Limits, resolve_isolation
 from agentarch.store.archive import Archive
 from tests.conftest import REPO, requires_bubblewrap
@@ -75,12 +75,12 @@ def test_a_known_function_stops_after_its_smoke_run(digits, cache_dir):
 def test_one_sandbox_gives_the_smoke_verdict_then_trains_on(digits, cache_dir, monkeypatch):
     started = []
 
-    class Counted(stages_module.SandboxJob):
+    class Counted(warm_module.SandboxJob):
         def __init__(self, *args, **kwargs):
             started.append(args[0])
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(stages_module, "SandboxJob", Counted)
+    monkeypatch.setattr(warm_module, "SandboxJob", Counted)  # where a job's sandbox is started
     pool = LocalExecutor(1)
     job = pool.start(request((SEEDS / "mlp.py").read_text(), cache_dir))
     smoked = job.smoke()

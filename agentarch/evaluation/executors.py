@@ -12,6 +12,7 @@ shared database.
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import threading
@@ -22,6 +23,7 @@ from typing import Protocol
 
 from agentarch.errors import UsageError
 from agentarch.evaluation.stages import RunRequest, RunResult, stages
+from agentarch.isolation.warm import WarmSlot
 
 
 class Pending(Protocol):
@@ -114,13 +116,20 @@ class LocalExecutor:
     Callers are threads (the agent loop's parallel branches); a caller waits for a free slot, so at
     most `slots` sandboxes run at once and the rest queue. A slot is held from the sandbox's start to
     its final result.
+
+    With `warm` (Settings.warm_sandboxes, which the run loop passes) each slot keeps its next sandbox started ahead
+    while its job runs (agentarch/isolation/warm.py), so the next job skips the interpreter's and torch's start; such
+    an executor must be closed, which closes the sandboxes never used (at exit too, in case nobody did).
     """
 
-    def __init__(self, slots: int = 1, gpus: list[str] | None = None) -> None:
+    def __init__(self, slots: int = 1, gpus: list[str] | None = None, warm: bool = False) -> None:
         self.free: queue.Queue[tuple[int, str | None]] = queue.Queue()
         for slot, gpu in enumerate(gpus if gpus else [None] * slots):
             self.free.put((slot, gpu))
         self.capacity = self.free.qsize()
+        self.warm = {slot: WarmSlot(str(slot)) for slot in range(self.capacity)} if warm else {}
+        if warm:
+            atexit.register(self.close)
         self.busy: list[tuple[int, float, float]] = []  # (slot, start, end) of every run: slot utilisation
 
     def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> LocalJob:
@@ -137,13 +146,15 @@ class LocalExecutor:
             self.busy.append((slot, began, time.monotonic()))
             self.free.put((slot, gpu))
 
-        return LocalJob(stages(request, gpu), done)
+        return LocalJob(stages(request, gpu, warm=self.warm.get(slot)), done)
 
     def run(self, request: RunRequest) -> RunResult:
         return self.start(request).result()
 
     def close(self) -> None:
-        """Nothing to release: slots are just tokens."""
+        """Close every slot's sandbox started ahead and never used (slots themselves are just tokens)."""
+        for slot in self.warm.values():
+            slot.close()
 
 
 def visible_gpus() -> list[str]:
@@ -153,16 +164,19 @@ def visible_gpus() -> list[str]:
     return sorted((p.name.removeprefix("nvidia") for p in Path("/dev").glob("nvidia[0-9]*")), key=int)
 
 
-def make_executor(kind: str, slots: int = 1, ray_address: str | None = None, per_gpu: int = 1) -> Executor:
+def make_executor(
+    kind: str, slots: int = 1, ray_address: str | None = None, per_gpu: int = 1, warm: bool = False
+) -> Executor:
     """The executor a run asked for: `local` (slots, or `per_gpu` slots on each visible GPU) or `ray` (the cluster
     at `ray_address`, else a local Ray bound to loopback).
 
     `per_gpu` > 1 packs several small candidates on one GPU (each sandbox still sees only that GPU;
-    the memory cgroup caps each one, so size it to the GPU's share).
+    the memory cgroup caps each one, so size it to the GPU's share). `warm` keeps each local slot's next sandbox
+    started ahead (Settings.warm_sandboxes).
     """
     gpus = visible_gpus()
     if kind == "local":
-        return LocalExecutor(slots, [g for g in gpus for _ in range(per_gpu)] or None)
+        return LocalExecutor(slots, [g for g in gpus for _ in range(per_gpu)] or None, warm)
     if kind == "ray":
         from agentarch.evaluation.ray_executor import RayExecutor  # its module only where a run asks for Ray
 

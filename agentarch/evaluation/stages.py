@@ -19,9 +19,10 @@ from typing import Any
 
 from agentarch.evaluation import budget, novelty
 from agentarch.evaluation.graphs import scoring as graphs
-from agentarch.isolation.job import Outcome, SandboxJob
+from agentarch.isolation.job import Outcome
 from agentarch.isolation.policy import IsolationMode, Limits, SandboxError
 from agentarch.isolation.protocol import MAX_REASON_BYTES, MAX_TRACEBACK_BYTES, ProtocolError, cap_text
+from agentarch.isolation.warm import Launch, WarmSlot, handed
 from agentarch.tasks.preparation import prepare
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.scoring import output_shape, score, secondary
@@ -68,7 +69,9 @@ class RunResult:
     graph: bytes | None = None  # graph scoring: the exported ONNX file, kept beside the archive when recorded
 
 
-def stages(request: RunRequest, gpu: str | None = None, task: Task | None = None) -> Generator[RunResult, None, None]:
+def stages(
+    request: RunRequest, gpu: str | None = None, task: Task | None = None, warm: WarmSlot | None = None
+) -> Generator[RunResult, None, None]:
     """Smoke-run, dedup by function and by structure, check the parameter budget, train and score one candidate,
     in one sandbox.
 
@@ -84,6 +87,8 @@ def stages(request: RunRequest, gpu: str | None = None, task: Task | None = None
 
     `task` is the request's task where the caller already has it (a Ray worker is sent it with its data,
     agentarch/evaluation/ray_data.py); otherwise it is looked up by name.
+    `warm` is the slot's sandbox started ahead (agentarch/isolation/warm.py): the job runs in it when it was started
+    for this job's configuration, and the slot's next one is started while this job runs.
     """
     started = time.perf_counter()
     where = f"{os.uname().nodename}" + (f" gpu {gpu}" if gpu is not None else "")
@@ -106,7 +111,8 @@ def stages(request: RunRequest, gpu: str | None = None, task: Task | None = None
             code = budget.reference_code(task.kind, task.vocab_size)
             startup = budget.startup_seconds(code, spec, inputs_dir, request.limits, request.isolation, gpu)
         stage = "start"
-        with SandboxJob(request.code, spec, inputs_dir, request.limits, request.isolation, gpu=gpu) as job:
+        job, warm_start = handed(warm, request.code, spec, Launch(inputs_dir, request.limits, request.isolation, gpu))
+        with job:
 
             def failure(event: dict[str, Any] | Outcome) -> RunResult:
                 """The result of a run that ended at `stage` with this event or Outcome."""
@@ -178,7 +184,7 @@ def stages(request: RunRequest, gpu: str | None = None, task: Task | None = None
             if over is not None:
                 yield failure(over)
                 return
-            stage, trained = "score", {**trained, "host": watch.record()}
+            stage, trained = "score", {**trained, "host": {**watch.record(), "warm_start": warm_start}}
             try:
                 if request.scoring == "graph":
                     graph = job.read_file(graphs.GRAPH_FILE, graphs.max_graph_bytes(request.limits))

@@ -96,22 +96,33 @@ class SandboxJob:
         files: dict[str, bytes] | None = None,
     ) -> None:
         """`code` is the candidate's (None for a program that runs none, such as the graph worker); `files` are
-        written into scratch before the launch, for the program to read."""
+        written into scratch before the launch, for the program to read.
+
+        The runner is launched and handed its candidate at once (`hand`), unless `code` is None: then it starts up
+        to "torch imported, waiting for its job" and waits for `hand` (a warm sandbox, `warm`; agentarch/isolation/
+        warm.py). Either way it is the same launch, under the same isolation, so a warm sandbox is a cold one
+        started early."""
         self.limits = limits
         self.isolation = isolation
         self.scratch = Path(tempfile.mkdtemp(prefix="agentarch-job-"))
         os.chmod(self.scratch, 0o700)
         self.scratch_mounted = mount_scratch(self.scratch, 2 * limits.max_file_mb)  # the log and outputs, each capped
-        self.started = time.monotonic()
+        self.launched = self.started = time.monotonic()
         self.deadline = self.started + limits.timeout_s
+        self.handed = program.module is not None  # a program other than the runner has its whole spec at launch
         self._buffer = b""
         self.cgroup: Cgroup | None = None  # made by _start, before the runner is launched
         self.program = program
         try:
             for name, data in (files or {}).items():
                 (self.scratch / name).write_bytes(data)
-            self._start(code, spec, inputs_dir, gpu)
+            self._start(spec if self.handed else {}, inputs_dir, gpu)
+            if code is not None and not self.handed:
+                self.hand(code, spec)
         except BaseException:  # nothing of a job that never started stays behind
+            if hasattr(self, "proc"):  # launched, and the hand-off failed
+                self.close()
+                raise
             if self.cgroup is not None:
                 self.cgroup.kill_all()
                 self.cgroup.remove()
@@ -120,12 +131,34 @@ class SandboxJob:
             remove_scratch(self.scratch)
             raise
 
-    def _start(self, code: str | None, spec: dict[str, Any], inputs_dir: Path, gpu: str | None) -> None:
-        """Write the candidate and its spec into scratch, then launch the runner under this job's isolation."""
+    @classmethod
+    def warm(cls, inputs_dir: Path, limits: Limits, isolation: IsolationMode, gpu: str | None = None) -> SandboxJob:
+        """A runner's sandbox started before its candidate is known: everything a job of this configuration
+        (`inputs_dir`, `limits`, `isolation`, `gpu`) needs, its own fresh scratch and cgroup, the runner confined and
+        torch imported; `hand` gives it its one candidate."""
+        return cls(None, {}, inputs_dir, limits, isolation, gpu)
+
+    def waiting(self) -> bool:
+        """Whether this is a runner not yet handed a candidate, still alive (a warm sandbox fit to use)."""
+        return not self.handed and self.proc.poll() is None
+
+    def hand(self, code: str, spec: dict[str, Any]) -> None:
+        """Give the runner its candidate: the code into scratch, the job's spec (task, training, scoring) on its
+        stdin. The job's wall clock (`timeout_s`) starts now; its CPU time counts from the launch (cputime.py), as a
+        cold job's does. A sandbox runs one candidate: a second hand-off is refused."""
+        if self.handed:
+            raise SandboxError("this sandbox was already handed a candidate; a sandbox runs one candidate only")
+        self.handed = True
+        (self.scratch / "candidate.py").write_text(code)
+        self.started = time.monotonic()
+        self.deadline = self.started + self.limits.timeout_s
+        self.send(json.dumps(spec))  # a runner gone already is found by the next read (_death says how it ended)
+
+    def _start(self, spec: dict[str, Any], inputs_dir: Path, gpu: str | None) -> None:
+        """Write the program's spec into scratch (the runner's: its sandbox part alone, the job's comes with `hand`),
+        then launch it under this job's isolation."""
         limits, isolation, program = self.limits, self.isolation, self.program
         boxed = isolation == "bubblewrap"
-        if code is not None:
-            (self.scratch / "candidate.py").write_text(code)
         # The process mode drops to the candidate uid only where that uid can read what it runs;
         # bubblewrap mounts everything as root, so its candidate uid always can.
         to_candidate_uid = boxed or drops_to_candidate_uid(inputs_dir, program)

@@ -236,7 +236,7 @@ class RunContext:
         self.screening = (
             Screening(self.run_id, self.task.name, s.screen, s.screen_explore, s.seed) if s.screen > 1 else None
         )
-        self.executor = make_executor(s.executor, s.slots, s.ray_address, s.per_gpu)
+        self.executor = make_executor(s.executor, s.slots, s.ray_address, s.per_gpu, s.warm_sandboxes)
         self._queue = threading.Semaphore(self.executor.capacity + s.queue)
         self.inflight = InFlight(self.aborted)
         self.emit = Emitter(self.on_event)

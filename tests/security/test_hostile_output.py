@@ -33,6 +33,7 @@ from agentarch.evaluation import stages as stages_module
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.stages import RunRequest, RunResult, execute
 from agentarch.isolation import cgroups
+from agentarch.isolation import warm as warm_module
 from agentarch.isolation.bubblewrap import bubblewrap_problem
 from agentarch.isolation.job import SandboxJob
 from agentarch.isolation.policy import Limits, SandboxError
@@ -343,7 +344,7 @@ def test_a_sandbox_that_cannot_run_still_stops_the_operator(cache_dir, digits, m
     def unusable(*args: Any, **kwargs: Any) -> None:
         raise SandboxError("prlimit (util-linux) is not installed")
 
-    monkeypatch.setattr(stages_module, "SandboxJob", unusable)
+    monkeypatch.setattr(warm_module, "SandboxJob", unusable)  # where a job's sandbox is started
     with pytest.raises(SandboxError, match="prlimit"):
         execute(request(cache_dir))
 
