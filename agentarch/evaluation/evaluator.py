@@ -8,9 +8,11 @@ sandbox job gives the smoke verdict and later the result).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agentarch.config import Settings
@@ -108,6 +110,14 @@ def smoke_measures(smoke: dict[str, Any] | None) -> dict[str, Any]:
     the runner sent it (protocol.py checked every value)."""
     smoke = smoke or {}
     return {key: smoke[key] for key in ("latency_ms", "peak_memory_mb", "proxies") if smoke.get(key) is not None}
+
+
+def checkpoint_job(request: RunRequest) -> str:
+    """What a training checkpoint belongs to, as a sha256: the code, the task and the training asked for (not the wall
+    clock's share, which a resume may change), so a resumed job continues only from a checkpoint of the same job."""
+    train = {key: value for key, value in request.train.items() if key != "max_seconds"}
+    identity = {"code": request.code, "task": request.task, "train": train, "scoring": request.scoring}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def cpu_threads() -> int:
@@ -274,6 +284,7 @@ class Evaluator:
         smoke_only: bool = False,
         novelty: bool = True,
         digest: str | None = None,
+        resumable: str | None = None,
     ) -> SandboxRun:
         """Start the candidate's sandbox job (smoke, functional and structural dedup, train, score); blocks until it
         has a slot.
@@ -284,7 +295,10 @@ class Evaluator:
         has its slot, just before the sandbox starts; if it raises, nothing starts. `smoke_only` ends the job
         after a passed smoke run (screening by a predictor): its smoke verdict is then all it gives. `digest` (graph
         scoring): the architecture that job's smoke record names (`digest`); a job that exports another fails, so the
-        network a screening group picked is the one that trains.
+        network a screening group picked is the one that trains. `resumable` (a proposal key, with the `checkpoints`
+        setting on): the job's training checkpoints are kept beside the archive under that key as they come, and the
+        job continues from the one an earlier job of the same code and training left there (a run resumed after a
+        kill), if any.
         """
         refuse_untrusted(self.isolation, lambda: self._rendered(row), self.settings.weak_sandbox_ok)
         row.setdefault("ast_hash", dedup.ast_hash(row["code"]))
@@ -311,8 +325,18 @@ class Evaluator:
             digest=digest,
             budget_slack=self.settings.budget_slack,
         )
+        keep = resumable is not None and self.settings.checkpoints and not smoke_only
+        job = checkpoint_job(request) if keep else ""
+        if keep:
+            limit = self.limits.max_file_mb * 2**20
+            request = replace(
+                request, checkpoint_s=self.settings.checkpoint_s, resume=self.archive.checkpoint(resumable, job, limit)
+            )
         self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
-        return SandboxRun(self, row, train_cfg, self.executor.start(request, ready))
+        pending = self.executor.start(request, ready)
+        if keep:
+            pending.checkpointed = lambda kept: self.archive.keep_checkpoint(resumable, job, kept.data)
+        return SandboxRun(self, row, train_cfg, pending)
 
     def reevaluate(self, candidate_id: int, epochs: int, stage: str | None = None) -> EvalResult:
         """Train a recorded candidate again at another fidelity and add that evaluation to its record (marked with
@@ -342,6 +366,8 @@ class Evaluator:
         self.archive.register_task(self.task)
         candidate = {**assessment.candidate, **(extra or {})}
         candidate_id = self.archive.record(candidate, assessment.evaluation, llm_calls=llm_calls)
+        if candidate.get("proposal_key"):  # recorded: it will not train again, so its last checkpoint goes
+            self.archive.drop_checkpoints(candidate["proposal_key"])
         return EvalResult(
             candidate_id,
             candidate["name"],
@@ -408,6 +434,7 @@ class Evaluator:
                 "steps": trained["steps"],
                 "epochs_done": trained["epochs_done"],
                 "stopped_early": trained["stopped_early"],
+                **({"resumed_epoch": trained["resumed_epoch"]} if trained.get("resumed_epoch") else {}),
                 "notes": trained.get("notes", []),
                 **({"scoring": "graph", "graph": trained["graph"]} if "graph" in trained else {}),
                 **({"secondary": trained["secondary"]} if trained.get("secondary") else {}),

@@ -17,10 +17,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from agentarch.errors import AgentarchError, UsageError
+from agentarch.evaluation.checkpoints import Checkpoint
 from agentarch.evaluation.stages import RunRequest, RunResult, stages
 from agentarch.isolation.policy import SandboxError
 from agentarch.isolation.protocol import MAX_REASON_BYTES, cap_text
@@ -30,8 +32,13 @@ class Pending(Protocol):
     """One started sandbox job: `smoke()` waits for its smoke verdict, `result()` for its final result.
 
     The smoke verdict is `smoked` when training goes on; otherwise it is already the final result,
-    and `result()` returns it again. Either may raise SandboxError (no sandbox can run here).
+    and `result()` returns it again. Either may raise SandboxError (no sandbox can run here). The training
+    checkpoints that come in while the caller waits go to `checkpointed` (set it before waiting), the latest kept in
+    `checkpoint`.
     """
+
+    checkpointed: Callable[[Checkpoint], None] | None
+    checkpoint: Checkpoint | None
 
     def smoke(self) -> RunResult: ...
 
@@ -57,15 +64,23 @@ class Executor(Protocol):
 
 class _StreamedJob:
     """A job's results as they come (`_next`: the smoke verdict, then, if smoked, the final result), each taken
-    once and kept, so `smoke()` and `result()` may be asked in any order and again."""
+    once and kept, so `smoke()` and `result()` may be asked in any order and again. Training checkpoints in between
+    are handed to `checkpointed` as they are taken, the latest kept in `checkpoint` (a retried job resumes from it)."""
 
     _seen: list[RunResult]
+    checkpointed: Callable[[Checkpoint], None] | None = None
+    checkpoint: Checkpoint | None = None
 
-    def _next(self) -> RunResult:
+    def _next(self) -> RunResult | Checkpoint:
         raise NotImplementedError
 
     def _take(self) -> RunResult:
         item = self._next()
+        while isinstance(item, Checkpoint):
+            self.checkpoint = item
+            if self.checkpointed is not None:
+                self.checkpointed(item)
+            item = self._next()
         self._seen.append(item)
         return item
 
@@ -83,16 +98,16 @@ class LocalJob(_StreamedJob):
     """A sandbox job driven by a thread of its own, so that training goes on while the caller does other work
     between the smoke verdict and the result (the agent loop checkpoints its `smoke` step in between)."""
 
-    def __init__(self, results: Generator[RunResult, None, None], done: Callable[[], None]) -> None:
-        self._results: queue.Queue[RunResult | BaseException] = queue.Queue()
+    def __init__(self, results: Generator[RunResult | Checkpoint, None, None], done: Callable[[], None]) -> None:
+        self._results: queue.Queue[RunResult | Checkpoint | BaseException] = queue.Queue()
         self._seen: list[RunResult] = []
         threading.Thread(target=self._drive, args=(results, done), name="sandbox-job", daemon=True).start()
 
-    def _drive(self, results: Generator[RunResult, None, None], done: Callable[[], None]) -> None:
+    def _drive(self, results: Generator[RunResult | Checkpoint, None, None], done: Callable[[], None]) -> None:
         """Hand on each result; the sandbox is cleaned up and the slot given back before the final one is."""
         try:
             for result in results:
-                if result.status != "smoked":
+                if not isinstance(result, Checkpoint) and result.status != "smoked":
                     results.close()
                     break
                 self._results.put(result)
@@ -103,7 +118,7 @@ class LocalJob(_StreamedJob):
         done()
         self._results.put(result)
 
-    def _next(self) -> RunResult:
+    def _next(self) -> RunResult | Checkpoint:
         item = self._results.get()
         if isinstance(item, BaseException):
             raise item
@@ -158,8 +173,8 @@ def visible_gpus() -> list[str]:
 class RayJob(_StreamedJob):
     """A sandbox job as a Ray streaming-generator task: the smoke verdict, then the result, as object refs.
 
-    A worker lost before the smoke verdict is retried once (the job starts again on another worker);
-    lost later, the candidate is `failed` with what Ray said.
+    A worker lost before the smoke verdict is retried once (the job starts again on another worker, from the latest
+    checkpoint taken, if any); lost later, the candidate is `failed` with what Ray said.
     """
 
     def __init__(self, executor: RayExecutor, request: RunRequest) -> None:
@@ -167,14 +182,14 @@ class RayJob(_StreamedJob):
         self.refs = executor.remote.remote(request)
         self._seen: list[RunResult] = []
 
-    def _next(self) -> RunResult:
+    def _next(self) -> RunResult | Checkpoint:
         return self._receive(retry=not self._seen)
 
-    def _receive(self, retry: bool) -> RunResult:
+    def _receive(self, retry: bool) -> RunResult | Checkpoint:
         ray = self.executor.ray
         errors = ray.exceptions
         try:
-            item: RunResult = ray.get(next(self.refs))
+            item: RunResult | Checkpoint = ray.get(next(self.refs))
         except (
             errors.WorkerCrashedError,
             errors.NodeDiedError,
@@ -182,6 +197,8 @@ class RayJob(_StreamedJob):
             errors.ObjectLostError,
         ) as err:
             if retry:
+                if self.checkpoint is not None:  # the job starts again where its last checkpoint left it
+                    self.request = replace(self.request, resume=self.checkpoint.data)
                 self.refs = self.executor.remote.remote(self.request)
                 return self._receive(retry=False)
             item = RunResult(
