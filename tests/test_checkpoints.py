@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
+from agentarch.cli import app
 from agentarch.evaluation.checkpoints import Checkpoint
 from agentarch.evaluation.stages import RunRequest, stages
 from agentarch.isolation.policy import Limits, resolve_isolation
@@ -146,3 +148,5 @@ def test_an_orchestrator_killed_mid_training_costs_at_most_one_checkpoint_interv
     assert timings["epochs_done"] == epochs
     assert timings["budget"]["steps_granted"] == (epochs - at_kill) * timings["steps"] // epochs
     assert not list(Path(f"{archive}.resumes").glob("*/*"))  # recorded: its checkpoint is gone
+    shown = CliRunner().invoke(app, ["archive", "show", str(candidate[0]), "--archive", str(archive)])
+    assert f"resumed at epoch {at_kill}" in " ".join(shown.output.split()), shown.output
