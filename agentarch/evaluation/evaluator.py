@@ -298,7 +298,8 @@ class Evaluator:
         network a screening group picked is the one that trains. `resumable` (a proposal key, with the `checkpoints`
         setting on): the job's training checkpoints are kept beside the archive under that key as they come, and the
         job continues from the one an earlier job of the same code and training left there (a run resumed after a
-        kill), if any.
+        kill), if any. With the setting on, every training job checkpoints (so a retried job can resume); only these
+        are kept beside the archive.
         """
         refuse_untrusted(self.isolation, lambda: self._rendered(row), self.settings.weak_sandbox_ok)
         row.setdefault("ast_hash", dedup.ast_hash(row["code"]))
@@ -325,13 +326,12 @@ class Evaluator:
             digest=digest,
             budget_slack=self.settings.budget_slack,
         )
-        keep = resumable is not None and self.settings.checkpoints and not smoke_only
+        if self.settings.checkpoints and not smoke_only:  # a retried job (a lost Ray worker) resumes from the latest
+            request = replace(request, checkpoint_s=self.settings.checkpoint_s)
+        keep = resumable is not None and request.checkpoint_s is not None
         job = checkpoint_job(request) if keep else ""
-        if keep:
-            limit = self.limits.max_file_mb * 2**20
-            request = replace(
-                request, checkpoint_s=self.settings.checkpoint_s, resume=self.archive.checkpoint(resumable, job, limit)
-            )
+        if keep:  # and beside the archive, for a job started again after the orchestrator's own death
+            request = replace(request, resume=self.archive.checkpoint(resumable, job, self.limits.max_file_mb * 2**20))
         self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
         pending = self.executor.start(request, ready)
         if keep:
