@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,7 @@ from typing import Any
 from agentarch.config import Settings
 from agentarch.evaluation import dedup
 from agentarch.evaluation.candidate import candidate_row
+from agentarch.evaluation.checkpoints import Checkpoint
 from agentarch.evaluation.checks import check
 from agentarch.evaluation.executors import Executor, LocalExecutor, Pending
 from agentarch.evaluation.graphs.scoring import Scoring
@@ -31,6 +33,8 @@ from agentarch.tasks import taskfiles
 from agentarch.tasks.preparation import PreparedTask, prepare
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import TaskError
+
+log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("val_accuracy", "test_accuracy", "params", "flops", "train_seconds")
 
@@ -335,7 +339,14 @@ class Evaluator:
         self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
         pending = self.executor.start(request, ready)
         if keep:
-            pending.checkpointed = lambda kept: self.archive.keep_checkpoint(resumable, job, kept.data)
+
+            def kept(checkpoint: Checkpoint) -> None:
+                try:
+                    self.archive.keep_checkpoint(resumable, job, checkpoint.data)
+                except OSError as err:  # the host's disk: the candidate trains on, a resume would start it over
+                    log.warning("could not keep %s's training checkpoint: %s", resumable, err)
+
+            pending.checkpointed = kept
         return SandboxRun(self, row, train_cfg, pending)
 
     def reevaluate(self, candidate_id: int, epochs: int, stage: str | None = None) -> EvalResult:
