@@ -106,10 +106,6 @@ class Saver:
         self.last = time.perf_counter()
         self.emit({"event": "checkpoint", "epoch": epoch, "step": step, "bytes": len(data)})
 
-    def discard(self) -> None:
-        """Remove the last checkpoint once training is over: scratch is capped, and the outputs need the room."""
-        self.path.unlink(missing_ok=True)
-
 
 @dataclass
 class Resume:
@@ -120,7 +116,13 @@ class Resume:
 
     @classmethod
     def load(cls, path: Path) -> Resume:
+        """Read the checkpoint the host put in scratch, then remove the file: scratch is capped, and the checkpoints
+        this job writes and its outputs need the room (the last checkpoint stays until the job ends, for the host)."""
         data = Path(path).read_bytes()
+        try:
+            Path(path).unlink()
+        except OSError:  # a scratch that will not let go of it: the room is merely not freed
+            pass
         header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
         return cls(load_tensors(data), json.loads(header["__metadata__"][META_KEY]))
 

@@ -481,8 +481,6 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
         saver = checkpoint.Saver(out_dir, spec["checkpoint_s"], emit) if spec.get("checkpoint_s") is not None else None
         resume = checkpoint.Resume.load(out_dir / checkpoint.RESUME_FILE) if spec.get("resume") else None
         result = trainer.train(model, inputs, cfg, device, saver, resume)
-        if saver is not None:
-            saver.discard()
         graph: dict[str, Any] = {}
         if spec.get("scoring") == "graph":  # the held-out inputs are not here; the host scores the graph
             stage = "export"
