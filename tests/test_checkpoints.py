@@ -87,23 +87,18 @@ def request(cache_dir: Path, **extra) -> RunRequest:
 def test_a_job_cut_after_a_checkpoint_continues_in_a_fresh_sandbox_to_the_same_trained_graph(cache_dir, digits):
     *_, uninterrupted = stages(request(cache_dir))
     cut = stages(request(cache_dir, checkpoint_s=0.0))
-    taken = []
-    for item in cut:
-        if isinstance(item, Checkpoint):
-            taken.append(item)
-            if item.epoch == 2:
-                cut.close()  # the job is killed, its sandbox gone
-                break
-    assert [c.epoch for c in taken] == [1, 2]
-    resumed = list(stages(request(cache_dir, checkpoint_s=0.0, resume=taken[-1].data)))
+    taken = next(item for item in cut if isinstance(item, Checkpoint))  # a fast epoch's may be replaced unread: the
+    cut.close()  # host reads the newest; then the job is killed, its sandbox gone
+    assert 1 <= taken.epoch <= 3
+    resumed = list(stages(request(cache_dir, checkpoint_s=0.0, resume=taken.data)))
     final = resumed[-1]
-    assert [c.epoch for c in resumed if isinstance(c, Checkpoint)] == [3]
+    assert {c.epoch for c in resumed if isinstance(c, Checkpoint)} <= set(range(taken.epoch + 1, 4))
     assert final.status == uninterrupted.status == "trained", final.error
     assert final.graph == uninterrupted.graph and final.scores == uninterrupted.scores
     assert final.trained["curve"] == uninterrupted.trained["curve"]
-    assert final.trained["resumed_epoch"] == 2
+    assert final.trained["resumed_epoch"] == taken.epoch
     steps = uninterrupted.trained["host"]["budget"]["steps_granted"]
-    assert final.trained["host"]["budget"]["steps_granted"] == steps // 2  # the grant is for the steps left
+    assert final.trained["host"]["budget"]["steps_granted"] == steps // 4 * (4 - taken.epoch)  # the steps left
 
 
 def kept_epochs(archive: Path) -> list[int]:
