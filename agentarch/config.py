@@ -181,6 +181,18 @@ class Settings(BaseSettings):
         "network's measured size and the steps asked for are priced at, plus a fixed allowance, before it is "
         "killed and failed with [train:budget] (docs/sandbox.md); 0 turns the budget off",
     )
+    checkpoints: bool = Field(
+        True,
+        description="the trainer hands the host a checkpoint (weights, optimizer, random generators, step) at an "
+        "epoch's end, and a candidate whose job was lost (the orchestrator killed, a Ray worker or node lost) resumes "
+        "from its latest one on `--resume` instead of training from scratch",
+    )
+    checkpoint_s: float = Field(
+        30.0,
+        ge=0,
+        description="seconds between training checkpoints: one at the first epoch's end this long after the last "
+        "(0: every epoch); a kill costs at most this much training, or one epoch, per candidate in flight",
+    )
     novelty_threshold: float = Field(
         0.99,
         gt=0,

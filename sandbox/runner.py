@@ -4,7 +4,8 @@ It runs in its own process under the isolation the host set up (agentarch/isolat
 torch, numpy, the standard library and its sibling trainer, nothing of the orchestrator. It talks to
 the host over two pipes:
 
-- stdout carries JSON lines, one per event: `smoke`, then `trained`, or `error` at any point.
+- stdout carries JSON lines, one per event: `smoke`, then `trained`, or `error` at any point; while training,
+  a `checkpoint` now and then (sandbox/checkpoint.py: the file it names waits in scratch for the host to read).
   Before candidate code runs, stdout and stderr are pointed at a log file in the scratch
   directory, so whatever the candidate prints cannot be mistaken for an event.
 - stdin carries the host's word after the smoke stage: `train` or `stop` (the host stops
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import landlock, proxies, scatter_ops, trainer
+from . import checkpoint, landlock, proxies, scatter_ops, trainer
 from .flops import FlopCount as FlopCount  # the runner's counting, which tests and benchmarks reach through it
 from .flops import count_flops as count_flops
 from .flops import trace
@@ -536,7 +537,9 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
         trainer.seed_everything(cfg.seed, compiled=cfg.compile)
         shapes = (tuple(spec["in_shape"]), spec["num_classes"], cfg.seed, inputs.vocab_size, inputs.out_shape)
         model = build(net_cls, *shapes).to(device)
-        result = trainer.train(model, inputs, cfg, device)
+        saver = checkpoint.Saver(out_dir, spec["checkpoint_s"], emit) if spec.get("checkpoint_s") is not None else None
+        resume = checkpoint.Resume.load(out_dir / checkpoint.RESUME_FILE) if spec.get("resume") else None
+        result = trainer.train(model, inputs, cfg, device, saver, resume)
         graph: dict[str, Any] = {}
         if spec.get("scoring") == "graph":  # the held-out inputs are not here; the host scores the graph
             stage = "export"

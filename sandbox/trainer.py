@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.adamw import adamw
 
+from .checkpoint import Resume, Saver
 from .graphbatch import GraphBatch, GraphSplit
 from .recipe import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, SGD, augment, zero_grad
 
@@ -376,7 +377,14 @@ def compile_failure_note(err: Exception) -> str:
     return f"torch.compile failed ({type(err).__name__}: {first_line}); trained eagerly"
 
 
-def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.device) -> TrainResult:
+def train(
+    model: nn.Module,
+    inputs: Inputs,
+    cfg: TrainConfig,
+    device: torch.device,
+    saver: Saver | None = None,
+    resume: Resume | None = None,
+) -> TrainResult:
     """Train `model` in place on the training split and report the loss curve.
 
     Every epoch sees a fresh permutation drawn from a generator seeded with cfg.seed. The last
@@ -390,6 +398,10 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
     With cfg.compile, compilation time counts towards train_seconds and max_seconds. A graph task's epoch is one
     step on the whole graph (its nodes depend on each other, so they cannot be cut into batches), whatever
     cfg.batch_size says.
+
+    `saver` hands the host a checkpoint at an epoch's end (sandbox/checkpoint.py, every so many seconds); `resume`
+    continues from one: the model, optimizer, generators and curve as they were then, so the steps that follow are
+    the ones an uninterrupted run takes.
     """
     graph = inputs.kind == "graph"
     n = 1 if graph else len(inputs.train_y)  # examples: a graphs task's train_x holds their nodes
@@ -416,6 +428,9 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
     window: list[torch.Tensor] = []  # losses since the last curve point, still on the device
     curve: list[dict[str, float]] = []
     stopped_early = False
+    step = 0
+    if resume is not None:
+        step = resume.restore(model, optimizer, shuffle, curve, window, device)
 
     def log(steps_done: int) -> None:
         values = torch.stack(window).tolist()
@@ -435,7 +450,6 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
-    step = 0
     while step < total_steps and not stopped_early:
         order = torch.randperm(n, generator=shuffle)
         if on_cuda:  # a pinned source lets the copy below overlap with the queued steps instead of draining them
@@ -473,6 +487,11 @@ def train(model: nn.Module, inputs: Inputs, cfg: TrainConfig, device: torch.devi
             if cfg.max_seconds is not None and time.perf_counter() - started >= cfg.max_seconds:
                 stopped_early = step < total_steps
                 break
+        else:  # a whole epoch: a point to continue from
+            if saver is not None and step < total_steps:
+                saver.epoch_end(step // steps_per_epoch, step, model, optimizer, shuffle, curve, window)
+    if saver is not None and saver.off is not None:
+        notes.append(saver.off)
     if window:
         log(step)
     if on_cuda:

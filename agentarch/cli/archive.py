@@ -184,7 +184,8 @@ def archive_show(
                 f"{formats.scored('val', e['val_accuracy'], metric)} "
                 f"{formats.scored('test', e['test_accuracy'], metric)} "
                 + "".join(f"{name}={value:.4f} " for name, value in _secondary(e).items())
-                + f"train={formats.seconds(e['train_seconds'])} device={e['device']} isolation={e['isolation']}",
+                + f"train={formats.seconds(e['train_seconds'])} device={e['device']} isolation={e['isolation']}"
+                + _resumed(e),
                 *_scoring_parts(e),
                 *((" recipe: ", recipes.describe(e["recipe"])) if e.get("recipe") else ()),
             )
@@ -211,6 +212,12 @@ def _judgment_parts(judged: dict[str, Any]) -> tuple[Any, ...]:
         f": score {judged['score']:.2f} ({ratings}; {formats.usd(judged['cost_usd'] or 0)}): ",
         judged["justification"],
     )
+
+
+def _resumed(evaluation: dict[str, Any]) -> str:
+    """` resumed at epoch N` for an evaluation whose training continued from a checkpoint after its job was lost."""
+    epoch = (evaluation.get("timings") or {}).get("resumed_epoch")
+    return f" resumed at epoch {epoch}" if isinstance(epoch, int) else ""
 
 
 def _secondary(evaluation: dict[str, Any]) -> dict[str, float]:

@@ -8,14 +8,18 @@ sandbox job gives the smoke verdict and later the result).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agentarch.config import Settings
 from agentarch.evaluation import dedup
 from agentarch.evaluation.candidate import candidate_row
+from agentarch.evaluation.checkpoints import Checkpoint
 from agentarch.evaluation.checks import check, declared_recipe
 from agentarch.evaluation.executors import Executor, LocalExecutor, Pending
 from agentarch.evaluation.graphs.scoring import Scoring
@@ -31,6 +35,8 @@ from agentarch.tasks.recipes import KEYS as RECIPE_KEYS
 from agentarch.tasks.recipes import with_recipe
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import TaskError
+
+log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("val_accuracy", "test_accuracy", "params", "flops", "train_seconds")
 
@@ -110,6 +116,14 @@ def smoke_measures(smoke: dict[str, Any] | None) -> dict[str, Any]:
     the runner sent it (protocol.py checked every value)."""
     smoke = smoke or {}
     return {key: smoke[key] for key in ("latency_ms", "peak_memory_mb", "proxies") if smoke.get(key) is not None}
+
+
+def checkpoint_job(request: RunRequest) -> str:
+    """What a training checkpoint belongs to, as a sha256: the code, the task and the training asked for (not the wall
+    clock's share, which a resume may change), so a resumed job continues only from a checkpoint of the same job."""
+    train = {key: value for key, value in request.train.items() if key != "max_seconds"}
+    identity = {"code": request.code, "task": request.task, "train": train, "scoring": request.scoring}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def cpu_threads() -> int:
@@ -282,6 +296,7 @@ class Evaluator:
         smoke_only: bool = False,
         novelty: bool = True,
         digest: str | None = None,
+        resumable: str | None = None,
     ) -> SandboxRun:
         """Start the candidate's sandbox job (smoke, functional and structural dedup, train, score); blocks until it
         has a slot.
@@ -292,7 +307,11 @@ class Evaluator:
         has its slot, just before the sandbox starts; if it raises, nothing starts. `smoke_only` ends the job
         after a passed smoke run (screening by a predictor): its smoke verdict is then all it gives. `digest` (graph
         scoring): the architecture that job's smoke record names (`digest`); a job that exports another fails, so the
-        network a screening group picked is the one that trains.
+        network a screening group picked is the one that trains. `resumable` (a proposal key, with the `checkpoints`
+        setting on): the job's training checkpoints are kept beside the archive under that key as they come, and the
+        job continues from the one an earlier job of the same code and training left there (a run resumed after a
+        kill), if any. With the setting on, every training job checkpoints (so a retried job can resume); only these
+        are kept beside the archive.
         """
         row["recipe"] = declared_recipe(row["code"], self.task.recipe_bounds(), self.task.kind) or None
         refuse_untrusted(self.isolation, lambda: self._rendered(row), self.settings.weak_sandbox_ok)
@@ -320,8 +339,24 @@ class Evaluator:
             digest=digest,
             budget_slack=self.settings.budget_slack,
         )
+        if self.settings.checkpoints and not smoke_only:  # a retried job (a lost Ray worker) resumes from the latest
+            request = replace(request, checkpoint_s=self.settings.checkpoint_s)
+        keep = resumable is not None and request.checkpoint_s is not None
+        job = checkpoint_job(request) if keep else ""
+        if keep:  # and beside the archive, for a job started again after the orchestrator's own death
+            request = replace(request, resume=self.archive.checkpoint(resumable, job, self.limits.max_file_mb * 2**20))
         self.prepared  # prepare (and download, if allowed) here, so a worker only ever reads the cache
-        return SandboxRun(self, row, train_cfg, self.executor.start(request, ready))
+        pending = self.executor.start(request, ready)
+        if keep:
+
+            def kept(checkpoint: Checkpoint) -> None:
+                try:
+                    self.archive.keep_checkpoint(resumable, job, checkpoint.data)
+                except OSError as err:  # the host's disk: the candidate trains on, a resume would start it over
+                    log.warning("could not keep %s's training checkpoint: %s", resumable, err)
+
+            pending.checkpointed = kept
+        return SandboxRun(self, row, train_cfg, pending)
 
     def reevaluate(self, candidate_id: int, epochs: int, stage: str | None = None) -> EvalResult:
         """Train a recorded candidate again at another fidelity and add that evaluation to its record (marked with
@@ -351,6 +386,8 @@ class Evaluator:
         self.archive.register_task(self.task)
         candidate = {**assessment.candidate, **(extra or {})}
         candidate_id = self.archive.record(candidate, assessment.evaluation, llm_calls=llm_calls)
+        if candidate.get("proposal_key"):  # recorded: it will not train again, so its last checkpoint goes
+            self.archive.drop_checkpoints(candidate["proposal_key"])
         return EvalResult(
             candidate_id,
             candidate["name"],
@@ -418,6 +455,7 @@ class Evaluator:
                 "steps": trained["steps"],
                 "epochs_done": trained["epochs_done"],
                 "stopped_early": trained["stopped_early"],
+                **({"resumed_epoch": trained["resumed_epoch"]} if trained.get("resumed_epoch") else {}),
                 "notes": trained.get("notes", []),
                 **({"scoring": "graph", "graph": trained["graph"]} if "graph" in trained else {}),
                 **({"secondary": trained["secondary"]} if trained.get("secondary") else {}),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agentarch.errors import UsageError
+from agentarch.evaluation.checkpoints import Checkpoint
 from agentarch.evaluation.stages import RunRequest, RunResult, stages
 from agentarch.isolation.warm import WarmSlot
 
@@ -30,8 +31,13 @@ class Pending(Protocol):
     """One started sandbox job: `smoke()` waits for its smoke verdict, `result()` for its final result.
 
     The smoke verdict is `smoked` when training goes on; otherwise it is already the final result,
-    and `result()` returns it again. Either may raise SandboxError (no sandbox can run here).
+    and `result()` returns it again. Either may raise SandboxError (no sandbox can run here). The training
+    checkpoints that come in while the caller waits go to `checkpointed` (set it before waiting), the latest kept in
+    `checkpoint`.
     """
+
+    checkpointed: Callable[[Checkpoint], None] | None
+    checkpoint: Checkpoint | None
 
     def smoke(self) -> RunResult: ...
 
@@ -57,15 +63,23 @@ class Executor(Protocol):
 
 class _StreamedJob:
     """A job's results as they come (`_next`: the smoke verdict, then, if smoked, the final result), each taken
-    once and kept, so `smoke()` and `result()` may be asked in any order and again."""
+    once and kept, so `smoke()` and `result()` may be asked in any order and again. Training checkpoints in between
+    are handed to `checkpointed` as they are taken, the latest kept in `checkpoint` (a retried job resumes from it)."""
 
     _seen: list[RunResult]
+    checkpointed: Callable[[Checkpoint], None] | None = None
+    checkpoint: Checkpoint | None = None
 
-    def _next(self) -> RunResult:
+    def _next(self) -> RunResult | Checkpoint:
         raise NotImplementedError
 
     def _take(self) -> RunResult:
         item = self._next()
+        while isinstance(item, Checkpoint):
+            self.checkpoint = item
+            if self.checkpointed is not None:
+                self.checkpointed(item)
+            item = self._next()
         self._seen.append(item)
         return item
 
@@ -83,16 +97,16 @@ class LocalJob(_StreamedJob):
     """A sandbox job driven by a thread of its own, so that training goes on while the caller does other work
     between the smoke verdict and the result (the agent loop checkpoints its `smoke` step in between)."""
 
-    def __init__(self, results: Generator[RunResult, None, None], done: Callable[[], None]) -> None:
-        self._results: queue.Queue[RunResult | BaseException] = queue.Queue()
+    def __init__(self, results: Generator[RunResult | Checkpoint, None, None], done: Callable[[], None]) -> None:
+        self._results: queue.Queue[RunResult | Checkpoint | BaseException] = queue.Queue()
         self._seen: list[RunResult] = []
         threading.Thread(target=self._drive, args=(results, done), name="sandbox-job", daemon=True).start()
 
-    def _drive(self, results: Generator[RunResult, None, None], done: Callable[[], None]) -> None:
+    def _drive(self, results: Generator[RunResult | Checkpoint, None, None], done: Callable[[], None]) -> None:
         """Hand on each result; the sandbox is cleaned up and the slot given back before the final one is."""
         try:
             for result in results:
-                if result.status != "smoked":
+                if not isinstance(result, Checkpoint) and result.status != "smoked":
                     results.close()
                     break
                 self._results.put(result)
@@ -103,7 +117,7 @@ class LocalJob(_StreamedJob):
         done()
         self._results.put(result)
 
-    def _next(self) -> RunResult:
+    def _next(self) -> RunResult | Checkpoint:
         item = self._results.get()
         if isinstance(item, BaseException):
             raise item

@@ -15,6 +15,7 @@ from typing import Any
 
 from agentarch.errors import AgentarchError
 from agentarch.evaluation import ray_data
+from agentarch.evaluation.checkpoints import Checkpoint
 from agentarch.evaluation.stages import RunRequest, RunResult, stages
 from agentarch.isolation.policy import SandboxError
 from agentarch.isolation.protocol import MAX_REASON_BYTES, cap_text
@@ -31,19 +32,26 @@ class RayJob:
     A worker lost at any point is replaced: the job starts again on another worker (`restart`), up to RETRIES
     times. Lost after the smoke verdict was handed out, the restarted job's own smoke verdict is passed over
     (the one given stands; a restart that now fails its smoke run gives that failure as the result), so the
-    caller sees one smoke verdict and one result whatever happened in between.
+    caller sees one smoke verdict and one result whatever happened in between. Training checkpoints on the stream
+    are handed to `checkpointed` and the latest kept: a restart resumes from it, so a lost node costs at most one
+    checkpoint interval of training.
     """
+
+    checkpointed: Callable[[Checkpoint], None] | None = None
 
     def __init__(self, executor: RayExecutor, request: RunRequest, task: Task | None) -> None:
         self.executor, self.request, self.task = executor, request, task
         self.lost: list[str] = []  # what Ray said each time this job lost its worker
+        self.checkpoint: Checkpoint | None = None  # the latest the job streamed, checked by its worker's host side
         self._smoke: RunResult | None = None
         self._final: RunResult | None = None
         self.refs = self.restart()
 
     def restart(self) -> Any:
-        """Start the job (again): the one place a job is submitted. A restart begins from scratch; where the
-        orchestrator holds a lost job's latest training checkpoint, this is where it goes into the request."""
+        """Start the job (again): the one place a job is submitted. A restart continues from the job's latest
+        training checkpoint where it streamed one (the new worker's host side checks it again before use)."""
+        if self.checkpoint is not None:
+            self.request = dataclasses.replace(self.request, resume=self.checkpoint.data)
         return self.executor.remote.remote(self.request, self.task)
 
     def smoke(self) -> RunResult:
@@ -67,7 +75,7 @@ class RayJob:
         errors = ray.exceptions
         while True:
             try:
-                item: RunResult = ray.get(next(self.refs))
+                item: RunResult | Checkpoint = ray.get(next(self.refs))
             except (
                 errors.WorkerCrashedError,
                 errors.NodeDiedError,
@@ -89,6 +97,11 @@ class RayJob:
                 return RunResult("failed", cap_text(reason, MAX_REASON_BYTES))
             except errors.OutOfMemoryError as err:  # Ray's memory monitor killed the task's worker
                 return RunResult("failed", cap_text(f"[executor] {type(err).__name__}: {err}", MAX_REASON_BYTES))
+            if isinstance(item, Checkpoint):
+                self.checkpoint = item
+                if self.checkpointed is not None:
+                    self.checkpointed(item)
+                continue
             if self.lost:
                 item.worker += f" (restart {len(self.lost)}: the worker before was lost)"
             return item
@@ -139,7 +152,7 @@ class RayExecutor:
         self.ray.shutdown()
 
 
-def _ray_stages(request: RunRequest, task: Task | None) -> Iterator[RunResult]:
+def _ray_stages(request: RunRequest, task: Task | None) -> Iterator[RunResult | Checkpoint]:
     """The Ray task: the job's stages over this node's copy of the task's data (prepared from the object store
     the first time; without a shipped task, the orchestrator's own cache and data paths), with the GPU Ray
     assigned, if any, pinned for the sandbox; each result names the Ray node it ran on."""
@@ -149,7 +162,11 @@ def _ray_stages(request: RunRequest, task: Task | None) -> Iterator[RunResult]:
     node = ray.get_runtime_context().get_node_id()[:12]
     local = request if task is None else ray_data.on_node(request)
     for result in stages(local, ",".join(gpus) if gpus else None, task):
-        yield dataclasses.replace(result, worker=f"{result.worker} ray node {node}")
+        yield (
+            result
+            if isinstance(result, Checkpoint)
+            else dataclasses.replace(result, worker=f"{result.worker} ray node {node}")
+        )
 
 
 LOOPBACK = "127.0.0.1"

@@ -9,6 +9,7 @@ touches the archive; the executors (agentarch/evaluation/executors.py) decide wh
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import traceback
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentarch.evaluation import budget, novelty
+from agentarch.evaluation import budget, checkpoints, novelty
+from agentarch.evaluation.checkpoints import Checkpoint
 from agentarch.evaluation.graphs import scoring as graphs
 from agentarch.isolation.job import Outcome
 from agentarch.isolation.policy import IsolationMode, Limits, SandboxError
@@ -27,6 +29,8 @@ from agentarch.tasks.preparation import prepare
 from agentarch.tasks.registry import get_task
 from agentarch.tasks.scoring import output_shape, score, secondary
 from agentarch.tasks.task import Task, TaskError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class RunRequest:
     scoring: graphs.Scoring = "trusted"  # graph: train on the training split alone, score the exported ONNX graph
     digest: str | None = None  # graph scoring: the architecture an earlier job measured (screening), to train alone
     budget_slack: float = 0.0  # the training budget's slack (Settings.budget_slack, budget.py); 0: no budget
+    checkpoint_s: float | None = None  # hand the host a checkpoint at an epoch's end this often (seconds); None: never
+    resume: bytes | None = None  # a checkpoint's file (checkpoints.py): continue training from it, not from scratch
 
 
 @dataclass
@@ -71,13 +77,15 @@ class RunResult:
 
 def stages(
     request: RunRequest, gpu: str | None = None, task: Task | None = None, warm: WarmSlot | None = None
-) -> Generator[RunResult, None, None]:
+) -> Generator[RunResult | Checkpoint, None, None]:
     """Smoke-run, dedup by function and by structure, check the parameter budget, train and score one candidate,
     in one sandbox.
 
     Yields the smoke verdict first: `smoked` when the candidate passed and training goes on (then the
     final result follows), or the final result of a job that ended there (a failure, a functional
-    duplicate, a near-copy of a known structure, over the parameter budget).
+    duplicate, a near-copy of a known structure, over the parameter budget). While it trains, each checkpoint the
+    runner hands over that passes the host's checks (checkpoints.py) comes between the two, as a `Checkpoint`; with a
+    `resume` checkpoint the job continues from its epoch (trained from scratch if it fails the checks here).
 
     Whatever the candidate does, this yields RunResults: everything from the sandbox is hostile
     input, so an exception at any stage (the host tripping over what came back, or a plain bug)
@@ -104,6 +112,19 @@ def stages(
             "train": request.train,
         }
         inputs_dir = prepared.inputs_dir
+        per_epoch = (
+            1
+            if task.kind == "graph"
+            else budget.steps_per_epoch(
+                budget.split_sizes(prepared.inputs_dir)["train"], int(request.train["batch_size"])
+            )
+        )
+        resume = resumable(request, per_epoch)
+        files = {checkpoints.RESUME_FILE: resume.data} if resume is not None else None
+        if request.checkpoint_s is not None and not request.smoke_only:
+            spec["checkpoint_s"] = request.checkpoint_s
+        if resume is not None:
+            spec["resume"] = checkpoints.RESUME_FILE
         if request.scoring == "graph":  # the training split alone: no held-out input reaches candidate code
             spec["scoring"], inputs_dir = "graph", prepared.train_dir
         startup = 0.0  # the host's reference job, before this one starts, so its wall clock is the candidate's alone
@@ -111,7 +132,8 @@ def stages(
             code = budget.reference_code(task.kind, task.vocab_size)
             startup = budget.startup_seconds(code, spec, inputs_dir, request.limits, request.isolation, gpu)
         stage = "start"
-        job, warm_start = handed(warm, request.code, spec, Launch(inputs_dir, request.limits, request.isolation, gpu))
+        launch = Launch(inputs_dir, request.limits, request.isolation, gpu)
+        job, warm_start = handed(warm, request.code, spec, launch, files)
         with job:
 
             def failure(event: dict[str, Any] | Outcome) -> RunResult:
@@ -159,8 +181,9 @@ def stages(
                 yield RunResult("smoked", None, smoke, wall_seconds=time.perf_counter() - started, worker=where)
                 return
             stage = "train"
+            resumed = resume.epoch if resume is not None else 0
             grant = budget.job_grant(
-                request.train,
+                {**request.train, "epochs": request.train["epochs"] - resumed},  # the steps left to train
                 request.scoring,
                 request.budget_slack,
                 request.limits,
@@ -175,7 +198,15 @@ def stages(
                 yield failure(refused)
                 return
             yield RunResult("smoked", None, smoke, wall_seconds=time.perf_counter() - started, worker=where)
-            trained = watch.read()
+            trained, latest = watch.read(), resumed
+            while not isinstance(trained, Outcome) and trained["event"] == "checkpoint":
+                kept = checkpoints.read(
+                    job, smoke.get("params"), request.train["epochs"], per_epoch, request.limits.max_file_mb
+                )
+                if kept is not None and kept.epoch > latest:
+                    latest = kept.epoch
+                    yield kept
+                trained = watch.read()
             if isinstance(trained, Outcome) or trained["event"] != "trained":
                 yield failure(trained)
                 return
@@ -185,6 +216,8 @@ def stages(
                 yield failure(over)
                 return
             stage, trained = "score", {**trained, "host": {**watch.record(), "warm_start": warm_start}}
+            if resume is not None:
+                trained["resumed_epoch"] = resume.epoch
             try:
                 if request.scoring == "graph":
                     graph = job.read_file(graphs.GRAPH_FILE, graphs.max_graph_bytes(request.limits))
@@ -232,6 +265,18 @@ def stages(
         worker=where,
         graph=graph if request.scoring == "graph" else None,
     )
+
+
+def resumable(request: RunRequest, steps_per_epoch: int) -> Checkpoint | None:
+    """The request's resume checkpoint checked again against this job's training (the epochs and steps it asks for),
+    or None: no checkpoint, a screening job, or one that fails (logged; the job trains from scratch)."""
+    if request.resume is None or request.smoke_only:
+        return None
+    try:
+        return checkpoints.check(request.resume, request.train["epochs"], steps_per_epoch)
+    except ProtocolError as err:
+        log.warning("a resume checkpoint was dropped, training from scratch: %s", err)
+        return None
 
 
 def verdict(smoke: dict[str, Any], request: RunRequest, max_params: int, where: str) -> RunResult | None:
@@ -297,4 +342,4 @@ def near_copy(smoke: dict[str, Any], request: RunRequest) -> tuple[int, float] |
 def execute(request: RunRequest, gpu: str | None = None) -> RunResult:
     """The final result of one candidate's sandbox job (`stages` without the look at the smoke verdict)."""
     *_, final = stages(request, gpu)
-    return final
+    return final  # type: ignore[return-value]  # the last item is always a RunResult

@@ -142,13 +142,16 @@ class SandboxJob:
         """Whether this is a runner not yet handed a candidate, still alive (a warm sandbox fit to use)."""
         return not self.handed and self.proc.poll() is None
 
-    def hand(self, code: str, spec: dict[str, Any]) -> None:
-        """Give the runner its candidate: the code into scratch, the job's spec (task, training, scoring) on its
-        stdin. The job's wall clock (`timeout_s`) starts now; its CPU time counts from the launch (cputime.py), as a
-        cold job's does. A sandbox runs one candidate: a second hand-off is refused."""
+    def hand(self, code: str, spec: dict[str, Any], files: dict[str, bytes] | None = None) -> None:
+        """Give the runner its candidate: the code (and `files`, such as a checkpoint to resume from) into scratch,
+        the job's spec (task, training, scoring) on its stdin. The job's wall clock (`timeout_s`) starts now; its CPU
+        time counts from the launch (cputime.py), as a cold job's does. A sandbox runs one candidate: a second
+        hand-off is refused."""
         if self.handed:
             raise SandboxError("this sandbox was already handed a candidate; a sandbox runs one candidate only")
         self.handed = True
+        for name, data in (files or {}).items():
+            (self.scratch / name).write_bytes(data)
         (self.scratch / "candidate.py").write_text(code)
         self.started = time.monotonic()
         self.deadline = self.started + self.limits.timeout_s

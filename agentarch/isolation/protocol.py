@@ -278,6 +278,9 @@ EVENT_FIELDS: dict[str, dict[str, Check]] = {
         "export_seconds": _seconds,  # graph scoring: the runner's export of the trained network to ONNX
         "graph_bytes": _count,
     },
+    # A training checkpoint the runner left in scratch (sandbox/checkpoint.py); the host reads the file itself as
+    # hostile input (agentarch/evaluation/checkpoints.py) and believes the epoch the file says, not this.
+    "checkpoint": {"epoch": _count, "step": _count, "bytes": _count},
     # The graph worker's events (agentarch/evaluation/graphs/worker.py): it runs no candidate code, but it loads
     # hostile graphs, so what it says is read like the runner's.
     "ready": {"seconds": _seconds},
@@ -293,6 +296,7 @@ EVENT_FIELDS: dict[str, dict[str, Check]] = {
 OPTIONAL = {
     "smoke": {"device", "latency_ms", "peak_memory_mb", "proxies", "proxy_seconds", "structure"},
     "trained": {"notes", "export_seconds", "graph_bytes"},
+    "checkpoint": set(),
     "ready": set(),
     "ran": {"latency_ms"},
     "modules": set(),

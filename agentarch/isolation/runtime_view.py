@@ -7,7 +7,7 @@ from what is installed:
 
 - the system libraries (/usr, /lib, ...) and a few files of /etc the dynamic loader reads;
 - the interpreter, its shared library and the standard library;
-- the installed files of torch, numpy and einops and of everything they require, transitively
+- the installed files of torch, numpy, einops and safetensors and of everything they require, transitively
   (importlib.metadata), and nothing else from any site-packages or dist-packages directory.
 
 Every Python package directory on the machine is a hole in the view. bubblewrap binds each root
@@ -29,8 +29,9 @@ from functools import cache, cached_property
 from importlib import metadata
 from pathlib import Path
 
-RUNTIME_PACKAGES = ("torch", "numpy", "einops")
-"""What candidate code and the runner import beyond the standard library (the candidate contract)."""
+RUNTIME_PACKAGES = ("torch", "numpy", "einops", "safetensors")
+"""What candidate code and the runner import beyond the standard library (the candidate contract; safetensors: the
+runner's training checkpoints, sandbox/checkpoint.py)."""
 
 SYSTEM_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "localtime")

@@ -133,16 +133,18 @@ class WarmSlot:
             thread.join(timeout=120)
 
 
-def handed(slot: WarmSlot | None, code: str, spec: dict[str, Any], launch: Launch) -> tuple[SandboxJob, bool]:
-    """A sandbox job running `code` with `spec`: the slot's warm sandbox for `launch` if it has one, else a cold
-    start; then the slot's next one is ordered. Also whether it was warm."""
+def handed(
+    slot: WarmSlot | None, code: str, spec: dict[str, Any], launch: Launch, files: dict[str, bytes] | None = None
+) -> tuple[SandboxJob, bool]:
+    """A sandbox job running `code` with `spec` (and `files` in its scratch): the slot's warm sandbox for `launch` if
+    it has one, else a cold start; then the slot's next one is ordered. Also whether it was warm."""
     job = slot.take(launch) if slot is not None else None
     warm = job is not None
     if job is None:
-        job = SandboxJob(code, spec, launch.inputs_dir, launch.limits, launch.isolation, launch.gpu)
+        job = SandboxJob(code, spec, launch.inputs_dir, launch.limits, launch.isolation, launch.gpu, files=files)
     else:
         try:
-            job.hand(code, spec)
+            job.hand(code, spec, files)
         except BaseException:
             job.close()
             raise

@@ -53,8 +53,8 @@ RESUMABLE = frozenset(
         "api_base", "llm_concurrency", "llm_stream", "llm_timeout_s", "llm_first_token_timeout_s",
         "llm_stall_timeout_s", "llm_min_tokens_per_s", "llm_retries", "max_tokens", "max_answer_bytes",
         "context_tokens",
-        # how long a sandbox job may take
-        "timeout_s", "smoke_timeout_s",
+        # how long a sandbox job may take, and how often its training is checkpointed
+        "timeout_s", "smoke_timeout_s", "checkpoints", "checkpoint_s",
         # where data lives on this machine
         "cache_dir", "data_dir", "download",
     }

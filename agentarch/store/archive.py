@@ -7,7 +7,8 @@ version in `meta` stops an older agentarch from misreading a newer file.
 `Archive` is one class, composed of parts by job: the schema and its migrations (`agentarch.store.schema`), the
 writes of runs and results (`records`), the pipeline's reads (`reads`, on the listing row of `scoring`), a run's
 ledgers (`ledger`), reviews and screening decisions (`decisions`), what a run reads back on resume (`outcomes`),
-and the trained candidates' graphs kept beside the file (`graphs`). This module opens and closes the file; `handle`
+the trained candidates' graphs kept beside the file (`graphs`) and the latest training checkpoint of each candidate
+in flight (`resumes`). This module opens and closes the file; `handle`
 holds what the parts share.
 """
 
@@ -25,10 +26,11 @@ from agentarch.store.ledger import Ledger
 from agentarch.store.outcomes import Outcomes
 from agentarch.store.reads import Reads
 from agentarch.store.records import Records
+from agentarch.store.resumes import Resumes
 from agentarch.store.schema import Schema
 
 
-class Archive(Schema, Records, Reads, Ledger, Decisions, Outcomes, Graphs):
+class Archive(Schema, Records, Reads, Ledger, Decisions, Outcomes, Graphs, Resumes):
     """A handle on one archive file. Cheap to open; one per process or thread."""
 
     def __init__(self, path: Path | str) -> None:

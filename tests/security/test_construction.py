@@ -337,7 +337,7 @@ CASES = [
         "module",
         ("failed",),
         r"REPORT \w+Error.*\| \w+Error.*\| \w+Error",
-        "runtime view: torch, numpy, einops and their requirements only",
+        "runtime view: torch, numpy, einops, safetensors and their requirements only",
     ),
     C(
         "cache-labels",

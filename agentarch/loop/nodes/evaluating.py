@@ -176,7 +176,8 @@ class EvaluatingNodes(Nodes):
         return {**decided(screened), "prediction": decision.prediction}
 
     def train(self, state: CandidateState) -> dict[str, Any]:
-        """Wait for the training the smoke step's job went on with (after a resume, run a new job: smoke and train)."""
+        """Wait for the training the smoke step's job went on with (after a resume, run a new job: smoke and train,
+        from the latest training checkpoint the lost job left beside the archive, if any)."""
         key = state["plan"]["key"]
         self.ctx.leave_queue(key)
         job = self.ctx.take_job(key) or self._start(state, step="train")
@@ -240,7 +241,9 @@ class EvaluatingNodes(Nodes):
         self.ctx.step(plan, SLOT_WAIT)
         try:
             digest = None if smoke_only else (state.get("smoke") or {}).get("digest")  # graph mode: the screened graph
-            return self.ctx.evaluator().start(self._row(state), ready=mark, smoke_only=smoke_only, digest=digest)
+            return self.ctx.evaluator().start(
+                self._row(state), ready=mark, smoke_only=smoke_only, digest=digest, resumable=key
+            )
         except _HostStopped as stopped:
             return str(stopped)
 
