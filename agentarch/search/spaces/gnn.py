@@ -16,12 +16,12 @@ Heads choose nothing unless the aggregator is attention, and a residual connecti
 changes the width), so the canonical string of every other network says `h1`, and of a one-layer network `skip0`:
 one spelling per network, which is what sampling, mutation and deduplication count.
 
-A gnnpool string adds `-pool<mean|sum|max>`, for example `sum-d3-w64-h1-relu-skip0-p0.0-poolsum` (sums throughout, as GIN
-does): after
-the last layer each graph's node states are averaged, summed or maxed into one row by `batch` (the graph of each node),
-and the linear head gives that row's class logits. Pooling has no parameters, so a gnnpool network counts exactly the
-parameters of its gnn network; it pools by `batch` alone, so no graph's output depends on the others in its batch.
-Both spaces render one template (gnn.py.j2, `readout` None for node classification): one home for the layers.
+A gnnpool string adds `-pool<mean|sum|max>`, for example `sum-d3-w64-h1-relu-skip0-p0.0-poolsum` (sums throughout,
+as GIN does): after the last layer each graph's node states are averaged, summed or maxed into one row by `batch` (the
+graph of each node), and the linear head gives that row's class logits. Pooling has no parameters, so a gnnpool
+network counts exactly the parameters of its gnn network; it pools by `batch` alone, so no graph's output depends on
+the others in its batch. Both spaces render one template (gnn.py.j2, `readout` None for node classification): one
+home for the layers and the pooling.
 
 The network is plain PyTorch: messages gathered along the edges and summed (or maxed) into their targets with
 index_add_ and scatter_reduce, no compiled extension. The largest network (mean, sum or max, d3-w128, about 71k
