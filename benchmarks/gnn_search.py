@@ -1,16 +1,21 @@
-"""Random search against regularized evolution (REA) in the gnn space on the built-in graph task, at equal evaluations.
+"""Random search against regularized evolution (REA) in the gnn spaces on the built-in graph tasks, at equal
+evaluations: node classification (sbm-nodes, the gnn space) or graph classification (sbm-graphs, gnnpool).
 
-Run from the repository root (about 3 s an evaluation on a loaded 2-core machine):
+Run from the repository root (about 3 s an evaluation on sbm-nodes on a quiet 2-core machine; a training on
+sbm-graphs took about 22 s at a load average of 6 to 10); benchmarks/gnn_search.md holds both tasks' tables and a
+reading of each:
 
-    .venv/bin/python benchmarks/gnn_search.py --seeds 3 --budget 12 --population 6 > benchmarks/gnn_search.md
+    .venv/bin/python benchmarks/gnn_search.py --seeds 3 --budget 12 --population 6
+    .venv/bin/python benchmarks/gnn_search.py --task sbm-graphs --seeds 3 --budget 4 --population 2
 
-Both searches run through `search_trained`, the path of `agentarch baseline --task sbm-nodes --space gnn
---scoring trusted` (graph tasks are scored trusted for now): every proposal is rendered from the gnn template and
-trained in the real sandbox for the task's 100 full-batch epochs, proposals are distinct within a seed, and both
-keep to the task's max_params before proposing. Each seed's result is its best-by-validation network's validation
-accuracy and the test accuracy of that same network (the test split never chooses), reported as mean ± standard
-error over seeds at several budgets. REA runs with `agentarch baseline`'s defaults for these tasks scaled to the
-budget: a population of `--population` (its first evaluations are uniform samples), tournaments of 3.
+Both searches run through `search_trained`, the path of `agentarch baseline --task TASK --scoring trusted` (graph
+tasks are scored trusted for now), in the space `agentarch baseline` picks for the task's kind: every proposal is
+rendered from the gnn template and trained in the real sandbox for the task's epochs, proposals are distinct within
+a seed, and both keep to the task's max_params before proposing. Each seed's result is its best-by-validation
+network's validation accuracy and the test accuracy of that same network (the test split never chooses), reported
+as mean ± standard error over seeds at several budgets. REA runs with `agentarch baseline`'s defaults for these
+tasks scaled to the budget: a population of `--population` (its first evaluations are uniform samples), tournaments
+of 3.
 
 All searches share one archive: a network that another seed or the other search already trained is not trained
 again, and the search observes the recorded scores, as `agentarch baseline` does across runs. Training is seeded
@@ -35,11 +40,11 @@ from agentarch.config import load_settings  # noqa: E402
 from agentarch.evaluation.evaluator import EvalResult, Evaluator  # noqa: E402
 from agentarch.loop.baseline import SeedResult, search_trained  # noqa: E402
 from agentarch.search.proposers.base import Proposal  # noqa: E402
-from agentarch.search.spaces import get_space  # noqa: E402
+from agentarch.search.spaces import get_space, space_for  # noqa: E402
 from agentarch.store.archive import Archive  # noqa: E402
 from agentarch.tasks.registry import get_task  # noqa: E402
 
-TASK = "sbm-nodes"
+TASKS = ("sbm-nodes", "sbm-graphs")
 ALGOS = ("random", "rea")
 SAMPLE_SIZE = 3  # agentarch's default tournament size
 
@@ -54,17 +59,19 @@ def mean_se(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=TASKS, default=TASKS[0], help="the built-in graph task searched")
     parser.add_argument("--seeds", type=int, default=3, help="independent seeds 0..N-1 per search")
     parser.add_argument("--budget", type=int, default=12, help="evaluations per seed")
     parser.add_argument("--population", type=int, default=6, help="REA's population (its initial random samples)")
     args = parser.parse_args()
-    space, task = get_space("gnn"), get_task(TASK)
+    task = get_task(args.task)
+    space = get_space(space_for(task.kind))
     results: dict[str, list[SeedResult]] = {algo: [] for algo in ALGOS}
     trainings: dict[str, int] = dict.fromkeys(ALGOS, 0)
     seconds: dict[str, float] = dict.fromkeys(ALGOS, 0.0)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(task=TASK, archive=Path(tmp) / "gnn.db", scoring="trusted")
+        settings = load_settings(task=task.name, archive=Path(tmp) / "gnn.db", scoring="trusted")
         with Archive(settings.archive) as db:
             evaluator = Evaluator(db, settings)
             for seed in range(args.seeds):
@@ -84,13 +91,15 @@ def main() -> None:
     evaluations = args.seeds * args.budget
     budgets = sorted({b for b in (args.population, args.budget // 2, args.budget) if 0 < b <= args.budget})
 
-    print("# Random search against REA in the gnn space on sbm-nodes\n")
+    epochs = "full-batch epochs" if task.kind == "graph" else f"epochs of {task.batch_size}-graph mini-batches"
+    print(f"# Random search against REA in the {space.name} space on {task.name}\n")
     print(
-        f"`.venv/bin/python benchmarks/gnn_search.py --seeds {args.seeds} --budget {args.budget} --population "
-        f"{args.population}` on {platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores (load average "
-        f"{os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}; "
-        f"{wall / 60:.1f} minutes in all. {TASK}: {task.epochs} full-batch epochs per training, scoring trusted, "
-        f"max_params {task.max_params:,}; the gnn space holds {sum(1 for _ in space.archs()):,} networks. "
+        f"`.venv/bin/python benchmarks/gnn_search.py --task {task.name} --seeds {args.seeds} --budget {args.budget} "
+        f"--population {args.population}` on {platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores "
+        f"(load average {os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d')}; "
+        f"{wall / 60:.1f} minutes in all. {task.name}: {task.epochs} {epochs} per training, scoring trusted, "
+        f"max_params {task.max_params:,}; the {space.name} space holds {sum(1 for _ in space.archs()):,} networks. "
         f"{args.budget} evaluations per seed, seeds 0-{args.seeds - 1} for both searches; REA population "
         f"{args.population}, tournaments of {SAMPLE_SIZE}. Accuracy (%) of each seed's best-by-validation network, "
         "mean ± standard error over seeds.\n"

@@ -59,6 +59,8 @@ def small_task(space: SearchSpace) -> Task:
         return get_task("digits-sr2")
     if "graph" in space.kinds:
         return get_task("sbm-nodes")
+    if "graphs" in space.kinds:
+        return get_task("sbm-graphs")
     return DIGITS if "image" in space.kinds else TABLE if "table" in space.kinds else get_task("mqar")
 
 

@@ -130,7 +130,7 @@ def executor(nodes):
 
 def evaluator(archive: Path, executor: RayExecutor, cache_dir: Path, task: str = "digits") -> Evaluator:
     settings = load_settings(
-        task=task, epochs=EPOCHS, threads=1, cache_dir=cache_dir, archive=archive, budget_slack=0.0
+        task=task, epochs=EPOCHS, threads=1, cache_dir=cache_dir, archive=archive, budget_slack=0.0, checkpoint_s=0.0
     )
     return Evaluator(Archive(archive), settings, executor=executor)
 
@@ -247,16 +247,28 @@ def test_candidates_spread_over_the_nodes_and_a_lost_node_costs_a_restart_not_a_
     assert len(set(first)) == 3 and "head" in first, first  # one job on each node
     doomed_name = max((name for name in first if name != "head"), key=arrived.__getitem__)  # most training left
     doomed = next(node for node in nodes.workers if nodes.cache(node).name == doomed_name)
-    killed_at = time.monotonic()
-    nodes.cluster.remove_node(doomed, allow_graceful=False)  # mid-training: its job has sent its smoke verdict
+    doomed_job = runs[first.index(doomed_name)].pending
     with ThreadPoolExecutor(len(runs)) as pool:
-        verdicts = list(pool.map(lambda run: run.result(), runs))
-    restarted = [a.evaluation["worker"] for a in verdicts if "restart 1" in a.evaluation["worker"]]
+        waiting = [pool.submit(run.result) for run in runs]  # the loop's train steps: each reads its job's stream
+        until(lambda: doomed_job.checkpoint is not None, timeout=300, what="the doomed job's first checkpoint")
+        checkpointed = doomed_job.checkpoint.epoch
+        killed_at = time.monotonic()
+        nodes.cluster.remove_node(doomed, allow_graceful=False)  # mid-training, after a checkpoint
+        verdicts = [future.result() for future in waiting]
+    restarted = [a for a in verdicts if "restart 1" in a.evaluation["worker"]]
     trained = [round(a.metrics["train_seconds"], 1) for a in verdicts]
-    print(f"killed {doomed_name}; restarted {restarted}, done {time.monotonic() - killed_at:.1f}s after the kill")
+    print(
+        f"killed {doomed_name} after its job's epoch-{checkpointed} checkpoint; restarted "
+        f"{[a.evaluation['worker'] for a in restarted]} at epoch "
+        f"{[a.evaluation['timings'].get('resumed_epoch') for a in restarted]}, "
+        f"done {time.monotonic() - killed_at:.1f}s after the kill"
+    )
     print(f"training seconds of each candidate: {trained}")
     assert [a.status for a in verdicts] == ["trained"] * 4, [a.reason for a in verdicts]
-    assert len(restarted) == 1 and doomed_name not in [nodes.named(w) for w in restarted]
+    assert len(restarted) == 1 and doomed_name not in [nodes.named(a.evaluation["worker"]) for a in restarted]
+    resumed_at = restarted[0].evaluation["timings"].get("resumed_epoch")
+    assert resumed_at is not None and resumed_at >= checkpointed, restarted[0].evaluation["timings"]
+    assert restarted[0].evaluation["timings"]["epochs_done"] == EPOCHS  # continued to the end, not started over
     for verdict in verdicts:
         ev.record(verdict)
     db = sqlite3.connect(archive)

@@ -36,6 +36,8 @@ def small_task(space: SearchSpace) -> Task:
         return get_task("digits-sr2")
     if "graph" in space.kinds:
         return get_task("sbm-nodes")
+    if "graphs" in space.kinds:
+        return get_task("sbm-graphs")
     return DIGITS if "image" in space.kinds else TABLE if "table" in space.kinds else MQAR
 
 
@@ -62,16 +64,31 @@ class OnRing(torch.nn.Module):
         return self.net(x, ring(len(x)))
 
 
+class AsGraphs(torch.nn.Module):
+    """A graph classifier called like any other, `model(x)`: each example is a graph of two joined nodes, its
+    features and the same rolled by one, so that a batch of examples is a batch of graphs."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = torch.arange(len(x))
+        second = first + len(x)
+        edges = torch.stack([torch.cat([first, second]), torch.cat([second, first])])
+        return self.net(torch.cat([x, x.roll(1, dims=1)]), edges, torch.cat([first, first]))
+
+
 def build(code: str, task: Task) -> torch.nn.Module:
     """The rendered Net, built in-process (the tests trust code they rendered themselves); a graph task's called
-    `model(x)` with its nodes on a ring (`OnRing`)."""
+    `model(x)` with its nodes on a ring (`OnRing`), a graphs task's with each example a graph (`AsGraphs`)."""
     namespace: dict = {"__name__": "candidate"}
     exec(compile(code, "<rendered>", "exec"), namespace)
     torch.manual_seed(0)
     extra = {} if task.vocab_size is None else {"vocab_size": task.vocab_size}
     extra |= {} if task.out_shape is None else {"out_shape": task.out_shape}
     net = namespace["Net"](task.in_shape, task.num_classes, **extra)
-    return OnRing(net) if task.kind == "graph" else net
+    return OnRing(net) if task.kind == "graph" else AsGraphs(net) if task.kind == "graphs" else net
 
 
 def fixed_input(task: Task, batch: int = 4) -> torch.Tensor:
@@ -292,14 +309,15 @@ def test_mixer_is_causal_for_every_mixer():
 
 
 def test_registry_and_unknown_name():
-    assert set(SPACES) == {"nb201", "macro", "mixer", "mlp", "restore", "gnn"}
+    assert set(SPACES) == {"nb201", "macro", "mixer", "mlp", "restore", "gnn", "gnnpool"}
     assert get_space("nb201").kinds == ("image", "tabular")  # the NAS-Bench-201 tables answer its cells
     assert get_space("macro").kinds == ("image",)
     assert get_space("mixer").kinds == ("token", "lm", "sequence")
     assert get_space("mlp").kinds == ("table",)
     assert get_space("restore").kinds == ("dense",)
     assert get_space("gnn").kinds == ("graph",)
-    with pytest.raises(SpaceError, match="known spaces: nb201, macro, mixer, mlp, restore, gnn"):
+    assert get_space("gnnpool").kinds == ("graphs",)
+    with pytest.raises(SpaceError, match="known spaces: nb201, macro, mixer, mlp, restore, gnn, gnnpool"):
         get_space("darts")
 
 
@@ -468,5 +486,6 @@ def test_the_offline_space_is_the_configured_one_when_it_fits_else_the_first_tha
     assert space_for("image", "macro") == "macro" and space_for("image", "nb201") == "nb201"
     assert space_for("token", "nb201") == space_for("lm", "nb201") == space_for("sequence", "macro") == "mixer"
     assert space_for("table", "nb201") == "mlp" and space_for("graph", "nb201") == "gnn"
+    assert space_for("graphs", "nb201") == space_for("graphs", "gnn") == "gnnpool"
     with pytest.raises(SpaceError, match="no search space builds networks for audio tasks"):
         space_for("audio")

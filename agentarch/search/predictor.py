@@ -71,7 +71,7 @@ INNER_FOLDS = 5
 GRAPH_CACHE = 4096
 """Kept graphs whose features a process remembers (by sha256, so a refit reads only new graphs): about 1 kB each."""
 
-_SETTINGS: dict[str, SettingsString] = {"macro": macro.ARCH, "mlp": mlp.ARCH, "gnn": gnn.ARCH}
+_SETTINGS: dict[str, SettingsString] = {"macro": macro.ARCH, "mlp": mlp.ARCH, "gnn": gnn.ARCH, "gnnpool": gnn.POOL_ARCH}
 
 
 class PredictorError(AgentarchError, ValueError):

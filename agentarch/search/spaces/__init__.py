@@ -5,14 +5,15 @@
 - mixer: pre-norm residual stacks choosing a token mixer per layer (token, lm and sequence tasks);
 - mlp: MLPs by depth, width, activation, dropout and normalization (table tasks);
 - restore: residual CNN restorers over a fixed upsampling of the input (dense tasks: super-resolution, denoising);
-- gnn: message-passing GNNs by aggregator, layers, width, heads, activation, skips and dropout (graph tasks).
+- gnn: message-passing GNNs by aggregator, layers, width, heads, activation, skips and dropout (graph tasks);
+- gnnpool: gnn's networks with a readout (mean, sum or max pooling of each graph's nodes) for graphs tasks.
 
 The search algorithms work on strings through the SearchSpace interface (sample, mutate, suggest)
 and only render code when a candidate is evaluated.
 """
 
 from agentarch.search.spaces.base import SPACES, SearchSpace, SpaceError
-from agentarch.search.spaces.gnn import GNNSpace
+from agentarch.search.spaces.gnn import GNNPoolSpace, GNNSpace
 from agentarch.search.spaces.macro import MacroSpace
 from agentarch.search.spaces.mixer import MixerSpace
 from agentarch.search.spaces.mlp import MLPSpace
@@ -20,7 +21,10 @@ from agentarch.search.spaces.nb201 import NB201Space
 from agentarch.search.spaces.restore import RestoreSpace
 
 SPACES.update(
-    {space.name: space for space in (NB201Space(), MacroSpace(), MixerSpace(), MLPSpace(), RestoreSpace(), GNNSpace())}
+    {
+        space.name: space
+        for space in (NB201Space(), MacroSpace(), MixerSpace(), MLPSpace(), RestoreSpace(), GNNSpace(), GNNPoolSpace())
+    }
 )
 
 

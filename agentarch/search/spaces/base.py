@@ -147,6 +147,8 @@ class SearchSpace(abc.ABC):
     """"nb201", "macro" or "mixer": the key in SPACES and the template's stem."""
     kinds: tuple[str, ...]
     """The task kinds (see agentarch.tasks.task.Kind) whose networks this space builds."""
+    template_stem: str | None = None
+    """The stem of the template the space renders: its name, unless it shares a sibling's (gnnpool renders gnn's)."""
 
     @abc.abstractmethod
     def sample(self, rng: random.Random) -> str:
@@ -311,7 +313,9 @@ class SearchSpace(abc.ABC):
         """Candidate Python source for `arch` on `task`, from the space's template."""
         self.check_fit(task)
         canonical = self.validate(arch)
-        return template(f"{self.name}.py.j2").render(arch=canonical, **self._context(canonical, task))
+        return template(f"{self.template_stem or self.name}.py.j2").render(
+            arch=canonical, **self._context(canonical, task)
+        )
 
 
 def require_str(space: str, arch: object) -> str:

@@ -1,5 +1,6 @@
-"""A GNN space for node classification (graph tasks), in the spirit of Auto-GNN (Zhou et al., 2019) and GraphNAS
-(Gao et al., 2020): message-passing networks chosen by seven whole-network settings.
+"""Two GNN spaces, in the spirit of Auto-GNN (Zhou et al., 2019) and GraphNAS (Gao et al., 2020): `gnn`, for node
+classification (graph tasks), message-passing networks chosen by seven whole-network settings; and `gnnpool`, for
+graph classification (graphs tasks), the same networks and an eighth setting, the readout that pools each graph's nodes.
 
 The string names every setting, in a fixed order, as
 `<aggregator>-d<layers>-w<width>-h<heads>-<activation>-skip<0|1>-p<dropout>`, for example
@@ -15,9 +16,16 @@ Heads choose nothing unless the aggregator is attention, and a residual connecti
 changes the width), so the canonical string of every other network says `h1`, and of a one-layer network `skip0`:
 one spelling per network, which is what sampling, mutation and deduplication count.
 
+A gnnpool string adds `-pool<mean|sum|max>`, for example `sum-d3-w64-h1-relu-skip0-p0.0-poolsum` (sums throughout,
+as GIN does): after the last layer each graph's node states are averaged, summed or maxed into one row by `batch` (the
+graph of each node), and the linear head gives that row's class logits. Pooling has no parameters, so a gnnpool
+network counts exactly the parameters of its gnn network; it pools by `batch` alone, so no graph's output depends on
+the others in its batch. Both spaces render one template (gnn.py.j2, `readout` None for node classification): one
+home for the layers and the pooling.
+
 The network is plain PyTorch: messages gathered along the edges and summed (or maxed) into their targets with
 index_add_ and scatter_reduce, no compiled extension. The largest network (mean, sum or max, d3-w128, about 71k
-parameters on the built-in graph's 16 features) fits the built-in task's budget (100k).
+parameters on the built-in graph's 16 features, 68k on sbm-graphs' 8) fits the built-in tasks' budget (100k).
 """
 
 from __future__ import annotations
@@ -56,6 +64,13 @@ FIELDS: dict[str, tuple[str, tuple[Any, ...]]] = {
 FORMAT = (
     "<mean|sum|max|gcn|gat>-d<layers>-w<width>-h<heads>-<relu|elu|tanh|leaky_relu>-skip<0|1>-p<dropout>, "
     "e.g. gat-d2-w64-h8-elu-skip0-p0.5"
+)
+READOUTS = ("mean", "sum", "max")
+"""How gnnpool pools each graph's node states into the row its class logits come from."""
+POOL_FIELDS: dict[str, tuple[str, tuple[Any, ...]]] = {**FIELDS, "readout": ("pool", READOUTS)}
+POOL_FORMAT = (
+    "<mean|sum|max|gcn|gat>-d<layers>-w<width>-h<heads>-<relu|elu|tanh|leaky_relu>-skip<0|1>-p<dropout>-"
+    "pool<mean|sum|max>, e.g. sum-d3-w64-h1-relu-skip0-p0.0-poolsum"
 )
 NAMES = {
     "mean": "the neighbours' mean beside the node's own (GraphSAGE)",
@@ -111,6 +126,7 @@ class GNNString(SettingsString):
 ARCH = GNNString("gnn", FIELDS, FORMAT)
 parse = ARCH.parse
 format_arch = ARCH.format
+POOL_ARCH = GNNString("gnnpool", POOL_FIELDS, POOL_FORMAT)
 
 
 def layer_params(aggregator: str, d_in: int, width: int) -> int:
@@ -144,12 +160,22 @@ class GNNSpace(SettingsSpace):
         "skip": "1: residual connections from the second layer on (0 with one layer)",
         "dropout": "dropout rate",
     }
+    literals = {
+        "aggregator": "AGGREGATOR",
+        "depth": "DEPTH",
+        "width": "WIDTH",
+        "heads": "HEADS",
+        "activation": "ACTIVATION",
+        "skip": "SKIP",
+        "dropout": "DROPOUT",
+    }
+    """The module-level name the template gives each setting, which `parse_code` reads back."""
 
     def size(self, arch: str, task: Task) -> Size:
         """Parameters counted by arithmetic on the settings and the number of node features, layer by layer as
-        gnn.py.j2 builds the network (exact, no code run), then the linear head. FLOPs are None: the sandbox counts
-        them on the whole training graph, whose number of nodes the task does not state."""
-        s = parse(arch)
+        gnn.py.j2 builds the network (exact, no code run), then the linear head (a readout has none). FLOPs are None:
+        the sandbox counts them on a whole graph (or batch of graphs), whose number of nodes the task does not state."""
+        s = self.settings.parse(arch)
         params, d_in = 0, task.in_shape[0]
         for _ in range(s["depth"]):
             params += layer_params(s["aggregator"], d_in, s["width"])
@@ -157,18 +183,17 @@ class GNNSpace(SettingsSpace):
         return Size(params + d_in * task.num_classes + task.num_classes)
 
     def parse_code(self, code: str) -> str:
-        names = ["AGGREGATOR", "DEPTH", "WIDTH", "HEADS", "ACTIVATION", "SKIP", "DROPOUT"]
-        values = module_literals(code, names)
+        values = module_literals(code, list(self.literals.values()))
         if not isinstance(values["SKIP"], bool):
             raise SpaceError(f"SKIP must be True or False; got {values['SKIP']!r}")
         if not isinstance(values["DROPOUT"], float):
             raise SpaceError(f"DROPOUT must be a float; got {values['DROPOUT']!r}")
-        settings = {field: values[name] for field, name in zip(FIELDS, names)}
+        settings = {field: values[name] for field, name in self.literals.items()}
         settings.update(skip=int(values["SKIP"]), dropout=str(values["DROPOUT"]))
-        return self.validate(format_arch(settings))
+        return self.validate(self.settings.format(settings))
 
     def describe(self, arch: str) -> str:
-        s = parse(arch)
+        s = self.settings.parse(arch)
         heads = f" with {s['heads']} head(s)" if s["aggregator"] == ATTENTION else ""
         skip = ", residual connections" if s["skip"] else ""
         return (
@@ -177,5 +202,35 @@ class GNNSpace(SettingsSpace):
         )
 
     def _context(self, arch: str, task: Task) -> dict[str, Any]:
-        s = parse(arch)
-        return {**s, "self_loops": s["aggregator"] in ("gcn", ATTENTION), "description": self.describe(arch)}
+        s = self.settings.parse(arch)
+        return {
+            "readout": None,  # node classification; a gnnpool string's own readout replaces it
+            **s,
+            "self_loops": s["aggregator"] in ("gcn", ATTENTION),
+            "description": self.describe(arch),
+        }
+
+
+class GNNPoolSpace(GNNSpace):
+    """The gnn space's networks for graph classification (graphs tasks): its seven settings and a readout, the mean,
+    sum or max of each graph's node states after the last layer, which the linear head turns into the graph's logits.
+    A sibling of GNNSpace rather than an eighth gnn setting because a readout means nothing for node classification:
+    in gnn it would be inert in every network, doubling nothing but spellings."""
+
+    name = "gnnpool"
+    kinds = ("graphs",)
+    template_stem = "gnn"
+    grammar = (
+        f"a message-passing GNN for graph classification written {POOL_FORMAT}: the settings of a gnn network (first "
+        "how a node gathers its neighbours: mean, sum or max of them beside its own features, the GCN's normalised "
+        "sum, or gat attention; d the number of layers, w their hidden units, h the attention heads (gat only, h1 "
+        "otherwise), the activation, skip1 adds residual connections from the second layer on (skip0 for one "
+        "layer), p the dropout rate), then pool the readout: the mean, sum or max of each graph's node states"
+    )
+    settings = POOL_ARCH
+    notes = {**GNNSpace.notes, "readout": "how each graph's node states are pooled into its one row"}
+    literals = {**GNNSpace.literals, "readout": "READOUT"}
+
+    def describe(self, arch: str) -> str:
+        readout = self.settings.parse(arch)["readout"]
+        return f"{super().describe(arch)[:-1]}, {readout} readout."
