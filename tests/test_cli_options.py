@@ -17,7 +17,8 @@ import typer.main
 from typer.testing import CliRunner
 
 from agentarch import cli
-from agentarch.config import Settings, field_doc
+from agentarch.cli.fielddocs import field_doc
+from agentarch.config import Settings
 
 FIELDS = Settings.model_fields
 

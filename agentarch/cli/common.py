@@ -19,7 +19,8 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from agentarch import formats
-from agentarch.config import ConfigError, Settings, field_doc, load_settings
+from agentarch.cli.fielddocs import field_doc
+from agentarch.config import ConfigError, Settings, load_settings
 from agentarch.errors import AgentarchError
 from agentarch.evaluation.evaluator import EvalResult
 from agentarch.isolation.bubblewrap import bubblewrap_problem
