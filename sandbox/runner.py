@@ -46,7 +46,7 @@ from . import landlock, proxies, scatter_ops, trainer
 from .flops import FlopCount as FlopCount  # the runner's counting, which tests and benchmarks reach through it
 from .flops import count_flops as count_flops
 from .flops import trace
-from .graphbatch import GraphBatch, mixed_row
+from .graphbatch import GraphBatch, GraphSplit, mixed_row
 
 FUNCTIONAL_BATCH = 4
 PROBE_NODES = 12
@@ -431,9 +431,17 @@ def _without_onnx_package() -> None:
 def export_inputs(inputs: trainer.Inputs) -> list[tuple[str, torch.Tensor, dict[int, str]]]:
     """The graph's named inputs, in the order forward takes them, each with the tensor the exporter traces and its
     dynamic axes: `x` with a dynamic batch axis (EXPORT_BATCH training examples); for a graph task the whole training
-    graph, `x` (nodes, F) and `edge_index` (2, edges), dynamic in both counts. The host's checks and clean evaluator
-    expect these names and axes (agentarch/evaluation/graphs/interface.py): a new input of a kind is one more entry
-    here and there."""
+    graph, `x` (nodes, F) and `edge_index` (2, edges), dynamic in both counts; for a graphs task EXPORT_BATCH training
+    graphs, `x`, `edge_index` and `batch` (nodes,), each node's graph. The host's checks and clean evaluator expect
+    these names and axes (agentarch/evaluation/graphs/interface.py): a new input of a kind is one more entry here and
+    there."""
+    if isinstance(inputs.train_x, GraphSplit):
+        graphs = inputs.train_x[:EXPORT_BATCH].cpu()
+        return [
+            ("x", graphs.x.contiguous(), {0: "nodes"}),
+            ("edge_index", graphs.edge_index.contiguous(), {1: "edges"}),
+            ("batch", graphs.batch.contiguous(), {0: "nodes"}),
+        ]
     if inputs.edge_index is None:
         return [("x", inputs.train_x[:EXPORT_BATCH].cpu().contiguous(), {0: "batch"})]
     return [
@@ -457,7 +465,7 @@ def export_graph(model: nn.Module, inputs: trainer.Inputs, path: Path) -> float:
     model = model.cpu().eval()
     named = export_inputs(inputs)
     dynamic = {name: axes for name, _, axes in named}
-    dynamic["y"] = {0: named[0][2][0]}
+    dynamic["y"] = {0: "graphs" if isinstance(inputs.train_x, GraphSplit) else named[0][2][0]}  # a row per graph
     started = time.perf_counter()
     try:
         _without_onnx_package()

@@ -185,7 +185,7 @@ REFERENCE = {
     "        return h.index_add(0, edge_index[1], h[edge_index[0]])",
     "graphs": "self.out = nn.Linear(in_shape[0], num_classes)\n    def forward(self, x, edge_index, batch):\n"
     "        h = self.out(x)\n        h = h.index_add(0, edge_index[1], h[edge_index[0]])\n"
-    "        return torch.zeros(int(batch.max()) + 1, h.shape[1]).index_add(0, batch, h)",
+    "        return torch.zeros(batch.max() + 1, h.shape[1]).index_add(0, batch, h)",
 }
 """The host's reference network per input kind, one layer: per-position logits over ids (token, lm), one output per
 sequence of ids, one per example of values (images, tables, float sequences), one image per image (dense: a 1x1

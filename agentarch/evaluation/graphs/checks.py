@@ -304,7 +304,7 @@ def _check_ports(model: onnx.ModelProto, interface: Interface) -> None:
     missing: the exporter drops an unused input, such as the edges of a network of node features alone), and its one
     output is the interface's output: each of an allowed element type, of the port's rank, a fixed axis of its size,
     a symbol's axis dynamic, and one symbol one dynamic axis wherever it appears (the node count of x is the node
-    count of the output)."""
+    count of the output), another symbol another axis (a graph count is not the node count)."""
     graph = model.graph
     stored = {t.name for t in graph.initializer}
     names = [value.name for value in graph.input]
@@ -331,10 +331,13 @@ def _check_ports(model: onnx.ModelProto, interface: Interface) -> None:
         for dim, axis in zip(dims, port.axes):
             fixed = dim.dim_value if dim.HasField("dim_value") else None
             if isinstance(axis, str):
-                if fixed is not None or not dim.dim_param or symbols.setdefault(axis, dim.dim_param) != dim.dim_param:
+                named = symbols.setdefault(axis, dim.dim_param)
+                shared = any(other != axis and param == dim.dim_param for other, param in symbols.items())
+                if fixed is not None or not dim.dim_param or named != dim.dim_param or shared:
                     raise GraphRejected(
                         f"the graph's {value.name!r} is {_show(dims)}; expected {_show_axes(port.axes)}, each named "
-                        f"axis dynamic and the same across inputs and output: export with dynamic_axes"
+                        f"axis dynamic, the same across inputs and output, and distinct from the others: export with "
+                        "dynamic_axes"
                     )
             elif fixed is None or fixed <= 0 or (axis is not None and fixed != axis):
                 raise GraphRejected(f"the graph's {value.name!r} is {_show(dims)}; expected {_show_axes(port.axes)}")

@@ -91,6 +91,8 @@ NUMPY_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Pow": np
 NUMPY_UNARY = {"Neg": np.negative, "Abs": np.abs, "Sqrt": np.sqrt, "Not": np.logical_not, "Floor": np.floor,
                "Ceil": np.ceil, "Exp": np.exp, "Log": np.log, "Reciprocal": np.reciprocal, "Sign": np.sign,
                "Relu": lambda x: np.maximum(x, 0), "Identity": lambda x: x}  # fmt: skip
+VALUE_REDUCE = {"ReduceMax": np.max, "ReduceMin": np.min, "ReduceSum": np.sum}
+"""The reductions whose value is followed when their input's is known: a graph count from `batch`."""
 RECURRENT = {"LSTM": 4, "GRU": 3, "RNN": 1}
 """The recurrent layers, with their gates per step."""
 SYMBOLIC_BINARY = {"Add": add, "Sub": sub, "Mul": mul, "Div": div}
@@ -108,10 +110,21 @@ def tensor_info(tensor: onnx.TensorProto) -> Info:
     return Info(tensor.data_type, dims, value)
 
 
-def input_info(value_info: onnx.ValueInfoProto, bound: dict[int, int] | None = None) -> Info:
+def input_info(value_info: onnx.ValueInfoProto, bound: dict[int, int] | np.ndarray | None = None) -> Info:
     """A graph input: an axis `bound` gives (a whole graph's node or edge count) is that size, else axis 0 is B,
-    every other axis a number."""
+    every other axis a number; an array `bound` is the input's value (graph classification's `batch`: the graph
+    count the network computes from it is then a number), of the input's rank, element type and fixed sizes."""
     kind = value_info.type.tensor_type
+    if isinstance(bound, np.ndarray):
+        dims = kind.shape.dim
+        fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        if (
+            len(dims) != bound.ndim
+            or any(f is not None and f != n for f, n in zip(fixed, bound.shape))
+            or onnx.helper.np_dtype_to_tensor_dtype(bound.dtype) != kind.elem_type
+        ):
+            raise Unfollowable(f"input {value_info.name!r} does not take a {bound.dtype} array of shape {bound.shape}")
+        return Info(kind.elem_type, tuple(int(n) for n in bound.shape), bound)
     dims: list[Size] = []
     for axis, dim in enumerate(kind.shape.dim):
         if bound and axis in bound:
@@ -125,10 +138,11 @@ def input_info(value_info: onnx.ValueInfoProto, bound: dict[int, int] | None = N
     return Info(kind.elem_type, tuple(dims))
 
 
-def propagate(model: onnx.ModelProto, sizes: dict[str, dict[int, int]] | None = None) -> dict[str, Info]:
+def propagate(model: onnx.ModelProto, sizes: dict[str, dict[int, int] | np.ndarray] | None = None) -> dict[str, Info]:
     """Each tensor's `Info` by name: the graph's input, initializers, and every node's outputs in graph order
     (a checked graph is topologically sorted). Raises Unfollowable at the first node it cannot follow. `sizes`
-    binds a whole graph's dynamic axes, per input and axis (interface.py, `sizes`): every shape is then a number."""
+    binds a graph's dynamic axes, per input and axis, or an input's whole value (interface.py, `sizes`): every
+    shape is then a number, and a size computed from a bound value (a graph count, `batch.max() + 1`) is followed."""
     known: dict[str, Info] = {t.name: tensor_info(t) for t in model.graph.initializer}
     initializers = set(known)
     for value_info in model.graph.input:
@@ -328,7 +342,10 @@ def _dims_and_value(node, op, attrs, inputs, dtype):  # noqa: C901 - one branch 
         axes = {normalize(a, x.rank) for a in axes}
         keep = attrs.get("keepdims", 1)
         dims = tuple(1 if i in axes else d for i, d in enumerate(x.dims) if keep or i not in axes)
-        return dims, None
+        value = None
+        if op in VALUE_REDUCE and _numeric(vals[0]) and _fits(dims):  # a count from a bound value: max(batch) + 1
+            value = VALUE_REDUCE[op](vals[0], axis=tuple(sorted(axes)), keepdims=bool(keep))
+        return dims, value
     if op == "Shape":
         start, end = attrs.get("start", 0), attrs.get("end", x.rank)
         chosen = list(x.dims)[slice(start, end)]
