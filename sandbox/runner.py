@@ -15,10 +15,10 @@ whole graph: its network is called `net(x, edge_index)` (`Inputs.args`) on every
 runs on the whole training graph; the functional hash runs on a small fixed graph of the runner's (`probe_graph`). A
 graphs task (graph classification) batches graphs: `net(x, edge_index, batch)` (sandbox/graphbatch.py), its hash runs
 on two fixed graphs (`probe_graphs`), and its smoke stage checks that a graph's output does not depend on the other
-graphs of its batch (`graphbatch.mixed_row`). With trusted scoring the runner writes the held-out
-logits and the host scores them; with graph scoring (`spec["scoring"] == "graph"`) the data directory holds the
-training split alone, and the runner exports the trained network to ONNX (`export_graph`), which a clean
-evaluator that runs no candidate code scores (agentarch/evaluation/graphs/).
+graphs of its batch (`graphbatch.mixed_row`). With trusted scoring the runner writes the held-out logits and the host
+scores them; with graph scoring (`spec["scoring"] == "graph"`) the data directory holds the training split alone, and
+the runner exports the trained network to ONNX (`export_graph`), which a clean evaluator scores
+(agentarch/evaluation/graphs/).
 """
 
 from __future__ import annotations
@@ -88,11 +88,8 @@ def _die_with_parent() -> None:
 
 
 def _load_seccomp(bpf_path: Path) -> None:
-    """Install the host's compiled seccomp allowlist (used when bubblewrap, which installs it itself, is absent).
-
-    The host compiles the filter once (agentarch.isolation.seccomp.seccomp_program), so both isolation modes
-    enforce the same rules and the runner needs no seccomp library.
-    """
+    """Install the host's compiled seccomp allowlist where bubblewrap (which installs it itself) is absent: the host
+    compiles it once (agentarch.isolation.seccomp.seccomp_program), so both isolation modes enforce the same rules."""
     program = bpf_path.read_bytes()
     bpf_path.unlink()
 
@@ -429,19 +426,14 @@ def _without_onnx_package() -> None:
 
 
 def export_inputs(inputs: trainer.Inputs) -> list[tuple[str, torch.Tensor, dict[int, str]]]:
-    """The graph's named inputs, in the order forward takes them, each with the tensor the exporter traces and its
-    dynamic axes: `x` with a dynamic batch axis (EXPORT_BATCH training examples); for a graph task the whole training
-    graph, `x` (nodes, F) and `edge_index` (2, edges), dynamic in both counts; for a graphs task EXPORT_BATCH training
-    graphs, `x`, `edge_index` and `batch` (nodes,), each node's graph. The host's checks and clean evaluator expect
-    these names and axes (agentarch/evaluation/graphs/interface.py): a new input of a kind is one more entry here and
-    there."""
+    """The graph's named inputs in forward's order, each with the tensor the exporter traces and its dynamic axes, as
+    agentarch/evaluation/graphs/interface.py expects them (a new input of a kind is one more entry here and there):
+    `x` with a dynamic batch axis (EXPORT_BATCH training examples); a graph task's whole training graph, `x` (nodes, F)
+    and `edge_index` (2, edges); a graphs task's EXPORT_BATCH training graphs, `x`, `edge_index` and `batch`."""
     if isinstance(inputs.train_x, GraphSplit):
         graphs = inputs.train_x[:EXPORT_BATCH].cpu()
-        return [
-            ("x", graphs.x.contiguous(), {0: "nodes"}),
-            ("edge_index", graphs.edge_index.contiguous(), {1: "edges"}),
-            ("batch", graphs.batch.contiguous(), {0: "nodes"}),
-        ]
+        named = zip(("x", "edge_index", "batch"), graphs.args(), ({0: "nodes"}, {1: "edges"}, {0: "nodes"}))
+        return [(name, tensor.contiguous(), axes) for name, tensor, axes in named]
     if inputs.edge_index is None:
         return [("x", inputs.train_x[:EXPORT_BATCH].cpu().contiguous(), {0: "batch"})]
     return [
@@ -583,8 +575,8 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
 
 
 def _clip(text: str, limit: int = 16_000) -> str:
-    """Head and tail of a long text: the host refuses an event line over 1 MiB, and an honest
-    candidate's huge exception message should still arrive as a (shortened) error, not as a refusal."""
+    """Head and tail of a long text: the host refuses an event line over 1 MiB, and an honest candidate's huge
+    exception message should still arrive as a (shortened) error, not as a refusal."""
     if len(text) <= limit:
         return text
     return f"{text[: limit // 2]} …[{len(text) - limit:,} characters cut]… {text[-limit // 2 :]}"
@@ -594,8 +586,7 @@ def main() -> None:
     _die_with_parent()
     spec = json.loads(Path(sys.argv[1]).read_text())
     os.chdir(spec["output_dir"])
-    if spec.get("landlock"):  # the process mode: no mount namespace, so the runner confines itself
-        rules = spec["landlock"]
+    if rules := spec.get("landlock"):  # the process mode: no mount namespace, so the runner confines itself
         landlock.restrict(rules["read"], rules["write"], rules["devices"])
     if spec.get("seccomp_bpf"):
         _load_seccomp(Path(spec["seccomp_bpf"]))

@@ -76,7 +76,8 @@ PROBE_NODES = 12
 NODE_EXTRA_OPS = frozenset({"ScatterElements", "ScatterND", "GatherElements", "GatherND"})
 """The operators message passing exports to beyond the allowlist (checks.py): sums and maxima of messages into their
 target nodes (index_add, scatter_reduce: ScatterElements), gathers along edges (GatherElements; x[src] is a plain
-Gather). Allowed for a graph's network only; what they move between nodes is the design (docs/sandbox.md)."""
+Gather). Allowed for the networks of graphs only (both graph kinds); what they move between nodes is the design
+(docs/sandbox.md)."""
 
 
 GRAPHS = ("graph", "graphs")
