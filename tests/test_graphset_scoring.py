@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from agentarch.cli import app
 from agentarch.config import Settings
+from agentarch.evaluation.budget import reference_code
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.graphs import interface, scoring, shapes
 from agentarch.evaluation.graphs.scoring import GraphFailed
@@ -127,6 +128,15 @@ def test_the_graphs_interface_is_checked_against_the_task(sbm, inputs, tmp_path)
     model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "nodes"  # a row per node, not per graph
     with pytest.raises(GraphFailed, match="distinct from the others"):
         scoring.verify(model.SerializeToString(), task, LIMITS)
+
+
+def test_the_budgets_reference_network_exports_a_graph_the_host_measures(sbm, inputs, tmp_path):
+    """The training budget's reference job runs in graph scoring too: its smoke stage exports it."""
+    namespace: dict = {}
+    exec(reference_code("graphs", None), namespace)  # noqa: S102 - the host's own code
+    task = get_task("sbm-graphs")
+    graph = export(namespace["Net"]((8,), 3).eval(), inputs, tmp_path)
+    assert scoring.measure_graph(graph, task, LIMITS, interface.sizes(task, sbm.inputs_dir)).params == 8 * 3 + 3
 
 
 @pytest.mark.slow
