@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from agentarch.runner import runner, trainer
 from typer.testing import CliRunner
 
 from agentarch.cli import app
@@ -26,7 +27,6 @@ from agentarch.evaluation.graphs import interface, scoring, shapes
 from agentarch.evaluation.graphs.scoring import GraphFailed
 from agentarch.evaluation.stages import RunRequest, execute
 from agentarch.isolation.policy import Limits
-from agentarch.runner import runner, trainer
 from agentarch.store.archive import Archive
 from agentarch.tasks.preparation import TRAIN_FILES, prepare
 from agentarch.tasks.registry import get_task
