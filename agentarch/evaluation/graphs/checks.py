@@ -17,8 +17,8 @@ known language:
   information;
 - other inputs and outputs than one float32 (or, for token tasks, int64) input whose axis 0 is the dynamic batch
   axis and whose other axes are fixed, and one floating-point output whose axis 0 is that same batch axis; or, for
-  a kind with named inputs (interface.py: a graph task's x and edge_index), other inputs than its ports, by name
-  and in order, each of its element type with its fixed axes and its dynamic ones;
+  a kind with named inputs (interface.py: a graph task's x and edge_index, a graphs task's and batch), other inputs
+  than its ports, by name and in order, each of its element type with its fixed axes and its dynamic ones;
 - what `onnx.checker.check_model(full_check=True)` refuses (which includes strict shape inference).
 
 The allowlist, and why each family is in or out. Derived by exporting every seed (archive/seeds) and samples of
@@ -35,10 +35,10 @@ exports each), all of which the batch-flow proof (batch_flow.py) and the shape a
 - data-dependent shapes and index-driven moves (NonZero, Unique, TopK, NonMaxSuppression, Scatter*, GatherND,
   GatherElements, Compress): whether they move values between examples depends on the indices at run time, which
   a static proof cannot see. A graph task's network (node classification: one example, its nodes mixing by design,
-  docs/sandbox.md) may use ScatterElements, ScatterND, GatherElements and GatherND (`extra_ops`, interface.py):
-  message passing is made of them. Their indices are tensors of the graph, computed from its inputs and stored
-  constants like any other (nothing in a graph reads outside it), and ONNX Runtime refuses an index out of range at
-  run time, which fails the candidate;
+  docs/sandbox.md) and a graphs task's (each held-out graph run alone) may use ScatterElements, ScatterND,
+  GatherElements and GatherND (`extra_ops`, interface.py): message passing is made of them. Their indices are
+  tensors of the graph, computed from its inputs and stored constants like any other (nothing in a graph reads
+  outside it), and ONNX Runtime refuses an index out of range at run time, which fails the candidate;
 - Resize and Upsample (F.interpolate, nn.Upsample): no seed needs them, and their region-of-interest semantics
   are easy to get subtly wrong; a transposed convolution or a pixel shuffle (DepthToSpace) upsamples instead;
 - sequences, optionals, strings, quantization and anything that reads outside the graph: no operator of the
