@@ -16,6 +16,7 @@ from torch import nn
 
 from . import scatter_ops, trainer
 from .errors import CandidateError
+from .graphbatch import GraphSplit
 
 OPSET = 18
 """ONNX opset of the exported graph: 18 exports every seed as fast as 17 (docs/sandbox.md, "Graph scoring")."""
@@ -43,11 +44,14 @@ def without_onnx_package() -> None:
 
 
 def export_inputs(inputs: trainer.Inputs) -> list[tuple[str, torch.Tensor, dict[int, str]]]:
-    """The graph's named inputs, in the order forward takes them, each with the tensor the exporter traces and its
-    dynamic axes: `x` with a dynamic batch axis (EXPORT_BATCH training examples); for a graph task the whole training
-    graph, `x` (nodes, F) and `edge_index` (2, edges), dynamic in both counts. The host's checks and clean evaluator
-    expect these names and axes (agentarch/evaluation/graphs/interface.py): a new input of a kind is one more entry
-    here and there."""
+    """The graph's named inputs in forward's order, each with the tensor the exporter traces and its dynamic axes, as
+    agentarch/evaluation/graphs/interface.py expects them (a new input of a kind is one more entry here and there):
+    `x` with a dynamic batch axis (EXPORT_BATCH training examples); a graph task's whole training graph, `x` (nodes, F)
+    and `edge_index` (2, edges); a graphs task's EXPORT_BATCH training graphs, `x`, `edge_index` and `batch`."""
+    if isinstance(inputs.train_x, GraphSplit):
+        graphs = inputs.train_x[:EXPORT_BATCH].cpu()
+        named = zip(("x", "edge_index", "batch"), graphs.args(), ({0: "nodes"}, {1: "edges"}, {0: "nodes"}))
+        return [(name, tensor.contiguous(), axes) for name, tensor, axes in named]
     if inputs.edge_index is None:
         return [("x", inputs.train_x[:EXPORT_BATCH].cpu().contiguous(), {0: "batch"})]
     return [
@@ -71,7 +75,7 @@ def export_graph(model: nn.Module, inputs: trainer.Inputs, path: Path) -> float:
     model = model.cpu().eval()
     named = export_inputs(inputs)
     dynamic = {name: axes for name, _, axes in named}
-    dynamic["y"] = {0: named[0][2][0]}
+    dynamic["y"] = {0: "graphs" if isinstance(inputs.train_x, GraphSplit) else named[0][2][0]}  # a row per graph
     started = time.perf_counter()
     try:
         without_onnx_package()

@@ -16,10 +16,10 @@ whole graph: its network is called `net(x, edge_index)` (`Inputs.args`) on every
 runs on the whole training graph; the functional hash runs on a small fixed graph of the runner's (`probe_graph`). A
 graphs task (graph classification) batches graphs: `net(x, edge_index, batch)` (sandbox/graphbatch.py), its hash runs
 on two fixed graphs (`probe_graphs`), and its smoke stage checks that a graph's output does not depend on the other
-graphs of its batch (`graphbatch.mixed_row`). With trusted scoring the runner writes the held-out
-logits and the host scores them; with graph scoring (`spec["scoring"] == "graph"`) the data directory holds the
-training split alone, and the runner exports the trained network to ONNX (`export_graph`), which a clean
-evaluator that runs no candidate code scores (agentarch/evaluation/graphs/).
+graphs of its batch (`graphbatch.mixed_row`). With trusted scoring the runner writes the held-out logits and the host
+scores them; with graph scoring (`spec["scoring"] == "graph"`) the data directory holds the training split alone, and
+the runner exports the trained network to ONNX (`export_graph`), which a clean evaluator scores
+(agentarch/evaluation/graphs/).
 """
 
 from __future__ import annotations
@@ -77,11 +77,8 @@ def _die_with_parent() -> None:
 
 
 def _load_seccomp(bpf_path: Path) -> None:
-    """Install the host's compiled seccomp allowlist (used when bubblewrap, which installs it itself, is absent).
-
-    The host compiles the filter once (agentarch.isolation.seccomp.seccomp_program), so both isolation modes
-    enforce the same rules and the runner needs no seccomp library.
-    """
+    """Install the host's compiled seccomp allowlist where bubblewrap (which installs it itself) is absent: the host
+    compiles it once (agentarch.isolation.seccomp.seccomp_program), so both isolation modes enforce the same rules."""
     program = bpf_path.read_bytes()
     bpf_path.unlink()
 
@@ -478,8 +475,8 @@ def run(spec: dict[str, Any], events: TextIO) -> None:
 
 
 def _clip(text: str, limit: int = 16_000) -> str:
-    """Head and tail of a long text: the host refuses an event line over 1 MiB, and an honest
-    candidate's huge exception message should still arrive as a (shortened) error, not as a refusal."""
+    """Head and tail of a long text: the host refuses an event line over 1 MiB, and an honest candidate's huge
+    exception message should still arrive as a (shortened) error, not as a refusal."""
     if len(text) <= limit:
         return text
     return f"{text[: limit // 2]} …[{len(text) - limit:,} characters cut]… {text[-limit // 2 :]}"
@@ -504,8 +501,7 @@ def main() -> None:
     _die_with_parent()
     spec = json.loads(Path(sys.argv[1]).read_text())
     os.chdir(spec["output_dir"])
-    if spec.get("landlock"):  # the process mode: no mount namespace, so the runner confines itself
-        rules = spec["landlock"]
+    if rules := spec.get("landlock"):  # the process mode: no mount namespace, so the runner confines itself
         landlock.restrict(rules["read"], rules["write"], rules["devices"])
     if spec.get("seccomp_bpf"):
         _load_seccomp(Path(spec["seccomp_bpf"]))

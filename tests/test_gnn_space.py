@@ -171,6 +171,65 @@ def test_the_host_parameter_count_is_torchs_for_graph_classification():
     assert max(POOL.size(a, GRAPHS).params for a in POOL.archs()) <= GRAPHS.max_params  # the largest fits the budget
 
 
+def test_gnn_networks_pass_graph_scoring_s_export_and_measures(cache_dir, tmp_path):
+    """Node classification is graph-scored by default: every aggregator exports (max's scatter in a form ONNX has),
+    the host counts torch's parameters, and onnxruntime on the file gives the eager outputs on the whole graph."""
+    import onnxruntime as ort
+    from agentarch.runner import runner, trainer
+
+    from agentarch.evaluation.graphs import interface, scoring
+    from agentarch.isolation.policy import Limits as SandboxLimits
+    from agentarch.tasks.preparation import prepare
+
+    prepared = prepare(SBM, cache_dir)
+    inputs = trainer.load_inputs(prepared.train_dir, torch.device("cpu"))
+    bound = interface.sizes(SBM, prepared.inputs_dir)
+    for aggregator in gnn.AGGREGATORS:
+        arch = next(a for a in SPACE.archs() if a.startswith(f"{aggregator}-d2-"))
+        model = net(arch, SBM)
+        runner.export_graph(model, inputs, tmp_path / "graph.onnx")
+        graph = (tmp_path / "graph.onnx").read_bytes()
+        assert scoring.measure_graph(graph, SBM, SandboxLimits(), bound).params == sum(
+            p.numel() for p in model.parameters()
+        ), arch
+        with torch.no_grad():
+            eager = model(inputs.train_x, inputs.edge_index)
+        session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        feed = {"x": inputs.train_x.numpy(), "edge_index": inputs.edge_index.numpy()}
+        torch.testing.assert_close(torch.from_numpy(session.run(None, feed)[0]), eager, msg=arch)
+
+
+@pytest.mark.parametrize("readout", ["mean", "sum", "max"])
+def test_gnnpool_networks_pass_graph_scoring_s_export_and_measures(readout, cache_dir, tmp_path):
+    """Graph scoring is the default for graphs tasks: each readout, and each aggregator family, exports with the graph
+    count computed from `batch` (not frozen by int()), the host's measures count torch's parameters, and onnxruntime
+    on the exported file gives the eager outputs."""
+    import onnxruntime as ort
+    from agentarch.runner import runner, trainer
+
+    from agentarch.evaluation.graphs import interface, scoring
+    from agentarch.isolation.policy import Limits as SandboxLimits
+    from agentarch.tasks.preparation import prepare
+
+    prepared = prepare(GRAPHS, cache_dir)
+    inputs = trainer.load_inputs(prepared.train_dir, torch.device("cpu"))
+    bound = interface.sizes(GRAPHS, prepared.inputs_dir)
+    for aggregator in gnn.AGGREGATORS:
+        arch = next(a for a in POOL.archs() if a.startswith(f"{aggregator}-d2-") and a.endswith(f"-pool{readout}"))
+        model = net(arch, GRAPHS)
+        runner.export_graph(model, inputs, tmp_path / "graph.onnx")
+        graph = (tmp_path / "graph.onnx").read_bytes()
+        measured = scoring.measure_graph(graph, GRAPHS, SandboxLimits(), bound)
+        assert measured.params == sum(p.numel() for p in model.parameters()), arch
+        batch = inputs.train_x[0:12]
+        with torch.no_grad():
+            eager = model(*batch.args()).numpy()
+        session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        feed = {"x": batch.x.numpy(), "edge_index": batch.edge_index.numpy(), "batch": batch.batch.numpy()}
+        feed = {i.name: feed[i.name] for i in session.get_inputs()}
+        torch.testing.assert_close(torch.from_numpy(session.run(None, feed)[0]), torch.from_numpy(eager), msg=arch)
+
+
 def test_each_graphs_output_depends_on_its_own_nodes_alone():
     """A graph's row is the same alone as inside any batch, wherever it stands; a batch's rows follow its graphs'
     order; every node of a graph reaches its row (the readout pools them all); and the runner's own `graphs-mixed`
@@ -233,7 +292,7 @@ def test_a_search_picks_the_gnn_space_by_kind_and_trains_on_sbm_nodes(tmp_path, 
     monkeypatch.setenv("AGENTARCH_CACHE_DIR", str(cache_dir))
     db = tmp_path / "a.db"
     args = ["--algo", "rea", "--task", "sbm-nodes", "--budget", "3", "--population", "2", "--sample-size", "2"]
-    args += ["--scoring", "trusted", "--json", "--archive", str(db)]
+    args += ["--json", "--archive", str(db)]  # graph scoring, the default
     result = CliRunner().invoke(app, ["baseline", *args])
     assert result.exit_code == 0, result.output
     *candidates, summary = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -254,7 +313,7 @@ def test_a_search_picks_the_gnnpool_space_by_kind_and_trains_on_sbm_graphs(tmp_p
     monkeypatch.setenv("AGENTARCH_CACHE_DIR", str(cache_dir))
     db = tmp_path / "a.db"
     args = ["--algo", "rea", "--task", "sbm-graphs", "--budget", "3", "--population", "2", "--sample-size", "2"]
-    args += ["--scoring", "trusted", "--json", "--archive", str(db)]
+    args += ["--json", "--archive", str(db)]  # graph scoring, the default
     result = CliRunner().invoke(app, ["baseline", *args])
     assert result.exit_code == 0, result.output
     *candidates, summary = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

@@ -248,14 +248,6 @@ def test_the_seeds_hash_apart_and_the_reference_network_pools_per_graph():
     assert namespace["Net"]((6,), 2)(*batch.args()).shape == (2, 2)
 
 
-def test_graph_scoring_refuses_a_graphs_task_with_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(
-        app, ["eval", "--archive", "a.db", "--task", "sbm-graphs", "--scoring", "graph", str(SEEDS[0])]
-    )
-    assert result.exit_code == 2 and "--scoring trusted" in result.output, result.output
-
-
 # -- in the real sandbox --------------------------------------------------------------------------------------------
 
 

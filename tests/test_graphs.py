@@ -34,8 +34,9 @@ from agentarch.tasks.task import Task
 from tests.conftest import REPO
 
 MAX_BYTES = 64 * 2**20
-SEED_FILES = sorted(p for p in (REPO / "archive" / "seeds").glob("*/*.py") if p.parent.name != "graph")
-"""Every seed of a kind of examples: a graph task's take two named inputs and are checked in tests/test_node_scoring.py."""
+SEED_FILES = sorted(p for p in (REPO / "archive" / "seeds").glob("*/*.py") if p.parent.name not in ("graph", "graphs"))
+"""Every seed of a kind of examples: the graph kinds' take named inputs and are checked in tests/test_node_scoring.py
+and tests/test_graphset_scoring.py."""
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 

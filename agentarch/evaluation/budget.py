@@ -184,14 +184,15 @@ REFERENCE = {
     "nodes": "self.out = nn.Linear(in_shape[0], num_classes)\n    def forward(self, x, edge_index):\n        h = self.out(x)\n"
     "        return h.index_add(0, edge_index[1], h[edge_index[0]])",
     "graphs": "self.out = nn.Linear(in_shape[0], num_classes)\n    def forward(self, x, edge_index, batch):\n"
-    "        h = self.out(x)\n        h = h.index_add(0, edge_index[1], h[edge_index[0]])\n"
-    "        return torch.zeros(int(batch.max()) + 1, h.shape[1]).index_add(0, batch, h)",
+    "        h = x.index_add(0, edge_index[1], x[edge_index[0]])\n"
+    "        return self.out(torch.zeros(batch.max() + 1, x.shape[1]).index_add(0, batch, h))",
 }
 """The host's reference network per input kind, one layer: per-position logits over ids (token, lm), one output per
 sequence of ids, one per example of values (images, tables, float sequences), one image per image (dense: a 1x1
 convolution and a pixel shuffle up to the target's size), logits per node of a graph (graph: a linear layer summed
 over each node's in-neighbours, called `forward(x, edge_index)` as a graph task's networks are), logits per graph of a
-batch (graphs: that layer's node logits summed per graph, `forward(x, edge_index, batch)`)."""
+batch (graphs: those sums summed per graph, then the linear layer, `forward(x, edge_index, batch)`; the graph count a
+tensor, so that graph scoring's export computes it)."""
 
 
 def reference_code(kind: str, vocab_size: int | None) -> str:

@@ -159,12 +159,6 @@ class Evaluator:
                 f"{self.task.name} is answered from the NAS-Bench-201 table, so there is nothing to train; "
                 f"search it with `agentarch baseline --space nb201 --task {self.task.name}`"
             )
-        if self.task.kind == "graphs" and self.scoring == "graph":
-            raise TaskError(
-                f"{self.task.name} is a graph classification task: it is scored with --scoring trusted for now (its "
-                "networks take batches of graphs, x, edge_index and batch, which the clean evaluator does not run "
-                "yet); add --scoring trusted, and the results are marked unverified"
-            )
         self.isolation = resolve_isolation(settings.isolation)
         self.limits = Limits(
             memory_mb=settings.memory_mb,

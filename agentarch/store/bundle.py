@@ -322,6 +322,14 @@ def _usage(kind: str, in_shape: list[int], num_classes: int) -> list[str]:
                  "edge_index[0, k] to node edge_index[1, k]")  # fmt: skip
         back = f"logits `y` of shape (N, {num_classes}), a row per node"
         feed, dynamic = '{"x": x, "edge_index": edge_index}', "the node and edge counts are dynamic"
+    elif kind == "graphs":  # graph classification: a batch of graphs in, a row per graph out (graphs/interface.py)
+        given = (f"float32 `x` of shape (N, {in_shape[0]}), the graphs' nodes graph after graph, normalised per "
+                 "feature with the training split's mean and std, int64 `edge_index` of shape (2, E) over those nodes, "
+                 "and int64 `batch` of shape (N,), each node's graph 0..G-1; agentarch scores each graph run alone "
+                 "(`batch` all zeros)")  # fmt: skip
+        back = f"logits `y` of shape (G, {num_classes}), a row per graph"
+        feed = '{"x": x, "edge_index": edge_index, "batch": batch}'
+        dynamic = "the node, edge and graph counts are dynamic"
     elif kind == "image":
         given = (f"float32 `x` of shape ({shape}): pixels divided by the task's scale, then normalised per channel "
                  "with the training split's mean and std")  # fmt: skip

@@ -7,7 +7,8 @@ A task's data is prepared once per split seed into two sibling folders (see docs
                                          (a graph task: and edge_index.npy; agentarch.tasks.nodes)
                                          (a graphs task: and {split}_edges.npy {split}_ptr.npy; graphsets)
     <cache>/<task>-split<seed>/labels/   val_y.npy test_y.npy
-    <cache>/<task>-split<seed>/train/    train_x.npy train_y.npy meta.json (hard links into inputs/)
+    <cache>/<task>-split<seed>/train/    train_x.npy train_y.npy meta.json (hard links into inputs/; and
+                                         edge_index.npy, or train_edges.npy train_ptr.npy: TRAIN_EXTRA)
 
 Only `inputs/` is shown to the sandbox, so a candidate can train on the training labels but never
 see the validation or test labels; the host scores its outputs with `score` (`agentarch.tasks.scoring`).
@@ -42,9 +43,10 @@ INPUT_FILES = ("train_x.npy", "train_y.npy", "val_x.npy", "test_x.npy", "meta.js
 LABEL_FILES = ("val_y.npy", "test_y.npy")
 TRAIN_FILES = ("train_x.npy", "train_y.npy", "meta.json")
 """What a training job sees under graph scoring: the training split and the host's normalisation statistics."""
-TRAIN_EXTRA = ("edge_index.npy",)
+TRAIN_EXTRA = ("edge_index.npy", "train_edges.npy", "train_ptr.npy")
 """Inputs a training job also sees where the task has them: a graph task's edges (every node's features are in its
-train_x, as node classification's training input; its held-out node indices are not here)."""
+train_x, as node classification's training input; its held-out node indices are not here), a graphs task's training
+graphs' edges and node offsets (graphsets.py)."""
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ code):
 - checks.py: refuse a graph that is too big, not ONNX, outside the supported IR and opsets, outside the standard
   domain or the operator allowlist, with external data, strings, functions or nested graphs, or with other
   inputs and outputs than one batch of examples in and one batch of outputs out (or a graph task's interface);
-- interface.py: what each kind's graph takes and gives (a graph task's named inputs x and edge_index), which stored
-  files feed them in the clean evaluator and which rows are scored;
+- interface.py: what each kind's graph takes and gives (a graph task's named inputs x and edge_index, a graphs
+  task's x, edge_index and batch), which stored files feed them in the clean evaluator and which rows are scored;
 - sizes.py and shapes.py: every tensor's shape (and, for small tensors, its value), with the batch size as a
   symbol;
 - batch_flow.py: the proof that each example's output depends on that example only (no operator mixes the

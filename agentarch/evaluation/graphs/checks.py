@@ -17,8 +17,8 @@ known language:
   information;
 - other inputs and outputs than one float32 (or, for token tasks, int64) input whose axis 0 is the dynamic batch
   axis and whose other axes are fixed, and one floating-point output whose axis 0 is that same batch axis; or, for
-  a kind with named inputs (interface.py: a graph task's x and edge_index), other inputs than its ports, by name
-  and in order, each of its element type with its fixed axes and its dynamic ones;
+  a kind with named inputs (interface.py: a graph task's x and edge_index, a graphs task's and batch), other inputs
+  than its ports, by name and in order, each of its element type with its fixed axes and its dynamic ones;
 - what `onnx.checker.check_model(full_check=True)` refuses (which includes strict shape inference).
 
 The allowlist, and why each family is in or out. Derived by exporting every seed (archive/seeds) and samples of
@@ -35,10 +35,10 @@ exports each), all of which the batch-flow proof (batch_flow.py) and the shape a
 - data-dependent shapes and index-driven moves (NonZero, Unique, TopK, NonMaxSuppression, Scatter*, GatherND,
   GatherElements, Compress): whether they move values between examples depends on the indices at run time, which
   a static proof cannot see. A graph task's network (node classification: one example, its nodes mixing by design,
-  docs/sandbox.md) may use ScatterElements, ScatterND, GatherElements and GatherND (`extra_ops`, interface.py):
-  message passing is made of them. Their indices are tensors of the graph, computed from its inputs and stored
-  constants like any other (nothing in a graph reads outside it), and ONNX Runtime refuses an index out of range at
-  run time, which fails the candidate;
+  docs/sandbox.md) and a graphs task's (each held-out graph run alone) may use ScatterElements, ScatterND,
+  GatherElements and GatherND (`extra_ops`, interface.py): message passing is made of them. Their indices are
+  tensors of the graph, computed from its inputs and stored constants like any other (nothing in a graph reads
+  outside it), and ONNX Runtime refuses an index out of range at run time, which fails the candidate;
 - Resize and Upsample (F.interpolate, nn.Upsample): no seed needs them, and their region-of-interest semantics
   are easy to get subtly wrong; a transposed convolution or a pixel shuffle (DepthToSpace) upsamples instead;
 - sequences, optionals, strings, quantization and anything that reads outside the graph: no operator of the
@@ -304,7 +304,7 @@ def _check_ports(model: onnx.ModelProto, interface: Interface) -> None:
     missing: the exporter drops an unused input, such as the edges of a network of node features alone), and its one
     output is the interface's output: each of an allowed element type, of the port's rank, a fixed axis of its size,
     a symbol's axis dynamic, and one symbol one dynamic axis wherever it appears (the node count of x is the node
-    count of the output)."""
+    count of the output), another symbol another axis (a graph count is not the node count)."""
     graph = model.graph
     stored = {t.name for t in graph.initializer}
     names = [value.name for value in graph.input]
@@ -331,10 +331,13 @@ def _check_ports(model: onnx.ModelProto, interface: Interface) -> None:
         for dim, axis in zip(dims, port.axes):
             fixed = dim.dim_value if dim.HasField("dim_value") else None
             if isinstance(axis, str):
-                if fixed is not None or not dim.dim_param or symbols.setdefault(axis, dim.dim_param) != dim.dim_param:
+                named = symbols.setdefault(axis, dim.dim_param)
+                shared = any(other != axis and param == dim.dim_param for other, param in symbols.items())
+                if fixed is not None or not dim.dim_param or named != dim.dim_param or shared:
                     raise GraphRejected(
                         f"the graph's {value.name!r} is {_show(dims)}; expected {_show_axes(port.axes)}, each named "
-                        f"axis dynamic and the same across inputs and output: export with dynamic_axes"
+                        f"axis dynamic, the same across inputs and output, and distinct from the others: export with "
+                        "dynamic_axes"
                     )
             elif fixed is None or fixed <= 0 or (axis is not None and fixed != axis):
                 raise GraphRejected(f"the graph's {value.name!r} is {_show(dims)}; expected {_show_axes(port.axes)}")

@@ -120,10 +120,11 @@ def refusing(function: Callable[..., T]) -> Callable[..., T]:
 
 
 @refusing
-def measure(model: onnx.ModelProto, sizes: dict[str, dict[int, int]] | None = None) -> GraphMeasures:
+def measure(model: onnx.ModelProto, sizes: dict[str, dict[int, int] | np.ndarray] | None = None) -> GraphMeasures:
     """All four measures of a graph that check_graph passed; GraphRejected if it cannot be measured, or if a count
     is beyond what any real network has (MAX_COUNT). `sizes` (a graph task's node and edge counts, interface.py)
-    measures one run on the task's whole graph instead of one example: its FLOPs are a training step's."""
+    measures one run on the task's whole graph instead of one example: its FLOPs are a training step's; a graphs
+    task's measure one graph of the training split's mean size, `batch` bound to its value."""
     infos = shapes.propagate(model, sizes)
     total, matmul = count_flops(model, infos)
     found = GraphMeasures(count_params(model), total, matmul, structure(model, infos), digest(model))

@@ -21,7 +21,9 @@ measures are binding: a candidate that hands over one network to be measured and
 An lm task's graph is also checked for causality on the real held-out sequences (`CAUSAL_CHECK`, worker.py). A graph
 task's graph (node classification) takes named inputs, x and edge_index (interface.py): it is checked against those
 ports instead of the batch proof, measured at the task's node and edge counts, run once on the whole graph, and the
-held-out nodes' rows of its output are scored.
+held-out nodes' rows of its output are scored. A graphs task's graph (graph classification) takes x, edge_index and
+batch: it is measured on one graph of the training split's mean size, and each held-out graph is run alone
+(interface.py says why), one row each.
 """
 
 from __future__ import annotations
@@ -114,15 +116,19 @@ def max_graph_bytes(limits: Limits) -> int:
 
 def probe_files(task: Task) -> tuple[dict[str, bytes], str | dict[str, str]]:
     """The probe inputs as files for the clean evaluator's scratch, and the request's `probe`: one batch of examples
-    (`probe_inputs`), or a graph task's probe graph, one file per named input (interface.py, `probe_graph`)."""
+    (`probe_inputs`), or a graph task's probe graph, one file per named input (interface.py, `probe_graph`), or a
+    graphs task's probe graphs with their node offsets `ptr` (`probe_graphs`), run one by one."""
     if interface.interface(task) is None:
         return {PROBE_FILE: _npy(probe_inputs(task))}, PROBE_FILE
-    named = interface.probe_graph(int(task.in_shape[0]), PROBE_SEED)
+    made = interface.probe_graphs if task.kind == "graphs" else interface.probe_graph
+    named = made(int(task.in_shape[0]), PROBE_SEED)
     return {f"probe_{name}.npy": _npy(value) for name, value in named.items()}, {n: f"probe_{n}.npy" for n in named}
 
 
 def probe_rows(task: Task) -> int:
-    """Rows of the graph's output on the probe inputs: its examples, or the probe graph's nodes."""
+    """Rows of the graph's output on the probe inputs: its examples, the probe graph's nodes, or the probe graphs."""
+    if task.kind == "graphs":
+        return len(interface.probe_graphs(int(task.in_shape[0]), PROBE_SEED)["ptr"]) - 1
     return PROBE_BATCH if interface.interface(task) is None else interface.PROBE_NODES
 
 
@@ -290,9 +296,7 @@ def graph_latency(graph: bytes, task: Task, prepared: PreparedTask, limits: Limi
     return float(ran["latency_ms"])
 
 
-def measure_graph(
-    graph: bytes, task: Task, limits: Limits, sizes: dict[str, dict[int, int]] | None = None
-) -> GraphMeasures:
+def measure_graph(graph: bytes, task: Task, limits: Limits, sizes: interface.Bound | None = None) -> GraphMeasures:
     """`verify` the graph, then measure it (measures.py; `sizes`: a graph task's node and edge counts, interface.py);
     GraphFailed with the reason for a graph refused either way."""
     from agentarch.evaluation.graphs import checks, measures
@@ -386,7 +390,8 @@ def verify(graph: bytes, task: Task, limits: Limits) -> onnx.ModelProto:
     """The host's checks of a graph before any process loads it, as GraphFailed with the reason: the file, its
     operators and its interface against the task (checks.py), then the proof that no example's output depends on
     another example of its batch (batch_flow.py); the parsed graph. A graph task's graph is one example whose nodes
-    mix by design: it has no batch to prove anything about (docs/sandbox.md says what holds instead). Imported here:
+    mix by design: it has no batch to prove anything about (docs/sandbox.md says what holds instead); a graphs task's
+    graphs are evaluated one by one, so none has another graph in its input (interface.py). Imported here:
     they import onnx (1.1 s, most of it ml_dtypes'), which only graph scoring needs, and every command imports this
     module through the executors."""
     from agentarch.evaluation.graphs import batch_flow, checks

@@ -91,6 +91,7 @@ NUMPY_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Pow": np
 NUMPY_UNARY = {"Neg": np.negative, "Abs": np.abs, "Sqrt": np.sqrt, "Not": np.logical_not, "Floor": np.floor,
                "Ceil": np.ceil, "Exp": np.exp, "Log": np.log, "Reciprocal": np.reciprocal, "Sign": np.sign,
                "Relu": lambda x: np.maximum(x, 0), "Identity": lambda x: x}  # fmt: skip
+VALUE_REDUCE = {"ReduceMax": np.max, "ReduceMin": np.min, "ReduceSum": np.sum}  # whose values are followed
 RECURRENT = {"LSTM": 4, "GRU": 3, "RNN": 1}
 """The recurrent layers, with their gates per step."""
 SYMBOLIC_BINARY = {"Add": add, "Sub": sub, "Mul": mul, "Div": div}
@@ -125,15 +126,20 @@ def input_info(value_info: onnx.ValueInfoProto, bound: dict[int, int] | None = N
     return Info(kind.elem_type, tuple(dims))
 
 
-def propagate(model: onnx.ModelProto, sizes: dict[str, dict[int, int]] | None = None) -> dict[str, Info]:
-    """Each tensor's `Info` by name: the graph's input, initializers, and every node's outputs in graph order
-    (a checked graph is topologically sorted). Raises Unfollowable at the first node it cannot follow. `sizes`
-    binds a whole graph's dynamic axes, per input and axis (interface.py, `sizes`): every shape is then a number."""
+def propagate(model: onnx.ModelProto, sizes: dict[str, dict[int, int] | np.ndarray] | None = None) -> dict[str, Info]:
+    """Each tensor's `Info` by name: the graph's input, initializers, and every node's outputs in graph order (a checked
+    graph is topologically sorted); Unfollowable at the first node it cannot follow. `sizes` binds dynamic axes per
+    input and axis, or an input's value (interface.py): every shape is a number then, a count from `batch` too."""
     known: dict[str, Info] = {t.name: tensor_info(t) for t in model.graph.initializer}
     initializers = set(known)
     for value_info in model.graph.input:
         if value_info.name not in initializers:
-            known[value_info.name] = input_info(value_info, (sizes or {}).get(value_info.name))
+            bound = (sizes or {}).get(value_info.name)  # axes' sizes, or the input's value (and so its shape)
+            value, bound = (bound, dict(enumerate(bound.shape))) if isinstance(bound, np.ndarray) else (None, bound)
+            info = input_info(value_info, bound)
+            if value is not None and info.dims != value.shape:  # its element type is the port's (checks.py)
+                raise Unfollowable(f"input {value_info.name!r} does not take an array of shape {value.shape}")
+            known[value_info.name] = Info(info.dtype, info.dims, value)
     for index, node in enumerate(model.graph.node):
         inputs = [known[name] if name else None for name in node.input]
         if any(name and name not in known for name in node.input):
@@ -328,7 +334,8 @@ def _dims_and_value(node, op, attrs, inputs, dtype):  # noqa: C901 - one branch 
         axes = {normalize(a, x.rank) for a in axes}
         keep = attrs.get("keepdims", 1)
         dims = tuple(1 if i in axes else d for i, d in enumerate(x.dims) if keep or i not in axes)
-        return dims, None
+        known = op in VALUE_REDUCE and _numeric(vals[0]) and _fits(dims)  # a count from a bound value: max(batch)
+        return dims, VALUE_REDUCE[op](vals[0], axis=tuple(sorted(axes)), keepdims=bool(keep)) if known else None
     if op == "Shape":
         start, end = attrs.get("start", 0), attrs.get("end", x.rank)
         chosen = list(x.dims)[slice(start, end)]

@@ -25,7 +25,10 @@ inputs and meta.json, no labels) and scratch, where the host put the graph and t
   per split, the stored file of each input and the file of the rows to score (`{"val": {"inputs": {"x": "train_x",
   "edge_index": "edge_index"}, "rows": "val_x"}}`; agentarch/evaluation/graphs/interface.py), the graph runs once on
   those inputs and the split's output is those rows of its output; `probe` is then a map of input names to files in
-  scratch, run whole too;
+  scratch, run whole too. A graphs task's feed names the split's node offsets instead of rows (`{"val": {"inputs":
+  {"x": "val_x", "edge_index": "val_edges"}, "ptr": "val_ptr"}}`): each graph is run alone (its nodes, its edges
+  renumbered from 0, `batch` all zeros) and gives one row (`Worker.graph_by_graph`); a `probe` map with `ptr` is run
+  so too, and latency is its first graph's;
 - `{"op": "modules"}`: says `modules`, the names of the modules it has imported (a test's debug request);
 - `{"op": "exit"}`, or the end of stdin: it exits.
 
@@ -199,9 +202,10 @@ class Worker:
             parts.append(self._nll(out, chunk) if nll else out.astype(np.float32, copy=False))
         return np.concatenate(parts)
 
-    def whole(self, session: Any, feed: dict[str, Any]) -> Any:
+    def whole(self, session: Any, feed: dict[str, Any], rows: int | None = None) -> Any:
         """The graph's first output for one run on the named inputs `feed` (a whole graph; an input the graph does not
-        take, one its network never read, is left out), as float32, one row per row of feed's first input (a node's)."""
+        take, one its network never read, is left out), as float32, `rows` rows (None: one per row of feed's first
+        input, a node's; 1 for a graph run alone)."""
         np = self.np
         names = [i.name for i in session.get_inputs()]
         if not names or not set(names) <= set(feed) or not session.get_outputs():
@@ -215,12 +219,42 @@ class Worker:
                 f"the graph failed on a graph of {sizes}: {_said(err)}; the network must accept any number of nodes "
                 "and edges (do not fix them, or index past them)",
             ) from err
-        rows = len(next(iter(feed.values())))
+        per = "node" if rows is None else "graph"
+        rows = len(next(iter(feed.values()))) if rows is None else rows
         if not isinstance(out, np.ndarray) or not np.issubdtype(out.dtype, np.floating):
             raise RequestError("run", f"the graph returned {getattr(out, 'dtype', type(out).__name__)}, not floats")
         if out.ndim == 0 or out.shape[0] != rows:
-            raise RequestError("run", f"the graph returned shape {out.shape} for {rows} nodes: one row per node")
+            raise RequestError("run", f"the graph returned shape {out.shape} for {rows} {per}(s): one row per {per}")
         return out.astype(np.float32, copy=False)
+
+    def graphs(self, x: Any, edges: Any, ptr: Any) -> list[dict[str, Any]]:
+        """A stored graph set cut into one feed per graph (graphsets.py's format: nodes graph after graph, edges over
+        them, node offsets `ptr`): graph g's nodes, its edges renumbered from 0, and `batch` all zeros."""
+        np = self.np
+        count = len(x)
+        if ptr.ndim != 1 or len(ptr) < 2 or ptr[0] != 0 or ptr[-1] != count or (np.diff(ptr) <= 0).any():
+            raise RequestError("run", f"the stored node offsets do not cut {count} nodes into graphs")
+        owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+        if edges.ndim != 2 or edges.shape[0] != 2 or (edges.size and (edges.min() < 0 or edges.max() >= count)):
+            raise RequestError("run", f"the stored edges {edges.shape} do not join the {count} nodes")
+        if (owner[edges[0]] != owner[edges[1]]).any():
+            raise RequestError("run", "a stored edge joins two graphs")
+        order = np.argsort(owner[edges[0]], kind="stable")
+        edges = edges[:, order]
+        cuts = np.searchsorted(owner[edges[0]], np.arange(len(ptr)), side="left")
+        return [
+            {
+                "x": x[ptr[g] : ptr[g + 1]],
+                "edge_index": np.ascontiguousarray(edges[:, cuts[g] : cuts[g + 1]] - ptr[g]),
+                "batch": np.zeros(int(ptr[g + 1] - ptr[g]), dtype=np.int64),
+            }
+            for g in range(len(ptr) - 1)
+        ]
+
+    def graph_by_graph(self, session: Any, feeds: list[dict[str, Any]]) -> Any:
+        """The graph's output for each graph run alone (`graphs`), one row each, as float32: whatever the network
+        does with the other graphs of a batch, no other graph is in its input."""
+        return self.np.concatenate([self.whole(session, feed, rows=1) for feed in feeds])
 
     def check_causal(self, session: Any, ids: Any, logits: Any, rng: Any) -> None:
         """Refuse a language model whose logits at a position depend on later ids, on these very held-out sequences:
@@ -293,6 +327,12 @@ class Worker:
         rng = None if seed is None else np.random.default_rng(int(seed))
         feeds = request.get("feeds") or {}
         for split in request.get("splits", []):
+            if split in feeds and "ptr" in feeds[split]:  # a graph set: each graph alone, a row each
+                named = feeds[split]
+                stored = {name: self.stored(stem) for name, stem in named["inputs"].items()}
+                cut = self.graphs(stored["x"], stored["edge_index"], self.stored(named["ptr"]))
+                np.save(self.scratch / f"{split}_outputs.npy", self.graph_by_graph(session, cut))
+                continue
             if split in feeds:  # a whole graph: one run, the split's rows of its output
                 named = feeds[split]
                 out = self.whole(session, {name: self.stored(stem) for name, stem in named["inputs"].items()})
@@ -304,7 +344,12 @@ class Worker:
             np.save(self.scratch / f"{split}_outputs.npy", out)
         latency_feed = None
         probe = request.get("probe")
-        if isinstance(probe, dict):
+        if isinstance(probe, dict) and "ptr" in probe:  # probe graphs, each alone; latency on the first
+            arrays = {name: self.scratch_array(file) for name, file in probe.items()}
+            cut = self.graphs(arrays["x"], arrays["edge_index"], arrays["ptr"])
+            np.save(self.scratch / "probe_outputs.npy", self.graph_by_graph(session, cut))
+            latency_feed = cut[0]
+        elif isinstance(probe, dict):
             latency_feed = {name: self.scratch_array(file) for name, file in probe.items()}
             np.save(self.scratch / "probe_outputs.npy", self.whole(session, latency_feed))
         elif probe:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def mean_pool(h: torch.Tensor, batch: torch.Tensor, graphs: int) -> torch.Tensor:
+def mean_pool(h: torch.Tensor, batch: torch.Tensor, graphs: torch.Tensor) -> torch.Tensor:
     total = torch.zeros(graphs, h.shape[1], device=h.device, dtype=h.dtype).index_add_(0, batch, h)
     count = torch.zeros(graphs, device=h.device, dtype=h.dtype).index_add_(0, batch, torch.ones_like(h[:, 0]))
     return total / count.clamp(min=1).unsqueeze(1)
@@ -41,5 +41,5 @@ class Net(nn.Module):
         h = x
         for conv in self.convs:
             h = F.relu(conv(h, src, dst, norm))
-        graphs = int(batch.max()) + 1 if batch.numel() else 0
+        graphs = batch.max() + 1  # a tensor: the exported graph computes the count (int() would freeze it)
         return self.head(mean_pool(h, batch, graphs))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def sum_pool(h: torch.Tensor, batch: torch.Tensor, graphs: int) -> torch.Tensor:
+def sum_pool(h: torch.Tensor, batch: torch.Tensor, graphs: torch.Tensor) -> torch.Tensor:
     return torch.zeros(graphs, h.shape[1], device=h.device, dtype=h.dtype).index_add_(0, batch, h)
 
 
@@ -34,7 +34,7 @@ class Net(nn.Module):
         self.head = nn.Sequential(nn.Linear(hidden * layers, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-        graphs = int(batch.max()) + 1 if batch.numel() else 0
+        graphs = batch.max() + 1  # a tensor: the exported graph computes the count (int() would freeze it)
         h, readouts = x, []
         for layer in self.layers:
             h = F.relu(layer(h, edge_index))
