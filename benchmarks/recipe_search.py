@@ -7,8 +7,8 @@ Run from the repository root:
 Each (task, mode, seed) is one `search_trained` (the path of `agentarch baseline --algo rea`) in a fresh archive of its
 own, so no search sees another's results through dedup; the task data's preparation cache is shared. Both modes
 search the same space (macro on digits, restore on digits-sr2) with the same REA settings, seeds and epochs; with the
-recipe on, every proposal also carries a RECIPE drawn from the task's bounds (agentarch/search/recipes.py), which
-the host checks and the sandbox trains with. A seed's result is its best candidate by validation score and that
+recipe on, every proposal also carries a RECIPE, sampled near the task's default and mutated one step at a time
+inside the task's bounds (agentarch/search/recipes.py), which the host checks and the sandbox trains with. A seed's result is its best candidate by validation score and that
 candidate's test score; reported as mean ± standard error over seeds. Sized for a loaded 2-core machine, where one
 evaluation's fixed cost (sandbox start, smoke stage, graph export and scoring) is most of its time: a few seeds, a
 handful of evaluations each, few epochs; the wall time is printed with the table.

@@ -3,13 +3,14 @@ the sandbox's trainer, recorded with its evaluation, and searched with the archi
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from collections import Counter
 
 import optuna
 import pytest
 import sqlite_utils
 import torch
-from agentarch.runner import trainer
 from typer.testing import CliRunner
 
 from agentarch.cli import app
@@ -18,13 +19,14 @@ from agentarch.evaluation.checks import check
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.llm import prompts
 from agentarch.llm.fewshot import FewShot
+from agentarch.runner import trainer
 from agentarch.search.proposers.base import Observation
 from agentarch.search.proposers.baselines import RegularizedEvolution
-from agentarch.search.recipes import RecipeSpace, archived, split
+from agentarch.search.recipes import RecipeSpace, archived, join, split
 from agentarch.search.spaces import get_space
 from agentarch.store.archive import Archive
 from agentarch.tasks import taskfiles
-from agentarch.tasks.recipes import RecipeBounds, with_recipe
+from agentarch.tasks.recipes import RecipeBounds, sensible, with_recipe
 from agentarch.tasks.registry import get_task
 from agentarch.web import create_app
 from tests.conftest import NET, requires_bubblewrap
@@ -180,6 +182,86 @@ def test_the_recipe_space_samples_mutates_and_renders_inside_the_bounds():
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
     study.enqueue_trial(space.trial_params(points[0]))
     assert space.suggest(study.ask()) == points[0]
+
+
+def differing(a: dict, b: dict) -> set[str]:
+    return {key for key in a if a[key] != b[key]}
+
+
+def test_a_sample_starts_near_the_tasks_default_with_a_learning_rate_that_suits_its_optimizer():
+    space = RecipeSpace(get_space("macro"), DIGITS)
+    assert space.sensible["adamw"] == (3e-3, 0.01) and space.sensible["sgd"] == (0.048, 5e-4)
+    samples = [split(space.sample(random.Random(seed)))[1] for seed in range(200)]
+    assert samples[:20] == [split(space.sample(random.Random(seed)))[1] for seed in range(20)]  # seeded
+    for recipe in samples:
+        sensible_lr, _ = space.sensible[recipe["optimizer"]]
+        assert 1 / 3 <= recipe["lr"] / sensible_lr <= 3  # within x/÷ 2.8 of what its optimizer suits
+        assert recipe["lr"] in space.menus["lr"]
+        assert len(differing(recipe, DIGITS.default_recipe()) - {"lr", "optimizer", "weight_decay"}) <= 4
+    optimizers = Counter(recipe["optimizer"] for recipe in samples)
+    assert optimizers["adamw"] > 100 and set(optimizers) == {"adamw", "adam", "sgd", "nesterov"}
+    assert min(r["lr"] for r in samples if r["optimizer"] == "sgd") >= 0.017  # never SGD at 1e-4
+    assert max(r["lr"] for r in samples if r["optimizer"] == "adamw") <= 0.0085  # never AdamW at 0.3
+    assert all(r["weight_decay"] <= 1e-3 for r in samples if r["optimizer"] in ("sgd", "nesterov"))
+    assert DIGITS.default_recipe() in samples  # the default itself is among the draws
+    assert sum(r["schedule"] == "cosine" and not r["augment"] for r in samples) > 60
+
+
+def test_a_mutation_moves_one_recipe_choice_one_sensible_step():
+    space, rng = RecipeSpace(get_space("macro"), DIGITS), random.Random(1)
+    start = space.sample(random.Random(3))
+    arch, recipe = split(start)
+    moved: Counter[str] = Counter()
+    for _ in range(300):
+        mutant_arch, mutant = split(space.mutate(start, rng))
+        changed = differing(mutant, recipe)
+        if mutant_arch != arch:
+            assert not changed  # the architecture or the recipe, never both
+            continue
+        moved[frozenset(changed)] += 1
+        if changed == {"lr"}:
+            assert round(max(mutant["lr"] / recipe["lr"], recipe["lr"] / mutant["lr"]), 1) in (2.0, 2.8)
+        elif "optimizer" in changed:
+            old, new = space.sensible[recipe["optimizer"]][0], space.sensible[mutant["optimizer"]][0]
+            assert mutant["lr"] / recipe["lr"] == pytest.approx(new / old, rel=0.1)  # rescaled to suit
+        elif changed == {"label_smoothing"}:
+            assert {mutant["label_smoothing"], recipe["label_smoothing"]} == {0.0, 0.1}
+        elif changed == {"augment"}:
+            assert len(set(mutant["augment"]) ^ set(recipe["augment"])) == 1
+        else:
+            assert len(changed) == 1
+    assert moved[frozenset({"lr"})] and moved[frozenset({"augment"})] and moved[frozenset({"label_smoothing"})]
+    assert any("optimizer" in keys for keys in moved)
+
+
+def test_an_optimizer_switch_rescales_the_learning_rate_and_weight_decay():
+    space = RecipeSpace(get_space("macro"), DIGITS)
+    recipe = {**DIGITS.default_recipe(), "lr": 6e-3}
+    point = join(split(space.sample(random.Random(0)))[0], recipe)
+    switched = {}
+    rng = random.Random(0)
+    while len(switched) < 3:
+        mutant = split(space.mutate(point, rng))[1]
+        if mutant["optimizer"] != "adamw":
+            switched[mutant["optimizer"]] = mutant
+    assert switched["sgd"]["lr"] == switched["nesterov"]["lr"] == 0.096  # 16x AdamW's, as 0.048 is to 3e-3
+    assert switched["sgd"]["weight_decay"] == 5e-4  # an L2 decay, not AdamW's decoupled 0.01
+    assert switched["adam"]["lr"] == 6e-3 and switched["adam"]["weight_decay"] == 5e-4
+
+
+def test_the_recipe_search_keeps_inside_a_task_files_bounds():
+    bounds = RecipeBounds(optimizers=("sgd", "adam"), lr=(0.01, 0.05), weight_decay=(1e-3, 0.01), schedules=("step",))
+    task = dataclasses.replace(DIGITS, recipe=bounds)  # its default (AdamW, 3e-3, wd 0.01) lies outside them
+    assert sensible("sgd", task.default_recipe(), bounds) == (0.048, 1e-3)
+    space, rng = RecipeSpace(get_space("macro"), task), random.Random(0)
+    points = [space.sample(rng) for _ in range(30)]
+    points += [space.mutate(point, rng) for point in points for _ in range(3)]
+    for point in points:
+        recipe = split(point)[1]
+        assert recipe["optimizer"] in ("sgd", "adam") and recipe["schedule"] == "step"
+        assert 0.01 <= recipe["lr"] <= 0.05 and 1e-3 <= recipe["weight_decay"] <= 0.01
+        assert check(space.render(point, task), "image", bounds).ok
+    assert {split(point)[1]["lr"] for point in points[:30]} >= {0.0283, 0.04}  # near SGD's 0.048, clipped
 
 
 def test_rea_with_the_recipe_space_evolves_recipes():

@@ -9,8 +9,15 @@ followed by ` RECIPE ` and the recipe as compact JSON; sampling draws both, a mu
 both parts are. Rendering writes the inner space's code and the recipe as its `RECIPE` literal, which the host reads
 and checks like any candidate's (agentarch/evaluation/checks.py), so a proposer's recipe gets no privilege.
 
-Each recipe choice is drawn from a short menu inside the task's bounds (agentarch/tasks/recipes.py), the task's own
-default always on it: the search can come back to today's recipe. The archive keeps the inner space's name and
+Each recipe choice is on a short menu inside the task's bounds (agentarch/tasks/recipes.py), the task's own default
+always on it: the search can come back to today's recipe. The search starts near that default rather than uniformly
+over the menus, because a uniform draw mostly pairs an optimizer with a learning rate it cannot use (SGD at 1e-4,
+AdamW at 0.3) and spends a small budget's initial population on recipes that barely train (benchmarks/
+recipe_search.md): a sample is the default recipe with its learning rate moved log-uniformly within a factor of about
+3 of what the optimizer suits, and each other choice moved one step away with probability `MOVE`; a mutation moves
+one choice one step. A step is the same in both: the learning rate x/÷ 2 or 2.8 (2 or 3 steps of its grid of powers of
+sqrt 2 around the default), another optimizer with the learning rate and weight decay rescaled to suit it
+(`recipes.sensible`), a neighbouring weight decay or warmup, smoothing or an augmentation toggled, another schedule. The archive keeps the inner space's name and
 architecture on the candidate row and the recipe in its own column (`archived`), so every reader of architectures is
 unchanged.
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -36,12 +44,23 @@ SEPARATOR = " RECIPE "
 SUFFIX = "+recipe"
 """A recipe space's name is its inner space's with this after it (its own key in the limits' caches)."""
 MENUS: dict[str, tuple[float, ...]] = {
-    "lr": (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3),
     "weight_decay": (0.0, 1e-4, 5e-4, 1e-3, 0.01, 0.05, 0.1),
     "warmup_frac": (0.0, 0.05, 0.1, 0.2),
     "label_smoothing": (0.0, 0.05, 0.1, 0.2),
 }
-"""Each numeric choice's menu, kept to those inside the task's bounds (the task's default added)."""
+"""The menu of each numeric choice but the learning rate, kept to those inside the task's bounds (the task's default
+and each optimizer's `recipes.sensible` weight decay added)."""
+LR_STEP = 2**0.5
+"""The ratio between neighbouring learning rates on a recipe space's grid (the task's default times its powers)."""
+LR_SPREAD = 3
+"""How many grid steps a sample's learning rate lies at most from its optimizer's sensible one (x/÷ 2.8)."""
+LR_MOVES = (2, 3)
+"""How many grid steps a mutation moves the learning rate (x/÷ 2 or 2.8): a smaller move barely changes the score."""
+MOVE = 1 / 3
+"""The chance that a sample moves each choice other than the learning rate one step from the default's: about two
+of six moved, so a sample stays near a recipe known to train."""
+SMOOTHING = 0.1
+"""The label smoothing that a toggle turns on (the nearest on the task's menu)."""
 
 
 def split(point: str) -> tuple[str, dict[str, Any] | None]:
@@ -103,10 +122,27 @@ class RecipeSpace(SearchSpace):
             "warmup_frac": self.bounds.warmup_frac,
             "label_smoothing": (0.0, self.bounds.label_smoothing_max),
         }
+        self.sensible = {name: recipes.sensible(name, default, self.bounds) for name in self.bounds.optimizers}
         for key, menu in MENUS.items():
             low, high = ranges[key]
             inside = {v for v in menu if low <= v <= high} | {float(default[key])}
+            if key == "weight_decay":
+                inside |= {decay for _, decay in self.sensible.values()}
             self.menus[key] = tuple(sorted(v for v in inside if low <= v <= high) or [low])
+        self.menus["lr"] = self._lr_grid(float(default["lr"]))
+
+    def _lr_grid(self, lr: float) -> tuple[float, ...]:
+        """The task's learning rate times each power of `LR_STEP` inside the bounds (3 significant digits): a grid
+        rather than a range, so TPE's categorical choice and a sample's value agree, and ratios are what a step moves."""
+        low, high = self.bounds.lr
+        lr = min(max(lr, low), high)
+        grid = {lr}
+        for sign in (-1, 1):
+            power = 1
+            while low <= (value := float(f"{lr * LR_STEP ** (sign * power):.3g}")) <= high:
+                grid.add(value)
+                power += 1
+        return tuple(sorted(grid))
 
     def _augment_sets(self) -> Iterator[tuple[str, ...]]:
         allowed = [a for a in self.bounds.augmentations if self.kind in recipes.AUGMENTATIONS[a]]
@@ -133,30 +169,81 @@ class RecipeSpace(SearchSpace):
     def _choices(self, recipe: dict[str, Any]) -> dict[str, Any]:
         return {key: "+".join(recipe["augment"]) if key == "augment" else recipe[key] for key in self.menus}
 
-    # -- the SearchSpace interface ---------------------------------------------------------------------------------
-
-    def sample(self, rng: random.Random) -> str:
-        arch = self.inner.sample(rng)
-        return join(arch, self._recipe({key: rng.choice(menu) for key, menu in self.menus.items()}))
-
-    def mutate(self, arch: str, rng: random.Random) -> str:
-        """Half the time one of the inner space's mutations, else one recipe choice moved: a numeric one to a
-        neighbouring value on its menu, any other to another of its values."""
-        inner, recipe = split(self.validate(arch))
-        assert recipe is not None
-        movable = [key for key, menu in self.menus.items() if len(menu) > 1]
-        if not movable or rng.random() < 0.5:
-            return join(self.inner.mutate(inner, rng), recipe)
-        key = rng.choice(movable)
-        choices = self._choices(recipe)
+    def _nearest(self, key: str, value: float) -> int:
+        """The index of the menu value nearest `value` (by ratio for the learning rate): a recipe read from code may
+        hold a value off the menu, and a rescaled learning rate usually does."""
         menu = self.menus[key]
-        if key in MENUS:
-            at = menu.index(choices[key]) if choices[key] in menu else 0
+        if key == "lr":
+            return min(range(len(menu)), key=lambda i: abs(math.log(menu[i] / value)))
+        return min(range(len(menu)), key=lambda i: abs(menu[i] - value))
+
+    def _snapped(self, recipe: dict[str, Any]) -> dict[str, Any]:
+        """The choices of `recipe` each moved onto its menu: the task's default may lie outside a task file's bounds
+        (an optimizer it refuses is replaced by its first, with the learning rate and weight decay that one suits)."""
+        choices = self._choices(recipe)
+        if choices["optimizer"] not in self.menus["optimizer"]:
+            choices["optimizer"] = self.menus["optimizer"][0]
+            choices["lr"], choices["weight_decay"] = self.sensible[choices["optimizer"]]
+        for key, menu in self.menus.items():
+            if choices[key] not in menu:
+                choices[key] = menu[self._nearest(key, choices[key])] if key in MENUS or key == "lr" else menu[0]
+        return choices
+
+    def _movable(self) -> list[str]:
+        return [key for key, menu in self.menus.items() if len(menu) > 1]
+
+    def _step(self, choices: dict[str, Any], key: str, rng: random.Random) -> None:
+        """Move one choice of `choices` one step (see the module's docstring), in place."""
+        menu = self.menus[key]
+        value = choices[key]
+        if key == "lr":
+            at, moves = self._nearest(key, value), rng.choice(LR_MOVES)
+            inside = [i for i in (at - moves, at + moves) if 0 <= i < len(menu)]
+            choices[key] = menu[rng.choice(inside or [i for i in (0, len(menu) - 1) if i != at])]
+        elif key == "optimizer":
+            new = rng.choice([name for name in menu if name != value])
+            (old_lr, old_decay), (lr, decay) = self.sensible[value], self.sensible[new]
+            choices["lr"] = self.menus["lr"][self._nearest("lr", choices["lr"] * lr / old_lr)]
+            if choices["weight_decay"] == self.menus["weight_decay"][self._nearest("weight_decay", old_decay)]:
+                choices["weight_decay"] = self.menus["weight_decay"][self._nearest("weight_decay", decay)]
+            choices[key] = new
+        elif key == "label_smoothing":
+            choices[key] = 0.0 if value else menu[self._nearest(key, SMOOTHING) or 1]
+        elif key == "augment":
+            names = {name for name in value.split("+") if name} ^ {rng.choice(menu[-1].split("+"))}
+            choices[key] = "+".join(sorted(names))
+        elif key in MENUS:
+            at = self._nearest(key, value)
             choices[key] = (
                 menu[at + 1] if at == 0 else menu[at - 1] if at == len(menu) - 1 else menu[at + rng.choice((-1, 1))]
             )
         else:
-            choices[key] = rng.choice([value for value in menu if value != choices[key]])
+            choices[key] = rng.choice([other for other in menu if other != value])
+
+    # -- the SearchSpace interface ---------------------------------------------------------------------------------
+
+    def sample(self, rng: random.Random) -> str:
+        """An architecture of the inner space with a recipe near the task's default: each choice but the learning rate
+        moved one step with probability `MOVE` (the optimizer first, so its move rescales the learning rate), then the
+        learning rate moved up to `LR_SPREAD` grid steps either way, uniformly."""
+        arch = self.inner.sample(rng)
+        choices = self._snapped(self.default)
+        for key in self._movable():
+            if key != "lr" and rng.random() < MOVE:
+                self._step(choices, key, rng)
+        at = self._nearest("lr", choices["lr"]) + rng.randint(-LR_SPREAD, LR_SPREAD)
+        choices["lr"] = self.menus["lr"][min(max(at, 0), len(self.menus["lr"]) - 1)]
+        return join(arch, self._recipe(choices))
+
+    def mutate(self, arch: str, rng: random.Random) -> str:
+        """Half the time one of the inner space's mutations, else one recipe choice moved one step."""
+        inner, recipe = split(self.validate(arch))
+        assert recipe is not None
+        movable = self._movable()
+        if not movable or rng.random() < 0.5:
+            return join(self.inner.mutate(inner, rng), recipe)
+        choices = self._choices(recipe)
+        self._step(choices, rng.choice(movable), rng)
         return join(inner, self._recipe(choices))
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> str:

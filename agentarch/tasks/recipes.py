@@ -94,6 +94,28 @@ def default_recipe(lr: float, weight_decay: float) -> dict[str, Any]:
     }
 
 
+LR_SCALE = {"adamw": 1.0, "adam": 1.0, "sgd": 16.0, "nesterov": 16.0}
+"""Each optimizer's sensible learning rate as a multiple of another's: a task's learning rate is tuned for AdamW, and
+SGD with momentum 0.9 takes steps proportional to the raw gradient rather than normalised ones, so it wants one about
+16x larger (digits: AdamW 3e-3, SGD 0.048, the usual 0.05). A search that switches optimizer rescales by this, so a
+switch is not wasted on a learning rate the new optimizer cannot use."""
+L2_WEIGHT_DECAY = 5e-4
+"""The weight decay of the optimizers that add it to the gradient (adam, sgd, nesterov): AdamW's decoupled 0.01-0.1
+would, as an L2 term, shrink the weights far faster than it regularises them."""
+
+
+def sensible(optimizer: str, default: dict[str, Any], bounds: RecipeBounds) -> tuple[float, float]:
+    """The learning rate and weight decay `optimizer` starts from on a task whose default recipe is `default`: the
+    default's learning rate rescaled by `LR_SCALE`, AdamW's own weight decay or at most `L2_WEIGHT_DECAY` for the
+    others; each clipped into the task's bounds. The one rule for what suits an optimizer, which the recipe search
+    (agentarch/search/recipes.py) samples around and rescales by."""
+    lr = float(default["lr"]) * LR_SCALE[optimizer] / LR_SCALE[str(default["optimizer"])]
+    decay = float(default["weight_decay"])
+    if optimizer != "adamw":
+        decay = min(decay, L2_WEIGHT_DECAY)
+    return min(max(lr, bounds.lr[0]), bounds.lr[1]), min(max(decay, bounds.weight_decay[0]), bounds.weight_decay[1])
+
+
 def check(recipe: object, bounds: RecipeBounds, kind: str) -> tuple[dict[str, Any], list[str]]:
     """The recipe in canonical form (its keys in `KEYS` order, `augment` a sorted list) and what is wrong with it, each
     problem a sentence that says what to change; the recipe is usable only when the list is empty."""
