@@ -11,6 +11,7 @@ import optuna
 import pytest
 import sqlite_utils
 import torch
+from agentarch.runner import trainer
 from typer.testing import CliRunner
 
 from agentarch.cli import app
@@ -19,7 +20,6 @@ from agentarch.evaluation.checks import check
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.llm import prompts
 from agentarch.llm.fewshot import FewShot
-from agentarch.runner import trainer
 from agentarch.search.proposers.base import Observation
 from agentarch.search.proposers.baselines import RegularizedEvolution
 from agentarch.search.recipes import RecipeSpace, archived, join, split
