@@ -4,7 +4,7 @@ The TOML file is `agentarch.toml` in the working directory, or the path in AGENT
 Environment variables are the field names upper-cased with an `AGENTARCH_` prefix
 (`AGENTARCH_ARCHIVE=runs/a.db`). Command-line flags are passed to `load_settings` as overrides.
 
-A field's description, default and bounds are written once, here: `field_doc` reads them off the
+A field's description, default and bounds are written once, here: `field_doc` (agentarch/cli/fielddocs.py) reads them off the
 field for the `--help` of every flag that sets it, so the help cannot drift from what is used.
 """
 

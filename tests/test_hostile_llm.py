@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agentarch.config import Settings, field_doc
+from agentarch.cli.fielddocs import field_doc
+from agentarch.config import Settings
 from agentarch.llm import edits, prompts, quoting
 from agentarch.llm.client import AnswerTooLarge, LLMClient
 from agentarch.llm.fewshot import FewShot
