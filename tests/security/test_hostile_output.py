@@ -349,10 +349,12 @@ def test_a_sandbox_that_cannot_run_still_stops_the_operator(cache_dir, digits, m
         execute(request(cache_dir))
 
 
-def test_a_real_cgroup_shim_failure_still_stops_the_operator(cache_dir, digits, monkeypatch):
+def test_a_real_cgroup_shim_failure_still_stops_the_operator(cache_dir, digits, monkeypatch, tmp_path):
     """Exit 97 with the shim's words on stderr is the sandbox's failure (a candidate's exit 97 is its own: E2E)."""
-    monkeypatch.setattr(cgroups.Cgroup, "procs_files", property(lambda self: ["/nonexistent/cgroup.procs"]))
-    with pytest.raises(SandboxError, match=r"could not place the evaluation in its cgroup: /nonexistent/cgroup\.procs"):
+    (tmp_path / "file").write_text("")  # a path under a plain file: no one can write it, whatever exists elsewhere
+    procs = str(tmp_path / "file" / "cgroup.procs")
+    monkeypatch.setattr(cgroups.Cgroup, "procs_files", property(lambda self: [procs]))
+    with pytest.raises(SandboxError, match=rf"could not place the evaluation in its cgroup: {re.escape(procs)}"):
         execute(request(cache_dir))
 
 
@@ -389,7 +391,7 @@ remove_scratch(Path({str(scratch)!r}))
 
 
 @pytest.mark.slow
-def test_a_task_that_raises_in_ray_is_a_failed_result():
+def test_a_task_that_raises_in_ray_is_a_failed_result(tmp_path):
     ray = pytest.importorskip("ray")
     from agentarch.evaluation.ray_executor import RayExecutor
 
@@ -407,11 +409,11 @@ def test_a_task_that_raises_in_ray_is_a_failed_result():
             yield
 
         executor.remote = raises
-        result = executor.run(request(Path("/nonexistent")))
+        result = executor.run(request(tmp_path / "cache"))
         assert result.status == "failed" and "[executor] the Ray task raised RecursionError: deep" in result.reason
         executor.remote = cannot_run
         with pytest.raises(SandboxError, match="namespaces"):
-            executor.run(request(Path("/nonexistent")))
+            executor.run(request(tmp_path / "cache"))
     finally:
         executor.close()
 
