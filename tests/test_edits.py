@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from agentarch.llm.edits import Applied, EditError, apply, looks_like_edit, parse
-from agentarch.llm.prompts import render
+from agentarch.llm.prompts import recipe_of, render
 from agentarch.search.objectives import Goals
 from agentarch.tasks.registry import get_task
 
@@ -213,6 +215,7 @@ def test_the_edit_prompt_shows_the_parent_the_others_in_brief_and_a_format_that_
         batch_note="Try attention.",
         goals=None,
         notebook={"after": 10, "text": "Dropout helps (#3)."},
+        recipe_of=functools.partial(recipe_of, get_task("digits")),
     )
     assert text.startswith("## Task: digits")
     assert "## The parent: candidate 7" in text and "Validation accuracy: 91.23%" in text and "12,345" in text
@@ -236,6 +239,7 @@ def test_the_edit_prompt_with_several_objectives_and_another_metric():
         batch_note="",
         goals=goals,
         notebook=None,
+        recipe_of=functools.partial(recipe_of, get_task("stdlib-bytes")),
     )
     assert "Validation bits per byte: 1.235" in text and "- latency_ms: 2.5" in text and "front 1 (2 candidates" in text
     assert "Hard limits (a design that breaks one never counts): params<=200000" in text
