@@ -262,7 +262,7 @@ def test_the_offline_loops_evolution_plans_inside_the_limits(name):
     bound = quantile(space, task, 0.2)
     goals = Goals.parse([], [f"params<={bound}"])
     settings = SimpleNamespace(seed=0, population=10, sample_size=3)
-    ctx = SimpleNamespace(offline_space=lambda: name, task=task, goals=goals)
+    ctx = SimpleNamespace(offline_space=lambda: name, offline_search=lambda: get_space(name), task=task, goals=goals)
     planner, rng, outcomes = SimpleNamespace(settings=settings, ctx=ctx), random.Random(0), []
     n = min(60, len(Limits.of(space, task, goals).inside()))  # each proposal a new network
     for seq in range(n):

@@ -378,7 +378,8 @@ def test_an_8192_token_window_keeps_what_fits_and_the_answer_its_half(archive, r
         fitted = prompts.fit_prompt("propose", TASK, FewShot(big[0], big, "topk"), window)
         for messages in (whole.messages, fitted.messages):
             llm.complete(messages, "propose")
-    assert whole.record(window) is None and window.answer_tokens == 4096
+    kept = whole.record(window)  # at most the other kinds' contract and the knobs' bounds left out: examples whole
+    assert (kept is None or (kept["examples"] == [] and kept["lines_cut"] == {})) and window.answer_tokens == 4096
     record = fitted.record(window)
     assert record["examples"] == [6, 5, 4, 3, 2] and record["lines_cut"]["1"] > 0 and record["answer_tokens"] == 4096
     assert record["prompt_tokens"] <= record["prompt_limit"] == 8192 - 4096 - 32

@@ -186,18 +186,19 @@ def _asking(
 
 def recipe_of(task: Task, code: str | None) -> str:
     """How an example's code is trained, in one line: its RECIPE over the task's defaults (what the prompt shows beside
-    each example, so a model sees which recipes went with which scores)."""
+    each example, so a model sees which recipes went with which scores); empty for the task's default recipe, which
+    the system prompt states once (a small model's window has no room to repeat it per example)."""
     try:
         declared = declared_recipe(code or "", task.recipe_bounds(), task.kind)
     except SyntaxError:
         declared = {}
-    shown = recipes.describe({**task.default_recipe(), **declared})
-    return shown if declared else f"{shown} (the task's default)"
+    return recipes.describe({**task.default_recipe(), **declared}) if declared else ""
 
 
 @dataclass
 class LeftOut:
-    """What a prompt did not show to fit the model's context window: the other task kinds' contract (`compact`),
+    """What a prompt did not show to fit the model's context window: the other task kinds' contract and the HPARAMS
+    and RECIPE bounds (`compact`),
     the knowledge entries dropped ("source: title", the least relevant first), the notebook entry (its `after`), the
     examples dropped (ids, the last first), the lines of code cut from the examples still shown (by id), and the
     answer budget when it had to be lowered below the window's share."""
@@ -246,7 +247,7 @@ def describe_left_out(record: dict[str, Any] | None) -> str | None:
         return None
     parts = []
     if record.get("compact_contract"):
-        parts.append("the other task kinds' contract")
+        parts.append("the other task kinds' contract and the HPARAMS and RECIPE bounds")
     if record.get("knowledge"):
         parts.append(f"knowledge entries {'; '.join(record['knowledge'])}")
     if record.get("notebook_after") is not None:
@@ -295,7 +296,8 @@ def fit_prompt(
     """The `purpose` prompt ("propose" or "edit") fitted to `window` (an agentarch.llm.window.Window; None or an
     unknown window: the whole prompt). What is left out, in this order, until prompt and answer fit:
 
-    1. the contract of the other task kinds (the system prompt keeps this task's kind): nothing this task needs;
+    1. the contract of the other task kinds (the system prompt keeps this task's kind) and the HPARAMS and RECIPE
+       bounds (both stay optional, checked against them all the same);
     2. the knowledge entries (`knowledge`, the most relevant first), from the last: general notes before the run's own;
     3. the notebook entry;
     4. examples, from the last (the least telling: diverse elites, then the baseline's best, then the best), never
@@ -396,10 +398,12 @@ def edit_retry_message(
 
 
 def repair_messages(task: Task, code: str, error: str, attempt: int, prompts_dir: Path | str | None = None) -> Messages:
-    """System and user messages asking to fix `code`, which failed with `error` (trimmed to its tail)."""
+    """System and user messages asking to fix `code`, which failed with `error` (trimmed to its tail). The system
+    prompt is the compact one (this task's kind alone, the knobs' names without their bounds): a repair concerns this
+    task and its error says which rule broke, and the client can shorten only the code to fit a small window."""
     _require_trainable(task)
     user = render("repair.j2", prompts_dir, task=task, code=code, error=_tail(error), attempt=attempt)
-    return [_system(task, "repair", prompts_dir), {"role": "user", "content": user}]
+    return [_system(task, "repair", prompts_dir, compact=True), {"role": "user", "content": user}]
 
 
 _ANALYSIS_FIELDS = (
