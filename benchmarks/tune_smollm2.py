@@ -2,7 +2,8 @@
 
 Run from the repository root, where the cores are free or there is a GPU (tune and the generation here use CUDA when
 present): every answer is a greedy generation after a ~1,600-token prompt and every step trains on one such chat. On
-this project's 2-core machine under a load average of 10, one answer took 155 s, so it has not been run there yet:
+this project's 2-core machine under a load average of 10, one answer took 155 s; benchmarks/tune_smollm2.md records a
+smaller run (12 training chats, 12 steps, 12 held-out prompts). The full size:
 
     .venv/bin/python benchmarks/tune_smollm2.py --train 40 --held-out 20 --steps 60 > benchmarks/tune_smollm2.md
 
