@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agentarch.tasks.npzfiles import load_npz
-from agentarch.tasks.splits import MIN_SPLIT, SPLIT_NAMES, split_indices
+from agentarch.tasks.splits import MIN_SPLIT, SPLIT_NAMES, seeded_parts
 from agentarch.tasks.task import SplitData, TaskError
 
 if TYPE_CHECKING:
@@ -138,11 +138,7 @@ def split_graphs(graphs: GraphSet, fractions: tuple[float, float] | None, seed: 
     else:
         if fractions is None:
             raise TaskError(f"{graphs.where}: no train/val/test split; add masks, or set [splits] val and test")
-        if len(graphs.y) < 3 * MIN_SPLIT:
-            raise TaskError(f"{graphs.where}: {len(graphs.y)} graphs are too few to split; need {3 * MIN_SPLIT}")
-        rest, test = split_indices(graphs.y, fractions[1], seed)
-        train_in_rest, val_in_rest = split_indices(graphs.y[rest], fractions[0] / (1 - fractions[1]), seed)
-        parts = [np.sort(rest[train_in_rest]), np.sort(rest[val_in_rest]), np.sort(test)]
+        parts = seeded_parts(graphs.y, fractions, seed, graphs.where, unit="graphs")
     for split_name, index in zip(SPLIT_NAMES, parts):
         if len(index) < MIN_SPLIT:
             raise TaskError(

@@ -43,6 +43,19 @@ class Dataset:
         return tuple(int(d) for d in self.x.shape[1:])
 
 
+def seeded_parts(
+    labels: np.ndarray, fractions: tuple[float, float], seed: int, where: str, unit: str = "examples"
+) -> list[np.ndarray]:
+    """Train, val and test indices of `labels` by seeded (val, test) fractions, stratified by label: the one rule for
+    examples (`split`) and for whole graphs (agentarch/tasks/graphsets.py)."""
+    val_fraction, test_fraction = fractions
+    if len(labels) < 3 * MIN_SPLIT:
+        raise TaskError(f"{where}: {len(labels)} {unit} are too few to split; need at least {3 * MIN_SPLIT}")
+    rest, test = split_indices(labels, test_fraction, seed)
+    train_in_rest, val_in_rest = split_indices(labels[rest], val_fraction / (1 - test_fraction), seed)
+    return [np.sort(rest[train_in_rest]), np.sort(rest[val_in_rest]), np.sort(test)]
+
+
 def split(
     data: Dataset, fractions: tuple[float, float] | None, seed: int, stratify: bool, name: str = "task"
 ) -> SplitData:
@@ -56,13 +69,8 @@ def split(
     else:
         if fractions is None:
             raise TaskError(f"{data.where}: the source gives no train/val/test split; set [splits] val and test")
-        val_fraction, test_fraction = fractions
         labels = data.y if stratify else np.zeros(len(data.y), dtype=np.int64)
-        if len(labels) < 3 * MIN_SPLIT:
-            raise TaskError(f"{data.where}: {len(labels)} examples are too few to split; need at least {3 * MIN_SPLIT}")
-        rest, test = split_indices(labels, test_fraction, seed)
-        train_in_rest, val_in_rest = split_indices(labels[rest], val_fraction / (1 - test_fraction), seed)
-        parts = [np.sort(rest[train_in_rest]), np.sort(rest[val_in_rest]), np.sort(test)]
+        parts = seeded_parts(labels, fractions, seed, data.where)
     for split_name, index in zip(SPLIT_NAMES, parts):
         if len(index) < MIN_SPLIT:
             raise TaskError(
