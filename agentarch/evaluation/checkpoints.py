@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,19 @@ class Checkpoint:
     data: bytes
     epoch: int
     step: int
+
+
+class CheckpointKeeper:
+    """What a streamed job (local or on Ray) does with the checkpoints on its stream: keeps the latest, for a
+    restarted job to resume from, and hands each to `checkpointed` (the orchestrator's store), one rule for both."""
+
+    checkpointed: Callable[[Checkpoint], None] | None = None
+    checkpoint: Checkpoint | None = None
+
+    def _keep(self, item: Checkpoint) -> None:
+        self.checkpoint = item
+        if self.checkpointed is not None:
+            self.checkpointed(item)
 
 
 def max_checkpoint_bytes(params: Any, max_file_mb: int) -> int:

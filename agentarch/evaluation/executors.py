@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agentarch.errors import UsageError
-from agentarch.evaluation.checkpoints import Checkpoint
+from agentarch.evaluation.checkpoints import Checkpoint, CheckpointKeeper
 from agentarch.evaluation.stages import RunRequest, RunResult, stages
 from agentarch.isolation.warm import WarmSlot
 
@@ -61,14 +61,12 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-class _StreamedJob:
+class _StreamedJob(CheckpointKeeper):
     """A job's results as they come (`_next`: the smoke verdict, then, if smoked, the final result), each taken
     once and kept, so `smoke()` and `result()` may be asked in any order and again. Training checkpoints in between
     are handed to `checkpointed` as they are taken, the latest kept in `checkpoint` (a retried job resumes from it)."""
 
     _seen: list[RunResult]
-    checkpointed: Callable[[Checkpoint], None] | None = None
-    checkpoint: Checkpoint | None = None
 
     def _next(self) -> RunResult | Checkpoint:
         raise NotImplementedError
@@ -76,9 +74,7 @@ class _StreamedJob:
     def _take(self) -> RunResult:
         item = self._next()
         while isinstance(item, Checkpoint):
-            self.checkpoint = item
-            if self.checkpointed is not None:
-                self.checkpointed(item)
+            self._keep(item)
             item = self._next()
         self._seen.append(item)
         return item

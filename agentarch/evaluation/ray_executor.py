@@ -15,7 +15,7 @@ from typing import Any
 
 from agentarch.errors import AgentarchError
 from agentarch.evaluation import ray_data
-from agentarch.evaluation.checkpoints import Checkpoint
+from agentarch.evaluation.checkpoints import Checkpoint, CheckpointKeeper
 from agentarch.evaluation.stages import RunRequest, RunResult, stages
 from agentarch.isolation.policy import SandboxError
 from agentarch.isolation.protocol import MAX_REASON_BYTES, cap_text
@@ -26,7 +26,7 @@ RETRIES = 2
 preemption costs the lost job's time, not the candidate; a job that keeps losing its worker is `failed`."""
 
 
-class RayJob:
+class RayJob(CheckpointKeeper):
     """A sandbox job as a Ray streaming-generator task: the smoke verdict, then the result, as object refs.
 
     A worker lost at any point is replaced: the job starts again on another worker (`restart`), up to RETRIES
@@ -37,12 +37,9 @@ class RayJob:
     checkpoint interval of training.
     """
 
-    checkpointed: Callable[[Checkpoint], None] | None = None
-
     def __init__(self, executor: RayExecutor, request: RunRequest, task: Task | None) -> None:
         self.executor, self.request, self.task = executor, request, task
         self.lost: list[str] = []  # what Ray said each time this job lost its worker
-        self.checkpoint: Checkpoint | None = None  # the latest the job streamed, checked by its worker's host side
         self._smoke: RunResult | None = None
         self._final: RunResult | None = None
         self.refs = self.restart()
@@ -98,9 +95,7 @@ class RayJob:
             except errors.OutOfMemoryError as err:  # Ray's memory monitor killed the task's worker
                 return RunResult("failed", cap_text(f"[executor] {type(err).__name__}: {err}", MAX_REASON_BYTES))
             if isinstance(item, Checkpoint):
-                self.checkpoint = item
-                if self.checkpointed is not None:
-                    self.checkpointed(item)
+                self._keep(item)
                 continue
             if self.lost:
                 item.worker += f" (restart {len(self.lost)}: the worker before was lost)"
