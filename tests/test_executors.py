@@ -112,62 +112,63 @@ def test_a_start_refused_by_its_caller_starts_nothing_and_frees_the_slot(cache_d
 @pytest.mark.slow
 @requires_bubblewrap
 def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worker(tmp_path, cache_dir, digits):
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     from agentarch.evaluation.ray_executor import RayExecutor
 
     settings = load_settings(task="digits", epochs=3, threads=1, cache_dir=cache_dir)
     codes = [(SEEDS / name).read_text() for name in ("mlp.py", "cnn.py")]
     results = {}
-    for kind in ("local", "ray"):
-        executor = LocalExecutor(1) if kind == "local" else RayExecutor(num_cpus=2)
-        with Archive(tmp_path / f"{kind}.db") as db:
-            evaluator = Evaluator(
-                db, settings.model_copy(update={"archive": tmp_path / f"{kind}.db"}), executor=executor
-            )
-            results[kind] = [
-                (r.status, r.metrics["val_accuracy"], r.metrics["test_accuracy"], r.metrics["params"])
-                for r in (evaluator.evaluate(code, f"seed{i}.py") for i, code in enumerate(codes))
-            ]
-    assert results["ray"] == results["local"] and all(r[0] == "trained" for r in results["ray"])
+    # three CPUs: two slots for the real evaluations, one for the executor whose worker is lost on purpose below
+    executor = RayExecutor(num_cpus=3, slots=2, warm=True)
+    try:
+        for kind in ("local", "ray"):
+            pool = LocalExecutor(1) if kind == "local" else executor
+            with Archive(tmp_path / f"{kind}.db") as db:
+                evaluator = Evaluator(db, settings.model_copy(update={"archive": tmp_path / f"{kind}.db"}), executor=pool)
+                results[kind] = [
+                    (r.status, r.metrics["val_accuracy"], r.metrics["test_accuracy"], r.metrics["params"])
+                    for r in (evaluator.evaluate(code, f"seed{i}.py") for i, code in enumerate(codes))
+                ]
+        assert results["ray"] == results["local"] and all(r[0] == "trained" for r in results["ray"])
+        lossy = RayExecutor(slots=1, run=losing_its_worker(tmp_path))  # the same Ray: its third CPU
+        once = lossy.run(request("crash once", cache_dir)).worker
+        assert once.startswith("second try ray node ") and once.endswith("(restart 1: the worker before was lost)")
+        job = lossy.start(request("crash in training", cache_dir))
+        assert job.smoke().worker.startswith("smoke ")
+        (tmp_path / "smoke-verdict-seen").touch()  # lost after the smoke verdict: started again, not `failed`
+        trained = job.result().worker
+        assert trained.startswith("trained ") and trained.endswith("(restart 1: the worker before was lost)")
+        assert job.smoke().worker.startswith("smoke ") and job.checkpoint is None
+        started = time.time()
+        lost = lossy.run(request("crash always", cache_dir))
+        assert lost.status == "failed" and "was lost 3 times" in lost.reason and time.time() - started < 90
+        assert lossy.run(request("crash never", cache_dir)).worker.startswith("second try")  # the pool is whole
+        assert len(lossy.actors) == 1
+    finally:
+        executor.close()
 
-    marker = tmp_path / "crashed-once"
 
-    @ray.remote(max_retries=0, num_returns="streaming")
-    def crash_once(req, task):
-        if not marker.exists():
-            marker.touch()
-            os._exit(1)  # the worker process dies, as when a node is lost
-        yield RunResult("trained", worker="second try")
+def losing_its_worker(tmp_path: Path):
+    """A job that kills its actor's process, as a lost node does: once before its smoke verdict ("crash once"),
+    once in training after the caller saw that verdict ("crash in training"), every time ("crash always")."""
 
-    @ray.remote(max_retries=0, num_returns="streaming")
-    def crash_always(req, task):
-        os._exit(1)
-        yield
-
-    executor.remote = crash_once
-    assert executor.run(request("", cache_dir)).worker == "second try (restart 1: the worker before was lost)"
-    seen, crashed = tmp_path / "smoke-verdict-seen", tmp_path / "crashed-in-training"
-
-    @ray.remote(max_retries=0, num_returns="streaming")
-    def crash_in_training_once(req, task):
-        yield RunResult("smoked", worker="smoke")
-        if not crashed.exists():  # the first time, lost once the caller holds the smoke verdict
-            while not seen.exists():
-                time.sleep(0.05)
+    def run(req, gpu, task, warm=None):
+        crashed = tmp_path / f"crashed-{req.code.replace(' ', '-')}"
+        if req.code == "crash always" or (req.code == "crash once" and not crashed.exists()):
             crashed.touch()
             os._exit(1)
-        yield RunResult("trained", worker="trained")
+        if req.code == "crash in training":
+            yield RunResult("smoked", worker="smoke")
+            if not crashed.exists():
+                while not (tmp_path / "smoke-verdict-seen").exists():
+                    time.sleep(0.05)
+                crashed.touch()
+                os._exit(1)
+            yield RunResult("trained", worker="trained")
+            return
+        yield RunResult("trained", worker="second try")
 
-    executor.remote = crash_in_training_once
-    job = executor.start(request("", cache_dir))
-    assert job.smoke().worker == "smoke"
-    seen.touch()  # lost after the smoke verdict: the job starts again (its new smoke verdict passed over), not `failed`
-    assert job.result().worker == "trained (restart 1: the worker before was lost)" and job.smoke().worker == "smoke"
-    executor.remote = crash_always
-    started = time.time()
-    lost = executor.run(request("", cache_dir))
-    assert lost.status == "failed" and "was lost" in lost.reason and time.time() - started < 60
-    executor.close()
+    return run
 
 
 def test_per_gpu_packs_several_slots_on_each_gpu(monkeypatch):

@@ -91,7 +91,8 @@ class _StreamedJob(CheckpointKeeper):
 
 class LocalJob(_StreamedJob):
     """A sandbox job driven by a thread of its own, so that training goes on while the caller does other work
-    between the smoke verdict and the result (the agent loop checkpoints its `smoke` step in between)."""
+    between the smoke verdict and the result (the agent loop checkpoints its `smoke` step in between), and the slot
+    is given back when the job ends, whenever the caller asks (a Ray job reads its actor's stream the same way)."""
 
     def __init__(self, results: Generator[RunResult | Checkpoint, None, None], done: Callable[[], None]) -> None:
         self._results: queue.Queue[RunResult | Checkpoint | BaseException] = queue.Queue()
@@ -181,8 +182,8 @@ def make_executor(
     at `ray_address`, else a local Ray bound to loopback).
 
     `per_gpu` > 1 packs several small candidates on one GPU (each sandbox still sees only that GPU;
-    the memory cgroup caps each one, so size it to the GPU's share). `warm` keeps each local slot's next sandbox
-    started ahead (Settings.warm_sandboxes).
+    the memory cgroup caps each one, so size it to the GPU's share). `warm` keeps each slot's next sandbox started
+    ahead (Settings.warm_sandboxes): a local slot's, or a Ray actor's.
     """
     gpus = visible_gpus()
     if kind == "local":
@@ -190,5 +191,5 @@ def make_executor(
     if kind == "ray":
         from agentarch.evaluation.ray_executor import RayExecutor  # its module only where a run asks for Ray
 
-        return RayExecutor(ray_address, gpus_per_task=1.0 / per_gpu if gpus else 0.0)
+        return RayExecutor(ray_address, gpus_per_task=1.0 / per_gpu if gpus else 0.0, warm=warm)
     raise UsageError(f"unknown executor {kind!r}; use local or ray")

@@ -1,115 +1,185 @@
-"""Evaluations on Ray: one streaming task per candidate, on agentarch's own loopback Ray or on a real cluster.
+"""Evaluations on Ray: a pool of actors, one per slot of the cluster, each streaming its candidates' stages.
 
 Its own module because Ray's part (the job that survives a lost worker, the data sent through the object store,
 locking a local Ray down) grew apart from the local slots' (agentarch/evaluation/executors.py, which builds this
 executor for `--executor ray`). docs/cluster.md says what a cluster's nodes need and how to secure them.
+
+Why actors and not a task per candidate: an actor lives from the run's start to its end, so it can keep a warm
+sandbox (agentarch/isolation/warm.py) started for its next candidate while the current one runs, as a local slot
+does; a task's process has no "next". With warm sandboxes off the actors hold no WarmSlot and every job starts cold:
+one path either way.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import ipaddress
+import logging
+import os
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from agentarch.errors import AgentarchError
 from agentarch.evaluation import ray_data
-from agentarch.evaluation.checkpoints import Checkpoint, CheckpointKeeper
+from agentarch.evaluation.checkpoints import Checkpoint
+from agentarch.evaluation.executors import LocalJob
 from agentarch.evaluation.stages import RunRequest, RunResult, stages
 from agentarch.isolation.policy import SandboxError
 from agentarch.isolation.protocol import MAX_REASON_BYTES, cap_text
+from agentarch.isolation.warm import WarmSlot
 from agentarch.tasks.task import Task
+
+log = logging.getLogger(__name__)
 
 RETRIES = 2
 """How many times one job starts again after Ray lost its worker (a node gone, a worker process killed): a
 preemption costs the lost job's time, not the candidate; a job that keeps losing its worker is `failed`."""
 
+CLOSE_TIMEOUT_S = 10.0
+"""How long `close` waits for the actors to close their warm sandboxes (a dead node's never answer)."""
 
-class RayJob(CheckpointKeeper):
-    """A sandbox job as a Ray streaming-generator task: the smoke verdict, then the result, as object refs.
+Stages = Callable[..., Iterator[RunResult | Checkpoint]]
+"""What an actor runs for a job: `stages(request, gpu, task, warm=slot)` (agentarch/evaluation/stages.py)."""
 
-    A worker lost at any point is replaced: the job starts again on another worker (`restart`), up to RETRIES
-    times. Lost after the smoke verdict was handed out, the restarted job's own smoke verdict is passed over
-    (the one given stands; a restart that now fails its smoke run gives that failure as the result), so the
-    caller sees one smoke verdict and one result whatever happened in between. Training checkpoints on the stream
-    are handed to `checkpointed` and the latest kept: a restart resumes from it, so a lost node costs at most one
-    checkpoint interval of training.
+
+class Evaluations:
+    """The Ray actor of one slot: it runs its jobs' stages one at a time, on the node and GPU Ray placed it on.
+
+    With `warm` it keeps a WarmSlot, so each job after its first takes the sandbox started during the one before
+    (the slot's starter thread lives as long as the actor; the sandbox dies with the actor's process anyway).
+    `stages` is what runs a job: the evaluation's stages, or a test's stand-in that loses its worker on purpose.
     """
 
-    def __init__(self, executor: RayExecutor, request: RunRequest, task: Task | None) -> None:
-        self.executor, self.request, self.task = executor, request, task
+    def __init__(self, warm: bool, run: Stages = stages) -> None:
+        self.slot = WarmSlot(f"ray-{os.getpid()}") if warm else None
+        self.run = run
+
+    def node(self) -> str:
+        """The Ray node this actor runs on (answering at all says it is up)."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
+    def evaluate(self, request: RunRequest, task: Task | None) -> Iterator[RunResult | Checkpoint]:
+        """The job's stages over this node's copy of the task's data (prepared from the object store the first time;
+        without a shipped task, the orchestrator's own cache and data paths), with the GPU Ray assigned, if any,
+        pinned for the sandbox; each result names the Ray node it ran on."""
+        import ray
+
+        gpus = [str(g) for g in ray.get_gpu_ids()]
+        node = ray.get_runtime_context().get_node_id()[:12]
+        local = request if task is None else ray_data.on_node(request)
+        for result in self.run(local, ",".join(gpus) if gpus else None, task, warm=self.slot):
+            yield (
+                result
+                if isinstance(result, Checkpoint)
+                else dataclasses.replace(result, worker=f"{result.worker} ray node {node}")
+            )
+
+    def close(self) -> None:
+        """Close the sandbox started ahead and never used, if any."""
+        if self.slot is not None:
+            self.slot.close()
+
+
+class RayJob(LocalJob):
+    """A sandbox job on an actor of the pool, streaming the smoke verdict, the checkpoints and the result back.
+
+    A thread of its own reads the actor's stream (`LocalJob`), so the actor goes back to the pool as soon as the job
+    ends, whether or not the caller has asked for the result yet. A worker lost at any point (its node gone, its
+    process killed) is replaced in the pool (`RayExecutor.replace`), and the job starts again on another free actor
+    (`restart`), up to RETRIES times. Lost after the smoke verdict was handed out, the restarted job's own smoke
+    verdict is passed over (the one given stands; a restart that now fails its smoke run gives that failure as the
+    result), so the caller sees one smoke verdict and one result whatever happened in between. Training checkpoints
+    on the stream are handed to `checkpointed`, and a restart resumes from the latest, so a lost node costs at most
+    one checkpoint interval of training.
+    """
+
+    def __init__(self, executor: RayExecutor, actor: Any, request: RunRequest, task: Task | None) -> None:
+        self.executor, self.actor, self.request, self.task = executor, actor, request, task
         self.lost: list[str] = []  # what Ray said each time this job lost its worker
-        self._smoke: RunResult | None = None
-        self._final: RunResult | None = None
-        self.refs = self.restart()
+        super().__init__(self._stream(), self._release)
 
-    def restart(self) -> Any:
-        """Start the job (again): the one place a job is submitted. A restart continues from the job's latest
-        training checkpoint where it streamed one (the new worker's host side checks it again before use)."""
-        if self.checkpoint is not None:
-            self.request = dataclasses.replace(self.request, resume=self.checkpoint.data)
-        return self.executor.remote.remote(self.request, self.task)
+    def restart(self, latest: Checkpoint | None) -> Any:
+        """Start the job (again) on its actor: the one place a job is submitted. A restart continues from the job's
+        latest training checkpoint where it streamed one (the new worker's host side checks it again before use)."""
+        if latest is not None:
+            self.request = dataclasses.replace(self.request, resume=latest.data)
+        return self.actor.evaluate.options(num_returns="streaming").remote(self.request, self.task)
 
-    def smoke(self) -> RunResult:
-        if self._smoke is None:
-            self._smoke = self._receive()
-            if self._smoke.status != "smoked":
-                self._final = self._smoke
-        return self._smoke
+    def _release(self) -> None:
+        """The job is over: its actor is free for the next one."""
+        if self.actor is not None:
+            self.executor.free.put(self.actor)
+            self.actor = None
 
-    def result(self) -> RunResult:
-        self.smoke()
-        while self._final is None:
-            item = self._receive()
-            if item.status != "smoked":  # a restarted job's smoke verdict is not news
-                self._final = item
-        return self._final
-
-    def _receive(self) -> RunResult:
-        """The job's next result, starting it again on another worker while Ray loses the one it ran on."""
-        ray = self.executor.ray
-        errors = ray.exceptions
+    def _stream(self) -> Iterator[RunResult | Checkpoint]:
+        """The job's results, starting it again on another actor while Ray loses the one it ran on."""
+        errors = self.executor.ray.exceptions
+        latest: Checkpoint | None = None
+        smoked = False
         while True:
             try:
-                item: RunResult | Checkpoint = ray.get(next(self.refs))
+                for ref in self.restart(latest):
+                    item: RunResult | Checkpoint = self.executor.ray.get(ref)
+                    if isinstance(item, Checkpoint):
+                        latest = item
+                    elif item.status == "smoked" and smoked:
+                        continue  # a restarted job's smoke verdict is not news
+                    else:
+                        smoked = smoked or item.status == "smoked"
+                        if self.lost:
+                            item.worker += f" (restart {len(self.lost)}: the worker before was lost)"
+                    yield item
+                return
             except (
+                errors.RayActorError,
                 errors.WorkerCrashedError,
                 errors.NodeDiedError,
                 errors.RaySystemError,
                 errors.ObjectLostError,
             ) as err:
                 self.lost.append(f"{type(err).__name__}: {err}")
-                if len(self.lost) <= RETRIES:
-                    self.refs = self.restart()
-                    continue
-                reason = f"[executor] the Ray worker was lost {len(self.lost)} times ({self.lost[-1]})"
-                return RunResult(
-                    "failed", cap_text(reason + "; check the cluster's nodes and memory", MAX_REASON_BYTES)
-                )
-            except errors.RayTaskError as err:  # raised in the task, outside its own net (or a SandboxError)
+                self.executor.replace(self.actor)
+                self.actor = None
+                if len(self.lost) > RETRIES:
+                    reason = f"[executor] the Ray worker was lost {len(self.lost)} times ({self.lost[-1]})"
+                    yield RunResult(
+                        "failed", cap_text(reason + "; check the cluster's nodes and memory", MAX_REASON_BYTES)
+                    )
+                    return
+                self.actor = self.executor.free.get()
+            except errors.RayTaskError as err:  # raised in the job, outside its own net (or a SandboxError)
                 if isinstance(err.cause, SandboxError):
                     raise err.cause from err
                 reason = f"[executor] the Ray task raised {type(err.cause).__name__}: {err.cause}"
-                return RunResult("failed", cap_text(reason, MAX_REASON_BYTES))
-            except errors.OutOfMemoryError as err:  # Ray's memory monitor killed the task's worker
-                return RunResult("failed", cap_text(f"[executor] {type(err).__name__}: {err}", MAX_REASON_BYTES))
-            if isinstance(item, Checkpoint):
-                self._keep(item)
-                continue
-            if self.lost:
-                item.worker += f" (restart {len(self.lost)}: the worker before was lost)"
-            return item
+                yield RunResult("failed", cap_text(reason, MAX_REASON_BYTES))
+                return
+            except errors.OutOfMemoryError as err:  # Ray's memory monitor killed the actor's worker
+                self.executor.replace(self.actor)
+                self.actor = None
+                yield RunResult("failed", cap_text(f"[executor] {type(err).__name__}: {err}", MAX_REASON_BYTES))
+                return
 
 
 class RayExecutor:
-    """One Ray task per evaluation (`num_gpus=1` on GPU clusters), streaming its smoke verdict and result.
+    """A pool of actors (`Evaluations`), one per slot of the cluster (`num_gpus` per task on GPU clusters, else one
+    CPU), each running one evaluation at a time and streaming its smoke verdict and result.
 
     With an `address` it joins that cluster (securing it is the cluster's own: docs/cluster.md); without
     one it starts a local Ray that listens on loopback only, its dashboard off unless `dashboard` asks
     (`start_local_ray`). Workers need agentarch and its sandbox installed, nothing else: the task's data goes
     through the object store (agentarch/evaluation/ray_data.py), and a worker gets a RunRequest and that
     task (no API key, no archive).
+
+    `start` takes a free actor, waiting for one as a local slot is waited for, so at most `capacity` jobs run and the
+    rest queue here, not in Ray. The actors hold their slot's resources for the run's whole length: a second run on
+    the same cluster waits until this one closes. `slots` holds fewer actors than the cluster has room for (None: as
+    many as it has when the executor starts); `warm` gives each actor a WarmSlot (Settings.warm_sandboxes).
     """
 
     def __init__(
@@ -118,6 +188,9 @@ class RayExecutor:
         num_cpus: int | None = None,
         gpus_per_task: float = 0.0,
         dashboard: bool = False,
+        warm: bool = False,
+        slots: int | None = None,
+        run: Stages = stages,
     ) -> None:
         import ray
 
@@ -128,40 +201,69 @@ class RayExecutor:
             else:
                 start_local_ray(ray, num_cpus, dashboard)
         options: dict[str, Any] = {"num_gpus": gpus_per_task} if gpus_per_task else {"num_cpus": 1}
-        self.remote = ray.remote(max_retries=0, num_returns="streaming", **options)(_ray_stages)
+        self.actor_class = ray.remote(max_restarts=0, max_task_retries=0, **options)(Evaluations)
+        self.warm, self.run_stages = warm, run
         self.shipments = ray_data.Shipments(ray)
         resources = ray.cluster_resources()
         per_task = gpus_per_task or 1.0
-        self.capacity = max(1, int(resources.get("GPU" if gpus_per_task else "CPU", 1) / per_task))
+        self.capacity = slots or max(1, int(resources.get("GPU" if gpus_per_task else "CPU", 1) / per_task))
+        self.free: queue.LifoQueue[Any] = queue.LifoQueue()  # the last freed first: its warm sandbox is up
+        self.actors: list[Any] = []
+        self.closed = False
+        for _ in range(self.capacity):
+            self.free.put(self._actor())
+        if warm:
+            atexit.register(self.close)
+
+    def _actor(self) -> Any:
+        actor = self.actor_class.remote(self.warm, self.run_stages)
+        self.actors.append(actor)
+        return actor
+
+    def replace(self, lost: Any) -> None:
+        """A new actor for one whose worker was lost, so the pool keeps its size: it joins the free ones once Ray has
+        placed it (on a node with room, maybe one that joins later), never before, so no job waits on it meanwhile."""
+        self.actors.remove(lost)
+        with contextlib.suppress(Exception):  # dead already, as a rule
+            self.ray.kill(lost, no_restart=True)
+        threading.Thread(target=self._when_up, args=(self._actor(),), name="ray-actor-replacement", daemon=True).start()
+
+    def _when_up(self, actor: Any) -> None:
+        try:
+            self.ray.get(actor.node.remote())
+        except Exception as err:  # lost before it came up (its node died too): replace it again
+            if not self.closed and self.ray.is_initialized():
+                log.warning("a replacement Ray actor was lost before it came up (%s); starting another", err)
+                self.replace(actor)
+            return
+        self.free.put(actor)
 
     def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> RayJob:
         task = self.shipments.task_for(request)
-        if ready is not None:
-            ready()
-        return RayJob(self, request, task)
+        actor = self.free.get()
+        try:
+            if ready is not None:
+                ready()
+        except BaseException:
+            self.free.put(actor)
+            raise
+        return RayJob(self, actor, request, task)
 
     def run(self, request: RunRequest) -> RunResult:
         return self.start(request).result()
 
     def close(self) -> None:
+        """Close every actor's sandbox started ahead (a dead node's cannot answer, and its sandboxes died with it),
+        then leave Ray, which ends the actors."""
+        if self.closed or not self.ray.is_initialized():
+            self.closed = True
+            return
+        self.closed = True
+        if self.warm:
+            closing = [actor.close.remote() for actor in self.actors]
+            with contextlib.suppress(Exception):
+                self.ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)
         self.ray.shutdown()
-
-
-def _ray_stages(request: RunRequest, task: Task | None) -> Iterator[RunResult | Checkpoint]:
-    """The Ray task: the job's stages over this node's copy of the task's data (prepared from the object store
-    the first time; without a shipped task, the orchestrator's own cache and data paths), with the GPU Ray
-    assigned, if any, pinned for the sandbox; each result names the Ray node it ran on."""
-    import ray
-
-    gpus = [str(g) for g in ray.get_gpu_ids()]
-    node = ray.get_runtime_context().get_node_id()[:12]
-    local = request if task is None else ray_data.on_node(request)
-    for result in stages(local, ",".join(gpus) if gpus else None, task):
-        yield (
-            result
-            if isinstance(result, Checkpoint)
-            else dataclasses.replace(result, worker=f"{result.worker} ray node {node}")
-        )
 
 
 LOOPBACK = "127.0.0.1"
