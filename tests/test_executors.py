@@ -124,7 +124,9 @@ def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worke
         for kind in ("local", "ray"):
             pool = LocalExecutor(1) if kind == "local" else executor
             with Archive(tmp_path / f"{kind}.db") as db:
-                evaluator = Evaluator(db, settings.model_copy(update={"archive": tmp_path / f"{kind}.db"}), executor=pool)
+                evaluator = Evaluator(
+                    db, settings.model_copy(update={"archive": tmp_path / f"{kind}.db"}), executor=pool
+                )
                 results[kind] = [
                     (r.status, r.metrics["val_accuracy"], r.metrics["test_accuracy"], r.metrics["params"])
                     for r in (evaluator.evaluate(code, f"seed{i}.py") for i, code in enumerate(codes))

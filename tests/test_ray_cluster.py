@@ -17,6 +17,7 @@ Ray. The orchestrator (this process, or `agentarch run` in its own) joins with -
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 import sqlite3
 import subprocess
@@ -40,6 +41,7 @@ from tests.llm_server import ScriptedLLMServer
 from tests.scripted import MODEL, start_run
 from tests.security.harness import Case, candidate_code
 from tests.test_signals import BUDGET, Answers, assert_finished_once_each, until
+from tests.test_warm_sandboxes import LEAVES_TRACES, LOOKS_AROUND, report
 
 ray = pytest.importorskip("ray")
 
@@ -125,7 +127,10 @@ def nodes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def executor(nodes):
-    return RayExecutor(nodes.address)
+    """The orchestrator's pool: one actor on each node (one CPU each), each keeping a warm sandbox for its next job."""
+    pool = RayExecutor(nodes.address, warm=True)
+    yield pool
+    pool.close()
 
 
 def evaluator(archive: Path, executor: RayExecutor, cache_dir: Path, task: str = "digits") -> Evaluator:
@@ -186,8 +191,6 @@ def test_labels_reach_a_worker_node_s_scorer_and_never_its_sandbox(nodes, execut
     """On a worker node the labels lie in its data folder, beside the inputs, for `stages` (the Ray task's own
     process) to score with; the sandbox it starts mounts the inputs alone, so a candidate that searches the whole
     file system for a label file, and opens the node's own label path, finds nothing."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     worker = nodes.workers[-1]
     labels = nodes.cache(worker) / f"digits-{fingerprint(digits)}-split0" / "labels"
     probe = Case(
@@ -214,13 +217,45 @@ def test_labels_reach_a_worker_node_s_scorer_and_never_its_sandbox(nodes, execut
         data_dir=None,
         split_seed=0,
     )
-    pinned = NodeAffinitySchedulingStrategy(worker.node_id, soft=False)
-    job = executor.remote.options(scheduling_strategy=pinned).remote(request, executor.shipments.task_for(request))
-    result = ray.get(next(job))
+    idle = [executor.free.get() for _ in range(executor.capacity)]  # one actor on each node, none busy
+    try:
+        (there,) = [actor for actor in idle if ray.get(actor.node.remote()) == worker.node_id]
+        job = there.evaluate.options(num_returns="streaming").remote(request, executor.shipments.task_for(request))
+        result = ray.get(next(job))
+    finally:
+        for actor in idle:
+            executor.free.put(actor)
     assert f"ray node {worker.node_id[:12]}" in result.worker
     assert result.status == "failed" and "FileNotFoundError" in result.reason and "found=[]" in result.reason
     assert sorted(p.name for p in labels.iterdir()) == ["test_y.npy", "val_y.npy"]  # there, for the scorer only
     assert labels.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.slow
+@requires_bubblewrap
+def test_an_actor_s_next_candidate_gets_its_warm_sandbox_and_nothing_of_the_one_before(
+    tmp_path, nodes, executor, cache_dir, digits
+):
+    """One candidate after another go to the same actor (the last one freed), whose WarmSlot started the next
+    sandbox while the one before ran: the third trains in a warm sandbox, and the second, a warm one too, sees no
+    file or process of the first, which left them behind on purpose (tests/test_warm_sandboxes.py's probes)."""
+    settings = load_settings(
+        task="digits", epochs=3, threads=1, cache_dir=cache_dir, archive=tmp_path / "a.db", budget_slack=0.0
+    )
+    with Archive(tmp_path / "a.db") as archive:
+        ev = Evaluator(archive, settings, executor=executor)
+        first = ev.evaluate(LEAVES_TRACES, "traces")
+        previous_scratch, _ = report(first.reason).split()
+        probe = ev.evaluate(LOOKS_AROUND.replace("PREVIOUS", repr(previous_scratch)), "probe")
+        seen = json.loads(report(probe.reason))
+        assert "left-behind" not in seen["scratch"] and not seen["tmp"] and not seen["previous_scratch"], seen
+        assert len(seen["pids"]) <= 2, seen  # its own pid namespace: bubblewrap's init and the runner, nothing else
+        seed = ev.evaluate(candidate(32), "mlp")
+        assert seed.status == "trained", seed.reason
+        (evaluation,) = archive.evaluations(seed.id)
+        assert evaluation["timings"]["warm_start"] is True
+        ran_on = {nodes.named(e["worker"]) for r in (first, probe, seed) for e in archive.evaluations(r.id)}
+    assert len(ran_on) == 1, ran_on  # one actor, one node
 
 
 @pytest.mark.slow
@@ -234,7 +269,9 @@ def test_candidates_spread_over_the_nodes_and_a_lost_node_costs_a_restart_not_a_
     rows = [ev.row(candidate(width), f"w{width}") for width in (96, 112, 128, 144)]
     for row in rows:
         assert ev.check(row) is None
-    runs = [ev.start(row) for row in rows]
+    runs = [ev.start(row) for row in rows[:3]]  # one on each node's actor
+    beyond = ThreadPoolExecutor(1)  # the fourth waits for a free actor, as a run's branch beyond capacity does
+    fourth = beyond.submit(ev.start, rows[3])
     arrived: dict[str, float] = {}
 
     def placed(run) -> str:
@@ -250,6 +287,7 @@ def test_candidates_spread_over_the_nodes_and_a_lost_node_costs_a_restart_not_a_
     doomed_job = runs[first.index(doomed_name)].pending
     with ThreadPoolExecutor(len(runs)) as pool:
         waiting = [pool.submit(run.result) for run in runs]  # the loop's train steps: each reads its job's stream
+        waiting.append(pool.submit(lambda: fourth.result().result()))
         until(lambda: doomed_job.checkpoint is not None, timeout=300, what="the doomed job's first checkpoint")
         checkpointed = doomed_job.checkpoint.epoch
         killed_at = time.monotonic()
@@ -276,12 +314,18 @@ def test_candidates_spread_over_the_nodes_and_a_lost_node_costs_a_restart_not_a_
         "SELECT c.name, COUNT(e.id) FROM candidates c JOIN evaluations e ON e.candidate_id = c.id GROUP BY c.id"
     ).fetchall()
     assert sorted(per_candidate) == [("w112", 1), ("w128", 1), ("w144", 1), ("w96", 1)]  # none lost, none twice
+    beyond.shutdown()
     nodes.workers[nodes.workers.index(doomed)] = nodes.add()  # three nodes again for the tests after this one
+    until(lambda: executor.free.qsize() == 3, timeout=120, what="the lost actor's replacement on the new node")
+    assert len(executor.actors) == 3
 
 
 @pytest.mark.slow
 @requires_bubblewrap
-def test_the_orchestrator_killed_and_resumed_against_the_same_cluster_loses_nothing(tmp_path, nodes, cache_dir, digits):
+def test_the_orchestrator_killed_and_resumed_against_the_same_cluster_loses_nothing(
+    tmp_path, nodes, executor, cache_dir, digits
+):
+    executor.close()  # its actors hold every CPU of the cluster: `agentarch run` brings its own
     archive = tmp_path / "a.db"
     with ScriptedLLMServer(default=Answers()) as server:
         killed = launch(archive, server.url, cache_dir, nodes.address)

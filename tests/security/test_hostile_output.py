@@ -11,6 +11,7 @@ bound, and no process or scratch directory of the job is left.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -392,28 +393,22 @@ remove_scratch(Path({str(scratch)!r}))
 
 @pytest.mark.slow
 def test_a_task_that_raises_in_ray_is_a_failed_result(tmp_path):
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     from agentarch.evaluation.ray_executor import RayExecutor
 
-    executor = RayExecutor(num_cpus=1)
-    try:
-
-        @ray.remote(max_retries=0, num_returns="streaming")
-        def raises(req: RunRequest, task: object) -> Iterator[RunResult]:
-            raise RecursionError("deep")
-            yield
-
-        @ray.remote(max_retries=0, num_returns="streaming")
-        def cannot_run(req: RunRequest, task: object) -> Iterator[RunResult]:
+    def raises(req: RunRequest, gpu: str | None, task: object, warm: object = None) -> Iterator[RunResult]:
+        if req.code == "no sandbox":
             raise SandboxError("bubblewrap cannot create namespaces here")
-            yield
+        raise RecursionError("deep")
+        yield
 
-        executor.remote = raises
+    executor = RayExecutor(num_cpus=1, run=raises)
+    try:
         result = executor.run(request(tmp_path / "cache"))
         assert result.status == "failed" and "[executor] the Ray task raised RecursionError: deep" in result.reason
-        executor.remote = cannot_run
         with pytest.raises(SandboxError, match="namespaces"):
-            executor.run(request(tmp_path / "cache"))
+            executor.run(dataclasses.replace(request(tmp_path / "cache"), code="no sandbox"))
+        assert executor.free.qsize() == 1  # the actor raised, it was not lost: back in the pool
     finally:
         executor.close()
 
