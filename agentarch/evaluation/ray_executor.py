@@ -223,6 +223,8 @@ class RayExecutor:
     def replace(self, lost: Any) -> None:
         """A new actor for one whose worker was lost, so the pool keeps its size: it joins the free ones once Ray has
         placed it (on a node with room, maybe one that joins later), never before, so no job waits on it meanwhile."""
+        if self.closed:
+            return
         self.actors.remove(lost)
         with contextlib.suppress(Exception):  # dead already, as a rule
             self.ray.kill(lost, no_restart=True)
@@ -260,7 +262,7 @@ class RayExecutor:
             return
         self.closed = True
         if self.warm:
-            closing = [actor.close.remote() for actor in self.actors]
+            closing = [actor.close.remote() for actor in list(self.actors)]
             with contextlib.suppress(Exception):
                 self.ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)
         self.ray.shutdown()
