@@ -146,6 +146,13 @@ def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worke
         assert lost.status == "failed" and "was lost 3 times" in lost.reason and time.time() - started < 90
         assert lossy.run(request("crash never", cache_dir)).worker.startswith("second try")  # the pool is whole
         assert len(lossy.actors) == 1
+
+        def refuse():
+            raise RuntimeError("not again")
+
+        with pytest.raises(RuntimeError, match="not again"):  # a start its caller refused gives its actor back
+            lossy.start(request("crash never", cache_dir), ready=refuse)
+        assert lossy.free.qsize() == 1
     finally:
         executor.close()
 
