@@ -4,8 +4,15 @@ Run from the repository root:  nice -n 19 .venv/bin/python benchmarks/ray_overhe
 
 The same digits candidates (small MLPs, a few epochs, one CPU thread) go one at a time through a local slot
 (`LocalExecutor`) and through agentarch's own one-node Ray (`RayExecutor`, one actor each), each cold and with warm
-sandboxes (`warm=True`: the slot's, or the actor's, next sandbox started while its job runs), all four alternating,
-so all see the same machine load. Per candidate, from the caller's start to its final result:
+sandboxes (`warm=True`: the slot's, or the actor's, next sandbox started while its job runs), so all four see the same
+machine load, in two orders:
+
+- alternating: the four in turn, so a warm executor's next sandbox had three other candidates' time to start (its
+  start is hidden entirely: the best case, a slot whose jobs are far apart);
+- back to back: two candidates on each executor in turn, and the second one's figures: its sandbox started during
+  the first candidate alone (smoke run, training, scoring), as in a run whose slots are always busy.
+
+Per candidate, from the caller's start to its final result:
 
 - overhead = that wall − the host's measured training seconds (sandbox start, smoke run, scoring, and on Ray the
   job's way to its actor, the data's trip through the object store and the results' way back);
@@ -33,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from agentarch.evaluation.executors import LocalExecutor  # noqa: E402
 from agentarch.evaluation.ray_executor import RayExecutor  # noqa: E402
-from agentarch.evaluation.stages import RunRequest, RunResult  # noqa: E402
+from agentarch.evaluation.stages import RunRequest  # noqa: E402
 from agentarch.isolation.policy import Limits  # noqa: E402
 from agentarch.tasks.preparation import prepare  # noqa: E402
 from agentarch.tasks.registry import get_task  # noqa: E402
@@ -57,33 +64,44 @@ class Net(nn.Module):
 """
 
 
-def timed(executor: LocalExecutor | RayExecutor, request: RunRequest) -> tuple[float, RunResult]:
+Row = tuple[float, float, float, bool]  # wall, overhead (wall - training), outside the job, warm start
+
+
+def measured(executor: LocalExecutor | RayExecutor, request: RunRequest, kind: str) -> Row:
     began = time.perf_counter()
     result = executor.start(request).result()
-    return time.perf_counter() - began, result
+    wall = time.perf_counter() - began
+    if result.status != "trained":
+        raise SystemExit(f"{kind}: {result.status} {result.reason}")
+    host = result.trained["host"]
+    return wall, wall - host["train_seconds"], wall - result.wall_seconds, host["warm_start"]
 
 
 def main() -> None:
     cache = Path(tempfile.mkdtemp(prefix="ray-overhead-"))
     prepare(get_task("digits"), cache)
     train = {"epochs": EPOCHS, "batch_size": 64, "lr": 0.003, "weight_decay": 0.0, "seed": 0}
+
+    def request(width: int) -> RunRequest:
+        return RunRequest(code(width), "digits", train, Limits(threads=1), "bubblewrap", cache, None, 0)
+
     executors: dict[str, LocalExecutor | RayExecutor] = {
         "local cold": LocalExecutor(1),
         "local warm": LocalExecutor(1, warm=True),
         "ray cold": RayExecutor(num_cpus=2, slots=1),  # one Ray, one CPU for each executor's actor
         "ray warm": RayExecutor(slots=1, warm=True),
     }
-    rows: dict[str, list[tuple[float, float, float, bool]]] = {kind: [] for kind in executors}
+    alternating: dict[str, list[Row]] = {kind: [] for kind in executors}
+    back_to_back: dict[str, list[Row]] = {kind: [] for kind in executors}
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    for i in range(CANDIDATES):
+    for i in range(CANDIDATES):  # each executor's next sandbox had the other three's candidates' time to start
         for kind, executor in executors.items():
-            request = RunRequest(code(32 + 8 * i), "digits", train, Limits(threads=1), "bubblewrap", cache, None, 0)
-            wall, result = timed(executor, request)
-            if result.status != "trained":
-                raise SystemExit(f"{kind} candidate {i}: {result.status} {result.reason}")
-            host = result.trained["host"]
-            rows[kind].append((wall, wall - host["train_seconds"], wall - result.wall_seconds, host["warm_start"]))
+            alternating[kind].append(measured(executor, request(32 + 8 * i), kind))
+    for i in range(CANDIDATES):  # a pair on each executor in turn: the second's sandbox started during the first
+        for kind, executor in executors.items():
+            measured(executor, request(80 + 16 * i), kind)
+            back_to_back[kind].append(measured(executor, request(88 + 16 * i), kind))
     total = time.perf_counter() - started
     load_after = os.getloadavg()[0]
     executors["local warm"].close()
@@ -92,25 +110,43 @@ def main() -> None:
     print(
         f"`nice -n 19 .venv/bin/python benchmarks/ray_overhead.py` on {platform.machine()}, {os.cpu_count()} CPU "
         f"cores shared with other work (load average {load_before:.1f} at the start, {load_after:.1f} at the end), "
-        f"{date.today()}. {CANDIDATES} digits MLPs, {EPOCHS} epochs, one thread, bubblewrap; one at a time, the four "
-        f"executors alternating. The whole benchmark took {total:.0f} s.\n"
+        f"{date.today()}. Digits MLPs, {EPOCHS} epochs, one thread, bubblewrap, one at a time. The whole benchmark "
+        f"took {total:.0f} s.\n"
     )
+    print(f"## Alternating: the four executors in turn, {CANDIDATES} candidates each\n")
+    table(alternating)
+    median = medians(alternating, skip=1)
+    print(f"\nMedians over candidates 2–{CANDIDATES} (the first pays the actor's start, and starts cold):\n")
+    summary(median, medians(alternating, skip=1, column=2))
+    print(f"\n## Back to back: {CANDIDATES} times, two candidates on each executor in turn; the second's row\n")
+    table(back_to_back)
+    print(f"\nMedians over the {CANDIDATES} second candidates:\n")
+    summary(medians(back_to_back), medians(back_to_back, column=2))
+
+
+def table(rows: dict[str, list[Row]]) -> None:
     print("| executor | candidate | warm start | wall s | overhead s (wall − training) | of it outside the job s |")
     print("| --- | --- | --- | --- | --- | --- |")
     for kind, measured in rows.items():
         for i, (wall, overhead, outside, warm) in enumerate(measured):
             print(f"| {kind} | {i + 1} | {'yes' if warm else 'no'} | {wall:.2f} | {overhead:.2f} | {outside:.2f} |")
-    median = {kind: statistics.median(o for _, o, _, _ in measured[1:]) for kind, measured in rows.items()}
-    outside = {kind: statistics.median(x for _, _, x, _ in measured[1:]) for kind, measured in rows.items()}
-    print(f"\nMedians over candidates 2–{CANDIDATES}:\n")
+
+
+def medians(rows: dict[str, list[Row]], skip: int = 0, column: int = 1) -> dict[str, float]:
+    return {kind: statistics.median(row[column] for row in measured[skip:]) for kind, measured in rows.items()}
+
+
+def summary(overhead: dict[str, float], outside: dict[str, float]) -> None:
     print("| executor | overhead s | of it outside the job s | overhead / local cold |")
     print("| --- | --- | --- | --- |")
-    for kind in rows:
-        print(f"| {kind} | {median[kind]:.2f} | {outside[kind]:.2f} | {median[kind] / median['local cold']:.2f}x |")
+    for kind in overhead:
+        print(
+            f"| {kind} | {overhead[kind]:.2f} | {outside[kind]:.2f} | {overhead[kind] / overhead['local cold']:.2f}x |"
+        )
     print(
-        f"\nRay / local, both warm: {median['ray warm'] / median['local warm']:.2f}x; Ray warm / Ray cold: "
-        f"{median['ray warm'] / median['ray cold']:.2f}x; local warm / local cold: "
-        f"{median['local warm'] / median['local cold']:.2f}x."
+        f"\nRay / local, both warm: {overhead['ray warm'] / overhead['local warm']:.2f}x; both cold: "
+        f"{overhead['ray cold'] / overhead['local cold']:.2f}x. Warm / cold: Ray {overhead['ray warm'] / overhead['ray cold']:.2f}x, "
+        f"local {overhead['local warm'] / overhead['local cold']:.2f}x."
     )
 
 
