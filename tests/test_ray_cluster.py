@@ -254,7 +254,9 @@ def test_an_actor_s_next_candidate_gets_its_warm_sandbox_and_nothing_of_the_one_
         assert seed.status == "trained", seed.reason
         (evaluation,) = archive.evaluations(seed.id)
         assert evaluation["timings"]["warm_start"] is True
-        ran_on = {nodes.named(e["worker"]) for r in (first, probe, seed) for e in archive.evaluations(r.id)}
+        ran = [archive.evaluations(r.id) for r in (first, probe, seed)]
+    assert [len(evaluations) for evaluations in ran] == [1, 1, 1]
+    ran_on = {nodes.named(evaluations[0]["worker"]) for evaluations in ran}
     assert len(ran_on) == 1, ran_on  # one actor, one node
 
 
@@ -285,7 +287,7 @@ def test_candidates_spread_over_the_nodes_and_a_lost_node_costs_a_restart_not_a_
     doomed_name = max((name for name in first if name != "head"), key=arrived.__getitem__)  # most training left
     doomed = next(node for node in nodes.workers if nodes.cache(node).name == doomed_name)
     doomed_job = runs[first.index(doomed_name)].pending
-    with ThreadPoolExecutor(len(runs)) as pool:
+    with ThreadPoolExecutor(len(rows)) as pool:
         waiting = [pool.submit(run.result) for run in runs]  # the loop's train steps: each reads its job's stream
         waiting.append(pool.submit(lambda: fourth.result().result()))
         until(lambda: doomed_job.checkpoint is not None, timeout=300, what="the doomed job's first checkpoint")
