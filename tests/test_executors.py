@@ -1,6 +1,7 @@
 """Executors: local slots (GPU pinning, one sandbox per slot) and a real local Ray cluster."""
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from agentarch.evaluation.stages import RunRequest, RunResult, execute, stages
 from agentarch.isolation import warm as warm_module
 from agentarch.isolation.policy import Limits, resolve_isolation
 from agentarch.store.archive import Archive
-from tests.conftest import REPO, requires_bubblewrap
+from tests.conftest import REPO, job_processes, requires_bubblewrap
 
 SEEDS = REPO / "archive" / "seeds" / "image"
 SHOW_GPU = """import os
@@ -132,6 +133,8 @@ def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worke
                     for r in (evaluator.evaluate(code, f"seed{i}.py") for i, code in enumerate(codes))
                 ]
         assert results["ray"] == results["local"] and all(r[0] == "trained" for r in results["ray"])
+        ahead = started_ahead()  # the sandbox the actor that ran both started for its next job
+        assert len(ahead) == 1 and all(scratch.exists() for scratch in ahead), ahead
         lossy = RayExecutor(slots=1, run=losing_its_worker(tmp_path))  # the same Ray: its third CPU
         once = lossy.run(request("crash once", cache_dir)).worker
         assert once.startswith("second try ray node ") and once.endswith("(restart 1: the worker before was lost)")
@@ -155,6 +158,24 @@ def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worke
         assert lossy.free.qsize() == 1
     finally:
         executor.close()
+    assert not any(scratch.exists() for scratch in ahead), "the executor left a sandbox started ahead"
+    assert job_processes([scratch.name for scratch in ahead]) == []
+
+
+def started_ahead() -> set[Path]:
+    """The scratch folders of the sandboxes below this test's own local Ray (its actors' warm ones), from bubblewrap's
+    command line: nothing of another test's or run's."""
+    from tests.test_ray_loopback import descendants
+
+    found = set()
+    for pid in descendants(os.getpid()):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if args and args[0].endswith("bwrap"):
+            found |= {Path(m) for arg in args for m in re.findall(r"/\S*?/agentarch-job-[^/\s]+", arg)}
+    return found
 
 
 def losing_its_worker(tmp_path: Path):
