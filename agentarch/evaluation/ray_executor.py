@@ -146,7 +146,7 @@ class RayJob(LocalJob):
                 self.lost.append(f"{type(err).__name__}: {err}")
                 self.executor.replace(self.actor)
                 self.actor = None
-                if len(self.lost) > RETRIES:
+                if len(self.lost) > RETRIES or self.executor.closed:  # closed: no actor will come back to the pool
                     reason = f"[executor] the Ray worker was lost {len(self.lost)} times ({self.lost[-1]})"
                     yield RunResult(
                         "failed", cap_text(reason + "; check the cluster's nodes and memory", MAX_REASON_BYTES)
