@@ -22,8 +22,12 @@ inner cross-validation says so); the Spearman rank correlation of the held-out p
 per group and over the task, mean and standard error over the shuffles. Also: the LLM-style group predicted by a
 predictor fitted on the task's other groups only (space and seed candidates).
 
-Run: .venv/bin/python benchmarks/graph_predictor.py [--workers 2] [--epochs 2] (trains, writes
-benchmarks/graph_predictor.json and .md); --report writes the page again from the JSON alone.
+With --graphs, the same for the two built-in graph tasks instead (sbm-nodes: node classification, sbm-graphs: graph
+classification): their seeds, samples of the gnn and gnnpool spaces, and LLM-style GNNs (`gnn_variant`), written to
+benchmarks/graph_predictor_gnn.json and the page's last section (GNN_SECTION).
+
+Run: .venv/bin/python benchmarks/graph_predictor.py [--workers 2] [--epochs 2] [--graphs] (trains, writes the JSON
+and the .md); --report writes the page (with --graphs: its graph tasks' section) again from the JSON alone.
 """
 
 from __future__ import annotations

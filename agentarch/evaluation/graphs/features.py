@@ -1,5 +1,11 @@
 """A network as numbers for the performance predictor, from its ONNX graph alone: one encoding for any architecture.
 
+A network of graphs (node classification's forward(x, edge_index), graph classification's and batch) is read as
+one too: its input names claim its interface (interface.claimed_kind), which the checks then hold it to, with the
+scatters and gathers of message passing allowed as for its task (interface.NODE_EXTRA_OPS). Its node and edge
+counts are symbolic, so it is measured on a fixed reference graph rather than the task's (the smoke stage's host
+side reads the features without the task, and a size per node compares across tasks of any graph size).
+
 A candidate rendered from a search space has its settings as features (agentarch/search/predictor.py); one an LLM
 wrote has none, so the predictor used to see only its size and latency. As ONNX-Net argues, the exported graph is an
 encoding every network has. `graph_features` turns the bytes of a graph into a fixed-length vector (FEATURES: the same
@@ -23,6 +29,11 @@ and its trained twin has not), so the smoke stage's graph and the trained graph 
 - convolutions by kernel size (1, 3, 5 or more elements per spatial axis), depthwise and other grouped ones, strided;
 - size: log10 of the parameters (measures.count_params), and, where shapes.py can follow the graph, of the FLOPs
   and matmul FLOPs per example (measures.count_flops), the largest activation and all activations per example;
+  for a network of graphs per node of a reference graph (interface.reference_sizes), with what each further edge
+  adds (`mp.log_flops_per_edge`, `mp.log_activations_per_edge`);
+- message passing (`mp.*`, `_message_passing`), for a network of graphs: its aggregations along the edges by what
+  they reduce with (sum, mean, max), attention over the edges, degree normalisations, messages gathered, layers,
+  readouts by `batch` (sum, mean, max); 0 for a network of examples;
 - `hash.<i>`: an ONNX-Net-style text encoding: each computing node written as a word (its operator, kernel,
   stride and grouping) and each edge between computing nodes as "producer>consumer", the words hashed (sha256, the
   same in every process) into HASH_BUCKETS counts.
