@@ -338,7 +338,9 @@ def _message_passing(
     no linear map between them counted once (an attention layer's softmax and its messages are one step, as is a
     mean's sum and count). A network of examples has none of them: every count 0."""
     stored = {t.name for t in model.graph.initializer}
-    origins: dict[str, frozenset[str]] = {v.name: frozenset({v.name}) for v in model.graph.input if v.name not in stored}
+    origins: dict[str, frozenset[str]] = {
+        v.name: frozenset({v.name}) for v in model.graph.input if v.name not in stored
+    }
     producers: dict[str, onnx.NodeProto] = {}
     users: dict[str, list[onnx.NodeProto]] = {}
     for node in live:
@@ -368,7 +370,9 @@ def _message_passing(
         return found
 
     def from_exp(name: str) -> bool:
-        while name in producers and producers[name].op_type in measures.MOVEMENT:
+        for _ in range(len(producers)):  # a checked graph is acyclic; the bound makes that no assumption here
+            if name not in producers or producers[name].op_type not in measures.MOVEMENT:
+                break
             name = producers[name].input[0]
         return name in producers and producers[name].op_type == "Exp"
 
