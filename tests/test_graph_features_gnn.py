@@ -20,12 +20,17 @@ import torch
 from agentarch.runner import runner, trainer
 from torch import nn
 
+from agentarch.config import Settings
+from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.graphs.checks import GraphRejected
 from agentarch.evaluation.graphs.features import FEATURES, graph_features
-from agentarch.search.predictor import graph_summary
+from agentarch.evaluation.stages import RunRequest, execute
+from agentarch.isolation.policy import Limits
+from agentarch.search.predictor import graph_summary, kept_graph_features
+from agentarch.store.archive import Archive
 from agentarch.tasks.preparation import prepare
 from agentarch.tasks.registry import get_task
-from tests.conftest import REPO
+from tests.conftest import REPO, requires_bubblewrap
 
 MESSAGE_PASSING = [name for name in FEATURES if name.startswith("graph.mp.")]
 
@@ -190,3 +195,26 @@ def test_scatters_are_read_only_in_a_graph_that_has_a_graph_tasks_interface():
         graph_features(_export_named(Scattering(), (torch.randn(5, 4),), ["x"]))
     with pytest.raises(GraphRejected, match="'edge_index' must be a tensor of int64"):
         graph_features(_export_named(FloatEdges(), (torch.randn(5, 4), torch.randn(2, 7)), ["x", "edge_index"]))
+
+
+@pytest.mark.slow  # a screening job and a training in the real sandbox: about 30 s on 2 loaded cores
+@requires_bubblewrap
+@pytest.mark.parametrize("task", ["sbm-nodes", "sbm-graphs"])
+def test_a_screened_gnns_smoke_features_are_its_trained_graphs(task, tmp_path, cache_dir):
+    """End to end: the smoke stage's host side reads the features of the graph a screening job exported (scoring.py,
+    without the task), and the predictor reads the trained graph the archive keeps (predictor.kept_graph_features):
+    one architecture, one vector, message passing included."""
+    code = (REPO / "archive" / "seeds" / ("graph/gat.py" if task == "sbm-nodes" else "graphs/gin.py")).read_text()
+    limits = Limits(memory_mb=4096, timeout_s=240, smoke_timeout_s=120, threads=1)
+    train = {"epochs": 2, "batch_size": 600 if task == "sbm-nodes" else 32, "lr": 0.01, "weight_decay": 5e-4, "seed": 0}
+    screened = execute(RunRequest(code, task, train, limits, "bubblewrap", cache_dir, None, 0, smoke_only=True,
+                                  scoring="graph"))  # fmt: skip
+    assert screened.status == "smoked", screened.reason
+    smoke = screened.smoke["graph_features"]
+    assert smoke["graph.mp.aggregations"] > 0 and math.isfinite(smoke["graph.log_flops"])
+    settings = Settings(archive=tmp_path / "a.db", cache_dir=cache_dir, task=task, epochs=2, isolation="bubblewrap")
+    with Archive(tmp_path / "a.db") as db:
+        result = Evaluator(db, settings).evaluate(code, "seed.py")
+        assert result.status == "trained", result.reason
+        kept = kept_graph_features(db, db.evaluations(result.id)[0]["graph_sha256"])
+    assert kept is not None and {k: v for k, v in kept.items() if math.isfinite(v)} == smoke
