@@ -22,8 +22,12 @@ inner cross-validation says so); the Spearman rank correlation of the held-out p
 per group and over the task, mean and standard error over the shuffles. Also: the LLM-style group predicted by a
 predictor fitted on the task's other groups only (space and seed candidates).
 
-Run: .venv/bin/python benchmarks/graph_predictor.py [--workers 2] [--epochs 2] (trains, writes
-benchmarks/graph_predictor.json and .md); --report writes the page again from the JSON alone.
+With --graphs, the same for the two built-in graph tasks instead (sbm-nodes: node classification, sbm-graphs: graph
+classification): their seeds, samples of the gnn and gnnpool spaces, and LLM-style GNNs (`gnn_variant`), written to
+benchmarks/graph_predictor_gnn.json and the page's last section (GNN_SECTION).
+
+Run: .venv/bin/python benchmarks/graph_predictor.py [--workers 2] [--epochs 2] [--graphs] (trains, writes the JSON
+and the .md); --report writes the page (with --graphs: its graph tasks' section) again from the JSON alone.
 """
 
 from __future__ import annotations
@@ -56,10 +60,16 @@ from agentarch.tasks.builtin import TASKS
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 OUT_MD, OUT_JSON = HERE / "graph_predictor.md", HERE / "graph_predictor.json"
+OUT_GNN_JSON = HERE / "graph_predictor_gnn.json"
+"""The graph tasks' run (--graphs): its own candidates and figures, a section of the same page."""
+GNN_SECTION = "## Graph tasks (node and graph classification)"
+"""Where the graph tasks' section starts on the page: --graphs --report rewrites the page from there on only."""
 SPLITS, FOLDS = 10, 5
 VARIANTS = {"without graph": "none", "with graph": "all"}
-GROUP_ORDER = ("seeds", "nb201", "macro", "mlp", "llm", "all")
+GROUP_ORDER = ("seeds", "nb201", "macro", "mlp", "gnn", "gnnpool", "llm", "all")
 TASK_NAMES = {"image": "digits", "table": "digits-table"}
+GRAPH_TASKS = {"graph": "sbm-nodes", "graphs": "sbm-graphs"}
+"""The built-in graph tasks, by kind: node classification (the gnn space) and graph classification (gnnpool)."""
 """The two tasks by kind; digits-table is defined by a task file this benchmark writes (`table_task`)."""
 
 ACTS = {"relu": "nn.ReLU()", "gelu": "nn.GELU()", "silu": "nn.SiLU()", "tanh": "nn.Tanh()",
@@ -394,6 +404,99 @@ def wide_deep(rng: random.Random) -> str:
     )
 
 
+GNN_ACTS = {"relu": "nn.ReLU()", "gelu": "nn.GELU()", "tanh": "nn.Tanh()", "elu": "nn.ELU()",
+            "leaky": "nn.LeakyReLU(0.2)"}  # fmt: skip
+AGGREGATE = {
+    "sum": "        agg = torch.zeros_like(z).index_add_(0, dst, z[src])\n",
+    "mean": "        agg = torch.zeros_like(z).index_add_(0, dst, z[src])\n"
+    "        deg = torch.zeros(n, dtype=z.dtype).index_add_(0, dst, torch.ones_like(dst, dtype=z.dtype))\n"
+    "        agg = agg / deg.clamp(min=1).unsqueeze(1)\n",
+    "max": "        index = dst.unsqueeze(1).expand(-1, z.shape[1])\n"
+    '        agg = torch.full_like(z, float("-inf")).scatter_reduce(0, index, z[src], reduce="amax", include_self=True)\n'
+    "        agg = torch.where(torch.isinf(agg), torch.zeros_like(agg), agg)\n",
+    "gcn": "        deg = torch.zeros(n, dtype=z.dtype).index_add_(0, dst, torch.ones_like(dst, dtype=z.dtype)) + 1\n"
+    "        norm = deg.pow(-0.5)\n"
+    "        agg = torch.zeros_like(z).index_add_(0, dst, z[src] * (norm[src] * norm[dst]).unsqueeze(1))\n"
+    "        agg = agg + z / deg.unsqueeze(1)\n",
+    "attention": "        e = torch.nn.functional.leaky_relu((z * self.att[0]).sum(-1)[src] + (z * self.att[1]).sum(-1)[dst], 0.2)\n"
+    '        top = torch.full((n,), float("-inf"), dtype=z.dtype).scatter_reduce(0, dst, e, reduce="amax", '
+    "include_self=True).detach()\n"
+    "        w = (e - top[dst]).exp()\n"
+    "        total = torch.zeros(n, dtype=z.dtype).index_add_(0, dst, w)\n"
+    "        agg = torch.zeros_like(z).index_add_(0, dst, z[src] * (w / total[dst]).unsqueeze(1))\n",
+}
+"""How an LLM-style GNN layer gathers its neighbours (z: the layer's transformed node states, n nodes, src -> dst)."""
+POOL = {
+    "sum": "    return torch.zeros(graphs, h.shape[1], dtype=h.dtype).index_add_(0, batch, h)\n",
+    "mean": "    total = torch.zeros(graphs, h.shape[1], dtype=h.dtype).index_add_(0, batch, h)\n"
+    "    count = torch.zeros(graphs, dtype=h.dtype).index_add_(0, batch, torch.ones_like(batch, dtype=h.dtype))\n"
+    "    return total / count.clamp(min=1).unsqueeze(1)\n",
+    "max": '    rows = torch.zeros(graphs, h.shape[1], dtype=h.dtype) - float("inf")\n'
+    '    return rows.scatter_reduce(0, batch.unsqueeze(1).expand_as(h), h, reduce="amax", include_self=True)\n',
+}
+
+
+def gnn_variant(rng: random.Random, readout: bool) -> str:
+    """A message-passing network as an LLM writes one: an aggregation (sum, mean, max, the GCN's normalised sum,
+    GAT-style attention over the edges, or none: an MLP of node features), depth, width, activation, a norm,
+    residual connections, jumping knowledge (every layer's states concatenated into the head); for graph
+    classification a readout (sum, mean or max by `batch`)."""
+    agg = rng.choice([*AGGREGATE, "none"])
+    depth, width, act = rng.randint(1, 4), rng.choice([16, 32, 64]), rng.choice(list(GNN_ACTS))
+    norm = rng.choice(["nn.Identity()", "nn.LayerNorm(width)", "nn.BatchNorm1d(width)"])
+    residual, jk, pool = rng.random() < 0.5, rng.random() < 0.3, rng.choice(list(POOL))
+    step = "z" if agg == "none" else "agg"
+    layer = (
+        "        z = self.lin(h)\n        n = h.shape[0]\n"
+        + ("" if agg == "none" else AGGREGATE[agg])
+        + f"        return {step} + self.root(h)\n"
+    )
+    att = "        self.att = nn.Parameter(torch.randn(2, d_out) * 0.1)\n" if agg == "attention" else ""
+    pool_code = f"\n\ndef pool(h, batch, graphs):\n{POOL[pool]}" if readout else ""
+    inputs = "x, edge_index, batch" if readout else "x, edge_index"
+    pooled = "        h = pool(h, batch, batch.max() + 1)\n" if readout else ""
+    return (
+        _head(f"A {depth}-layer GNN ({agg} aggregation, width {width}, {act}, residual={residual}, jk={jk}).")
+        + f"""class Layer(nn.Module):
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.lin = nn.Linear(d_in, d_out)
+        self.root = nn.Linear(d_in, d_out, bias=False)
+{att}
+    def forward(self, h, src, dst):
+{layer}{pool_code}
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        width = {width}
+        dims = [in_shape[0]] + [width] * {depth}
+        self.layers = nn.ModuleList(Layer(a, b) for a, b in zip(dims, dims[1:]))
+        self.norms = nn.ModuleList({norm} for _ in range({depth}))
+        self.act = {GNN_ACTS[act]}
+        self.head = nn.Linear(width * {depth if jk else 1}, num_classes)
+
+    def forward(self, {inputs}):
+        src, dst = edge_index[0], edge_index[1]
+        h, states = x, []
+        for i, (layer, norm) in enumerate(zip(self.layers, self.norms)):
+            y = self.act(norm(layer(h, src, dst)))
+            h = h + y if {residual} and i > 0 else y
+            states.append(h)
+        h = {"torch.cat(states, dim=1)" if jk else "h"}
+{pooled}        return self.head(h)
+"""
+    )
+
+
+def node_gnn(rng: random.Random) -> str:
+    return gnn_variant(rng, readout=False)
+
+
+def graph_gnn(rng: random.Random) -> str:
+    return gnn_variant(rng, readout=True)
+
+
 IMAGE_LLM = ((cnn, 10), (resnet, 7), (separable, 7), (mlp, 7), (vit, 5), (mixer, 5))
 TABLE_LLM = ((mlp, 8), (gated, 7), (feature_tokens, 5), (wide_deep, 5))
 
@@ -447,6 +550,29 @@ def cases(args: argparse.Namespace, table: str) -> list[dict[str, Any]]:
     return found
 
 
+def graph_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every candidate of the graph tasks: the seeds, samples of the gnn space (sbm-nodes) and of the gnnpool space
+    (sbm-graphs), and LLM-style GNNs (`gnn_variant`)."""
+    found: list[dict[str, Any]] = []
+    for kind, task in GRAPH_TASKS.items():
+        for path in sorted((REPO / "archive" / "seeds" / kind).glob("*.py")):
+            found.append({"task": task, "group": "seeds", "name": f"seed-{kind}-{path.stem}", "code": path.read_text()})
+    rng = random.Random(args.seed)
+    for space, task in (("gnn", "sbm-nodes"), ("gnnpool", "sbm-graphs")):
+        archs: list[str] = []
+        while len(archs) < args.per_space:
+            arch = SPACES[space].sample(rng)
+            if arch not in archs:
+                archs.append(arch)
+        for arch in archs:
+            found.append({"task": task, "group": space, "name": f"{space}-{arch}", "space": space, "arch": arch,
+                          "code": SPACES[space].render(arch, TASKS[task])})  # fmt: skip
+    for task, family in (("sbm-nodes", node_gnn), ("sbm-graphs", graph_gnn)):
+        for name, code in llm_cases(((family, args.llm),), args.seed):
+            found.append({"task": task, "group": "llm", "name": f"llm-{name}", "code": code})
+    return found
+
+
 def train_all(todo: list[dict[str, Any]], args: argparse.Namespace, folder: Path) -> dict[str, float]:
     """Train every candidate through the sandbox into one archive (`--workers` at once, each with its own handle);
     the seconds each took, by name."""
@@ -490,18 +616,21 @@ def train_all(todo: list[dict[str, Any]], args: argparse.Namespace, folder: Path
 
 
 def settings(task: str, args: argparse.Namespace, folder: Path) -> Any:
+    """A task's settings for this run: node classification trains full-batch, one step an epoch, so it gets
+    --node-epochs; every other task --epochs."""
+    epochs = args.node_epochs if task == GRAPH_TASKS["graph"] else args.epochs
     return load_settings(
-        task=task, epochs=args.epochs, archive=folder / "archive.db", cache_dir=folder / "cache", scoring="graph",
+        task=task, epochs=epochs, archive=folder / "archive.db", cache_dir=folder / "cache", scoring="graph",
         threads=1, novelty_threshold=1.0, timeout_s=300, smoke_timeout_s=120,
     )  # fmt: skip
 
 
-def collect(folder: Path, todo: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def collect(folder: Path, todo: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, Any]]:
     """Every trained candidate as the predictor sees it (`predictor.examples`), with its group and task."""
     groups = {c["name"]: c["group"] for c in todo}
     rows = []
     with Archive(folder / "archive.db") as db:
-        for task in TASK_NAMES.values():
+        for task in tasks:
             names = {r["id"]: r["name"] for r in db.db.query("SELECT id, name FROM candidates WHERE task = ?", [task])}
             for example in predictor.examples(db, task):
                 name = names[example.candidate_id]
@@ -605,13 +734,23 @@ def report(data: dict[str, Any]) -> str:
         "ranks them better (predictor.chosen; the last row says how often it did), computed now.",
         "",
     ]
-    for task in TASK_NAMES.values():
+    lines += tables(rows, list(TASK_NAMES.values()), meta, "##")
+    lines += ["## What it says", "", *meta.get("notes", ["(notes are added by hand after a run)"]), ""]
+    if meta["failures"]:
+        lines += ["Not trained:", "", *[f"- {name}: {why}" for name, why in meta["failures"].items()], ""]
+    return "\n".join(lines)
+
+
+def tables(rows: list[dict[str, Any]], tasks: list[str], meta: dict[str, Any], heading: str) -> list[str]:
+    """Each task's table: held-out Spearman per group, per task and pooled, without and with the graph's features."""
+    lines: list[str] = []
+    for task in tasks:
         mine = [r for r in rows if r["task"] == task]
         others = [r for r in rows if r["task"] != task]
         groups = [g for g in GROUP_ORDER if g == "all" or any(r["group"] == g for r in mine)]
         before = meta.get("before", {}).get(task, {})
         heads = [f"{when}: {v}" for when in ("before", "per task", "pooled") for v in VARIANTS]
-        lines += [f"## {task}", "", "| group | n | val accuracy min / median / max | " + " | ".join(heads) + " |",
+        lines += [f"{heading} {task}", "", "| group | n | val accuracy min / median / max | " + " | ".join(heads) + " |",
                   "| --- | ---: | --- |" + " ---: |" * len(heads)]  # fmt: skip
         results = {
             (pooled, v): [cross_validated(mine, code, split, others if pooled else []) for split in range(SPLITS)]
@@ -633,7 +772,39 @@ def report(data: dict[str, Any]) -> str:
         lines += [f"| llm, fitted on the other groups only | {sum(r['group'] == 'llm' for r in mine)} | | "
                   + " | ".join(cells) + " |",
                   "| outer folds whose predictor pooled | | | - | - | " + " | ".join(share) + " |", ""]  # fmt: skip
-    lines += ["## What it says", "", *meta.get("notes", ["(notes are added by hand after a run)"]), ""]
+    return lines
+
+
+def graph_report(data: dict[str, Any]) -> str:
+    """The graph tasks' section of the page (GNN_SECTION on), from the --graphs run's JSON."""
+    meta = data["meta"]
+    columns = data["columns"]
+    rows = [{**r, "features": {c: v for c, v in zip(columns, r["values"]) if v is not None}} for r in data["rows"]]
+    lines = [
+        GNN_SECTION,
+        "",
+        f"`{meta['command']}` on {meta['machine']}; {meta['trained']} of {meta['candidates']} candidates trained "
+        f"in {meta['wall_s'] / 60:.1f} minutes ({meta['node_epochs']} epochs on sbm-nodes, which trains full-batch, "
+        f"one step an epoch; {meta['epochs']} on sbm-graphs; graph scoring, {meta['workers']} sandbox jobs at once, "
+        f"one thread each; median {meta['median_s']:.1f} s a candidate). benchmarks/graph_predictor_gnn.json keeps "
+        "every candidate's score and features; `.venv/bin/python benchmarks/graph_predictor.py --graphs --report` "
+        "writes this section again from it.",
+        "",
+        "The protocol above, on the two built-in graph tasks. Groups: seeds (archive/seeds/graph: GAT, GCN, GraphSAGE; "
+        "archive/seeds/graphs: GCN, GIN), a seeded sample of the gnn space (sbm-nodes) or the gnnpool space "
+        "(sbm-graphs), and LLM-style GNNs outside the spaces (`gnn_variant`: sum, mean, max, GCN-normalised or "
+        "GAT-style attention aggregation, or none (an MLP of node features), 1 to 4 layers, widths, activations, "
+        "norms, residuals, jumping knowledge; sum, mean or max readout). Pooled: each graph task pools the other "
+        "one's candidates. No before columns: before this change features.py refused every network of graphs (its "
+        "scatters are outside the allowlist of a network of examples), so the predictor saw no graph features for "
+        "them and with graph was without graph.",
+        "",
+        *tables(rows, list(GRAPH_TASKS.values()), meta, "###"),
+        "### What the graph tasks say",
+        "",
+        *meta.get("notes", ["(notes are added by hand after a run)"]),
+        "",
+    ]
     if meta["failures"]:
         lines += ["Not trained:", "", *[f"- {name}: {why}" for name, why in meta["failures"].items()], ""]
     return "\n".join(lines)
@@ -650,49 +821,65 @@ def machine() -> str:
             f"{load:.1f} at the end), Python {platform.python_version()}")  # fmt: skip
 
 
+def run(args: argparse.Namespace, todo: list[dict[str, Any]], tasks: list[str], folder: Path, out: Path) -> None:
+    """Train every candidate of `todo`, and write their scores and features to `out` (kept notes stay)."""
+    began = time.perf_counter()
+    seconds = train_all(todo, args, folder)
+    wall = time.perf_counter() - began
+    rows = collect(folder, todo, tasks)
+    trained = {r["name"] for r in rows}
+    columns = sorted({k for r in rows for k in r["features"]})
+    with Archive(folder / "archive.db") as db:
+        failures = {
+            r["name"]: f"{r['status']}: {(r['reason'] or '')[:200]}"
+            for r in db.db.query("SELECT name, status, reason FROM candidates WHERE status != 'trained'")
+        }
+    data = {
+        "meta": {
+            "command": "benchmarks/graph_predictor.py " + " ".join(
+                f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                for k, v in vars(args).items() if k != "report" and v is not False),
+            "machine": machine(), "wall_s": wall, "epochs": args.epochs, "node_epochs": args.node_epochs,
+            "workers": args.workers, "candidates": len(todo), "trained": len(trained),
+            "median_s": statistics.median(seconds.values()), "failures": failures, "date": time.strftime("%Y-%m-%d"),
+        },
+        "columns": columns,
+        "rows": [
+            {"task": r["task"], "group": r["group"], "name": r["name"], "score": r["score"],
+             "values": [None if c not in r["features"] else float(f"{r['features'][c]:.6g}") for c in columns]}
+            for r in rows
+        ],
+    }  # fmt: skip
+    if out.exists():  # notes and the earlier predictor's figures, written by hand, stay
+        earlier = json.loads(out.read_text())["meta"]
+        data["meta"].update({k: earlier[k] for k in ("notes", "before") if k in earlier})
+    out.write_text(json.dumps(data, separators=(",", ":")) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--node-epochs", type=int, default=20, help="epochs on sbm-nodes (one full-batch step each)")
     parser.add_argument("--per-space", type=int, default=20)
+    parser.add_argument("--llm", type=int, default=8, help="LLM-style GNNs per graph task (--graphs)")
     parser.add_argument("--seed", type=int, default=25)
+    parser.add_argument("--graphs", action="store_true", help="the graph tasks (sbm-nodes, sbm-graphs) instead")
     parser.add_argument("--report", action="store_true", help="only write the page again from the JSON")
     args = parser.parse_args()
     if not args.report:
         os.environ.setdefault("AGENTARCH_WEAK_SANDBOX_OK", "1")  # where bubblewrap is missing: process isolation
         folder = Path(tempfile.mkdtemp(prefix="graph_predictor."))
-        todo = cases(args, table_task(folder))
-        began = time.perf_counter()
-        seconds = train_all(todo, args, folder)
-        wall = time.perf_counter() - began
-        rows = collect(folder, todo)
-        trained = {r["name"] for r in rows}
-        columns = sorted({k for r in rows for k in r["features"]})
-        with Archive(folder / "archive.db") as db:
-            failures = {
-                r["name"]: f"{r['status']}: {(r['reason'] or '')[:200]}"
-                for r in db.db.query("SELECT name, status, reason FROM candidates WHERE status != 'trained'")
-            }
-        data = {
-            "meta": {
-                "command": "benchmarks/graph_predictor.py " + " ".join(
-                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "report"),
-                "machine": machine(), "wall_s": wall, "epochs": args.epochs, "workers": args.workers,
-                "candidates": len(todo), "trained": len(trained), "median_s": statistics.median(seconds.values()),
-                "failures": failures, "date": time.strftime("%Y-%m-%d"),
-            },
-            "columns": columns,
-            "rows": [
-                {"task": r["task"], "group": r["group"], "name": r["name"], "score": r["score"],
-                 "values": [None if c not in r["features"] else float(f"{r['features'][c]:.6g}") for c in columns]}
-                for r in rows
-            ],
-        }  # fmt: skip
-        if OUT_JSON.exists():  # notes and the earlier predictor's figures, written by hand, stay
-            earlier = json.loads(OUT_JSON.read_text())["meta"]
-            data["meta"].update({k: earlier[k] for k in ("notes", "before") if k in earlier})
-        OUT_JSON.write_text(json.dumps(data, separators=(",", ":")) + "\n")
-    page = report(json.loads(OUT_JSON.read_text()))
+        if args.graphs:
+            run(args, graph_cases(args), list(GRAPH_TASKS.values()), folder, OUT_GNN_JSON)
+        else:
+            run(args, cases(args, table_task(folder)), list(TASK_NAMES.values()), folder, OUT_JSON)
+    if args.graphs:  # the image tasks' part of the page as it stands (computing it again takes minutes)
+        page = OUT_MD.read_text().split("\n" + GNN_SECTION)[0] if OUT_MD.exists() else ""
+    else:
+        page = report(json.loads(OUT_JSON.read_text()))
+    if OUT_GNN_JSON.exists():
+        page = page.rstrip("\n") + "\n\n" + graph_report(json.loads(OUT_GNN_JSON.read_text()))
     OUT_MD.write_text(page)
     print(page)
 

@@ -289,7 +289,8 @@ SUMMARY = tuple(
         "log2_depth", "log2_linear_depth", "width_log2_mean", "width_log2_median", "width_log2_std",
         "norms_per_linear", "activations_per_linear", "saturating_per_linear",
         "residuals_per_linear_depth", "attention", "gates", "conv_share", "pools", "log_flops_per_param",
-        "log_activations",
+        "log_activations", "message_layers", "aggregation_mean_share", "aggregation_max_share", "edge_attention",
+        "degree_norms", "readout_mean_share", "readout_max_share", "log_flops_per_edge",
     )
 )  # fmt: skip
 """The graph as the model reads it (`graph_summary`): a few structural numbers, comparable across architectures."""
@@ -300,7 +301,10 @@ def graph_summary(features: Mapping[str, float]) -> dict[str, float]:
     """The graph's features (features.py's hundred-odd columns) as SUMMARY: depth and linear depth (log2), the
     layers' widths (log2 mean, median, spread), per linear map the normalizations and each kind of activation,
     residual additions per linear step, whether it has attention (a product of two computed tensors) or gates,
-    the share of convolutions, pools, FLOPs per parameter and activation volume (log10). Empty without a graph.
+    the share of convolutions, pools, FLOPs per parameter and activation volume (log10); for a network of graphs
+    its message passing: layers, the shares of mean and max among its aggregations (the rest sum), whether it has
+    attention over edges and degree normalisation, its readout's shares of mean and max, FLOPs per edge (log10); 0
+    for a network of examples, missing for features read before features.py counted them. Empty without a graph.
 
     Why not the raw columns: tens of trained candidates per task cannot fit a hundred structural columns, and an
     operator count learned on one family of networks (a space's cells) says nothing about another (an LLM's
@@ -315,6 +319,17 @@ def graph_summary(features: Mapping[str, float]) -> dict[str, float]:
     def count(*ops: str) -> float:
         return sum(features.get(f"graph.op.{op}", 0.0) for op in ops)
 
+    def flag(name: str) -> float:
+        value = get(name)
+        return float(value > 0) if math.isfinite(value) else math.nan
+
+    def share(which: str, sums: float, means: float, maxima: float) -> float:
+        """The share of one kind among a network's sum, mean and max reductions; 0 where it has none."""
+        total = sums + means + maxima
+        if not math.isfinite(total):
+            return math.nan
+        return {"mean": means, "max": maxima}[which] / total if total > 0 else 0.0
+
     linear, linear_depth = max(get("linear"), 1.0), max(get("linear_depth"), 1.0)
     median = get("width.median")
     values = (
@@ -323,7 +338,10 @@ def graph_summary(features: Mapping[str, float]) -> dict[str, float]:
         get("activations") / linear, count(*_SATURATING) / linear,
         get("residual_adds") / linear_depth, float(get("products") > 0), float(get("gates") > 0),
         count("Conv", "ConvTranspose") / linear, get("pools"), get("log_flops") - get("log_params"),
-        get("log_activations"),
+        get("log_activations"), get("mp.layers"), share("mean", get("mp.sum"), get("mp.mean"), get("mp.max")),
+        share("max", get("mp.sum"), get("mp.mean"), get("mp.max")), flag("mp.attention"), flag("mp.degree_norms"),
+        share("mean", get("mp.readout_sum"), get("mp.readout_mean"), get("mp.readout_max")),
+        share("max", get("mp.readout_sum"), get("mp.readout_mean"), get("mp.readout_max")), get("mp.log_flops_per_edge"),
     )  # fmt: skip
     return {name: value for name, value in zip(SUMMARY, values) if math.isfinite(value)}
 

@@ -1,5 +1,11 @@
 """A network as numbers for the performance predictor, from its ONNX graph alone: one encoding for any architecture.
 
+A network of graphs (node classification's forward(x, edge_index), graph classification's and batch) is read as
+one too: its input names claim its interface (interface.claimed_kind), which the checks then hold it to, with the
+scatters and gathers of message passing allowed as for its task (interface.NODE_EXTRA_OPS). Its node and edge
+counts are symbolic, so it is measured on a fixed reference graph rather than the task's (the smoke stage's host
+side reads the features without the task, and a size per node compares across tasks of any graph size).
+
 A candidate rendered from a search space has its settings as features (agentarch/search/predictor.py); one an LLM
 wrote has none, so the predictor used to see only its size and latency. As ONNX-Net argues, the exported graph is an
 encoding every network has. `graph_features` turns the bytes of a graph into a fixed-length vector (FEATURES: the same
@@ -23,6 +29,11 @@ and its trained twin has not), so the smoke stage's graph and the trained graph 
 - convolutions by kernel size (1, 3, 5 or more elements per spatial axis), depthwise and other grouped ones, strided;
 - size: log10 of the parameters (measures.count_params), and, where shapes.py can follow the graph, of the FLOPs
   and matmul FLOPs per example (measures.count_flops), the largest activation and all activations per example;
+  for a network of graphs per node of a reference graph (interface.reference_sizes), with what each further edge
+  adds (`mp.log_flops_per_edge`, `mp.log_activations_per_edge`);
+- message passing (`mp.*`, `_message_passing`), for a network of graphs: its aggregations along the edges by what
+  they reduce with (sum, mean, max), attention over the edges, degree normalisations, messages gathered, layers,
+  readouts by `batch` (sum, mean, max); 0 for a network of examples;
 - `hash.<i>`: an ONNX-Net-style text encoding: each computing node written as a word (its operator, kernel,
   stride and grouping) and each edge between computing nodes as "producer>consumer", the words hashed (sha256, the
   same in every process) into HASH_BUCKETS counts.
@@ -37,9 +48,11 @@ from collections import Counter
 from collections.abc import Iterable
 
 import onnx
+from google.protobuf.message import DecodeError
 
-from agentarch.evaluation.graphs import measures, shapes
+from agentarch.evaluation.graphs import interface, measures, shapes
 from agentarch.evaluation.graphs.checks import GraphRejected, check_graph
+from agentarch.evaluation.graphs.interface import Interface
 from agentarch.evaluation.graphs.sizes import BROKEN, Unfollowable
 
 OPS = (
@@ -52,7 +65,7 @@ OPS = (
     "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal", "Clip", "Where", "Max",
     "Min", "ReduceMean", "ReduceSum", "ReduceMax", "CumSum",
     "Reshape", "Flatten", "Transpose", "Concat", "Split", "Slice", "Gather", "Expand", "Tile", "Pad", "Squeeze",
-    "Unsqueeze", "DepthToSpace", "SpaceToDepth", "Cast",
+    "Unsqueeze", "DepthToSpace", "SpaceToDepth", "Cast", "ScatterElements", "ScatterND", "GatherElements", "GatherND",
 )  # fmt: skip
 """The operators counted one by one: what networks of the allowed operators (checks.ALLOWED_OPS) compute with."""
 LINEAR = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", *shapes.RECURRENT}
@@ -71,6 +84,9 @@ SHAPE = (
     "width.count", "width.first", "width.min", "width.median", "width.max", "width.log2_mean", "width.log2_std",
     "conv.k1", "conv.k3", "conv.k5", "conv.depthwise", "conv.grouped", "conv.strided",
     "log_params", "log_flops", "log_matmul_flops", "log_activation_max", "log_activations",
+    "mp.layers", "mp.aggregations", "mp.sum", "mp.mean", "mp.max", "mp.attention", "mp.degree_norms", "mp.messages",
+    "mp.readouts", "mp.readout_sum", "mp.readout_mean", "mp.readout_max", "mp.log_flops_per_edge",
+    "mp.log_activations_per_edge",
 )  # fmt: skip
 WIDTH_STATISTICS = tuple(f"graph.{name}" for name in SHAPE if name.startswith("width.") and name != "width.count")
 FEATURES = tuple(
@@ -85,16 +101,44 @@ def graph_features(data: bytes, max_bytes: int = MAX_FEATURE_BYTES) -> dict[str,
     """The features (module docstring) of the graph in `data`: every name of FEATURES, in order. GraphRejected, with
     the reason, for bytes the host's checks refuse (too large, not ONNX, operators outside the allowlist, ...) or a
     graph that cannot be measured; the graph is never run."""
-    model = check_graph(data, max_bytes=max_bytes)
+    ports = _claimed(data, max_bytes)
+    extra = interface.NODE_EXTRA_OPS if ports else frozenset()
+    model = check_graph(data, max_bytes=max_bytes, interface=ports, extra_ops=extra)
     try:
-        return _features(model)
+        return _features(model, ports)
     except GraphRejected:
         raise
     except BROKEN as err:
         raise GraphRejected(f"the graph's features cannot be read ({type(err).__name__}: {str(err)[:200]})") from None
 
 
-def _features(model: onnx.ModelProto) -> dict[str, float]:
+def _claimed(data: bytes, max_bytes: int) -> Interface | None:
+    """The interface of a kind of graphs that the graph's input names claim (interface.claimed_kind), its feature and
+    class counts read from its own x and output; None for a network of examples, or for bytes check_graph will refuse
+    anyway (with its own message). check_graph then holds the graph to the claim, so a graph is read as a network of
+    graphs (with its scatters and gathers allowed) only where it has exactly that interface."""
+    if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) > max_bytes:
+        return None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(bytes(data))
+    except (DecodeError, ValueError, RuntimeError):
+        return None
+    stored = {t.name for t in model.graph.initializer}
+    inputs = {value.name: value for value in model.graph.input if value.name not in stored}
+    kind = interface.claimed_kind(list(inputs))
+    if kind is None or "x" not in inputs or len(model.graph.output) != 1:
+        return None
+    return interface.ports(kind, _axis(inputs["x"], 1), _axis(model.graph.output[0], 1))
+
+
+def _axis(value: onnx.ValueInfoProto, axis: int) -> int:
+    """A fixed axis of an input or output (0 where it has none: the interface check then refuses the graph)."""
+    dims = value.type.tensor_type.shape.dim
+    return int(dims[axis].dim_value) if len(dims) > axis else 0
+
+
+def _features(model: onnx.ModelProto, ports: Interface | None = None) -> dict[str, float]:
     graph = model.graph
     live = measures.live_nodes(model)
     nodes = [n for n in live if n.op_type != "Identity"]
@@ -120,7 +164,9 @@ def _features(model: onnx.ModelProto) -> dict[str, float]:
     found.update(_depths(graph, live, weights))
     found.update(_widths(nodes, weights))
     found.update(_kernels(nodes, weights))
-    found.update(_sizes(model, nodes))
+    kind = None if ports is None else "graphs" if "batch" in ports.names else "graph"
+    found.update(_sizes(model, nodes, kind))
+    found.update(_message_passing(model, live, weights))
     for word in _words(live, computed):
         bucket = int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "big") % HASH_BUCKETS
         found[f"graph.hash.{bucket}"] += 1
@@ -226,25 +272,165 @@ def _kernels(nodes: list[onnx.NodeProto], weights: dict[str, tuple[int, ...]]) -
     return {key: float(count) for key, count in found.items()}
 
 
-def _sizes(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> dict[str, float]:
+def _sizes(model: onnx.ModelProto, nodes: list[onnx.NodeProto], kind: str | None) -> dict[str, float]:
     """Parameters always; FLOPs and activation sizes where shapes.py can follow every node (NaN otherwise: missing,
-    as the predictor takes a feature a candidate lacks)."""
+    as the predictor takes a feature a candidate lacks): per example, or for a network of graphs (`kind`) per node
+    of the reference graph (interface.REFERENCE_NODES nodes, REFERENCE_EDGES edges, one graph), and what each
+    further edge adds (the reference graph with twice the edges, less the reference graph, per edge added: the cost
+    of one message), so the figures compare across tasks of any graph size and no task is needed to read them."""
     found = {"graph.log_params": math.log10(measures.count_params(model) + 1)}
+    nan = math.nan
     try:
-        infos = shapes.propagate(model)
-        total, matmul = measures.count_flops(model, infos)
-        sizes = [infos[name].numel(1) for node in nodes for name in node.output if name in infos]
+        if kind is None:
+            total, matmul, largest, volume = _counts(model, nodes, None)
+            per_node, per_edge = 1, None
+        else:
+            total, matmul, largest, volume = _counts(model, nodes, interface.reference_sizes(kind))
+            wider = _counts(model, nodes, interface.reference_sizes(kind, 2 * interface.REFERENCE_EDGES))
+            per_node, per_edge = interface.REFERENCE_NODES, (wider[0] - total, wider[3] - volume)
     except (Unfollowable, GraphRejected, *BROKEN):
-        nan = math.nan
         return {**found, **dict.fromkeys(("graph.log_flops", "graph.log_matmul_flops"), nan),
-                "graph.log_activation_max": nan, "graph.log_activations": nan}  # fmt: skip
+                "graph.log_activation_max": nan, "graph.log_activations": nan,
+                "graph.mp.log_flops_per_edge": nan if kind else 0.0,
+                "graph.mp.log_activations_per_edge": nan if kind else 0.0}  # fmt: skip
+    if per_edge is not None:
+        found["graph.mp.log_flops_per_edge"] = math.log10(max(per_edge[0], 0) / interface.REFERENCE_EDGES + 1)
+        found["graph.mp.log_activations_per_edge"] = math.log10(max(per_edge[1], 0) / interface.REFERENCE_EDGES + 1)
     return {
         **found,
-        "graph.log_flops": math.log10(total + 1),
-        "graph.log_matmul_flops": math.log10(matmul + 1),
-        "graph.log_activation_max": math.log10(max(sizes, default=0) + 1),
-        "graph.log_activations": math.log10(sum(sizes) + 1),
+        "graph.log_flops": math.log10(total / per_node + 1),
+        "graph.log_matmul_flops": math.log10(matmul / per_node + 1),
+        "graph.log_activation_max": math.log10(largest / per_node + 1),
+        "graph.log_activations": math.log10(volume / per_node + 1),
     }
+
+
+def _counts(
+    model: onnx.ModelProto, nodes: list[onnx.NodeProto], sizes: interface.Bound | None
+) -> tuple[int, int, int, int]:
+    """FLOPs, matmul FLOPs, the largest activation and all activations' elements, per example (`sizes` None) or on
+    the graph `sizes` binds."""
+    infos = shapes.propagate(model, sizes)
+    total, matmul = measures.count_flops(model, infos)
+    elements = [infos[name].numel(1) for node in nodes for name in node.output if name in infos]
+    return total, matmul, max(elements, default=0), sum(elements)
+
+
+SCATTERS = {"ScatterElements", "ScatterND"}
+GATHERS = {"Gather", "GatherElements", "GatherND"}
+PASSING = measures.MOVEMENT | {"Gather", "GatherElements", "GatherND"}
+"""What a tensor passes through unchanged in value (layout, casts, gathers) when the message-passing rules follow it."""
+
+
+def _message_passing(
+    model: onnx.ModelProto, live: list[onnx.NodeProto], weights: dict[str, tuple[int, ...]]
+) -> dict[str, float]:
+    """What a network of graphs does between nodes, read from which input each tensor's value comes from (x: node
+    features; edge_index and batch: structure). A scatter (ScatterElements, ScatterND: index_add_, scatter_reduce,
+    index_put) of node features is an aggregation (`mp.aggregations`) where its indices come from the edges, a readout
+    (`mp.readouts`) where they come from `batch` only; one of structure alone (a degree, a graph's node count) is
+    neither. Aggregations and readouts by what they reduce with: a max (or min) scatter is `max` (a max whose result
+    is subtracted before an Exp is the softmax's stabiliser, not an aggregation of its own); a sum scatter is `mean`
+    where its result is divided or scaled by structure after it (a count, a degree), else `sum`; a sum of Exp
+    outputs along the edges is an edge softmax (`mp.attention`, GAT). `mp.degree_norms`: a product or quotient of
+    features by structure from the edges (GCN's normalisation, a mean's division); `mp.messages`: gathers of features
+    along the edges (x[src]); `mp.layers`: the most aggregations on one path from the input to the output, those with
+    no linear map between them counted once (an attention layer's softmax and its messages are one step, as is a
+    mean's sum and count). A network of examples has none of them: every count 0."""
+    stored = {t.name for t in model.graph.initializer}
+    origins: dict[str, frozenset[str]] = {
+        v.name: frozenset({v.name}) for v in model.graph.input if v.name not in stored
+    }
+    producers: dict[str, onnx.NodeProto] = {}
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in live:
+        came = frozenset().union(*(origins.get(name, frozenset()) for name in node.input if name))
+        for name in node.output:
+            origins[name], producers[name] = came, node
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+
+    def features(name: str) -> bool:
+        return "x" in origins.get(name, ())
+
+    def structure(name: str) -> bool:
+        return bool(origins.get(name)) and not features(name)
+
+    def reaches(name: str, targets: set[str], through: set[str] = PASSING) -> list[tuple[onnx.NodeProto, str]]:
+        """The nodes of `targets` that read `name` through value-passing nodes only, with the name each reads."""
+        found, todo, seen = [], [name], {name}
+        while todo:
+            current = todo.pop()
+            for user in users.get(current, []):
+                if user.op_type in targets:
+                    found.append((user, current))
+                elif user.op_type in through:
+                    todo += [out for out in user.output if out not in seen]
+                    seen.update(user.output)
+        return found
+
+    def from_exp(name: str) -> bool:
+        for _ in range(len(producers)):  # a checked graph is acyclic; the bound makes that no assumption here
+            if name not in producers or producers[name].op_type not in measures.MOVEMENT:
+                break
+            name = producers[name].input[0]
+        return name in producers and producers[name].op_type == "Exp"
+
+    def scaled(name: str) -> bool:
+        return any(
+            any(structure(other) for other in user.input if other and other != read)
+            for user, read in reaches(name, {"Div", "Mul"}, measures.MOVEMENT)
+        )
+
+    found: Counter[str] = Counter()
+    steps: set[int] = set()
+    for node in live:
+        ins = list(node.input)
+        if node.op_type in GATHERS and len(ins) > 1 and features(ins[0]) and "edge_index" in origins.get(ins[1], ()):
+            found["graph.mp.messages"] += 1
+        if node.op_type in ("Mul", "Div") and len(ins) == 2:
+            if any(features(a) and structure(b) and "edge_index" in origins[b] for a, b in (ins, ins[::-1])):
+                found["graph.mp.degree_norms"] += 1
+        if node.op_type not in SCATTERS or len(ins) < 3 or not (features(ins[0]) or features(ins[2])):
+            continue
+        reduction = shapes.attributes(node).get("reduction", b"none")
+        reduction = reduction.decode() if isinstance(reduction, bytes) else str(reduction)
+        indices, out = origins.get(ins[1], frozenset()), node.output[0]
+        if "edge_index" in indices:
+            found["graph.mp.aggregations"] += 1
+            steps.add(id(node))
+            if reduction == "add" and from_exp(ins[2]):
+                found["graph.mp.attention"] += 1
+            elif reduction in ("max", "min"):
+                found["graph.mp.max"] += not reaches(out, {"Exp"}, PASSING | {"Sub", "Neg"})
+            elif reduction == "add":
+                found["graph.mp.mean" if scaled(out) else "graph.mp.sum"] += 1
+        elif "batch" in indices:
+            found["graph.mp.readouts"] += 1
+            if reduction in ("max", "min"):
+                found["graph.mp.readout_max"] += 1
+            elif reduction == "add":
+                found["graph.mp.readout_mean" if scaled(out) else "graph.mp.readout_sum"] += 1
+    found["graph.mp.layers"] = _message_layers(model.graph, live, weights, steps)
+    return {key: float(value) for key, value in found.items()}
+
+
+def _message_layers(
+    graph: onnx.GraphProto, live: list[onnx.NodeProto], weights: dict[str, tuple[int, ...]], steps: set[int]
+) -> int:
+    """The most aggregations (`steps`, by node id) on one input-to-output path, consecutive ones with no linear map
+    between them counted once: each tensor carries (aggregations so far, whether one came after the last linear
+    map), in graph order (topological), so no graph can make this loop."""
+    state: dict[str, tuple[int, bool]] = {}
+    for node in live:
+        count, open_ = max((state.get(name, (0, False)) for name in node.input if name), default=(0, False))
+        if id(node) in steps:
+            count, open_ = count + (not open_), True
+        elif node.op_type in LINEAR and _is_map(node, weights):
+            open_ = False
+        for name in node.output:
+            state[name] = (count, open_)
+    return max((state.get(value.name, (0, False))[0] for value in graph.output), default=0)
 
 
 def _words(live: list[onnx.NodeProto], computed: set[str]) -> Iterable[str]:

@@ -89,15 +89,43 @@ def interface(task: Task) -> Interface | None:
     `x` with a dynamic batch axis)."""
     if task.kind not in GRAPHS:
         return None
-    nodes = (Port("x", (FLOAT,), ("nodes", int(task.in_shape[0]))), Port("edge_index", (INT64,), (2, "edges")))
-    if task.kind == "graphs":
+    return ports(task.kind, int(task.in_shape[0]), int(task.num_classes))
+
+
+def ports(kind: str, features: int, classes: int) -> Interface:
+    """The interface of a kind of GRAPHS whose nodes have `features` features and whose output `classes` columns."""
+    nodes = (Port("x", (FLOAT,), ("nodes", features)), Port("edge_index", (INT64,), (2, "edges")))
+    if kind == "graphs":
         return Interface(
             inputs=(*nodes, Port("batch", (INT64,), ("nodes",))),
-            output=Port("y", (FLOAT, FLOAT16, DOUBLE), ("graphs", int(task.num_classes))),
+            output=Port("y", (FLOAT, FLOAT16, DOUBLE), ("graphs", classes)),
         )
-    return Interface(
-        inputs=nodes, output=Port("y", (FLOAT, FLOAT16, DOUBLE), ("nodes", int(task.num_classes))), whole=True
-    )
+    return Interface(inputs=nodes, output=Port("y", (FLOAT, FLOAT16, DOUBLE), ("nodes", classes)), whole=True)
+
+
+def claimed_kind(names: list[str]) -> str | None:
+    """The kind of GRAPHS a graph's input names say it was exported for (x and edge_index: node classification; and
+    batch: graph classification), or None for a network of examples (one input, x). The names claim, checks.py's
+    `_check_ports` holds the graph to the claim: what reads a graph without its task (the predictor's features,
+    features.py) learns its interface so."""
+    if "batch" in names:
+        return "graphs"
+    return "graph" if "edge_index" in names else None
+
+
+REFERENCE_NODES, REFERENCE_EDGES = 64, 256
+"""The graph a network of graphs is measured on where no task says its sizes (the predictor's features): one graph
+of 64 nodes and 256 edges (4 in a node on average, between sbm-graphs' 3 and sbm-nodes' 12), so its sizes per node
+compare across tasks, and smoke and trained graphs, which may not know their task, agree."""
+
+
+def reference_sizes(kind: str, edges: int = REFERENCE_EDGES) -> Bound:
+    """The bound (`sizes`'s form) of the reference graph, with `edges` edges: for a graphs kind, `batch` bound to
+    all zeros, one graph."""
+    found: Bound = {"x": {0: REFERENCE_NODES}, "edge_index": {1: edges}}
+    if kind == "graphs":
+        found["batch"] = np.zeros(REFERENCE_NODES, dtype=np.int64)
+    return found
 
 
 def extra_ops(task: Task) -> frozenset[str]:
