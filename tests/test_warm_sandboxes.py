@@ -21,6 +21,7 @@ from agentarch.evaluation import stages as stages_module
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.executors import LocalExecutor, make_executor
 from agentarch.isolation.job import SandboxJob
+from agentarch.isolation.launch import RUNNER, Program
 from agentarch.isolation.policy import Limits, SandboxError, resolve_isolation
 from agentarch.isolation.warm import Launch, WarmSlot
 from agentarch.store.archive import Archive
@@ -134,12 +135,12 @@ def assert_nothing_left(scratch: list[Path]) -> None:
         assert not [cg for s in scratch for cg in Path("/sys/fs/cgroup/pids/agentarch").glob(f"{s.name}.*")]
 
 
-def started(slot: WarmSlot) -> None:
-    """Wait until the slot's ordered sandbox is started and waiting."""
+def started(slot: WarmSlot, program: Program = RUNNER) -> None:
+    """Wait until the slot's ordered sandbox of `program` is started and waiting."""
     deadline = time.monotonic() + 60
-    while slot._ready is None and time.monotonic() < deadline:
+    while program not in slot._ready and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert slot._ready is not None
+    assert program in slot._ready
 
 
 def report(reason: str) -> str:
@@ -203,7 +204,7 @@ def test_a_warm_sandbox_serves_one_job_of_its_configuration_and_is_closed_unused
     started(slot)
     other = Launch(digits.inputs_dir, Limits(timeout_s=61, smoke_timeout_s=60), isolation)
     assert slot.take(other) is None  # started for another configuration: closed, never used
-    assert slot._ready is None
+    assert slot._ready == {}
     slot.order(launch)
     started(slot)  # and waiting for a job that never comes
     slot.close()
