@@ -20,12 +20,11 @@ from agentarch.config import load_settings
 from agentarch.evaluation import stages as stages_module
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.executors import LocalExecutor, make_executor
-from agentarch.isolation.job import SandboxJob
 from agentarch.isolation.launch import RUNNER, Program
 from agentarch.isolation.policy import Limits, SandboxError, resolve_isolation
 from agentarch.isolation.warm import Launch, WarmSlot
 from agentarch.store.archive import Archive
-from tests.conftest import NET, SPEC, cgroups_work, job_processes
+from tests.conftest import NET, SPEC, assert_nothing_left
 from tests.security.harness import attack_settings
 from tests.security.test_training_budget import IN_EVAL_FORWARD, MODES, SEED_MLP
 
@@ -100,20 +99,6 @@ def _both_modes_run_untrusted_code(monkeypatch):
 
 
 @pytest.fixture
-def own_jobs(monkeypatch):
-    """The scratch folders of every sandbox this test starts, warm ones included (they go through __init__ too)."""
-    scratch: list[Path] = []
-    real_init = SandboxJob.__init__
-
-    def spy(self, *args, **kwargs):
-        real_init(self, *args, **kwargs)
-        scratch.append(self.scratch)
-
-    monkeypatch.setattr(SandboxJob, "__init__", spy)
-    return scratch
-
-
-@pytest.fixture
 def starts(monkeypatch):
     """Whether each job of the test ran in a warm sandbox, in order."""
     seen: list[bool] = []
@@ -126,13 +111,6 @@ def starts(monkeypatch):
 
     monkeypatch.setattr(stages_module, "handed", spy)
     return seen
-
-
-def assert_nothing_left(scratch: list[Path]) -> None:
-    assert scratch and not any(s.exists() for s in scratch), "a scratch folder was left behind"
-    assert job_processes([s.name for s in scratch]) == [], "a process of a sandbox outlived the executor"
-    if cgroups_work():
-        assert not [cg for s in scratch for cg in Path("/sys/fs/cgroup/pids/agentarch").glob(f"{s.name}.*")]
 
 
 def started(slot: WarmSlot, program: Program = RUNNER) -> None:
