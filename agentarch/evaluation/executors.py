@@ -132,8 +132,9 @@ class LocalExecutor:
     its final result.
 
     With `warm` (Settings.warm_sandboxes, which the run loop passes) each slot keeps its next sandbox started ahead
-    while its job runs (agentarch/isolation/warm.py), so the next job skips the interpreter's and torch's start; such
-    an executor must be closed, which closes the sandboxes never used (at exit too, in case nobody did).
+    while its job runs (agentarch/isolation/warm.py), so the next job skips the interpreter's and torch's start, and
+    in graph scoring the clean evaluator that scores a job is started while it trains; such an executor must be
+    closed, which closes the sandboxes never used (at exit too, in case nobody did).
     """
 
     def __init__(self, slots: int = 1, gpus: list[str] | None = None, warm: bool = False) -> None:
