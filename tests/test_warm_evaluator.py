@@ -1,4 +1,4 @@
-"""The clean evaluator started ahead (issue 26): a slot's warm evaluator scores one graph as a cold one does, and no other.
+"""The clean evaluator started ahead (issue 26): a slot's warm evaluator scores one graph as a cold one does, no other.
 
 While a candidate trains, its slot starts the clean evaluator that will score it (agentarch/isolation/warm.py,
 stages.py); scoring hands it the graph and the probe inputs after its launch. In both isolation modes: a warm
@@ -6,7 +6,8 @@ evaluator's scores are a cold one's for the same graph, files written into its s
 (under a umask that would hide them), it serves one graph and is then closed (the next scoring gets another process
 or starts cold), one started for another configuration or dead is closed and never used, and nothing of any of them
 is left. Through a real warm LocalExecutor: two candidates in a row on one slot are both scored by warm evaluators,
-each its own; and `agentarch baseline` runs on the settings' warm executor and closes it.
+each its own, and two screening jobs' latencies are measured so too; and `agentarch baseline` runs on the settings'
+warm executor and closes it.
 """
 
 from __future__ import annotations
@@ -190,6 +191,33 @@ def test_two_candidates_on_a_warm_slot_are_each_scored_by_their_own_warm_evaluat
     assert not cold.warm_start
     assert second.scores == cold.scores and second.scores["val_accuracy"] > 0.5
     assert second.smoke["functional_hash"] == cold.functional_hash
+    assert_nothing_left(own_jobs)
+
+
+@pytest.mark.parametrize("isolation", MODES)
+def test_a_screening_job_measures_its_latency_in_a_warm_evaluator_of_its_own(isolation, cache_dir, own_jobs, workers):
+    """A screening job (smoke only) has its evaluator ordered at its hand-off: its latency is measured right after."""
+    request = RunRequest(
+        code=SEED_MLP,
+        task="digits",
+        train={"epochs": 1, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.0, "seed": 0},
+        limits=LIMITS,
+        isolation=isolation,
+        cache_dir=cache_dir,
+        data_dir=None,
+        split_seed=0,
+        scoring="graph",
+        smoke_only=True,
+    )
+    executor = LocalExecutor(1, warm=True)
+    try:
+        first, second = executor.run(request), executor.run(request)
+    finally:
+        executor.close()
+    assert first.status == second.status == "smoked", (first.reason, second.reason)
+    assert first.smoke["latency_ms"] > 0 and second.smoke["latency_ms"] > 0
+    assert [worker.warm_start for worker in workers] == [True, True]
+    assert workers[0].job.proc.pid != workers[1].job.proc.pid
     assert_nothing_left(own_jobs)
 
 
