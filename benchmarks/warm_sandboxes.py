@@ -8,8 +8,10 @@ warm sandboxes and once without, the two passes alternating `--repeats` times in
 load. Per candidate: the job's wall time (`wall_seconds`, from the slot's hand-off to the final result), the host's
 training seconds (`train_seconds`, from the word to train to the `trained` event) and what is left, the overhead
 (start, smoke, the host's checks of the smoke graph, export, scoring by the clean evaluator). Per pass: the wall time
-from the first job's start to the last one's result, and the training share of it. The 1-minute load average is
-recorded at the start and end of each pass (the machine is shared).
+from the first job's start to the last one's result, and the training share of it; and the score stage on the
+critical path after training: the clean evaluator's start (its sandbox, the interpreter, ONNX Runtime's import; in a
+warm pass started while the candidate trained, so only what was left of it) and the whole score stage, start
+included. The 1-minute load average is recorded at the start and end of each pass (the machine is shared).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def one_pass(batch: list[RunRequest], warm: bool) -> dict[str, Any]:
                     "wall": result.wall_seconds,
                     "train": host["train_seconds"],
                     "warm": host["warm_start"],
+                    "evaluator_warm": host.get("evaluator_warm_start", False),
                     "smoke": (result.smoke or {})["seconds"],
                     "export": graph["export_seconds"],
                     "evaluator_start": graph["evaluator_start_seconds"],
@@ -118,17 +121,38 @@ def main() -> None:
             f"| {sum(r['warm'] for r in rows)} of {len(rows)} |"
         )
     print(
+        "\nThe score stage on the critical path, per candidate (s): the clean evaluator's start (sandbox, interpreter, "
+        "ONNX Runtime's import; warm: what was left of it when scoring came) and the whole score stage, start "
+        "included.\n"
+    )
+    print(
+        "| pass | evaluator start, mean | median | max | score stage, mean | median | max | evaluators started warm |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, run in passes:
+        rows = run["rows"]
+        starts, stages = [r["evaluator_start"] for r in rows], [r["evaluator"] for r in rows]
+        print(
+            f"| {name} | {statistics.mean(starts):.3f} | {statistics.median(starts):.3f} | {max(starts):.3f} "
+            f"| {statistics.mean(stages):.3f} | {statistics.median(stages):.3f} | {max(stages):.3f} "
+            f"| {sum(r['evaluator_warm'] for r in rows)} of {len(rows)} |"
+        )
+    print(
         "\nPer candidate (s): the overhead (wall - training), the host's training seconds, and parts of the overhead: "
         "the runner's smoke stage, its export of the trained network, the clean evaluator's start and its whole "
         "scoring (start included).\n"
     )
-    print("| pass | candidate | overhead | training | smoke | export | evaluator start | evaluator in all |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| pass | candidate | overhead | training | smoke | export | evaluator start | evaluator in all "
+        "| evaluator warm |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for name, run in passes:
         for i, r in enumerate(run["rows"]):
             print(
                 f"| {name} | {i + 1} {SEEDS[i % len(SEEDS)].stem} | {r['wall'] - r['train']:.2f} | {r['train']:.2f} "
-                f"| {r['smoke']:.2f} | {r['export']:.2f} | {r['evaluator_start']:.2f} | {r['evaluator']:.2f} |"
+                f"| {r['smoke']:.2f} | {r['export']:.2f} | {r['evaluator_start']:.3f} | {r['evaluator']:.3f} "
+                f"| {'yes' if r['evaluator_warm'] else 'no'} |"
             )
     sys.stdout.flush()
 

@@ -8,6 +8,7 @@ import pytest
 
 from agentarch.isolation.bubblewrap import bubblewrap_problem
 from agentarch.isolation.cgroups import Cgroup
+from agentarch.isolation.job import SandboxJob
 from agentarch.tasks.preparation import prepare
 from agentarch.tasks.registry import get_task
 
@@ -77,3 +78,25 @@ def job_processes(scratch_names: list[str]) -> list[int]:
         if any(name.encode() in seen for name in scratch_names):
             found.append(int(proc.name))
     return found
+
+
+@pytest.fixture
+def own_jobs(monkeypatch) -> list[Path]:
+    """The scratch folders of every sandbox this test starts, warm ones included (they go through __init__ too)."""
+    scratch: list[Path] = []
+    real_init = SandboxJob.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        scratch.append(self.scratch)
+
+    monkeypatch.setattr(SandboxJob, "__init__", spy)
+    return scratch
+
+
+def assert_nothing_left(scratch: list[Path]) -> None:
+    """No scratch folder, process or cgroup of these sandboxes (a test's `own_jobs`) is left."""
+    assert scratch and not any(s.exists() for s in scratch), "a scratch folder was left behind"
+    assert job_processes([s.name for s in scratch]) == [], "a process of a sandbox outlived the executor"
+    if cgroups_work():
+        assert not [cg for s in scratch for cg in Path("/sys/fs/cgroup/pids/agentarch").glob(f"{s.name}.*")]

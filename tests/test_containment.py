@@ -129,7 +129,7 @@ def scripted(script):
 @pytest.fixture
 def hostile(monkeypatch):
     executor = HostileExecutor()
-    monkeypatch.setattr(context, "make_executor", lambda *args: executor)
+    monkeypatch.setattr(context, "executor_for", lambda *args: executor)
     return executor
 
 
@@ -200,7 +200,7 @@ def test_a_candidate_waiting_for_a_slot_is_not_marked_as_in_the_sandbox(tmp_path
         task="digits", archive=tmp_path / "a.db", cache_dir=cache_dir, slots=1, epochs=1, threads=1
     )
     pool = LocalExecutor(1)
-    monkeypatch.setattr(context, "make_executor", lambda *args: HostileExecutor(pool))
+    monkeypatch.setattr(context, "executor_for", lambda *args: HostileExecutor(pool))
     nodes = EvaluatingNodes(context.RunContext(settings, "run-1", time.time()))
     state = {"plan": {"key": "run-1/1", "seq": 1, "island": 0, "arch": "a"}, "code": mlp(16), "tries": 0}
 
@@ -252,8 +252,8 @@ def hangs() -> str:
 def test_a_hostile_scripted_run_with_the_real_sandbox_records_every_candidate_and_finishes(
     tmp_path, cache_dir, monkeypatch
 ):
-    real = context.make_executor
-    monkeypatch.setattr(context, "make_executor", lambda *args: HostileExecutor(real(*args)))
+    real = context.executor_for
+    monkeypatch.setattr(context, "executor_for", lambda *args: HostileExecutor(real(*args)))
     monkeypatch.setenv("AGENTARCH_THREADS", "1")
     script = [
         marked(16, "TypeError"),  # the host raises on its smoke result

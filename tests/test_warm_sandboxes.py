@@ -20,11 +20,11 @@ from agentarch.config import load_settings
 from agentarch.evaluation import stages as stages_module
 from agentarch.evaluation.evaluator import Evaluator
 from agentarch.evaluation.executors import LocalExecutor, make_executor
-from agentarch.isolation.job import SandboxJob
+from agentarch.isolation.launch import RUNNER, Program
 from agentarch.isolation.policy import Limits, SandboxError, resolve_isolation
 from agentarch.isolation.warm import Launch, WarmSlot
 from agentarch.store.archive import Archive
-from tests.conftest import NET, SPEC, cgroups_work, job_processes
+from tests.conftest import NET, SPEC, assert_nothing_left
 from tests.security.harness import attack_settings
 from tests.security.test_training_budget import IN_EVAL_FORWARD, MODES, SEED_MLP
 
@@ -99,20 +99,6 @@ def _both_modes_run_untrusted_code(monkeypatch):
 
 
 @pytest.fixture
-def own_jobs(monkeypatch):
-    """The scratch folders of every sandbox this test starts, warm ones included (they go through __init__ too)."""
-    scratch: list[Path] = []
-    real_init = SandboxJob.__init__
-
-    def spy(self, *args, **kwargs):
-        real_init(self, *args, **kwargs)
-        scratch.append(self.scratch)
-
-    monkeypatch.setattr(SandboxJob, "__init__", spy)
-    return scratch
-
-
-@pytest.fixture
 def starts(monkeypatch):
     """Whether each job of the test ran in a warm sandbox, in order."""
     seen: list[bool] = []
@@ -127,19 +113,12 @@ def starts(monkeypatch):
     return seen
 
 
-def assert_nothing_left(scratch: list[Path]) -> None:
-    assert scratch and not any(s.exists() for s in scratch), "a scratch folder was left behind"
-    assert job_processes([s.name for s in scratch]) == [], "a process of a sandbox outlived the executor"
-    if cgroups_work():
-        assert not [cg for s in scratch for cg in Path("/sys/fs/cgroup/pids/agentarch").glob(f"{s.name}.*")]
-
-
-def started(slot: WarmSlot) -> None:
-    """Wait until the slot's ordered sandbox is started and waiting."""
+def started(slot: WarmSlot, program: Program = RUNNER) -> None:
+    """Wait until the slot's ordered sandbox of `program` is started and waiting."""
     deadline = time.monotonic() + 60
-    while slot._ready is None and time.monotonic() < deadline:
+    while program not in slot._ready and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert slot._ready is not None
+    assert program in slot._ready
 
 
 def report(reason: str) -> str:
@@ -203,7 +182,7 @@ def test_a_warm_sandbox_serves_one_job_of_its_configuration_and_is_closed_unused
     started(slot)
     other = Launch(digits.inputs_dir, Limits(timeout_s=61, smoke_timeout_s=60), isolation)
     assert slot.take(other) is None  # started for another configuration: closed, never used
-    assert slot._ready is None
+    assert slot._ready == {}
     slot.order(launch)
     started(slot)  # and waiting for a job that never comes
     slot.close()

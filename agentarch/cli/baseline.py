@@ -47,6 +47,7 @@ from agentarch.cli.common import (
 )
 from agentarch.cli.progress import Watcher, exit_code, mode_for, resume_command, stop_on_signals
 from agentarch.evaluation.evaluator import EvalResult, Evaluator
+from agentarch.evaluation.executors import executor_for
 from agentarch.isolation.policy import resolve_isolation
 from agentarch.loop import run as run_lib
 from agentarch.loop.baseline import (
@@ -259,20 +260,24 @@ def baseline_command(
         if the_task.kind == "tabular":
             _baseline_on_table(db, run_id, algo, chosen, the_task, evaluations, seed_list, options, as_json, results)
         else:
-            evaluator = Evaluator(db, settings, run_id)
-            warn_if_weak(evaluator.isolation)
-            for seed in seed_list:
-                results.append(
-                    search_trained(
-                        algo,
-                        chosen,
-                        evaluator,
-                        evaluations,
-                        seed,
-                        on_result=_candidate_printer(seed, as_json, the_task.metric),
-                        **options,
+            executor = executor_for(settings)  # the settings' executor, warm sandboxes and all, as `agentarch run`'s
+            try:
+                evaluator = Evaluator(db, settings, run_id, executor)
+                warn_if_weak(evaluator.isolation)
+                for seed in seed_list:
+                    results.append(
+                        search_trained(
+                            algo,
+                            chosen,
+                            evaluator,
+                            evaluations,
+                            seed,
+                            on_result=_candidate_printer(seed, as_json, the_task.metric),
+                            **options,
+                        )
                     )
-                )
+            finally:
+                executor.close()  # the sandboxes started ahead and never used
     summary = _summary(algo, the_task.name, evaluations, results, options)
     if as_json:
         print(json.dumps(summary), flush=True)

@@ -19,12 +19,15 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agentarch.errors import UsageError
 from agentarch.evaluation.checkpoints import Checkpoint, CheckpointKeeper
 from agentarch.evaluation.stages import RunRequest, RunResult, stages
 from agentarch.isolation.warm import WarmSlot
+
+if TYPE_CHECKING:
+    from agentarch.config import Settings
 
 
 class Pending(Protocol):
@@ -129,8 +132,9 @@ class LocalExecutor:
     its final result.
 
     With `warm` (Settings.warm_sandboxes, which the run loop passes) each slot keeps its next sandbox started ahead
-    while its job runs (agentarch/isolation/warm.py), so the next job skips the interpreter's and torch's start; such
-    an executor must be closed, which closes the sandboxes never used (at exit too, in case nobody did).
+    while its job runs (agentarch/isolation/warm.py), so the next job skips the interpreter's and torch's start, and
+    in graph scoring the clean evaluator that scores a job is started while it trains; such an executor must be
+    closed, which closes the sandboxes never used (at exit too, in case nobody did).
     """
 
     def __init__(self, slots: int = 1, gpus: list[str] | None = None, warm: bool = False) -> None:
@@ -193,3 +197,12 @@ def make_executor(
 
         return RayExecutor(ray_address, gpus_per_task=1.0 / per_gpu if gpus else 0.0, warm=warm)
     raise UsageError(f"unknown executor {kind!r}; use local or ray")
+
+
+def executor_for(settings: Settings) -> Executor:
+    """The executor `settings` ask for (`executor`, `slots`, `ray_address`, `per_gpu`, `warm_sandboxes`): the one
+    rule every command that evaluates many candidates (`agentarch run`, `agentarch baseline`) starts its executor
+    by. Its caller closes it (a warm one holds started sandboxes)."""
+    return make_executor(
+        settings.executor, settings.slots, settings.ray_address, settings.per_gpu, settings.warm_sandboxes
+    )

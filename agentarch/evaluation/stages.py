@@ -95,8 +95,10 @@ def stages(
 
     `task` is the request's task where the caller already has it (a Ray worker is sent it with its data,
     agentarch/evaluation/ray_data.py); otherwise it is looked up by name.
-    `warm` is the slot's sandbox started ahead (agentarch/isolation/warm.py): the job runs in it when it was started
-    for this job's configuration, and the slot's next one is started while this job runs.
+    `warm` is the slot's sandboxes started ahead (agentarch/isolation/warm.py): the job runs in its runner when it was
+    started for this job's configuration, and the slot's next one is started while this job runs; in graph scoring
+    the clean evaluator that scores this job is started while it trains (a screening job's, from its hand-off: its
+    latency is measured right after its smoke stage) and is handed the graph.
     """
     started = time.perf_counter()
     where = f"{os.uname().nodename}" + (f" gpu {gpu}" if gpu is not None else "")
@@ -134,6 +136,9 @@ def stages(
         stage = "start"
         launch = Launch(inputs_dir, request.limits, request.isolation, gpu)
         job, warm_start = handed(warm, request.code, spec, launch, files)
+        evaluator = graphs.evaluator_launch(prepared, request.limits, request.isolation)
+        if warm is not None and request.scoring == "graph" and request.smoke_only:
+            warm.order(evaluator)
         with job:
 
             def failure(event: dict[str, Any] | Outcome) -> RunResult:
@@ -162,7 +167,7 @@ def stages(
                 smoke = graphs.unreported(event)  # believed in nothing it says about itself, even if it fails here
                 try:
                     smoke = graphs.smoke_graph(
-                        job, event, task, prepared, request.limits, request.isolation, latency=request.smoke_only
+                        job, event, task, prepared, request.limits, request.isolation, request.smoke_only, warm
                     )
                 except graphs.GraphFailed as err:
                     yield failure(Outcome("failed", str(err)))
@@ -197,6 +202,8 @@ def stages(
             if refused is not None:
                 yield failure(refused)
                 return
+            if warm is not None and request.scoring == "graph":  # its scorer starts while it trains
+                warm.order(evaluator)
             yield RunResult("smoked", None, smoke, wall_seconds=time.perf_counter() - started, worker=where)
             trained, latest = watch.read(), resumed
             while not isinstance(trained, Outcome) and trained["event"] == "checkpoint":
@@ -221,7 +228,8 @@ def stages(
             try:
                 if request.scoring == "graph":
                     graph = job.read_file(graphs.GRAPH_FILE, graphs.max_graph_bytes(request.limits))
-                    scored = graphs.score_graph(graph, task, prepared, request.limits, request.isolation)
+                    scored = graphs.score_graph(graph, task, prepared, request.limits, request.isolation, warm)
+                    trained["host"]["evaluator_warm_start"] = scored.warm_start
                     smoke = graphs.trained_smoke(smoke, scored)  # what was scored is what is measured
                     scores = scored.scores
                     trained = {**trained, "graph": graph_record(trained, scored), "secondary": scored.secondary}

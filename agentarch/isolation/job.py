@@ -45,7 +45,7 @@ import numpy as np
 from agentarch.isolation.bubblewrap import BOX_DATA, BOX_SCRATCH, bwrap_args
 from agentarch.isolation.cgroups import Cgroup, owner_tag
 from agentarch.isolation.cputime import CpuMeter, descendants
-from agentarch.isolation.launch import RUNNER, Program, sandbox_env
+from agentarch.isolation.launch import RUNNER, Program, runner_dir, sandbox_env
 from agentarch.isolation.policy import IsolationMode, Limits, SandboxError, prlimit_args
 from agentarch.isolation.privileges import CANDIDATE_UID, host_is_root
 from agentarch.isolation.process_mode import drops_to_candidate_uid, landlock_rules, process_args
@@ -94,14 +94,16 @@ class SandboxJob:
         gpu: str | None = None,
         program: Program = RUNNER,
         files: dict[str, bytes] | None = None,
+        *,
+        ahead: bool = False,
     ) -> None:
-        """`code` is the candidate's (None for a program that runs none, such as the graph worker); `files` are
-        written into scratch before the launch, for the program to read.
+        """`code` is the candidate's (None for a program that runs none, such as the graph worker); `files` go into
+        scratch for the program to read (`put`).
 
-        The runner is launched and handed its candidate at once (`hand`), unless `code` is None: then it starts up
-        to "torch imported, waiting for its job" and waits for `hand` (a warm sandbox, `warm`; agentarch/isolation/
-        warm.py). Either way it is the same launch, under the same isolation, so a warm sandbox is a cold one
-        started early."""
+        The program is launched and handed its job at once (`hand`), unless `ahead`: then it starts up to "waiting for
+        its job" (the runner: torch imported; the graph worker: ONNX Runtime imported) and waits for `hand` (a warm
+        sandbox, `warm`; agentarch/isolation/warm.py). Either way it is the same launch, under the same isolation, so
+        a warm sandbox is a cold one started early."""
         self.limits = limits
         self.isolation = isolation
         self.scratch = Path(tempfile.mkdtemp(prefix="agentarch-job-"))
@@ -109,16 +111,14 @@ class SandboxJob:
         self.scratch_mounted = mount_scratch(self.scratch, 2 * limits.max_file_mb)  # the log and outputs, each capped
         self.launched = self.started = time.monotonic()
         self.deadline = self.started + limits.timeout_s
-        self.handed = program.module is not None  # a program other than the runner has its whole spec at launch
+        self.handed = False
         self._buffer = b""
         self.cgroup: Cgroup | None = None  # made by _start, before the runner is launched
         self.program = program
         try:
-            for name, data in (files or {}).items():
-                (self.scratch / name).write_bytes(data)
-            self._start(spec if self.handed else {}, inputs_dir, gpu)
-            if code is not None and not self.handed:
-                self.hand(code, spec)
+            self._start(spec if program.module is not None else {}, inputs_dir, gpu)
+            if not ahead:
+                self.hand(code, spec, files)
         except BaseException:  # nothing of a job that never started stays behind
             if hasattr(self, "proc"):  # launched, and the hand-off failed
                 self.close()
@@ -132,30 +132,56 @@ class SandboxJob:
             raise
 
     @classmethod
-    def warm(cls, inputs_dir: Path, limits: Limits, isolation: IsolationMode, gpu: str | None = None) -> SandboxJob:
-        """A runner's sandbox started before its candidate is known: everything a job of this configuration
-        (`inputs_dir`, `limits`, `isolation`, `gpu`) needs, its own fresh scratch and cgroup, the runner confined and
-        torch imported; `hand` gives it its one candidate."""
-        return cls(None, {}, inputs_dir, limits, isolation, gpu)
+    def warm(
+        cls,
+        inputs_dir: Path,
+        limits: Limits,
+        isolation: IsolationMode,
+        gpu: str | None = None,
+        program: Program = RUNNER,
+    ) -> SandboxJob:
+        """A sandbox started before its job is known: everything a job of this configuration (`inputs_dir`,
+        `limits`, `isolation`, `gpu`, `program`) needs, its own fresh scratch and cgroup, the program confined and its
+        imports done; `hand` gives it its one job (the runner's candidate, the graph worker's graph)."""
+        return cls(None, {}, inputs_dir, limits, isolation, gpu, program, ahead=True)
 
     def waiting(self) -> bool:
-        """Whether this is a runner not yet handed a candidate, still alive (a warm sandbox fit to use)."""
+        """Whether this sandbox was not yet handed its job and is still alive (a warm sandbox fit to use)."""
         return not self.handed and self.proc.poll() is None
 
-    def hand(self, code: str, spec: dict[str, Any], files: dict[str, bytes] | None = None) -> None:
-        """Give the runner its candidate: the code (and `files`, such as a checkpoint to resume from) into scratch,
-        the job's spec (task, training, scoring) on its stdin. The job's wall clock (`timeout_s`) starts now; its CPU
-        time counts from the launch (cputime.py), as a cold job's does. A sandbox runs one candidate: a second
-        hand-off is refused."""
+    def hand(self, code: str | None, spec: dict[str, Any], files: dict[str, bytes] | None = None) -> None:
+        """Give the program its one job: `files` (a checkpoint to resume from; the graph worker's graph and probe
+        inputs) into scratch, and the runner its candidate's code there and the job's spec (task, training, scoring)
+        on its stdin (the graph worker's requests come later, `GraphWorker.ask`). The job's wall clock (`timeout_s`)
+        starts now; its CPU time counts from the launch (cputime.py), as a cold job's does. A sandbox runs one
+        candidate: a second hand-off is refused."""
         if self.handed:
-            raise SandboxError("this sandbox was already handed a candidate; a sandbox runs one candidate only")
+            raise SandboxError("this sandbox was already handed its job; a sandbox runs one candidate only")
+        if self.program.module is None and code is None:
+            raise SandboxError("the runner needs a candidate's code to run")
         self.handed = True
-        for name, data in (files or {}).items():
-            (self.scratch / name).write_bytes(data)
-        (self.scratch / "candidate.py").write_text(code)
+        self.put(files or {})
         self.started = time.monotonic()
         self.deadline = self.started + self.limits.timeout_s
-        self.send(json.dumps(spec))  # a runner gone already is found by the next read (_death says how it ended)
+        if code is not None:
+            self.put({"candidate.py": code.encode()})
+        if self.program.module is None:
+            self.send(json.dumps(spec))  # a runner gone already is found by the next read (_death says how it ended)
+
+    def put(self, files: dict[str, bytes]) -> None:
+        """Write `files` into scratch for the sandboxed program, before its launch or while it waits (a warm
+        sandbox). Each is a new plain file, mode 0644 whatever the host's umask: the program reads it as
+        CANDIDATE_UID (bubblewrap, or the process mode where it drops to that uid) or as the host's user, and the
+        scratch it lies in is the program's alone. O_EXCL and O_NOFOLLOW: a name something in the sandbox made
+        first (a symlink out of scratch) is refused, never followed."""
+        for name, data in files.items():
+            if Path(name).name != name or name in ("", ".", ".."):
+                raise SandboxError(f"a file for the sandbox must be a plain name in its scratch, not {name!r}")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self.scratch / name, flags, 0o644)
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fd, 0o644)
+                fh.write(data)
 
     def _start(self, spec: dict[str, Any], inputs_dir: Path, gpu: str | None) -> None:
         """Write the program's spec into scratch (the runner's: its sandbox part alone, the job's comes with `hand`),
@@ -177,6 +203,8 @@ class SandboxJob:
             "seccomp_bpf": None if boxed else str(self.scratch / "seccomp.bpf"),
             "landlock": None if boxed else landlock_rules(self.scratch, inputs_dir, gpu, program),
         }
+        if program.module is not None:  # a module of the host's own confines itself with the runner's Landlock module
+            spec["landlock_module"] = str(runner_dir() / "landlock.py")
         (self.scratch / "spec.json").write_text(json.dumps(spec))
         # CUDA reserves far more address space than it uses, so on GPU slots memory is capped by the cgroup alone.
         # On CPU slots the memory cgroup is made too, where it can be: RLIMIT_AS does not count tmpfs

@@ -18,7 +18,7 @@ from typing import Any
 from agentarch.config import ModelArm, Settings, parse_arms
 from agentarch.errors import UsageError
 from agentarch.evaluation.evaluator import Evaluator, SandboxRun
-from agentarch.evaluation.executors import Executor, make_executor
+from agentarch.evaluation.executors import Executor, executor_for
 from agentarch.llm import client as llm_client
 from agentarch.llm import judge
 from agentarch.llm.client import LLMClient
@@ -236,7 +236,7 @@ class RunContext:
         self.screening = (
             Screening(self.run_id, self.task.name, s.screen, s.screen_explore, s.seed) if s.screen > 1 else None
         )
-        self.executor = make_executor(s.executor, s.slots, s.ray_address, s.per_gpu, s.warm_sandboxes)
+        self.executor = executor_for(s)
         self._queue = threading.Semaphore(self.executor.capacity + s.queue)
         self.inflight = InFlight(self.aborted)
         self.emit = Emitter(self.on_event)

@@ -9,7 +9,10 @@ graph on the task's held-out inputs and the host's fixed probe inputs, reads the
 (agentarch/tasks/scoring.py): the same `val_accuracy` and `test_accuracy` the trusted path records.
 
 One worker process per evaluation: a graph that subverted ONNX Runtime cannot outlive its own evaluation to touch
-another candidate's outputs. Its start is measured (`GraphScores.timings["start_seconds"]`; docs/sandbox.md).
+another candidate's outputs. Its start is measured (`GraphScores.timings["start_seconds"]`; docs/sandbox.md). On a
+slot with warm sandboxes (agentarch/isolation/warm.py) the worker was started while the candidate trained, for this
+configuration (`evaluator_launch`), and is handed the graph and probe inputs: still one graph per worker, closed
+after it (`GraphScores.warm_start` says which).
 
 What the host believes about the network comes from graphs too (`believed`): the runner also exports the untrained
 network at its smoke stage (`SMOKE_GRAPH_FILE`), whose measures (measures.py: parameters, FLOPs, structure
@@ -42,9 +45,10 @@ import numpy as np
 from agentarch.errors import AgentarchError
 from agentarch.evaluation.graphs import interface
 from agentarch.isolation.job import Outcome, SandboxJob
-from agentarch.isolation.launch import Program, runner_dir
+from agentarch.isolation.launch import Program
 from agentarch.isolation.policy import IsolationMode, Limits
 from agentarch.isolation.protocol import ProtocolError, cap_text
+from agentarch.isolation.warm import Launch, WarmSlot, handed
 from agentarch.tasks.preparation import PreparedTask
 from agentarch.tasks.scoring import output_shape, score, secondary
 from agentarch.tasks.task import METRICS, Task, TaskError
@@ -107,6 +111,7 @@ class GraphScores:
     timings: dict[str, float] = field(default_factory=dict)  # start, load, run and wall seconds of the evaluator
     measures: GraphMeasures | None = None  # parameters, FLOPs, structure signature and digest of the graph
     secondary: dict[str, float] = field(default_factory=dict)  # a dense task's other metric per split: val_ssim, ...
+    warm_start: bool = False  # whether the evaluator was a slot's, started ahead (warm.py), or started cold here
 
 
 def max_graph_bytes(limits: Limits) -> int:
@@ -164,16 +169,30 @@ def functional_hash(task: Task, probe_outputs: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def evaluator_launch(prepared: PreparedTask, limits: Limits, isolation: IsolationMode) -> Launch:
+    """The configuration a clean evaluator is started for: the task's held-out inputs, the job's limits and isolation,
+    no GPU (ONNX Runtime runs on the CPU). A warm one (warm.py) serves only a graph of exactly this configuration."""
+    return Launch(prepared.inputs_dir, limits, isolation, None, WORKER)
+
+
 class GraphWorker:
     """The host's side of one clean-evaluator process: started sandboxed with the task's held-out inputs (no labels)
-    at its data folder and `files` in its scratch; it answers requests until closed. Use as a context manager."""
+    at its data folder and `files` in its scratch; it answers requests until closed. Use as a context manager.
+
+    With `warm`, the slot's evaluator started ahead for this configuration is used if it has one (`warm_start`),
+    handed `files` after its launch; else one is started here. Either way it serves this worker alone."""
 
     def __init__(
-        self, prepared: PreparedTask, limits: Limits, isolation: IsolationMode, files: dict[str, bytes] | None = None
+        self,
+        prepared: PreparedTask,
+        limits: Limits,
+        isolation: IsolationMode,
+        files: dict[str, bytes] | None = None,
+        warm: WarmSlot | None = None,
     ) -> None:
         started = time.perf_counter()
-        spec = {"landlock_module": str(runner_dir() / "landlock.py")}
-        self.job = SandboxJob(None, spec, prepared.inputs_dir, limits, isolation, program=WORKER, files=files)
+        launch = evaluator_launch(prepared, limits, isolation)
+        self.job, self.warm_start = handed(warm, None, {}, launch, files, again=False)
         self.limits = limits
         try:
             self._expect(self.job.read_event(limits.smoke_timeout_s), "ready", "start")
@@ -220,9 +239,15 @@ class GraphWorker:
 
 
 def score_graph(
-    graph: bytes, task: Task, prepared: PreparedTask, limits: Limits, isolation: IsolationMode
+    graph: bytes,
+    task: Task,
+    prepared: PreparedTask,
+    limits: Limits,
+    isolation: IsolationMode,
+    warm: WarmSlot | None = None,
 ) -> GraphScores:
-    """Check `graph`, run it in a fresh clean evaluator on the held-out and probe inputs, and score its outputs.
+    """Check `graph`, run it in a fresh clean evaluator on the held-out and probe inputs, and score its outputs. The
+    evaluator is `warm`'s, started ahead for this configuration, where the slot has one (GraphWorker).
 
     Raises GraphFailed with the reason (a rejected graph, one ONNX Runtime cannot run, outputs that do not fit the
     task); SandboxError goes up (no sandbox can run here).
@@ -248,12 +273,12 @@ def score_graph(
     if interface.interface(task) is not None:  # a whole graph, run once; each split its rows (interface.py)
         request["feeds"] = interface.feeds(task, list(labels))
     files = {GRAPH_FILE: graph, **probes}
-    with GraphWorker(prepared, limits, isolation, files) as worker:
+    with GraphWorker(prepared, limits, isolation, files, warm) as worker:
         ran = worker.ask(request, "ran")
         worker.job.kill()  # done: nothing left in the sandbox may change the outputs while they are read
         outputs = {split: worker.output(f"{split}_outputs.npy", output_shape(task, y)) for split, y in labels.items()}
         probe_outputs = worker.output("probe_outputs.npy", logits_shape(task, probe_rows(task)))
-        start_seconds = worker.start_seconds
+        start_seconds, warm_start = worker.start_seconds, worker.warm_start
     meta = json.loads((prepared.inputs_dir / "meta.json").read_text())
     try:
         scores = {
@@ -280,16 +305,25 @@ def score_graph(
         },
         measures=measured,
         secondary=others,
+        warm_start=warm_start,
     )
 
 
-def graph_latency(graph: bytes, task: Task, prepared: PreparedTask, limits: Limits, isolation: IsolationMode) -> float:
+def graph_latency(
+    graph: bytes,
+    task: Task,
+    prepared: PreparedTask,
+    limits: Limits,
+    isolation: IsolationMode,
+    warm: WarmSlot | None = None,
+) -> float:
     """ONNX Runtime's latency for a batch of one of a graph that `measure_graph` passed, measured as `score_graph`
-    measures it (a fresh clean evaluator, on the probe inputs): a screened candidate's latency, before training."""
+    measures it (a fresh clean evaluator, `warm`'s where the slot has one, on the probe inputs): a screened
+    candidate's latency, before training."""
     probes, probe = probe_files(task)
     request = {"op": "run", "graph": GRAPH_FILE, "splits": [], "probe": probe, "batch": PROBE_BATCH}
     request.update(latency_runs=LATENCY_RUNS, latency_budget_s=LATENCY_BUDGET_S)
-    with GraphWorker(prepared, limits, isolation, {GRAPH_FILE: graph, **probes}) as worker:
+    with GraphWorker(prepared, limits, isolation, {GRAPH_FILE: graph, **probes}, warm) as worker:
         ran = worker.ask(request, "ran")
     if ran.get("latency_ms") is None:
         raise GraphFailed("the clean evaluator measured no latency")
@@ -347,12 +381,13 @@ def smoke_graph(
     limits: Limits,
     isolation: IsolationMode,
     latency: bool = False,
+    warm: WarmSlot | None = None,
 ) -> dict[str, Any]:
     """The smoke stage as the host believes it: the graph the runner exported at its smoke stage, read while the job
     waits for the host's word (the host checks all of it, so a file changed under the read is only another graph the
     checks refuse or the trained graph's digest must match), checked and measured (`believed`); with `latency` (a
     screening job, which ends after its smoke stage: it is killed first, so one sandbox runs at a time), its latency
-    measured in a clean evaluator too, and its features for the predictor that screens it (`graph_features`:
+    measured in a clean evaluator too (`warm`'s where the slot has one), and its features for the predictor that screens it (`graph_features`:
     features.py, those that apply; the predictor learns from the trained graphs' own). GraphFailed says why not."""
     try:
         graph = job.read_file(SMOKE_GRAPH_FILE, max_graph_bytes(limits))
@@ -362,7 +397,7 @@ def smoke_graph(
     if not latency:
         return believed(event, measured)
     job.kill()
-    found = believed(event, measured, graph_latency(graph, task, prepared, limits, isolation))
+    found = believed(event, measured, graph_latency(graph, task, prepared, limits, isolation, warm))
     from agentarch.evaluation.graphs import checks, features
 
     try:  # the predictor's input only: a graph whose features cannot be read is screened without them
