@@ -21,8 +21,9 @@ from agentarch.evaluation import dedup
 from agentarch.evaluation.candidate import candidate_row
 from agentarch.evaluation.checkpoints import Checkpoint
 from agentarch.evaluation.checks import check, declared_recipe
-from agentarch.evaluation.executors import Executor, LocalExecutor, Pending
+from agentarch.evaluation.executors import Executor, LocalExecutor
 from agentarch.evaluation.graphs.scoring import Scoring
+from agentarch.evaluation.jobs import Pending
 from agentarch.evaluation.stages import RunRequest, RunResult
 from agentarch.isolation.policy import Limits, refuse_untrusted, resolve_isolation
 from agentarch.search.spaces import SpaceError, get_space

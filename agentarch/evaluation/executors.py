@@ -15,36 +15,18 @@ from __future__ import annotations
 import atexit
 import os
 import queue
-import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from agentarch.errors import UsageError
-from agentarch.evaluation.checkpoints import Checkpoint, CheckpointKeeper
+from agentarch.evaluation.jobs import Pending, StreamedJob
 from agentarch.evaluation.stages import RunRequest, RunResult, stages
 from agentarch.isolation.warm import WarmSlot
 
 if TYPE_CHECKING:
     from agentarch.config import Settings
-
-
-class Pending(Protocol):
-    """One started sandbox job: `smoke()` waits for its smoke verdict, `result()` for its final result.
-
-    The smoke verdict is `smoked` when training goes on; otherwise it is already the final result,
-    and `result()` returns it again. Either may raise SandboxError (no sandbox can run here). The training
-    checkpoints that come in while the caller waits go to `checkpointed` (set it before waiting), the latest kept in
-    `checkpoint`.
-    """
-
-    checkpointed: Callable[[Checkpoint], None] | None
-    checkpoint: Checkpoint | None
-
-    def smoke(self) -> RunResult: ...
-
-    def result(self) -> RunResult: ...
 
 
 class Executor(Protocol):
@@ -62,66 +44,6 @@ class Executor(Protocol):
     def run(self, request: RunRequest) -> RunResult: ...
 
     def close(self) -> None: ...
-
-
-class _StreamedJob(CheckpointKeeper):
-    """A job's results as they come (`_next`: the smoke verdict, then, if smoked, the final result), each taken
-    once and kept, so `smoke()` and `result()` may be asked in any order and again. Training checkpoints in between
-    are handed to `checkpointed` as they are taken, the latest kept in `checkpoint` (a retried job resumes from it)."""
-
-    _seen: list[RunResult]
-
-    def _next(self) -> RunResult | Checkpoint:
-        raise NotImplementedError
-
-    def _take(self) -> RunResult:
-        item = self._next()
-        while isinstance(item, Checkpoint):
-            self._keep(item)
-            item = self._next()
-        self._seen.append(item)
-        return item
-
-    def smoke(self) -> RunResult:
-        return self._seen[0] if self._seen else self._take()
-
-    def result(self) -> RunResult:
-        first = self.smoke()
-        if first.status != "smoked":
-            return first
-        return self._seen[1] if len(self._seen) > 1 else self._take()
-
-
-class LocalJob(_StreamedJob):
-    """A sandbox job driven by a thread of its own, so that training goes on while the caller does other work
-    between the smoke verdict and the result (the agent loop checkpoints its `smoke` step in between), and the slot
-    is given back when the job ends, whenever the caller asks (a Ray job reads its actor's stream the same way)."""
-
-    def __init__(self, results: Generator[RunResult | Checkpoint, None, None], done: Callable[[], None]) -> None:
-        self._results: queue.Queue[RunResult | Checkpoint | BaseException] = queue.Queue()
-        self._seen: list[RunResult] = []
-        threading.Thread(target=self._drive, args=(results, done), name="sandbox-job", daemon=True).start()
-
-    def _drive(self, results: Generator[RunResult | Checkpoint, None, None], done: Callable[[], None]) -> None:
-        """Hand on each result; the sandbox is cleaned up and the slot given back before the final one is."""
-        try:
-            for result in results:
-                if not isinstance(result, Checkpoint) and result.status != "smoked":
-                    results.close()
-                    break
-                self._results.put(result)
-        except BaseException as err:  # a SandboxError (or a bug) reaches the caller, not a dead thread
-            done()
-            self._results.put(err)
-            return
-        done()
-        self._results.put(result)
-
-    def _next(self) -> RunResult | Checkpoint:
-        item = self._results.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
 
 
 class LocalExecutor:
@@ -147,7 +69,7 @@ class LocalExecutor:
             atexit.register(self.close)
         self.busy: list[tuple[int, float, float]] = []  # (slot, start, end) of every run: slot utilisation
 
-    def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> LocalJob:
+    def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> StreamedJob:
         slot, gpu = self.free.get()
         try:
             if ready is not None:
@@ -161,7 +83,7 @@ class LocalExecutor:
             self.busy.append((slot, began, time.monotonic()))
             self.free.put((slot, gpu))
 
-        return LocalJob(stages(request, gpu, warm=self.warm.get(slot)), done)
+        return StreamedJob(stages(request, gpu, warm=self.warm.get(slot)), done)
 
     def run(self, request: RunRequest) -> RunResult:
         return self.start(request).result()

@@ -26,7 +26,7 @@ from typing import Any
 from agentarch.errors import AgentarchError
 from agentarch.evaluation import ray_data
 from agentarch.evaluation.checkpoints import Checkpoint
-from agentarch.evaluation.executors import LocalJob
+from agentarch.evaluation.jobs import StreamedJob
 from agentarch.evaluation.stages import RunRequest, RunResult, stages
 from agentarch.isolation.policy import SandboxError
 from agentarch.isolation.protocol import MAX_REASON_BYTES, cap_text
@@ -86,10 +86,10 @@ class Evaluations:
             self.slot.close()
 
 
-class RayJob(LocalJob):
+class RayJob(StreamedJob):
     """A sandbox job on an actor of the pool, streaming the smoke verdict, the checkpoints and the result back.
 
-    A thread of its own reads the actor's stream (`LocalJob`), so the actor goes back to the pool as soon as the job
+    A thread of its own reads the actor's stream (`StreamedJob`), so the actor goes back to the pool as soon as the job
     ends, whether or not the caller has asked for the result yet. A worker lost at any point (its node gone, its
     process killed) is replaced in the pool (`RayExecutor.replace`), and the job starts again on another free actor
     (`restart`), up to RETRIES times. Lost after the smoke verdict was handed out, the restarted job's own smoke
