@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentarch.tasks.registry import get_task
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -70,9 +72,10 @@ def main_job(
     db = sqlite3.connect(archive)
     trained = db.execute("SELECT COUNT(*) FROM candidates WHERE status = 'trained'").fetchone()[0]
     jobs = db.execute("SELECT COALESCE(SUM(started), 0) FROM evaluation_starts").fetchone()[0]
+    order = "DESC" if get_task(task).direction == "max" else "ASC"  # bits per byte: lower is better
     best, test = db.execute(
         "SELECT val_accuracy, test_accuracy FROM evaluations WHERE val_accuracy IS NOT NULL "
-        "ORDER BY val_accuracy DESC, id LIMIT 1"
+        f"ORDER BY val_accuracy {order}, id LIMIT 1"
     ).fetchone()
     in_jobs = db.execute("SELECT COALESCE(SUM(wall_seconds), 0) FROM evaluations").fetchone()[0]
     training = db.execute("SELECT COALESCE(SUM(train_seconds), 0) FROM evaluations").fetchone()[0]
