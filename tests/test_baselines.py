@@ -350,7 +350,7 @@ def test_evolution_on_digits_trains_distinct_candidates_with_lineage(tmp_path, c
         "--sample-size",
         "2",
         "--epochs",
-        "5",
+        "2",  # the best of four reaches 0.93 test accuracy in two epochs (0.975 in five): learning shows
         "--json",
         "--archive",
         str(db),

@@ -140,7 +140,7 @@ def test_usage_errors_exit_nonzero_and_record_nothing(env):
 @pytest.mark.slow
 def test_cnn_seed_reaches_95_percent_on_digits(env):
     shutil.copy(SEEDS / "image" / "cnn.py", env / "cnn.py")
-    (result,) = run_eval("--task", "digits", str(env / "cnn.py"))
+    (result,) = run_eval("--task", "digits", "--epochs", "5", str(env / "cnn.py"))  # 0.99 in 5 of the 30 epochs
     assert result["status"] == "trained", result
     assert result["metrics"]["test_accuracy"] >= 0.95
 

@@ -292,7 +292,7 @@ def test_a_search_picks_the_gnn_space_by_kind_and_trains_on_sbm_nodes(tmp_path, 
     monkeypatch.setenv("AGENTARCH_CACHE_DIR", str(cache_dir))
     db = tmp_path / "a.db"
     args = ["--algo", "rea", "--task", "sbm-nodes", "--budget", "3", "--population", "2", "--sample-size", "2"]
-    args += ["--json", "--archive", str(db)]  # graph scoring, the default
+    args += ["--epochs", "20", "--json", "--archive", str(db)]  # graph scoring; 20 of the task's 100 epochs
     result = CliRunner().invoke(app, ["baseline", *args])
     assert result.exit_code == 0, result.output
     *candidates, summary = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -313,7 +313,7 @@ def test_a_search_picks_the_gnnpool_space_by_kind_and_trains_on_sbm_graphs(tmp_p
     monkeypatch.setenv("AGENTARCH_CACHE_DIR", str(cache_dir))
     db = tmp_path / "a.db"
     args = ["--algo", "rea", "--task", "sbm-graphs", "--budget", "3", "--population", "2", "--sample-size", "2"]
-    args += ["--json", "--archive", str(db)]  # graph scoring, the default
+    args += ["--epochs", "3", "--json", "--archive", str(db)]  # graph scoring; 3 of the task's 30 epochs
     result = CliRunner().invoke(app, ["baseline", *args])
     assert result.exit_code == 0, result.output
     *candidates, summary = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

@@ -427,6 +427,10 @@ def test_parse_code_reads_reformatted_code_and_rejects_foreign_code():
 # -- end to end ---------------------------------------------------------------------------------
 
 
+EPOCHS = ("--epochs", "3")
+"""Of digits' 30: the example cell reaches 0.975 test accuracy in 3 (0.978 in 30), in a tenth of the training time."""
+
+
 @pytest.mark.slow
 @requires_bubblewrap
 def test_an_nb201_cell_trains_on_digits_through_the_cli(tmp_path, cache_dir):
@@ -434,7 +438,7 @@ def test_an_nb201_cell_trains_on_digits_through_the_cli(tmp_path, cache_dir):
     path.write_text(get_space("nb201").render(EXAMPLE, DIGITS))
     agentarch = Path(sys.executable).parent / "agentarch"
     run = subprocess.run(
-        [str(agentarch), "eval", str(path), "--task", "digits", "--json", "--archive", str(tmp_path / "a.db")],
+        [str(agentarch), "eval", str(path), "--task", "digits", "--json", "--archive", str(tmp_path / "a.db"), *EPOCHS],
         capture_output=True,
         text=True,
         timeout=600,

@@ -218,7 +218,7 @@ def reference_code(kind: str, vocab_size: int | None) -> str:
     )
 
 
-_startup: dict[tuple[Any, ...], float] = {}
+_startup: dict[tuple[Any, ...], float] = {}  # measured fixed costs, by what an honest job's cost depends on
 _startup_failed: dict[tuple[Any, ...], float] = {}  # configurations whose reference job failed: when (monotonic)
 _startup_lock = threading.Lock()
 
@@ -237,26 +237,35 @@ def startup_seconds(
     and process. It is most of an honest job's fixed cost, which a grant must cover whatever the machine, and no
     candidate can stretch it. A reference job that does not reach its smoke event (a host too loaded for its
     wall clock) leaves FALLBACK_STARTUP_S in its place, with a warning, for STARTUP_RETRY_S: then it is measured
-    again."""
-    key = (spec["kind"], tuple(spec["in_shape"]), str(inputs_dir), spec.get("scoring"), limits, isolation, gpu)
+    again.
+
+    A measurement is kept by what the cost depends on (task, data, scoring, isolation, threads, device), not by the
+    bounds it ran under: a time, memory, process or file limit stops a job, it does not change what an honest start
+    costs, so a run whose jobs differ only in their bounds measures once. A failure is kept with the whole of its
+    limits: a bound too tight for the reference (a small memory cap, a short smoke limit) must not hand its
+    fallback to jobs whose reference would have finished."""
+    cost = (spec["kind"], tuple(spec["in_shape"]), str(inputs_dir), spec.get("scoring"), limits.threads, isolation, gpu)
+    bounded = (*cost, limits)
     with _startup_lock:
-        failed = _startup_failed.get(key)
-        if failed is not None and time.monotonic() - failed > STARTUP_RETRY_S:
-            del _startup[key], _startup_failed[key]
-        if key not in _startup:
-            reference = {**spec, "train": {**spec["train"], "epochs": 1}}
-            patient = replace(limits, timeout_s=max(limits.timeout_s, limits.smoke_timeout_s))
-            with SandboxJob(code, reference, inputs_dir, patient, isolation, gpu=gpu) as job:
-                event = job.read_event(limits.smoke_timeout_s)
-                used = job.cpu.seconds()
-                job.send("stop")
-            if isinstance(event, Outcome) or event["event"] != "smoke":
-                said = event.reason if isinstance(event, Outcome) else str(event.get("message", event["event"]))
-                log.warning("the training budget's reference job failed (%s); assuming %g s", said, FALLBACK_STARTUP_S)
-                used = FALLBACK_STARTUP_S
-                _startup_failed[key] = time.monotonic()
-            _startup[key] = used
-        return _startup[key]
+        if cost in _startup:
+            return _startup[cost]
+        failed = _startup_failed.get(bounded)
+        if failed is not None and time.monotonic() - failed <= STARTUP_RETRY_S:
+            return FALLBACK_STARTUP_S
+        reference = {**spec, "train": {**spec["train"], "epochs": 1}}
+        patient = replace(limits, timeout_s=max(limits.timeout_s, limits.smoke_timeout_s))
+        with SandboxJob(code, reference, inputs_dir, patient, isolation, gpu=gpu) as job:
+            event = job.read_event(limits.smoke_timeout_s)
+            used = job.cpu.seconds()
+            job.send("stop")
+        if isinstance(event, Outcome) or event["event"] != "smoke":
+            said = event.reason if isinstance(event, Outcome) else str(event.get("message", event["event"]))
+            log.warning("the training budget's reference job failed (%s); assuming %g s", said, FALLBACK_STARTUP_S)
+            _startup_failed[bounded] = time.monotonic()
+            return FALLBACK_STARTUP_S
+        _startup_failed.pop(bounded, None)
+        _startup[cost] = used
+        return used
 
 
 class Watch:

@@ -449,3 +449,25 @@ def test_a_failed_reference_job_does_not_inflate_every_later_grant(monkeypatch, 
     assert budget.startup_seconds(*args) == 1.3  # measured again, and kept
     monkeypatch.setattr(budget, "STARTUP_RETRY_S", 600.0)
     assert budget.startup_seconds(*args) == 1.3 and _FakeJob.runs == [False, True]
+
+
+def test_jobs_that_differ_only_in_their_bounds_share_one_reference_and_a_tight_bound_keeps_its_failure(
+    monkeypatch, tmp_path
+):
+    """A bound stops a job; it does not change what an honest start costs. So jobs of one task, scoring, isolation and
+    thread count measure once whatever their time, memory, process or file limits; but a reference that failed under
+    a bound too tight for it (here a 64 MiB cap) keeps its fallback to itself, never raising the grants of jobs whose
+    reference finishes."""
+    monkeypatch.setattr(budget, "SandboxJob", _FakeJob)
+    _FakeJob.runs, _FakeJob.succeed = [], False
+    spec = {"kind": "image", "in_shape": [1, 8, 8], "train": {"epochs": 1}}
+    tight = ("code", spec, tmp_path, Limits(threads=1, memory_mb=64), "process", None)
+    assert budget.startup_seconds(*tight) == budget.FALLBACK_STARTUP_S
+    _FakeJob.succeed = True
+    assert budget.startup_seconds("code", spec, tmp_path, Limits(threads=1), "process", None) == 1.3  # measured
+    for bounds in (Limits(threads=1, timeout_s=5, smoke_timeout_s=3), Limits(threads=1, max_pids=8, max_file_mb=1)):
+        assert budget.startup_seconds("code", spec, tmp_path, bounds, "process", None) == 1.3
+    assert budget.startup_seconds(*tight) == 1.3  # the configuration's cost is known now
+    assert _FakeJob.runs == [False, True]
+    assert budget.startup_seconds("code", spec, tmp_path, Limits(threads=2), "process", None) == 1.3
+    assert _FakeJob.runs == [False, True, True]  # another thread count is another cost: measured on its own
