@@ -106,6 +106,7 @@ def main() -> None:
     )
     parser.add_argument("--task", default="digits", help="the task the job runs (digits is the README's)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each version, alternating")
+    parser.add_argument("--budget", type=int, help="candidates per run (default: the run's own, 20)")
     args = parser.parse_args()
     if (bool(args.before) + bool(args.scoring) + args.warm) != 1:
         parser.error("give one of --before REV (two versions), --scoring BEFORE AFTER (two scoring modes), --warm")
@@ -122,8 +123,12 @@ def main() -> None:
             settings = {version: {"SCORING": mode} for version, mode in zip(("before", "after"), args.scoring)}
         if args.warm:
             settings = {"before": {"WARM_SANDBOXES": "0"}, "after": {"WARM_SANDBOXES": "1"}}
+        if args.budget:
+            settings = {version: {**said, "BUDGET": str(args.budget)} for version, said in settings.items()}
         cache = root / "cache"
-        main_job(sites["after"], root / "warm-up.db", cache, args.task)  # prepares the split both versions then read
+        main_job(
+            sites["after"], root / "warm-up.db", cache, args.task, settings["after"]
+        )  # prepares the split both versions then read
         runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
         for repeat in range(args.repeats):
             for version in ("before", "after"):
@@ -131,7 +136,9 @@ def main() -> None:
                 runs[version].append(main_job(sites[version], archive, cache, args.task, settings[version]))
     before, after = (statistics.mean(r["wall_s"] for r in runs[v]) for v in ("before", "after"))
     print("# The README's main job, before and after\n")
-    print(f"`agentarch run --task {args.task}` (20 candidates, offline REA, slots 1) on {platform.node()}: ")
+    print(
+        f"`agentarch run --task {args.task}` ({args.budget or 20} candidates, offline REA, slots 1) on {platform.node()}: "
+    )
     after_name = f"`{args.after}`" if args.after else "the working tree"
     if args.scoring:
         said = f"{after_name}, before = `--scoring {args.scoring[0]}`, after = `--scoring {args.scoring[1]}`"
