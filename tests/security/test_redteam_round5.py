@@ -1,0 +1,97 @@
+"""Red-team round 5: the features of a network of graphs (features.py's `mp.*`), the warm clean evaluator and the
+Ray actors that hold one, attacked as a hostile candidate would.
+
+The host reads a candidate's ONNX bytes for the predictor's features (the smoke stage's graph, kept trained graphs)
+where no candidate code runs, so a graph that holds that read holds the loop. The attack graphs are built with
+onnx.helper and pass the host's checks (checks.py) as a network of graphs.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from agentarch.evaluation.graphs.features import graph_features
+
+FEATURES = 4
+
+
+def _many_scatters_one_chain(scatters: int, chain: int, *, into_chain: bool) -> bytes:
+    """A node-classification graph of `scatters` sum aggregations along the edges and one chain of `chain` Identity
+    nodes: after them all (`into_chain`: every aggregation's output is concatenated into the chain, which the
+    mean-or-sum rule follows) or before them all (every aggregation's messages come from the chain's end, which the
+    attention rule follows back to an Exp)."""
+    stored = [
+        numpy_helper.from_array(np.array([1, FEATURES], np.int64), "wide"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.array([FEATURES], np.int64), "end"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["edge_index", "zero"], ["src_row"], axis=0),
+        helper.make_node("Squeeze", ["src_row", "zero"], ["src"]),
+        helper.make_node("Unsqueeze", ["src", "one"], ["src_column"]),
+        helper.make_node("Expand", ["src_column", "wide"], ["index"]),
+    ]
+    last = "x"
+    if not into_chain:
+        nodes.append(helper.make_node("Exp", ["x"], ["exp"]))
+        last = "exp"
+        for i in range(chain):
+            nodes.append(helper.make_node("Identity", [last], [f"chain{i}"]))
+            last = f"chain{i}"
+    nodes.append(helper.make_node("Gather", [last, "src"], ["messages"], axis=0))
+    sums = [f"sum{i}" for i in range(scatters)]
+    nodes += [
+        helper.make_node("ScatterElements", ["x", "index", "messages"], [name], axis=0, reduction="add")
+        for name in sums
+    ]
+    if into_chain:
+        nodes.append(helper.make_node("Concat", sums, ["all"], axis=1))
+        last = "all"
+        for i in range(chain):
+            nodes.append(helper.make_node("Identity", [last], [f"chain{i}"]))
+            last = f"chain{i}"
+        nodes.append(helper.make_node("Slice", [last, "zero", "end", "one"], ["y"]))
+    else:
+        nodes.append(helper.make_node("Sum", sums, ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "attack",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["nodes", FEATURES]),
+            helper.make_tensor_value_info("edge_index", TensorProto.INT64, [2, "edges"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["nodes", FEATURES])],
+        stored,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def _features_within(data: bytes, seconds: float) -> dict[str, float]:
+    """The graph's features, or a failure if reading them holds the caller longer than `seconds`."""
+    found: dict[str, object] = {}
+    reader = threading.Thread(target=lambda: found.update(graph_features(data)), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    assert not reader.is_alive(), f"reading one graph's features held the host over {seconds} s"
+    return found  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("into_chain", [True, False], ids=["mean-or-sum walk", "attention walk"])
+def test_many_aggregations_and_one_long_chain_are_read_in_linear_time(into_chain: bool) -> None:
+    """Finding: the mean-or-sum rule walked forward from every aggregation, and the attention rule back from every
+    one, so 5,000 aggregations and a chain of 5,000 Identity nodes cost 25 million steps (over a minute; the 100,000
+    nodes the checks allow, over an hour) on the host, for the smoke graph of one candidate. Fixed in features.py
+    (`_downstream`, and each tensor's first computing source found once): this test failed before the fix (the
+    walk over 5,000 x 5,000 ran past the bound) and passes after. The rules still reach the far end of the chain:
+    every aggregation is read as its Exp messages make it (attention) or as a sum (nothing divides after it)."""
+    scatters = chain = 5000
+    found = _features_within(_many_scatters_one_chain(scatters, chain, into_chain=into_chain), 15)
+    assert found["graph.mp.aggregations"] == scatters
+    assert found["graph.mp.attention"] == (0 if into_chain else scatters)
+    assert found["graph.mp.sum"] == (scatters if into_chain else 0)
+    assert found["graph.mp.mean"] == 0
