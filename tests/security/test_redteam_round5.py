@@ -11,9 +11,12 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from agentarch.evaluation.graphs import measures
+from agentarch.evaluation.graphs.checks import check_graph
 from agentarch.evaluation.graphs.features import graph_features
 
 FEATURES = 4
@@ -95,3 +98,43 @@ def test_many_aggregations_and_one_long_chain_are_read_in_linear_time(into_chain
     assert found["graph.mp.attention"] == (0 if into_chain else scatters)
     assert found["graph.mp.sum"] == (scatters if into_chain else 0)
     assert found["graph.mp.mean"] == 0
+
+
+def _fanned_out(copies: int, seed: int) -> onnx.ModelProto:
+    """An image network of 64 features: its input copied `copies` times (an Expand whose shape is a stored int64
+    tensor), each copy through one linear map of weights drawn from `seed`, the copies averaged: the same output
+    whatever `copies`, and `copies` times the FLOPs."""
+    stored = [
+        numpy_helper.from_array(np.array([1], np.int64), "axis"),
+        numpy_helper.from_array(np.array([1, copies, 1], np.int64), "fan"),
+        numpy_helper.from_array(np.random.default_rng(seed).standard_normal((64, 10)).astype(np.float32), "weight"),
+    ]
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "axis"], ["column"]),
+        helper.make_node("Expand", ["column", "fan"], ["copies"]),
+        helper.make_node("MatMul", ["copies", "weight"], ["mapped"]),
+        helper.make_node("ReduceMean", ["mapped", "axis"], ["y"], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fanned",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        stored,
+    )
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8).SerializeToString()
+    return check_graph(data, max_bytes=2**20)
+
+
+def test_a_smoke_graph_that_inflates_its_flops_with_a_stored_shape_is_not_its_trained_twins_architecture() -> None:
+    """Finding: the digest (one architecture, whatever the weights) left every stored tensor's values out, an
+    Expand's int64 shape too, so a smoke graph that copies its input 4,096 times (4,096 times the FLOPs that price
+    its training budget and fill its screening features) had the digest of the trained graph that copies it once,
+    and the host took the second for the first. Fixed in measures.digest (each computed tensor's shape in its
+    label): this test failed before the fix (equal digests) and passes after; the same network with other weights
+    still shares its digest."""
+    smoke, trained, retrained = _fanned_out(4096, 0), _fanned_out(1, 1), _fanned_out(1, 2)
+    inflated, honest = measures.measure(smoke), measures.measure(trained)
+    assert inflated.flops > 1000 * honest.flops
+    assert inflated.digest != honest.digest
+    assert measures.measure(retrained).digest == honest.digest
