@@ -8,7 +8,9 @@ onnx.helper and pass the host's checks (checks.py) as a network of graphs.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 import numpy as np
 import onnx
@@ -18,6 +20,13 @@ from onnx import TensorProto, helper, numpy_helper
 from agentarch.evaluation.graphs import measures
 from agentarch.evaluation.graphs.checks import check_graph
 from agentarch.evaluation.graphs.features import graph_features
+from agentarch.evaluation.graphs.scoring import WORKER, GraphWorker, evaluator_launch
+from agentarch.isolation.job import SandboxJob
+from agentarch.isolation.warm import WarmSlot
+from tests.conftest import SPEC, assert_nothing_left
+from tests.security.test_training_budget import MODES
+from tests.test_warm_evaluator import LIMITS
+from tests.test_warm_sandboxes import started
 
 FEATURES = 4
 
@@ -138,3 +147,62 @@ def test_a_smoke_graph_that_inflates_its_flops_with_a_stored_shape_is_not_its_tr
     assert inflated.flops > 1000 * honest.flops
     assert inflated.digest != honest.digest
     assert measures.measure(retrained).digest == honest.digest
+
+
+SIBLING = """
+_B = __builtins__ if isinstance(__builtins__, dict) else __builtins__.__dict__
+os, signal = _B["__import__"]("os"), _B["__import__"]("signal")
+SCRATCH, PIDS = {scratch!r}, {pids!r}
+tried = []
+
+def attempt(name, fn):
+    try:
+        fn()
+        tried.append(name + ":ESCAPED")
+    except BaseException as err:
+        tried.append(f"{{name}}:{{type(err).__name__}}")
+
+def kill_all():
+    for pid in PIDS:
+        os.kill(pid, signal.SIGKILL)
+
+attempt("write-graph", lambda: _B["open"](SCRATCH + "/graph.onnx", "wb").write(b"forged"))
+attempt("write-probe", lambda: _B["open"](SCRATCH + "/probe_x.npy", "wb").write(b"forged"))
+attempt("symlink", lambda: os.symlink("/etc/passwd", SCRATCH + "/probe_edge_index.npy"))
+attempt("list", lambda: os.listdir(SCRATCH))
+attempt("proc-cwd", lambda: [os.listdir(f"/proc/{{pid}}/cwd") for pid in PIDS])
+attempt("kill", kill_all)
+raise RuntimeError("REPORT " + " ".join(tried))
+"""
+
+
+@pytest.mark.parametrize("isolation", MODES)
+def test_a_training_candidate_cannot_reach_the_warm_evaluator_started_beside_it(isolation, digits, own_jobs):
+    """The clean evaluator that will score a candidate is started while the candidate trains, as the same user in
+    the process mode. A candidate told its scratch path and its processes' ids (more than it can find: its own
+    sandbox shows neither) tries to pre-write the graph and a probe file the host will `put` there, plant a symlink
+    under a probe's name, list the scratch, read it through /proc/<pid>/cwd and kill the evaluator: every try fails,
+    the evaluator still waits, none of those names in its scratch, and it then takes the host's graph as a warm one."""
+    slot = WarmSlot("red-team")
+    try:
+        slot.order(evaluator_launch(digits, LIMITS, isolation))
+        started(slot, WORKER)
+        evaluator = slot._ready[WORKER][1]
+        deadline = time.monotonic() + 30
+        while not (pids := sorted(evaluator._members())) and time.monotonic() < deadline:
+            time.sleep(0.05)  # launched; its processes join their cgroup as they start
+        assert pids, "the evaluator's processes"
+        code = SIBLING.format(scratch=str(evaluator.scratch), pids=pids)
+        with SandboxJob(code, SPEC, digits.inputs_dir, LIMITS, isolation) as attacker:
+            event = attacker.read_event(60)
+        assert isinstance(event, dict) and "REPORT " in event.get("message", ""), event
+        tried = event["message"].split("REPORT ", 1)[1].split()
+        assert len(tried) == 6 and not any(t.endswith(":ESCAPED") for t in tried), (tried, pids)
+        assert evaluator.waiting()
+        planted = {"graph.onnx", "probe_x.npy", "probe_edge_index.npy"} & set(os.listdir(evaluator.scratch))
+        assert not planted, planted
+        with GraphWorker(digits, LIMITS, isolation, warm=slot) as worker:
+            assert worker.warm_start
+    finally:
+        slot.close()
+    assert_nothing_left(own_jobs)
