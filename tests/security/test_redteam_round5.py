@@ -20,9 +20,10 @@ from onnx import TensorProto, helper, numpy_helper
 from agentarch.evaluation.graphs import measures
 from agentarch.evaluation.graphs.checks import check_graph
 from agentarch.evaluation.graphs.features import graph_features
-from agentarch.evaluation.graphs.scoring import WORKER, GraphWorker, evaluator_launch
+from agentarch.evaluation.graphs.scoring import WORKER, GraphFailed, GraphWorker, evaluator_launch, measure_graph
 from agentarch.isolation.job import SandboxJob
 from agentarch.isolation.warm import WarmSlot
+from agentarch.tasks.registry import get_task
 from tests.conftest import SPEC, assert_nothing_left
 from tests.security.test_training_budget import MODES
 from tests.test_warm_evaluator import LIMITS
@@ -206,3 +207,14 @@ def test_a_training_candidate_cannot_reach_the_warm_evaluator_started_beside_it(
     finally:
         slot.close()
     assert_nothing_left(own_jobs)
+
+
+def test_a_graph_claiming_a_graph_tasks_interface_is_read_so_only_for_features_and_scored_by_its_tasks_kind() -> None:
+    """Attack: the features read a graph's kind from its input names (x, edge_index), so an image network can claim
+    to be a network of graphs and get its scatters past the features' checks. It gets only that: the host's own
+    checks of the graph, for its measures, its latency and its scores, hold it to its task's real kind (verify), so
+    the smoke stage of an image task refuses it before any features are read."""
+    claiming = _many_scatters_one_chain(1, 0, into_chain=True)
+    assert graph_features(claiming)["graph.mp.aggregations"] == 1
+    with pytest.raises(GraphFailed, match="ScatterElements, an operator outside the allowlist"):
+        measure_graph(claiming, get_task("digits"), LIMITS)
