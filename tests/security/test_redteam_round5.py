@@ -8,6 +8,7 @@ onnx.helper and pass the host's checks (checks.py) as a network of graphs.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -18,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from agentarch.evaluation.graphs import measures
-from agentarch.evaluation.graphs.checks import check_graph
+from agentarch.evaluation.graphs.checks import GraphRejected, check_graph
 from agentarch.evaluation.graphs.features import graph_features
 from agentarch.evaluation.graphs.scoring import WORKER, GraphFailed, GraphWorker, evaluator_launch, measure_graph
 from agentarch.isolation.job import SandboxJob
@@ -218,3 +219,59 @@ def test_a_graph_claiming_a_graph_tasks_interface_is_read_so_only_for_features_a
     assert graph_features(claiming)["graph.mp.aggregations"] == 1
     with pytest.raises(GraphFailed, match="ScatterElements, an operator outside the allowlist"):
         measure_graph(claiming, get_task("digits"), LIMITS)
+
+
+def _squaring(squarings: int) -> onnx.ModelProto:
+    """An image network of 64 features whose shape arithmetic squares 2 x the batch size `squarings` times (each
+    Mul(v, v) doubles its digits), divides the result by itself and reshapes its input by that one times B: a
+    linear map all the same."""
+    stored = [
+        numpy_helper.from_array(np.array([0], np.int64), "start"),
+        numpy_helper.from_array(np.array([1], np.int64), "stop"),
+        numpy_helper.from_array(np.array([2], np.int64), "two"),
+        numpy_helper.from_array(np.array([64], np.int64), "width"),
+        numpy_helper.from_array(np.zeros((64, 10), np.float32), "weight"),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "start", "stop"], ["batch"]),
+        helper.make_node("Mul", ["batch", "two"], ["v0"]),
+        *(helper.make_node("Mul", [f"v{i}", f"v{i}"], [f"v{i + 1}"]) for i in range(squarings)),
+        helper.make_node("Div", [f"v{squarings}", f"v{squarings}"], ["one"]),
+        helper.make_node("Mul", ["one", "batch"], ["rows"]),
+        helper.make_node("Concat", ["rows", "width"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "weight"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "squaring",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        stored,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+
+
+def test_shape_arithmetic_that_squares_a_size_again_and_again_is_refused_at_once() -> None:
+    """Finding: shapes.py follows shape values as Python integers (and monomials in the batch size), which have no
+    bound, so a chain of N nodes that square a shape value made a number of 2**N bits: 32 nodes held the host 26 s
+    (512 MiB) each time it measured the smoke graph and again for its features, 40 would take hours and 128 GiB.
+    Fixed in sizes.py (`_make`: nothing beyond int64, ONNX's own type for shapes): this test failed before the fix
+    (past the bound) and passes after: the measures refuse the graph, the features leave its sizes missing."""
+    model = check_graph(_squaring(32).SerializeToString(), max_bytes=2**20)  # the host's checks pass it
+    refused: list[BaseException] = []
+
+    def measure() -> None:
+        try:
+            measures.measure(model)
+        except GraphRejected as err:
+            refused.append(err)
+
+    reader = threading.Thread(target=measure, daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "measuring one graph held the host over 10 s"
+    assert refused and "beyond any tensor" in str(refused[0])
+    found = _features_within(model.SerializeToString(), 10)
+    assert math.isnan(found["graph.log_flops"]) and found["graph.linear"] == 1
