@@ -21,7 +21,17 @@ from onnx import TensorProto, helper, numpy_helper
 from agentarch.evaluation.graphs import measures
 from agentarch.evaluation.graphs.checks import GraphRejected, check_graph
 from agentarch.evaluation.graphs.features import graph_features
-from agentarch.evaluation.graphs.scoring import WORKER, GraphFailed, GraphWorker, evaluator_launch, measure_graph
+from agentarch.evaluation.graphs.measures import GraphMeasures
+from agentarch.evaluation.graphs.scoring import (
+    WORKER,
+    GraphFailed,
+    GraphScores,
+    GraphWorker,
+    believed,
+    evaluator_launch,
+    measure_graph,
+    trained_smoke,
+)
 from agentarch.isolation.job import SandboxJob
 from agentarch.isolation.warm import WarmSlot
 from agentarch.tasks.registry import get_task
@@ -275,3 +285,39 @@ def test_shape_arithmetic_that_squares_a_size_again_and_again_is_refused_at_once
     assert refused and "beyond any tensor" in str(refused[0])
     found = _features_within(model.SerializeToString(), 10)
     assert math.isnan(found["graph.log_flops"]) and found["graph.linear"] == 1
+
+
+def _two_maps(tied: bool) -> GraphMeasures:
+    """Measures of an image network of two 64 x 64 linear maps, one weight read twice (`tied`) or two weights."""
+    weight = np.ones((64, 64), np.float32)
+    stored = [numpy_helper.from_array(weight, "first")]
+    if not tied:
+        stored.append(numpy_helper.from_array(2 * weight, "second"))
+    nodes = [
+        helper.make_node("MatMul", ["x", "first"], ["hidden"]),
+        helper.make_node("MatMul", ["hidden", "first" if tied else "second"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])],
+        stored,
+    )
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8).SerializeToString()
+    return measures.measure(check_graph(data, max_bytes=2**20))
+
+
+def test_a_smoke_graph_that_unties_its_trained_twins_weights_is_refused_after_training() -> None:
+    """Finding: the digest names no tensor, so a network that reads one weight twice and one with two weights of
+    that shape share it, and a smoke graph of two weights (twice the parameters that price the training budget)
+    passed for its trained twin that ties them. Fixed in scoring.trained_smoke (the digest and the parameter count
+    must both be the smoke graph's): this test failed before the fix (the trained record was believed) and passes
+    after."""
+    untied, tied = _two_maps(tied=False), _two_maps(tied=True)
+    assert untied.digest == tied.digest and untied.params == 2 * tied.params
+    smoke = believed({"event": "smoke", "params": 1}, untied)
+    scored = GraphScores({}, None, "", np.zeros(1, np.float32), measures=tied)
+    with pytest.raises(GraphFailed, match="not the network the smoke stage exported"):
+        trained_smoke(smoke, scored)
+    assert trained_smoke(believed({"event": "smoke"}, tied), scored)["params"] == tied.params
