@@ -1,10 +1,12 @@
 """Red-team round 5: the features of a network of graphs (features.py's `mp.*`), the warm clean evaluator and the
-Ray actors that hold one, attacked as a hostile candidate would.
+smoke graph against its trained twin, attacked as a hostile candidate would.
 
-The host reads a candidate's ONNX bytes for the predictor's features (the smoke stage's graph, kept trained graphs)
-where no candidate code runs, so a graph that holds that read holds the loop. The attack graphs are built with
-onnx.helper and pass the host's checks (checks.py) as a network of graphs.
-"""
+The host reads a candidate's ONNX bytes for its measures and the predictor's features (the smoke stage's graph,
+kept trained graphs) where no candidate code runs, so a graph that holds that read holds the loop, and a smoke
+graph whose measures are not its trained twin's prices the training budget and screening on another network. The
+attack graphs are built with onnx.helper and pass the host's checks (checks.py). Findings fixed: features.py's
+per-aggregation walks (quadratic), sizes.py's unbounded integers, the digest blind to stored shapes
+(measures.py) and to tied weights (scoring.trained_smoke)."""
 
 from __future__ import annotations
 
