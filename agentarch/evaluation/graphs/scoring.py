@@ -410,10 +410,13 @@ def smoke_graph(
 def trained_smoke(smoke: dict[str, Any], scored: GraphScores) -> dict[str, Any]:
     """The smoke record after training: the trained graph's measures, latency and functional hash in place of the
     smoke graph's. GraphFailed when the trained graph is not the architecture the smoke stage exported (its digest
-    differs): the measures that decided the candidate's way must be those of the network that was scored."""
+    differs, or its parameter count: the digest names no tensor, so one weight read twice and two weights of its
+    shape are one digest, and a smoke graph that untied its trained twin's weights showed twice their parameters to
+    the training budget): the measures that decided the candidate's way must be those of the network that was
+    scored."""
     measured = scored.measures
     assert measured is not None
-    if smoke.get("digest") not in (None, measured.digest):
+    if smoke.get("digest") is not None and (smoke["digest"], smoke.get("params")) != (measured.digest, measured.params):
         raise GraphFailed(
             "the trained network's graph is not the network the smoke stage exported (another architecture: "
             f"{smoke.get('params')} parameters then, {measured.params} now); export what you train"

@@ -51,7 +51,19 @@ def _split(x: Any) -> tuple[int, int]:
     raise Unfollowable(f"{x!r} is not an integer")
 
 
+MAX_SIZE = 2**63 - 1
+"""The largest size or shape element followed: int64's, ONNX's type for shapes, so no real tensor is larger. Python's
+integers have no bound, and a chain of N nodes that square a shape value (Mul(v, v)) made one of 2**N bits: 32
+nodes held the host 26 s per read, 40 would take hours and 128 GiB (tests/security/test_redteam_round5.py)."""
+MAX_POWER = 16
+"""The highest power of the batch size followed (B * B is an attention matrix's; no real shape has B**16)."""
+
+
 def _make(coef: int, power: int) -> Size:
+    if abs(coef) > MAX_SIZE or power > MAX_POWER:
+        raise Unfollowable(
+            f"a size of {'B**' + str(power) if power > MAX_POWER else 'over 2**63'} is beyond any tensor"
+        )
     return coef if power == 0 or coef == 0 else Sym(coef, power)
 
 
