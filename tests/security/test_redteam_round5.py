@@ -123,6 +123,18 @@ def test_many_aggregations_and_one_long_chain_are_read_in_linear_time(into_chain
     assert found["graph.mp.mean"] == 0
 
 
+def _image_model(nodes: list, stored: list, name: str, width: int) -> onnx.ModelProto:
+    """An image network's graph as the runner exports one: `x` (batch, 64) in, `y` (batch, `width`) out, opset 18."""
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        stored,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+
+
 def _fanned_out(copies: int, seed: int) -> onnx.ModelProto:
     """An image network of 64 features: its input copied `copies` times (an Expand whose shape is a stored int64
     tensor), each copy through one linear map of weights drawn from `seed`, the copies averaged: the same output
@@ -138,15 +150,7 @@ def _fanned_out(copies: int, seed: int) -> onnx.ModelProto:
         helper.make_node("MatMul", ["copies", "weight"], ["mapped"]),
         helper.make_node("ReduceMean", ["mapped", "axis"], ["y"], keepdims=0),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "fanned",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
-        stored,
-    )
-    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8).SerializeToString()
-    return check_graph(data, max_bytes=2**20)
+    return check_graph(_image_model(nodes, stored, "fanned", 10).SerializeToString(), max_bytes=2**20)
 
 
 def test_a_smoke_graph_that_inflates_its_flops_with_a_stored_shape_is_not_its_trained_twins_architecture() -> None:
@@ -255,14 +259,7 @@ def _squaring(squarings: int) -> onnx.ModelProto:
         helper.make_node("Reshape", ["x", "target"], ["flat"]),
         helper.make_node("MatMul", ["flat", "weight"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "squaring",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
-        stored,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    return _image_model(nodes, stored, "squaring", 10)
 
 
 def test_shape_arithmetic_that_squares_a_size_again_and_again_is_refused_at_once() -> None:
@@ -299,15 +296,7 @@ def _two_maps(tied: bool) -> GraphMeasures:
         helper.make_node("MatMul", ["x", "first"], ["hidden"]),
         helper.make_node("MatMul", ["hidden", "first" if tied else "second"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "two",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])],
-        stored,
-    )
-    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8).SerializeToString()
-    return measures.measure(check_graph(data, max_bytes=2**20))
+    return measures.measure(check_graph(_image_model(nodes, stored, "two", 64).SerializeToString(), max_bytes=2**20))
 
 
 def test_a_smoke_graph_that_unties_its_trained_twins_weights_is_refused_after_training() -> None:
