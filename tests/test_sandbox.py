@@ -5,10 +5,12 @@ that into an `error` event. Nothing here is mocked: these are real processes und
 this machine offers (bubblewrap where it works; the file-system test needs it).
 """
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -16,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from agentarch.isolation.cgroups import Cgroup, owner_tag
+from agentarch.isolation.cgroups import Cgroup
 from agentarch.isolation.job import Outcome, SandboxJob
+from agentarch.isolation.owners import owner_tag
 from agentarch.isolation.policy import Limits, resolve_isolation
+from agentarch.isolation.scratch import make_scratch, sweep_stale_scratch
 from tests.conftest import NET, SPEC, cgroups_work, job_processes, requires_bubblewrap
 
 
@@ -236,6 +240,64 @@ def test_a_job_whose_orchestrator_died_is_reaped_at_the_next_start(tmp_path):
         cgroup.remove()
         live.remove()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+ORPHANING = """
+import time
+from agentarch.isolation.scratch import make_scratch, mount_scratch
+scratch = make_scratch()
+mount_scratch(scratch, 4)
+(scratch / "left.bin").write_bytes(b"x" * 4096)
+print(scratch, flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_scratch_folder_a_killed_orchestrator_left_is_removed_at_the_next_start():
+    """An orchestrator SIGKILLed after making a job's scratch (mounted where the host can mount) but before the
+    job's cgroup, which the cgroup sweep would have found, leaves the folder; the next job start's sweep unmounts
+    and removes it, and leaves a live orchestrator's (this one's) alone."""
+    orchestrator = subprocess.Popen([sys.executable, "-c", ORPHANING], stdout=subprocess.PIPE, text=True)
+    mine = make_scratch()
+    try:
+        left = Path(orchestrator.stdout.readline().strip())
+        assert left.name.startswith("agentarch-job-") and (left / "left.bin").exists()
+        orchestrator.kill()
+        orchestrator.wait()
+        assert left.exists() and left in sweep_stale_scratch(force=True)
+        assert not left.exists() and not os.path.ismount(left)
+        assert mine.is_dir(), "a live orchestrator's scratch was swept"
+    finally:
+        orchestrator.kill()
+        orchestrator.wait()
+        shutil.rmtree(mine, ignore_errors=True)
+
+
+def test_the_scratch_sweep_touches_only_real_folders_of_a_dead_owner(tmp_path):
+    """What the sweep may remove is named by a dead orchestrator's tag, is a directory (never a symlink it would
+    follow) and belongs to the host's user or the candidate user; an untagged, older-style name is nobody's."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = f"agentarch-job-{gone.pid}-1-"
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep.txt").write_text("not the sweep's")
+    stale = tmp_path / f"{dead}abc"
+    (stale / "deep" / "deeper").mkdir(parents=True)
+    (stale / "deep" / "deeper" / "f").write_text("x")
+    (tmp_path / f"{dead}link").symlink_to(target)
+    (tmp_path / "agentarch-job-untagged").mkdir()
+    (tmp_path / f"agentarch-job-{owner_tag()}-live").mkdir()
+    foreign = tmp_path / f"{dead}foreign"
+    foreign.mkdir()
+    if os.geteuid() == 0:
+        os.chown(foreign, 12345, 12345)
+    removed = sweep_stale_scratch(tmp_path, force=True)
+    assert removed == [stale] and not stale.exists()
+    assert (target / "keep.txt").exists() and (tmp_path / f"{dead}link").is_symlink()
+    assert (tmp_path / "agentarch-job-untagged").is_dir() and (tmp_path / f"agentarch-job-{owner_tag()}-live").is_dir()
+    assert foreign.is_dir() == (os.geteuid() == 0)
+    assert sweep_stale_scratch(tmp_path) == [], "a second sweep within SWEEP_EVERY_S does not list the folder again"
 
 
 def test_an_ordinary_user_gets_a_user_namespace_and_root_never_does(monkeypatch):

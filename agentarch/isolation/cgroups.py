@@ -17,30 +17,16 @@ import time
 from pathlib import Path
 
 from agentarch.isolation.cputime import cgroup_usage_s
+from agentarch.isolation.owners import owner_gone
 from agentarch.isolation.scratch import unmount_scratch
 
 STALE_CGROUP_S = 6 * 3600
 """A job's cgroup older than this with no process left was orphaned by a killed orchestrator."""
 
 
-def _process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (clock ticks since boot), which tells a live pid from a reused one."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def owner_tag() -> str:
-    """This orchestrator's mark in the names of its jobs' cgroups: pid and start time."""
-    return f"{os.getpid()}-{_process_start(os.getpid())}"
-
-
 def _owner_gone(name: str) -> bool:
     """Whether the orchestrator named in a job's cgroup (`<scratch>.<pid>-<start>`) no longer runs."""
-    tag = name.rpartition(".")[2]
-    pid, _, start = tag.partition("-")
-    return pid.isdigit() and bool(start) and _process_start(int(pid)) != start
+    return owner_gone(name.rpartition(".")[2])
 
 
 def sweep_stale(parent: Path) -> None:

@@ -34,7 +34,6 @@ import select
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +42,10 @@ from typing import Any, Literal
 import numpy as np
 
 from agentarch.isolation.bubblewrap import BOX_DATA, BOX_SCRATCH, bwrap_args
-from agentarch.isolation.cgroups import Cgroup, owner_tag
+from agentarch.isolation.cgroups import Cgroup
 from agentarch.isolation.cputime import CpuMeter, descendants
 from agentarch.isolation.launch import RUNNER, Program, runner_dir, sandbox_env
+from agentarch.isolation.owners import owner_tag
 from agentarch.isolation.policy import IsolationMode, Limits, SandboxError, prlimit_args
 from agentarch.isolation.privileges import CANDIDATE_UID, host_is_root
 from agentarch.isolation.process_mode import drops_to_candidate_uid, landlock_rules, process_args
@@ -58,7 +58,13 @@ from agentarch.isolation.protocol import (
     read_capped,
     read_outputs,
 )
-from agentarch.isolation.scratch import mount_scratch, remove_scratch, unmount_scratch
+from agentarch.isolation.scratch import (
+    make_scratch,
+    mount_scratch,
+    remove_scratch,
+    sweep_stale_scratch,
+    unmount_scratch,
+)
 from agentarch.isolation.seccomp import seccomp_program
 
 log = logging.getLogger(__name__)
@@ -106,8 +112,8 @@ class SandboxJob:
         a warm sandbox is a cold one started early."""
         self.limits = limits
         self.isolation = isolation
-        self.scratch = Path(tempfile.mkdtemp(prefix="agentarch-job-"))
-        os.chmod(self.scratch, 0o700)
+        sweep_stale_scratch()  # what orchestrators killed mid-job left (scratch.py)
+        self.scratch = make_scratch()
         self.scratch_mounted = mount_scratch(self.scratch, 2 * limits.max_file_mb)  # the log and outputs, each capped
         self.launched = self.started = time.monotonic()
         self.deadline = self.started + limits.timeout_s

@@ -1,25 +1,90 @@
 """A job's scratch directory: a tmpfs capped in bytes and inodes where the host may mount, and its removal.
 
 The only place a candidate writes on the host, and the one thing a job leaves behind when its
-orchestrator dies: the job mounts and removes it, and the sweep of stale cgroups (cgroups.py)
-unmounts what a killed orchestrator left, so both share it from here.
+orchestrator dies: the job mounts and removes it. Its name carries the orchestrator's tag (owners.py), so the next
+job's start reaps what a killed orchestrator left (`sweep_stale_scratch`), whether or not its job got as far as a
+cgroup; the sweep of stale cgroups (cgroups.py) unmounts the scratch of the jobs it kills too, so both share the
+unmount from here.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import stat
 import subprocess
+import tempfile
+import threading
+import time
 from pathlib import Path
 
-from agentarch.isolation.privileges import host_is_root
+from agentarch.isolation.owners import owner_gone, owner_tag
+from agentarch.isolation.privileges import CANDIDATE_UID, host_is_root
 from agentarch.isolation.protocol import cap_text
 
 log = logging.getLogger(__name__)
 
 SCRATCH_INODES = 4096
 """Files and directories a candidate may make in scratch: a few are all training writes."""
+SCRATCH_PREFIX = "agentarch-job-"
+OWNED_SCRATCH = re.compile(rf"{SCRATCH_PREFIX}(\d+-\d+)-")
+"""A scratch directory's name: the prefix, its orchestrator's tag, then mkdtemp's random part."""
+SWEEP_EVERY_S = 60.0
+"""How often one orchestrator looks for stale scratch: a listing of the temporary directory per job start is cheap,
+but a run starting jobs every second gains nothing from it."""
+
+_swept = {"at": float("-inf")}
+_sweep_lock = threading.Lock()
+
+
+def make_scratch() -> Path:
+    """A new job's scratch directory, private to the host (0700), named with this orchestrator's tag."""
+    path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{owner_tag()}-"))
+    os.chmod(path, 0o700)
+    return path
+
+
+def sweep_stale_scratch(parent: Path | None = None, force: bool = False) -> list[Path]:
+    """Unmount and remove the scratch directories whose orchestrator no longer runs (killed mid-job: SIGKILL, an
+    out-of-memory kill, a lost machine), under `parent` (the temporary directory); at most once per SWEEP_EVERY_S
+    unless `force`. Returns what it removed.
+
+    Only a real directory (never a symlink) owned by this host user or the candidate user is touched, so nothing
+    another user names like one is followed or removed. A job of a killed orchestrator may still run for a moment
+    (its parent-death signal, or the cgroup sweep, ends it): its tmpfs is then unmounted lazily, and it goes on in
+    a directory no longer reachable from the host's file tree. Directories named before owner tags (no tag) are
+    left alone: nothing says whose they are."""
+    with _sweep_lock:
+        now = time.monotonic()
+        if not force and now - _swept["at"] < SWEEP_EVERY_S:
+            return []
+        _swept["at"] = now
+    parent = Path(tempfile.gettempdir()) if parent is None else parent
+    removed = []
+    try:
+        names = [name for name in os.listdir(parent) if name.startswith(SCRATCH_PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        tag = OWNED_SCRATCH.match(name)
+        path = parent / name
+        if tag is None or not owner_gone(tag.group(1)):
+            continue
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (os.geteuid(), CANDIDATE_UID):
+            continue
+        if os.path.ismount(path):
+            unmount_scratch(path)
+        remove_scratch(path)
+        if not os.path.lexists(path):
+            removed.append(path)
+            log.info("removed the scratch directory %s, left by an orchestrator that no longer runs", path)
+    return removed
 
 
 def mount_scratch(path: Path, size_mb: int) -> bool:
