@@ -113,14 +113,15 @@ def test_a_start_refused_by_its_caller_starts_nothing_and_frees_the_slot(cache_d
 @pytest.mark.slow
 @requires_bubblewrap
 def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worker(tmp_path, cache_dir, digits):
-    pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")
     from agentarch.evaluation.ray_executor import RayExecutor
 
     settings = load_settings(task="digits", epochs=3, threads=1, cache_dir=cache_dir)
     codes = [(SEEDS / name).read_text() for name in ("mlp.py", "cnn.py")]
     results = {}
-    # three CPUs: two slots for the real evaluations, one for the executor whose worker is lost on purpose below
-    executor = RayExecutor(num_cpus=3, slots=2, warm=True)
+    # four CPUs: two slots for the real evaluations, one for a one-actor pool fed a hanging and a flooding candidate,
+    # one for the executor whose worker is lost on purpose below
+    executor = RayExecutor(num_cpus=4, slots=2, warm=True)
     try:
         for kind in ("local", "ray"):
             pool = LocalExecutor(1) if kind == "local" else executor
@@ -135,6 +136,30 @@ def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worke
         assert results["ray"] == results["local"] and all(r[0] == "trained" for r in results["ray"])
         ahead = started_ahead()  # the sandbox the actor that ran both started for its next job
         assert len(ahead) == 1 and all(scratch.exists() for scratch in ahead), ahead
+        one = RayExecutor(slots=1, warm=True)  # the same Ray: its fourth CPU, one actor for everything below
+        try:
+            hostile = settings.model_copy(
+                update={"archive": tmp_path / "one.db", "smoke_timeout_s": 6, "max_file_mb": 8}
+            )
+            with Archive(tmp_path / "one.db") as db:
+                evaluator = Evaluator(db, hostile, executor=one)
+                hung = evaluator.evaluate(codes[0].replace(HANG_AT, HANG), "hangs.py")
+                flooded = evaluator.evaluate(codes[0].replace(HANG_AT, FLOOD), "floods.py")
+                honest = Evaluator(db, settings.model_copy(update={"archive": tmp_path / "one.db"}), executor=one)
+                honest = honest.evaluate(codes[0], "after.py")
+            assert hung.status == "timeout", hung.reason  # the host's wall clock, on the actor's node
+            assert flooded.status == "failed" and "File too large" in flooded.reason, flooded.reason
+            assert (honest.status, honest.metrics.get("val_accuracy")) == ("trained", results["local"][0][1]), (
+                honest.reason
+            )
+            assert len(one.actors) == 1 and one.free.qsize() == 1  # one actor served all three, and is free
+            theirs = started_ahead() - ahead
+            assert len(theirs) == 1, theirs  # its actor's next sandbox, started ahead after all that
+        finally:
+            one.close()
+        # closing an executor that found Ray running ends its own actors and warm sandboxes, not Ray: the rest of
+        # this test goes on on the same Ray
+        assert ray.is_initialized() and not any(scratch.exists() for scratch in theirs)
         lossy = RayExecutor(slots=1, run=losing_its_worker(tmp_path))  # the same Ray: its third CPU
         once = lossy.run(request("crash once", cache_dir)).worker
         assert once.startswith("second try ray node ") and once.endswith("(restart 1: the worker before was lost)")
@@ -160,6 +185,14 @@ def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worke
         executor.close()
     assert not any(scratch.exists() for scratch in ahead), "the executor left a sandbox started ahead"
     assert job_processes([scratch.name for scratch in ahead]) == []
+
+
+HANG_AT = "        super().__init__()\n"
+"""Where the hostile variants of the seed MLP act: building the network, in its smoke stage."""
+HANG = "        while True:\n            pass\n" + HANG_AT
+"""Spins forever: the host's wall clock stops it."""
+FLOOD = "        for _ in range(10 * 1024):\n            print('y' * 2**20)\n" + HANG_AT
+"""10 GiB to stdout, the job's log file: the host's file limit stops it."""
 
 
 def started_ahead() -> set[Path]:

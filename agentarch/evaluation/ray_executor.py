@@ -195,7 +195,8 @@ class RayExecutor:
         import ray
 
         self.ray = ray
-        if not ray.is_initialized():
+        self.joined = not ray.is_initialized()  # whether this executor connected this process to Ray (close leaves)
+        if self.joined:
             if address:
                 join_cluster(ray, address)
             else:
@@ -256,7 +257,8 @@ class RayExecutor:
 
     def close(self) -> None:
         """Close every actor's sandbox started ahead (a dead node's cannot answer, and its sandboxes died with it),
-        then leave Ray, which ends the actors."""
+        then leave Ray, which ends the actors; or, where this process was already connected when the executor
+        was made (another executor's Ray), end only this executor's actors, so the other's go on."""
         if self.closed or not self.ray.is_initialized():
             self.closed = True
             return
@@ -265,7 +267,12 @@ class RayExecutor:
             closing = [actor.close.remote() for actor in list(self.actors)]
             with contextlib.suppress(Exception):
                 self.ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)
-        self.ray.shutdown()
+        if self.joined:
+            self.ray.shutdown()
+            return
+        for actor in list(self.actors):
+            with contextlib.suppress(Exception):
+                self.ray.kill(actor)
 
 
 LOOPBACK = "127.0.0.1"
