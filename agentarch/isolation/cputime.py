@@ -15,11 +15,11 @@ Two sources, the first that this job has:
   `utime + stime + cutime + cstime` (/proc/PID/stat) over the job's processes (its pids cgroup's members, else the
   process tree under the job's first process), plus, for a process seen before that is gone, the time it had when
   last seen. In the process mode this is exact: seccomp allows no new process, so the runner is the job's one
-  process, and its `utime + stime` covers all its threads, exited ones included. Under bubblewrap a candidate may
-  fork: a child's time stays counted once it was seen (or once its parent reaped it), but a child that lives less
-  than one poll and whose parent ignores SIGCHLD (so nobody's `cutime` gets its time) can go uncounted, and a
-  child seen alive and then reaped inside the job is counted twice. Over-counting only touches a candidate that
-  forks (the runner never does); the gap is why the cgroup counter comes first.
+  process, and its `utime + stime` covers all its threads, exited ones included. A forked child's time would stay
+  counted once it was seen (or once its parent reaped it), but a child that lives less than one poll and whose
+  parent ignores SIGCHLD (so nobody's `cutime` gets its time) would go uncounted: so under bubblewrap too, a job
+  whose cgroup keeps no CPU account may not fork (seccomp.py, `SandboxJob.forks`). The gap is why the cgroup
+  counter comes first.
 
 CPU time rather than wall time: a job's wall time grows with whatever else runs on the machine (the slots beside
 it, another session's jobs), its CPU time hardly does, so a budget in CPU seconds holds on a busy host. On a GPU,

@@ -120,6 +120,7 @@ class SandboxJob:
         self.handed = False
         self._buffer = b""
         self.cgroup: Cgroup | None = None  # made by _start, before the runner is launched
+        self.forks = False  # whether the sandboxed program may make new processes (seccomp; set by _start)
         self.program = program
         try:
             self._start(spec if program.module is not None else {}, inputs_dir, gpu)
@@ -225,14 +226,17 @@ class SandboxJob:
         command = shim + prlimit_args(limits, cap_address_space=gpu is None)
         pass_fds: tuple[int, ...] = ()
         if boxed:
-            seccomp_fd = self._seccomp_fd()
+            # a fork's CPU time is the budget's only where the cgroup counts it: /proc misses short-lived children
+            self.forks = cgroup.cpu_seconds() is not None
+            seccomp_fd = self._seccomp_fd(self.forks)
             pass_fds = (seccomp_fd,)
             command += bwrap_args(
                 self.scratch, inputs_dir, seccomp_fd, limits.threads, gpu, tmpfs_mb=limits.max_file_mb, program=program
             )
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
-            (self.scratch / "seccomp.bpf").write_bytes(seccomp_program(new_processes=False))
+            self.forks = False
+            (self.scratch / "seccomp.bpf").write_bytes(seccomp_program(forks=False, programs=False))
             command += process_args(self.scratch, to_candidate_uid, program)
             env = sandbox_env(limits.threads, str(self.scratch), str(self.scratch), gpu)
         self.proc = subprocess.Popen(
@@ -254,9 +258,9 @@ class SandboxJob:
         under its first process."""
         return self.cgroup.pids() if self.cgroup is not None and self.cgroup.dirs else descendants(self.proc.pid)
 
-    def _seccomp_fd(self) -> int:
+    def _seccomp_fd(self, forks: bool) -> int:
         path = self.scratch / "seccomp.bpf"
-        path.write_bytes(seccomp_program(new_processes=True))
+        path.write_bytes(seccomp_program(forks=forks, programs=True))
         fd = os.open(path, os.O_RDONLY)
         path.unlink()
         return fd

@@ -86,10 +86,14 @@ NO_OWNER_CALLS = (
 the process mode's last resort (uid 0 without capabilities) owns every root file on the host, which
 Landlock does not guard against mode, owner or time changes (a setuid shell, a touched binary)."""
 
-PROCESS_CALLS = ("fork", "vfork", "execve", "execveat")
-"""New processes and programs: allowed under bubblewrap, whose pid namespace dies with the job; refused
-in the process mode, where a forked child would outlive a killed orchestrator (PR_SET_PDEATHSIG is
-not inherited) and training needs threads only."""
+FORK_CALLS = ("fork", "vfork")
+"""New processes: allowed under bubblewrap where the job's cgroup counts every process's CPU time (its pid namespace
+dies with the job); refused in the process mode, where a forked child would outlive a killed orchestrator
+(PR_SET_PDEATHSIG is not inherited) and training needs threads only, and under bubblewrap without a cgroup CPU
+counter, where a child that lives under one poll of /proc hides its CPU time from the budget (cputime.py)."""
+EXEC_CALLS = ("execve", "execveat")
+"""New programs in the same process: bubblewrap starts its command after the filter is in place (setpriv, then the
+interpreter); the process mode's runner installs the filter itself, after its last exec."""
 
 PRCTL_OPTIONS = {
     "PR_GET_PDEATHSIG": 2,
@@ -175,18 +179,19 @@ DENIED_EXAMPLES = (
 
 
 @cache
-def seccomp_program(new_processes: bool) -> bytes:
+def seccomp_program(forks: bool, programs: bool) -> bytes:
     """The compiled BPF program for the native architecture; a call of another ABI kills the process.
 
-    `new_processes` is True under bubblewrap (fork and exec allowed: the pid namespace dies with the
-    job) and False in the process mode (threads only).
+    `forks`: new processes (FORK_CALLS, and clone without CLONE_THREAD); else threads only. `programs`: exec
+    (EXEC_CALLS). Bubblewrap needs `programs`, and gets `forks` where its job's cgroup counts CPU time; the process
+    mode gets neither.
     """
     import pyseccomp as seccomp
 
     rules = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
     # x32 and i386 entry points carry other system call numbers, which this list does not name.
     rules.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)
-    for name in ALLOWED + (list(PROCESS_CALLS) if new_processes else []):
+    for name in [*ALLOWED, *(FORK_CALLS if forks else ()), *(EXEC_CALLS if programs else ())]:
         try:
             rules.add_rule(seccomp.ALLOW, name)
         except (RuntimeError, ValueError, OSError):  # not a call on this architecture
@@ -205,7 +210,7 @@ def seccomp_program(new_processes: bool) -> bytes:
     # Threads (and, under bubblewrap, processes), never namespaces; glibc falls back from clone3 to
     # clone on ENOSYS, and clone3's flags live in memory a filter cannot read.
     refused = NAMESPACE_FLAGS | CLONE_PARENT
-    if new_processes:
+    if forks:
         rules.add_rule(seccomp.ALLOW, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, refused, 0))
     else:
         rules.add_rule(seccomp.ALLOW, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, refused | CLONE_THREAD, CLONE_THREAD))

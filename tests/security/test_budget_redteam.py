@@ -16,11 +16,13 @@ import pytest
 
 from agentarch.evaluation import budget
 from agentarch.evaluation.evaluator import Evaluator
+from agentarch.isolation.cgroups import Cgroup
 from agentarch.isolation.cputime import CpuMeter, descendants, process_seconds
 from agentarch.isolation.policy import Limits
 from agentarch.store.archive import Archive
-from tests.conftest import cgroups_work
+from tests.conftest import cgroups_work, requires_bubblewrap
 from tests.security.test_training_budget import MODES, OVERTRAIN, assert_over_budget, settings
+from tests.test_sandbox import message, run_hostile
 
 
 @pytest.fixture(autouse=True)
@@ -216,48 +218,34 @@ def test_a_job_process_with_a_hostile_name_is_still_counted():
         job.wait()
 
 
-# -- the /proc meter: work it does not see ---------------------------------------------------------------------
+# -- the /proc meter: work it does not see, so no fork where it is the source ----------------------------------
 
-SHORT_LIVED = """
-import os, signal, sys, time
-signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel: nobody's cutime gets their time
-for _ in range({children}):
-    if os.fork() == 0:
-        end = time.process_time() + {burn}
-        while time.process_time() < end: pass
-        os._exit(0)
-    time.sleep({burn} * 1.3)
-open({done!r}, "w").close()
-time.sleep(30)
+FORK = """
+import os
+try:
+    child = os.fork()
+except PermissionError as err:
+    raise RuntimeError(f"fork refused: {err}")
+if child == 0:
+    os._exit(0)
+os.waitpid(child, 0)
+raise RuntimeError("fork allowed")
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap of the /proc source (cputime.py's docstring): children that each live under one poll (0.2 s) "
-    "while their parent ignores SIGCHLD are never seen and never land in a cutime. Here 120 children of 10 ms hide "
-    "~95% of their CPU time (0.05 of 1.2 s seen). Fix: no small one in the meter; "
-    "without a cgroup counter the bubblewrap runner should not be allowed new processes (seccomp new_processes="
-    "False, as in the process mode), or the budget should be reported as weak there (like process_mode_gaps)",
-)
-def test_short_lived_children_of_a_parent_that_ignores_sigchld_are_counted(tmp_path):
-    """Hermetic: 120 children of 10 ms CPU each, polled as the host polls. Through the real sandbox (bubblewrap, the
-    cgroup counter disabled so the /proc source runs) the same attack, 300 epochs in 150 forks of the torch runner,
-    was still stopped: each fork of a torch process costs its (long-lived, seen) parent ~6 ms of page-table copying,
-    which used up a one-epoch digits grant first. A job with a bigger grant, or smaller children, keeps the gap."""
-    children, burn, done = 120, 0.01, tmp_path / "done"
-    job = subprocess.Popen([sys.executable, "-c", SHORT_LIVED.format(children=children, burn=burn, done=str(done))])
-    try:
-        meter = CpuMeter(lambda: None, lambda: descendants(job.pid))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not done.exists():
-            meter.seconds()
-            time.sleep(0.2)  # the host's poll (job.CPU_POLL_S)
-        used = meter.seconds()
-        assert used >= 0.8 * children * burn, f"the meter saw {used:.2f} of at least {children * burn:.2f} CPU seconds"
-    finally:
-        job.kill()
-        job.wait()
+@requires_bubblewrap
+def test_a_bubblewrap_job_forks_only_where_its_cgroup_counts_cpu_time(monkeypatch, digits):
+    """The /proc meter (cputime.py) cannot see a child that lives under one poll while its parent ignores SIGCHLD
+    (nobody's cutime gets its time): 120 children of 10 ms hid about 95% of their CPU time from it (0.05 of 1.2 s
+    seen). So a bubblewrap job whose cgroup keeps no CPU account is refused every fork by seccomp, as the process
+    mode always is, and the attack has nowhere to run; where the cgroup counts every process's time, forks stay
+    allowed (a child's time is charged however short it lives)."""
+    with_counter = message(run_hostile(FORK, digits.inputs_dir, isolation="bubblewrap"))
+    if cgroups_work():
+        assert "fork allowed" in with_counter, with_counter
+    monkeypatch.setattr(Cgroup, "cpu_seconds", lambda self: None)  # a host without a CPU account: /proc meters
+    without = message(run_hostile(FORK, digits.inputs_dir, isolation="bubblewrap"))
+    assert "fork refused" in without and "Operation not permitted" in without, without
 
 
 FORKED_WORKERS = '''
