@@ -48,9 +48,8 @@ from agentarch.cli.common import (
 from agentarch.cli.progress import Watcher, exit_code, mode_for, resume_command, stop_on_signals
 from agentarch.loop.stopping import RunControl
 from agentarch.search.objectives import JUDGE_MEASURE, Goals
-from agentarch.search.proposers.base import BEST_OF_N, Proposal
+from agentarch.search.proposers.base import BEST_OF_N, IN_SPACE, Proposal
 from agentarch.search.proposers.baselines import ALGOS, make_proposer
-from agentarch.search.proposers.llm_space import IN_SPACE, canonical_algo, in_space_model
 from agentarch.search.recipes import RecipeSpace
 from agentarch.search.spaces import SPACES, SearchSpace, get_space, space_for
 from agentarch.tasks.registry import get_task
@@ -138,6 +137,7 @@ def baseline_command(
     from agentarch.isolation.policy import resolve_isolation
     from agentarch.loop import run as run_lib
     from agentarch.loop.baseline import check_screen, parse_seeds, search_trained
+    from agentarch.search.proposers.llm_space import canonical_algo, in_space_model
 
     settings = evaluating_settings(
         task=task,
