@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,6 +52,16 @@ def checkout(rev: str, into: Path) -> Path:
     return into
 
 
+def working_tree(into: Path) -> Path:
+    """The working tree's sources, copied: building from the checkout itself would leave build/ and an egg-info
+    there, which pip then takes for an installed agentarch (tests/test_package.py copies the same folders)."""
+    for folder in ("agentarch", "sandbox", "prompts", "archive/seeds"):
+        shutil.copytree(REPO / folder, into / folder, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for file in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / file, into / file)
+    return into
+
+
 def timed(site: Path, args: list[str], code: int, home: Path) -> float:
     """Seconds one `agentarch ARGS` of the version in `site` takes, start to exit."""
     env = {**os.environ, "PYTHONPATH": str(site), "HOME": str(home), "COLUMNS": "100"}
@@ -73,7 +84,9 @@ def main() -> None:
         root = Path(tmp)
         sites = {"before": root / "before-site", "after": root / "after-site"}
         install(checkout(args.before, root / "before-src"), sites["before"])
-        install(checkout(args.after, root / "after-src") if args.after else REPO, sites["after"])
+        install(
+            checkout(args.after, root / "after-src") if args.after else working_tree(root / "after-src"), sites["after"]
+        )
         home = root / "home"  # no agentarch.toml is read from the checkout, no cache from a previous run
         home.mkdir()
         for version in sites:  # the first start of a fresh install compiles its bytecode: not what is measured
