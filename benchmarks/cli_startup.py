@@ -8,7 +8,8 @@ tree) into their own folders with this interpreter's dependencies, and each is r
 (`bin/agentarch`, the entry point a user types), alternately, `--repeats` times per case, so both see the same
 machine load. Each run is a fresh process: the figure is the whole command's wall time, interpreter start
 included, which is what a person waits for at the prompt. The table gives each case's median and the ratio of the
-medians; the 1-minute load average is recorded at the start and the end.
+medians, and below it the floor (`FLOOR`: the imports any Typer command with pydantic-settings pays) timed in the
+same loop; the load averages are recorded at the start and the end.
 """
 
 from __future__ import annotations
@@ -50,6 +51,18 @@ def checkout(rev: str, into: Path) -> Path:
     archive = subprocess.run(["git", "archive", rev], cwd=REPO, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
     return into
+
+
+FLOOR = "import typer, typer.rich_utils, rich.console, pydantic_settings"
+"""What any Typer CLI with Settings from pydantic-settings pays before its own code: timed beside the cases, as the
+floor the start-up can approach."""
+
+
+def floor(home: Path) -> float:
+    """Seconds a fresh interpreter takes to import `FLOOR` and exit."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", FLOOR], cwd=home, check=True)
+    return time.perf_counter() - started
 
 
 def working_tree(into: Path) -> Path:
@@ -94,10 +107,12 @@ def main() -> None:
         load_start = os.getloadavg()
         started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         seconds: dict[tuple[str, str], list[float]] = {(case, v): [] for case in CASES for v in sites}
+        floors: list[float] = []
         for _ in range(args.repeats):
             for case, (case_args, code) in CASES.items():
                 for version in sites:
                     seconds[case, version].append(timed(sites[version], case_args, code, home))
+            floors.append(floor(home))
         load_end = os.getloadavg()
     after_name = f"`{args.after}`" if args.after else "the working tree"
     print("# `agentarch` start-up, before and after\n")
@@ -116,6 +131,10 @@ def main() -> None:
             f"| {statistics.median(after) / statistics.median(before):.2f} "
             f"| {min(before):.2f}-{max(before):.2f} | {min(after):.2f}-{max(after):.2f} |"
         )
+    print(
+        f'\nThe floor, `python -c "{FLOOR}"` in the same loop: median {statistics.median(floors):.2f} s '
+        f"(range {min(floors):.2f}-{max(floors):.2f})."
+    )
 
 
 if __name__ == "__main__":
