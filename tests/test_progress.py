@@ -194,7 +194,7 @@ def test_resume_on_the_command_line_passes_the_flags_it_takes(tmp_path, monkeypa
         return {"run_id": run_id, "status": "finished", "stopped_by": "max-candidates", "metric": "accuracy",
                 "proposed": 0, "best": None, "cost_usd": 0.0}  # fmt: skip
 
-    monkeypatch.setattr(run_cli.run_lib, "resume", fake_resume)
+    monkeypatch.setattr(run_lib, "resume", fake_resume)
     args = ["run", "--resume", "r", "--queue", "0", "--llm-concurrency", "1", "--llm-timeout", "600"]
     args += ["--first-token-timeout", "900", "--max-tokens", "2048", "--llm-retries", "1", "--no-llm-stream"]
     result = CliRunner().invoke(app, [*args, "--archive", str(tmp_path / "a.db")])

@@ -35,6 +35,7 @@ from agentarch.cli import app, common
 from agentarch.cli import baseline as baseline_cli
 from agentarch.cli import run as run_cli
 from agentarch.evaluation.evaluator import EvalResult
+from agentarch.loop import run as run_lib
 from agentarch.loop.baseline import SeedResult, Trial
 from agentarch.store.archive import Archive
 from agentarch.tasks.builtin import TASKS
@@ -295,7 +296,7 @@ def test_run_prints_outcomes_waiting_reviews_and_its_summary_as_text(tmp_path, m
             "edits": {HOSTILE: 1},
         }
 
-    monkeypatch.setattr(run_cli.run_lib, "resume", fake_resume)
+    monkeypatch.setattr(run_lib, "resume", fake_resume)
     result = CliRunner().invoke(app, ["run", "--resume", HOSTILE, "--archive", str(tmp_path / "a.db")])
     assert result.exit_code == 0, result.output
     assert_inert(result.output, (*VISIBLE, "#5 invalid  [syntax] [link=", "resuming run [link=", "paused: 1 candidate"))

@@ -23,7 +23,7 @@ import torch
 from typer.testing import CliRunner
 
 from agentarch.cli import app
-from agentarch.cli import baseline as baseline_cli
+from agentarch.evaluation import executors
 from agentarch.evaluation.executors import LocalExecutor
 from agentarch.evaluation.graphs import scoring
 from agentarch.evaluation.graphs.scoring import WORKER, GraphWorker, evaluator_launch, score_graph
@@ -228,13 +228,13 @@ def test_agentarch_baseline_evaluates_through_the_settings_warm_executor_and_clo
 ):
     monkeypatch.setenv("AGENTARCH_CACHE_DIR", str(cache_dir))
     made: list = []
-    real = baseline_cli.executor_for
+    real = executors.executor_for
 
     def spy(settings):
         made.append(real(settings))
         return made[-1]
 
-    monkeypatch.setattr(baseline_cli, "executor_for", spy)
+    monkeypatch.setattr(executors, "executor_for", spy)  # where `agentarch baseline` looks it up when it runs
     args = ["baseline", "--algo", "random", "--space", "nb201", "--task", "digits", "--budget", "2", "--epochs", "1"]
     result = CliRunner().invoke(app, [*args, "--scoring", "graph", "--json", "--archive", str(tmp_path / "a.db")])
     assert result.exit_code == 0, result.output

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -21,11 +21,11 @@ from rich.text import Text
 
 from agentarch import formats
 from agentarch.cli.common import App, ArchiveOpt, archive_path, err, fail, open_archive, out, print_table
-from agentarch.llm import prompts
-from agentarch.store import browse, judgments
-from agentarch.store.archive import Archive
+from agentarch.store import judgments
 from agentarch.store.scoring import GRAPH, TABLE, TRUSTED, UNVERIFIED_WHY, ScoringMix, scoring_kind
-from agentarch.tasks import recipes
+
+if TYPE_CHECKING:
+    from agentarch.store.archive import Archive
 
 archive_app = App(help="Browse and export the archive (candidates, evaluations, runs).", no_args_is_help=True)
 
@@ -95,6 +95,8 @@ def archive_ls(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
 ) -> None:
     """List candidates, newest first, with their best evaluation and how it was scored."""
+    from agentarch.store import browse
+
     filters = browse.Filters(task=only_task, status=status, verified=verified)
     with open_archive(archive_path(archive)) as db:
         rows = browse.leaderboard(db, filters, limit, (max(page, 1) - 1) * limit, sort=browse.Sort("id"))
@@ -125,6 +127,9 @@ def archive_show(
     as_json: Annotated[bool, typer.Option("--json", help="the full record as JSON")] = False,
 ) -> None:
     """Show one candidate: code, hashes, lineage, and every evaluation."""
+    from agentarch.llm import prompts
+    from agentarch.tasks import recipes
+
     with open_archive(archive_path(archive)) as db:
         cand = db.candidate(candidate_id)
         evals = db.evaluations(candidate_id)
@@ -282,6 +287,8 @@ def archive_top(
 ) -> None:
     """The best trained candidates of a task, each marked with how it was scored. When the best is unverified and a
     verified one exists, it says which that is."""
+    from agentarch.store import browse
+
     with open_archive(archive_path(archive)) as db:
         ranked = db.top(ranked_task, limit=None if verified else limit, by=by)
         rows = [row for row in ranked if not row["unverified"]][:limit] if verified else ranked

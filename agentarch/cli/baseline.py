@@ -7,7 +7,7 @@ Its own module because the baselines have their own flags, their table path and 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -46,30 +46,19 @@ from agentarch.cli.common import (
     warn_if_weak,
 )
 from agentarch.cli.progress import Watcher, exit_code, mode_for, resume_command, stop_on_signals
-from agentarch.evaluation.evaluator import EvalResult, Evaluator
-from agentarch.evaluation.executors import executor_for
-from agentarch.isolation.policy import resolve_isolation
-from agentarch.loop import run as run_lib
-from agentarch.loop.baseline import (
-    SeedResult,
-    check_screen,
-    parse_seeds,
-    record_table_best,
-    search_table,
-    search_trained,
-    summarize,
-)
-from agentarch.loop.context import BEST_OF_N
 from agentarch.loop.stopping import RunControl
 from agentarch.search.objectives import JUDGE_MEASURE, Goals
-from agentarch.search.proposers.base import Proposal
+from agentarch.search.proposers.base import BEST_OF_N, IN_SPACE, Proposal
 from agentarch.search.proposers.baselines import ALGOS, make_proposer
-from agentarch.search.proposers.llm_space import IN_SPACE, canonical_algo, in_space_model
 from agentarch.search.recipes import RecipeSpace
 from agentarch.search.spaces import SPACES, SearchSpace, get_space, space_for
-from agentarch.store.archive import Archive
 from agentarch.tasks.registry import get_task
-from agentarch.tasks.task import Task
+
+if TYPE_CHECKING:
+    from agentarch.evaluation.evaluator import EvalResult
+    from agentarch.loop.baseline import SeedResult
+    from agentarch.store.archive import Archive
+    from agentarch.tasks.task import Task
 
 
 def baseline_command(
@@ -143,6 +132,13 @@ def baseline_command(
 
         agentarch baseline --algo rea --space macro --task digits --budget 12 --search-recipe
     """
+    from agentarch.evaluation.evaluator import Evaluator
+    from agentarch.evaluation.executors import executor_for
+    from agentarch.isolation.policy import resolve_isolation
+    from agentarch.loop import run as run_lib
+    from agentarch.loop.baseline import check_screen, parse_seeds, search_trained
+    from agentarch.search.proposers.llm_space import canonical_algo, in_space_model
+
     settings = evaluating_settings(
         task=task,
         archive=archive,
@@ -289,6 +285,8 @@ def baseline_command(
 
 def _summary(algo: str, task: str, budget: int, results: list[SeedResult], options: dict[str, Any]) -> dict[str, Any]:
     """The summary line, with an in-space search's answers counted (`InSpaceModel.report`)."""
+    from agentarch.loop.baseline import summarize
+
     summary = summarize(algo, task, budget, results)
     return {**summary, "in_space": options["model"].report()} if "model" in options else summary
 
@@ -305,6 +303,8 @@ def _baseline_on_table(
     as_json: bool,
     results: list[SeedResult],
 ) -> None:
+    from agentarch.loop.baseline import record_table_best, search_table
+
     with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=err, disable=as_json) as progress:
         # a progress description is markup: the task's name is escaped into it as text
         bar = progress.add_task(

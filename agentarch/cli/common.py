@@ -10,7 +10,7 @@ import functools
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -22,12 +22,11 @@ from agentarch import formats
 from agentarch.cli.fielddocs import field_doc
 from agentarch.config import ConfigError, Settings, load_settings
 from agentarch.errors import AgentarchError
-from agentarch.evaluation.evaluator import EvalResult
-from agentarch.isolation.bubblewrap import bubblewrap_problem
-from agentarch.isolation.policy import FALLBACK_WARNING
-from agentarch.store.archive import Archive
-from agentarch.store.handle import ArchiveError
 from agentarch.tasks.builtin import TASKS
+
+if TYPE_CHECKING:
+    from agentarch.evaluation.evaluator import EvalResult
+    from agentarch.store.archive import Archive
 
 
 class App(typer.Typer):
@@ -149,6 +148,9 @@ def fail(message: str) -> typer.Exit:
 def warn_if_weak(isolation: str) -> None:
     """Say, on every command that runs candidates without bubblewrap, what the process mode does and lacks."""
     if isolation == "process":
+        from agentarch.isolation.bubblewrap import bubblewrap_problem
+        from agentarch.isolation.policy import FALLBACK_WARNING
+
         why = bubblewrap_problem() or "isolation=process was asked for"
         err.print(formats.untrusted(FALLBACK_WARNING.format(why=why), style="bold yellow"))
 
@@ -177,6 +179,9 @@ def evaluating_settings(**flags: Any) -> Settings:
 
 
 def open_archive(path: Path) -> Archive:
+    from agentarch.store.archive import Archive
+    from agentarch.store.handle import ArchiveError
+
     try:
         return Archive(path)
     except ArchiveError as e:

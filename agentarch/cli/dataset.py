@@ -15,7 +15,6 @@ import typer
 
 from agentarch import formats
 from agentarch.cli.common import ArchiveOpt, archive_path, fail, open_archive, out
-from agentarch.store import dataset
 
 
 def dataset_command(
@@ -56,6 +55,8 @@ def dataset_command(
         agentarch dataset --out digits.jsonl --task digits
         agentarch dataset --out all.jsonl --all --since 2026-12-01
     """
+    from agentarch.store import dataset
+
     path = archive_path(archive)
     if not path.is_file():
         raise fail(f"no archive at {path}; pass --archive with the archive to read")

@@ -9,14 +9,15 @@ import os
 
 from agentarch import formats
 from agentarch.cli.common import out
-from agentarch.isolation.bubblewrap import bubblewrap_problem
-from agentarch.isolation.policy import FALLBACK_WARNING
-from agentarch.isolation.privileges import CANDIDATE_UID
-from agentarch.isolation.process_mode import process_mode_gaps
 
 
 def doctor_command() -> None:
     """Say how candidate code will be isolated here, and what to install for more."""
+    from agentarch.isolation.bubblewrap import bubblewrap_problem
+    from agentarch.isolation.policy import FALLBACK_WARNING
+    from agentarch.isolation.privileges import CANDIDATE_UID
+    from agentarch.isolation.process_mode import process_mode_gaps
+
     problem = bubblewrap_problem()
     if problem is None:
         out.print(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -33,11 +33,12 @@ from agentarch.cli.common import (
     settings_or_exit,
     warn_if_weak,
 )
-from agentarch.evaluation.evaluator import EvalResult, Evaluator, eval_summary
-from agentarch.evaluation.fidelity import rung_budgets, successive_halving
-from agentarch.store.archive import Archive
 from agentarch.store.scoring import TRUSTED, UNVERIFIED_WHY, scoring_kind
 from agentarch.tasks.registry import get_task
+
+if TYPE_CHECKING:
+    from agentarch.evaluation.evaluator import EvalResult, Evaluator
+    from agentarch.store.archive import Archive
 
 
 def eval_command(
@@ -62,6 +63,8 @@ def eval_command(
 
         agentarch eval archive/seeds/image/*.py --task digits --json
     """
+    from agentarch.evaluation.evaluator import Evaluator, eval_summary
+
     settings = evaluating_settings(
         task=task,
         archive=archive,
@@ -146,6 +149,9 @@ def halve_command(
 
         agentarch halve archive/seeds/image/*.py --task digits --min-epochs 3 --max-epochs 27
     """
+    from agentarch.evaluation.evaluator import Evaluator
+    from agentarch.evaluation.fidelity import rung_budgets, successive_halving
+
     settings = settings_or_exit(task=task, archive=archive)
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:

@@ -15,7 +15,6 @@ import typer
 
 from agentarch import formats
 from agentarch.cli.common import ArchiveOpt, archive_path, fail, open_archive, out
-from agentarch.store.bundle import CARD_FILE, CODE_FILE, GRAPH_FILE, write_bundle
 
 
 def export_command(
@@ -46,6 +45,8 @@ def export_command(
         agentarch archive top --task digits
         agentarch export 12 --out models/digits-best
     """
+    from agentarch.store.bundle import CARD_FILE, CODE_FILE, GRAPH_FILE, write_bundle
+
     started = time.perf_counter()
     path = archive_path(archive)
     if not path.is_file():

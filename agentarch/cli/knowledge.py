@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
 from agentarch import formats
 from agentarch.cli.common import App, ArchiveOpt, archive_path, err, open_archive, out, print_table
-from agentarch.store import knowledge
+
+if TYPE_CHECKING:
+    from agentarch.store import knowledge
 
 knowledge_app = App(
     help="The knowledge base: Markdown or text notes (papers' ideas, a lab's lessons) indexed in the archive, which "
@@ -50,6 +52,8 @@ def knowledge_add(
 
         agentarch knowledge add notes/ --archive runs/a.db
     """
+    from agentarch.store import knowledge
+
     with open_archive(archive_path(archive)) as db:
         done = knowledge.add(db, path)
     out.print(
@@ -73,6 +77,8 @@ def knowledge_ls(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
 ) -> None:
     """List the folders and files added, with their files and entries now indexed (--entries: every entry)."""
+    from agentarch.store import knowledge
+
     with open_archive(archive_path(archive)) as db:
         rows: list[dict[str, Any]] = (
             [_entry_row(entry) for entry in knowledge.entries(db)] if show_entries else knowledge.roots(db)
@@ -115,6 +121,8 @@ def knowledge_search(
 
         agentarch knowledge search "wider residual blocks with batch norm"
     """
+    from agentarch.store import knowledge
+
     with open_archive(archive_path(archive)) as db:
         found = knowledge.search(db, query, k, [knowledge.resolve(under)] if under is not None else ())
     if as_json:

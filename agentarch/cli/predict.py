@@ -13,7 +13,6 @@ from rich.table import Table
 
 from agentarch import formats
 from agentarch.cli.common import ArchiveOpt, archive_path, open_archive, out
-from agentarch.search import predictor as predictor_lib
 
 
 def predict_command(
@@ -30,6 +29,8 @@ def predict_command(
 
         agentarch predict --task digits
     """
+    from agentarch.search import predictor as predictor_lib
+
     with open_archive(archive_path(archive)) as db:
         found = predictor_lib.examples(db, predicted_task)
         reason = predictor_lib.shortfall(found, predicted_task)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -16,9 +16,10 @@ from rich.table import Table
 
 from agentarch import formats
 from agentarch.cli.common import ArchiveOpt, archive_path, fail, open_archive, out, print_table
-from agentarch.loop import review as review_lib
-from agentarch.store.archive import Archive
 from agentarch.store.handle import ArchiveError
+
+if TYPE_CHECKING:
+    from agentarch.store.archive import Archive
 
 
 def review_command(
@@ -47,6 +48,8 @@ def review_command(
 
         agentarch review --reject 3 --reason "copies the parent with a renamed layer"
     """
+    from agentarch.loop import review as review_lib
+
     who = by or review_lib.reviewer()
     with open_archive(archive_path(archive)) as db:
         try:
@@ -70,6 +73,8 @@ def review_command(
 
 
 def _review_queue(db: Archive, who: str, list_only: bool) -> None:
+    from agentarch.loop import review as review_lib
+
     pending = db.reviews(status="pending")
     if not pending:
         out.print("no candidate waits for review")

@@ -47,11 +47,6 @@ from agentarch.cli.common import (
     warn_if_weak,
 )
 from agentarch.cli.progress import Watcher, exit_code, mode_for, resume_command, stop_on_signals
-from agentarch.evaluation.evaluator import Evaluator
-from agentarch.isolation.policy import resolve_isolation
-from agentarch.llm import fewshot, prompts
-from agentarch.loop import run as run_lib
-from agentarch.loop.context import answered_by_table
 from agentarch.loop.stopping import RunControl
 from agentarch.store import knowledge as knowledge_base
 from agentarch.store.scoring import TRUSTED, UNVERIFIED_WHY
@@ -178,6 +173,11 @@ def run_command(
 
         agentarch run --task digits --model openai/gpt-4o-mini --judge openai/gpt-4o --objective val:max --objective judge:max
     """
+    from agentarch.evaluation.evaluator import Evaluator
+    from agentarch.isolation.policy import resolve_isolation
+    from agentarch.loop import run as run_lib
+    from agentarch.loop.context import answered_by_table
+
     flags = dict(
         task=task,
         model=model[0] if model and len(model) == 1 else None,
@@ -391,6 +391,8 @@ def prompt_command(
 ) -> None:
     """Print exactly what the LLM would see for the next proposal on a task (system and user messages), with
     --knowledge DIR the knowledge entries it would be shown too."""
+    from agentarch.llm import fewshot, prompts
+
     settings = settings_or_exit(
         task=task,
         archive=archive,

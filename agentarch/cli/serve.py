@@ -15,10 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from agentarch import web
 from agentarch.cli.common import ArchiveOpt, archive_path, err, fail, open_archive, out, setting, settings_or_exit
-from agentarch.web.access import Hosts, is_loopback
-from agentarch.web.report import write_report
 
 
 def serve_command(
@@ -46,6 +43,9 @@ def serve_command(
         agentarch serve --archive archive/archive.db --port 8000
         agentarch serve --host 0.0.0.0 --generate-token --allow-host archive.lan
     """
+    from agentarch import web
+    from agentarch.web.access import Hosts, is_loopback
+
     settings = settings_or_exit(
         archive=archive, web_host=web_host, web_port=web_port, web_token=token, allow_hosts=allow_hosts
     )
@@ -84,5 +84,7 @@ def report_command(
     archive: ArchiveOpt = None,
 ) -> None:
     """Write a static HTML report of one run (summary, top candidates, plots as PNG) to share."""
+    from agentarch.web.report import write_report
+
     index = write_report(archive_path(archive), run_id, out_dir)
     out.print(f"wrote {index}")

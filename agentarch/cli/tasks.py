@@ -14,9 +14,7 @@ from rich.table import Table
 from agentarch import formats
 from agentarch.cli.common import App, fail, out, print_table, setting, settings_or_exit
 from agentarch.errors import AgentarchError
-from agentarch.tasks import taskcheck, taskfiles
 from agentarch.tasks.builtin import TASKS
-from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import Task
 
 tasks_app = App(help="The tasks: built-in ones, task files in ./tasks/, and tasks installed packages publish.")
@@ -25,6 +23,9 @@ tasks_app = App(help="The tasks: built-in ones, task files in ./tasks/, and task
 @tasks_app.callback(invoke_without_command=True)
 def tasks_command(ctx: typer.Context) -> None:
     """List the tasks, with their input shapes and default budgets (`agentarch tasks check FILE` checks a task file)."""
+    from agentarch.tasks import taskfiles
+    from agentarch.tasks.registry import get_task
+
     if ctx.invoked_subcommand is not None:
         return
     table = Table(title="tasks")
@@ -68,6 +69,8 @@ def tasks_check_command(
 
     agentarch tasks check examples/shapes/task.toml
     """
+    from agentarch.tasks import taskcheck
+
     settings = settings_or_exit(cache_dir=cache_dir, split_seed=split_seed)
     if not path.is_file():
         raise fail(f"no such file: {path}")

@@ -35,8 +35,6 @@ from agentarch.tasks.registry import get_task
 from agentarch.tasks.task import Task
 
 OFFLINE_PROPOSER = RegularizedEvolution.name
-BEST_OF_N = "best-of-n"
-"""The proposer name of the control without feedback: the LLM prompted from the seeds alone (`feedback` off)."""
 
 
 class RunAborted(RuntimeError):

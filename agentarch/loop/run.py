@@ -19,7 +19,7 @@ from agentarch.llm import client as llm_client
 from agentarch.loop import bandit
 from agentarch.loop.baseline import SeedResult, Trial
 from agentarch.loop.baseline import summarize as summarize_baseline
-from agentarch.loop.context import BEST_OF_N, RunContext, answered_by_table, in_space_of, index_knowledge
+from agentarch.loop.context import RunContext, answered_by_table, in_space_of, index_knowledge
 from agentarch.loop.events import Listener, RunEnded, RunStarted
 from agentarch.loop.graph import build, open_checkpointer
 from agentarch.loop.scheduler import Scheduler
@@ -27,6 +27,7 @@ from agentarch.loop.stopping import RunControl
 from agentarch.loop.summary import mark_scoring, summarize
 from agentarch.search.limits import Limits
 from agentarch.search.objectives import Goals
+from agentarch.search.proposers.base import BEST_OF_N
 from agentarch.search.spaces import get_space, space_for
 from agentarch.store import judgments
 from agentarch.store.archive import Archive

@@ -15,11 +15,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from agentarch.errors import AgentarchError
+
+if TYPE_CHECKING:  # the Archive that opens the file imports sqlite_utils; the parts' shared base stays light
+    import sqlite_utils
 
 
 class ArchiveError(AgentarchError, RuntimeError):

@@ -13,8 +13,9 @@ from typing import Any
 from agentarch.evaluation.evaluator import Assessment
 from agentarch.llm.client import LLMCancelled, LLMClient, LLMError
 from agentarch.loop.containment import storable
-from agentarch.loop.context import BEST_OF_N, OFFLINE_PROPOSER, RunAborted, RunContext
+from agentarch.loop.context import OFFLINE_PROPOSER, RunAborted, RunContext
 from agentarch.loop.state import CandidateState
+from agentarch.search.proposers.base import BEST_OF_N
 from agentarch.search.proposers.llm_space import IN_SPACE
 from agentarch.search.recipes import label
 from agentarch.store.names import candidate_name

@@ -18,6 +18,16 @@ from agentarch.search.limits import Limits
 from agentarch.search.objectives import MEASURES
 from agentarch.search.spaces import SearchSpace
 
+IN_SPACE = "llm-space"
+"""The in-space LLM proposer's name (agentarch.search.proposers.llm_space), as the archive's `proposer` column and
+`agentarch baseline --algo` know it."""
+BEST_OF_N = "best-of-n"
+"""The proposer name of the LLM loop's control without feedback: the LLM prompted from the seeds alone (`feedback`
+off).
+
+These two names live here, beside the interface, rather than with the proposer and the loop, so that
+`agentarch baseline --help` can list them without importing the model client, its templates or the loop."""
+
 MEASURE_COLUMNS = tuple(column for column in MEASURES.values() if column != "val_accuracy")
 """The measures besides the score that an objective may name: params, flops, latency_ms, peak_memory_mb."""
 

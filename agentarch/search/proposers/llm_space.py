@@ -52,7 +52,15 @@ import agentarch.prompt_templates
 from agentarch.errors import UsageError
 from agentarch.llm.faults import LLMCancelled, LLMError
 from agentarch.search.limits import Limits
-from agentarch.search.proposers.base import MAX_REDRAWS, Distinct, Observation, Proposal, Proposer, SpaceExhausted
+from agentarch.search.proposers.base import (
+    IN_SPACE,
+    MAX_REDRAWS,
+    Distinct,
+    Observation,
+    Proposal,
+    Proposer,
+    SpaceExhausted,
+)
 from agentarch.search.spaces import SearchSpace, SpaceError
 from agentarch.store import ranking
 from agentarch.store.ranking import Direction
@@ -62,8 +70,6 @@ if TYPE_CHECKING:
     from agentarch.store.archive import Archive
     from agentarch.tasks.task import Task
 
-IN_SPACE = "llm-space"
-"""The proposer's name, as the archive's `proposer` column and `agentarch baseline --algo` know it."""
 ALIASES = {"llm": IN_SPACE}
 """Other names `--algo` accepts for it."""
 PURPOSE = "propose-in-space"
