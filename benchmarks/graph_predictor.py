@@ -801,7 +801,7 @@ def graph_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def train_all(todo: list[dict[str, Any]], args: argparse.Namespace, folder: Path) -> dict[str, float]:
     """Train every candidate through the sandbox into one archive (`--workers` at once, each with its own handle);
-    the seconds each took, by name."""
+    the seconds each took, by task/name (an LLM-style name can recur in both graph tasks)."""
     from agentarch.tasks.registry import get_task
 
     jobs: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -826,7 +826,7 @@ def train_all(todo: list[dict[str, Any]], args: argparse.Namespace, folder: Path
                 result = evaluators[case["task"]].evaluate(
                     case["code"], case["name"], proposer=case["group"], space=case.get("space"), arch=case.get("arch")
                 )
-                seconds[case["name"]] = time.perf_counter() - started
+                seconds[f"{case['task']}/{case['name']}"] = time.perf_counter() - started
                 if result.status != "trained":
                     print(f"  {case['name']}: {result.status}: {(result.reason or '')[:160]}", flush=True)
                 done = len(seconds)
@@ -1125,7 +1125,6 @@ def run(args: argparse.Namespace, todo: list[dict[str, Any]], tasks: list[str], 
     seconds = train_all(todo, args, folder)
     wall = time.perf_counter() - began
     rows = collect(folder, todo, tasks)
-    trained = {r["name"] for r in rows}
     columns = sorted({k for r in rows for k in r["features"]})
     with Archive(folder / "archive.db") as db:
         failures = {
@@ -1138,7 +1137,7 @@ def run(args: argparse.Namespace, todo: list[dict[str, Any]], tasks: list[str], 
                 f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
                 for k, v in vars(args).items() if k != "report" and v is not False),
             "machine": machine(), "wall_s": wall, "epochs": args.epochs, "node_epochs": args.node_epochs,
-            "workers": args.workers, "candidates": len(todo), "trained": len(trained),
+            "workers": args.workers, "candidates": len(todo), "trained": len(rows),
             "median_s": statistics.median(seconds.values()), "failures": failures, "date": time.strftime("%Y-%m-%d"),
         },
         "columns": columns,
