@@ -24,10 +24,13 @@ predictor fitted on the task's other groups only (space and seed candidates).
 
 With --graphs, the same for the two built-in graph tasks instead (sbm-nodes: node classification, sbm-graphs: graph
 classification): their seeds, samples of the gnn and gnnpool spaces, and LLM-style GNNs (`gnn_variant`), written to
-benchmarks/graph_predictor_gnn.json and the page's last section (GNN_SECTION).
+benchmarks/graph_predictor_gnn.json and the page's section GNN_SECTION. With --graphs --broad, a second sample of the
+graph tasks whose LLM-style group is drawn from more families (`broad_gnn`: `gnn_variant` and GIN, multi-head GAT,
+GraphSAGE, GatedGCN, with attention and mixed readouts), written to benchmarks/graph_predictor_gnn_broad.json and the
+section BROAD_SECTION, after the first.
 
-Run: .venv/bin/python benchmarks/graph_predictor.py [--workers 2] [--epochs 2] [--graphs] (trains, writes the JSON
-and the .md); --report writes the page (with --graphs: its graph tasks' section) again from the JSON alone.
+Run: .venv/bin/python benchmarks/graph_predictor.py [--workers 2] [--epochs 2] [--graphs [--broad]] (trains, writes
+the JSON and the .md); --report writes the page (with --graphs: that sample's section) again from the JSON alone.
 """
 
 from __future__ import annotations
