@@ -20,7 +20,15 @@ from agentarch.runner import runner, trainer
 from agentarch.evaluation.graphs.features import graph_features
 from agentarch.tasks.preparation import prepare
 from agentarch.tasks.registry import get_task
-from benchmarks.graph_predictor import FAMILIES, READOUT, broad_gnn, gnn_family
+from benchmarks.graph_predictor import (
+    BROAD_SECTION,
+    FAMILIES,
+    GNN_SECTION,
+    READOUT,
+    broad_gnn,
+    gnn_family,
+    with_section,
+)
 
 NAMED = [family for family in FAMILIES if family != "variant"]
 DRAWS = 2
@@ -99,3 +107,15 @@ def test_every_readout_is_drawn_and_exports(readout, inputs, tmp_path):
 def test_the_broad_sample_draws_every_family():
     rng = random.Random(27)
     assert {broad_gnn(rng, True)[0] for _ in range(40)} == set(FAMILIES)
+
+
+def test_a_samples_section_replaces_its_own_and_keeps_the_others_in_order():
+    """The page keeps every section it has: writing one graph sample's section again leaves the image tasks' and the
+    other sample's as they stand (their figures take minutes to compute), the first sample before the second."""
+    image = "# page\n\n## digits\n\n| a |\n"
+    first, second = f"{GNN_SECTION}\n\n### sbm-nodes\n\none\n", f"{BROAD_SECTION}\n\n### sbm-nodes\n\ntwo\n"
+    page = with_section(with_section(image, first), second)
+    assert page == f"{image}\n{first}\n{second}"
+    again = with_section(page, first.replace("one", "ONE"))
+    assert again == f"{image}\n{first.replace('one', 'ONE')}\n{second}"
+    assert with_section(with_section(image, second), first) == page  # the first sample's section goes first
