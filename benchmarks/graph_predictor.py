@@ -24,10 +24,13 @@ predictor fitted on the task's other groups only (space and seed candidates).
 
 With --graphs, the same for the two built-in graph tasks instead (sbm-nodes: node classification, sbm-graphs: graph
 classification): their seeds, samples of the gnn and gnnpool spaces, and LLM-style GNNs (`gnn_variant`), written to
-benchmarks/graph_predictor_gnn.json and the page's last section (GNN_SECTION).
+benchmarks/graph_predictor_gnn.json and the page's section GNN_SECTION. With --graphs --broad, a second sample of the
+graph tasks whose LLM-style group is drawn from more families (`broad_gnn`: `gnn_variant` and GIN, multi-head GAT,
+GraphSAGE, GatedGCN, with attention and mixed readouts), written to benchmarks/graph_predictor_gnn_broad.json and the
+section BROAD_SECTION, after the first.
 
-Run: .venv/bin/python benchmarks/graph_predictor.py [--workers 2] [--epochs 2] [--graphs] (trains, writes the JSON
-and the .md); --report writes the page (with --graphs: its graph tasks' section) again from the JSON alone.
+Run: .venv/bin/python benchmarks/graph_predictor.py [--workers 2] [--epochs 2] [--graphs [--broad]] (trains, writes
+the JSON and the .md); --report writes the page (with --graphs: that sample's section) again from the JSON alone.
 """
 
 from __future__ import annotations
@@ -63,7 +66,10 @@ OUT_MD, OUT_JSON = HERE / "graph_predictor.md", HERE / "graph_predictor.json"
 OUT_GNN_JSON = HERE / "graph_predictor_gnn.json"
 """The graph tasks' run (--graphs): its own candidates and figures, a section of the same page."""
 GNN_SECTION = "## Graph tasks (node and graph classification)"
-"""Where the graph tasks' section starts on the page: --graphs --report rewrites the page from there on only."""
+"""Where the graph tasks' section starts on the page: --graphs --report rewrites that section only."""
+OUT_BROAD_JSON = HERE / "graph_predictor_gnn_broad.json"
+"""The graph tasks' second sample (--graphs --broad: more families of LLM-style GNNs), its own section."""
+BROAD_SECTION = "## Graph tasks, a second sample: more families of LLM-style GNNs"
 SPLITS, FOLDS = 10, 5
 VARIANTS = {"without graph": "none", "with graph": "all"}
 GROUP_ORDER = ("seeds", "nb201", "macro", "mlp", "gnn", "gnnpool", "llm", "all")
@@ -497,6 +503,222 @@ def graph_gnn(rng: random.Random) -> str:
     return gnn_variant(rng, readout=True)
 
 
+# -- a broader sample of LLM-style GNNs (the second graph sample) ---------------------------------------------------
+
+READOUT = {
+    **{name: f"\n\ndef pool(h, batch, graphs):\n{code}" for name, code in POOL.items()},
+    "attention": """
+
+class AttentionPool(nn.Module):
+    \"\"\"Global attention pooling: a softmax over each graph's nodes of a learned score.\"\"\"
+
+    def __init__(self, dim):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, h, batch, graphs):
+        s = self.score(h).squeeze(-1)
+        top = (torch.zeros(graphs, dtype=h.dtype) - float("inf")).scatter_reduce(0, batch, s, reduce="amax", include_self=True)
+        w = (s - top[batch].detach()).exp()
+        total = torch.zeros(graphs, dtype=h.dtype).index_add_(0, batch, w)
+        return torch.zeros(graphs, h.shape[1], dtype=h.dtype).index_add_(0, batch, h * (w / total[batch]).unsqueeze(1))
+""",
+    "mixed": """
+
+def pool(h, batch, graphs):
+    total = torch.zeros(graphs, h.shape[1], dtype=h.dtype).index_add_(0, batch, h)
+    count = torch.zeros(graphs, dtype=h.dtype).index_add_(0, batch, torch.ones_like(batch, dtype=h.dtype))
+    rows = torch.zeros(graphs, h.shape[1], dtype=h.dtype) - float("inf")
+    top = rows.scatter_reduce(0, batch.unsqueeze(1).expand_as(h), h, reduce="amax", include_self=True)
+    return torch.cat([total / count.clamp(min=1).unsqueeze(1), top], dim=1)
+""",
+}
+"""Graph classification's readouts by `batch` as an LLM writes them: sum, mean, max, attention pooling (a softmax
+over each graph's nodes) or mean and max concatenated ("mixed", twice the width into the head)."""
+
+FAMILY_LAYERS = {
+    "gin": """class GINConv(nn.Module):
+    \"\"\"GIN: (1 + eps) * h + the sum of the neighbours, through an MLP.\"\"\"
+
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.eps = {eps}
+        self.mlp = nn.Sequential(nn.Linear(d_in, {ratio} * d_out), {mlp_norm}{act}, nn.Linear({ratio} * d_out, d_out))
+
+    def forward(self, h, src, dst):
+        agg = torch.zeros_like(h).index_add_(0, dst, h[src])
+        return self.mlp((1 + self.eps) * h + agg)
+""",
+    "gat": """class GATConv(nn.Module):
+    \"\"\"Multi-head graph attention: each head a softmax over a node's incoming edges.\"\"\"
+
+    def __init__(self, d_in, d_out, heads={heads}, concat={concat}):
+        super().__init__()
+        self.heads, self.concat = heads, concat
+        self.d = d_out // heads if concat else d_out
+        self.lin = nn.Linear(d_in, heads * self.d, bias=False)
+        self.att_src = nn.Parameter(torch.randn(heads, self.d) * 0.1)
+        self.att_dst = nn.Parameter(torch.randn(heads, self.d) * 0.1)
+        self.bias = nn.Parameter(torch.zeros(heads * self.d if concat else self.d))
+        self.skip = nn.Linear(d_in, heads * self.d if concat else self.d, bias=False)
+
+    def forward(self, h, src, dst):
+        n = h.shape[0]
+        z = self.lin(h).reshape(-1, self.heads, self.d)
+        e = F.leaky_relu((z * self.att_src).sum(-1)[src] + (z * self.att_dst).sum(-1)[dst], 0.2)
+        index = dst.unsqueeze(1).expand_as(e)
+        top = (torch.zeros(n, self.heads, dtype=h.dtype) - float("inf")).scatter_reduce(0, index, e, reduce="amax", include_self=True)
+        w = (e - top[dst].detach()).exp()
+        total = torch.zeros(n, self.heads, dtype=h.dtype).index_add_(0, dst, w)
+        alpha = F.dropout(w / (total[dst] + 1e-16), p={att_drop}, training=self.training)
+        out = torch.zeros_like(z).index_add_(0, dst, z[src] * alpha.unsqueeze(-1))
+        out = out.reshape(-1, self.heads * self.d) if self.concat else out.mean(dim=1)
+        return out + self.bias + self.skip(h)
+""",
+    "sage": """class SAGEConv(nn.Module):
+    \"\"\"GraphSAGE: the node's own state and its neighbours' {sage_agg} concatenated, one linear map.\"\"\"
+
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.lin = nn.Linear(2 * d_in, d_out)
+
+    def forward(self, h, src, dst):
+        n = h.shape[0]
+{sage_code}        out = self.lin(torch.cat([h, agg], dim=1))
+{sage_normalize}        return out
+""",
+    "gated": """class GatedGCNLayer(nn.Module):
+    \"\"\"GatedGCN (Bresson and Laurent): edge gates from both ends and the edge's own state; a node takes the
+    gate-weighted mean of its neighbours; node and edge states both updated, with residuals.\"\"\"
+
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.A, self.B = nn.Linear(d_in, d_out), nn.Linear(d_in, d_out)
+        self.C = nn.Linear(d_in, d_out)
+        self.D, self.E = nn.Linear(d_in, d_out), nn.Linear(d_in, d_out)
+        self.norm_h, self.norm_e = {gated_norm_h}, {gated_norm_e}
+        self.act = {act}
+
+    def forward(self, h, e, src, dst):
+        e_new = self.D(h)[dst] + self.E(h)[src] + self.C(e)
+        gate = torch.sigmoid(e_new)
+        num = torch.zeros_like(h).index_add_(0, dst, gate * self.B(h)[src])
+        den = torch.zeros_like(h).index_add_(0, dst, gate)
+        h_new = self.A(h) + num / (den + 1e-6)
+        h_new = self.act(self.norm_h(h_new))
+        e_new = self.act(self.norm_e(e_new))
+        return h + h_new, e + e_new
+""",
+}
+"""Each family's message-passing layer, as an LLM writes it (placeholders in braces: what the generator draws)."""
+
+SAGE_AGG = {
+    "mean": "        agg = torch.zeros_like(h).index_add_(0, dst, h[src])\n"
+    "        deg = torch.zeros(n, dtype=h.dtype).index_add_(0, dst, torch.ones_like(dst, dtype=h.dtype))\n"
+    "        agg = agg / deg.clamp(min=1).unsqueeze(1)\n",
+    "max": "        index = dst.unsqueeze(1).expand(-1, h.shape[1])\n"
+    '        agg = torch.full_like(h, float("-inf")).scatter_reduce(0, index, h[src], reduce="amax", include_self=True)\n'
+    "        agg = torch.where(torch.isinf(agg), torch.zeros_like(agg), agg)\n",
+    "sum": "        agg = torch.zeros_like(h).index_add_(0, dst, h[src])\n",
+}
+
+
+def gnn_family(rng: random.Random, readout: bool, family: str) -> str:
+    """A GNN of a named family as an LLM writes one, a stack of the family's layers (FAMILY_LAYERS): GIN (sum and an
+    MLP, eps learned or 0), GAT (several heads, concatenated or averaged, a skip map), GraphSAGE (self and neighbour
+    states concatenated; mean, max or sum; L2-normalised or not), GatedGCN (edge-gated, with edge states). Drawn
+    around it: an input embedding or none, depth, width, activation, norm, dropout, residual connections, jumping
+    knowledge (none, every layer's states concatenated, or their maximum), a one- or two-layer head; for graph
+    classification a readout (READOUT)."""
+    depth, width, act = rng.randint(1, 4), rng.choice([16, 32, 64]), rng.choice(list(GNN_ACTS))
+    norm = (
+        "nn.Identity()"
+        if family == "gated"
+        else rng.choice(["nn.Identity()", "nn.LayerNorm(width)", "nn.BatchNorm1d(width)"])
+    )
+    embed = family == "gated" or rng.random() < 0.5
+    residual = family != "gated" and rng.random() < 0.5
+    jk = rng.choice(["none", "none", "cat", "max"])
+    dropout, two_layer_head = rng.choice([0.0, 0.1, 0.5]), rng.random() < 0.5
+    pool = rng.choice(list(READOUT)) if readout else ""
+    fill = {
+        "act": GNN_ACTS[act], "eps": rng.choice(["nn.Parameter(torch.zeros(1))", "0.0"]), "ratio": rng.choice([1, 2]),
+        "mlp_norm": rng.choice(["", "nn.BatchNorm1d({ratio} * d_out), "]), "heads": rng.choice([2, 4, 8]),
+        "concat": rng.random() < 0.6, "att_drop": rng.choice([0.0, 0.2, 0.6]), "sage_agg": rng.choice(list(SAGE_AGG)),
+        "sage_normalize": rng.choice(["", "        out = out / (out * out).sum(-1, keepdim=True).sqrt().clamp(min=1e-6)\n"]),
+        "gated_norm_h": rng.choice(["nn.BatchNorm1d(d_out)", "nn.LayerNorm(d_out)", "nn.Identity()"]),
+    }  # fmt: skip
+    fill["mlp_norm"] = fill["mlp_norm"].replace("{ratio}", str(fill["ratio"]))
+    fill["sage_code"] = SAGE_AGG[fill["sage_agg"]]
+    fill["gated_norm_e"] = fill["gated_norm_h"]
+    layer_code = FAMILY_LAYERS[family].format(**fill)
+    layer_class = {"gin": "GINConv", "gat": "GATConv", "sage": "SAGEConv", "gated": "GatedGCNLayer"}[family]
+    first = "width" if embed else "in_shape[0]"
+    head_in = {"cat": f"width * {depth}", "max": "width", "none": "width"}[jk] + (" * 2" if pool == "mixed" else "")
+    head = (
+        f"nn.Sequential(nn.Linear({head_in}, width), {GNN_ACTS[act]}, nn.Dropout({dropout}), nn.Linear(width, "
+        "num_classes))"
+        if two_layer_head
+        else f"nn.Linear({head_in}, num_classes)"
+    )
+    edges = "        e = self.edge_init.expand(src.shape[0], -1)\n" if family == "gated" else ""
+    call = "h_new, e = layer(h, e, src, dst)" if family == "gated" else "h_new = layer(h, src, dst)"
+    step = (
+        "h = h_new"
+        if family == "gated"
+        else f"h_new = F.dropout(self.act(norm(h_new)), p={dropout}, training=self.training)\n"
+        + "            "
+        + ("h = h + h_new if i > 0 else h_new" if residual else "h = h_new")
+    )
+    combine = {"cat": "torch.cat(states, dim=1)", "max": "torch.stack(states, dim=0).amax(dim=0)", "none": "h"}[jk]
+    inputs = "x, edge_index, batch" if readout else "x, edge_index"
+    pool_init = f"        self.pool = AttentionPool({head_in})\n" if pool == "attention" else ""
+    pool_call = "self.pool" if pool == "attention" else "pool"
+    pooled = f"        h = {pool_call}(h, batch, batch.max() + 1)\n" if readout else ""
+    return (
+        f'"""A {depth}-layer {family} GNN (width {width}, {act}, residual={residual}, jk={jk}'
+        + (f", {pool} readout" if readout else "")
+        + ')."""\n\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n'
+        + layer_code
+        + (READOUT[pool] if readout else "")
+        + f"""
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        width = {width}
+        self.embed = {"nn.Linear(in_shape[0], width)" if embed else "nn.Identity()"}
+        dims = [{first}] + [width] * {depth}
+        self.layers = nn.ModuleList({layer_class}(a, b) for a, b in zip(dims, dims[1:]))
+        self.norms = nn.ModuleList({norm} for _ in range({depth}))
+        self.act = {GNN_ACTS[act]}
+{"        self.edge_init = nn.Parameter(torch.zeros(1, width))" + chr(10) if family == "gated" else ""}{pool_init}        self.head = {head}
+
+    def forward(self, {inputs}):
+        src, dst = edge_index[0], edge_index[1]
+        h = self.embed(x)
+{edges}        states = []
+        for i, (layer, norm) in enumerate(zip(self.layers, self.norms)):
+            {call}
+            {step}
+            states.append(h)
+        h = {combine}
+{pooled}        return self.head(h)
+"""
+    )
+
+
+FAMILIES = ("variant", "gin", "gat", "sage", "gated")
+"""The broader sample's families, drawn with equal odds: `gnn_variant`'s layers (sum, mean, max, GCN, single-head
+attention, none) and the four named families of `gnn_family`."""
+
+
+def broad_gnn(rng: random.Random, readout: bool) -> tuple[str, str]:
+    """An LLM-style GNN of the broader sample: its family (FAMILIES, equal odds) and its code."""
+    family = rng.choice(FAMILIES)
+    return family, gnn_variant(rng, readout) if family == "variant" else gnn_family(rng, readout, family)
+
+
 IMAGE_LLM = ((cnn, 10), (resnet, 7), (separable, 7), (mlp, 7), (vit, 5), (mixer, 5))
 TABLE_LLM = ((mlp, 8), (gated, 7), (feature_tokens, 5), (wide_deep, 5))
 
@@ -552,7 +774,7 @@ def cases(args: argparse.Namespace, table: str) -> list[dict[str, Any]]:
 
 def graph_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every candidate of the graph tasks: the seeds, samples of the gnn space (sbm-nodes) and of the gnnpool space
-    (sbm-graphs), and LLM-style GNNs (`gnn_variant`)."""
+    (sbm-graphs), and LLM-style GNNs (`gnn_variant`; with --broad, `broad_gnn`'s families)."""
     found: list[dict[str, Any]] = []
     for kind, task in GRAPH_TASKS.items():
         for path in sorted((REPO / "archive" / "seeds" / kind).glob("*.py")):
@@ -567,6 +789,13 @@ def graph_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
         for arch in archs:
             found.append({"task": task, "group": space, "name": f"{space}-{arch}", "space": space, "arch": arch,
                           "code": SPACES[space].render(arch, TASKS[task])})  # fmt: skip
+    if args.broad:  # one generator for both tasks; each network named by its family
+        rng = random.Random(args.seed)
+        for task, readout in (("sbm-nodes", False), ("sbm-graphs", True)):
+            for i in range(args.llm):
+                family, code = broad_gnn(rng, readout)
+                found.append({"task": task, "group": "llm", "name": f"llm-{family}-{i}", "code": code})
+        return found
     for task, family in (("sbm-nodes", node_gnn), ("sbm-graphs", graph_gnn)):
         for name, code in llm_cases(((family, args.llm),), args.seed):
             found.append({"task": task, "group": "llm", "name": f"llm-{name}", "code": code})
@@ -575,7 +804,7 @@ def graph_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def train_all(todo: list[dict[str, Any]], args: argparse.Namespace, folder: Path) -> dict[str, float]:
     """Train every candidate through the sandbox into one archive (`--workers` at once, each with its own handle);
-    the seconds each took, by name."""
+    the seconds each took, by task/name (an LLM-style name can recur in both graph tasks)."""
     from agentarch.tasks.registry import get_task
 
     jobs: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -600,7 +829,7 @@ def train_all(todo: list[dict[str, Any]], args: argparse.Namespace, folder: Path
                 result = evaluators[case["task"]].evaluate(
                     case["code"], case["name"], proposer=case["group"], space=case.get("space"), arch=case.get("arch")
                 )
-                seconds[case["name"]] = time.perf_counter() - started
+                seconds[f"{case['task']}/{case['name']}"] = time.perf_counter() - started
                 if result.status != "trained":
                     print(f"  {case['name']}: {result.status}: {(result.reason or '')[:160]}", flush=True)
                 done = len(seconds)
@@ -775,11 +1004,28 @@ def tables(rows: list[dict[str, Any]], tasks: list[str], meta: dict[str, Any], h
     return lines
 
 
-def graph_report(data: dict[str, Any]) -> str:
-    """The graph tasks' section of the page (GNN_SECTION on), from the --graphs run's JSON."""
+def with_section(page: str, section: str) -> str:
+    """The page with `section` (a "## " heading and what follows) in place of the section of that heading, or after
+    the page's last section where it has none; the graph sections come last, the first sample before the second."""
+    heading = section.split("\n", 1)[0]
+    before, found, after = page.partition("\n" + heading + "\n")
+    if not found:
+        if heading == GNN_SECTION and "\n" + BROAD_SECTION + "\n" in page:
+            before, _, after = page.partition("\n" + BROAD_SECTION + "\n")
+            return before.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n\n" + BROAD_SECTION + "\n" + after
+        return page.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    rest = after.partition("\n## ")
+    tail = "\n## " + rest[2] if rest[1] else ""
+    return before.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n" + tail
+
+
+def graph_report(data: dict[str, Any], broad: bool = False) -> str:
+    """A graph sample's section of the page (GNN_SECTION, or BROAD_SECTION for the --broad sample), from its JSON."""
     meta = data["meta"]
     columns = data["columns"]
     rows = [{**r, "features": {c: v for c, v in zip(columns, r["values"]) if v is not None}} for r in data["rows"]]
+    if broad:
+        return broad_report(data, rows)
     lines = [
         GNN_SECTION,
         "",
@@ -810,6 +1056,61 @@ def graph_report(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def broad_report(data: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The second graph sample's section (BROAD_SECTION): the first's protocol on a sample drawn by `broad_gnn`, and
+    its LLM-style networks by family."""
+    meta = data["meta"]
+    lines = [
+        BROAD_SECTION,
+        "",
+        f"`{meta['command']}` on {meta['machine']}; {meta['trained']} of {meta['candidates']} candidates trained "
+        f"in {meta['wall_s'] / 60:.1f} minutes ({meta['node_epochs']} epochs on sbm-nodes, {meta['epochs']} on "
+        f"sbm-graphs; graph scoring, {meta['workers']} sandbox jobs at once, one thread each; median "
+        f"{meta['median_s']:.1f} s a candidate). benchmarks/graph_predictor_gnn_broad.json keeps every candidate's "
+        "score and features; `.venv/bin/python benchmarks/graph_predictor.py --graphs --broad --report` writes this "
+        "section again from it.",
+        "",
+        "The section above's protocol and settings on a second sample: another seed for the spaces' samples, and the "
+        "LLM-style group drawn by `broad_gnn` from five families with equal odds: `gnn_variant` (the first sample's "
+        "generator) and four that it lacks, each written as an LLM writes it (`gnn_family`): GIN (sum of the "
+        "neighbours plus (1 + eps) times the node, eps learned or 0, through a one- or two-width MLP, batch norm in "
+        "it or not), GAT (2, 4 or 8 heads, concatenated or averaged, attention dropout, a skip map), GraphSAGE (the "
+        "node's state and its neighbours' mean, max or sum concatenated into one linear map, L2-normalised or not) "
+        "and GatedGCN (edge gates from both ends and an edge state, a gate-weighted mean, node and edge states "
+        "updated with residuals); around each an input embedding or none, 1 to 4 layers, widths, activations, "
+        "norms, dropout, residuals, jumping knowledge (none, concatenated or maximum) and a one- or two-layer head; "
+        "for sbm-graphs a readout: sum, mean, max, attention pooling or mean and max concatenated. A network's name "
+        "says its family.",
+        "",
+        *tables(rows, list(GRAPH_TASKS.values()), meta, "###"),
+        "### The LLM-style networks by family",
+        "",
+        "| task | family | n | val accuracy min / median / max | message layers min / max |",
+        "| --- | --- | ---: | --- | --- |",
+    ]
+    for task in GRAPH_TASKS.values():
+        for family in FAMILIES:
+            mine = [r for r in rows if r["task"] == task and r["name"].startswith(f"llm-{family}-")]
+            if not mine:
+                continue
+            scores = sorted(r["score"] for r in mine)
+            layers = [r["features"].get("graph.mp.layers", math.nan) for r in mine]
+            lines.append(
+                f"| {task} | {family} | {len(mine)} | {scores[0]:.3f} / {statistics.median(scores):.3f} / "
+                f"{scores[-1]:.3f} | {min(layers):.0f} / {max(layers):.0f} |"
+            )
+    lines += [
+        "",
+        "### What the second sample says",
+        "",
+        *meta.get("notes", ["(notes are added by hand after a run)"]),
+        "",
+    ]
+    if meta["failures"]:
+        lines += ["Not trained:", "", *[f"- {name}: {why}" for name, why in meta["failures"].items()], ""]
+    return "\n".join(lines)
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -827,7 +1128,6 @@ def run(args: argparse.Namespace, todo: list[dict[str, Any]], tasks: list[str], 
     seconds = train_all(todo, args, folder)
     wall = time.perf_counter() - began
     rows = collect(folder, todo, tasks)
-    trained = {r["name"] for r in rows}
     columns = sorted({k for r in rows for k in r["features"]})
     with Archive(folder / "archive.db") as db:
         failures = {
@@ -840,7 +1140,7 @@ def run(args: argparse.Namespace, todo: list[dict[str, Any]], tasks: list[str], 
                 f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
                 for k, v in vars(args).items() if k != "report" and v is not False),
             "machine": machine(), "wall_s": wall, "epochs": args.epochs, "node_epochs": args.node_epochs,
-            "workers": args.workers, "candidates": len(todo), "trained": len(trained),
+            "workers": args.workers, "candidates": len(todo), "trained": len(rows),
             "median_s": statistics.median(seconds.values()), "failures": failures, "date": time.strftime("%Y-%m-%d"),
         },
         "columns": columns,
@@ -865,21 +1165,27 @@ def main() -> None:
     parser.add_argument("--llm", type=int, default=8, help="LLM-style GNNs per graph task (--graphs)")
     parser.add_argument("--seed", type=int, default=25)
     parser.add_argument("--graphs", action="store_true", help="the graph tasks (sbm-nodes, sbm-graphs) instead")
+    parser.add_argument("--broad", action="store_true", help="with --graphs: the second sample, more GNN families")
     parser.add_argument("--report", action="store_true", help="only write the page again from the JSON")
     args = parser.parse_args()
+    if args.broad and not args.graphs:
+        parser.error("--broad is a sample of the graph tasks: give --graphs with it")
+    graph_json = OUT_BROAD_JSON if args.broad else OUT_GNN_JSON
     if not args.report:
         os.environ.setdefault("AGENTARCH_WEAK_SANDBOX_OK", "1")  # where bubblewrap is missing: process isolation
         folder = Path(tempfile.mkdtemp(prefix="graph_predictor."))
         if args.graphs:
-            run(args, graph_cases(args), list(GRAPH_TASKS.values()), folder, OUT_GNN_JSON)
+            run(args, graph_cases(args), list(GRAPH_TASKS.values()), folder, graph_json)
         else:
             run(args, cases(args, table_task(folder)), list(TASK_NAMES.values()), folder, OUT_JSON)
-    if args.graphs:  # the image tasks' part of the page as it stands (computing it again takes minutes)
-        page = OUT_MD.read_text().split("\n" + GNN_SECTION)[0] if OUT_MD.exists() else ""
+    if args.graphs:  # the page's other sections as they stand (computing them again takes minutes)
+        page = OUT_MD.read_text() if OUT_MD.exists() else ""
+        page = with_section(page, graph_report(json.loads(graph_json.read_text()), args.broad))
     else:
         page = report(json.loads(OUT_JSON.read_text()))
-    if OUT_GNN_JSON.exists():
-        page = page.rstrip("\n") + "\n\n" + graph_report(json.loads(OUT_GNN_JSON.read_text()))
+        for broad, found in ((False, OUT_GNN_JSON), (True, OUT_BROAD_JSON)):
+            if found.exists():
+                page = with_section(page, graph_report(json.loads(found.read_text()), broad))
     OUT_MD.write_text(page)
     print(page)
 
