@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from agentarch.isolation.cputime import cgroup_usage_s
 from agentarch.isolation.owners import owner_gone
-from agentarch.isolation.scratch import unmount_scratch
+from agentarch.isolation.scratch import SCRATCH_PREFIX, reap_scratch
 
 STALE_CGROUP_S = 6 * 3600
 """A job's cgroup older than this with no process left was orphaned by a killed orchestrator."""
@@ -46,15 +45,12 @@ def sweep_stale(parent: Path) -> None:
             if _owner_gone(job.name):
                 Cgroup.at(job).kill_all()
                 scratch = Path(tempfile.gettempdir()) / job.name.rpartition(".")[0]
-                if scratch.name.startswith("agentarch-job-") and scratch.is_dir():
-                    unmount_scratch(scratch)
-                    subprocess.run(
-                        ["rm", "-rf", "--one-file-system", "--", str(scratch)], capture_output=True, timeout=60
-                    )
+                if scratch.name.startswith(SCRATCH_PREFIX):
+                    reap_scratch(scratch)
             elif time.time() - job.stat().st_mtime <= STALE_CGROUP_S:
                 continue
             job.rmdir()
-        except (OSError, subprocess.TimeoutExpired):
+        except OSError:
             pass
 
 

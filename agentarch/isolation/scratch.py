@@ -39,9 +39,10 @@ _swept = {"at": float("-inf")}
 _sweep_lock = threading.Lock()
 
 
-def make_scratch() -> Path:
-    """A new job's scratch directory, private to the host (0700), named with this orchestrator's tag."""
-    path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{owner_tag()}-"))
+def make_scratch(parent: Path | None = None) -> Path:
+    """A new job's scratch directory, private to the host (0700), named with this orchestrator's tag, under `parent`
+    (the temporary directory)."""
+    path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{owner_tag()}-", dir=parent))
     os.chmod(path, 0o700)
     return path
 
@@ -70,21 +71,30 @@ def sweep_stale_scratch(parent: Path | None = None, force: bool = False) -> list
     for name in names:
         tag = OWNED_SCRATCH.match(name)
         path = parent / name
-        if tag is None or not owner_gone(tag.group(1)):
-            continue
-        try:
-            info = os.lstat(path)
-        except OSError:
-            continue
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (os.geteuid(), CANDIDATE_UID):
-            continue
-        if os.path.ismount(path):
-            unmount_scratch(path)
-        remove_scratch(path)
-        if not os.path.lexists(path):
+        if tag is not None and owner_gone(tag.group(1)) and reap_scratch(path):
             removed.append(path)
             log.info("removed the scratch directory %s, left by an orchestrator that no longer runs", path)
     return removed
+
+
+def reap_scratch(path: Path) -> bool:
+    """Unmount and remove what a dead orchestrator's job left at `path` (both sweeps: this module's, and the stale
+    cgroups' in cgroups.py); whether it is gone.
+
+    The name is public and may be anyone's by now (the folder already removed, the name made again), so only a real
+    directory (never a symlink: `umount` follows one, and would detach the mount it points to) owned by this host
+    user or the candidate user is touched. A mount point cannot be renamed or removed while mounted, so the one that
+    `ismount` saw is the one unmounted."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (os.geteuid(), CANDIDATE_UID):
+        return False
+    if os.path.ismount(path):
+        unmount_scratch(path)
+    remove_scratch(path)
+    return not os.path.lexists(path)
 
 
 def mount_scratch(path: Path, size_mb: int) -> bool:
@@ -125,8 +135,32 @@ def remove_scratch(scratch: Path, timeout_s: float = 60.0) -> None:
     depth without recursion, never follows a symlink and stays on one file system; when it
     leaves something (modes the host's user cannot override), `chmod -R u+rwX`, which skips
     symlinks, comes first. The processes of the job are dead by now, so nothing refills it.
+
+    The scratch's name is public (the temporary directory is listable, and sticky: anyone may make a free name), so
+    once a first `rm` freed it, another user could make it a symlink before the `chmod -R`, which follows a symlink
+    named on its command line: the host changed the modes of whatever it pointed to. So the tree is first moved
+    into a fresh folder of this orchestrator's (make_scratch: private, and swept like scratch should this
+    orchestrator die), and every command names the tree there, where no other user can make a name.
     """
-    path = str(scratch)
+    try:
+        hold = make_scratch(scratch.parent)
+    except OSError as err:
+        log.warning("could not remove the scratch directory %s: %s", scratch, err)
+        return
+    tree = hold / "tree"
+    try:
+        os.rename(scratch, tree)
+        moved = os.lstat(tree)
+    except OSError as err:  # gone already, or a mount that would not come off (EBUSY)
+        os.rmdir(hold)
+        if os.path.lexists(scratch):
+            log.warning("could not remove the scratch directory %s: %s", scratch, err)
+        return
+    if not stat.S_ISDIR(moved.st_mode):  # not a tree: what stood at the name is unlinked, never followed
+        os.unlink(tree)
+        os.rmdir(hold)
+        return
+    path = str(tree)
     attempts = (
         ["rm", "-rf", "--one-file-system", "--", path],
         ["chmod", "-R", "u+rwX", "--", path],
@@ -135,11 +169,13 @@ def remove_scratch(scratch: Path, timeout_s: float = 60.0) -> None:
     said = ""
     for command in attempts:
         if not os.path.lexists(path):
-            return
+            break
         try:
             done = subprocess.run(command, capture_output=True, timeout=timeout_s, check=False)
             said = done.stderr.decode(errors="replace")
         except (OSError, subprocess.TimeoutExpired) as err:
             said = str(err)
     if os.path.lexists(path):
-        log.warning("could not remove the scratch directory %s: %s", path, cap_text(said, 500))
+        log.warning("could not remove the scratch directory %s (moved to %s): %s", scratch, path, cap_text(said, 500))
+    else:
+        os.rmdir(hold)

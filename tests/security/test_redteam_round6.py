@@ -1,0 +1,105 @@
+"""Red team, round 6: the stale scratch sweep (isolation/scratch.py, cgroups.py) and the fork rule under bubblewrap
+without a cgroup CPU counter (seccomp.py, job.py).
+
+The scratch names are public: any local user can list the temporary directory, see a job's scratch, and make an
+entry of that name the moment the host removes it. Root acting on the name again after that (`chmod -R` follows a
+symlink named on its command line; `umount` follows one too) acts wherever the other user points it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from agentarch.isolation import cgroups, scratch
+from agentarch.isolation.owners import owner_tag
+
+ROOT = os.geteuid() == 0
+
+
+def _dead_tag() -> str:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    return f"{gone.pid}-1"
+
+
+def test_a_name_made_again_after_the_first_rm_is_not_chmodded_through(tmp_path, monkeypatch):
+    """Between remove_scratch's first `rm` and its `chmod -R`, another user makes a symlink of the freed name (the
+    race is placed here by running the attacker's step right after the host's `rm`). GNU `chmod -R` follows a
+    symlink named on its command line, so the host used to change the modes of the tree the link points to."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "read-only").write_text("kept read-only on purpose")
+    os.chmod(victim / "read-only", 0o400)
+    job = scratch.make_scratch()
+    (job / "left.bin").write_bytes(b"x")
+    real_run = subprocess.run
+
+    def attacker_after_rm(command, *args, **kwargs):
+        done = real_run(command, *args, **kwargs)
+        if command[0] == "rm" and not os.path.lexists(job):
+            os.symlink(victim, job)  # the attacker wins the race for the freed name
+        return done
+
+    monkeypatch.setattr(scratch.subprocess, "run", attacker_after_rm)
+    try:
+        scratch.remove_scratch(job)
+        assert (victim / "read-only").stat().st_mode & 0o777 == 0o400, "the host chmodded through a planted symlink"
+    finally:
+        if os.path.islink(job):
+            os.unlink(job)
+        shutil.rmtree(job, ignore_errors=True)
+
+
+@pytest.mark.skipif(not ROOT or not shutil.which("mount"), reason="mounts need a root host")
+def test_the_cgroup_sweep_does_not_unmount_through_a_planted_symlink(tmp_path, monkeypatch):
+    """A killed orchestrator's job leaves a cgroup named after its scratch; the scratch sweep (or anyone) removes the
+    folder first, and any local user makes a symlink of that name to a mount of the host's. The cgroup sweep then
+    ran `umount` (then `umount --lazy`) on the name, which follows the link: the host's mount was detached."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    host_mount = tmp_path / "host-mount"
+    host_mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "agentarch-test", str(host_mount)], check=True)
+    try:
+        (host_mount / "data").write_text("the host's")
+        dead = _dead_tag()
+        name = f"agentarch-job-{dead}-abc"
+        (temp / name).symlink_to(host_mount)
+        parent = tmp_path / "cgroups"
+        (parent / f"{name}.{dead}").mkdir(parents=True)
+        cgroups.sweep_stale(parent)
+        assert os.path.ismount(host_mount), "the sweep unmounted a mount a planted symlink pointed to"
+        assert (host_mount / "data").exists()
+    finally:
+        subprocess.run(["umount", "--lazy", str(host_mount)], capture_output=True, check=False)
+
+
+def test_the_cgroup_sweep_still_removes_a_dead_jobs_real_scratch(tmp_path, monkeypatch):
+    """The guard above must not stop the cgroup sweep from reaping the real folder of a dead orchestrator's job."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    dead = _dead_tag()
+    name = f"agentarch-job-{dead}-abc"
+    (temp / name / "deep").mkdir(parents=True)
+    (temp / name / "deep" / "f").write_text("x")
+    parent = tmp_path / "cgroups"
+    (parent / f"{name}.{dead}").mkdir(parents=True)
+    cgroups.sweep_stale(parent)
+    assert not (temp / name).exists() and not (parent / f"{name}.{dead}").exists()
+
+
+def test_remove_scratch_leaves_no_holding_folder_behind(tmp_path):
+    """Whatever remove_scratch does to keep the name out of other users' reach, the temporary directory holds nothing
+    of this orchestrator's afterwards."""
+    job = scratch.make_scratch(tmp_path)
+    (job / "a" / "b").mkdir(parents=True)
+    scratch.remove_scratch(job)
+    assert list(tmp_path.iterdir()) == []
+    assert not any(p.name.startswith(f"agentarch-job-{owner_tag()}") for p in tmp_path.iterdir())
