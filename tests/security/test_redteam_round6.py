@@ -16,7 +16,10 @@ import tempfile
 import pytest
 
 from agentarch.isolation import cgroups, scratch
+from agentarch.isolation.cgroups import Cgroup
 from agentarch.isolation.owners import owner_tag
+from tests.conftest import requires_bubblewrap
+from tests.test_sandbox import message, run_hostile
 
 ROOT = os.geteuid() == 0
 
@@ -103,3 +106,63 @@ def test_remove_scratch_leaves_no_holding_folder_behind(tmp_path):
     scratch.remove_scratch(job)
     assert list(tmp_path.iterdir()) == []
     assert not any(p.name.startswith(f"agentarch-job-{owner_tag()}") for p in tmp_path.iterdir())
+
+
+FORK_ROUTES = r"""
+import ctypes, errno, mmap, os, subprocess
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+SIGCHLD, CLONE_VM, CLONE_VFORK, CLONE_SIGHAND, CLONE_THREAD = 17, 0x100, 0x4000, 0x800, 0x10000
+said = []
+
+
+def raw(name, number, *args):
+    ctypes.set_errno(0)
+    got = libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) for a in args))
+    if got == 0:
+        os._exit(0)  # a child: it must never return into the interpreter
+    if got > 0:
+        said.append(f"{name}: ALLOWED")
+        try:
+            os.waitpid(got, 0)
+        except ChildProcessError:
+            pass
+    else:
+        said.append(f"{name}: {errno.errorcode.get(ctypes.get_errno(), ctypes.get_errno())}")
+
+
+def call(name, f):
+    try:
+        f()
+        said.append(f"{name}: ALLOWED")
+    except OSError as err:
+        said.append(f"{name}: {errno.errorcode.get(err.errno, err.errno)}")
+
+
+call("os.fork", lambda: os.fork() == 0 and os._exit(0))
+call("posix_spawn", lambda: os.waitpid(os.posix_spawn("/bin/true", ["true"], {}), 0))
+call("subprocess", lambda: subprocess.run(["/bin/true"], check=False))
+raw("clone SIGCHLD", 56, SIGCHLD, 0, 0, 0, 0)
+raw("clone VM|VFORK", 56, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, 0, 0, 0)
+raw("clone THREAD without VM", 56, CLONE_THREAD | SIGCHLD, 0, 0, 0, 0)
+raw("clone THREAD|SIGHAND without VM", 56, CLONE_THREAD | CLONE_SIGHAND, 0, 0, 0, 0)
+raw("clone high bits", 56, (1 << 32) | SIGCHLD, 0, 0, 0, 0)
+raw("clone3", 435, 0, 0)
+raw("fork", 57)
+raw("vfork", 58)
+raw("io_uring_setup", 425, 8, 0)
+raise RuntimeError("routes: " + "; ".join(said))
+"""
+
+
+@requires_bubblewrap
+def test_no_route_to_a_new_process_under_bubblewrap_without_a_cpu_counter(monkeypatch, digits):
+    """Every way to a new process a candidate has (libc's fork, posix_spawn and subprocess; raw clone with any flags
+    but a thread's, clone3, fork, vfork, io_uring; an x32 entry point kills the process) is refused where the /proc meter counts the
+    job's CPU time: a thread is all that runs, and its time is its process's."""
+    monkeypatch.setattr(Cgroup, "cpu_seconds", lambda self: None)  # a host without a CPU account: /proc meters
+    said = message(run_hostile(FORK_ROUTES, digits.inputs_dir, isolation="bubblewrap"))
+    assert "routes: " in said and "ALLOWED" not in said, said
+    x32 = 'import ctypes\nctypes.CDLL(None).syscall(ctypes.c_long(0x40000000 | 57))\nraise RuntimeError("x32 fork returned")'
+    said = message(run_hostile(x32, digits.inputs_dir, isolation="bubblewrap"))
+    assert "SIGSYS" in said, said  # another ABI's entry point kills the process (ACT_BADARCH)
