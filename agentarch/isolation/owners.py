@@ -8,15 +8,17 @@ perhaps another run on the same machine, is still using. The start time tells a 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+from agentarch.isolation.cputime import process_seconds
 
 
 def process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (clock ticks since boot), or None if no such process runs."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    """The kernel's start time of `pid` (clock ticks since boot), or None if no such process runs.
+
+    Read by cputime.py's parser of /proc/PID/stat: a process names itself with any bytes, and a tag's pid may be
+    anyone's (a folder any local user named like scratch), so the file is not text."""
+    found = process_seconds(pid)
+    return None if found is None else found[0]
 
 
 def owner_tag() -> str:

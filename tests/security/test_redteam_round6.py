@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
 
-from agentarch.isolation import cgroups, scratch
+from agentarch.isolation import cgroups, owners, scratch
 from agentarch.isolation.cgroups import Cgroup
 from agentarch.isolation.owners import owner_tag
 from tests.conftest import requires_bubblewrap
@@ -166,3 +167,22 @@ def test_no_route_to_a_new_process_under_bubblewrap_without_a_cpu_counter(monkey
     x32 = 'import ctypes\nctypes.CDLL(None).syscall(ctypes.c_long(0x40000000 | 57))\nraise RuntimeError("x32 fork returned")'
     said = message(run_hostile(x32, digits.inputs_dir, isolation="bubblewrap"))
     assert "SIGSYS" in said, said  # another ABI's entry point kills the process (ACT_BADARCH)
+
+
+def test_a_process_named_in_bytes_that_are_not_utf8_does_not_break_the_sweep(tmp_path):
+    """Any local user can make a folder named like scratch with its own pid in the tag, and name its process in bytes
+    that are not UTF-8 (/proc/self/comm): the sweep read /proc/PID/stat as text before checking whose the folder
+    was, and the UnicodeDecodeError came out of SandboxJob's constructor, failing the job start."""
+    named = subprocess.Popen(
+        [sys.executable, "-c", "open('/proc/self/comm', 'wb').write(b'\\xff\\xfe)x'); print(1, flush=True); input()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert named.stdout.readline().strip() == b"1"
+        (tmp_path / f"agentarch-job-{named.pid}-1-zzz").mkdir()
+        assert scratch.sweep_stale_scratch(tmp_path, force=True) == [tmp_path / f"agentarch-job-{named.pid}-1-zzz"]
+        assert not owners.owner_gone(f"{named.pid}-{owners.process_start(named.pid)}")
+    finally:
+        named.kill()
+        named.wait()
