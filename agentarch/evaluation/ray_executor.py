@@ -229,7 +229,12 @@ class RayExecutor:
         self.actors.remove(lost)
         with contextlib.suppress(Exception):  # dead already, as a rule
             self.ray.kill(lost, no_restart=True)
-        threading.Thread(target=self._when_up, args=(self._actor(),), name="ray-actor-replacement", daemon=True).start()
+        actor = self._actor()
+        if self.closed:  # closed meanwhile, from another thread: its close may have listed the actors before this one
+            with contextlib.suppress(Exception):
+                self.ray.kill(actor, no_restart=True)
+            return
+        threading.Thread(target=self._when_up, args=(actor,), name="ray-actor-replacement", daemon=True).start()
 
     def _when_up(self, actor: Any) -> None:
         try:

@@ -186,3 +186,30 @@ def test_a_process_named_in_bytes_that_are_not_utf8_does_not_break_the_sweep(tmp
     finally:
         named.kill()
         named.wait()
+
+
+@pytest.mark.slow  # a local Ray of its own: about 15 s to start and stop
+def test_an_actor_replaced_while_an_executor_that_found_ray_running_closes_is_ended_too():
+    """An executor that found Ray running ends its own actors on close, and leaves Ray up for its owner. A job that
+    lost its worker replaces it from its own thread: where the close landed between `replace`'s check of `closed`
+    and the new actor (placed there by closing from inside the actor's making), the new actor outlived the close,
+    holding its slot's CPU on the owner's Ray for the rest of the run."""
+    ray = pytest.importorskip("ray")
+    from agentarch.evaluation.ray_executor import RayExecutor, start_local_ray
+
+    start_local_ray(ray, num_cpus=2)  # someone else's Ray: the executor below did not start it
+    try:
+        executor = RayExecutor(slots=1)
+        make = executor._actor
+
+        def closed_meanwhile() -> object:
+            executor.close()
+            return make()
+
+        executor._actor = closed_meanwhile
+        executor.replace(executor.actors[0])
+        assert ray.is_initialized()
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(executor.actors[-1].node.remote(), timeout=60)
+    finally:
+        ray.shutdown()
