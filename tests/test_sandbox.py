@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from agentarch.isolation import scratch as scratch_module
 from agentarch.isolation.cgroups import Cgroup
 from agentarch.isolation.job import Outcome, SandboxJob
 from agentarch.isolation.owners import owner_tag
@@ -253,19 +254,33 @@ time.sleep(300)
 """
 
 
-def test_a_scratch_folder_a_killed_orchestrator_left_is_removed_at_the_next_start():
+def test_a_scratch_folder_a_killed_orchestrator_left_is_removed_at_the_next_start(digits, monkeypatch):
     """An orchestrator SIGKILLed after making a job's scratch (mounted where the host can mount) but before the
-    job's cgroup, which the cgroup sweep would have found, leaves the folder; the next job start's sweep unmounts
-    and removes it, and leaves a live orchestrator's (this one's) alone."""
+    job's cgroup, which the cgroup sweep would have found, leaves the folder; the next job start's sweep, on a
+    thread of its own, unmounts and removes it, and leaves a live orchestrator's (this one's) alone."""
     orchestrator = subprocess.Popen([sys.executable, "-c", ORPHANING], stdout=subprocess.PIPE, text=True)
     mine = make_scratch()
+    swept_on = []
+    real_sweep = scratch_module.sweep_stale_scratch
+
+    def sweep(*args, **kwargs):
+        swept_on.append(threading.current_thread())
+        return real_sweep(*args, **kwargs)
+
     try:
         left = Path(orchestrator.stdout.readline().strip())
         assert left.name.startswith("agentarch-job-") and (left / "left.bin").exists()
         orchestrator.kill()
         orchestrator.wait()
-        assert left.exists() and left in sweep_stale_scratch(force=True)
+        assert left.exists()
+        monkeypatch.setattr(scratch_module, "_swept", {"at": float("-inf")})  # no sweep ran within the minute
+        monkeypatch.setattr(scratch_module, "sweep_stale_scratch", sweep)
+        run_hostile("", digits.inputs_dir)  # the next job start
+        deadline = time.monotonic() + 30
+        while left.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert not left.exists() and not os.path.ismount(left)
+        assert swept_on and swept_on[0] is not threading.main_thread(), "the job start waited on the sweep"
         assert mine.is_dir(), "a live orchestrator's scratch was swept"
     finally:
         orchestrator.kill()

@@ -62,7 +62,7 @@ from agentarch.isolation.scratch import (
     make_scratch,
     mount_scratch,
     remove_scratch,
-    sweep_stale_scratch,
+    sweep_stale_scratch_soon,
     unmount_scratch,
 )
 from agentarch.isolation.seccomp import seccomp_program
@@ -112,7 +112,7 @@ class SandboxJob:
         a warm sandbox is a cold one started early."""
         self.limits = limits
         self.isolation = isolation
-        sweep_stale_scratch()  # what orchestrators killed mid-job left (scratch.py)
+        sweep_stale_scratch_soon()  # what orchestrators killed mid-job left (scratch.py)
         self.scratch = make_scratch()
         self.scratch_mounted = mount_scratch(self.scratch, 2 * limits.max_file_mb)  # the log and outputs, each capped
         self.launched = self.started = time.monotonic()

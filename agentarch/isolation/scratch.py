@@ -47,6 +47,17 @@ def make_scratch(parent: Path | None = None) -> Path:
     return path
 
 
+def sweep_stale_scratch_soon() -> None:
+    """Start `sweep_stale_scratch` on a thread of its own, unless one ran within SWEEP_EVERY_S: a job's start does
+    not wait on it. Where the host cannot mount, a killed orchestrator's scratch has no inode cap, and removing
+    millions of files could otherwise hold a job start for minutes. A sweep cut short by the orchestrator's exit
+    leaves its half-removed tree under this orchestrator's tag (`remove_scratch`), which the next one reaps."""
+    with _sweep_lock:
+        if time.monotonic() - _swept["at"] < SWEEP_EVERY_S:
+            return
+    threading.Thread(target=sweep_stale_scratch, name="agentarch-scratch-sweep", daemon=True).start()
+
+
 def sweep_stale_scratch(parent: Path | None = None, force: bool = False) -> list[Path]:
     """Unmount and remove the scratch directories whose orchestrator no longer runs (killed mid-job: SIGKILL, an
     out-of-memory kill, a lost machine), under `parent` (the temporary directory); at most once per SWEEP_EVERY_S
