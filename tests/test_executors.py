@@ -114,7 +114,7 @@ def test_a_start_refused_by_its_caller_starts_nothing_and_frees_the_slot(cache_d
 @requires_bubblewrap
 def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worker(tmp_path, cache_dir, digits):
     ray = pytest.importorskip("ray")
-    from agentarch.evaluation.ray_executor import RayExecutor
+    from agentarch.evaluation.ray_executor import ExecutorClosedError, RayExecutor
 
     settings = load_settings(task="digits", epochs=3, threads=1, cache_dir=cache_dir)
     codes = [(SEEDS / name).read_text() for name in ("mlp.py", "cnn.py")]
@@ -160,6 +160,8 @@ def test_ray_records_the_same_results_as_the_local_pool_and_retries_a_lost_worke
         # closing an executor that found Ray running ends its own actors and warm sandboxes, not Ray: the rest of
         # this test goes on on the same Ray
         assert ray.is_initialized() and not any(scratch.exists() for scratch in theirs)
+        with pytest.raises(ExecutorClosedError, match="closed"):  # a wait for a free actor would last forever
+            one.start(request((SEEDS / "mlp.py").read_text(), cache_dir))
         lossy = RayExecutor(slots=1, run=losing_its_worker(tmp_path))  # the same Ray: its third CPU
         once = lossy.run(request("crash once", cache_dir)).worker
         assert once.startswith("second try ray node ") and once.endswith("(restart 1: the worker before was lost)")

@@ -41,6 +41,8 @@ preemption costs the lost job's time, not the candidate; a job that keeps losing
 
 CLOSE_TIMEOUT_S = 10.0
 """How long `close` waits for the actors to close their warm sandboxes (a dead node's never answer)."""
+TAKE_POLL_S = 0.5
+"""How often a wait for a free actor looks whether the executor was closed meanwhile."""
 
 Stages = Callable[..., Iterator[RunResult | Checkpoint]]
 """What an actor runs for a job: `stages(request, gpu, task, warm=slot)` (agentarch/evaluation/stages.py)."""
@@ -152,7 +154,10 @@ class RayJob(StreamedJob):
                         "failed", cap_text(reason + "; check the cluster's nodes and memory", MAX_REASON_BYTES)
                     )
                     return
-                self.actor = self.executor.free.get()
+                self.actor = self.executor.take()
+                if self.actor is None:
+                    yield RunResult("failed", "[executor] the executor was closed while this job waited for a worker")
+                    return
             except errors.RayTaskError as err:  # raised in the job, outside its own net (or a SandboxError)
                 if isinstance(err.cause, SandboxError):
                     raise err.cause from err
@@ -246,9 +251,19 @@ class RayExecutor:
             return
         self.free.put(actor)
 
+    def take(self) -> Any | None:
+        """A free actor, waiting for one as long as the executor is open; None once it is closed (a closed pool gets
+        no actor back, so a plain wait could last forever)."""
+        while not self.closed:
+            with contextlib.suppress(queue.Empty):
+                return self.free.get(timeout=TAKE_POLL_S)
+        return None
+
     def start(self, request: RunRequest, ready: Callable[[], None] | None = None) -> RayJob:
         task = self.shipments.task_for(request)
-        actor = self.free.get()
+        actor = self.take()
+        if actor is None:
+            raise ExecutorClosedError("this Ray executor was closed; no job can start on it")
         try:
             if ready is not None:
                 ready()
@@ -281,6 +296,10 @@ class RayExecutor:
 
 
 LOOPBACK = "127.0.0.1"
+
+
+class ExecutorClosedError(AgentarchError):
+    """A job was started on an executor already closed (its run is ending)."""
 
 
 class ExposedRayError(AgentarchError):
