@@ -6,8 +6,8 @@ neighbours than about the change; two runs back to back under the same load give
 
     .venv/bin/python benchmarks/test_time.py tests/test_kinds.py tests/test_loop.py::test_a_run_killed_with_...
 
-An argument `FILE::NAME` times only that test of the file. The earlier version runs as tests/before_<file>.py (pytest
-collects a file given by path whatever its name); it is removed afterwards. Prints one Markdown table row per run.
+An argument `FILE::NAME` times only that test of the file. The earlier version runs as before_<file>.py beside the file
+(pytest collects a file given by path whatever its name); it is removed afterwards. Prints one Markdown table row per run.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| --- | --- | ---: | --- | --- |")
     for target in args.targets:
         path, _, name = target.partition("::")
-        before = REPO / "tests" / f"before_{Path(path).name}"
+        before = REPO / Path(path).parent / f"before_{Path(path).name}"  # beside it: the same conftest.py files
         shown = subprocess.run(["git", "show", f"{args.before}:{path}"], cwd=REPO, capture_output=True, text=True)
         if shown.returncode != 0:
             parser.error(f"{path} is not in {args.before}: {shown.stderr.strip()}")
