@@ -246,6 +246,8 @@ class Net(nn.Module):
 
 @pytest.mark.slow
 def test_an_offline_run_on_the_builtin_lm_task(tmp_path):
+    """`agentarch run` on stdlib-bytes with no model: offline evolution's one candidate trains and is scored in bits
+    per byte. One candidate shows the whole path; a second (a random mixer, up to a minute of CPU) showed it again."""
     done = subprocess.run(
         [
             str(Path(sys.executable).parent / "agentarch"),
@@ -253,7 +255,7 @@ def test_an_offline_run_on_the_builtin_lm_task(tmp_path):
             "--task",
             "stdlib-bytes",
             "--budget",
-            "2",
+            "1",
             "--epochs",
             "1",
         ]
@@ -265,4 +267,4 @@ def test_an_offline_run_on_the_builtin_lm_task(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["trained"] >= 1, summary
+    assert summary["trained"] == 1, summary

@@ -51,16 +51,15 @@ def test_a_wheel_installs_and_runs_prompt_and_eval(tmp_path, cache_dir, digits):
     assert "agentarch/seeds/image/cnn.py" in names and "agentarch/seeds/lm/gpt.py" in names  # best-of-n's examples
     assert not any(name.startswith(("sandbox/", "prompts/")) for name in names), "generic top-level names installed"
 
-    venv = tmp_path / "venv"
-    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)], check=True)
+    venv = tmp_path / "venv"  # without a pip of its own (seconds of ensurepip): this pip installs into it (--python)
+    subprocess.run(
+        [getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)], check=True
+    )
     site = next(venv.glob("lib/python3*/site-packages"))
     here = next(p for p in sys.path if p.endswith("site-packages"))
     (site / "borrowed-dependencies.pth").write_text(here + "\n")  # a path line: torch etc., not the editable finder
-    subprocess.run(
-        [venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)],
-        check=True,
-        capture_output=True,
-    )
+    pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
+    subprocess.run([*pip, "install", "--no-deps", "--quiet", str(wheel)], check=True, capture_output=True)
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import termios
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -410,17 +411,21 @@ def run_in_pty(args: list[str], cwd: Path, timeout_s: float = 300, **env: str) -
 
 
 def test_archive_commands_in_a_terminal_write_no_hostile_escape(tmp_path):
+    """Each command in its own terminal, all at once: they only read the archive, and each process's start (most of
+    its time) overlaps the others' instead of adding to them."""
     path = tmp_path / "a.db"
     ids = record_hostile_archive(path)
-    for args in (
+    commands = (
         ["archive", "ls"],
         ["archive", "show", str(ids["trained"])],
         ["archive", "show", str(ids["failed"])],
         ["archive", "runs"],
         ["archive", "export"],  # CSV to a terminal: control characters as codes, like every other command
         ["review", "--list"],
-    ):
-        code, raw = run_in_pty([*args, "--archive", str(path)], tmp_path, timeout_s=120)
+    )
+    with ThreadPoolExecutor(len(commands)) as pool:
+        written = list(pool.map(lambda args: run_in_pty([*args, "--archive", str(path)], tmp_path, 120), commands))
+    for args, (code, raw) in zip(commands, written):
         assert code == 0, raw.decode("utf-8", "replace")
         assert_inert(raw, VISIBLE if args[0] == "archive" else ("[link=http://evil.example]",))
         if args[1] != "export":
@@ -462,10 +467,12 @@ def test_a_real_run_in_a_terminal_shows_what_the_model_wrote_as_text(tmp_path, c
     assert sorted(r["status"] for r in rows) == ["failed", "trained"]
     name = next(r["name"] for r in rows if r["status"] == "trained")
     assert "\x1b]0;" in name  # the archive keeps what the model wrote; only the terminal shows it as codes
-    listed_code, listed = run_in_pty(["archive", "ls", "--archive", "a.db"], tmp_path, timeout_s=120)
+    commands = [["archive", "ls"], *(["archive", "show", str(row["id"])] for row in rows)]
+    with ThreadPoolExecutor(len(commands)) as pool:  # read-only commands: their starts overlap
+        written = list(pool.map(lambda args: run_in_pty([*args, "--archive", "a.db"], tmp_path, 120), commands))
+    (listed_code, listed), *each_row = written
     assert listed_code == 0
     assert_inert(listed, ("wider [blink]fast[/blink] \\x1b]0;pwned-title\\x07",))
-    for row in rows:
-        show_code, shown_row = run_in_pty(["archive", "show", str(row["id"]), "--archive", "a.db"], tmp_path, 120)
+    for show_code, shown_row in each_row:
         assert show_code == 0
         assert_inert(shown_row, ("[blink]fast[/blink]", "\\x1b]52;c;cHduZWQ=\\x07", "\\x9b5m"))
