@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from main_job import checkout, install  # the same installs as the main job's before and after (run as a script)
+
 REPO = Path(__file__).resolve().parent.parent
 
 CASES: dict[str, tuple[list[str], int]] = {
@@ -35,22 +37,6 @@ CASES: dict[str, tuple[list[str], int]] = {
 }
 """What is timed: the arguments and the exit code each must end with (a run that ends otherwise stops the
 benchmark, since its time would measure something else)."""
-
-
-def install(source: Path, target: Path) -> None:
-    """Install agentarch (its code and console script; the dependencies are this interpreter's) into `target`."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", target, source],
-        check=True,
-    )
-
-
-def checkout(rev: str, into: Path) -> Path:
-    """The tree of `rev`, exported from git (no worktree left behind)."""
-    into.mkdir()
-    archive = subprocess.run(["git", "archive", rev], cwd=REPO, check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
-    return into
 
 
 FLOOR = "import typer, typer.rich_utils, rich.console, pydantic_settings"
