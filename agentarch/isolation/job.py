@@ -234,8 +234,7 @@ class SandboxJob:
                 self.scratch, inputs_dir, seccomp_fd, limits.threads, gpu, tmpfs_mb=limits.max_file_mb, program=program
             )
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        else:
-            self.forks = False
+        else:  # never forks (`self.forks` stays False): a child would outlive a killed orchestrator
             (self.scratch / "seccomp.bpf").write_bytes(seccomp_program(forks=False, programs=False))
             command += process_args(self.scratch, to_candidate_uid, program)
             env = sandbox_env(limits.threads, str(self.scratch), str(self.scratch), gpu)
