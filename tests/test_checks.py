@@ -129,6 +129,46 @@ def test_checks_and_hashes_run_from_many_threads_at_once():
     assert errors == []
 
 
+def test_a_collection_whose_finalizers_parse_cannot_break_a_check_under_way():
+    """CI saw "[host] static_check raised SystemError: AST constructor recursion depth mismatch": a garbage
+    collection set off by the conversion's own allocations ran a finalizer that parsed (3.11's traceback
+    formatting does) and reset the depth the interpreter shares. Bare `ast.parse` fails here; `check` must not."""
+    import ast
+    import gc
+
+    class ParsesWhenCollected:
+        def __init__(self):
+            self.cycle = self
+
+        def __del__(self):
+            def deeper(levels):
+                return deeper(levels - 1) if levels else ast.parse("x = 1")
+
+            deeper(30)
+
+    code = (REPO / "archive" / "seeds" / "image" / "resnet.py").read_text()
+    code += "\n".join(f"T{i} = [{i}, ({i}, {{'a': {i}}})]" for i in range(1200)) + "\n"
+
+    def litter():
+        for _ in range(2000):
+            ParsesWhenCollected()
+
+    assert gc.isenabled()
+    litter()
+    try:
+        ast.parse(code)
+    except SystemError as error:
+        bare = str(error)
+    else:
+        bare = ""
+    assert "recursion depth mismatch" in bare, "the hazard did not reproduce; the test below would prove nothing"
+    for _ in range(3):
+        litter()
+        assert check(code).ok
+    assert gc.isenabled()
+    gc.collect()
+
+
 def test_code_nested_deeper_than_any_network_needs_is_refused_not_a_crash():
     """900 unary minus signs parse, but the recursive AST passes after the check would raise RecursionError."""
     deep = check(GOOD + "Z = " + "-" * 900 + "1\n")

@@ -8,6 +8,7 @@ repair prompt can fix it without running anything.
 from __future__ import annotations
 
 import ast
+import gc
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,14 +226,25 @@ _PARSE_LOCK = threading.Lock()
 
 
 def parse(code: str, mode: str = "exec") -> ast.AST:
-    """`ast.parse`, one thread at a time.
+    """`ast.parse`, one thread at a time and with the garbage collector paused.
 
-    CPython 3.11 keeps the AST conversion's recursion depth in state that threads share, so two
-    parses at once (the agent loop's parallel branches) can fail with "SystemError: AST constructor
-    recursion depth mismatch". Every orchestrator-side parse goes through here.
+    CPython 3.11 keeps the AST conversion's recursion depth in state the whole interpreter shares, so a
+    second conversion that starts while one is under way breaks the first with "SystemError: AST
+    constructor recursion depth mismatch". Two ways in: another thread's parse (the agent loop's
+    parallel branches), and a collection that the conversion's own allocations set off, whose
+    finalizers parse (3.11's traceback formatting parses source to place its carets) or yield the GIL
+    to a thread that does. The lock shuts the first; pausing the collector shuts the second, and
+    without finalizers this thread never yields mid-conversion. Every orchestrator-side parse goes
+    through here.
     """
     with _PARSE_LOCK:
-        return ast.parse(code, mode=mode)
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return ast.parse(code, mode=mode)
+        finally:
+            if collecting:
+                gc.enable()
 
 
 def _depth(tree: ast.AST) -> int:
