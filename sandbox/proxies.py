@@ -19,7 +19,7 @@ which candidates are worth training. Three proxies, each a float, each optional:
   leaky ReLU and the smooth relatives that are "on" for positive inputs (GELU, SiLU, ELU, SELU,
   CELU, Mish, hardswish), caught as torch operators, so functional calls count as well as modules.
   Only activations whose first dimension is the batch count. A network with none has no naswot
-  score (the proxy is absent, not zero).
+  score (the proxy is absent, not zero), nor has one whose K is singular (see SINGULAR).
 
 A proxy that raises, runs past its share of the time budget, or gives a non-finite value or one
 beyond MAX_VALUE is left out; it never fails the candidate. The host refuses an event with a value
@@ -46,6 +46,13 @@ NAMES = ("synflow", "grad_norm", "naswot")
 
 MAX_VALUE = 1e30
 """The largest magnitude the host accepts (agentarch.isolation.protocol.MAX_PROXY_VALUE); beyond it a proxy is left out."""
+
+SINGULAR = 1e-9
+"""A Cholesky pivot of K below this share of K's largest entry makes K singular: two examples (or a mix of
+them) the activations cannot tell apart, so log det K is -inf and naswot is left out. K is a sum of
+0/1 agreement counts, and on a singular one the decision the float factorisation makes on its own (a
+sign or a pivot of about 1e-16 relative) is a rounding error that differs between CPUs; this margin,
+far above rounding, gives one verdict on every machine."""
 
 _CHUNK = 1 << 20
 """Units of one activation turned into a float matrix at a time for naswot's kernel: exact sums, bounded memory."""
@@ -175,8 +182,12 @@ def naswot(model: nn.Module, x: torch.Tensor) -> float | None:
         model(x)
     if codes.units == 0:
         return None
-    sign, logdet = torch.linalg.slogdet(codes.kernel)
-    return float(logdet) if float(sign) > 0 else math.nan
+    kernel = codes.kernel
+    factor, info = torch.linalg.cholesky_ex(kernel)
+    pivots = torch.diagonal(factor) ** 2
+    if int(info) != 0 or float(pivots.min()) <= SINGULAR * float(kernel.diagonal().max()):
+        return math.nan
+    return float(torch.log(pivots).sum())
 
 
 # -- all of them, bounded ---------------------------------------------------------------------

@@ -71,6 +71,13 @@ def test_usage_errors_say_what_to_fix_and_touch_nothing(archive, args, says):
     assert digest(archive) == before
 
 
+def test_an_error_naming_a_long_path_keeps_it_whole_for_copying(archive, tmp_path):
+    """Rich wrapped error lines at 80 columns and split the path a person must copy to fix the input."""
+    missing = tmp_path / ("a" * 70) / "missing-task.toml"
+    result = cli("run", "--task", str(missing), "--archive", str(archive))
+    assert result.exit_code == 2 and str(missing) in result.output, result.output
+
+
 def test_a_malformed_config_file_names_itself(archive, tmp_path):
     (tmp_path / "agentarch.toml").write_text("task = 'digits\nbatch = [\n")
     result = cli("run", "--archive", str(archive))

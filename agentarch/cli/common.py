@@ -140,8 +140,11 @@ ContextTokensOpt = Annotated[Optional[int], setting("context_tokens", "--context
 
 
 def fail(message: str) -> typer.Exit:
-    """Print a usage problem and return the exit to raise (exit code 2, like other usage errors)."""
-    err.print(formats.line(("error:", "bold red"), " ", message))
+    """Print a usage problem and return the exit to raise (exit code 2, like other usage errors).
+
+    Soft-wrapped: the message is one line that the terminal folds, so a path in it stays whole when it is
+    piped, logged or copied (rich's own wrapping at 80 columns split them mid-name)."""
+    err.print(formats.line(("error:", "bold red"), " ", message), soft_wrap=True)
     return typer.Exit(2)
 
 
