@@ -29,7 +29,7 @@ def load() -> str:
 
 def timed(target: str, log: Path) -> tuple[float, int, str]:
     """Seconds, exit code and pytest's last line of one run of `target`."""
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=5", target]
+    command = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "--durations=5", target]
     started = time.monotonic()
     with log.open("w") as out:
         code = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=os.environ).returncode

@@ -248,8 +248,6 @@ def test_a_person_decides_a_paused_run_in_a_real_browser(tmp_path, cache_dir, mo
                     "--review",
                     "--budget",
                     "2",
-                    "--batch",
-                    "2",
                     "--epochs",
                     "2",
                     "--archive",

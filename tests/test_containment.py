@@ -292,7 +292,7 @@ def test_a_hostile_scripted_run_with_the_real_sandbox_records_every_candidate_an
 def agentarch_run(archive, cache_dir, url, *extra):
     return start_run(
         archive,
-        *("--model", MODEL, "--api-base", url, "--budget", "3", "--batch", "1", "--epochs", "1", *extra),
+        *("--model", MODEL, "--api-base", url, "--budget", "3", "--epochs", "1", *extra),
         cache_dir=cache_dir,
         AGENTARCH_SMOKE_TIMEOUT_S="300",
     )

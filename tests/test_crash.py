@@ -27,7 +27,7 @@ BUDGET = 30  # kills this close together fail a candidate they land on twice (se
 
 
 def start(archive, cache_dir, *extra):
-    return start_run(archive, "--budget", str(BUDGET), "--batch", "2", "--epochs", "3", *extra, cache_dir=cache_dir)
+    return start_run(archive, "--budget", str(BUDGET), "--epochs", "3", *extra, cache_dir=cache_dir)
 
 
 def test_twenty_kills_lose_nothing_and_record_nothing_twice(tmp_path, cache_dir, digits):

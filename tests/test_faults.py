@@ -65,8 +65,6 @@ def test_a_run_completes_its_budget_through_a_faulty_llm_and_counts_the_faults(t
                 server.url,
                 "--budget",
                 "6",
-                "--batch",
-                "2",
                 "--archive",
                 "a.db",
             ],

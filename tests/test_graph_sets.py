@@ -290,8 +290,6 @@ def test_the_csv_graph_set_example_trains_through_run_and_its_candidate_page_ren
             str(task),
             "--budget",
             "2",
-            "--batch",
-            "2",
             "--scoring",
             "trusted",
             "--archive",

@@ -148,7 +148,7 @@ def code_for(request: dict) -> str:
 
 
 def agentarch_run(archive, url, *extra):
-    return start_run(archive, "--model", MODEL, "--api-base", url, "--budget", "6", "--batch", "2", *extra)
+    return start_run(archive, "--model", MODEL, "--api-base", url, "--budget", "6", *extra)
 
 
 def test_a_run_killed_with_proposals_in_flight_resumes_with_every_evaluation_kept_once(env):
@@ -186,7 +186,7 @@ def test_a_run_killed_with_proposals_in_flight_resumes_with_every_evaluation_kep
 
 
 def test_without_a_model_the_loop_runs_offline_evolution_and_a_finished_run_cannot_resume(env):
-    result = run_cli("--task", "digits", "--budget", "3", "--batch", "2", "--epochs", "3", "--archive", "a.db")
+    result = run_cli("--task", "digits", "--budget", "3", "--epochs", "3", "--archive", "a.db")
     assert result.exit_code == 0, result.output
     assert "No LLM configured" in result.stderr
     summary = json.loads(result.stdout.splitlines()[-1])
@@ -216,8 +216,6 @@ def test_the_cost_budget_stops_a_run_and_says_so(env):
             server.url,
             "--budget",
             "10",
-            "--batch",
-            "1",
             "--max-cost",
             "0.00001",
             "--archive",

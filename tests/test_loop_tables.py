@@ -130,6 +130,26 @@ def test_offline_the_evolutions_cells_are_looked_up(tmp_path, no_sandbox):
     assert len({r[0] for r in rows}) == 6 and {r[1] for r in rows} == {"rea"} and {r[7] for r in rows} == {"table"}
 
 
+def test_batch_on_the_steady_schedule_is_named_as_ignored(tmp_path, no_sandbox):
+    """--batch sizes rounds only; a run that passes it without --schedule rounds is told, not silently serial."""
+    steady = invoke("--task", "nb201-cifar10", "--budget", "1", "--batch", "2", "--archive", str(tmp_path / "a.db"))
+    assert steady.exit_code == 0, steady.output
+    assert "--batch 2 sizes the rounds of --schedule rounds" in steady.output and "--slots" in steady.output
+    rounds = invoke(
+        "--task",
+        "nb201-cifar10",
+        "--budget",
+        "1",
+        "--schedule",
+        "rounds",
+        "--batch",
+        "2",
+        "--archive",
+        str(tmp_path / "b.db"),
+    )
+    assert rounds.exit_code == 0 and "sizes the rounds" not in rounds.output, rounds.output
+
+
 def test_a_passed_candidate_of_a_table_goes_to_the_table_not_the_sandbox(tmp_path):
     ctx = RunContext(load_settings(task="nb201-cifar10", archive=tmp_path / "a.db"), "run-1", time.time())
     route = Routers(ctx)

@@ -43,8 +43,6 @@ def offline_run(task: str, budget: int, epochs: int) -> dict:
         task,
         "--budget",
         str(budget),
-        "--batch",
-        "2",
         "--epochs",
         str(epochs),
         "--archive",

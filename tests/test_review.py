@@ -131,8 +131,6 @@ def test_a_paused_run_resumes_once_a_person_has_decided(tmp_path, cache_dir):
             "--review",
             "--budget",
             "3",
-            "--batch",
-            "3",
             "--epochs",
             "2",
             "--archive",

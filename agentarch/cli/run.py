@@ -240,6 +240,15 @@ def run_command(
         with stop_on_signals(control, watcher), watcher:
             summary = run_lib.resume(resume, settings.archive, **watching, **given)
     else:
+        if batch is not None and settings.schedule == "steady":
+            err.print(
+                formats.line(
+                    ("note: ", "bold yellow"),
+                    f"--batch {batch} sizes the rounds of --schedule rounds, and this run's schedule is steady, which "
+                    "ignores it: --slots sets how many candidates train at once, --queue how many wait ready",
+                ),
+                soft_wrap=True,
+            )
         the_task = get_task(settings.task)
         table = answered_by_table(settings, the_task)  # a table's proposals are looked up: no data, no sandbox
         if not table:
