@@ -97,7 +97,11 @@ def test_each_seed_exports_exactly_and_the_host_measures_what_torch_counts(name,
     for x, edges in ((inputs.train_x.numpy(), inputs.edge_index.numpy()), (probe["x"], probe["edge_index"])):
         with torch.no_grad():  # every message arrives: index_add and scatter_reduce export with their reductions
             eager = net(torch.from_numpy(x), torch.from_numpy(edges)).numpy()
-        np.testing.assert_allclose(session.run(None, {"x": x, "edge_index": edges})[0], eager, rtol=1e-5, atol=1e-5)
+        # sums of many messages in ONNX Runtime's thread order, not torch's: float32 rounding of the largest value
+        scale = max(1.0, float(np.abs(eager).max()))
+        np.testing.assert_allclose(
+            session.run(None, {"x": x, "edge_index": edges})[0], eager, rtol=1e-5, atol=1e-5 * scale
+        )
 
 
 def test_the_graph_interface_and_the_scatters_are_checked_against_the_task(sbm, tmp_path):
