@@ -135,6 +135,12 @@ def test_batch_on_the_steady_schedule_is_named_as_ignored(tmp_path, no_sandbox):
     steady = invoke("--task", "nb201-cifar10", "--budget", "1", "--batch", "2", "--archive", str(tmp_path / "a.db"))
     assert steady.exit_code == 0, steady.output
     assert "--batch 2 sizes the rounds of --schedule rounds" in steady.output and "--slots" in steady.output
+    # the run's lines are one line each at any width, as a log that is grepped needs (the summary is longer than 80)
+    (summary,) = [line for line in steady.output.splitlines() if "finished (stopped by" in line]
+    assert len(summary) > 80 and summary.endswith("cost $0.0000"), steady.output
+    assert any(
+        line.startswith("No LLM configured") and line.endswith("same loop.") for line in steady.output.splitlines()
+    )
     rounds = invoke(
         "--task",
         "nb201-cifar10",

@@ -223,6 +223,6 @@ def outcome_printer(as_json: bool) -> Any:
             )
         elif outcome["reason"]:
             line.append_text(formats.line("  ", str(outcome["reason"])[:160]))
-        err.print(line)
+        err.print(line, soft_wrap=True)  # one line each, whatever the width: a log is grepped
 
     return show

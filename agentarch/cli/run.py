@@ -236,7 +236,7 @@ def run_command(
     watching = dict(on_outcome=printer, on_waiting=_waiting_notice, on_event=watcher, control=control)
     if resume:
         given = {k: v for k, v in flags.items() if v is not None}
-        err.print(formats.line("resuming run ", resume))
+        err.print(formats.line("resuming run ", resume), soft_wrap=True)
         with stop_on_signals(control, watcher), watcher:
             summary = run_lib.resume(resume, settings.archive, **watching, **given)
     else:
@@ -262,15 +262,19 @@ def run_command(
                     ("No LLM configured", "bold yellow"),
                     " (--model, AGENTARCH_MODEL or agentarch.toml): running offline "
                     "with the regularized-evolution baseline through the same loop.",
-                )
+                ),
+                soft_wrap=True,
             )
         else:
             models = ", ".join(settings.models) if settings.models else settings.model
             where = f" at {settings.api_base}" if settings.api_base else ""
             inside = f", architectures of the {settings.propose_in} space" if settings.propose_in else ""
-            err.print(formats.line(f"proposing with {models}{where}{inside}"))
+            err.print(formats.line(f"proposing with {models}{where}{inside}"), soft_wrap=True)
         if table:
-            err.print(formats.line(f"{the_task.name} is a table: each proposal is looked up in it, nothing trains"))
+            err.print(
+                formats.line(f"{the_task.name} is a table: each proposal is looked up in it, nothing trains"),
+                soft_wrap=True,
+            )
         else:
             warn_if_weak(resolve_isolation(settings.isolation))
         with stop_on_signals(control, watcher), watcher:
@@ -278,7 +282,7 @@ def run_command(
     if as_json:
         print(json.dumps(summary), flush=True)
     else:
-        out.print(run_summary_line(summary))
+        out.print(run_summary_line(summary), soft_wrap=True)  # the run's last line, grepped in its log
     if summary.get("status") == "interrupted" and control.stopping:
         err.print(
             formats.line(
@@ -372,7 +376,9 @@ def _index_knowledge(path: Path, archive: Path) -> None:
     """Index the run's knowledge base before it opens, and say what it holds (and what it skipped)."""
     with open_archive(archive) as db:
         done = knowledge_base.add(db, path)
-    err.print(formats.line(f"knowledge base {done.root.name}: {done.entries} entries from {done.files} files"))
+    err.print(
+        formats.line(f"knowledge base {done.root.name}: {done.entries} entries from {done.files} files"), soft_wrap=True
+    )
     for skipped, why in done.skipped:
         err.print(formats.line(("skipped ", "yellow"), skipped, f": {why}"), soft_wrap=True)
 
