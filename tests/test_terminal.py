@@ -242,6 +242,31 @@ def test_archive_listings_and_show_print_hostile_fields_as_text(tmp_path):
     assert "LLM: openai/[link=http://evil.example]x[/link]" in shown and "device=cpu [link=" in shown
 
 
+def test_archive_show_at_80_columns_keeps_every_character_of_long_code_lines_and_fields(tmp_path):
+    """Rich crops a code line at the console's width: `archive show 1 > file` lost what ran past column 75."""
+    path = tmp_path / "a.db"
+    long_line = "WIDTHS = [" + ", ".join(str(n) for n in range(60)) + "]  # END_OF_LONG_LINE"
+    reason = "a reason long enough to wrap: " + "word " * 30 + "END_OF_REASON"
+    with Archive(path) as db:
+        db.register_task(TASKS["digits"])
+        shown_id = db.record(
+            {
+                "task": "digits",
+                "name": "long.py",
+                "proposer": "llm",
+                "code": f"import torch\n{long_line}\n",
+                "status": "failed",
+                "text_hash": "h-long",
+                "parents": [],
+                "reason": reason,
+            }
+        )
+    shown = CliRunner().invoke(app, ["archive", "show", str(shown_id), "--archive", str(path)], env={"COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    assert "END_OF_LONG_LINE" in shown.output  # wrapped under its line number, not cropped
+    assert f"reason: {reason}" in shown.output.splitlines()  # one line, for grep and copy
+
+
 def test_exports_keep_the_data_exact_and_json_escapes_every_control_character(tmp_path):
     path = tmp_path / "a.db"
     record_hostile_archive(path)

@@ -145,12 +145,13 @@ def archive_show(
             (f"candidate {cand['id']}", "bold"),
             f" {cand['name'] or ''}  task={cand['task']}  proposer={cand['proposer']}  "
             f"status={cand['status']}  parents={cand['parents']}  run={cand['run_id']}",
-        )
+        ),
+        soft_wrap=True,
     )
     if cand["reason"]:
-        out.print(formats.line("reason: ", cand["reason"]))
+        out.print(formats.line("reason: ", cand["reason"]), soft_wrap=True)
     if cand.get("arch"):
-        out.print(formats.line(f"search space {cand['space']}: {cand['arch']}"))
+        out.print(formats.line(f"search space {cand['space']}: {cand['arch']}"), soft_wrap=True)
     if cand.get("recipe"):
         out.print(formats.line("recipe (its RECIPE): ", recipes.describe(cand["recipe"])))
     if cand.get("model"):
@@ -178,10 +179,12 @@ def archive_show(
         formats.line(
             f"hashes: whitespace={(cand['text_hash'] or '')[:12]} ast={(cand['ast_hash'] or '')[:12]} "
             f"functional={(cand['functional_hash'] or '')[:12]}"
-        )
+        ),
+        soft_wrap=True,
     )
     code = formats.printable(cand["code"] or "")
-    out.print(Syntax(code, "python" if formats.lexable(code) else "text", line_numbers=True))  # long lines: plain
+    # long lines wrap under their number: a cropped line (rich's default) would hide code from the reader
+    out.print(Syntax(code, "python" if formats.lexable(code) else "text", line_numbers=True, word_wrap=True))
     for e in evals:
         out.print(
             formats.line(
@@ -193,7 +196,8 @@ def archive_show(
                 + _resumed(e),
                 *_scoring_parts(e),
                 *((" recipe: ", recipes.describe(e["recipe"])) if e.get("recipe") else ()),
-            )
+            ),
+            soft_wrap=True,
         )
         if e["error"]:
             out.print(formats.untrusted(e["error"]))

@@ -97,9 +97,9 @@ def _review_queue(db: Archive, who: str, list_only: bool) -> None:
         out.rule(formats.line((f"review {shown.review_id}", "bold"), f" (run {shown.run_id})"))
         out.print(formats.line("intent: ", shown.intent or "(none given)"))
         if shown.diff:  # the view's diff and code are printable already (control characters as codes)
-            out.print(Syntax(shown.diff, "diff"))
+            out.print(Syntax(shown.diff, "diff", word_wrap=True))
         lexer = "python" if formats.lexable(shown.shown_code) else "text"  # a long line: plain (formats.lexable)
-        out.print(Syntax(shown.shown_code, lexer, line_numbers=True))
+        out.print(Syntax(shown.shown_code, lexer, line_numbers=True, word_wrap=True))  # long lines wrap, never cropped
         choice = typer.prompt("[a]pprove, [r]eject, [e]dit, [s]kip, [q]uit", default="s").strip().lower()[:1]
         if choice == "q":
             return
