@@ -187,6 +187,8 @@ def test_a_trusted_candidate_exports_without_a_graph_and_its_card_says_unverifie
     result = export(str(parent), "--out", str(tmp_path / "home"), "--archive", str(path))
     assert result.exit_code == 0, result.output
     assert "UNVERIFIED" in result.stdout and "no model.onnx" in result.stdout
+    written = f"candidate {parent} written to {tmp_path / 'home'}: "  # one line with the whole path, to copy
+    assert any(line.startswith(written) for line in result.stdout.splitlines()), result.stdout
     card = (tmp_path / "home" / "MODEL_CARD.md").read_text()
     assert card.startswith(f"# Candidate {parent}: seed\\]\\(http://evil\\) \\# heading \\<b\\>\n")
     assert "**⚠ UNVERIFIED: trusted scoring.**" in card and "| scoring | **trusted (unverified)** |" in card

@@ -377,7 +377,8 @@ def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], 
                 (f"{summary['seeds']} seed(s), budget {summary['budget']}:", "bold"),
                 f" {test} {number(summary['mean_test'])} ± {number(summary['std_test'])}, "
                 f"{val} {number(summary['mean_val'])}",
-            )
+            ),
+            soft_wrap=True,
         )
     if "mean_hypervolume" in summary:
         out.print(
@@ -385,5 +386,6 @@ def _print_baseline_summary(summary: dict[str, Any], results: list[SeedResult], 
                 f"hypervolume ({', '.join(summary['objectives'])}; validation front scored on test, normalised): "
                 f"{summary['mean_hypervolume']:.4f} ± {summary['std_hypervolume']:.4f}, "
                 f"{summary['mean_front']:.1f} cells on a front"
-            )
+            ),
+            soft_wrap=True,
         )

@@ -180,7 +180,8 @@ def halve_command(
                             formats.line(
                                 f"{epochs:>4} epochs  #{r.id} {r.name}: {r.status}  "
                                 f"{formats.scored('val', r.metrics['val_accuracy'], evaluator.task.metric)}"
-                            )
+                            ),
+                            soft_wrap=True,
                         )
                     ),
                 )
@@ -195,5 +196,6 @@ def halve_command(
                 f" #{result.best.id} {result.best.name} "
                 f"{formats.scored('val', result.best.metrics['val_accuracy'], evaluator.task.metric)} "
                 f"at {full} epochs; {result.epochs_spent} epochs trained in all ({len(paths) * full} for full budgets)",
-            )
+            ),
+            soft_wrap=True,
         )

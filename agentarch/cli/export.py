@@ -70,7 +70,7 @@ def export_command(
             )
         )
         return
-    out.print(formats.line(f"candidate {candidate_id} written to {out_dir}: {', '.join(written)}"))
+    out.print(formats.line(f"candidate {candidate_id} written to {out_dir}: {', '.join(written)}"), soft_wrap=True)
     if not made.graph_kept:
         out.print(formats.line((f"no {GRAPH_FILE}: {made.graph_note}", "yellow")))
     if not made.verified:
