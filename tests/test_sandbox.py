@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from agentarch.isolation import owners
 from agentarch.isolation import scratch as scratch_module
 from agentarch.isolation.cgroups import Cgroup
 from agentarch.isolation.job import Outcome, SandboxJob
@@ -307,8 +308,14 @@ def test_the_scratch_sweep_touches_only_real_folders_of_a_dead_owner(tmp_path):
     foreign.mkdir()
     if os.geteuid() == 0:
         os.chown(foreign, 12345, 12345)
+    # the same dead pid with this pid namespace's number, and with another's (a container beside this one that
+    # shares /tmp: its pid names no process here, so only its own orchestrators may judge it)
+    here = tmp_path / f"agentarch-job-{gone.pid}-1-{owners.pid_namespace()}-abc"
+    beside = tmp_path / f"agentarch-job-{gone.pid}-1-{int(owners.pid_namespace()) + 1}-abc"
+    here.mkdir()
+    beside.mkdir()
     removed = sweep_stale_scratch(tmp_path, force=True)
-    assert removed == [stale] and not stale.exists()
+    assert sorted(removed) == sorted([stale, here]) and not stale.exists() and beside.is_dir()
     assert (target / "keep.txt").exists() and (tmp_path / f"{dead}link").is_symlink()
     assert (tmp_path / "agentarch-job-untagged").is_dir() and (tmp_path / f"agentarch-job-{owner_tag()}-live").is_dir()
     assert foreign.is_dir() == (os.geteuid() == 0)

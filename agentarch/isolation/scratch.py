@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 SCRATCH_INODES = 4096
 """Files and directories a candidate may make in scratch: a few are all training writes."""
 SCRATCH_PREFIX = "agentarch-job-"
-OWNED_SCRATCH = re.compile(rf"{SCRATCH_PREFIX}(\d+-\d+)-")
+OWNED_SCRATCH = re.compile(rf"{SCRATCH_PREFIX}(\d+-\d+(?:-\d+)?)-")
 """A scratch directory's name: the prefix, its orchestrator's tag, then mkdtemp's random part."""
 SWEEP_EVERY_S = 60.0
 """How often one orchestrator looks for stale scratch: a listing of the temporary directory per job start is cheap,
