@@ -36,12 +36,22 @@ def owner_tag() -> str:
     return f"{os.getpid()}-{process_start(os.getpid())}-{pid_namespace()}"
 
 
+PID_DIGITS = 10
+"""The most digits a tag's pid may have: the kernel's pids stop at 2**22 (seven digits)."""
+
+
 def owner_gone(tag: str) -> bool:
     """Whether the orchestrator a tag names no longer runs. False for a malformed tag, and for one from another pid
     namespace: its orchestrator may run in a container beside this one, and only an orchestrator of its own
-    namespace can tell. A `<pid>-<start time>` tag (before the namespace was part of it) is this namespace's."""
+    namespace can tell. A `<pid>-<start time>` tag (before the namespace was part of it) is this namespace's.
+
+    Digits are ASCII ones and a pid has at most PID_DIGITS: `str.isdigit` is true of characters `int` refuses (a
+    superscript two) or reads as another's (an Arabic-Indic one), and `int` refuses more than 4,300 digits; a tag
+    is read from names anyone may plant, and the sweeps catch OSError only."""
     parts = tag.split("-")
-    if len(parts) not in (2, 3) or not all(part.isdigit() for part in parts):
+    if len(parts) not in (2, 3) or not all(part.isascii() and part.isdigit() for part in parts):
+        return False
+    if len(parts[0]) > PID_DIGITS:
         return False
     if len(parts) == 3 and parts[2] != pid_namespace():
         return False

@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 SCRATCH_INODES = 4096
 """Files and directories a candidate may make in scratch: a few are all training writes."""
 SCRATCH_PREFIX = "agentarch-job-"
-OWNED_SCRATCH = re.compile(rf"{SCRATCH_PREFIX}(\d+-\d+(?:-\d+)?)-")
-"""A scratch directory's name: the prefix, its orchestrator's tag, then mkdtemp's random part."""
+OWNED_SCRATCH = re.compile(rf"{SCRATCH_PREFIX}([0-9]+-[0-9]+(?:-[0-9]+)?)-[^-]+")
+"""A scratch directory's name, all of it (`fullmatch`): the prefix, its orchestrator's tag, then mkdtemp's random
+part (no dash). Unanchored, `<pid>-<start>-<namespace>x-...` was read as the two-part tag `<pid>-<start>` of this
+namespace."""
 SWEEP_EVERY_S = 60.0
 """How often one orchestrator looks for stale scratch: a listing of the temporary directory per job start is cheap,
 but a run starting jobs every second gains nothing from it."""
@@ -80,7 +82,7 @@ def sweep_stale_scratch(parent: Path | None = None, force: bool = False) -> list
     except OSError:
         return removed
     for name in names:
-        tag = OWNED_SCRATCH.match(name)
+        tag = OWNED_SCRATCH.fullmatch(name)
         path = parent / name
         if tag is not None and owner_gone(tag.group(1)) and reap_scratch(path):
             removed.append(path)
