@@ -152,6 +152,12 @@ def printable(value: Any) -> str:
     return _CONTROL.sub(_code, str(value).replace("\r\n", "\n"))
 
 
+def one_line(value: Any) -> str:
+    """`printable`, with each line break written as `\\n` too: a field of a line that is read as one record (a run's
+    outcome line in its log), where a hostile value's newline would begin a line of its own, a forged outcome say."""
+    return printable(value).replace("\n", "\\n")
+
+
 def untrusted(value: Any, style: str = "") -> Text:
     """A string a model, a candidate or a task file wrote, ready for a rich console or table: plain text,
     never markup (`[link=...]` stays brackets), and no control characters (`printable`). Every command that

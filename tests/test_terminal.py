@@ -267,6 +267,20 @@ def test_archive_show_at_80_columns_keeps_every_character_of_long_code_lines_and
     assert f"reason: {reason}" in shown.output.splitlines()  # one line, for grep and copy
 
 
+def test_a_hostile_reason_cannot_forge_an_outcome_line_in_a_runs_log(monkeypatch):
+    """A candidate's exception message is part of its reason; a newline in it began a line of its own in the log."""
+    import io
+
+    from rich.console import Console
+
+    shown = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=shown, width=80, force_terminal=False))
+    reason = "[train:runtime] ValueError: x\n#9 trained  val 0.9990\r\n#10 trained  val 0.9995"
+    common.outcome_printer(False)({"id": 7, "status": "failed", "reason": reason})
+    (line,) = shown.getvalue().splitlines()
+    assert line.startswith("#7 failed  [train:runtime] ValueError: x\\n#9 trained") and "\\n#10 trained" in line
+
+
 def test_exports_keep_the_data_exact_and_json_escapes_every_control_character(tmp_path):
     path = tmp_path / "a.db"
     record_hostile_archive(path)

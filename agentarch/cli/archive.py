@@ -149,7 +149,7 @@ def archive_show(
         soft_wrap=True,
     )
     if cand["reason"]:
-        out.print(formats.line("reason: ", cand["reason"]), soft_wrap=True)
+        out.print(formats.line("reason: ", formats.one_line(cand["reason"])), soft_wrap=True)
     if cand.get("arch"):
         out.print(formats.line(f"search space {cand['space']}: {cand['arch']}"), soft_wrap=True)
     if cand.get("recipe"):

@@ -222,7 +222,7 @@ def outcome_printer(as_json: bool) -> Any:
                 + ("  (repaired)" if outcome["repaired"] else "")
             )
         elif outcome["reason"]:
-            line.append_text(formats.line("  ", str(outcome["reason"])[:160]))
+            line.append_text(formats.line("  ", formats.one_line(str(outcome["reason"])[:160])))
         err.print(line, soft_wrap=True)  # one line each, whatever the width: a log is grepped
 
     return show
