@@ -154,6 +154,14 @@ def test_batch_on_the_steady_schedule_is_named_as_ignored(tmp_path, no_sandbox):
         str(tmp_path / "b.db"),
     )
     assert rounds.exit_code == 0 and "sizes the rounds" not in rounds.output, rounds.output
+    from_env = CliRunner().invoke(
+        cli.app,
+        ["run", "--task", "nb201-cifar10", "--budget", "1", "--archive", str(tmp_path / "c.db")],
+        env={"AGENTARCH_BATCH": "3"},
+    )
+    assert from_env.exit_code == 0 and "--batch 3 sizes the rounds" in from_env.output, from_env.output
+    unset = invoke("--task", "nb201-cifar10", "--budget", "1", "--archive", str(tmp_path / "d.db"))
+    assert unset.exit_code == 0 and "sizes the rounds" not in unset.output, unset.output
 
 
 def test_a_passed_candidate_of_a_table_goes_to_the_table_not_the_sandbox(tmp_path):

@@ -240,12 +240,13 @@ def run_command(
         with stop_on_signals(control, watcher), watcher:
             summary = run_lib.resume(resume, settings.archive, **watching, **given)
     else:
-        if batch is not None and settings.schedule == "steady":
+        if "batch" in settings.model_fields_set and settings.schedule == "steady":  # a flag, AGENTARCH_BATCH or a file
             err.print(
                 formats.line(
                     ("note: ", "bold yellow"),
-                    f"--batch {batch} sizes the rounds of --schedule rounds, and this run's schedule is steady, which "
-                    "ignores it: --slots sets how many candidates train at once, --queue how many wait ready",
+                    f"--batch {settings.batch} sizes the rounds of --schedule rounds, and this run's schedule is "
+                    "steady, which ignores it: --slots sets how many candidates train at once, --queue how many wait "
+                    "ready",
                 ),
                 soft_wrap=True,
             )
